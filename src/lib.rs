@@ -1,0 +1,13 @@
+//! kith: a LAN-first, end-to-end encrypted, serverless group messenger.
+//!
+//! The crate is layered so that everything which decides *what* to send is
+//! pure and deterministic, and everything that touches the outside world is a
+//! thin shell around it (see `ARCHITECTURE.md`):
+//!
+//! - [`proto`]: the sans-IO protocol core. No sockets, no clock, no OS
+//!   randomness, no SQL. State machines take bytes and `Instant`s in and give
+//!   datagrams, timers and events out.
+//!
+//! Later layers (network loop, discovery, store, UI) build on top of it.
+
+pub mod proto;

@@ -1,0 +1,8 @@
+//! The sans-IO protocol core.
+//!
+//! Nothing in this module touches the outside world: inputs carry `now:
+//! Instant` where time matters, randomness comes from an injected RNG, and
+//! outputs are values the caller turns into IO. That keeps every protocol
+//! decision testable deterministically.
+
+pub mod ids;
