@@ -5,4 +5,6 @@
 //! outputs are values the caller turns into IO. That keeps every protocol
 //! decision testable deterministically.
 
+pub mod crypto;
 pub mod ids;
+pub mod wire;
