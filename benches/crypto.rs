@@ -1,1 +1,232 @@
-fn main() {}
+//! Envelope seal+sign and verify+open for a 200-byte message, beside the raw
+//! primitives measured in the same run.
+//!
+//! `cargo bench --bench crypto` runs the criterion groups and then prints a
+//! summary table with rates per second and the ratio of envelope open to raw
+//! Ed25519 verify (goal: at least 0.8). `cargo bench --bench crypto --
+//! --summary` prints only the table.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use criterion::{BatchSize, Criterion};
+use ed25519_dalek::{Signer, SigningKey, Verifier};
+use kith::proto::crypto::*;
+use kith::proto::ids::RoomId;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const MESSAGE_LEN: usize = 200;
+
+struct Fixture {
+    sender: Identity,
+    sender_public: PublicIdentity,
+    start: SenderKeyDistribution,
+    chain: SenderChain,
+    raw_key: SigningKey,
+    plaintext: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let mut rng = StdRng::seed_from_u64(1);
+    let sender = Identity::generate(&mut rng);
+    let chain = SenderChain::new(
+        &mut rng,
+        ChainId {
+            room: RoomId([9; 32]),
+            epoch: 1,
+            sender: sender.peer_id(),
+        },
+    );
+    Fixture {
+        sender_public: sender.public(),
+        start: chain.distribution(),
+        chain,
+        sender,
+        raw_key: SigningKey::generate(&mut rng),
+        plaintext: vec![b'x'; MESSAGE_LEN],
+    }
+}
+
+fn message(plaintext: &[u8]) -> OutgoingMessage<'_> {
+    OutgoingMessage {
+        kind: 1,
+        timestamp: 1,
+        plaintext,
+    }
+}
+
+/// Everything the benches measure, as closures over prepared inputs.
+struct Cases {
+    raw_verify: Box<dyn FnMut()>,
+    raw_open: Box<dyn FnMut()>,
+    seal_sign: Box<dyn FnMut()>,
+    verify_open: Box<dyn FnMut()>,
+    batch_verify_open_64: Box<dyn FnMut()>,
+}
+
+fn cases() -> Cases {
+    let f = fixture();
+
+    let raw_signature = f.raw_key.sign(&f.plaintext);
+    let raw_public = f.raw_key.verifying_key();
+    let raw_message = f.plaintext.clone();
+    let raw_verify = Box::new(move || {
+        raw_public
+            .verify(black_box(&raw_message), &raw_signature)
+            .expect("valid signature");
+    });
+
+    let cipher = XChaCha20Poly1305::new((&[7u8; 32]).into());
+    let nonce = XNonce::from([3u8; 24]);
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &f.plaintext,
+                aad: &[0u8; 86],
+            },
+        )
+        .expect("small message");
+    let raw_open = Box::new(move || {
+        let cipher = XChaCha20Poly1305::new((&[7u8; 32]).into());
+        black_box(
+            cipher
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: black_box(&sealed),
+                        aad: &[0u8; 86],
+                    },
+                )
+                .expect("authentic"),
+        );
+    });
+
+    let Fixture {
+        sender,
+        sender_public,
+        start,
+        mut chain,
+        plaintext,
+        ..
+    } = f;
+    let sender = std::rc::Rc::new(sender);
+    let seal_sender = sender.clone();
+    let seal_plaintext = plaintext.clone();
+    let seal_sign = Box::new(move || {
+        black_box(seal_envelope(&seal_sender, &mut chain, message(&seal_plaintext)).expect("seal"));
+    });
+
+    // Opening consumes the message key, so each open gets a receiver chain
+    // positioned at the envelope's sequence number (a cheap clone).
+    let mut first_chain = SenderChain::restore(start.chain, 0, start.chain_key.clone());
+    let envelope = seal_envelope(&sender, &mut first_chain, message(&plaintext)).expect("seal");
+    let single_start = start.clone();
+    let single_public = sender_public.clone();
+    let verify_open = Box::new(move || {
+        let mut receiver = ReceiverChain::from_distribution(&single_start);
+        let parsed = Envelope::parse(black_box(&envelope.emit())).expect("parse");
+        black_box(open_envelope(&parsed, &single_public, &mut receiver).expect("open"));
+    });
+
+    let mut batch_chain = SenderChain::restore(start.chain, 0, start.chain_key.clone());
+    let batch: Vec<Envelope> = (0..64)
+        .map(|_| seal_envelope(&sender, &mut batch_chain, message(&plaintext)).expect("seal"))
+        .collect();
+    let batch_verify_open_64 = Box::new(move || {
+        let mut receiver = ReceiverChain::from_distribution(&start);
+        let pairs: Vec<(&Envelope, &PublicIdentity)> =
+            batch.iter().map(|e| (e, &sender_public)).collect();
+        verify_envelopes_batch(&pairs).expect("all valid");
+        for envelope in &batch {
+            black_box(open_verified_envelope(envelope, &mut receiver).expect("open"));
+        }
+    });
+
+    Cases {
+        raw_verify,
+        raw_open,
+        seal_sign,
+        verify_open,
+        batch_verify_open_64,
+    }
+}
+
+fn criterion_groups(c: &mut Criterion) {
+    let mut cases = cases();
+    let mut group = c.benchmark_group("crypto_200B");
+    group.bench_function("raw_ed25519_verify", |b| b.iter(&mut cases.raw_verify));
+    group.bench_function("raw_xchacha20poly1305_open", |b| {
+        b.iter(&mut cases.raw_open)
+    });
+    group.bench_function("envelope_seal_sign", |b| b.iter(&mut cases.seal_sign));
+    group.bench_function("envelope_verify_open", |b| b.iter(&mut cases.verify_open));
+    group.bench_function("envelope_batch64_verify_open", |b| {
+        b.iter_batched(
+            || (),
+            |_| (cases.batch_verify_open_64)(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+/// Runs `f` repeatedly for about `budget` and returns calls per second
+/// (best of three rounds, to shrug off a busy neighbour on the machine).
+fn rate(f: &mut dyn FnMut(), budget: Duration) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed() < budget / 3 {
+            for _ in 0..16 {
+                f();
+            }
+            calls += 16;
+        }
+        best = best.max(calls as f64 / started.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn summary() {
+    let mut cases = cases();
+    let budget = Duration::from_millis(1500);
+    let raw_verify = rate(&mut cases.raw_verify, budget);
+    let raw_open = rate(&mut cases.raw_open, budget);
+    let seal_sign = rate(&mut cases.seal_sign, budget);
+    let verify_open = rate(&mut cases.verify_open, budget);
+    let batch = rate(&mut cases.batch_verify_open_64, budget) * 64.0;
+    println!();
+    println!("kith crypto, {MESSAGE_LEN}-byte messages, one core");
+    println!("{:<42} {:>12}", "operation", "per second");
+    for (name, value) in [
+        ("raw Ed25519 verify", raw_verify),
+        ("raw XChaCha20-Poly1305 open", raw_open),
+        ("envelope seal + sign", seal_sign),
+        ("envelope verify + open", verify_open),
+        ("envelope verify + open (batches of 64)", batch),
+    ] {
+        println!("{name:<42} {value:>12.0}");
+    }
+    println!(
+        "ratio envelope open / raw verify: {:.2} (batched: {:.2}); goal >= 0.80",
+        verify_open / raw_verify,
+        batch / raw_verify
+    );
+}
+
+fn main() {
+    let summary_only = std::env::args().any(|arg| arg == "--summary");
+    if !summary_only {
+        let mut criterion = Criterion::default()
+            .measurement_time(Duration::from_secs(2))
+            .warm_up_time(Duration::from_millis(500))
+            .configure_from_args();
+        criterion_groups(&mut criterion);
+        criterion.final_summary();
+    }
+    summary();
+}

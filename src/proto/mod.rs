@@ -6,5 +6,6 @@
 //! decision testable deterministically.
 
 pub mod crypto;
+pub mod hlc;
 pub mod ids;
 pub mod wire;

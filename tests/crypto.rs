@@ -1,0 +1,602 @@
+//! Cryptography: known-answer vectors for the primitives, the pairwise
+//! handshake, sender chains and envelopes, and negative property tests
+//! (bit flips, swapped header fields, replays, forgeries).
+
+use kith::proto::crypto::*;
+use kith::proto::ids::{PeerId, RoomId};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+fn hex(text: &str) -> Vec<u8> {
+    assert!(text.len().is_multiple_of(2), "odd hex length");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("test vector is hex"))
+        .collect()
+}
+
+fn hex32(text: &str) -> [u8; 32] {
+    hex(text).try_into().expect("test vector is 32 bytes")
+}
+
+// ---------------------------------------------------------------------------
+// Known-answer tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ed25519_rfc8032_test_1() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let secret = hex32("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    let public = hex32("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+    let signature = hex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+    );
+    let key = SigningKey::from_bytes(&secret);
+    assert_eq!(key.verifying_key().to_bytes(), public);
+    assert_eq!(key.sign(b"").to_bytes().to_vec(), signature);
+    // Our identity wraps exactly this key: same public key, id = blake3(pk).
+    let identity = Identity::from_secret_bytes(&secret);
+    assert_eq!(identity.public().to_bytes(), public);
+    assert_eq!(identity.peer_id().0, *blake3::hash(&public).as_bytes());
+}
+
+#[test]
+fn x25519_rfc7748_vectors() {
+    // Section 5.2, first vector.
+    let scalar = hex32("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+    let point = hex32("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+    let expected = hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+    assert_eq!(x25519_dalek::x25519(scalar, point), expected);
+    // Section 6.1: Alice and Bob agree.
+    let alice = x25519_dalek::StaticSecret::from(hex32(
+        "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+    ));
+    let bob_public = x25519_dalek::PublicKey::from(hex32(
+        "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+    ));
+    assert_eq!(
+        x25519_dalek::PublicKey::from(&alice).to_bytes(),
+        hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    );
+    assert_eq!(
+        alice.diffie_hellman(&bob_public).to_bytes(),
+        hex32("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+    );
+}
+
+#[test]
+fn xchacha20poly1305_draft_vector() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let key = hex32("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+    let nonce: [u8; 24] = hex("404142434445464748494a4b4c4d4e4f5051525354555657")
+        .try_into()
+        .expect("24 bytes");
+    let aad = hex("50515253c0c1c2c3c4c5c6c7");
+    let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+    let mut expected = hex(
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e",
+    );
+    expected.extend(hex("c0875924c1c7987947deafd8780acf49"));
+    let cipher = XChaCha20Poly1305::new((&key).into());
+    let sealed = cipher
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .expect("small message");
+    assert_eq!(sealed, expected);
+}
+
+#[test]
+fn blake3_official_vectors() {
+    assert_eq!(
+        blake3::hash(b"").to_hex().as_str(),
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    );
+    // The official vectors use input bytes i % 251; length 1 is [0].
+    assert_eq!(
+        blake3::hash(&[0u8]).to_hex().as_str(),
+        "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Identity and safety numbers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn safety_number_is_symmetric_and_well_formed() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let alice = Identity::generate(&mut rng).public();
+    let bob = Identity::generate(&mut rng).public();
+    let carol = Identity::generate(&mut rng).public();
+    let number = safety_number(&alice, &bob);
+    assert_eq!(number, safety_number(&bob, &alice));
+    let groups: Vec<&str> = number.split(' ').collect();
+    assert_eq!(groups.len(), 12);
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+    );
+    assert_ne!(number, safety_number(&alice, &carol));
+}
+
+#[test]
+fn weak_public_keys_are_rejected() {
+    // The identity point is a small-order point.
+    let mut identity_point = [0u8; 32];
+    identity_point[0] = 1;
+    assert_eq!(
+        PublicIdentity::from_bytes(&identity_point),
+        Err(CryptoError::BadPublicKey)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Pairwise handshake
+// ---------------------------------------------------------------------------
+
+struct Pair {
+    alice: Identity,
+    bob: Identity,
+    a: PairwiseSession,
+    b: PairwiseSession,
+}
+
+fn handshake(seed: u64) -> Pair {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let alice = Identity::generate(&mut rng);
+    let bob = Identity::generate(&mut rng);
+    let (initiator, init) = Initiator::start(&mut rng, Some(bob.peer_id()));
+    let (responder, response) = Responder::handle_init(&mut rng, &bob, &init).expect("msg 2");
+    let (a, finish) = initiator.handle_response(&alice, &response).expect("msg 3");
+    let b = responder.handle_finish(&finish).expect("finished");
+    Pair { alice, bob, a, b }
+}
+
+#[test]
+fn handshake_authenticates_both_sides() {
+    let Pair {
+        alice,
+        bob,
+        mut a,
+        mut b,
+    } = handshake(1);
+    assert_eq!(a.peer().peer_id(), bob.peer_id());
+    assert_eq!(b.peer().peer_id(), alice.peer_id());
+    assert_eq!(a.session_id(), b.session_id());
+
+    let (counter, sealed) = a.seal(b"hdr", b"hello bob").expect("seal");
+    assert_eq!(
+        b.open(counter, b"hdr", &sealed).expect("open"),
+        b"hello bob"
+    );
+    assert_eq!(
+        b.open(counter, b"hdr", &sealed),
+        Err(CryptoError::Replay),
+        "replay"
+    );
+    let (counter, sealed) = b.seal(b"", b"hi alice").expect("seal");
+    assert_eq!(a.open(counter, b"", &sealed).expect("open"), b"hi alice");
+    // A message sealed for one direction cannot be opened in the other.
+    let (counter, sealed) = a.seal(b"", b"to bob").expect("seal");
+    assert!(a.open(counter, b"", &sealed).is_err());
+}
+
+#[test]
+fn handshake_refuses_unexpected_responder() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let alice = Identity::generate(&mut rng);
+    let bob = Identity::generate(&mut rng);
+    let mallory = Identity::generate(&mut rng);
+    let (initiator, init) = Initiator::start(&mut rng, Some(bob.peer_id()));
+    let (_, response) = Responder::handle_init(&mut rng, &mallory, &init).expect("msg 2");
+    assert_eq!(
+        initiator.handle_response(&alice, &response).err(),
+        Some(CryptoError::WrongPeer)
+    );
+}
+
+#[test]
+fn handshake_detects_substituted_ephemeral() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let alice = Identity::generate(&mut rng);
+    let bob = Identity::generate(&mut rng);
+    let (initiator, init) = Initiator::start(&mut rng, None);
+    let (_, mut response) = Responder::handle_init(&mut rng, &bob, &init).expect("msg 2");
+    // A man in the middle swaps in his own ephemeral key.
+    let attacker = x25519_dalek::EphemeralSecret::random_from_rng(&mut rng);
+    response.ephemeral = x25519_dalek::PublicKey::from(&attacker).to_bytes();
+    assert!(initiator.handle_response(&alice, &response).is_err());
+}
+
+#[test]
+fn handshake_rejects_low_order_ephemeral() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let bob = Identity::generate(&mut rng);
+    let init = HandshakeInit { ephemeral: [0; 32] };
+    assert_eq!(
+        Responder::handle_init(&mut rng, &bob, &init).err(),
+        Some(CryptoError::WeakKey)
+    );
+}
+
+#[test]
+fn handshake_finish_cannot_be_replayed_into_another_session() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let alice = Identity::generate(&mut rng);
+    let bob = Identity::generate(&mut rng);
+    let (initiator, init) = Initiator::start(&mut rng, None);
+    let (_, response) = Responder::handle_init(&mut rng, &bob, &init).expect("msg 2");
+    let (_, finish) = initiator.handle_response(&alice, &response).expect("msg 3");
+    // Bob answers the same init again (a retransmission): a new responder
+    // ephemeral, so the old finish message must not complete it.
+    let (second, _) = Responder::handle_init(&mut rng, &bob, &init).expect("msg 2 again");
+    assert!(second.handle_finish(&finish).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn handshake_messages_with_any_bit_flipped_fail(which in 0usize..3, bit in 0usize..(112 * 8)) {
+        let mut rng = StdRng::seed_from_u64(bit as u64);
+        let alice = Identity::generate(&mut rng);
+        let bob = Identity::generate(&mut rng);
+        let (initiator, mut init) = Initiator::start(&mut rng, Some(bob.peer_id()));
+        if which == 0 {
+            init.ephemeral[(bit / 8) % 32] ^= 1 << (bit % 8);
+        }
+        let (responder, mut response) = match Responder::handle_init(&mut rng, &bob, &init) {
+            Ok(step) => step,
+            // A flipped ephemeral may be a low-order point: rejected early.
+            Err(_) => return Ok(()),
+        };
+        if which == 1 {
+            response.sealed[bit / 8] ^= 1 << (bit % 8);
+        }
+        let (_, mut finish) = match initiator.handle_response(&alice, &response) {
+            Ok(step) => step,
+            Err(_) => {
+                // Alice notices a flipped init (transcript mismatch) or a
+                // flipped response.
+                prop_assert!(which == 0 || which == 1);
+                return Ok(());
+            }
+        };
+        prop_assert_eq!(which, 2, "a flip in message 1 or 2 went unnoticed");
+        if which == 2 {
+            finish.sealed[bit / 8] ^= 1 << (bit % 8);
+        }
+        // Whatever was flipped, Bob must not end up with a session with Alice.
+        prop_assert!(responder.handle_finish(&finish).is_err());
+    }
+
+    #[test]
+    fn sealed_pairwise_bit_flips_are_rejected(bit in 0usize..(40 * 8)) {
+        let Pair { mut a, mut b, .. } = handshake(9);
+        let (counter, mut sealed) = a.seal(b"aad", b"twenty-four bytes of msg").expect("seal");
+        sealed[bit / 8] ^= 1 << (bit % 8);
+        prop_assert_eq!(b.open(counter, b"aad", &sealed), Err(CryptoError::Unauthentic));
+        // The failed attempt did not burn the counter.
+        sealed[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(b.open(counter, b"aad", &sealed).is_ok());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Room envelopes
+// ---------------------------------------------------------------------------
+
+struct Room {
+    alice: Identity,
+    bob: Identity,
+    alice_chain: SenderChain,
+    /// Alice's chain as distributed to the members at the epoch start.
+    alice_start: SenderKeyDistribution,
+    /// Bob's view of Alice's chain.
+    bob_follows_alice: ReceiverChain,
+    bob_chain: SenderChain,
+}
+
+fn room(seed: u64) -> Room {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let alice = Identity::generate(&mut rng);
+    let bob = Identity::generate(&mut rng);
+    let room = RoomId([42; 32]);
+    let alice_chain = SenderChain::new(
+        &mut rng,
+        ChainId {
+            room,
+            epoch: 3,
+            sender: alice.peer_id(),
+        },
+    );
+    let alice_start = alice_chain.distribution();
+    let bob_follows_alice = ReceiverChain::from_distribution(&alice_start);
+    let bob_chain = SenderChain::new(
+        &mut rng,
+        ChainId {
+            room,
+            epoch: 3,
+            sender: bob.peer_id(),
+        },
+    );
+    Room {
+        alice,
+        bob,
+        alice_chain,
+        alice_start,
+        bob_follows_alice,
+        bob_chain,
+    }
+}
+
+fn text(plaintext: &[u8]) -> OutgoingMessage<'_> {
+    OutgoingMessage {
+        kind: 1,
+        timestamp: 1_700_000_000_000,
+        plaintext,
+    }
+}
+
+#[test]
+fn envelope_round_trip_and_id() {
+    let mut r = room(1);
+    let envelope = seal_envelope(&r.alice, &mut r.alice_chain, text(b"hello room")).expect("seal");
+    let bytes = envelope.emit();
+    let parsed = Envelope::parse(&bytes).expect("parse");
+    assert_eq!(parsed, envelope);
+    assert_eq!(parsed.id().0, *blake3::hash(&bytes).as_bytes());
+    let plaintext =
+        open_envelope(&parsed, &r.alice.public(), &mut r.bob_follows_alice).expect("open");
+    assert_eq!(plaintext, b"hello room");
+    assert_eq!(
+        open_envelope(&parsed, &r.alice.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::Replay)
+    );
+}
+
+#[test]
+fn member_cannot_forge_as_another() {
+    let mut r = room(2);
+    // Bob knows Alice's chain key (he is a member), so he can produce a
+    // ciphertext that decrypts, but he cannot sign as Alice.
+    let mut stolen = SenderChain::restore(
+        r.alice_chain.chain(),
+        r.alice_chain.next_seq(),
+        r.alice_chain.chain_key().clone(),
+    );
+    // Sealing with Bob's identity on Alice's chain: the signature is Bob's.
+    let forged = seal_envelope_unchecked(&r.bob, &mut stolen, b"I am alice");
+    assert_eq!(
+        open_envelope(&forged, &r.alice.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::BadSignature)
+    );
+    assert_eq!(
+        open_envelope(&forged, &r.bob.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::WrongPeer)
+    );
+    // Alice's real message still opens: the forgery did not move the chain.
+    let real = seal_envelope(&r.alice, &mut r.alice_chain, text(b"real")).expect("seal");
+    assert_eq!(
+        open_envelope(&real, &r.alice.public(), &mut r.bob_follows_alice).expect("open"),
+        b"real"
+    );
+}
+
+/// Seals on a chain that belongs to someone else, as a malicious member
+/// would (release builds skip the debug assertion that guards honest use).
+fn seal_envelope_unchecked(
+    signer: &Identity,
+    chain: &mut SenderChain,
+    plaintext: &[u8],
+) -> Envelope {
+    let honest_chain = SenderChain::restore(
+        ChainId {
+            sender: signer.peer_id(),
+            ..chain.chain()
+        },
+        chain.next_seq(),
+        chain.chain_key().clone(),
+    );
+    let mut honest_chain = honest_chain;
+    let mut envelope = seal_envelope(signer, &mut honest_chain, text(plaintext)).expect("seal");
+    // Claim the other sender; the signature stays the signer's.
+    envelope.header.sender = chain.chain().sender;
+    envelope
+}
+
+#[test]
+fn wrong_chain_is_rejected() {
+    let mut r = room(3);
+    let from_bob = seal_envelope(&r.bob, &mut r.bob_chain, text(b"bob")).expect("seal");
+    // Valid signature, but Bob's message is not on Alice's chain.
+    assert_eq!(
+        open_envelope(&from_bob, &r.bob.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::WrongChain)
+    );
+}
+
+#[test]
+fn far_future_sequence_is_bounded() {
+    let mut r = room(4);
+    let mut far = SenderChain::restore(
+        r.alice_chain.chain(),
+        MAX_SKIP + 10,
+        r.alice_chain.chain_key().clone(),
+    );
+    let envelope = seal_envelope(&r.alice, &mut far, text(b"far")).expect("seal");
+    assert_eq!(
+        open_envelope(&envelope, &r.alice.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::TooFarAhead)
+    );
+}
+
+#[test]
+fn epoch_change_locks_out_old_chain_holders() {
+    // A removed member keeps the old epoch's distribution; the new epoch's
+    // chain is fresh, so it cannot open anything sent after.
+    let mut rng = StdRng::seed_from_u64(11);
+    let r = room(5);
+    let mut removed_view = ReceiverChain::from_distribution(&r.alice_start);
+    let mut new_chain = SenderChain::new(
+        &mut rng,
+        ChainId {
+            epoch: 4,
+            ..r.alice_chain.chain()
+        },
+    );
+    let after = seal_envelope(&r.alice, &mut new_chain, text(b"after removal")).expect("seal");
+    assert_eq!(
+        open_envelope(&after, &r.alice.public(), &mut removed_view),
+        Err(CryptoError::WrongChain)
+    );
+    // Even relabelling the old key as the new epoch's does not help.
+    let mut old_view_relabelled = ReceiverChain::from_distribution(&SenderKeyDistribution {
+        chain: new_chain.chain(),
+        start_seq: 0,
+        chain_key: r.alice_start.chain_key.clone(),
+    });
+    assert_eq!(
+        open_envelope(&after, &r.alice.public(), &mut old_view_relabelled),
+        Err(CryptoError::Unauthentic)
+    );
+}
+
+#[test]
+fn batch_verification_matches_single() {
+    let mut r = room(6);
+    let envelopes: Vec<Envelope> = (0..16)
+        .map(|i| {
+            seal_envelope(
+                &r.alice,
+                &mut r.alice_chain,
+                text(format!("m{i}").as_bytes()),
+            )
+            .expect("seal")
+        })
+        .collect();
+    let alice = r.alice.public();
+    let pairs: Vec<(&Envelope, &PublicIdentity)> = envelopes.iter().map(|e| (e, &alice)).collect();
+    assert_eq!(verify_envelopes_batch(&pairs), Ok(()));
+    let mut bad = envelopes.clone();
+    bad[7].ciphertext[0] ^= 1;
+    let pairs: Vec<(&Envelope, &PublicIdentity)> = bad.iter().map(|e| (e, &alice)).collect();
+    assert_eq!(
+        verify_envelopes_batch(&pairs),
+        Err(CryptoError::BadSignature)
+    );
+    for envelope in &envelopes {
+        assert!(open_verified_envelope(envelope, &mut r.bob_follows_alice).is_ok());
+    }
+}
+
+#[test]
+fn secret_key_is_zeroized_on_drop() {
+    let key = SecretKey::from_bytes([0xA5; 32]);
+    let mut slot = std::mem::MaybeUninit::new(key);
+    // SAFETY: `slot` holds an initialised `SecretKey`, dropped exactly once
+    // here. `SecretKey` is `repr(transparent)` over `[u8; 32]`, and its drop
+    // leaves those bytes initialised (zeroed), so reading them is sound.
+    let after_drop: [u8; 32] = unsafe {
+        std::ptr::drop_in_place(slot.as_mut_ptr());
+        std::ptr::read(slot.as_ptr().cast::<[u8; 32]>())
+    };
+    assert_eq!(after_drop, [0u8; 32]);
+}
+
+#[test]
+fn long_term_and_ephemeral_secrets_zeroize_on_drop() {
+    fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    zeroizes_on_drop::<ed25519_dalek::SigningKey>();
+    zeroizes_on_drop::<x25519_dalek::EphemeralSecret>();
+    zeroizes_on_drop::<SecretKey>();
+}
+
+fn header_mutations() -> impl Strategy<Value = (usize, u8)> {
+    // Field index into the header and a non-zero xor mask.
+    (0usize..6, 1u8..=255)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn envelope_bit_flips_are_rejected(bit in 0usize..((ENVELOPE_OVERHEAD + 30) * 8)) {
+        let mut r = room(7);
+        let envelope = seal_envelope(&r.alice, &mut r.alice_chain, text(b"fourteen bytes")).expect("seal");
+        let mut bytes = envelope.emit();
+        prop_assume!(bit / 8 < bytes.len());
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        if let Ok(tampered) = Envelope::parse(&bytes) {
+            prop_assert!(open_envelope(&tampered, &r.alice.public(), &mut r.bob_follows_alice).is_err());
+        }
+        // The untampered envelope still opens exactly once afterwards.
+        prop_assert!(open_envelope(&envelope, &r.alice.public(), &mut r.bob_follows_alice).is_ok());
+    }
+
+    #[test]
+    fn swapped_header_fields_fail_aead_even_without_signature((field, mask) in header_mutations()) {
+        // Skip the signature (as if an attacker could forge it): the AEAD's
+        // associated data alone must still bind every header field.
+        let mut r = room(8);
+        let mut envelope = seal_envelope(&r.alice, &mut r.alice_chain, text(b"bound")).expect("seal");
+        let h = &mut envelope.header;
+        match field {
+            0 => h.room.0[0] ^= mask,
+            1 => h.epoch ^= u32::from(mask),
+            2 => h.sender.0[31] ^= mask,
+            3 => h.seq ^= u64::from(mask),
+            4 => h.kind ^= mask,
+            _ => h.timestamp ^= u64::from(mask),
+        }
+        let mut follower = ReceiverChain::from_distribution(&SenderKeyDistribution {
+            chain: ChainId { room: h.room, epoch: h.epoch, sender: h.sender },
+            start_seq: 0,
+            chain_key: r.alice_start.chain_key.clone(),
+        });
+        prop_assert!(open_verified_envelope(&envelope, &mut follower).is_err());
+        // And with the signature checked, it fails there first.
+        prop_assert!(open_envelope(&envelope, &r.alice.public(), &mut r.bob_follows_alice).is_err());
+    }
+
+    #[test]
+    fn reordered_and_duplicated_within_window_accepted_exactly_once(
+        order in Just((0u64..64).collect::<Vec<_>>()).prop_shuffle(),
+        duplicates in proptest::collection::vec(0usize..64, 0..32),
+    ) {
+        let mut r = room(9);
+        let envelopes: Vec<Envelope> = (0..64)
+            .map(|i| seal_envelope(&r.alice, &mut r.alice_chain, text(&[i as u8; 3])).expect("seal"))
+            .collect();
+        let mut delivery: Vec<usize> = order.iter().map(|&i| i as usize).collect();
+        for (k, d) in duplicates.iter().enumerate() {
+            delivery.insert((k * 7) % delivery.len(), *d);
+        }
+        let mut accepted = vec![0u32; 64];
+        for index in delivery {
+            if let Ok(plaintext) = open_envelope(&envelopes[index], &r.alice.public(), &mut r.bob_follows_alice) {
+                prop_assert_eq!(plaintext, vec![index as u8; 3]);
+                accepted[index] += 1;
+            }
+        }
+        prop_assert!(accepted.iter().all(|&n| n == 1), "{:?}", accepted);
+        prop_assert_eq!(r.bob_follows_alice.skipped_len(), 0);
+    }
+}
+
+#[test]
+fn peer_ids_are_distinct_per_identity() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let ids: std::collections::HashSet<PeerId> = (0..100)
+        .map(|_| Identity::generate(&mut rng).peer_id())
+        .collect();
+    assert_eq!(ids.len(), 100);
+}

@@ -1,0 +1,135 @@
+//! Wire format: every frame type round-trips, and no input makes a parser
+//! panic or accept something outside the limits.
+
+use kith::proto::crypto::{ENVELOPE_OVERHEAD, Envelope, MAX_ENVELOPE_LEN};
+use kith::proto::ids::{PeerId, RoomId};
+use kith::proto::wire::*;
+use proptest::prelude::*;
+
+fn id32() -> impl Strategy<Value = [u8; 32]> {
+    proptest::array::uniform32(any::<u8>())
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        id32().prop_map(|ephemeral| Frame::HandshakeInit { ephemeral }),
+        (
+            id32(),
+            proptest::collection::vec(any::<u8>(), HANDSHAKE_SEALED_LEN)
+        )
+            .prop_map(|(ephemeral, sealed)| Frame::HandshakeResponse { ephemeral, sealed }),
+        proptest::collection::vec(any::<u8>(), HANDSHAKE_SEALED_LEN)
+            .prop_map(|sealed| Frame::HandshakeFinish { sealed }),
+        (
+            proptest::array::uniform16(any::<u8>()),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 16..=MAX_FRAME_PAYLOAD)
+        )
+            .prop_map(|(session, counter, ciphertext)| Frame::Sealed {
+                session,
+                counter,
+                ciphertext
+            }),
+        (
+            id32(),
+            proptest::collection::vec(any::<u8>(), 1..=MAX_FRAME_PAYLOAD)
+        )
+            .prop_map(|(room, payload)| Frame::Group {
+                room: RoomId(room),
+                payload
+            }),
+    ]
+}
+
+fn datagram() -> impl Strategy<Value = Datagram> {
+    (id32(), frame()).prop_map(|(from, frame)| Datagram {
+        from: PeerId(from),
+        frame,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_frame_round_trips_within_the_size_limit(datagram in datagram()) {
+        let bytes = datagram.emit().expect("frames within their caps encode");
+        prop_assert!(bytes.len() <= MAX_DATAGRAM, "{} bytes", bytes.len());
+        prop_assert_eq!(Datagram::parse(&bytes), Ok(datagram.clone()));
+        prop_assert_eq!(datagram.frame.kind(), Datagram::parse(&bytes).expect("parsed").frame.kind());
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let _ = Datagram::parse(&bytes);
+        let _ = Envelope::parse(&bytes);
+    }
+
+    #[test]
+    fn random_bodies_behind_a_valid_preamble_never_panic(body in proptest::collection::vec(any::<u8>(), 0..1300)) {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&body);
+        if let Ok(datagram) = Datagram::parse(&bytes) {
+            // Anything accepted is within limits and re-encodes.
+            prop_assert!(datagram.emit().is_ok());
+        }
+    }
+
+    #[test]
+    fn mutated_valid_datagrams_never_panic(
+        datagram in datagram(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = datagram.emit().expect("valid");
+        for (position, value) in edits {
+            let index = position % bytes.len();
+            bytes[index] = value;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        if let Ok(parsed) = Datagram::parse(&bytes) {
+            prop_assert!(parsed.emit().is_ok());
+        }
+    }
+
+    #[test]
+    fn envelope_parse_respects_limits(len in 0usize..(MAX_ENVELOPE_LEN + 64), version in any::<u8>()) {
+        let accepted_len = ENVELOPE_OVERHEAD + 16..=MAX_ENVELOPE_LEN;
+        let mut bytes = vec![0u8; len];
+        if let Some(first) = bytes.first_mut() {
+            *first = version;
+        }
+        match Envelope::parse(&bytes) {
+            Ok(envelope) => {
+                prop_assert_eq!(version, 1);
+                prop_assert!(accepted_len.contains(&len));
+                prop_assert_eq!(envelope.emit(), bytes);
+            }
+            Err(_) => prop_assert!(version != 1 || !accepted_len.contains(&len)),
+        }
+    }
+}
+
+#[test]
+fn largest_frames_fit_one_datagram() {
+    let sealed = Datagram {
+        from: PeerId([0xff; 32]),
+        frame: Frame::Sealed {
+            session: [0xff; 16],
+            counter: u64::MAX,
+            ciphertext: vec![0xff; MAX_FRAME_PAYLOAD],
+        },
+    };
+    let group = Datagram {
+        from: PeerId([0xff; 32]),
+        frame: Frame::Group {
+            room: RoomId([0xff; 32]),
+            payload: vec![0xff; MAX_FRAME_PAYLOAD],
+        },
+    };
+    for datagram in [sealed, group] {
+        let bytes = datagram.emit().expect("largest frame still fits");
+        assert!(bytes.len() <= MAX_DATAGRAM);
+    }
+}
