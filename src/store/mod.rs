@@ -240,9 +240,29 @@ fn group_key_aad(room: &RoomId, epoch: u64, peer: Option<&PeerId>) -> Vec<u8> {
 
 const IDENTITY_AAD: &[u8] = b"kith identity v1";
 
+/// Finishes SQLite's and SQLCipher's process-wide initialization on one
+/// thread before any store is opened.
+///
+/// SQLite marks itself initialized *before* it runs SQLCipher's extra
+/// initialization, so a second thread opening its first connection at the
+/// same moment can key a database while SQLCipher is not ready yet; `PRAGMA
+/// key` then fails ("An error occurred with PRAGMA key or rekey", seen about
+/// once in ten process starts with six threads). Opening a throw-away
+/// connection under a `Once` makes every other thread wait until both
+/// initializations are complete.
+fn initialize_sqlcipher_once() {
+    static READY: std::sync::Once = std::sync::Once::new();
+    READY.call_once(|| {
+        // An in-memory open cannot fail for lack of a file; if it fails at
+        // all, the real open right after reports the error.
+        let _ = Connection::open_in_memory();
+    });
+}
+
 /// Opens the SQLCipher connection, proves the key works, and sets the
 /// connection up. Nothing is written before the proof read succeeded.
 fn connect(path: &Path, keys: &KeyFile, flags: OpenFlags) -> Result<Connection> {
+    initialize_sqlcipher_once();
     let conn =
         Connection::open_with_flags(path, flags).map_err(|err| match err.sqlite_error_code() {
             Some(rusqlite::ErrorCode::CannotOpen) => StoreError::NotAKithStore(path.to_owned()),
