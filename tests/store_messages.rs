@@ -28,7 +28,7 @@ fn insert_is_idempotent_and_reports_only_new_ids() {
     let first = message(room, 1, 10, b"one");
     let second = message(room, 2, 20, b"two");
     assert_eq!(
-        store.insert_messages(&[first.clone()]).unwrap(),
+        store.insert_messages(std::slice::from_ref(&first)).unwrap(),
         vec![first.id]
     );
     assert_eq!(
@@ -87,7 +87,7 @@ fn range_queries_are_half_open_and_ordered() {
     store.insert_messages(&batch).unwrap();
     // Timestamps near the top of u64 sort after small ones.
     let late = message(room, 1000, u64::MAX - 1, b"late");
-    store.insert_messages(&[late.clone()]).unwrap();
+    store.insert_messages(std::slice::from_ref(&late)).unwrap();
 
     let lower = position(&batch[5]);
     let upper = position(&batch[12]);
