@@ -325,3 +325,45 @@ fn deleted_chat_stays_unreadable_in_an_old_copy_of_the_database() {
         Err(StoreError::RoomKeyMissing(_))
     ));
 }
+
+#[test]
+fn group_commit_acknowledges_only_what_committed() {
+    use kith::store::{BatchConfig, CommitBatcher};
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new("groupcommit");
+    let mut store = create(&dir);
+    let room = RoomId([8; 32]);
+    let mut batcher = CommitBatcher::new(BatchConfig {
+        max_batch: 10,
+        max_delay: Duration::from_millis(2),
+    });
+    let mut acked: Vec<MessageId> = Vec::new();
+    let mut commits = 0;
+    let start = Instant::now();
+    // 100 messages arriving 50 µs apart (20k/s): under load after the first.
+    for n in 0..100u64 {
+        let now = start + Duration::from_micros(50 * n);
+        batcher.push(message(room, n, n, b"m"), now);
+        if let Some(batch) = batcher.poll_flush(now) {
+            store.insert_messages(&batch).unwrap();
+            commits += 1;
+            // The ack hook: only after insert_messages returned Ok.
+            acked.extend(batch.iter().map(|message| message.id));
+        }
+        for id in &acked {
+            assert!(store.has_message(id).unwrap());
+        }
+    }
+    let deadline = batcher
+        .poll_timeout()
+        .expect("some writes are still pending");
+    let batch = batcher.poll_flush(deadline).expect("due at its deadline");
+    store.insert_messages(&batch).unwrap();
+    commits += 1;
+    acked.extend(batch.iter().map(|message| message.id));
+
+    assert_eq!(acked.len(), 100);
+    assert!(commits <= 12, "batched under load: {commits} commits");
+    assert!(commits > 1);
+}
