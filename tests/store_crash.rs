@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use common::TempDir;
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::store::{KdfParams, Message, Store};
+use kith::store::{KdfParams, Message, MessageKey, Store};
 use rand::RngExt;
 
 const CHILD_ENV: &str = "KITH_STORE_CRASH_CHILD";
@@ -63,7 +63,9 @@ fn child(db: &Path) {
         // Only now is the batch committed, so only now may it be reported.
         let mut out = stdout.lock();
         for message in &batch {
-            writeln!(out, "committed {}", message.id).expect("child: stdout");
+            let key = message.key();
+            writeln!(out, "committed {} {} {}", key.room, key.timestamp, key.id)
+                .expect("child: stdout");
         }
         out.flush().expect("child: stdout");
     }
@@ -75,7 +77,7 @@ fn crash_recovery_keeps_every_reported_commit() {
     drop(Store::create(&db, PASS, KdfParams::insecure_fast_for_tests()).unwrap());
     let exe = std::env::current_exe().expect("the test binary knows its path");
     let mut rng = rand::rng();
-    let mut reported: HashSet<MessageId> = HashSet::new();
+    let mut reported: HashSet<MessageKey> = HashSet::new();
 
     for run in 0..KILLS {
         let mut child = Command::new(&exe)
@@ -111,12 +113,11 @@ fn crash_recovery_keeps_every_reported_commit() {
             }
             // A line cut short by the kill is ignored; its batch still counts
             // only through the lines that were printed whole.
-            if let Some(hex) = line
+            if let Some(fields) = line
                 .strip_prefix("committed ")
                 .and_then(|rest| rest.strip_suffix('\n'))
             {
-                let id = MessageId::from_hex(hex).expect("the child prints 64 hex digits");
-                reported.insert(id);
+                reported.insert(parse_key(fields));
                 seen += 1;
             }
         }
@@ -129,16 +130,16 @@ fn crash_recovery_keeps_every_reported_commit() {
             Vec::<String>::new(),
             "run {run}"
         );
-        for id in &reported {
+        for key in &reported {
             assert!(
-                store.has_message(id).unwrap(),
-                "run {run}: lost committed {id:?}"
+                store.has_message(key).unwrap(),
+                "run {run}: lost committed {key:?}"
             );
         }
         // Bodies still decrypt: room keys survived kills during key-file writes.
         let sample = reported.iter().take(50);
-        for id in sample {
-            assert!(store.message(id).unwrap().is_some(), "run {run}: {id:?}");
+        for key in sample {
+            assert!(store.message(key).unwrap().is_some(), "run {run}: {key:?}");
         }
     }
     assert!(
@@ -146,4 +147,15 @@ fn crash_recovery_keeps_every_reported_commit() {
         "only {} commits reported",
         reported.len()
     );
+}
+
+/// Parses `<room hex> <timestamp> <id hex>` as printed by the child.
+fn parse_key(text: &str) -> MessageKey {
+    let mut parts = text.split(' ');
+    let mut next = || parts.next().expect("the child prints three fields");
+    MessageKey {
+        room: RoomId::from_hex(next()).expect("room hex"),
+        timestamp: next().parse().expect("decimal timestamp"),
+        id: MessageId::from_hex(next()).expect("id hex"),
+    }
 }

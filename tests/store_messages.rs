@@ -6,14 +6,15 @@ mod common;
 use common::{TempDir, db_files, message};
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::store::{
-    Contact, DeliveryState, FileMeta, KdfParams, Member, Mute, Position, Room, Store, StoreError,
+    Contact, DeliveryState, FileMeta, KdfParams, Member, Message, MessageKey, Mute, Position, Room,
+    Store, StoreError,
 };
 
 fn create(dir: &TempDir) -> Store {
     Store::create(&dir.db(), "pass", KdfParams::insecure_fast_for_tests()).unwrap()
 }
 
-fn position(message: &kith::store::Message) -> Position {
+fn position(message: &Message) -> Position {
     Position {
         timestamp: message.timestamp,
         id: message.id,
@@ -37,12 +38,19 @@ fn insert_is_idempotent_and_reports_only_new_ids() {
             .unwrap(),
         vec![second.id]
     );
-    assert!(store.has_message(&first.id).unwrap());
-    assert!(!store.has_message(&MessageId([0; 32])).unwrap());
-    assert_eq!(store.message(&second.id).unwrap(), Some(second.clone()));
-    assert_eq!(store.envelope(&second.id).unwrap(), Some(second.envelope));
-    assert_eq!(store.message(&MessageId([0; 32])).unwrap(), None);
-    assert_eq!(store.envelope(&MessageId([0; 32])).unwrap(), None);
+    assert!(store.has_message(&first.key()).unwrap());
+    let unknown = MessageKey {
+        id: MessageId([0; 32]),
+        ..first.key()
+    };
+    assert!(!store.has_message(&unknown).unwrap());
+    assert_eq!(store.message(&second.key()).unwrap(), Some(second.clone()));
+    assert_eq!(
+        store.envelope(&second.key()).unwrap(),
+        Some(second.envelope)
+    );
+    assert_eq!(store.message(&unknown).unwrap(), None);
+    assert_eq!(store.envelope(&unknown).unwrap(), None);
 }
 
 #[test]
@@ -125,29 +133,39 @@ fn deliveries_move_forward_and_pending_ones_form_the_outbox() {
         for peer in [&alice, &bob] {
             assert!(
                 store
-                    .set_delivery(&message.id, peer, DeliveryState::Pending)
+                    .set_delivery(&message.key(), peer, DeliveryState::Pending)
                     .unwrap()
             );
         }
     }
-    assert_eq!(store.outbox(&alice).unwrap(), vec![first.id, second.id]);
+    assert_eq!(
+        store.outbox(&alice).unwrap(),
+        vec![first.key(), second.key()]
+    );
 
     store
-        .set_delivery(&first.id, &alice, DeliveryState::Read)
+        .set_delivery(&first.key(), &alice, DeliveryState::Read)
         .unwrap();
     // A late "delivered" does not move the state back.
     store
-        .set_delivery(&first.id, &alice, DeliveryState::Delivered)
+        .set_delivery(&first.key(), &alice, DeliveryState::Delivered)
         .unwrap();
     assert_eq!(
-        store.deliveries(&first.id).unwrap(),
+        store.deliveries(&first.key()).unwrap(),
         vec![(alice, DeliveryState::Read), (bob, DeliveryState::Pending)]
     );
-    assert_eq!(store.outbox(&alice).unwrap(), vec![second.id]);
-    assert_eq!(store.outbox(&bob).unwrap(), vec![first.id, second.id]);
+    assert_eq!(store.outbox(&alice).unwrap(), vec![second.key()]);
+    assert_eq!(store.outbox(&bob).unwrap(), vec![first.key(), second.key()]);
     assert!(
         !store
-            .set_delivery(&MessageId([0; 32]), &bob, DeliveryState::Read)
+            .set_delivery(
+                &MessageKey {
+                    id: MessageId([0; 32]),
+                    ..first.key()
+                },
+                &bob,
+                DeliveryState::Read
+            )
             .unwrap()
     );
 }
@@ -338,7 +356,7 @@ fn group_commit_acknowledges_only_what_committed() {
         max_batch: 10,
         max_delay: Duration::from_millis(2),
     });
-    let mut acked: Vec<MessageId> = Vec::new();
+    let mut acked: Vec<MessageKey> = Vec::new();
     let mut commits = 0;
     let start = Instant::now();
     // 100 messages arriving 50 µs apart (20k/s): under load after the first.
@@ -349,7 +367,7 @@ fn group_commit_acknowledges_only_what_committed() {
             store.insert_messages(&batch).unwrap();
             commits += 1;
             // The ack hook: only after insert_messages returned Ok.
-            acked.extend(batch.iter().map(|message| message.id));
+            acked.extend(batch.iter().map(Message::key));
         }
         for id in &acked {
             assert!(store.has_message(id).unwrap());
@@ -361,7 +379,7 @@ fn group_commit_acknowledges_only_what_committed() {
     let batch = batcher.poll_flush(deadline).expect("due at its deadline");
     store.insert_messages(&batch).unwrap();
     commits += 1;
-    acked.extend(batch.iter().map(|message| message.id));
+    acked.extend(batch.iter().map(Message::key));
 
     assert_eq!(acked.len(), 100);
     assert!(commits <= 12, "batched under load: {commits} commits");

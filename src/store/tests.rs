@@ -121,7 +121,7 @@ fn deleted_room_bodies_open_with_no_key_the_store_holds() {
     );
 
     store.delete_room(&doomed).unwrap();
-    assert!(!store.has_message(&doomed_message.id).unwrap());
+    assert!(!store.has_message(&doomed_message.key()).unwrap());
     drop(store);
 
     // Reopen from disk so only persisted keys count.
