@@ -23,9 +23,10 @@
 
 mod batch;
 mod keys;
+mod messages;
 mod schema;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -70,6 +71,9 @@ pub enum StoreError {
     /// The room has no storage key: it was deleted or never written to.
     #[error("room {0:?} has no storage key (the chat was deleted)")]
     RoomKeyMissing(RoomId),
+    /// A value is too large to store.
+    #[error("cannot store a {0}")]
+    TooLarge(&'static str),
     /// A sealed value failed to authenticate.
     #[error("stored {0} does not decrypt; the database is damaged")]
     Undecryptable(&'static str),
@@ -223,6 +227,9 @@ pub struct FileMeta {
 pub struct Store {
     conn: Connection,
     keys: KeyFile,
+    /// Cache of the `room_refs` table: rooms are stored as small integers
+    /// in the messages table and its index.
+    room_refs: HashMap<RoomId, i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -257,14 +264,6 @@ fn id32(bytes: Vec<u8>) -> Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Undecryptable("id (wrong length)"))
-}
-
-fn body_aad(id: &MessageId) -> Vec<u8> {
-    [b"kith body v1 ".as_slice(), id.as_bytes()].concat()
-}
-
-fn envelope_aad(id: &MessageId) -> Vec<u8> {
-    [b"kith envelope v1 ".as_slice(), id.as_bytes()].concat()
 }
 
 fn group_key_aad(room: &RoomId, epoch: u64, peer: Option<&PeerId>) -> Vec<u8> {
@@ -354,7 +353,12 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = connect(path, &keys, flags)?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn, keys })
+        let room_refs = messages::load_room_refs(&conn)?;
+        Ok(Store {
+            conn,
+            keys,
+            room_refs,
+        })
     }
 
     /// Opens and unlocks the store at `path`, upgrading its schema if it is
@@ -366,7 +370,12 @@ impl Store {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = connect(path, &keys, flags)?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn, keys })
+        let room_refs = messages::load_room_refs(&conn)?;
+        Ok(Store {
+            conn,
+            keys,
+            room_refs,
+        })
     }
 
     /// The schema version of the open database.
@@ -467,286 +476,6 @@ impl Store {
             .ok_or(StoreError::RoomKeyMissing(*room))
     }
 
-    // ----- messages -----
-
-    /// Stores a batch of messages in one transaction and returns the ids
-    /// that were new (duplicates are ignored). When this returns `Ok`, every
-    /// message of the batch is committed and may be acknowledged.
-    ///
-    /// Invariant the caller upholds: `room` and `timestamp` are the ones the
-    /// signed envelope hashed into `id` states (see [`MessageKey`]).
-    pub fn insert_messages(&mut self, batch: &[Message]) -> Result<Vec<MessageId>> {
-        self.ensure_room_keys(batch.iter().map(|message| message.room))?;
-        let tx = self.conn.transaction()?;
-        let mut fresh = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO messages (id, room, sender, sender_seq, ts, sealed_body, sealed_envelope)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            )?;
-            for message in batch {
-                let key = self
-                    .keys
-                    .rooms
-                    .get(&message.room)
-                    .ok_or(StoreError::RoomKeyMissing(message.room))?;
-                let body = key.seal(&body_aad(&message.id), &message.body);
-                let envelope = key.seal(&envelope_aad(&message.id), &message.envelope);
-                let inserted = stmt.execute(params![
-                    message.id.as_bytes(),
-                    message.room.as_bytes(),
-                    message.sender.as_bytes(),
-                    u64_to_sql(message.sender_seq),
-                    ts_to_sql(message.timestamp),
-                    body,
-                    envelope,
-                ])?;
-                if inserted == 1 {
-                    fresh.push(message.id);
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(fresh)
-    }
-
-    /// Whether this message is stored.
-    pub fn has_message(&self, key: &MessageKey) -> Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE room = ?1 AND ts = ?2 AND id = ?3")?;
-        Ok(stmt.exists(params![
-            key.room.as_bytes(),
-            ts_to_sql(key.timestamp),
-            key.id.as_bytes()
-        ])?)
-    }
-
-    /// One message, decrypted.
-    pub fn message(&self, key: &MessageKey) -> Result<Option<Message>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "{MESSAGE_COLUMNS} WHERE room = ?1 AND ts = ?2 AND id = ?3"
-        ))?;
-        let row = stmt
-            .query_row(
-                params![
-                    key.room.as_bytes(),
-                    ts_to_sql(key.timestamp),
-                    key.id.as_bytes()
-                ],
-                RawMessage::from_row,
-            )
-            .optional()?;
-        row.map(|raw| self.decrypt(raw)).transpose()
-    }
-
-    /// The original signed envelope of a message, for forwarding during sync.
-    pub fn envelope(&self, key: &MessageKey) -> Result<Option<Vec<u8>>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT sealed_envelope FROM messages WHERE room = ?1 AND ts = ?2 AND id = ?3",
-        )?;
-        let sealed: Option<Vec<u8>> = stmt
-            .query_row(
-                params![
-                    key.room.as_bytes(),
-                    ts_to_sql(key.timestamp),
-                    key.id.as_bytes()
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let plain = self
-            .room_key(&key.room)?
-            .open(&envelope_aad(&key.id), &sealed)
-            .ok_or(StoreError::Undecryptable("envelope"))?;
-        Ok(Some(plain.to_vec()))
-    }
-
-    /// Up to `limit` messages of `room` strictly before `before` (or the
-    /// newest ones when `None`), newest first. Serves the chat view and
-    /// scrolling back.
-    pub fn messages_in_room(
-        &self,
-        room: &RoomId,
-        before: Option<Position>,
-        limit: usize,
-    ) -> Result<Vec<Message>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let raws = match before {
-            None => {
-                let mut stmt = self.conn.prepare_cached(&format!(
-                    "{MESSAGE_COLUMNS} WHERE room = ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
-                ))?;
-                stmt.query_map(params![room.as_bytes(), limit], RawMessage::from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            Some(before) => {
-                let mut stmt = self.conn.prepare_cached(&format!(
-                    "{MESSAGE_COLUMNS} WHERE room = ?1 AND (ts, id) < (?2, ?3)
-                     ORDER BY ts DESC, id DESC LIMIT ?4"
-                ))?;
-                stmt.query_map(
-                    params![
-                        room.as_bytes(),
-                        ts_to_sql(before.timestamp),
-                        before.id.as_bytes(),
-                        limit
-                    ],
-                    RawMessage::from_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?
-            }
-        };
-        raws.into_iter().map(|raw| self.decrypt(raw)).collect()
-    }
-
-    /// Positions of the messages of `room` in `[lower, upper)`, ascending;
-    /// `upper = None` means no upper bound. For set reconciliation during
-    /// sync; decrypts nothing.
-    pub fn messages_in_range(
-        &self,
-        room: &RoomId,
-        lower: Position,
-        upper: Option<Position>,
-    ) -> Result<Vec<Position>> {
-        let upper = upper.map(|upper| (ts_to_sql(upper.timestamp), upper.id.as_bytes().to_vec()));
-        let (upper_ts, upper_id) = match upper {
-            Some((ts, id)) => (Some(ts), Some(id)),
-            None => (None, None),
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts, id FROM messages
-             WHERE room = ?1 AND (ts, id) >= (?2, ?3)
-               AND (?4 IS NULL OR (ts, id) < (?4, ?5))
-             ORDER BY ts, id",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    room.as_bytes(),
-                    ts_to_sql(lower.timestamp),
-                    lower.id.as_bytes(),
-                    upper_ts,
-                    upper_id
-                ],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(ts, id)| {
-                Ok(Position {
-                    timestamp: ts_from_sql(ts),
-                    id: MessageId(id32(id)?),
-                })
-            })
-            .collect()
-    }
-
-    fn decrypt(&self, raw: RawMessage) -> Result<Message> {
-        let id = MessageId(id32(raw.id)?);
-        let room = RoomId(id32(raw.room)?);
-        let key = self.room_key(&room)?;
-        let body = key
-            .open(&body_aad(&id), &raw.sealed_body)
-            .ok_or(StoreError::Undecryptable("message body"))?;
-        let envelope = key
-            .open(&envelope_aad(&id), &raw.sealed_envelope)
-            .ok_or(StoreError::Undecryptable("message envelope"))?;
-        Ok(Message {
-            id,
-            room,
-            sender: PeerId(id32(raw.sender)?),
-            sender_seq: u64_from_sql(raw.sender_seq),
-            timestamp: ts_from_sql(raw.ts),
-            body: body.to_vec(),
-            envelope: envelope.to_vec(),
-        })
-    }
-
-    // ----- deliveries and outbox -----
-
-    /// Records how far `peer` got with our message. States only move
-    /// forward; returns `false` if the message is unknown.
-    pub fn set_delivery(
-        &mut self,
-        key: &MessageKey,
-        peer: &PeerId,
-        state: DeliveryState,
-    ) -> Result<bool> {
-        let changed = self.conn.execute(
-            "INSERT INTO deliveries (message, peer, state)
-             SELECT seq, ?4, ?5 FROM messages WHERE room = ?1 AND ts = ?2 AND id = ?3
-             ON CONFLICT (message, peer) DO UPDATE SET state = max(state, excluded.state)",
-            params![
-                key.room.as_bytes(),
-                ts_to_sql(key.timestamp),
-                key.id.as_bytes(),
-                peer.as_bytes(),
-                state as i64
-            ],
-        )?;
-        Ok(changed > 0)
-    }
-
-    /// Delivery state of our message per recipient.
-    pub fn deliveries(&self, key: &MessageKey) -> Result<Vec<(PeerId, DeliveryState)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT d.peer, d.state FROM messages m JOIN deliveries d ON d.message = m.seq
-             WHERE m.room = ?1 AND m.ts = ?2 AND m.id = ?3 ORDER BY d.peer",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    key.room.as_bytes(),
-                    ts_to_sql(key.timestamp),
-                    key.id.as_bytes()
-                ],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?)),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(peer, state)| {
-                let state = match state {
-                    0 => DeliveryState::Pending,
-                    1 => DeliveryState::Delivered,
-                    2 => DeliveryState::Read,
-                    _ => return Err(StoreError::Undecryptable("delivery state")),
-                };
-                Ok((PeerId(id32(peer)?), state))
-            })
-            .collect()
-    }
-
-    /// The outbox for `peer`: our messages it has not acknowledged yet, in
-    /// the order they were stored.
-    pub fn outbox(&self, peer: &PeerId) -> Result<Vec<MessageKey>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT m.room, m.ts, m.id FROM deliveries d JOIN messages m ON m.seq = d.message
-             WHERE d.peer = ?1 AND d.state = 0 ORDER BY d.message",
-        )?;
-        let rows = stmt
-            .query_map(params![peer.as_bytes()], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(room, ts, id)| {
-                Ok(MessageKey {
-                    room: RoomId(id32(room)?),
-                    timestamp: ts_from_sql(ts),
-                    id: MessageId(id32(id)?),
-                })
-            })
-            .collect()
-    }
-
     // ----- contacts -----
 
     /// Adds or updates a contact.
@@ -835,16 +564,11 @@ impl Store {
     /// storage key. Idempotent, so a crash between the two steps is repaired
     /// by calling it again.
     pub fn delete_room(&mut self, room: &RoomId) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        for table in [
-            "messages",
-            "members",
-            "epochs",
-            "sender_keys",
-            "mutes",
-            "files",
-            "rooms",
-        ] {
+        // `unchecked_transaction` only because `delete_messages_in` borrows
+        // `self` too; `&mut self` already rules out a nested transaction.
+        let tx = self.conn.unchecked_transaction()?;
+        self.delete_messages_in(&tx, room)?;
+        for table in ["epochs", "sender_keys", "mutes", "files", "rooms"] {
             // Deliveries go with their messages (ON DELETE CASCADE).
             tx.execute(
                 &format!("DELETE FROM {table} WHERE room = ?1"),
@@ -852,6 +576,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        self.room_refs.remove(room);
         // The rows are gone before the key is, so no committed row can
         // outlive its key. Removing the key is what makes the bodies
         // unreadable in old copies of the database and in freed pages.
@@ -1120,34 +845,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-}
-
-const MESSAGE_COLUMNS: &str =
-    "SELECT id, room, sender, sender_seq, ts, sealed_body, sealed_envelope FROM messages";
-
-/// A messages row before decryption.
-struct RawMessage {
-    id: Vec<u8>,
-    room: Vec<u8>,
-    sender: Vec<u8>,
-    sender_seq: i64,
-    ts: i64,
-    sealed_body: Vec<u8>,
-    sealed_envelope: Vec<u8>,
-}
-
-impl RawMessage {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            room: row.get(1)?,
-            sender: row.get(2)?,
-            sender_seq: row.get(3)?,
-            ts: row.get(4)?,
-            sealed_body: row.get(5)?,
-            sealed_envelope: row.get(6)?,
-        })
     }
 }
 

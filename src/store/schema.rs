@@ -76,24 +76,31 @@ CREATE TABLE sender_keys (
     PRIMARY KEY (room, epoch, peer)
 ) WITHOUT ROWID;
 
+-- Rooms as small integers, so that message rows and their index do not
+-- repeat 32-byte room ids.
+CREATE TABLE room_refs (
+    ref           INTEGER PRIMARY KEY,
+    room          BLOB NOT NULL UNIQUE
+);
+
 -- The integer rowid is the clustering key: inserts append to the table's
 -- B-tree instead of landing at random positions, which a random 32-byte id
 -- as primary key would cause (about 20 times slower batched inserts).
+-- `sealed` holds body and signed envelope, sealed together under the room key.
 CREATE TABLE messages (
     seq           INTEGER PRIMARY KEY,
     id            BLOB NOT NULL,
-    room          BLOB NOT NULL,
+    room_ref      INTEGER NOT NULL,
     sender        BLOB NOT NULL,
     sender_seq    INTEGER NOT NULL,
     ts            INTEGER NOT NULL,
-    sealed_body   BLOB NOT NULL,
-    sealed_envelope BLOB NOT NULL
+    sealed        BLOB NOT NULL
 );
 -- Serves the chat view (newest first), sync ranges by (timestamp, id) and
 -- lookups, and deduplicates: the id fixes room and timestamp, so this is as
 -- unique as the id. There is deliberately no index on the id alone: its
 -- random inserts cost three quarters of the insert throughput.
-CREATE UNIQUE INDEX messages_by_room_time ON messages (room, ts, id);
+CREATE UNIQUE INDEX messages_by_room_time ON messages (room_ref, ts, id);
 
 -- Delivery state per recipient of our own messages. Rows in state 0
 -- (pending) are the outbox.
