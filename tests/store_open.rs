@@ -138,3 +138,37 @@ fn production_parameters_create_and_open() {
         Err(StoreError::WrongPassphrase)
     ));
 }
+
+#[test]
+fn damaged_pages_are_reported_as_corrupt_never_a_panic() {
+    let dir = TempDir::new("pages");
+    let db = dir.db();
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&db, PASS, fast()).unwrap();
+    let batch: Vec<_> = (0..300)
+        .map(|n| message(room, n, n, &[b'x'; 200]))
+        .collect();
+    store.insert_messages(&batch).unwrap();
+    drop(store);
+    let original = std::fs::read(&db).unwrap();
+    let pages = original.len() / 4096;
+    assert!(pages > 5);
+
+    let mut corrupt_seen = 0;
+    for page in 0..pages {
+        let mut damaged = original.clone();
+        damaged[page * 4096 + 1000] ^= 0x40;
+        std::fs::write(&db, &damaged).unwrap();
+        // integrity_check reads every page, so every damaged page is met.
+        let outcome = Store::open(&db, PASS).and_then(|store| {
+            store.messages_in_room(&room, None, 1000)?;
+            store.integrity_check()
+        });
+        match outcome {
+            Err(StoreError::Corrupt) => corrupt_seen += 1,
+            Ok(problems) if !problems.is_empty() => corrupt_seen += 1,
+            other => panic!("page {page}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert_eq!(corrupt_seen, pages);
+}

@@ -2,7 +2,7 @@
 //!
 //! Guarantees:
 //! - **Encrypted at rest.** The database is a SQLCipher file keyed with a
-//!   master key derived from the passphrase by Argon2id (see [`keys`]); its
+//!   master key derived from the passphrase by Argon2id (see `keys.rs`); its
 //!   pages, WAL and shared-memory file never hold plaintext. A wrong
 //!   passphrase gives [`StoreError::WrongPassphrase`] and touches nothing.
 //! - **A key per chat.** Message bodies, signed envelopes and group keys are
@@ -13,7 +13,8 @@
 //!   transaction committed. WAL with `synchronous = NORMAL`: a committed
 //!   transaction survives the process being killed at any point; after a
 //!   power loss or kernel crash the last few transactions may be rolled back
-//!   (never torn), which costs about 20 times less per commit than `FULL`.
+//!   (never torn). `FULL` would fsync every commit: about 20 times slower
+//!   per commit (measured on this machine's disk with plain SQLite).
 //!   The reliable layer acknowledges a message only after the batch that
 //!   holds it committed (see [`CommitBatcher`]).
 //! - **Typed.** No SQL leaves this module; a corrupt or foreign file gives a
@@ -46,8 +47,10 @@ pub enum StoreError {
     /// No kith store at this path (no key file, or not ours).
     #[error("{} is not a kith store (its key file is missing or unrecognised)", .0.display())]
     NotAKithStore(PathBuf),
-    /// The passphrase is right but the database file is not a kith database.
-    #[error("the database file is corrupt or is not a kith database; it was left untouched")]
+    /// The passphrase is right but the database file is not a kith
+    /// database, or a page of it no longer authenticates. At open this is
+    /// detected before anything is written.
+    #[error("the database file is corrupt or is not a kith database")]
     Corrupt,
     /// The key file next to the database is damaged.
     #[error("the store's key file is damaged: {0}")]
@@ -79,10 +82,24 @@ pub enum StoreError {
     Undecryptable(&'static str),
     /// SQLite reported an error.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The file system reported an error.
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A page that fails SQLCipher's authentication, or a malformed B-tree,
+    /// is reported as [`StoreError::Corrupt`] wherever it is met, not only
+    /// at open.
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt
+            }
+            _ => StoreError::Sqlite(err),
+        }
+    }
 }
 
 /// Short for `Result<T, StoreError>`.
@@ -313,17 +330,12 @@ fn connect(path: &Path, keys: &KeyFile, flags: OpenFlags) -> Result<Connection> 
     // Pin the format so a future SQLCipher with other defaults still opens it.
     conn.execute_batch("PRAGMA cipher_compatibility = 4;")?;
     // SQLCipher only notices a wrong key when it first decrypts a page.
-    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+    // The key file's verifier already accepted the passphrase, so a failure
+    // here means the file itself is foreign or damaged: `Corrupt` (see the
+    // `From<rusqlite::Error>` impl).
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
         row.get::<_, i64>(0)
-    }) {
-        Ok(_) => {}
-        Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-            // The key file's verifier accepted the passphrase, so the key is
-            // right and the file itself is foreign or damaged.
-            return Err(StoreError::Corrupt);
-        }
-        Err(err) => return Err(err.into()),
-    }
+    })?;
     // A 64 MiB page cache keeps the hot index pages decrypted. Checkpointing
     // every 10 000 pages (about 40 MB of WAL) instead of 1 000 means ten
     // times fewer fsyncs of the database file under sustained load; together
