@@ -133,6 +133,7 @@ fn production_parameters_create_and_open() {
     drop(store);
     let store = Store::open(&db, PASS).unwrap();
     assert_eq!(store.identity().unwrap().as_deref(), Some(&[42; 32]));
+    drop(store);
     assert!(matches!(
         Store::open(&db, "nope"),
         Err(StoreError::WrongPassphrase)
@@ -171,4 +172,16 @@ fn damaged_pages_are_reported_as_corrupt_never_a_panic() {
         }
     }
     assert_eq!(corrupt_seen, pages);
+}
+
+#[test]
+fn a_store_opens_only_once_at_a_time() {
+    let dir = TempDir::new("lock");
+    let db = dir.db();
+    let store = Store::create(&db, PASS, fast()).unwrap();
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains("already open"), "{err}");
+    drop(store);
+    let _reopened = Store::open(&db, PASS).unwrap();
 }

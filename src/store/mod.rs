@@ -68,6 +68,9 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: u32,
     },
+    /// Another process (or another `Store` in this one) has the store open.
+    #[error("{} is already open in another kith process", .0.display())]
+    InUse(PathBuf),
     /// `create` found something already there.
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     AlreadyExists(PathBuf),
@@ -242,6 +245,9 @@ pub struct FileMeta {
 
 /// An open, unlocked store.
 pub struct Store {
+    /// Held for the store's lifetime: one writer of the key file at a time.
+    /// The OS releases it when the process dies, even by SIGKILL.
+    _lock: std::fs::File,
     conn: Connection,
     keys: KeyFile,
     /// Cache of the `room_refs` table: rooms are stored as small integers
@@ -294,6 +300,27 @@ fn group_key_aad(room: &RoomId, epoch: u64, peer: Option<&PeerId>) -> Vec<u8> {
 }
 
 const IDENTITY_AAD: &[u8] = b"kith identity v1";
+
+/// Takes the store's exclusive lock (`<db>.lock`, an advisory `flock`).
+///
+/// Two processes with the same store open would each rewrite the key file
+/// from their own copy of the keyring and lose the other's new room keys,
+/// leaving messages nobody can decrypt; the lock makes the second one fail.
+fn lock_store(db: &Path) -> Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(db.to_owned())),
+        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Io(err)),
+    }
+}
 
 /// Finishes SQLite's and SQLCipher's process-wide initialization on one
 /// thread before any store is opened.
@@ -359,6 +386,7 @@ impl Store {
         if path.exists() {
             return Err(StoreError::AlreadyExists(path.to_owned()));
         }
+        let lock = lock_store(path)?;
         let keys = KeyFile::create(path, passphrase, kdf)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -367,6 +395,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         let room_refs = messages::load_room_refs(&conn)?;
         Ok(Store {
+            _lock: lock,
             conn,
             keys,
             room_refs,
@@ -376,6 +405,12 @@ impl Store {
     /// Opens and unlocks the store at `path`, upgrading its schema if it is
     /// older than this build.
     pub fn open(path: &Path, passphrase: &str) -> Result<Store> {
+        // Check for a store before creating its lock file, so that opening
+        // a wrong path leaves nothing behind.
+        if !key_file_path(path).exists() {
+            return Err(StoreError::NotAKithStore(path.to_owned()));
+        }
+        let lock = lock_store(path)?;
         let keys = KeyFile::open(path, passphrase)?;
         // Without SQLITE_OPEN_CREATE a missing database is an error instead
         // of a silently created empty one.
@@ -384,6 +419,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         let room_refs = messages::load_room_refs(&conn)?;
         Ok(Store {
+            _lock: lock,
             conn,
             keys,
             room_refs,
