@@ -8,6 +8,9 @@
 //!   randomness, no SQL. State machines take bytes and `Instant`s in and give
 //!   datagrams, timers and events out.
 //!
-//! Later layers (network loop, discovery, store, UI) build on top of it.
+//! - [`store`]: the encrypted local store (SQLCipher), owned by the IO shell.
+//!
+//! Later layers (network loop, discovery, UI) build on top of them.
 
 pub mod proto;
+pub mod store;

@@ -1,0 +1,190 @@
+//! Store throughput and latency, printed as plain figures.
+//!
+//! - inserts/s of 200-byte messages, batched (goal ≥ 100k/s) and one per
+//!   transaction;
+//! - open + unlock of a database with 1M messages, Argon2id with the
+//!   production parameters included (goal ≤ 1 s);
+//! - the newest 100 messages of a room in that database (goal ≤ 5 ms).
+//!
+//! The databases live under Cargo's target tmp dir (a real disk, not tmpfs)
+//! and are deleted afterwards. Page cache is warm for the open figures.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::store::{KdfParams, Message, Position, Store};
+
+const PASS: &str = "bench passphrase";
+/// Body and signed envelope sizes. A signed envelope carries the encrypted
+/// body plus about 96 bytes of header, nonce, tag and signature, and the
+/// store keeps both. The first shape is a 200-byte body; the second a
+/// 200-byte message on the wire.
+const SHAPES: [(usize, usize); 2] = [(200, 296), (104, 200)];
+const BODY: usize = SHAPES[0].0;
+const ENVELOPE: usize = SHAPES[0].1;
+const ROOMS: u64 = 20;
+
+fn message(n: u64) -> Message {
+    shaped_message(n, SHAPES[0])
+}
+
+fn shaped_message(n: u64, (body, envelope): (usize, usize)) -> Message {
+    Message {
+        id: MessageId(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+        room: RoomId([(n % ROOMS) as u8; 32]),
+        sender: PeerId([(n % 7) as u8; 32]),
+        sender_seq: n,
+        timestamp: (1_700_000_000_000 + n) << 16,
+        body: vec![b'b'; body],
+        envelope: vec![b'e'; envelope],
+    }
+}
+
+fn fresh_db(dir: &Path, name: &str) -> PathBuf {
+    let db = dir.join(name);
+    for suffix in ["", "-wal", "-shm", ".keys"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(path));
+    }
+    db
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
+    std::fs::create_dir_all(&dir).expect("target tmp dir is writable");
+
+    // Batched inserts.
+    for shape in SHAPES {
+        let db = fresh_db(&dir, "batched.db");
+        let mut store = Store::create(&db, PASS, KdfParams::default()).expect("create");
+        let total = 200_000u64;
+        let batch = 1_000u64;
+        let start = Instant::now();
+        for first in (0..total).step_by(batch as usize) {
+            let messages: Vec<_> = (first..first + batch)
+                .map(|n| shaped_message(n, shape))
+                .collect();
+            store.insert_messages(&messages).expect("insert");
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "batched inserts ({batch}/txn, {} B body + {} B envelope): {:.0}/s ({total} in {elapsed:.2?})",
+            shape.0,
+            shape.1,
+            total as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    // One message per transaction.
+    {
+        let db = fresh_db(&dir, "single.db");
+        let mut store = Store::create(&db, PASS, KdfParams::default()).expect("create");
+        let total = 20_000u64;
+        let start = Instant::now();
+        for n in 0..total {
+            store.insert_messages(&[message(n)]).expect("insert");
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "one-per-transaction inserts ({BODY} B body + {ENVELOPE} B envelope): {:.0}/s ({total} in {elapsed:.2?})",
+            total as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    // A 1M-message database: open + unlock, newest 100, a sync range.
+    let db = fresh_db(&dir, "million.db");
+    {
+        let mut store = Store::create(&db, PASS, KdfParams::default()).expect("create");
+        let start = Instant::now();
+        let total = 1_000_000u64;
+        for first in (0..total).step_by(5_000) {
+            let messages: Vec<_> = (first..first + 5_000).map(message).collect();
+            store.insert_messages(&messages).expect("insert");
+        }
+        println!(
+            "built 1M-message database ({ROOMS} rooms) in {:.2?}",
+            start.elapsed()
+        );
+    }
+    let size = std::fs::metadata(&db).map(|meta| meta.len()).unwrap_or(0);
+    println!(
+        "  database file: {:.1} MiB",
+        size as f64 / (1024.0 * 1024.0)
+    );
+
+    let mut opens = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let store = Store::open(&db, PASS).expect("open");
+        opens.push(start.elapsed());
+        drop(store);
+    }
+    println!(
+        "open + unlock 1M DB (Argon2id m=64 MiB t=3 p=1 included): median {:.1?}, max {:.1?}",
+        median(opens.clone()),
+        opens.iter().max().expect("five samples")
+    );
+
+    let store = Store::open(&db, PASS).expect("open");
+    let room = RoomId([0; 32]);
+    let start = Instant::now();
+    let newest = store.messages_in_room(&room, None, 100).expect("query");
+    let first_query = start.elapsed();
+    assert_eq!(newest.len(), 100);
+    let mut queries = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let page = store.messages_in_room(&room, None, 100).expect("query");
+        queries.push(start.elapsed());
+        assert_eq!(page.len(), 100);
+    }
+    println!(
+        "newest 100 of a room ({} messages in it), decrypted: first {:.2?}, median {:.2?}",
+        1_000_000 / ROOMS,
+        first_query,
+        median(queries)
+    );
+
+    let mut scrolls = Vec::new();
+    let mut before = newest.last().map(|message| Position {
+        timestamp: message.timestamp,
+        id: message.id,
+    });
+    for _ in 0..100 {
+        let start = Instant::now();
+        let page = store.messages_in_room(&room, before, 100).expect("query");
+        scrolls.push(start.elapsed());
+        before = page.last().map(|message| Position {
+            timestamp: message.timestamp,
+            id: message.id,
+        });
+    }
+    println!("scroll back 100 more: median {:.2?}", median(scrolls));
+
+    let lower = Position {
+        timestamp: message(400_000).timestamp,
+        id: MessageId([0; 32]),
+    };
+    let upper = Position {
+        timestamp: message(420_000).timestamp,
+        id: MessageId([0; 32]),
+    };
+    let start = Instant::now();
+    let range = store
+        .messages_in_range(&room, lower, Some(upper))
+        .expect("range");
+    println!(
+        "sync range of {} positions: {:.2?}",
+        range.len(),
+        start.elapsed()
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,202 @@
+//! Unit tests that need the store's internals: schema fixtures and the keys
+//! a store holds.
+
+use super::*;
+
+fn temp_db(name: &str) -> (tempdir::TempDir, PathBuf) {
+    let dir = tempdir::TempDir::new(name);
+    let path = dir.path().join("kith.db");
+    (dir, path)
+}
+
+/// A tiny self-cleaning temporary directory, to avoid a dependency.
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(name: &str) -> Self {
+            let mut nonce = [0u8; 8];
+            rand::fill(&mut nonce);
+            let path = std::env::temp_dir()
+                .join(format!("kith-unit-{name}-{}", u64::from_le_bytes(nonce)));
+            std::fs::create_dir_all(&path).expect("invariant: the temp dir is writable");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            // Best effort: a leftover temp dir is not worth a panic in drop.
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn message(room: RoomId, n: u64, body: &[u8]) -> Message {
+    Message {
+        id: MessageId(
+            *blake3::hash(&[room.as_bytes().as_slice(), &n.to_le_bytes()].concat()).as_bytes(),
+        ),
+        room,
+        sender: PeerId([1; 32]),
+        sender_seq: n,
+        timestamp: 1_000 + n,
+        body: body.to_vec(),
+        envelope: [b"envelope ".as_slice(), body].concat(),
+    }
+}
+
+const PASS: &str = "correct horse";
+
+/// A version-0 database: keyed and in WAL mode but without any schema, the
+/// state a crash in the middle of `Store::create` leaves behind.
+fn write_v0_fixture(path: &Path) {
+    let keys = KeyFile::create(path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let conn = connect(
+        path,
+        &keys,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .unwrap();
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 0);
+}
+
+#[test]
+fn v0_fixture_upgrades_to_latest_and_reopen_is_idempotent() {
+    let (_dir, path) = temp_db("v0");
+    write_v0_fixture(&path);
+
+    let mut store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::LATEST);
+    let room = RoomId([9; 32]);
+    store
+        .insert_messages(&[message(room, 1, b"after upgrade")])
+        .unwrap();
+    drop(store);
+
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::LATEST);
+    let got = store.messages_in_room(&room, None, 10).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"after upgrade");
+    assert!(store.integrity_check().unwrap().is_empty());
+}
+
+#[test]
+fn deleted_room_bodies_open_with_no_key_the_store_holds() {
+    let (_dir, path) = temp_db("delete");
+    let kept = RoomId([1; 32]);
+    let doomed = RoomId([2; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    store
+        .insert_messages(&[message(kept, 1, b"kept"), message(doomed, 2, b"doomed")])
+        .unwrap();
+    store.put_epoch_key(&doomed, 0, &[5; 32]).unwrap();
+    store.set_identity(&[6; 32]).unwrap();
+
+    // What an attacker with an old copy of the database file would see.
+    let doomed_message = message(doomed, 2, b"doomed");
+    let sealed: Vec<u8> = store
+        .conn
+        .query_row(
+            "SELECT sealed FROM messages WHERE id = ?1",
+            params![doomed_message.id.as_bytes()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let aad = [b"kith message v1 ".as_slice(), doomed_message.id.as_bytes()].concat();
+    // The old key opens it, which shows the check below is meaningful.
+    assert!(store.keys.rooms[&doomed].open(&aad, &sealed).is_some());
+
+    store.delete_room(&doomed).unwrap();
+    assert!(!store.has_message(&doomed_message.key()).unwrap());
+    drop(store);
+
+    // Reopen from disk so only persisted keys count.
+    let store = Store::open(&path, PASS).unwrap();
+    let held: Vec<&SecretKey> = store
+        .keys
+        .rooms
+        .values()
+        .chain([
+            &store.keys.keys.master,
+            &store.keys.keys.wrap,
+            &store.keys.keys.identity,
+        ])
+        .collect();
+    assert_eq!(
+        held.len(),
+        4,
+        "one room key plus the three master-derived keys"
+    );
+    for key in held {
+        assert!(key.open(&aad, &sealed).is_none());
+        assert!(key.open(&[], &sealed).is_none());
+    }
+    assert!(matches!(
+        store.messages_in_room(&doomed, None, 10),
+        Ok(list) if list.is_empty()
+    ));
+    assert_eq!(
+        store.messages_in_room(&kept, None, 10).unwrap()[0].body,
+        b"kept"
+    );
+    assert_eq!(store.epoch_key(&doomed, 0).unwrap(), None);
+}
+
+#[test]
+fn timestamps_keep_unsigned_order_in_sql() {
+    let values = [0, 1, 1 << 62, (1 << 63) - 1, 1 << 63, u64::MAX];
+    for pair in values.windows(2) {
+        assert!(ts_to_sql(pair[0]) < ts_to_sql(pair[1]));
+    }
+    for value in values {
+        assert_eq!(ts_from_sql(ts_to_sql(value)), value);
+        assert_eq!(u64_from_sql(u64_to_sql(value)), value);
+    }
+}
+
+#[test]
+fn chat_view_query_uses_the_room_time_index() {
+    let (_dir, path) = temp_db("plan");
+    let store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    for sql in [
+        "SELECT * FROM messages WHERE room_ref = ?1 ORDER BY ts DESC, id DESC LIMIT ?2",
+        "SELECT * FROM messages WHERE room_ref = ?1 AND (ts, id) < (?2, ?3)
+         ORDER BY ts DESC, id DESC LIMIT ?4",
+        "SELECT ts, id FROM messages WHERE room_ref = ?1 AND (ts, id) >= (?2, ?3)
+         AND (?4 IS NULL OR (ts, id) < (?4, ?5)) ORDER BY ts, id",
+    ] {
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(
+                &params![1, 0, [0u8; 32], 100, [0u8; 32]][..distinct_params(sql)],
+                |row| row.get::<_, String>(3),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("messages_by_room_time"), "{plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "no sort step expected: {plan}"
+        );
+    }
+}
+
+/// Number of distinct `?N` parameters in `sql`.
+fn distinct_params(sql: &str) -> usize {
+    (1..=9).filter(|n| sql.contains(&format!("?{n}"))).count()
+}

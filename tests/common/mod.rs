@@ -1,0 +1,66 @@
+//! Helpers shared by the store integration tests.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::path::{Path, PathBuf};
+
+use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::store::Message;
+
+/// A self-cleaning temporary directory (no extra dependency).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let path =
+            std::env::temp_dir().join(format!("kith-test-{name}-{}", u64::from_le_bytes(nonce)));
+        std::fs::create_dir_all(&path).expect("invariant: the temp dir is writable");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.0.join("kith.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temp dir is not worth a panic in drop.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A deterministic message number `n` in `room` with the given body.
+pub fn message(room: RoomId, n: u64, timestamp: u64, body: &[u8]) -> Message {
+    let id = blake3::hash(&[room.as_bytes().as_slice(), &n.to_le_bytes()].concat());
+    Message {
+        id: MessageId(*id.as_bytes()),
+        room,
+        sender: PeerId([7; 32]),
+        sender_seq: n,
+        timestamp,
+        body: body.to_vec(),
+        envelope: [b"signed envelope: ".as_slice(), body].concat(),
+    }
+}
+
+/// blake3 of a file's bytes, or of nothing if it does not exist.
+pub fn file_hash(path: &Path) -> blake3::Hash {
+    blake3::hash(&std::fs::read(path).unwrap_or_default())
+}
+
+/// The database file and its WAL and shared-memory companions.
+pub fn db_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [db.to_owned(), with("-wal"), with("-shm")]
+}

@@ -1,0 +1,187 @@
+//! Opening, unlocking and refusing: wrong passphrases, foreign and missing
+//! files, and the production key-derivation parameters.
+
+mod common;
+
+use common::{TempDir, file_hash, message};
+use kith::proto::ids::RoomId;
+use kith::store::{KdfParams, Store, StoreError, key_file_path};
+
+const PASS: &str = "correct horse battery staple";
+
+fn fast() -> KdfParams {
+    KdfParams::insecure_fast_for_tests()
+}
+
+#[test]
+fn wrong_passphrase_is_a_clear_error_and_changes_nothing() {
+    let dir = TempDir::new("wrongpass");
+    let db = dir.db();
+    let mut store = Store::create(&db, PASS, fast()).unwrap();
+    store
+        .insert_messages(&[message(RoomId([1; 32]), 1, 5, b"hi")])
+        .unwrap();
+    drop(store);
+
+    let before = (file_hash(&db), file_hash(&key_file_path(&db)));
+    let err = Store::open(&db, "Correct horse battery staple").unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase), "{err:?}");
+    assert_eq!(err.to_string(), "wrong passphrase");
+    let after = (file_hash(&db), file_hash(&key_file_path(&db)));
+    assert_eq!(before, after);
+
+    // And the right passphrase still works afterwards.
+    let store = Store::open(&db, PASS).unwrap();
+    assert_eq!(
+        store
+            .messages_in_room(&RoomId([1; 32]), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn foreign_database_file_is_refused_and_left_untouched() {
+    let dir = TempDir::new("foreign");
+    let db = dir.db();
+    drop(Store::create(&db, PASS, fast()).unwrap());
+
+    // Replace the database by garbage, then by a plain unencrypted SQLite file.
+    let garbage: Vec<u8> = (0..8192u32).map(|n| (n * 31 % 251) as u8).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let before = file_hash(&db);
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt), "{err:?}");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert_eq!(file_hash(&db), before);
+
+    std::fs::remove_file(&db).unwrap();
+    {
+        let plain = rusqlite::Connection::open(&db).unwrap();
+        plain
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let before = file_hash(&db);
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt), "{err:?}");
+    assert_eq!(file_hash(&db), before);
+}
+
+#[test]
+fn damaged_key_file_is_refused_without_panicking() {
+    let dir = TempDir::new("badkeys");
+    let db = dir.db();
+    drop(Store::create(&db, PASS, fast()).unwrap());
+    let keys = key_file_path(&db);
+    let original = std::fs::read(&keys).unwrap();
+
+    // A flipped bit in the sealed keyring fails authentication.
+    let mut flipped = original.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(&keys, &flipped).unwrap();
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::CorruptKeyFile(_)), "{err:?}");
+
+    // Every truncation is an error, never a panic.
+    for len in 0..original.len() {
+        std::fs::write(&keys, &original[..len]).unwrap();
+        assert!(Store::open(&db, PASS).is_err(), "truncated to {len}");
+    }
+
+    // Absurd cost parameters are refused before any allocation.
+    let mut absurd = original.clone();
+    absurd[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&keys, &absurd).unwrap();
+    assert!(matches!(
+        Store::open(&db, PASS),
+        Err(StoreError::CorruptKeyFile(_))
+    ));
+
+    std::fs::write(&keys, &original).unwrap();
+    assert!(Store::open(&db, PASS).is_ok());
+}
+
+#[test]
+fn missing_files_and_existing_paths_are_clear_errors() {
+    let dir = TempDir::new("missing");
+    let db = dir.db();
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::NotAKithStore(_)), "{err:?}");
+    assert!(err.to_string().contains("is not a kith store"), "{err}");
+    assert!(!db.exists(), "open must not create a database");
+
+    drop(Store::create(&db, PASS, fast()).unwrap());
+    let err = Store::create(&db, PASS, fast()).unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+
+    // Key file present but database gone.
+    std::fs::remove_file(&db).unwrap();
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::NotAKithStore(_)), "{err:?}");
+    assert!(!db.exists());
+}
+
+#[test]
+fn production_parameters_create_and_open() {
+    let dir = TempDir::new("production");
+    let db = dir.db();
+    let mut store = Store::create(&db, PASS, KdfParams::default()).unwrap();
+    store.set_identity(&[42; 32]).unwrap();
+    drop(store);
+    let store = Store::open(&db, PASS).unwrap();
+    assert_eq!(store.identity().unwrap().as_deref(), Some(&[42; 32]));
+    drop(store);
+    assert!(matches!(
+        Store::open(&db, "nope"),
+        Err(StoreError::WrongPassphrase)
+    ));
+}
+
+#[test]
+fn damaged_pages_are_reported_as_corrupt_never_a_panic() {
+    let dir = TempDir::new("pages");
+    let db = dir.db();
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&db, PASS, fast()).unwrap();
+    let batch: Vec<_> = (0..300)
+        .map(|n| message(room, n, n, &[b'x'; 200]))
+        .collect();
+    store.insert_messages(&batch).unwrap();
+    drop(store);
+    let original = std::fs::read(&db).unwrap();
+    let pages = original.len() / 4096;
+    assert!(pages > 5);
+
+    let mut corrupt_seen = 0;
+    for page in 0..pages {
+        let mut damaged = original.clone();
+        damaged[page * 4096 + 1000] ^= 0x40;
+        std::fs::write(&db, &damaged).unwrap();
+        // integrity_check reads every page, so every damaged page is met.
+        let outcome = Store::open(&db, PASS).and_then(|store| {
+            store.messages_in_room(&room, None, 1000)?;
+            store.integrity_check()
+        });
+        match outcome {
+            Err(StoreError::Corrupt) => corrupt_seen += 1,
+            Ok(problems) if !problems.is_empty() => corrupt_seen += 1,
+            other => panic!("page {page}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert_eq!(corrupt_seen, pages);
+}
+
+#[test]
+fn a_store_opens_only_once_at_a_time() {
+    let dir = TempDir::new("lock");
+    let db = dir.db();
+    let store = Store::create(&db, PASS, fast()).unwrap();
+    let err = Store::open(&db, PASS).unwrap_err();
+    assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains("already open"), "{err}");
+    drop(store);
+    let _reopened = Store::open(&db, PASS).unwrap();
+}
