@@ -12,5 +12,8 @@
 //!
 //! Later layers (network loop, discovery, UI) build on top of them.
 
+pub mod account;
 pub mod proto;
 pub mod store;
+#[cfg(feature = "gui")]
+pub mod ui;

@@ -1,1 +1,118 @@
-fn main() {}
+//! The `kith` binary: the desktop app by default, or a headless command.
+//!
+//! This is the only place that uses `anyhow`: library errors become one
+//! readable sentence on stderr and a non-zero exit.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kith::account::{Account, default_data_dir};
+use kith::proto::crypto::{PublicIdentity, safety_number};
+use kith::proto::ids::PeerId;
+use kith::store::KdfParams;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "kith",
+    version,
+    about = "LAN-first, end-to-end encrypted, serverless group messenger"
+)]
+struct Cli {
+    /// Data directory [default: $XDG_DATA_HOME/kith or ~/.local/share/kith]
+    #[arg(long, global = true, env = "KITH_DATA")]
+    data: Option<PathBuf>,
+
+    /// Read the passphrase from the first line of this file. Otherwise it
+    /// comes from the KITH_PASSPHRASE environment variable; it is never a
+    /// command-line argument, where other users could see it.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the desktop app (what `kith` alone does)
+    App,
+    /// Create an account: an encrypted store and a new identity
+    Init,
+    /// Print your peer id and public key
+    Id,
+    /// Print the safety number between you and a contact's public key
+    Verify {
+        /// The contact's public key: 64 hexadecimal characters (`kith id` on their side)
+        public_key: String,
+    },
+}
+
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("kith: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data.clone().unwrap_or_else(default_data_dir);
+    match cli.command.unwrap_or(Command::App) {
+        Command::App => run_app(data_dir),
+        Command::Init => {
+            let passphrase = passphrase(&cli.passphrase_file)?;
+            let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
+            println!("created a kith account in {}", data_dir.display());
+            print_identity(&account);
+            Ok(())
+        }
+        Command::Id => {
+            let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+            print_identity(&account);
+            Ok(())
+        }
+        Command::Verify { public_key } => {
+            let key = PeerId::from_hex(public_key.trim())
+                .context("a public key is 64 hexadecimal characters")?;
+            let contact =
+                PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")?;
+            let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+            println!("contact peer id  {}", contact.peer_id());
+            println!(
+                "safety number    {}",
+                safety_number(&account.identity.public(), &contact)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_identity(account: &Account) {
+    let public = account.identity.public();
+    println!("peer id     {}", public.peer_id());
+    println!("public key  {}", PeerId(public.to_bytes()));
+}
+
+fn passphrase(file: &Option<PathBuf>) -> Result<String> {
+    let passphrase = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
+            text.lines().next().unwrap_or_default().to_owned()
+        }
+        None => std::env::var("KITH_PASSPHRASE").unwrap_or_default(),
+    };
+    if passphrase.is_empty() {
+        bail!("no passphrase: set KITH_PASSPHRASE or pass --passphrase-file FILE");
+    }
+    Ok(passphrase)
+}
+
+#[cfg(feature = "gui")]
+fn run_app(data_dir: PathBuf) -> Result<()> {
+    kith::ui::run(data_dir).map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_app(_data_dir: PathBuf) -> Result<()> {
+    bail!("this kith was built without the desktop app (--no-default-features); see `kith --help`")
+}
