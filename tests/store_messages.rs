@@ -258,7 +258,9 @@ fn identity_contacts_rooms_members_keys_blocks_mutes_files_round_trip() {
     store.put_file(&file).unwrap();
     file.complete = true;
     store.put_file(&file).unwrap();
-    assert_eq!(store.files_in_room(&room).unwrap(), vec![file]);
+    assert_eq!(store.files_in_room(&room).unwrap(), vec![file.clone()]);
+    assert_eq!(store.file(&[3; 32]).unwrap(), Some(file));
+    assert_eq!(store.file(&[0; 32]).unwrap(), None);
 
     // Everything survives a reopen.
     drop(store);

@@ -270,6 +270,7 @@ impl KeyFile {
         if bytes[8] != VERSION {
             return Err(StoreError::UnsupportedKeyFileVersion(bytes[8]));
         }
+        // The length check above covers every fixed offset below.
         let u32_at = |at: usize| {
             let mut word = [0u8; 4];
             word.copy_from_slice(&bytes[at..at + 4]);
@@ -286,8 +287,9 @@ impl KeyFile {
         let stored_verifier = &bytes[21 + SALT_LEN..HEADER_LEN];
 
         let keys = MasterKeys::derive(passphrase, &salt, params)?;
-        // A mismatch here means the passphrase is wrong; nothing else could
-        // change the derived key. We stop before touching the database.
+        // A mismatch means the passphrase is wrong (or, far less likely, the
+        // salt or verifier bytes were damaged, which looks the same). We stop
+        // before touching the database either way.
         if !constant_time_eq(&keys.verifier(), stored_verifier) {
             return Err(StoreError::WrongPassphrase);
         }

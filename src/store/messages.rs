@@ -241,31 +241,41 @@ impl Store {
         let Some(&room_ref) = self.room_refs.get(room) else {
             return Ok(Vec::new());
         };
-        let (upper_ts, upper_id) = match upper {
-            Some(upper) => (
-                Some(ts_to_sql(upper.timestamp)),
-                Some(upper.id.as_bytes().to_vec()),
-            ),
-            None => (None, None),
+        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?));
+        // Two statements rather than one with `?4 IS NULL OR ...`: SQLite
+        // only turns a bound into an index range when it is unconditional.
+        let rows = match upper {
+            Some(upper) => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT ts, id FROM messages
+                     WHERE room_ref = ?1 AND (ts, id) >= (?2, ?3) AND (ts, id) < (?4, ?5)
+                     ORDER BY ts, id",
+                )?;
+                stmt.query_map(
+                    params![
+                        room_ref,
+                        ts_to_sql(lower.timestamp),
+                        lower.id.as_bytes(),
+                        ts_to_sql(upper.timestamp),
+                        upper.id.as_bytes()
+                    ],
+                    row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT ts, id FROM messages
+                     WHERE room_ref = ?1 AND (ts, id) >= (?2, ?3)
+                     ORDER BY ts, id",
+                )?;
+                stmt.query_map(
+                    params![room_ref, ts_to_sql(lower.timestamp), lower.id.as_bytes()],
+                    row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?
+            }
         };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts, id FROM messages
-             WHERE room_ref = ?1 AND (ts, id) >= (?2, ?3)
-               AND (?4 IS NULL OR (ts, id) < (?4, ?5))
-             ORDER BY ts, id",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    room_ref,
-                    ts_to_sql(lower.timestamp),
-                    lower.id.as_bytes(),
-                    upper_ts,
-                    upper_id
-                ],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
             .map(|(ts, id)| {
                 Ok(Position {

@@ -867,25 +867,41 @@ impl Store {
 
     /// Files shared in a room.
     pub fn files_in_room(&self, room: &RoomId) -> Result<Vec<FileMeta>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT hash, message, name, size, complete FROM files WHERE room = ?1 ORDER BY name, hash",
+        self.query_files(
+            "SELECT hash, room, message, name, size, complete FROM files
+             WHERE room = ?1 ORDER BY name, hash",
+            room.as_bytes(),
+        )
+    }
+
+    /// Metadata of the file with this content hash.
+    pub fn file(&self, hash: &[u8; 32]) -> Result<Option<FileMeta>> {
+        let mut files = self.query_files(
+            "SELECT hash, room, message, name, size, complete FROM files WHERE hash = ?1",
+            hash,
         )?;
+        Ok(files.pop())
+    }
+
+    fn query_files(&self, sql: &str, key: &[u8; 32]) -> Result<Vec<FileMeta>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
-            .query_map(params![room.as_bytes()], |row| {
+            .query_map(params![key], |row| {
                 Ok((
                     row.get::<_, Vec<u8>>(0)?,
                     row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, bool>(4)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, bool>(5)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(hash, message, name, size, complete)| {
+            .map(|(hash, room, message, name, size, complete)| {
                 Ok(FileMeta {
                     hash: id32(hash)?,
-                    room: *room,
+                    room: RoomId(id32(room)?),
                     message: MessageId(id32(message)?),
                     name,
                     size: u64_from_sql(size),

@@ -174,7 +174,7 @@ fn chat_view_query_uses_the_room_time_index() {
         "SELECT * FROM messages WHERE room_ref = ?1 AND (ts, id) < (?2, ?3)
          ORDER BY ts DESC, id DESC LIMIT ?4",
         "SELECT ts, id FROM messages WHERE room_ref = ?1 AND (ts, id) >= (?2, ?3)
-         AND (?4 IS NULL OR (ts, id) < (?4, ?5)) ORDER BY ts, id",
+         AND (ts, id) < (?4, ?5) ORDER BY ts, id",
     ] {
         let plan: Vec<String> = store
             .conn
@@ -189,6 +189,9 @@ fn chat_view_query_uses_the_room_time_index() {
             .unwrap();
         let plan = plan.join("; ");
         assert!(plan.contains("messages_by_room_time"), "{plan}");
+        // Every bound must be part of the index search, not a filter.
+        let bounds = sql.matches("(ts, id) <").count() + sql.matches("(ts, id) >").count();
+        assert_eq!(plan.matches("(ts,id)").count(), bounds, "{plan}");
         assert!(
             !plan.contains("TEMP B-TREE"),
             "no sort step expected: {plan}"
