@@ -6,3 +6,5 @@
 //! decision testable deterministically.
 
 pub mod ids;
+pub mod reliable;
+pub mod sim;
