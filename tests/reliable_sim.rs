@@ -158,7 +158,7 @@ fn scenario(seed: u64, nodes: usize, link: LinkConfig, messages: usize) -> Sim {
 
 #[test]
 fn two_nodes_lossless() {
-    for seed in 0..10 {
+    for seed in 0..20 {
         let sim = scenario(seed, 2, LinkConfig::default(), 60);
         // Without loss nothing is ever resent.
         let retransmits: u64 = sim
@@ -173,7 +173,7 @@ fn two_nodes_lossless() {
 #[test]
 fn two_nodes_lossy_with_duplication_and_reordering() {
     for loss in [0.1, 0.3] {
-        for seed in 0..10 {
+        for seed in 0..20 {
             scenario(seed, 2, LinkConfig::lossy(loss), 60);
         }
     }
@@ -181,7 +181,7 @@ fn two_nodes_lossy_with_duplication_and_reordering() {
 
 #[test]
 fn five_node_room_lossless() {
-    for seed in 0..6 {
+    for seed in 0..12 {
         let sim = scenario(seed, 5, LinkConfig::default(), 60);
         let retransmits: u64 = sim
             .nodes()
@@ -196,8 +196,298 @@ fn five_node_room_lossless() {
 #[test]
 fn five_node_room_lossy_with_duplication_and_reordering() {
     for loss in [0.1, 0.3] {
-        for seed in 0..6 {
+        for seed in 0..12 {
             scenario(seed, 5, LinkConfig::lossy(loss), 60);
         }
+    }
+}
+
+fn has_event(sim: &Sim, node: usize, wanted: &Event) -> bool {
+    sim.node(node).events.iter().any(|e| e == wanted)
+}
+
+#[test]
+fn partition_healed_later() {
+    for seed in 0..10 {
+        let label = format!("seed {seed}");
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                link: LinkConfig::lossy(0.1),
+                ..SimConfig::default()
+            },
+            5,
+        );
+        let members: Vec<usize> = (0..5).collect();
+        let room = sim.create_room(&members, RoomConfig::default());
+        send_traffic(&mut sim, room, &members, 20, seed);
+        sim.partition(&[&[0, 1], &[2, 3, 4]]);
+        send_traffic(&mut sim, room, &members, 30, seed + 100);
+        // Long enough for the retry limit to run out on both sides.
+        sim.run_for(Duration::from_secs(40));
+        assert!(
+            !complete(&sim, room, &members),
+            "{label}: nothing can cross a partition"
+        );
+        let unreachable = Event::PeerUnreachable { peer: sim.id(2) };
+        assert!(
+            has_event(&sim, 0, &unreachable),
+            "{label}: node 0 never gave up on node 2"
+        );
+        // Messages stayed queued, nothing was handed off.
+        assert!(
+            sim.node(0).endpoint.buffer_usage().queued_packets > 0
+                || sim.sent.iter().all(|(s, _, _)| *s != 0)
+        );
+        sim.heal();
+        assert!(
+            sim.run_until(Duration::from_secs(120), |s| complete(s, room, &members)),
+            "{label}: no recovery"
+        );
+        assert!(
+            has_event(&sim, 0, &Event::PeerReachable { peer: sim.id(2) }),
+            "{label}"
+        );
+        assert_exactly_once(&sim, room, &members, &label);
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
+#[test]
+fn member_deaf_to_multicast_falls_back_to_unicast() {
+    for seed in 0..10 {
+        let label = format!("seed {seed}");
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                link: LinkConfig::lossy(0.1),
+                ..SimConfig::default()
+            },
+            5,
+        );
+        let members: Vec<usize> = (0..5).collect();
+        let room = sim.create_room(&members, RoomConfig::default());
+        sim.set_deaf_to_multicast(4, true);
+        for _ in 0..60 {
+            sim.send(0, room, 100).expect("queue has room");
+            sim.run_for(Duration::from_millis(3));
+        }
+        send_traffic(&mut sim, room, &members, 40, seed);
+        assert!(
+            sim.run_until(Duration::from_secs(120), |s| complete(s, room, &members)),
+            "{label}"
+        );
+        assert_exactly_once(&sim, room, &members, &label);
+        let fell_back = Event::FanOutChanged {
+            room,
+            peer: sim.id(4),
+            fan_out: FanOut::Unicast,
+        };
+        assert!(
+            has_event(&sim, 0, &fell_back),
+            "{label}: node 0 never switched node 4 to unicast"
+        );
+        assert_eq!(
+            sim.node(0).endpoint.fan_out(&room, &sim.id(4)),
+            Some(FanOut::Unicast),
+            "{label}"
+        );
+        for peer in 1..4 {
+            assert_eq!(
+                sim.node(0).endpoint.fan_out(&room, &sim.id(peer)),
+                Some(FanOut::Multicast),
+                "{label}"
+            );
+        }
+        // Node 4 got nothing via the group, everything by unicast.
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
+#[test]
+fn node_down_and_up() {
+    for seed in 0..10 {
+        let label = format!("seed {seed}");
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                link: LinkConfig::lossy(0.1),
+                ..SimConfig::default()
+            },
+            4,
+        );
+        let members: Vec<usize> = (0..4).collect();
+        let room = sim.create_room(&members, RoomConfig::default());
+        send_traffic(&mut sim, room, &members, 10, seed);
+        sim.set_up(3, false);
+        send_traffic(&mut sim, room, &[0, 1, 2], 20, seed + 7);
+        sim.run_for(Duration::from_secs(30));
+        assert!(
+            has_event(&sim, 0, &Event::PeerUnreachable { peer: sim.id(3) })
+                || sim.sent.iter().all(|s| s.0 != 0)
+        );
+        sim.set_up(3, true);
+        assert!(
+            sim.run_until(Duration::from_secs(120), |s| complete(s, room, &members)),
+            "{label}"
+        );
+        assert_exactly_once(&sim, room, &members, &label);
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
+#[test]
+fn delivered_only_after_store_commit() {
+    let mut sim = Sim::new(
+        SimConfig {
+            seed: 3,
+            ..SimConfig::default()
+        },
+        2,
+    );
+    let room = sim.create_room(&[0, 1], RoomConfig { multicast: false });
+    sim.set_store_paused(1, true);
+    for _ in 0..5 {
+        sim.send(0, room, 5000).expect("queue has room");
+    }
+    sim.run_for(Duration::from_secs(60));
+    // The receiver has every message, but its store has not committed them.
+    assert_eq!(sim.node(1).received.len(), 5);
+    assert!(
+        sim.node(0).delivered.is_empty(),
+        "delivery reported before the store commit"
+    );
+    assert!(
+        sim.node(0).endpoint.buffer_usage().queued_packets > 0,
+        "sender released uncommitted messages"
+    );
+    // A slow store is not an unreachable peer: it keeps answering probes.
+    assert!(!has_event(
+        &sim,
+        0,
+        &Event::PeerUnreachable { peer: sim.id(1) }
+    ));
+    let data_before = sim.wire.of(PacketKind::Data);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.wire.of(PacketKind::Data),
+        data_before,
+        "arrived data must not be resent while the store is slow"
+    );
+    sim.set_store_paused(1, false);
+    assert!(sim.run_until(Duration::from_secs(10), |s| complete(s, room, &[0, 1])));
+    assert_exactly_once(&sim, room, &[0, 1], "store");
+    assert_quiet_and_bounded(&mut sim, "store");
+}
+
+#[test]
+fn slow_store_with_delay_still_exactly_once() {
+    for seed in 0..4 {
+        let config = SimConfig {
+            seed,
+            link: LinkConfig::lossy(0.1),
+            store_delay: Duration::from_millis(30),
+            ..SimConfig::default()
+        };
+        let mut sim = Sim::new(config, 3);
+        let room = sim.create_room(&[0, 1, 2], RoomConfig::default());
+        send_traffic(&mut sim, room, &[0, 1, 2], 40, seed);
+        assert!(sim.run_until(Duration::from_secs(120), |s| complete(s, room, &[0, 1, 2])));
+        assert_exactly_once(&sim, room, &[0, 1, 2], "slow store");
+        assert_quiet_and_bounded(&mut sim, "slow store");
+    }
+}
+
+#[test]
+fn full_queue_hands_unreachable_members_over_to_sync() {
+    let endpoint = Config {
+        max_queued: 64,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(
+        SimConfig {
+            seed: 9,
+            endpoint,
+            ..SimConfig::default()
+        },
+        3,
+    );
+    let room = sim.create_room(&[0, 1, 2], RoomConfig::default());
+    sim.set_up(2, false);
+    let mut sent = 0;
+    let mut refused = 0;
+    while sent < 200 {
+        match sim.send(0, room, 50) {
+            Ok(_) => sent += 1,
+            Err(kith::proto::reliable::SendError::Backpressure) => {
+                refused += 1;
+                sim.run_for(Duration::from_millis(200));
+            }
+            Err(other) => panic!("unexpected send error {other}"),
+        }
+        sim.run_for(Duration::from_millis(5));
+        assert!(sim.node(0).endpoint.buffer_usage().queued_packets <= 64);
+    }
+    assert!(
+        refused > 0,
+        "a full queue must push back while the member may still come back"
+    );
+    let node2 = sim.id(2);
+    let undelivered: Vec<_> = sim
+        .node(0)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Undelivered { to, id, .. } if *to == node2 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(!undelivered.is_empty(), "nothing was handed over to sync");
+    sim.set_up(2, true);
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.node(1).delivered.is_empty()
+            && s.node(0).endpoint.buffer_usage().queued_packets == 0)
+    );
+    // Node 1 got everything; node 2 got exactly what was not handed to sync,
+    // in order, once.
+    let all: Vec<_> = sim.sent.iter().map(|(_, _, id)| *id).collect();
+    let got1: Vec<_> = sim.node(1).received.iter().map(|m| m.id).collect();
+    assert_eq!(got1, all);
+    let expected2: Vec<_> = all
+        .iter()
+        .filter(|id| !undelivered.contains(id))
+        .copied()
+        .collect();
+    let got2: Vec<_> = sim.node(2).received.iter().map(|m| m.id).collect();
+    assert_eq!(got2, expected2);
+    for id in &expected2 {
+        assert_eq!(sim.node(0).delivered.get(&(room, node2, *id)), Some(&1));
+    }
+    assert_quiet_and_bounded(&mut sim, "sync hand-off");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the loss pattern, once packets get through again every
+    /// message is delivered exactly once.
+    #[test]
+    fn delivery_completes_after_any_loss_pattern(
+        seed in any::<u64>(),
+        nodes in 2usize..5,
+        phases in prop::collection::vec((0.0f64..1.0, 10u64..8000), 1..6),
+    ) {
+        let mut sim = Sim::new(SimConfig { seed, ..SimConfig::default() }, nodes);
+        let members: Vec<usize> = (0..nodes).collect();
+        let room = sim.create_room(&members, RoomConfig { multicast: nodes > 2 });
+        for (i, (loss, millis)) in phases.iter().enumerate() {
+            sim.set_default_link(LinkConfig::lossy(*loss));
+            send_traffic(&mut sim, room, &members, 6, seed.wrapping_add(i as u64));
+            sim.run_for(Duration::from_millis(*millis));
+        }
+        sim.set_default_link(LinkConfig::lossy(0.0));
+        prop_assert!(sim.run_until(Duration::from_secs(120), |s| complete(s, room, &members)));
+        assert_exactly_once(&sim, room, &members, "proptest");
+        assert_quiet_and_bounded(&mut sim, "proptest");
     }
 }

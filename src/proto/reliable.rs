@@ -1454,7 +1454,10 @@ impl Reliable {
         // Never believe more than was sent.
         let received = ack.received.min(sent_upto);
         let stored = ack.stored.min(received);
-        member.received = member.received.max(received);
+        // Taken from the newest ACK, not the maximum: a receiver whose
+        // incomplete fragments expired reneges, and must get them again.
+        // Stored messages never go back.
+        member.received = received.max(member.stored);
         let floor = member.received;
         member.sacked = ack
             .ranges
@@ -1754,6 +1757,8 @@ impl Reliable {
         }
         stream.dirty = true;
         stream.since_ack += 1;
+        // The sender is alive: NACKs that gave up may try again.
+        stream.nack_tries = 0;
         let due = if stream.since_ack >= config.ack_every {
             now
         } else {
@@ -1796,6 +1801,7 @@ impl Reliable {
             .get_mut(&(room, from))
             .expect("stream created just above");
         stream.announced = stream.announced.max(next);
+        stream.nack_tries = 0;
         if via == Via::Unicast {
             // A probe: the sender wants to hear from us whatever the state.
             stream.dirty = true;
@@ -1931,6 +1937,9 @@ impl Reliable {
             stream.expire_at = None;
             stream.dirty = true;
             schedule_ack(stream, now + config.max_ack_delay);
+            // Re-arm gap detection for what was just dropped.
+            stream.nack_at = Some(now + config.nack_delay);
+            stream.nack_tries = 0;
         }
         if stream.nack_at.is_some_and(|t| t <= now) {
             let from_seq = stream.received_upto();
