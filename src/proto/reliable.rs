@@ -439,7 +439,7 @@ impl Default for Config {
             rto_min: Duration::from_millis(50),
             rto_max: Duration::from_secs(5),
             max_retries: 8,
-            max_ack_delay: Duration::from_millis(40),
+            max_ack_delay: Duration::from_millis(100),
             ack_every: 32,
             nack_delay: Duration::from_millis(5),
             nack_jitter: Duration::from_millis(20),
@@ -700,6 +700,8 @@ struct RecvStream {
     mcast_rx: u64,
     ack_no: u64,
     ack_at: Option<Instant>,
+    /// When the last ACK went out.
+    last_ack: Option<Instant>,
     /// Something changed since the last ACK.
     dirty: bool,
     since_ack: u32,
@@ -725,6 +727,7 @@ impl RecvStream {
             mcast_rx: 0,
             ack_no: 0,
             ack_at: None,
+            last_ack: None,
             dirty: false,
             since_ack: 0,
             nack_at: None,
@@ -983,7 +986,7 @@ impl Reliable {
             entry.1 = true;
         }
         if advance_stored(stream) {
-            schedule_ack(stream, now + config_delay);
+            schedule_ack(stream, paced_ack(stream, now, config_delay));
         }
         // Delivery may have paused on `max_unconfirmed`.
         self.deliver(now, room, from);
@@ -1762,7 +1765,7 @@ impl Reliable {
         let due = if stream.since_ack >= config.ack_every {
             now
         } else {
-            now + config.max_ack_delay
+            paced_ack(stream, now, config.max_ack_delay)
         };
         schedule_ack(stream, due);
         if stream.expire_at.is_none() {
@@ -1895,7 +1898,7 @@ impl Reliable {
             peer.reassembly_bytes = peer.reassembly_bytes.saturating_sub(freed);
         }
         if advance_stored(stream) {
-            schedule_ack(stream, now + config.max_ack_delay);
+            schedule_ack(stream, paced_ack(stream, now, config.max_ack_delay));
         }
         if progressed {
             stream.nack_tries = 0;
@@ -1972,6 +1975,7 @@ impl Reliable {
             if stream.dirty {
                 stream.dirty = false;
                 stream.since_ack = 0;
+                stream.last_ack = Some(now);
                 stream.ack_no += 1;
                 let received = stream.received_upto();
                 let delay = stream
@@ -2051,6 +2055,16 @@ fn stream_entry<'a>(
         stream.retired = retired;
     }
     Some(stream)
+}
+
+/// When a routine ACK is due: at once if the stream was quiet for
+/// `max_ack_delay` (so an idle chat gets its "delivered" tick without delay),
+/// else `max_ack_delay` after the previous ACK (so a busy stream sends one
+/// ACK per interval, not one per packet).
+fn paced_ack(stream: &RecvStream, now: Instant, max_ack_delay: Duration) -> Instant {
+    stream
+        .last_ack
+        .map_or(now, |last| (last + max_ack_delay).max(now))
 }
 
 fn schedule_ack(stream: &mut RecvStream, due: Instant) {
