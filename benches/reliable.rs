@@ -107,18 +107,16 @@ fn main() {
         "{:<26} {:>7} {:>7} {:>6} {:>6} {:>6} {:>9} {:>11} {:>10}",
         "scenario", "data", "ack", "nack", "hb", "total", "pkt/msg", "pkt/receipt", "wall µs/msg"
     );
+    let loss = |loss| LinkConfig {
+        loss,
+        ..LinkConfig::default()
+    };
     let scenarios = [
-        ("0% loss, 100 msg/s", LinkConfig::default(), 100),
-        ("0% loss, 1000 msg/s", LinkConfig::default(), 1000),
-        ("0% loss, 5000 msg/s", LinkConfig::default(), 5000),
-        (
-            "10% loss, 1000 msg/s",
-            LinkConfig {
-                loss: 0.1,
-                ..LinkConfig::default()
-            },
-            1000,
-        ),
+        ("0% loss, 100 msg/s", loss(0.0), 100),
+        ("0% loss, 1000 msg/s", loss(0.0), 1000),
+        ("0% loss, 5000 msg/s", loss(0.0), 5000),
+        ("10% loss, 100 msg/s", loss(0.1), 100),
+        ("10% loss, 1000 msg/s", loss(0.1), 1000),
         ("10% loss+dup+reorder", LinkConfig::lossy(0.1), 1000),
         ("30% loss+dup+reorder", LinkConfig::lossy(0.3), 1000),
     ];

@@ -466,6 +466,113 @@ fn full_queue_hands_unreachable_members_over_to_sync() {
     assert_quiet_and_bounded(&mut sim, "sync hand-off");
 }
 
+#[test]
+fn a_loss_near_the_sender_is_repaired_once_for_the_whole_group() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            5,
+        );
+        let members: Vec<usize> = (0..5).collect();
+        let room = sim.create_room(&members, RoomConfig::default());
+        for _ in 0..5 {
+            sim.send(0, room, 100).expect("queue has room");
+            sim.run_for(Duration::from_millis(2));
+        }
+        // The sender's next packet is lost for every receiver.
+        for j in 1..5 {
+            sim.set_link(
+                0,
+                j,
+                LinkConfig {
+                    loss: 1.0,
+                    ..LinkConfig::default()
+                },
+            );
+        }
+        sim.send(0, room, 100).expect("queue has room");
+        for j in 1..5 {
+            sim.set_link(0, j, LinkConfig::default());
+        }
+        for _ in 0..5 {
+            sim.send(0, room, 100).expect("queue has room");
+            sim.run_for(Duration::from_millis(2));
+        }
+        assert!(sim.run_until(Duration::from_secs(10), |s| complete(s, room, &members)));
+        assert_exactly_once(&sim, room, &members, "correlated loss");
+        let stats = sim.node(0).endpoint.stats();
+        assert!(
+            stats.group_repairs >= 1,
+            "seed {seed}: no group repair: {stats:?}"
+        );
+        assert!(
+            stats.retransmits <= 2,
+            "seed {seed}: one loss caused {} repairs",
+            stats.retransmits
+        );
+        assert!(
+            sim.wire.of(PacketKind::Nack) < 4,
+            "seed {seed}: every member NACKed: no suppression"
+        );
+    }
+}
+
+#[test]
+fn a_member_who_joins_later_gets_only_what_came_after() {
+    for seed in 0..6 {
+        let label = format!("seed {seed}");
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                link: LinkConfig::lossy(0.1),
+                ..SimConfig::default()
+            },
+            4,
+        );
+        let room = sim.create_room(&[0, 1, 2], RoomConfig::default());
+        send_traffic(&mut sim, room, &[0, 1, 2], 15, seed);
+        let before = sim.sent.len();
+        sim.set_room_members(room, &[0, 1, 2, 3], RoomConfig::default());
+        send_traffic(&mut sim, room, &[0, 1, 2], 15, seed + 1);
+        let done = |s: &Sim| {
+            let later = s.sent.len() - before;
+            let received: usize = s.nodes().iter().map(|n| n.received.len()).sum();
+            let delivered: usize = s.nodes().iter().map(|n| n.delivered.len()).sum();
+            received >= before * 2 + later * 3 && delivered >= before * 2 + later * 3
+        };
+        assert!(sim.run_until(Duration::from_secs(120), done), "{label}");
+        let later: Vec<_> = sim.sent[before..].iter().map(|(_, _, id)| *id).collect();
+        let got: Vec<_> = sim.node(3).received.iter().map(|m| m.id).collect();
+        let mut expected = later.clone();
+        expected.sort();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted, expected,
+            "{label}: the late member got exactly the later messages"
+        );
+        for sender in 0..3 {
+            let sent: Vec<_> = sim.sent[before..]
+                .iter()
+                .filter(|s| s.0 == sender)
+                .map(|s| s.2)
+                .collect();
+            let got: Vec<_> = sim
+                .node(3)
+                .received
+                .iter()
+                .filter(|m| m.from == sim.id(sender))
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(got, sent, "{label}: order from {sender}");
+        }
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

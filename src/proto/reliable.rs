@@ -403,6 +403,9 @@ pub struct Config {
     pub nack_jitter: Duration,
     /// Wait before a NACK is repeated (doubles each time, capped by `rto_max`).
     pub nack_retry: Duration,
+    /// How long a NACKed multicast packet is held before its repair, so
+    /// NACKs from several members for it are answered by one group repair.
+    pub repair_hold: Duration,
     /// Idle time after multicast data before a heartbeat goes to the group.
     pub heartbeat_interval: Duration,
     /// Packets in flight per room beyond the slowest reachable member.
@@ -442,8 +445,9 @@ impl Default for Config {
             max_ack_delay: Duration::from_millis(100),
             ack_every: 32,
             nack_delay: Duration::from_millis(5),
-            nack_jitter: Duration::from_millis(20),
+            nack_jitter: Duration::from_millis(40),
             nack_retry: Duration::from_millis(100),
+            repair_hold: Duration::from_millis(4),
             heartbeat_interval: Duration::from_millis(100),
             send_window: 512,
             max_queued: 8192,
@@ -480,6 +484,9 @@ pub struct Stats {
     pub dropped_buffer: u64,
     /// RTT samples taken.
     pub rtt_samples: u64,
+    /// Repairs sent once to the group because several members lost the
+    /// same packet.
+    pub group_repairs: u64,
 }
 
 /// Current buffer occupancy, to check that nothing grows without bound.
@@ -565,6 +572,9 @@ struct OutPacket {
     /// Last unicast transmission per member (few entries: only members in
     /// unicast mode or repaired ones).
     unicast_sent: Vec<(PeerId, Instant)>,
+    /// Last repair per target (`None`: the group), so a repeated NACK does
+    /// not trigger a second repair while the first is on its way.
+    repaired: Vec<(Option<PeerId>, Instant)>,
 }
 
 impl OutPacket {
@@ -576,6 +586,22 @@ impl OutPacket {
             .map(|&(_, at)| at);
         let group = if via_group { self.group_sent } else { None };
         unicast.max(group)
+    }
+
+    fn last_repair_to(&self, peer: &PeerId, via_group: bool) -> Option<Instant> {
+        self.repaired
+            .iter()
+            .filter(|(target, _)| target.as_ref() == Some(peer) || (via_group && target.is_none()))
+            .map(|&(_, at)| at)
+            .max()
+    }
+
+    fn note_repair(&mut self, target: Option<PeerId>, now: Instant) {
+        self.retransmitted = true;
+        match self.repaired.iter_mut().find(|(t, _)| *t == target) {
+            Some(entry) => entry.1 = now,
+            None => self.repaired.push((target, now)),
+        }
     }
 
     fn note_unicast(&mut self, peer: PeerId, now: Instant) {
@@ -808,6 +834,8 @@ pub struct Reliable {
     control: VecDeque<Transmit>,
     /// Built data datagrams waiting for tokens.
     data: VecDeque<Transmit>,
+    /// NACKed packets of multicast members, held for `repair_hold`.
+    held: BTreeMap<(RoomId, u64), HeldRepair>,
     /// Unicast repairs to build: (room, member, seq).
     repairs: VecDeque<(RoomId, PeerId, u64)>,
     repair_set: HashSet<(RoomId, PeerId, u64)>,
@@ -838,6 +866,7 @@ impl Reliable {
             data: VecDeque::new(),
             repairs: VecDeque::new(),
             repair_set: HashSet::new(),
+            held: BTreeMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -861,7 +890,7 @@ impl Reliable {
             reassembly_bytes: self.streams.values().map(|s| s.buffered_bytes).sum(),
             unconfirmed: self.streams.values().map(|s| s.unconfirmed.len()).sum(),
             dedup_ids: self.recent.len(),
-            retransmit_queue: self.repairs.len() + self.data.len(),
+            retransmit_queue: self.repairs.len() + self.data.len() + self.held.len(),
             control_queue: self.control.len(),
         }
     }
@@ -970,6 +999,7 @@ impl Reliable {
                 group_sent: None,
                 retransmitted: false,
                 unicast_sent: Vec::new(),
+                repaired: Vec::new(),
             });
         }
         Ok(())
@@ -1112,6 +1142,9 @@ impl Reliable {
                 consider(member.rto_at);
             }
         }
+        for held in self.held.values() {
+            consider(Some(held.until));
+        }
         for stream in self.streams.values() {
             consider(stream.ack_at);
             consider(stream.nack_at);
@@ -1144,6 +1177,7 @@ impl Reliable {
         for room in rooms {
             self.room_timers(now, room);
         }
+        self.release_held(now);
     }
 
     /// The next datagram to send, if any. Data is paced by the token bucket;
@@ -1306,7 +1340,7 @@ impl Reliable {
             return false;
         };
         packet.note_unicast(peer, now);
-        packet.retransmitted = true;
+        packet.note_repair(Some(peer), now);
         let bytes = data_packet(room_id, session, seq, member_low, packet).encode();
         self.data.push_back(Transmit {
             destination: Destination::Peer(peer),
@@ -1555,7 +1589,7 @@ impl Reliable {
         }
         // A repeated NACK must not trigger a second repair of a packet that
         // is still on its way: repair only what was not sent in the last
-        // half RTT.
+        // quarter RTO.
         let recent = rto / 4;
         let start_floor = member.base.max(room.low);
         let mut wanted = Vec::new();
@@ -1568,15 +1602,91 @@ impl Reliable {
                     .packet(seq)
                     .expect("low <= seq < sent_upto, so the packet is queued");
                 if packet
-                    .last_sent_to(&from, via_group)
+                    .last_repair_to(&from, via_group)
                     .is_none_or(|t| t + recent <= now)
                 {
                     wanted.push(seq);
                 }
             }
         }
-        for seq in wanted {
-            self.queue_repair(room_id, from, seq);
+        if via_group {
+            // Hold the repair briefly: if other members lost the same packet
+            // (a loss near the sender), one repair to the group serves them
+            // all, and members whose NACK back-off has not yet run out see
+            // the gap filled and never NACK (NORM-style suppression).
+            let until = now + self.config.repair_hold;
+            for seq in wanted {
+                let held = self
+                    .held
+                    .entry((room_id, seq))
+                    .or_insert_with(|| HeldRepair {
+                        until,
+                        peers: Vec::new(),
+                    });
+                if !held.peers.contains(&from) {
+                    held.peers.push(from);
+                }
+            }
+        } else {
+            for seq in wanted {
+                self.queue_repair(room_id, from, seq);
+            }
+        }
+    }
+
+    /// Sends the held repairs that are due: to the group when several
+    /// members miss the packet (now, or one now and another before), else
+    /// by unicast.
+    fn release_held(&mut self, now: Instant) {
+        let due: Vec<(RoomId, u64)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let held = self
+                .held
+                .remove(&key)
+                .expect("key taken from the map just above");
+            let (room_id, seq) = key;
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let needy: Vec<PeerId> = held
+                .peers
+                .into_iter()
+                .filter(|p| room.members.get(p).is_some_and(|m| !m.has_received(seq)))
+                .collect();
+            // A second member asking for a packet already repaired for
+            // another one means the loss was near the sender and the rest
+            // probably lost it too: repair it to the group this time.
+            let others_lost = room.packet(seq).is_some_and(|p| {
+                p.repaired
+                    .iter()
+                    .any(|(target, _)| target.is_some_and(|t| !needy.contains(&t)))
+            });
+            let group = needy.len() >= 2 || (others_lost && !needy.is_empty());
+            if group && seq >= room.low && seq < room.sent_upto {
+                let low = room.low;
+                let packet = room
+                    .packet_mut(seq)
+                    .expect("low <= seq < sent_upto, so the packet is queued");
+                packet.group_sent = Some(now);
+                packet.note_repair(None, now);
+                let bytes = data_packet(room_id, self.session, seq, low, packet).encode();
+                self.data.push_back(Transmit {
+                    destination: Destination::Group(room_id),
+                    kind: PacketKind::Data,
+                    bytes,
+                });
+                self.stats.retransmits += 1;
+                self.stats.group_repairs += 1;
+            } else {
+                for peer in needy {
+                    self.queue_repair(room_id, peer, seq);
+                }
+            }
         }
     }
 
@@ -2000,6 +2110,13 @@ impl Reliable {
             }
         }
     }
+}
+
+/// A NACKed packet waiting to see whether more members lost it.
+#[derive(Debug)]
+struct HeldRepair {
+    until: Instant,
+    peers: Vec<PeerId>,
 }
 
 /// Fields of an ACK, unpacked.

@@ -284,6 +284,24 @@ impl Sim {
         room
     }
 
+    /// Changes a room's members: every node in `members` (re)joins with the
+    /// new list; nodes dropped from it leave.
+    pub fn set_room_members(&mut self, room: RoomId, members: &[usize], config: RoomConfig) {
+        let ids: Vec<PeerId> = members.iter().map(|&i| self.ids[i]).collect();
+        let old = self
+            .rooms
+            .insert(room, members.to_vec())
+            .unwrap_or_default();
+        for i in old.into_iter().filter(|i| !members.contains(i)) {
+            self.nodes[i].endpoint.leave_room(room);
+        }
+        for &i in members {
+            self.nodes[i]
+                .endpoint
+                .join_room(room, config, ids.iter().copied());
+        }
+    }
+
     /// Node `from` sends a message of `len` bytes into `room`.
     pub fn send(&mut self, from: usize, room: RoomId, len: usize) -> Result<MessageId, SendError> {
         self.message_counter += 1;
