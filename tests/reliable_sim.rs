@@ -573,6 +573,44 @@ fn a_member_who_joins_later_gets_only_what_came_after() {
     }
 }
 
+#[test]
+fn large_messages_over_a_slow_lossy_link() {
+    for seed in 0..4 {
+        let label = format!("seed {seed}");
+        // 2 Mbit/s: a 64 KiB message takes a quarter of a second to send.
+        let link = LinkConfig {
+            bandwidth: Some(250_000),
+            ..LinkConfig::lossy(0.05)
+        };
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                link,
+                ..SimConfig::default()
+            },
+            3,
+        );
+        let members = [0, 1, 2];
+        let room = sim.create_room(&members, RoomConfig::default());
+        for k in 0..12 {
+            sim.send(k % 3, room, MAX_MESSAGE).expect("queue has room");
+            sim.run_for(Duration::from_millis(50));
+        }
+        assert!(
+            sim.run_until(Duration::from_secs(300), |s| complete(s, room, &members)),
+            "{label}"
+        );
+        assert_exactly_once(&sim, room, &members, &label);
+        for node in sim.nodes() {
+            assert!(
+                node.received.iter().all(|m| m.len == MAX_MESSAGE),
+                "{label}: reassembly"
+            );
+        }
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -55,6 +55,7 @@
 //! [`Reliable::handle_timeout`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -840,6 +841,8 @@ pub struct Reliable {
     repairs: VecDeque<(RoomId, PeerId, u64)>,
     repair_set: HashSet<(RoomId, PeerId, u64)>,
     events: VecDeque<Event>,
+    /// The room that sent the last new packet (rooms take turns).
+    last_room: Option<RoomId>,
     tokens: f64,
     tokens_at: Instant,
     stats: Stats,
@@ -867,6 +870,7 @@ impl Reliable {
             repairs: VecDeque::new(),
             repair_set: HashSet::new(),
             held: BTreeMap::new(),
+            last_room: None,
             events: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -947,8 +951,14 @@ impl Reliable {
                 reassembly_bytes: 0,
             });
         }
-        self.streams
-            .retain(|(r, p), _| *r != room || state.members.contains_key(p));
+        let peers = &mut self.peers;
+        self.streams.retain(|(r, p), stream| {
+            let keep = *r != room || state.members.contains_key(p);
+            if !keep && let Some(peer) = peers.get_mut(p) {
+                peer.reassembly_bytes = peer.reassembly_bytes.saturating_sub(stream.buffered_bytes);
+            }
+            keep
+        });
         self.release(room);
     }
 
@@ -1190,9 +1200,10 @@ impl Reliable {
         if self.tokens < 1.0 {
             return None;
         }
-        if self.data.is_empty() {
-            self.build_data(now);
-        }
+        // A step may produce nothing (a repair no longer needed, a packet
+        // for members that are all unreachable): keep going until there is
+        // a datagram or no work.
+        while self.data.is_empty() && self.build_data(now) {}
         let transmit = self.data.pop_front()?;
         self.tokens -= 1.0;
         Some(self.count(transmit))
@@ -1241,36 +1252,28 @@ impl Reliable {
     }
 
     /// Builds the next data datagram(s): a pending repair first, then the
-    /// next new packet of the first room that has one (rooms take turns
-    /// because each new packet moves that room's cursor).
-    fn build_data(&mut self, now: Instant) {
+    /// next new packet of the next room that has one (rooms take turns, so
+    /// a big transfer in one room does not starve the others). `false` if
+    /// there was nothing to do.
+    fn build_data(&mut self, now: Instant) -> bool {
         while let Some(key) = self.repairs.pop_front() {
             self.repair_set.remove(&key);
             if self.build_repair(now, key) {
-                return;
+                return true;
             }
         }
+        let after = self.last_room.map_or(Bound::Unbounded, Bound::Excluded);
         let Some(room_id) = self
             .rooms
-            .iter()
+            .range((after, Bound::Unbounded))
+            .chain(self.rooms.range(..))
             .find(|(_, r)| self.can_send_new(r))
             .map(|(id, _)| *id)
         else {
-            return;
+            return false;
         };
-        let session = self.session;
-        let rto_by_peer: HashMap<PeerId, Duration> = self
-            .peers
-            .iter()
-            .map(|(p, s)| (*p, s.rtt.rto(&self.config)))
-            .collect();
-        let unreachable: HashSet<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| s.unreachable)
-            .map(|(p, _)| *p)
-            .collect();
-        let heartbeat = self.config.heartbeat_interval;
+        self.last_room = Some(room_id);
+        let (session, config, peers) = (self.session, &self.config, &self.peers);
         let room = self
             .rooms
             .get_mut(&room_id)
@@ -1279,20 +1282,24 @@ impl Reliable {
         room.sent_upto += 1;
         let group = room.uses_group();
         let low = room.low;
+        let reachable = |peer: &PeerId| !peers.get(peer).is_some_and(|p| p.unreachable);
         let unicast: Vec<(PeerId, u64)> = room
             .members
             .iter()
-            .filter(|(p, m)| (!group || m.fan_out == FanOut::Unicast) && !unreachable.contains(p))
+            .filter(|(p, m)| (!group || m.fan_out == FanOut::Unicast) && reachable(p))
             .map(|(p, m)| (*p, m.base.max(low)))
             .collect();
         for (peer, member) in room.members.iter_mut() {
             if member.rto_at.is_none() {
-                let rto = rto_by_peer
+                let rto = peers
                     .get(peer)
-                    .copied()
-                    .unwrap_or(self.config.rto_min);
+                    .map_or(config.rto_min, |p| p.rtt.rto(config));
                 member.rto_at = Some(now + rto);
             }
+        }
+        if group {
+            room.heartbeat_at = Some(now + config.heartbeat_interval);
+            room.heartbeats = 0;
         }
         let packet = room
             .packet_mut(seq)
@@ -1316,10 +1323,7 @@ impl Reliable {
                 bytes,
             });
         }
-        if group {
-            room.heartbeat_at = Some(now + heartbeat);
-            room.heartbeats = 0;
-        }
+        true
     }
 
     /// Builds a unicast repair if it is still needed; `false` if not.

@@ -47,7 +47,8 @@ pub struct LinkConfig {
     pub delay: Duration,
     /// Extra uniform delay in `[0, jitter)`.
     pub jitter: Duration,
-    /// Sender uplink in bytes per second; `None` for unlimited.
+    /// Sender uplink in bytes per second; `None` for unlimited. Datagrams
+    /// queue behind each other on the sender's uplink (without limit).
     pub bandwidth: Option<u64>,
 }
 
@@ -538,8 +539,12 @@ impl Sim {
                 (targets, ViaKey::Multicast)
             }
         };
-        // One serialisation on the sender's uplink, even for multicast.
-        let bandwidth = self.config.link.bandwidth;
+        // One serialisation on the sender's uplink, even for multicast (at
+        // the default link's rate; unicast at that link's rate).
+        let bandwidth = match (transmit.destination, targets.first()) {
+            (Destination::Peer(_), Some(&to)) => self.link(from, to).bandwidth,
+            _ => self.config.link.bandwidth,
+        };
         let mut depart = self.now.max(self.uplink_free[from]);
         if let Some(bytes_per_second) = bandwidth.filter(|b| *b > 0) {
             let micros = transmit.bytes.len() as u64 * 1_000_000 / bytes_per_second;

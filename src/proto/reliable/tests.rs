@@ -600,3 +600,24 @@ fn the_send_queue_is_bounded() {
         Err(SendError::UnknownRoom)
     );
 }
+
+#[test]
+fn rooms_take_turns_sending() {
+    let now = Instant::now();
+    let mut a = endpoint(1, 1, now);
+    let (big, small) = (RoomId([1; 32]), RoomId([2; 32]));
+    a.join_room(big, RoomConfig { multicast: false }, [peer(2)]);
+    a.join_room(small, RoomConfig { multicast: false }, [peer(3)]);
+    a.send(now, big, msg(1), &vec![0; MAX_MESSAGE])
+        .expect("queue is empty");
+    a.send(now, small, msg(2), b"hi").expect("queue is empty");
+    let first: Vec<Destination> = all_transmits(&mut a, now)
+        .iter()
+        .take(2)
+        .map(|t| t.destination)
+        .collect();
+    assert!(
+        first.contains(&Destination::Peer(peer(3))),
+        "the small room waited behind the big one: {first:?}"
+    );
+}
