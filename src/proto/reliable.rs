@@ -9,19 +9,27 @@
 //! reliability (ACKs, NACKs, retransmission) works per packet, which means a
 //! 64 KiB message that loses one fragment only resends that fragment.
 //!
-//! - **Unicast**: receivers send delayed cumulative + selective ACKs; the
-//!   sender keeps an RTT estimate per peer (RFC 6298 style: `RTO = srtt +
-//!   4·rttvar + max_ack_delay`, floored and capped) and retransmits with
-//!   exponential backoff. After `max_retries` timeouts without any ACK the
-//!   peer is reported [`Event::PeerUnreachable`]; its messages stay queued and
-//!   it keeps being probed at the capped RTO, and everything is re-driven at
-//!   once when the peer is heard again (or [`Reliable::peer_seen`] is called).
+//! - **Unicast**: receivers send cumulative + selective ACKs, at once when
+//!   the stream was quiet and then at most one per `max_ack_delay` (or every
+//!   `ack_every` packets), so a busy stream costs few ACKs and an idle chat
+//!   gets its "delivered" tick at once. The sender keeps an RTT estimate per
+//!   peer (RFC 6298 style: `RTO = srtt + 4·rttvar + max_ack_delay`, floored
+//!   and capped) and retransmits with exponential backoff. A token bucket
+//!   paces data packets and a send window bounds what is in flight. After
+//!   `max_retries` timeouts without any ACK the peer is reported
+//!   [`Event::PeerUnreachable`]; its messages stay queued, it keeps being
+//!   probed at the capped RTO, and everything is re-driven at once when the
+//!   peer is heard again (or [`Reliable::peer_seen`] is called).
 //! - **Multicast**: a room with `multicast` enabled sends each packet once to
 //!   the group. Receivers detect gaps per sender sequence and NACK by unicast
 //!   after a randomised back-off (NORM, RFC 5740, style), which batches gaps
-//!   into one NACK and lets reordering settle before anything is asked for;
-//!   the sender repairs by unicast. Heartbeats to the group carry the sender's
-//!   highest sequence so a lost tail is noticed too.
+//!   into one NACK and lets reordering settle before anything is asked for.
+//!   The sender holds each NACKed packet for `repair_hold`: asked for by one
+//!   member it is repaired by unicast, by several (or by a second member
+//!   after an earlier repair) it is repaired once to the group, and members
+//!   whose back-off has not run out yet see the gap filled and never NACK.
+//!   Heartbeats to the group carry the sender's highest sequence so a lost
+//!   tail is noticed too.
 //! - **Unicast fall-back**: every ACK and NACK reports how many packets the
 //!   receiver got *via the group*. A member that keeps acknowledging packets
 //!   (so it is alive) while that counter stands still over
@@ -45,6 +53,9 @@
 //! - Every buffer is bounded: send queue ([`Config::max_queued`], surfaced as
 //!   [`SendError::Backpressure`]), receive window, reassembly bytes per peer,
 //!   unconfirmed deliveries, the duplicate filter and the retransmit queue.
+//!   Out-of-order fragments that wait longer than `reassembly_timeout` are
+//!   dropped; the receiver's next ACK no longer claims them, and since the
+//!   sender believes the newest ACK (not the best one) it resends them.
 //! - Nothing here panics on network input; malformed packets are rejected
 //!   with a [`PacketError`] and counted in [`Stats`].
 //!
@@ -1597,11 +1608,15 @@ impl Reliable {
         let recent = rto / 4;
         let start_floor = member.base.max(room.low);
         let mut wanted = Vec::new();
+        // However the ranges overlap, look at no more than a window's worth
+        // of packets per NACK.
+        let mut budget = self.config.send_window;
         for &(start, end) in missing {
             for seq in start.max(start_floor)..end.min(room.sent_upto) {
-                if wanted.len() >= self.config.send_window as usize {
+                if budget == 0 {
                     break;
                 }
+                budget -= 1;
                 let packet = room
                     .packet(seq)
                     .expect("low <= seq < sent_upto, so the packet is queued");
