@@ -123,6 +123,9 @@ pub enum Packet {
         room: RoomId,
         /// The session of the sender stream being acknowledged.
         session: u64,
+        /// The acknowledging node's own session: a restarted receiver starts
+        /// its `ack_no` over, and the sender must not take that for stale.
+        receiver_session: u64,
         /// Increases with every ACK of this stream, so a reordered old ACK is
         /// recognised and ignored.
         ack_no: u64,
@@ -635,6 +638,8 @@ struct Member {
     sacked: Vec<(u64, u64)>,
     /// All messages below this were stored.
     stored: u64,
+    /// The member's own session, from its ACKs.
+    peer_session: Option<u64>,
     ack_no: u64,
     largest: Option<u64>,
     fan_out: FanOut,
@@ -654,6 +659,7 @@ impl Member {
             received: base,
             sacked: Vec::new(),
             stored: base,
+            peer_session: None,
             ack_no: 0,
             largest: None,
             fan_out: FanOut::Multicast,
@@ -663,6 +669,13 @@ impl Member {
             mark_seq: base,
             rx_at_switch: 0,
         }
+    }
+
+    /// The lowest sequence number this member can still need from us:
+    /// below it, the packet was released, predates the member, or the member
+    /// already stored it (a restarted member is told to skip that).
+    fn low(&self, room_low: u64) -> u64 {
+        room_low.max(self.base).max(self.stored)
     }
 
     fn has_received(&self, seq: u64) -> bool {
@@ -1043,6 +1056,30 @@ impl Reliable {
         self.deliver(now, room, from);
     }
 
+    /// Seeds the duplicate filter with ids already in the store, so that after
+    /// a restart a message whose "stored" ACK never reached its sender, and
+    /// that is therefore sent again, is not surfaced a second time. Call it
+    /// at start-up with the most recent ids (at most `dedup_capacity` count).
+    pub fn remember_stored(&mut self, ids: impl IntoIterator<Item = MessageId>) {
+        for id in ids {
+            self.remember(id);
+        }
+    }
+
+    /// Adds `id` to the bounded duplicate filter; `false` if it was there.
+    fn remember(&mut self, id: MessageId) -> bool {
+        if !self.recent_set.insert(id) {
+            return false;
+        }
+        self.recent.push_back(id);
+        if self.recent.len() > self.config.dedup_capacity
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
+        true
+    }
+
     /// Discovery (or anything else) saw `peer` alive: if it was unreachable,
     /// re-drive delivery to it now.
     pub fn peer_seen(&mut self, now: Instant, peer: PeerId) {
@@ -1110,6 +1147,7 @@ impl Reliable {
             }
             Packet::Ack {
                 session,
+                receiver_session,
                 ack_no,
                 received,
                 ranges,
@@ -1121,6 +1159,7 @@ impl Reliable {
             } => {
                 if session == self.session {
                     let ack = AckInfo {
+                        receiver_session,
                         ack_no,
                         received,
                         ranges,
@@ -1298,7 +1337,7 @@ impl Reliable {
             .members
             .iter()
             .filter(|(p, m)| (!group || m.fan_out == FanOut::Unicast) && reachable(p))
-            .map(|(p, m)| (*p, m.base.max(low)))
+            .map(|(p, m)| (*p, m.low(low)))
             .collect();
         for (peer, member) in room.members.iter_mut() {
             if member.rto_at.is_none() {
@@ -1350,7 +1389,7 @@ impl Reliable {
         if seq < member.base || seq >= room.sent_upto || member.has_received(seq) {
             return false;
         }
-        let member_low = member.base.max(low);
+        let member_low = member.low(low);
         let Some(packet) = room.packet_mut(seq) else {
             return false;
         };
@@ -1465,7 +1504,7 @@ impl Reliable {
             let packet = Packet::Heartbeat {
                 room: room_id,
                 session: self.session,
-                low: low.max(member.base),
+                low: member.low(low),
                 next: sent_upto,
             };
             self.control.push_back(Transmit {
@@ -1499,6 +1538,13 @@ impl Reliable {
         let Some(member) = room.members.get_mut(&from) else {
             return;
         };
+        if member.peer_session != Some(ack.receiver_session) {
+            // A new run of the member (or its first ACK): its ACK numbers
+            // start over, and what it had merely received is gone.
+            member.peer_session = Some(ack.receiver_session);
+            member.ack_no = 0;
+            member.largest = None;
+        }
         if ack.ack_no <= member.ack_no {
             return;
         }
@@ -1586,14 +1632,15 @@ impl Reliable {
         let via_group = room.uses_group() && member.fan_out == FanOut::Multicast;
         if missing
             .iter()
-            .any(|&(start, _)| start < member.base.max(room.low))
+            .any(|&(start, _)| start < member.low(room.low))
         {
             // The receiver asks for what it will never get from us (it
-            // joined later, or it was handed to sync): tell it to skip.
+            // joined later, it was handed to sync, or it stored it before a
+            // restart): tell it to skip.
             let packet = Packet::Heartbeat {
                 room: room_id,
                 session: self.session,
-                low: member.base.max(room.low),
+                low: member.low(room.low),
                 next: room.sent_upto,
             };
             self.control.push_back(Transmit {
@@ -1606,7 +1653,7 @@ impl Reliable {
         // is still on its way: repair only what was not sent in the last
         // quarter RTO.
         let recent = rto / 4;
-        let start_floor = member.base.max(room.low);
+        let start_floor = member.low(room.low);
         let mut wanted = Vec::new();
         // However the ranges overlap, look at no more than a window's worth
         // of packets per NACK.
@@ -2113,6 +2160,7 @@ impl Reliable {
                 let packet = Packet::Ack {
                     room,
                     session: stream.session,
+                    receiver_session: self.session,
                     ack_no: stream.ack_no,
                     received,
                     ranges: stream.arrived_ranges(received),
@@ -2140,6 +2188,7 @@ struct HeldRepair {
 
 /// Fields of an ACK, unpacked.
 struct AckInfo {
+    receiver_session: u64,
     ack_no: u64,
     received: u64,
     ranges: Vec<(u64, u64)>,

@@ -186,6 +186,7 @@ pub struct Sim {
     /// Cut directed links.
     cut: BTreeSet<(usize, usize)>,
     rooms: BTreeMap<RoomId, Vec<usize>>,
+    room_configs: HashMap<RoomId, RoomConfig>,
     flights: BinaryHeap<Reverse<Flight>>,
     flight_number: u64,
     uplink_free: Vec<Instant>,
@@ -236,6 +237,7 @@ impl Sim {
             links: HashMap::new(),
             cut: BTreeSet::new(),
             rooms: BTreeMap::new(),
+            room_configs: HashMap::new(),
             flights: BinaryHeap::new(),
             flight_number: 0,
             wire: WireStats::default(),
@@ -282,6 +284,7 @@ impl Sim {
                 .join_room(room, config, ids.iter().copied());
         }
         self.rooms.insert(room, members.to_vec());
+        self.room_configs.insert(room, config);
         room
     }
 
@@ -293,6 +296,7 @@ impl Sim {
             .rooms
             .insert(room, members.to_vec())
             .unwrap_or_default();
+        self.room_configs.insert(room, config);
         for i in old.into_iter().filter(|i| !members.contains(i)) {
             self.nodes[i].endpoint.leave_room(room);
         }
@@ -356,6 +360,38 @@ impl Sim {
         if up {
             self.drain(i);
         }
+    }
+
+    /// Restarts node `i`: its reliable-layer state is lost (a new session,
+    /// empty queues), its store survives. Like the real node, it rejoins its
+    /// rooms and seeds the duplicate filter from the store. Messages it had
+    /// queued but not yet delivered are left to sync, as in real life.
+    pub fn restart(&mut self, i: usize) {
+        let seed = self.rng.random();
+        let mut endpoint = Reliable::new(
+            self.ids[i],
+            self.config.endpoint.clone(),
+            StdRng::seed_from_u64(seed),
+            self.now,
+        );
+        let capacity = self.config.endpoint.dedup_capacity;
+        let node = &mut self.nodes[i];
+        let stored = node.received.len() - node.pending_store.len();
+        let skip = stored.saturating_sub(capacity);
+        endpoint.remember_stored(node.received[skip..stored].iter().map(|m| m.id));
+        // Uncommitted messages die with the process.
+        let lost = node.pending_store.len();
+        node.received.truncate(node.received.len() - lost);
+        node.pending_store.clear();
+        node.endpoint = endpoint;
+        for (room, members) in &self.rooms {
+            if members.contains(&i) {
+                let ids = members.iter().map(|&m| self.ids[m]);
+                let config = self.room_configs.get(room).copied().unwrap_or_default();
+                self.nodes[i].endpoint.join_room(*room, config, ids);
+            }
+        }
+        self.drain(i);
     }
 
     /// Pauses or resumes node `i`'s store commits.

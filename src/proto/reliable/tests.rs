@@ -123,6 +123,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 Packet::Ack {
                     room: RoomId(room),
                     session,
+                    receiver_session: session.rotate_left(17) ^ ack_no,
                     ack_no,
                     received,
                     ranges,
@@ -217,6 +218,7 @@ fn worst_case_packets_fit_the_limit() {
     let ack = Packet::Ack {
         room: RoomId([0xff; 32]),
         session: u64::MAX,
+        receiver_session: u64::MAX,
         ack_no: u64::MAX,
         received: MAX_SEQ,
         ranges: vec![(MAX_SEQ - 1, MAX_SEQ); MAX_RANGES],
@@ -316,6 +318,7 @@ fn count_and_range_caps_are_enforced() {
     let stored_ahead = Packet::Ack {
         room: room_id(),
         session: 1,
+        receiver_session: 2,
         ack_no: 1,
         received: 3,
         ranges: vec![],
@@ -620,4 +623,52 @@ fn rooms_take_turns_sending() {
         first.contains(&Destination::Peer(peer(3))),
         "the small room waited behind the big one: {first:?}"
     );
+}
+
+#[test]
+fn a_restarted_receiver_is_believed_and_skips_what_it_stored() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let step = Config::default().max_ack_delay * 2;
+    // A few rounds, so the receiver's ACK numbers climb.
+    let round = |a: &mut Reliable, b: &mut Reliable, n: u64, now: Instant| {
+        a.send(now, room_id(), msg(n), b"x")
+            .expect("queue has room");
+        deliver_all(a, b, now);
+        for event in all_events(b) {
+            if let Event::Received { from, seq, .. } = event {
+                b.confirm_stored(now, room_id(), from, seq);
+            }
+        }
+        b.handle_timeout(now);
+        deliver_all(b, a, now);
+        all_events(a)
+    };
+    for n in 0..5 {
+        now += step;
+        let events = round(&mut a, &mut b, n, now);
+        assert_eq!(
+            events,
+            vec![Event::Delivered {
+                room: room_id(),
+                to: peer(2),
+                id: msg(n)
+            }]
+        );
+    }
+    // The receiver restarts with empty state; the next message must still be
+    // delivered and acknowledged even though its ACK numbers start over.
+    let mut b2 = endpoint(2, 77, now);
+    b2.join_room(room_id(), RoomConfig { multicast: false }, [peer(1)]);
+    now += step;
+    let events = round(&mut a, &mut b2, 5, now);
+    assert_eq!(
+        events,
+        vec![Event::Delivered {
+            room: room_id(),
+            to: peer(2),
+            id: msg(5)
+        }]
+    );
+    assert_eq!(a.buffer_usage().queued_packets, 0);
 }
