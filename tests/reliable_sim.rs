@@ -305,6 +305,58 @@ fn member_deaf_to_multicast_falls_back_to_unicast() {
 }
 
 #[test]
+fn fan_out_returns_to_multicast_when_the_member_hears_it_again() {
+    for (seed, nodes) in [(0, 5), (1, 5), (2, 2), (3, 2)] {
+        let label = format!("seed {seed}, {nodes} nodes");
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            nodes,
+        );
+        let members: Vec<usize> = (0..nodes).collect();
+        let room = sim.create_room(&members, RoomConfig::default());
+        let deaf = nodes - 1;
+        sim.set_deaf_to_multicast(deaf, true);
+        let burst = |sim: &mut Sim, count| {
+            for _ in 0..count {
+                sim.send(0, room, 100).expect("queue has room");
+                sim.run_for(Duration::from_millis(2));
+            }
+        };
+        burst(&mut sim, 100);
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(
+            sim.node(0).endpoint.fan_out(&room, &sim.id(deaf)),
+            Some(FanOut::Unicast),
+            "{label}"
+        );
+        sim.set_deaf_to_multicast(deaf, false);
+        // In a room of two nothing else goes to the group: only the
+        // occasional probe packet can show that multicast works again.
+        burst(&mut sim, 600);
+        assert!(
+            sim.run_until(Duration::from_secs(60), |s| complete(s, room, &members)),
+            "{label}"
+        );
+        assert_eq!(
+            sim.node(0).endpoint.fan_out(&room, &sim.id(deaf)),
+            Some(FanOut::Multicast),
+            "{label}"
+        );
+        let back = Event::FanOutChanged {
+            room,
+            peer: sim.id(deaf),
+            fan_out: FanOut::Multicast,
+        };
+        assert!(has_event(&sim, 0, &back), "{label}");
+        assert_exactly_once(&sim, room, &members, &label);
+        assert_quiet_and_bounded(&mut sim, &label);
+    }
+}
+
+#[test]
 fn node_down_and_up() {
     for seed in 0..10 {
         let label = format!("seed {seed}");

@@ -90,6 +90,9 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const MAX_FRAGS: u16 = MAX_MESSAGE.div_ceil(MAX_CHUNK) as u16;
 /// Most ranges in one ACK or NACK.
 pub const MAX_RANGES: usize = 16;
+/// In a multicast room where every member fell back to unicast, every this
+/// many packets one also goes to the group, to notice recovery.
+const MULTICAST_PROBE_EVERY: u64 = 64;
 /// Sequence numbers on the wire stay below this, so sums of a sequence number
 /// and any window size can never overflow a `u64`.
 pub const MAX_SEQ: u64 = 1 << 62;
@@ -1331,6 +1334,13 @@ impl Reliable {
         let seq = room.sent_upto;
         room.sent_upto += 1;
         let group = room.uses_group();
+        // When every member fell back to unicast, a packet now and then
+        // still goes to the group as well, so that members whose multicast
+        // works again are noticed and switched back.
+        let probe = !group
+            && room.config.multicast
+            && !room.members.is_empty()
+            && seq.is_multiple_of(MULTICAST_PROBE_EVERY);
         let low = room.low;
         let reachable = |peer: &PeerId| !peers.get(peer).is_some_and(|p| p.unreachable);
         let unicast: Vec<(PeerId, u64)> = room
@@ -1355,7 +1365,7 @@ impl Reliable {
             .packet_mut(seq)
             .expect("sent_upto < next_seq, so the packet is queued");
         packet.first_sent = Some(now);
-        if group {
+        if group || probe {
             packet.group_sent = Some(now);
             let bytes = data_packet(room_id, session, seq, low, packet).encode();
             self.data.push_back(Transmit {
@@ -1498,9 +1508,11 @@ impl Reliable {
             seq += 1;
         }
         let member = room.members.get_mut(&peer).expect("member looked up above");
-        if resend.is_empty() {
-            // Everything arrived but not everything is stored (or the ACK
-            // saying so was lost): ask for a fresh ACK.
+        if resend.last().is_none_or(|&last| last + 1 < sent_upto) {
+            // Either everything arrived but not everything is stored (or the
+            // ACK saying so was lost), or more is missing than this burst
+            // resends: a heartbeat asks for a fresh ACK and tells the member
+            // how far the stream goes, so it NACKs the rest at once.
             let packet = Packet::Heartbeat {
                 room: room_id,
                 session: self.session,
@@ -1908,6 +1920,11 @@ impl Reliable {
         };
         peer.reassembly_bytes = peer.reassembly_bytes.saturating_sub(skipped);
         let peer_bytes = peer.reassembly_bytes;
+        if via == Via::Multicast {
+            // Evidence that the group reaches us, even if a unicast copy of
+            // this packet was faster.
+            stream.mcast_rx += 1;
+        }
         let duplicate = seq < stream.next || stream.buf.contains_key(&seq);
         let size = fragment.chunk.len();
         if duplicate {
@@ -1927,9 +1944,6 @@ impl Reliable {
         }
         stream.buf.insert(seq, fragment);
         stream.buffered_bytes += size;
-        if via == Via::Multicast {
-            stream.mcast_rx += 1;
-        }
         if stream.largest.is_none_or(|l| seq > l) {
             stream.largest = Some(seq);
             stream.largest_at = Some(now);
