@@ -1508,11 +1508,13 @@ impl Reliable {
             seq += 1;
         }
         let member = room.members.get_mut(&peer).expect("member looked up above");
-        if resend.last().is_none_or(|&last| last + 1 < sent_upto) {
-            // Either everything arrived but not everything is stored (or the
-            // ACK saying so was lost), or more is missing than this burst
-            // resends: a heartbeat asks for a fresh ACK and tells the member
-            // how far the stream goes, so it NACKs the rest at once.
+        // A heartbeat asks for a fresh ACK when everything arrived but not
+        // everything is stored (or the ACK saying so was lost). A member that
+        // never heard the group also learns from it how far the stream goes,
+        // so it NACKs the rest at once instead of a burst per timeout.
+        let never_heard_group = via_group && member.mcast_rx == 0;
+        let beyond_burst = resend.last().is_some_and(|&last| last + 1 < sent_upto);
+        if resend.is_empty() || (never_heard_group && beyond_burst) {
             let packet = Packet::Heartbeat {
                 room: room_id,
                 session: self.session,
