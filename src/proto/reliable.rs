@@ -1277,7 +1277,8 @@ impl Reliable {
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.tokens_at).as_secs_f64();
         self.tokens =
-            (self.tokens + elapsed * f64::from(self.config.rate)).min(f64::from(self.config.burst));
+            // A burst below one packet would never send anything.
+            (self.tokens + elapsed * f64::from(self.config.rate)).min(f64::from(self.config.burst.max(1)));
         self.tokens_at = now;
     }
 

@@ -193,6 +193,8 @@ pub struct Sim {
     /// Datagrams put on the wire.
     pub wire: WireStats,
     message_counter: u64,
+    /// Steps in a row that did not advance the clock.
+    stalled_steps: u32,
     /// Every message sent, in order: (sender, room, id).
     pub sent: Vec<(usize, RoomId, MessageId)>,
 }
@@ -242,6 +244,7 @@ impl Sim {
             flight_number: 0,
             wire: WireStats::default(),
             message_counter: 0,
+            stalled_steps: 0,
             sent: Vec::new(),
         }
     }
@@ -449,6 +452,18 @@ impl Sim {
             self.now = self.now.max(until);
             return false;
         };
+        // A timer that stays due after it fired would spin here forever: a
+        // bug in the state machine, reported as such.
+        if at <= self.now {
+            self.stalled_steps += 1;
+            assert!(
+                self.stalled_steps < 100_000,
+                "livelock: a timer stays due at {:?}",
+                self.elapsed()
+            );
+        } else {
+            self.stalled_steps = 0;
+        }
         self.now = self.now.max(at);
         let now = self.now;
         while self.flights.peek().is_some_and(|Reverse(f)| f.at <= now) {
