@@ -8,4 +8,6 @@
 pub mod crypto;
 pub mod hlc;
 pub mod ids;
+pub mod reliable;
+pub mod sim;
 pub mod wire;

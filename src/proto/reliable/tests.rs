@@ -1,0 +1,752 @@
+//! Unit tests: wire format limits, parsing robustness, and the state
+//! machine driven by hand (no simulator), so single decisions are visible.
+
+use super::*;
+use proptest::prelude::*;
+use rand::SeedableRng;
+
+fn peer(n: u8) -> PeerId {
+    PeerId([n; 32])
+}
+
+fn room_id() -> RoomId {
+    RoomId([7; 32])
+}
+
+fn msg(n: u64) -> MessageId {
+    MessageId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+}
+
+fn endpoint(n: u8, seed: u64, now: Instant) -> Reliable {
+    Reliable::new(peer(n), Config::default(), StdRng::seed_from_u64(seed), now)
+}
+
+fn all_transmits(ep: &mut Reliable, now: Instant) -> Vec<Transmit> {
+    std::iter::from_fn(|| ep.poll_transmit(now)).collect()
+}
+
+fn all_events(ep: &mut Reliable) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+fn decode(transmit: &Transmit) -> Packet {
+    Packet::decode(&transmit.bytes).expect("the endpoint only emits valid packets")
+}
+
+/// Two endpoints in a unicast room.
+fn pair(now: Instant) -> (Reliable, Reliable) {
+    let mut a = endpoint(1, 1, now);
+    let mut b = endpoint(2, 2, now);
+    a.join_room(
+        room_id(),
+        RoomConfig { multicast: false },
+        [peer(1), peer(2)],
+    );
+    b.join_room(
+        room_id(),
+        RoomConfig { multicast: false },
+        [peer(1), peer(2)],
+    );
+    (a, b)
+}
+
+fn deliver_all(from: &mut Reliable, to: &mut Reliable, now: Instant) -> usize {
+    let transmits = all_transmits(from, now);
+    for t in &transmits {
+        to.handle_datagram(now, from.me(), Via::Unicast, &t.bytes)
+            .expect("valid packet from a member");
+    }
+    transmits.len()
+}
+
+// --- wire format ---------------------------------------------------------
+
+fn arb_ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    prop::collection::vec(
+        (0..MAX_SEQ - 1).prop_flat_map(|s| (Just(s), s + 1..=MAX_SEQ)),
+        0..=MAX_RANGES,
+    )
+}
+
+fn arb_packet() -> impl Strategy<Value = Packet> {
+    let id = any::<[u8; 32]>();
+    let data = (
+        id,
+        any::<u64>(),
+        1..MAX_SEQ,
+        1..=MAX_FRAGS,
+        prop::collection::vec(any::<u8>(), 0..=MAX_CHUNK),
+    )
+        .prop_flat_map(|(room, session, seq, frags, chunk)| {
+            let max_frag = u64::from(frags - 1).min(seq) as u16;
+            (
+                Just((room, session, seq, frags, chunk)),
+                0..=max_frag,
+                0..=seq,
+                any::<[u8; 32]>(),
+            )
+        })
+        .prop_map(
+            |((room, session, seq, frags, chunk), frag, low, id)| Packet::Data {
+                room: RoomId(room),
+                session,
+                seq,
+                low,
+                frag,
+                frags,
+                id: MessageId(id),
+                chunk,
+            },
+        );
+    let ack = (
+        id,
+        any::<u64>(),
+        any::<u64>(),
+        0..=MAX_SEQ,
+        arb_ranges(),
+        any::<Option<u64>>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_flat_map(
+            |(room, session, ack_no, received, ranges, largest, delay_us, mcast_rx)| {
+                (
+                    Just((
+                        room, session, ack_no, received, ranges, largest, delay_us, mcast_rx,
+                    )),
+                    0..=received,
+                )
+            },
+        )
+        .prop_map(
+            |((room, session, ack_no, received, ranges, largest, delay_us, mcast_rx), stored)| {
+                Packet::Ack {
+                    room: RoomId(room),
+                    session,
+                    receiver_session: session.rotate_left(17) ^ ack_no,
+                    ack_no,
+                    received,
+                    ranges,
+                    stored,
+                    largest: largest.map(|l| l % MAX_SEQ),
+                    delay_us,
+                    mcast_rx,
+                }
+            },
+        );
+    let nack = (id, any::<u64>(), arb_ranges(), any::<u64>()).prop_map(
+        |(room, session, missing, mcast_rx)| Packet::Nack {
+            room: RoomId(room),
+            session,
+            missing,
+            mcast_rx,
+        },
+    );
+    let heartbeat = (id, any::<u64>(), 0..=MAX_SEQ)
+        .prop_flat_map(|(room, session, next)| (Just((room, session, next)), 0..=next))
+        .prop_map(|((room, session, next), low)| Packet::Heartbeat {
+            room: RoomId(room),
+            session,
+            low,
+            next,
+        });
+    prop_oneof![data, ack, nack, heartbeat]
+}
+
+proptest! {
+    /// Every valid packet of every kind survives encode → decode unchanged
+    /// and fits the size limit.
+    #[test]
+    fn round_trip(packet in arb_packet()) {
+        let bytes = packet.encode();
+        prop_assert!(bytes.len() <= MAX_PACKET, "{} bytes", bytes.len());
+        prop_assert_eq!(Packet::decode(&bytes), Ok(packet));
+    }
+
+    /// Arbitrary bytes never panic the parser or the state machine.
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1400)) {
+        let now = Instant::now();
+        let (_, mut b) = pair(now);
+        let _ = Packet::decode(&bytes);
+        let mut with_version = vec![VERSION];
+        with_version.extend_from_slice(&bytes);
+        let _ = b.handle_datagram(now, peer(1), Via::Unicast, &bytes);
+        let _ = b.handle_datagram(now, peer(1), Via::Multicast, &with_version);
+        b.handle_timeout(now + Duration::from_secs(1));
+        let _ = all_transmits(&mut b, now + Duration::from_secs(1));
+        let _ = all_events(&mut b);
+    }
+
+    /// Valid packets with flipped bits or truncated never panic; whatever
+    /// still decodes passes validation.
+    #[test]
+    fn mutated_packets_never_panic(packet in arb_packet(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+        let mut bytes = packet.encode();
+        for (at, bits) in flips {
+            let len = bytes.len();
+            bytes[at % len] ^= bits;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        if let Ok(decoded) = Packet::decode(&bytes) {
+            prop_assert_eq!(decoded.validate(), Ok(()));
+        }
+        let now = Instant::now();
+        let (_, mut b) = pair(now);
+        let _ = b.handle_datagram(now, peer(1), Via::Unicast, &bytes);
+        b.handle_timeout(now + Duration::from_secs(40));
+    }
+}
+
+#[test]
+fn worst_case_packets_fit_the_limit() {
+    let data = Packet::Data {
+        room: RoomId([0xff; 32]),
+        session: u64::MAX,
+        seq: MAX_SEQ - 1,
+        low: MAX_SEQ - 1,
+        frag: MAX_FRAGS - 1,
+        frags: MAX_FRAGS,
+        id: MessageId([0xff; 32]),
+        chunk: vec![0xff; MAX_CHUNK],
+    };
+    assert!(
+        data.encode().len() <= MAX_PACKET,
+        "data: {}",
+        data.encode().len()
+    );
+    let ack = Packet::Ack {
+        room: RoomId([0xff; 32]),
+        session: u64::MAX,
+        receiver_session: u64::MAX,
+        ack_no: u64::MAX,
+        received: MAX_SEQ,
+        ranges: vec![(MAX_SEQ - 1, MAX_SEQ); MAX_RANGES],
+        stored: MAX_SEQ,
+        largest: Some(MAX_SEQ - 1),
+        delay_us: u32::MAX,
+        mcast_rx: u64::MAX,
+    };
+    assert!(
+        ack.encode().len() <= MAX_PACKET,
+        "ack: {}",
+        ack.encode().len()
+    );
+    assert_eq!(Packet::decode(&ack.encode()), Ok(ack));
+}
+
+#[test]
+fn oversized_datagram_is_rejected_before_parsing() {
+    let mut bytes = vec![VERSION];
+    bytes.resize(MAX_PACKET + 1, 0);
+    assert_eq!(
+        Packet::decode(&bytes),
+        Err(PacketError::TooLarge(MAX_PACKET + 1))
+    );
+}
+
+#[test]
+fn bad_versions_and_empty_datagrams_are_rejected() {
+    let packet = Packet::Heartbeat {
+        room: room_id(),
+        session: 1,
+        low: 0,
+        next: 1,
+    };
+    let mut bytes = packet.encode();
+    bytes[0] = VERSION + 1;
+    assert_eq!(
+        Packet::decode(&bytes),
+        Err(PacketError::Version(VERSION + 1))
+    );
+    assert_eq!(Packet::decode(&[]), Err(PacketError::Empty));
+    assert_eq!(Packet::decode(&[VERSION]), Err(PacketError::Malformed));
+}
+
+#[test]
+fn count_and_range_caps_are_enforced() {
+    let too_many = Packet::Nack {
+        room: room_id(),
+        session: 1,
+        missing: vec![(1, 2); MAX_RANGES + 1],
+        mcast_rx: 0,
+    };
+    assert_eq!(
+        Packet::decode(&too_many.encode()),
+        Err(PacketError::Invalid("too many ranges"))
+    );
+    let empty_range = Packet::Nack {
+        room: room_id(),
+        session: 1,
+        missing: vec![(5, 5)],
+        mcast_rx: 0,
+    };
+    assert_eq!(
+        Packet::decode(&empty_range.encode()),
+        Err(PacketError::Invalid("range"))
+    );
+    let data = |frag, frags, chunk: usize, seq| Packet::Data {
+        room: room_id(),
+        session: 1,
+        seq,
+        low: 0,
+        frag,
+        frags,
+        id: msg(1),
+        chunk: vec![0; chunk],
+    };
+    assert_eq!(
+        Packet::decode(&data(2, 2, 1, 10).encode()),
+        Err(PacketError::Invalid("frag"))
+    );
+    assert_eq!(
+        Packet::decode(&data(0, 0, 1, 10).encode()),
+        Err(PacketError::Invalid("frag"))
+    );
+    assert_eq!(
+        Packet::decode(&data(0, MAX_FRAGS + 1, 1, 10).encode()),
+        Err(PacketError::Invalid("frag"))
+    );
+    assert_eq!(
+        Packet::decode(&data(0, 1, MAX_CHUNK + 1, 10).encode()),
+        Err(PacketError::Invalid("chunk"))
+    );
+    assert_eq!(
+        Packet::decode(&data(0, 1, 1, MAX_SEQ).encode()),
+        Err(PacketError::Invalid("seq"))
+    );
+    let stored_ahead = Packet::Ack {
+        room: room_id(),
+        session: 1,
+        receiver_session: 2,
+        ack_no: 1,
+        received: 3,
+        ranges: vec![],
+        stored: 4,
+        largest: None,
+        delay_us: 0,
+        mcast_rx: 0,
+    };
+    assert_eq!(
+        Packet::decode(&stored_ahead.encode()),
+        Err(PacketError::Invalid("ack cursor"))
+    );
+}
+
+// --- state machine --------------------------------------------------------
+
+#[test]
+fn rto_has_a_floor_and_follows_samples() {
+    let config = Config {
+        max_ack_delay: Duration::ZERO,
+        ..Config::default()
+    };
+    let mut rtt = Rtt::new(config.initial_rtt);
+    for _ in 0..20 {
+        rtt.sample(Duration::from_micros(300));
+    }
+    assert_eq!(
+        rtt.rto(&config),
+        config.rto_min,
+        "sub-millisecond LAN RTTs hit the floor"
+    );
+    for _ in 0..20 {
+        rtt.sample(Duration::from_millis(200));
+    }
+    let rto = rtt.rto(&config);
+    assert!(
+        rto > Duration::from_millis(200) && rto < Duration::from_millis(300),
+        "{rto:?}"
+    );
+    // The receiver's ACK delay is part of the timeout, so a delayed ACK
+    // does not look like a loss.
+    let with_delay = Config::default();
+    assert_eq!(rtt.rto(&with_delay), rto + with_delay.max_ack_delay);
+}
+
+#[test]
+fn a_64_kib_message_is_fragmented_and_reassembled() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let payload: Vec<u8> = (0..MAX_MESSAGE).map(|i| (i % 251) as u8).collect();
+    a.send(now, room_id(), msg(1), &payload)
+        .expect("queue is empty");
+    assert_eq!(a.buffer_usage().queued_packets, usize::from(MAX_FRAGS));
+    // Deliver the fragments in reverse order.
+    let mut transmits = all_transmits(&mut a, now);
+    assert_eq!(transmits.len(), usize::from(MAX_FRAGS));
+    transmits.reverse();
+    for t in &transmits {
+        assert!(t.bytes.len() <= MAX_PACKET);
+        b.handle_datagram(now, peer(1), Via::Unicast, &t.bytes)
+            .expect("valid");
+    }
+    let events = all_events(&mut b);
+    assert_eq!(events.len(), 1);
+    let Event::Received {
+        payload: got, id, ..
+    } = &events[0]
+    else {
+        panic!("expected Received, got {events:?}")
+    };
+    assert_eq!(*id, msg(1));
+    assert_eq!(got, &payload);
+    assert_eq!(b.buffer_usage().reassembly_bytes, 0);
+    assert_eq!(
+        a.send(now, room_id(), msg(2), &vec![0; MAX_MESSAGE + 1]),
+        Err(SendError::TooLarge(MAX_MESSAGE + 1))
+    );
+}
+
+#[test]
+fn acknowledged_as_stored_only_after_confirm() {
+    let start = Instant::now();
+    let (mut a, mut b) = pair(start);
+    a.send(start, room_id(), msg(1), b"hello")
+        .expect("queue is empty");
+    deliver_all(&mut a, &mut b, start);
+    let events = all_events(&mut b);
+    let [Event::Received { seq, .. }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    // The first ACK of a quiet stream goes out at once, and says
+    // "received", not "stored".
+    let later = b.poll_timeout().expect("an ACK is due");
+    assert_eq!(later, start);
+    b.handle_timeout(later);
+    let acks = all_transmits(&mut b, later);
+    let [ack] = acks.as_slice() else {
+        panic!("{acks:?}")
+    };
+    let Packet::Ack {
+        received, stored, ..
+    } = decode(ack)
+    else {
+        panic!()
+    };
+    assert_eq!((received, stored), (1, 0));
+    a.handle_datagram(later, peer(2), Via::Unicast, &ack.bytes)
+        .expect("valid");
+    assert!(
+        all_events(&mut a).is_empty(),
+        "no Delivered before the store commit"
+    );
+    assert_eq!(a.buffer_usage().queued_packets, 1, "kept until stored");
+    b.confirm_stored(later, room_id(), peer(1), *seq);
+    // The next ACK is paced: one per `max_ack_delay` per stream.
+    let later = b.poll_timeout().expect("an ACK is due");
+    assert_eq!(later, start + Config::default().max_ack_delay);
+    b.handle_timeout(later);
+    let acks = all_transmits(&mut b, later);
+    let [ack] = acks.as_slice() else {
+        panic!("{acks:?}")
+    };
+    let Packet::Ack { stored, .. } = decode(ack) else {
+        panic!()
+    };
+    assert_eq!(stored, 1);
+    a.handle_datagram(later, peer(2), Via::Unicast, &ack.bytes)
+        .expect("valid");
+    assert_eq!(
+        all_events(&mut a),
+        vec![Event::Delivered {
+            room: room_id(),
+            to: peer(2),
+            id: msg(1)
+        }]
+    );
+    assert_eq!(a.buffer_usage().queued_packets, 0);
+    assert_eq!(a.poll_timeout(), None, "nothing left to retransmit");
+}
+
+#[test]
+fn a_burst_of_losses_is_asked_for_in_one_nack() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    for n in 0..10 {
+        a.send(now, room_id(), msg(n), b"x")
+            .expect("queue has room");
+    }
+    let transmits = all_transmits(&mut a, now);
+    assert_eq!(transmits.len(), 10);
+    for t in [&transmits[0], &transmits[9]] {
+        b.handle_datagram(now, peer(1), Via::Unicast, &t.bytes)
+            .expect("valid");
+    }
+    // First the immediate ACK of a quiet stream, then the NACK.
+    assert_eq!(b.poll_timeout(), Some(now));
+    b.handle_timeout(now);
+    let acks: Vec<Packet> = all_transmits(&mut b, now).iter().map(decode).collect();
+    assert!(
+        matches!(acks.as_slice(), [Packet::Ack { received: 1, .. }]),
+        "{acks:?}"
+    );
+    let nack_at = b.poll_timeout().expect("a gap arms the NACK timer");
+    let config = Config::default();
+    assert!(
+        nack_at >= now + config.nack_delay
+            && nack_at < now + config.nack_delay + config.nack_jitter
+    );
+    b.handle_timeout(nack_at);
+    let nacks: Vec<Packet> = all_transmits(&mut b, nack_at).iter().map(decode).collect();
+    let [Packet::Nack { missing, .. }] = nacks.as_slice() else {
+        panic!("{nacks:?}")
+    };
+    assert_eq!(missing, &vec![(1, 9)]);
+}
+
+#[test]
+fn a_message_id_is_never_surfaced_twice_even_from_a_restarted_sender() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.send(now, room_id(), msg(1), b"once")
+        .expect("queue is empty");
+    deliver_all(&mut a, &mut b, now);
+    // The sender restarts (new session) and sends the same message again.
+    let mut a2 = endpoint(1, 99, now);
+    a2.join_room(room_id(), RoomConfig { multicast: false }, [peer(2)]);
+    a2.send(now, room_id(), msg(1), b"once")
+        .expect("queue is empty");
+    deliver_all(&mut a2, &mut b, now);
+    let received = all_events(&mut b)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Received { .. }))
+        .count();
+    assert_eq!(received, 1);
+    assert_eq!(b.stats().duplicate_messages, 1);
+}
+
+#[test]
+fn packets_from_strangers_are_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.send(now, room_id(), msg(1), b"x")
+        .expect("queue is empty");
+    let transmits = all_transmits(&mut a, now);
+    assert_eq!(
+        b.handle_datagram(now, peer(9), Via::Unicast, &transmits[0].bytes),
+        Err(PacketError::NotMember)
+    );
+    let other_room = Packet::Heartbeat {
+        room: RoomId([1; 32]),
+        session: 1,
+        low: 0,
+        next: 1,
+    };
+    assert_eq!(
+        b.handle_datagram(now, peer(1), Via::Unicast, &other_room.encode()),
+        Err(PacketError::UnknownRoom)
+    );
+    assert_eq!(b.stats().foreign, 2);
+    assert!(all_events(&mut b).is_empty());
+}
+
+#[test]
+fn a_silent_peer_becomes_unreachable_and_is_redriven_when_seen() {
+    let start = Instant::now();
+    let (mut a, _b) = pair(start);
+    a.send(start, room_id(), msg(1), b"x")
+        .expect("queue is empty");
+    let mut now = start;
+    let mut data = all_transmits(&mut a, now).len();
+    let mut unreachable_at = None;
+    while unreachable_at.is_none() {
+        now = a
+            .poll_timeout()
+            .expect("a queued message keeps a timer armed");
+        a.handle_timeout(now);
+        data += all_transmits(&mut a, now).len();
+        if all_events(&mut a).contains(&Event::PeerUnreachable { peer: peer(2) }) {
+            unreachable_at = Some(now);
+        }
+        assert!(now - start < Duration::from_secs(120), "never gave up");
+    }
+    assert!(
+        data > Config::default().max_retries as usize,
+        "backed-off retransmissions before giving up"
+    );
+    assert_eq!(
+        a.buffer_usage().queued_packets,
+        1,
+        "the message stays queued"
+    );
+    // Still probed, but only at the capped interval.
+    let next = a.poll_timeout().expect("still probing");
+    assert!(next - now <= Config::default().rto_max);
+    a.peer_seen(now, peer(2));
+    assert_eq!(
+        all_events(&mut a),
+        vec![Event::PeerReachable { peer: peer(2) }]
+    );
+    assert_eq!(a.poll_timeout(), Some(now), "re-driven at once");
+}
+
+#[test]
+fn the_send_queue_is_bounded() {
+    let now = Instant::now();
+    let config = Config {
+        max_queued: 4,
+        ..Config::default()
+    };
+    let mut a = Reliable::new(peer(1), config, StdRng::seed_from_u64(1), now);
+    a.join_room(room_id(), RoomConfig::default(), [peer(2)]);
+    for n in 0..4 {
+        a.send(now, room_id(), msg(n), b"x")
+            .expect("within the bound");
+    }
+    assert_eq!(
+        a.send(now, room_id(), msg(9), b"x"),
+        Err(SendError::Backpressure)
+    );
+    assert_eq!(
+        a.send(now, RoomId([0; 32]), msg(9), b"x"),
+        Err(SendError::UnknownRoom)
+    );
+}
+
+#[test]
+fn rooms_take_turns_sending() {
+    let now = Instant::now();
+    let mut a = endpoint(1, 1, now);
+    let (big, small) = (RoomId([1; 32]), RoomId([2; 32]));
+    a.join_room(big, RoomConfig { multicast: false }, [peer(2)]);
+    a.join_room(small, RoomConfig { multicast: false }, [peer(3)]);
+    a.send(now, big, msg(1), &vec![0; MAX_MESSAGE])
+        .expect("queue is empty");
+    a.send(now, small, msg(2), b"hi").expect("queue is empty");
+    let first: Vec<Destination> = all_transmits(&mut a, now)
+        .iter()
+        .take(2)
+        .map(|t| t.destination)
+        .collect();
+    assert!(
+        first.contains(&Destination::Peer(peer(3))),
+        "the small room waited behind the big one: {first:?}"
+    );
+}
+
+#[test]
+fn a_restarted_receiver_is_believed_and_skips_what_it_stored() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let step = Config::default().max_ack_delay * 2;
+    // A few rounds, so the receiver's ACK numbers climb.
+    let round = |a: &mut Reliable, b: &mut Reliable, n: u64, now: Instant| {
+        a.send(now, room_id(), msg(n), b"x")
+            .expect("queue has room");
+        deliver_all(a, b, now);
+        for event in all_events(b) {
+            if let Event::Received { from, seq, .. } = event {
+                b.confirm_stored(now, room_id(), from, seq);
+            }
+        }
+        b.handle_timeout(now);
+        deliver_all(b, a, now);
+        all_events(a)
+    };
+    for n in 0..5 {
+        now += step;
+        let events = round(&mut a, &mut b, n, now);
+        assert_eq!(
+            events,
+            vec![Event::Delivered {
+                room: room_id(),
+                to: peer(2),
+                id: msg(n)
+            }]
+        );
+    }
+    // The receiver restarts with empty state; the next message must still be
+    // delivered and acknowledged even though its ACK numbers start over.
+    let mut b2 = endpoint(2, 77, now);
+    b2.join_room(room_id(), RoomConfig { multicast: false }, [peer(1)]);
+    now += step;
+    let events = round(&mut a, &mut b2, 5, now);
+    assert_eq!(
+        events,
+        vec![Event::Delivered {
+            room: room_id(),
+            to: peer(2),
+            id: msg(5)
+        }]
+    );
+    assert_eq!(a.buffer_usage().queued_packets, 0);
+}
+
+#[test]
+fn the_token_bucket_bounds_bursts() {
+    let start = Instant::now();
+    let config = Config {
+        burst: 10,
+        rate: 1000,
+        ..Config::default()
+    };
+    let mut a = Reliable::new(peer(1), config, StdRng::seed_from_u64(1), start);
+    a.join_room(room_id(), RoomConfig { multicast: false }, [peer(2)]);
+    for n in 0..100 {
+        a.send(start, room_id(), msg(n), b"x")
+            .expect("queue has room");
+    }
+    assert_eq!(all_transmits(&mut a, start).len(), 10, "one burst");
+    // The next token is due 1 ms later, and the timer says so.
+    assert_eq!(a.poll_timeout(), Some(start + Duration::from_millis(1)));
+    let later = start + Duration::from_millis(20);
+    assert_eq!(
+        all_transmits(&mut a, later).len(),
+        10,
+        "refilled at the rate, capped at the burst"
+    );
+}
+
+/// Replaces the room of a generated packet with the test room, so it gets
+/// past the membership check and into the state machine.
+fn in_test_room(mut packet: Packet) -> Packet {
+    match &mut packet {
+        Packet::Data { room, .. }
+        | Packet::Ack { room, .. }
+        | Packet::Nack { room, .. }
+        | Packet::Heartbeat { room, .. } => *room = room_id(),
+    }
+    packet
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A member sending arbitrary valid packets (absurd sequence numbers,
+    /// ACKs for things never sent, NACK floods, session changes) cannot make
+    /// the state machine panic or grow a buffer past its bound.
+    #[test]
+    fn hostile_member_cannot_break_bounds(
+        packets in prop::collection::vec((arb_packet(), any::<bool>(), 0u64..50_000), 1..60),
+    ) {
+        let start = Instant::now();
+        let (mut a, mut b) = pair(start);
+        let config = Config::default();
+        let mut now = start;
+        for (n, (packet, multicast, advance_us)) in packets.into_iter().enumerate() {
+            now += Duration::from_micros(advance_us);
+            let _ = a.send(now, room_id(), msg(n as u64), &[7; 3000]);
+            let packet = in_test_room(packet);
+            let via = if multicast { Via::Multicast } else { Via::Unicast };
+            let _ = a.handle_datagram(now, peer(2), via, &packet.encode());
+            if a.poll_timeout().is_some_and(|t| t <= now) {
+                a.handle_timeout(now);
+            }
+            // Whatever `a` sends is still valid for an honest peer.
+            for t in all_transmits(&mut a, now) {
+                prop_assert!(t.bytes.len() <= MAX_PACKET);
+                prop_assert!(Packet::decode(&t.bytes).is_ok());
+                let _ = b.handle_datagram(now, peer(1), Via::Unicast, &t.bytes);
+            }
+            let _ = all_events(&mut a);
+            let usage = a.buffer_usage();
+            prop_assert!(usage.queued_packets <= config.max_queued);
+            prop_assert!(usage.reassembly_bytes <= config.max_reassembly_per_peer);
+            prop_assert!(usage.reassembly_packets as u64 <= config.recv_window);
+            prop_assert!(usage.unconfirmed <= config.max_unconfirmed);
+            prop_assert!(usage.retransmit_queue <= config.max_queued * 2 + 64);
+            prop_assert!(usage.control_queue <= 8, "control queue {}", usage.control_queue);
+        }
+    }
+}
