@@ -60,6 +60,7 @@ fn message(plaintext: &[u8]) -> OutgoingMessage<'_> {
 /// Everything the benches measure, as closures over prepared inputs.
 struct Cases {
     raw_verify: Box<dyn FnMut()>,
+    raw_verify_strict: Box<dyn FnMut()>,
     raw_open: Box<dyn FnMut()>,
     seal_sign: Box<dyn FnMut()>,
     verify_open: Box<dyn FnMut()>,
@@ -72,9 +73,15 @@ fn cases() -> Cases {
     let raw_signature = f.raw_key.sign(&f.plaintext);
     let raw_public = f.raw_key.verifying_key();
     let raw_message = f.plaintext.clone();
+    let strict_message = raw_message.clone();
     let raw_verify = Box::new(move || {
         raw_public
             .verify(black_box(&raw_message), &raw_signature)
+            .expect("valid signature");
+    });
+    let raw_verify_strict = Box::new(move || {
+        raw_public
+            .verify_strict(black_box(&strict_message), &raw_signature)
             .expect("valid signature");
     });
 
@@ -147,6 +154,7 @@ fn cases() -> Cases {
 
     Cases {
         raw_verify,
+        raw_verify_strict,
         raw_open,
         seal_sign,
         verify_open,
@@ -158,6 +166,9 @@ fn criterion_groups(c: &mut Criterion) {
     let mut cases = cases();
     let mut group = c.benchmark_group("crypto_200B");
     group.bench_function("raw_ed25519_verify", |b| b.iter(&mut cases.raw_verify));
+    group.bench_function("raw_ed25519_verify_strict", |b| {
+        b.iter(&mut cases.raw_verify_strict)
+    });
     group.bench_function("raw_xchacha20poly1305_open", |b| {
         b.iter(&mut cases.raw_open)
     });
@@ -195,6 +206,7 @@ fn summary() {
     let mut cases = cases();
     let budget = Duration::from_millis(1500);
     let raw_verify = rate(&mut cases.raw_verify, budget);
+    let raw_verify_strict = rate(&mut cases.raw_verify_strict, budget);
     let raw_open = rate(&mut cases.raw_open, budget);
     let seal_sign = rate(&mut cases.seal_sign, budget);
     let verify_open = rate(&mut cases.verify_open, budget);
@@ -204,6 +216,7 @@ fn summary() {
     println!("{:<42} {:>12}", "operation", "per second");
     for (name, value) in [
         ("raw Ed25519 verify", raw_verify),
+        ("raw Ed25519 verify_strict", raw_verify_strict),
         ("raw XChaCha20-Poly1305 open", raw_open),
         ("envelope seal + sign", seal_sign),
         ("envelope verify + open", verify_open),
