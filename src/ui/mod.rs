@@ -127,32 +127,53 @@ pub fn run(data_dir: PathBuf) -> Result<(), eframe::Error> {
     eframe::run_native(
         "kith",
         options,
-        Box::new(move |_creation| Ok(Box::new(KithApp::new(data_dir)))),
+        Box::new(move |_creation| Ok(Box::new(KithApp::new(data_dir, KdfParams::default())))),
     )
 }
 
-struct KithApp {
+/// The app: the unlock screen's state plus the worker that unlocks.
+pub struct KithApp {
     data_dir: PathBuf,
+    kdf: KdfParams,
     state: UnlockState,
     worker: Option<Receiver<Result<Box<AccountSummary>, String>>>,
 }
 
 impl KithApp {
-    fn new(data_dir: PathBuf) -> Self {
+    /// An app for `data_dir`; `kdf` is used only when creating an account.
+    pub fn new(data_dir: PathBuf, kdf: KdfParams) -> Self {
         Self {
             state: UnlockState::new(Account::exists(&data_dir)),
             data_dir,
+            kdf,
             worker: None,
+        }
+    }
+
+    /// The screen's state, for tests and diagnostics.
+    pub fn state(&self) -> &UnlockState {
+        &self.state
+    }
+
+    /// Blocks until the unlock worker has answered (or `timeout` passed),
+    /// then applies its answer. For tests: the app itself never blocks.
+    pub fn wait_for_worker(&mut self, timeout: std::time::Duration) {
+        if let Some(receiver) = self.worker.take() {
+            let result = receiver
+                .recv_timeout(timeout)
+                .unwrap_or_else(|_| Err("unlocking took too long".to_owned()));
+            self.state.apply(UnlockEvent::Finished(result));
         }
     }
 
     fn start_unlock(&mut self, ctx: &egui::Context, passphrase: String, creating: bool) {
         let (sender, receiver) = channel();
         let data_dir = self.data_dir.clone();
+        let kdf = self.kdf;
         let ctx = ctx.clone();
         std::thread::spawn(move || {
             let result = if creating {
-                Account::create(&data_dir, &passphrase, KdfParams::default())
+                Account::create(&data_dir, &passphrase, kdf)
             } else {
                 Account::open(&data_dir, &passphrase)
             };
@@ -182,6 +203,13 @@ impl KithApp {
 
 impl eframe::App for KithApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+}
+
+impl KithApp {
+    /// Draws one frame and handles its input.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll_worker();
         let mut submit = false;
         egui::CentralPanel::default().show(ui, |ui| match &mut self.state {
