@@ -83,6 +83,9 @@ use super::reliable::{
 };
 use super::wire::{self, Datagram, Frame, WireError};
 
+#[cfg(test)]
+mod tests;
+
 /// Envelope kind byte of a plain UTF-8 text message.
 pub const KIND_TEXT: u8 = 1;
 
@@ -582,7 +585,7 @@ impl Node {
             }
             state.pending.clear();
         } else if !was {
-            self.reliable.peer_seen(now, peer);
+            self.reliable.redrive(now, peer);
         }
         self.pump_events(now);
     }
@@ -612,7 +615,7 @@ impl Node {
     pub fn unblock(&mut self, now: Instant, peer: PeerId) {
         self.advance(now);
         if self.blocked.remove(&peer) {
-            self.reliable.peer_seen(now, peer);
+            self.reliable.redrive(now, peer);
             self.pump_events(now);
         }
     }
@@ -943,9 +946,10 @@ impl Node {
         for packet in pending {
             self.seal_to(peer, &packet);
         }
-        // Anything the reliable layer held back (or marked unreachable) goes
-        // out now rather than at its next, possibly backed-off, timeout.
-        self.reliable.peer_seen(now, peer);
+        // Anything the reliable layer sent into the void (no session, or
+        // sealed under a session the peer lost) goes out again now rather
+        // than at its next, possibly backed-off, timeout.
+        self.reliable.redrive(now, peer);
     }
 
     // --- sending datagrams ---------------------------------------------------
