@@ -63,7 +63,7 @@
 
 mod control;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -438,7 +438,8 @@ pub struct Node {
     config: NodeConfig,
     rng: StdRng,
     reliable: Reliable,
-    peers: HashMap<PeerId, Peer>,
+    /// Ordered, so timers fire in the same order on every run of a seed.
+    peers: BTreeMap<PeerId, Peer>,
     blocked: HashSet<PeerId>,
     rooms: HashMap<RoomId, DirectRoom>,
     receivers: HashMap<ChainId, ReceiverChain>,
@@ -483,7 +484,7 @@ impl Node {
             config,
             rng,
             reliable,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             blocked: HashSet::new(),
             rooms: HashMap::new(),
             receivers: HashMap::new(),
@@ -905,9 +906,8 @@ impl Node {
         let Some(session) = session else {
             let finishing = matches!(&state.handshake,
                 Handshake::Responding { session_id: pending, .. } if *pending == session_id);
-            let restart = !finishing
-                && matches!(state.handshake, Handshake::Idle)
-                && state.reachable;
+            let restart =
+                !finishing && matches!(state.handshake, Handshake::Idle) && state.reachable;
             if restart {
                 // The peer speaks a session we do not know: we restarted, or
                 // our copy was replaced. Re-handshaking is the way back; it

@@ -118,7 +118,10 @@ mod tests {
         };
         let bytes = key.encode();
         assert_eq!(Control::decode(&bytes), Ok(key.clone()));
-        assert!(!format!("{key:?}").contains("9, 9"), "key must not be logged");
+        assert!(
+            !format!("{key:?}").contains("9, 9"),
+            "key must not be logged"
+        );
         let message = Control::Message {
             envelope: vec![1, 2, 3],
         };

@@ -200,7 +200,14 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
         .wire
         .iter()
         .filter(|(from_a, bytes)| {
-            *from_a && matches!(Datagram::parse(bytes), Ok(Datagram { frame: Frame::Sealed { .. }, .. }))
+            *from_a
+                && matches!(
+                    Datagram::parse(bytes),
+                    Ok(Datagram {
+                        frame: Frame::Sealed { .. },
+                        ..
+                    })
+                )
         })
         .map(|(_, bytes)| bytes.clone())
         .collect();
@@ -228,7 +235,12 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     // nonce no longer match the ciphertext.
     let Ok(Datagram {
         from,
-        frame: Frame::Sealed { session, counter, ciphertext },
+        frame:
+            Frame::Sealed {
+                session,
+                counter,
+                ciphertext,
+            },
     }) = Datagram::parse(&sealed[0])
     else {
         unreachable!("filtered to sealed frames above");
@@ -265,22 +277,46 @@ fn a_third_party_cannot_speak_as_a_contact() {
     let (_, a_frame) = trace
         .wire
         .iter()
-        .find(|(from_a, bytes)| *from_a && matches!(Datagram::parse(bytes), Ok(Datagram { frame: Frame::Sealed { .. }, .. })))
+        .find(|(from_a, bytes)| {
+            *from_a
+                && matches!(
+                    Datagram::parse(bytes),
+                    Ok(Datagram {
+                        frame: Frame::Sealed { .. },
+                        ..
+                    })
+                )
+        })
         .expect("A sent sealed frames");
     let mut relabelled = Datagram::parse(a_frame).expect("valid");
     relabelled.from = m.peer_id();
     let result = b.handle_datagram(now, &relabelled.emit().expect("valid"));
-    assert!(matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)), "{result:?}");
+    assert!(
+        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        "{result:?}"
+    );
     let (_, m_frame) = m_trace
         .wire
         .iter()
         .rev()
-        .find(|(from_m, bytes)| *from_m && matches!(Datagram::parse(bytes), Ok(Datagram { frame: Frame::Sealed { .. }, .. })))
+        .find(|(from_m, bytes)| {
+            *from_m
+                && matches!(
+                    Datagram::parse(bytes),
+                    Ok(Datagram {
+                        frame: Frame::Sealed { .. },
+                        ..
+                    })
+                )
+        })
         .expect("M sent sealed frames");
     let mut spoofed = Datagram::parse(m_frame).expect("valid");
     spoofed.from = a.peer_id();
     let result = b.handle_datagram(now, &spoofed.emit().expect("valid"));
-    assert!(matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)), "{result:?}");
+    assert!(
+        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        "{result:?}"
+    );
     assert!(
         received(&events(&mut b)).is_empty(),
         "nothing forged reaches the shell"
@@ -320,7 +356,10 @@ fn strangers_get_no_handshake_answer() {
     a.set_reachable(now, b.peer_id(), true);
     a.send_direct(now, b.peer_id(), "hi").expect("send");
     for t in transmits(&mut a) {
-        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::UnknownPeer));
+        assert_eq!(
+            b.handle_datagram(now, &t.bytes),
+            Err(DropReason::UnknownPeer)
+        );
     }
     assert!(transmits(&mut b).is_empty());
 }
@@ -354,10 +393,12 @@ fn lost_handshake_messages_are_retransmitted() {
     // The retransmitted message 1 gets an answer; lose message 3 and the
     // data sealed after it.
     for t in transmits(&mut a) {
-        b.handle_datagram(now, &t.bytes).expect("message 1 is answered");
+        b.handle_datagram(now, &t.bytes)
+            .expect("message 1 is answered");
     }
     for t in transmits(&mut b) {
-        a.handle_datagram(now, &t.bytes).expect("message 2 completes");
+        a.handle_datagram(now, &t.bytes)
+            .expect("message 2 completes");
     }
     assert!(!transmits(&mut a).is_empty());
     assert!(!b.has_session(&a.peer_id()));
@@ -372,16 +413,23 @@ fn unreachable_peer_gets_nothing_until_reachable() {
     let (mut a, mut b) = pair(now);
     a.set_reachable(now, b.peer_id(), false);
     for i in 0..5 {
-        a.send_direct(now, b.peer_id(), &format!("m{i}")).expect("send");
+        a.send_direct(now, b.peer_id(), &format!("m{i}"))
+            .expect("send");
     }
     for _ in 0..10 {
         now += Duration::from_secs(1);
         a.handle_timeout(now);
-        assert!(transmits(&mut a).is_empty(), "nothing goes to an absent peer");
+        assert!(
+            transmits(&mut a).is_empty(),
+            "nothing goes to an absent peer"
+        );
     }
     a.set_reachable(now, b.peer_id(), true);
     let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(2));
-    let bodies: Vec<Vec<u8>> = received(&trace.b_events).into_iter().map(|(b, _)| b).collect();
+    let bodies: Vec<Vec<u8>> = received(&trace.b_events)
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
     let want: Vec<Vec<u8>> = (0..5).map(|i| format!("m{i}").into_bytes()).collect();
     assert_eq!(bodies, want);
 }
