@@ -190,7 +190,8 @@ pub enum DropReason {
     Foreign,
     /// An envelope that does not parse, verify, decrypt or is a replay.
     EnvelopeRejected,
-    /// An envelope waiting for its sender key was pushed out of the buffer.
+    /// An envelope waiting for its sender key was pushed out of the buffer
+    /// (it is handed to the shell as [`NodeEvent::Undecryptable`]).
     HeldOverflow,
     /// A multicast group frame (not handled yet).
     GroupUnsupported,
@@ -301,6 +302,18 @@ pub enum NodeEvent {
         /// Decrypted content (UTF-8 text for [`KIND_TEXT`]).
         body: Vec<u8>,
         /// The signed envelope as received.
+        envelope: Vec<u8>,
+        receipt: Receipt,
+    },
+    /// An authentic message (the reliable stream of its sender delivered it)
+    /// whose key we do not hold, e.g. because this node lost its receiver
+    /// chains in a restart. Store the envelope as not yet readable (sync or
+    /// a key re-share can open it later), then call [`Node::confirm_stored`].
+    Undecryptable {
+        room: RoomId,
+        from: PeerId,
+        id: MessageId,
+        timestamp: u64,
         envelope: Vec<u8>,
         receipt: Receipt,
     },
@@ -442,7 +455,9 @@ pub struct Node {
     peers: BTreeMap<PeerId, Peer>,
     blocked: HashSet<PeerId>,
     rooms: HashMap<RoomId, DirectRoom>,
-    receivers: HashMap<ChainId, ReceiverChain>,
+    /// Other members' chains, with the position each distribution started
+    /// at (an envelope below it was sealed before we had the key).
+    receivers: HashMap<ChainId, (ReceiverChain, u64)>,
     held: VecDeque<HeldEnvelope>,
     outgoing: HashMap<MessageId, Outgoing>,
     transmits: VecDeque<NodeTransmit>,
@@ -653,14 +668,12 @@ impl Node {
         if !room.key_sent {
             // The reliable stream is ordered per sender and room, so the key
             // reaches the peer before any message sealed with it.
-            let key = control_from_distribution(&room.chain.distribution()).encode();
-            let id = Control::control_id(&key);
-            self.reliable
-                .send(now, room_id, id, &key)
-                .map_err(send_error)?;
-            room.key_sent = true;
-            self.outgoing.insert(id, Outgoing::Control);
+            self.send_key(now, room_id)?;
         }
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .expect("add_contact creates the direct room of every contact");
         let timestamp = self.clock.tick(wall);
         let envelope = seal_envelope(
             &self.identity,
@@ -684,6 +697,32 @@ impl Node {
         self.outgoing.insert(id, Outgoing::Message);
         self.pump_events(now);
         Ok(id)
+    }
+
+    /// Queues our chain's current position and key for the peer of `room`.
+    fn send_key(&mut self, now: Instant, room_id: RoomId) -> Result<(), NodeError> {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Ok(());
+        };
+        let key = control_from_distribution(&room.chain.distribution()).encode();
+        let id = Control::control_id(&key);
+        room.key_sent = false;
+        self.reliable
+            .send(now, room_id, id, &key)
+            .map_err(send_error)?;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.key_sent = true;
+        }
+        self.outgoing.insert(id, Outgoing::Control);
+        Ok(())
+    }
+
+    /// At start-up, seeds the duplicate filter with the ids of the most
+    /// recent messages in the store, so that a message whose "stored" ACK
+    /// was lost in a restart, and that its sender therefore resends, is not
+    /// surfaced a second time.
+    pub fn remember_stored(&mut self, ids: impl IntoIterator<Item = MessageId>) {
+        self.reliable.remember_stored(ids);
     }
 
     /// The shell committed the message of `receipt` to its store; only now
@@ -940,11 +979,29 @@ impl Node {
             return;
         };
         state.previous = state.session.replace(session);
+        let replaced = state.previous.is_some();
         // Whoever completed a handshake with us is reachable right now.
         state.reachable = true;
         let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
         for packet in pending {
             self.seal_to(peer, &packet);
+        }
+        if replaced {
+            // A new session over an old one: the peer may have restarted
+            // and lost our chain. Send it again at once, so whatever it
+            // holds for want of a key is released (as undecryptable) rather
+            // than waiting for our next message. Harmless otherwise: it
+            // arrives in order, after every envelope sealed before it.
+            let rooms: Vec<RoomId> = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.peer == peer && r.key_sent)
+                .map(|(id, _)| *id)
+                .collect();
+            for room in rooms {
+                // Backpressure only delays it: the next message sends it.
+                let _ = self.send_key(now, room);
+            }
         }
         // Anything the reliable layer sent into the void (no session, or
         // sealed under a session the peer lost) goes out again now rather
@@ -1171,7 +1228,7 @@ impl Node {
                 // it uses positions at or after `start_seq`.
                 self.receivers.insert(
                     distribution.chain,
-                    ReceiverChain::from_distribution(&distribution),
+                    (ReceiverChain::from_distribution(&distribution), start_seq),
                 );
                 self.release_held(now, distribution.chain);
             }
@@ -1192,14 +1249,11 @@ impl Node {
                 if self.receivers.contains_key(&chain_of(&envelope)) {
                     self.open_and_surface(now, envelope, bytes, receipt);
                 } else {
-                    self.hold(
-                        now,
-                        HeldEnvelope {
-                            envelope,
-                            bytes,
-                            receipt,
-                        },
-                    );
+                    self.hold(HeldEnvelope {
+                        envelope,
+                        bytes,
+                        receipt,
+                    });
                 }
             }
         }
@@ -1213,13 +1267,15 @@ impl Node {
             .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
     }
 
-    fn hold(&mut self, now: Instant, held: HeldEnvelope) {
+    fn hold(&mut self, held: HeldEnvelope) {
         if self.held.len() >= self.config.max_held
             && let Some(old) = self.held.pop_front()
         {
-            // Releasing it keeps the stream moving; the message itself must
-            // come back through set reconciliation.
-            self.reject(now, old.receipt, DropReason::HeldOverflow);
+            // It cannot wait any longer, but it is authentic: the shell
+            // stores the ciphertext, which keeps `Delivered` truthful and
+            // the stream moving.
+            self.stats.count(DropReason::HeldOverflow);
+            self.surface_undecryptable(old.envelope, old.bytes, old.receipt);
         }
         self.held.push_back(held);
     }
@@ -1242,16 +1298,35 @@ impl Node {
         bytes: Vec<u8>,
         receipt: Receipt,
     ) {
-        let opened = match (
+        let (opened, before_start) = match (
             self.peers.get(&envelope.header.sender),
             self.receivers.get_mut(&chain_of(&envelope)),
         ) {
-            (Some(sender), Some(receiver)) => open_envelope(&envelope, &sender.public, receiver),
-            _ => Err(CryptoError::WrongChain),
+            (Some(sender), Some((receiver, start))) => (
+                open_envelope(&envelope, &sender.public, receiver),
+                envelope.header.seq < *start,
+            ),
+            _ => (Err(CryptoError::WrongChain), false),
         };
-        let Ok(body) = opened else {
-            self.reject(now, receipt, DropReason::EnvelopeRejected);
-            return;
+        let body = match opened {
+            Ok(body) => body,
+            Err(_)
+                if before_start
+                    && envelope
+                        .verify_signature(&self.sender_key(&envelope))
+                        .is_ok() =>
+            {
+                // Sealed before the key we hold (we lost the older one, e.g.
+                // in a restart): authentic but unreadable here.
+                self.surface_undecryptable(envelope, bytes, receipt);
+                return;
+            }
+            Err(_) => {
+                // A replay of a message we already stored, or garbage from
+                // an authenticated peer: nothing to store, so release it.
+                self.reject(now, receipt, DropReason::EnvelopeRejected);
+                return;
+            }
         };
         let wall = self.wall_millis(now);
         self.clock.observe(wall, envelope.header.timestamp);
@@ -1262,6 +1337,24 @@ impl Node {
             timestamp: envelope.header.timestamp,
             kind: envelope.header.kind,
             body,
+            envelope: bytes,
+            receipt,
+        });
+    }
+
+    fn sender_key(&self, envelope: &Envelope) -> PublicIdentity {
+        self.peers
+            .get(&envelope.header.sender)
+            .map(|p| p.public.clone())
+            .expect("envelopes are only opened for senders that are contacts")
+    }
+
+    fn surface_undecryptable(&mut self, envelope: Envelope, bytes: Vec<u8>, receipt: Receipt) {
+        self.events.push_back(NodeEvent::Undecryptable {
+            room: envelope.header.room,
+            from: envelope.header.sender,
+            id: envelope.id(),
+            timestamp: envelope.header.timestamp,
             envelope: bytes,
             receipt,
         });
