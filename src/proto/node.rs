@@ -307,8 +307,10 @@ pub enum NodeEvent {
     },
     /// An authentic message (the reliable stream of its sender delivered it)
     /// whose key we do not hold, e.g. because this node lost its receiver
-    /// chains in a restart. Store the envelope as not yet readable (sync or
-    /// a key re-share can open it later), then call [`Node::confirm_stored`].
+    /// chains in a restart. Its signature verified. Store the envelope as
+    /// not yet readable (sync or a key re-share can open it later; the id
+    /// may already be in the store, so insert idempotently), then call
+    /// [`Node::confirm_stored`].
     Undecryptable {
         room: RoomId,
         from: PeerId,
@@ -1249,11 +1251,14 @@ impl Node {
                 if self.receivers.contains_key(&chain_of(&envelope)) {
                     self.open_and_surface(now, envelope, bytes, receipt);
                 } else {
-                    self.hold(HeldEnvelope {
-                        envelope,
-                        bytes,
-                        receipt,
-                    });
+                    self.hold(
+                        now,
+                        HeldEnvelope {
+                            envelope,
+                            bytes,
+                            receipt,
+                        },
+                    );
                 }
             }
         }
@@ -1267,7 +1272,7 @@ impl Node {
             .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
     }
 
-    fn hold(&mut self, held: HeldEnvelope) {
+    fn hold(&mut self, now: Instant, held: HeldEnvelope) {
         if self.held.len() >= self.config.max_held
             && let Some(old) = self.held.pop_front()
         {
@@ -1275,7 +1280,7 @@ impl Node {
             // stores the ciphertext, which keeps `Delivered` truthful and
             // the stream moving.
             self.stats.count(DropReason::HeldOverflow);
-            self.surface_undecryptable(old.envelope, old.bytes, old.receipt);
+            self.surface_undecryptable(now, old.envelope, old.bytes, old.receipt);
         }
         self.held.push_back(held);
     }
@@ -1310,15 +1315,10 @@ impl Node {
         };
         let body = match opened {
             Ok(body) => body,
-            Err(_)
-                if before_start
-                    && envelope
-                        .verify_signature(&self.sender_key(&envelope))
-                        .is_ok() =>
-            {
+            Err(_) if before_start => {
                 // Sealed before the key we hold (we lost the older one, e.g.
-                // in a restart): authentic but unreadable here.
-                self.surface_undecryptable(envelope, bytes, receipt);
+                // in a restart): unreadable here, but worth storing.
+                self.surface_undecryptable(now, envelope, bytes, receipt);
                 return;
             }
             Err(_) => {
@@ -1342,14 +1342,23 @@ impl Node {
         });
     }
 
-    fn sender_key(&self, envelope: &Envelope) -> PublicIdentity {
-        self.peers
+    /// Hands an envelope we cannot decrypt to the shell for storing, if its
+    /// signature proves its author; anything else is rejected.
+    fn surface_undecryptable(
+        &mut self,
+        now: Instant,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        receipt: Receipt,
+    ) {
+        let authentic = self
+            .peers
             .get(&envelope.header.sender)
-            .map(|p| p.public.clone())
-            .expect("envelopes are only opened for senders that are contacts")
-    }
-
-    fn surface_undecryptable(&mut self, envelope: Envelope, bytes: Vec<u8>, receipt: Receipt) {
+            .is_some_and(|sender| envelope.verify_signature(&sender.public).is_ok());
+        if !authentic {
+            self.reject(now, receipt, DropReason::EnvelopeRejected);
+            return;
+        }
         self.events.push_back(NodeEvent::Undecryptable {
             room: envelope.header.room,
             from: envelope.header.sender,

@@ -508,3 +508,51 @@ proptest! {
         prop_assert!(received(&events(&mut b)).is_empty());
     }
 }
+
+#[test]
+fn held_overflow_is_stored_unreadable_not_acknowledged_unstored() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.send_direct(now, b.peer_id(), "before").expect("send");
+    let first = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    for (_, receipt) in received(&first.b_events) {
+        b.confirm_stored(now, receipt);
+    }
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    // B restarts without its chains, with room for only two held envelopes.
+    let config = NodeConfig {
+        max_held: 2,
+        ..NodeConfig::default()
+    };
+    b = Node::new(identity(2), config, StdRng::seed_from_u64(99), now);
+    b.add_contact(now, identity(1).public());
+    b.set_reachable(now, a.peer_id(), true);
+    let early: Vec<MessageId> = (0..5)
+        .map(|i| {
+            a.send_direct(now, b.peer_id(), &format!("early {i}"))
+                .expect("send")
+        })
+        .collect();
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(5));
+    let unreadable: Vec<(MessageId, Receipt)> = trace
+        .b_events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Undecryptable { id, receipt, .. } => Some((*id, *receipt)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unreadable.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        early,
+        "every early message reaches the store, in order"
+    );
+    assert_eq!(b.stats().dropped(DropReason::HeldOverflow), 3);
+    assert!(delivered(&trace.a_events).is_empty(), "nothing stored yet");
+    for (_, receipt) in unreadable {
+        b.confirm_stored(now, receipt);
+    }
+    let done = run(&mut a, &mut b, &mut now, Duration::from_secs(2));
+    assert_eq!(delivered(&done.a_events), early);
+    assert_eq!(b.held_len(), 0);
+}
