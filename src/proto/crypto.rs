@@ -678,6 +678,12 @@ impl PairwiseSession {
         self.session_id
     }
 
+    /// The counter the next [`PairwiseSession::seal`] will use, so a caller
+    /// can bind it into the associated data (as `wire::sealed_aad` does).
+    pub fn next_counter(&self) -> u64 {
+        self.next_send
+    }
+
     /// Seals `plaintext`; returns the counter to send beside the ciphertext.
     /// `aad` binds whatever cleartext header travels with it.
     pub fn seal(&mut self, aad: &[u8], plaintext: &[u8]) -> Result<(u64, Vec<u8>), CryptoError> {

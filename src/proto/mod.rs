@@ -8,6 +8,7 @@
 pub mod crypto;
 pub mod hlc;
 pub mod ids;
+pub mod node;
 pub mod reliable;
 pub mod sim;
 pub mod wire;

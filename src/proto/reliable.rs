@@ -1089,6 +1089,18 @@ impl Reliable {
         self.heard(now, peer);
     }
 
+    /// The layer below can reach `peer` again (its address came back, or a
+    /// new encrypted session to it was just established): resend what it
+    /// lacks now instead of at the next, possibly backed-off, timeout, even
+    /// if it was never reported unreachable.
+    pub fn redrive(&mut self, now: Instant, peer: PeerId) {
+        if self.is_unreachable(&peer) {
+            self.heard(now, peer);
+        } else {
+            self.rearm(now, peer);
+        }
+    }
+
     /// Handles one datagram from `from` (already authenticated by the
     /// pairwise encryption layer). Errors say why it was dropped; the caller
     /// only counts them.
@@ -1882,6 +1894,11 @@ impl Reliable {
         }
         state.unreachable = false;
         self.events.push_back(Event::PeerReachable { peer });
+        self.rearm(now, peer);
+    }
+
+    /// Resets `peer`'s backoff and makes everything it still lacks due now.
+    fn rearm(&mut self, now: Instant, peer: PeerId) {
         for room in self.rooms.values_mut() {
             let sent_upto = room.sent_upto;
             if let Some(member) = room.members.get_mut(&peer) {

@@ -1,0 +1,1418 @@
+//! The node core: a peer that sends and receives end-to-end encrypted direct
+//! messages, as a pure (sans-IO) state machine.
+//!
+//! It joins the three lower layers:
+//!
+//! ```text
+//!  send_direct ─▶ Envelope (sender chain, signed) ─▶ Control::Message
+//!             ─▶ Reliable (seq, ACK, retransmit) ─▶ PairwiseSession::seal
+//!             ─▶ Frame::Sealed in a Datagram ─▶ poll_transmit
+//! ```
+//!
+//! and the reverse on receive. A direct chat is a room of two whose id is
+//! derived from both peer ids ([`direct_room`]), so both sides agree without
+//! an exchange. Our sender chain's starting key travels ahead of our first
+//! message in the same ordered reliable stream ([`Control::SenderKey`]).
+//!
+//! # Run-loop contract
+//!
+//! The IO shell feeds one input (`handle_datagram`, `handle_timeout`, or a
+//! command such as `send_direct` or `confirm_stored`), then drains
+//! [`Node::poll_event`] and [`Node::poll_transmit`] until both are empty,
+//! then waits until [`Node::poll_timeout`] or the next input. The shell owns
+//! the address book: outputs name a [`PeerId`], and the shell tells the node
+//! which peers it can currently reach ([`Node::set_reachable`]).
+//!
+//! # Guarantees
+//!
+//! - **Authenticated, confidential transport.** Every reliable packet to a
+//!   peer travels sealed under the pairwise session with that peer (AEAD
+//!   associated data = the frame's cleartext header, [`wire::sealed_aad`]);
+//!   nothing reaches the reliable layer unless it opened under a session
+//!   whose handshake proved the claimed peer id.
+//! - **Exactly once, in order, stored before delivered.** Per sender, direct
+//!   messages surface once each as [`NodeEvent::MessageReceived`] in send
+//!   order; the sender learns [`NodeEvent::Delivered`] only after the
+//!   receiving shell committed the message and called
+//!   [`Node::confirm_stored`].
+//! - **Untrusted input never panics.** Every malformed, oversized,
+//!   unknown-version, bad-magic, forged, replayed or unexpected datagram is
+//!   dropped and counted in [`NodeStats`] by [`DropReason`]. A blocked
+//!   peer's datagrams are dropped right after the size-checked parse, before
+//!   any cryptography, and never get a handshake answer.
+//! - **Bounded memory.** Packets waiting for a handshake
+//!   ([`NodeConfig::max_pending`] per peer) and envelopes waiting for their
+//!   sender key ([`NodeConfig::max_held`]) are capped; the reliable layer
+//!   bounds the rest. Messages to an unreachable peer stay in the reliable
+//!   layer's send queue and are re-driven when the peer is reachable again.
+//!
+//! # Handshakes
+//!
+//! A packet for a peer without a session starts a handshake (the initiator
+//! names the peer it expects, so no one else can answer). Message 1 is
+//! retransmitted with exponential backoff until message 2 arrives; the
+//! initiator then retransmits message 3 until the first sealed frame of the
+//! new session arrives, since the responder cannot open anything before it.
+//! A retransmitted message 1 is answered with the same message 2. When both
+//! sides open at once, the handshake of the lower peer id wins: the higher
+//! side abandons its own and answers. The previous session stays usable for
+//! receiving, so packets in flight across a re-handshake are not lost.
+//!
+//! Multicast rooms (issue 7) are not handled yet: group frames are counted
+//! and dropped, and the design keeps rooms separate from peers so they fit.
+
+mod control;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub use self::control::{CONTROL_VERSION, Control, ControlError};
+use super::crypto::{
+    ChainId, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish, HandshakeInit,
+    HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession, PublicIdentity,
+    ReceiverChain, Responder, SecretKey, SenderChain, SenderKeyDistribution, TAG_LEN,
+    open_envelope, seal_envelope,
+};
+use super::hlc::HybridClock;
+use super::ids::{MessageId, PeerId, RoomId};
+use super::reliable::{
+    self, Destination, Event, MAX_MESSAGE, Reliable, RoomConfig, SendError, Transmit, Via,
+};
+use super::wire::{self, Datagram, Frame, WireError};
+
+#[cfg(test)]
+mod tests;
+
+/// Envelope kind byte of a plain UTF-8 text message.
+pub const KIND_TEXT: u8 = 1;
+
+/// Largest text (in bytes) one direct message may carry: the reliable
+/// layer's message limit minus the envelope and control framing.
+pub const MAX_TEXT: usize = MAX_MESSAGE - ENVELOPE_OVERHEAD - TAG_LEN - 64;
+
+/// The room of the 1:1 chat between `a` and `b`: the same on both sides, with
+/// no exchange, because the ids are sorted first.
+pub fn direct_room(a: PeerId, b: PeerId) -> RoomId {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let mut hasher = blake3::Hasher::new_derive_key("kith direct room v1");
+    hasher.update(&low.0);
+    hasher.update(&high.0);
+    RoomId(*hasher.finalize().as_bytes())
+}
+
+/// The session id a handshake started with `ephemeral` will have, mirroring
+/// `PairwiseSession::session_id` (blake3 of the initiator's ephemeral key).
+/// It lets a responder recognise a retransmitted message 1 and frames of a
+/// session it is about to finish.
+fn session_id_of(initiator_ephemeral: &[u8; 32]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&blake3::hash(initiator_ephemeral).as_bytes()[..16]);
+    id
+}
+
+// ---------------------------------------------------------------------------
+// Public API types
+// ---------------------------------------------------------------------------
+
+/// Tunables. The defaults suit a LAN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The reliable layer's settings.
+    pub reliable: reliable::Config,
+    /// First handshake retransmission timeout; doubles per attempt.
+    pub handshake_rto: Duration,
+    /// Cap of the handshake retransmission timeout.
+    pub handshake_rto_max: Duration,
+    /// How often the initiator resends message 3 before it stops waiting
+    /// for proof that the responder finished.
+    pub finish_attempts: u32,
+    /// Reliable packets buffered per peer while its handshake runs (older
+    /// ones are dropped first; the reliable layer resends them anyway).
+    pub max_pending: usize,
+    /// Envelopes buffered, across all chains, while their sender key has
+    /// not arrived.
+    pub max_held: usize,
+    /// Wall-clock milliseconds since the Unix epoch at the `now` given to
+    /// [`Node::new`]; message timestamps are derived from it. The shell can
+    /// re-anchor it with [`Node::set_wall_clock`].
+    pub wall_clock_millis: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            reliable: reliable::Config::default(),
+            handshake_rto: Duration::from_millis(100),
+            handshake_rto_max: Duration::from_secs(2),
+            finish_attempts: 8,
+            max_pending: 128,
+            max_held: 256,
+            wall_clock_millis: 0,
+        }
+    }
+}
+
+/// Why a datagram or a payload inside it was dropped. Each reason has its
+/// own counter in [`NodeStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Larger than `wire::MAX_DATAGRAM`.
+    TooLarge,
+    /// Shorter than the preamble.
+    Truncated,
+    /// Does not start with the kith magic.
+    BadMagic,
+    /// A wire version this build does not speak.
+    UnknownVersion,
+    /// The body does not decode, has trailing bytes or an out-of-range field.
+    Malformed,
+    /// From a peer we blocked (dropped before any cryptography).
+    Blocked,
+    /// From a peer id that is not a contact (or is our own).
+    UnknownPeer,
+    /// A sealed frame for a session we do not have.
+    UnknownSession,
+    /// Failed authentication: a sealed frame that does not open, or a
+    /// handshake message that does not verify.
+    Forged,
+    /// A sealed frame whose counter was already received or is too old.
+    Replayed,
+    /// A handshake message we were not waiting for.
+    UnexpectedHandshake,
+    /// Authentic, but the reliable layer rejected the packet.
+    ReliableRejected,
+    /// Authentic, but the control payload does not decode.
+    ControlMalformed,
+    /// A control message about a room the peer is not in with us.
+    Foreign,
+    /// An envelope that does not parse, verify, decrypt or is a replay.
+    EnvelopeRejected,
+    /// An envelope waiting for its sender key was pushed out of the buffer
+    /// (it is handed to the shell as [`NodeEvent::Undecryptable`]).
+    HeldOverflow,
+    /// A multicast group frame (not handled yet).
+    GroupUnsupported,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 17] = [
+        Self::TooLarge,
+        Self::Truncated,
+        Self::BadMagic,
+        Self::UnknownVersion,
+        Self::Malformed,
+        Self::Blocked,
+        Self::UnknownPeer,
+        Self::UnknownSession,
+        Self::Forged,
+        Self::Replayed,
+        Self::UnexpectedHandshake,
+        Self::ReliableRejected,
+        Self::ControlMalformed,
+        Self::Foreign,
+        Self::EnvelopeRejected,
+        Self::HeldOverflow,
+        Self::GroupUnsupported,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<&WireError> for DropReason {
+    fn from(error: &WireError) -> Self {
+        match error {
+            WireError::TooLarge(_) => DropReason::TooLarge,
+            WireError::Truncated => DropReason::Truncated,
+            WireError::BadMagic => DropReason::BadMagic,
+            WireError::UnknownVersion(_) => DropReason::UnknownVersion,
+            WireError::Malformed(_)
+            | WireError::TrailingBytes(_)
+            | WireError::FieldLength { .. } => DropReason::Malformed,
+        }
+    }
+}
+
+/// Counters since the node was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    dropped: [u64; DropReason::ALL.len()],
+    /// Handshakes we started (including restarts after a failure).
+    pub handshakes_started: u64,
+    /// Sessions established, as initiator or responder.
+    pub sessions_established: u64,
+    /// Sealed frames emitted.
+    pub sealed_sent: u64,
+    /// Sealed frames that opened.
+    pub sealed_received: u64,
+    /// Reliable packets dropped because a peer's pre-handshake buffer was
+    /// full (the reliable layer resends them).
+    pub pending_overflow: u64,
+    /// Reliable packets not sent because the peer is unreachable or
+    /// blocked (the reliable layer keeps the messages queued).
+    pub deferred: u64,
+    /// Handshake messages 1 ignored because our own simultaneous handshake
+    /// wins (lower peer id).
+    pub simultaneous_opens: u64,
+}
+
+impl NodeStats {
+    /// Datagrams (or payloads inside them) dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    /// Everything dropped, all reasons.
+    pub fn total_dropped(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    fn count(&mut self, reason: DropReason) {
+        self.dropped[reason.index()] += 1;
+    }
+}
+
+/// Hands a received message back to [`Node::confirm_stored`] once the shell
+/// committed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    room: RoomId,
+    from: PeerId,
+    seq: u64,
+}
+
+/// Something the shell must know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A message for the store. Commit it (the envelope is what sync will
+    /// forward later), then call [`Node::confirm_stored`] with `receipt`.
+    MessageReceived {
+        room: RoomId,
+        from: PeerId,
+        id: MessageId,
+        /// Hybrid-logical-clock timestamp the sender put in the envelope.
+        timestamp: u64,
+        /// Envelope kind, e.g. [`KIND_TEXT`].
+        kind: u8,
+        /// Decrypted content (UTF-8 text for [`KIND_TEXT`]).
+        body: Vec<u8>,
+        /// The signed envelope as received.
+        envelope: Vec<u8>,
+        receipt: Receipt,
+    },
+    /// An authentic message (the reliable stream of its sender delivered it)
+    /// whose key we do not hold, e.g. because this node lost its receiver
+    /// chains in a restart. Its signature verified. Store the envelope as
+    /// not yet readable (sync or a key re-share can open it later; the id
+    /// may already be in the store, so insert idempotently), then call
+    /// [`Node::confirm_stored`].
+    Undecryptable {
+        room: RoomId,
+        from: PeerId,
+        id: MessageId,
+        timestamp: u64,
+        envelope: Vec<u8>,
+        receipt: Receipt,
+    },
+    /// `to` committed our message `id` to its store.
+    Delivered {
+        room: RoomId,
+        to: PeerId,
+        id: MessageId,
+    },
+    /// The reliable layer had to give up on retransmitting `id` to the
+    /// unreachable `to` (set reconciliation must carry it later).
+    Undelivered {
+        room: RoomId,
+        to: PeerId,
+        id: MessageId,
+    },
+    /// No answer from `peer` for a while; its messages stay queued.
+    PeerUnreachable { peer: PeerId },
+    /// `peer` answered again; queued messages are going out.
+    PeerReachable { peer: PeerId },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTransmit {
+    /// A peer (the shell looks up its address) or a room's multicast group.
+    pub to: Destination,
+    /// An encoded [`Datagram`], at most `wire::MAX_DATAGRAM` bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0:?} is not a contact")]
+    UnknownPeer(PeerId),
+    #[error("{0:?} is blocked")]
+    Blocked(PeerId),
+    #[error("message of {0} bytes exceeds the {MAX_TEXT}-byte limit")]
+    TooLarge(usize),
+    #[error("too many messages are waiting; retry once earlier ones are delivered")]
+    Backpressure,
+    #[error("cannot seal the message: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+// ---------------------------------------------------------------------------
+// Internal state
+// ---------------------------------------------------------------------------
+
+/// A datagram we may have to send again, with its backoff.
+struct Retry {
+    bytes: Vec<u8>,
+    at: Instant,
+    backoff: Duration,
+    attempts: u32,
+}
+
+impl Retry {
+    fn new(bytes: Vec<u8>, now: Instant, rto: Duration) -> Self {
+        Retry {
+            bytes,
+            at: now + rto,
+            backoff: rto,
+            attempts: 0,
+        }
+    }
+
+    /// Records one more send and backs off.
+    fn fire(&mut self, now: Instant, max: Duration) -> Vec<u8> {
+        self.attempts += 1;
+        self.backoff = (self.backoff * 2).min(max);
+        self.at = now + self.backoff;
+        self.bytes.clone()
+    }
+}
+
+enum Handshake {
+    Idle,
+    /// We sent message 1. `initiator` is `None` after a message 2 failed to
+    /// verify (which consumes it); the next retry then starts afresh.
+    Initiating {
+        initiator: Option<Initiator>,
+        retry: Retry,
+    },
+    /// We answered message 1 and wait for message 3.
+    Responding {
+        responder: Responder,
+        session_id: [u8; 16],
+        response: Vec<u8>,
+    },
+}
+
+/// A contact.
+struct Peer {
+    public: PublicIdentity,
+    /// The shell can currently reach this peer (it has an address).
+    reachable: bool,
+    session: Option<PairwiseSession>,
+    /// The session before the current one, kept for receiving only so that
+    /// packets in flight across a re-handshake still open.
+    previous: Option<PairwiseSession>,
+    handshake: Handshake,
+    /// As initiator: message 3, resent until the new session is proven.
+    finish: Option<Retry>,
+    /// Reliable packets waiting for a session, oldest first.
+    pending: VecDeque<Vec<u8>>,
+}
+
+/// Our side of a direct room.
+struct DirectRoom {
+    peer: PeerId,
+    chain: SenderChain,
+    /// Our chain's starting key is queued in the reliable stream.
+    key_sent: bool,
+}
+
+/// An envelope whose sender key has not arrived yet.
+struct HeldEnvelope {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    receipt: Receipt,
+}
+
+/// What an id in the reliable layer's stream stands for on our side.
+enum Outgoing {
+    Message,
+    Control,
+}
+
+/// The node core. See the module docs for the run-loop contract.
+pub struct Node {
+    identity: Identity,
+    me: PeerId,
+    config: NodeConfig,
+    rng: StdRng,
+    reliable: Reliable,
+    /// Ordered, so timers fire in the same order on every run of a seed.
+    peers: BTreeMap<PeerId, Peer>,
+    blocked: HashSet<PeerId>,
+    rooms: HashMap<RoomId, DirectRoom>,
+    /// Other members' chains, with the position each distribution started
+    /// at (an envelope below it was sealed before we had the key).
+    receivers: HashMap<ChainId, (ReceiverChain, u64)>,
+    held: VecDeque<HeldEnvelope>,
+    outgoing: HashMap<MessageId, Outgoing>,
+    transmits: VecDeque<NodeTransmit>,
+    events: VecDeque<NodeEvent>,
+    stats: NodeStats,
+    clock: HybridClock,
+    wall_anchor: (Instant, u64),
+    /// The latest `now` of any input; outputs polled without a time use it.
+    now: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    // Identity and keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("peers", &self.peers.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with long-term `identity`. `rng` is the only source of
+    /// randomness (handshake ephemerals, chain keys, the reliable layer's
+    /// session and jitter): seed it for reproducible runs.
+    pub fn new(identity: Identity, config: NodeConfig, mut rng: StdRng, now: Instant) -> Self {
+        let me = identity.peer_id();
+        let reliable = Reliable::new(
+            me,
+            config.reliable.clone(),
+            StdRng::seed_from_u64(rng.next_u64()),
+            now,
+        );
+        Node {
+            identity,
+            me,
+            wall_anchor: (now, config.wall_clock_millis),
+            config,
+            rng,
+            reliable,
+            peers: BTreeMap::new(),
+            blocked: HashSet::new(),
+            rooms: HashMap::new(),
+            receivers: HashMap::new(),
+            held: VecDeque::new(),
+            outgoing: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+            clock: HybridClock::default(),
+            now,
+        }
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The reliable layer's counters.
+    pub fn reliable_stats(&self) -> &reliable::Stats {
+        self.reliable.stats()
+    }
+
+    /// Whether a pairwise session with `peer` is established.
+    pub fn has_session(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.session.is_some())
+    }
+
+    /// Envelopes currently waiting for their sender key.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Makes `public` a contact: we accept its handshakes and can message
+    /// it. Joins the direct room with it. Idempotent. The peer starts out
+    /// unreachable until the shell says otherwise or it is heard from.
+    pub fn add_contact(&mut self, now: Instant, public: PublicIdentity) {
+        self.advance(now);
+        let peer = public.peer_id();
+        if peer == self.me || self.peers.contains_key(&peer) {
+            return;
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                public,
+                reachable: false,
+                session: None,
+                previous: None,
+                handshake: Handshake::Idle,
+                finish: None,
+                pending: VecDeque::new(),
+            },
+        );
+        let room = direct_room(self.me, peer);
+        // Direct rooms are unicast: a group of two gains nothing from
+        // multicast.
+        self.reliable
+            .join_room(room, RoomConfig { multicast: false }, [peer]);
+        let chain = SenderChain::new(
+            &mut self.rng,
+            ChainId {
+                room,
+                epoch: 0,
+                sender: self.me,
+            },
+        );
+        self.rooms.insert(
+            room,
+            DirectRoom {
+                peer,
+                chain,
+                key_sent: false,
+            },
+        );
+    }
+
+    /// The shell can (or can no longer) reach `peer`. Becoming reachable
+    /// re-drives everything queued for it at once; while unreachable no
+    /// handshake is attempted and its packets are not emitted (its messages
+    /// stay queued in the reliable layer).
+    pub fn set_reachable(&mut self, now: Instant, peer: PeerId, reachable: bool) {
+        self.advance(now);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let was = state.reachable;
+        state.reachable = reachable;
+        if !reachable {
+            // A handshake nobody can hear only wastes retransmissions; a
+            // new one starts when the peer is back.
+            if matches!(state.handshake, Handshake::Initiating { .. }) {
+                state.handshake = Handshake::Idle;
+            }
+            state.pending.clear();
+        } else if !was {
+            self.reliable.redrive(now, peer);
+        }
+        self.pump_events(now);
+    }
+
+    /// Re-anchors the wall clock used for message timestamps.
+    pub fn set_wall_clock(&mut self, now: Instant, wall_millis: u64) {
+        self.advance(now);
+        self.wall_anchor = (now, wall_millis);
+    }
+
+    /// Blocks `peer`: its datagrams are dropped before any cryptography,
+    /// handshakes from it get no answer, our session with it is discarded
+    /// and nothing more is sent to it or accepted from it.
+    pub fn block(&mut self, peer: PeerId) {
+        self.blocked.insert(peer);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.session = None;
+            state.previous = None;
+            state.handshake = Handshake::Idle;
+            state.finish = None;
+            state.pending.clear();
+        }
+    }
+
+    /// Lifts a block. Messages queued before it resume once the peer is
+    /// reachable.
+    pub fn unblock(&mut self, now: Instant, peer: PeerId) {
+        self.advance(now);
+        if self.blocked.remove(&peer) {
+            self.reliable.redrive(now, peer);
+            self.pump_events(now);
+        }
+    }
+
+    /// Whether `peer` is blocked.
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.contains(peer)
+    }
+
+    /// Sends `text` to contact `to` in our direct room. Returns the message
+    /// id that a later [`NodeEvent::Delivered`] names.
+    pub fn send_direct(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        self.advance(now);
+        if self.blocked.contains(&to) {
+            return Err(NodeError::Blocked(to));
+        }
+        if !self.peers.contains_key(&to) {
+            return Err(NodeError::UnknownPeer(to));
+        }
+        if text.len() > MAX_TEXT {
+            return Err(NodeError::TooLarge(text.len()));
+        }
+        let room_id = direct_room(self.me, to);
+        let wall = self.wall_millis(now);
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .expect("add_contact creates the direct room of every contact");
+        if !room.key_sent {
+            // The reliable stream is ordered per sender and room, so the key
+            // reaches the peer before any message sealed with it.
+            self.send_key(now, room_id)?;
+        }
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .expect("add_contact creates the direct room of every contact");
+        let timestamp = self.clock.tick(wall);
+        let envelope = seal_envelope(
+            &self.identity,
+            &mut room.chain,
+            OutgoingMessage {
+                kind: KIND_TEXT,
+                timestamp,
+                plaintext: text.as_bytes(),
+            },
+        )?;
+        let id = envelope.id();
+        let payload = Control::Message {
+            envelope: envelope.emit(),
+        }
+        .encode();
+        // On backpressure the chain position is simply skipped: the
+        // receiver keeps a key for it that is never used.
+        self.reliable
+            .send(now, room_id, id, &payload)
+            .map_err(send_error)?;
+        self.outgoing.insert(id, Outgoing::Message);
+        self.pump_events(now);
+        Ok(id)
+    }
+
+    /// Queues our chain's current position and key for the peer of `room`.
+    fn send_key(&mut self, now: Instant, room_id: RoomId) -> Result<(), NodeError> {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Ok(());
+        };
+        let key = control_from_distribution(&room.chain.distribution()).encode();
+        let id = Control::control_id(&key);
+        room.key_sent = false;
+        self.reliable
+            .send(now, room_id, id, &key)
+            .map_err(send_error)?;
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.key_sent = true;
+        }
+        self.outgoing.insert(id, Outgoing::Control);
+        Ok(())
+    }
+
+    /// At start-up, seeds the duplicate filter with the ids of the most
+    /// recent messages in the store, so that a message whose "stored" ACK
+    /// was lost in a restart, and that its sender therefore resends, is not
+    /// surfaced a second time.
+    pub fn remember_stored(&mut self, ids: impl IntoIterator<Item = MessageId>) {
+        self.reliable.remember_stored(ids);
+    }
+
+    /// The shell committed the message of `receipt` to its store; only now
+    /// may its sender learn that it was delivered.
+    pub fn confirm_stored(&mut self, now: Instant, receipt: Receipt) {
+        self.advance(now);
+        self.reliable
+            .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+        self.pump_events(now);
+    }
+
+    /// Handles one untrusted datagram. `Err` names why it was dropped (it
+    /// is already counted); the shell may log it and carry on.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        self.advance(now);
+        let result = self.on_datagram(now, bytes);
+        if let Err(reason) = result {
+            self.stats.count(reason);
+        }
+        self.pump_events(now);
+        result
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.reliable.handle_timeout(now);
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| peer_timer(p).is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in due {
+            self.peer_timers(now, peer);
+        }
+        self.pump_events(now);
+    }
+
+    /// The next time [`Node::handle_timeout`] must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(peer_timer)
+            .chain(self.reliable.poll_timeout())
+            .min()
+    }
+
+    /// The next datagram to send, if any (as of the latest input's `now`).
+    pub fn poll_transmit(&mut self) -> Option<NodeTransmit> {
+        loop {
+            if let Some(transmit) = self.transmits.pop_front() {
+                return Some(transmit);
+            }
+            let transmit = self.reliable.poll_transmit(self.now)?;
+            self.route(transmit);
+        }
+    }
+
+    /// The next event for the shell, if any.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    // --- receiving datagrams -------------------------------------------------
+
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
+        let from = datagram.from;
+        // Before anything costs work: the claim alone is enough to drop.
+        if self.blocked.contains(&from) {
+            return Err(DropReason::Blocked);
+        }
+        if matches!(datagram.frame, Frame::Group { .. }) {
+            return Err(DropReason::GroupUnsupported);
+        }
+        if !self.peers.contains_key(&from) {
+            return Err(DropReason::UnknownPeer);
+        }
+        match datagram.frame {
+            Frame::HandshakeInit { ephemeral } => self.on_init(from, ephemeral),
+            Frame::HandshakeResponse { ephemeral, sealed } => {
+                self.on_response(now, from, HandshakeResponse { ephemeral, sealed })
+            }
+            Frame::HandshakeFinish { sealed } => {
+                self.on_finish(now, from, HandshakeFinish { sealed })
+            }
+            Frame::Sealed {
+                session,
+                counter,
+                ciphertext,
+            } => self.on_sealed(now, from, session, counter, &ciphertext),
+            Frame::Group { .. } => Err(DropReason::GroupUnsupported),
+        }
+    }
+
+    fn on_init(&mut self, from: PeerId, ephemeral: [u8; 32]) -> Result<(), DropReason> {
+        let me = self.me;
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        let session_id = session_id_of(&ephemeral);
+        if let Handshake::Responding {
+            session_id: pending,
+            response,
+            ..
+        } = &state.handshake
+            && *pending == session_id
+        {
+            // Our message 2 was lost: answer with the same one, since the
+            // initiator can only finish against the responder it first met.
+            let bytes = response.clone();
+            self.emit_raw(from, bytes);
+            return Ok(());
+        }
+        if state
+            .session
+            .as_ref()
+            .is_some_and(|s| s.session_id() == session_id)
+        {
+            // A message 1 of the session we already finished: a late copy
+            // or a replay. Either way there is nothing to answer.
+            return Err(DropReason::UnexpectedHandshake);
+        }
+        if matches!(state.handshake, Handshake::Initiating { .. }) && me < from {
+            // Simultaneous open and ours wins: the peer answers ours. (If
+            // theirs wins we fall through, answer, and our queued packets go
+            // out once their handshake finishes.)
+            self.stats.simultaneous_opens += 1;
+            return Ok(());
+        }
+        let init = HandshakeInit { ephemeral };
+        let (responder, response) = Responder::handle_init(&mut self.rng, &self.identity, &init)
+            .map_err(|_| DropReason::Forged)?;
+        let bytes = self.emit_frame(Frame::from(&response));
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        state.handshake = Handshake::Responding {
+            responder,
+            session_id,
+            response: bytes.clone(),
+        };
+        self.emit_raw(from, bytes);
+        Ok(())
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        response: HandshakeResponse,
+    ) -> Result<(), DropReason> {
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        let Handshake::Initiating { initiator, .. } = &mut state.handshake else {
+            return Err(DropReason::UnexpectedHandshake);
+        };
+        let Some(initiator) = initiator.take() else {
+            return Err(DropReason::UnexpectedHandshake);
+        };
+        // A failure consumed the initiator; the retry timer (still armed)
+        // starts a fresh handshake.
+        let (session, finish) = initiator
+            .handle_response(&self.identity, &response)
+            .map_err(|_| DropReason::Forged)?;
+        let bytes = self.emit_frame(Frame::from(&finish));
+        let rto = self.config.handshake_rto;
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        state.handshake = Handshake::Idle;
+        state.finish = Some(Retry::new(bytes.clone(), now, rto));
+        self.emit_raw(from, bytes);
+        self.install_session(now, from, session);
+        Ok(())
+    }
+
+    fn on_finish(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        finish: HandshakeFinish,
+    ) -> Result<(), DropReason> {
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        let responder = match std::mem::replace(&mut state.handshake, Handshake::Idle) {
+            Handshake::Responding { responder, .. } => responder,
+            other => {
+                // Typically a retransmitted message 3 of a session we
+                // already finished.
+                state.handshake = other;
+                return Err(DropReason::UnexpectedHandshake);
+            }
+        };
+        let session = responder
+            .handle_finish(&finish)
+            .map_err(|_| DropReason::Forged)?;
+        if session.peer().peer_id() != from {
+            // Someone proved an identity, just not the one they claimed.
+            return Err(DropReason::Forged);
+        }
+        self.install_session(now, from, session);
+        Ok(())
+    }
+
+    fn on_sealed(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        session_id: [u8; 16],
+        counter: u64,
+        ciphertext: &[u8],
+    ) -> Result<(), DropReason> {
+        let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
+        let is_current = state
+            .session
+            .as_ref()
+            .is_some_and(|s| s.session_id() == session_id);
+        let session = if is_current {
+            state.session.as_mut()
+        } else {
+            state
+                .previous
+                .as_mut()
+                .filter(|s| s.session_id() == session_id)
+        };
+        let Some(session) = session else {
+            let finishing = matches!(&state.handshake,
+                Handshake::Responding { session_id: pending, .. } if *pending == session_id);
+            let restart =
+                !finishing && matches!(state.handshake, Handshake::Idle) && state.reachable;
+            if restart {
+                // The peer speaks a session we do not know: we restarted, or
+                // our copy was replaced. Re-handshaking is the way back; it
+                // is rate-limited because it only starts from Idle.
+                self.start_handshake(now, from);
+            }
+            return Err(DropReason::UnknownSession);
+        };
+        let aad = wire::sealed_aad(&from, &session_id, counter);
+        let plaintext = session
+            .open(counter, &aad, ciphertext)
+            .map_err(|e| match e {
+                CryptoError::Replay | CryptoError::TooOld => DropReason::Replayed,
+                _ => DropReason::Forged,
+            })?;
+        self.stats.sealed_received += 1;
+        if is_current {
+            // The responder finished: message 3 need not be resent.
+            state.finish = None;
+        }
+        state.reachable = true;
+        self.reliable
+            .handle_datagram(now, from, Via::Unicast, &plaintext)
+            .map_err(|_| DropReason::ReliableRejected)
+    }
+
+    fn install_session(&mut self, now: Instant, peer: PeerId, session: PairwiseSession) {
+        self.stats.sessions_established += 1;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.previous = state.session.replace(session);
+        let replaced = state.previous.is_some();
+        // Whoever completed a handshake with us is reachable right now.
+        state.reachable = true;
+        let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
+        for packet in pending {
+            self.seal_to(peer, &packet);
+        }
+        if replaced {
+            // A new session over an old one: the peer may have restarted
+            // and lost our chain. Send it again at once, so whatever it
+            // holds for want of a key is released (as undecryptable) rather
+            // than waiting for our next message. Harmless otherwise: it
+            // arrives in order, after every envelope sealed before it.
+            let rooms: Vec<RoomId> = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.peer == peer && r.key_sent)
+                .map(|(id, _)| *id)
+                .collect();
+            for room in rooms {
+                // Backpressure only delays it: the next message sends it.
+                let _ = self.send_key(now, room);
+            }
+        }
+        // Anything the reliable layer sent into the void (no session, or
+        // sealed under a session the peer lost) goes out again now rather
+        // than at its next, possibly backed-off, timeout.
+        self.reliable.redrive(now, peer);
+    }
+
+    // --- sending datagrams ---------------------------------------------------
+
+    /// Takes one reliable packet to its datagram: sealed if there is a
+    /// session, buffered behind a handshake if the peer is reachable,
+    /// deferred (left to the reliable layer's retransmission) otherwise.
+    fn route(&mut self, transmit: Transmit) {
+        let peer = match transmit.destination {
+            Destination::Peer(peer) => peer,
+            Destination::Group(_) => {
+                // Only unicast rooms exist so far (multicast is issue 7).
+                self.stats.deferred += 1;
+                return;
+            }
+        };
+        if self.blocked.contains(&peer) {
+            self.stats.deferred += 1;
+            return;
+        }
+        let Some(state) = self.peers.get_mut(&peer) else {
+            self.stats.deferred += 1;
+            return;
+        };
+        if state.session.is_some() {
+            self.seal_to(peer, &transmit.bytes);
+            return;
+        }
+        if !state.reachable {
+            self.stats.deferred += 1;
+            return;
+        }
+        if state.pending.len() >= self.config.max_pending {
+            state.pending.pop_front();
+            self.stats.pending_overflow += 1;
+        }
+        state.pending.push_back(transmit.bytes);
+        if matches!(state.handshake, Handshake::Idle) {
+            self.start_handshake(self.now, peer);
+        }
+    }
+
+    fn seal_to(&mut self, peer: PeerId, packet: &[u8]) {
+        let me = self.me;
+        let Some(session) = self.peers.get_mut(&peer).and_then(|p| p.session.as_mut()) else {
+            return;
+        };
+        let session_id = session.session_id();
+        let counter = session.next_counter();
+        let aad = wire::sealed_aad(&me, &session_id, counter);
+        let Ok((sealed_counter, ciphertext)) = session.seal(&aad, packet) else {
+            // Only a 2^64-message session fails here; the reliable layer
+            // resends, and a new session will be needed anyway.
+            return;
+        };
+        debug_assert_eq!(sealed_counter, counter, "seal uses next_counter");
+        let bytes = self.emit_frame(Frame::Sealed {
+            session: session_id,
+            counter,
+            ciphertext,
+        });
+        if !bytes.is_empty() {
+            self.stats.sealed_sent += 1;
+            self.emit_raw(peer, bytes);
+        }
+    }
+
+    /// Encodes one of our own frames. Our frames are within their caps by
+    /// construction (a unit test checks the worst case), so a failure is a
+    /// bug: it is asserted in debug builds and yields nothing in release.
+    fn emit_frame(&self, frame: Frame) -> Vec<u8> {
+        let datagram = Datagram {
+            from: self.me,
+            frame,
+        };
+        match datagram.emit() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                debug_assert!(false, "own frame does not encode: {error}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn emit_raw(&mut self, to: PeerId, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.transmits.push_back(NodeTransmit {
+                to: Destination::Peer(to),
+                bytes,
+            });
+        }
+    }
+
+    fn start_handshake(&mut self, now: Instant, peer: PeerId) {
+        let (initiator, init) = Initiator::start(&mut self.rng, Some(peer));
+        let bytes = self.emit_frame(Frame::from(&init));
+        let rto = self.config.handshake_rto;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.handshake = Handshake::Initiating {
+            initiator: Some(initiator),
+            retry: Retry::new(bytes.clone(), now, rto),
+        };
+        self.stats.handshakes_started += 1;
+        self.emit_raw(peer, bytes);
+    }
+
+    fn peer_timers(&mut self, now: Instant, peer: PeerId) {
+        let max = self.config.handshake_rto_max;
+        let finish_attempts = self.config.finish_attempts;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let mut resend = Vec::new();
+        let mut restart = false;
+        if let Handshake::Initiating { initiator, retry } = &mut state.handshake
+            && retry.at <= now
+        {
+            if initiator.is_some() {
+                resend.push(retry.fire(now, max));
+            } else {
+                restart = true;
+            }
+        }
+        if let Some(finish) = &mut state.finish
+            && finish.at <= now
+        {
+            if finish.attempts >= finish_attempts {
+                // No proof the responder finished; if it did not, its
+                // answer to our sealed frames (a new handshake) recovers.
+                state.finish = None;
+            } else {
+                resend.push(finish.fire(now, max));
+            }
+        }
+        for bytes in resend {
+            self.emit_raw(peer, bytes);
+        }
+        if restart {
+            self.start_handshake(now, peer);
+        }
+    }
+
+    // --- the reliable layer's events -----------------------------------------
+
+    fn pump_events(&mut self, now: Instant) {
+        while let Some(event) = self.reliable.poll_event() {
+            match event {
+                Event::Received {
+                    room,
+                    from,
+                    seq,
+                    payload,
+                    ..
+                } => self.on_received(now, Receipt { room, from, seq }, &payload),
+                Event::Delivered { room, to, id } => {
+                    if let Some(Outgoing::Message) = self.outgoing.remove(&id) {
+                        self.events.push_back(NodeEvent::Delivered { room, to, id });
+                    }
+                }
+                Event::Undelivered { room, to, id } => {
+                    if let Some(Outgoing::Message) = self.outgoing.remove(&id) {
+                        self.events
+                            .push_back(NodeEvent::Undelivered { room, to, id });
+                    }
+                }
+                Event::PeerUnreachable { peer } => {
+                    self.events.push_back(NodeEvent::PeerUnreachable { peer });
+                }
+                Event::PeerReachable { peer } => {
+                    self.events.push_back(NodeEvent::PeerReachable { peer });
+                }
+                Event::FanOutChanged { .. } => {}
+            }
+        }
+    }
+
+    /// A complete payload from the reliable layer, from an authenticated
+    /// peer. Whatever is not handed to the shell for storing is confirmed
+    /// here at once: an unconfirmed payload would stall the stream.
+    fn on_received(&mut self, now: Instant, receipt: Receipt, payload: &[u8]) {
+        let Ok(control) = Control::decode(payload) else {
+            self.reject(now, receipt, DropReason::ControlMalformed);
+            return;
+        };
+        let in_room = self
+            .rooms
+            .get(&receipt.room)
+            .is_some_and(|r| r.peer == receipt.from);
+        if !in_room {
+            self.reject(now, receipt, DropReason::Foreign);
+            return;
+        }
+        match control {
+            Control::SenderKey {
+                room,
+                epoch,
+                start_seq,
+                chain_key,
+            } => {
+                if room != receipt.room {
+                    self.reject(now, receipt, DropReason::Foreign);
+                    return;
+                }
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                let distribution = SenderKeyDistribution {
+                    chain: ChainId {
+                        room,
+                        epoch,
+                        sender: receipt.from,
+                    },
+                    start_seq,
+                    chain_key: SecretKey::from_bytes(chain_key),
+                };
+                // The newest distribution wins: it came in order on the
+                // sender's authenticated stream, so everything sealed after
+                // it uses positions at or after `start_seq`.
+                self.receivers.insert(
+                    distribution.chain,
+                    (ReceiverChain::from_distribution(&distribution), start_seq),
+                );
+                self.release_held(now, distribution.chain);
+            }
+            Control::Message { envelope: bytes } => {
+                let envelope = match Envelope::parse(&bytes) {
+                    // In a direct room only the other member may author.
+                    Ok(envelope)
+                        if envelope.header.room == receipt.room
+                            && envelope.header.sender == receipt.from =>
+                    {
+                        envelope
+                    }
+                    _ => {
+                        self.reject(now, receipt, DropReason::EnvelopeRejected);
+                        return;
+                    }
+                };
+                if self.receivers.contains_key(&chain_of(&envelope)) {
+                    self.open_and_surface(now, envelope, bytes, receipt);
+                } else {
+                    self.hold(
+                        now,
+                        HeldEnvelope {
+                            envelope,
+                            bytes,
+                            receipt,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Counts a payload that will never reach the store and releases it in
+    /// the reliable layer so later messages are not held up behind it.
+    fn reject(&mut self, now: Instant, receipt: Receipt, reason: DropReason) {
+        self.stats.count(reason);
+        self.reliable
+            .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+    }
+
+    fn hold(&mut self, now: Instant, held: HeldEnvelope) {
+        if self.held.len() >= self.config.max_held
+            && let Some(old) = self.held.pop_front()
+        {
+            // It cannot wait any longer, but it is authentic: the shell
+            // stores the ciphertext, which keeps `Delivered` truthful and
+            // the stream moving.
+            self.stats.count(DropReason::HeldOverflow);
+            self.surface_undecryptable(now, old.envelope, old.bytes, old.receipt);
+        }
+        self.held.push_back(held);
+    }
+
+    fn release_held(&mut self, now: Instant, chain: ChainId) {
+        let (ready, rest): (VecDeque<HeldEnvelope>, VecDeque<HeldEnvelope>) =
+            std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| chain_of(&h.envelope) == chain);
+        self.held = rest;
+        for held in ready {
+            self.open_and_surface(now, held.envelope, held.bytes, held.receipt);
+        }
+    }
+
+    fn open_and_surface(
+        &mut self,
+        now: Instant,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        receipt: Receipt,
+    ) {
+        let (opened, before_start) = match (
+            self.peers.get(&envelope.header.sender),
+            self.receivers.get_mut(&chain_of(&envelope)),
+        ) {
+            (Some(sender), Some((receiver, start))) => (
+                open_envelope(&envelope, &sender.public, receiver),
+                envelope.header.seq < *start,
+            ),
+            _ => (Err(CryptoError::WrongChain), false),
+        };
+        let body = match opened {
+            Ok(body) => body,
+            Err(_) if before_start => {
+                // Sealed before the key we hold (we lost the older one, e.g.
+                // in a restart): unreadable here, but worth storing.
+                self.surface_undecryptable(now, envelope, bytes, receipt);
+                return;
+            }
+            Err(_) => {
+                // A replay of a message we already stored, or garbage from
+                // an authenticated peer: nothing to store, so release it.
+                self.reject(now, receipt, DropReason::EnvelopeRejected);
+                return;
+            }
+        };
+        let wall = self.wall_millis(now);
+        self.clock.observe(wall, envelope.header.timestamp);
+        self.events.push_back(NodeEvent::MessageReceived {
+            room: envelope.header.room,
+            from: envelope.header.sender,
+            id: envelope.id(),
+            timestamp: envelope.header.timestamp,
+            kind: envelope.header.kind,
+            body,
+            envelope: bytes,
+            receipt,
+        });
+    }
+
+    /// Hands an envelope we cannot decrypt to the shell for storing, if its
+    /// signature proves its author; anything else is rejected.
+    fn surface_undecryptable(
+        &mut self,
+        now: Instant,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        receipt: Receipt,
+    ) {
+        let authentic = self
+            .peers
+            .get(&envelope.header.sender)
+            .is_some_and(|sender| envelope.verify_signature(&sender.public).is_ok());
+        if !authentic {
+            self.reject(now, receipt, DropReason::EnvelopeRejected);
+            return;
+        }
+        self.events.push_back(NodeEvent::Undecryptable {
+            room: envelope.header.room,
+            from: envelope.header.sender,
+            id: envelope.id(),
+            timestamp: envelope.header.timestamp,
+            envelope: bytes,
+            receipt,
+        });
+    }
+
+    // --- helpers -------------------------------------------------------------
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn wall_millis(&self, now: Instant) -> u64 {
+        let (at, millis) = self.wall_anchor;
+        let elapsed = now.saturating_duration_since(at).as_millis();
+        millis.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+}
+
+fn chain_of(envelope: &Envelope) -> ChainId {
+    ChainId {
+        room: envelope.header.room,
+        epoch: envelope.header.epoch,
+        sender: envelope.header.sender,
+    }
+}
+
+fn peer_timer(peer: &Peer) -> Option<Instant> {
+    let handshake = match &peer.handshake {
+        Handshake::Initiating { retry, .. } => Some(retry.at),
+        _ => None,
+    };
+    let finish = peer.finish.as_ref().map(|f| f.at);
+    handshake.into_iter().chain(finish).min()
+}
+
+fn control_from_distribution(distribution: &SenderKeyDistribution) -> Control {
+    Control::SenderKey {
+        room: distribution.chain.room,
+        epoch: distribution.chain.epoch,
+        start_seq: distribution.start_seq,
+        chain_key: *distribution.chain_key.as_bytes(),
+    }
+}
+
+fn send_error(error: SendError) -> NodeError {
+    match error {
+        SendError::TooLarge(len) => NodeError::TooLarge(len),
+        // Every contact has its direct room, so `UnknownRoom` cannot happen;
+        // mapping it to backpressure keeps the caller's handling simple.
+        SendError::UnknownRoom | SendError::Backpressure => NodeError::Backpressure,
+    }
+}
