@@ -14,6 +14,12 @@ use super::{NetConfig, NetError};
 /// loop switches it per interface when there are several).
 pub(crate) fn unicast(config: &NetConfig) -> Result<UdpSocket, NetError> {
     let bind = config.unicast_bind;
+    // Group datagrams leave through this socket, so it must speak IPv4.
+    if config.multicast_enabled() && !bind.is_ipv4() {
+        return Err(NetError::Config(format!(
+            "multicast is IPv4 only, but the unicast bind address {bind} is IPv6"
+        )));
+    }
     let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| NetError::io("create the unicast socket", e))?;
     socket
@@ -29,11 +35,6 @@ pub(crate) fn unicast(config: &NetConfig) -> Result<UdpSocket, NetError> {
         .map_err(|e| NetError::io(format!("bind the unicast socket to {bind}"), e))?;
 
     if let Some(first) = config.multicast_interfaces.first() {
-        if !bind.is_ipv4() {
-            return Err(NetError::Config(format!(
-                "multicast is IPv4 only, but the unicast bind address {bind} is IPv6"
-            )));
-        }
         socket
             .set_multicast_ttl_v4(1)
             .map_err(|e| NetError::io("set the multicast TTL to 1", e))?;
