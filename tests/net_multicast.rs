@@ -58,9 +58,7 @@ fn run_child_in_namespace() {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
     let here = network_namespace();
     if here.is_empty() {
-        println!(
-            "SKIPPED multicast test: /proc/self/ns/net is unreadable, so a namespace cannot be checked"
-        );
+        skipped("/proc/self/ns/net is unreadable, so a namespace cannot be checked".into());
         return;
     }
     let output = match Command::new("unshare")
