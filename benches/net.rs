@@ -52,6 +52,7 @@ fn main() {
         percentile(&looped, 50.0).as_secs_f64() / percentile(&raw, 50.0).as_secs_f64(),
         percentile(&app, 50.0).as_secs_f64() / percentile(&raw, 50.0).as_secs_f64(),
     );
+    raw_one_way_throughput();
     one_way_throughput();
 }
 
@@ -298,6 +299,60 @@ impl Driver for Counter {
     }
 }
 
+/// The floor for one-way throughput: a plain socket blasting at a plain
+/// socket read by another thread (both with the loop's 4 MiB buffers).
+fn raw_one_way_throughput() {
+    let buffered = || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("bench: a UDP socket");
+        let _ = socket.set_recv_buffer_size(net::DEFAULT_SOCKET_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(net::DEFAULT_SOCKET_BUFFER_BYTES);
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("bench: valid address");
+        socket
+            .bind(&addr.into())
+            .expect("bench: binding loopback works");
+        UdpSocket::from(socket)
+    };
+    let receiver = buffered();
+    let sender = buffered();
+    receiver
+        .set_read_timeout(Some(QUIET))
+        .expect("bench: timeout");
+    let to = receiver.local_addr().expect("bench: bound");
+    let counting = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (mut count, mut first, mut last) = (0u64, None, None);
+        while receiver.recv_from(&mut buf).is_ok() {
+            let now = Instant::now();
+            count += 1;
+            first.get_or_insert(now);
+            last = Some(now);
+        }
+        let span = match (first, last) {
+            (Some(first), Some(last)) => last - first,
+            _ => Duration::ZERO,
+        };
+        (count, span)
+    });
+    let payload = [7u8; BLAST_BYTES];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for _ in 0..BLAST {
+        if sender.send_to(&payload, to).is_ok() {
+            sent += 1;
+        }
+    }
+    let wall = start.elapsed();
+    let (received, span) = counting.join().expect("bench: counting thread finished");
+    println!(
+        "one-way raw sockets, {BLAST_BYTES} B:         sent {sent} in ≈{:.2} s ({:.0}/s), received {received} ({:.0}/s over the receiver's span, {:.1} % lost in the kernel)",
+        wall.as_secs_f64(),
+        sent as f64 / wall.as_secs_f64(),
+        received as f64 / span.as_secs_f64().max(f64::EPSILON),
+        100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64,
+    );
+}
+
 fn one_way_throughput() {
     let (report, reported) = mpsc::channel();
     let counter = Counter {
@@ -324,7 +379,7 @@ fn one_way_throughput() {
     let counted = counter.stats();
     counter.shutdown().expect("bench: counter stops");
     println!(
-        "one-way through two loops, {BLAST_BYTES} B: sent {} in ≈{:.2} s ({:.0}/s), received {} ({:.0}/s over the receiver's span, {:.1} % lost in the kernel), would-block {}, queue drops {}, send errors {}",
+        "one-way through two loops, {BLAST_BYTES} B:   sent {} in ≈{:.2} s ({:.0}/s), received {} ({:.0}/s over the receiver's span, {:.1} % lost in the kernel), would-block {}, queue drops {}, send errors {}",
         sent.sent,
         wall.as_secs_f64(),
         sent.sent as f64 / wall.as_secs_f64(),

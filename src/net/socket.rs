@@ -132,3 +132,24 @@ pub(crate) fn is_own_echo(from: SocketAddr, local: SocketAddr, interfaces: &[Ipv
         SocketAddr::V6(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_echo;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    #[test]
+    fn own_echo_needs_our_port_and_one_of_our_addresses() {
+        let wildcard: SocketAddr = "0.0.0.0:47474".parse().expect("valid address");
+        let bound: SocketAddr = "127.0.0.1:5000".parse().expect("valid address");
+        let lan = [Ipv4Addr::new(192, 168, 1, 5)];
+        let from = |s: &str| s.parse::<SocketAddr>().expect("valid address");
+        assert!(is_own_echo(from("192.168.1.5:47474"), wildcard, &lan));
+        assert!(is_own_echo(from("127.0.0.1:5000"), bound, &[]));
+        // Another node on the same host or LAN: a different port or address.
+        assert!(!is_own_echo(from("192.168.1.5:47475"), wildcard, &lan));
+        assert!(!is_own_echo(from("192.168.1.6:47474"), wildcard, &lan));
+        assert!(!is_own_echo(from("127.0.0.1:5001"), bound, &[]));
+        assert!(!is_own_echo(from("[::1]:5000"), bound, &[]));
+    }
+}
