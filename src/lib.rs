@@ -10,9 +10,14 @@
 //!
 //! - [`store`]: the encrypted local store (SQLCipher), owned by the IO shell.
 //!
+//! - [`net`]: the network IO shell: a `mio` event loop on its own thread that
+//!   moves UDP datagrams (unicast and multicast) between sockets and a
+//!   sans-IO driver.
+//!
 //! Later layers (network loop, discovery, UI) build on top of them.
 
 pub mod account;
+pub mod net;
 pub mod proto;
 pub mod store;
 #[cfg(feature = "gui")]

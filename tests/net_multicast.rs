@@ -1,0 +1,221 @@
+//! Multicast through the loop, inside a private network namespace.
+//!
+//! Loopback in the root namespace has no MULTICAST flag, and a test must
+//! never send on the machine's real interfaces. So the test re-executes its
+//! own binary under `unshare -rn` (a new user + network namespace: no root
+//! needed where unprivileged user namespaces are allowed). The child, with
+//! `KITH_NET_NS_CHILD` set, turns on multicast on its private loopback,
+//! routes 224.0.0.0/4 there, and runs the real test. Where `unshare` or `ip`
+//! is missing or not permitted, the test prints
+//! `SKIPPED multicast test: <reason>` and passes; it never skips silently.
+
+mod net_support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::Command;
+
+use kith::net::{self, Destination, NetConfig, Via};
+use net_support::{Cmd, Event, TestDriver, next, next_datagram, payload};
+
+const CHILD_ENV: &str = "KITH_NET_NS_CHILD";
+const TEST_NAME: &str = "group_datagrams_reach_every_member_in_a_namespace";
+/// Printed by the child once the namespace is ready, so the parent can tell
+/// "could not set up" from "set up, then failed".
+const READY: &str = "KITH-NS-READY";
+const SKIP: &str = "KITH-NS-SKIP:";
+const PASSED: &str = "KITH-NS-PASSED";
+
+#[test]
+fn group_datagrams_reach_every_member_in_a_namespace() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        in_namespace();
+    } else {
+        run_child_in_namespace();
+    }
+}
+
+/// The network namespace this process is in (`net:[inode]`).
+fn network_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .map(|link| link.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Names of the interfaces in this process's network namespace.
+fn interface_names() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .skip(2) // two header lines
+        .filter_map(|line| line.split(':').next())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+fn run_child_in_namespace() {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let here = network_namespace();
+    if here.is_empty() {
+        skipped("/proc/self/ns/net is unreadable, so a namespace cannot be checked".into());
+        return;
+    }
+    let output = match Command::new("unshare")
+        .arg("-rn")
+        .arg(&exe)
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        // The child gets our namespace so it can prove it is not in it.
+        .env(CHILD_ENV, &here)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => {
+            skipped(format!("cannot run `unshare` (util-linux): {e}"));
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !stdout.contains(READY) {
+        let reason = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(SKIP))
+            .map(str::trim)
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                format!(
+                    "`unshare -rn` failed ({}): {}",
+                    output.status,
+                    stderr.trim()
+                )
+            });
+        skipped(reason);
+        return;
+    }
+    assert!(
+        output.status.success() && stdout.contains(PASSED),
+        "the multicast test failed inside the namespace ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    report("multicast test ran in a private network namespace");
+}
+
+/// Prints a line even when the test harness captures output (it captures
+/// the print macros, not direct writes), so a skip is never silent.
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn skipped(reason: String) {
+    report(&format!("SKIPPED multicast test: {reason}"));
+}
+
+/// Runs `ip ARGS`, or returns why it could not.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn in_namespace() {
+    // Never reconfigure the host's loopback: run only in a namespace other
+    // than the parent's (e.g. not when someone sets the variable by hand).
+    // Two independent checks: the parent's namespace id differs from ours,
+    // and ours is fresh (its only interface is `lo`, as `unshare -n` makes
+    // it; a host always has more).
+    let parent = std::env::var(CHILD_ENV).unwrap_or_default();
+    let here = network_namespace();
+    let interfaces = interface_names();
+    assert!(
+        parent.starts_with("net:[")
+            && here.starts_with("net:[")
+            && parent != here
+            && interfaces == ["lo"],
+        "refusing to change network settings: not in a fresh private network namespace \
+         (parent {parent:?}, here {here:?}, interfaces {interfaces:?})"
+    );
+    let setup = ip(&["link", "set", "lo", "up", "multicast", "on"])
+        .and_then(|()| ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]));
+    if let Err(reason) = setup {
+        println!("{SKIP} {reason}");
+        return;
+    }
+    println!("{READY}");
+
+    let group = SocketAddrV4::new(net::DEFAULT_MULTICAST_GROUP, net::DEFAULT_MULTICAST_PORT);
+    let config = || NetConfig {
+        multicast_group: group,
+        multicast_interfaces: vec![Ipv4Addr::LOCALHOST],
+        ..NetConfig::loopback()
+    };
+    let (driver_a, events_a) = TestDriver::new(false);
+    let (driver_b, events_b) = TestDriver::new(true);
+    let (driver_c, events_c) = TestDriver::new(false);
+    let a = net::spawn(config(), driver_a).expect("loop A starts with multicast");
+    let b = net::spawn(config(), driver_b).expect("loop B starts with multicast");
+    // C has multicast disabled (no interfaces listed): its group sends must
+    // not go out, and it has no group socket to hear anything on.
+    let c = net::spawn(NetConfig::loopback(), driver_c).expect("loop C starts");
+    assert!(a.stats().multicast_enabled && b.stats().multicast_enabled);
+    assert_eq!(a.multicast_group(), Some(SocketAddr::V4(group)));
+
+    // A sends to the group; B hears it through the multicast socket, with
+    // A's unicast address as the source, and answers A directly.
+    const N: u32 = 200;
+    let mut answered = BTreeSet::new();
+    for i in 0..N {
+        let bytes = payload(i, 100);
+        a.send(Cmd::Send(Destination::Group, bytes.clone()))
+            .expect("loop A is running");
+        let (from, via, got) = next_datagram(&events_b, "B to hear the group datagram");
+        assert_eq!((from, via, &got), (a.local_addr(), Via::Multicast, &bytes));
+        let (from, via, echo) = next_datagram(&events_a, "B's unicast answer at A");
+        assert_eq!((from, via), (b.local_addr(), Via::Unicast));
+        assert!(answered.insert(echo));
+    }
+    c.send(Cmd::Send(Destination::Group, vec![9]))
+        .expect("loop C is running");
+    // A ping after the group send proves C handled it; then nothing may
+    // have reached A or B from C.
+    c.send(Cmd::Ping).expect("loop C is running");
+    assert_eq!(next(&events_c, "C's pong"), Event::Pong);
+
+    let (sa, sb, sc) = (a.shared_stats(), b.shared_stats(), c.shared_stats());
+    a.shutdown().expect("loop A stops");
+    b.shutdown().expect("loop B stops");
+    c.shutdown().expect("loop C stops");
+    let (sa, sb, sc) = (sa.snapshot(), sb.snapshot(), sc.snapshot());
+    assert!(events_a.try_recv().is_err() && events_b.try_recv().is_err());
+    // A heard its own N group datagrams back (loopback on) and dropped them.
+    assert_eq!(
+        (sa.sent, sa.own_echo_dropped, sa.received),
+        (u64::from(N), u64::from(N), u64::from(N)),
+        "{sa:?}"
+    );
+    assert_eq!(sb.received_multicast, u64::from(N), "{sb:?}");
+    assert_eq!(sb.sent, u64::from(N), "{sb:?}");
+    assert_eq!(
+        (sc.multicast_disabled_drops, sc.sent, sc.received),
+        (1, 0, 0),
+        "{sc:?}"
+    );
+    for s in [sa, sb] {
+        assert_eq!(
+            s.send_errors + s.queue_drops + s.oversize_dropped,
+            0,
+            "{s:?}"
+        );
+    }
+    println!("{PASSED}");
+}
