@@ -8,4 +8,5 @@
 pub mod crypto;
 pub mod hlc;
 pub mod ids;
+pub mod sync;
 pub mod wire;
