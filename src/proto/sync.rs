@@ -304,11 +304,17 @@ pub trait ItemSet {
 
 /// A sorted, deduplicated in-memory set with prefix sums: every
 /// [`ItemSet`] query is O(log n) plus the size of its answer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SortedItems {
     items: Vec<Item>,
     /// `prefix[i]` accumulates `items[..i]`.
     prefix: Vec<Accumulator>,
+}
+
+impl Default for SortedItems {
+    fn default() -> Self {
+        SortedItems::new(Vec::new())
+    }
 }
 
 impl SortedItems {
@@ -399,6 +405,28 @@ pub struct SyncConfig {
     pub max_open_ranges: usize,
     /// Most ids in `have` plus `need` for the whole session.
     pub max_differences: usize,
+}
+
+impl SyncConfig {
+    /// The smallest message budget accepted: room for a header, a few
+    /// ranges and two full ids.
+    pub const MIN_MESSAGE_BYTES: usize = 160;
+
+    /// Clamps values that would make no sense (or no progress): budgets
+    /// between [`Self::MIN_MESSAGE_BYTES`] and [`MAX_SYNC_MESSAGE`], at
+    /// least two-way splits, and a list threshold that is at least one item
+    /// and whose list fits one message.
+    fn normalized(mut self) -> Self {
+        self.max_message_bytes = self
+            .max_message_bytes
+            .clamp(Self::MIN_MESSAGE_BYTES, MAX_SYNC_MESSAGE);
+        self.initial_buckets = self.initial_buckets.max(2);
+        self.branching = self.branching.max(2);
+        let list_room = (self.max_message_bytes - 64) / SHORT_ID_LEN;
+        self.list_threshold = self.list_threshold.clamp(1, list_room);
+        self.max_reply_items = self.max_reply_items.max(self.list_threshold);
+        self
+    }
 }
 
 impl Default for SyncConfig {
@@ -966,7 +994,7 @@ impl Reconciler {
     /// The side that answers.
     pub fn responder(config: SyncConfig) -> Self {
         Reconciler {
-            config,
+            config: config.normalized(),
             keys: None,
             salt: None,
             state: State::AwaitingInit,
