@@ -36,7 +36,7 @@ fn run(a: &SortedItems, b: &SortedItems, ca: SyncConfig, cb: SyncConfig) -> Resu
     let mut batches = 0;
     let mut bytes = 0;
     for turn in 0.. {
-        assert!(turn < 500, "exchange does not terminate");
+        assert!(turn < 2000, "exchange does not terminate");
         let (from, to, to_set, budget) = if turn % 2 == 0 {
             (&mut ra, &mut rb, b, a_budget)
         } else {
@@ -460,4 +460,25 @@ fn a_huge_list_request_is_split_not_answered_in_full() {
     assert_eq!(responder.have_ids().count(), 0);
     // The set agrees with itself through the trait, too.
     assert_eq!(set.summary(&Range::ALL).count(), 20_000);
+}
+
+/// An honest sender keeps within the peer's caps: a backlog far larger
+/// than one round allows converges over more rounds instead of failing.
+#[test]
+fn large_backlogs_converge_within_small_caps() {
+    let all = items(20_000);
+    let full = SortedItems::new(all.clone());
+    let half = SortedItems::new(all.iter().step_by(2).copied().collect());
+    let empty = SortedItems::default();
+    let tight = SyncConfig {
+        max_open_ranges: 1024,
+        max_messages_per_round: 64,
+        max_rounds: 10_000,
+        ..SyncConfig::default()
+    };
+    for (a, b) in [(&half, &full), (&empty, &full), (&full, &empty)] {
+        let result = run(a, b, tight.clone(), tight.clone()).expect("stays within caps");
+        assert_union(a, b, &result);
+        assert!(result.batches > 4, "needs more rounds: {}", result.batches);
+    }
 }

@@ -439,7 +439,7 @@ impl Default for SyncConfig {
             max_reply_items: 1024,
             max_rounds: 64,
             max_messages_per_round: 4096,
-            max_open_ranges: 32_768,
+            max_open_ranges: 262_144,
             max_differences: 1_000_000,
         }
     }
@@ -817,6 +817,9 @@ struct Builder {
     salt: Option<[u8; SALT_LEN]>,
     /// Whether any range in this round asks the peer for an answer.
     asks: bool,
+    /// Ranges asking for an answer, and full ids, emitted this round.
+    open: usize,
+    ids: usize,
 }
 
 /// Version and flags.
@@ -834,6 +837,8 @@ impl Builder {
             prev_timestamp: 0,
             salt,
             asks: false,
+            open: 0,
+            ids: 0,
         }
     }
 
@@ -882,7 +887,10 @@ impl Builder {
     /// the peer needs nothing for are simply left out: gaps become skips.
     fn range(&mut self, lower: Bound, upper: Bound, mode: Mode) {
         debug_assert!(lower.less_than(&upper), "ranges are non-empty");
-        self.asks |= !matches!(mode, Mode::Skip);
+        if !matches!(mode, Mode::Skip) {
+            self.asks = true;
+            self.open += 1;
+        }
         let payload = match &mode {
             Mode::Skip => 0,
             Mode::Fingerprint(_) => FINGERPRINT_LEN,
@@ -921,6 +929,7 @@ impl Builder {
             self.open();
         }
         self.current_len += 32;
+        self.ids += 1;
         self.current.as_mut().expect("opened above").ids.push(id);
     }
 
@@ -976,6 +985,9 @@ pub struct Reconciler {
     round_asks: bool,
     round_messages: u32,
     round_open: usize,
+    /// Once this round's budget is spent: the span whose remaining work is
+    /// handed back to the peer as one fingerprint at the end of the round.
+    deferred: Option<(Bound, Bound)>,
     rounds: u32,
     have: BTreeSet<MessageId>,
     need: BTreeSet<MessageId>,
@@ -1003,6 +1015,7 @@ impl Reconciler {
             round_asks: false,
             round_messages: 0,
             round_open: 0,
+            deferred: None,
             rounds: 0,
             have: BTreeSet::new(),
             need: BTreeSet::new(),
@@ -1071,6 +1084,7 @@ impl Reconciler {
             self.round_asks = false;
             self.round_messages = 0;
             self.round_open = 0;
+            self.deferred = None;
         }
         self.round_messages += 1;
         if self.round_messages > self.config.max_messages_per_round {
@@ -1091,6 +1105,19 @@ impl Reconciler {
                     return Err(SyncError::CapExceeded("open ranges"));
                 }
             }
+            if let Some((from, to)) = &mut self.deferred
+                && !matches!(mode, Mode::Need(_))
+            {
+                // Everything after the budget ran out is answered as one
+                // range; a Need costs only ids, so it is still served.
+                if range.lower.less_than(from) {
+                    *from = range.lower;
+                }
+                if to.less_than(&range.upper) {
+                    *to = range.upper;
+                }
+                continue;
+            }
             match mode {
                 Mode::Skip => {}
                 Mode::Fingerprint(theirs) => {
@@ -1105,13 +1132,20 @@ impl Reconciler {
                             .collect();
                         builder.range(range.lower, range.upper, Mode::List(shorts));
                     } else {
-                        self.split(set, &keys, &range, self.config.branching, &mut builder);
+                        self.split_or_defer(set, &keys, &range, &mut builder);
                     }
                 }
                 Mode::List(theirs) => {
-                    let count = set.summary(&range).count();
+                    let summary = set.summary(&range);
+                    let count = summary.count();
                     if count > self.config.max_reply_items as u64 {
-                        self.split(set, &keys, &range, self.config.branching, &mut builder);
+                        self.split_or_defer(set, &keys, &range, &mut builder);
+                        continue;
+                    }
+                    if builder.ids > 0 && builder.ids + count as usize > self.id_budget() {
+                        // This round carries enough ids; the peer lists
+                        // again after comparing our fingerprint.
+                        self.deferred = Some((range.lower, range.upper));
                         continue;
                     }
                     let theirs: HashSet<ShortId> = theirs.iter().copied().collect();
@@ -1162,6 +1196,11 @@ impl Reconciler {
             self.builder = Some(builder);
             return Ok(());
         }
+        if let Some((lower, upper)) = self.deferred.take() {
+            let range = Range { lower, upper };
+            let fp = set.summary(&range).fingerprint(&keys);
+            builder.range(lower, upper, Mode::Fingerprint(fp));
+        }
         // The round is complete: answer it. An empty answer is still sent
         // when the peer asked something, so it knows everything matched.
         let (messages, asks) = builder.finish(self.round_asks);
@@ -1188,6 +1227,35 @@ impl Reconciler {
             return Err(SyncError::CapExceeded("differences"));
         }
         Ok(())
+    }
+
+    /// Splits a differing range, or, when this round already asks the peer
+    /// about half as many ranges as its cap allows, defers it: everything
+    /// from here to the end of the round goes back as one fingerprint, which
+    /// the peer splits next round. Either way
+    /// the exchange progresses, and an honest sender never makes the peer
+    /// trip [`SyncConfig::max_open_ranges`].
+    fn split_or_defer(
+        &mut self,
+        set: &impl ItemSet,
+        keys: &Keys,
+        range: &Range,
+        builder: &mut Builder,
+    ) {
+        // The first split of a round always happens, so rounds progress.
+        if builder.open > 0 && builder.open + self.config.branching > self.config.max_open_ranges / 2
+        {
+            self.deferred = Some((range.lower, range.upper));
+        } else {
+            self.split(set, keys, range, self.config.branching, builder);
+        }
+    }
+
+    /// Most full ids one outgoing round carries: half of what fits the
+    /// peer's message cap, so an honest sender never trips it.
+    fn id_budget(&self) -> usize {
+        let per_message = (self.config.max_message_bytes - 16) / 32;
+        (self.config.max_messages_per_round as usize / 2 * per_message).max(1)
     }
 
     /// Emits fingerprints of `parts` sub-ranges of `range` split at local
