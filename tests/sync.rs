@@ -188,44 +188,47 @@ fn bounds_separate_neighbours() {
 }
 
 fn arb_config() -> impl Strategy<Value = SyncConfig> {
-    (100usize..1300, 2usize..20, 2usize..8, 0usize..12, 1usize..40).prop_map(
-        |(bytes, buckets, branching, threshold, reply)| SyncConfig {
+    (
+        100usize..1300,
+        2usize..20,
+        2usize..8,
+        0usize..12,
+        1usize..40,
+    )
+        .prop_map(|(bytes, buckets, branching, threshold, reply)| SyncConfig {
             max_message_bytes: bytes,
             initial_buckets: buckets,
             branching,
             list_threshold: threshold,
             max_reply_items: reply,
             ..SyncConfig::default()
-        },
-    )
+        })
 }
 
 /// Items from a small timestamp range and ids sharing prefixes, so ties
 /// and long bound prefixes are common; `side` 0 = a only, 1 = b only,
 /// 2 = both.
 fn arb_sets() -> impl Strategy<Value = (SortedItems, SortedItems)> {
-    prop::collection::vec((0u64..6, 0u8..3, any::<[u8; 30]>(), 0u8..3), 0..300).prop_map(
-        |raw| {
-            let mut a = Vec::new();
-            let mut b = Vec::new();
-            for (timestamp, prefix, rest, side) in raw {
-                let mut id = [prefix; 32];
-                id[2..].copy_from_slice(&rest);
-                let timestamp = if timestamp == 5 { u64::MAX } else { timestamp };
-                let item = Item {
-                    timestamp,
-                    id: MessageId(id),
-                };
-                if side != 1 {
-                    a.push(item);
-                }
-                if side != 0 {
-                    b.push(item);
-                }
+    prop::collection::vec((0u64..6, 0u8..3, any::<[u8; 30]>(), 0u8..3), 0..300).prop_map(|raw| {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (timestamp, prefix, rest, side) in raw {
+            let mut id = [prefix; 32];
+            id[2..].copy_from_slice(&rest);
+            let timestamp = if timestamp == 5 { u64::MAX } else { timestamp };
+            let item = Item {
+                timestamp,
+                id: MessageId(id),
+            };
+            if side != 1 {
+                a.push(item);
             }
-            (SortedItems::new(a), SortedItems::new(b))
-        },
-    )
+            if side != 0 {
+                b.push(item);
+            }
+        }
+        (SortedItems::new(a), SortedItems::new(b))
+    })
 }
 
 proptest! {
@@ -425,7 +428,10 @@ fn caps_hold() {
         max_open_ranges: 8,
         ..SyncConfig::default()
     };
-    assert_eq!(cap_error(&a, &b, open), SyncError::CapExceeded("open ranges"));
+    assert_eq!(
+        cap_error(&a, &b, open),
+        SyncError::CapExceeded("open ranges")
+    );
     let messages = SyncConfig {
         max_messages_per_round: 1,
         ..SyncConfig::default()

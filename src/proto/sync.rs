@@ -136,13 +136,12 @@ impl Bound {
                 prefix_len: 0,
             };
         }
-        let common = a
-            .id
-            .0
-            .iter()
-            .zip(next.id.0.iter())
-            .take_while(|(x, y)| x == y)
-            .count();
+        let common =
+            a.id.0
+                .iter()
+                .zip(next.id.0.iter())
+                .take_while(|(x, y)| x == y)
+                .count();
         let len = (common + 1).min(32);
         let mut id = [0u8; 32];
         id[..len].copy_from_slice(&next.id.0[..len]);
@@ -366,7 +365,11 @@ impl ItemSet for SortedItems {
 
     fn items(&self, range: &Range, limit: usize) -> Vec<Item> {
         let (lower, upper) = self.indices(range);
-        self.items[lower..upper].iter().take(limit).copied().collect()
+        self.items[lower..upper]
+            .iter()
+            .take(limit)
+            .copied()
+            .collect()
     }
 
     fn split_pairs(&self, range: &Range, parts: usize) -> Vec<(Item, Item)> {
@@ -543,7 +546,11 @@ fn put_bound(out: &mut Vec<u8>, prev_timestamp: u64, bound: &Bound, mode: u8) {
             let code = prefix_code(*prefix_len);
             out.push(mode | (code << 3));
             let delta = timestamp - prev_timestamp;
-            let zeros = if delta == 0 { 0 } else { delta.trailing_zeros() };
+            let zeros = if delta == 0 {
+                0
+            } else {
+                delta.trailing_zeros()
+            };
             // (delta >> zeros) < 2^(64 - zeros), so shifting by 6 can overflow
             // only when zeros < 6; u128 keeps it exact.
             let packed = ((u128::from(delta >> zeros) << 6) | u128::from(zeros)) + 1;
@@ -869,7 +876,9 @@ impl Builder {
     fn cost(&self, lower: &Bound, upper: &Bound, payload: usize) -> Option<usize> {
         let message = self.current.as_ref()?;
         let Some((last_upper, _)) = message.ranges.last() else {
-            return Some(bound_len(0, lower) + bound_len(bound_timestamp(lower, 0), upper) + payload);
+            return Some(
+                bound_len(0, lower) + bound_len(bound_timestamp(lower, 0), upper) + payload,
+            );
         };
         if last_upper == lower {
             Some(bound_len(self.prev_timestamp, upper) + payload)
@@ -1187,7 +1196,8 @@ impl Reconciler {
             }
         }
         for id in &message.ids {
-            if self.need.insert(*id) && self.have.len() + self.need.len() > self.config.max_differences
+            if self.need.insert(*id)
+                && self.have.len() + self.need.len() > self.config.max_differences
             {
                 return Err(SyncError::CapExceeded("differences"));
             }
@@ -1222,8 +1232,7 @@ impl Reconciler {
     }
 
     fn add_have(&mut self, id: MessageId) -> Result<(), SyncError> {
-        if self.have.insert(id) && self.have.len() + self.need.len() > self.config.max_differences
-        {
+        if self.have.insert(id) && self.have.len() + self.need.len() > self.config.max_differences {
             return Err(SyncError::CapExceeded("differences"));
         }
         Ok(())
@@ -1243,7 +1252,8 @@ impl Reconciler {
         builder: &mut Builder,
     ) {
         // The first split of a round always happens, so rounds progress.
-        if builder.open > 0 && builder.open + self.config.branching > self.config.max_open_ranges / 2
+        if builder.open > 0
+            && builder.open + self.config.branching > self.config.max_open_ranges / 2
         {
             self.deferred = Some((range.lower, range.upper));
         } else {
