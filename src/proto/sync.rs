@@ -58,6 +58,18 @@
 //!   2^-48 per pair of listed ids) hides a difference for one session only;
 //!   the next session uses a new salt.
 //!
+//! # Wire format (version 1)
+//! `version ‖ flags ‖ [salt: 16] ‖ [start bound ‖ n ‖ n × (bound ‖ payload)]
+//! ‖ [m ‖ m × id: 32]`. Flags say which parts are present and whether the
+//! message is the last of its round. A bound is one byte (mode in the low 3
+//! bits, id prefix length in the high 5) plus a LEB128 varint of the
+//! timestamp delta to the previous bound, packed as `(delta >> z) << 6 | z`
+//! (plus one; zero means infinity) so round timestamps stay short, plus the
+//! prefix bytes. Payloads: skip (none), fingerprint (8 bytes), list or need
+//! (varint count, 6-byte short ids). The trailing ids are full ids the
+//! receiver lacks. Typical sizes: 11 bytes per fingerprint range, 6 per
+//! listed id, 32 per missing id.
+//!
 //! # Bounded work
 //! Every incoming message is size-checked before decoding, every count is
 //! checked against the bytes that remain before anything is allocated, and
@@ -66,6 +78,13 @@
 //! [`SyncError`] instead of doing unbounded work. Answering a list costs at
 //! most [`SyncConfig::max_reply_items`] local items; a larger local range is
 //! split instead.
+//!
+//! An honest sender stays well inside the same caps: once a round it is
+//! building asks about half of [`SyncConfig::max_open_ranges`] ranges, or
+//! carries half the ids that [`SyncConfig::max_messages_per_round`] allows,
+//! it hands the rest of the round back as a single fingerprint range, which
+//! the peer splits again in the next round. A large backlog therefore takes
+//! more rounds instead of failing (see the bench for the costs).
 //!
 //! Sans-IO: no sockets, no clock, no SQL. The caller supplies the local set
 //! through [`ItemSet`] and the salt from its RNG.
@@ -545,7 +564,10 @@ fn put_bound(out: &mut Vec<u8>, prev_timestamp: u64, bound: &Bound, mode: u8) {
         } => {
             let code = prefix_code(*prefix_len);
             out.push(mode | (code << 3));
-            let delta = timestamp - prev_timestamp;
+            // Bounds increase within a message, so this does not wrap; if a
+            // caller breaks that, the wrapped delta makes `parse` reject the
+            // message instead of this panicking.
+            let delta = timestamp.wrapping_sub(prev_timestamp);
             let zeros = if delta == 0 {
                 0
             } else {
@@ -1032,9 +1054,15 @@ impl Reconciler {
     }
 
     /// Queues the first round: fingerprints over everything, or the list
-    /// of all local ids when there are few.
+    /// of all local ids when there are few. Call once, on an initiator.
+    ///
+    /// # Panics
+    /// On a responder, which has no salt to start with (a caller bug).
     pub fn initiate(&mut self, set: &impl ItemSet) {
-        let keys = self.keys.clone().expect("initiator has keys");
+        let keys = self
+            .keys
+            .clone()
+            .expect("only initiators start, and they are built with a salt");
         let mut builder = Builder::new(self.config.max_message_bytes, self.salt);
         let summary = set.summary(&Range::ALL);
         if summary.count() <= self.config.list_threshold as u64 {
@@ -1083,6 +1111,8 @@ impl Reconciler {
             (_, Some(_)) => return Err(SyncError::OutOfTurn("salt after the start")),
             (_, None) => {}
         }
+        // Initiators are built with keys; responders get them from the
+        // first message, checked just above.
         let keys = self.keys.clone().expect("keys are set once receiving");
         if self.builder.is_none() {
             self.rounds += 1;
@@ -1315,5 +1345,72 @@ impl Reconciler {
     /// Rounds received so far.
     pub fn rounds(&self) -> u32 {
         self.rounds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(byte: u8) -> MessageId {
+        MessageId(*blake3::hash(&[byte]).as_bytes())
+    }
+
+    #[test]
+    fn accumulators_add_and_subtract_exactly() {
+        let mut all = Accumulator::default();
+        let mut front = Accumulator::default();
+        for byte in 0..50 {
+            all.add(&id(byte));
+            if byte < 20 {
+                front.add(&id(byte));
+            }
+        }
+        let mut back = Accumulator::default();
+        for byte in 20..50 {
+            back.add(&id(byte));
+        }
+        assert_eq!(all.minus(&front), back);
+        assert_eq!(front.plus(&back), all);
+        assert_eq!(back.count(), 30);
+        // Order does not matter; the salt does.
+        let keys = Keys::new(&[1; SALT_LEN]);
+        let other = Keys::new(&[2; SALT_LEN]);
+        assert_eq!(back.plus(&front).fingerprint(&keys), all.fingerprint(&keys));
+        assert_ne!(all.fingerprint(&keys), all.fingerprint(&other));
+    }
+
+    #[test]
+    fn degenerate_configs_are_clamped() {
+        let config = SyncConfig {
+            max_message_bytes: 10,
+            initial_buckets: 0,
+            branching: 1,
+            list_threshold: 10_000,
+            max_reply_items: 0,
+            ..SyncConfig::default()
+        }
+        .normalized();
+        assert_eq!(config.max_message_bytes, SyncConfig::MIN_MESSAGE_BYTES);
+        assert_eq!((config.initial_buckets, config.branching), (2, 2));
+        assert!(64 + config.list_threshold * SHORT_ID_LEN <= config.max_message_bytes);
+        assert!(config.max_reply_items >= config.list_threshold);
+    }
+
+    #[test]
+    fn decreasing_bounds_encode_without_panicking_and_are_rejected() {
+        let at = |timestamp| Bound::At {
+            timestamp,
+            id: [0; 32],
+            prefix_len: 0,
+        };
+        let message = Message {
+            salt: None,
+            last: true,
+            start: at(100),
+            ranges: vec![(at(50), Mode::Skip)],
+            ids: Vec::new(),
+        };
+        assert!(Message::parse(&message.emit()).is_err());
     }
 }
