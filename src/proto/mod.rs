@@ -11,4 +11,5 @@ pub mod ids;
 pub mod node;
 pub mod reliable;
 pub mod sim;
+pub mod sync;
 pub mod wire;

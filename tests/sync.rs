@@ -1,0 +1,490 @@
+//! History reconciliation: two reconcilers run against each other in
+//! memory. Whatever the sets, sizes, overlaps, ties and budgets, each side
+//! must end with exactly the other's missing ids; malformed input must fail
+//! with a typed error and never panic; the caps must hold.
+
+use std::collections::BTreeSet;
+
+use kith::proto::ids::MessageId;
+use kith::proto::sync::{
+    Bound, Item, ItemSet, Message, Mode, Range, Reconciler, SALT_LEN, SortedItems, SyncConfig,
+    SyncError,
+};
+use kith::store::Position;
+use proptest::prelude::*;
+
+/// What one exchange produced.
+#[derive(Debug)]
+struct Run {
+    a_have: BTreeSet<MessageId>,
+    a_need: BTreeSet<MessageId>,
+    b_have: BTreeSet<MessageId>,
+    b_need: BTreeSet<MessageId>,
+    /// Rounds (one side's batch of messages), both directions.
+    batches: usize,
+    bytes: usize,
+}
+
+/// Runs initiator `a` against responder `b` until both are done. Every
+/// message must fit its sender's budget.
+fn run(a: &SortedItems, b: &SortedItems, ca: SyncConfig, cb: SyncConfig) -> Result<Run, SyncError> {
+    let a_budget = ca.max_message_bytes.max(SyncConfig::MIN_MESSAGE_BYTES);
+    let b_budget = cb.max_message_bytes.max(SyncConfig::MIN_MESSAGE_BYTES);
+    let mut ra = Reconciler::initiator(ca, [7; SALT_LEN]);
+    let mut rb = Reconciler::responder(cb);
+    ra.initiate(a);
+    let mut batches = 0;
+    let mut bytes = 0;
+    for turn in 0.. {
+        assert!(turn < 2000, "exchange does not terminate");
+        let (from, to, to_set, budget) = if turn % 2 == 0 {
+            (&mut ra, &mut rb, b, a_budget)
+        } else {
+            (&mut rb, &mut ra, a, b_budget)
+        };
+        let mut batch = Vec::new();
+        while let Some(message) = from.poll_message() {
+            assert!(message.len() <= budget, "{} > {budget}", message.len());
+            batch.push(message);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        batches += 1;
+        for message in batch {
+            bytes += message.len();
+            to.handle_message(to_set, &message)?;
+        }
+    }
+    assert!(ra.is_done() && rb.is_done(), "both sides finish");
+    Ok(Run {
+        a_have: ra.have_ids().copied().collect(),
+        a_need: ra.need_ids().copied().collect(),
+        b_have: rb.have_ids().copied().collect(),
+        b_need: rb.need_ids().copied().collect(),
+        batches,
+        bytes,
+    })
+}
+
+fn ids(set: &SortedItems) -> BTreeSet<MessageId> {
+    set.as_slice().iter().map(|item| item.id).collect()
+}
+
+fn assert_union(a: &SortedItems, b: &SortedItems, run: &Run) {
+    let a_ids = ids(a);
+    let b_ids = ids(b);
+    let a_only: BTreeSet<_> = a_ids.difference(&b_ids).copied().collect();
+    let b_only: BTreeSet<_> = b_ids.difference(&a_ids).copied().collect();
+    assert_eq!(run.a_have, a_only, "a sends what b lacks");
+    assert_eq!(run.b_need, a_only, "b fetches what it lacks");
+    assert_eq!(run.b_have, b_only, "b sends what a lacks");
+    assert_eq!(run.a_need, b_only, "a fetches what it lacks");
+}
+
+fn id_from(seed: u64) -> MessageId {
+    MessageId(*blake3::hash(&seed.to_le_bytes()).as_bytes())
+}
+
+/// `n` items, one second apart in HLC units, a few sharing a timestamp.
+fn items(n: u64) -> Vec<Item> {
+    (0..n)
+        .map(|i| Item {
+            timestamp: (1_700_000_000_000 + (i - i % 3) * 1000) << 16,
+            id: id_from(i),
+        })
+        .collect()
+}
+
+#[test]
+fn identical_sets_take_one_round_trip_and_few_bytes() {
+    let set = SortedItems::new(items(1000));
+    let run = run(&set, &set, SyncConfig::default(), SyncConfig::default()).expect("valid run");
+    assert_union(&set, &set, &run);
+    assert_eq!(run.batches, 2, "one round trip");
+    assert!(run.bytes <= 400, "{} bytes", run.bytes);
+}
+
+#[test]
+fn empty_sets_reconcile() {
+    let empty = SortedItems::default();
+    let run = run(&empty, &empty, SyncConfig::default(), SyncConfig::default()).expect("valid");
+    assert_union(&empty, &empty, &run);
+    assert_eq!(run.batches, 2);
+}
+
+#[test]
+fn one_side_empty_gets_everything() {
+    let full = SortedItems::new(items(5000));
+    let empty = SortedItems::default();
+    for (a, b) in [(&full, &empty), (&empty, &full)] {
+        let run = run(a, b, SyncConfig::default(), SyncConfig::default()).expect("valid");
+        assert_union(a, b, &run);
+    }
+}
+
+#[test]
+fn offline_tail_costs_close_to_the_ids() {
+    let all = items(10_000);
+    let b = SortedItems::new(all.clone());
+    let a = SortedItems::new(all[..9_000].to_vec());
+    let run = run(&a, &b, SyncConfig::default(), SyncConfig::default()).expect("valid");
+    assert_union(&a, &b, &run);
+    let bound = 1000 * 32;
+    assert!(run.bytes <= bound * 3 / 2, "{} bytes", run.bytes);
+}
+
+#[test]
+fn item_order_matches_store_positions() {
+    let mut items: Vec<Item> = (0..200u64)
+        .map(|i| Item {
+            timestamp: i % 7,
+            id: id_from(i),
+        })
+        .collect();
+    let mut positions: Vec<Position> = items
+        .iter()
+        .map(|item| Position {
+            timestamp: item.timestamp,
+            id: item.id,
+        })
+        .collect();
+    items.sort();
+    positions.sort();
+    for (item, position) in items.iter().zip(&positions) {
+        assert_eq!((item.timestamp, item.id), (position.timestamp, position.id));
+    }
+}
+
+#[test]
+fn bounds_separate_neighbours() {
+    let a = Item {
+        timestamp: 5,
+        id: MessageId([1; 32]),
+    };
+    let mut next_id = [1; 32];
+    next_id[3] = 2;
+    let b = Item {
+        timestamp: 5,
+        id: MessageId(next_id),
+    };
+    let bound = Bound::between(&a, &b);
+    assert!(!bound.is_above(&b) && bound.is_above(&a));
+    assert!(matches!(bound, Bound::At { prefix_len: 4, .. }));
+    let c = Item {
+        timestamp: 0x1_0000_0123,
+        id: MessageId([0; 32]),
+    };
+    let gap = Bound::between(&b, &c);
+    assert!(!gap.is_above(&c) && gap.is_above(&b));
+    assert!(matches!(
+        gap,
+        Bound::At {
+            timestamp: 0x1_0000_0000,
+            prefix_len: 0,
+            ..
+        }
+    ));
+}
+
+fn arb_config() -> impl Strategy<Value = SyncConfig> {
+    (
+        100usize..1300,
+        2usize..20,
+        2usize..8,
+        0usize..12,
+        1usize..40,
+    )
+        .prop_map(|(bytes, buckets, branching, threshold, reply)| SyncConfig {
+            max_message_bytes: bytes,
+            initial_buckets: buckets,
+            branching,
+            list_threshold: threshold,
+            max_reply_items: reply,
+            ..SyncConfig::default()
+        })
+}
+
+/// Items from a small timestamp range and ids sharing prefixes, so ties
+/// and long bound prefixes are common; `side` 0 = a only, 1 = b only,
+/// 2 = both.
+fn arb_sets() -> impl Strategy<Value = (SortedItems, SortedItems)> {
+    prop::collection::vec((0u64..6, 0u8..3, any::<[u8; 30]>(), 0u8..3), 0..300).prop_map(|raw| {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (timestamp, prefix, rest, side) in raw {
+            let mut id = [prefix; 32];
+            id[2..].copy_from_slice(&rest);
+            let timestamp = if timestamp == 5 { u64::MAX } else { timestamp };
+            let item = Item {
+                timestamp,
+                id: MessageId(id),
+            };
+            if side != 1 {
+                a.push(item);
+            }
+            if side != 0 {
+                b.push(item);
+            }
+        }
+        (SortedItems::new(a), SortedItems::new(b))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// For random pairs of sets, reconciliation yields exactly the union.
+    #[test]
+    fn reconciliation_yields_exactly_the_union(
+        (a, b) in arb_sets(),
+        ca in arb_config(),
+        cb in arb_config(),
+    ) {
+        let result = run(&a, &b, ca, cb).expect("honest peers stay within the caps");
+        assert_union(&a, &b, &result);
+    }
+
+    /// Larger sets with few scattered differences, default configuration.
+    #[test]
+    fn scattered_differences_in_larger_sets(
+        n in 0u64..3000,
+        picks in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 0..40),
+    ) {
+        let all = items(n);
+        let mut a_set: BTreeSet<Item> = all.iter().copied().collect();
+        let mut b_set = a_set.clone();
+        if !all.is_empty() {
+            for (index, to_a) in picks {
+                let item = all[index.index(all.len())];
+                if to_a { b_set.remove(&item); } else { a_set.remove(&item); }
+            }
+        }
+        let a = SortedItems::new(a_set.into_iter().collect());
+        let b = SortedItems::new(b_set.into_iter().collect());
+        let result = run(&a, &b, SyncConfig::default(), SyncConfig::default()).expect("valid");
+        assert_union(&a, &b, &result);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1400)) {
+        let _ = Message::parse(&bytes);
+        let set = SortedItems::new(items(100));
+        let mut responder = Reconciler::responder(SyncConfig::default());
+        let _ = responder.handle_message(&set, &bytes);
+        let mut initiator = Reconciler::initiator(SyncConfig::default(), [1; SALT_LEN]);
+        initiator.initiate(&set);
+        let _ = initiator.handle_message(&set, &bytes);
+    }
+
+    /// Valid messages with a flipped byte fail cleanly or parse to
+    /// something else; they never panic.
+    #[test]
+    fn mutated_messages_never_panic(position in any::<prop::sample::Index>(), value in any::<u8>()) {
+        let a = SortedItems::new(items(300));
+        let mut initiator = Reconciler::initiator(SyncConfig::default(), [1; SALT_LEN]);
+        initiator.initiate(&a);
+        let mut message = initiator.poll_message().expect("first message");
+        let index = position.index(message.len());
+        message[index] = value;
+        let mut responder = Reconciler::responder(SyncConfig::default());
+        let _ = responder.handle_message(&a, &message);
+    }
+
+    #[test]
+    fn messages_round_trip(
+        ranges in prop::collection::vec((1u64..1 << 40, 0u8..33, any::<[u8; 32]>(), 0u8..4, 0usize..5), 1..20),
+        id_count in 0usize..4,
+        salt in any::<Option<[u8; SALT_LEN]>>(),
+    ) {
+        let mut timestamp = 0u64;
+        let mut bounds = Vec::new();
+        for (delta, prefix_len, raw, mode, count) in ranges {
+            timestamp += delta;
+            let mut id = [0u8; 32];
+            id[..usize::from(prefix_len)].copy_from_slice(&raw[..usize::from(prefix_len)]);
+            // A 31-byte prefix travels as 32 bytes.
+            let prefix_len = if prefix_len == 31 { 32 } else { prefix_len };
+            let mode = match mode {
+                0 => Mode::Skip,
+                1 => Mode::Fingerprint([mode; 8]),
+                2 => Mode::List(vec![[3; 6]; count]),
+                _ => Mode::Need(vec![[4; 6]; count]),
+            };
+            bounds.push((Bound::At { timestamp, id, prefix_len }, mode));
+        }
+        let message = Message {
+            salt,
+            last: true,
+            start: Bound::MIN,
+            ranges: bounds,
+            ids: (0..id_count as u64).map(id_from).collect(),
+        };
+        let bytes = message.emit();
+        prop_assert_eq!(Message::parse(&bytes), Ok(message));
+    }
+}
+
+#[test]
+fn malformed_messages_are_rejected() {
+    assert_eq!(Message::parse(&[]), Err(SyncError::Truncated));
+    assert_eq!(Message::parse(&[9, 0]), Err(SyncError::UnknownVersion(9)));
+    assert!(matches!(
+        Message::parse(&[1, 0x80]),
+        Err(SyncError::Malformed(_))
+    ));
+    assert_eq!(Message::parse(&[1, 0, 0]), Err(SyncError::TrailingBytes(1)));
+    assert_eq!(
+        Message::parse(&vec![1; 1300]),
+        Err(SyncError::TooLarge(1300))
+    );
+    // An id list claiming 2^60 ids in a short message.
+    let mut forged = vec![1, 8];
+    forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+    assert!(matches!(
+        Message::parse(&forged),
+        Err(SyncError::Malformed(_))
+    ));
+    // Bounds that do not increase.
+    let message = Message {
+        salt: None,
+        last: true,
+        start: Bound::MIN,
+        ranges: vec![
+            (
+                Bound::At {
+                    timestamp: 10,
+                    id: [0; 32],
+                    prefix_len: 0,
+                },
+                Mode::Skip,
+            ),
+            (
+                Bound::At {
+                    timestamp: 10,
+                    id: [0; 32],
+                    prefix_len: 0,
+                },
+                Mode::Skip,
+            ),
+        ],
+        ids: Vec::new(),
+    };
+    assert!(matches!(
+        Message::parse(&message.emit()),
+        Err(SyncError::Malformed(_))
+    ));
+}
+
+#[test]
+fn protocol_order_is_enforced() {
+    let set = SortedItems::new(items(10));
+    let mut initiator = Reconciler::initiator(SyncConfig::default(), [1; SALT_LEN]);
+    initiator.initiate(&set);
+    let first = initiator.poll_message().expect("first message");
+    // The initiator never accepts a salt; the responder wants one first.
+    assert!(matches!(
+        initiator.handle_message(&set, &first),
+        Err(SyncError::OutOfTurn(_))
+    ));
+    assert!(initiator.is_done(), "an error ends the session");
+    let mut responder = Reconciler::responder(SyncConfig::default());
+    let unsalted = Message {
+        salt: None,
+        last: true,
+        start: Bound::MIN,
+        ranges: Vec::new(),
+        ids: Vec::new(),
+    };
+    assert!(matches!(
+        responder.handle_message(&set, &unsalted.emit()),
+        Err(SyncError::OutOfTurn(_))
+    ));
+}
+
+fn cap_error(a: &SortedItems, b: &SortedItems, cb: SyncConfig) -> SyncError {
+    run(a, b, SyncConfig::default(), cb).expect_err("cap must trip")
+}
+
+#[test]
+fn caps_hold() {
+    let all = items(20_000);
+    let b = SortedItems::new(all.clone());
+    let a = SortedItems::new(all.iter().step_by(2).copied().collect());
+    let rounds = SyncConfig {
+        max_rounds: 1,
+        ..SyncConfig::default()
+    };
+    assert_eq!(cap_error(&a, &b, rounds), SyncError::CapExceeded("rounds"));
+    let differences = SyncConfig {
+        max_differences: 100,
+        ..SyncConfig::default()
+    };
+    assert_eq!(
+        cap_error(&a, &b, differences),
+        SyncError::CapExceeded("differences")
+    );
+    let open = SyncConfig {
+        max_open_ranges: 8,
+        ..SyncConfig::default()
+    };
+    assert_eq!(
+        cap_error(&a, &b, open),
+        SyncError::CapExceeded("open ranges")
+    );
+    let messages = SyncConfig {
+        max_messages_per_round: 1,
+        ..SyncConfig::default()
+    };
+    assert_eq!(
+        cap_error(&a, &b, messages),
+        SyncError::CapExceeded("messages per round")
+    );
+}
+
+/// A peer that lists nothing over everything asks us for our whole set; we
+/// answer with fingerprints of a split, not 20 000 ids in one round.
+#[test]
+fn a_huge_list_request_is_split_not_answered_in_full() {
+    let set = SortedItems::new(items(20_000));
+    let empty_list = Message {
+        salt: Some([2; SALT_LEN]),
+        last: true,
+        start: Bound::MIN,
+        ranges: vec![(Bound::Infinity, Mode::List(Vec::new()))],
+        ids: Vec::new(),
+    };
+    let mut responder = Reconciler::responder(SyncConfig::default());
+    responder
+        .handle_message(&set, &empty_list.emit())
+        .expect("valid message");
+    let mut total = 0;
+    while let Some(message) = responder.poll_message() {
+        total += message.len();
+    }
+    assert!(total < 1000, "{total} bytes");
+    assert_eq!(responder.have_ids().count(), 0);
+    // The set agrees with itself through the trait, too.
+    assert_eq!(set.summary(&Range::ALL).count(), 20_000);
+}
+
+/// An honest sender keeps within the peer's caps: a backlog far larger
+/// than one round allows converges over more rounds instead of failing.
+#[test]
+fn large_backlogs_converge_within_small_caps() {
+    let all = items(20_000);
+    let full = SortedItems::new(all.clone());
+    let half = SortedItems::new(all.iter().step_by(2).copied().collect());
+    let empty = SortedItems::default();
+    let tight = SyncConfig {
+        max_open_ranges: 1024,
+        max_messages_per_round: 64,
+        max_rounds: 10_000,
+        ..SyncConfig::default()
+    };
+    for (a, b) in [(&half, &full), (&empty, &full), (&full, &empty)] {
+        let result = run(a, b, tight.clone(), tight.clone()).expect("stays within caps");
+        assert_union(a, b, &result);
+        assert!(result.batches > 4, "needs more rounds: {}", result.batches);
+    }
+}
