@@ -10,9 +10,13 @@
 //!
 //! - [`store`]: the encrypted local store (SQLCipher), owned by the IO shell.
 //!
-//! Later layers (network loop, discovery, UI) build on top of them.
+//! - [`discovery`]: finding peers on the LAN (mDNS/DNS-SD) and the pure
+//!   presence state machine (online/offline from keep-alives).
+//!
+//! Later layers (network loop, UI) build on top of them.
 
 pub mod account;
+pub mod discovery;
 pub mod proto;
 pub mod store;
 #[cfg(feature = "gui")]

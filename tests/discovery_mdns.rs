@@ -1,0 +1,389 @@
+//! mDNS discovery with real packets, inside a private network namespace.
+//!
+//! The namespace tests re-execute this test binary under `unshare -rn`
+//! (a new user and network namespace: only a loopback interface, nothing
+//! reaches the machine's real network). The child brings `lo` up with the
+//! multicast flag and a multicast route, then runs real `mdns-sd` daemons
+//! restricted to `lo`. If `unshare` or `ip` is missing or not permitted the
+//! test prints `SKIPPED mdns test: <reason>` and passes.
+//!
+//! The pure parts (TXT validation, names, interface specs) are tested
+//! directly.
+
+use kith::discovery::mdns::{
+    MdnsConfig, MdnsDiscovery, Rejection, SERVICE_TYPE, sanitize_display_name, validate_txt,
+};
+use kith::discovery::{DiscoveryEvent, InterfaceSpec};
+use kith::proto::ids::PeerId;
+use kith::proto::wire;
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// Set by the parent for the child it runs inside the namespace.
+const CHILD_ENV: &str = "KITH_TEST_IN_PRIVATE_NETNS";
+
+/// Generous: mdns-sd probes for 750 ms and announces at once after.
+const FIND_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn peer(n: u8) -> PeerId {
+    PeerId([n; 32])
+}
+
+// ---------------------------------------------------------------- pure parts
+
+#[test]
+fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
+    let id = peer(0xab).to_hex();
+    let version = wire::VERSION.to_string();
+    assert_eq!(
+        validate_txt(Some(Some(id.as_bytes())), Some(Some(version.as_bytes()))),
+        Ok(peer(0xab))
+    );
+    let upper = id.to_uppercase();
+    assert_eq!(
+        validate_txt(Some(Some(upper.as_bytes())), Some(Some(version.as_bytes()))),
+        Ok(peer(0xab)),
+        "hex digits are case-insensitive"
+    );
+
+    let v = Some(Some(version.as_bytes()));
+    let too_long = format!("{id}0");
+    let cases: [(Option<Option<&[u8]>>, Option<Option<&[u8]>>, Rejection); 9] = [
+        (None, v, Rejection::MissingId),
+        (Some(None), v, Rejection::MissingId),
+        (Some(Some(&id.as_bytes()[..63])), v, Rejection::BadId),
+        (Some(Some(too_long.as_bytes())), v, Rejection::BadId),
+        (Some(Some(&[b'g'; 64])), v, Rejection::BadId),
+        (Some(Some(&[0xff; 64])), v, Rejection::BadId),
+        (Some(Some(id.as_bytes())), None, Rejection::MissingVersion),
+        (
+            Some(Some(id.as_bytes())),
+            Some(Some(b"2")),
+            Rejection::BadVersion,
+        ),
+        (
+            Some(Some(id.as_bytes())),
+            Some(Some(b"01")),
+            Rejection::BadVersion,
+        ),
+    ];
+    for (id, version, expected) in cases {
+        assert_eq!(validate_txt(id, version), Err(expected));
+    }
+}
+
+#[test]
+fn display_names_are_sanitised_and_capped() {
+    assert_eq!(sanitize_display_name("  Alice\n\u{7}  "), "Alice");
+    let long = "é".repeat(40); // 80 bytes
+    let capped = sanitize_display_name(&long);
+    assert!(capped.len() <= 63, "{} bytes", capped.len());
+    assert_eq!(capped, "é".repeat(31));
+    assert_eq!(sanitize_display_name("\n\t"), "");
+}
+
+#[test]
+fn interface_specs_parse_names_and_ipv4_addresses() {
+    assert_eq!(
+        "eth0".parse::<InterfaceSpec>().ok(),
+        Some(InterfaceSpec::Name("eth0".into()))
+    );
+    assert_eq!(
+        "10.77.0.1".parse::<InterfaceSpec>().ok(),
+        Some(InterfaceSpec::Addr([10, 77, 0, 1].into()))
+    );
+    for bad in ["", "a b", "a/b", "sixteen-chars-xx"] {
+        assert!(bad.parse::<InterfaceSpec>().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn no_interfaces_means_discovery_off() {
+    let (tx, rx) = mpsc::channel();
+    let mut off = MdnsDiscovery::start(
+        MdnsConfig::new(peer(1), "Alice", 7001, vec![]),
+        tx,
+        Box::new(|| {}),
+    )
+    .expect("starting with no interfaces starts nothing, so cannot fail");
+    assert!(!off.is_active());
+    assert!(off.shutdown().is_ok());
+    // The sender was dropped with nothing sent.
+    assert!(rx.recv().is_err());
+}
+
+// ------------------------------------------------------ namespace machinery
+
+/// Runs `test_name` of this binary again inside a private network namespace.
+/// Returns false (after printing why) if namespaces are not available here.
+fn run_in_private_netns(test_name: &str) -> bool {
+    match Command::new("unshare").args(["-rn", "true"]).output() {
+        Err(e) => {
+            println!("SKIPPED mdns test: cannot run unshare (util-linux): {e}");
+            return false;
+        }
+        Ok(out) if !out.status.success() => {
+            println!(
+                "SKIPPED mdns test: unshare -rn is not permitted here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return false;
+        }
+        Ok(_) => {}
+    }
+    let exe = std::env::current_exe().expect("a running test knows its own executable");
+    let out = Command::new("unshare")
+        .arg("-rn")
+        .arg(exe)
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("unshare ran a moment ago");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Relay the child's figures and any SKIPPED line.
+    // (libtest may print them on the line of the test's name.)
+    for line in stdout.lines() {
+        if let Some(at) = line.find("mdns figure").or_else(|| line.find("SKIPPED")) {
+            println!("{}", &line[at..]);
+        }
+    }
+    assert!(
+        out.status.success(),
+        "namespace child failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run the test\n{stdout}"
+    );
+    !stdout.contains("SKIPPED")
+}
+
+/// In the child: make `lo` a multicast-capable link. Refuses to touch
+/// anything unless this process sees only a loopback interface, i.e. really
+/// is in a fresh namespace.
+fn prepare_private_loopback() -> Result<(), String> {
+    let links = run("ip", &["-o", "link", "show"])?;
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .collect();
+    if names != ["lo"] {
+        return Err(format!("not a private namespace (links: {names:?})"));
+    }
+    run("ip", &["link", "set", "lo", "up", "multicast", "on"])?;
+    run("ip", &["route", "add", "224.0.0.0/4", "dev", "lo"])?;
+    Ok(())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program} (iproute2): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn in_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+fn lo_config(id: PeerId, name: &str, port: u16) -> MdnsConfig {
+    let mut config = MdnsConfig::new(id, name, port, vec![InterfaceSpec::Name("lo".into())]);
+    // Poll addresses every second so the test would notice changes quickly.
+    config.ip_check_interval = Duration::from_secs(1);
+    config
+}
+
+/// Waits (bounded) for the first event matching `pred`, skipping others.
+fn wait_for(
+    rx: &Receiver<DiscoveryEvent>,
+    what: &str,
+    pred: impl Fn(&DiscoveryEvent) -> bool,
+) -> DiscoveryEvent {
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(event) if pred(&event) => return event,
+            Ok(_) => {}
+            Err(e) => panic!("no {what} within {FIND_TIMEOUT:?}: {e}"),
+        }
+    }
+}
+
+// ------------------------------------------------------- namespace tests
+
+#[test]
+fn mdns_two_nodes_find_each_other_and_see_goodbye() {
+    if !in_child() {
+        run_in_private_netns("mdns_two_nodes_find_each_other_and_see_goodbye");
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+
+    let (alice_id, bob_id) = (peer(0xa1), peer(0xb0));
+    // The wake callback is what the node makes `mio::Waker::wake`; here it
+    // signals a channel, so the test can wait for it without polling.
+    let (wake_tx, wake_rx) = mpsc::channel::<()>();
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, rx_b) = mpsc::channel();
+    let start = Instant::now();
+    let mut alice = MdnsDiscovery::start(
+        lo_config(alice_id, "Alice", 7001),
+        tx_a,
+        Box::new(move || {
+            let _ = wake_tx.send(());
+        }),
+    )
+    .expect("mdns-sd starts in the namespace");
+    let mut bob = MdnsDiscovery::start(
+        lo_config(bob_id, "Bob J. \\o/", 7002),
+        tx_b,
+        Box::new(|| {}),
+    )
+    .expect("mdns-sd starts in the namespace");
+    assert!(alice.is_active() && bob.is_active());
+
+    let found = wait_for(
+        &rx_a,
+        "Bob found by Alice",
+        |e| matches!(e, DiscoveryEvent::PeerFound { peer_id, .. } if *peer_id == bob_id),
+    );
+    let alice_sees_bob = start.elapsed();
+    let DiscoveryEvent::PeerFound {
+        addresses,
+        port,
+        display_name,
+        ..
+    } = found
+    else {
+        unreachable!("wait_for matched PeerFound");
+    };
+    assert_eq!(port, 7002);
+    assert_eq!(display_name, "Bob J. \\o/");
+    assert!(
+        addresses.contains(&"127.0.0.1".parse().expect("literal")),
+        "{addresses:?}"
+    );
+    wait_for(&rx_b, "Alice found by Bob", |e| {
+        matches!(e, DiscoveryEvent::PeerFound { peer_id, display_name, port: 7001, .. }
+            if *peer_id == alice_id && display_name == "Alice")
+    });
+    let both_visible = start.elapsed();
+    wake_rx
+        .recv_timeout(FIND_TIMEOUT)
+        .expect("the bridge wakes the node after sending an event");
+
+    // Bob leaves: his goodbye reaches Alice long before any TTL runs out.
+    let leave = Instant::now();
+    bob.shutdown().expect("clean shutdown");
+    wait_for(&rx_a, "Bob's goodbye", |e| {
+        *e == DiscoveryEvent::PeerLost { peer_id: bob_id }
+    });
+    let goodbye = leave.elapsed();
+
+    let counters = alice.counters();
+    assert!(counters.found >= 1 && counters.lost >= 1, "{counters:?}");
+    // Alice never reported herself.
+    while let Ok(event) = rx_a.try_recv() {
+        assert!(
+            !matches!(event, DiscoveryEvent::PeerFound { peer_id, .. } if peer_id == alice_id),
+            "own announcement reported"
+        );
+    }
+    alice.shutdown().expect("clean shutdown");
+    println!(
+        "mdns figure: start to peer visible {} ms (both ways {} ms), goodbye to PeerLost {} ms, own announcement ignored {} times",
+        alice_sees_bob.as_millis(),
+        both_visible.as_millis(),
+        goodbye.as_millis(),
+        counters.own_ignored
+    );
+}
+
+#[test]
+fn mdns_invalid_announcements_are_ignored_and_counted() {
+    if !in_child() {
+        run_in_private_netns("mdns_invalid_announcements_are_ignored_and_counted");
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let alice = MdnsDiscovery::start(lo_config(peer(0xa1), "Alice", 7001), tx, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+
+    // A hostile announcer speaking raw mDNS: wrong id length, bad hex,
+    // unknown version, missing version; then one valid announcement, which
+    // must be the only one reported.
+    let raw = mdns_sd::ServiceDaemon::new().expect("raw daemon starts");
+    raw.disable_interface(mdns_sd::IfKind::All).expect("queued");
+    raw.enable_interface("lo").expect("queued");
+    let good = peer(0x60).to_hex();
+    let version = wire::VERSION.to_string();
+    let short = &good[..62];
+    let not_hex = "z".repeat(64);
+    let bad: [(&str, Vec<(&str, &str)>); 4] = [
+        ("short id", vec![("id", short), ("v", version.as_str())]),
+        (
+            "bad hex",
+            vec![("id", not_hex.as_str()), ("v", version.as_str())],
+        ),
+        ("future", vec![("id", good.as_str()), ("v", "99")]),
+        ("no version", vec![("id", good.as_str())]),
+    ];
+    for (i, (name, txt)) in bad.iter().enumerate() {
+        let host = format!("evil{i}.local.");
+        let info =
+            mdns_sd::ServiceInfo::new(SERVICE_TYPE, name, &host, "127.0.0.1", 9000, &txt[..])
+                .expect("valid service info");
+        raw.register(info).expect("queued");
+    }
+    let txt = [("id", good.as_str()), ("v", version.as_str())];
+    let info = mdns_sd::ServiceInfo::new(
+        SERVICE_TYPE,
+        "Good",
+        "good.local.",
+        "127.0.0.1",
+        9001,
+        &txt[..],
+    )
+    .expect("valid service info");
+    raw.register(info).expect("queued");
+
+    let found = wait_for(&rx, "the valid announcement", |e| {
+        matches!(e, DiscoveryEvent::PeerFound { .. })
+    });
+    assert!(
+        matches!(&found, DiscoveryEvent::PeerFound { peer_id, port: 9001, display_name, .. }
+            if *peer_id == peer(0x60) && display_name == "Good"),
+        "{found:?}"
+    );
+    // The invalid ones may resolve just before or after the valid one; wait
+    // (bounded) until all four were counted.
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    while alice.counters().rejected < 4 && Instant::now() < deadline {
+        if let Ok(event) = rx.recv_timeout(Duration::from_millis(50)) {
+            panic!("an invalid announcement was reported: {event:?}");
+        }
+    }
+    assert!(alice.counters().rejected >= 4, "{:?}", alice.counters());
+    assert_eq!(alice.counters().found, 1);
+    let _ = raw.shutdown();
+    println!("mdns figure: rejected {:?}", alice.counters());
+}
