@@ -32,6 +32,9 @@ fn peer(n: u8) -> PeerId {
 
 // ---------------------------------------------------------------- pure parts
 
+/// A TXT value as `mdns-sd` gives it: missing, key only, or key=value.
+type TxtValue<'a> = Option<Option<&'a [u8]>>;
+
 #[test]
 fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
     let id = peer(0xab).to_hex();
@@ -49,7 +52,7 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
 
     let v = Some(Some(version.as_bytes()));
     let too_long = format!("{id}0");
-    let cases: [(Option<Option<&[u8]>>, Option<Option<&[u8]>>, Rejection); 9] = [
+    let cases: [(TxtValue, TxtValue, Rejection); 9] = [
         (None, v, Rejection::MissingId),
         (Some(None), v, Rejection::MissingId),
         (Some(Some(&id.as_bytes()[..63])), v, Rejection::BadId),
