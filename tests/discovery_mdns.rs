@@ -16,7 +16,9 @@ use kith::discovery::mdns::{
 use kith::discovery::{DiscoveryEvent, InterfaceSpec};
 use kith::proto::ids::PeerId;
 use kith::proto::wire;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -120,15 +122,18 @@ fn no_interfaces_means_discovery_off() {
 
 /// Runs `test_name` of this binary again inside a private network namespace.
 /// Returns false (after printing why) if namespaces are not available here.
-fn run_in_private_netns(test_name: &str) -> bool {
-    match Command::new("unshare").args(["-rn", "true"]).output() {
+///
+/// `flags` are unshare's: `-rn` (user + network namespace), or `-rnm` to add
+/// a mount namespace (the avahi test mounts over `/run` and `/etc/passwd`).
+fn run_in_private_netns(test_name: &str, flags: &str) -> bool {
+    match Command::new("unshare").args([flags, "true"]).output() {
         Err(e) => {
             println!("SKIPPED mdns test: cannot run unshare (util-linux): {e}");
             return false;
         }
         Ok(out) if !out.status.success() => {
             println!(
-                "SKIPPED mdns test: unshare -rn is not permitted here: {}",
+                "SKIPPED mdns test: unshare {flags} is not permitted here: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             return false;
@@ -137,7 +142,7 @@ fn run_in_private_netns(test_name: &str) -> bool {
     }
     let exe = std::env::current_exe().expect("a running test knows its own executable");
     let out = Command::new("unshare")
-        .arg("-rn")
+        .arg(flags)
         .arg(exe)
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
@@ -167,6 +172,15 @@ fn run_in_private_netns(test_name: &str) -> bool {
 /// anything unless this process sees only a loopback interface, i.e. really
 /// is in a fresh namespace.
 fn prepare_private_loopback() -> Result<(), String> {
+    ensure_fresh_namespace()?;
+    run("ip", &["link", "set", "lo", "up", "multicast", "on"])?;
+    run("ip", &["route", "add", "224.0.0.0/4", "dev", "lo"])?;
+    Ok(())
+}
+
+/// A fresh network namespace has nothing but `lo`; anything else means we
+/// are not where we think we are, and nothing may be changed.
+fn ensure_fresh_namespace() -> Result<(), String> {
     let links = run("ip", &["-o", "link", "show"])?;
     let names: Vec<&str> = links
         .lines()
@@ -175,8 +189,6 @@ fn prepare_private_loopback() -> Result<(), String> {
     if names != ["lo"] {
         return Err(format!("not a private namespace (links: {names:?})"));
     }
-    run("ip", &["link", "set", "lo", "up", "multicast", "on"])?;
-    run("ip", &["route", "add", "224.0.0.0/4", "dev", "lo"])?;
     Ok(())
 }
 
@@ -228,7 +240,7 @@ fn wait_for(
 #[test]
 fn mdns_two_nodes_find_each_other_and_see_goodbye() {
     if !in_child() {
-        run_in_private_netns("mdns_two_nodes_find_each_other_and_see_goodbye");
+        run_in_private_netns("mdns_two_nodes_find_each_other_and_see_goodbye", "-rn");
         return;
     }
     if let Err(reason) = prepare_private_loopback() {
@@ -319,7 +331,7 @@ fn mdns_two_nodes_find_each_other_and_see_goodbye() {
 #[test]
 fn mdns_invalid_announcements_are_ignored_and_counted() {
     if !in_child() {
-        run_in_private_netns("mdns_invalid_announcements_are_ignored_and_counted");
+        run_in_private_netns("mdns_invalid_announcements_are_ignored_and_counted", "-rn");
         return;
     }
     if let Err(reason) = prepare_private_loopback() {
@@ -389,4 +401,315 @@ fn mdns_invalid_announcements_are_ignored_and_counted() {
     assert_eq!(alice.counters().found, 1);
     let _ = raw.shutdown();
     println!("mdns figure: rejected {:?}", alice.counters());
+}
+
+// ------------------------------------------------------------ avahi interop
+
+/// Kills the helper processes when the test ends, however it ends.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Where the avahi programs are: installed (apt `avahi-daemon avahi-utils`,
+/// plus `dbus-daemon`), or unpacked under `$KITH_AVAHI_ROOT` (e.g. with
+/// `apt-get download` + `dpkg-deb -x`, which installs nothing system-wide).
+struct Avahi {
+    daemon: PathBuf,
+    publish: PathBuf,
+    browse: PathBuf,
+    library_path: Option<PathBuf>,
+}
+
+impl Avahi {
+    fn find() -> Result<Self, String> {
+        let root = std::env::var_os("KITH_AVAHI_ROOT").map(PathBuf::from);
+        let find = |name: &str| -> Result<PathBuf, String> {
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            if let Some(root) = &root {
+                dirs.extend([root.join("usr/sbin"), root.join("usr/bin")]);
+            }
+            if let Some(path) = std::env::var_os("PATH") {
+                dirs.extend(std::env::split_paths(&path));
+            }
+            dirs.extend(["/usr/sbin".into(), "/usr/bin".into()]);
+            dirs.into_iter()
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+                .ok_or_else(|| format!("{name} not found (apt avahi-daemon avahi-utils dbus)"))
+        };
+        find("dbus-daemon")?;
+        let library_path = root
+            .as_ref()
+            .map(|root| root.join("usr/lib/x86_64-linux-gnu"));
+        Ok(Self {
+            daemon: find("avahi-daemon")?,
+            publish: find("avahi-publish")?,
+            browse: find("avahi-browse")?,
+            library_path,
+        })
+    }
+
+    fn command(&self, program: &PathBuf, bus: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+        if let Some(path) = &self.library_path {
+            command.env("LD_LIBRARY_PATH", path);
+        }
+        command
+    }
+}
+
+/// In the child: a veth pair, `v0` (10.77.0.1) for avahi and `v1`
+/// (10.77.0.2) for kith, so packets really cross a link. avahi ignores
+/// loopback interfaces, which is why `lo` will not do here.
+fn prepare_veth_pair() -> Result<(), String> {
+    ensure_fresh_namespace()?;
+    run("ip", &["link", "set", "lo", "up"])?;
+    run(
+        "ip",
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+    )?;
+    run("ip", &["addr", "add", "10.77.0.1/24", "dev", "v0"])?;
+    run("ip", &["addr", "add", "10.77.0.2/24", "dev", "v1"])?;
+    run("ip", &["link", "set", "v0", "up", "multicast", "on"])?;
+    run("ip", &["link", "set", "v1", "up", "multicast", "on"])?;
+    run("ip", &["route", "add", "224.0.0.0/4", "dev", "v1"])?;
+    // Both ends live in this one namespace, so each side's packets arrive
+    // with a source address that is local here; Linux drops those unless
+    // told to accept them (and not to filter by reverse path).
+    for (setting, value) in [
+        ("all/rp_filter", "0"),
+        ("v0/rp_filter", "0"),
+        ("v1/rp_filter", "0"),
+        ("v0/accept_local", "1"),
+        ("v1/accept_local", "1"),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/conf/{setting}");
+        std::fs::write(&path, value).map_err(|e| format!("write {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// In the child (which has its own mount namespace): a private `/run`, an
+/// `avahi` user for avahi-daemon to look up, and configuration files for a
+/// private system bus and avahi-daemon on `v0` only. Returns the bus
+/// configuration and the avahi configuration paths.
+fn prepare_avahi_files(dir: &std::path::Path) -> Result<(PathBuf, PathBuf), String> {
+    let io = |e: std::io::Error| format!("avahi test setup: {e}");
+    std::fs::create_dir_all(dir).map_err(io)?;
+    run("mount", &["-t", "tmpfs", "tmpfs", "/run"])?;
+    std::fs::create_dir_all("/run/avahi-daemon").map_err(io)?;
+    for (file, extra) in [
+        ("passwd", "avahi:x:0:0:avahi:/:/usr/sbin/nologin\n"),
+        ("group", "avahi:x:0:\n"),
+    ] {
+        let system = format!("/etc/{file}");
+        let mut text = std::fs::read_to_string(&system).map_err(io)?;
+        text.push_str(extra);
+        let private = dir.join(file);
+        std::fs::write(&private, text).map_err(io)?;
+        let private = private.to_string_lossy().into_owned();
+        run("mount", &["--bind", &private, &system])?;
+    }
+    let bus_conf = dir.join("bus.conf");
+    let bus_path = dir.join("bus");
+    std::fs::write(
+        &bus_conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+            bus_path.display()
+        ),
+    )
+    .map_err(io)?;
+    let avahi_conf = dir.join("avahi-daemon.conf");
+    std::fs::write(
+        &avahi_conf,
+        "[server]\nhost-name=avahi-host\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces=v0\n\
+         enable-dbus=yes\n[publish]\npublish-hinfo=no\npublish-workstation=no\n",
+    )
+    .map_err(io)?;
+    Ok((bus_conf, avahi_conf))
+}
+
+/// Starts `command` with a piped stream and waits (bounded) until a line
+/// containing `ready` appears on it; returns the child and that line.
+fn spawn_until(
+    mut command: Command,
+    stderr: bool,
+    ready: &'static str,
+) -> Result<(Child, String), String> {
+    let stdio = || Stdio::piped();
+    if stderr {
+        command.stderr(stdio());
+    } else {
+        command.stdout(stdio());
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("spawn {command:?}: {e}"))?;
+    let stream: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().expect("stderr was piped above"))
+    } else {
+        Box::new(child.stdout.take().expect("stdout was piped above"))
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(ready) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(FIND_TIMEOUT) {
+        Ok(line) => Ok((child, line)),
+        Err(_) => {
+            let _ = child.kill();
+            Err(format!("{command:?} did not print {ready:?}"))
+        }
+    }
+}
+
+#[test]
+fn mdns_interop_with_avahi() {
+    if !in_child() {
+        run_in_private_netns("mdns_interop_with_avahi", "-rnm");
+        return;
+    }
+    let avahi = match Avahi::find() {
+        Ok(avahi) => avahi,
+        Err(reason) => {
+            println!("SKIPPED mdns test: {reason}");
+            return;
+        }
+    };
+    if let Err(reason) = prepare_veth_pair() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kith-avahi-test-{}", std::process::id()));
+    let (bus_conf, avahi_conf) =
+        prepare_avahi_files(&dir).expect("avahi files in the private namespace");
+    let mut reaper = Reaper(Vec::new());
+
+    let mut dbus = Command::new("dbus-daemon");
+    dbus.arg("--config-file")
+        .arg(&bus_conf)
+        .args(["--nofork", "--print-address"]);
+    let (child, bus) = spawn_until(dbus, false, "unix:").expect("private dbus-daemon starts");
+    reaper.0.push(child);
+    let bus = bus.trim().to_owned();
+
+    let mut daemon = avahi.command(&avahi.daemon, &bus);
+    daemon
+        .arg("-f")
+        .arg(&avahi_conf)
+        .args(["--no-drop-root", "--no-chroot", "--no-rlimits"]);
+    let (child, _) =
+        spawn_until(daemon, true, "Server startup complete").expect("avahi-daemon starts");
+    reaper.0.push(child);
+
+    // kith on v1, avahi on v0.
+    let (tx, rx) = mpsc::channel();
+    let kith_id = peer(0xc1);
+    let mut kith = MdnsDiscovery::start(
+        MdnsConfig::new(
+            kith_id,
+            "KithNode",
+            7001,
+            vec!["v1".parse().expect("valid name")],
+        ),
+        tx,
+        Box::new(|| {}),
+    )
+    .expect("mdns-sd starts in the namespace");
+
+    // 1. A service published by avahi-publish with a valid kith TXT record
+    //    is discovered by kith.
+    let avahi_id = peer(0x60);
+    let start = Instant::now();
+    let publish = avahi
+        .command(&avahi.publish, &bus)
+        .args(["-s", "Avahi Kith", "_kith._udp", "7777"])
+        .arg(format!("id={}", avahi_id.to_hex()))
+        .arg(format!("v={}", wire::VERSION))
+        .spawn()
+        .expect("avahi-publish runs");
+    reaper.0.push(publish);
+    let found = wait_for(
+        &rx,
+        "the avahi-published service",
+        |e| matches!(e, DiscoveryEvent::PeerFound { peer_id, .. } if *peer_id == avahi_id),
+    );
+    let avahi_to_kith = start.elapsed();
+    let DiscoveryEvent::PeerFound {
+        addresses,
+        port,
+        display_name,
+        ..
+    } = found
+    else {
+        unreachable!("wait_for matched PeerFound");
+    };
+    assert_eq!((port, display_name.as_str()), (7777, "Avahi Kith"));
+    // avahi also announces v0's IPv6 link-local address (an AAAA record
+    // over IPv4 mDNS); the IPv4 one is what matters here.
+    assert!(
+        addresses.contains(&"10.77.0.1".parse().expect("literal")),
+        "{addresses:?}"
+    );
+
+    // 2. The kith node is visible to `avahi-browse -rt _kith._udp`. `-t`
+    //    ends after avahi's first complete answer, so ask again (bounded)
+    //    if that answer came before kith's records were resolved.
+    let wanted_txt = format!("\"id={}\"", kith_id.to_hex());
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut seen = false;
+    while !seen && start.elapsed() < FIND_TIMEOUT {
+        let out = avahi
+            .command(&avahi.browse, &bus)
+            .args(["-rtp", "_kith._udp"])
+            .output()
+            .expect("avahi-browse runs");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        seen = last.lines().any(|line| {
+            line.starts_with("=;v0;IPv4;KithNode;_kith._udp;local;")
+                && line.contains(";10.77.0.2;7001;")
+                && line.contains(&wanted_txt)
+                && line.contains(&format!("\"v={}\"", wire::VERSION))
+        });
+    }
+    assert!(seen, "avahi-browse did not list the kith node:\n{last}");
+    let kith_to_avahi = start.elapsed();
+
+    kith.shutdown().expect("clean shutdown");
+    drop(reaper);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "mdns figure: avahi-publish to kith PeerFound {} ms; kith visible to avahi-browse after {} ms more",
+        avahi_to_kith.as_millis(),
+        kith_to_avahi.as_millis()
+    );
 }
