@@ -403,6 +403,52 @@ fn mdns_invalid_announcements_are_ignored_and_counted() {
     println!("mdns figure: rejected {:?}", alice.counters());
 }
 
+#[test]
+fn mdns_announcement_follows_address_changes() {
+    if !in_child() {
+        run_in_private_netns("mdns_announcement_follows_address_changes", "-rn");
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    let (alice_id, bob_id) = (peer(0xa1), peer(0xb0));
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, _rx_b) = mpsc::channel();
+    let mut alice = MdnsDiscovery::start(lo_config(alice_id, "Alice", 7001), tx_a, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let mut bob = MdnsDiscovery::start(lo_config(bob_id, "Bob", 7002), tx_b, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    wait_for(
+        &rx_a,
+        "Bob found by Alice",
+        |e| matches!(e, DiscoveryEvent::PeerFound { peer_id, .. } if *peer_id == bob_id),
+    );
+
+    // A new address on the interface: within the address poll (1 s here)
+    // Bob announces it and Alice resolves Bob again with it.
+    let new_addr: std::net::IpAddr = "10.88.0.2".parse().expect("literal");
+    run("ip", &["addr", "add", "10.88.0.2/32", "dev", "lo"]).expect("ip addr add in the namespace");
+    let changed = Instant::now();
+    wait_for(&rx_a, "Bob's new address", |e| {
+        matches!(e, DiscoveryEvent::PeerFound { peer_id, addresses, .. }
+            if *peer_id == bob_id && addresses.contains(&new_addr))
+    });
+    let followed = changed.elapsed();
+    let counters = bob.counters();
+    assert!(
+        counters.address_changes >= 1 && counters.reannounced >= 1,
+        "{counters:?}"
+    );
+    bob.shutdown().expect("clean shutdown");
+    alice.shutdown().expect("clean shutdown");
+    println!(
+        "mdns figure: new address seen by the peer {} ms after it was added",
+        followed.as_millis()
+    );
+}
+
 // ------------------------------------------------------------ avahi interop
 
 /// Kills the helper processes when the test ends, however it ends.
@@ -414,6 +460,15 @@ impl Drop for Reaper {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Removes the test's scratch directory however the test ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -608,9 +663,11 @@ fn mdns_interop_with_avahi() {
         println!("SKIPPED mdns test: {reason}");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("kith-avahi-test-{}", std::process::id()));
+    let dir =
+        RemoveOnDrop(std::env::temp_dir().join(format!("kith-avahi-test-{}", std::process::id())));
     let (bus_conf, avahi_conf) =
-        prepare_avahi_files(&dir).expect("avahi files in the private namespace");
+        prepare_avahi_files(&dir.0).expect("avahi files in the private namespace");
+    // Declared after `dir`, so the processes die before their files go.
     let mut reaper = Reaper(Vec::new());
 
     let mut dbus = Command::new("dbus-daemon");
@@ -706,7 +763,6 @@ fn mdns_interop_with_avahi() {
 
     kith.shutdown().expect("clean shutdown");
     drop(reaper);
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "mdns figure: avahi-publish to kith PeerFound {} ms; kith visible to avahi-browse after {} ms more",
         avahi_to_kith.as_millis(),
