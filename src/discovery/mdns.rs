@@ -264,18 +264,28 @@ impl MdnsDiscovery {
 
         let kinds: Vec<IfKind> = config.interfaces.iter().map(if_kind).collect();
         let daemon = ServiceDaemon::new_with_port(config.mdns_port)?;
-        // Commands run in order on the daemon thread: the selection is in
-        // force before the first announcement or query goes out.
-        daemon.disable_interface(IfKind::All)?;
-        daemon.enable_interface(kinds.clone())?;
-        let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
-        daemon.set_ip_check_interval(secs)?;
-
-        let info = service_info(&config, &this.instance_name, kinds)?;
+        let setup = || -> Result<_, DiscoveryError> {
+            // Commands run in order on the daemon thread: the selection is
+            // in force before the first announcement or query goes out.
+            daemon.disable_interface(IfKind::All)?;
+            daemon.enable_interface(kinds.clone())?;
+            let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
+            daemon.set_ip_check_interval(secs)?;
+            let info = service_info(&config, &this.instance_name, kinds.clone())?;
+            let monitor = daemon.monitor()?;
+            daemon.register(info.clone())?;
+            let browse = daemon.browse(SERVICE_TYPE)?;
+            Ok((info, monitor, browse))
+        };
+        let (info, monitor, browse) = match setup() {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Do not leave the daemon thread running behind an error.
+                let _ = daemon.shutdown();
+                return Err(e);
+            }
+        };
         let fullname = info.get_fullname().to_owned();
-        let monitor = daemon.monitor()?;
-        daemon.register(info.clone())?;
-        let browse = daemon.browse(SERVICE_TYPE)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
