@@ -4,8 +4,14 @@
 //! (a new user and network namespace: only a loopback interface, nothing
 //! reaches the machine's real network). The child brings `lo` up with the
 //! multicast flag and a multicast route, then runs real `mdns-sd` daemons
-//! restricted to `lo`. If `unshare` or `ip` is missing or not permitted the
-//! test prints `SKIPPED mdns test: <reason>` and passes.
+//! restricted to `lo` (or, where two links are needed, to the two ends of a
+//! veth pair created inside the namespace). If `unshare` or `ip` is missing
+//! or not permitted the test prints `SKIPPED mdns test: <reason>` and passes.
+//!
+//! The avahi interop test also needs a mount namespace (`unshare -rnm`), a
+//! private `dbus-daemon` and avahi's programs (apt `avahi-daemon
+//! avahi-utils`, or unpacked under `$KITH_AVAHI_ROOT`); without them it
+//! prints why it skipped.
 //!
 //! The pure parts (TXT validation, names, interface specs) are tested
 //! directly.
@@ -447,6 +453,77 @@ fn mdns_announcement_follows_address_changes() {
         "mdns figure: new address seen by the peer {} ms after it was added",
         followed.as_millis()
     );
+}
+
+#[test]
+fn mdns_only_configured_interfaces_are_used() {
+    if !in_child() {
+        run_in_private_netns("mdns_only_configured_interfaces_are_used", "-rn");
+        return;
+    }
+    if let Err(reason) = prepare_veth_pair() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    // Make lo multicast-capable too, so Carol could hear if she listened
+    // beyond her configuration.
+    run("ip", &["link", "set", "lo", "multicast", "on"]).expect("ip link in the namespace");
+    let (alice_id, bob_id, carol_id) = (peer(0xa1), peer(0xb0), peer(0xc0));
+    let config = |id, name, port, interface: &str| {
+        let spec: InterfaceSpec = interface.parse().expect("valid interface spec");
+        let mut config = MdnsConfig::new(id, name, port, vec![spec]);
+        config.ip_check_interval = Duration::from_secs(1);
+        config
+    };
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, rx_b) = mpsc::channel();
+    let (tx_c, rx_c) = mpsc::channel();
+    // By name, by address, and an interface the others do not use.
+    let mut alice =
+        MdnsDiscovery::start(config(alice_id, "Alice", 7001, "v0"), tx_a, Box::new(|| {}))
+            .expect("mdns-sd starts in the namespace");
+    let mut bob = MdnsDiscovery::start(
+        config(bob_id, "Bob", 7002, "10.77.0.2"),
+        tx_b,
+        Box::new(|| {}),
+    )
+    .expect("mdns-sd starts in the namespace");
+    let mut carol =
+        MdnsDiscovery::start(config(carol_id, "Carol", 7003, "lo"), tx_c, Box::new(|| {}))
+            .expect("mdns-sd starts in the namespace");
+
+    let found = wait_for(
+        &rx_a,
+        "Bob found by Alice",
+        |e| matches!(e, DiscoveryEvent::PeerFound { peer_id, .. } if *peer_id == bob_id),
+    );
+    // Bob announces only the address of his configured interface.
+    assert!(
+        matches!(&found, DiscoveryEvent::PeerFound { addresses, .. }
+            if *addresses == vec!["10.77.0.2".parse::<std::net::IpAddr>().expect("literal")]),
+        "{found:?}"
+    );
+    wait_for(
+        &rx_b,
+        "Alice found by Bob",
+        |e| matches!(e, DiscoveryEvent::PeerFound { peer_id, .. } if *peer_id == alice_id),
+    );
+    // Alice and Bob announced and queried on the wire for a while now.
+    // Carol, on lo only, must have heard nothing of it; give stragglers one
+    // more announcement interval (mdns-sd repeats after 1 s) to show up.
+    match rx_c.recv_timeout(Duration::from_millis(1500)) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("Carol (lo only) heard something: {other:?}"),
+    }
+    for event in rx_a.try_iter().chain(rx_b.try_iter()) {
+        assert!(
+            !matches!(event, DiscoveryEvent::PeerFound { peer_id, .. } if peer_id == carol_id),
+            "Carol's announcement left lo"
+        );
+    }
+    for node in [&mut alice, &mut bob, &mut carol] {
+        node.shutdown().expect("clean shutdown");
+    }
 }
 
 // ------------------------------------------------------------ avahi interop
