@@ -14,9 +14,14 @@
 //!   moves UDP datagrams (unicast and multicast) between sockets and a
 //!   sans-IO driver.
 //!
-//! Later layers (network loop, discovery, UI) build on top of them.
+//! - [`discovery`]: finding peers on the LAN (mDNS/DNS-SD) and the pure
+//!   presence state machine (online/offline from keep-alives).
+//!
+//! - [`account`] ties a data directory, its store and the identity together;
+//!   `ui` is the desktop app (feature `gui`).
 
 pub mod account;
+pub mod discovery;
 pub mod net;
 pub mod proto;
 pub mod store;

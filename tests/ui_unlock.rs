@@ -42,7 +42,7 @@ fn create_account_then_verify_a_contact_then_wrong_passphrase() {
     let mut app = harness(&dir);
     app.get_by_label("Welcome to kith");
     submit_passphrase(&mut app, "Create account", "correct horse");
-    let peer_id = match app.state() {
+    let peer_id = match app.state().state() {
         UnlockState::Unlocked { account, .. } => account.peer_id.clone(),
         other => panic!("not unlocked: {other:?}"),
     };
@@ -63,7 +63,7 @@ fn create_account_then_verify_a_contact_then_wrong_passphrase() {
     let mut app = harness(&dir);
     app.get_by_label("Unlock kith");
     submit_passphrase(&mut app, "Unlock", "wrong horse");
-    assert!(matches!(app.state(), UnlockState::Locked { .. }));
+    assert!(matches!(app.state().state(), UnlockState::Locked { .. }));
     app.get_by_label("wrong passphrase");
     drop(app);
 

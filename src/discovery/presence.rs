@@ -1,0 +1,275 @@
+//! Presence: which peers are online, decided in virtual time.
+//!
+//! A sans-IO state machine (no sockets, no clock): every input carries
+//! `now`, timers come out of [`Presence::poll_timeout`], results out of
+//! [`Presence::poll_event`] and [`Presence::poll_keepalive`]. The node feeds
+//! one input, drains both queues, then sleeps until the next timeout.
+//!
+//! # Rules
+//!
+//! - **Online** needs evidence of reachability: [`Presence::heard`], which
+//!   the node calls for every *authenticated* datagram from the peer
+//!   (keep-alives included). A discovery sighting ([`Presence::found`]) is
+//!   not enough on its own: mDNS is unauthenticated, so anybody on the LAN
+//!   could announce any peer id. A sighting records where to reach the peer
+//!   and starts keep-alive probes towards it at once, so a real peer turns
+//!   online one round trip later.
+//! - **Offline** after `missed_keepalives` keep-alive intervals without
+//!   evidence (default 3 × 5 s = 15 s, so detection takes at most 15 s).
+//! - A goodbye ([`Presence::lost`]) makes an online peer offline at once
+//!   only if nothing was heard from it for one keep-alive interval; a forged
+//!   goodbye cannot hide a peer that is still talking to us, and a real one
+//!   leaves within the normal bound anyway.
+//! - Keep-alives go every interval to each peer that is online or has
+//!   discovery addresses (so a peer whose link came back is noticed).
+//!   Peers that are offline and no longer announced are forgotten.
+//! - **Blocked** peers are never reported: their inputs are ignored. Blocking
+//!   a peer that was reported online reports it offline once, so whoever
+//!   mirrors the online set stays consistent, and then never again.
+
+use crate::proto::ids::PeerId;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Timing of keep-alives and offline detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// How often a keep-alive goes to each tracked peer.
+    pub keepalive_interval: Duration,
+    /// How many intervals without evidence make a peer offline (at least 1).
+    pub missed_keepalives: u32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(5),
+            missed_keepalives: 3,
+        }
+    }
+}
+
+impl PresenceConfig {
+    /// Silence after which an online peer is reported offline.
+    pub fn offline_after(&self) -> Duration {
+        self.keepalive_interval * self.missed_keepalives.max(1)
+    }
+}
+
+/// A change the node shows to the user and acts on (an online peer gets its
+/// queued messages and a history sync).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// The peer proved reachable.
+    Online {
+        /// The peer.
+        peer: PeerId,
+        /// Where discovery last saw it (empty if only heard).
+        addresses: Vec<SocketAddr>,
+    },
+    /// Nothing was heard from the peer for the configured bound, or it said
+    /// goodbye and had been silent, or it was blocked.
+    Offline {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// A keep-alive the node should send now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// To whom.
+    pub peer: PeerId,
+    /// Where discovery saw it; empty means "its last known session address",
+    /// which only the node knows.
+    pub addresses: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    online: bool,
+    last_heard: Option<Instant>,
+    /// From discovery; empty when not (or no longer) announced.
+    addresses: Vec<SocketAddr>,
+    next_keepalive: Instant,
+}
+
+/// The presence state machine; see the module docs.
+#[derive(Debug)]
+pub struct Presence {
+    config: PresenceConfig,
+    blocked: HashSet<PeerId>,
+    // Ordered so that events and keep-alives come out in the same order on
+    // every run: tests and simulations stay deterministic.
+    peers: BTreeMap<PeerId, PeerState>,
+    events: VecDeque<PresenceEvent>,
+    keepalives: VecDeque<KeepAlive>,
+}
+
+impl Presence {
+    /// Starts with no peer known; `blocked` peers are never reported.
+    pub fn new(config: PresenceConfig, blocked: HashSet<PeerId>) -> Self {
+        Self {
+            config,
+            blocked,
+            peers: BTreeMap::new(),
+            events: VecDeque::new(),
+            keepalives: VecDeque::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PresenceConfig {
+        &self.config
+    }
+
+    /// An authenticated datagram (any, keep-alives included) arrived from
+    /// `peer`.
+    pub fn heard(&mut self, now: Instant, peer: PeerId) {
+        if self.blocked.contains(&peer) {
+            return;
+        }
+        let interval = self.config.keepalive_interval;
+        let state = self.peers.entry(peer).or_insert_with(|| PeerState {
+            online: false,
+            last_heard: None,
+            addresses: Vec::new(),
+            next_keepalive: now + interval,
+        });
+        state.last_heard = Some(now);
+        if !state.online {
+            state.online = true;
+            self.events.push_back(PresenceEvent::Online {
+                peer,
+                addresses: state.addresses.clone(),
+            });
+        }
+    }
+
+    /// Discovery sighted `peer` at `addresses`. Starts probing it with
+    /// keep-alives at once if it was not tracked.
+    pub fn found(&mut self, now: Instant, peer: PeerId, addresses: Vec<SocketAddr>) {
+        if self.blocked.contains(&peer) {
+            return;
+        }
+        let state = self.peers.entry(peer).or_insert_with(|| PeerState {
+            online: false,
+            last_heard: None,
+            addresses: Vec::new(),
+            next_keepalive: now,
+        });
+        state.addresses = addresses;
+    }
+
+    /// Discovery says `peer` left (goodbye or expiry).
+    pub fn lost(&mut self, now: Instant, peer: PeerId) {
+        let interval = self.config.keepalive_interval;
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.addresses.clear();
+        let heard_recently = state
+            .last_heard
+            .is_some_and(|heard| now.saturating_duration_since(heard) < interval);
+        if state.online && !heard_recently {
+            state.online = false;
+            self.events.push_back(PresenceEvent::Offline { peer });
+        }
+        if !state.online {
+            self.peers.remove(&peer);
+        }
+    }
+
+    /// Blocks `peer`: from now on it is never reported. If it was online it
+    /// is reported offline once.
+    pub fn block(&mut self, peer: PeerId) {
+        self.blocked.insert(peer);
+        self.keepalives.retain(|k| k.peer != peer);
+        let was_online = self.peers.remove(&peer).is_some_and(|state| state.online);
+        if was_online {
+            self.events.push_back(PresenceEvent::Offline { peer });
+        }
+    }
+
+    /// Unblocks `peer`; it is tracked again from its next sighting or datagram.
+    pub fn unblock(&mut self, peer: PeerId) {
+        self.blocked.remove(&peer);
+    }
+
+    /// Whether `peer` is currently online.
+    pub fn is_online(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|state| state.online)
+    }
+
+    /// The online peers, in id order.
+    pub fn online_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, state)| state.online)
+            .map(|(peer, _)| *peer)
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let offline_after = self.config.offline_after();
+        let interval = self.config.keepalive_interval;
+        let mut forget = Vec::new();
+        for (peer, state) in &mut self.peers {
+            if state.online
+                && state
+                    .last_heard
+                    .is_none_or(|heard| now >= heard + offline_after)
+            {
+                state.online = false;
+                self.events
+                    .push_back(PresenceEvent::Offline { peer: *peer });
+            }
+            if !state.online && state.addresses.is_empty() {
+                // Neither reachable nor announced: nothing left to probe.
+                forget.push(*peer);
+                continue;
+            }
+            if now >= state.next_keepalive {
+                self.keepalives.push_back(KeepAlive {
+                    peer: *peer,
+                    addresses: state.addresses.clone(),
+                });
+                // From now, not from the missed deadline: after a long stall
+                // (a suspended laptop) one keep-alive goes, not a burst.
+                state.next_keepalive = now + interval;
+            }
+        }
+        for peer in forget {
+            self.peers.remove(&peer);
+        }
+    }
+
+    /// The next instant [`Presence::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let offline_after = self.config.offline_after();
+        self.peers
+            .values()
+            .flat_map(|state| {
+                let offline = state
+                    .online
+                    .then(|| state.last_heard.map(|heard| heard + offline_after))
+                    .flatten();
+                let probe =
+                    (state.online || !state.addresses.is_empty()).then_some(state.next_keepalive);
+                [offline, probe]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// The next presence change, oldest first.
+    pub fn poll_event(&mut self) -> Option<PresenceEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next keep-alive to send, oldest first.
+    pub fn poll_keepalive(&mut self) -> Option<KeepAlive> {
+        self.keepalives.pop_front()
+    }
+}

@@ -1,0 +1,232 @@
+//! Presence in virtual time: online from evidence, offline within the bound,
+//! keep-alive schedule, goodbyes, blocking. No sleeps: time is an `Instant`
+//! we move by hand.
+
+use kith::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
+use kith::proto::ids::PeerId;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const S: Duration = Duration::from_secs(1);
+
+fn peer(n: u8) -> PeerId {
+    PeerId([n; 32])
+}
+
+fn addr() -> Vec<SocketAddr> {
+    vec!["10.77.0.2:7777".parse().expect("literal socket address")]
+}
+
+fn events(presence: &mut Presence) -> Vec<PresenceEvent> {
+    std::iter::from_fn(|| presence.poll_event()).collect()
+}
+
+fn keepalives(presence: &mut Presence) -> Vec<KeepAlive> {
+    std::iter::from_fn(|| presence.poll_keepalive()).collect()
+}
+
+/// Runs timers the way the node does: jump to each `poll_timeout` up to `end`.
+fn run_until(presence: &mut Presence, end: Instant) -> Vec<(Instant, PresenceEvent)> {
+    let mut seen = Vec::new();
+    while let Some(at) = presence.poll_timeout() {
+        if at > end {
+            break;
+        }
+        presence.handle_timeout(at);
+        keepalives(presence);
+        seen.extend(events(presence).into_iter().map(|e| (at, e)));
+    }
+    seen
+}
+
+#[test]
+fn heard_is_online_and_silence_is_offline_at_exactly_three_intervals() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    presence.heard(t0, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: vec![]
+        }]
+    );
+    assert!(presence.is_online(&peer(1)));
+
+    let seen = run_until(&mut presence, t0 + 60 * S);
+    assert_eq!(
+        seen,
+        vec![(t0 + 15 * S, PresenceEvent::Offline { peer: peer(1) })]
+    );
+    assert!(!presence.is_online(&peer(1)));
+    // Offline and never announced: forgotten, no more timers.
+    assert_eq!(presence.poll_timeout(), None);
+}
+
+#[test]
+fn keepalive_evidence_keeps_a_peer_online() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    presence.found(t0, peer(1), addr());
+    presence.heard(t0, peer(1));
+    assert_eq!(events(&mut presence).len(), 1, "online once");
+    for second in (5..=100).step_by(5) {
+        let now = t0 + second * S;
+        presence.heard(now, peer(1));
+        assert_eq!(run_until(&mut presence, now), vec![]);
+    }
+    assert!(presence.is_online(&peer(1)));
+    assert_eq!(presence.online_peers().collect::<Vec<_>>(), vec![peer(1)]);
+}
+
+#[test]
+fn a_sighting_alone_is_not_online_but_probes_at_once_and_every_interval() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    presence.found(t0, peer(1), addr());
+    assert_eq!(events(&mut presence), vec![]);
+    assert!(!presence.is_online(&peer(1)));
+
+    let mut probes = Vec::new();
+    while let Some(at) = presence.poll_timeout() {
+        if at > t0 + 12 * S {
+            break;
+        }
+        presence.handle_timeout(at);
+        for keepalive in keepalives(&mut presence) {
+            assert_eq!(keepalive.addresses, addr());
+            probes.push(at);
+        }
+    }
+    assert_eq!(probes, vec![t0, t0 + 5 * S, t0 + 10 * S]);
+    assert_eq!(events(&mut presence), vec![]);
+
+    // The reply to a probe is the evidence.
+    presence.heard(t0 + 11 * S, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: addr()
+        }]
+    );
+}
+
+#[test]
+fn configured_bound_is_honoured() {
+    let config = PresenceConfig {
+        keepalive_interval: Duration::from_millis(200),
+        missed_keepalives: 2,
+    };
+    assert_eq!(config.offline_after(), Duration::from_millis(400));
+    let t0 = Instant::now();
+    let mut presence = Presence::new(config, HashSet::new());
+    presence.heard(t0, peer(1));
+    events(&mut presence);
+    let seen = run_until(&mut presence, t0 + 10 * S);
+    assert_eq!(
+        seen,
+        vec![(
+            t0 + Duration::from_millis(400),
+            PresenceEvent::Offline { peer: peer(1) }
+        )]
+    );
+}
+
+#[test]
+fn goodbye_after_silence_is_offline_at_once_but_not_while_talking() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    for p in [peer(1), peer(2)] {
+        presence.found(t0, p, addr());
+        presence.heard(t0, p);
+    }
+    events(&mut presence);
+    // Peer 2 keeps talking; peer 1 went quiet 6 s ago.
+    presence.heard(t0 + 5 * S, peer(2));
+    presence.lost(t0 + 6 * S, peer(1));
+    presence.lost(t0 + 6 * S, peer(2));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Offline { peer: peer(1) }]
+    );
+    assert!(presence.is_online(&peer(2)));
+    // Peer 2 still goes offline within the bound once it stops.
+    let seen = run_until(&mut presence, t0 + 60 * S);
+    assert_eq!(
+        seen,
+        vec![(t0 + 20 * S, PresenceEvent::Offline { peer: peer(2) })]
+    );
+    assert_eq!(presence.poll_timeout(), None);
+}
+
+#[test]
+fn offline_peer_still_announced_is_probed_and_comes_back() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    presence.found(t0, peer(1), addr());
+    presence.heard(t0, peer(1));
+    events(&mut presence);
+    let seen = run_until(&mut presence, t0 + 30 * S);
+    assert_eq!(
+        seen,
+        vec![(t0 + 15 * S, PresenceEvent::Offline { peer: peer(1) })]
+    );
+    // Still announced, so still probed: link back up, the probe is answered.
+    assert!(presence.poll_timeout().is_some());
+    presence.heard(t0 + 31 * S, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: addr()
+        }]
+    );
+}
+
+#[test]
+fn blocked_peers_are_never_reported() {
+    let t0 = Instant::now();
+    let blocked: HashSet<PeerId> = [peer(9)].into();
+    let mut presence = Presence::new(PresenceConfig::default(), blocked);
+    presence.found(t0, peer(9), addr());
+    presence.heard(t0, peer(9));
+    assert_eq!(events(&mut presence), vec![]);
+    assert_eq!(presence.poll_timeout(), None);
+    assert!(!presence.is_online(&peer(9)));
+
+    // Blocking an online peer reports it offline once, then never again.
+    presence.heard(t0, peer(1));
+    events(&mut presence);
+    presence.block(peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Offline { peer: peer(1) }]
+    );
+    presence.heard(t0 + S, peer(1));
+    presence.found(t0 + S, peer(1), addr());
+    assert_eq!(run_until(&mut presence, t0 + 60 * S), vec![]);
+    assert_eq!(keepalives(&mut presence), vec![]);
+
+    presence.unblock(peer(1));
+    presence.heard(t0 + 61 * S, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: vec![]
+        }]
+    );
+}
+
+#[test]
+fn lost_for_unknown_peer_and_empty_machine_are_harmless() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    assert_eq!(presence.poll_timeout(), None);
+    presence.lost(t0, peer(3));
+    presence.handle_timeout(t0 + 100 * S);
+    assert_eq!(events(&mut presence), vec![]);
+    assert_eq!(keepalives(&mut presence), vec![]);
+}
