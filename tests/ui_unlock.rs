@@ -29,10 +29,10 @@ fn submit_passphrase(harness: &mut Harness<'static, KithApp>, button: &str, pass
     harness.get_by_label("Passphrase").type_text(passphrase);
     harness.run();
     harness.get_by_label(button).click();
-    harness.run();
-    harness
-        .state_mut()
-        .wait_for_worker(Duration::from_secs(30));
+    // One frame handles the click and starts the worker; `run` would wait
+    // for the spinner to stop, which it does only when the worker answers.
+    harness.step();
+    harness.state_mut().wait_for_worker(Duration::from_secs(30));
     harness.run();
 }
 
