@@ -14,9 +14,13 @@
 //!   moves UDP datagrams (unicast and multicast) between sockets and a
 //!   sans-IO driver.
 //!
+//! - [`daemon`]: the headless daemon joining the node core, the store and
+//!   the network loop, with its library handle and local control socket.
+//!
 //! Later layers (network loop, discovery, UI) build on top of them.
 
 pub mod account;
+pub mod daemon;
 pub mod net;
 pub mod proto;
 pub mod store;
