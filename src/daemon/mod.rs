@@ -493,7 +493,8 @@ mod tests {
         );
         assert!("nokey@127.0.0.1:1".parse::<PeerAddr>().is_err());
         assert!(
-            format!("{}", PeerId(public.to_bytes()).to_hex())
+            PeerId(public.to_bytes())
+                .to_hex()
                 .parse::<PeerAddr>()
                 .is_err()
         );
