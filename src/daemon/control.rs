@@ -82,7 +82,15 @@ impl ControlServer {
 
     /// Stops accepting, waits for the accept thread and removes the socket
     /// file. Connections already open end when the daemon's channels close.
-    pub(crate) fn stop(mut self) {
+    pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ControlServer {
+    /// Also runs when a `DaemonHandle` is dropped without `shutdown`, so no
+    /// accept thread or socket file outlives the daemon.
+    fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         // `accept` blocks; a connection of our own wakes it to see the flag.
         let _ = UnixStream::connect(&self.path);
@@ -149,7 +157,7 @@ fn answer(
             let to = words.next().and_then(PeerId::from_hex);
             let text = words.next().and_then(hex_decode);
             let (Some(to), Some(text)) = (to, text) else {
-                return Err(DaemonError::UnknownPeer(line.to_owned()));
+                return Err(DaemonError::UnknownRequest(line.to_owned()));
             };
             let text = String::from_utf8(text).map_err(|_| DaemonError::NotText)?;
             let id = request(commands, |reply| Command::Send { to, text, reply })??;

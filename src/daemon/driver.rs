@@ -106,7 +106,11 @@ impl NodeDriver {
         if id == self.node.peer_id() {
             return Err(DaemonError::UnknownPeer("our own id".to_owned()));
         }
-        let known = self.peers.contains_key(&id);
+        if let Some(entry) = self.peers.get_mut(&id) {
+            // Only the address changed; the node state stays as it is.
+            entry.addr = peer.addr;
+            return Ok(());
+        }
         self.peers.insert(
             id,
             PeerEntry {
@@ -115,10 +119,6 @@ impl NodeDriver {
                 online: false,
             },
         );
-        if known {
-            // Only the address changed; the node state stays as it is.
-            return Ok(());
-        }
         if !self.store.contacts()?.iter().any(|c| c.peer == id) {
             self.store.upsert_contact(&Contact {
                 peer: id,

@@ -288,8 +288,9 @@ impl Status {
     }
 }
 
-/// A running daemon. Dropping it stops the network loop without flushing;
-/// call [`DaemonHandle::shutdown`] for a clean stop.
+/// A running daemon. Dropping it stops the network loop and the control
+/// socket without waiting or checkpointing; call [`DaemonHandle::shutdown`]
+/// for a clean stop.
 pub struct DaemonHandle {
     net: NetHandle<NodeDriver>,
     control: Option<control::ControlServer>,
@@ -324,9 +325,8 @@ pub fn start(
 ) -> Result<DaemonHandle, DaemonError> {
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
-    let driver = NodeDriver::new(account, config.node, &config.peers)?;
+    let mut driver = NodeDriver::new(account, config.node, &config.peers)?;
     let (events_tx, events_rx) = mpsc::channel();
-    let mut driver = driver;
     driver.subscribe(events_tx);
     let net = net::spawn(config.net, driver)?;
     let (stop_tx, stop_rx) = mpsc::channel();
