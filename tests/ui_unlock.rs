@@ -30,7 +30,9 @@ fn submit_passphrase(harness: &mut Harness<'static, KithApp>, button: &str, pass
     harness.run();
     harness.get_by_label(button).click();
     harness.run();
-    harness.state_mut().wait_for_worker(Duration::from_secs(30));
+    harness
+        .state_mut()
+        .wait_for_worker(Duration::from_secs(30));
     harness.run();
 }
 
