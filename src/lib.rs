@@ -14,6 +14,9 @@
 //!   moves UDP datagrams (unicast and multicast) between sockets and a
 //!   sans-IO driver.
 //!
+//! - [`daemon`]: the headless daemon joining the node core, the store and
+//!   the network loop, with its library handle and local control socket.
+//!
 //! - [`discovery`]: finding peers on the LAN (mDNS/DNS-SD) and the pure
 //!   presence state machine (online/offline from keep-alives).
 //!
@@ -21,6 +24,7 @@
 //!   `ui` is the desktop app (feature `gui`).
 
 pub mod account;
+pub mod daemon;
 pub mod discovery;
 pub mod net;
 pub mod proto;

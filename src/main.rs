@@ -6,10 +6,15 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::account::{Account, default_data_dir};
+use kith::daemon::control::Client;
+use kith::daemon::{self, DaemonConfig, PeerAddr};
+use kith::net::NetConfig;
 use kith::proto::crypto::{PublicIdentity, safety_number};
 use kith::proto::ids::PeerId;
 use kith::store::KdfParams;
-use std::path::PathBuf;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +50,35 @@ enum Command {
         /// The contact's public key: 64 hexadecimal characters (`kith id` on their side)
         public_key: String,
     },
+    /// Run the headless node until Ctrl-C, SIGTERM or `kith stop`
+    Daemon {
+        /// UDP address to listen on
+        #[arg(long, default_value = "0.0.0.0:47474")]
+        listen: SocketAddr,
+        /// A peer to talk to, as PUBLICKEYHEX@IP:PORT (repeatable)
+        #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
+        peers: Vec<String>,
+    },
+    /// Send a direct message through the running daemon
+    Send {
+        /// The peer: its peer id or its public key (64 hexadecimal characters)
+        #[arg(long)]
+        to: String,
+        /// The text to send
+        text: String,
+    },
+    /// List the daemon's peers: id, public key, address, online, outbox size
+    Peers,
+    /// Print the daemon's counters (messages, datagrams, drops by reason)
+    Status,
+    /// Print the daemon's events as they happen
+    Listen {
+        /// One JSON object per line, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running daemon cleanly
+    Stop,
 }
 
 fn main() {
@@ -83,6 +117,122 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Daemon { listen, peers } => {
+            let passphrase = passphrase(&cli.passphrase_file)?;
+            run_daemon(&data_dir, &passphrase, listen, &peers)
+        }
+        Command::Send { to, text } => {
+            let to = PeerId::from_hex(to.trim())
+                .context("--to takes a peer id or public key: 64 hexadecimal characters")?;
+            let id = Client::connect(&data_dir)?.send(&to, &text)?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Peers => print_lines(&data_dir, "peers"),
+        Command::Status => print_lines(&data_dir, "status"),
+        Command::Stop => {
+            Client::connect(&data_dir)?.request("stop")?;
+            Ok(())
+        }
+        Command::Listen { json } => {
+            let mut stdout = std::io::stdout().lock();
+            Client::connect(&data_dir)?.listen(json, |line| {
+                writeln!(stdout, "{line}")?;
+                stdout.flush()
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
+    let (lines, _) = Client::connect(data_dir)?.request(request)?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Runs the daemon in the foreground. SIGINT and SIGTERM are caught with a
+/// self-pipe so that shutdown (which checkpoints the store) runs on this
+/// thread, not in a signal handler.
+fn run_daemon(
+    data_dir: &Path,
+    passphrase: &str,
+    listen: SocketAddr,
+    peers: &[String],
+) -> Result<()> {
+    let peers = peers
+        .iter()
+        .map(|peer| peer.parse::<PeerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: listen,
+            ..NetConfig::default()
+        },
+        peers,
+        control_socket: true,
+        ..DaemonConfig::default()
+    };
+    let daemon = daemon::start(data_dir, passphrase, config)?;
+    signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;
+    // Scripts and tests read these lines to learn the address and identity.
+    println!("peer id     {}", daemon.peer_id());
+    println!("public key  {}", PeerId(daemon.public().to_bytes()));
+    println!("listening   {}", daemon.local_addr());
+    std::io::stdout().flush()?;
+    daemon.wait_for_stop();
+    daemon.shutdown()?;
+    Ok(())
+}
+
+/// SIGINT/SIGTERM → a stop request, through a self-pipe: the handler only
+/// writes one byte (async-signal-safe); a thread reads it and asks the
+/// daemon to stop.
+mod signals {
+    use kith::daemon::StopRequester;
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static PIPE: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn on_signal(_signal: libc::c_int) {
+        let fd = PIPE.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let byte = 1u8;
+            // SAFETY: `write` is async-signal-safe; `fd` is the write end,
+            // kept open for the process's life, and `byte` outlives the call.
+            unsafe {
+                libc::write(fd, (&raw const byte).cast(), 1);
+            }
+        }
+    }
+
+    pub fn forward_to(stop: StopRequester) -> std::io::Result<()> {
+        let (mut reader, writer) = UnixStream::pair()?;
+        // Leaked on purpose: the handler may run until the process exits.
+        PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: `on_signal` only loads an atomic and calls `write`,
+            // both async-signal-safe.
+            let previous =
+                unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+            if previous == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        std::thread::Builder::new()
+            .name("kith-signals".into())
+            .spawn(move || {
+                let mut byte = [0u8; 1];
+                if reader.read(&mut byte).is_ok_and(|n| n == 1) {
+                    stop.request_stop();
+                }
+            })?;
+        Ok(())
     }
 }
 

@@ -338,6 +338,22 @@ pub enum NodeEvent {
     PeerReachable { peer: PeerId },
 }
 
+/// A message we sent, as the shell stores it (see
+/// [`Node::send_direct_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// blake3 of `envelope`; what [`NodeEvent::Delivered`] names.
+    pub id: MessageId,
+    /// The direct room it went to.
+    pub room: RoomId,
+    /// Hybrid-logical-clock timestamp in the envelope.
+    pub timestamp: u64,
+    /// Our sender chain's position for it.
+    pub seq: u64,
+    /// The signed, sealed envelope.
+    pub envelope: Vec<u8>,
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeTransmit {
@@ -651,6 +667,18 @@ impl Node {
         to: PeerId,
         text: &str,
     ) -> Result<MessageId, NodeError> {
+        self.send_direct_message(now, to, text).map(|sent| sent.id)
+    }
+
+    /// Like [`Node::send_direct`], but returns everything the shell needs to
+    /// keep the message in its own store (the signed envelope, its room,
+    /// timestamp and chain position), since the node keeps none of it.
+    pub fn send_direct_message(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        text: &str,
+    ) -> Result<SentMessage, NodeError> {
         self.advance(now);
         if self.blocked.contains(&to) {
             return Err(NodeError::Blocked(to));
@@ -687,8 +715,15 @@ impl Node {
             },
         )?;
         let id = envelope.id();
-        let payload = Control::Message {
+        let sent = SentMessage {
+            id,
+            room: room_id,
+            timestamp,
+            seq: envelope.header.seq,
             envelope: envelope.emit(),
+        };
+        let payload = Control::Message {
+            envelope: sent.envelope.clone(),
         }
         .encode();
         // On backpressure the chain position is simply skipped: the
@@ -698,7 +733,7 @@ impl Node {
             .map_err(send_error)?;
         self.outgoing.insert(id, Outgoing::Message);
         self.pump_events(now);
-        Ok(id)
+        Ok(sent)
     }
 
     /// Queues our chain's current position and key for the peer of `room`.

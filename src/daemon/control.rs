@@ -1,0 +1,325 @@
+//! The local control socket: how `kith send`, `kith peers`, `kith status`,
+//! `kith listen` and `kith stop` talk to a running daemon.
+//!
+//! A Unix stream socket, [`SOCKET_FILE`] in the data directory, mode 0600
+//! (and the data directory itself is 0700), so only the owning user can
+//! connect; no passphrase is needed by the client.
+//!
+//! Protocol, UTF-8 lines: the client sends one request line, the daemon
+//! answers with zero or more data lines and then `ok [VALUE]` or
+//! `err SENTENCE`. Message text travels hex-encoded so it may hold newlines.
+//!
+//! | request | data lines | final |
+//! | --- | --- | --- |
+//! | `send TO_HEX TEXT_HEX` | — | `ok MESSAGE_ID` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR online\|offline OUTBOX` | `ok` |
+//! | `status` | `NAME VALUE` | `ok` |
+//! | `listen json\|text` | after `ok`: one event per line (JSON object or sentence), until disconnect | — |
+//! | `stop` | — | `ok` |
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use super::driver::Command;
+use super::{DaemonError, StopRequester, request};
+use crate::net::CommandSender;
+use crate::proto::ids::PeerId;
+
+/// File name of the control socket inside the data directory.
+pub const SOCKET_FILE: &str = "kith.sock";
+
+/// Longest request line accepted; a send of the largest message, hex-encoded,
+/// fits with room to spare.
+const MAX_REQUEST: u64 = 256 * 1024;
+
+/// Path of the control socket of the daemon serving `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// The accept loop on thread `kith-control`.
+pub(crate) struct ControlServer {
+    path: PathBuf,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    pub(crate) fn start(
+        data_dir: &Path,
+        commands: CommandSender<Command>,
+        stop: StopRequester,
+    ) -> Result<Self, DaemonError> {
+        let path = socket_path(data_dir);
+        let error = |e| DaemonError::ControlSocket(path.clone(), e);
+        // We hold the store's lock, so no other daemon serves this
+        // directory: a socket file left here is from one that was killed.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(error(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path).map_err(error)?;
+        // The data directory is already private (0700), so the moment
+        // between bind and chmod exposes nothing.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stopping);
+        let thread = std::thread::Builder::new()
+            .name("kith-control".into())
+            .spawn(move || accept_loop(listener, flag, commands, stop))
+            .map_err(error)?;
+        Ok(ControlServer {
+            path,
+            stopping,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting, waits for the accept thread and removes the socket
+    /// file. Connections already open end when the daemon's channels close.
+    pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ControlServer {
+    /// Also runs when a `DaemonHandle` is dropped without `shutdown`, so no
+    /// accept thread or socket file outlives the daemon.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // `accept` blocks; a connection of our own wakes it to see the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    stopping: Arc<AtomicBool>,
+    commands: CommandSender<Command>,
+    stop: StopRequester,
+) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let commands = commands.clone();
+        let stop = stop.clone();
+        // One thread per client: `listen` holds its connection open.
+        let spawned = std::thread::Builder::new()
+            .name("kith-control-client".into())
+            .spawn(move || {
+                // A client that hangs up mid-answer is its own problem.
+                let _ = serve(stream, &commands, &stop);
+            });
+        if let Err(error) = spawned {
+            eprintln!("kith daemon: cannot serve a control client: {error}");
+        }
+    }
+}
+
+fn serve(
+    stream: UnixStream,
+    commands: &CommandSender<Command>,
+    stop: &StopRequester,
+) -> io::Result<()> {
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    let mut out = io::BufWriter::new(&stream);
+    match answer(line.trim_end(), commands, stop, &mut out) {
+        Ok(Some(value)) => writeln!(out, "ok {value}")?,
+        Ok(None) => {}
+        Err(error) => writeln!(out, "err {error}")?,
+    }
+    out.flush()
+}
+
+/// Handles one request; `Ok(None)` means the answer was written already.
+fn answer(
+    line: &str,
+    commands: &CommandSender<Command>,
+    stop: &StopRequester,
+    out: &mut impl Write,
+) -> Result<Option<String>, DaemonError> {
+    let mut words = line.split(' ');
+    let io = |e: io::Error| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e);
+    match words.next().unwrap_or_default() {
+        "send" => {
+            let to = words.next().and_then(PeerId::from_hex);
+            let text = words.next().and_then(hex_decode);
+            let (Some(to), Some(text)) = (to, text) else {
+                return Err(DaemonError::UnknownRequest(line.to_owned()));
+            };
+            let text = String::from_utf8(text).map_err(|_| DaemonError::NotText)?;
+            let id = request(commands, |reply| Command::Send { to, text, reply })??;
+            Ok(Some(id.to_hex()))
+        }
+        "peers" => {
+            for peer in request(commands, |reply| Command::Peers { reply })? {
+                writeln!(
+                    out,
+                    "{} {} {} {} {}",
+                    peer.peer.to_hex(),
+                    PeerId(peer.public.to_bytes()).to_hex(),
+                    peer.addr,
+                    if peer.online { "online" } else { "offline" },
+                    peer.outbox
+                )
+                .map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
+        "status" => {
+            let status = request(commands, |reply| Command::Status { reply })?;
+            for (name, value) in status.counters() {
+                writeln!(out, "{name} {value}").map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
+        "listen" => {
+            let json = words.next() != Some("text");
+            let (tx, rx) = std::sync::mpsc::channel();
+            commands.send(Command::Subscribe(tx))?;
+            writeln!(out, "ok").map_err(io)?;
+            out.flush().map_err(io)?;
+            // Ends when the client hangs up (write fails) or the daemon
+            // stops (the channel closes).
+            for event in rx {
+                if json {
+                    writeln!(out, "{}", event.to_json()).map_err(io)?;
+                } else {
+                    writeln!(out, "{event}").map_err(io)?;
+                }
+                out.flush().map_err(io)?;
+            }
+            Ok(None)
+        }
+        "stop" => {
+            stop.request_stop();
+            Ok(Some(String::new()))
+        }
+        other => Err(DaemonError::UnknownRequest(other.to_owned())),
+    }
+}
+
+/// Why a CLI command could not talk to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no kith daemon is running for {}", .0.display())]
+    NotRunning(PathBuf),
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+    #[error("the daemon's answer was cut off")]
+    Truncated,
+    #[error("cannot talk to the daemon: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A client connection to the daemon serving a data directory.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects, or says that no daemon runs for `data_dir`.
+    pub fn connect(data_dir: &Path) -> Result<Self, ControlError> {
+        let stream = UnixStream::connect(socket_path(data_dir)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ControlError::NotRunning(data_dir.to_owned())
+            }
+            _ => ControlError::Io(e),
+        })?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request line; returns the data lines and the final value.
+    pub fn request(mut self, line: &str) -> Result<(Vec<String>, String), ControlError> {
+        writeln!(self.reader.get_mut(), "{line}")?;
+        let mut data = Vec::new();
+        loop {
+            let mut answer = String::new();
+            if self.reader.read_line(&mut answer)? == 0 {
+                return Err(ControlError::Truncated);
+            }
+            let answer = answer.trim_end();
+            if answer == "ok" || answer.starts_with("ok ") {
+                return Ok((data, answer[2..].trim().to_owned()));
+            }
+            if let Some(error) = answer.strip_prefix("err ") {
+                return Err(ControlError::Refused(error.to_owned()));
+            }
+            data.push(answer.to_owned());
+        }
+    }
+
+    /// Sends `text` to `to`; returns the message id (hex).
+    pub fn send(self, to: &PeerId, text: &str) -> Result<String, ControlError> {
+        let line = format!("send {} {}", to.to_hex(), hex_encode(text.as_bytes()));
+        self.request(&line).map(|(_, id)| id)
+    }
+
+    /// Subscribes to events and calls `each` with every line (a JSON
+    /// object, or a short sentence when `json` is false) until the daemon
+    /// stops or `each` returns an error.
+    pub fn listen(
+        self,
+        json: bool,
+        mut each: impl FnMut(&str) -> io::Result<()>,
+    ) -> Result<(), ControlError> {
+        let mut reader = self.reader;
+        let format = if json { "json" } else { "text" };
+        writeln!(reader.get_mut(), "listen {format}")?;
+        let mut first = String::new();
+        reader.read_line(&mut first)?;
+        if first.trim_end() != "ok" {
+            return Err(ControlError::Refused(first.trim_end().to_owned()));
+        }
+        for line in reader.lines() {
+            each(&line?)?;
+        }
+        Ok(())
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        let text = "héllo\nworld";
+        assert_eq!(
+            hex_decode(&hex_encode(text.as_bytes())).as_deref(),
+            Some(text.as_bytes())
+        );
+        assert_eq!(hex_decode(""), Some(Vec::new()));
+        assert_eq!(hex_decode("abc"), None);
+        assert_eq!(hex_decode("zz"), None);
+        assert_eq!(hex_decode("é1"), None);
+    }
+}

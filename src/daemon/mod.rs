@@ -1,0 +1,502 @@
+//! The headless daemon: the library handle a device integrates, and the IO
+//! shell that joins the sans-IO [`Node`](crate::proto::node::Node) to the
+//! network loop and the encrypted store.
+//!
+//! ```text
+//!  DaemonHandle ──Command──▶ kith-net thread: NodeDriver { Node, Store }
+//!       ▲                         │ datagrams ▲ timers
+//!       └──── Event channel ◀─────┘           │
+//!  kith-control thread (Unix socket, 0600) ───┘ commands from `kith send` & co.
+//! ```
+//!
+//! Guarantees:
+//! - **Stored before acknowledged.** A received message is committed to the
+//!   store before the node is told to acknowledge it, so a sender's
+//!   "delivered" always means the message survives a crash of the receiver.
+//!   All messages surfaced by one network input are committed in one
+//!   transaction.
+//! - **Sent messages survive a restart.** Every message we send is stored
+//!   with a `Pending` delivery per recipient, set to `Delivered` when the
+//!   recipient acknowledges it. At start (and whenever a peer is added) the
+//!   store's outbox for each known peer is queued again.
+//! - **One owner.** Only the `kith-net` thread touches the node and the
+//!   store; callers talk to it through commands with bounded waits.
+//!
+//! Limits of this first slice (see `ARCHITECTURE.md`):
+//! - Peers come from a static table ([`DaemonConfig::peers`],
+//!   [`DaemonHandle::add_peer`]); discovery comes later, and the table is not
+//!   persisted (the store keeps contacts by id only, without their keys).
+//! - The node keeps its sender chain in memory only, so a message re-queued
+//!   from the outbox after a restart is sealed again as a new envelope with
+//!   a new id; its stored copy keeps the old id and becomes `Delivered` when
+//!   the new one is acknowledged. If the old one had in fact been stored by
+//!   the recipient (only its acknowledgement was lost), the recipient sees
+//!   the text twice. Likewise a restarted receiver has lost its peers'
+//!   chains, so messages sealed before its restart arrive as unreadable
+//!   (stored, acknowledged and reported as [`Event::Undecryptable`]).
+//! - Direct messages only: no rooms, no multicast.
+
+pub mod control;
+mod driver;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use crate::account::{Account, AccountError};
+use crate::net::{self, NetConfig, NetError, NetHandle, NetStatsSnapshot};
+use crate::proto::crypto::PublicIdentity;
+use crate::proto::ids::{MessageId, PeerId};
+use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
+use crate::store::StoreError;
+
+use driver::{Command, NodeDriver};
+
+/// How long a caller waits for the network thread to answer a command. The
+/// thread answers within one loop turn; this only guards against a stalled
+/// or dead loop.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    /// Sockets: default `0.0.0.0:47474`, multicast off.
+    pub net: NetConfig,
+    /// The node's tunables. `wall_clock_millis` is set from the system
+    /// clock at start.
+    pub node: NodeConfig,
+    /// Peers known at start, with the address to reach each one.
+    pub peers: Vec<PeerAddr>,
+    /// Whether to serve the local control socket ([`control::SOCKET_FILE`]
+    /// in the data directory) for the `kith` CLI. Off by default for
+    /// library use; `kith daemon` turns it on.
+    pub control_socket: bool,
+}
+
+/// A peer's public key and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub public: PublicIdentity,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for PeerAddr {
+    type Err = DaemonError;
+
+    /// Parses `PUBKEYHEX@IP:PORT`, the form `kith daemon --peer` takes.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || DaemonError::BadPeer(text.to_owned());
+        let (key, addr) = text.split_once('@').ok_or_else(bad)?;
+        let key = PeerId::from_hex(key.trim()).ok_or_else(bad)?;
+        let public = PublicIdentity::from_bytes(&key.0).map_err(|_| bad())?;
+        let addr = addr.trim().parse().map_err(|_| bad())?;
+        Ok(PeerAddr { public, addr })
+    }
+}
+
+/// Why the daemon could not do something, as a sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("{0} is not a peer of this daemon")]
+    UnknownPeer(String),
+    #[error("{0:?} is not PUBLICKEYHEX@IP:PORT")]
+    BadPeer(String),
+    #[error("the message is not valid UTF-8 text")]
+    NotText,
+    #[error("unknown control request {0:?}")]
+    UnknownRequest(String),
+    #[error("the daemon did not answer in time")]
+    NotResponding,
+    #[error("the daemon has stopped")]
+    Stopped,
+    #[error("cannot open the control socket {0}: {1}")]
+    ControlSocket(PathBuf, std::io::Error),
+}
+
+/// What the daemon reports to its listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message from `from` was stored.
+    MessageReceived {
+        from: PeerId,
+        id: MessageId,
+        timestamp: u64,
+        text: String,
+    },
+    /// An authentic message we hold no key for was stored unreadable.
+    Undecryptable { from: PeerId, id: MessageId },
+    /// `to` stored our message `id`.
+    Delivered { to: PeerId, id: MessageId },
+    /// The node gave up retransmitting `id` to `to` for now; it stays in
+    /// the outbox and is queued again at the next start.
+    Undelivered { to: PeerId, id: MessageId },
+    /// `peer` answered again.
+    PeerOnline { peer: PeerId },
+    /// No answer from `peer` for a while; messages to it stay queued.
+    PeerOffline { peer: PeerId },
+}
+
+impl Event {
+    /// One JSON object on one line, for `kith listen --json`. Ids are hex;
+    /// text is escaped per RFC 8259.
+    pub fn to_json(&self) -> String {
+        match self {
+            Event::MessageReceived {
+                from,
+                id,
+                timestamp,
+                text,
+            } => format!(
+                r#"{{"event":"message","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}"}}"#,
+                json_escape(text),
+                from = from.to_hex(),
+                id = id.to_hex(),
+            ),
+            Event::Undecryptable { from, id } => format!(
+                r#"{{"event":"undecryptable","from":"{}","id":"{}"}}"#,
+                from.to_hex(),
+                id.to_hex()
+            ),
+            Event::Delivered { to, id } => format!(
+                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+                to.to_hex(),
+                id.to_hex()
+            ),
+            Event::Undelivered { to, id } => format!(
+                r#"{{"event":"undelivered","to":"{}","id":"{}"}}"#,
+                to.to_hex(),
+                id.to_hex()
+            ),
+            Event::PeerOnline { peer } => {
+                format!(r#"{{"event":"peer_online","peer":"{}"}}"#, peer.to_hex())
+            }
+            Event::PeerOffline { peer } => {
+                format!(r#"{{"event":"peer_offline","peer":"{}"}}"#, peer.to_hex())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    /// A short line for people (`kith listen` without `--json`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::MessageReceived { from, text, .. } => write!(f, "{}: {text}", from.short()),
+            Event::Undecryptable { from, id } => {
+                write!(f, "{}: (unreadable message {})", from.short(), id.short())
+            }
+            Event::Delivered { to, id } => write!(f, "delivered {} to {}", id.short(), to.short()),
+            Event::Undelivered { to, id } => {
+                write!(f, "not yet delivered {} to {}", id.short(), to.short())
+            }
+            Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
+            Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
+        }
+    }
+}
+
+/// Escapes `text` for a JSON string literal.
+fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A peer as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub peer: PeerId,
+    pub public: PublicIdentity,
+    pub addr: SocketAddr,
+    /// Whether it has answered us and not been reported unreachable since.
+    pub online: bool,
+    /// Our messages it has not acknowledged yet.
+    pub outbox: usize,
+}
+
+/// Counters for `kith status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The socket loop's counters.
+    pub net: NetStatsSnapshot,
+    /// The node's counters, including drops by reason.
+    pub node: NodeStats,
+    /// Messages we sent (including re-queued ones).
+    pub messages_sent: u64,
+    /// Messages received and stored.
+    pub messages_received: u64,
+    /// Acknowledgements of our messages.
+    pub delivered: u64,
+    /// Transmits for a peer without an address, or for a group.
+    pub unroutable: u64,
+    /// Store writes that failed (each also printed to stderr).
+    pub store_errors: u64,
+}
+
+impl Status {
+    /// Every counter as `(name, value)`, in a stable order.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let net = &self.net;
+        let node = &self.node;
+        let mut out: Vec<(String, u64)> = [
+            ("messages_sent", self.messages_sent),
+            ("messages_received", self.messages_received),
+            ("delivered", self.delivered),
+            ("unroutable", self.unroutable),
+            ("store_errors", self.store_errors),
+            ("net_received", net.received),
+            ("net_sent", net.sent),
+            ("net_oversize_dropped", net.oversize_dropped),
+            ("net_recv_errors", net.recv_errors),
+            ("net_send_errors", net.send_errors),
+            ("net_queue_drops", net.queue_drops),
+            ("handshakes_started", node.handshakes_started),
+            ("sessions_established", node.sessions_established),
+            ("sealed_sent", node.sealed_sent),
+            ("sealed_received", node.sealed_received),
+            ("dropped_total", node.total_dropped()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        for reason in DropReason::ALL {
+            out.push((format!("dropped_{reason:?}"), node.dropped(reason)));
+        }
+        out
+    }
+}
+
+/// A running daemon. Dropping it stops the network loop and the control
+/// socket without waiting or checkpointing; call [`DaemonHandle::shutdown`]
+/// for a clean stop.
+pub struct DaemonHandle {
+    net: NetHandle<NodeDriver>,
+    control: Option<control::ControlServer>,
+    stop_tx: Sender<()>,
+    stop_rx: Receiver<()>,
+    /// Subscribed before the loop started, so the first [`DaemonHandle::events`]
+    /// misses nothing.
+    first_events: Mutex<Option<Receiver<Event>>>,
+    public: PublicIdentity,
+    data_dir: PathBuf,
+}
+
+/// Asks a daemon to stop from another thread (a signal watcher, the control
+/// socket's `stop`); [`DaemonHandle::wait_for_stop`] returns.
+#[derive(Clone)]
+pub struct StopRequester(Sender<()>);
+
+impl StopRequester {
+    /// Requests the stop; does nothing if the daemon is already gone.
+    pub fn request_stop(&self) {
+        // Fails only if the handle is gone, and then there is nothing to stop.
+        let _ = self.0.send(());
+    }
+}
+
+/// Opens the account in `data_dir`, starts the network loop and (if
+/// configured) the control socket.
+pub fn start(
+    data_dir: &Path,
+    passphrase: &str,
+    config: DaemonConfig,
+) -> Result<DaemonHandle, DaemonError> {
+    let account = Account::open(data_dir, passphrase)?;
+    let public = account.identity.public();
+    let mut driver = NodeDriver::new(account, config.node, &config.peers)?;
+    let (events_tx, events_rx) = mpsc::channel();
+    driver.subscribe(events_tx);
+    let net = net::spawn(config.net, driver)?;
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let mut handle = DaemonHandle {
+        net,
+        control: None,
+        stop_tx,
+        stop_rx,
+        first_events: Mutex::new(Some(events_rx)),
+        public,
+        data_dir: data_dir.to_owned(),
+    };
+    if config.control_socket {
+        let server =
+            control::ControlServer::start(data_dir, handle.net.sender(), handle.stop_requester())?;
+        handle.control = Some(server);
+    }
+    Ok(handle)
+}
+
+impl DaemonHandle {
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.public.peer_id()
+    }
+
+    /// Our public key (what peers pass to `--peer`).
+    pub fn public(&self) -> &PublicIdentity {
+        &self.public
+    }
+
+    /// The unicast address peers send to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.net.local_addr()
+    }
+
+    /// The data directory this daemon serves.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Sends `text` to `to` (a peer id, or a peer's public key read as an
+    /// id). Returns once the message is queued and stored.
+    pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
+        self.request(|reply| Command::Send {
+            to,
+            text: text.to_owned(),
+            reply,
+        })?
+    }
+
+    /// Adds (or re-addresses) a peer and queues its outbox.
+    pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
+        self.request(|reply| Command::AddPeer {
+            peer: PeerAddr { public, addr },
+            reply,
+        })?
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, DaemonError> {
+        self.request(|reply| Command::Peers { reply })
+    }
+
+    /// Counters.
+    pub fn status(&self) -> Result<Status, DaemonError> {
+        let mut status = self.request(|reply| Command::Status { reply })?;
+        status.net = self.net.stats();
+        Ok(status)
+    }
+
+    /// A stream of events: the first call gets every event since start,
+    /// later calls every event from then on. Any number may be open.
+    pub fn events(&self) -> Result<Receiver<Event>, DaemonError> {
+        // A poisoned lock only means another caller panicked while taking
+        // the receiver; the Option inside is still valid.
+        let first = self
+            .first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(rx) = first {
+            return Ok(rx);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.net.send(Command::Subscribe(tx))?;
+        Ok(rx)
+    }
+
+    /// A handle other threads can use to ask for a stop.
+    pub fn stop_requester(&self) -> StopRequester {
+        StopRequester(self.stop_tx.clone())
+    }
+
+    /// Blocks until a stop is requested (control socket `stop`, or a
+    /// [`StopRequester`]).
+    pub fn wait_for_stop(&self) {
+        // `self` holds a sender, so this returns only on a request.
+        let _ = self.stop_rx.recv();
+    }
+
+    /// Stops the control socket and the loop (handling every command sent
+    /// before), then checkpoints the store.
+    pub fn shutdown(mut self) -> Result<(), DaemonError> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        let shutdown = self.net.shutdown()?;
+        shutdown.driver.flush()?;
+        match shutdown.error {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, DaemonError> {
+        request(&self.net.sender(), command)
+    }
+}
+
+/// Sends a command with a reply channel and waits (bounded) for the answer.
+fn request<T>(
+    sender: &net::CommandSender<Command>,
+    command: impl FnOnce(Sender<T>) -> Command,
+) -> Result<T, DaemonError> {
+    let (tx, rx) = mpsc::channel();
+    sender.send(command(tx))?;
+    rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
+        RecvTimeoutError::Timeout => DaemonError::NotResponding,
+        RecvTimeoutError::Disconnected => DaemonError::Stopped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_quotes_backslashes_and_controls() {
+        assert_eq!(json_escape("a\"b\\c\nd\u{1}é"), "a\\\"b\\\\c\\nd\\u0001é");
+        let event = Event::Delivered {
+            to: PeerId([1; 32]),
+            id: MessageId([2; 32]),
+        };
+        assert_eq!(
+            event.to_json(),
+            format!(
+                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+                "01".repeat(32),
+                "02".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn peer_addr_parses_key_at_address() {
+        let public = crate::proto::crypto::Identity::generate(&mut rand::rng()).public();
+        let text = format!("{}@127.0.0.1:4000", PeerId(public.to_bytes()).to_hex());
+        let parsed: PeerAddr = text.parse().expect("a well-formed peer parses");
+        assert_eq!(parsed.public, public);
+        assert_eq!(
+            parsed.addr,
+            "127.0.0.1:4000".parse().expect("a literal address")
+        );
+        assert!("nokey@127.0.0.1:1".parse::<PeerAddr>().is_err());
+        assert!(
+            PeerId(public.to_bytes())
+                .to_hex()
+                .parse::<PeerAddr>()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! In-process daemons on 127.0.0.1, each with its own data directory: the
+//! direct-message round trip and the offline queue, through the public
+//! `kith::daemon` API and real UDP sockets. Every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use kith::account::Account;
+use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
+use kith::net::NetConfig;
+use kith::proto::crypto::PublicIdentity;
+use kith::proto::ids::{MessageId, PeerId};
+use kith::proto::node::direct_room;
+use kith::store::KdfParams;
+
+const PASS: &str = "daemon test passphrase";
+/// Generous: the machine running the tests may be heavily loaded, and a
+/// handshake to a peer that was down backs off to 2 s between attempts.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn account(name: &str) -> (TempDir, PublicIdentity) {
+    let dir = TempDir::new(name);
+    let data = dir.path().join("data");
+    let account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
+        .expect("a fresh temp dir takes an account");
+    (dir, account.identity.public())
+}
+
+fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
+    let config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: bind,
+            ..NetConfig::loopback()
+        },
+        peers,
+        ..DaemonConfig::default()
+    };
+    daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
+}
+
+fn loopback() -> SocketAddr {
+    NetConfig::loopback().unicast_bind
+}
+
+/// Collects events until `done` says so; panics after [`WAIT`].
+fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no expected event within {WAIT:?}: {e}"));
+        if done(&event) {
+            return;
+        }
+    }
+}
+
+/// The texts stored in the direct room of `me` and `peer`, oldest first.
+fn stored_texts(dir: &TempDir, me: PeerId, peer: PeerId) -> Vec<(MessageId, String)> {
+    let account = Account::open(&dir.path().join("data"), PASS).expect("the store reopens");
+    let mut messages = account
+        .store
+        .messages_in_room(&direct_room(me, peer), None, 10_000)
+        .expect("the room reads back");
+    messages.reverse();
+    messages
+        .into_iter()
+        .filter(|m| m.sender == peer)
+        .map(|m| (m.id, String::from_utf8(m.body).expect("texts are UTF-8")))
+        .collect()
+}
+
+#[test]
+fn direct_message_round_trip_is_stored_then_delivered() {
+    let (dir_a, pub_a) = account("daemon-a");
+    let (dir_b, pub_b) = account("daemon-b");
+    let a = start(&dir_a, loopback(), Vec::new());
+    let b = start(
+        &dir_b,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B becomes A's peer");
+    let a_events = a.events().expect("A is running");
+    let b_events = b.events().expect("B is running");
+
+    // B's public key works as the address as well as its peer id.
+    let id = a
+        .send(PeerId(pub_b.to_bytes()), "hello, \"B\"\n")
+        .expect("B is a peer");
+    collect_until(&b_events, |event| {
+        matches!(event, Event::MessageReceived { from, id: got, text, .. }
+            if *from == pub_a.peer_id() && *got == id && text == "hello, \"B\"\n")
+    });
+    collect_until(
+        &a_events,
+        |event| matches!(event, Event::Delivered { to, id: got } if *to == pub_b.peer_id() && *got == id),
+    );
+    let peers = a.peers().expect("A answers");
+    assert_eq!(peers.len(), 1);
+    assert!(peers[0].online, "B answered, so it is online");
+    assert_eq!(peers[0].outbox, 0, "the delivered message left the outbox");
+    let status = a.status().expect("A answers");
+    assert_eq!((status.messages_sent, status.delivered), (1, 1));
+    assert!(status.net.sent > 0 && status.node.sessions_established == 1);
+
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+    assert_eq!(
+        stored_texts(&dir_b, pub_b.peer_id(), pub_a.peer_id()),
+        vec![(id, "hello, \"B\"\n".to_owned())]
+    );
+}
+
+#[test]
+fn offline_queue_delivers_all_exactly_once_in_order() {
+    const N: usize = 100;
+    let (dir_a, pub_a) = account("offline-a");
+    let (dir_b, pub_b) = account("offline-b");
+    let a = start(&dir_a, loopback(), Vec::new());
+    let b_peers = vec![PeerAddr {
+        public: pub_a.clone(),
+        addr: a.local_addr(),
+    }];
+    let b = start(&dir_b, loopback(), b_peers.clone());
+    let b_addr = b.local_addr();
+    a.add_peer(pub_b.clone(), b_addr)
+        .expect("B becomes A's peer");
+    b.shutdown().expect("B stops cleanly");
+
+    let a_events = a.events().expect("A is running");
+    let texts: Vec<String> = (0..N).map(|i| format!("queued {i}")).collect();
+    let ids: Vec<MessageId> = texts
+        .iter()
+        .map(|text| {
+            a.send(pub_b.peer_id(), text)
+                .expect("queued while B is down")
+        })
+        .collect();
+    assert_eq!(a.peers().expect("A answers")[0].outbox, N);
+
+    // B comes back on the same address.
+    let b = start(&dir_b, b_addr, b_peers);
+    let b_events = b.events().expect("B is running");
+    let mut received = Vec::new();
+    collect_until(&b_events, |event| {
+        if let Event::MessageReceived { from, id, text, .. } = event {
+            assert_eq!(*from, pub_a.peer_id());
+            received.push((*id, text.clone()));
+        }
+        received.len() == N
+    });
+    let expected: Vec<(MessageId, String)> = ids.iter().copied().zip(texts).collect();
+    assert_eq!(received, expected, "all arrive once each, in send order");
+    let mut delivered = std::collections::HashSet::new();
+    collect_until(&a_events, |event| {
+        if let Event::Delivered { id, .. } = event {
+            delivered.insert(*id);
+        }
+        delivered.len() == N
+    });
+    assert_eq!(a.peers().expect("A answers")[0].outbox, 0);
+
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+    assert_eq!(
+        stored_texts(&dir_b, pub_b.peer_id(), pub_a.peer_id()),
+        expected,
+        "B's store holds each message exactly once"
+    );
+}
+
+#[test]
+fn a_restarted_sender_requeues_its_outbox() {
+    let (dir_a, pub_a) = account("requeue-a");
+    let (dir_b, pub_b) = account("requeue-b");
+    // B's address is reserved by starting it once, then B goes away.
+    let b = start(&dir_b, loopback(), Vec::new());
+    let b_addr = b.local_addr();
+    b.shutdown().expect("B stops cleanly");
+
+    let b_peer = vec![PeerAddr {
+        public: pub_b.clone(),
+        addr: b_addr,
+    }];
+    let a = start(&dir_a, loopback(), b_peer.clone());
+    let a_addr = a.local_addr();
+    a.send(pub_b.peer_id(), "survives a restart")
+        .expect("queued while B is down");
+    a.shutdown().expect("A stops cleanly");
+
+    // A restarts first (same address), then B: the message still arrives.
+    let a = start(&dir_a, a_addr, b_peer);
+    assert_eq!(a.peers().expect("A answers")[0].outbox, 1);
+    let a_events = a.events().expect("A is running");
+    let b = start(
+        &dir_b,
+        b_addr,
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a_addr,
+        }],
+    );
+    let b_events = b.events().expect("B is running");
+    collect_until(
+        &b_events,
+        |event| matches!(event, Event::MessageReceived { text, .. } if text == "survives a restart"),
+    );
+    collect_until(&a_events, |event| matches!(event, Event::Delivered { .. }));
+    assert_eq!(a.peers().expect("A answers")[0].outbox, 0);
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+}
