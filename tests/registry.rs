@@ -563,3 +563,31 @@ proptest! {
         prop_assert!(registry.is_empty());
     }
 }
+
+#[test]
+fn wire_checks_size_magic_version_and_trailing_bytes() {
+    use kith::proto::wire::WireError;
+    let message = Message::Lookup {
+        peer: PeerId([1; 32]),
+        query: 7,
+    };
+    let bytes = message.emit().expect("fits");
+    assert_eq!(Message::parse(&bytes), Ok(message));
+
+    let mut version = bytes.clone();
+    version[2] = 2;
+    assert_eq!(Message::parse(&version), Err(WireError::UnknownVersion(2)));
+    let mut magic = bytes.clone();
+    magic[..2].copy_from_slice(b"kt");
+    assert_eq!(Message::parse(&magic), Err(WireError::BadMagic));
+    let trailing = [bytes.as_slice(), &[0]].concat();
+    assert_eq!(Message::parse(&trailing), Err(WireError::TrailingBytes(1)));
+    assert_eq!(Message::parse(&[0; 1201]), Err(WireError::TooLarge(1201)));
+
+    let start = Instant::now();
+    let mut registry = registry(RegistryConfig::default());
+    registry.handle_datagram(start, UNIX_MS, addr(9, 9), &version);
+    registry.handle_datagram(start, UNIX_MS, addr(9, 9), &magic);
+    assert_eq!(registry.counters().unknown_version, 1);
+    assert_eq!(registry.counters().malformed, 1);
+}

@@ -33,6 +33,10 @@ pub const MAX_ADDRESSES: usize = 8;
 /// eight IPv6 addresses is about 300 bytes; a `Found` answer embeds one
 /// registration plus its signature.
 pub const MAX_SIGNED_BODY: usize = 700;
+/// Largest registration body. Eight IPv6 addresses make about 300 bytes;
+/// the cap keeps a `Found` answer, which embeds a registration, well inside
+/// [`MAX_SIGNED_BODY`].
+pub const MAX_REGISTRATION_BODY: usize = 400;
 /// Signature label of a client's registration (inside the registry domain).
 pub const REGISTRATION_LABEL: &[u8] = b"register\0";
 /// Signature label of a registry answer (inside the registry domain).
@@ -308,7 +312,7 @@ impl Registration {
 
     /// Decodes a registration body (bounded, no trailing bytes).
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
-        if body.len() > MAX_SIGNED_BODY {
+        if body.len() > MAX_REGISTRATION_BODY {
             return Err(WireError::TooLarge(body.len()));
         }
         decode_exact(body)
