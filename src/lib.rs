@@ -8,6 +8,9 @@
 //!   randomness, no SQL. State machines take bytes and `Instant`s in and give
 //!   datagrams, timers and events out.
 //!
+//! - [`registry`]: the optional rendezvous server for peers mDNS cannot
+//!   reach, and its sans-IO client. It never sees chat data.
+//!
 //! - [`store`]: the encrypted local store (SQLCipher), owned by the IO shell.
 //!
 //! - [`net`]: the network IO shell: a `mio` event loop on its own thread that
@@ -28,6 +31,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod net;
 pub mod proto;
+pub mod registry;
 pub mod store;
 #[cfg(feature = "gui")]
 pub mod ui;

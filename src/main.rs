@@ -15,6 +15,8 @@ use kith::store::KdfParams;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +81,27 @@ enum Command {
     },
     /// Stop the running daemon cleanly
     Stop,
+    /// Run a registry: lets peers that mDNS cannot reach find each other.
+    /// It stores identity → addresses only, never chat data. Its key is kept
+    /// in DATA/registry.key when --data or KITH_DATA is given (or in
+    /// --key-file), otherwise it is new every start. Stops on Ctrl-C/SIGTERM.
+    Registry(RegistryArgs),
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// UDP address to listen on
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], kith::registry::DEFAULT_PORT)))]
+    listen: SocketAddr,
+    /// File holding the registry's secret key (created with mode 0600)
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Seconds between client keep-alives; a client is unavailable after 3 missed
+    #[arg(long, default_value_t = 10)]
+    keepalive_secs: u64,
+    /// Most registrations held at once
+    #[arg(long, default_value_t = 100_000)]
+    max_entries: usize,
 }
 
 fn main() {
@@ -91,6 +114,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data.clone().unwrap_or_else(default_data_dir);
     match cli.command.unwrap_or(Command::App) {
+        Command::Registry(args) => run_registry(args, cli.data),
         Command::App => run_app(data_dir),
         Command::Init => {
             let passphrase = passphrase(&cli.passphrase_file)?;
@@ -234,6 +258,40 @@ mod signals {
             })?;
         Ok(())
     }
+}
+
+fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
+    use kith::registry::{RegistryConfig, ServeConfig, Server};
+    if args.keepalive_secs == 0 || args.max_entries == 0 {
+        bail!("--keepalive-secs and --max-entries must be at least 1");
+    }
+    // Only an explicit data directory holds the key: the default one is the
+    // user's account, and a registry is usually not run by a chat user.
+    let key_file = args
+        .key_file
+        .or_else(|| data.map(|dir| dir.join("registry.key")));
+    let server = Server::bind(ServeConfig {
+        listen: args.listen,
+        key_file: key_file.clone(),
+        registry: RegistryConfig {
+            keepalive_interval: Duration::from_secs(args.keepalive_secs),
+            max_entries: args.max_entries,
+            ..RegistryConfig::default()
+        },
+    })?;
+    println!("kith registry listening on {}", server.local_addr()?);
+    println!("public key  {}", PeerId(server.public_key()));
+    match key_file {
+        Some(path) => println!("key file    {}", path.display()),
+        None => println!(
+            "key file    none: a new key every start (pass --key-file or --data to keep it)"
+        ),
+    }
+    // Ctrl-C and SIGTERM end the process with their default action: the
+    // registry holds nothing that needs flushing.
+    let never = AtomicBool::new(false);
+    server.run(&never)?;
+    Ok(())
 }
 
 fn print_identity(account: &Account) {

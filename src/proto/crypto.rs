@@ -113,6 +113,14 @@ impl Identity {
         peer_id_of(self.signing.verifying_key().as_bytes())
     }
 
+    /// Signs a registry message (a client's registration, or the registry's
+    /// own answer) under the registry domain, so such a signature can never
+    /// pass as a handshake or envelope signature, nor the other way round.
+    /// Callers put their own kind label first inside `message`.
+    pub fn sign_registry(&self, message: &[u8]) -> [u8; 64] {
+        self.sign(REGISTRY_SIG_DOMAIN, message).to_bytes()
+    }
+
     /// Signs `message` after a domain-separation prefix, so a signature made
     /// for one purpose can never be replayed as another.
     fn sign(&self, domain: &[u8], message: &[u8]) -> Signature {
@@ -159,6 +167,15 @@ impl PublicIdentity {
         &self.key
     }
 
+    /// Checks a signature made with [`Identity::sign_registry`].
+    pub fn verify_registry(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        self.verify(
+            REGISTRY_SIG_DOMAIN,
+            message,
+            &Signature::from_bytes(signature),
+        )
+    }
+
     /// Checks a signature made with [`Identity::sign`] under `domain`.
     ///
     /// Uses RFC 8032 cofactorless verification with a canonical `S` (which
@@ -175,6 +192,9 @@ impl PublicIdentity {
             .is_ok()
     }
 }
+
+/// Domain of registry signatures (see [`Identity::sign_registry`]).
+const REGISTRY_SIG_DOMAIN: &[u8] = b"kith registry v1\0";
 
 /// The peer id of an Ed25519 public key.
 pub fn peer_id_of(public_key: &[u8; 32]) -> PeerId {

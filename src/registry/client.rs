@@ -1,0 +1,378 @@
+//! The registry client core: sans-IO, like the rest of the protocol.
+
+use super::RegistryError;
+use super::wire::{Addresses, Answer, Message, Registration, SignedRegistration, Token};
+use crate::proto::crypto::{Identity, PublicIdentity};
+use crate::proto::ids::PeerId;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct RegistryClientConfig {
+    /// The registry's pinned public key (config: 64 hex characters).
+    pub registry_key: [u8; 32],
+    /// Keep-alive interval until the registry announces its own.
+    pub keepalive_interval: Duration,
+    /// How long to wait for `Registered` before registering again.
+    pub register_retry: Duration,
+    /// After this many unanswered keep-alives, register afresh instead.
+    pub missed_keepalives: u32,
+    /// Most lookups awaiting an answer; the oldest is given up first.
+    pub max_pending_lookups: usize,
+}
+
+impl RegistryClientConfig {
+    /// Defaults for a registry with the given pinned key.
+    pub fn new(registry_key: [u8; 32]) -> Self {
+        Self {
+            registry_key,
+            keepalive_interval: Duration::from_secs(10),
+            register_retry: Duration::from_secs(2),
+            missed_keepalives: 3,
+            max_pending_lookups: 64,
+        }
+    }
+}
+
+/// What an answer from the registry means to the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The registry holds our current registration.
+    Registered,
+    /// The peer's own signed registration (already verified).
+    Found {
+        peer: PeerId,
+        public_key: [u8; 32],
+        addresses: Vec<SocketAddr>,
+        last_seen_age: Duration,
+    },
+    /// The peer registered but missed its keep-alives.
+    Unavailable {
+        peer: PeerId,
+        last_seen_age: Duration,
+    },
+    /// The registry knows nothing of the peer.
+    NotFound { peer: PeerId },
+    /// The registry no longer holds our registration (it restarted or
+    /// forgot us); a new registration is due now (see `poll_timeout`).
+    Forgotten,
+}
+
+enum Phase {
+    Idle,
+    Registering {
+        timestamp_ms: u64,
+        retry_at: Instant,
+    },
+    Registered {
+        token: Token,
+        keepalive_at: Instant,
+        last_ack: Instant,
+    },
+}
+
+/// The client side: builds registrations, keep-alives and lookups, and
+/// verifies every answer against the pinned registry key.
+///
+/// Run loop: call [`register`](Self::register) once; feed every datagram
+/// from the registry to [`handle_datagram`](Self::handle_datagram); at
+/// [`poll_timeout`](Self::poll_timeout) call
+/// [`handle_timeout`](Self::handle_timeout) and send what it returns.
+pub struct RegistryClient {
+    identity: Identity,
+    peer: PeerId,
+    registry: PublicIdentity,
+    config: RegistryClientConfig,
+    keepalive_interval: Duration,
+    addresses: Addresses,
+    phase: Phase,
+    last_timestamp_ms: u64,
+    /// Nonces and query numbers are keyed hashes of a counter: unique and
+    /// unpredictable without an RNG inside the core.
+    nonce_key: [u8; 32],
+    counter: u64,
+    pending: VecDeque<(u64, PeerId)>,
+}
+
+impl RegistryClient {
+    /// A client for `identity`. `seed` must be secret and random (the node
+    /// draws it from the OS RNG; tests pass a fixed one).
+    pub fn new(
+        identity: Identity,
+        config: RegistryClientConfig,
+        seed: [u8; 32],
+    ) -> Result<Self, RegistryError> {
+        let registry = PublicIdentity::from_bytes(&config.registry_key)
+            .map_err(|_| RegistryError::BadPublicKey)?;
+        Ok(Self {
+            peer: identity.peer_id(),
+            identity,
+            registry,
+            keepalive_interval: config.keepalive_interval,
+            config,
+            addresses: Addresses::default(),
+            phase: Phase::Idle,
+            last_timestamp_ms: 0,
+            nonce_key: seed,
+            counter: 0,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Whether the registry confirmed our current registration.
+    pub fn is_registered(&self) -> bool {
+        matches!(self.phase, Phase::Registered { .. })
+    }
+
+    /// Sets the addresses to register (at most eight; call
+    /// [`register`](Self::register) afterwards to publish them).
+    pub fn set_addresses(&mut self, addresses: Vec<SocketAddr>) -> Result<(), RegistryError> {
+        self.addresses = Addresses::new(addresses)?;
+        Ok(())
+    }
+
+    /// A fresh signed registration. `unix_ms` is our wall clock; the
+    /// timestamp is forced to increase even if the clock steps back.
+    pub fn register(&mut self, now: Instant, unix_ms: u64) -> Vec<u8> {
+        let timestamp_ms = unix_ms.max(self.last_timestamp_ms + 1);
+        self.last_timestamp_ms = timestamp_ms;
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&self.next_secret()[..16]);
+        let body = Registration {
+            public_key: self.identity.public().to_bytes(),
+            registry: self.config.registry_key,
+            addresses: self.addresses.clone(),
+            timestamp_ms,
+            nonce,
+        }
+        .emit();
+        let signature = self
+            .identity
+            .sign_registry(&Registration::signed_message(&body));
+        self.phase = Phase::Registering {
+            timestamp_ms,
+            retry_at: now + self.config.register_retry,
+        };
+        emit(&Message::Register(SignedRegistration { body, signature }))
+    }
+
+    /// A lookup for `peer`; the answer arrives as a [`ClientEvent`].
+    pub fn lookup(&mut self, peer: PeerId) -> Vec<u8> {
+        let query = u64::from_le_bytes(
+            self.next_secret()[..8]
+                .try_into()
+                .expect("invariant: a blake3 output has at least 8 bytes"),
+        );
+        if self.pending.len() >= self.config.max_pending_lookups {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((query, peer));
+        emit(&Message::Lookup { peer, query })
+    }
+
+    /// Asks the registry to forget us now, if we are registered.
+    pub fn unregister(&mut self) -> Option<Vec<u8>> {
+        let Phase::Registered { token, .. } = self.phase else {
+            return None;
+        };
+        self.phase = Phase::Idle;
+        Some(emit(&Message::Unregister {
+            peer: self.peer,
+            token,
+        }))
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Idle => None,
+            Phase::Registering { retry_at, .. } => Some(retry_at),
+            Phase::Registered { keepalive_at, .. } => Some(keepalive_at),
+        }
+    }
+
+    /// The keep-alive or registration that is due at `now`, if any.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: u64) -> Option<Vec<u8>> {
+        match self.phase {
+            Phase::Idle => None,
+            Phase::Registering { retry_at, .. } => {
+                (now >= retry_at).then(|| self.register(now, unix_ms))
+            }
+            Phase::Registered {
+                token,
+                keepalive_at,
+                last_ack,
+            } => {
+                if now < keepalive_at {
+                    return None;
+                }
+                // Keep-alives that go unanswered mean the registry or the
+                // path is gone; once it is back, only a full registration
+                // brings us back (it will not know our token).
+                let silent_for = now.saturating_duration_since(last_ack);
+                if silent_for > self.keepalive_interval * self.config.missed_keepalives {
+                    return Some(self.register(now, unix_ms));
+                }
+                self.phase = Phase::Registered {
+                    token,
+                    keepalive_at: now + self.keepalive_interval,
+                    last_ack,
+                };
+                Some(emit(&Message::KeepAlive {
+                    peer: self.peer,
+                    token,
+                }))
+            }
+        }
+    }
+
+    /// Handles a datagram from the registry. Errors mean "drop it": a bad
+    /// signature, a malformed datagram or an answer to nothing we asked.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<Option<ClientEvent>, RegistryError> {
+        match Message::parse(bytes)? {
+            Message::Answer(signed) => {
+                if !self
+                    .registry
+                    .verify_registry(&Answer::signed_message(&signed.body), &signed.signature)
+                {
+                    return Err(RegistryError::BadSignature);
+                }
+                self.handle_answer(now, Answer::parse(&signed.body)?)
+            }
+            Message::KeepAliveAck { peer, token } => match &mut self.phase {
+                Phase::Registered {
+                    token: ours,
+                    last_ack,
+                    ..
+                } if peer == self.peer && *ours == token => {
+                    *last_ack = now;
+                    Ok(None)
+                }
+                _ => Err(RegistryError::Unexpected),
+            },
+            Message::UnknownPeer { peer, token } => match self.phase {
+                Phase::Registered { token: ours, .. } if peer == self.peer && ours == token => {
+                    // Register at once rather than at the next keep-alive:
+                    // the registry restarted and knows nobody.
+                    self.phase = Phase::Registering {
+                        timestamp_ms: self.last_timestamp_ms,
+                        retry_at: now,
+                    };
+                    Ok(Some(ClientEvent::Forgotten))
+                }
+                _ => Err(RegistryError::Unexpected),
+            },
+            Message::Register(_)
+            | Message::KeepAlive { .. }
+            | Message::Unregister { .. }
+            | Message::Lookup { .. } => Err(RegistryError::Unexpected),
+        }
+    }
+
+    fn handle_answer(
+        &mut self,
+        now: Instant,
+        answer: Answer,
+    ) -> Result<Option<ClientEvent>, RegistryError> {
+        match answer {
+            Answer::Registered {
+                peer,
+                timestamp_ms,
+                token,
+                keepalive_ms,
+            } => {
+                let Phase::Registering {
+                    timestamp_ms: ours, ..
+                } = self.phase
+                else {
+                    return Err(RegistryError::Unexpected);
+                };
+                if peer != self.peer || timestamp_ms != ours {
+                    return Err(RegistryError::Unexpected);
+                }
+                // Follow the registry's interval, within sane bounds, so the
+                // operator can tune it without reconfiguring every client.
+                self.keepalive_interval =
+                    Duration::from_millis(keepalive_ms.clamp(1_000, 3_600_000));
+                self.phase = Phase::Registered {
+                    token,
+                    keepalive_at: now + self.keepalive_interval,
+                    last_ack: now,
+                };
+                Ok(Some(ClientEvent::Registered))
+            }
+            Answer::Found {
+                query,
+                registration,
+                last_seen_age_ms,
+            } => {
+                let body = Registration::parse(&registration.body)?;
+                let identity = PublicIdentity::from_bytes(&body.public_key)
+                    .map_err(|_| RegistryError::BadPublicKey)?;
+                let peer = identity.peer_id();
+                self.take_pending(query, peer)?;
+                // The peer's own signature: the registry cannot invent
+                // addresses for someone else.
+                if !identity.verify_registry(
+                    &Registration::signed_message(&registration.body),
+                    &registration.signature,
+                ) {
+                    return Err(RegistryError::BadSignature);
+                }
+                Ok(Some(ClientEvent::Found {
+                    peer,
+                    public_key: body.public_key,
+                    addresses: body.addresses.as_slice().to_vec(),
+                    last_seen_age: Duration::from_millis(last_seen_age_ms),
+                }))
+            }
+            Answer::Unavailable {
+                query,
+                peer,
+                last_seen_age_ms,
+            } => {
+                self.take_pending(query, peer)?;
+                Ok(Some(ClientEvent::Unavailable {
+                    peer,
+                    last_seen_age: Duration::from_millis(last_seen_age_ms),
+                }))
+            }
+            Answer::NotFound { query, peer } => {
+                self.take_pending(query, peer)?;
+                Ok(Some(ClientEvent::NotFound { peer }))
+            }
+        }
+    }
+
+    fn take_pending(&mut self, query: u64, peer: PeerId) -> Result<(), RegistryError> {
+        let index = self
+            .pending
+            .iter()
+            .position(|&(q, p)| q == query && p == peer)
+            .ok_or(RegistryError::Unexpected)?;
+        self.pending.remove(index);
+        Ok(())
+    }
+
+    fn next_secret(&mut self) -> [u8; 32] {
+        self.counter += 1;
+        *blake3::keyed_hash(&self.nonce_key, &self.counter.to_le_bytes()).as_bytes()
+    }
+}
+
+fn emit(message: &Message) -> Vec<u8> {
+    message
+        .emit()
+        .expect("invariant: client messages are built from capped parts and fit a datagram")
+}
