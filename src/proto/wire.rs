@@ -160,36 +160,51 @@ impl Datagram {
     /// means a bug in the caller (it built an oversized frame).
     pub fn emit(&self) -> Result<Vec<u8>, WireError> {
         self.frame.validate()?;
-        let mut out = Vec::with_capacity(MAX_DATAGRAM);
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        rmp_serde::encode::write(&mut out, self)
-            .map_err(|error| WireError::Malformed(error.to_string()))?;
-        if out.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge(out.len()));
-        }
-        Ok(out)
+        emit_datagram(MAGIC, VERSION, self)
     }
 
     /// Parses an untrusted datagram.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge(bytes.len()));
-        }
-        if bytes.len() < PREAMBLE_LEN {
-            return Err(WireError::Truncated);
-        }
-        if bytes[..2] != MAGIC {
-            return Err(WireError::BadMagic);
-        }
-        if bytes[2] != VERSION {
-            return Err(WireError::UnknownVersion(bytes[2]));
-        }
-        let body = &bytes[PREAMBLE_LEN..];
-        let datagram: Datagram = decode_exact(body)?;
+        let datagram: Datagram = decode_exact(datagram_body(bytes, MAGIC, VERSION)?)?;
         datagram.frame.validate()?;
         Ok(datagram)
     }
+}
+
+/// Encodes `value` behind a `magic ‖ version` preamble, refusing anything
+/// over [`MAX_DATAGRAM`]. Shared by every datagram family (`kt`, `kr`).
+pub fn emit_datagram<T: Serialize>(
+    magic: [u8; 2],
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(MAX_DATAGRAM);
+    out.extend_from_slice(&magic);
+    out.push(version);
+    rmp_serde::encode::write(&mut out, value)
+        .map_err(|error| WireError::Malformed(error.to_string()))?;
+    if out.len() > MAX_DATAGRAM {
+        return Err(WireError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+/// Checks an untrusted datagram's size, magic and version, in that order,
+/// and returns the body behind the preamble.
+pub fn datagram_body(bytes: &[u8], magic: [u8; 2], version: u8) -> Result<&[u8], WireError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < PREAMBLE_LEN {
+        return Err(WireError::Truncated);
+    }
+    if bytes[..2] != magic {
+        return Err(WireError::BadMagic);
+    }
+    if bytes[2] != version {
+        return Err(WireError::UnknownVersion(bytes[2]));
+    }
+    Ok(&bytes[PREAMBLE_LEN..])
 }
 
 /// Decodes exactly one MessagePack value that fills `body`.

@@ -4,7 +4,7 @@
 //! the body is a MessagePack (rmp-serde) encoding of a [`Message`]. The magic
 //! differs from the peer-to-peer `"kt"`, so neither side can mistake the
 //! other's traffic for its own. Parsing follows `proto::wire`: the size is
-//! capped at [`MAX_DATAGRAM`] before anything is decoded, magic and version
+//! capped at [`MAX_DATAGRAM`](crate::proto::wire::MAX_DATAGRAM) before anything is decoded, magic and version
 //! are checked, the body is decoded from a bounded reader with trailing bytes
 //! rejected, and every variable-length field has a cap (at most
 //! [`MAX_ADDRESSES`] addresses, signed bodies at most [`MAX_SIGNED_BODY`]
@@ -17,7 +17,7 @@
 //! check the peer's own signature.
 
 use crate::proto::ids::PeerId;
-use crate::proto::wire::{MAX_DATAGRAM, WireError, decode_exact};
+use crate::proto::wire::{WireError, datagram_body, decode_exact, emit_datagram};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
@@ -257,33 +257,13 @@ impl Message {
     /// means a bug in the caller.
     pub fn emit(&self) -> Result<Vec<u8>, WireError> {
         self.validate()?;
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        rmp_serde::encode::write(&mut out, self)
-            .map_err(|error| WireError::Malformed(error.to_string()))?;
-        if out.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge(out.len()));
-        }
-        Ok(out)
+        emit_datagram(MAGIC, VERSION, self)
     }
 
     /// Parses an untrusted datagram. Signed bodies are only size-checked
     /// here; they are decoded after their signature verifies.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge(bytes.len()));
-        }
-        if bytes.len() < PREAMBLE_LEN {
-            return Err(WireError::Truncated);
-        }
-        if bytes[..2] != MAGIC {
-            return Err(WireError::BadMagic);
-        }
-        if bytes[2] != VERSION {
-            return Err(WireError::UnknownVersion(bytes[2]));
-        }
-        let message: Message = decode_exact(&bytes[PREAMBLE_LEN..])?;
+        let message: Message = decode_exact(datagram_body(bytes, MAGIC, VERSION)?)?;
         message.validate()?;
         Ok(message)
     }
