@@ -188,7 +188,7 @@ impl Net {
     }
 
     /// Injects raw bytes as if `from` had sent them to `to` (an attacker).
-    fn inject(&mut self, to: usize, bytes: &[u8]) -> Result<(), DropReason> {
+    fn inject(&mut self, to: usize, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
         let now = self.now;
         let result = self.peers[to].node.handle_datagram(now, bytes);
         self.drain(to);
@@ -660,7 +660,7 @@ fn forged_and_relabelled_traffic_is_dropped_and_counted() {
                 "{result:?}"
             );
             // The genuine frame still opens: failed checks moved nothing.
-            assert_eq!(net.inject(1, &bytes), Ok(()));
+            assert_eq!(net.inject(1, &bytes), Ok(Some(net.ids[0])));
         }
         net.run_for(Duration::from_millis(50));
     }

@@ -86,6 +86,11 @@ use super::wire::{self, Datagram, Frame, WireError};
 #[cfg(test)]
 mod tests;
 
+/// The sealed plaintext that answers a keep-alive probe (an empty
+/// plaintext). Reliable packets are never this short, so neither can be
+/// mistaken for one.
+const KEEPALIVE_ANSWER: u8 = 0;
+
 /// Envelope kind byte of a plain UTF-8 text message.
 pub const KIND_TEXT: u8 = 1;
 
@@ -259,6 +264,10 @@ pub struct NodeStats {
     /// Handshake messages 1 ignored because our own simultaneous handshake
     /// wins (lower peer id).
     pub simultaneous_opens: u64,
+    /// Keep-alive probes sent ([`Node::keepalive`]).
+    pub keepalives_sent: u64,
+    /// Keep-alive probes from peers that we answered.
+    pub keepalives_answered: u64,
 }
 
 impl NodeStats {
@@ -771,9 +780,17 @@ impl Node {
         self.pump_events(now);
     }
 
-    /// Handles one untrusted datagram. `Err` names why it was dropped (it
-    /// is already counted); the shell may log it and carry on.
-    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+    /// Handles one untrusted datagram. `Ok(Some(peer))` when the datagram
+    /// proved to come from `peer` (a sealed frame that opened, or a
+    /// handshake message that verified), so the shell may learn the
+    /// datagram's source address for it; `Ok(None)` when it was accepted
+    /// unauthenticated (a handshake message 1). `Err` names why it was
+    /// dropped (it is already counted); the shell may log it and carry on.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<Option<PeerId>, DropReason> {
         self.advance(now);
         let result = self.on_datagram(now, bytes);
         if let Err(reason) = result {
@@ -781,6 +798,28 @@ impl Node {
         }
         self.pump_events(now);
         result
+    }
+
+    /// Probes `peer` for presence: an authenticated keep-alive if a session
+    /// exists (the peer answers, and the answer surfaces as
+    /// `Ok(Some(peer))` from [`Node::handle_datagram`]), otherwise a
+    /// handshake, whose answer proves the peer just as well. Marks the peer
+    /// reachable, since the shell only probes addresses it has.
+    pub fn keepalive(&mut self, now: Instant, peer: PeerId) {
+        self.advance(now);
+        if self.blocked.contains(&peer) {
+            return;
+        }
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.reachable = true;
+        if state.session.is_some() {
+            self.stats.keepalives_sent += 1;
+            self.seal_to(peer, &[]);
+        } else if matches!(state.handshake, Handshake::Idle) {
+            self.start_handshake(now, peer);
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -826,7 +865,7 @@ impl Node {
 
     // --- receiving datagrams -------------------------------------------------
 
-    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
         let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
         let from = datagram.from;
         // Before anything costs work: the claim alone is enough to drop.
@@ -840,13 +879,13 @@ impl Node {
             return Err(DropReason::UnknownPeer);
         }
         match datagram.frame {
-            Frame::HandshakeInit { ephemeral } => self.on_init(from, ephemeral),
-            Frame::HandshakeResponse { ephemeral, sealed } => {
-                self.on_response(now, from, HandshakeResponse { ephemeral, sealed })
-            }
-            Frame::HandshakeFinish { sealed } => {
-                self.on_finish(now, from, HandshakeFinish { sealed })
-            }
+            Frame::HandshakeInit { ephemeral } => self.on_init(from, ephemeral).map(|()| None),
+            Frame::HandshakeResponse { ephemeral, sealed } => self
+                .on_response(now, from, HandshakeResponse { ephemeral, sealed })
+                .map(|()| Some(from)),
+            Frame::HandshakeFinish { sealed } => self
+                .on_finish(now, from, HandshakeFinish { sealed })
+                .map(|()| Some(from)),
             Frame::Sealed {
                 session,
                 counter,
@@ -965,7 +1004,7 @@ impl Node {
         session_id: [u8; 16],
         counter: u64,
         ciphertext: &[u8],
-    ) -> Result<(), DropReason> {
+    ) -> Result<Option<PeerId>, DropReason> {
         let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
         let is_current = state
             .session
@@ -1005,8 +1044,19 @@ impl Node {
             state.finish = None;
         }
         state.reachable = true;
+        match plaintext.as_slice() {
+            [] => {
+                // A keep-alive probe: answer it so the prober hears us.
+                self.stats.keepalives_answered += 1;
+                self.seal_to(from, &[KEEPALIVE_ANSWER]);
+                return Ok(Some(from));
+            }
+            [KEEPALIVE_ANSWER] => return Ok(Some(from)),
+            _ => {}
+        }
         self.reliable
             .handle_datagram(now, from, Via::Unicast, &plaintext)
+            .map(|_| Some(from))
             .map_err(|_| DropReason::ReliableRejected)
     }
 

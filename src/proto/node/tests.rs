@@ -229,7 +229,10 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     assert_eq!(b.handle_datagram(now, &flipped), Err(DropReason::Forged));
-    assert_eq!(b.handle_datagram(now, &fresh[0].bytes), Ok(()));
+    assert_eq!(
+        b.handle_datagram(now, &fresh[0].bytes),
+        Ok(Some(a.peer_id()))
+    );
     assert_eq!(received(&events(&mut b)).len(), 1);
     // And in the counter field instead: a fresh counter, but the AAD and
     // nonce no longer match the ciphertext.
@@ -555,4 +558,47 @@ fn held_overflow_is_stored_unreadable_not_acknowledged_unstored() {
     let done = run(&mut a, &mut b, &mut now, Duration::from_secs(2));
     assert_eq!(delivered(&done.a_events), early);
     assert_eq!(b.held_len(), 0);
+}
+
+#[test]
+fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let idb = b.peer_id();
+    // No session yet: the probe is a handshake, whose answer authenticates B.
+    a.keepalive(now, idb);
+    let init = transmits(&mut a);
+    assert_eq!(init.len(), 1);
+    assert_eq!(b.handle_datagram(now, &init[0].bytes), Ok(None));
+    let response = transmits(&mut b);
+    assert_eq!(a.handle_datagram(now, &response[0].bytes), Ok(Some(idb)));
+    run(&mut a, &mut b, &mut now, Duration::from_millis(500));
+    assert!(a.has_session(&idb) && b.has_session(&a.peer_id()));
+    // With a session: one sealed probe, one sealed answer, nothing else.
+    a.keepalive(now, idb);
+    let probe = transmits(&mut a);
+    assert_eq!(probe.len(), 1);
+    assert_eq!(
+        b.handle_datagram(now, &probe[0].bytes),
+        Ok(Some(a.peer_id()))
+    );
+    let answer = transmits(&mut b);
+    assert_eq!(answer.len(), 1);
+    assert_eq!(a.handle_datagram(now, &answer[0].bytes), Ok(Some(idb)));
+    assert!(transmits(&mut a).is_empty(), "an answer is never answered");
+    assert_eq!(a.stats().keepalives_sent, 1);
+    assert_eq!(b.stats().keepalives_answered, 1);
+    // A replayed probe is dropped, not answered again.
+    assert_eq!(
+        b.handle_datagram(now, &probe[0].bytes),
+        Err(DropReason::Replayed)
+    );
+    assert!(transmits(&mut b).is_empty());
+    // A blocked peer's probes get nothing.
+    b.block(a.peer_id());
+    a.keepalive(now, idb);
+    for t in transmits(&mut a) {
+        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+    }
+    assert!(transmits(&mut b).is_empty());
 }
