@@ -18,8 +18,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kith::proto::crypto::Identity;
-use kith::proto::ids::{MessageId, PeerId};
-use kith::proto::node::{DropReason, Node, NodeConfig, NodeEvent, Receipt};
+use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::proto::node::{DropReason, Node, NodeConfig, NodeEvent, Receipt, direct_room};
 use kith::proto::reliable::Destination;
 use kith::proto::wire::{Datagram, Frame};
 use proptest::prelude::*;
@@ -48,6 +48,7 @@ const REORDER_DELAY: Duration = Duration::from_millis(8);
 const STORE_DELAY: Duration = Duration::from_millis(2);
 
 struct Stored {
+    room: RoomId,
     from: PeerId,
     id: MessageId,
     /// `None` for an envelope stored as not yet readable.
@@ -89,6 +90,18 @@ struct Net {
     wire: Capture,
     /// Messages sent: (from, to, id, body), in send order.
     sent: Vec<(usize, usize, MessageId, Vec<u8>)>,
+    /// Group messages sent, in send order.
+    room_sent: Vec<RoomSent>,
+}
+
+/// A group message and who was a member (besides its author) when it was
+/// sent.
+struct RoomSent {
+    from: usize,
+    room: RoomId,
+    id: MessageId,
+    body: Vec<u8>,
+    recipients: Vec<usize>,
 }
 
 fn identity(seed: u64, i: usize) -> Identity {
@@ -147,6 +160,7 @@ impl Net {
             link,
             wire: Vec::new(),
             sent: Vec::new(),
+            room_sent: Vec::new(),
         }
     }
 
@@ -185,6 +199,89 @@ impl Net {
         self.sent.push((from, to, id, text.as_bytes().to_vec()));
         self.drain(from);
         id
+    }
+
+    /// Node `from` sends `text` in group `room`; its current members other
+    /// than `from` must all store it.
+    fn send_room(&mut self, from: usize, room: RoomId, text: &str) -> MessageId {
+        let now = self.now;
+        let sent = self.peers[from]
+            .node
+            .send_room_message(now, room, text)
+            .expect("room message is accepted");
+        let members = self.peers[from].node.room(&room).expect("member").members;
+        let recipients = members
+            .iter()
+            .map(|p| self.index[p])
+            .filter(|i| *i != from)
+            .collect();
+        self.room_sent.push(RoomSent {
+            from,
+            room,
+            id: sent.id,
+            body: text.as_bytes().to_vec(),
+            recipients,
+        });
+        self.drain(from);
+        sent.id
+    }
+
+    /// Every group message was stored by each recipient and reported
+    /// delivered to its author.
+    fn all_room_delivered(&self) -> bool {
+        self.room_sent.iter().all(|m| {
+            m.recipients.iter().all(|to| {
+                self.peers[*to].confirmed_at.contains_key(&m.id)
+                    && self.peers[m.from]
+                        .delivered
+                        .contains_key(&(self.ids[*to], m.id))
+            })
+        })
+    }
+
+    /// Group messages: stored once by every recipient, readable, in each
+    /// author's order; delivered once per recipient; never stored by anyone
+    /// who was not a recipient.
+    fn check_room_messages(&self) {
+        for (to, peer) in self.peers.iter().enumerate() {
+            for from in 0..self.peers.len() {
+                let want: Vec<MessageId> = self
+                    .room_sent
+                    .iter()
+                    .filter(|m| m.from == from && m.recipients.contains(&to))
+                    .map(|m| m.id)
+                    .collect();
+                let got: Vec<MessageId> = peer
+                    .stored
+                    .iter()
+                    .filter(|s| {
+                        s.from == self.ids[from] && self.room_sent.iter().any(|m| m.id == s.id)
+                    })
+                    .map(|s| s.id)
+                    .collect();
+                assert_eq!(got, want, "group messages {from} -> {to}");
+            }
+        }
+        for m in &self.room_sent {
+            for to in &m.recipients {
+                let stored = self.peers[*to]
+                    .stored
+                    .iter()
+                    .find(|s| s.id == m.id)
+                    .expect("stored");
+                assert_eq!(stored.body.as_deref(), Some(m.body.as_slice()));
+                assert_eq!(stored.room, m.room);
+                assert_eq!(
+                    self.peers[m.from].delivered.get(&(self.ids[*to], m.id)),
+                    Some(&1),
+                    "Delivered exactly once"
+                );
+            }
+        }
+    }
+
+    fn events_of(&self, i: usize) -> &[NodeEvent] {
+        &self.peers[i].others
     }
 
     /// Injects raw bytes as if `from` had sent them to `to` (an attacker).
@@ -270,6 +367,7 @@ impl Net {
                 progressed = true;
                 match event {
                     NodeEvent::MessageReceived {
+                        room,
                         from,
                         id,
                         body,
@@ -278,6 +376,7 @@ impl Net {
                     } => {
                         let peer = &mut self.peers[i];
                         peer.stored.push(Stored {
+                            room,
                             from,
                             id,
                             body: Some(body),
@@ -286,10 +385,15 @@ impl Net {
                             .push_back((now + STORE_DELAY, receipt, id));
                     }
                     NodeEvent::Undecryptable {
-                        from, id, receipt, ..
+                        room,
+                        from,
+                        id,
+                        receipt,
+                        ..
                     } => {
                         let peer = &mut self.peers[i];
                         peer.stored.push(Stored {
+                            room,
                             from,
                             id,
                             body: None,
@@ -305,6 +409,15 @@ impl Net {
                             "Delivered before the receiver's store confirmed"
                         );
                         *self.peers[i].delivered.entry((to, id)).or_default() += 1;
+                    }
+                    NodeEvent::ContactLearned { public } => {
+                        // The shell finds an address for a member it just
+                        // met; here every node is reachable.
+                        let peer = public.peer_id();
+                        self.peers[i].node.set_reachable(now, peer, true);
+                        self.peers[i]
+                            .others
+                            .push(NodeEvent::ContactLearned { public });
                     }
                     other => self.peers[i].others.push(other),
                 }
@@ -380,10 +493,11 @@ impl Net {
                     .filter(|s| s.0 == from && s.1 == to)
                     .map(|s| s.3.as_slice())
                     .collect();
+                let direct = direct_room(self.ids[from], self.ids[to]);
                 let got: Vec<&[u8]> = peer
                     .stored
                     .iter()
-                    .filter(|s| s.from == self.ids[from])
+                    .filter(|s| s.from == self.ids[from] && s.room == direct)
                     .map(|s| s.body.as_deref().expect("readable"))
                     .collect();
                 assert_eq!(got, want, "messages {from} -> {to}");
@@ -736,4 +850,204 @@ proptest! {
         prop_assert!(net.run_until(Duration::from_secs(300), Net::all_delivered));
         net.check_exactly_once_in_order();
     }
+}
+
+/// Node 0 creates a group room with `members`.
+fn create_room(net: &mut Net, members: &[usize]) -> RoomId {
+    let now = net.now;
+    let ids: Vec<PeerId> = members.iter().map(|i| net.ids[*i]).collect();
+    let room = net.peers[0]
+        .node
+        .create_room(now, "kitchen", &ids)
+        .expect("room is created");
+    net.drain(0);
+    room
+}
+
+fn in_room(net: &Net, i: usize, room: &RoomId) -> Option<Vec<usize>> {
+    net.peers[i]
+        .node
+        .room(room)
+        .map(|r| r.members.iter().map(|p| net.index[p]).collect())
+}
+
+#[test]
+fn room_of_five_every_member_stores_every_message_once() {
+    for (seed, loss) in [(1, 0.0), (2, 0.1), (3, 0.3)] {
+        let mut net = Net::new(seed, 5, Link::lossy(loss));
+        let room = create_room(&mut net, &[1, 2, 3, 4]);
+        assert!(net.run_until(Duration::from_secs(30), |n| {
+            (0..5).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 5))
+        }));
+        for round in 0..4 {
+            for i in 0..5 {
+                net.send_room(i, room, &format!("{i} says {round}"));
+            }
+            net.run_for(Duration::from_millis(20));
+        }
+        assert!(
+            net.run_until(Duration::from_secs(120), Net::all_room_delivered),
+            "seed {seed}: not everything delivered"
+        );
+        net.check_room_messages();
+        for i in 1..5 {
+            assert!(
+                net.events_of(i).contains(&NodeEvent::RoomJoined { room }),
+                "member {i} was told it joined"
+            );
+            let info = net.peers[i].node.room(&room).expect("member");
+            assert_eq!(info.name, "kitchen");
+            assert_eq!(info.admin, Some(net.ids[0]));
+        }
+        for peer in &net.peers {
+            let stats = peer.node.stats();
+            assert_eq!(stats.dropped(DropReason::Forged), 0, "{stats:?}");
+            assert_eq!(stats.dropped(DropReason::EnvelopeRejected), 0, "{stats:?}");
+        }
+    }
+}
+
+#[test]
+fn members_who_were_strangers_meet_through_the_room() {
+    // Only node 0 knows the others; they learn each other from the invite.
+    let mut net = Net::with_contacts(4, 4, Link::lossy(0.1), |i, j| i == 0 || j == 0);
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
+    }));
+    for i in 0..4 {
+        net.send_room(i, room, &format!("hello from {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    let learned = net
+        .events_of(1)
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::ContactLearned { .. }))
+        .count();
+    assert_eq!(learned, 2, "member 1 met members 2 and 3");
+}
+
+#[test]
+fn removed_member_cannot_read_anything_sent_after_removal() {
+    let mut net = Net::new(5, 4, Link::lossy(0.1));
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some())
+    }));
+    for i in 0..4 {
+        net.send_room(i, room, &format!("before {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    let now = net.now;
+    net.peers[0]
+        .node
+        .remove_member(now, room, net.ids[3])
+        .expect("admin removes");
+    net.drain(0);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..3).all(|i| n.peers[i].node.room(&room).is_some_and(|r| r.epoch == 1))
+            && in_room(n, 3, &room).is_none()
+    }));
+    assert!(net.events_of(3).contains(&NodeEvent::RoomRemoved { room }));
+    for i in 0..3 {
+        net.send_room(i, room, &format!("after {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    for sender in 0..3 {
+        // Decryption is impossible, not merely hidden: no epoch-1 key.
+        assert!(!net.peers[3].node.can_read(&room, 1, &net.ids[sender]));
+        assert!(net.peers[1].node.can_read(&room, 1, &net.ids[sender]) || sender == 1);
+    }
+    // And nothing of the new epoch ever reached it.
+    let after: Vec<MessageId> = net
+        .room_sent
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.body).starts_with("after"))
+        .map(|m| m.id)
+        .collect();
+    assert!(net.peers[3].stored.iter().all(|s| !after.contains(&s.id)));
+    // The removed member can no longer send into the room either.
+    let now = net.now;
+    assert!(
+        net.peers[3]
+            .node
+            .send_room_message(now, room, "still here?")
+            .is_err()
+    );
+}
+
+#[test]
+fn new_member_reads_only_what_is_sent_after_joining() {
+    let mut net = Net::new(6, 4, Link::lossy(0.0));
+    let room = create_room(&mut net, &[1, 2]);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        (0..3).all(|i| in_room(n, i, &room).is_some())
+    }));
+    for i in 0..3 {
+        net.send_room(i, room, &format!("history {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(30), Net::all_room_delivered));
+    let now = net.now;
+    net.peers[0]
+        .node
+        .invite(now, room, net.ids[3])
+        .expect("admin invites");
+    net.drain(0);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
+    }));
+    for i in 0..4 {
+        net.send_room(i, room, &format!("welcome {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    for sender in 0..3 {
+        assert!(!net.peers[3].node.can_read(&room, 0, &net.ids[sender]));
+    }
+    let history = net.peers[3]
+        .stored
+        .iter()
+        .filter(|s| s.room == room)
+        .count();
+    assert_eq!(history, 3, "only the three messages sent after joining");
+}
+
+#[test]
+fn admin_leaves_and_the_lowest_member_takes_over() {
+    let mut net = Net::new(7, 4, Link::lossy(0.1));
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some())
+    }));
+    let now = net.now;
+    net.peers[0].node.leave_room(now, room).expect("leave");
+    net.drain(0);
+    assert!(net.peers[0].node.room(&room).is_none());
+    let successor = (1..4).min_by_key(|i| net.ids[*i]).expect("members");
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (1..4).all(|i| {
+            n.peers[i].node.room(&room).is_some_and(|r| {
+                r.members.len() == 3 && r.admin == Some(n.ids[successor]) && r.epoch == 1
+            })
+        })
+    }));
+    for i in 1..4 {
+        net.send_room(i, room, &format!("without the admin {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    for sender in 1..4 {
+        assert!(!net.peers[0].node.can_read(&room, 1, &net.ids[sender]));
+    }
+    // Only the new admin can change members.
+    let now = net.now;
+    let other = (1..4).find(|i| *i != successor).expect("another member");
+    assert!(
+        net.peers[other]
+            .node
+            .remove_member(now, room, net.ids[successor])
+            .is_err()
+    );
 }

@@ -265,6 +265,11 @@ impl NodeDriver {
                         self.set_online(peer, false);
                         self.publish(Event::PeerOffline { peer });
                     }
+                    // Rooms in the daemon come with its room commands.
+                    NodeEvent::RoomJoined { .. }
+                    | NodeEvent::RoomChanged { .. }
+                    | NodeEvent::RoomRemoved { .. }
+                    | NodeEvent::ContactLearned { .. } => {}
                 }
             }
             if batch.is_empty() {

@@ -62,14 +62,18 @@
 //! and dropped, and the design keeps rooms separate from peers so they fit.
 
 mod control;
+mod rooms;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use self::control::{CONTROL_VERSION, Control, ControlError};
+pub use self::control::{
+    CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
+};
+pub use self::rooms::RoomInfo;
 use super::crypto::{
     ChainId, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish, HandshakeInit,
     HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession, PublicIdentity,
@@ -268,6 +272,9 @@ pub struct NodeStats {
     pub keepalives_sent: u64,
     /// Keep-alive probes from peers that we answered.
     pub keepalives_answered: u64,
+    /// Room control messages (keys, invites, member lists) the reliable
+    /// layer refused for backpressure.
+    pub control_not_queued: u64,
 }
 
 impl NodeStats {
@@ -345,6 +352,16 @@ pub enum NodeEvent {
     PeerUnreachable { peer: PeerId },
     /// `peer` answered again; queued messages are going out.
     PeerReachable { peer: PeerId },
+    /// An admin added us to a group room ([`Node::room`] describes it).
+    RoomJoined { room: RoomId },
+    /// A group room's members, admin or epoch changed.
+    RoomChanged { room: RoomId },
+    /// The admin removed us from a group room; we no longer hold its keys
+    /// and get nothing sent in it from now on.
+    RoomRemoved { room: RoomId },
+    /// A room brought us a member who was not a contact; it is one now.
+    /// The shell should keep its key and look for its address.
+    ContactLearned { public: PublicIdentity },
 }
 
 /// A message we sent, as the shell stores it (see
@@ -385,6 +402,18 @@ pub enum NodeError {
     Backpressure,
     #[error("cannot seal the message: {0}")]
     Crypto(#[from] CryptoError),
+    #[error("no room {0:?}")]
+    UnknownRoom(RoomId),
+    #[error("only the room's admin can change its members")]
+    NotAdmin,
+    #[error("{0:?} is not a member of the room")]
+    NotMember(PeerId),
+    #[error("{0:?} is already a member of the room")]
+    AlreadyMember(PeerId),
+    #[error("a room has at most {MAX_ROOM_MEMBERS} members")]
+    TooManyMembers,
+    #[error("a room name has at most {MAX_ROOM_NAME} bytes")]
+    NameTooLong,
 }
 
 // ---------------------------------------------------------------------------
@@ -450,12 +479,49 @@ struct Peer {
     pending: VecDeque<Vec<u8>>,
 }
 
-/// Our side of a direct room.
-struct DirectRoom {
-    peer: PeerId,
+/// Our side of a room: who is in it and our sending chain.
+struct RoomState {
+    kind: RoomKind,
     chain: SenderChain,
-    /// Our chain's starting key is queued in the reliable stream.
+    /// Direct rooms: our chain's starting key is queued in the reliable
+    /// stream. (Group rooms send their key to every member when an epoch
+    /// starts.)
     key_sent: bool,
+}
+
+enum RoomKind {
+    /// The 1:1 room with a contact.
+    Direct { peer: PeerId },
+    /// A room of more than two.
+    Group(Group),
+}
+
+/// Membership of a group room as we know it.
+struct Group {
+    name: String,
+    /// The only member whose invites and member lists we accept.
+    admin: PeerId,
+    /// Bumped by the admin on every membership change; each epoch has
+    /// fresh sender chains, handed only to its members.
+    epoch: u32,
+    /// Every member, us included.
+    members: BTreeSet<PeerId>,
+}
+
+impl RoomState {
+    fn direct_peer(&self) -> Option<PeerId> {
+        match self.kind {
+            RoomKind::Direct { peer } => Some(peer),
+            RoomKind::Group(_) => None,
+        }
+    }
+
+    fn group(&self) -> Option<&Group> {
+        match &self.kind {
+            RoomKind::Group(group) => Some(group),
+            RoomKind::Direct { .. } => None,
+        }
+    }
 }
 
 /// An envelope whose sender key has not arrived yet.
@@ -463,12 +529,6 @@ struct HeldEnvelope {
     envelope: Envelope,
     bytes: Vec<u8>,
     receipt: Receipt,
-}
-
-/// What an id in the reliable layer's stream stands for on our side.
-enum Outgoing {
-    Message,
-    Control,
 }
 
 /// The node core. See the module docs for the run-loop contract.
@@ -481,12 +541,21 @@ pub struct Node {
     /// Ordered, so timers fire in the same order on every run of a seed.
     peers: BTreeMap<PeerId, Peer>,
     blocked: HashSet<PeerId>,
-    rooms: HashMap<RoomId, DirectRoom>,
+    rooms: HashMap<RoomId, RoomState>,
+    /// Group sender keys that arrived before we knew their room or epoch
+    /// (another member's key can overtake the admin's invite or member
+    /// list, which travel on a different stream), oldest first, bounded.
+    early_keys: VecDeque<SenderKeyDistribution>,
     /// Other members' chains, with the position each distribution started
     /// at (an envelope below it was sealed before we had the key).
     receivers: HashMap<ChainId, (ReceiverChain, u64)>,
     held: VecDeque<HeldEnvelope>,
-    outgoing: HashMap<MessageId, Outgoing>,
+    /// Ids of our control messages in flight (keys, invites, member
+    /// lists): their acknowledgements are not the shell's business.
+    controls: HashSet<MessageId>,
+    /// Counts control messages sent, so that each gets its own id even
+    /// when the same bytes go out twice.
+    control_count: u64,
     transmits: VecDeque<NodeTransmit>,
     events: VecDeque<NodeEvent>,
     stats: NodeStats,
@@ -513,6 +582,8 @@ impl Node {
     /// session and jitter): seed it for reproducible runs.
     pub fn new(identity: Identity, config: NodeConfig, mut rng: StdRng, now: Instant) -> Self {
         let me = identity.peer_id();
+        // A random start keeps control ids unique across restarts too.
+        let control_count = rng.next_u64();
         let reliable = Reliable::new(
             me,
             config.reliable.clone(),
@@ -529,9 +600,11 @@ impl Node {
             peers: BTreeMap::new(),
             blocked: HashSet::new(),
             rooms: HashMap::new(),
+            early_keys: VecDeque::new(),
             receivers: HashMap::new(),
             held: VecDeque::new(),
-            outgoing: HashMap::new(),
+            controls: HashSet::new(),
+            control_count,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
@@ -601,8 +674,8 @@ impl Node {
         );
         self.rooms.insert(
             room,
-            DirectRoom {
-                peer,
+            RoomState {
+                kind: RoomKind::Direct { peer },
                 chain,
                 key_sent: false,
             },
@@ -709,10 +782,22 @@ impl Node {
             // reaches the peer before any message sealed with it.
             self.send_key(now, room_id)?;
         }
+        self.seal_and_send(now, room_id, wall, text)
+    }
+
+    /// Seals `text` with our chain in `room_id` and queues it for the
+    /// room's other members.
+    fn seal_and_send(
+        &mut self,
+        now: Instant,
+        room_id: RoomId,
+        wall: u64,
+        text: &str,
+    ) -> Result<SentMessage, NodeError> {
         let room = self
             .rooms
             .get_mut(&room_id)
-            .expect("add_contact creates the direct room of every contact");
+            .ok_or(NodeError::UnknownRoom(room_id))?;
         let timestamp = self.clock.tick(wall);
         let envelope = seal_envelope(
             &self.identity,
@@ -740,27 +825,34 @@ impl Node {
         self.reliable
             .send(now, room_id, id, &payload)
             .map_err(send_error)?;
-        self.outgoing.insert(id, Outgoing::Message);
         self.pump_events(now);
         Ok(sent)
     }
 
     /// Queues our chain's current position and key for the peer of `room`.
     fn send_key(&mut self, now: Instant, room_id: RoomId) -> Result<(), NodeError> {
-        let Some(room) = self.rooms.get_mut(&room_id) else {
+        let Some(room) = self.rooms.get(&room_id) else {
             return Ok(());
         };
         let key = control_from_distribution(&room.chain.distribution()).encode();
-        let id = Control::control_id(&key);
-        room.key_sent = false;
+        let id = self.next_control_id(&key);
         self.reliable
             .send(now, room_id, id, &key)
             .map_err(send_error)?;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.key_sent = true;
         }
-        self.outgoing.insert(id, Outgoing::Control);
+        self.controls.insert(id);
         Ok(())
+    }
+
+    /// A fresh id for a control message: unique per send, and
+    /// domain-separated from envelope ids.
+    fn next_control_id(&mut self, encoded: &[u8]) -> MessageId {
+        self.control_count = self.control_count.wrapping_add(1);
+        let mut named = self.control_count.to_le_bytes().to_vec();
+        named.extend_from_slice(encoded);
+        Control::control_id(&named)
     }
 
     /// At start-up, seeds the duplicate filter with the ids of the most
@@ -1082,12 +1174,21 @@ impl Node {
             let rooms: Vec<RoomId> = self
                 .rooms
                 .iter()
-                .filter(|(_, r)| r.peer == peer && r.key_sent)
+                .filter(|(_, r)| r.direct_peer() == Some(peer) && r.key_sent)
                 .map(|(id, _)| *id)
                 .collect();
             for room in rooms {
                 // Backpressure only delays it: the next message sends it.
                 let _ = self.send_key(now, room);
+            }
+            let groups: Vec<RoomId> = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.group().is_some_and(|g| g.members.contains(&peer)))
+                .map(|(id, _)| *id)
+                .collect();
+            for room in groups {
+                self.send_group_key(now, room, peer);
             }
         }
         // Anything the reliable layer sent into the void (no session, or
@@ -1251,12 +1352,13 @@ impl Node {
                     ..
                 } => self.on_received(now, Receipt { room, from, seq }, &payload),
                 Event::Delivered { room, to, id } => {
-                    if let Some(Outgoing::Message) = self.outgoing.remove(&id) {
+                    // One per recipient; a control message has one.
+                    if !self.controls.remove(&id) {
                         self.events.push_back(NodeEvent::Delivered { room, to, id });
                     }
                 }
                 Event::Undelivered { room, to, id } => {
-                    if let Some(Outgoing::Message) = self.outgoing.remove(&id) {
+                    if !self.controls.remove(&id) {
                         self.events
                             .push_back(NodeEvent::Undelivered { room, to, id });
                     }
@@ -1280,11 +1382,25 @@ impl Node {
             self.reject(now, receipt, DropReason::ControlMalformed);
             return;
         };
-        let in_room = self
-            .rooms
-            .get(&receipt.room)
-            .is_some_and(|r| r.peer == receipt.from);
-        if !in_room {
+        let Some(room) = self.rooms.get(&receipt.room) else {
+            self.reject(now, receipt, DropReason::Foreign);
+            return;
+        };
+        let is_direct = match &room.kind {
+            RoomKind::Direct { peer } => *peer == receipt.from,
+            RoomKind::Group(group) => {
+                // The reliable layer only accepts members' streams; a group
+                // stream carries nothing but envelopes.
+                if !group.members.contains(&receipt.from)
+                    || !matches!(control, Control::Message { .. })
+                {
+                    self.reject(now, receipt, DropReason::Foreign);
+                    return;
+                }
+                false
+            }
+        };
+        if !is_direct && !matches!(control, Control::Message { .. }) {
             self.reject(now, receipt, DropReason::Foreign);
             return;
         }
@@ -1295,10 +1411,6 @@ impl Node {
                 start_seq,
                 chain_key,
             } => {
-                if room != receipt.room {
-                    self.reject(now, receipt, DropReason::Foreign);
-                    return;
-                }
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
                 let distribution = SenderKeyDistribution {
@@ -1310,18 +1422,50 @@ impl Node {
                     start_seq,
                     chain_key: SecretKey::from_bytes(chain_key),
                 };
-                // The newest distribution wins: it came in order on the
-                // sender's authenticated stream, so everything sealed after
-                // it uses positions at or after `start_seq`.
-                self.receivers.insert(
-                    distribution.chain,
-                    (ReceiverChain::from_distribution(&distribution), start_seq),
-                );
-                self.release_held(now, distribution.chain);
+                if room == receipt.room {
+                    self.install_key(now, &distribution);
+                } else {
+                    // A group key travels on the pairwise stream.
+                    self.on_group_key(now, distribution);
+                }
+            }
+            Control::RoomInvite {
+                room,
+                name,
+                epoch,
+                admin,
+                members,
+            } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                if let Err(reason) =
+                    self.on_invite(now, receipt.from, room, name, epoch, admin, &members)
+                {
+                    self.stats.count(reason);
+                }
+            }
+            Control::RoomMembers {
+                room,
+                epoch,
+                members,
+            } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                if let Err(reason) = self.on_members(now, receipt.from, room, epoch, &members) {
+                    self.stats.count(reason);
+                }
+            }
+            Control::RoomLeave { room } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                if let Err(reason) = self.on_leave(now, receipt.from, room) {
+                    self.stats.count(reason);
+                }
             }
             Control::Message { envelope: bytes } => {
                 let envelope = match Envelope::parse(&bytes) {
-                    // In a direct room only the other member may author.
+                    // Only the stream's own sender may author in it (members
+                    // forwarding others' envelopes is the sync's job).
                     Ok(envelope)
                         if envelope.header.room == receipt.room
                             && envelope.header.sender == receipt.from =>

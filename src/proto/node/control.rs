@@ -36,7 +36,48 @@ pub enum Control {
         #[serde(with = "serde_bytes")]
         envelope: Vec<u8>,
     },
+    /// The room's admin adds the receiver to a group room: its name, the
+    /// epoch the receiver joins in, and every member's public key (the
+    /// receiver included), so members who are not yet contacts can be
+    /// reached. Only accepted from the admin it names.
+    #[serde(rename = "i")]
+    RoomInvite {
+        room: RoomId,
+        name: String,
+        epoch: u32,
+        #[serde(with = "serde_bytes")]
+        admin: [u8; 32],
+        members: Vec<MemberKey>,
+    },
+    /// The admin's new member list for a new epoch (after an invite, a
+    /// removal or a leave). A receiver missing from it was removed.
+    #[serde(rename = "u")]
+    RoomMembers {
+        room: RoomId,
+        epoch: u32,
+        members: Vec<MemberKey>,
+    },
+    /// The sender leaves the room.
+    #[serde(rename = "l")]
+    RoomLeave { room: RoomId },
 }
+
+/// A member's Ed25519 public key as carried in room control messages.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberKey(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemberKey({:02x}{:02x}..)", self.0[0], self.0[1])
+    }
+}
+
+/// Most members a group room may have; bounds every member list a peer can
+/// make us process.
+pub const MAX_ROOM_MEMBERS: usize = 256;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME: usize = 128;
 
 impl std::fmt::Debug for Control {
     // A derived `Debug` would print the chain key into logs.
@@ -57,6 +98,28 @@ impl std::fmt::Debug for Control {
                 .debug_struct("Message")
                 .field("len", &envelope.len())
                 .finish(),
+            Control::RoomInvite {
+                room,
+                epoch,
+                members,
+                ..
+            } => f
+                .debug_struct("RoomInvite")
+                .field("room", room)
+                .field("epoch", epoch)
+                .field("members", &members.len())
+                .finish_non_exhaustive(),
+            Control::RoomMembers {
+                room,
+                epoch,
+                members,
+            } => f
+                .debug_struct("RoomMembers")
+                .field("room", room)
+                .field("epoch", epoch)
+                .field("members", &members.len())
+                .finish(),
+            Control::RoomLeave { room } => f.debug_struct("RoomLeave").field("room", room).finish(),
         }
     }
 }
@@ -93,7 +156,18 @@ impl Control {
         if version != CONTROL_VERSION {
             return Err(ControlError::UnknownVersion(version));
         }
-        decode_exact(body).map_err(|_| ControlError::Malformed)
+        let control: Control = decode_exact(body).map_err(|_| ControlError::Malformed)?;
+        match &control {
+            Control::RoomInvite { name, members, .. }
+                if name.len() > MAX_ROOM_NAME || members.len() > MAX_ROOM_MEMBERS =>
+            {
+                Err(ControlError::Malformed)
+            }
+            Control::RoomMembers { members, .. } if members.len() > MAX_ROOM_MEMBERS => {
+                Err(ControlError::Malformed)
+            }
+            _ => Ok(control),
+        }
     }
 
     /// The id the reliable layer uses for a control message that is not an
@@ -126,6 +200,44 @@ mod tests {
             envelope: vec![1, 2, 3],
         };
         assert_eq!(Control::decode(&message.encode()), Ok(message));
+        let invite = Control::RoomInvite {
+            room: RoomId([4; 32]),
+            name: "kitchen".to_owned(),
+            epoch: 3,
+            admin: [5; 32],
+            members: vec![MemberKey([5; 32]), MemberKey([6; 32])],
+        };
+        assert_eq!(Control::decode(&invite.encode()), Ok(invite));
+        let update = Control::RoomMembers {
+            room: RoomId([4; 32]),
+            epoch: 4,
+            members: vec![MemberKey([5; 32])],
+        };
+        assert_eq!(Control::decode(&update.encode()), Ok(update));
+        let leave = Control::RoomLeave {
+            room: RoomId([4; 32]),
+        };
+        assert_eq!(Control::decode(&leave.encode()), Ok(leave));
+        let crowded = Control::RoomMembers {
+            room: RoomId([4; 32]),
+            epoch: 4,
+            members: vec![MemberKey([5; 32]); MAX_ROOM_MEMBERS + 1],
+        };
+        assert_eq!(
+            Control::decode(&crowded.encode()),
+            Err(ControlError::Malformed)
+        );
+        let long_name = Control::RoomInvite {
+            room: RoomId([4; 32]),
+            name: "x".repeat(MAX_ROOM_NAME + 1),
+            epoch: 0,
+            admin: [5; 32],
+            members: vec![],
+        };
+        assert_eq!(
+            Control::decode(&long_name.encode()),
+            Err(ControlError::Malformed)
+        );
         assert_eq!(Control::decode(&[]), Err(ControlError::Empty));
         let mut future = bytes.clone();
         future[0] = 2;

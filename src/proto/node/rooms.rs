@@ -1,0 +1,645 @@
+//! Group rooms: rooms of more than two, run by an admin.
+//!
+//! - **Membership has one author.** The admin (the creator, or after the
+//!   admin leaves, the remaining member with the lowest peer id) is the only
+//!   member whose invites and member lists are accepted, so every member
+//!   applies the same changes in the same order (they travel on the admin's
+//!   ordered pairwise stream to each member).
+//! - **Every change starts an epoch.** Each member then seals with a fresh
+//!   sender chain whose key goes, pairwise, only to the members of the new
+//!   epoch: a removed member cannot read anything sent after the change, and
+//!   a new member cannot read anything sent before it joined.
+//! - **Keys travel pairwise, envelopes in the room.** Sender keys, invites and
+//!   member lists go over the pairwise (direct-room) streams; envelopes go
+//!   over the room's own stream. A key may therefore overtake the member list
+//!   that makes its sender a member: such keys wait in a bounded buffer
+//!   (`early_keys`), and envelopes wait for their key as in direct rooms.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::{
+    Control, DropReason, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MAX_TEXT, MemberKey, Node,
+    NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution, direct_room,
+};
+use crate::proto::crypto::SenderKeyDistribution;
+use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SenderChain};
+use crate::proto::ids::{PeerId, RoomId};
+use crate::proto::reliable::RoomConfig;
+
+/// Group keys held at most while their room or epoch is not known yet.
+const MAX_EARLY_KEYS: usize = 256;
+
+/// A room as the shell shows and stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub id: RoomId,
+    /// The group's name; empty for a direct room.
+    pub name: String,
+    /// For a direct room, the other peer.
+    pub direct: Option<PeerId>,
+    /// For a group room, the member who runs it.
+    pub admin: Option<PeerId>,
+    /// Current epoch (0 for direct rooms).
+    pub epoch: u32,
+    /// Every member, us included, in peer id order.
+    pub members: Vec<PeerId>,
+}
+
+impl Node {
+    /// Every room we are in: direct rooms with contacts and group rooms.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<RoomInfo> = self.rooms.keys().filter_map(|id| self.room(id)).collect();
+        rooms.sort_by_key(|r| r.id);
+        rooms
+    }
+
+    /// One room, if we are in it.
+    pub fn room(&self, room: &RoomId) -> Option<RoomInfo> {
+        let state = self.rooms.get(room)?;
+        Some(match &state.kind {
+            RoomKind::Direct { peer } => {
+                let mut members = vec![self.me, *peer];
+                members.sort();
+                RoomInfo {
+                    id: *room,
+                    name: String::new(),
+                    direct: Some(*peer),
+                    admin: None,
+                    epoch: 0,
+                    members,
+                }
+            }
+            RoomKind::Group(group) => RoomInfo {
+                id: *room,
+                name: group.name.clone(),
+                direct: None,
+                admin: Some(group.admin),
+                epoch: group.epoch,
+                members: group.members.iter().copied().collect(),
+            },
+        })
+    }
+
+    /// Whether we hold the key to read `sender`'s messages of `epoch` in
+    /// `room` (what a removed member must never have for later epochs).
+    pub fn can_read(&self, room: &RoomId, epoch: u32, sender: &PeerId) -> bool {
+        self.receivers.contains_key(&ChainId {
+            room: *room,
+            epoch,
+            sender: *sender,
+        })
+    }
+
+    /// Creates a group room named `name` with us as admin and invites
+    /// `members` (contacts, not blocked). Returns its id.
+    pub fn create_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        members: &[PeerId],
+    ) -> Result<RoomId, NodeError> {
+        self.advance(now);
+        if name.len() > MAX_ROOM_NAME {
+            return Err(NodeError::NameTooLong);
+        }
+        let mut all: BTreeSet<PeerId> = BTreeSet::from([self.me]);
+        for peer in members.iter().filter(|p| **p != self.me) {
+            self.check_invitable(peer)?;
+            all.insert(*peer);
+        }
+        if all.len() > MAX_ROOM_MEMBERS {
+            return Err(NodeError::TooManyMembers);
+        }
+        let mut nonce = [0u8; 32];
+        rand::Rng::fill_bytes(&mut self.rng, &mut nonce);
+        let mut hasher = blake3::Hasher::new_derive_key("kith group room id v1");
+        hasher.update(&self.me.0);
+        hasher.update(&nonce);
+        let room = RoomId(*hasher.finalize().as_bytes());
+        self.start_group(
+            room,
+            Group {
+                name: name.to_owned(),
+                admin: self.me,
+                epoch: 0,
+                members: all,
+            },
+        );
+        for peer in self.others(&room) {
+            self.send_invite(now, room, peer);
+            self.send_group_key(now, room, peer);
+        }
+        self.pump_events(now);
+        Ok(room)
+    }
+
+    /// Adds contact `peer` to group `room` (admin only). Starts a new epoch.
+    pub fn invite(&mut self, now: Instant, room: RoomId, peer: PeerId) -> Result<(), NodeError> {
+        self.advance(now);
+        let group = self.admin_group(&room)?;
+        if group.members.contains(&peer) {
+            return Err(NodeError::AlreadyMember(peer));
+        }
+        if group.members.len() >= MAX_ROOM_MEMBERS {
+            return Err(NodeError::TooManyMembers);
+        }
+        self.check_invitable(&peer)?;
+        let old = self.others(&room);
+        if let Some(group) = self.group_mut(&room) {
+            group.members.insert(peer);
+            group.epoch += 1;
+        }
+        for member in old {
+            self.send_members(now, room, member);
+        }
+        self.send_invite(now, room, peer);
+        self.rekey(now, room);
+        self.events.push_back(NodeEvent::RoomChanged { room });
+        self.pump_events(now);
+        Ok(())
+    }
+
+    /// Removes `peer` from group `room` (admin only). Starts a new epoch
+    /// whose keys `peer` never gets; it is told it was removed.
+    pub fn remove_member(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+    ) -> Result<(), NodeError> {
+        self.advance(now);
+        let group = self.admin_group(&room)?;
+        if peer == self.me || !group.members.contains(&peer) {
+            return Err(NodeError::NotMember(peer));
+        }
+        if let Some(group) = self.group_mut(&room) {
+            group.members.remove(&peer);
+            group.epoch += 1;
+        }
+        for member in self.others(&room) {
+            self.send_members(now, room, member);
+        }
+        self.send_members(now, room, peer);
+        self.rekey(now, room);
+        self.events.push_back(NodeEvent::RoomChanged { room });
+        self.pump_events(now);
+        Ok(())
+    }
+
+    /// Leaves group `room`: tells every member and forgets the room and
+    /// its keys.
+    pub fn leave_room(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
+        self.advance(now);
+        if self.group(&room).is_none() {
+            return Err(NodeError::UnknownRoom(room));
+        }
+        for member in self.others(&room) {
+            self.send_pairwise(now, member, &Control::RoomLeave { room });
+        }
+        self.forget_room(room);
+        self.pump_events(now);
+        Ok(())
+    }
+
+    /// Sends `text` to every member of group `room`.
+    pub fn send_room_message(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        text: &str,
+    ) -> Result<SentMessage, NodeError> {
+        self.advance(now);
+        if self.group(&room).is_none() {
+            return Err(NodeError::UnknownRoom(room));
+        }
+        if text.len() > MAX_TEXT {
+            return Err(NodeError::TooLarge(text.len()));
+        }
+        let wall = self.wall_millis(now);
+        self.seal_and_send(now, room, wall, text)
+    }
+
+    /// Takes back a group room from the shell's store at start-up. Every
+    /// member must already be a contact. Our sending chain is new, so its
+    /// key goes to every member again.
+    pub fn restore_room(&mut self, now: Instant, info: &RoomInfo) -> Result<(), NodeError> {
+        self.advance(now);
+        let Some(admin) = info.admin else {
+            // Direct rooms come back with their contact.
+            return Ok(());
+        };
+        let members: BTreeSet<PeerId> = info.members.iter().copied().collect();
+        if !members.contains(&self.me) {
+            return Err(NodeError::NotMember(self.me));
+        }
+        if let Some(unknown) = members
+            .iter()
+            .find(|p| **p != self.me && !self.peers.contains_key(*p))
+        {
+            return Err(NodeError::UnknownPeer(*unknown));
+        }
+        self.start_group(
+            info.id,
+            Group {
+                name: info.name.clone(),
+                admin,
+                epoch: info.epoch,
+                members,
+            },
+        );
+        for peer in self.others(&info.id) {
+            self.send_group_key(now, info.id, peer);
+        }
+        self.pump_events(now);
+        Ok(())
+    }
+
+    // --- control messages from the pairwise streams ---------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_invite(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        room: RoomId,
+        name: String,
+        epoch: u32,
+        admin: [u8; 32],
+        members: &[MemberKey],
+    ) -> Result<(), DropReason> {
+        if crate::proto::crypto::peer_id_of(&admin) != from {
+            // Only the admin invites, and the admin is whoever sent it.
+            return Err(DropReason::Foreign);
+        }
+        if self.rooms.contains_key(&room) {
+            // A second invite to a room we are in can only be the admin's
+            // newer member list (we were removed and added back unseen).
+            let is_update = self
+                .group(&room)
+                .is_some_and(|g| g.admin == from && epoch > g.epoch);
+            return if is_update {
+                self.on_members(now, from, room, epoch, members)
+            } else {
+                Err(DropReason::Foreign)
+            };
+        }
+        if name.len() > MAX_ROOM_NAME {
+            return Err(DropReason::ControlMalformed);
+        }
+        let publics = member_keys(members)?;
+        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
+        if !ids.contains(&self.me) || !ids.contains(&from) {
+            return Err(DropReason::Foreign);
+        }
+        self.learn_contacts(now, publics);
+        self.start_group(
+            room,
+            Group {
+                name,
+                admin: from,
+                epoch,
+                members: ids,
+            },
+        );
+        for peer in self.others(&room) {
+            self.send_group_key(now, room, peer);
+        }
+        self.apply_early_keys(now, room);
+        self.events.push_back(NodeEvent::RoomJoined { room });
+        Ok(())
+    }
+
+    pub(super) fn on_members(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        room: RoomId,
+        epoch: u32,
+        members: &[MemberKey],
+    ) -> Result<(), DropReason> {
+        let current = self
+            .group(&room)
+            .filter(|g| g.admin == from)
+            .ok_or(DropReason::Foreign)?;
+        if epoch <= current.epoch {
+            return Err(DropReason::Foreign);
+        }
+        let publics = member_keys(members)?;
+        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
+        if !ids.contains(&self.me) {
+            self.forget_room(room);
+            self.events.push_back(NodeEvent::RoomRemoved { room });
+            return Ok(());
+        }
+        if !ids.contains(&from) {
+            // An admin leaves with a RoomLeave, not by dropping itself.
+            return Err(DropReason::Foreign);
+        }
+        self.learn_contacts(now, publics);
+        if let Some(group) = self.group_mut(&room) {
+            group.members = ids;
+            group.epoch = epoch;
+        }
+        self.rekey(now, room);
+        self.apply_early_keys(now, room);
+        self.events.push_back(NodeEvent::RoomChanged { room });
+        Ok(())
+    }
+
+    pub(super) fn on_leave(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        room: RoomId,
+    ) -> Result<(), DropReason> {
+        let me = self.me;
+        let group = self.group_mut(&room).ok_or(DropReason::Foreign)?;
+        if !group.members.remove(&from) {
+            return Err(DropReason::Foreign);
+        }
+        if group.admin == from {
+            // Every member picks the same successor without a message.
+            group.admin = group.members.first().copied().unwrap_or(me);
+        }
+        let now_admin = group.admin == me;
+        if now_admin {
+            group.epoch += 1;
+            for member in self.others(&room) {
+                self.send_members(now, room, member);
+            }
+            self.rekey(now, room);
+        } else {
+            // Stop waiting for the leaver's acknowledgements at once; the
+            // admin's new epoch follows.
+            let others = self.others(&room);
+            self.reliable.set_members(room, others);
+        }
+        self.events.push_back(NodeEvent::RoomChanged { room });
+        Ok(())
+    }
+
+    /// A group sender key from `distribution.chain.sender`'s pairwise
+    /// stream.
+    pub(super) fn on_group_key(&mut self, now: Instant, distribution: SenderKeyDistribution) {
+        let chain = distribution.chain;
+        match self.group(&chain.room) {
+            Some(group) if chain.epoch <= group.epoch => {
+                if group.members.contains(&chain.sender) {
+                    self.install_key(now, &distribution);
+                } else {
+                    self.stats.count(DropReason::Foreign);
+                }
+            }
+            _ => {
+                // Ahead of the invite or member list that explains it.
+                self.early_keys.retain(|d| d.chain != chain);
+                if self.early_keys.len() >= MAX_EARLY_KEYS {
+                    self.early_keys.pop_front();
+                    self.stats.count(DropReason::HeldOverflow);
+                }
+                self.early_keys.push_back(distribution);
+            }
+        }
+    }
+
+    /// Starts following a chain and opens what waited for it.
+    pub(super) fn install_key(&mut self, now: Instant, distribution: &SenderKeyDistribution) {
+        // The newest distribution wins: it came in order on the sender's
+        // authenticated stream, so everything sealed after it uses
+        // positions at or after `start_seq`.
+        self.receivers.insert(
+            distribution.chain,
+            (
+                ReceiverChain::from_distribution(distribution),
+                distribution.start_seq,
+            ),
+        );
+        self.release_held(now, distribution.chain);
+    }
+
+    // --- helpers ---------------------------------------------------------------
+
+    fn group(&self, room: &RoomId) -> Option<&Group> {
+        self.rooms.get(room).and_then(RoomState::group)
+    }
+
+    fn group_mut(&mut self, room: &RoomId) -> Option<&mut Group> {
+        match &mut self.rooms.get_mut(room)?.kind {
+            RoomKind::Group(group) => Some(group),
+            RoomKind::Direct { .. } => None,
+        }
+    }
+
+    /// The group, if we run it.
+    fn admin_group(&self, room: &RoomId) -> Result<&Group, NodeError> {
+        let group = self.group(room).ok_or(NodeError::UnknownRoom(*room))?;
+        if group.admin != self.me {
+            return Err(NodeError::NotAdmin);
+        }
+        Ok(group)
+    }
+
+    fn check_invitable(&self, peer: &PeerId) -> Result<(), NodeError> {
+        if self.blocked.contains(peer) {
+            return Err(NodeError::Blocked(*peer));
+        }
+        if !self.peers.contains_key(peer) {
+            return Err(NodeError::UnknownPeer(*peer));
+        }
+        Ok(())
+    }
+
+    /// Members of `room` other than us.
+    fn others(&self, room: &RoomId) -> Vec<PeerId> {
+        self.group(room)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != self.me)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn start_group(&mut self, room: RoomId, group: Group) {
+        let chain = SenderChain::new(
+            &mut self.rng,
+            ChainId {
+                room,
+                epoch: group.epoch,
+                sender: self.me,
+            },
+        );
+        let others: Vec<PeerId> = group
+            .members
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        self.reliable
+            .join_room(room, RoomConfig { multicast: false }, others);
+        self.rooms.insert(
+            room,
+            RoomState {
+                kind: RoomKind::Group(group),
+                chain,
+                key_sent: true,
+            },
+        );
+    }
+
+    /// A new chain for the group's current epoch, its key to every member,
+    /// and the reliable layer's member list brought up to date.
+    fn rekey(&mut self, now: Instant, room: RoomId) {
+        let Some(epoch) = self.group(&room).map(|g| g.epoch) else {
+            return;
+        };
+        let chain = SenderChain::new(
+            &mut self.rng,
+            ChainId {
+                room,
+                epoch,
+                sender: self.me,
+            },
+        );
+        if let Some(state) = self.rooms.get_mut(&room) {
+            state.chain = chain;
+        }
+        let others = self.others(&room);
+        self.reliable.set_members(room, others.iter().copied());
+        for peer in others {
+            self.send_group_key(now, room, peer);
+        }
+    }
+
+    fn forget_room(&mut self, room: RoomId) {
+        self.rooms.remove(&room);
+        self.reliable.leave_room(room);
+        self.receivers.retain(|chain, _| chain.room != room);
+        self.held.retain(|h| h.envelope.header.room != room);
+        self.early_keys.retain(|d| d.chain.room != room);
+    }
+
+    /// Installs the early keys `room`'s current epoch explains.
+    fn apply_early_keys(&mut self, now: Instant, room: RoomId) {
+        let Some(group) = self.group(&room) else {
+            return;
+        };
+        let (epoch, members) = (group.epoch, group.members.clone());
+        let mut ready = Vec::new();
+        let mut foreign = 0;
+        self.early_keys.retain(|d| {
+            if d.chain.room != room || d.chain.epoch > epoch {
+                return true;
+            }
+            if members.contains(&d.chain.sender) {
+                ready.push(d.clone());
+            } else {
+                foreign += 1;
+            }
+            false
+        });
+        for _ in 0..foreign {
+            self.stats.count(DropReason::Foreign);
+        }
+        for distribution in ready {
+            self.install_key(now, &distribution);
+        }
+    }
+
+    /// Makes every member we did not know a contact.
+    fn learn_contacts(&mut self, now: Instant, publics: Vec<PublicIdentity>) {
+        for public in publics {
+            let peer = public.peer_id();
+            if peer != self.me && !self.peers.contains_key(&peer) {
+                self.add_contact(now, public.clone());
+                self.events.push_back(NodeEvent::ContactLearned { public });
+            }
+        }
+    }
+
+    fn member_list(&self, room: &RoomId) -> Vec<MemberKey> {
+        let Some(group) = self.group(room) else {
+            return Vec::new();
+        };
+        group
+            .members
+            .iter()
+            .filter_map(|p| {
+                if *p == self.me {
+                    Some(MemberKey(self.identity.public().to_bytes()))
+                } else {
+                    self.peers.get(p).map(|s| MemberKey(s.public.to_bytes()))
+                }
+            })
+            .collect()
+    }
+
+    fn send_invite(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some(group) = self.group(&room) else {
+            return;
+        };
+        let invite = Control::RoomInvite {
+            room,
+            name: group.name.clone(),
+            epoch: group.epoch,
+            admin: self.identity.public().to_bytes(),
+            members: self.member_list(&room),
+        };
+        self.send_pairwise(now, peer, &invite);
+    }
+
+    fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some(epoch) = self.group(&room).map(|g| g.epoch) else {
+            return;
+        };
+        let members = Control::RoomMembers {
+            room,
+            epoch,
+            members: self.member_list(&room),
+        };
+        self.send_pairwise(now, peer, &members);
+    }
+
+    /// Our current chain in `room`, to `peer` over the pairwise stream.
+    pub(super) fn send_group_key(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some(state) = self.rooms.get(&room) else {
+            return;
+        };
+        let key = control_from_distribution(&state.chain.distribution());
+        self.send_pairwise(now, peer, &key);
+    }
+
+    /// Queues a control message on the direct-room stream with `peer`.
+    fn send_pairwise(&mut self, now: Instant, peer: PeerId, control: &Control) {
+        let direct = direct_room(self.me, peer);
+        let bytes = control.encode();
+        let id = self.next_control_id(&bytes);
+        match self.reliable.send(now, direct, id, &bytes) {
+            Ok(()) => {
+                self.controls.insert(id);
+            }
+            Err(_) => self.stats.control_not_queued += 1,
+        }
+    }
+}
+
+/// Parses a member list: every key valid, no duplicates, within the cap.
+fn member_keys(members: &[MemberKey]) -> Result<Vec<PublicIdentity>, DropReason> {
+    if members.len() > MAX_ROOM_MEMBERS {
+        return Err(DropReason::ControlMalformed);
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(members.len());
+    for key in members {
+        let public =
+            PublicIdentity::from_bytes(&key.0).map_err(|_| DropReason::ControlMalformed)?;
+        if !seen.insert(public.peer_id()) {
+            return Err(DropReason::ControlMalformed);
+        }
+        out.push(public);
+    }
+    Ok(out)
+}
