@@ -536,6 +536,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records a contact's Ed25519 public key (the contact row must exist).
+    pub fn set_contact_key(&mut self, peer: &PeerId, public_key: &[u8; 32]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE contacts SET public_key = ?2 WHERE peer = ?1",
+            params![peer.as_bytes(), public_key.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// Every contact whose public key is known, as (peer, key).
+    pub fn contact_keys(&self) -> Result<Vec<(PeerId, [u8; 32])>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT peer, public_key FROM contacts WHERE public_key IS NOT NULL ORDER BY peer",
+        )?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(peer, key)| Ok((PeerId(id32(peer)?), id32(key)?)))
+            .collect()
+    }
+
     /// Removes a contact; `false` if there was none.
     pub fn remove_contact(&mut self, peer: &PeerId) -> Result<bool> {
         Ok(self.conn.execute(
@@ -580,6 +604,32 @@ impl Store {
             params![room.id.as_bytes(), room.name, u64_to_sql(room.created_at)],
         )?;
         Ok(())
+    }
+
+    /// Records who runs a group room and its current epoch (the room row
+    /// must exist; direct rooms keep `admin` NULL).
+    pub fn set_group(&mut self, room: &RoomId, admin: &PeerId, epoch: u32) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET admin = ?2, epoch = ?3 WHERE room = ?1",
+            params![room.as_bytes(), admin.as_bytes(), epoch],
+        )?;
+        Ok(())
+    }
+
+    /// A group room's admin and epoch; `None` for a direct or unknown room.
+    pub fn group(&self, room: &RoomId) -> Result<Option<(PeerId, u32)>> {
+        let row: Option<(Option<Vec<u8>>, u32)> = self
+            .conn
+            .query_row(
+                "SELECT admin, epoch FROM rooms WHERE room = ?1",
+                params![room.as_bytes()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((Some(admin), epoch)) => Ok(Some((PeerId(id32(admin)?), epoch))),
+            _ => Ok(None),
+        }
     }
 
     /// All rooms, by name.

@@ -18,13 +18,30 @@ pub(crate) struct Migration {
 }
 
 /// Every upgrade step, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        sql: V2,
+    },
+];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 1;
+pub(crate) const LATEST: u32 = 2;
+
+/// Version 2: what a node needs to come back after a restart without asking
+/// anyone: contacts' public keys (a peer id is only their hash) and group
+/// rooms' admin and epoch. A mute's `room` may now also hold a peer id (a
+/// muted member).
+const V2: &str = "
+ALTER TABLE contacts ADD COLUMN public_key BLOB;
+-- NULL for a direct room.
+ALTER TABLE rooms ADD COLUMN admin BLOB;
+ALTER TABLE rooms ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+";
 
 /// Version 1: the first schema.
 ///

@@ -203,3 +203,34 @@ fn chat_view_query_uses_the_room_time_index() {
 fn distinct_params(sql: &str) -> usize {
     (1..=9).filter(|n| sql.contains(&format!("?{n}"))).count()
 }
+
+#[test]
+fn contact_keys_and_group_state_survive_a_reopen() {
+    let (_dir, path) = temp_db("groups");
+    let peer = PeerId([7; 32]);
+    let room = RoomId([8; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    store
+        .upsert_contact(&Contact {
+            peer,
+            display_name: "seven".into(),
+            verified: false,
+        })
+        .unwrap();
+    assert!(store.contact_keys().unwrap().is_empty(), "no key yet");
+    store.set_contact_key(&peer, &[3; 32]).unwrap();
+    store
+        .upsert_room(&Room {
+            id: room,
+            name: "kitchen".into(),
+            created_at: 1,
+        })
+        .unwrap();
+    assert_eq!(store.group(&room).unwrap(), None, "direct until told");
+    store.set_group(&room, &peer, 4).unwrap();
+    drop(store);
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.contact_keys().unwrap(), vec![(peer, [3; 32])]);
+    assert_eq!(store.group(&room).unwrap(), Some((peer, 4)));
+    assert_eq!(store.group(&RoomId([9; 32])).unwrap(), None);
+}
