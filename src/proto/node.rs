@@ -404,6 +404,8 @@ pub enum NodeError {
     Crypto(#[from] CryptoError),
     #[error("no room {0:?}")]
     UnknownRoom(RoomId),
+    #[error("not an envelope of ours")]
+    NotOurEnvelope,
     #[error("only the room's admin can change its members")]
     NotAdmin,
     #[error("{0:?} is not a member of the room")]
@@ -827,6 +829,40 @@ impl Node {
             .map_err(send_error)?;
         self.pump_events(now);
         Ok(sent)
+    }
+
+    /// Sends one of our own stored envelopes to `to` again, unchanged (same
+    /// id), over the pairwise stream: how the shell's outbox goes out after
+    /// a restart without sealing the text a second time. A recipient that
+    /// already stored it acknowledges it without storing it twice.
+    pub fn resend_envelope(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        envelope: &[u8],
+    ) -> Result<MessageId, NodeError> {
+        self.advance(now);
+        if self.blocked.contains(&to) {
+            return Err(NodeError::Blocked(to));
+        }
+        if !self.peers.contains_key(&to) {
+            return Err(NodeError::UnknownPeer(to));
+        }
+        let parsed = Envelope::parse(envelope).map_err(|_| NodeError::NotOurEnvelope)?;
+        if parsed.header.sender != self.me {
+            return Err(NodeError::NotOurEnvelope);
+        }
+        let id = parsed.id();
+        let direct = direct_room(self.me, to);
+        let payload = Control::Message {
+            envelope: envelope.to_vec(),
+        }
+        .encode();
+        self.reliable
+            .send(now, direct, id, &payload)
+            .map_err(send_error)?;
+        self.pump_events(now);
+        Ok(id)
     }
 
     /// Queues our chain's current position and key for the peer of `room`.
@@ -1465,10 +1501,19 @@ impl Node {
             Control::Message { envelope: bytes } => {
                 let envelope = match Envelope::parse(&bytes) {
                     // Only the stream's own sender may author in it (members
-                    // forwarding others' envelopes is the sync's job).
+                    // forwarding others' envelopes is the sync's job). On
+                    // the pairwise stream that includes its group envelopes
+                    // sent again after a restart ([`Node::resend_envelope`]).
                     Ok(envelope)
-                        if envelope.header.room == receipt.room
-                            && envelope.header.sender == receipt.from =>
+                        if envelope.header.sender == receipt.from
+                            && (envelope.header.room == receipt.room
+                                || (is_direct
+                                    && self.rooms.get(&envelope.header.room).is_some_and(
+                                        |r| {
+                                            r.group()
+                                                .is_some_and(|g| g.members.contains(&receipt.from))
+                                        },
+                                    ))) =>
                     {
                         envelope
                     }
