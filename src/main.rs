@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::account::{Account, default_data_dir};
-use kith::daemon::control::Client;
+use kith::daemon::control::{Client, ListenFormat};
 use kith::daemon::{self, DaemonConfig, PeerAddr};
 use kith::net::NetConfig;
 use kith::proto::crypto::{PublicIdentity, safety_number};
@@ -61,23 +61,57 @@ enum Command {
         #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
         peers: Vec<String>,
     },
-    /// Send a direct message through the running daemon
+    /// Send a message through the running daemon
     Send {
-        /// The peer: its peer id or its public key (64 hexadecimal characters)
+        /// A peer (peer id, public key, a unique hex prefix of either, or a
+        /// contact's name) or a group room (id, unique hex prefix, or name)
         #[arg(long)]
         to: String,
         /// The text to send
         text: String,
     },
-    /// List the daemon's peers: id, public key, address, online, outbox size
+    /// List the daemon's peers: id, public key, address, online, outbox
+    /// size, blocked, muted
     Peers,
+    /// List rooms: group rooms and direct chats
+    Rooms,
+    /// Create a group room, invite to it, remove from it, or leave it
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Block a peer: it sees you as unavailable and its packets are dropped
+    Block {
+        /// The peer, as for `send --to`
+        peer: String,
+    },
+    /// Lift a block
+    Unblock {
+        /// The peer, as for `send --to`
+        peer: String,
+    },
+    /// Mute a room or a peer: messages are still stored, but not notified
+    Mute {
+        /// A room or a peer, as for `send --to`
+        target: String,
+        /// How long: 15m, 1h, 8h, 1w (or any number with s, m, h, d, w), or forever
+        #[arg(long = "for", value_name = "DURATION", default_value = "forever")]
+        duration: String,
+    },
+    /// End a mute
+    Unmute {
+        /// A room or a peer, as for `send --to`
+        target: String,
+    },
     /// Print the daemon's counters (messages, datagrams, drops by reason)
     Status,
     /// Print the daemon's events as they happen
     Listen {
-        /// One JSON object per line, for scripts
+        /// One JSON object per line, for scripts (muted messages included,
+        /// flagged "muted":true)
         #[arg(long)]
         json: bool,
+        /// Also print messages from muted rooms and peers
+        #[arg(long)]
+        all: bool,
     },
     /// Stop the running daemon cleanly
     Stop,
@@ -86,6 +120,24 @@ enum Command {
     /// in DATA/registry.key when --data or KITH_DATA is given (or in
     /// --key-file), otherwise it is new every start. Stops on Ctrl-C/SIGTERM.
     Registry(RegistryArgs),
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Create a group room with you as its admin
+    Create {
+        /// Its name
+        name: String,
+        /// A member to invite, as for `send --to` (repeatable)
+        #[arg(long = "member", value_name = "PEER")]
+        members: Vec<String>,
+    },
+    /// Add a peer to a room you run
+    Invite { room: String, peer: String },
+    /// Remove a member from a room you run; it cannot read anything sent after
+    Remove { room: String, peer: String },
+    /// Leave a room
+    Leave { room: String },
 }
 
 #[derive(clap::Args)]
@@ -146,27 +198,126 @@ fn run(cli: Cli) -> Result<()> {
             run_daemon(&data_dir, &passphrase, listen, &peers)
         }
         Command::Send { to, text } => {
-            let to = PeerId::from_hex(to.trim())
-                .context("--to takes a peer id or public key: 64 hexadecimal characters")?;
             let id = Client::connect(&data_dir)?.send(&to, &text)?;
             println!("{id}");
             Ok(())
         }
         Command::Peers => print_lines(&data_dir, "peers"),
+        Command::Rooms => print_rooms(&data_dir),
+        Command::Room(command) => {
+            let client = Client::connect(&data_dir)?;
+            let (_, value) = match &command {
+                RoomCommand::Create { name, members } => {
+                    let mut args = vec![name.as_str()];
+                    args.extend(members.iter().map(String::as_str));
+                    client.call("create", &args)?
+                }
+                RoomCommand::Invite { room, peer } => client.call("invite", &[room, peer])?,
+                RoomCommand::Remove { room, peer } => client.call("remove", &[room, peer])?,
+                RoomCommand::Leave { room } => client.call("leave", &[room])?,
+            };
+            if !value.is_empty() {
+                println!("{value}");
+            }
+            Ok(())
+        }
+        Command::Block { peer } => {
+            let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
+            println!("blocked {id}");
+            Ok(())
+        }
+        Command::Unblock { peer } => {
+            let (_, id) = Client::connect(&data_dir)?.call("unblock", &[&peer])?;
+            println!("unblocked {id}");
+            Ok(())
+        }
+        Command::Mute { target, duration } => {
+            let until = match parse_duration(&duration)? {
+                None => "forever".to_owned(),
+                Some(duration) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .context("the system clock is before 1970")?;
+                    (now + duration).as_millis().to_string()
+                }
+            };
+            let line = format!(
+                "mute {} {until}",
+                kith::daemon::control::hex_encode(target.as_bytes())
+            );
+            Client::connect(&data_dir)?.request(&line)?;
+            Ok(())
+        }
+        Command::Unmute { target } => {
+            Client::connect(&data_dir)?.call("unmute", &[&target])?;
+            Ok(())
+        }
         Command::Status => print_lines(&data_dir, "status"),
         Command::Stop => {
             Client::connect(&data_dir)?.request("stop")?;
             Ok(())
         }
-        Command::Listen { json } => {
+        Command::Listen { json, all } => {
+            let format = match (json, all) {
+                (true, _) => ListenFormat::Json,
+                (false, true) => ListenFormat::TextWithMuted,
+                (false, false) => ListenFormat::Text,
+            };
             let mut stdout = std::io::stdout().lock();
-            Client::connect(&data_dir)?.listen(json, |line| {
+            Client::connect(&data_dir)?.listen(format, |line| {
                 writeln!(stdout, "{line}")?;
                 stdout.flush()
             })?;
             Ok(())
         }
     }
+}
+
+/// `15m`, `1h`, `8h`, `1w`, any number with s/m/h/d/w, or `forever`
+/// (`None`).
+fn parse_duration(text: &str) -> Result<Option<Duration>> {
+    let text = text.trim();
+    if text == "forever" {
+        return Ok(None);
+    }
+    let bad = || anyhow::anyhow!("{text:?} is not a duration like 15m, 1h, 8h, 1w or forever");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    let total = number
+        .checked_mul(seconds)
+        .filter(|t| *t > 0)
+        .ok_or_else(bad)?;
+    Ok(Some(Duration::from_secs(total)))
+}
+
+/// `kith rooms`: one line per room, for people.
+fn print_rooms(data_dir: &Path) -> Result<()> {
+    let (lines, _) = Client::connect(data_dir)?.request("rooms")?;
+    for line in lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [id, kind, epoch, members, mute, _admin, name] = fields[..] else {
+            bail!("the daemon sent a room line this kith does not understand: {line}");
+        };
+        let name = kith::daemon::control::hex_decode(name)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mute = match mute {
+            "-" => String::new(),
+            "forever" => "  (muted)".to_owned(),
+            _ => "  (muted for now)".to_owned(),
+        };
+        println!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}");
+    }
+    Ok(())
 }
 
 fn print_lines(data_dir: &Path, request: &str) -> Result<()> {

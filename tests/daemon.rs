@@ -220,3 +220,164 @@ fn a_restarted_sender_requeues_its_outbox() {
     a.shutdown().expect("A stops cleanly");
     b.shutdown().expect("B stops cleanly");
 }
+
+/// Three daemons that know each other's addresses: (dir, public, handle).
+fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
+    let accounts: Vec<(TempDir, PublicIdentity)> =
+        (0..3).map(|i| account(&format!("{name}-{i}"))).collect();
+    // Reserve three addresses first, so every daemon can be told the others'.
+    let probes: Vec<DaemonHandle> = accounts
+        .iter()
+        .map(|(dir, _)| start(dir, loopback(), Vec::new()))
+        .collect();
+    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
+    for probe in probes {
+        probe.shutdown().expect("stops cleanly");
+    }
+    let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
+    accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (dir, public))| {
+            let peers = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| PeerAddr {
+                    public: publics[j].clone(),
+                    addr: addrs[j],
+                })
+                .collect();
+            let handle = start(&dir, addrs[i], peers);
+            (dir, public, handle)
+        })
+        .collect()
+}
+
+#[test]
+fn group_room_create_chat_remove_block_mute_and_restart() {
+    let mut nodes = trio("room");
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.1.peer_id()).collect();
+    let events: Vec<Receiver<Event>> = nodes
+        .iter()
+        .map(|n| n.2.events().expect("events"))
+        .collect();
+    let room = nodes[0]
+        .2
+        .create_room("kitchen", &[ids[1], ids[2]])
+        .expect("A creates the room");
+    for rx in &events[1..] {
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomJoined { room: r, name } if *r == room && name == "kitchen"),
+        );
+    }
+    // Everyone writes; everyone else stores it.
+    for (i, node) in nodes.iter().enumerate() {
+        node.2
+            .send_room(room, &format!("hello from {i}"))
+            .expect("sent");
+    }
+    for (i, rx) in events.iter().enumerate() {
+        let mut want: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| format!("hello from {j}"))
+            .collect();
+        collect_until(rx, |e| {
+            if let Event::MessageReceived {
+                room: r,
+                text,
+                muted,
+                ..
+            } = e
+            {
+                assert_eq!(*r, room);
+                assert!(!muted);
+                want.retain(|w| w != text);
+            }
+            want.is_empty()
+        });
+    }
+    let rooms = nodes[1].2.rooms().expect("rooms");
+    let listed = rooms
+        .iter()
+        .find(|r| r.id == room)
+        .expect("B lists the room");
+    assert_eq!(
+        (listed.name.as_str(), listed.members.len(), listed.admin),
+        ("kitchen", 3, Some(ids[0]))
+    );
+    // B mutes the room: messages still arrive (and are stored), flagged.
+    nodes[1]
+        .2
+        .mute("kitchen", Some(kith::store::Mute::Indefinitely))
+        .expect("mute");
+    nodes[0].2.send_room(room, "while muted").expect("sent");
+    collect_until(
+        &events[1],
+        |e| matches!(e, Event::MessageReceived { text, muted: true, .. } if text == "while muted"),
+    );
+    nodes[1].2.mute("kitchen", None).expect("unmute");
+    // A removes C; what B says next never reaches C.
+    nodes[0].2.remove_member(room, ids[2]).expect("A removes C");
+    collect_until(
+        &events[2],
+        |e| matches!(e, Event::RoomRemoved { room: r } if *r == room),
+    );
+    collect_until(
+        &events[1],
+        |e| matches!(e, Event::RoomChanged { room: r } if *r == room),
+    );
+    nodes[1].2.send_room(room, "C is gone").expect("sent");
+    collect_until(
+        &events[0],
+        |e| matches!(e, Event::MessageReceived { text, .. } if text == "C is gone"),
+    );
+    // B blocks C: C's direct messages never arrive, and it stays blocked
+    // after B restarts, as the room does.
+    nodes[1].2.block(ids[2], true).expect("block");
+    nodes[2]
+        .2
+        .send(ids[1], "let me in")
+        .expect("C can still send");
+    let (dir_b, public_b, handle_b) = nodes.remove(1);
+    let addr_b = handle_b.local_addr();
+    handle_b.shutdown().expect("B stops");
+    let peers_b = [0, 1]
+        .iter()
+        .map(|i| PeerAddr {
+            public: nodes[*i].1.clone(),
+            addr: nodes[*i].2.local_addr(),
+        })
+        .collect();
+    let b = start(&dir_b, addr_b, peers_b);
+    let b_events = b.events().expect("events");
+    let peers = b.peers().expect("peers");
+    assert!(
+        peers.iter().any(|p| p.peer == ids[2] && p.blocked),
+        "the block persisted"
+    );
+    let rooms = b.rooms().expect("rooms");
+    let listed = rooms
+        .iter()
+        .find(|r| r.id == room)
+        .expect("the room persisted");
+    assert_eq!(listed.members.len(), 2);
+    b.send_room(room, "back again")
+        .expect("B writes after its restart");
+    collect_until(
+        &events[0],
+        |e| matches!(e, Event::MessageReceived { text, .. } if text == "back again"),
+    );
+    nodes[0].2.send_room(room, "welcome back").expect("sent");
+    collect_until(&b_events, |e| {
+        if let Event::MessageReceived { from, text, .. } = e {
+            assert_ne!(*from, ids[2], "nothing from the blocked peer");
+            return text == "welcome back";
+        }
+        false
+    });
+    let _ = public_b;
+    b.shutdown().expect("B stops");
+    for (_, _, handle) in nodes {
+        handle.shutdown().expect("stops");
+    }
+}

@@ -7,15 +7,25 @@
 //!
 //! Protocol, UTF-8 lines: the client sends one request line, the daemon
 //! answers with zero or more data lines and then `ok [VALUE]` or
-//! `err SENTENCE`. Message text travels hex-encoded so it may hold newlines.
+//! `err SENTENCE`. Everything the user typed (names, targets, text) travels
+//! hex-encoded UTF-8 (`H(...)` below), so it may hold spaces and newlines.
+//! Client and daemon are the same binary, so the protocol has no version.
 //!
 //! | request | data lines | final |
 //! | --- | --- | --- |
-//! | `send TO_HEX TEXT_HEX` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR online\|offline OUTBOX` | `ok` |
+//! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX blocked\|- MUTE` | `ok` |
+//! | `rooms` | `ROOM_ID group\|direct EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
+//! | `create H(NAME) H(MEMBER)...` | — | `ok ROOM_ID` |
+//! | `invite H(ROOM) H(PEER)`, `remove H(ROOM) H(PEER)`, `leave H(ROOM)` | — | `ok` |
+//! | `block H(PEER)`, `unblock H(PEER)` | — | `ok PEER_ID` |
+//! | `mute H(TARGET) UNTIL_MS\|forever`, `unmute H(TARGET)` | — | `ok` |
 //! | `status` | `NAME VALUE` | `ok` |
-//! | `listen json\|text` | after `ok`: one event per line (JSON object or sentence), until disconnect | — |
+//! | `listen json\|text\|all` | after `ok`: one event per line (JSON object, or a sentence; `text` leaves out muted messages), until disconnect | — |
 //! | `stop` | — | `ok` |
+//!
+//! `MUTE` is `-`, `forever`, or the end of the mute in milliseconds since
+//! the Unix epoch.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +39,7 @@ use super::driver::Command;
 use super::{DaemonError, StopRequester, request};
 use crate::net::CommandSender;
 use crate::proto::ids::PeerId;
+use crate::store::Mute;
 
 /// File name of the control socket inside the data directory.
 pub const SOCKET_FILE: &str = "kith.sock";
@@ -154,12 +165,7 @@ fn answer(
     let io = |e: io::Error| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e);
     match words.next().unwrap_or_default() {
         "send" => {
-            let to = words.next().and_then(PeerId::from_hex);
-            let text = words.next().and_then(hex_decode);
-            let (Some(to), Some(text)) = (to, text) else {
-                return Err(DaemonError::UnknownRequest(line.to_owned()));
-            };
-            let text = String::from_utf8(text).map_err(|_| DaemonError::NotText)?;
+            let (to, text) = (arg(&mut words, line)?, arg(&mut words, line)?);
             let id = request(commands, |reply| Command::Send { to, text, reply })??;
             Ok(Some(id.to_hex()))
         }
@@ -167,15 +173,100 @@ fn answer(
             for peer in request(commands, |reply| Command::Peers { reply })? {
                 writeln!(
                     out,
-                    "{} {} {} {} {}",
+                    "{} {} {} {} {} {} {}",
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
-                    peer.addr,
+                    peer.addr.map_or("-".to_owned(), |a| a.to_string()),
                     if peer.online { "online" } else { "offline" },
-                    peer.outbox
+                    peer.outbox,
+                    if peer.blocked { "blocked" } else { "-" },
+                    mute_word(peer.muted),
                 )
                 .map_err(io)?;
             }
+            Ok(Some(String::new()))
+        }
+        "rooms" => {
+            for room in request(commands, |reply| Command::Rooms { reply })? {
+                writeln!(
+                    out,
+                    "{} {} {} {} {} {} {}",
+                    PeerId(room.id.0).to_hex(),
+                    if room.direct.is_some() {
+                        "direct"
+                    } else {
+                        "group"
+                    },
+                    room.epoch,
+                    room.members.len(),
+                    mute_word(room.muted),
+                    room.admin.map_or("-".to_owned(), |a| a.to_hex()),
+                    hex_encode(room.name.as_bytes()),
+                )
+                .map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
+        "create" => {
+            let name = arg(&mut words, line)?;
+            let members = words
+                .map(|w| decode_arg(w, line))
+                .collect::<Result<Vec<_>, _>>()?;
+            let room = request(commands, |reply| Command::CreateRoom {
+                name,
+                members,
+                reply,
+            })??;
+            Ok(Some(PeerId(room.0).to_hex()))
+        }
+        "invite" | "remove" => {
+            let (room, peer) = (arg(&mut words, line)?, arg(&mut words, line)?);
+            if line.starts_with("invite") {
+                request(commands, |reply| Command::Invite { room, peer, reply })??;
+            } else {
+                request(commands, |reply| Command::RemoveMember {
+                    room,
+                    peer,
+                    reply,
+                })??;
+            }
+            Ok(Some(String::new()))
+        }
+        "leave" => {
+            let room = arg(&mut words, line)?;
+            request(commands, |reply| Command::Leave { room, reply })??;
+            Ok(Some(String::new()))
+        }
+        "block" | "unblock" => {
+            let peer = arg(&mut words, line)?;
+            let blocked = line.starts_with("block");
+            let peer = request(commands, |reply| Command::Block {
+                peer,
+                blocked,
+                reply,
+            })??;
+            Ok(Some(peer.to_hex()))
+        }
+        "mute" | "unmute" => {
+            let target = arg(&mut words, line)?;
+            let mute = if line.starts_with("unmute") {
+                None
+            } else {
+                match words.next() {
+                    Some("forever") => Some(Mute::Indefinitely),
+                    Some(until) => Some(Mute::Until(
+                        until
+                            .parse()
+                            .map_err(|_| DaemonError::UnknownRequest(line.to_owned()))?,
+                    )),
+                    None => return Err(DaemonError::UnknownRequest(line.to_owned())),
+                }
+            };
+            request(commands, |reply| Command::Mute {
+                target,
+                mute,
+                reply,
+            })??;
             Ok(Some(String::new()))
         }
         "status" => {
@@ -186,7 +277,8 @@ fn answer(
             Ok(Some(String::new()))
         }
         "listen" => {
-            let json = words.next() != Some("text");
+            let format = words.next().unwrap_or("json");
+            let json = format == "json";
             let (tx, rx) = std::sync::mpsc::channel();
             commands.send(Command::Subscribe(tx))?;
             writeln!(out, "ok").map_err(io)?;
@@ -196,7 +288,9 @@ fn answer(
             for event in rx {
                 if json {
                     writeln!(out, "{}", event.to_json()).map_err(io)?;
-                } else {
+                } else if format == "all"
+                    || !matches!(event, super::Event::MessageReceived { muted: true, .. })
+                {
                     writeln!(out, "{event}").map_err(io)?;
                 }
                 out.flush().map_err(io)?;
@@ -208,6 +302,26 @@ fn answer(
             Ok(Some(String::new()))
         }
         other => Err(DaemonError::UnknownRequest(other.to_owned())),
+    }
+}
+
+/// The next hex-encoded UTF-8 argument of a request.
+fn arg<'a>(words: &mut impl Iterator<Item = &'a str>, line: &str) -> Result<String, DaemonError> {
+    decode_arg(words.next().unwrap_or_default(), line)
+}
+
+fn decode_arg(word: &str, line: &str) -> Result<String, DaemonError> {
+    let bytes = hex_decode(word)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| DaemonError::UnknownRequest(line.to_owned()))?;
+    String::from_utf8(bytes).map_err(|_| DaemonError::NotText)
+}
+
+fn mute_word(mute: Option<Mute>) -> String {
+    match mute {
+        None => "-".to_owned(),
+        Some(Mute::Indefinitely) => "forever".to_owned(),
+        Some(Mute::Until(until)) => until.to_string(),
     }
 }
 
@@ -263,10 +377,25 @@ impl Client {
         }
     }
 
-    /// Sends `text` to `to`; returns the message id (hex).
-    pub fn send(self, to: &PeerId, text: &str) -> Result<String, ControlError> {
-        let line = format!("send {} {}", to.to_hex(), hex_encode(text.as_bytes()));
+    /// Sends `text` to `to` (a peer or room as the user typed it);
+    /// returns the message id (hex).
+    pub fn send(self, to: &str, text: &str) -> Result<String, ControlError> {
+        let line = format!(
+            "send {} {}",
+            hex_encode(to.as_bytes()),
+            hex_encode(text.as_bytes())
+        );
         self.request(&line).map(|(_, id)| id)
+    }
+
+    /// Sends request `verb` with `args` hex-encoded, as the protocol wants.
+    pub fn call(self, verb: &str, args: &[&str]) -> Result<(Vec<String>, String), ControlError> {
+        let mut line = verb.to_owned();
+        for arg in args {
+            line.push(' ');
+            line.push_str(&hex_encode(arg.as_bytes()));
+        }
+        self.request(&line)
     }
 
     /// Subscribes to events and calls `each` with every line (a JSON
@@ -274,11 +403,15 @@ impl Client {
     /// stops or `each` returns an error.
     pub fn listen(
         self,
-        json: bool,
+        format: ListenFormat,
         mut each: impl FnMut(&str) -> io::Result<()>,
     ) -> Result<(), ControlError> {
         let mut reader = self.reader;
-        let format = if json { "json" } else { "text" };
+        let format = match format {
+            ListenFormat::Json => "json",
+            ListenFormat::Text => "text",
+            ListenFormat::TextWithMuted => "all",
+        };
         writeln!(reader.get_mut(), "listen {format}")?;
         let mut first = String::new();
         reader.read_line(&mut first)?;
@@ -292,11 +425,24 @@ impl Client {
     }
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// How `kith listen` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenFormat {
+    /// One JSON object per line, muted messages included (flagged).
+    Json,
+    /// Sentences; muted messages left out.
+    Text,
+    /// Sentences, muted messages included.
+    TextWithMuted,
+}
+
+/// Hex of `bytes`, as the protocol carries user text.
+pub fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// Bytes of protocol hex; `None` if it is not hex.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

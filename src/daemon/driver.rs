@@ -2,7 +2,7 @@
 //! the [`Node`] and the [`Store`], maps peer ids to socket addresses, commits
 //! received messages before acknowledging them and keeps the outbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -10,28 +10,32 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{DaemonError, Event, PeerAddr, PeerInfo, Status};
+use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
 use crate::proto::crypto::{Envelope, PublicIdentity};
-use crate::proto::ids::{MessageId, PeerId};
-use crate::proto::node::{Node, NodeConfig, NodeEvent, Receipt, direct_room};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
+use crate::proto::node::{Node, NodeConfig, NodeEvent, Receipt, RoomInfo, direct_room};
 use crate::proto::reliable;
-use crate::store::{Contact, DeliveryState, Message, MessageKey, Store};
+use crate::store::{
+    Contact, DeliveryState, Member, Message, MessageKey, Mute, Room as StoredRoom, Store,
+};
 
 /// How many of the newest stored messages per peer seed the node's
 /// duplicate filter at start.
 const REMEMBER_PER_PEER: usize = 4096;
 
 /// What the daemon handle and the control socket ask of the network thread.
+/// Peers and rooms are named as the user typed them (see
+/// [`NodeDriver::resolve_peer`] and [`NodeDriver::resolve_target`]).
 pub(crate) enum Command {
     Send {
-        to: PeerId,
+        to: String,
         text: String,
         reply: Sender<Result<MessageId, DaemonError>>,
     },
     AddPeer {
-        peer: PeerAddr,
+        peer: Box<PeerAddr>,
         reply: Sender<Result<(), DaemonError>>,
     },
     Peers {
@@ -41,11 +45,46 @@ pub(crate) enum Command {
         reply: Sender<Status>,
     },
     Subscribe(Sender<Event>),
+    Rooms {
+        reply: Sender<Vec<RoomSummary>>,
+    },
+    CreateRoom {
+        name: String,
+        members: Vec<String>,
+        reply: Sender<Result<RoomId, DaemonError>>,
+    },
+    Invite {
+        room: String,
+        peer: String,
+        reply: Sender<Result<(), DaemonError>>,
+    },
+    RemoveMember {
+        room: String,
+        peer: String,
+        reply: Sender<Result<(), DaemonError>>,
+    },
+    Leave {
+        room: String,
+        reply: Sender<Result<(), DaemonError>>,
+    },
+    Block {
+        peer: String,
+        blocked: bool,
+        reply: Sender<Result<PeerId, DaemonError>>,
+    },
+    Mute {
+        target: String,
+        /// `None` unmutes.
+        mute: Option<Mute>,
+        reply: Sender<Result<(), DaemonError>>,
+    },
 }
 
 struct PeerEntry {
     public: PublicIdentity,
-    addr: SocketAddr,
+    /// Where it was configured or last heard from; `None` for a member we
+    /// met through a room and have not heard yet.
+    addr: Option<SocketAddr>,
     online: bool,
 }
 
@@ -54,21 +93,25 @@ pub(crate) struct NodeDriver {
     node: Node,
     store: Store,
     peers: HashMap<PeerId, PeerEntry>,
-    /// Our messages not yet acknowledged, by the id the node sent them
-    /// under, with the key of their stored copy (which differs for messages
-    /// re-queued from the outbox after a restart).
+    /// Our messages not yet acknowledged, by id, with the key of their
+    /// stored copy.
     inflight: HashMap<MessageId, MessageKey>,
+    /// Muted rooms and peers (by their 32-byte id).
+    mutes: HashMap<[u8; 32], Mute>,
     subscribers: Vec<Sender<Event>>,
     status: Status,
 }
 
-fn wall_clock_millis() -> u64 {
+pub(crate) fn wall_clock_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl NodeDriver {
+    /// Rebuilds the node from the store: blocks, contacts (with their
+    /// keys), the configured peers' addresses, the outbox and the group
+    /// rooms, in that order (the outbox goes out ahead of any new key).
     pub(crate) fn new(
         account: Account,
         mut config: NodeConfig,
@@ -84,12 +127,25 @@ impl NodeDriver {
             store: account.store,
             peers: HashMap::new(),
             inflight: HashMap::new(),
+            mutes: HashMap::new(),
             subscribers: Vec::new(),
             status: Status::default(),
         };
+        for peer in driver.store.blocked()? {
+            driver.node.block(peer);
+        }
+        driver.mutes = driver.store.mutes()?.into_iter().collect();
+        for (peer, key) in driver.store.contact_keys()? {
+            match PublicIdentity::from_bytes(&key) {
+                Ok(public) if public.peer_id() == peer => driver.learn_contact(now, public)?,
+                _ => eprintln!("kith daemon: ignoring a stored contact with a bad key"),
+            }
+        }
         for peer in peers {
             driver.add_peer(now, peer.clone())?;
         }
+        driver.resend_outbox(now)?;
+        driver.restore_rooms(now)?;
         Ok(driver)
     }
 
@@ -99,26 +155,12 @@ impl NodeDriver {
         Ok(())
     }
 
-    /// Makes `peer` a contact at `addr`, seeds the duplicate filter with
-    /// what we stored from it, and queues our outbox for it again.
-    fn add_peer(&mut self, now: Instant, peer: PeerAddr) -> Result<(), DaemonError> {
-        let id = peer.public.peer_id();
-        if id == self.node.peer_id() {
-            return Err(DaemonError::UnknownPeer("our own id".to_owned()));
-        }
-        if let Some(entry) = self.peers.get_mut(&id) {
-            // Only the address changed; the node state stays as it is.
-            entry.addr = peer.addr;
+    /// Makes `public` a contact (stored with its key) if it is not one.
+    fn learn_contact(&mut self, now: Instant, public: PublicIdentity) -> Result<(), DaemonError> {
+        let id = public.peer_id();
+        if self.peers.contains_key(&id) {
             return Ok(());
         }
-        self.peers.insert(
-            id,
-            PeerEntry {
-                public: peer.public.clone(),
-                addr: peer.addr,
-                online: false,
-            },
-        );
         if !self.store.contacts()?.iter().any(|c| c.peer == id) {
             self.store.upsert_contact(&Contact {
                 peer: id,
@@ -126,43 +168,241 @@ impl NodeDriver {
                 verified: false,
             })?;
         }
-        self.node.add_contact(now, peer.public);
-        // A static address is all we know; the node finds out itself when
-        // the peer stops answering.
-        self.node.set_reachable(now, id, true);
+        self.store.set_contact_key(&id, &public.to_bytes())?;
+        self.peers.insert(
+            id,
+            PeerEntry {
+                public: public.clone(),
+                addr: None,
+                online: false,
+            },
+        );
+        self.node.add_contact(now, public);
         let room = direct_room(self.node.peer_id(), id);
         let recent = self
             .store
             .messages_in_room(&room, None, REMEMBER_PER_PEER)?;
         self.node.remember_stored(recent.iter().map(|m| m.id));
-        for key in self.store.outbox(&id)? {
-            let Some(message) = self.store.message(&key)? else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&message.body);
-            let sent = self.node.send_direct_message(now, id, &text)?;
-            self.inflight.insert(sent.id, key);
-            self.status.messages_sent += 1;
+        Ok(())
+    }
+
+    /// Makes `peer` a contact at `addr` (or gives a contact a new address).
+    fn add_peer(&mut self, now: Instant, peer: PeerAddr) -> Result<(), DaemonError> {
+        let id = peer.public.peer_id();
+        if id == self.node.peer_id() {
+            return Err(DaemonError::UnknownPeer("our own id".to_owned()));
+        }
+        self.learn_contact(now, peer.public)?;
+        if let Some(entry) = self.peers.get_mut(&id) {
+            entry.addr = Some(peer.addr);
+        }
+        // A static address is all we know; the node finds out itself when
+        // the peer stops answering.
+        self.node.set_reachable(now, id, true);
+        Ok(())
+    }
+
+    /// Sends every stored message a contact has not acknowledged again.
+    /// Group messages go as the very envelope stored (same id, so nothing is
+    /// stored twice). Direct messages are sealed again under a new id (the
+    /// stored copy is marked delivered when the new one is), because the
+    /// key of the old chain may never have reached the peer; a peer that
+    /// had stored the old one sees the text twice. Persisting chains ends
+    /// that.
+    fn resend_outbox(&mut self, now: Instant) -> Result<(), DaemonError> {
+        let contacts: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in contacts {
+            let direct = direct_room(self.node.peer_id(), peer);
+            for key in self.store.outbox(&peer)? {
+                let Some(message) = self.store.message(&key)? else {
+                    continue;
+                };
+                let result = if message.room == direct {
+                    let text = String::from_utf8_lossy(&message.body);
+                    self.node
+                        .send_direct_message(now, peer, &text)
+                        .map(|sent| sent.id)
+                } else {
+                    self.node.resend_envelope(now, peer, &message.envelope)
+                };
+                match result {
+                    Ok(id) => {
+                        self.inflight.insert(id, key);
+                        self.status.messages_sent += 1;
+                    }
+                    Err(error) => eprintln!("kith daemon: cannot resend a message: {error}"),
+                }
+            }
         }
         Ok(())
     }
 
-    /// Resolves what a user typed: a peer id, or a peer's public key.
-    fn resolve(&self, to: PeerId) -> Option<PeerId> {
-        if self.peers.contains_key(&to) {
-            return Some(to);
+    fn restore_rooms(&mut self, now: Instant) -> Result<(), DaemonError> {
+        for room in self.store.rooms()? {
+            let Some((admin, epoch)) = self.store.group(&room.id)? else {
+                continue;
+            };
+            let members = self
+                .store
+                .members(&room.id)?
+                .into_iter()
+                .map(|m| m.peer)
+                .collect();
+            let info = RoomInfo {
+                id: room.id,
+                name: room.name,
+                direct: None,
+                admin: Some(admin),
+                epoch,
+                members,
+            };
+            if let Err(error) = self.node.restore_room(now, &info) {
+                eprintln!("kith daemon: cannot restore a room: {error}");
+            }
         }
-        self.peers
-            .iter()
-            .find(|(_, entry)| entry.public.to_bytes() == to.0)
-            .map(|(id, _)| *id)
+        Ok(())
     }
 
-    fn send(&mut self, now: Instant, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
-        let to = self
-            .resolve(to)
-            .ok_or_else(|| DaemonError::UnknownPeer(to.to_hex()))?;
-        let sent = self.node.send_direct_message(now, to, text)?;
+    /// Keeps the node's view of a group room in the store.
+    fn persist_room(&mut self, room: &RoomId) -> Result<(), DaemonError> {
+        let Some(info) = self.node.room(room) else {
+            return Ok(());
+        };
+        let Some(admin) = info.admin else {
+            return Ok(());
+        };
+        self.store.upsert_room(&StoredRoom {
+            id: info.id,
+            name: info.name.clone(),
+            created_at: wall_clock_millis(),
+        })?;
+        self.store.set_group(room, &admin, info.epoch)?;
+        let stored: Vec<PeerId> = self
+            .store
+            .members(room)?
+            .into_iter()
+            .map(|m| m.peer)
+            .collect();
+        for gone in stored.iter().filter(|p| !info.members.contains(p)) {
+            self.store.remove_member(room, gone)?;
+        }
+        for new in info.members.iter().filter(|p| !stored.contains(p)) {
+            self.store.set_member(
+                room,
+                Member {
+                    peer: *new,
+                    joined_epoch: u64::from(info.epoch),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Resolves a peer as the user typed it: its id or public key in hex,
+    /// an unambiguous hex prefix of either (at least 4 characters), or a
+    /// contact's display name.
+    pub(crate) fn resolve_peer(&self, text: &str) -> Result<PeerId, DaemonError> {
+        let unknown = || DaemonError::UnknownPeer(text.to_owned());
+        let text = text.trim();
+        if let Some(id) = PeerId::from_hex(text) {
+            if self.peers.contains_key(&id) {
+                return Ok(id);
+            }
+            // A public key is 32 bytes too.
+            return self
+                .peers
+                .iter()
+                .find(|(_, entry)| entry.public.to_bytes() == id.0)
+                .map(|(peer, _)| *peer)
+                .ok_or_else(unknown);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.len() >= 4 && lower.chars().all(|c| c.is_ascii_hexdigit()) {
+            let matches: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(peer, entry)| {
+                    peer.to_hex().starts_with(&lower)
+                        || PeerId(entry.public.to_bytes()).to_hex().starts_with(&lower)
+                })
+                .map(|(peer, _)| *peer)
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(*one),
+                [] => {}
+                _ => return Err(DaemonError::Ambiguous(text.to_owned())),
+            }
+        }
+        let named: Vec<PeerId> = self
+            .store
+            .contacts()?
+            .into_iter()
+            .filter(|c| c.display_name == text && self.peers.contains_key(&c.peer))
+            .map(|c| c.peer)
+            .collect();
+        match named.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(unknown()),
+            _ => Err(DaemonError::Ambiguous(text.to_owned())),
+        }
+    }
+
+    /// Resolves a group room: its id in hex, an unambiguous hex prefix (at
+    /// least 4 characters), or its exact name.
+    pub(crate) fn resolve_room(&self, text: &str) -> Result<RoomId, DaemonError> {
+        let text = text.trim();
+        let groups: Vec<RoomInfo> = self
+            .node
+            .rooms()
+            .into_iter()
+            .filter(|r| r.admin.is_some())
+            .collect();
+        let lower = text.to_ascii_lowercase();
+        let by_id: Vec<RoomId> = groups
+            .iter()
+            .filter(|r| {
+                lower.len() >= 4
+                    && lower.chars().all(|c| c.is_ascii_hexdigit())
+                    && PeerId(r.id.0).to_hex().starts_with(&lower)
+            })
+            .map(|r| r.id)
+            .collect();
+        let by_name: Vec<RoomId> = groups
+            .iter()
+            .filter(|r| r.name == text)
+            .map(|r| r.id)
+            .collect();
+        let found = if by_id.is_empty() { by_name } else { by_id };
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(DaemonError::UnknownRoom(text.to_owned())),
+            _ => Err(DaemonError::Ambiguous(text.to_owned())),
+        }
+    }
+
+    /// A message's destination: a group room, or else a peer.
+    fn resolve_target(&self, text: &str) -> Result<Target, DaemonError> {
+        match self.resolve_room(text) {
+            Ok(room) => Ok(Target::Room(room)),
+            Err(DaemonError::Ambiguous(text)) => Err(DaemonError::Ambiguous(text)),
+            Err(_) => self.resolve_peer(text).map(Target::Peer),
+        }
+    }
+
+    fn send(&mut self, now: Instant, to: &str, text: &str) -> Result<MessageId, DaemonError> {
+        let (sent, recipients) = match self.resolve_target(to)? {
+            Target::Peer(peer) => (self.node.send_direct_message(now, peer, text)?, vec![peer]),
+            Target::Room(room) => {
+                let sent = self.node.send_room_message(now, room, text)?;
+                let me = self.node.peer_id();
+                let members = self
+                    .node
+                    .room(&room)
+                    .map(|r| r.members.into_iter().filter(|p| *p != me).collect())
+                    .unwrap_or_default();
+                (sent, members)
+            }
+        };
         self.status.messages_sent += 1;
         let message = Message {
             id: sent.id,
@@ -177,9 +417,116 @@ impl NodeDriver {
         // The node already queued the message; if the store fails it still
         // goes out, but would not be re-sent after a restart.
         self.store.insert_messages(&[message])?;
-        self.store.set_delivery(&key, &to, DeliveryState::Pending)?;
+        for peer in &recipients {
+            self.store
+                .set_delivery(&key, peer, DeliveryState::Pending)?;
+        }
         self.inflight.insert(sent.id, key);
         Ok(sent.id)
+    }
+
+    fn create_room(
+        &mut self,
+        now: Instant,
+        name: &str,
+        members: &[String],
+    ) -> Result<RoomId, DaemonError> {
+        let members = members
+            .iter()
+            .map(|m| self.resolve_peer(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let room = self.node.create_room(now, name, &members)?;
+        self.persist_room(&room)?;
+        Ok(room)
+    }
+
+    fn block(&mut self, now: Instant, peer: &str, blocked: bool) -> Result<PeerId, DaemonError> {
+        let peer = self.resolve_peer(peer)?;
+        if blocked {
+            self.node.block(peer);
+            self.store.block(&peer, wall_clock_millis())?;
+            self.set_online(peer, false);
+        } else {
+            self.node.unblock(now, peer);
+            self.store.unblock(&peer)?;
+        }
+        Ok(peer)
+    }
+
+    fn mute(&mut self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
+        let key = match self.resolve_target(target)? {
+            Target::Room(room) => room.0,
+            Target::Peer(peer) => peer.0,
+        };
+        match mute {
+            Some(mute) => {
+                self.store.set_mute(&RoomId(key), mute)?;
+                self.mutes.insert(key, mute);
+            }
+            None => {
+                self.store.clear_mute(&RoomId(key))?;
+                self.mutes.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a message in `room` from `from` is muted now. An expired
+    /// mute is dropped on the way.
+    fn is_muted(&mut self, room: &RoomId, from: &PeerId) -> bool {
+        let now = wall_clock_millis();
+        let mut muted = false;
+        for key in [room.0, from.0] {
+            match self.mutes.get(&key) {
+                Some(Mute::Indefinitely) => muted = true,
+                Some(Mute::Until(until)) if *until > now => muted = true,
+                Some(Mute::Until(_)) => {
+                    self.mutes.remove(&key);
+                    if let Err(error) = self.store.clear_mute(&RoomId(key)) {
+                        self.store_error("clear an expired mute", error);
+                    }
+                }
+                None => {}
+            }
+        }
+        muted
+    }
+
+    fn mute_of(&self, key: &[u8; 32]) -> Option<Mute> {
+        let now = wall_clock_millis();
+        self.mutes.get(key).copied().filter(|m| match m {
+            Mute::Until(until) => *until > now,
+            Mute::Indefinitely => true,
+        })
+    }
+
+    fn rooms(&self) -> Vec<RoomSummary> {
+        let names: HashMap<PeerId, String> = self
+            .store
+            .contacts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.peer, c.display_name))
+            .collect();
+        self.node
+            .rooms()
+            .into_iter()
+            .map(|info| {
+                let name = match info.direct {
+                    Some(peer) => names.get(&peer).cloned().unwrap_or_else(|| peer.short()),
+                    None => info.name.clone(),
+                };
+                RoomSummary {
+                    id: info.id,
+                    name,
+                    direct: info.direct,
+                    admin: info.admin,
+                    epoch: info.epoch,
+                    members: info.members,
+                    muted: self.mute_of(&info.id.0),
+                }
+            })
+            .collect()
     }
 
     /// Adds a listener for every event from now on.
@@ -202,6 +549,37 @@ impl NodeDriver {
         }
     }
 
+    fn on_room_event(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::RoomJoined { room } => {
+                if let Err(error) = self.persist_room(&room) {
+                    self.store_error("store a room", error);
+                }
+                let name = self.node.room(&room).map(|r| r.name).unwrap_or_default();
+                self.publish(Event::RoomJoined { room, name });
+            }
+            NodeEvent::RoomChanged { room } => {
+                if let Err(error) = self.persist_room(&room) {
+                    self.store_error("store a room", error);
+                }
+                self.publish(Event::RoomChanged { room });
+            }
+            NodeEvent::RoomRemoved { room } => {
+                if let Err(error) = self.store.leave_group(&room) {
+                    self.store_error("leave a room", error);
+                }
+                self.publish(Event::RoomRemoved { room });
+            }
+            NodeEvent::ContactLearned { public } => {
+                let now = Instant::now();
+                if let Err(error) = self.learn_contact(now, public) {
+                    self.store_error("store a contact", error);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Drains the node's events: commits every received message of this
     /// round in one transaction, then confirms them (which may produce more
     /// events, hence the loop).
@@ -221,12 +599,15 @@ impl NodeDriver {
                         ..
                     } => {
                         let text = String::from_utf8_lossy(&body).into_owned();
+                        let muted = self.is_muted(&room, &from);
                         let message = stored(room, from, id, timestamp, body, envelope);
                         let event = Event::MessageReceived {
+                            room,
                             from,
                             id,
                             timestamp,
                             text,
+                            muted,
                         };
                         batch.push((message, receipt, event));
                     }
@@ -245,11 +626,21 @@ impl NodeDriver {
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         self.set_online(to, true);
-                        if let Some(key) = self.inflight.remove(&id)
-                            && let Err(error) =
+                        if let Some(key) = self.inflight.get(&id) {
+                            let key = *key;
+                            if let Err(error) =
                                 self.store.set_delivery(&key, &to, DeliveryState::Delivered)
-                        {
-                            self.store_error("record a delivery", error);
+                            {
+                                self.store_error("record a delivery", error);
+                            }
+                            let waiting = self
+                                .store
+                                .deliveries(&key)
+                                .map(|d| d.iter().any(|(_, s)| *s == DeliveryState::Pending))
+                                .unwrap_or(false);
+                            if !waiting {
+                                self.inflight.remove(&id);
+                            }
                         }
                         self.status.delivered += 1;
                         self.publish(Event::Delivered { to, id });
@@ -265,31 +656,40 @@ impl NodeDriver {
                         self.set_online(peer, false);
                         self.publish(Event::PeerOffline { peer });
                     }
-                    // Rooms in the daemon come with its room commands.
-                    NodeEvent::RoomJoined { .. }
-                    | NodeEvent::RoomChanged { .. }
-                    | NodeEvent::RoomRemoved { .. }
-                    | NodeEvent::ContactLearned { .. } => {}
+                    other => self.on_room_event(other),
                 }
             }
             if batch.is_empty() {
                 return;
             }
             let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
-            if let Err(error) = self.store.insert_messages(&messages) {
-                // Not confirmed, so not acknowledged: the sender keeps the
-                // messages and they are not lost.
-                self.store_error("store received messages", error);
-                return;
-            }
+            let inserted: HashSet<MessageId> = match self.store.insert_messages(&messages) {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(error) => {
+                    // Not confirmed, so not acknowledged: the sender keeps
+                    // the messages and they are not lost.
+                    self.store_error("store received messages", error);
+                    return;
+                }
+            };
             for (message, receipt, event) in batch {
                 self.set_online(message.sender, true);
-                self.status.messages_received += 1;
                 self.node.confirm_stored(now, receipt);
-                self.publish(event);
+                // A message sent again (its acknowledgement was lost) is
+                // acknowledged again but reported only once.
+                if inserted.contains(&message.id) {
+                    self.status.messages_received += 1;
+                    self.publish(event);
+                }
             }
         }
     }
+}
+
+/// Where a message goes.
+enum Target {
+    Peer(PeerId),
+    Room(RoomId),
 }
 
 /// A received message as the store keeps it.
@@ -318,9 +718,14 @@ fn stored(
 impl Driver for NodeDriver {
     type Command = Command;
 
-    fn handle_datagram(&mut self, now: Instant, _from: SocketAddr, _via: Via, bytes: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, _via: Via, bytes: &[u8]) {
         // A dropped datagram is already counted by reason in the node.
-        let _ = self.node.handle_datagram(now, bytes);
+        if let Ok(Some(peer)) = self.node.handle_datagram(now, bytes)
+            && let Some(entry) = self.peers.get_mut(&peer)
+        {
+            // It proved who it is: this is where it can be reached now.
+            entry.addr = Some(from);
+        }
         self.pump(now);
     }
 
@@ -334,14 +739,15 @@ impl Driver for NodeDriver {
         // so failed reply sends are ignored.
         match command {
             Command::Send { to, text, reply } => {
-                let result = self.send(now, to, &text);
+                let result = self.send(now, &to, &text);
                 let _ = reply.send(result);
             }
             Command::AddPeer { peer, reply } => {
-                let result = self.add_peer(now, peer);
+                let result = self.add_peer(now, *peer);
                 let _ = reply.send(result);
             }
             Command::Peers { reply } => {
+                let blocked: Vec<PeerId> = self.store.blocked().unwrap_or_default();
                 let mut peers: Vec<PeerInfo> = self
                     .peers
                     .iter()
@@ -351,6 +757,8 @@ impl Driver for NodeDriver {
                         addr: entry.addr,
                         online: entry.online,
                         outbox: self.store.outbox(id).map_or(0, |o| o.len()),
+                        blocked: blocked.contains(id),
+                        muted: self.mute_of(&id.0),
                     })
                     .collect();
                 peers.sort_by_key(|p| p.peer);
@@ -362,6 +770,56 @@ impl Driver for NodeDriver {
                 let _ = reply.send(status);
             }
             Command::Subscribe(tx) => self.subscribe(tx),
+            Command::Rooms { reply } => {
+                let _ = reply.send(self.rooms());
+            }
+            Command::CreateRoom {
+                name,
+                members,
+                reply,
+            } => {
+                let result = self.create_room(now, &name, &members);
+                let _ = reply.send(result);
+            }
+            Command::Invite { room, peer, reply } => {
+                let result = self.resolve_room(&room).and_then(|room| {
+                    let peer = self.resolve_peer(&peer)?;
+                    self.node.invite(now, room, peer)?;
+                    self.persist_room(&room)
+                });
+                let _ = reply.send(result);
+            }
+            Command::RemoveMember { room, peer, reply } => {
+                let result = self.resolve_room(&room).and_then(|room| {
+                    let peer = self.resolve_peer(&peer)?;
+                    self.node.remove_member(now, room, peer)?;
+                    self.persist_room(&room)
+                });
+                let _ = reply.send(result);
+            }
+            Command::Leave { room, reply } => {
+                let result = self.resolve_room(&room).and_then(|room| {
+                    self.node.leave_room(now, room)?;
+                    Ok(self.store.leave_group(&room)?)
+                });
+                let _ = reply.send(result);
+            }
+            Command::Block {
+                peer,
+                blocked,
+                reply,
+            } => {
+                let result = self.block(now, &peer, blocked);
+                let _ = reply.send(result);
+            }
+            Command::Mute {
+                target,
+                mute,
+                reply,
+            } => {
+                let result = self.mute(&target, mute);
+                let _ = reply.send(result);
+            }
         }
         self.pump(now);
     }
@@ -370,7 +828,7 @@ impl Driver for NodeDriver {
         loop {
             let transmit = self.node.poll_transmit()?;
             let addr = match transmit.to {
-                reliable::Destination::Peer(peer) => self.peers.get(&peer).map(|e| e.addr),
+                reliable::Destination::Peer(peer) => self.peers.get(&peer).and_then(|e| e.addr),
                 // Rooms over multicast are not part of the daemon yet.
                 reliable::Destination::Group(_) => None,
             };

@@ -50,9 +50,9 @@ use std::time::Duration;
 use crate::account::{Account, AccountError};
 use crate::net::{self, NetConfig, NetError, NetHandle, NetStatsSnapshot};
 use crate::proto::crypto::PublicIdentity;
-use crate::proto::ids::{MessageId, PeerId};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
-use crate::store::StoreError;
+use crate::store::{Mute, StoreError};
 
 use driver::{Command, NodeDriver};
 
@@ -111,6 +111,10 @@ pub enum DaemonError {
     Node(#[from] NodeError),
     #[error("{0} is not a peer of this daemon")]
     UnknownPeer(String),
+    #[error("{0} is not a room of this daemon")]
+    UnknownRoom(String),
+    #[error("{0:?} matches more than one peer or room; give more of the id")]
+    Ambiguous(String),
     #[error("{0:?} is not PUBLICKEYHEX@IP:PORT")]
     BadPeer(String),
     #[error("the message is not valid UTF-8 text")]
@@ -128,12 +132,15 @@ pub enum DaemonError {
 /// What the daemon reports to its listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A message from `from` was stored.
+    /// A message from `from` in `room` was stored. `muted`: the room or
+    /// the sender is muted, so it is not to be notified or counted unread.
     MessageReceived {
+        room: RoomId,
         from: PeerId,
         id: MessageId,
         timestamp: u64,
         text: String,
+        muted: bool,
     },
     /// An authentic message we hold no key for was stored unreadable.
     Undecryptable { from: PeerId, id: MessageId },
@@ -146,6 +153,12 @@ pub enum Event {
     PeerOnline { peer: PeerId },
     /// No answer from `peer` for a while; messages to it stay queued.
     PeerOffline { peer: PeerId },
+    /// Someone added us to a group room.
+    RoomJoined { room: RoomId, name: String },
+    /// A group room's members changed.
+    RoomChanged { room: RoomId },
+    /// The room's admin removed us; its history stays.
+    RoomRemoved { room: RoomId },
 }
 
 impl Event {
@@ -154,13 +167,16 @@ impl Event {
     pub fn to_json(&self) -> String {
         match self {
             Event::MessageReceived {
+                room,
                 from,
                 id,
                 timestamp,
                 text,
+                muted,
             } => format!(
-                r#"{{"event":"message","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}"}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
                 json_escape(text),
+                room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
             ),
@@ -185,6 +201,19 @@ impl Event {
             Event::PeerOffline { peer } => {
                 format!(r#"{{"event":"peer_offline","peer":"{}"}}"#, peer.to_hex())
             }
+            Event::RoomJoined { room, name } => format!(
+                r#"{{"event":"room_joined","room":"{}","name":"{}"}}"#,
+                PeerId(room.0).to_hex(),
+                json_escape(name)
+            ),
+            Event::RoomChanged { room } => format!(
+                r#"{{"event":"room_changed","room":"{}"}}"#,
+                PeerId(room.0).to_hex()
+            ),
+            Event::RoomRemoved { room } => format!(
+                r#"{{"event":"room_removed","room":"{}"}}"#,
+                PeerId(room.0).to_hex()
+            ),
         }
     }
 }
@@ -193,7 +222,9 @@ impl fmt::Display for Event {
     /// A short line for people (`kith listen` without `--json`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::MessageReceived { from, text, .. } => write!(f, "{}: {text}", from.short()),
+            Event::MessageReceived {
+                room, from, text, ..
+            } => write!(f, "[{}] {}: {text}", PeerId(room.0).short(), from.short()),
             Event::Undecryptable { from, id } => {
                 write!(f, "{}: (unreadable message {})", from.short(), id.short())
             }
@@ -203,6 +234,15 @@ impl fmt::Display for Event {
             }
             Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
             Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
+            Event::RoomJoined { room, name } => {
+                write!(f, "joined room {name:?} ({})", PeerId(room.0).short())
+            }
+            Event::RoomChanged { room } => {
+                write!(f, "members of room {} changed", PeerId(room.0).short())
+            }
+            Event::RoomRemoved { room } => {
+                write!(f, "removed from room {}", PeerId(room.0).short())
+            }
         }
     }
 }
@@ -229,11 +269,33 @@ fn json_escape(text: &str) -> String {
 pub struct PeerInfo {
     pub peer: PeerId,
     pub public: PublicIdentity,
-    pub addr: SocketAddr,
+    /// Configured or last heard from; `None` until then.
+    pub addr: Option<SocketAddr>,
     /// Whether it has answered us and not been reported unreachable since.
     pub online: bool,
     /// Our messages it has not acknowledged yet.
     pub outbox: usize,
+    /// We blocked it.
+    pub blocked: bool,
+    /// Muted, and until when.
+    pub muted: Option<Mute>,
+}
+
+/// A room as `kith rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub id: RoomId,
+    /// A group's name, or the contact's name for a direct room.
+    pub name: String,
+    /// For a direct room, the other peer.
+    pub direct: Option<PeerId>,
+    /// For a group, who runs it.
+    pub admin: Option<PeerId>,
+    pub epoch: u32,
+    /// Every member, us included.
+    pub members: Vec<PeerId>,
+    /// Muted, and until when.
+    pub muted: Option<Mute>,
 }
 
 /// Counters for `kith status`.
@@ -371,9 +433,80 @@ impl DaemonHandle {
     /// Sends `text` to `to` (a peer id, or a peer's public key read as an
     /// id). Returns once the message is queued and stored.
     pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
+        self.send_to(&to.to_hex(), text)
+    }
+
+    /// Sends `text` to every member of group `room`.
+    pub fn send_room(&self, room: RoomId, text: &str) -> Result<MessageId, DaemonError> {
+        self.send_to(&PeerId(room.0).to_hex(), text)
+    }
+
+    /// Sends `text` to a peer or group room named as a user would: an id,
+    /// a public key, an unambiguous hex prefix, or a name.
+    pub fn send_to(&self, to: &str, text: &str) -> Result<MessageId, DaemonError> {
         self.request(|reply| Command::Send {
-            to,
+            to: to.to_owned(),
             text: text.to_owned(),
+            reply,
+        })?
+    }
+
+    /// Creates a group room with us as admin and invites `members`.
+    pub fn create_room(&self, name: &str, members: &[PeerId]) -> Result<RoomId, DaemonError> {
+        self.request(|reply| Command::CreateRoom {
+            name: name.to_owned(),
+            members: members.iter().map(PeerId::to_hex).collect(),
+            reply,
+        })?
+    }
+
+    /// Adds `peer` to group `room` (we must be its admin).
+    pub fn invite(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
+        self.request(|reply| Command::Invite {
+            room: PeerId(room.0).to_hex(),
+            peer: peer.to_hex(),
+            reply,
+        })?
+    }
+
+    /// Removes `peer` from group `room` (we must be its admin).
+    pub fn remove_member(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
+        self.request(|reply| Command::RemoveMember {
+            room: PeerId(room.0).to_hex(),
+            peer: peer.to_hex(),
+            reply,
+        })?
+    }
+
+    /// Leaves group `room`.
+    pub fn leave(&self, room: RoomId) -> Result<(), DaemonError> {
+        self.request(|reply| Command::Leave {
+            room: PeerId(room.0).to_hex(),
+            reply,
+        })?
+    }
+
+    /// Every room: group rooms and direct chats.
+    pub fn rooms(&self) -> Result<Vec<RoomSummary>, DaemonError> {
+        self.request(|reply| Command::Rooms { reply })
+    }
+
+    /// Blocks (or with `false` unblocks) `peer`. Persists.
+    pub fn block(&self, peer: PeerId, blocked: bool) -> Result<(), DaemonError> {
+        self.request(|reply| Command::Block {
+            peer: peer.to_hex(),
+            blocked,
+            reply,
+        })?
+        .map(|_| ())
+    }
+
+    /// Mutes a room or a peer (`target` as for [`DaemonHandle::send_to`])
+    /// until `mute` ends, or unmutes it with `None`. Persists.
+    pub fn mute(&self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
+        self.request(|reply| Command::Mute {
+            target: target.to_owned(),
+            mute,
             reply,
         })?
     }
@@ -381,7 +514,7 @@ impl DaemonHandle {
     /// Adds (or re-addresses) a peer and queues its outbox.
     pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
         self.request(|reply| Command::AddPeer {
-            peer: PeerAddr { public, addr },
+            peer: Box::new(PeerAddr { public, addr }),
             reply,
         })?
     }

@@ -879,6 +879,43 @@ impl Store {
         Ok(())
     }
 
+    /// Every mute, as (room or peer id, mute).
+    pub fn mutes(&self) -> Result<Vec<([u8; 32], Mute)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT room, until FROM mutes ORDER BY room")?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<i64>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(target, until)| {
+                let mute = match until {
+                    Some(until) => Mute::Until(u64_from_sql(until)),
+                    None => Mute::Indefinitely,
+                };
+                Ok((id32(target)?, mute))
+            })
+            .collect()
+    }
+
+    /// Marks a group room as left (we left or were removed): its history
+    /// stays, but it is no longer a group we are in.
+    pub fn leave_group(&mut self, room: &RoomId) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE rooms SET admin = NULL WHERE room = ?1",
+            params![room.as_bytes()],
+        )?;
+        tx.execute(
+            "DELETE FROM members WHERE room = ?1",
+            params![room.as_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// How a room is muted, if at all. An expired `Until` is still returned;
     /// the caller compares it with its clock.
     pub fn mute(&self, room: &RoomId) -> Result<Option<Mute>> {
