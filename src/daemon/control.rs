@@ -12,10 +12,12 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send TO_HEX TEXT_HEX` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR online\|offline OUTBOX` | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX contact\|nearby` | `ok` |
 //! | `status` | `NAME VALUE` | `ok` |
 //! | `listen json\|text` | after `ok`: one event per line (JSON object or sentence), until disconnect | — |
 //! | `stop` | — | `ok` |
+//! | `discovery` | see [`DiscoveryReport::lines`](super::DiscoveryReport::lines) | `ok` |
+//! | `block PEER_ID` / `unblock PEER_ID` | — | `ok` |
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -167,12 +169,13 @@ fn answer(
             for peer in request(commands, |reply| Command::Peers { reply })? {
                 writeln!(
                     out,
-                    "{} {} {} {} {}",
+                    "{} {} {} {} {} {}",
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
-                    peer.addr,
+                    peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
                     if peer.online { "online" } else { "offline" },
-                    peer.outbox
+                    peer.outbox,
+                    if peer.contact { "contact" } else { "nearby" }
                 )
                 .map_err(io)?;
             }
@@ -205,6 +208,25 @@ fn answer(
         }
         "stop" => {
             stop.request_stop();
+            Ok(Some(String::new()))
+        }
+        "discovery" => {
+            let report = request(commands, |reply| Command::Discovery { reply })?;
+            for line in report.lines() {
+                writeln!(out, "{line}").map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
+        word @ ("block" | "unblock") => {
+            let Some(peer) = words.next().and_then(PeerId::from_hex) else {
+                return Err(DaemonError::UnknownRequest(line.to_owned()));
+            };
+            let blocked = word == "block";
+            request(commands, |reply| Command::Block {
+                peer,
+                blocked,
+                reply,
+            })??;
             Ok(Some(String::new()))
         }
         other => Err(DaemonError::UnknownRequest(other.to_owned())),

@@ -10,10 +10,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::discovery::{Attach, Discovery, DiscoveryConfig, DiscoveryReport, is_registry_datagram};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::{Envelope, PublicIdentity};
+use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId};
 use crate::proto::node::{Node, NodeConfig, NodeEvent, Receipt, direct_room};
 use crate::proto::reliable;
@@ -41,12 +42,25 @@ pub(crate) enum Command {
         reply: Sender<Status>,
     },
     Subscribe(Sender<Event>),
+    /// mDNS queued events for the loop (sent by its bridge thread).
+    DiscoveryWake,
+    /// The socket is bound: start mDNS and the registry.
+    AttachDiscovery(Box<Attach>),
+    /// What `kith discovery` shows.
+    Discovery {
+        reply: Sender<DiscoveryReport>,
+    },
+    /// Blocks (`true`) or unblocks a peer.
+    Block {
+        peer: PeerId,
+        blocked: bool,
+        reply: Sender<Result<(), DaemonError>>,
+    },
 }
 
+/// A contact. Its address and presence live in [`Discovery`].
 struct PeerEntry {
     public: PublicIdentity,
-    addr: SocketAddr,
-    online: bool,
 }
 
 /// Owns the node and the store; lives on the `kith-net` thread.
@@ -60,9 +74,11 @@ pub(crate) struct NodeDriver {
     inflight: HashMap<MessageId, MessageKey>,
     subscribers: Vec<Sender<Event>>,
     status: Status,
+    /// Address book and presence: mDNS, registry, keep-alives.
+    discovery: Discovery,
 }
 
-fn wall_clock_millis() -> u64 {
+pub(super) fn wall_clock_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -73,9 +89,13 @@ impl NodeDriver {
         account: Account,
         mut config: NodeConfig,
         peers: &[PeerAddr],
+        discovery: DiscoveryConfig,
     ) -> Result<Self, DaemonError> {
         let now = Instant::now();
         config.wall_clock_millis = wall_clock_millis();
+        // The registry client signs our registrations with the same identity.
+        let registry_identity = Identity::from_secret_bytes(&account.identity.secret_bytes());
+        let discovery = Discovery::new(discovery, registry_identity)?;
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
         let node = Node::new(account.identity, config, StdRng::from_seed(seed), now);
@@ -86,9 +106,20 @@ impl NodeDriver {
             inflight: HashMap::new(),
             subscribers: Vec::new(),
             status: Status::default(),
+            discovery,
         };
         for peer in peers {
             driver.add_peer(now, peer.clone())?;
+        }
+        for public in driver.discovery.configured_contacts() {
+            driver.add_contact(now, public, None)?;
+        }
+        // Contacts from earlier runs are kept by id only: discovery finds
+        // their keys (mDNS, registry) and then they become full contacts.
+        for contact in driver.store.contacts()? {
+            if !driver.peers.contains_key(&contact.peer) && contact.peer != driver.node.peer_id() {
+                driver.discovery.want(now, contact.peer, None, None);
+            }
         }
         Ok(driver)
     }
@@ -102,21 +133,33 @@ impl NodeDriver {
     /// Makes `peer` a contact at `addr`, seeds the duplicate filter with
     /// what we stored from it, and queues our outbox for it again.
     fn add_peer(&mut self, now: Instant, peer: PeerAddr) -> Result<(), DaemonError> {
-        let id = peer.public.peer_id();
+        self.add_contact(now, peer.public, Some(peer.addr))
+    }
+
+    /// Makes `public` a contact, at `addr` if known (else discovery finds
+    /// it); see [`NodeDriver::add_peer`].
+    fn add_contact(
+        &mut self,
+        now: Instant,
+        public: PublicIdentity,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), DaemonError> {
+        let id = public.peer_id();
         if id == self.node.peer_id() {
             return Err(DaemonError::UnknownPeer("our own id".to_owned()));
         }
-        if let Some(entry) = self.peers.get_mut(&id) {
+        if self.node.is_blocked(&id) {
+            return Err(DaemonError::Blocked(id.to_hex()));
+        }
+        self.discovery.want(now, id, Some(public.clone()), addr);
+        if self.peers.contains_key(&id) {
             // Only the address changed; the node state stays as it is.
-            entry.addr = peer.addr;
             return Ok(());
         }
         self.peers.insert(
             id,
             PeerEntry {
-                public: peer.public.clone(),
-                addr: peer.addr,
-                online: false,
+                public: public.clone(),
             },
         );
         if !self.store.contacts()?.iter().any(|c| c.peer == id) {
@@ -126,10 +169,12 @@ impl NodeDriver {
                 verified: false,
             })?;
         }
-        self.node.add_contact(now, peer.public);
-        // A static address is all we know; the node finds out itself when
-        // the peer stops answering.
-        self.node.set_reachable(now, id, true);
+        self.node.add_contact(now, public);
+        if addr.is_some() {
+            // A static address: send at once; presence probes it and says
+            // when the peer stops answering.
+            self.node.set_reachable(now, id, true);
+        }
         let room = direct_room(self.node.peer_id(), id);
         let recent = self
             .store
@@ -159,9 +204,20 @@ impl NodeDriver {
     }
 
     fn send(&mut self, now: Instant, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
-        let to = self
-            .resolve(to)
-            .ok_or_else(|| DaemonError::UnknownPeer(to.to_hex()))?;
+        let to = match self.resolve(to) {
+            Some(id) => id,
+            None => {
+                // A peer discovery knows (nearby): messaging it makes it a
+                // contact.
+                let public = self
+                    .discovery
+                    .public_of(&to)
+                    .ok_or_else(|| DaemonError::UnknownPeer(to.to_hex()))?;
+                let id = public.peer_id();
+                self.add_contact(now, public, None)?;
+                id
+            }
+        };
         let sent = self.node.send_direct_message(now, to, text)?;
         self.status.messages_sent += 1;
         let message = Message {
@@ -196,16 +252,37 @@ impl NodeDriver {
         eprintln!("kith daemon: could not {what}: {error}");
     }
 
-    fn set_online(&mut self, peer: PeerId, online: bool) {
-        if let Some(entry) = self.peers.get_mut(&peer) {
-            entry.online = online;
+    /// Runs discovery's output: keep-alives into the node, online/offline
+    /// to listeners, learned keys of stored contacts into full contacts.
+    fn run_discovery(&mut self, now: Instant) {
+        for event in self.discovery.drive(now, &mut self.node) {
+            self.publish(event);
+        }
+        for public in self.discovery.take_learned() {
+            if let Err(error) = self.add_contact(now, public, None) {
+                self.store_error("restore a contact", error);
+            }
         }
     }
 
-    /// Drains the node's events: commits every received message of this
-    /// round in one transaction, then confirms them (which may produce more
-    /// events, hence the loop).
+    /// A nearby peer that messaged us becomes a contact.
+    fn promote(&mut self, now: Instant, peer: PeerId) {
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        if let Some(public) = self.discovery.public_of(&peer) {
+            self.discovery.mark_contact(peer);
+            if let Err(error) = self.add_contact(now, public, None) {
+                self.store_error("add a contact", error);
+            }
+        }
+    }
+
+    /// Drains discovery, then the node's events: commits every received
+    /// message of this round in one transaction, then confirms them (which
+    /// may produce more events, hence the loop).
     fn pump(&mut self, now: Instant) {
+        self.run_discovery(now);
         loop {
             let mut batch: Vec<(Message, Receipt, Event)> = Vec::new();
             while let Some(event) = self.node.poll_event() {
@@ -244,7 +321,6 @@ impl NodeDriver {
                         batch.push((message, receipt, Event::Undecryptable { from, id }));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
-                        self.set_online(to, true);
                         if let Some(key) = self.inflight.remove(&id)
                             && let Err(error) =
                                 self.store.set_delivery(&key, &to, DeliveryState::Delivered)
@@ -257,14 +333,9 @@ impl NodeDriver {
                     NodeEvent::Undelivered { to, id, .. } => {
                         self.publish(Event::Undelivered { to, id });
                     }
-                    NodeEvent::PeerReachable { peer } => {
-                        self.set_online(peer, true);
-                        self.publish(Event::PeerOnline { peer });
-                    }
-                    NodeEvent::PeerUnreachable { peer } => {
-                        self.set_online(peer, false);
-                        self.publish(Event::PeerOffline { peer });
-                    }
+                    // Presence (keep-alives) decides online and offline; the
+                    // reliable layer's view only paces its retransmissions.
+                    NodeEvent::PeerReachable { .. } | NodeEvent::PeerUnreachable { .. } => {}
                 }
             }
             if batch.is_empty() {
@@ -278,7 +349,7 @@ impl NodeDriver {
                 return;
             }
             for (message, receipt, event) in batch {
-                self.set_online(message.sender, true);
+                self.promote(now, message.sender);
                 self.status.messages_received += 1;
                 self.node.confirm_stored(now, receipt);
                 self.publish(event);
@@ -313,14 +384,21 @@ fn stored(
 impl Driver for NodeDriver {
     type Command = Command;
 
-    fn handle_datagram(&mut self, now: Instant, _from: SocketAddr, _via: Via, bytes: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, _via: Via, bytes: &[u8]) {
+        if is_registry_datagram(bytes) {
+            self.discovery
+                .handle_registry_datagram(now, from, bytes, &mut self.node);
+        } else if let Ok(Some(peer)) = self.node.handle_datagram(now, bytes) {
+            // Authenticated: the peer is there, at this address.
+            self.discovery.heard(now, peer, from);
+        }
         // A dropped datagram is already counted by reason in the node.
-        let _ = self.node.handle_datagram(now, bytes);
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
+        self.discovery.handle_timeout(now);
         self.pump(now);
     }
 
@@ -340,14 +418,28 @@ impl Driver for NodeDriver {
                 let mut peers: Vec<PeerInfo> = self
                     .peers
                     .iter()
+                    .filter(|(id, _)| !self.node.is_blocked(id))
                     .map(|(id, entry)| PeerInfo {
                         peer: *id,
                         public: entry.public.clone(),
-                        addr: entry.addr,
-                        online: entry.online,
+                        addr: self.discovery.addr_of(id),
+                        online: self.discovery.is_online(id),
                         outbox: self.store.outbox(id).map_or(0, |o| o.len()),
+                        contact: true,
                     })
                     .collect();
+                let nearby = self
+                    .discovery
+                    .nearby()
+                    .filter(|(id, _, _)| !self.peers.contains_key(id));
+                peers.extend(nearby.map(|(id, public, addr)| PeerInfo {
+                    peer: id,
+                    public,
+                    addr,
+                    online: self.discovery.is_online(&id),
+                    outbox: 0,
+                    contact: false,
+                }));
                 peers.sort_by_key(|p| p.peer);
                 let _ = reply.send(peers);
             }
@@ -357,15 +449,41 @@ impl Driver for NodeDriver {
                 let _ = reply.send(status);
             }
             Command::Subscribe(tx) => self.subscribe(tx),
+            // The events are drained by `pump` below.
+            Command::DiscoveryWake => {}
+            Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
+            Command::Discovery { reply } => {
+                let _ = reply.send(self.discovery.report(now));
+            }
+            Command::Block {
+                peer,
+                blocked,
+                reply,
+            } => {
+                let result = if peer == self.node.peer_id() {
+                    Err(DaemonError::UnknownPeer("our own id".to_owned()))
+                } else {
+                    self.discovery
+                        .set_blocked(now, peer, blocked, &mut self.node);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
         }
         self.pump(now);
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some((addr, bytes)) = self.discovery.poll_transmit() {
+            return Some(Transmit {
+                to: Destination::Addr(addr),
+                bytes,
+            });
+        }
         loop {
             let transmit = self.node.poll_transmit()?;
             let addr = match transmit.to {
-                reliable::Destination::Peer(peer) => self.peers.get(&peer).map(|e| e.addr),
+                reliable::Destination::Peer(peer) => self.discovery.addr_of(&peer),
                 // Rooms over multicast are not part of the daemon yet.
                 reliable::Destination::Group(_) => None,
             };
@@ -382,6 +500,9 @@ impl Driver for NodeDriver {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.node.poll_timeout()
+        [self.node.poll_timeout(), self.discovery.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
