@@ -418,6 +418,17 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
         .unwrap_or_else(|| panic!("bob in the discovery report:\n{report}"));
     assert!(bob_line.contains("name=\"bob\""), "{bob_line}");
     println!("alice's kith discovery:\n{report}");
+
+    // Alice blocks bob: he disappears from her lists, and since she no
+    // longer answers him, bob sees her go offline within the bound.
+    let bob_hex = bob.id.to_hex();
+    cli(&alice.data, &["block", &bob_hex]);
+    let blocked = Instant::now();
+    assert!(!cli(&alice.data, &["peers"]).contains(&bob_hex));
+    assert!(!cli(&alice.data, &["discovery"]).contains(&bob_hex));
+    wait_event(bob, &["peer_offline", &alice.id.to_hex()], blocked + bound)
+        .unwrap_or_else(|e| panic!("bob still hears alice after she blocked him: {e}"));
+    assert!(!cli(&alice.data, &["peers"]).contains(&bob_hex));
 }
 
 #[test]

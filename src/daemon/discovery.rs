@@ -575,12 +575,13 @@ impl Discovery {
                 .book
                 .iter()
                 .filter(|(id, s)| {
+                    let announced_lately = s.announced
+                        && s.last_sighted
+                            .is_some_and(|t| now.saturating_duration_since(t) < interval);
                     s.contact
+                        && !announced_lately
                         && !self.blocked.contains(id)
                         && !self.presence.is_online(id)
-                        && !(s.announced
-                            && s.last_sighted
-                                .is_some_and(|t| now.saturating_duration_since(t) < interval))
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -675,6 +676,9 @@ impl Discovery {
                         .map(|ip| SocketAddr::new(ip, port))
                         .collect();
                     let addresses = self.same_family(addresses);
+                    // The bridge checked that the key is valid and hashes
+                    // to the id; a failure here would only skip the peer.
+                    let public_key = public_key.and_then(|k| PublicIdentity::from_bytes(&k).ok());
                     match public_key {
                         Some(public) => {
                             self.sighted(

@@ -567,7 +567,8 @@ impl Bridge {
         if peer_id == self.own {
             return Ok(None);
         }
-        let public_key = validate_public_key(peer_id, service.get_property_val(TXT_PUBLIC_KEY))?;
+        let public_key = validate_public_key(peer_id, service.get_property_val(TXT_PUBLIC_KEY))?
+            .map(|public| public.to_bytes());
         if service.port == 0 {
             return Err(Rejection::BadPort);
         }

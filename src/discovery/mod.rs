@@ -16,7 +16,6 @@
 pub mod mdns;
 pub mod presence;
 
-use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,10 +29,10 @@ pub enum DiscoveryEvent {
     PeerFound {
         /// The peer id claimed in the TXT record (not yet proven).
         peer_id: PeerId,
-        /// The public key from TXT `pk`, if announced; it hashes to
-        /// `peer_id` (checked), but like the id it is proven only by a
+        /// The public key from TXT `pk`, if announced: a valid key that
+        /// hashes to `peer_id` (checked), but like the id proven only by a
         /// handshake.
-        public_key: Option<PublicIdentity>,
+        public_key: Option<[u8; 32]>,
         /// Its addresses on the configured interfaces, sorted, deduplicated.
         addresses: Vec<IpAddr>,
         /// The UDP port of its kith socket.
