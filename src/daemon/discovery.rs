@@ -694,10 +694,8 @@ impl Discovery {
                         None => {
                             // Without a key we can only probe a contact
                             // whose key we already hold.
-                            if let Some(seen) = self.book.get_mut(&peer_id)
-                                && seen.public.is_some()
-                            {
-                                let public = seen.public.clone().expect("checked just above");
+                            let known = self.book.get(&peer_id).and_then(|s| s.public.clone());
+                            if let Some(public) = known {
                                 self.sighted(
                                     now,
                                     peer_id,
