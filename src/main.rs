@@ -7,13 +7,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::account::{Account, default_data_dir};
 use kith::daemon::control::{Client, ListenFormat};
-use kith::daemon::{self, DaemonConfig, PeerAddr};
+use kith::daemon::{self, DaemonConfig, DiscoveryConfig, PeerAddr, RegistryTarget};
+use kith::discovery::InterfaceSpec;
+use kith::discovery::presence::PresenceConfig;
 use kith::net::NetConfig;
 use kith::proto::crypto::{PublicIdentity, safety_number};
 use kith::proto::ids::PeerId;
 use kith::store::KdfParams;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -53,14 +55,7 @@ enum Command {
         public_key: String,
     },
     /// Run the headless node until Ctrl-C, SIGTERM or `kith stop`
-    Daemon {
-        /// UDP address to listen on
-        #[arg(long, default_value = "0.0.0.0:47474")]
-        listen: SocketAddr,
-        /// A peer to talk to, as PUBLICKEYHEX@IP:PORT (repeatable)
-        #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
-        peers: Vec<String>,
-    },
+    Daemon(DaemonArgs),
     /// Send a message through the running daemon
     Send {
         /// A peer (peer id, public key, a unique hex prefix of either, or a
@@ -78,7 +73,8 @@ enum Command {
     /// Create a group room, invite to it, remove from it, or leave it
     #[command(subcommand)]
     Room(RoomCommand),
-    /// Block a peer: it sees you as unavailable and its packets are dropped
+    /// Block a peer: it sees you as unavailable, its packets are dropped, it
+    /// is never shown, probed or answered; persists
     Block {
         /// The peer, as for `send --to`
         peer: String,
@@ -115,6 +111,11 @@ enum Command {
     },
     /// Stop the running daemon cleanly
     Stop,
+    /// Print what discovery sees: interfaces, mDNS, registry state, and
+    /// every peer heard or sighted (address, source, when last heard)
+    Discovery,
+    /// List the peers you blocked
+    Blocked,
     /// Run a registry: lets peers that mDNS cannot reach find each other.
     /// It stores identity → addresses only, never chat data. Its key is kept
     /// in DATA/registry.key when --data or KITH_DATA is given (or in
@@ -138,6 +139,42 @@ enum RoomCommand {
     Remove { room: String, peer: String },
     /// Leave a room
     Leave { room: String },
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// UDP address to listen on
+    #[arg(long, default_value = "0.0.0.0:47474")]
+    listen: SocketAddr,
+    /// A peer to talk to, as PUBLICKEYHEX@IP:PORT (repeatable)
+    #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
+    peers: Vec<String>,
+    /// A contact whose address discovery finds (mDNS or the registry), by
+    /// public key (repeatable)
+    #[arg(long = "contact", value_name = "PUBLICKEYHEX")]
+    contacts: Vec<String>,
+    /// A LAN interface (name or IPv4 address) to announce and browse mDNS
+    /// on (repeatable). mDNS is on when at least one is given: kith never
+    /// uses an interface you did not name.
+    #[arg(long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Do not use mDNS even with --interface (registry and --peer only)
+    #[arg(long)]
+    no_mdns: bool,
+    /// The name others see in mDNS [default: kith <short peer id>]
+    #[arg(long, default_value = "")]
+    name: String,
+    /// A registry to register with and look contacts up in, HOST:PORT
+    #[arg(long, requires = "registry_key")]
+    registry: Option<String>,
+    /// The registry's public key (64 hexadecimal characters, printed by
+    /// `kith registry`), pinned: answers signed by any other key are dropped
+    #[arg(long, requires = "registry")]
+    registry_key: Option<String>,
+    /// Seconds between keep-alives to each peer; a peer is offline after 3
+    /// missed ones
+    #[arg(long, default_value_t = 5)]
+    keepalive_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -193,10 +230,12 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Daemon { listen, peers } => {
+        Command::Daemon(args) => {
             let passphrase = passphrase(&cli.passphrase_file)?;
-            run_daemon(&data_dir, &passphrase, listen, &peers)
+            run_daemon(&data_dir, &passphrase, args)
         }
+        Command::Discovery => print_lines(&data_dir, "discovery"),
+        Command::Blocked => print_lines(&data_dir, "blocked"),
         Command::Send { to, text } => {
             let id = Client::connect(&data_dir)?.send(&to, &text)?;
             println!("{id}");
@@ -331,23 +370,59 @@ fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
 /// Runs the daemon in the foreground. SIGINT and SIGTERM are caught with a
 /// self-pipe so that shutdown (which checkpoints the store) runs on this
 /// thread, not in a signal handler.
-fn run_daemon(
-    data_dir: &Path,
-    passphrase: &str,
-    listen: SocketAddr,
-    peers: &[String],
-) -> Result<()> {
-    let peers = peers
+fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()> {
+    let peers = args
+        .peers
         .iter()
         .map(|peer| peer.parse::<PeerAddr>())
         .collect::<Result<Vec<_>, _>>()?;
+    let contacts = args
+        .contacts
+        .iter()
+        .map(|key| public_key(key))
+        .collect::<Result<Vec<_>>>()?;
+    let interfaces = args
+        .interfaces
+        .iter()
+        .map(|iface| iface.parse::<InterfaceSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let registry = match (&args.registry, &args.registry_key) {
+        (Some(addr), Some(key)) => {
+            let addr = addr
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve the registry address {addr:?}"))?
+                .find(|a| a.is_ipv4() == args.listen.is_ipv4())
+                .with_context(|| {
+                    format!("{addr:?} has no address of the listen address's family")
+                })?;
+            Some(RegistryTarget {
+                addr,
+                public_key: public_key(key)?.to_bytes(),
+            })
+        }
+        _ => None,
+    };
+    if args.keepalive_secs == 0 {
+        bail!("--keepalive-secs must be at least 1");
+    }
     let config = DaemonConfig {
         net: NetConfig {
-            unicast_bind: listen,
+            unicast_bind: args.listen,
             ..NetConfig::default()
         },
         peers,
         control_socket: true,
+        discovery: DiscoveryConfig {
+            mdns: !args.no_mdns,
+            interfaces,
+            display_name: args.name,
+            registry,
+            presence: PresenceConfig {
+                keepalive_interval: Duration::from_secs(args.keepalive_secs),
+                ..PresenceConfig::default()
+            },
+            contacts,
+        },
         ..DaemonConfig::default()
     };
     let daemon = daemon::start(data_dir, passphrase, config)?;
@@ -443,6 +518,12 @@ fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
     let never = AtomicBool::new(false);
     server.run(&never)?;
     Ok(())
+}
+
+/// A public key given on the command line.
+fn public_key(hex: &str) -> Result<PublicIdentity> {
+    let key = PeerId::from_hex(hex.trim()).context("a public key is 64 hexadecimal characters")?;
+    PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")
 }
 
 fn print_identity(account: &Account) {

@@ -350,10 +350,14 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         .collect();
     let b = start(&dir_b, addr_b, peers_b);
     let b_events = b.events().expect("events");
-    let peers = b.peers().expect("peers");
-    assert!(
-        peers.iter().any(|p| p.peer == ids[2] && p.blocked),
+    assert_eq!(
+        b.blocked().expect("blocked"),
+        vec![ids[2]],
         "the block persisted"
+    );
+    assert!(
+        b.peers().expect("peers").iter().all(|p| p.peer != ids[2]),
+        "a blocked peer is not shown"
     );
     let rooms = b.rooms().expect("rooms");
     let listed = rooms

@@ -17,9 +17,11 @@
 //! directly.
 
 use kith::discovery::mdns::{
-    MdnsConfig, MdnsDiscovery, Rejection, SERVICE_TYPE, sanitize_display_name, validate_txt,
+    MdnsConfig, MdnsDiscovery, Rejection, SERVICE_TYPE, sanitize_display_name, validate_public_key,
+    validate_txt,
 };
 use kith::discovery::{DiscoveryEvent, InterfaceSpec};
+use kith::proto::crypto::Identity;
 use kith::proto::ids::PeerId;
 use kith::proto::wire;
 use std::io::{BufRead, BufReader};
@@ -81,6 +83,38 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
     ];
     for (id, version, expected) in cases {
         assert_eq!(validate_txt(id, version), Err(expected));
+    }
+}
+
+#[test]
+fn txt_public_key_is_optional_but_must_hash_to_the_announced_id() {
+    let public = Identity::generate(&mut rand::rng()).public();
+    let other = Identity::generate(&mut rand::rng()).public();
+    let id = public.peer_id();
+    let hex = PeerId(public.to_bytes()).to_hex();
+    let other_hex = PeerId(other.to_bytes()).to_hex();
+    assert_eq!(validate_public_key(id, None), Ok(None));
+    assert_eq!(
+        validate_public_key(id, Some(Some(hex.as_bytes()))),
+        Ok(Some(public.clone()))
+    );
+    assert_eq!(
+        validate_public_key(id, Some(Some(hex.to_uppercase().as_bytes()))),
+        Ok(Some(public))
+    );
+    let bad: [Option<&[u8]>; 5] = [
+        None,
+        Some(other_hex.as_bytes()),
+        Some(&hex.as_bytes()[..63]),
+        Some(&[b'g'; 64]),
+        Some(&[0xff; 64]),
+    ];
+    for value in bad {
+        assert_eq!(
+            validate_public_key(id, Some(value)),
+            Err(Rejection::BadPublicKey),
+            "{value:?}"
+        );
     }
 }
 

@@ -14,7 +14,8 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX blocked\|- MUTE` | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX MUTE contact\|nearby` (blocked peers are not listed) | `ok` |
+//! | `blocked` | `PEER_ID` | `ok` |
 //! | `rooms` | `ROOM_ID group\|direct EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
 //! | `create H(NAME) H(MEMBER)...` | — | `ok ROOM_ID` |
 //! | `invite H(ROOM) H(PEER)`, `remove H(ROOM) H(PEER)`, `leave H(ROOM)` | — | `ok` |
@@ -23,6 +24,7 @@
 //! | `status` | `NAME VALUE` | `ok` |
 //! | `listen json\|text\|all` | after `ok`: one event per line (JSON object, or a sentence; `text` leaves out muted messages), until disconnect | — |
 //! | `stop` | — | `ok` |
+//! | `discovery` | see [`DiscoveryReport::lines`](super::DiscoveryReport::lines) | `ok` |
 //!
 //! `MUTE` is `-`, `forever`, or the end of the mute in milliseconds since
 //! the Unix epoch.
@@ -176,11 +178,11 @@ fn answer(
                     "{} {} {} {} {} {} {}",
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
-                    peer.addr.map_or("-".to_owned(), |a| a.to_string()),
+                    peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
                     if peer.online { "online" } else { "offline" },
                     peer.outbox,
-                    if peer.blocked { "blocked" } else { "-" },
                     mute_word(peer.muted),
+                    if peer.contact { "contact" } else { "nearby" }
                 )
                 .map_err(io)?;
             }
@@ -299,6 +301,19 @@ fn answer(
         }
         "stop" => {
             stop.request_stop();
+            Ok(Some(String::new()))
+        }
+        "discovery" => {
+            let report = request(commands, |reply| Command::Discovery { reply })?;
+            for line in report.lines() {
+                writeln!(out, "{line}").map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
+        "blocked" => {
+            for peer in request(commands, |reply| Command::Blocked { reply })? {
+                writeln!(out, "{}", peer.to_hex()).map_err(io)?;
+            }
             Ok(Some(String::new()))
         }
         other => Err(DaemonError::UnknownRequest(other.to_owned())),

@@ -10,10 +10,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::discovery::{Attach, Discovery, DiscoveryConfig, DiscoveryReport, is_registry_datagram};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::{Envelope, PublicIdentity};
+use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{Node, NodeConfig, NodeEvent, Receipt, RoomInfo, direct_room};
 use crate::proto::reliable;
@@ -78,14 +79,22 @@ pub(crate) enum Command {
         mute: Option<Mute>,
         reply: Sender<Result<(), DaemonError>>,
     },
+    Blocked {
+        reply: Sender<Vec<PeerId>>,
+    },
+    /// mDNS queued events for the loop (sent by its bridge thread).
+    DiscoveryWake,
+    /// The socket is bound: start mDNS and the registry.
+    AttachDiscovery(Box<Attach>),
+    /// What `kith discovery` shows.
+    Discovery {
+        reply: Sender<DiscoveryReport>,
+    },
 }
 
+/// A contact. Its address and presence live in [`Discovery`].
 struct PeerEntry {
     public: PublicIdentity,
-    /// Where it was configured or last heard from; `None` for a member we
-    /// met through a room and have not heard yet.
-    addr: Option<SocketAddr>,
-    online: bool,
 }
 
 /// Owns the node and the store; lives on the `kith-net` thread.
@@ -100,6 +109,8 @@ pub(crate) struct NodeDriver {
     mutes: HashMap<[u8; 32], Mute>,
     subscribers: Vec<Sender<Event>>,
     status: Status,
+    /// Address book and presence: mDNS, registry, keep-alives.
+    discovery: Discovery,
 }
 
 pub(crate) fn wall_clock_millis() -> u64 {
@@ -116,9 +127,13 @@ impl NodeDriver {
         account: Account,
         mut config: NodeConfig,
         peers: &[PeerAddr],
+        discovery: DiscoveryConfig,
     ) -> Result<Self, DaemonError> {
         let now = Instant::now();
         config.wall_clock_millis = wall_clock_millis();
+        // The registry client signs our registrations with the same identity.
+        let registry_identity = Identity::from_secret_bytes(&account.identity.secret_bytes());
+        let discovery = Discovery::new(discovery, registry_identity)?;
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
         let node = Node::new(account.identity, config, StdRng::from_seed(seed), now);
@@ -130,9 +145,12 @@ impl NodeDriver {
             mutes: HashMap::new(),
             subscribers: Vec::new(),
             status: Status::default(),
+            discovery,
         };
         for peer in driver.store.blocked()? {
-            driver.node.block(peer);
+            driver
+                .discovery
+                .set_blocked(now, peer, true, &mut driver.node);
         }
         driver.mutes = driver.store.mutes()?.into_iter().collect();
         for (peer, key) in driver.store.contact_keys()? {
@@ -142,7 +160,20 @@ impl NodeDriver {
             }
         }
         for peer in peers {
-            driver.add_peer(now, peer.clone())?;
+            // A configured peer we blocked stays blocked.
+            if !driver.node.is_blocked(&peer.public.peer_id()) {
+                driver.add_peer(now, peer.clone())?;
+            }
+        }
+        for public in driver.discovery.configured_contacts() {
+            driver.learn_contact(now, public)?;
+        }
+        // Contacts stored without a key (by an older version): discovery
+        // finds their keys, and then they become full contacts.
+        for contact in driver.store.contacts()? {
+            if !driver.peers.contains_key(&contact.peer) && contact.peer != driver.node.peer_id() {
+                driver.discovery.want(now, contact.peer, None, None);
+            }
         }
         driver.resend_outbox(now)?;
         driver.restore_rooms(now)?;
@@ -158,9 +189,11 @@ impl NodeDriver {
     /// Makes `public` a contact (stored with its key) if it is not one.
     fn learn_contact(&mut self, now: Instant, public: PublicIdentity) -> Result<(), DaemonError> {
         let id = public.peer_id();
-        if self.peers.contains_key(&id) {
+        if self.peers.contains_key(&id) || id == self.node.peer_id() {
             return Ok(());
         }
+        self.discovery.want(now, id, Some(public.clone()), None);
+        self.discovery.mark_contact(id);
         if !self.store.contacts()?.iter().any(|c| c.peer == id) {
             self.store.upsert_contact(&Contact {
                 peer: id,
@@ -173,8 +206,6 @@ impl NodeDriver {
             id,
             PeerEntry {
                 public: public.clone(),
-                addr: None,
-                online: false,
             },
         );
         self.node.add_contact(now, public);
@@ -192,11 +223,13 @@ impl NodeDriver {
         if id == self.node.peer_id() {
             return Err(DaemonError::UnknownPeer("our own id".to_owned()));
         }
-        self.learn_contact(now, peer.public)?;
-        if let Some(entry) = self.peers.get_mut(&id) {
-            entry.addr = Some(peer.addr);
+        if self.node.is_blocked(&id) {
+            return Err(DaemonError::Blocked(id.to_hex()));
         }
-        // A static address is all we know; the node finds out itself when
+        self.learn_contact(now, peer.public.clone())?;
+        self.discovery
+            .want(now, id, Some(peer.public), Some(peer.addr));
+        // A static address: send at once; presence probes it and says when
         // the peer stops answering.
         self.node.set_reachable(now, id, true);
         Ok(())
@@ -314,6 +347,7 @@ impl NodeDriver {
                 .iter()
                 .find(|(_, entry)| entry.public.to_bytes() == id.0)
                 .map(|(peer, _)| *peer)
+                .or_else(|| self.discovery.public_of(&id).map(|p| p.peer_id()))
                 .ok_or_else(unknown);
         }
         let lower = text.to_ascii_lowercase();
@@ -391,7 +425,16 @@ impl NodeDriver {
 
     fn send(&mut self, now: Instant, to: &str, text: &str) -> Result<MessageId, DaemonError> {
         let (sent, recipients) = match self.resolve_target(to)? {
-            Target::Peer(peer) => (self.node.send_direct_message(now, peer, text)?, vec![peer]),
+            Target::Peer(peer) => {
+                if !self.peers.contains_key(&peer)
+                    && let Some(public) = self.discovery.public_of(&peer)
+                {
+                    // A peer discovery found nearby: messaging it is how we
+                    // meet it.
+                    self.learn_contact(now, public)?;
+                }
+                (self.node.send_direct_message(now, peer, text)?, vec![peer])
+            }
             Target::Room(room) => {
                 let sent = self.node.send_room_message(now, room, text)?;
                 let me = self.node.peer_id();
@@ -442,12 +485,14 @@ impl NodeDriver {
 
     fn block(&mut self, now: Instant, peer: &str, blocked: bool) -> Result<PeerId, DaemonError> {
         let peer = self.resolve_peer(peer)?;
+        if peer == self.node.peer_id() {
+            return Err(DaemonError::UnknownPeer("our own id".to_owned()));
+        }
+        self.discovery
+            .set_blocked(now, peer, blocked, &mut self.node);
         if blocked {
-            self.node.block(peer);
             self.store.block(&peer, wall_clock_millis())?;
-            self.set_online(peer, false);
         } else {
-            self.node.unblock(now, peer);
             self.store.unblock(&peer)?;
         }
         Ok(peer)
@@ -543,9 +588,28 @@ impl NodeDriver {
         eprintln!("kith daemon: could not {what}: {error}");
     }
 
-    fn set_online(&mut self, peer: PeerId, online: bool) {
-        if let Some(entry) = self.peers.get_mut(&peer) {
-            entry.online = online;
+    /// Runs discovery's output: keep-alives into the node, online/offline
+    /// to listeners, learned keys of stored contacts into full contacts.
+    fn run_discovery(&mut self, now: Instant) {
+        for event in self.discovery.drive(now, &mut self.node) {
+            self.publish(event);
+        }
+        for public in self.discovery.take_learned() {
+            if let Err(error) = self.learn_contact(now, public) {
+                self.store_error("restore a contact", error);
+            }
+        }
+    }
+
+    /// A nearby peer that messaged us becomes a contact.
+    fn promote(&mut self, now: Instant, peer: PeerId) {
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        if let Some(public) = self.discovery.public_of(&peer)
+            && let Err(error) = self.learn_contact(now, public)
+        {
+            self.store_error("add a contact", error);
         }
     }
 
@@ -584,6 +648,7 @@ impl NodeDriver {
     /// round in one transaction, then confirms them (which may produce more
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
+        self.run_discovery(now);
         loop {
             let mut batch: Vec<(Message, Receipt, Event)> = Vec::new();
             while let Some(event) = self.node.poll_event() {
@@ -625,7 +690,6 @@ impl NodeDriver {
                         batch.push((message, receipt, Event::Undecryptable { from, id }));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
-                        self.set_online(to, true);
                         if let Some(key) = self.inflight.get(&id) {
                             let key = *key;
                             if let Err(error) =
@@ -648,14 +712,9 @@ impl NodeDriver {
                     NodeEvent::Undelivered { to, id, .. } => {
                         self.publish(Event::Undelivered { to, id });
                     }
-                    NodeEvent::PeerReachable { peer } => {
-                        self.set_online(peer, true);
-                        self.publish(Event::PeerOnline { peer });
-                    }
-                    NodeEvent::PeerUnreachable { peer } => {
-                        self.set_online(peer, false);
-                        self.publish(Event::PeerOffline { peer });
-                    }
+                    // Presence (keep-alives) decides online and offline; the
+                    // reliable layer's view only paces its retransmissions.
+                    NodeEvent::PeerReachable { .. } | NodeEvent::PeerUnreachable { .. } => {}
                     other => self.on_room_event(other),
                 }
             }
@@ -673,7 +732,7 @@ impl NodeDriver {
                 }
             };
             for (message, receipt, event) in batch {
-                self.set_online(message.sender, true);
+                self.promote(now, message.sender);
                 self.node.confirm_stored(now, receipt);
                 // A message sent again (its acknowledgement was lost) is
                 // acknowledged again but reported only once.
@@ -719,18 +778,20 @@ impl Driver for NodeDriver {
     type Command = Command;
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, _via: Via, bytes: &[u8]) {
-        // A dropped datagram is already counted by reason in the node.
-        if let Ok(Some(peer)) = self.node.handle_datagram(now, bytes)
-            && let Some(entry) = self.peers.get_mut(&peer)
-        {
-            // It proved who it is: this is where it can be reached now.
-            entry.addr = Some(from);
+        if is_registry_datagram(bytes) {
+            self.discovery
+                .handle_registry_datagram(now, from, bytes, &mut self.node);
+        } else if let Ok(Some(peer)) = self.node.handle_datagram(now, bytes) {
+            // Authenticated: the peer is there, at this address.
+            self.discovery.heard(now, peer, from);
         }
+        // A dropped datagram is already counted by reason in the node.
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
+        self.discovery.handle_timeout(now);
         self.pump(now);
     }
 
@@ -747,20 +808,35 @@ impl Driver for NodeDriver {
                 let _ = reply.send(result);
             }
             Command::Peers { reply } => {
-                let blocked: Vec<PeerId> = self.store.blocked().unwrap_or_default();
                 let mut peers: Vec<PeerInfo> = self
                     .peers
                     .iter()
+                    .filter(|(id, _)| !self.node.is_blocked(id))
                     .map(|(id, entry)| PeerInfo {
                         peer: *id,
                         public: entry.public.clone(),
-                        addr: entry.addr,
-                        online: entry.online,
+                        addr: self.discovery.addr_of(id),
+                        online: self.discovery.is_online(id),
                         outbox: self.store.outbox(id).map_or(0, |o| o.len()),
-                        blocked: blocked.contains(id),
+                        contact: true,
                         muted: self.mute_of(&id.0),
                     })
                     .collect();
+                let nearby: Vec<PeerInfo> = self
+                    .discovery
+                    .nearby()
+                    .filter(|(id, _, _)| !self.peers.contains_key(id))
+                    .map(|(id, public, addr)| PeerInfo {
+                        peer: id,
+                        public,
+                        addr,
+                        online: self.discovery.is_online(&id),
+                        outbox: 0,
+                        contact: false,
+                        muted: None,
+                    })
+                    .collect();
+                peers.extend(nearby);
                 peers.sort_by_key(|p| p.peer);
                 let _ = reply.send(peers);
             }
@@ -820,15 +896,30 @@ impl Driver for NodeDriver {
                 let result = self.mute(&target, mute);
                 let _ = reply.send(result);
             }
+            Command::Blocked { reply } => {
+                let _ = reply.send(self.store.blocked().unwrap_or_default());
+            }
+            // The events are drained by `pump` below.
+            Command::DiscoveryWake => {}
+            Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
+            Command::Discovery { reply } => {
+                let _ = reply.send(self.discovery.report(now));
+            }
         }
         self.pump(now);
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some((addr, bytes)) = self.discovery.poll_transmit() {
+            return Some(Transmit {
+                to: Destination::Addr(addr),
+                bytes,
+            });
+        }
         loop {
             let transmit = self.node.poll_transmit()?;
             let addr = match transmit.to {
-                reliable::Destination::Peer(peer) => self.peers.get(&peer).and_then(|e| e.addr),
+                reliable::Destination::Peer(peer) => self.discovery.addr_of(&peer),
                 // Rooms over multicast are not part of the daemon yet.
                 reliable::Destination::Group(_) => None,
             };
@@ -845,6 +936,9 @@ impl Driver for NodeDriver {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.node.poll_timeout()
+        [self.node.poll_timeout(), self.discovery.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

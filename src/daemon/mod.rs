@@ -22,10 +22,16 @@
 //! - **One owner.** Only the `kith-net` thread touches the node and the
 //!   store; callers talk to it through commands with bounded waits.
 //!
+//! - **Found, then proven.** Peers come from the static table
+//!   ([`DaemonConfig::peers`], [`DaemonHandle::add_peer`]), from mDNS and
+//!   from the registry ([`DiscoveryConfig`]); a peer is online only after a
+//!   datagram from it authenticated, offline after the configured number
+//!   of missed keep-alives (see [`discovery`]).
+//!
 //! Limits of this first slice (see `ARCHITECTURE.md`):
-//! - Peers come from a static table ([`DaemonConfig::peers`],
-//!   [`DaemonHandle::add_peer`]); discovery comes later, and the table is not
-//!   persisted (the store keeps contacts by id only, without their keys).
+//! - The store keeps contacts by id only, without their keys: after a
+//!   restart a contact is usable once mDNS or the registry found its key
+//!   again. Blocks are not persisted.
 //! - The node keeps its sender chain in memory only, so a message re-queued
 //!   from the outbox after a restart is sealed again as a new envelope with
 //!   a new id; its stored copy keeps the old id and becomes `Delivered` when
@@ -37,6 +43,7 @@
 //! - Direct messages only: no rooms, no multicast.
 
 pub mod control;
+pub mod discovery;
 mod driver;
 
 use std::fmt;
@@ -54,6 +61,7 @@ use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
 use crate::store::{Mute, StoreError};
 
+pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
 use driver::{Command, NodeDriver};
 
 /// How long a caller waits for the network thread to answer a command. The
@@ -75,6 +83,8 @@ pub struct DaemonConfig {
     /// in the data directory) for the `kith` CLI. Off by default for
     /// library use; `kith daemon` turns it on.
     pub control_socket: bool,
+    /// mDNS, the registry and presence timings.
+    pub discovery: DiscoveryConfig,
 }
 
 /// A peer's public key and where it listens.
@@ -127,6 +137,10 @@ pub enum DaemonError {
     Stopped,
     #[error("cannot open the control socket {0}: {1}")]
     ControlSocket(PathBuf, std::io::Error),
+    #[error("{0} is blocked")]
+    Blocked(String),
+    #[error("discovery: {0}")]
+    Discovery(String),
 }
 
 /// What the daemon reports to its listeners.
@@ -269,14 +283,15 @@ fn json_escape(text: &str) -> String {
 pub struct PeerInfo {
     pub peer: PeerId,
     pub public: PublicIdentity,
-    /// Configured or last heard from; `None` until then.
+    /// Where datagrams to it go (`None`: not found yet).
     pub addr: Option<SocketAddr>,
     /// Whether it has answered us and not been reported unreachable since.
     pub online: bool,
     /// Our messages it has not acknowledged yet.
     pub outbox: usize,
-    /// We blocked it.
-    pub blocked: bool,
+    /// A contact; `false` for a peer discovery found nearby that we have
+    /// not exchanged a message with (sending to it makes it a contact).
+    pub contact: bool,
     /// Muted, and until when.
     pub muted: Option<Mute>,
 }
@@ -387,10 +402,14 @@ pub fn start(
 ) -> Result<DaemonHandle, DaemonError> {
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
-    let mut driver = NodeDriver::new(account, config.node, &config.peers)?;
+    let discovery = config.discovery.clone();
+    let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
     let (events_tx, events_rx) = mpsc::channel();
     driver.subscribe(events_tx);
     let net = net::spawn(config.net, driver)?;
+    // mDNS announces our port, known only now that the socket is bound.
+    let attach = discovery::prepare(&discovery, &public, net.local_addr(), net.sender())?;
+    net.send(Command::AttachDiscovery(Box::new(attach)))?;
     let (stop_tx, stop_rx) = mpsc::channel();
     let mut handle = DaemonHandle {
         net,
@@ -491,7 +510,9 @@ impl DaemonHandle {
         self.request(|reply| Command::Rooms { reply })
     }
 
-    /// Blocks (or with `false` unblocks) `peer`. Persists.
+    /// Blocks (or with `false` unblocks) `peer`: it is never shown, probed
+    /// or answered, and its datagrams are dropped before any cryptography.
+    /// Persists.
     pub fn block(&self, peer: PeerId, blocked: bool) -> Result<(), DaemonError> {
         self.request(|reply| Command::Block {
             peer: peer.to_hex(),
@@ -522,6 +543,16 @@ impl DaemonHandle {
     /// The peer table.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, DaemonError> {
         self.request(|reply| Command::Peers { reply })
+    }
+
+    /// What discovery sees: interfaces, peers, registry state.
+    pub fn discovery(&self) -> Result<DiscoveryReport, DaemonError> {
+        self.request(|reply| Command::Discovery { reply })
+    }
+
+    /// The peers we blocked.
+    pub fn blocked(&self) -> Result<Vec<PeerId>, DaemonError> {
+        self.request(|reply| Command::Blocked { reply })
     }
 
     /// Counters.

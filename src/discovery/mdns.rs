@@ -2,8 +2,9 @@
 //!
 //! [`MdnsDiscovery`] runs an `mdns-sd` daemon restricted to the configured
 //! interfaces. It announces this node with instance name = display name and
-//! TXT records `id=<64 hex peer id>` and `v=<wire version>`, with the SRV
-//! record carrying the node's UDP port; it browses for the same type and sends
+//! TXT records `id=<64 hex peer id>`, `v=<wire version>` and (when
+//! configured) `pk=<64 hex public key>`, with the SRV record carrying the
+//! node's UDP port; it browses for the same type and sends
 //! every validated resolution as a [`DiscoveryEvent`] into a
 //! `std::sync::mpsc` channel, then calls the wake callback (the node makes
 //! that `mio::Waker::wake`), so the node's loop never blocks on discovery.
@@ -19,7 +20,9 @@
 //! - Announcements are untrusted input. A resolution is reported only if its
 //!   TXT `id` is exactly 64 lower- or upper-case hex digits, `v` is this
 //!   build's wire version, the port is non-zero and it has an address; else it
-//!   is dropped and counted. Our own announcement is ignored (and counted).
+//!   is dropped and counted. A `pk` record is optional, but when present it
+//!   must be exactly 64 hex digits of a valid public key whose blake3 hash
+//!   is the announced `id`, or the whole announcement is dropped. Our own announcement is ignored (and counted).
 //!   At most [`MAX_TRACKED`] announcements are remembered, so a flood of fake
 //!   ones cannot grow memory without bound.
 //! - Address changes: `mdns-sd` polls the interface addresses every
@@ -38,6 +41,7 @@
 //!   the bridge threads.
 
 use super::{DiscoveryError, DiscoveryEvent, InterfaceSpec};
+use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use crate::proto::wire;
 use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
@@ -63,6 +67,8 @@ pub const MAX_TRACKED: usize = 4096;
 pub const TXT_ID: &str = "id";
 /// TXT key of the protocol version.
 pub const TXT_VERSION: &str = "v";
+/// TXT key of the public key (optional; peer id = blake3 of it).
+pub const TXT_PUBLIC_KEY: &str = "pk";
 
 /// How often the bridge threads look at their stop flag while idle. Only
 /// bounds how long [`MdnsDiscovery::shutdown`] waits for them.
@@ -89,6 +95,10 @@ pub struct MdnsConfig {
     pub mdns_port: u16,
     /// How often `mdns-sd` polls interface addresses (whole seconds, at least 1).
     pub ip_check_interval: Duration,
+    /// Our public key, announced in TXT `pk` so that peers who do not know
+    /// us yet can talk to us (its blake3 hash must be `peer_id`). `None`:
+    /// not announced.
+    pub public_key: Option<[u8; 32]>,
 }
 
 impl MdnsConfig {
@@ -108,6 +118,7 @@ impl MdnsConfig {
             ip_check_interval: Duration::from_secs(u64::from(
                 mdns_sd::IP_CHECK_INTERVAL_IN_SECS_DEFAULT,
             )),
+            public_key: None,
         }
     }
 }
@@ -136,6 +147,31 @@ pub enum Rejection {
     /// [`MAX_TRACKED`] announcements are already remembered.
     #[error("too many announcements")]
     TooMany,
+    /// `pk` is not 64 hex digits of a valid public key, or its hash is not
+    /// the announced `id`.
+    #[error("public key in TXT does not match the peer id")]
+    BadPublicKey,
+}
+
+/// Validates an optional TXT `pk` against the already validated `peer_id`:
+/// absent is fine (`Ok(None)`); present, it must be 64 hex digits of a valid
+/// Ed25519 public key whose blake3 hash is `peer_id`.
+pub fn validate_public_key(
+    peer_id: PeerId,
+    public_key: Option<Option<&[u8]>>,
+) -> Result<Option<PublicIdentity>, Rejection> {
+    let Some(value) = public_key else {
+        return Ok(None);
+    };
+    let key = value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(PeerId::from_hex)
+        .ok_or(Rejection::BadPublicKey)?;
+    let public = PublicIdentity::from_bytes(&key.0).map_err(|_| Rejection::BadPublicKey)?;
+    if public.peer_id() != peer_id {
+        return Err(Rejection::BadPublicKey);
+    }
+    Ok(Some(public))
 }
 
 /// Validates the TXT values of an announcement: `id` must be exactly 64 hex
@@ -408,7 +444,11 @@ fn service_info(
     // do not fight over the same A records.
     let host_name = format!("kith-{}.local.", &id[..16]);
     let version = wire::VERSION.to_string();
-    let txt = [(TXT_ID, id.as_str()), (TXT_VERSION, version.as_str())];
+    let public_key = config.public_key.map(|key| PeerId(key).to_hex());
+    let mut txt = vec![(TXT_ID, id.as_str()), (TXT_VERSION, version.as_str())];
+    if let Some(key) = &public_key {
+        txt.push((TXT_PUBLIC_KEY, key.as_str()));
+    }
     // No addresses given: with `enable_addr_auto` the daemon fills in the
     // addresses of the selected interfaces and follows their changes.
     let mut info = ServiceInfo::new(
@@ -527,6 +567,8 @@ impl Bridge {
         if peer_id == self.own {
             return Ok(None);
         }
+        let public_key = validate_public_key(peer_id, service.get_property_val(TXT_PUBLIC_KEY))?
+            .map(|public| public.to_bytes());
         if service.port == 0 {
             return Err(Rejection::BadPort);
         }
@@ -547,6 +589,7 @@ impl Bridge {
         self.tracked.insert(key, peer_id);
         Ok(Some(DiscoveryEvent::PeerFound {
             peer_id,
+            public_key,
             addresses,
             port: service.port,
             display_name: display_name_of(&service.fullname),

@@ -29,6 +29,10 @@ pub enum DiscoveryEvent {
     PeerFound {
         /// The peer id claimed in the TXT record (not yet proven).
         peer_id: PeerId,
+        /// The public key from TXT `pk`, if announced: a valid key that
+        /// hashes to `peer_id` (checked), but like the id proven only by a
+        /// handshake.
+        public_key: Option<[u8; 32]>,
         /// Its addresses on the configured interfaces, sorted, deduplicated.
         addresses: Vec<IpAddr>,
         /// The UDP port of its kith socket.

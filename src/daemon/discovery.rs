@@ -1,0 +1,880 @@
+//! Discovery in the daemon: mDNS sightings, registry answers and
+//! authenticated datagrams feed one address book; [`Presence`] turns them
+//! into `PeerOnline` / `PeerOffline` and asks for keep-alives, which go out
+//! as [`Node::keepalive`] probes.
+//!
+//! ```text
+//!  mDNS thread ──DiscoveryEvent──▶ channel ──(Command::DiscoveryWake)──┐
+//!  registry datagrams ("kr") ─────────────────────────────────────────┤
+//!  node datagrams ("kt") → Node::handle_datagram → Ok(Some(peer)) ─────┤
+//!                                                                      ▼
+//!            Discovery { book, Presence, RegistryClient, MdnsDiscovery }
+//!                 │ keep-alives: Node::keepalive (to the book's address)
+//!                 └ online/offline: Node::set_reachable + daemon events
+//! ```
+//!
+//! Guarantees:
+//! - **Online needs proof.** A sighting (mDNS or registry) only says where
+//!   to probe; a peer is reported online after a datagram from it
+//!   authenticated (`Ok(Some(peer))` from the node), and offline after
+//!   [`PresenceConfig::offline_after`] without one.
+//! - **Addresses follow the peer.** The address we send to is the source
+//!   of the peer's latest authenticated datagram; until there is one, and
+//!   while the peer is offline, probes cycle through its sighted addresses.
+//! - **Blocked peers do not exist here:** never shown, never probed, never
+//!   looked up; their sightings and registry answers are ignored (the node
+//!   drops their datagrams before any cryptography).
+//! - **Bounded.** At most [`MAX_NEARBY`] peers that are not contacts are
+//!   remembered (each one is also a node contact, so that it can message
+//!   us); further sightings are dropped and counted.
+//! - Registry datagrams are accepted only from the configured registry's
+//!   address and are verified against its pinned key by the client.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use super::driver::{Command, wall_clock_millis};
+use super::{DaemonError, Event};
+use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery};
+use crate::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
+use crate::discovery::{DiscoveryEvent, InterfaceSpec};
+use crate::net::CommandSender;
+use crate::proto::crypto::{Identity, PublicIdentity};
+use crate::proto::ids::PeerId;
+use crate::proto::node::Node;
+use crate::registry::wire::{MAGIC as REGISTRY_MAGIC, MAX_ADDRESSES};
+use crate::registry::{ClientEvent, RegistryClient, RegistryClientConfig};
+
+/// Most peers remembered that are not contacts (sighted by mDNS).
+pub const MAX_NEARBY: usize = 1024;
+
+/// How the daemon finds peers and decides who is online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Announce and browse mDNS on [`DiscoveryConfig::interfaces`]. With no
+    /// interfaces mDNS is off whatever this says. Default on.
+    pub mdns: bool,
+    /// The LAN interfaces (names or IPv4 addresses) mDNS uses; also the
+    /// addresses published to the registry when the socket is bound to
+    /// `0.0.0.0`. Default none.
+    pub interfaces: Vec<InterfaceSpec>,
+    /// The mDNS instance name; empty means `kith <short id>`.
+    pub display_name: String,
+    /// The registry to register with and look contacts up in.
+    pub registry: Option<RegistryTarget>,
+    /// Keep-alive interval and how many missed ones make a peer offline.
+    pub presence: PresenceConfig,
+    /// Contacts whose address is not known: found by mDNS or the registry.
+    pub contacts: Vec<PublicIdentity>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            interfaces: Vec::new(),
+            display_name: String::new(),
+            registry: None,
+            presence: PresenceConfig::default(),
+            contacts: Vec::new(),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    fn mdns_enabled(&self) -> bool {
+        self.mdns && !self.interfaces.is_empty()
+    }
+}
+
+/// A registry and its pinned public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryTarget {
+    pub addr: SocketAddr,
+    pub public_key: [u8; 32],
+}
+
+/// Where we learned a peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Its mDNS announcement.
+    Mdns,
+    /// The registry's answer to a lookup.
+    Registry,
+    /// Configuration (`--peer`) or a datagram that authenticated as it.
+    Direct,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Mdns => "mdns",
+            Source::Registry => "registry",
+            Source::Direct => "direct",
+        })
+    }
+}
+
+/// One peer as `kith discovery` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenPeer {
+    pub peer: PeerId,
+    /// Its announced name (mDNS), or empty.
+    pub name: String,
+    /// Where datagrams to it go now.
+    pub addr: Option<SocketAddr>,
+    pub source: Option<Source>,
+    pub online: bool,
+    /// Since its last authenticated datagram.
+    pub heard_ago: Option<Duration>,
+    /// Since its last sighting (mDNS or registry).
+    pub sighted_ago: Option<Duration>,
+    /// Whether we know its public key (needed to talk to it).
+    pub has_key: bool,
+    /// A contact (else a peer that is only nearby).
+    pub contact: bool,
+}
+
+/// The registry link as `kith discovery` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryReport {
+    pub addr: SocketAddr,
+    /// The registry confirmed our current registration.
+    pub registered: bool,
+    /// The addresses we publish.
+    pub published: Vec<SocketAddr>,
+    /// Since we last sent a keep-alive or registration.
+    pub last_sent_ago: Option<Duration>,
+    /// Since the registry last answered us (registered or keep-alive ack).
+    pub last_answer_ago: Option<Duration>,
+    pub lookups: u64,
+    pub found: u64,
+    /// Datagrams from the registry (or its address) that were dropped.
+    pub dropped: u64,
+}
+
+/// What `kith discovery` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryReport {
+    pub interfaces: Vec<String>,
+    /// `None` when mDNS is off.
+    pub mdns: Option<(String, MdnsCounters)>,
+    pub presence: PresenceConfig,
+    pub registry: Option<RegistryReport>,
+    pub peers: Vec<SeenPeer>,
+    /// Sightings dropped because [`MAX_NEARBY`] peers were remembered.
+    pub nearby_dropped: u64,
+}
+
+fn ago(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| "-".to_owned(), |d| format!("{}ms", d.as_millis()))
+}
+
+impl DiscoveryReport {
+    /// The report as lines of `key value` / `key=value` words, stable for
+    /// scripts (`peer` lines: id, address, source, state, then `key=value`).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let interfaces = if self.interfaces.is_empty() {
+            "none".to_owned()
+        } else {
+            self.interfaces.join(",")
+        };
+        out.push(format!("interfaces {interfaces}"));
+        match &self.mdns {
+            None => out.push("mdns off".to_owned()),
+            Some((name, c)) => out.push(format!(
+                "mdns on name={name:?} found={} lost={} rejected={} own={} address_changes={} errors={}",
+                c.found, c.lost, c.rejected, c.own_ignored, c.address_changes, c.daemon_errors
+            )),
+        }
+        out.push(format!(
+            "presence keepalive={}ms offline_after={}ms nearby_dropped={}",
+            self.presence.keepalive_interval.as_millis(),
+            self.presence.offline_after().as_millis(),
+            self.nearby_dropped
+        ));
+        match &self.registry {
+            None => out.push("registry off".to_owned()),
+            Some(r) => {
+                let published: Vec<String> = r.published.iter().map(|a| a.to_string()).collect();
+                out.push(format!(
+                    "registry {} {} published={} last_sent={} last_answer={} lookups={} found={} dropped={}",
+                    r.addr,
+                    if r.registered {
+                        "registered"
+                    } else {
+                        "unregistered"
+                    },
+                    if published.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        published.join(",")
+                    },
+                    ago(r.last_sent_ago),
+                    ago(r.last_answer_ago),
+                    r.lookups,
+                    r.found,
+                    r.dropped
+                ));
+            }
+        }
+        for p in &self.peers {
+            out.push(format!(
+                "peer {} {} {} {} heard={} sighted={} key={} {} name={:?}",
+                p.peer.to_hex(),
+                p.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                p.source.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                if p.online { "online" } else { "offline" },
+                ago(p.heard_ago),
+                ago(p.sighted_ago),
+                if p.has_key { "yes" } else { "no" },
+                if p.contact { "contact" } else { "nearby" },
+                p.name
+            ));
+        }
+        out
+    }
+}
+
+/// What the daemon hands the loop once the socket is bound: the port is
+/// known only then, and mDNS announces it.
+pub(crate) struct Attach {
+    local_addr: SocketAddr,
+    mdns: Option<(MdnsDiscovery, Receiver<DiscoveryEvent>)>,
+}
+
+/// Starts mDNS (if configured) for a daemon whose socket is bound at
+/// `local_addr`. Every event wakes the loop with [`Command::DiscoveryWake`].
+pub(crate) fn prepare(
+    config: &DiscoveryConfig,
+    public: &PublicIdentity,
+    local_addr: SocketAddr,
+    commands: CommandSender<Command>,
+) -> Result<Attach, DaemonError> {
+    let mut mdns = None;
+    if config.mdns_enabled() {
+        let mut mdns_config = MdnsConfig::new(
+            public.peer_id(),
+            config.display_name.clone(),
+            local_addr.port(),
+            config.interfaces.clone(),
+        );
+        mdns_config.public_key = Some(public.to_bytes());
+        let (tx, rx) = mpsc::channel();
+        let wake = Box::new(move || {
+            // Fails only once the loop has stopped; nobody to wake then.
+            let _ = commands.send(Command::DiscoveryWake);
+        });
+        let discovery = MdnsDiscovery::start(mdns_config, tx, wake)
+            .map_err(|e| DaemonError::Discovery(e.to_string()))?;
+        mdns = Some((discovery, rx));
+    }
+    Ok(Attach { local_addr, mdns })
+}
+
+/// Whether a datagram is the registry's (`kr`) rather than the node's (`kt`).
+pub(crate) fn is_registry_datagram(bytes: &[u8]) -> bool {
+    bytes.starts_with(&REGISTRY_MAGIC)
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    public: Option<PublicIdentity>,
+    name: String,
+    /// Where discovery saw it (filtered to our socket's address family).
+    sighted: Vec<SocketAddr>,
+    /// Where datagrams to it go.
+    addr: Option<SocketAddr>,
+    source: Option<Source>,
+    last_heard: Option<Instant>,
+    last_sighted: Option<Instant>,
+    /// From mDNS (as opposed to the registry or configuration).
+    announced: bool,
+    /// A contact: looked up in the registry, kept when its sighting goes.
+    contact: bool,
+    /// Probes sent while offline; picks the next sighted address.
+    probes: usize,
+    /// We told the node it is unreachable; the next online redrives it.
+    marked_unreachable: bool,
+}
+
+struct RegistryLink {
+    client: RegistryClient,
+    addr: SocketAddr,
+    outbox: VecDeque<Vec<u8>>,
+    published: Vec<SocketAddr>,
+    last_sent: Option<Instant>,
+    last_answer: Option<Instant>,
+    lookups: u64,
+    found: u64,
+    dropped: u64,
+}
+
+/// Discovery state owned by the node driver; see the module docs.
+pub(crate) struct Discovery {
+    config: DiscoveryConfig,
+    presence: Presence,
+    mdns: Option<(MdnsDiscovery, Receiver<DiscoveryEvent>)>,
+    registry: Option<RegistryLink>,
+    book: HashMap<PeerId, Seen>,
+    /// Contacts whose key we learned from a sighting, for the driver to
+    /// make full contacts (it re-queues their outbox).
+    learned: Vec<PublicIdentity>,
+    local_addr: Option<SocketAddr>,
+    next_lookup: Option<Instant>,
+    nearby_dropped: u64,
+    /// Mirrors the node's block list, so reports never show them.
+    blocked: HashSet<PeerId>,
+}
+
+impl Discovery {
+    /// `identity` signs our registrations (a copy of the node's).
+    pub(crate) fn new(config: DiscoveryConfig, identity: Identity) -> Result<Self, DaemonError> {
+        let presence = Presence::new(config.presence, HashSet::new());
+        let registry = match config.registry {
+            None => None,
+            Some(target) => {
+                let mut seed = [0u8; 32];
+                rand::fill(&mut seed);
+                let client = RegistryClient::new(
+                    identity,
+                    RegistryClientConfig::new(target.public_key),
+                    seed,
+                )
+                .map_err(|e| DaemonError::Discovery(e.to_string()))?;
+                Some(RegistryLink {
+                    client,
+                    addr: target.addr,
+                    outbox: VecDeque::new(),
+                    published: Vec::new(),
+                    last_sent: None,
+                    last_answer: None,
+                    lookups: 0,
+                    found: 0,
+                    dropped: 0,
+                })
+            }
+        };
+        Ok(Self {
+            config,
+            presence,
+            mdns: None,
+            registry,
+            book: HashMap::new(),
+            learned: Vec::new(),
+            local_addr: None,
+            next_lookup: None,
+            nearby_dropped: 0,
+            blocked: HashSet::new(),
+        })
+    }
+
+    /// The contacts configured without an address.
+    pub(crate) fn configured_contacts(&self) -> Vec<PublicIdentity> {
+        self.config.contacts.clone()
+    }
+
+    /// The socket is bound: start using mDNS, register with the registry.
+    pub(crate) fn attach(&mut self, now: Instant, attach: Attach) {
+        self.local_addr = Some(attach.local_addr);
+        self.mdns = attach.mdns;
+        self.next_lookup = Some(now);
+        let published = published_addresses(attach.local_addr, &self.config.interfaces);
+        if let Some(link) = &mut self.registry {
+            if published.is_empty() {
+                eprintln!(
+                    "kith daemon: no address to publish to the registry; listen on a specific \
+                     address or name an --interface"
+                );
+                return;
+            }
+            match link.client.set_addresses(published.clone()) {
+                Ok(()) => {
+                    link.published = published;
+                    let bytes = link.client.register(now, wall_clock_millis());
+                    link.outbox.push_back(bytes);
+                    link.last_sent = Some(now);
+                }
+                Err(error) => eprintln!("kith daemon: cannot register: {error}"),
+            }
+        }
+    }
+
+    /// A contact we want to find; `addr` is a configured address.
+    pub(crate) fn want(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        public: Option<PublicIdentity>,
+        addr: Option<SocketAddr>,
+    ) {
+        let seen = self.book.entry(peer).or_default();
+        seen.contact = true;
+        if public.is_some() {
+            seen.public = public;
+        }
+        if let Some(addr) = addr {
+            seen.addr = Some(addr);
+            seen.source = Some(Source::Direct);
+            seen.sighted = vec![addr];
+            self.presence.found(now, peer, vec![addr]);
+        }
+    }
+
+    /// The public key of a known peer, by its id or its key.
+    pub(crate) fn public_of(&self, id_or_key: &PeerId) -> Option<PublicIdentity> {
+        if let Some(public) = self.book.get(id_or_key).and_then(|s| s.public.clone()) {
+            return Some(public);
+        }
+        self.book
+            .values()
+            .filter_map(|s| s.public.clone())
+            .find(|public| public.to_bytes() == id_or_key.0)
+    }
+
+    /// Where datagrams to `peer` go.
+    pub(crate) fn addr_of(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.book.get(peer).and_then(|s| s.addr)
+    }
+
+    pub(crate) fn is_online(&self, peer: &PeerId) -> bool {
+        self.presence.is_online(peer)
+    }
+
+    /// Peers that are not contacts but whose key we know, for `kith peers`.
+    pub(crate) fn nearby(
+        &self,
+    ) -> impl Iterator<Item = (PeerId, PublicIdentity, Option<SocketAddr>)> + '_ {
+        self.book
+            .iter()
+            .filter(|(id, s)| !s.contact && !self.blocked.contains(id))
+            .filter_map(|(id, s)| Some((*id, s.public.clone()?, s.addr)))
+    }
+
+    /// `peer` became a contact (by a message either way).
+    pub(crate) fn mark_contact(&mut self, peer: PeerId) {
+        if let Some(seen) = self.book.get_mut(&peer) {
+            seen.contact = true;
+        }
+    }
+
+    /// A datagram from `from` authenticated as `peer`.
+    pub(crate) fn heard(&mut self, now: Instant, peer: PeerId, from: SocketAddr) {
+        let seen = self.book.entry(peer).or_default();
+        seen.last_heard = Some(now);
+        if seen.addr != Some(from) {
+            // The peer moved (or answered on another of its addresses).
+            seen.addr = Some(from);
+            seen.source = Some(Source::Direct);
+        }
+        self.presence.heard(now, peer);
+    }
+
+    /// Blocks or unblocks `peer` everywhere discovery has it.
+    pub(crate) fn set_blocked(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        blocked: bool,
+        node: &mut Node,
+    ) {
+        if blocked {
+            self.blocked.insert(peer);
+            node.block(peer);
+            self.presence.block(peer);
+            if self.book.get(&peer).is_some_and(|s| !s.contact) {
+                self.book.remove(&peer);
+            }
+        } else {
+            self.blocked.remove(&peer);
+            node.unblock(now, peer);
+            self.presence.unblock(peer);
+            if let Some(seen) = self.book.get(&peer)
+                && !seen.sighted.is_empty()
+            {
+                let sighted = seen.sighted.clone();
+                self.presence.found(now, peer, sighted);
+            }
+        }
+    }
+
+    /// A `kr` datagram arrived from `from`.
+    pub(crate) fn handle_registry_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        node: &mut Node,
+    ) {
+        let Some(link) = &mut self.registry else {
+            return;
+        };
+        if from != link.addr {
+            link.dropped += 1;
+            return;
+        }
+        let event = match link.client.handle_datagram(now, bytes) {
+            Ok(event) => event,
+            Err(_) => {
+                link.dropped += 1;
+                return;
+            }
+        };
+        link.last_answer = Some(now);
+        let Some(ClientEvent::Found {
+            peer,
+            public_key,
+            addresses,
+            ..
+        }) = event
+        else {
+            // Registered, keep-alive acks, NotFound, Unavailable,
+            // Forgotten (the client re-registers at its next timeout).
+            return;
+        };
+        link.found += 1;
+        if node.is_blocked(&peer) {
+            return;
+        }
+        // The client checked the peer's own signature and that the key
+        // hashes to `peer`.
+        let Ok(public) = PublicIdentity::from_bytes(&public_key) else {
+            return;
+        };
+        let addresses = self.same_family(addresses);
+        self.sighted(
+            now,
+            peer,
+            public,
+            addresses,
+            Source::Registry,
+            String::new(),
+            node,
+        );
+    }
+
+    /// Runs due timers: presence, registry keep-alives, lookups.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.presence.handle_timeout(now);
+        let Some(link) = &mut self.registry else {
+            return;
+        };
+        if let Some(bytes) = link.client.handle_timeout(now, wall_clock_millis()) {
+            link.outbox.push_back(bytes);
+            link.last_sent = Some(now);
+        }
+        if self.next_lookup.is_some_and(|at| now >= at) {
+            let interval = self.config.presence.offline_after();
+            self.next_lookup = Some(now + interval);
+            // Contacts that are offline and that mDNS has not seen lately.
+            let wanted: Vec<PeerId> = self
+                .book
+                .iter()
+                .filter(|(id, s)| {
+                    let announced_lately = s.announced
+                        && s.last_sighted
+                            .is_some_and(|t| now.saturating_duration_since(t) < interval);
+                    s.contact
+                        && !announced_lately
+                        && !self.blocked.contains(id)
+                        && !self.presence.is_online(id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in wanted {
+                let bytes = link.client.lookup(peer);
+                link.outbox.push_back(bytes);
+                link.lookups += 1;
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let registry = self.registry.as_ref().and_then(|link| {
+            [link.client.poll_timeout(), self.next_lookup]
+                .into_iter()
+                .flatten()
+                .min()
+        });
+        [self.presence.poll_timeout(), registry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next registry datagram to send.
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let link = self.registry.as_mut()?;
+        link.outbox.pop_front().map(|bytes| (link.addr, bytes))
+    }
+
+    /// Keys of contacts learned since the last call.
+    pub(crate) fn take_learned(&mut self) -> Vec<PublicIdentity> {
+        std::mem::take(&mut self.learned)
+    }
+
+    /// Feeds mDNS events in, sends the keep-alives presence asks for, and
+    /// returns the online/offline changes for the daemon's listeners.
+    pub(crate) fn drive(&mut self, now: Instant, node: &mut Node) -> Vec<Event> {
+        self.drain_mdns(now, node);
+        let mut out = Vec::new();
+        loop {
+            while let Some(keepalive) = self.presence.poll_keepalive() {
+                self.probe(now, keepalive, node);
+            }
+            match self.presence.poll_event() {
+                None => break,
+                Some(PresenceEvent::Online { peer, .. }) => {
+                    if let Some(seen) = self.book.get_mut(&peer)
+                        && std::mem::take(&mut seen.marked_unreachable)
+                    {
+                        // The probe that proved the peer already made it
+                        // reachable in the node, without re-sending what
+                        // waited for it; going through unreachable once
+                        // makes the node redrive its queue now rather than
+                        // at the next (backed-off) retransmission.
+                        node.set_reachable(now, peer, false);
+                    }
+                    node.set_reachable(now, peer, true);
+                    out.push(Event::PeerOnline { peer });
+                }
+                Some(PresenceEvent::Offline { peer }) => {
+                    node.set_reachable(now, peer, false);
+                    if let Some(seen) = self.book.get_mut(&peer) {
+                        seen.marked_unreachable = true;
+                    }
+                    out.push(Event::PeerOffline { peer });
+                }
+            }
+        }
+        out
+    }
+
+    fn drain_mdns(&mut self, now: Instant, node: &mut Node) {
+        let mut events = Vec::new();
+        if let Some((_, rx)) = &self.mdns {
+            events.extend(rx.try_iter());
+        }
+        for event in events {
+            match event {
+                DiscoveryEvent::PeerFound {
+                    peer_id,
+                    public_key,
+                    addresses,
+                    port,
+                    display_name,
+                } => {
+                    if node.is_blocked(&peer_id) {
+                        continue;
+                    }
+                    let addresses: Vec<SocketAddr> = addresses
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect();
+                    let addresses = self.same_family(addresses);
+                    // The bridge checked that the key is valid and hashes
+                    // to the id; a failure here would only skip the peer.
+                    let public_key = public_key.and_then(|k| PublicIdentity::from_bytes(&k).ok());
+                    match public_key {
+                        Some(public) => {
+                            self.sighted(
+                                now,
+                                peer_id,
+                                public,
+                                addresses,
+                                Source::Mdns,
+                                display_name,
+                                node,
+                            );
+                        }
+                        None => {
+                            // Without a key we can only probe a contact
+                            // whose key we already hold.
+                            let known = self.book.get(&peer_id).and_then(|s| s.public.clone());
+                            if let Some(public) = known {
+                                self.sighted(
+                                    now,
+                                    peer_id,
+                                    public,
+                                    addresses,
+                                    Source::Mdns,
+                                    display_name,
+                                    node,
+                                );
+                            }
+                        }
+                    }
+                }
+                DiscoveryEvent::PeerLost { peer_id } => self.lost(now, peer_id),
+            }
+        }
+    }
+
+    /// Someone (mDNS or the registry) says `peer` is at `addresses`.
+    #[allow(clippy::too_many_arguments)]
+    fn sighted(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        public: PublicIdentity,
+        addresses: Vec<SocketAddr>,
+        source: Source,
+        name: String,
+        node: &mut Node,
+    ) {
+        if addresses.is_empty() {
+            return;
+        }
+        let nearby = self.book.values().filter(|s| !s.contact).count();
+        if !self.book.contains_key(&peer) && nearby >= MAX_NEARBY {
+            self.nearby_dropped += 1;
+            return;
+        }
+        let seen = self.book.entry(peer).or_default();
+        if seen.public.is_none() && seen.contact {
+            // A contact from the store, known by id only until now.
+            self.learned.push(public.clone());
+        }
+        seen.public = Some(public.clone());
+        if !name.is_empty() {
+            seen.name = name;
+        }
+        seen.announced = source == Source::Mdns;
+        seen.last_sighted = Some(now);
+        if seen.addr.is_none() || !self.presence.is_online(&peer) {
+            seen.addr = addresses.first().copied();
+            seen.source = Some(source);
+        }
+        seen.sighted = addresses.clone();
+        // A node contact, so that its handshakes are answered and our
+        // probes go out; it becomes one of the user's contacts only by a
+        // message either way.
+        node.add_contact(now, public);
+        self.presence.found(now, peer, addresses);
+    }
+
+    fn lost(&mut self, now: Instant, peer: PeerId) {
+        self.presence.lost(now, peer);
+        let Some(seen) = self.book.get_mut(&peer) else {
+            return;
+        };
+        seen.announced = false;
+        if seen.contact {
+            // Keep probing a contact where it was last seen: a goodbye may
+            // be forged, and a contact that comes back is noticed.
+            if let Some(addr) = seen.addr {
+                self.presence.found(now, peer, vec![addr]);
+            }
+        } else if !self.presence.is_online(&peer) {
+            self.book.remove(&peer);
+        }
+    }
+
+    fn probe(&mut self, now: Instant, keepalive: KeepAlive, node: &mut Node) {
+        let online = self.presence.is_online(&keepalive.peer);
+        let Some(seen) = self.book.get_mut(&keepalive.peer) else {
+            return;
+        };
+        if !online && !keepalive.addresses.is_empty() {
+            // Offline: try each place it was seen in turn; the one that
+            // answers becomes its address (see `heard`).
+            let at = seen.probes % keepalive.addresses.len();
+            seen.addr = Some(keepalive.addresses[at]);
+            seen.probes = seen.probes.wrapping_add(1);
+        }
+        if seen.addr.is_some() {
+            node.keepalive(now, keepalive.peer);
+        }
+    }
+
+    fn same_family(&self, addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let v4 = self.local_addr.is_none_or(|a| a.is_ipv4());
+        addresses
+            .into_iter()
+            .filter(|a| a.is_ipv4() == v4)
+            .collect()
+    }
+
+    pub(crate) fn report(&self, now: Instant) -> DiscoveryReport {
+        let mut peers: Vec<SeenPeer> = self
+            .book
+            .iter()
+            .filter(|(id, _)| !self.blocked.contains(id))
+            .map(|(id, s)| SeenPeer {
+                peer: *id,
+                name: s.name.clone(),
+                addr: s.addr,
+                source: s.source,
+                online: self.presence.is_online(id),
+                heard_ago: s.last_heard.map(|t| now.saturating_duration_since(t)),
+                sighted_ago: s.last_sighted.map(|t| now.saturating_duration_since(t)),
+                has_key: s.public.is_some(),
+                contact: s.contact,
+            })
+            .collect();
+        peers.sort_by_key(|p| p.peer);
+        DiscoveryReport {
+            interfaces: self
+                .config
+                .interfaces
+                .iter()
+                .map(|i| i.to_string())
+                .collect(),
+            mdns: self
+                .mdns
+                .as_ref()
+                .map(|(m, _)| (m.instance_name().to_owned(), m.counters())),
+            presence: self.config.presence,
+            registry: self.registry.as_ref().map(|link| RegistryReport {
+                addr: link.addr,
+                registered: link.client.is_registered(),
+                published: link.published.clone(),
+                last_sent_ago: link.last_sent.map(|t| now.saturating_duration_since(t)),
+                last_answer_ago: link.last_answer.map(|t| now.saturating_duration_since(t)),
+                lookups: link.lookups,
+                found: link.found,
+                dropped: link.dropped,
+            }),
+            peers,
+            nearby_dropped: self.nearby_dropped,
+        }
+    }
+}
+
+/// The addresses to publish to the registry: the bound address if it is
+/// specific, else the IPv4 addresses of the configured interfaces, else
+/// every non-loopback IPv4 address of the host. At most
+/// [`MAX_ADDRESSES`].
+fn published_addresses(local: SocketAddr, interfaces: &[InterfaceSpec]) -> Vec<SocketAddr> {
+    if !local.ip().is_unspecified() {
+        return vec![local];
+    }
+    let Ok(all) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<SocketAddr> = all
+        .iter()
+        .filter(|iface| match iface.ip() {
+            IpAddr::V4(ip) => {
+                if interfaces.is_empty() {
+                    !ip.is_loopback()
+                } else {
+                    interfaces.iter().any(|spec| match spec {
+                        InterfaceSpec::Name(name) => *name == iface.name,
+                        InterfaceSpec::Addr(addr) => *addr == ip,
+                    })
+                }
+            }
+            IpAddr::V6(_) => false,
+        })
+        .map(|iface| SocketAddr::new(iface.ip(), local.port()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_ADDRESSES);
+    out
+}

@@ -1,0 +1,523 @@
+//! Real `kith daemon` processes on hosts made of network namespaces joined
+//! by a bridge (created here, removed by Drop guards even when a test
+//! fails): discovery by mDNS, presence (offline when a link goes down,
+//! online again and queued messages delivered when it comes back), and
+//! peers that find each other only through the registry.
+//!
+//! Each host is a namespace `kith-<pid>-<tag><n>` with a veth `eth0`
+//! (10.77.x.n/24) whose other end sits in a bridge `kb<pid><tag>` in the
+//! root namespace; the root namespace has no address on it, so nothing
+//! reaches or leaves the machine's real network. mDNS is restricted to
+//! `eth0` inside each namespace. Without root (or without `ip`) the tests
+//! print `SKIPPED ...` with the reason. Figures are printed as
+//! `discovery figure: ...` lines (see `--nocapture`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use kith::account::Account;
+use kith::proto::crypto::PublicIdentity;
+use kith::proto::ids::PeerId;
+use kith::store::KdfParams;
+
+const PASS: &str = "discovery daemon test passphrase";
+/// Bound on every wait for discovery (mDNS probing alone takes ~1 s).
+const WAIT: Duration = Duration::from_secs(30);
+/// The daemons' keep-alive interval and the offline bound (× 3).
+const KEEPALIVE_SECS: u64 = 1;
+const OFFLINE_AFTER: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
+
+// ------------------------------------------------------------ network
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Hosts on one bridge. Dropping it deletes the namespaces (and with them
+/// their veth ends) and the bridge.
+struct Lan {
+    bridge: String,
+    hosts: Vec<Host>,
+}
+
+struct Host {
+    netns: String,
+    /// The veth end in the bridge (root namespace): down = link down.
+    port: String,
+    addr: String,
+}
+
+impl Lan {
+    /// `n` hosts at 10.77.`subnet`.1..=n, or `Err(reason)` to skip.
+    fn new(tag: char, subnet: u8, n: u8) -> Result<Self, String> {
+        let pid = std::process::id();
+        let mut lan = Lan {
+            bridge: format!("kb{pid}{tag}"),
+            hosts: Vec::new(),
+        };
+        ip(&["link", "add", &lan.bridge, "type", "bridge"])?;
+        ip(&["link", "set", &lan.bridge, "up"])?;
+        for i in 1..=n {
+            let host = Host {
+                netns: format!("kith-{pid}-{tag}{i}"),
+                port: format!("kv{pid}{tag}{i}"),
+                addr: format!("10.77.{subnet}.{i}"),
+            };
+            ip(&["netns", "add", &host.netns])?;
+            lan.hosts.push(host);
+            let host = lan.hosts.last().expect("pushed just above");
+            let ns = host.netns.as_str();
+            ip(&[
+                "link", "add", &host.port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["link", "set", &host.port, "master", &lan.bridge])?;
+            ip(&["link", "set", &host.port, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", host.addr),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up", "multicast", "on"])?;
+            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
+        Ok(lan)
+    }
+
+    fn link(&self, host: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["link", "set", &self.hosts[host].port, state]).expect("the bridge port exists");
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = ip(&["netns", "del", &host.netns]);
+            let _ = ip(&["link", "del", &host.port]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// Creates the LAN or says why the test is skipped.
+fn lan_or_skip(test: &str, tag: char, subnet: u8, n: u8) -> Option<Lan> {
+    match Lan::new(tag, subnet, n) {
+        Ok(lan) => Some(lan),
+        Err(reason) => {
+            println!("SKIPPED {test}: cannot build network namespaces here: {reason}");
+            None
+        }
+    }
+}
+
+// ------------------------------------------------------------ processes
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn line_channel(output: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn kith(data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kith"));
+    command.arg("--data").arg(data).env("KITH_PASSPHRASE", PASS);
+    command
+}
+
+/// Spawns `command` with stdout piped and waits (bounded) for a line
+/// starting with `prefix`; returns the process, the rest of that line and
+/// the remaining lines.
+fn spawn_until(mut command: Command, prefix: &str) -> (Proc, String, Receiver<String>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the program runs");
+    let lines = line_channel(child.stdout.take().expect("stdout was piped"));
+    let child = Proc(child);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no line {prefix:?} within {WAIT:?}: {e}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return (child, rest.trim().to_owned(), lines);
+        }
+    }
+}
+
+/// One host's daemon, with `kith listen --json` attached.
+struct Node {
+    // Field order is drop order: the listener ends with the daemon.
+    _daemon: Proc,
+    _listener: Proc,
+    events: Receiver<String>,
+    /// Keeps the daemon's stdout drained and open.
+    _stdout: Receiver<String>,
+    data: PathBuf,
+    id: PeerId,
+    _dir: TempDir,
+}
+
+struct Identity {
+    dir: TempDir,
+    data: PathBuf,
+    public: PublicIdentity,
+}
+
+fn identity(name: &str) -> Identity {
+    let dir = TempDir::new(name);
+    let data = dir.path().join("data");
+    let account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
+        .expect("a fresh temp dir takes an account");
+    let public = account.identity.public();
+    Identity { dir, data, public }
+}
+
+fn key_hex(public: &PublicIdentity) -> String {
+    PeerId(public.to_bytes()).to_hex()
+}
+
+fn start_node(host: &Host, who: Identity, extra: &[String]) -> Node {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &host.netns, env!("CARGO_BIN_EXE_kith")])
+        .arg("--data")
+        .arg(&who.data)
+        .env("KITH_PASSPHRASE", PASS)
+        .args(["daemon", "--listen", &format!("{}:47474", host.addr)])
+        .args(["--keepalive-secs", &KEEPALIVE_SECS.to_string()])
+        .args(extra);
+    let (daemon, _, stdout) = spawn_until(command, "listening");
+    let mut listen = kith(&who.data);
+    listen.args(["listen", "--json"]);
+    let mut child = listen
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kith listen runs");
+    let events = line_channel(child.stdout.take().expect("stdout was piped"));
+    Node {
+        _daemon: daemon,
+        _listener: Proc(child),
+        events,
+        _stdout: stdout,
+        data: who.data,
+        id: who.public.peer_id(),
+        _dir: who.dir,
+    }
+}
+
+fn cli(data: &Path, args: &[&str]) -> String {
+    let out = kith(data)
+        .args(args)
+        .output()
+        .expect("the kith binary runs");
+    assert!(
+        out.status.success(),
+        "kith {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `kith peers` lists `peer` as online.
+fn listed_online(node: &Node, peer: &PeerId) -> bool {
+    cli(&node.data, &["peers"]).lines().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.first() == Some(&peer.to_hex().as_str()) && words.get(3) == Some(&"online")
+    })
+}
+
+/// Waits (bounded) for an event line of `node` containing every needle.
+fn wait_event(node: &Node, needles: &[&str], deadline: Instant) -> Result<String, String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.events.recv_timeout(left) {
+            Ok(line) if needles.iter().all(|n| line.contains(n)) => return Ok(line),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no event with {needles:?}: {e}")),
+        }
+    }
+}
+
+/// Waits until `node` reports `peer` online: from its events, or (if it
+/// came online before `kith listen` subscribed) from `kith peers`.
+fn wait_online(node: &Node, peer: &PeerId, deadline: Instant) {
+    if listed_online(node, peer) {
+        return;
+    }
+    let hex = peer.to_hex();
+    wait_event(node, &["peer_online", &hex], deadline)
+        .unwrap_or_else(|e| panic!("{} never saw {} online: {e}", node.id.short(), peer.short()));
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+// ------------------------------------------------------------ tests
+
+#[test]
+fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
+    let test = "mdns daemon test";
+    let Some(lan) = lan_or_skip(test, 'm', 0, 3) else {
+        return;
+    };
+    let names = ["alice", "bob", "carol"];
+    let start = Instant::now();
+    let nodes: Vec<Node> = lan
+        .hosts
+        .iter()
+        .zip(names)
+        .map(|(host, name)| {
+            let args = ["--interface", "eth0", "--name", name].map(String::from);
+            start_node(host, identity(name), &args)
+        })
+        .collect();
+
+    // Everyone sees everyone online (as nearby peers: no contacts given).
+    let deadline = Instant::now() + WAIT;
+    for (i, node) in nodes.iter().enumerate() {
+        for (j, other) in nodes.iter().enumerate() {
+            if i != j {
+                wait_online(node, &other.id, deadline);
+            }
+        }
+    }
+    let all_visible = start.elapsed();
+    println!(
+        "discovery figure: mdns, 3 daemons started → all 6 pairs online in {} ms",
+        ms(all_visible)
+    );
+    let peers = cli(&nodes[0].data, &["peers"]);
+    for other in &nodes[1..] {
+        let line = peers
+            .lines()
+            .find(|l| l.starts_with(&other.id.to_hex()))
+            .unwrap_or_else(|| panic!("alice lists {}:\n{peers}", other.id.short()));
+        assert!(
+            line.contains(" online ") && line.ends_with("nearby"),
+            "{line}"
+        );
+    }
+
+    // Carol's link goes down: alice and bob report her offline in time.
+    let (alice, bob, carol) = (&nodes[0], &nodes[1], &nodes[2]);
+    lan.link(2, false);
+    let down = Instant::now();
+    let bound = OFFLINE_AFTER + Duration::from_secs(KEEPALIVE_SECS) + Duration::from_millis(1500);
+    let carol_hex = carol.id.to_hex();
+    for node in [alice, bob] {
+        wait_event(node, &["peer_offline", &carol_hex], down + bound).unwrap_or_else(|e| {
+            panic!(
+                "{} did not report carol offline within {bound:?}: {e}",
+                node.id.short()
+            )
+        });
+    }
+    let offline_detect = down.elapsed();
+    println!(
+        "discovery figure: link down → offline reported by both in {} ms (keep-alive {} s × 3)",
+        ms(offline_detect),
+        KEEPALIVE_SECS
+    );
+
+    // Alice writes to carol while she is away: queued, made a contact.
+    let sent = cli(
+        &alice.data,
+        &["send", "--to", &carol_hex, "while you were away"],
+    );
+    let message_id = sent.trim().to_owned();
+    assert_eq!(message_id.len(), 64, "send prints the message id: {sent}");
+    let peers = cli(&alice.data, &["peers"]);
+    let line = peers
+        .lines()
+        .find(|l| l.starts_with(&carol_hex))
+        .expect("carol stays listed");
+    assert!(
+        line.contains(" offline ") && line.ends_with("contact"),
+        "{line}"
+    );
+
+    // Link up: online again, and the queued message is delivered.
+    lan.link(2, true);
+    let up = Instant::now();
+    let deadline = up + WAIT;
+    wait_event(alice, &["peer_online", &carol_hex], deadline)
+        .unwrap_or_else(|e| panic!("alice never saw carol again: {e}"));
+    let back_online = up.elapsed();
+    wait_event(alice, &["delivered", &carol_hex, &message_id], deadline)
+        .unwrap_or_else(|e| panic!("the queued message was not delivered: {e}"));
+    let delivered = up.elapsed();
+    wait_event(carol, &["message", "while you were away"], deadline)
+        .unwrap_or_else(|e| panic!("carol did not get the message: {e}"));
+    println!(
+        "discovery figure: link up → carol online in {} ms, queued message delivered in {} ms",
+        ms(back_online),
+        ms(delivered)
+    );
+
+    let report = cli(&alice.data, &["discovery"]);
+    assert!(report.contains("interfaces eth0"), "{report}");
+    assert!(report.contains("mdns on"), "{report}");
+    let carol_line = report
+        .lines()
+        .find(|l| l.starts_with(&format!("peer {carol_hex}")))
+        .unwrap_or_else(|| panic!("carol in the discovery report:\n{report}"));
+    assert!(
+        carol_line.contains(" online ") && carol_line.contains("contact"),
+        "{carol_line}"
+    );
+    let bob_line = report
+        .lines()
+        .find(|l| l.starts_with(&format!("peer {}", bob.id.to_hex())))
+        .unwrap_or_else(|| panic!("bob in the discovery report:\n{report}"));
+    assert!(bob_line.contains("name=\"bob\""), "{bob_line}");
+    println!("alice's kith discovery:\n{report}");
+
+    // Alice blocks bob: he disappears from her lists, and since she no
+    // longer answers him, bob sees her go offline within the bound.
+    let bob_hex = bob.id.to_hex();
+    cli(&alice.data, &["block", &bob_hex]);
+    let blocked = Instant::now();
+    assert!(!cli(&alice.data, &["peers"]).contains(&bob_hex));
+    assert!(!cli(&alice.data, &["discovery"]).contains(&bob_hex));
+    wait_event(bob, &["peer_offline", &alice.id.to_hex()], blocked + bound)
+        .unwrap_or_else(|e| panic!("bob still hears alice after she blocked him: {e}"));
+    assert!(!cli(&alice.data, &["peers"]).contains(&bob_hex));
+}
+
+#[test]
+fn two_hosts_without_mdns_find_each_other_through_the_registry() {
+    let test = "registry daemon test";
+    let Some(lan) = lan_or_skip(test, 'r', 1, 3) else {
+        return;
+    };
+    let registry_host = &lan.hosts[2];
+    let mut command = Command::new("ip");
+    command
+        .args([
+            "netns",
+            "exec",
+            &registry_host.netns,
+            env!("CARGO_BIN_EXE_kith"),
+        ])
+        .args(["registry", "--keepalive-secs", "1", "--listen"])
+        .arg(format!("{}:7734", registry_host.addr));
+    // `lines` stays alive: its reader keeps the registry's stdout open.
+    let (_registry, _, lines) = spawn_until(command, "kith registry listening");
+    let key = loop {
+        let line = lines
+            .recv_timeout(WAIT)
+            .expect("the registry prints its key");
+        if let Some(key) = line.strip_prefix("public key") {
+            break key.trim().to_owned();
+        }
+    };
+
+    let (a, b) = (identity("reg-a"), identity("reg-b"));
+    let common = |other: &PublicIdentity| {
+        vec![
+            "--no-mdns".to_owned(),
+            "--registry".to_owned(),
+            format!("{}:7734", registry_host.addr),
+            "--registry-key".to_owned(),
+            key.clone(),
+            "--contact".to_owned(),
+            key_hex(other),
+        ]
+    };
+    let (a_args, b_args) = (common(&b.public), common(&a.public));
+    let start = Instant::now();
+    let a = start_node(&lan.hosts[0], a, &a_args);
+    let b = start_node(&lan.hosts[1], b, &b_args);
+    let deadline = Instant::now() + WAIT;
+    wait_online(&a, &b.id, deadline);
+    wait_online(&b, &a.id, deadline);
+    println!(
+        "discovery figure: registry, 2 daemons started → both online in {} ms",
+        ms(start.elapsed())
+    );
+
+    let message_id = cli(
+        &a.data,
+        &["send", "--to", &b.id.to_hex(), "via the registry"],
+    )
+    .trim()
+    .to_owned();
+    wait_event(&a, &["delivered", &message_id], deadline)
+        .unwrap_or_else(|e| panic!("not delivered: {e}"));
+    wait_event(&b, &["message", "via the registry"], deadline)
+        .unwrap_or_else(|e| panic!("b did not get it: {e}"));
+
+    let report = cli(&a.data, &["discovery"]);
+    assert!(report.contains("mdns off"), "{report}");
+    let registry_line = report
+        .lines()
+        .find(|l| l.starts_with("registry "))
+        .expect("a registry line");
+    assert!(
+        registry_line.contains(" registered ")
+            && registry_line.contains(&format!("published={}:47474", lan.hosts[0].addr)),
+        "{registry_line}"
+    );
+    let b_line = report
+        .lines()
+        .find(|l| l.starts_with(&format!("peer {}", b.id.to_hex())))
+        .unwrap_or_else(|| panic!("b in the report:\n{report}"));
+    assert!(
+        b_line.contains(" online ") && b_line.contains("contact"),
+        "{b_line}"
+    );
+    // The address came from the registry (or from b's own authenticated
+    // datagrams at that same address); mDNS never ran.
+    assert!(
+        b_line.contains(&format!("{}:47474", lan.hosts[1].addr)),
+        "{b_line}"
+    );
+    println!("a's kith discovery:\n{report}");
+}
