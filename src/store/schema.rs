@@ -18,13 +18,19 @@ pub(crate) struct Migration {
 }
 
 /// Every upgrade step, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        sql: V2,
+    },
+];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 1;
+pub(crate) const LATEST: u32 = 2;
 
 /// Version 1: the first schema.
 ///
@@ -133,6 +139,23 @@ CREATE TABLE files (
     complete      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX files_by_room ON files (room);
+";
+
+/// Version 2: sender and receiver chain state, so a restarted node keeps
+/// sending and reading on the same chains.
+///
+/// `sealed` is an encoded `ChainSnapshot` sealed under the room key, with
+/// room, epoch, sender and role bound in the associated data so a row cannot
+/// be moved. `role` is 0 for our sending chain, 1 for a chain we follow.
+const V2: &str = "
+CREATE TABLE chains (
+    room          BLOB NOT NULL,
+    epoch         INTEGER NOT NULL,
+    sender        BLOB NOT NULL,
+    role          INTEGER NOT NULL,
+    sealed        BLOB NOT NULL,
+    PRIMARY KEY (room, epoch, sender, role)
+) WITHOUT ROWID;
 ";
 
 /// Brings the schema up to [`LATEST`], one transaction per step.
