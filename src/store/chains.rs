@@ -62,7 +62,8 @@ pub(super) fn put_chains_in(
 }
 
 impl Store {
-    /// Stores (or replaces) the state of these chains in one transaction.
+    /// Stores (or replaces) the state of these chains in one transaction;
+    /// of two entries for the same chain and role, the later one wins.
     pub fn put_chains(&mut self, chains: &[ChainSnapshot]) -> Result<()> {
         self.ensure_room_keys(chains.iter().map(|snapshot| snapshot.chain.room))?;
         let tx = self.conn.transaction()?;

@@ -161,6 +161,8 @@ impl Store {
     /// together with it means a restart never finds a message without the
     /// chain position after it, or a chain that moved past a message that
     /// was never stored.
+    ///
+    /// When `chains` names the same chain and role twice, the later one wins.
     pub fn insert_messages_and_chains(
         &mut self,
         messages: &[Message],
