@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{TempDir, message};
+use kith::proto::crypto::{ChainId, SecretKey, SenderChain};
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::store::{
     Contact, DeliveryState, FileMeta, KdfParams, Member, Mute, Room, Store, key_file_path,
@@ -85,10 +86,26 @@ fn v1_fixture_opens_upgrades_and_reads_everything() {
     std::fs::copy(&source, &db).expect("the v1 fixture is checked in");
     std::fs::copy(key_file_path(&source), key_file_path(&db)).expect("with its key file");
 
-    for _ in 0..2 {
+    // A chain written after the upgrade (schema v2 added the chains table).
+    let chain = SenderChain::restore(
+        ChainId {
+            room: ROOM,
+            epoch: 2,
+            sender: PeerId([0x1d; 32]),
+        },
+        4,
+        SecretKey::from_bytes([0xc4; 32]),
+    )
+    .snapshot();
+    for round in 0..2 {
         // Twice: the second open must find nothing left to upgrade.
-        let store = Store::open(&db, PASS).unwrap();
-        assert!(store.schema_version().unwrap() >= 1);
+        let mut store = Store::open(&db, PASS).unwrap();
+        assert!(store.schema_version().unwrap() >= 2);
+        if round == 0 {
+            assert_eq!(store.chains().unwrap(), vec![]);
+            store.put_chains(std::slice::from_ref(&chain)).unwrap();
+        }
+        assert_eq!(store.chains().unwrap(), vec![chain.clone()]);
         assert!(store.integrity_check().unwrap().is_empty());
         assert_eq!(store.identity().unwrap().as_deref(), Some(&[0x1d; 32]));
         assert_eq!(store.contacts().unwrap()[0].display_name, "Alice");

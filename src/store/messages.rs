@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 use zeroize::Zeroizing;
 
+use super::chains::put_chains_in;
 use super::keys::SecretKey;
 use super::{
     DeliveryState, Message, MessageKey, Position, Result, Store, StoreError, id32, ts_from_sql,
     ts_to_sql, u64_from_sql, u64_to_sql,
 };
+use crate::proto::crypto::ChainSnapshot;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 const MESSAGE_COLUMNS: &str = "SELECT id, sender, sender_seq, ts, sealed FROM messages";
@@ -107,6 +109,41 @@ fn room_ref_in(
     Ok(reference)
 }
 
+/// Inserts `batch` inside `tx`, skipping duplicates, and returns the ids
+/// that were new. Rooms new to `room_refs` go to `added`. Every room must
+/// already have its storage key (see `Store::ensure_room_keys`).
+fn insert_messages_in(
+    tx: &Transaction<'_>,
+    room_keys: &HashMap<RoomId, SecretKey>,
+    room_refs: &HashMap<RoomId, i64>,
+    added: &mut HashMap<RoomId, i64>,
+    batch: &[Message],
+) -> Result<Vec<MessageId>> {
+    let mut fresh = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    )?;
+    for message in batch {
+        let key = room_keys
+            .get(&message.room)
+            .ok_or(StoreError::RoomKeyMissing(message.room))?;
+        let room_ref = room_ref_in(tx, room_refs, added, &message.room)?;
+        let inserted = stmt.execute(params![
+            message.id.as_bytes(),
+            room_ref,
+            message.sender.as_bytes(),
+            u64_to_sql(message.sender_seq),
+            ts_to_sql(message.timestamp),
+            seal_message(key, message)?,
+        ])?;
+        if inserted == 1 {
+            fresh.push(message.id);
+        }
+    }
+    Ok(fresh)
+}
+
 impl Store {
     /// Stores a batch of messages in one transaction and returns the ids
     /// that were new (duplicates are ignored). When this returns `Ok`, every
@@ -115,35 +152,33 @@ impl Store {
     /// Invariant the caller upholds: `room` and `timestamp` are the ones the
     /// signed envelope hashed into `id` states (see [`MessageKey`]).
     pub fn insert_messages(&mut self, batch: &[Message]) -> Result<Vec<MessageId>> {
-        self.ensure_room_keys(batch.iter().map(|message| message.room))?;
+        self.insert_messages_and_chains(batch, &[])
+    }
+
+    /// Like [`Store::insert_messages`], and stores (or replaces) the state
+    /// of `chains` in the same transaction: either both are committed or
+    /// neither is. Persisting the chains that opened (or sealed) a batch
+    /// together with it means a restart never finds a message without the
+    /// chain position after it, or a chain that moved past a message that
+    /// was never stored.
+    ///
+    /// When `chains` names the same chain and role twice, the later one wins.
+    pub fn insert_messages_and_chains(
+        &mut self,
+        messages: &[Message],
+        chains: &[ChainSnapshot],
+    ) -> Result<Vec<MessageId>> {
+        self.ensure_room_keys(
+            messages
+                .iter()
+                .map(|message| message.room)
+                .chain(chains.iter().map(|snapshot| snapshot.chain.room)),
+        )?;
         let mut added = HashMap::new();
-        let mut fresh = Vec::new();
         let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            )?;
-            for message in batch {
-                let key = self
-                    .keys
-                    .rooms
-                    .get(&message.room)
-                    .ok_or(StoreError::RoomKeyMissing(message.room))?;
-                let room_ref = room_ref_in(&tx, &self.room_refs, &mut added, &message.room)?;
-                let inserted = stmt.execute(params![
-                    message.id.as_bytes(),
-                    room_ref,
-                    message.sender.as_bytes(),
-                    u64_to_sql(message.sender_seq),
-                    ts_to_sql(message.timestamp),
-                    seal_message(key, message)?,
-                ])?;
-                if inserted == 1 {
-                    fresh.push(message.id);
-                }
-            }
-        }
+        let fresh =
+            insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
+        put_chains_in(&tx, &self.keys.rooms, chains)?;
         tx.commit()?;
         self.room_refs.extend(added);
         Ok(fresh)

@@ -5,10 +5,11 @@
 //!   master key derived from the passphrase by Argon2id (see `keys.rs`); its
 //!   pages, WAL and shared-memory file never hold plaintext. A wrong
 //!   passphrase gives [`StoreError::WrongPassphrase`] and touches nothing.
-//! - **A key per chat.** Message bodies, signed envelopes and group keys are
-//!   additionally sealed (XChaCha20-Poly1305) under a random storage key of
-//!   their room. [`Store::delete_room`] destroys that key, so the room's
-//!   history stays unreadable even from an old copy of the database file.
+//! - **A key per chat.** Message bodies, signed envelopes, group keys and
+//!   chain state are additionally sealed (XChaCha20-Poly1305) under a random
+//!   storage key of their room. [`Store::delete_room`] destroys that key, so
+//!   the room's history stays unreadable even from an old copy of the
+//!   database file.
 //! - **Durable when it says so.** Every write method returns after its
 //!   transaction committed. WAL with `synchronous = NORMAL`: a committed
 //!   transaction survives the process being killed at any point; after a
@@ -23,6 +24,7 @@
 //! The store belongs to the node's IO shell; the UI never calls it.
 
 mod batch;
+mod chains;
 mod keys;
 mod messages;
 mod schema;
@@ -657,8 +659,8 @@ impl Store {
             .collect()
     }
 
-    /// Deletes a chat: its messages, deliveries, members, group keys, mute,
-    /// file metadata and room row in one transaction, then destroys its
+    /// Deletes a chat: its messages, deliveries, members, group keys, chain
+    /// state, mute, file metadata and room row in one transaction, then destroys its
     /// storage key. Idempotent, so a crash between the two steps is repaired
     /// by calling it again.
     pub fn delete_room(&mut self, room: &RoomId) -> Result<()> {
@@ -666,7 +668,7 @@ impl Store {
         // `self` too; `&mut self` already rules out a nested transaction.
         let tx = self.conn.unchecked_transaction()?;
         self.delete_messages_in(&tx, room)?;
-        for table in ["epochs", "sender_keys", "mutes", "files", "rooms"] {
+        for table in ["epochs", "sender_keys", "chains", "mutes", "files", "rooms"] {
             // Deliveries go with their messages (ON DELETE CASCADE).
             tx.execute(
                 &format!("DELETE FROM {table} WHERE room = ?1"),

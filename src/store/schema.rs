@@ -27,10 +27,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: V2,
     },
+    Migration {
+        version: 3,
+        sql: V3,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 2;
+pub(crate) const LATEST: u32 = 3;
 
 /// Version 2: what a node needs to come back after a restart without asking
 /// anyone: contacts' public keys (a peer id is only their hash) and group
@@ -150,6 +154,23 @@ CREATE TABLE files (
     complete      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX files_by_room ON files (room);
+";
+
+/// Version 3: sender and receiver chain state, so a restarted node keeps
+/// sending and reading on the same chains.
+///
+/// `sealed` is an encoded `ChainSnapshot` sealed under the room key, with
+/// room, epoch, sender and role bound in the associated data so a row cannot
+/// be moved. `role` is 0 for our sending chain, 1 for a chain we follow.
+const V3: &str = "
+CREATE TABLE chains (
+    room          BLOB NOT NULL,
+    epoch         INTEGER NOT NULL,
+    sender        BLOB NOT NULL,
+    role          INTEGER NOT NULL,
+    sealed        BLOB NOT NULL,
+    PRIMARY KEY (room, epoch, sender, role)
+) WITHOUT ROWID;
 ";
 
 /// Brings the schema up to [`LATEST`], one transaction per step.

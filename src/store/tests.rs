@@ -2,6 +2,10 @@
 //! a store holds.
 
 use super::*;
+use crate::proto::crypto::{
+    ChainId, ChainRole, ChainSnapshot, Identity, OutgoingMessage, ReceiverChain,
+    SecretKey as ChainKey, SenderChain, open_envelope, seal_envelope,
+};
 
 fn temp_db(name: &str) -> (tempdir::TempDir, PathBuf) {
     let dir = tempdir::TempDir::new(name);
@@ -233,4 +237,163 @@ fn contact_keys_and_group_state_survive_a_reopen() {
     assert_eq!(store.contact_keys().unwrap(), vec![(peer, [3; 32])]);
     assert_eq!(store.group(&room).unwrap(), Some((peer, 4)));
     assert_eq!(store.group(&RoomId([9; 32])).unwrap(), None);
+}
+
+/// Snapshots of a chain as its sender keeps it and as a member follows it
+/// (with one skipped key), in `room`, epoch 3.
+fn chain_snapshots(room: RoomId, seed: u8) -> [ChainSnapshot; 2] {
+    let identity = Identity::from_secret_bytes(&[seed; 32]);
+    let chain = ChainId {
+        room,
+        epoch: 3,
+        sender: identity.peer_id(),
+    };
+    let mut sending = SenderChain::restore(chain, 0, ChainKey::from_bytes([seed; 32]));
+    let mut receiving = ReceiverChain::from_distribution(&sending.distribution());
+    let message = OutgoingMessage {
+        kind: 1,
+        timestamp: 5,
+        plaintext: b"x",
+    };
+    let _skipped = seal_envelope(&identity, &mut sending, message).unwrap();
+    let second = seal_envelope(&identity, &mut sending, message).unwrap();
+    open_envelope(&second, &identity.public(), &mut receiving).unwrap();
+    [sending.snapshot(), receiving.snapshot(0)]
+}
+
+#[test]
+fn chains_round_trip_upsert_reopen_and_delete() {
+    let (_dir, path) = temp_db("chains");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    assert_eq!(store.chains().unwrap(), vec![]);
+    let [sending, receiving] = chain_snapshots(RoomId([1; 32]), 7);
+    let [_, other_room] = chain_snapshots(RoomId([2; 32]), 8);
+    store
+        .put_chains(&[other_room.clone(), receiving.clone(), sending.clone()])
+        .unwrap();
+    let expected = vec![sending.clone(), receiving.clone(), other_room.clone()];
+    assert_eq!(store.chains().unwrap(), expected);
+    assert_eq!(receiving.skipped_len(), 1);
+
+    // Upsert: the row is replaced, not added.
+    let mut advanced = sending.clone();
+    advanced.next_seq += 1;
+    store.put_chains(&[advanced.clone()]).unwrap();
+    drop(store);
+    let mut store = Store::open(&path, PASS).unwrap();
+    let expected = vec![advanced, receiving.clone(), other_room];
+    assert_eq!(store.chains().unwrap(), expected);
+
+    assert!(
+        store
+            .delete_chain(&receiving.chain, ChainRole::Receiving)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_chain(&receiving.chain, ChainRole::Receiving)
+            .unwrap()
+    );
+    assert_eq!(store.chains().unwrap().len(), 2);
+}
+
+#[test]
+fn moved_chain_rows_do_not_open() {
+    let (_dir, path) = temp_db("chains-moved");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let [sending, _] = chain_snapshots(RoomId([1; 32]), 7);
+    store.put_chains(&[sending]).unwrap();
+    // Relabel our sending chain as one we follow, then as another epoch.
+    for change in ["role = 1", "role = 0, epoch = 4"] {
+        store
+            .conn
+            .execute_batch(&format!("UPDATE chains SET {change}"))
+            .unwrap();
+        assert!(matches!(store.chains(), Err(StoreError::Undecryptable(_))));
+    }
+}
+
+#[test]
+fn deleted_room_takes_its_chains_and_they_stay_unreadable() {
+    let (_dir, path) = temp_db("chains-delete");
+    let doomed = RoomId([2; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let [sending, receiving] = chain_snapshots(doomed, 7);
+    let [_, kept] = chain_snapshots(RoomId([1; 32]), 8);
+    store
+        .put_chains(&[sending, receiving.clone(), kept.clone()])
+        .unwrap();
+    // What an attacker with an old copy of the database file would see.
+    let sealed: Vec<u8> = store
+        .conn
+        .query_row(
+            "SELECT sealed FROM chains WHERE room = ?1 AND role = 1",
+            params![doomed.as_bytes()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let aad = chains::chain_aad(&receiving.chain, ChainRole::Receiving);
+    assert!(store.keys.rooms[&doomed].open(&aad, &sealed).is_some());
+
+    store.delete_room(&doomed).unwrap();
+    assert_eq!(store.chains().unwrap(), vec![kept.clone()]);
+    drop(store);
+
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.chains().unwrap(), vec![kept]);
+    let rows: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM chains WHERE room = ?1",
+            params![doomed.as_bytes()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    for key in store.keys.rooms.values().chain([
+        &store.keys.keys.master,
+        &store.keys.keys.wrap,
+        &store.keys.keys.identity,
+    ]) {
+        assert!(key.open(&aad, &sealed).is_none());
+    }
+}
+
+#[test]
+fn messages_and_chains_commit_together_or_not_at_all() {
+    let (_dir, path) = temp_db("chains-atomic");
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let batch = [message(room, 1, b"one"), message(room, 2, b"two")];
+    let chains = chain_snapshots(room, 7);
+    // Make the chain write fail after the messages were inserted.
+    store
+        .conn
+        .execute_batch(
+            "CREATE TEMP TRIGGER fail_chains BEFORE INSERT ON chains
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    assert!(store.insert_messages_and_chains(&batch, &chains).is_err());
+    assert!(!store.has_message(&batch[0].key()).unwrap());
+    assert_eq!(store.messages_in_room(&room, None, 10).unwrap(), vec![]);
+    assert_eq!(store.chains().unwrap(), vec![]);
+
+    store
+        .conn
+        .execute_batch("DROP TRIGGER fail_chains")
+        .unwrap();
+    let fresh = store.insert_messages_and_chains(&batch, &chains).unwrap();
+    assert_eq!(fresh, vec![batch[0].id, batch[1].id]);
+    assert_eq!(store.chains().unwrap(), chains.to_vec());
+    // A duplicate batch is ignored while the chains are still upserted.
+    let mut later = chains[0].clone();
+    later.next_seq = 9;
+    assert_eq!(
+        store
+            .insert_messages_and_chains(&batch, std::slice::from_ref(&later))
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(store.chains().unwrap()[0].next_seq, 9);
 }
