@@ -16,7 +16,7 @@ use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
-use crate::proto::node::{Node, NodeConfig, NodeEvent, Receipt, RoomInfo, direct_room};
+use crate::proto::node::{Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomInfo, direct_room};
 use crate::proto::reliable;
 use crate::store::{
     Contact, DeliveryState, Member, Message, MessageKey, Mute, Room as StoredRoom, Store,
@@ -175,8 +175,14 @@ impl NodeDriver {
                 driver.discovery.want(now, contact.peer, None, None);
             }
         }
-        driver.resend_outbox(now)?;
         driver.restore_rooms(now)?;
+        // Our chains come back where they were, and go out again from
+        // their origins ahead of the outbox, so every stored envelope can
+        // be opened by its recipient.
+        driver.node.restore_chains(driver.store.chains()?);
+        driver.node.resume(now);
+        driver.resend_outbox(now)?;
+        driver.save_chains();
         Ok(driver)
     }
 
@@ -235,13 +241,11 @@ impl NodeDriver {
         Ok(())
     }
 
-    /// Sends every stored message a contact has not acknowledged again.
-    /// Group messages go as the very envelope stored (same id, so nothing is
-    /// stored twice). Direct messages are sealed again under a new id (the
-    /// stored copy is marked delivered when the new one is), because the
-    /// key of the old chain may never have reached the peer; a peer that
-    /// had stored the old one sees the text twice. Persisting chains ends
-    /// that.
+    /// Sends every stored message a contact has not acknowledged again, as
+    /// the very envelope stored (same id, so a recipient that had stored it
+    /// does not store it twice). Only a direct message whose chain the store
+    /// does not know (written before chains were kept) is sealed again
+    /// under a new id.
     fn resend_outbox(&mut self, now: Instant) -> Result<(), DaemonError> {
         let contacts: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in contacts {
@@ -250,13 +254,14 @@ impl NodeDriver {
                 let Some(message) = self.store.message(&key)? else {
                     continue;
                 };
-                let result = if message.room == direct {
-                    let text = String::from_utf8_lossy(&message.body);
-                    self.node
-                        .send_direct_message(now, peer, &text)
-                        .map(|sent| sent.id)
-                } else {
-                    self.node.resend_envelope(now, peer, &message.envelope)
+                let result = match self.node.resend_envelope(now, peer, &message.envelope) {
+                    Err(NodeError::UnknownChain) if message.room == direct => {
+                        let text = String::from_utf8_lossy(&message.body);
+                        self.node
+                            .send_direct_message(now, peer, &text)
+                            .map(|sent| sent.id)
+                    }
+                    other => other,
                 };
                 match result {
                     Ok(id) => {
@@ -458,8 +463,10 @@ impl NodeDriver {
         };
         let key = message.key();
         // The node already queued the message; if the store fails it still
-        // goes out, but would not be re-sent after a restart.
-        self.store.insert_messages(&[message])?;
+        // goes out, but would not be re-sent after a restart. The chain's
+        // new position commits with it.
+        let chains = self.node.take_chain_updates();
+        self.store.insert_messages_and_chains(&[message], &chains)?;
         for peer in &recipients {
             self.store
                 .set_delivery(&key, peer, DeliveryState::Pending)?;
@@ -644,6 +651,17 @@ impl NodeDriver {
         }
     }
 
+    /// Stores chain positions that moved outside a message round (keys
+    /// received, rooms created or rekeyed).
+    fn save_chains(&mut self) {
+        let chains = self.node.take_chain_updates();
+        if !chains.is_empty()
+            && let Err(error) = self.store.put_chains(&chains)
+        {
+            self.store_error("store chain state", error);
+        }
+    }
+
     /// Drains the node's events: commits every received message of this
     /// round in one transaction, then confirms them (which may produce more
     /// events, hence the loop).
@@ -719,18 +737,23 @@ impl NodeDriver {
                 }
             }
             if batch.is_empty() {
+                self.save_chains();
                 return;
             }
             let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
-            let inserted: HashSet<MessageId> = match self.store.insert_messages(&messages) {
-                Ok(ids) => ids.into_iter().collect(),
-                Err(error) => {
-                    // Not confirmed, so not acknowledged: the sender keeps
-                    // the messages and they are not lost.
-                    self.store_error("store received messages", error);
-                    return;
-                }
-            };
+            // The chains that opened them commit in the same transaction, so
+            // after a crash neither is ahead of the other.
+            let chains = self.node.take_chain_updates();
+            let inserted: HashSet<MessageId> =
+                match self.store.insert_messages_and_chains(&messages, &chains) {
+                    Ok(ids) => ids.into_iter().collect(),
+                    Err(error) => {
+                        // Not confirmed, so not acknowledged: the sender keeps
+                        // the messages and they are not lost.
+                        self.store_error("store received messages", error);
+                        return;
+                    }
+                };
             for (message, receipt, event) in batch {
                 self.promote(now, message.sender);
                 self.node.confirm_stored(now, receipt);

@@ -61,6 +61,7 @@
 //! Multicast rooms (issue 7) are not handled yet: group frames are counted
 //! and dropped, and the design keeps rooms separate from peers so they fit.
 
+mod chains;
 mod control;
 mod rooms;
 
@@ -75,10 +76,10 @@ pub use self::control::{
 };
 pub use self::rooms::RoomInfo;
 use super::crypto::{
-    ChainId, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish, HandshakeInit,
-    HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession, PublicIdentity,
-    ReceiverChain, Responder, SecretKey, SenderChain, SenderKeyDistribution, TAG_LEN,
-    open_envelope, seal_envelope,
+    ChainId, ChainSnapshot, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish,
+    HandshakeInit, HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession,
+    PublicIdentity, ReceiverChain, Responder, SecretKey, SenderChain, SenderKeyDistribution,
+    TAG_LEN, open_envelope, seal_envelope,
 };
 use super::hlc::HybridClock;
 use super::ids::{MessageId, PeerId, RoomId};
@@ -406,6 +407,8 @@ pub enum NodeError {
     UnknownRoom(RoomId),
     #[error("not an envelope of ours")]
     NotOurEnvelope,
+    #[error("the chain the envelope was sealed on is not known")]
+    UnknownChain,
     #[error("only the room's admin can change its members")]
     NotAdmin,
     #[error("{0:?} is not a member of the room")]
@@ -526,6 +529,17 @@ impl RoomState {
     }
 }
 
+/// Another member's chain as we follow it.
+struct Followed {
+    chain: ReceiverChain,
+    /// Where the distribution we follow from started: an envelope below it
+    /// was sealed before we had the key.
+    start: u64,
+    /// Digest of that distribution, so a repeat of it changes nothing.
+    /// `None` for a chain restored from the store.
+    origin: Option<[u8; 32]>,
+}
+
 /// An envelope whose sender key has not arrived yet.
 struct HeldEnvelope {
     envelope: Envelope,
@@ -550,7 +564,15 @@ pub struct Node {
     early_keys: VecDeque<SenderKeyDistribution>,
     /// Other members' chains, with the position each distribution started
     /// at (an envelope below it was sealed before we had the key).
-    receivers: HashMap<ChainId, (ReceiverChain, u64)>,
+    receivers: HashMap<ChainId, Followed>,
+    /// Our chains as first handed out, by chain (see `chains.rs`).
+    origins: HashMap<ChainId, ChainSnapshot>,
+    /// Origins handed to a peer in this life of the node.
+    origin_sent: HashSet<(ChainId, PeerId)>,
+    /// Rooms whose sending chain came back from the store.
+    restored: HashSet<RoomId>,
+    /// Chains that moved since the shell last took their snapshots.
+    dirty_chains: BTreeSet<(ChainId, chains::Dirty)>,
     held: VecDeque<HeldEnvelope>,
     /// Ids of our control messages in flight (keys, invites, member
     /// lists): their acknowledgements are not the shell's business.
@@ -604,6 +626,10 @@ impl Node {
             rooms: HashMap::new(),
             early_keys: VecDeque::new(),
             receivers: HashMap::new(),
+            origins: HashMap::new(),
+            origin_sent: HashSet::new(),
+            restored: HashSet::new(),
+            dirty_chains: BTreeSet::new(),
             held: VecDeque::new(),
             controls: HashSet::new(),
             control_count,
@@ -674,6 +700,7 @@ impl Node {
                 sender: self.me,
             },
         );
+        self.adopt_chain(&chain);
         self.rooms.insert(
             room,
             RoomState {
@@ -800,6 +827,8 @@ impl Node {
             .rooms
             .get_mut(&room_id)
             .ok_or(NodeError::UnknownRoom(room_id))?;
+        self.dirty_chains
+            .insert((room.chain.chain(), chains::Dirty::Sending));
         let timestamp = self.clock.tick(wall);
         let envelope = seal_envelope(
             &self.identity,
@@ -852,6 +881,11 @@ impl Node {
         if parsed.header.sender != self.me {
             return Err(NodeError::NotOurEnvelope);
         }
+        let chain = chain_of(&parsed);
+        self.origin_known(&chain)?;
+        // The peer may never have got this chain's key: its origin goes
+        // first, on the same stream.
+        self.send_origin(now, chain, to);
         let id = parsed.id();
         let direct = direct_room(self.me, to);
         let payload = Control::Message {
@@ -1581,14 +1615,18 @@ impl Node {
             self.peers.get(&envelope.header.sender),
             self.receivers.get_mut(&chain_of(&envelope)),
         ) {
-            (Some(sender), Some((receiver, start))) => (
-                open_envelope(&envelope, &sender.public, receiver),
-                envelope.header.seq < *start,
+            (Some(sender), Some(followed)) => (
+                open_envelope(&envelope, &sender.public, &mut followed.chain),
+                envelope.header.seq < followed.start,
             ),
             _ => (Err(CryptoError::WrongChain), false),
         };
         let body = match opened {
-            Ok(body) => body,
+            Ok(body) => {
+                self.dirty_chains
+                    .insert((chain_of(&envelope), chains::Dirty::Receiving));
+                body
+            }
             Err(_) if before_start => {
                 // Sealed before the key we hold (we lost the older one, e.g.
                 // in a restart): unreadable here, but worth storing.

@@ -18,9 +18,11 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use super::chains::{Dirty, origin_digest};
 use super::{
-    Control, DropReason, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MAX_TEXT, MemberKey, Node,
-    NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution, direct_room,
+    Control, DropReason, Followed, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MAX_TEXT, MemberKey,
+    Node, NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution,
+    direct_room,
 };
 use crate::proto::crypto::SenderKeyDistribution;
 use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SenderChain};
@@ -221,8 +223,8 @@ impl Node {
     }
 
     /// Takes back a group room from the shell's store at start-up. Every
-    /// member must already be a contact. Our sending chain is new, so its
-    /// key goes to every member again.
+    /// member must already be a contact. Then [`Node::restore_chains`] and
+    /// [`Node::resume`] bring back our chain and hand it out again.
     pub fn restore_room(&mut self, now: Instant, info: &RoomInfo) -> Result<(), NodeError> {
         self.advance(now);
         let Some(admin) = info.admin else {
@@ -248,10 +250,6 @@ impl Node {
                 members,
             },
         );
-        for peer in self.others(&info.id) {
-            self.send_group_key(now, info.id, peer);
-        }
-        self.pump_events(now);
         Ok(())
     }
 
@@ -405,16 +403,28 @@ impl Node {
 
     /// Starts following a chain and opens what waited for it.
     pub(super) fn install_key(&mut self, now: Instant, distribution: &SenderKeyDistribution) {
-        // The newest distribution wins: it came in order on the sender's
-        // authenticated stream, so everything sealed after it uses
-        // positions at or after `start_seq`.
-        self.receivers.insert(
-            distribution.chain,
-            (
-                ReceiverChain::from_distribution(distribution),
-                distribution.start_seq,
-            ),
-        );
+        let digest = origin_digest(distribution);
+        let repeat = self
+            .receivers
+            .get(&distribution.chain)
+            .is_some_and(|f| f.origin == Some(digest));
+        if !repeat {
+            // The newest distribution wins: it came in order on the sender's
+            // authenticated stream, so everything sealed after it uses
+            // positions at or after `start_seq`. (A repeat of the one we
+            // follow, sent again after the sender restarted, changes
+            // nothing: our position and replay window stay.)
+            self.receivers.insert(
+                distribution.chain,
+                Followed {
+                    chain: ReceiverChain::from_distribution(distribution),
+                    start: distribution.start_seq,
+                    origin: Some(digest),
+                },
+            );
+            self.dirty_chains
+                .insert((distribution.chain, Dirty::Receiving));
+        }
         self.release_held(now, distribution.chain);
     }
 
@@ -480,6 +490,7 @@ impl Node {
             .collect();
         self.reliable
             .join_room(room, RoomConfig { multicast: false }, others);
+        self.adopt_chain(&chain);
         self.rooms.insert(
             room,
             RoomState {
@@ -504,6 +515,7 @@ impl Node {
                 sender: self.me,
             },
         );
+        self.adopt_chain(&chain);
         if let Some(state) = self.rooms.get_mut(&room) {
             state.chain = chain;
         }

@@ -1,0 +1,193 @@
+//! Chain state that outlives a restart.
+//!
+//! The shell persists what [`Node::take_chain_updates`] returns in the same
+//! store transaction as the messages that moved the chains, and at start-up
+//! hands it back through [`Node::restore_chains`] before [`Node::resume`].
+//! Three kinds of snapshot exist per chain:
+//!
+//! - **Sending**: our chain's current position. Restoring it means we never
+//!   seal two messages with one message key, and that envelopes sealed
+//!   before the restart stay readable by members who hold the chain.
+//! - **Origin**: our chain as we first handed it out (a receiving snapshot
+//!   with us as sender). Members may never have received that key before we
+//!   stopped, so [`Node::resume`] hands it out again, ahead of the outbox,
+//!   and every stored envelope of the chain can be opened by its recipient.
+//!   A member that already follows the chain from that very origin ignores
+//!   the repeat.
+//! - **Receiving**: another member's chain as we follow it (position,
+//!   skipped keys, replay window).
+
+use std::time::Instant;
+
+use super::{Followed, Node, NodeError, RoomKind, control_from_distribution, direct_room};
+use crate::proto::crypto::{
+    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SenderChain, SenderKeyDistribution,
+};
+use crate::proto::ids::PeerId;
+
+/// Which snapshot of a chain is due for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Dirty {
+    Sending,
+    Origin,
+    Receiving,
+}
+
+/// Identifies a distribution: the same start and key give the same digest.
+pub(super) fn origin_digest(distribution: &SenderKeyDistribution) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("kith chain origin v1");
+    hasher.update(&distribution.start_seq.to_le_bytes());
+    hasher.update(distribution.chain_key.as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+impl Node {
+    /// Snapshots of every chain that moved since the last call: commit them
+    /// with the messages of the same round (see the module docs).
+    pub fn take_chain_updates(&mut self) -> Vec<ChainSnapshot> {
+        let dirty = std::mem::take(&mut self.dirty_chains);
+        dirty
+            .into_iter()
+            .filter_map(|(chain, kind)| match kind {
+                Dirty::Sending => self
+                    .rooms
+                    .get(&chain.room)
+                    .filter(|r| r.chain.chain() == chain)
+                    .map(|r| r.chain.snapshot()),
+                Dirty::Origin => self.origins.get(&chain).cloned(),
+                Dirty::Receiving => self
+                    .receivers
+                    .get(&chain)
+                    .map(|f| f.chain.snapshot(f.start)),
+            })
+            .collect()
+    }
+
+    /// Takes back chains from the store at start-up, after the contacts and
+    /// rooms are back and before [`Node::resume`]. Snapshots of chains that
+    /// are no longer current (an older epoch) still restore origins and
+    /// followed chains, so old envelopes stay readable.
+    pub fn restore_chains(&mut self, snapshots: Vec<ChainSnapshot>) {
+        for snapshot in snapshots {
+            let chain = snapshot.chain;
+            match snapshot.role {
+                ChainRole::Sending => {
+                    let Some(room) = self.rooms.get_mut(&chain.room) else {
+                        continue;
+                    };
+                    if room.chain.chain() != chain {
+                        continue;
+                    }
+                    if let Ok(restored) = SenderChain::from_snapshot(&snapshot) {
+                        room.chain = restored;
+                        self.restored.insert(chain.room);
+                    }
+                }
+                ChainRole::Receiving if chain.sender == self.me => {
+                    self.origins.insert(chain, snapshot);
+                }
+                ChainRole::Receiving => {
+                    if let Ok(followed) = ReceiverChain::from_snapshot(&snapshot) {
+                        self.receivers.insert(
+                            chain,
+                            Followed {
+                                chain: followed,
+                                start: snapshot.start_seq,
+                                origin: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a start-up: hands our chains to the members of every room
+    /// again. A restored chain goes out from its origin (so everything
+    /// sealed on it before the restart can be opened); a new one from its
+    /// start. Direct rooms with a new chain send it with the next message.
+    pub fn resume(&mut self, now: Instant) {
+        self.advance(now);
+        let rooms: Vec<_> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            let Some(state) = self.rooms.get(&room) else {
+                continue;
+            };
+            let chain = state.chain.chain();
+            let members: Vec<PeerId> = match &state.kind {
+                RoomKind::Direct { peer } => vec![*peer],
+                RoomKind::Group(group) => group
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != self.me)
+                    .collect(),
+            };
+            let restored = self.restored.remove(&room) && self.origins.contains_key(&chain);
+            if restored {
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.key_sent = true;
+                }
+                for peer in members {
+                    self.send_origin(now, chain, peer);
+                }
+            } else if state.group().is_some() {
+                for peer in members {
+                    self.send_group_key(now, room, peer);
+                }
+            }
+        }
+        self.pump_events(now);
+    }
+
+    /// Hands `peer` the origin of our chain `chain` over the pairwise
+    /// stream, once per peer and chain in this node's life.
+    pub(super) fn send_origin(&mut self, now: Instant, chain: ChainId, peer: PeerId) {
+        if !self.origin_sent.insert((chain, peer)) {
+            return;
+        }
+        let Some(origin) = self.origins.get(&chain) else {
+            return;
+        };
+        let distribution = SenderKeyDistribution {
+            chain,
+            start_seq: origin.next_seq,
+            chain_key: origin.chain_key.clone(),
+        };
+        let control = control_from_distribution(&distribution);
+        let direct = direct_room(self.me, peer);
+        let bytes = control.encode();
+        let id = self.next_control_id(&bytes);
+        match self.reliable.send(now, direct, id, &bytes) {
+            Ok(()) => {
+                self.controls.insert(id);
+            }
+            Err(_) => {
+                self.origin_sent.remove(&(chain, peer));
+                self.stats.control_not_queued += 1;
+            }
+        }
+    }
+
+    /// Records a new sending chain of ours: its origin and position are due
+    /// for the store.
+    pub(super) fn adopt_chain(&mut self, chain: &SenderChain) {
+        let distribution = chain.distribution();
+        let origin =
+            ReceiverChain::from_distribution(&distribution).snapshot(distribution.start_seq);
+        let id = chain.chain();
+        self.origins.insert(id, origin);
+        self.dirty_chains.insert((id, Dirty::Origin));
+        self.dirty_chains.insert((id, Dirty::Sending));
+    }
+
+    /// Whether we know the origin of the chain `envelope` was sealed on,
+    /// so [`Node::resend_envelope`] can make it readable.
+    pub(super) fn origin_known(&self, chain: &ChainId) -> Result<(), NodeError> {
+        if self.origins.contains_key(chain) {
+            Ok(())
+        } else {
+            Err(NodeError::UnknownChain)
+        }
+    }
+}
