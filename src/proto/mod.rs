@@ -12,4 +12,5 @@ pub mod node;
 pub mod reliable;
 pub mod sim;
 pub mod sync;
+pub mod syncer;
 pub mod wire;

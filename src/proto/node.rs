@@ -63,6 +63,7 @@
 
 mod chains;
 mod control;
+mod history;
 mod rooms;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -276,6 +277,10 @@ pub struct NodeStats {
     /// Room control messages (keys, invites, member lists) the reliable
     /// layer refused for backpressure.
     pub control_not_queued: u64,
+    /// Envelopes we forwarded to members who lacked them.
+    pub forwarded: u64,
+    /// Forwarded envelopes we could open from their chain's origin.
+    pub forwards_opened: u64,
 }
 
 impl NodeStats {
@@ -360,6 +365,13 @@ pub enum NodeEvent {
     /// The admin removed us from a group room; we no longer hold its keys
     /// and get nothing sent in it from now on.
     RoomRemoved { room: RoomId },
+    /// A reconciliation message of `room` from `peer`, for the shell's
+    /// [`crate::proto::syncer::SyncManager`].
+    SyncReceived {
+        room: RoomId,
+        peer: PeerId,
+        payload: Vec<u8>,
+    },
     /// A room brought us a member who was not a contact; it is one now.
     /// The shell should keep its key and look for its address.
     ContactLearned { public: PublicIdentity },
@@ -571,6 +583,11 @@ pub struct Node {
     origin_sent: HashSet<(ChainId, PeerId)>,
     /// Rooms whose sending chain came back from the store.
     restored: HashSet<RoomId>,
+    /// Where other members' chains started (the distribution we follow
+    /// them from), to open envelopes forwarded to us later.
+    follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    /// Third members' origins already forwarded to a peer.
+    forwarded_origins: HashSet<(ChainId, PeerId)>,
     /// Chains that moved since the shell last took their snapshots.
     dirty_chains: BTreeSet<(ChainId, chains::Dirty)>,
     held: VecDeque<HeldEnvelope>,
@@ -630,6 +647,8 @@ impl Node {
             origin_sent: HashSet::new(),
             restored: HashSet::new(),
             dirty_chains: BTreeSet::new(),
+            follow_origins: HashMap::new(),
+            forwarded_origins: HashSet::new(),
             held: VecDeque::new(),
             controls: HashSet::new(),
             control_count,
@@ -1532,6 +1551,30 @@ impl Node {
                     self.stats.count(reason);
                 }
             }
+            Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
+            Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
+            Control::Origin {
+                room,
+                epoch,
+                sender,
+                start_seq,
+                chain_key,
+            } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.on_origin(
+                    receipt.from,
+                    SenderKeyDistribution {
+                        chain: ChainId {
+                            room,
+                            epoch,
+                            sender,
+                        },
+                        start_seq,
+                        chain_key: SecretKey::from_bytes(chain_key),
+                    },
+                );
+            }
             Control::Message { envelope: bytes } => {
                 let envelope = match Envelope::parse(&bytes) {
                     // Only the stream's own sender may author in it (members
@@ -1640,6 +1683,18 @@ impl Node {
                 return;
             }
         };
+        self.surface(now, envelope, bytes, body, receipt);
+    }
+
+    /// Hands an opened envelope to the shell for storing.
+    fn surface(
+        &mut self,
+        now: Instant,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        body: Vec<u8>,
+        receipt: Receipt,
+    ) {
         let wall = self.wall_millis(now);
         self.clock.observe(wall, envelope.header.timestamp);
         self.events.push_back(NodeEvent::MessageReceived {

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::ids::{MessageId, RoomId};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::reliable::MAX_MESSAGE;
 use crate::proto::wire::decode_exact;
 
@@ -60,6 +60,31 @@ pub enum Control {
     /// The sender leaves the room.
     #[serde(rename = "l")]
     RoomLeave { room: RoomId },
+    /// One message of a history reconciliation of `room` (`proto::sync`).
+    #[serde(rename = "s")]
+    Sync {
+        room: RoomId,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A signed envelope of a room we share, by any member: history the
+    /// receiver lacked. Its author's signature is what counts.
+    #[serde(rename = "f")]
+    Forward {
+        #[serde(with = "serde_bytes")]
+        envelope: Vec<u8>,
+    },
+    /// Where another member's chain started, so forwarded envelopes of it
+    /// can be opened. A member who forwards it could read the chain anyway.
+    #[serde(rename = "o")]
+    Origin {
+        room: RoomId,
+        epoch: u32,
+        sender: PeerId,
+        start_seq: u64,
+        #[serde(with = "serde_bytes")]
+        chain_key: [u8; 32],
+    },
 }
 
 /// A member's Ed25519 public key as carried in room control messages.
@@ -120,6 +145,28 @@ impl std::fmt::Debug for Control {
                 .field("members", &members.len())
                 .finish(),
             Control::RoomLeave { room } => f.debug_struct("RoomLeave").field("room", room).finish(),
+            Control::Sync { room, payload } => f
+                .debug_struct("Sync")
+                .field("room", room)
+                .field("len", &payload.len())
+                .finish(),
+            Control::Forward { envelope } => f
+                .debug_struct("Forward")
+                .field("len", &envelope.len())
+                .finish(),
+            Control::Origin {
+                room,
+                epoch,
+                sender,
+                start_seq,
+                ..
+            } => f
+                .debug_struct("Origin")
+                .field("room", room)
+                .field("epoch", epoch)
+                .field("sender", sender)
+                .field("start_seq", start_seq)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -218,6 +265,25 @@ mod tests {
             room: RoomId([4; 32]),
         };
         assert_eq!(Control::decode(&leave.encode()), Ok(leave));
+        for control in [
+            Control::Sync {
+                room: RoomId([4; 32]),
+                payload: vec![1, 2, 3],
+            },
+            Control::Forward {
+                envelope: vec![4, 5],
+            },
+            Control::Origin {
+                room: RoomId([4; 32]),
+                epoch: 2,
+                sender: PeerId([6; 32]),
+                start_seq: 9,
+                chain_key: [8; 32],
+            },
+        ] {
+            assert_eq!(Control::decode(&control.encode()), Ok(control.clone()));
+            assert!(!format!("{control:?}").contains("8, 8"), "no key in logs");
+        }
         let crowded = Control::RoomMembers {
             room: RoomId([4; 32]),
             epoch: 4,

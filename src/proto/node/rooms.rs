@@ -424,6 +424,8 @@ impl Node {
             );
             self.dirty_chains
                 .insert((distribution.chain, Dirty::Receiving));
+            self.follow_origins
+                .insert(distribution.chain, distribution.clone());
         }
         self.release_held(now, distribution.chain);
     }

@@ -1,0 +1,239 @@
+//! Runs history reconciliation between members (sans-IO).
+//!
+//! One [`Reconciler`] session per (room, peer). The shell starts sessions
+//! when a peer comes online, periodically, and after a partition heals
+//! ([`SyncManager::start`]); the peer with the lower id initiates, so two
+//! members never open crossing sessions. Messages travel as
+//! [`crate::proto::node::Control::Sync`] on the pairwise stream (reliable
+//! and ordered, as the reconciler requires). When a session ends, each side
+//! pushes what the other lacks ([`SyncAction::Forward`]); nobody asks, so a
+//! finished session costs one more one-way trip of envelopes.
+//!
+//! Work stays bounded: the reconciler caps rounds, ranges and differences
+//! per session (a failing session is dropped and counted), idle sessions
+//! expire, and at most [`SyncManagerConfig::max_sessions`] run at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use super::ids::{MessageId, PeerId, RoomId};
+use super::sync::{ItemSet, Reconciler, SALT_LEN, SyncConfig};
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct SyncManagerConfig {
+    /// The reconciler's caps.
+    pub sync: SyncConfig,
+    /// A session with no message for this long is dropped.
+    pub session_timeout: Duration,
+    /// Sessions running at once, over all rooms and peers.
+    pub max_sessions: usize,
+}
+
+impl Default for SyncManagerConfig {
+    fn default() -> Self {
+        SyncManagerConfig {
+            sync: SyncConfig::default(),
+            session_timeout: Duration::from_secs(30),
+            max_sessions: 256,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncAction {
+    /// Send `payload` to `peer` as a sync message of `room`.
+    Send {
+        peer: PeerId,
+        room: RoomId,
+        payload: Vec<u8>,
+    },
+    /// `peer` lacks these messages of `room`: forward their envelopes.
+    Forward {
+        peer: PeerId,
+        room: RoomId,
+        ids: Vec<MessageId>,
+    },
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub sessions_started: u64,
+    pub sessions_completed: u64,
+    /// Sessions that hit a cap, got a malformed message, or timed out.
+    pub sessions_failed: u64,
+    /// Sessions refused because `max_sessions` were running.
+    pub sessions_refused: u64,
+    /// Bytes of sync messages sent.
+    pub bytes_sent: u64,
+    /// Ids the peers lacked, pushed to them.
+    pub ids_pushed: u64,
+    /// Round trips of the sessions completed, summed.
+    pub rounds: u64,
+}
+
+struct Session {
+    reconciler: Reconciler,
+    last_activity: Instant,
+}
+
+/// The sessions of one node.
+pub struct SyncManager {
+    me: PeerId,
+    config: SyncManagerConfig,
+    rng: StdRng,
+    sessions: HashMap<(RoomId, PeerId), Session>,
+    actions: VecDeque<SyncAction>,
+    stats: SyncStats,
+}
+
+impl SyncManager {
+    pub fn new(me: PeerId, config: SyncManagerConfig, rng: StdRng) -> Self {
+        SyncManager {
+            me,
+            config,
+            rng,
+            sessions: HashMap::new(),
+            actions: VecDeque::new(),
+            stats: SyncStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// Whether a session with `peer` about `room` is running.
+    pub fn is_running(&self, room: &RoomId, peer: &PeerId) -> bool {
+        self.sessions.contains_key(&(*room, *peer))
+    }
+
+    /// Starts reconciling `room` with `peer` from our side, if we are the
+    /// one to initiate (the lower peer id) and no session runs. Returns
+    /// whether one started.
+    pub fn start(&mut self, now: Instant, room: RoomId, peer: PeerId, set: &impl ItemSet) -> bool {
+        if self.me >= peer || self.is_running(&room, &peer) {
+            return false;
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            self.stats.sessions_refused += 1;
+            return false;
+        }
+        let mut salt = [0u8; SALT_LEN];
+        self.rng.fill_bytes(&mut salt);
+        let mut reconciler = Reconciler::initiator(self.config.sync.clone(), salt);
+        reconciler.initiate(set);
+        self.stats.sessions_started += 1;
+        self.sessions.insert(
+            (room, peer),
+            Session {
+                reconciler,
+                last_activity: now,
+            },
+        );
+        self.drain(room, peer);
+        true
+    }
+
+    /// A sync message from `peer` about `room` (already authenticated and
+    /// checked to be a room we share).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        payload: &[u8],
+        set: &impl ItemSet,
+    ) {
+        let key = (room, peer);
+        if !self.sessions.contains_key(&key) {
+            if self.me < peer {
+                // We initiate with this peer; a message without a session
+                // is a late one from a session that ended or failed.
+                return;
+            }
+            if self.sessions.len() >= self.config.max_sessions {
+                self.stats.sessions_refused += 1;
+                return;
+            }
+            self.stats.sessions_started += 1;
+            self.sessions.insert(
+                key,
+                Session {
+                    reconciler: Reconciler::responder(self.config.sync.clone()),
+                    last_activity: now,
+                },
+            );
+        }
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        session.last_activity = now;
+        if session.reconciler.handle_message(set, payload).is_err() {
+            self.sessions.remove(&key);
+            self.stats.sessions_failed += 1;
+            return;
+        }
+        self.drain(room, peer);
+    }
+
+    /// Drops sessions idle for longer than the timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.session_timeout;
+        let before = self.sessions.len();
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.last_activity) < timeout);
+        self.stats.sessions_failed += (before - self.sessions.len()) as u64;
+    }
+
+    /// When [`SyncManager::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .map(|s| s.last_activity + self.config.session_timeout)
+            .min()
+    }
+
+    pub fn poll_action(&mut self) -> Option<SyncAction> {
+        self.actions.pop_front()
+    }
+
+    /// Ends every session with `peer` (it went away; a new one starts when
+    /// it is back).
+    pub fn forget_peer(&mut self, peer: &PeerId) {
+        self.sessions.retain(|(_, p), _| p != peer);
+    }
+
+    /// Moves a session's outgoing messages to the actions, and finishes it
+    /// when it is done.
+    fn drain(&mut self, room: RoomId, peer: PeerId) {
+        let key = (room, peer);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        while let Some(payload) = session.reconciler.poll_message() {
+            self.stats.bytes_sent += payload.len() as u64;
+            self.actions.push_back(SyncAction::Send {
+                peer,
+                room,
+                payload,
+            });
+        }
+        if session.reconciler.is_done() {
+            let ids: Vec<MessageId> = session.reconciler.have_ids().copied().collect();
+            self.stats.rounds += u64::from(session.reconciler.rounds());
+            self.sessions.remove(&key);
+            self.stats.sessions_completed += 1;
+            if !ids.is_empty() {
+                self.stats.ids_pushed += ids.len() as u64;
+                self.actions
+                    .push_back(SyncAction::Forward { peer, room, ids });
+            }
+        }
+    }
+}
