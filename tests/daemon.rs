@@ -391,3 +391,78 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         handle.shutdown().expect("stops");
     }
 }
+
+#[test]
+fn a_member_who_was_away_gets_the_room_history_from_another_member() {
+    let mut nodes = trio("history");
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.1.peer_id()).collect();
+    let events: Vec<Receiver<Event>> = nodes
+        .iter()
+        .map(|n| n.2.events().expect("events"))
+        .collect();
+    let room = nodes[0]
+        .2
+        .create_room("garage", &[ids[1], ids[2]])
+        .expect("A creates the room");
+    for rx in &events[1..] {
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomJoined { room: r, .. } if *r == room),
+        );
+    }
+    // C goes away; A writes; B gets it; then A goes away too.
+    let (dir_c, _, handle_c) = nodes.remove(2);
+    let addr_c = handle_c.local_addr();
+    handle_c.shutdown().expect("C stops");
+    let texts: Vec<String> = (0..5).map(|i| format!("while C was away {i}")).collect();
+    for text in &texts {
+        nodes[0].2.send_room(room, text).expect("sent");
+    }
+    let mut left = texts.clone();
+    collect_until(&events[1], |e| {
+        if let Event::MessageReceived { text, .. } = e {
+            left.retain(|t| t != text);
+        }
+        left.is_empty()
+    });
+    let (_dir_a, public_a, handle_a) = nodes.remove(0);
+    let addr_a = handle_a.local_addr();
+    handle_a.shutdown().expect("A stops");
+    // C comes back and meets only B: reconciliation brings A's messages.
+    let peers_c = vec![
+        PeerAddr {
+            public: public_a,
+            addr: addr_a,
+        },
+        PeerAddr {
+            public: nodes[0].1.clone(),
+            addr: nodes[0].2.local_addr(),
+        },
+    ];
+    let c = start(&dir_c, addr_c, peers_c);
+    let c_events = c.events().expect("events");
+    let mut left = texts.clone();
+    collect_until(&c_events, |e| {
+        if let Event::MessageReceived {
+            room: r,
+            from,
+            text,
+            ..
+        } = e
+        {
+            assert_eq!((*r, *from), (room, ids[0]), "A's words, in the room");
+            left.retain(|t| t != text);
+        }
+        left.is_empty()
+    });
+    let status = c.status().expect("status");
+    assert!(status.sync.sessions_completed > 0 || status.node.forwards_opened > 0);
+    assert_eq!(
+        status.node.forwards_opened, 5,
+        "opened from A's chain origin"
+    );
+    c.shutdown().expect("C stops");
+    for (_, _, handle) in nodes {
+        handle.shutdown().expect("stops");
+    }
+}

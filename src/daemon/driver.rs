@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,8 +18,10 @@ use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomInfo, direct_room};
 use crate::proto::reliable;
+use crate::proto::sync::{Item, SortedItems};
+use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
-    Contact, DeliveryState, Member, Message, MessageKey, Mute, Room as StoredRoom, Store,
+    Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
 };
 
 /// How many of the newest stored messages per peer seed the node's
@@ -111,7 +113,15 @@ pub(crate) struct NodeDriver {
     status: Status,
     /// Address book and presence: mDNS, registry, keep-alives.
     discovery: Discovery,
+    /// History reconciliation sessions with members.
+    sync: SyncManager,
+    /// When every online member is reconciled with again.
+    next_sync: Instant,
 }
+
+/// How often shared rooms are reconciled with every online member, on top
+/// of a reconciliation whenever a member comes online.
+const SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) fn wall_clock_millis() -> u64 {
     SystemTime::now()
@@ -137,6 +147,13 @@ impl NodeDriver {
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
         let node = Node::new(account.identity, config, StdRng::from_seed(seed), now);
+        let mut sync_seed = [0u8; 32];
+        rand::fill(&mut sync_seed);
+        let sync = SyncManager::new(
+            node.peer_id(),
+            SyncManagerConfig::default(),
+            StdRng::from_seed(sync_seed),
+        );
         let mut driver = NodeDriver {
             node,
             store: account.store,
@@ -146,6 +163,8 @@ impl NodeDriver {
             subscribers: Vec::new(),
             status: Status::default(),
             discovery,
+            sync,
+            next_sync: now + SYNC_INTERVAL,
         };
         for peer in driver.store.blocked()? {
             driver
@@ -599,11 +618,80 @@ impl NodeDriver {
     /// to listeners, learned keys of stored contacts into full contacts.
     fn run_discovery(&mut self, now: Instant) {
         for event in self.discovery.drive(now, &mut self.node) {
+            match &event {
+                // Whatever it missed while away, and what we missed.
+                Event::PeerOnline { peer } => self.sync_with(now, *peer),
+                Event::PeerOffline { peer } => self.sync.forget_peer(peer),
+                _ => {}
+            }
             self.publish(event);
         }
         for public in self.discovery.take_learned() {
             if let Err(error) = self.learn_contact(now, public) {
                 self.store_error("restore a contact", error);
+            }
+        }
+    }
+
+    /// The room's messages in sync order, from the store's index.
+    fn room_items(&self, room: &RoomId) -> SortedItems {
+        let start = Position {
+            timestamp: 0,
+            id: MessageId([0; 32]),
+        };
+        let items = self
+            .store
+            .messages_in_range(room, start, None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| Item {
+                timestamp: p.timestamp,
+                id: p.id,
+            })
+            .collect();
+        SortedItems::new(items)
+    }
+
+    /// Starts reconciling every room shared with `peer`.
+    fn sync_with(&mut self, now: Instant, peer: PeerId) {
+        for room in self.node.shared_rooms(&peer) {
+            let set = self.room_items(&room);
+            self.sync.start(now, room, peer, &set);
+        }
+        self.run_sync(now);
+    }
+
+    /// Carries out the reconciler's actions.
+    fn run_sync(&mut self, now: Instant) {
+        while let Some(action) = self.sync.poll_action() {
+            match action {
+                SyncAction::Send {
+                    peer,
+                    room,
+                    payload,
+                } => {
+                    if let Err(error) = self.node.send_sync(now, peer, room, payload) {
+                        eprintln!("kith daemon: cannot send a sync message: {error}");
+                    }
+                }
+                SyncAction::Forward { peer, room, ids } => {
+                    let wanted: HashSet<MessageId> = ids.into_iter().collect();
+                    for item in self.room_items(&room).as_slice() {
+                        if !wanted.contains(&item.id) {
+                            continue;
+                        }
+                        let key = MessageKey {
+                            room,
+                            timestamp: item.timestamp,
+                            id: item.id,
+                        };
+                        if let Ok(Some(envelope)) = self.store.envelope(&key)
+                            && let Err(error) = self.node.forward(now, peer, &envelope)
+                        {
+                            eprintln!("kith daemon: cannot forward a message: {error}");
+                        }
+                    }
+                }
             }
         }
     }
@@ -640,6 +728,16 @@ impl NodeDriver {
                     self.store_error("leave a room", error);
                 }
                 self.publish(Event::RoomRemoved { room });
+            }
+            NodeEvent::SyncReceived {
+                room,
+                peer,
+                payload,
+            } => {
+                let now = Instant::now();
+                let set = self.room_items(&room);
+                self.sync.handle_message(now, room, peer, &payload, &set);
+                self.run_sync(now);
             }
             NodeEvent::ContactLearned { public } => {
                 let now = Instant::now();
@@ -815,6 +913,19 @@ impl Driver for NodeDriver {
     fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
         self.discovery.handle_timeout(now);
+        self.sync.handle_timeout(now);
+        if now >= self.next_sync {
+            self.next_sync = now + SYNC_INTERVAL;
+            let online: Vec<PeerId> = self
+                .peers
+                .keys()
+                .copied()
+                .filter(|p| self.discovery.is_online(p))
+                .collect();
+            for peer in online {
+                self.sync_with(now, peer);
+            }
+        }
         self.pump(now);
     }
 
@@ -866,6 +977,7 @@ impl Driver for NodeDriver {
             Command::Status { reply } => {
                 let mut status = self.status.clone();
                 status.node = self.node.stats().clone();
+                status.sync = self.sync.stats().clone();
                 let _ = reply.send(status);
             }
             Command::Subscribe(tx) => self.subscribe(tx),
@@ -959,9 +1071,14 @@ impl Driver for NodeDriver {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        [self.node.poll_timeout(), self.discovery.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.node.poll_timeout(),
+            self.discovery.poll_timeout(),
+            self.sync.poll_timeout(),
+            Some(self.next_sync),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

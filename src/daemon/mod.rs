@@ -59,6 +59,7 @@ use crate::net::{self, NetConfig, NetError, NetHandle, NetStatsSnapshot};
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
+use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
@@ -330,6 +331,8 @@ pub struct Status {
     pub unroutable: u64,
     /// Store writes that failed (each also printed to stderr).
     pub store_errors: u64,
+    /// History reconciliation counters.
+    pub sync: SyncStats,
 }
 
 impl Status {
@@ -343,6 +346,13 @@ impl Status {
             ("delivered", self.delivered),
             ("unroutable", self.unroutable),
             ("store_errors", self.store_errors),
+            ("sync_sessions_started", self.sync.sessions_started),
+            ("sync_sessions_completed", self.sync.sessions_completed),
+            ("sync_sessions_failed", self.sync.sessions_failed),
+            ("sync_bytes_sent", self.sync.bytes_sent),
+            ("sync_ids_pushed", self.sync.ids_pushed),
+            ("forwarded", node.forwarded),
+            ("forwards_opened", node.forwards_opened),
             ("net_received", net.received),
             ("net_sent", net.sent),
             ("net_oversize_dropped", net.oversize_dropped),
