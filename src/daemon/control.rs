@@ -300,8 +300,12 @@ fn answer(
             Ok(None)
         }
         "stop" => {
+            // Answer first: the process may exit as soon as the stop is
+            // requested, and the client must not see a cut-off answer.
+            writeln!(out, "ok").map_err(io)?;
+            out.flush().map_err(io)?;
             stop.request_stop();
-            Ok(Some(String::new()))
+            Ok(None)
         }
         "discovery" => {
             let report = request(commands, |reply| Command::Discovery { reply })?;
