@@ -116,6 +116,16 @@ enum Command {
     Discovery,
     /// List the peers you blocked
     Blocked,
+    /// Accept a contact request (someone you did not know wrote to you)
+    Accept {
+        /// The peer, as for `send --to`
+        peer: String,
+    },
+    /// Decline a contact request: blocks the peer
+    Decline {
+        /// The peer, as for `send --to`
+        peer: String,
+    },
     /// Run a registry: lets peers that mDNS cannot reach find each other.
     /// It stores identity → addresses only, never chat data. Its key is kept
     /// in DATA/registry.key when --data or KITH_DATA is given (or in
@@ -236,6 +246,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Discovery => print_lines(&data_dir, "discovery"),
         Command::Blocked => print_lines(&data_dir, "blocked"),
+        Command::Accept { peer } => {
+            let (_, id) = Client::connect(&data_dir)?.call("accept", &[&peer])?;
+            println!("accepted {id}");
+            Ok(())
+        }
+        Command::Decline { peer } => {
+            let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
+            println!("declined and blocked {id}");
+            Ok(())
+        }
         Command::Send { to, text } => {
             let id = Client::connect(&data_dir)?.send(&to, &text)?;
             println!("{id}");

@@ -466,3 +466,58 @@ fn a_member_who_was_away_gets_the_room_history_from_another_member() {
         handle.shutdown().expect("stops");
     }
 }
+
+#[test]
+fn a_stranger_writes_first_and_is_accepted() {
+    let (dir_a, pub_a) = account("stranger-a");
+    let (dir_b, pub_b) = account("stranger-b");
+    // B knows nobody; A knows where B is.
+    let b = start(&dir_b, loopback(), Vec::new());
+    let b_events = b.events().expect("events");
+    let a = start(
+        &dir_a,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_b.clone(),
+            addr: b.local_addr(),
+        }],
+    );
+    let a_events = a.events().expect("events");
+    let id = a
+        .send(pub_b.peer_id(), "hello, we have not met")
+        .expect("sent");
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::ContactRequest { peer } if *peer == pub_a.peer_id()),
+    );
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::MessageReceived { text, .. } if text == "hello, we have not met"),
+    );
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::Delivered { id: got, .. } if *got == id),
+    );
+    let listed = b.peers().expect("peers");
+    let entry = listed
+        .iter()
+        .find(|p| p.peer == pub_a.peer_id())
+        .expect("A is listed");
+    assert!(entry.request, "shown as a request until accepted");
+    b.accept(pub_a.peer_id()).expect("B accepts");
+    let listed = b.peers().expect("peers");
+    assert!(
+        listed
+            .iter()
+            .any(|p| p.peer == pub_a.peer_id() && !p.request)
+    );
+    // B answers; A gets it.
+    b.send(pub_a.peer_id(), "nice to meet you")
+        .expect("B replies");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::MessageReceived { text, .. } if text == "nice to meet you"),
+    );
+    a.shutdown().expect("A stops");
+    b.shutdown().expect("B stops");
+}

@@ -14,8 +14,9 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX MUTE contact\|nearby` (blocked peers are not listed) | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
+//! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
 //! | `create H(NAME) H(MEMBER)...` | — | `ok ROOM_ID` |
 //! | `invite H(ROOM) H(PEER)`, `remove H(ROOM) H(PEER)`, `leave H(ROOM)` | — | `ok` |
@@ -182,7 +183,11 @@ fn answer(
                     if peer.online { "online" } else { "offline" },
                     peer.outbox,
                     mute_word(peer.muted),
-                    if peer.contact { "contact" } else { "nearby" }
+                    match (peer.contact, peer.request) {
+                        (true, true) => "request",
+                        (true, false) => "contact",
+                        (false, _) => "nearby",
+                    }
                 )
                 .map_err(io)?;
             }
@@ -313,6 +318,11 @@ fn answer(
                 writeln!(out, "{line}").map_err(io)?;
             }
             Ok(Some(String::new()))
+        }
+        "accept" => {
+            let peer = arg(&mut words, line)?;
+            let peer = request(commands, |reply| Command::Accept { peer, reply })??;
+            Ok(Some(peer.to_hex()))
         }
         "blocked" => {
             for peer in request(commands, |reply| Command::Blocked { reply })? {

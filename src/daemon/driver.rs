@@ -84,6 +84,11 @@ pub(crate) enum Command {
     Blocked {
         reply: Sender<Vec<PeerId>>,
     },
+    /// Accepts a contact request.
+    Accept {
+        peer: String,
+        reply: Sender<Result<PeerId, DaemonError>>,
+    },
     /// mDNS queued events for the loop (sent by its bridge thread).
     DiscoveryWake,
     /// The socket is bound: start mDNS and the registry.
@@ -115,6 +120,14 @@ pub(crate) struct NodeDriver {
     discovery: Discovery,
     /// History reconciliation sessions with members.
     sync: SyncManager,
+    /// Where peers that are not authenticated yet wrote from: only for
+    /// answering a stranger's handshake. Bounded.
+    provisional: HashMap<PeerId, SocketAddr>,
+    /// Contacts that wrote first and are not accepted yet.
+    requests: HashSet<PeerId>,
+    /// Peers that opened a session with us without being contacts, until
+    /// they write (then they are requests). Bounded.
+    strangers_met: HashMap<PeerId, PublicIdentity>,
     /// When every online member is reconciled with again.
     next_sync: Instant,
 }
@@ -122,6 +135,9 @@ pub(crate) struct NodeDriver {
 /// How often shared rooms are reconciled with every online member, on top
 /// of a reconciliation whenever a member comes online.
 const SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Unproven source addresses kept for answering strangers' handshakes.
+const MAX_PROVISIONAL: usize = 256;
 
 pub(crate) fn wall_clock_millis() -> u64 {
     SystemTime::now()
@@ -165,7 +181,11 @@ impl NodeDriver {
             discovery,
             sync,
             next_sync: now + SYNC_INTERVAL,
+            provisional: HashMap::new(),
+            requests: HashSet::new(),
+            strangers_met: HashMap::new(),
         };
+        driver.requests = driver.store.contact_requests()?.into_iter().collect();
         for peer in driver.store.blocked()? {
             driver
                 .discovery
@@ -518,6 +538,9 @@ impl NodeDriver {
             .set_blocked(now, peer, blocked, &mut self.node);
         if blocked {
             self.store.block(&peer, wall_clock_millis())?;
+            // Declining a request is blocking.
+            self.requests.remove(&peer);
+            self.store.set_contact_request(&peer, false)?;
         } else {
             self.store.unblock(&peer)?;
         }
@@ -696,16 +719,26 @@ impl NodeDriver {
         }
     }
 
-    /// A nearby peer that messaged us becomes a contact.
+    /// Someone who is not a contact wrote to us: a contact request.
     fn promote(&mut self, now: Instant, peer: PeerId) {
         if self.peers.contains_key(&peer) {
             return;
         }
-        if let Some(public) = self.discovery.public_of(&peer)
-            && let Err(error) = self.learn_contact(now, public)
-        {
-            self.store_error("add a contact", error);
+        let Some(public) = self
+            .strangers_met
+            .remove(&peer)
+            .or_else(|| self.discovery.public_of(&peer))
+        else {
+            return;
+        };
+        let result = self
+            .learn_contact(now, public)
+            .and_then(|()| Ok(self.store.set_contact_request(&peer, true)?));
+        if let Err(error) = result {
+            self.store_error("store a contact request", error);
         }
+        self.requests.insert(peer);
+        self.publish(Event::ContactRequest { peer });
     }
 
     fn on_room_event(&mut self, event: NodeEvent) {
@@ -738,6 +771,13 @@ impl NodeDriver {
                 let set = self.room_items(&room);
                 self.sync.handle_message(now, room, peer, &payload, &set);
                 self.run_sync(now);
+            }
+            NodeEvent::StrangerMet { public } => {
+                // A request only once it writes (a presence probe is not).
+                if self.strangers_met.len() >= MAX_PROVISIONAL {
+                    self.strangers_met.clear();
+                }
+                self.strangers_met.insert(public.peer_id(), public);
             }
             NodeEvent::ContactLearned { public } => {
                 let now = Instant::now();
@@ -902,9 +942,25 @@ impl Driver for NodeDriver {
         if is_registry_datagram(bytes) {
             self.discovery
                 .handle_registry_datagram(now, from, bytes, &mut self.node);
-        } else if let Ok(Some(peer)) = self.node.handle_datagram(now, bytes) {
-            // Authenticated: the peer is there, at this address.
-            self.discovery.heard(now, peer, from);
+        } else {
+            match self.node.handle_datagram(now, bytes) {
+                Ok(Some(peer)) => {
+                    // Authenticated: the peer is there, at this address.
+                    self.provisional.remove(&peer);
+                    self.discovery.heard(now, peer, from);
+                }
+                Ok(None) => {
+                    // A handshake opening, not proven yet: its answer may
+                    // go back where it came from, nothing else.
+                    if let Ok(datagram) = crate::proto::wire::Datagram::parse(bytes) {
+                        if self.provisional.len() >= MAX_PROVISIONAL {
+                            self.provisional.clear();
+                        }
+                        self.provisional.insert(datagram.from, from);
+                    }
+                }
+                Err(_) => {}
+            }
         }
         // A dropped datagram is already counted by reason in the node.
         self.pump(now);
@@ -953,6 +1009,7 @@ impl Driver for NodeDriver {
                         online: self.discovery.is_online(id),
                         outbox: self.store.outbox(id).map_or(0, |o| o.len()),
                         contact: true,
+                        request: self.requests.contains(id),
                         muted: self.mute_of(&id.0),
                     })
                     .collect();
@@ -967,6 +1024,7 @@ impl Driver for NodeDriver {
                         online: self.discovery.is_online(&id),
                         outbox: 0,
                         contact: false,
+                        request: false,
                         muted: None,
                     })
                     .collect();
@@ -1034,6 +1092,14 @@ impl Driver for NodeDriver {
             Command::Blocked { reply } => {
                 let _ = reply.send(self.store.blocked().unwrap_or_default());
             }
+            Command::Accept { peer, reply } => {
+                let result = self.resolve_peer(&peer).and_then(|peer| {
+                    self.store.set_contact_request(&peer, false)?;
+                    self.requests.remove(&peer);
+                    Ok(peer)
+                });
+                let _ = reply.send(result);
+            }
             // The events are drained by `pump` below.
             Command::DiscoveryWake => {}
             Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
@@ -1054,7 +1120,10 @@ impl Driver for NodeDriver {
         loop {
             let transmit = self.node.poll_transmit()?;
             let addr = match transmit.to {
-                reliable::Destination::Peer(peer) => self.discovery.addr_of(&peer),
+                reliable::Destination::Peer(peer) => self
+                    .discovery
+                    .addr_of(&peer)
+                    .or_else(|| self.provisional.get(&peer).copied()),
                 // Rooms over multicast are not part of the daemon yet.
                 reliable::Destination::Group(_) => None,
             };

@@ -174,6 +174,9 @@ pub enum Event {
     RoomChanged { room: RoomId },
     /// The room's admin removed us; its history stays.
     RoomRemoved { room: RoomId },
+    /// Someone we did not know wrote to us: accept (`kith accept`) or
+    /// decline (`kith decline`, which blocks). Its messages follow.
+    ContactRequest { peer: PeerId },
 }
 
 impl Event {
@@ -229,6 +232,10 @@ impl Event {
                 r#"{{"event":"room_removed","room":"{}"}}"#,
                 PeerId(room.0).to_hex()
             ),
+            Event::ContactRequest { peer } => format!(
+                r#"{{"event":"contact_request","peer":"{}"}}"#,
+                peer.to_hex()
+            ),
         }
     }
 }
@@ -258,6 +265,12 @@ impl fmt::Display for Event {
             Event::RoomRemoved { room } => {
                 write!(f, "removed from room {}", PeerId(room.0).short())
             }
+            Event::ContactRequest { peer } => write!(
+                f,
+                "{} wants to talk: kith accept {} (or kith decline)",
+                peer.short(),
+                peer.to_hex()
+            ),
         }
     }
 }
@@ -293,6 +306,8 @@ pub struct PeerInfo {
     /// A contact; `false` for a peer discovery found nearby that we have
     /// not exchanged a message with (sending to it makes it a contact).
     pub contact: bool,
+    /// A contact that wrote first and is not accepted yet.
+    pub request: bool,
     /// Muted, and until when.
     pub muted: Option<Mute>,
 }
@@ -558,6 +573,15 @@ impl DaemonHandle {
     /// What discovery sees: interfaces, peers, registry state.
     pub fn discovery(&self) -> Result<DiscoveryReport, DaemonError> {
         self.request(|reply| Command::Discovery { reply })
+    }
+
+    /// Accepts a contact request.
+    pub fn accept(&self, peer: PeerId) -> Result<(), DaemonError> {
+        self.request(|reply| Command::Accept {
+            peer: peer.to_hex(),
+            reply,
+        })?
+        .map(|_| ())
     }
 
     /// The peers we blocked.

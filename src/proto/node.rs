@@ -65,6 +65,7 @@ mod chains;
 mod control;
 mod history;
 mod rooms;
+mod strangers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -76,6 +77,7 @@ pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
 pub use self::rooms::RoomInfo;
+pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
     ChainId, ChainSnapshot, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish,
     HandshakeInit, HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession,
@@ -146,6 +148,9 @@ pub struct NodeConfig {
     /// Envelopes buffered, across all chains, while their sender key has
     /// not arrived.
     pub max_held: usize,
+    /// Whether peers that are not contacts may open a session with us (to
+    /// send a first message: a contact request).
+    pub accept_strangers: bool,
     /// Wall-clock milliseconds since the Unix epoch at the `now` given to
     /// [`Node::new`]; message timestamps are derived from it. The shell can
     /// re-anchor it with [`Node::set_wall_clock`].
@@ -161,6 +166,7 @@ impl Default for NodeConfig {
             finish_attempts: 8,
             max_pending: 128,
             max_held: 256,
+            accept_strangers: true,
             wall_clock_millis: 0,
         }
     }
@@ -206,11 +212,13 @@ pub enum DropReason {
     HeldOverflow,
     /// A multicast group frame (not handled yet).
     GroupUnsupported,
+    /// A stranger's handshake beyond the rate we answer strangers at.
+    StrangerLimit,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -228,6 +236,7 @@ impl DropReason {
         Self::EnvelopeRejected,
         Self::HeldOverflow,
         Self::GroupUnsupported,
+        Self::StrangerLimit,
     ];
 
     fn index(self) -> usize {
@@ -372,6 +381,10 @@ pub enum NodeEvent {
         peer: PeerId,
         payload: Vec<u8>,
     },
+    /// A peer we did not know opened a session with us and proved who it
+    /// is; the node takes it as a contact now. If a message of it follows,
+    /// the shell shows it as a request to accept or decline (block).
+    StrangerMet { public: PublicIdentity },
     /// A room brought us a member who was not a contact; it is one now.
     /// The shell should keep its key and look for its address.
     ContactLearned { public: PublicIdentity },
@@ -586,6 +599,9 @@ pub struct Node {
     /// Where other members' chains started (the distribution we follow
     /// them from), to open envelopes forwarded to us later.
     follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    /// Half-open handshakes strangers started with us.
+    strangers: HashMap<PeerId, strangers::Stranger>,
+    stranger_budget: strangers::StrangerBudget,
     /// Third members' origins already forwarded to a peer.
     forwarded_origins: HashSet<(ChainId, PeerId)>,
     /// Chains that moved since the shell last took their snapshots.
@@ -648,6 +664,8 @@ impl Node {
             restored: HashSet::new(),
             dirty_chains: BTreeSet::new(),
             follow_origins: HashMap::new(),
+            strangers: HashMap::new(),
+            stranger_budget: strangers::StrangerBudget::new(now),
             forwarded_origins: HashSet::new(),
             held: VecDeque::new(),
             controls: HashSet::new(),
@@ -1057,7 +1075,7 @@ impl Node {
             return Err(DropReason::GroupUnsupported);
         }
         if !self.peers.contains_key(&from) {
-            return Err(DropReason::UnknownPeer);
+            return self.on_stranger(now, from, datagram.frame);
         }
         match datagram.frame {
             Frame::HandshakeInit { ephemeral } => self.on_init(from, ephemeral).map(|()| None),

@@ -547,6 +547,29 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a contact as a request (it wrote first, not accepted yet) or
+    /// accepts it.
+    pub fn set_contact_request(&mut self, peer: &PeerId, request: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE contacts SET request = ?2 WHERE peer = ?1",
+            params![peer.as_bytes(), request],
+        )?;
+        Ok(())
+    }
+
+    /// Contacts that are requests.
+    pub fn contact_requests(&self) -> Result<Vec<PeerId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT peer FROM contacts WHERE request = 1 ORDER BY peer")?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|peer| Ok(PeerId(id32(peer)?)))
+            .collect()
+    }
+
     /// Every contact whose public key is known, as (peer, key).
     pub fn contact_keys(&self) -> Result<Vec<(PeerId, [u8; 32])>> {
         let mut stmt = self.conn.prepare_cached(

@@ -31,10 +31,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: V3,
     },
+    Migration {
+        version: 4,
+        sql: V4,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 3;
+pub(crate) const LATEST: u32 = 4;
+
+/// Version 4: a contact who wrote first and whom the user has not accepted
+/// yet is a request.
+const V4: &str = "
+ALTER TABLE contacts ADD COLUMN request INTEGER NOT NULL DEFAULT 0;
+";
 
 /// Version 2: what a node needs to come back after a restart without asking
 /// anyone: contacts' public keys (a peer id is only their hash) and group

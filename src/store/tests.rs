@@ -237,6 +237,13 @@ fn contact_keys_and_group_state_survive_a_reopen() {
     assert_eq!(store.contact_keys().unwrap(), vec![(peer, [3; 32])]);
     assert_eq!(store.group(&room).unwrap(), Some((peer, 4)));
     assert_eq!(store.group(&RoomId([9; 32])).unwrap(), None);
+    drop(store);
+    let mut store = Store::open(&path, PASS).unwrap();
+    assert!(store.contact_requests().unwrap().is_empty());
+    store.set_contact_request(&peer, true).unwrap();
+    assert_eq!(store.contact_requests().unwrap(), vec![peer]);
+    store.set_contact_request(&peer, false).unwrap();
+    assert!(store.contact_requests().unwrap().is_empty());
 }
 
 /// Snapshots of a chain as its sender keeps it and as a member follows it

@@ -351,10 +351,18 @@ fn blocked_peer_is_dropped_before_crypto_and_gets_no_answer() {
 }
 
 #[test]
-fn strangers_get_no_handshake_answer() {
+fn strangers_get_no_handshake_answer_when_not_accepted() {
     let now = Instant::now();
     let mut a = node(1, now);
-    let mut b = node(2, now);
+    let mut b = Node::new(
+        identity(2),
+        NodeConfig {
+            accept_strangers: false,
+            ..NodeConfig::default()
+        },
+        StdRng::seed_from_u64(1002),
+        now,
+    );
     a.add_contact(now, identity(2).public());
     a.set_reachable(now, b.peer_id(), true);
     a.send_direct(now, b.peer_id(), "hi").expect("send");
@@ -365,6 +373,75 @@ fn strangers_get_no_handshake_answer() {
         );
     }
     assert!(transmits(&mut b).is_empty());
+}
+
+#[test]
+fn a_stranger_meets_us_by_sending_a_message() {
+    let mut now = Instant::now();
+    let mut a = node(1, now);
+    let mut b = node(2, now);
+    a.add_contact(now, identity(2).public());
+    a.set_reachable(now, b.peer_id(), true);
+    let id = a
+        .send_direct(now, b.peer_id(), "hello, we have not met")
+        .expect("send");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    assert!(
+        trace.b_events.contains(&NodeEvent::StrangerMet {
+            public: identity(1).public()
+        }),
+        "B learns who wrote"
+    );
+    let got = received(&trace.b_events);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, b"hello, we have not met");
+    b.confirm_stored(now, got[0].1);
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    assert_eq!(delivered(&trace.a_events), vec![id]);
+    // Declining is blocking: nothing more is answered or accepted.
+    b.block(a.peer_id());
+    a.send_direct(now, b.peer_id(), "again").expect("send");
+    for t in transmits(&mut a) {
+        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+    }
+}
+
+#[test]
+fn strangers_are_answered_at_a_bounded_rate() {
+    let now = Instant::now();
+    let mut b = node(2, now);
+    let mut answered = 0;
+    let mut limited = 0;
+    for seed in 0..200u64 {
+        let mut stranger = node(10_000 + seed, now);
+        stranger.add_contact(now, identity(2).public());
+        stranger.keepalive(now, b.peer_id());
+        for t in transmits(&mut stranger) {
+            match b.handle_datagram(now, &t.bytes) {
+                Ok(None) => answered += 1,
+                Err(DropReason::StrangerLimit) => limited += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(answered, STRANGER_BURST as usize, "a burst, then the rate");
+    assert_eq!(limited, 200 - answered);
+    assert!(b.strangers.len() <= MAX_STRANGERS);
+    assert_eq!(transmits(&mut b).len(), answered);
+    // A second later, about STRANGER_RATE more are answered.
+    let later = now + Duration::from_secs(1);
+    let mut more = 0;
+    for seed in 0..100u64 {
+        let mut stranger = node(20_000 + seed, later);
+        stranger.add_contact(later, identity(2).public());
+        stranger.keepalive(later, b.peer_id());
+        for t in transmits(&mut stranger) {
+            if b.handle_datagram(later, &t.bytes) == Ok(None) {
+                more += 1;
+            }
+        }
+    }
+    assert_eq!(more, STRANGER_RATE as usize);
 }
 
 #[test]
