@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::discovery::{Attach, Discovery, DiscoveryConfig, DiscoveryReport, is_registry_datagram};
+use super::mutes::MuteTable;
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
@@ -113,7 +114,7 @@ pub(crate) struct NodeDriver {
     /// stored copy.
     inflight: HashMap<MessageId, MessageKey>,
     /// Muted rooms and peers (by their 32-byte id).
-    mutes: HashMap<[u8; 32], Mute>,
+    mutes: MuteTable,
     subscribers: Vec<Sender<Event>>,
     status: Status,
     /// Address book and presence: mDNS, registry, keep-alives.
@@ -175,7 +176,7 @@ impl NodeDriver {
             store: account.store,
             peers: HashMap::new(),
             inflight: HashMap::new(),
-            mutes: HashMap::new(),
+            mutes: MuteTable::default(),
             subscribers: Vec::new(),
             status: Status::default(),
             discovery,
@@ -191,7 +192,7 @@ impl NodeDriver {
                 .discovery
                 .set_blocked(now, peer, true, &mut driver.node);
         }
-        driver.mutes = driver.store.mutes()?.into_iter().collect();
+        driver.mutes = MuteTable::new(driver.store.mutes()?);
         for (peer, key) in driver.store.contact_keys()? {
             match PublicIdentity::from_bytes(&key) {
                 Ok(public) if public.peer_id() == peer => driver.learn_contact(now, public)?,
@@ -555,43 +556,30 @@ impl NodeDriver {
         match mute {
             Some(mute) => {
                 self.store.set_mute(&RoomId(key), mute)?;
-                self.mutes.insert(key, mute);
+                self.mutes.set(key, mute);
             }
             None => {
                 self.store.clear_mute(&RoomId(key))?;
-                self.mutes.remove(&key);
+                self.mutes.clear(&key);
             }
         }
         Ok(())
     }
 
-    /// Whether a message in `room` from `from` is muted now. An expired
-    /// mute is dropped on the way.
+    /// Whether a message in `room` from `from` is muted now. Mutes that
+    /// ended are forgotten on the way.
     fn is_muted(&mut self, room: &RoomId, from: &PeerId) -> bool {
         let now = wall_clock_millis();
-        let mut muted = false;
-        for key in [room.0, from.0] {
-            match self.mutes.get(&key) {
-                Some(Mute::Indefinitely) => muted = true,
-                Some(Mute::Until(until)) if *until > now => muted = true,
-                Some(Mute::Until(_)) => {
-                    self.mutes.remove(&key);
-                    if let Err(error) = self.store.clear_mute(&RoomId(key)) {
-                        self.store_error("clear an expired mute", error);
-                    }
-                }
-                None => {}
+        for ended in self.mutes.expire(now) {
+            if let Err(error) = self.store.clear_mute(&RoomId(ended)) {
+                self.store_error("clear an ended mute", error);
             }
         }
-        muted
+        self.mutes.is_muted(&room.0, &from.0, now)
     }
 
     fn mute_of(&self, key: &[u8; 32]) -> Option<Mute> {
-        let now = wall_clock_millis();
-        self.mutes.get(key).copied().filter(|m| match m {
-            Mute::Until(until) => *until > now,
-            Mute::Indefinitely => true,
-        })
+        self.mutes.get(key, wall_clock_millis())
     }
 
     fn rooms(&self) -> Vec<RoomSummary> {

@@ -45,6 +45,7 @@
 pub mod control;
 pub mod discovery;
 mod driver;
+pub mod mutes;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -142,6 +142,11 @@ impl Node {
                 RoomKind::Direct { peer } => *peer == author,
                 RoomKind::Group(group) => group.members.contains(&author),
             });
+        if self.blocked.contains(&author) {
+            // A blocked peer's words are not stored, whoever carries them.
+            self.reject(now, receipt, DropReason::Blocked);
+            return;
+        }
         if self.check_shared(&room, &receipt.from).is_err() || !author_ok {
             self.reject(now, receipt, DropReason::Foreign);
             return;
