@@ -1398,3 +1398,35 @@ fn partition_heals_by_reconciliation_even_with_the_authors_away() {
         );
     }
 }
+
+#[test]
+fn a_blocked_members_words_are_never_stored_even_when_forwarded() {
+    let mut net = Net::new(1400, 4, Link::lossy(0.05));
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
+    }));
+    let blocked = net.ids[3];
+    net.peers[1].node.block(blocked);
+    for i in 0..5 {
+        net.send_room(3, room, &format!("from the blocked one {i}"));
+        net.send_room(0, room, &format!("from the admin {i}"));
+    }
+    net.run_for(Duration::from_secs(5));
+    // Members who did get them offer them to 1 in reconciliation.
+    sync_round(&mut net, room);
+    net.run_for(Duration::from_secs(5));
+    let at_1 = &net.peers[1];
+    assert!(at_1.stored.iter().all(|s| s.from != blocked), "nothing of 3 at 1");
+    assert_eq!(
+        at_1.stored.iter().filter(|s| s.from == net.ids[0]).count(),
+        5,
+        "the others' words still arrive"
+    );
+    assert!(at_1.node.stats().dropped(DropReason::Blocked) > 0);
+    assert_eq!(
+        net.peers[2].stored.iter().filter(|s| s.from == blocked).count(),
+        5,
+        "only 1 blocked 3"
+    );
+}
