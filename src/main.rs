@@ -185,6 +185,11 @@ struct DaemonArgs {
     /// missed ones
     #[arg(long, default_value_t = 5)]
     keepalive_secs: u64,
+    /// IPv4 address of an interface to send and receive group-room traffic
+    /// on by multicast (repeatable). Without it rooms go unicast to each
+    /// member.
+    #[arg(long = "multicast-interface", value_name = "IPV4")]
+    multicast_interfaces: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(clap::Args)]
@@ -428,6 +433,7 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
     let config = DaemonConfig {
         net: NetConfig {
             unicast_bind: args.listen,
+            multicast_interfaces: args.multicast_interfaces.clone(),
             ..NetConfig::default()
         },
         peers,

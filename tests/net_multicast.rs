@@ -9,6 +9,7 @@
 //! is missing or not permitted, the test prints
 //! `SKIPPED multicast test: <reason>` and passes; it never skips silently.
 
+mod common;
 mod net_support;
 
 use std::collections::BTreeSet;
@@ -20,7 +21,6 @@ use kith::net::{self, Destination, NetConfig, Via};
 use net_support::{Cmd, Event, TestDriver, next, next_datagram, payload};
 
 const CHILD_ENV: &str = "KITH_NET_NS_CHILD";
-const TEST_NAME: &str = "group_datagrams_reach_every_member_in_a_namespace";
 /// Printed by the child once the namespace is ready, so the parent can tell
 /// "could not set up" from "set up, then failed".
 const READY: &str = "KITH-NS-READY";
@@ -29,10 +29,30 @@ const PASSED: &str = "KITH-NS-PASSED";
 
 #[test]
 fn group_datagrams_reach_every_member_in_a_namespace() {
+    in_private_namespace(
+        "group_datagrams_reach_every_member_in_a_namespace",
+        loops_exchange_group_datagrams,
+    );
+}
+
+#[test]
+fn a_group_room_runs_over_multicast_between_daemons_in_a_namespace() {
+    in_private_namespace(
+        "a_group_room_runs_over_multicast_between_daemons_in_a_namespace",
+        daemons_chat_in_a_multicast_room,
+    );
+}
+
+/// Runs `body` in a fresh network namespace with multicast on its
+/// loopback: the parent re-executes this test there and checks the result.
+fn in_private_namespace(test_name: &str, body: fn()) {
     if std::env::var_os(CHILD_ENV).is_some() {
-        in_namespace();
+        if enter_namespace() {
+            body();
+            println!("{PASSED}");
+        }
     } else {
-        run_child_in_namespace();
+        run_child_in_namespace(test_name);
     }
 }
 
@@ -54,7 +74,7 @@ fn interface_names() -> Vec<String> {
         .collect()
 }
 
-fn run_child_in_namespace() {
+fn run_child_in_namespace(test_name: &str) {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
     let here = network_namespace();
     if here.is_empty() {
@@ -64,7 +84,7 @@ fn run_child_in_namespace() {
     let output = match Command::new("unshare")
         .arg("-rn")
         .arg(&exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         // The child gets our namespace so it can prove it is not in it.
         .env(CHILD_ENV, &here)
         .output()
@@ -98,6 +118,9 @@ fn run_child_in_namespace() {
         "the multicast test failed inside the namespace ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    for line in stdout.lines().filter(|l| l.contains("figure")) {
+        report(line);
+    }
     report("multicast test ran in a private network namespace");
 }
 
@@ -128,7 +151,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn in_namespace() {
+/// Checks that this is a fresh private namespace and turns multicast on
+/// its loopback; `false` (with a skip line) if that cannot be done.
+fn enter_namespace() -> bool {
     // Never reconfigure the host's loopback: run only in a namespace other
     // than the parent's (e.g. not when someone sets the variable by hand).
     // Two independent checks: the parent's namespace id differs from ours,
@@ -149,10 +174,13 @@ fn in_namespace() {
         .and_then(|()| ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]));
     if let Err(reason) = setup {
         println!("{SKIP} {reason}");
-        return;
+        return false;
     }
     println!("{READY}");
+    true
+}
 
+fn loops_exchange_group_datagrams() {
     let group = SocketAddrV4::new(net::DEFAULT_MULTICAST_GROUP, net::DEFAULT_MULTICAST_PORT);
     let config = || NetConfig {
         multicast_group: group,
@@ -217,5 +245,115 @@ fn in_namespace() {
             "{s:?}"
         );
     }
-    println!("{PASSED}");
+}
+
+/// Three daemons on the namespace's loopback with multicast: a group room's
+/// messages go once to the group and reach every member, stored.
+fn daemons_chat_in_a_multicast_room() {
+    use kith::account::Account;
+    use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
+    use kith::store::KdfParams;
+    use std::time::{Duration, Instant};
+
+    const PASS: &str = "multicast room passphrase";
+    let dirs: Vec<common::TempDir> = (0..3)
+        .map(|i| common::TempDir::new(&format!("mcast-room-{i}")))
+        .collect();
+    let publics: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            Account::create(
+                &dir.path().join("data"),
+                PASS,
+                KdfParams::insecure_fast_for_tests(),
+            )
+            .expect("account")
+            .identity
+            .public()
+        })
+        .collect();
+    let group = SocketAddrV4::new(net::DEFAULT_MULTICAST_GROUP, net::DEFAULT_MULTICAST_PORT);
+    // Fixed ports, so every daemon can be told the others' addresses.
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::from((Ipv4Addr::LOCALHOST, 47_600 + i as u16)))
+        .collect();
+    let daemons: Vec<DaemonHandle> = (0..3)
+        .map(|i| {
+            let peers = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| PeerAddr {
+                    public: publics[j].clone(),
+                    addr: addrs[j],
+                })
+                .collect();
+            let config = DaemonConfig {
+                net: NetConfig {
+                    unicast_bind: addrs[i],
+                    multicast_group: group,
+                    multicast_interfaces: vec![Ipv4Addr::LOCALHOST],
+                    ..NetConfig::loopback()
+                },
+                peers,
+                ..DaemonConfig::default()
+            };
+            daemon::start(&dirs[i].path().join("data"), PASS, config).expect("daemon starts")
+        })
+        .collect();
+    let events: Vec<_> = daemons
+        .iter()
+        .map(|d| d.events().expect("events"))
+        .collect();
+    let ids: Vec<_> = publics.iter().map(|p| p.peer_id()).collect();
+    let room = daemons[0]
+        .create_room("over the group", &[ids[1], ids[2]])
+        .expect("room");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = |rx: &std::sync::mpsc::Receiver<Event>, mut done: Box<dyn FnMut(&Event) -> bool>| loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = rx.recv_timeout(left).expect("the expected event in time");
+        if done(&event) {
+            return;
+        }
+    };
+    for rx in &events[1..] {
+        wait(
+            rx,
+            Box::new(move |e| matches!(e, Event::RoomJoined { room: r, .. } if *r == room)),
+        );
+    }
+    const N: usize = 50;
+    for i in 0..N {
+        daemons[i % 3]
+            .send_room(room, &format!("message {i}"))
+            .expect("sent");
+    }
+    for (d, rx) in events.iter().enumerate() {
+        let mut want: BTreeSet<String> = (0..N)
+            .filter(|i| i % 3 != d)
+            .map(|i| format!("message {i}"))
+            .collect();
+        wait(
+            rx,
+            Box::new(move |e| {
+                if let Event::MessageReceived { text, .. } = e {
+                    want.remove(text);
+                }
+                want.is_empty()
+            }),
+        );
+    }
+    let statuses: Vec<_> = daemons
+        .iter()
+        .map(|d| d.status().expect("status"))
+        .collect();
+    let sent: u64 = statuses.iter().map(|s| s.node.group_sent).sum();
+    let received: u64 = statuses.iter().map(|s| s.node.group_received).sum();
+    assert!(
+        sent > 0 && received > 0,
+        "the room went over the group: {sent} sent, {received} opened"
+    );
+    println!("multicast room figure: {N} messages, {sent} group frames sent, {received} opened");
+    for d in daemons {
+        d.shutdown().expect("stops");
+    }
 }

@@ -160,6 +160,21 @@ impl Net {
         link: Link,
         contact: impl Fn(usize, usize) -> bool,
     ) -> Self {
+        Self::build(seed, n, link, contact, NodeConfig::default())
+    }
+
+    /// `n` nodes with `config`, every one a reachable contact of every other.
+    fn with_config(seed: u64, n: usize, link: Link, config: NodeConfig) -> Self {
+        Self::build(seed, n, link, |_, _| true, config)
+    }
+
+    fn build(
+        seed: u64,
+        n: usize,
+        link: Link,
+        contact: impl Fn(usize, usize) -> bool,
+        config: NodeConfig,
+    ) -> Self {
         let now = Instant::now();
         let identities: Vec<Identity> = (0..n).map(|i| identity(seed, i)).collect();
         let ids: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
@@ -168,7 +183,7 @@ impl Net {
         for (i, id) in identities.into_iter().enumerate() {
             let mut node = Node::new(
                 id,
-                NodeConfig::default(),
+                config.clone(),
                 StdRng::seed_from_u64(seed * 7919 + i as u64),
                 now,
             );
@@ -556,11 +571,27 @@ impl Net {
             while let Some(transmit) = self.peers[i].node.poll_transmit() {
                 progressed = true;
                 assert!(transmit.bytes.len() <= kith::proto::wire::MAX_DATAGRAM);
-                let Destination::Peer(peer) = transmit.to else {
-                    panic!("direct messaging never uses a group");
-                };
-                let to = self.index[&peer];
-                self.put_on_wire(i, to, transmit.bytes);
+                match transmit.to {
+                    Destination::Peer(peer) => {
+                        let to = self.index[&peer];
+                        self.put_on_wire(i, to, transmit.bytes);
+                    }
+                    Destination::Group(room) => {
+                        // The LAN's multicast group: every member hears it
+                        // (each over its own lossy link).
+                        let members = self.peers[i]
+                            .node
+                            .room(&room)
+                            .map(|r| r.members)
+                            .unwrap_or_default();
+                        for member in members {
+                            let to = self.index[&member];
+                            if to != i {
+                                self.put_on_wire(i, to, transmit.bytes.clone());
+                            }
+                        }
+                    }
+                }
             }
             if !progressed {
                 break;
@@ -1417,7 +1448,10 @@ fn a_blocked_members_words_are_never_stored_even_when_forwarded() {
     sync_round(&mut net, room);
     net.run_for(Duration::from_secs(5));
     let at_1 = &net.peers[1];
-    assert!(at_1.stored.iter().all(|s| s.from != blocked), "nothing of 3 at 1");
+    assert!(
+        at_1.stored.iter().all(|s| s.from != blocked),
+        "nothing of 3 at 1"
+    );
     assert_eq!(
         at_1.stored.iter().filter(|s| s.from == net.ids[0]).count(),
         5,
@@ -1425,8 +1459,105 @@ fn a_blocked_members_words_are_never_stored_even_when_forwarded() {
     );
     assert!(at_1.node.stats().dropped(DropReason::Blocked) > 0);
     assert_eq!(
-        net.peers[2].stored.iter().filter(|s| s.from == blocked).count(),
+        net.peers[2]
+            .stored
+            .iter()
+            .filter(|s| s.from == blocked)
+            .count(),
         5,
         "only 1 blocked 3"
     );
+}
+
+#[test]
+fn multicast_room_of_five_delivers_everything_once_under_loss() {
+    for (seed, loss) in [(1500, 0.0), (1501, 0.1), (1502, 0.2)] {
+        let config = NodeConfig {
+            group_multicast: true,
+            ..NodeConfig::default()
+        };
+        let mut net = Net::with_config(seed, 5, Link::lossy(loss), config);
+        let room = create_room(&mut net, &[1, 2, 3, 4]);
+        assert!(net.run_until(Duration::from_secs(30), |n| {
+            (0..5).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 5))
+        }));
+        for round in 0..6 {
+            for i in 0..5 {
+                net.send_room(i, room, &format!("{i} over multicast {round}"));
+            }
+            net.run_for(Duration::from_millis(20));
+        }
+        assert!(
+            net.run_until(Duration::from_secs(120), Net::all_room_delivered),
+            "seed {seed}: everything delivered"
+        );
+        net.check_room_messages();
+        let sent: u64 = net.peers.iter().map(|p| p.node.stats().group_sent).sum();
+        let opened: u64 = net
+            .peers
+            .iter()
+            .map(|p| p.node.stats().group_received)
+            .sum();
+        assert!(
+            sent > 0 && opened > 0,
+            "seed {seed}: frames went over the group"
+        );
+        for peer in &net.peers {
+            assert_eq!(peer.node.stats().dropped(DropReason::Forged), 0);
+        }
+    }
+}
+
+#[test]
+fn forged_and_foreign_group_frames_are_dropped() {
+    let config = NodeConfig {
+        group_multicast: true,
+        ..NodeConfig::default()
+    };
+    let mut net = Net::with_config(1600, 4, Link::lossy(0.0), config);
+    let room = create_room(&mut net, &[1, 2]);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        (0..3).all(|i| in_room(n, i, &room).is_some())
+    }));
+    net.send_room(0, room, "genuine");
+    let group_frame = net
+        .wire
+        .iter()
+        .rev()
+        .find(|(from, _, bytes)| {
+            *from == 0
+                && matches!(
+                    Datagram::parse(bytes),
+                    Ok(Datagram {
+                        frame: Frame::Group { .. },
+                        ..
+                    })
+                )
+        })
+        .map(|(_, _, bytes)| bytes.clone())
+        .expect("a group frame went out");
+    let mut flipped = group_frame.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(net.inject(1, &flipped), Err(DropReason::Forged));
+    // The same frame claimed by a non-member (node 3 is not in the room).
+    let mut relabelled = Datagram::parse(&group_frame).expect("valid");
+    relabelled.from = net.ids[3];
+    assert_eq!(
+        net.inject(1, &relabelled.emit().expect("valid")),
+        Err(DropReason::GroupUnsupported)
+    );
+    // Claimed by another member: the AEAD binds the sender, so it fails.
+    relabelled.from = net.ids[2];
+    assert_eq!(
+        net.inject(1, &relabelled.emit().expect("valid")),
+        Err(DropReason::Forged)
+    );
+    // The non-member itself never reads the room's frames.
+    assert_eq!(
+        net.inject(3, &group_frame),
+        Err(DropReason::GroupUnsupported)
+    );
+    assert!(net.run_until(Duration::from_secs(10), Net::all_room_delivered));
+    net.check_room_messages();
 }

@@ -17,7 +17,9 @@ use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
-use crate::proto::node::{Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomInfo, direct_room};
+use crate::proto::node::{
+    GroupKey, Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomInfo, direct_room,
+};
 use crate::proto::reliable;
 use crate::proto::sync::{Item, SortedItems};
 use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
@@ -326,6 +328,10 @@ impl NodeDriver {
                 .into_iter()
                 .map(|m| m.peer)
                 .collect();
+            let group_key = self
+                .store
+                .epoch_key(&room.id, u64::from(epoch))?
+                .map(|key| GroupKey(*key));
             let info = RoomInfo {
                 id: room.id,
                 name: room.name,
@@ -333,6 +339,7 @@ impl NodeDriver {
                 admin: Some(admin),
                 epoch,
                 members,
+                group_key,
             };
             if let Err(error) = self.node.restore_room(now, &info) {
                 eprintln!("kith daemon: cannot restore a room: {error}");
@@ -355,6 +362,10 @@ impl NodeDriver {
             created_at: wall_clock_millis(),
         })?;
         self.store.set_group(room, &admin, info.epoch)?;
+        if let Some(key) = &info.group_key {
+            self.store
+                .put_epoch_key(room, u64::from(info.epoch), &key.0)?;
+        }
         let stored: Vec<PeerId> = self
             .store
             .members(room)?
@@ -1112,8 +1123,14 @@ impl Driver for NodeDriver {
                     .discovery
                     .addr_of(&peer)
                     .or_else(|| self.provisional.get(&peer).copied()),
-                // Rooms over multicast are not part of the daemon yet.
-                reliable::Destination::Group(_) => None,
+                reliable::Destination::Group(_) => {
+                    // One multicast group for every room: members of other
+                    // rooms drop the frame at the first check.
+                    return Some(Transmit {
+                        to: Destination::Group,
+                        bytes: transmit.bytes,
+                    });
+                }
             };
             match addr {
                 Some(addr) => {

@@ -428,6 +428,9 @@ pub fn start(
 ) -> Result<DaemonHandle, DaemonError> {
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
+    let mut config = config;
+    // Group rooms use the multicast group when there is one.
+    config.node.group_multicast |= config.net.multicast_enabled();
     let discovery = config.discovery.clone();
     let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
     let (events_tx, events_rx) = mpsc::channel();

@@ -311,6 +311,34 @@ fn aead_open(
         .map_err(|_| CryptoError::Unauthentic)
 }
 
+/// Seals a multicast group frame's packet under a room's group key:
+/// returns `nonce ‖ ciphertext` (a random nonce; the key lives for one
+/// epoch, far below XChaCha20's random-nonce bound).
+pub fn seal_group_frame(
+    key: &SecretKey,
+    nonce: &[u8; 24],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&aead_seal(key.as_bytes(), nonce, aad, plaintext)?);
+    Ok(out)
+}
+
+/// Opens what [`seal_group_frame`] made.
+pub fn open_group_frame(
+    key: &SecretKey,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < 24 + TAG_LEN {
+        return Err(CryptoError::Unauthentic);
+    }
+    let (nonce, ciphertext) = sealed.split_at(24);
+    let nonce: [u8; 24] = nonce.try_into().map_err(|_| CryptoError::Unauthentic)?;
+    aead_open(key.as_bytes(), &nonce, aad, ciphertext)
+}
+
 // ---------------------------------------------------------------------------
 // Replay window
 // ---------------------------------------------------------------------------

@@ -63,6 +63,7 @@
 
 mod chains;
 mod control;
+mod group;
 mod history;
 mod rooms;
 mod strangers;
@@ -76,7 +77,7 @@ use rand::{Rng, SeedableRng};
 pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
-pub use self::rooms::RoomInfo;
+pub use self::rooms::{GroupKey, RoomInfo};
 pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
     ChainId, ChainSnapshot, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish,
@@ -148,6 +149,9 @@ pub struct NodeConfig {
     /// Envelopes buffered, across all chains, while their sender key has
     /// not arrived.
     pub max_held: usize,
+    /// Whether group rooms send over the multicast group (with unicast
+    /// repair and fall-back per member) instead of unicast to each member.
+    pub group_multicast: bool,
     /// Whether peers that are not contacts may open a session with us (to
     /// send a first message: a contact request).
     pub accept_strangers: bool,
@@ -167,6 +171,7 @@ impl Default for NodeConfig {
             max_pending: 128,
             max_held: 256,
             accept_strangers: true,
+            group_multicast: false,
             wall_clock_millis: 0,
         }
     }
@@ -210,7 +215,8 @@ pub enum DropReason {
     /// An envelope waiting for its sender key was pushed out of the buffer
     /// (it is handed to the shell as [`NodeEvent::Undecryptable`]).
     HeldOverflow,
-    /// A multicast group frame (not handled yet).
+    /// A multicast group frame of a room we are not in, from a non-member,
+    /// or of an epoch whose key we do not hold.
     GroupUnsupported,
     /// A stranger's handshake beyond the rate we answer strangers at.
     StrangerLimit,
@@ -290,6 +296,9 @@ pub struct NodeStats {
     pub forwarded: u64,
     /// Forwarded envelopes we could open from their chain's origin.
     pub forwards_opened: u64,
+    /// Multicast group frames sent and opened.
+    pub group_sent: u64,
+    pub group_received: u64,
 }
 
 impl NodeStats {
@@ -536,6 +545,10 @@ struct Group {
     epoch: u32,
     /// Every member, us included.
     members: BTreeSet<PeerId>,
+    /// This epoch's key for multicast frames (from the admin).
+    group_key: SecretKey,
+    /// The previous epoch's, for frames still in flight across a change.
+    previous_key: Option<(u32, SecretKey)>,
 }
 
 impl RoomState {
@@ -1071,8 +1084,8 @@ impl Node {
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
         }
-        if matches!(datagram.frame, Frame::Group { .. }) {
-            return Err(DropReason::GroupUnsupported);
+        if let Frame::Group { room, payload } = datagram.frame {
+            return self.on_group_frame(now, from, room, &payload);
         }
         if !self.peers.contains_key(&from) {
             return self.on_stranger(now, from, datagram.frame);
@@ -1090,7 +1103,7 @@ impl Node {
                 counter,
                 ciphertext,
             } => self.on_sealed(now, from, session, counter, &ciphertext),
-            Frame::Group { .. } => Err(DropReason::GroupUnsupported),
+            Frame::Group { room, payload } => self.on_group_frame(now, from, room, &payload),
         }
     }
 
@@ -1312,9 +1325,8 @@ impl Node {
     fn route(&mut self, transmit: Transmit) {
         let peer = match transmit.destination {
             Destination::Peer(peer) => peer,
-            Destination::Group(_) => {
-                // Only unicast rooms exist so far (multicast is issue 7).
-                self.stats.deferred += 1;
+            Destination::Group(room) => {
+                self.seal_group(room, &transmit.bytes);
                 return;
             }
         };
@@ -1542,12 +1554,17 @@ impl Node {
                 epoch,
                 admin,
                 members,
+                group_key,
             } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                if let Err(reason) =
-                    self.on_invite(now, receipt.from, room, name, epoch, admin, &members)
-                {
+                let update = rooms::Update {
+                    room,
+                    epoch,
+                    members,
+                    group_key: SecretKey::from_bytes(group_key),
+                };
+                if let Err(reason) = self.on_invite(now, receipt.from, name, admin, update) {
                     self.stats.count(reason);
                 }
             }
@@ -1555,10 +1572,17 @@ impl Node {
                 room,
                 epoch,
                 members,
+                group_key,
             } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                if let Err(reason) = self.on_members(now, receipt.from, room, epoch, &members) {
+                let update = rooms::Update {
+                    room,
+                    epoch,
+                    members,
+                    group_key: SecretKey::from_bytes(group_key),
+                };
+                if let Err(reason) = self.on_members(now, receipt.from, update) {
                     self.stats.count(reason);
                 }
             }

@@ -48,6 +48,9 @@ pub enum Control {
         #[serde(with = "serde_bytes")]
         admin: [u8; 32],
         members: Vec<MemberKey>,
+        /// The epoch's key for multicast frames of the room.
+        #[serde(with = "serde_bytes")]
+        group_key: [u8; 32],
     },
     /// The admin's new member list for a new epoch (after an invite, a
     /// removal or a leave). A receiver missing from it was removed.
@@ -56,6 +59,9 @@ pub enum Control {
         room: RoomId,
         epoch: u32,
         members: Vec<MemberKey>,
+        /// The new epoch's key for multicast frames of the room.
+        #[serde(with = "serde_bytes")]
+        group_key: [u8; 32],
     },
     /// The sender leaves the room.
     #[serde(rename = "l")]
@@ -138,12 +144,13 @@ impl std::fmt::Debug for Control {
                 room,
                 epoch,
                 members,
+                ..
             } => f
                 .debug_struct("RoomMembers")
                 .field("room", room)
                 .field("epoch", epoch)
                 .field("members", &members.len())
-                .finish(),
+                .finish_non_exhaustive(),
             Control::RoomLeave { room } => f.debug_struct("RoomLeave").field("room", room).finish(),
             Control::Sync { room, payload } => f
                 .debug_struct("Sync")
@@ -253,12 +260,14 @@ mod tests {
             epoch: 3,
             admin: [5; 32],
             members: vec![MemberKey([5; 32]), MemberKey([6; 32])],
+            group_key: [7; 32],
         };
         assert_eq!(Control::decode(&invite.encode()), Ok(invite));
         let update = Control::RoomMembers {
             room: RoomId([4; 32]),
             epoch: 4,
             members: vec![MemberKey([5; 32])],
+            group_key: [7; 32],
         };
         assert_eq!(Control::decode(&update.encode()), Ok(update));
         let leave = Control::RoomLeave {
@@ -288,6 +297,7 @@ mod tests {
             room: RoomId([4; 32]),
             epoch: 4,
             members: vec![MemberKey([5; 32]); MAX_ROOM_MEMBERS + 1],
+            group_key: [7; 32],
         };
         assert_eq!(
             Control::decode(&crowded.encode()),
@@ -299,6 +309,7 @@ mod tests {
             epoch: 0,
             admin: [5; 32],
             members: vec![],
+            group_key: [7; 32],
         };
         assert_eq!(
             Control::decode(&long_name.encode()),

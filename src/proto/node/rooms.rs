@@ -25,7 +25,7 @@ use super::{
     direct_room,
 };
 use crate::proto::crypto::SenderKeyDistribution;
-use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SenderChain};
+use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SecretKey, SenderChain};
 use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::reliable::RoomConfig;
 
@@ -46,6 +46,27 @@ pub struct RoomInfo {
     pub epoch: u32,
     /// Every member, us included, in peer id order.
     pub members: Vec<PeerId>,
+    /// For a group room, the current epoch's key for multicast frames
+    /// (the shell keeps it in the store, sealed).
+    pub group_key: Option<GroupKey>,
+}
+
+/// A group room's multicast frame key. `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupKey(pub [u8; 32]);
+
+impl std::fmt::Debug for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupKey(..)")
+    }
+}
+
+/// A member list from the admin: an invite's or a new epoch's.
+pub(super) struct Update {
+    pub(super) room: RoomId,
+    pub(super) epoch: u32,
+    pub(super) members: Vec<MemberKey>,
+    pub(super) group_key: SecretKey,
 }
 
 impl Node {
@@ -70,6 +91,7 @@ impl Node {
                     admin: None,
                     epoch: 0,
                     members,
+                    group_key: None,
                 }
             }
             RoomKind::Group(group) => RoomInfo {
@@ -79,6 +101,7 @@ impl Node {
                 admin: Some(group.admin),
                 epoch: group.epoch,
                 members: group.members.iter().copied().collect(),
+                group_key: Some(GroupKey(*group.group_key.as_bytes())),
             },
         })
     }
@@ -119,6 +142,7 @@ impl Node {
         hasher.update(&self.me.0);
         hasher.update(&nonce);
         let room = RoomId(*hasher.finalize().as_bytes());
+        let group_key = SecretKey::random(&mut self.rng);
         self.start_group(
             room,
             Group {
@@ -126,6 +150,8 @@ impl Node {
                 admin: self.me,
                 epoch: 0,
                 members: all,
+                group_key,
+                previous_key: None,
             },
         );
         for peer in self.others(&room) {
@@ -148,10 +174,9 @@ impl Node {
         }
         self.check_invitable(&peer)?;
         let old = self.others(&room);
-        if let Some(group) = self.group_mut(&room) {
-            group.members.insert(peer);
-            group.epoch += 1;
-        }
+        self.next_epoch(&room, |members| {
+            members.insert(peer);
+        });
         for member in old {
             self.send_members(now, room, member);
         }
@@ -175,10 +200,9 @@ impl Node {
         if peer == self.me || !group.members.contains(&peer) {
             return Err(NodeError::NotMember(peer));
         }
-        if let Some(group) = self.group_mut(&room) {
-            group.members.remove(&peer);
-            group.epoch += 1;
-        }
+        self.next_epoch(&room, |members| {
+            members.remove(&peer);
+        });
         for member in self.others(&room) {
             self.send_members(now, room, member);
         }
@@ -241,6 +265,12 @@ impl Node {
         {
             return Err(NodeError::UnknownPeer(*unknown));
         }
+        let group_key = match &info.group_key {
+            Some(key) => SecretKey::from_bytes(key.0),
+            // Kept by an older version: multicast frames of this epoch will
+            // not open until the admin's next epoch.
+            None => SecretKey::random(&mut self.rng),
+        };
         self.start_group(
             info.id,
             Group {
@@ -248,6 +278,8 @@ impl Node {
                 admin,
                 epoch: info.epoch,
                 members,
+                group_key,
+                previous_key: None,
             },
         );
         Ok(())
@@ -255,17 +287,15 @@ impl Node {
 
     // --- control messages from the pairwise streams ---------------------------
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_invite(
         &mut self,
         now: Instant,
         from: PeerId,
-        room: RoomId,
         name: String,
-        epoch: u32,
         admin: [u8; 32],
-        members: &[MemberKey],
+        update: Update,
     ) -> Result<(), DropReason> {
+        let (room, epoch) = (update.room, update.epoch);
         if crate::proto::crypto::peer_id_of(&admin) != from {
             // Only the admin invites, and the admin is whoever sent it.
             return Err(DropReason::Foreign);
@@ -277,7 +307,7 @@ impl Node {
                 .group(&room)
                 .is_some_and(|g| g.admin == from && epoch > g.epoch);
             return if is_update {
-                self.on_members(now, from, room, epoch, members)
+                self.on_members(now, from, update)
             } else {
                 Err(DropReason::Foreign)
             };
@@ -285,7 +315,7 @@ impl Node {
         if name.len() > MAX_ROOM_NAME {
             return Err(DropReason::ControlMalformed);
         }
-        let publics = member_keys(members)?;
+        let publics = member_keys(&update.members)?;
         let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
         if !ids.contains(&self.me) || !ids.contains(&from) {
             return Err(DropReason::Foreign);
@@ -298,6 +328,8 @@ impl Node {
                 admin: from,
                 epoch,
                 members: ids,
+                group_key: update.group_key,
+                previous_key: None,
             },
         );
         for peer in self.others(&room) {
@@ -312,10 +344,9 @@ impl Node {
         &mut self,
         now: Instant,
         from: PeerId,
-        room: RoomId,
-        epoch: u32,
-        members: &[MemberKey],
+        update: Update,
     ) -> Result<(), DropReason> {
+        let (room, epoch) = (update.room, update.epoch);
         let current = self
             .group(&room)
             .filter(|g| g.admin == from)
@@ -323,7 +354,7 @@ impl Node {
         if epoch <= current.epoch {
             return Err(DropReason::Foreign);
         }
-        let publics = member_keys(members)?;
+        let publics = member_keys(&update.members)?;
         let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
         if !ids.contains(&self.me) {
             self.forget_room(room);
@@ -336,6 +367,8 @@ impl Node {
         }
         self.learn_contacts(now, publics);
         if let Some(group) = self.group_mut(&room) {
+            let old_key = std::mem::replace(&mut group.group_key, update.group_key);
+            group.previous_key = Some((group.epoch, old_key));
             group.members = ids;
             group.epoch = epoch;
         }
@@ -362,7 +395,7 @@ impl Node {
         }
         let now_admin = group.admin == me;
         if now_admin {
-            group.epoch += 1;
+            self.next_epoch(&room, |_| {});
             for member in self.others(&room) {
                 self.send_members(now, room, member);
             }
@@ -432,7 +465,20 @@ impl Node {
 
     // --- helpers ---------------------------------------------------------------
 
-    fn group(&self, room: &RoomId) -> Option<&Group> {
+    /// The admin starts a new epoch: changes the members, bumps the epoch
+    /// and draws the new multicast key (the old one stays for frames in
+    /// flight).
+    fn next_epoch(&mut self, room: &RoomId, change: impl FnOnce(&mut BTreeSet<PeerId>)) {
+        let key = SecretKey::random(&mut self.rng);
+        if let Some(group) = self.group_mut(room) {
+            change(&mut group.members);
+            let old_key = std::mem::replace(&mut group.group_key, key);
+            group.previous_key = Some((group.epoch, old_key));
+            group.epoch += 1;
+        }
+    }
+
+    pub(super) fn group(&self, room: &RoomId) -> Option<&Group> {
         self.rooms.get(room).and_then(RoomState::group)
     }
 
@@ -490,8 +536,13 @@ impl Node {
             .copied()
             .filter(|p| *p != self.me)
             .collect();
-        self.reliable
-            .join_room(room, RoomConfig { multicast: false }, others);
+        self.reliable.join_room(
+            room,
+            RoomConfig {
+                multicast: self.config.group_multicast,
+            },
+            others,
+        );
         self.adopt_chain(&chain);
         self.rooms.insert(
             room,
@@ -601,18 +652,23 @@ impl Node {
             epoch: group.epoch,
             admin: self.identity.public().to_bytes(),
             members: self.member_list(&room),
+            group_key: *group.group_key.as_bytes(),
         };
         self.send_pairwise(now, peer, &invite);
     }
 
     fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
-        let Some(epoch) = self.group(&room).map(|g| g.epoch) else {
+        let Some((epoch, group_key)) = self
+            .group(&room)
+            .map(|g| (g.epoch, *g.group_key.as_bytes()))
+        else {
             return;
         };
         let members = Control::RoomMembers {
             room,
             epoch,
             members: self.member_list(&room),
+            group_key,
         };
         self.send_pairwise(now, peer, &members);
     }
