@@ -17,30 +17,23 @@
 //!   transaction.
 //! - **Sent messages survive a restart.** Every message we send is stored
 //!   with a `Pending` delivery per recipient, set to `Delivered` when the
-//!   recipient acknowledges it. At start (and whenever a peer is added) the
-//!   store's outbox for each known peer is queued again.
+//!   recipient acknowledges it. At start the outbox goes out again as the
+//!   very envelopes stored, after the chains they were sealed on were
+//!   restored and handed out again (see `ARCHITECTURE.md`).
+//! - **Chains commit with messages.** The node's chain positions are stored
+//!   in the same transaction as the messages that moved them, so a restart
+//!   neither reuses a message key nor loses one it needs.
 //! - **One owner.** Only the `kith-net` thread touches the node and the
 //!   store; callers talk to it through commands with bounded waits.
-//!
 //! - **Found, then proven.** Peers come from the static table
 //!   ([`DaemonConfig::peers`], [`DaemonHandle::add_peer`]), from mDNS and
 //!   from the registry ([`DiscoveryConfig`]); a peer is online only after a
 //!   datagram from it authenticated, offline after the configured number
 //!   of missed keep-alives (see [`discovery`]).
+//! - **Histories converge.** Shared rooms are reconciled with a member when
+//!   it comes online and every minute; what one side lacks is forwarded.
 //!
-//! Limits of this first slice (see `ARCHITECTURE.md`):
-//! - The store keeps contacts by id only, without their keys: after a
-//!   restart a contact is usable once mDNS or the registry found its key
-//!   again. Blocks are not persisted.
-//! - The node keeps its sender chain in memory only, so a message re-queued
-//!   from the outbox after a restart is sealed again as a new envelope with
-//!   a new id; its stored copy keeps the old id and becomes `Delivered` when
-//!   the new one is acknowledged. If the old one had in fact been stored by
-//!   the recipient (only its acknowledgement was lost), the recipient sees
-//!   the text twice. Likewise a restarted receiver has lost its peers'
-//!   chains, so messages sealed before its restart arrive as unreadable
-//!   (stored, acknowledged and reported as [`Event::Undecryptable`]).
-//! - Direct messages only: no rooms, no multicast.
+//! Limits: see the daemon section of `ARCHITECTURE.md`.
 
 pub mod control;
 pub mod discovery;
