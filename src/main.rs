@@ -149,6 +149,10 @@ enum RoomCommand {
     Remove { room: String, peer: String },
     /// Leave a room
     Leave { room: String },
+    /// Accept an invitation to a room (`kith rooms` lists them as invited)
+    Accept { room: String },
+    /// Decline an invitation to a room
+    Decline { room: String },
 }
 
 #[derive(clap::Args)]
@@ -190,6 +194,9 @@ struct DaemonArgs {
     /// member.
     #[arg(long = "multicast-interface", value_name = "IPV4")]
     multicast_interfaces: Vec<std::net::Ipv4Addr>,
+    /// Join rooms as soon as someone invites you (for unattended devices)
+    #[arg(long)]
+    accept_invites: bool,
 }
 
 #[derive(clap::Args)]
@@ -279,6 +286,8 @@ fn run(cli: Cli) -> Result<()> {
                 RoomCommand::Invite { room, peer } => client.call("invite", &[room, peer])?,
                 RoomCommand::Remove { room, peer } => client.call("remove", &[room, peer])?,
                 RoomCommand::Leave { room } => client.call("leave", &[room])?,
+                RoomCommand::Accept { room } => client.call("join", &[room])?,
+                RoomCommand::Decline { room } => client.call("decline", &[room])?,
             };
             if !value.is_empty() {
                 println!("{value}");
@@ -438,6 +447,10 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
         },
         peers,
         control_socket: true,
+        node: kith::proto::node::NodeConfig {
+            auto_accept_invites: args.accept_invites,
+            ..Default::default()
+        },
         discovery: DiscoveryConfig {
             mdns: !args.no_mdns,
             interfaces,
@@ -449,7 +462,6 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
             },
             contacts,
         },
-        ..DaemonConfig::default()
     };
     let daemon = daemon::start(data_dir, passphrase, config)?;
     signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;

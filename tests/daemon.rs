@@ -270,7 +270,17 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         .2
         .create_room("kitchen", &[ids[1], ids[2]])
         .expect("A creates the room");
-    for rx in &events[1..] {
+    for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
+        // Invited first; joined once the user says yes.
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomInvited { room: r, name, from } if *r == room && name == "kitchen" && *from == ids[0]),
+        );
+        assert!(
+            node.2.send_room(room, "too early").is_err(),
+            "not a member before accepting"
+        );
+        node.2.answer_invite(room, true).expect("accept");
         collect_until(
             rx,
             |e| matches!(e, Event::RoomJoined { room: r, name } if *r == room && name == "kitchen"),
@@ -404,7 +414,12 @@ fn a_member_who_was_away_gets_the_room_history_from_another_member() {
         .2
         .create_room("garage", &[ids[1], ids[2]])
         .expect("A creates the room");
-    for rx in &events[1..] {
+    for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomInvited { room: r, .. } if *r == room),
+        );
+        node.2.answer_invite(room, true).expect("accept");
         collect_until(
             rx,
             |e| matches!(e, Event::RoomJoined { room: r, .. } if *r == room),

@@ -287,6 +287,11 @@ fn daemons_chat_in_a_multicast_room() {
                 })
                 .collect();
             let config = DaemonConfig {
+                // Unattended devices: invitations are accepted at once.
+                node: kith::proto::node::NodeConfig {
+                    auto_accept_invites: true,
+                    ..Default::default()
+                },
                 net: NetConfig {
                     unicast_bind: addrs[i],
                     multicast_group: group,

@@ -131,6 +131,8 @@ struct Net {
     room_sent: Vec<RoomSent>,
     /// Partition: datagrams cross only between nodes on the same side.
     side: Vec<u8>,
+    /// Whether every invitation is accepted as it arrives.
+    accept_invites: bool,
 }
 
 /// A group message and who was a member (besides its author) when it was
@@ -225,6 +227,7 @@ impl Net {
             sent: Vec::new(),
             room_sent: Vec::new(),
             side: vec![0; n],
+            accept_invites: true,
         }
     }
 
@@ -500,6 +503,10 @@ impl Net {
                         self.peers[i]
                             .sync
                             .handle_message(now, room, peer, &payload, &set);
+                    }
+                    NodeEvent::RoomInvited { room, .. } if self.accept_invites => {
+                        // The user says yes.
+                        let _ = self.peers[i].node.accept_invite(now, room);
                     }
                     NodeEvent::ContactLearned { public } => {
                         // The shell finds an address for a member it just
@@ -1560,4 +1567,52 @@ fn forged_and_foreign_group_frames_are_dropped() {
     );
     assert!(net.run_until(Duration::from_secs(10), Net::all_room_delivered));
     net.check_room_messages();
+}
+
+#[test]
+fn an_invitation_waits_for_an_answer_and_a_declined_one_removes_us() {
+    let mut net = Net::new(1700, 4, Link::lossy(0.1));
+    net.accept_invites = false;
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        (1..4).all(|i| n.peers[i].node.invitations().len() == 1)
+    }));
+    for i in 1..4 {
+        assert!(
+            net.peers[i].node.room(&room).is_none(),
+            "not in before answering"
+        );
+        let (invited, name, from) = net.peers[i].node.invitations()[0].clone();
+        assert_eq!(
+            (invited, name.as_str(), from),
+            (room, "kitchen", net.ids[0])
+        );
+    }
+    let now = net.now;
+    net.peers[1].node.accept_invite(now, room).expect("accept");
+    net.peers[2].node.accept_invite(now, room).expect("accept");
+    net.peers[3]
+        .node
+        .decline_invite(now, room)
+        .expect("decline");
+    for i in 1..4 {
+        net.drain(i);
+    }
+    // The admin takes the decliner out: a new epoch of three.
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..3).all(|i| {
+            n.peers[i]
+                .node
+                .room(&room)
+                .is_some_and(|r| r.members.len() == 3 && r.epoch == 1)
+        })
+    }));
+    for i in 0..3 {
+        net.send_room(i, room, &format!("without 3, from {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    assert!(net.peers[3].node.room(&room).is_none());
+    assert!(net.peers[3].node.invitations().is_empty());
+    assert!(net.peers[3].stored.iter().all(|s| s.room != room));
 }

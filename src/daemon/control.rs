@@ -17,9 +17,10 @@
 //! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
-//! | `rooms` | `ROOM_ID group\|direct EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
+//! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
 //! | `create H(NAME) H(MEMBER)...` | — | `ok ROOM_ID` |
 //! | `invite H(ROOM) H(PEER)`, `remove H(ROOM) H(PEER)`, `leave H(ROOM)` | — | `ok` |
+//! | `join H(ROOM)`, `decline H(ROOM)` (answer an invitation) | — | `ok` |
 //! | `block H(PEER)`, `unblock H(PEER)` | — | `ok PEER_ID` |
 //! | `mute H(TARGET) UNTIL_MS\|forever`, `unmute H(TARGET)` | — | `ok` |
 //! | `status` | `NAME VALUE` | `ok` |
@@ -199,10 +200,10 @@ fn answer(
                     out,
                     "{} {} {} {} {} {} {}",
                     PeerId(room.id.0).to_hex(),
-                    if room.direct.is_some() {
-                        "direct"
-                    } else {
-                        "group"
+                    match (room.direct.is_some(), room.invited) {
+                        (true, _) => "direct",
+                        (false, true) => "invited",
+                        (false, false) => "group",
                     },
                     room.epoch,
                     room.members.len(),
@@ -237,6 +238,16 @@ fn answer(
                     reply,
                 })??;
             }
+            Ok(Some(String::new()))
+        }
+        "join" | "decline" => {
+            let room = arg(&mut words, line)?;
+            let accept = line.starts_with("join");
+            request(commands, |reply| Command::AnswerInvite {
+                room,
+                accept,
+                reply,
+            })??;
             Ok(Some(String::new()))
         }
         "leave" => {

@@ -455,6 +455,15 @@ impl Discovery {
             .filter_map(|(id, s)| Some((*id, s.public.clone()?, s.addr)))
     }
 
+    /// `peer` proved its key by opening a session with us before we saw
+    /// it announced: it is nearby.
+    pub(crate) fn learned_key(&mut self, peer: PeerId, public: PublicIdentity) {
+        let seen = self.book.entry(peer).or_default();
+        if seen.public.is_none() {
+            seen.public = Some(public);
+        }
+    }
+
     /// `peer` became a contact (by a message either way).
     pub(crate) fn mark_contact(&mut self, peer: PeerId) {
         if let Some(seen) = self.book.get_mut(&peer) {

@@ -87,6 +87,12 @@ pub(crate) enum Command {
     Blocked {
         reply: Sender<Vec<PeerId>>,
     },
+    /// Accepts or declines an invitation to a room.
+    AnswerInvite {
+        room: String,
+        accept: bool,
+        reply: Sender<Result<(), DaemonError>>,
+    },
     /// Accepts a contact request.
     Accept {
         peer: String,
@@ -470,6 +476,29 @@ impl NodeDriver {
         }
     }
 
+    /// A pending invitation by room id, hex prefix or name.
+    fn resolve_invitation(&self, text: &str) -> Result<RoomId, DaemonError> {
+        let text = text.trim();
+        let lower = text.to_ascii_lowercase();
+        let found: Vec<RoomId> = self
+            .node
+            .invitations()
+            .into_iter()
+            .filter(|(room, name, _)| {
+                name == text
+                    || (lower.len() >= 4
+                        && lower.chars().all(|c| c.is_ascii_hexdigit())
+                        && PeerId(room.0).to_hex().starts_with(&lower))
+            })
+            .map(|(room, _, _)| room)
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(DaemonError::UnknownRoom(text.to_owned())),
+            _ => Err(DaemonError::Ambiguous(text.to_owned())),
+        }
+    }
+
     /// A message's destination: a group room, or else a peer.
     fn resolve_target(&self, text: &str) -> Result<Target, DaemonError> {
         match self.resolve_room(text) {
@@ -594,6 +623,26 @@ impl NodeDriver {
     }
 
     fn rooms(&self) -> Vec<RoomSummary> {
+        let invited = self
+            .node
+            .invitations()
+            .into_iter()
+            .map(|(id, name, from)| RoomSummary {
+                id,
+                name,
+                direct: None,
+                admin: Some(from),
+                epoch: 0,
+                members: Vec::new(),
+                muted: None,
+                invited: true,
+            });
+        let mut rooms = self.joined_rooms();
+        rooms.extend(invited);
+        rooms
+    }
+
+    fn joined_rooms(&self) -> Vec<RoomSummary> {
         let names: HashMap<PeerId, String> = self
             .store
             .contacts()
@@ -617,6 +666,7 @@ impl NodeDriver {
                     epoch: info.epoch,
                     members: info.members,
                     muted: self.mute_of(&info.id.0),
+                    invited: false,
                 }
             })
             .collect()
@@ -742,6 +792,9 @@ impl NodeDriver {
 
     fn on_room_event(&mut self, event: NodeEvent) {
         match event {
+            NodeEvent::RoomInvited { room, name, from } => {
+                self.publish(Event::RoomInvited { room, name, from });
+            }
             NodeEvent::RoomJoined { room } => {
                 if let Err(error) = self.persist_room(&room) {
                     self.store_error("store a room", error);
@@ -776,6 +829,7 @@ impl NodeDriver {
                 if self.strangers_met.len() >= MAX_PROVISIONAL {
                     self.strangers_met.clear();
                 }
+                self.discovery.learned_key(public.peer_id(), public.clone());
                 self.strangers_met.insert(public.peer_id(), public);
             }
             NodeEvent::ContactLearned { public } => {
@@ -1090,6 +1144,21 @@ impl Driver for NodeDriver {
             }
             Command::Blocked { reply } => {
                 let _ = reply.send(self.store.blocked().unwrap_or_default());
+            }
+            Command::AnswerInvite {
+                room,
+                accept,
+                reply,
+            } => {
+                let result = self.resolve_invitation(&room).and_then(|room| {
+                    if accept {
+                        self.node.accept_invite(now, room)?;
+                    } else {
+                        self.node.decline_invite(now, room)?;
+                    }
+                    Ok(())
+                });
+                let _ = reply.send(result);
             }
             Command::Accept { peer, reply } => {
                 let result = self.resolve_peer(&peer).and_then(|peer| {

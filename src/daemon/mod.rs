@@ -162,7 +162,14 @@ pub enum Event {
     PeerOnline { peer: PeerId },
     /// No answer from `peer` for a while; messages to it stay queued.
     PeerOffline { peer: PeerId },
-    /// Someone added us to a group room.
+    /// An admin invites us to a group room: `kith room accept` or
+    /// `kith room decline` (or [`DaemonHandle::accept_invite`]).
+    RoomInvited {
+        room: RoomId,
+        name: String,
+        from: PeerId,
+    },
+    /// We joined a group room.
     RoomJoined { room: RoomId, name: String },
     /// A group room's members changed.
     RoomChanged { room: RoomId },
@@ -213,6 +220,12 @@ impl Event {
             Event::PeerOffline { peer } => {
                 format!(r#"{{"event":"peer_offline","peer":"{}"}}"#, peer.to_hex())
             }
+            Event::RoomInvited { room, name, from } => format!(
+                r#"{{"event":"room_invited","room":"{}","name":"{}","from":"{}"}}"#,
+                PeerId(room.0).to_hex(),
+                json_escape(name),
+                from.to_hex()
+            ),
             Event::RoomJoined { room, name } => format!(
                 r#"{{"event":"room_joined","room":"{}","name":"{}"}}"#,
                 PeerId(room.0).to_hex(),
@@ -250,6 +263,12 @@ impl fmt::Display for Event {
             }
             Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
             Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
+            Event::RoomInvited { room, name, from } => write!(
+                f,
+                "{} invites you to room {name:?}: kith room accept {}",
+                from.short(),
+                PeerId(room.0).to_hex()
+            ),
             Event::RoomJoined { room, name } => {
                 write!(f, "joined room {name:?} ({})", PeerId(room.0).short())
             }
@@ -317,10 +336,12 @@ pub struct RoomSummary {
     /// For a group, who runs it.
     pub admin: Option<PeerId>,
     pub epoch: u32,
-    /// Every member, us included.
+    /// Every member, us included (empty for an invitation).
     pub members: Vec<PeerId>,
     /// Muted, and until when.
     pub muted: Option<Mute>,
+    /// An invitation not answered yet (`admin` is who invited us).
+    pub invited: bool,
 }
 
 /// Counters for `kith status`.
@@ -515,6 +536,15 @@ impl DaemonHandle {
         self.request(|reply| Command::RemoveMember {
             room: PeerId(room.0).to_hex(),
             peer: peer.to_hex(),
+            reply,
+        })?
+    }
+
+    /// Accepts (`true`) or declines an invitation to `room`.
+    pub fn answer_invite(&self, room: RoomId, accept: bool) -> Result<(), DaemonError> {
+        self.request(|reply| Command::AnswerInvite {
+            room: PeerId(room.0).to_hex(),
+            accept,
             reply,
         })?
     }

@@ -95,6 +95,10 @@ use super::wire::{self, Datagram, Frame, WireError};
 #[cfg(test)]
 mod tests;
 
+/// How long we wait for message 3 of a handshake we answered before a
+/// keep-alive may start a handshake of our own.
+const RESPONDING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The sealed plaintext that answers a keep-alive probe (an empty
 /// plaintext). Reliable packets are never this short, so neither can be
 /// mistaken for one.
@@ -149,6 +153,9 @@ pub struct NodeConfig {
     /// Envelopes buffered, across all chains, while their sender key has
     /// not arrived.
     pub max_held: usize,
+    /// Whether invitations to rooms are accepted without asking (headless
+    /// devices); otherwise they wait for [`Node::accept_invite`].
+    pub auto_accept_invites: bool,
     /// Whether group rooms send over the multicast group (with unicast
     /// repair and fall-back per member) instead of unicast to each member.
     pub group_multicast: bool,
@@ -171,6 +178,7 @@ impl Default for NodeConfig {
             max_pending: 128,
             max_held: 256,
             accept_strangers: true,
+            auto_accept_invites: false,
             group_multicast: false,
             wall_clock_millis: 0,
         }
@@ -376,7 +384,15 @@ pub enum NodeEvent {
     PeerUnreachable { peer: PeerId },
     /// `peer` answered again; queued messages are going out.
     PeerReachable { peer: PeerId },
-    /// An admin added us to a group room ([`Node::room`] describes it).
+    /// An admin invites us to a group room: [`Node::accept_invite`] or
+    /// [`Node::decline_invite`] (with `auto_accept_invites` we join at once
+    /// and get [`NodeEvent::RoomJoined`] instead).
+    RoomInvited {
+        room: RoomId,
+        name: String,
+        from: PeerId,
+    },
+    /// We joined a group room ([`Node::room`] describes it).
     RoomJoined { room: RoomId },
     /// A group room's members, admin or epoch changed.
     RoomChanged { room: RoomId },
@@ -499,6 +515,9 @@ enum Handshake {
         responder: Responder,
         session_id: [u8; 16],
         response: Vec<u8>,
+        /// When we answered: a message 3 that never comes must not keep
+        /// the peer from ever handshaking again (see `RESPONDING_TIMEOUT`).
+        since: Instant,
     },
 }
 
@@ -612,6 +631,8 @@ pub struct Node {
     /// Where other members' chains started (the distribution we follow
     /// them from), to open envelopes forwarded to us later.
     follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    /// Invitations the user has not answered.
+    invitations: HashMap<RoomId, rooms::Invitation>,
     /// Half-open handshakes strangers started with us.
     strangers: HashMap<PeerId, strangers::Stranger>,
     stranger_budget: strangers::StrangerBudget,
@@ -678,6 +699,7 @@ impl Node {
             dirty_chains: BTreeSet::new(),
             follow_origins: HashMap::new(),
             strangers: HashMap::new(),
+            invitations: HashMap::new(),
             stranger_budget: strangers::StrangerBudget::new(now),
             forwarded_origins: HashSet::new(),
             held: VecDeque::new(),
@@ -1026,6 +1048,12 @@ impl Node {
             return;
         };
         state.reachable = true;
+        if let Handshake::Responding { since, .. } = state.handshake
+            && now.saturating_duration_since(since) >= RESPONDING_TIMEOUT
+        {
+            // The initiator gave up on the handshake we answered.
+            state.handshake = Handshake::Idle;
+        }
         if state.session.is_some() {
             self.stats.keepalives_sent += 1;
             self.seal_to(peer, &[]);
@@ -1087,7 +1115,17 @@ impl Node {
         if let Frame::Group { room, payload } = datagram.frame {
             return self.on_group_frame(now, from, room, &payload);
         }
-        if !self.peers.contains_key(&from) {
+        // A message 3 goes to the handshake we answered as a contact if there
+        // is one, else to one a stranger opened before it became a contact.
+        let stranger_finishing = matches!(datagram.frame, Frame::HandshakeFinish { .. })
+            && self.strangers.contains_key(&from)
+            && !self
+                .peers
+                .get(&from)
+                .is_some_and(|p| matches!(p.handshake, Handshake::Responding { .. }));
+        if !self.peers.contains_key(&from) || stranger_finishing {
+            // (A stranger may have become a contact, e.g. by discovery,
+            // while the handshake it opened was under way.)
             return self.on_stranger(now, from, datagram.frame);
         }
         match datagram.frame {
@@ -1149,6 +1187,7 @@ impl Node {
             responder,
             session_id,
             response: bytes.clone(),
+            since: self.now,
         };
         self.emit_raw(from, bytes);
         Ok(())

@@ -61,6 +61,16 @@ impl std::fmt::Debug for GroupKey {
     }
 }
 
+/// Invitations held at once, waiting for the user's answer.
+const MAX_INVITATIONS: usize = 64;
+
+/// An invite the user has not answered.
+pub(super) struct Invitation {
+    from: PeerId,
+    name: String,
+    update: Update,
+}
+
 /// A member list from the admin: an invite's or a new epoch's.
 pub(super) struct Update {
     pub(super) room: RoomId,
@@ -320,13 +330,46 @@ impl Node {
         if !ids.contains(&self.me) || !ids.contains(&from) {
             return Err(DropReason::Foreign);
         }
+        if !self.config.auto_accept_invites {
+            // Held until the user accepts or declines; a newer invite (the
+            // admin's next epoch) replaces it.
+            if self.invitations.len() >= MAX_INVITATIONS && !self.invitations.contains_key(&room) {
+                return Err(DropReason::HeldOverflow);
+            }
+            if self
+                .invitations
+                .get(&room)
+                .is_some_and(|i| i.update.epoch >= epoch)
+            {
+                return Err(DropReason::Foreign);
+            }
+            self.events.push_back(NodeEvent::RoomInvited {
+                room,
+                name: name.clone(),
+                from,
+            });
+            self.invitations
+                .insert(room, Invitation { from, name, update });
+            return Ok(());
+        }
+        self.join(now, from, name, update);
+        Ok(())
+    }
+
+    /// Joins a room we were invited to.
+    fn join(&mut self, now: Instant, from: PeerId, name: String, update: Update) {
+        let room = update.room;
+        let Ok(publics) = member_keys(&update.members) else {
+            return;
+        };
+        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
         self.learn_contacts(now, publics);
         self.start_group(
             room,
             Group {
                 name,
                 admin: from,
-                epoch,
+                epoch: update.epoch,
                 members: ids,
                 group_key: update.group_key,
                 previous_key: None,
@@ -337,6 +380,44 @@ impl Node {
         }
         self.apply_early_keys(now, room);
         self.events.push_back(NodeEvent::RoomJoined { room });
+    }
+
+    /// Rooms we were invited to and have not answered, as (room, name, who
+    /// invited us).
+    pub fn invitations(&self) -> Vec<(RoomId, String, PeerId)> {
+        let mut out: Vec<_> = self
+            .invitations
+            .iter()
+            .map(|(room, i)| (*room, i.name.clone(), i.from))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Accepts an invitation: we join the room and hand our key to its
+    /// members.
+    pub fn accept_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
+        self.advance(now);
+        let invitation = self
+            .invitations
+            .remove(&room)
+            .ok_or(NodeError::UnknownRoom(room))?;
+        self.join(now, invitation.from, invitation.name, invitation.update);
+        self.pump_events(now);
+        Ok(())
+    }
+
+    /// Declines an invitation: the admin is told we leave, so it removes
+    /// us; the other members never hear from us.
+    pub fn decline_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
+        self.advance(now);
+        let invitation = self
+            .invitations
+            .remove(&room)
+            .ok_or(NodeError::UnknownRoom(room))?;
+        self.early_keys.retain(|d| d.chain.room != room);
+        self.send_pairwise(now, invitation.from, &Control::RoomLeave { room });
+        self.pump_events(now);
         Ok(())
     }
 
@@ -347,6 +428,22 @@ impl Node {
         update: Update,
     ) -> Result<(), DropReason> {
         let (room, epoch) = (update.room, update.epoch);
+        if let Some(invitation) = self.invitations.get(&room) {
+            // The room changed while we had not answered yet.
+            if invitation.from != from || epoch <= invitation.update.epoch {
+                return Err(DropReason::Foreign);
+            }
+            let publics = member_keys(&update.members)?;
+            if publics.iter().any(|p| p.peer_id() == self.me) {
+                if let Some(invitation) = self.invitations.get_mut(&room) {
+                    invitation.update = update;
+                }
+            } else {
+                self.invitations.remove(&room);
+                self.events.push_back(NodeEvent::RoomRemoved { room });
+            }
+            return Ok(());
+        }
         let current = self
             .group(&room)
             .filter(|g| g.admin == from)
