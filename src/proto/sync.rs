@@ -93,7 +93,7 @@ use crate::proto::ids::MessageId;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 /// The sync message format version this build speaks.
-pub const SYNC_VERSION: u8 = 1;
+pub const SYNC_VERSION: u8 = 2;
 /// Bytes of a range fingerprint on the wire.
 pub const FINGERPRINT_LEN: usize = 8;
 /// Bytes of a salted short id in a list.
@@ -318,6 +318,41 @@ pub trait ItemSet {
     /// item before it and the first item after it. Returns fewer pairs when
     /// the range holds fewer than `parts` items.
     fn split_pairs(&self, range: &Range, parts: usize) -> Vec<(Item, Item)>;
+
+    /// The items at positions `index - 1` and `index` of the whole set in
+    /// ascending order, for `0 < index < len`; `None` otherwise. The
+    /// default bisects with [`Self::split_pairs`] and [`Self::summary`]
+    /// (O(log n) queries); implementations with positional access may do
+    /// better.
+    fn pair_at(&self, index: u64) -> Option<(Item, Item)> {
+        let mut range = Range::ALL;
+        // Items of the whole set below `range`.
+        let mut offset = 0u64;
+        loop {
+            let count = self.summary(&range).count();
+            let want = index.checked_sub(offset)?;
+            if want == 0 || want >= count {
+                return None;
+            }
+            if count <= 64 {
+                let items = self.items(&range, count as usize);
+                let want = want as usize;
+                return Some((*items.get(want - 1)?, *items.get(want)?));
+            }
+            let (below, above) = *self.split_pairs(&range, 2).first()?;
+            let middle = count / 2;
+            if want == middle {
+                return Some((below, above));
+            }
+            let cut = Bound::between(&below, &above);
+            if want < middle {
+                range.upper = cut;
+            } else {
+                offset += middle;
+                range.lower = cut;
+            }
+        }
+    }
 }
 
 /// A sorted, deduplicated in-memory set with prefix sums: every
@@ -401,6 +436,14 @@ impl ItemSet for SortedItems {
                 (self.items[cut - 1], self.items[cut])
             })
             .collect()
+    }
+
+    fn pair_at(&self, index: u64) -> Option<(Item, Item)> {
+        let index = usize::try_from(index).ok()?;
+        if index == 0 || index >= self.items.len() {
+            return None;
+        }
+        Some((self.items[index - 1], self.items[index]))
     }
 }
 
@@ -509,13 +552,29 @@ const FLAG_INIT: u8 = 1;
 const FLAG_LAST: u8 = 2;
 const FLAG_RANGES: u8 = 4;
 const FLAG_IDS: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS;
+const FLAG_DIGEST: u8 = 16;
+const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS | FLAG_DIGEST;
+
+/// A whole-set summary: the sender's item count and the fingerprint of
+/// all its items. The receiver compares it with the fingerprint of its own
+/// first `count` items, so "one side holds a prefix of the other" (the
+/// offline case) is found in one message of a few bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// Items in the sender's set.
+    pub count: u64,
+    /// Fingerprint of the sender's whole set.
+    pub fingerprint: [u8; FINGERPRINT_LEN],
+}
 
 /// One decoded sync message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// Present on the first message of a session.
     pub salt: Option<[u8; SALT_LEN]>,
+    /// The sender's whole-set digest: on the initiator's first message, and
+    /// on the responder's first when it holds fewer items.
+    pub digest: Option<Digest>,
     /// Whether this is the last message of its round.
     pub last: bool,
     /// Lower bound of the first range.
@@ -621,9 +680,16 @@ impl Message {
         if !self.ids.is_empty() {
             flags |= FLAG_IDS;
         }
+        if self.digest.is_some() {
+            flags |= FLAG_DIGEST;
+        }
         out.push(flags);
         if let Some(salt) = &self.salt {
             out.extend_from_slice(salt);
+        }
+        if let Some(digest) = &self.digest {
+            put_varint(&mut out, digest.count);
+            out.extend_from_slice(&digest.fingerprint);
         }
         if !self.ranges.is_empty() {
             put_bound(&mut out, 0, &self.start, 0);
@@ -678,6 +744,15 @@ impl Message {
             let mut salt = [0u8; SALT_LEN];
             salt.copy_from_slice(reader.take(SALT_LEN)?);
             Some(salt)
+        } else {
+            None
+        };
+        let digest = if flags & FLAG_DIGEST != 0 {
+            let count = u64::try_from(reader.varint()?)
+                .map_err(|_| SyncError::Malformed("digest count overflows"))?;
+            let mut fingerprint = [0u8; FINGERPRINT_LEN];
+            fingerprint.copy_from_slice(reader.take(FINGERPRINT_LEN)?);
+            Some(Digest { count, fingerprint })
         } else {
             None
         };
@@ -738,6 +813,7 @@ impl Message {
         }
         Ok(Message {
             salt,
+            digest,
             last: flags & FLAG_LAST != 0,
             start,
             ranges,
@@ -885,6 +961,7 @@ impl Builder {
         self.prev_timestamp = 0;
         self.current = Some(Message {
             salt,
+            digest: None,
             last: false,
             start: Bound::MIN,
             ranges: Vec::new(),
@@ -954,6 +1031,18 @@ impl Builder {
         message.ranges.push((upper, mode));
     }
 
+    /// Puts this side's whole-set digest in the current message; call
+    /// before adding anything else to the round. A digest asks for an
+    /// answer.
+    fn digest(&mut self, digest: Digest) {
+        if self.current.is_none() {
+            self.open();
+        }
+        self.asks = true;
+        self.current_len += varint_len(digest.count) + FINGERPRINT_LEN;
+        self.current.as_mut().expect("opened above").digest = Some(digest);
+    }
+
     /// Adds a full id the peer lacks.
     fn id(&mut self, id: MessageId) {
         if self.current.is_none() || self.current_len + 32 > self.max_bytes {
@@ -974,6 +1063,7 @@ impl Builder {
         if self.done.is_empty() && always {
             self.done.push(Message {
                 salt: self.salt,
+                digest: None,
                 last: false,
                 start: Bound::MIN,
                 ranges: Vec::new(),
@@ -1019,6 +1109,11 @@ pub struct Reconciler {
     /// Once this round's budget is spent: the span whose remaining work is
     /// handed back to the peer as one fingerprint at the end of the round.
     deferred: Option<(Bound, Bound)>,
+    /// Whether the peer's digest showed it holds a prefix of our set: we
+    /// sent the rest, and the ranges of this round need no answer.
+    round_settled: bool,
+    /// Whether a digest arrived already (one per session and side).
+    digest_seen: bool,
     rounds: u32,
     have: BTreeSet<MessageId>,
     need: BTreeSet<MessageId>,
@@ -1047,14 +1142,16 @@ impl Reconciler {
             round_messages: 0,
             round_open: 0,
             deferred: None,
+            round_settled: false,
+            digest_seen: false,
             rounds: 0,
             have: BTreeSet::new(),
             need: BTreeSet::new(),
         }
     }
 
-    /// Queues the first round: fingerprints over everything, or the list
-    /// of all local ids when there are few. Call once, on an initiator.
+    /// Queues the first round: the digest of the local set (its count and
+    /// whole-set fingerprint). Call once, on an initiator.
     ///
     /// # Panics
     /// On a responder, which has no salt to start with (a caller bug).
@@ -1064,25 +1161,110 @@ impl Reconciler {
             .clone()
             .expect("only initiators start, and they are built with a salt");
         let mut builder = Builder::new(self.config.max_message_bytes, self.salt);
-        let summary = set.summary(&Range::ALL);
-        if summary.count() <= self.config.list_threshold as u64 {
-            let shorts = set
-                .items(&Range::ALL, self.config.list_threshold)
-                .iter()
-                .map(|item| keys.short(&item.id))
-                .collect();
-            builder.range(Bound::MIN, Bound::Infinity, Mode::List(shorts));
-        } else {
-            self.split(
-                set,
-                &keys,
-                &Range::ALL,
-                self.config.initial_buckets,
-                &mut builder,
-            );
-        }
+        builder.digest(Self::digest_of(set, &keys));
         let (messages, _) = builder.finish(true);
         self.outgoing.extend(messages);
+    }
+
+    fn digest_of(set: &impl ItemSet, keys: &Keys) -> Digest {
+        let summary = set.summary(&Range::ALL);
+        Digest {
+            count: summary.count(),
+            fingerprint: summary.fingerprint(keys),
+        }
+    }
+
+    /// Answers the peer's digest. When the peer's set equals our first
+    /// `count` items, it lacks exactly the rest: send those and settle the
+    /// round. Otherwise a responder opens the range exchange (with its own
+    /// digest when it holds fewer items, so the peer can do the same
+    /// check), and an initiator answers the ranges that came with it.
+    fn handle_digest(
+        &mut self,
+        set: &impl ItemSet,
+        keys: &Keys,
+        theirs: &Digest,
+        builder: &mut Builder,
+    ) -> Result<(), SyncError> {
+        if self.digest_seen {
+            return Err(SyncError::OutOfTurn("second digest"));
+        }
+        self.digest_seen = true;
+        self.round_asks = true;
+        let mine = set.summary(&Range::ALL);
+        if mine.count() >= theirs.count {
+            let cut = if theirs.count == 0 {
+                Bound::MIN
+            } else if theirs.count == mine.count() {
+                Bound::Infinity
+            } else {
+                // 0 < theirs.count < mine.count(), so the pair exists.
+                let (below, above) = set
+                    .pair_at(theirs.count)
+                    .expect("index is inside the set");
+                Bound::between(&below, &above)
+            };
+            let prefix = Range {
+                lower: Bound::MIN,
+                upper: cut,
+            };
+            if set.summary(&prefix).fingerprint(keys) == theirs.fingerprint {
+                self.round_settled = true;
+                if cut != Bound::Infinity {
+                    self.send_from(set, keys, cut, builder)?;
+                }
+                return Ok(());
+            }
+        }
+        if self.state == State::Receiving && self.rounds == 1 && self.salt.is_none() {
+            // The responder's first answer: open the range exchange.
+            if mine.count() < theirs.count {
+                builder.digest(Self::digest_of(set, keys));
+            }
+            if mine.count() <= self.config.list_threshold as u64 {
+                let shorts = set
+                    .items(&Range::ALL, self.config.list_threshold)
+                    .iter()
+                    .map(|item| keys.short(&item.id))
+                    .collect();
+                builder.range(Bound::MIN, Bound::Infinity, Mode::List(shorts));
+            } else {
+                let parts = (mine.count() / self.config.list_threshold as u64)
+                    .clamp(2, self.config.initial_buckets as u64) as usize;
+                self.split(set, keys, &Range::ALL, parts, builder);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every local item from `lower` up as a full id, within this
+    /// round's id budget; what does not fit goes back as one fingerprint.
+    fn send_from(
+        &mut self,
+        set: &impl ItemSet,
+        keys: &Keys,
+        lower: Bound,
+        builder: &mut Builder,
+    ) -> Result<(), SyncError> {
+        let budget = self.id_budget();
+        let range = Range {
+            lower,
+            upper: Bound::Infinity,
+        };
+        let items = set.items(&range, budget + 1);
+        for item in items.iter().take(budget) {
+            self.add_have(item.id)?;
+            builder.id(item.id);
+        }
+        if items.len() > budget {
+            let rest = Range {
+                lower: Bound::between(&items[budget - 1], &items[budget]),
+                upper: Bound::Infinity,
+            };
+            let fp = set.summary(&rest).fingerprint(keys);
+            builder.range(rest.lower, rest.upper, Mode::Fingerprint(fp));
+        }
+        Ok(())
     }
 
     /// Handles one message from the peer.
@@ -1124,14 +1306,25 @@ impl Reconciler {
             self.round_messages = 0;
             self.round_open = 0;
             self.deferred = None;
+            self.round_settled = false;
         }
         self.round_messages += 1;
         if self.round_messages > self.config.max_messages_per_round {
             return Err(SyncError::CapExceeded("messages per round"));
         }
         let mut builder = self.builder.take().expect("created above");
+        if let Some(digest) = &message.digest {
+            self.handle_digest(set, &keys, digest, &mut builder)?;
+        }
+        let ranges: &[(Bound, Mode)] = if self.round_settled {
+            // The peer holds a prefix of our set and got the rest: nothing
+            // it asks in this round needs an answer.
+            &[]
+        } else {
+            &message.ranges
+        };
         let mut lower = message.start;
-        for (upper, mode) in &message.ranges {
+        for (upper, mode) in ranges {
             let range = Range {
                 lower,
                 upper: *upper,
@@ -1406,6 +1599,7 @@ mod tests {
         };
         let message = Message {
             salt: None,
+            digest: None,
             last: true,
             start: at(100),
             ranges: vec![(at(50), Mode::Skip)],
