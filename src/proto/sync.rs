@@ -15,8 +15,19 @@
 //! trailing zero bits, so it encodes in a byte or two.
 //!
 //! # Rounds
-//! The initiator sends fingerprints of [`SyncConfig::initial_buckets`]
-//! ranges covering everything. For each range the receiver compares its own
+//! The initiator opens with a [`Digest`]: its item count `c` and the
+//! fingerprint of its whole set. The responder compares it with the
+//! fingerprint of its own first `c` items (found by position,
+//! [`ItemSet::pair_at`]). If they match, the initiator holds a prefix of
+//! the responder's set (the "I was offline" case, or nothing to do) and the
+//! responder simply sends the ids after the prefix: one round trip, a few
+//! bytes beyond the ids. Otherwise the responder opens the range exchange
+//! with fingerprints of up to [`SyncConfig::initial_buckets`] ranges (about
+//! `list_threshold` items each, for small sets) and, when it holds fewer
+//! items, its own digest, so that a responder holding a prefix of the
+//! initiator's set is settled the same way half a round trip later.
+//!
+//! From then on, for each range the receiver compares its own
 //! fingerprint: equal ranges are skipped; a differing range is either split
 //! into [`SyncConfig::branching`] sub-ranges with fingerprints, or, when it
 //! holds at most [`SyncConfig::list_threshold`] local items, answered with
@@ -40,7 +51,7 @@
 //! - Ids are blake3 outputs of signed envelopes, so nobody can choose an id;
 //!   they can only grind by signing many envelopes.
 //! - The salt makes the truncated fingerprint unpredictable before the
-//!   session: a birthday search over 64-bit fingerprints (2^32 work) does not
+//!   session: a birthday search over 48-bit fingerprints (2^24 work) does not
 //!   help, because the salt is not known when messages are created. The same
 //!   holds for the [`SHORT_ID_LEN`]-byte short ids used in lists.
 //! - The limit, stated plainly: a modular sum is not collision-resistant
@@ -54,21 +65,24 @@
 //!   because every envelope is verified on its own, and the work caps below
 //!   still hold. A multiplicative or elliptic-curve set hash would close this
 //!   at a large CPU cost.
-//! - An accidental collision (probability about 2^-64 per compared range,
-//!   2^-48 per pair of listed ids) hides a difference for one session only;
-//!   the next session uses a new salt.
+//! - An accidental collision (probability about 2^-48 per compared range
+//!   or digest, and per pair of listed ids) hides a difference for one
+//!   session only; the next session uses a new salt. Six bytes keep a
+//!   session of thousands of ranges far from that, and cost a quarter less
+//!   than eight on the wire.
 //!
-//! # Wire format (version 1)
-//! `version ‖ flags ‖ [salt: 16] ‖ [start bound ‖ n ‖ n × (bound ‖ payload)]
-//! ‖ [m ‖ m × id: 32]`. Flags say which parts are present and whether the
-//! message is the last of its round. A bound is one byte (mode in the low 3
+//! # Wire format (version 2)
+//! `version ‖ flags ‖ [salt: 16] ‖ [digest: count varint ‖ fingerprint: 6]
+//! ‖ [start bound ‖ n ‖ n × (bound ‖ payload)] ‖ [m ‖ m × id: 32]`. Flags
+//! say which parts are present and whether the message is the last of its
+//! round. Version 1 (no digest, 8-byte fingerprints) is refused. A bound is one byte (mode in the low 3
 //! bits, id prefix length in the high 5) plus a LEB128 varint of the
 //! timestamp delta to the previous bound, packed as `(delta >> z) << 6 | z`
 //! (plus one; zero means infinity) so round timestamps stay short, plus the
-//! prefix bytes. Payloads: skip (none), fingerprint (8 bytes), list or need
+//! prefix bytes. Payloads: skip (none), fingerprint (6 bytes), list or need
 //! (varint count, 6-byte short ids). The trailing ids are full ids the
-//! receiver lacks. Typical sizes: 11 bytes per fingerprint range, 6 per
-//! listed id, 32 per missing id.
+//! receiver lacks. Typical sizes: 21 bytes for the opening message, 9 per
+//! fingerprint range, 6 per listed id, 32 per missing id.
 //!
 //! # Bounded work
 //! Every incoming message is size-checked before decoding, every count is
@@ -95,7 +109,7 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 /// The sync message format version this build speaks.
 pub const SYNC_VERSION: u8 = 2;
 /// Bytes of a range fingerprint on the wire.
-pub const FINGERPRINT_LEN: usize = 8;
+pub const FINGERPRINT_LEN: usize = 6;
 /// Bytes of a salted short id in a list.
 pub const SHORT_ID_LEN: usize = 6;
 /// Bytes of the per-session salt.
@@ -452,7 +466,8 @@ impl ItemSet for SortedItems {
 pub struct SyncConfig {
     /// Largest message this side emits (one datagram payload).
     pub max_message_bytes: usize,
-    /// Ranges in the initiator's first message.
+    /// Most ranges in the responder's opening split when the digests
+    /// differ (fewer for small sets: about `list_threshold` items each).
     pub initial_buckets: usize,
     /// Sub-ranges a differing range splits into.
     pub branching: usize,
@@ -498,8 +513,11 @@ impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             max_message_bytes: 1000,
-            initial_buckets: 16,
-            branching: 16,
+            // Two fingerprint levels (the responder's opening split, then
+            // the initiator's) take 1e5 items down to lists of about a
+            // dozen, so scattered differences settle in three round trips.
+            initial_buckets: 1024,
+            branching: 8,
             list_threshold: 32,
             max_reply_items: 1024,
             max_rounds: 64,
@@ -1043,6 +1061,11 @@ impl Builder {
         self.current.as_mut().expect("opened above").digest = Some(digest);
     }
 
+    /// Messages of this round so far, counting the one being filled.
+    fn messages(&self) -> usize {
+        self.done.len() + usize::from(self.current.is_some())
+    }
+
     /// Adds a full id the peer lacks.
     fn id(&mut self, id: MessageId) {
         if self.current.is_none() || self.current_len + 32 > self.max_bytes {
@@ -1199,9 +1222,7 @@ impl Reconciler {
                 Bound::Infinity
             } else {
                 // 0 < theirs.count < mine.count(), so the pair exists.
-                let (below, above) = set
-                    .pair_at(theirs.count)
-                    .expect("index is inside the set");
+                let (below, above) = set.pair_at(theirs.count).expect("index is inside the set");
                 Bound::between(&below, &above)
             };
             let prefix = Range {
@@ -1229,8 +1250,18 @@ impl Reconciler {
                     .collect();
                 builder.range(Bound::MIN, Bound::Infinity, Mode::List(shorts));
             } else {
-                let parts = (mine.count() / self.config.list_threshold as u64)
-                    .clamp(2, self.config.initial_buckets as u64) as usize;
+                // Stay well inside the peer's caps on open ranges and on
+                // messages per round (a range costs about 9 bytes).
+                let by_messages = self.config.max_messages_per_round as usize / 2
+                    * (self.config.max_message_bytes / 12);
+                let most = self
+                    .config
+                    .initial_buckets
+                    .min(self.config.max_open_ranges / 2)
+                    .min(by_messages)
+                    .max(2);
+                let parts = (mine.count() / self.config.list_threshold as u64).clamp(2, most as u64)
+                    as usize;
                 self.split(set, keys, &Range::ALL, parts, builder);
             }
         }
@@ -1348,6 +1379,16 @@ impl Reconciler {
                 if to.less_than(&range.upper) {
                     *to = range.upper;
                 }
+                continue;
+            }
+            if matches!(mode, Mode::Fingerprint(_) | Mode::List(_))
+                && builder.messages() > 0
+                && builder.messages() * 4 + 4 > self.config.max_messages_per_round as usize
+            {
+                // Ranges of this round fill a quarter of the messages the
+                // peer accepts (ids may fill half): the rest goes back as
+                // one range, as with open ranges.
+                self.deferred = Some((range.lower, range.upper));
                 continue;
             }
             match mode {
