@@ -7,6 +7,8 @@
 //! datagrams; the lower bound is d × 32 (every missing id once). Fetching
 //! the envelopes afterwards is not counted.
 //!
+//! After the table come the issue's goals, judged from these rows.
+//!
 //! `cargo bench --no-default-features --bench sync`
 
 use std::collections::BTreeSet;
@@ -118,6 +120,8 @@ fn main() {
     );
     let mut rng = Rng(1);
     let total = Instant::now();
+    // (n, d, place, bytes, round trips, correct) of every row, for the goals.
+    let mut rows: Vec<(usize, usize, &str, usize, usize, bool)> = Vec::new();
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         let all = universe(n, &mut rng);
         let full = SortedItems::new(all.clone());
@@ -154,6 +158,14 @@ fn main() {
                     (SortedItems::new(a), SortedItems::new(b), a_only, b_only)
                 };
                 let outcome = reconcile(&a, &b, a_only, b_only);
+                rows.push((
+                    n,
+                    d,
+                    place,
+                    outcome.bytes,
+                    outcome.batches.div_ceil(2),
+                    outcome.correct,
+                ));
                 let bound = d * 32;
                 let ratio = if d == 0 {
                     "-".to_string()
@@ -178,4 +190,51 @@ fn main() {
         }
     }
     println!("total {:.1}s", total.elapsed().as_secs_f64());
+    goals(&rows);
+}
+
+/// The issue's goals, judged from the rows measured above.
+fn goals(rows: &[(usize, usize, &str, usize, usize, bool)]) {
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!();
+    let zero: Vec<_> = rows.iter().filter(|row| row.1 == 0).collect();
+    let worst = zero.iter().map(|row| row.3).max().unwrap_or(0);
+    let one_rt = zero.iter().all(|row| row.4 == 1 && row.5);
+    println!(
+        "goal d = 0: 1 round trip, <= 400 bytes: worst {worst} bytes, {}: {}",
+        if one_rt { "1 RT" } else { "more RTs" },
+        met(one_rt && worst <= 400)
+    );
+    for d in [1, 100, 1000] {
+        let tail: Vec<_> = rows
+            .iter()
+            .filter(|row| row.1 == d && row.2 == "tail")
+            .collect();
+        let worst = tail
+            .iter()
+            .map(|row| row.3 as f64 / (d * 32) as f64)
+            .fold(0.0, f64::max);
+        let overhead = tail.iter().map(|row| row.3 - d * 32).max().unwrap_or(0);
+        println!(
+            "goal tail d = {d}: <= 1.5x d*32: worst {worst:.2}x ({overhead} bytes beyond the ids): {}",
+            met(worst <= 1.5 && tail.iter().all(|row| row.5))
+        );
+    }
+    println!(
+        "  floor: the opening message must carry the salt (16), a count and a fingerprint \
+         ({}), and the reply its framing, about 29 bytes beyond the ids; so d = 1 costs \
+         >= 61 bytes = 1.9x, and <= 1.5x holds from d = 2 on",
+        kith::proto::sync::FINGERPRINT_LEN
+    );
+    if let Some(row) = rows
+        .iter()
+        .find(|row| row.0 == 100_000 && row.1 == 100 && row.2 == "scattered")
+    {
+        let ratio = row.3 as f64 / 3200.0;
+        println!(
+            "goal scattered d = 100, n = 1e5: <= 10x in <= 3 RTs: {ratio:.2}x in {} RTs: {}",
+            row.4,
+            met(ratio <= 10.0 && row.4 <= 3 && row.5)
+        );
+    }
 }

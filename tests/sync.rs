@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use kith::proto::ids::MessageId;
 use kith::proto::sync::{
-    Bound, Item, ItemSet, Message, Mode, Range, Reconciler, SALT_LEN, SortedItems, SyncConfig,
-    SyncError,
+    Bound, Digest, FINGERPRINT_LEN, Item, ItemSet, Message, Mode, Range, Reconciler, SALT_LEN,
+    SHORT_ID_LEN, SYNC_VERSION, SortedItems, SyncConfig, SyncError,
 };
 use kith::store::Position;
 use proptest::prelude::*;
@@ -245,6 +245,33 @@ proptest! {
         assert_union(&a, &b, &result);
     }
 
+    /// One side holds a prefix of the other, plus a few items of its own or
+    /// not: the digest shortcut and its fallback both yield the union.
+    #[test]
+    fn prefixes_with_and_without_extras(
+        n in 0u64..600,
+        cut in any::<prop::sample::Index>(),
+        extras in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+        initiator_behind in any::<bool>(),
+        ca in arb_config(),
+        cb in arb_config(),
+    ) {
+        let all = items(n);
+        let cut = if all.is_empty() { 0 } else { cut.index(all.len() + 1) };
+        let mut short: BTreeSet<Item> = all[..cut].iter().copied().collect();
+        let mut long: BTreeSet<Item> = all.iter().copied().collect();
+        for extra in extras {
+            if let Some(item) = all.get(extra.index(all.len().max(1))) {
+                if short.contains(item) { long.remove(item); } else { short.insert(*item); }
+            }
+        }
+        let short = SortedItems::new(short.into_iter().collect());
+        let long = SortedItems::new(long.into_iter().collect());
+        let (a, b) = if initiator_behind { (short, long) } else { (long, short) };
+        let result = run(&a, &b, ca, cb).expect("honest peers stay within the caps");
+        assert_union(&a, &b, &result);
+    }
+
     /// Larger sets with few scattered differences, default configuration.
     #[test]
     fn scattered_differences_in_larger_sets(
@@ -296,6 +323,7 @@ proptest! {
         ranges in prop::collection::vec((1u64..1 << 40, 0u8..33, any::<[u8; 32]>(), 0u8..4, 0usize..5), 1..20),
         id_count in 0usize..4,
         salt in any::<Option<[u8; SALT_LEN]>>(),
+        digest in any::<Option<(u64, [u8; FINGERPRINT_LEN])>>(),
     ) {
         let mut timestamp = 0u64;
         let mut bounds = Vec::new();
@@ -307,14 +335,15 @@ proptest! {
             let prefix_len = if prefix_len == 31 { 32 } else { prefix_len };
             let mode = match mode {
                 0 => Mode::Skip,
-                1 => Mode::Fingerprint([mode; 8]),
-                2 => Mode::List(vec![[3; 6]; count]),
-                _ => Mode::Need(vec![[4; 6]; count]),
+                1 => Mode::Fingerprint([mode; FINGERPRINT_LEN]),
+                2 => Mode::List(vec![[3; SHORT_ID_LEN]; count]),
+                _ => Mode::Need(vec![[4; SHORT_ID_LEN]; count]),
             };
             bounds.push((Bound::At { timestamp, id, prefix_len }, mode));
         }
         let message = Message {
             salt,
+            digest: digest.map(|(count, fingerprint)| Digest { count, fingerprint }),
             last: true,
             start: Bound::MIN,
             ranges: bounds,
@@ -329,17 +358,30 @@ proptest! {
 fn malformed_messages_are_rejected() {
     assert_eq!(Message::parse(&[]), Err(SyncError::Truncated));
     assert_eq!(Message::parse(&[9, 0]), Err(SyncError::UnknownVersion(9)));
+    // The previous format is refused, not misread.
+    assert_eq!(Message::parse(&[1, 0]), Err(SyncError::UnknownVersion(1)));
+    let v = SYNC_VERSION;
     assert!(matches!(
-        Message::parse(&[1, 0x80]),
+        Message::parse(&[v, 0x80]),
         Err(SyncError::Malformed(_))
     ));
-    assert_eq!(Message::parse(&[1, 0, 0]), Err(SyncError::TrailingBytes(1)));
+    assert_eq!(Message::parse(&[v, 0, 0]), Err(SyncError::TrailingBytes(1)));
+    // A digest whose count does not fit 64 bits, and one cut short.
+    let mut huge = vec![v, 16];
+    huge.extend_from_slice(&[0xff; 10]);
+    huge.push(0x7f);
+    huge.extend_from_slice(&[0; FINGERPRINT_LEN]);
+    assert!(matches!(
+        Message::parse(&huge),
+        Err(SyncError::Malformed(_))
+    ));
+    assert_eq!(Message::parse(&[v, 16, 5, 0]), Err(SyncError::Truncated));
     assert_eq!(
         Message::parse(&vec![1; 1300]),
         Err(SyncError::TooLarge(1300))
     );
     // An id list claiming 2^60 ids in a short message.
-    let mut forged = vec![1, 8];
+    let mut forged = vec![v, 8];
     forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
     assert!(matches!(
         Message::parse(&forged),
@@ -348,6 +390,7 @@ fn malformed_messages_are_rejected() {
     // Bounds that do not increase.
     let message = Message {
         salt: None,
+        digest: None,
         last: true,
         start: Bound::MIN,
         ranges: vec![
@@ -391,6 +434,7 @@ fn protocol_order_is_enforced() {
     let mut responder = Reconciler::responder(SyncConfig::default());
     let unsalted = Message {
         salt: None,
+        digest: None,
         last: true,
         start: Bound::MIN,
         ranges: Vec::new(),
@@ -432,13 +476,31 @@ fn caps_hold() {
         cap_error(&a, &b, open),
         SyncError::CapExceeded("open ranges")
     );
-    let messages = SyncConfig {
+    // An honest peer keeps its rounds within a quarter of this cap, so a
+    // forged round of two messages is what trips it.
+    let mut responder = Reconciler::responder(SyncConfig {
         max_messages_per_round: 1,
         ..SyncConfig::default()
+    });
+    let open = Message {
+        salt: Some([4; SALT_LEN]),
+        digest: None,
+        last: false,
+        start: Bound::MIN,
+        ranges: Vec::new(),
+        ids: Vec::new(),
+    };
+    responder
+        .handle_message(&b, &open.emit())
+        .expect("first message of the round");
+    let more = Message {
+        salt: None,
+        last: true,
+        ..open
     };
     assert_eq!(
-        cap_error(&a, &b, messages),
-        SyncError::CapExceeded("messages per round")
+        responder.handle_message(&b, &more.emit()),
+        Err(SyncError::CapExceeded("messages per round"))
     );
 }
 
@@ -449,6 +511,7 @@ fn a_huge_list_request_is_split_not_answered_in_full() {
     let set = SortedItems::new(items(20_000));
     let empty_list = Message {
         salt: Some([2; SALT_LEN]),
+        digest: None,
         last: true,
         start: Bound::MIN,
         ranges: vec![(Bound::Infinity, Mode::List(Vec::new()))],
@@ -487,4 +550,112 @@ fn large_backlogs_converge_within_small_caps() {
         assert_union(a, b, &result);
         assert!(result.batches > 4, "needs more rounds: {}", result.batches);
     }
+}
+
+/// The offline case in either direction: one side holds a prefix of the
+/// other. The digest settles it in one round trip (1.5 when the responder
+/// is the one behind), at the cost of the missing ids plus a small fixed
+/// overhead (salt, count and fingerprint).
+#[test]
+fn a_missing_tail_costs_its_ids_plus_a_digest() {
+    let full = SortedItems::new(items(10_000));
+    let all = full.as_slice();
+    for missing in [1usize, 2, 100] {
+        let behind = SortedItems::new(all[..all.len() - missing].to_vec());
+        let ahead = run(&behind, &full, SyncConfig::default(), SyncConfig::default())
+            .expect("initiator behind");
+        assert_union(&behind, &full, &ahead);
+        assert_eq!(ahead.batches, 2, "one round trip");
+        assert!(ahead.bytes <= missing * 32 + 40, "{} bytes", ahead.bytes);
+        let back = run(&full, &behind, SyncConfig::default(), SyncConfig::default())
+            .expect("responder behind");
+        assert_union(&full, &behind, &back);
+        assert_eq!(back.batches, 3, "the responder answers with its digest");
+    }
+}
+
+/// A digest is compared once per session; a peer repeating it, or lying
+/// about its count, gets nothing for free.
+#[test]
+fn forged_digests_are_refused_or_fall_back() {
+    let set = SortedItems::new(items(500));
+    for count in [u64::MAX, 499, 500, 501, 0] {
+        let first = Message {
+            salt: Some([3; SALT_LEN]),
+            digest: Some(Digest {
+                count,
+                fingerprint: [0; FINGERPRINT_LEN],
+            }),
+            last: true,
+            start: Bound::MIN,
+            ranges: Vec::new(),
+            ids: Vec::new(),
+        };
+        let mut responder = Reconciler::responder(SyncConfig::default());
+        responder
+            .handle_message(&set, &first.emit())
+            .expect("a wrong fingerprint is a difference, not an error");
+        assert_eq!(responder.have_ids().count(), 0, "nothing sent unproven");
+        assert!(responder.poll_message().is_some(), "fingerprints go back");
+        let again = Message {
+            salt: None,
+            ..first
+        };
+        assert_eq!(
+            responder.handle_message(&set, &again.emit()),
+            Err(SyncError::OutOfTurn("second digest"))
+        );
+    }
+}
+
+/// An [`ItemSet`] without positional access: the default `pair_at`.
+struct Bisecting(SortedItems);
+
+impl ItemSet for Bisecting {
+    fn summary(&self, range: &Range) -> kith::proto::sync::Accumulator {
+        self.0.summary(range)
+    }
+    fn items(&self, range: &Range, limit: usize) -> Vec<Item> {
+        self.0.items(range, limit)
+    }
+    fn split_pairs(&self, range: &Range, parts: usize) -> Vec<(Item, Item)> {
+        self.0.split_pairs(range, parts)
+    }
+}
+
+#[test]
+fn default_pair_at_agrees_with_positional_access() {
+    let set = SortedItems::new(items(700));
+    let bisecting = Bisecting(set.clone());
+    for index in [
+        0u64,
+        1,
+        2,
+        63,
+        64,
+        65,
+        349,
+        350,
+        351,
+        698,
+        699,
+        700,
+        u64::MAX,
+    ] {
+        assert_eq!(bisecting.pair_at(index), set.pair_at(index), "{index}");
+    }
+    assert!(set.pair_at(350).is_some() && set.pair_at(700).is_none());
+    // And a whole exchange through the default agrees too.
+    let all = SortedItems::new(items(3000));
+    let a = Bisecting(SortedItems::new(all.as_slice()[..2990].to_vec()));
+    let b = Bisecting(all);
+    let mut ra = Reconciler::initiator(SyncConfig::default(), [5; SALT_LEN]);
+    let mut rb = Reconciler::responder(SyncConfig::default());
+    ra.initiate(&a);
+    let first = ra.poll_message().expect("digest");
+    rb.handle_message(&b, &first).expect("valid");
+    let reply = rb.poll_message().expect("the tail");
+    ra.handle_message(&a, &reply).expect("valid");
+    assert!(ra.is_done() && rb.is_done());
+    assert_eq!(ra.need_ids().count(), 10);
 }

@@ -15,8 +15,19 @@
 //! trailing zero bits, so it encodes in a byte or two.
 //!
 //! # Rounds
-//! The initiator sends fingerprints of [`SyncConfig::initial_buckets`]
-//! ranges covering everything. For each range the receiver compares its own
+//! The initiator opens with a [`Digest`]: its item count `c` and the
+//! fingerprint of its whole set. The responder compares it with the
+//! fingerprint of its own first `c` items (found by position,
+//! [`ItemSet::pair_at`]). If they match, the initiator holds a prefix of
+//! the responder's set (the "I was offline" case, or nothing to do) and the
+//! responder simply sends the ids after the prefix: one round trip, a few
+//! bytes beyond the ids. Otherwise the responder opens the range exchange
+//! with fingerprints of up to [`SyncConfig::initial_buckets`] ranges (about
+//! `list_threshold` items each, for small sets) and, when it holds fewer
+//! items, its own digest, so that a responder holding a prefix of the
+//! initiator's set is settled the same way half a round trip later.
+//!
+//! From then on, for each range the receiver compares its own
 //! fingerprint: equal ranges are skipped; a differing range is either split
 //! into [`SyncConfig::branching`] sub-ranges with fingerprints, or, when it
 //! holds at most [`SyncConfig::list_threshold`] local items, answered with
@@ -40,7 +51,7 @@
 //! - Ids are blake3 outputs of signed envelopes, so nobody can choose an id;
 //!   they can only grind by signing many envelopes.
 //! - The salt makes the truncated fingerprint unpredictable before the
-//!   session: a birthday search over 64-bit fingerprints (2^32 work) does not
+//!   session: a birthday search over 48-bit fingerprints (2^24 work) does not
 //!   help, because the salt is not known when messages are created. The same
 //!   holds for the [`SHORT_ID_LEN`]-byte short ids used in lists.
 //! - The limit, stated plainly: a modular sum is not collision-resistant
@@ -54,21 +65,24 @@
 //!   because every envelope is verified on its own, and the work caps below
 //!   still hold. A multiplicative or elliptic-curve set hash would close this
 //!   at a large CPU cost.
-//! - An accidental collision (probability about 2^-64 per compared range,
-//!   2^-48 per pair of listed ids) hides a difference for one session only;
-//!   the next session uses a new salt.
+//! - An accidental collision (probability about 2^-48 per compared range
+//!   or digest, and per pair of listed ids) hides a difference for one
+//!   session only; the next session uses a new salt. Six bytes keep a
+//!   session of thousands of ranges far from that, and cost a quarter less
+//!   than eight on the wire.
 //!
-//! # Wire format (version 1)
-//! `version ‖ flags ‖ [salt: 16] ‖ [start bound ‖ n ‖ n × (bound ‖ payload)]
-//! ‖ [m ‖ m × id: 32]`. Flags say which parts are present and whether the
-//! message is the last of its round. A bound is one byte (mode in the low 3
+//! # Wire format (version 2)
+//! `version ‖ flags ‖ [salt: 16] ‖ [digest: count varint ‖ fingerprint: 6]
+//! ‖ [start bound ‖ n ‖ n × (bound ‖ payload)] ‖ [m ‖ m × id: 32]`. Flags
+//! say which parts are present and whether the message is the last of its
+//! round. Version 1 (no digest, 8-byte fingerprints) is refused. A bound is one byte (mode in the low 3
 //! bits, id prefix length in the high 5) plus a LEB128 varint of the
 //! timestamp delta to the previous bound, packed as `(delta >> z) << 6 | z`
 //! (plus one; zero means infinity) so round timestamps stay short, plus the
-//! prefix bytes. Payloads: skip (none), fingerprint (8 bytes), list or need
+//! prefix bytes. Payloads: skip (none), fingerprint (6 bytes), list or need
 //! (varint count, 6-byte short ids). The trailing ids are full ids the
-//! receiver lacks. Typical sizes: 11 bytes per fingerprint range, 6 per
-//! listed id, 32 per missing id.
+//! receiver lacks. Typical sizes: 21 bytes for the opening message, 9 per
+//! fingerprint range, 6 per listed id, 32 per missing id.
 //!
 //! # Bounded work
 //! Every incoming message is size-checked before decoding, every count is
@@ -93,9 +107,9 @@ use crate::proto::ids::MessageId;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 /// The sync message format version this build speaks.
-pub const SYNC_VERSION: u8 = 1;
+pub const SYNC_VERSION: u8 = 2;
 /// Bytes of a range fingerprint on the wire.
-pub const FINGERPRINT_LEN: usize = 8;
+pub const FINGERPRINT_LEN: usize = 6;
 /// Bytes of a salted short id in a list.
 pub const SHORT_ID_LEN: usize = 6;
 /// Bytes of the per-session salt.
@@ -318,6 +332,41 @@ pub trait ItemSet {
     /// item before it and the first item after it. Returns fewer pairs when
     /// the range holds fewer than `parts` items.
     fn split_pairs(&self, range: &Range, parts: usize) -> Vec<(Item, Item)>;
+
+    /// The items at positions `index - 1` and `index` of the whole set in
+    /// ascending order, for `0 < index < len`; `None` otherwise. The
+    /// default bisects with [`Self::split_pairs`] and [`Self::summary`]
+    /// (O(log n) queries); implementations with positional access may do
+    /// better.
+    fn pair_at(&self, index: u64) -> Option<(Item, Item)> {
+        let mut range = Range::ALL;
+        // Items of the whole set below `range`.
+        let mut offset = 0u64;
+        loop {
+            let count = self.summary(&range).count();
+            let want = index.checked_sub(offset)?;
+            if want == 0 || want >= count {
+                return None;
+            }
+            if count <= 64 {
+                let items = self.items(&range, count as usize);
+                let want = want as usize;
+                return Some((*items.get(want - 1)?, *items.get(want)?));
+            }
+            let (below, above) = *self.split_pairs(&range, 2).first()?;
+            let middle = count / 2;
+            if want == middle {
+                return Some((below, above));
+            }
+            let cut = Bound::between(&below, &above);
+            if want < middle {
+                range.upper = cut;
+            } else {
+                offset += middle;
+                range.lower = cut;
+            }
+        }
+    }
 }
 
 /// A sorted, deduplicated in-memory set with prefix sums: every
@@ -402,6 +451,14 @@ impl ItemSet for SortedItems {
             })
             .collect()
     }
+
+    fn pair_at(&self, index: u64) -> Option<(Item, Item)> {
+        let index = usize::try_from(index).ok()?;
+        if index == 0 || index >= self.items.len() {
+            return None;
+        }
+        Some((self.items[index - 1], self.items[index]))
+    }
 }
 
 /// Tunables and caps for one session. Both sides may use different values.
@@ -409,7 +466,8 @@ impl ItemSet for SortedItems {
 pub struct SyncConfig {
     /// Largest message this side emits (one datagram payload).
     pub max_message_bytes: usize,
-    /// Ranges in the initiator's first message.
+    /// Most ranges in the responder's opening split when the digests
+    /// differ (fewer for small sets: about `list_threshold` items each).
     pub initial_buckets: usize,
     /// Sub-ranges a differing range splits into.
     pub branching: usize,
@@ -455,8 +513,11 @@ impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             max_message_bytes: 1000,
-            initial_buckets: 16,
-            branching: 16,
+            // Two fingerprint levels (the responder's opening split, then
+            // the initiator's) take 1e5 items down to lists of about a
+            // dozen, so scattered differences settle in three round trips.
+            initial_buckets: 1024,
+            branching: 8,
             list_threshold: 32,
             max_reply_items: 1024,
             max_rounds: 64,
@@ -509,13 +570,29 @@ const FLAG_INIT: u8 = 1;
 const FLAG_LAST: u8 = 2;
 const FLAG_RANGES: u8 = 4;
 const FLAG_IDS: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS;
+const FLAG_DIGEST: u8 = 16;
+const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS | FLAG_DIGEST;
+
+/// A whole-set summary: the sender's item count and the fingerprint of
+/// all its items. The receiver compares it with the fingerprint of its own
+/// first `count` items, so "one side holds a prefix of the other" (the
+/// offline case) is found in one message of a few bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest {
+    /// Items in the sender's set.
+    pub count: u64,
+    /// Fingerprint of the sender's whole set.
+    pub fingerprint: [u8; FINGERPRINT_LEN],
+}
 
 /// One decoded sync message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// Present on the first message of a session.
     pub salt: Option<[u8; SALT_LEN]>,
+    /// The sender's whole-set digest: on the initiator's first message, and
+    /// on the responder's first when it holds fewer items.
+    pub digest: Option<Digest>,
     /// Whether this is the last message of its round.
     pub last: bool,
     /// Lower bound of the first range.
@@ -621,9 +698,16 @@ impl Message {
         if !self.ids.is_empty() {
             flags |= FLAG_IDS;
         }
+        if self.digest.is_some() {
+            flags |= FLAG_DIGEST;
+        }
         out.push(flags);
         if let Some(salt) = &self.salt {
             out.extend_from_slice(salt);
+        }
+        if let Some(digest) = &self.digest {
+            put_varint(&mut out, digest.count);
+            out.extend_from_slice(&digest.fingerprint);
         }
         if !self.ranges.is_empty() {
             put_bound(&mut out, 0, &self.start, 0);
@@ -678,6 +762,15 @@ impl Message {
             let mut salt = [0u8; SALT_LEN];
             salt.copy_from_slice(reader.take(SALT_LEN)?);
             Some(salt)
+        } else {
+            None
+        };
+        let digest = if flags & FLAG_DIGEST != 0 {
+            let count = u64::try_from(reader.varint()?)
+                .map_err(|_| SyncError::Malformed("digest count overflows"))?;
+            let mut fingerprint = [0u8; FINGERPRINT_LEN];
+            fingerprint.copy_from_slice(reader.take(FINGERPRINT_LEN)?);
+            Some(Digest { count, fingerprint })
         } else {
             None
         };
@@ -738,6 +831,7 @@ impl Message {
         }
         Ok(Message {
             salt,
+            digest,
             last: flags & FLAG_LAST != 0,
             start,
             ranges,
@@ -885,6 +979,7 @@ impl Builder {
         self.prev_timestamp = 0;
         self.current = Some(Message {
             salt,
+            digest: None,
             last: false,
             start: Bound::MIN,
             ranges: Vec::new(),
@@ -954,6 +1049,23 @@ impl Builder {
         message.ranges.push((upper, mode));
     }
 
+    /// Puts this side's whole-set digest in the current message; call
+    /// before adding anything else to the round. A digest asks for an
+    /// answer.
+    fn digest(&mut self, digest: Digest) {
+        if self.current.is_none() {
+            self.open();
+        }
+        self.asks = true;
+        self.current_len += varint_len(digest.count) + FINGERPRINT_LEN;
+        self.current.as_mut().expect("opened above").digest = Some(digest);
+    }
+
+    /// Messages of this round so far, counting the one being filled.
+    fn messages(&self) -> usize {
+        self.done.len() + usize::from(self.current.is_some())
+    }
+
     /// Adds a full id the peer lacks.
     fn id(&mut self, id: MessageId) {
         if self.current.is_none() || self.current_len + 32 > self.max_bytes {
@@ -974,6 +1086,7 @@ impl Builder {
         if self.done.is_empty() && always {
             self.done.push(Message {
                 salt: self.salt,
+                digest: None,
                 last: false,
                 start: Bound::MIN,
                 ranges: Vec::new(),
@@ -1019,6 +1132,11 @@ pub struct Reconciler {
     /// Once this round's budget is spent: the span whose remaining work is
     /// handed back to the peer as one fingerprint at the end of the round.
     deferred: Option<(Bound, Bound)>,
+    /// Whether the peer's digest showed it holds a prefix of our set: we
+    /// sent the rest, and the ranges of this round need no answer.
+    round_settled: bool,
+    /// Whether a digest arrived already (one per session and side).
+    digest_seen: bool,
     rounds: u32,
     have: BTreeSet<MessageId>,
     need: BTreeSet<MessageId>,
@@ -1047,14 +1165,16 @@ impl Reconciler {
             round_messages: 0,
             round_open: 0,
             deferred: None,
+            round_settled: false,
+            digest_seen: false,
             rounds: 0,
             have: BTreeSet::new(),
             need: BTreeSet::new(),
         }
     }
 
-    /// Queues the first round: fingerprints over everything, or the list
-    /// of all local ids when there are few. Call once, on an initiator.
+    /// Queues the first round: the digest of the local set (its count and
+    /// whole-set fingerprint). Call once, on an initiator.
     ///
     /// # Panics
     /// On a responder, which has no salt to start with (a caller bug).
@@ -1064,25 +1184,118 @@ impl Reconciler {
             .clone()
             .expect("only initiators start, and they are built with a salt");
         let mut builder = Builder::new(self.config.max_message_bytes, self.salt);
-        let summary = set.summary(&Range::ALL);
-        if summary.count() <= self.config.list_threshold as u64 {
-            let shorts = set
-                .items(&Range::ALL, self.config.list_threshold)
-                .iter()
-                .map(|item| keys.short(&item.id))
-                .collect();
-            builder.range(Bound::MIN, Bound::Infinity, Mode::List(shorts));
-        } else {
-            self.split(
-                set,
-                &keys,
-                &Range::ALL,
-                self.config.initial_buckets,
-                &mut builder,
-            );
-        }
+        builder.digest(Self::digest_of(set, &keys));
         let (messages, _) = builder.finish(true);
         self.outgoing.extend(messages);
+    }
+
+    fn digest_of(set: &impl ItemSet, keys: &Keys) -> Digest {
+        let summary = set.summary(&Range::ALL);
+        Digest {
+            count: summary.count(),
+            fingerprint: summary.fingerprint(keys),
+        }
+    }
+
+    /// Answers the peer's digest. When the peer's set equals our first
+    /// `count` items, it lacks exactly the rest: send those and settle the
+    /// round. Otherwise a responder opens the range exchange (with its own
+    /// digest when it holds fewer items, so the peer can do the same
+    /// check), and an initiator answers the ranges that came with it.
+    fn handle_digest(
+        &mut self,
+        set: &impl ItemSet,
+        keys: &Keys,
+        theirs: &Digest,
+        builder: &mut Builder,
+    ) -> Result<(), SyncError> {
+        if self.digest_seen {
+            return Err(SyncError::OutOfTurn("second digest"));
+        }
+        self.digest_seen = true;
+        self.round_asks = true;
+        let mine = set.summary(&Range::ALL);
+        if mine.count() >= theirs.count {
+            let cut = if theirs.count == 0 {
+                Bound::MIN
+            } else if theirs.count == mine.count() {
+                Bound::Infinity
+            } else {
+                // 0 < theirs.count < mine.count(), so the pair exists.
+                let (below, above) = set.pair_at(theirs.count).expect("index is inside the set");
+                Bound::between(&below, &above)
+            };
+            let prefix = Range {
+                lower: Bound::MIN,
+                upper: cut,
+            };
+            if set.summary(&prefix).fingerprint(keys) == theirs.fingerprint {
+                self.round_settled = true;
+                if cut != Bound::Infinity {
+                    self.send_from(set, keys, cut, builder)?;
+                }
+                return Ok(());
+            }
+        }
+        if self.state == State::Receiving && self.rounds == 1 && self.salt.is_none() {
+            // The responder's first answer: open the range exchange.
+            if mine.count() < theirs.count {
+                builder.digest(Self::digest_of(set, keys));
+            }
+            if mine.count() <= self.config.list_threshold as u64 {
+                let shorts = set
+                    .items(&Range::ALL, self.config.list_threshold)
+                    .iter()
+                    .map(|item| keys.short(&item.id))
+                    .collect();
+                builder.range(Bound::MIN, Bound::Infinity, Mode::List(shorts));
+            } else {
+                // Stay well inside the peer's caps on open ranges and on
+                // messages per round (a range costs about 9 bytes).
+                let by_messages = self.config.max_messages_per_round as usize / 2
+                    * (self.config.max_message_bytes / 12);
+                let most = self
+                    .config
+                    .initial_buckets
+                    .min(self.config.max_open_ranges / 2)
+                    .min(by_messages)
+                    .max(2);
+                let parts = (mine.count() / self.config.list_threshold as u64).clamp(2, most as u64)
+                    as usize;
+                self.split(set, keys, &Range::ALL, parts, builder);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every local item from `lower` up as a full id, within this
+    /// round's id budget; what does not fit goes back as one fingerprint.
+    fn send_from(
+        &mut self,
+        set: &impl ItemSet,
+        keys: &Keys,
+        lower: Bound,
+        builder: &mut Builder,
+    ) -> Result<(), SyncError> {
+        let budget = self.id_budget();
+        let range = Range {
+            lower,
+            upper: Bound::Infinity,
+        };
+        let items = set.items(&range, budget + 1);
+        for item in items.iter().take(budget) {
+            self.add_have(item.id)?;
+            builder.id(item.id);
+        }
+        if items.len() > budget {
+            let rest = Range {
+                lower: Bound::between(&items[budget - 1], &items[budget]),
+                upper: Bound::Infinity,
+            };
+            let fp = set.summary(&rest).fingerprint(keys);
+            builder.range(rest.lower, rest.upper, Mode::Fingerprint(fp));
+        }
+        Ok(())
     }
 
     /// Handles one message from the peer.
@@ -1124,14 +1337,25 @@ impl Reconciler {
             self.round_messages = 0;
             self.round_open = 0;
             self.deferred = None;
+            self.round_settled = false;
         }
         self.round_messages += 1;
         if self.round_messages > self.config.max_messages_per_round {
             return Err(SyncError::CapExceeded("messages per round"));
         }
         let mut builder = self.builder.take().expect("created above");
+        if let Some(digest) = &message.digest {
+            self.handle_digest(set, &keys, digest, &mut builder)?;
+        }
+        let ranges: &[(Bound, Mode)] = if self.round_settled {
+            // The peer holds a prefix of our set and got the rest: nothing
+            // it asks in this round needs an answer.
+            &[]
+        } else {
+            &message.ranges
+        };
         let mut lower = message.start;
-        for (upper, mode) in &message.ranges {
+        for (upper, mode) in ranges {
             let range = Range {
                 lower,
                 upper: *upper,
@@ -1155,6 +1379,16 @@ impl Reconciler {
                 if to.less_than(&range.upper) {
                     *to = range.upper;
                 }
+                continue;
+            }
+            if matches!(mode, Mode::Fingerprint(_) | Mode::List(_))
+                && builder.messages() > 0
+                && builder.messages() * 4 + 4 > self.config.max_messages_per_round as usize
+            {
+                // Ranges of this round fill a quarter of the messages the
+                // peer accepts (ids may fill half): the rest goes back as
+                // one range, as with open ranges.
+                self.deferred = Some((range.lower, range.upper));
                 continue;
             }
             match mode {
@@ -1406,6 +1640,7 @@ mod tests {
         };
         let message = Message {
             salt: None,
+            digest: None,
             last: true,
             start: at(100),
             ranges: vec![(at(50), Mode::Skip)],
