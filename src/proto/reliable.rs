@@ -120,6 +120,11 @@ pub enum Packet {
         id: MessageId,
         #[serde(with = "serde_bytes")]
         chunk: Vec<u8>,
+        /// The sender has nothing older in flight (a lone message, e.g. a
+        /// chat reply): acknowledge it as soon as it is stored rather than
+        /// at the paced time, so an idle conversation gets its "delivered"
+        /// at once while a busy stream keeps one ACK per interval.
+        ack_now: bool,
     },
     /// Receiver → sender acknowledgement for the sender's stream in a room.
     Ack {
@@ -413,6 +418,10 @@ pub struct Config {
     pub max_retries: u32,
     /// Longest a receiver holds an ACK back to batch it with others.
     pub max_ack_delay: Duration,
+    /// A room quiet for this long makes its next lone packet ask for an
+    /// immediate ACK (`ack_now`): a chat's "delivered" comes at once, a
+    /// stream's ACKs stay paced.
+    pub lone_gap: Duration,
     /// A receiver ACKs at once after this many unacknowledged packets.
     pub ack_every: u32,
     /// Minimum wait before a receiver NACKs a gap.
@@ -461,6 +470,7 @@ impl Default for Config {
             rto_max: Duration::from_secs(5),
             max_retries: 8,
             max_ack_delay: Duration::from_millis(100),
+            lone_gap: Duration::from_millis(20),
             ack_every: 32,
             nack_delay: Duration::from_millis(5),
             nack_jitter: Duration::from_millis(40),
@@ -698,6 +708,8 @@ struct Room {
     sent_upto: u64,
     heartbeat_at: Option<Instant>,
     heartbeats: u32,
+    /// When the last new data packet went out (for `ack_now`).
+    last_new_data: Option<Instant>,
 }
 
 impl Room {
@@ -758,6 +770,9 @@ struct RecvStream {
     last_ack: Option<Instant>,
     /// Something changed since the last ACK.
     dirty: bool,
+    /// A lone packet asked for its ACK at once: ACKs are not paced until
+    /// one reports everything delivered as stored.
+    urgent: bool,
     since_ack: u32,
     nack_at: Option<Instant>,
     nack_tries: u32,
@@ -783,6 +798,7 @@ impl RecvStream {
             ack_at: None,
             last_ack: None,
             dirty: false,
+            urgent: false,
             since_ack: 0,
             nack_at: None,
             nack_tries: 0,
@@ -951,6 +967,7 @@ impl Reliable {
             sent_upto: 0,
             heartbeat_at: None,
             heartbeats: 0,
+            last_new_data: None,
         });
         state.config = config;
         let members: Vec<PeerId> = members.into_iter().filter(|p| *p != self.me).collect();
@@ -1142,6 +1159,7 @@ impl Reliable {
                 frags,
                 id,
                 chunk,
+                ack_now,
                 ..
             } => {
                 self.on_data(
@@ -1158,6 +1176,7 @@ impl Reliable {
                         frags,
                         chunk,
                     },
+                    ack_now,
                 );
             }
             Packet::Ack {
@@ -1374,13 +1393,21 @@ impl Reliable {
             room.heartbeat_at = Some(now + config.heartbeat_interval);
             room.heartbeats = 0;
         }
+        // A lone packet of a conversation (nothing older held for anyone,
+        // and the room was quiet for `lone_gap`) asks for its ACK at once;
+        // a stream of packets keeps the paced ACKs.
+        let ack_now = seq == low
+            && room
+                .last_new_data
+                .is_none_or(|t| now.saturating_duration_since(t) >= config.lone_gap);
+        room.last_new_data = Some(now);
         let packet = room
             .packet_mut(seq)
             .expect("sent_upto < next_seq, so the packet is queued");
         packet.first_sent = Some(now);
         if group || probe {
             packet.group_sent = Some(now);
-            let bytes = data_packet(room_id, session, seq, low, packet).encode();
+            let bytes = data_packet(room_id, session, seq, low, packet, ack_now).encode();
             self.data.push_back(Transmit {
                 destination: Destination::Group(room_id),
                 kind: PacketKind::Data,
@@ -1389,7 +1416,7 @@ impl Reliable {
         }
         for (peer, member_low) in unicast {
             packet.note_unicast(peer, now);
-            let bytes = data_packet(room_id, session, seq, member_low, packet).encode();
+            let bytes = data_packet(room_id, session, seq, member_low, packet, ack_now).encode();
             self.data.push_back(Transmit {
                 destination: Destination::Peer(peer),
                 kind: PacketKind::Data,
@@ -1418,7 +1445,7 @@ impl Reliable {
         };
         packet.note_unicast(peer, now);
         packet.note_repair(Some(peer), now);
-        let bytes = data_packet(room_id, session, seq, member_low, packet).encode();
+        let bytes = data_packet(room_id, session, seq, member_low, packet, false).encode();
         self.data.push_back(Transmit {
             destination: Destination::Peer(peer),
             kind: PacketKind::Data,
@@ -1767,7 +1794,7 @@ impl Reliable {
                     .expect("low <= seq < sent_upto, so the packet is queued");
                 packet.group_sent = Some(now);
                 packet.note_repair(None, now);
-                let bytes = data_packet(room_id, self.session, seq, low, packet).encode();
+                let bytes = data_packet(room_id, self.session, seq, low, packet, false).encode();
                 self.data.push_back(Transmit {
                     destination: Destination::Group(room_id),
                     kind: PacketKind::Data,
@@ -1923,6 +1950,7 @@ impl Reliable {
         low: u64,
         seq: u64,
         fragment: Fragment,
+        ack_now: bool,
     ) {
         let config = &self.config;
         let Some(stream) = stream_entry(
@@ -1970,6 +1998,7 @@ impl Reliable {
         }
         stream.dirty = true;
         stream.since_ack += 1;
+        stream.urgent |= ack_now;
         // The sender is alive: NACKs that gave up may try again.
         stream.nack_tries = 0;
         let due = if stream.since_ack >= config.ack_every {
@@ -2186,6 +2215,10 @@ impl Reliable {
                 stream.dirty = false;
                 stream.since_ack = 0;
                 stream.last_ack = Some(now);
+                if stream.stored >= stream.next {
+                    // Everything delivered is reported stored: back to pacing.
+                    stream.urgent = false;
+                }
                 stream.ack_no += 1;
                 let received = stream.received_upto();
                 let delay = stream
@@ -2232,7 +2265,14 @@ struct AckInfo {
     mcast_rx: u64,
 }
 
-fn data_packet(room: RoomId, session: u64, seq: u64, low: u64, packet: &OutPacket) -> Packet {
+fn data_packet(
+    room: RoomId,
+    session: u64,
+    seq: u64,
+    low: u64,
+    packet: &OutPacket,
+    ack_now: bool,
+) -> Packet {
     Packet::Data {
         room,
         session,
@@ -2242,6 +2282,7 @@ fn data_packet(room: RoomId, session: u64, seq: u64, low: u64, packet: &OutPacke
         frags: packet.frags,
         id: packet.id,
         chunk: packet.chunk.clone(),
+        ack_now,
     }
 }
 
@@ -2281,6 +2322,9 @@ fn stream_entry<'a>(
 /// else `max_ack_delay` after the previous ACK (so a busy stream sends one
 /// ACK per interval, not one per packet).
 fn paced_ack(stream: &RecvStream, now: Instant, max_ack_delay: Duration) -> Instant {
+    if stream.urgent {
+        return now;
+    }
     stream
         .last_ack
         .map_or(now, |last| (last + max_ack_delay).max(now))

@@ -122,6 +122,7 @@ fn worst_case_reliable_packets_fit_a_sealed_frame() {
         frags: MAX_FRAGS,
         id: MessageId([0xff; 32]),
         chunk: vec![0xff; MAX_CHUNK],
+        ack_now: true,
     };
     let ack = Packet::Ack {
         room: RoomId([0xff; 32]),
