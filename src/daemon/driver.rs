@@ -134,6 +134,10 @@ pub(crate) struct NodeDriver {
     provisional: HashMap<PeerId, SocketAddr>,
     /// Contacts that wrote first and are not accepted yet.
     requests: HashSet<PeerId>,
+    /// Received messages not committed yet (only while `deferring`).
+    uncommitted: Vec<(Message, Receipt, Event)>,
+    /// Inside a burst of datagrams: commits wait for `flush`.
+    deferring: bool,
     /// Peers that opened a session with us without being contacts, until
     /// they write (then they are requests). Bounded.
     strangers_met: HashMap<PeerId, PublicIdentity>,
@@ -193,6 +197,8 @@ impl NodeDriver {
             provisional: HashMap::new(),
             requests: HashSet::new(),
             strangers_met: HashMap::new(),
+            uncommitted: Vec::new(),
+            deferring: false,
         };
         driver.requests = driver.store.contact_requests()?.into_iter().collect();
         for peer in driver.store.blocked()? {
@@ -859,7 +865,6 @@ impl NodeDriver {
     fn pump(&mut self, now: Instant) {
         self.run_discovery(now);
         loop {
-            let mut batch: Vec<(Message, Receipt, Event)> = Vec::new();
             while let Some(event) = self.node.poll_event() {
                 match event {
                     NodeEvent::MessageReceived {
@@ -883,7 +888,7 @@ impl NodeDriver {
                             text,
                             muted,
                         };
-                        batch.push((message, receipt, event));
+                        self.uncommitted.push((message, receipt, event));
                     }
                     NodeEvent::Undecryptable {
                         room,
@@ -896,7 +901,8 @@ impl NodeDriver {
                         // Stored with an empty body: the envelope is kept, so
                         // a later key can still open it.
                         let message = stored(room, from, id, timestamp, Vec::new(), envelope);
-                        batch.push((message, receipt, Event::Undecryptable { from, id }));
+                        self.uncommitted
+                            .push((message, receipt, Event::Undecryptable { from, id }));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         if let Some(key) = self.inflight.get(&id) {
@@ -927,10 +933,16 @@ impl NodeDriver {
                     other => self.on_room_event(other),
                 }
             }
-            if batch.is_empty() {
+            if self.uncommitted.is_empty() {
                 self.save_chains();
                 return;
             }
+            if self.deferring {
+                // A burst of datagrams is under way: one transaction for
+                // all of it, at `flush`.
+                return;
+            }
+            let batch = std::mem::take(&mut self.uncommitted);
             let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
             // The chains that opened them commit in the same transaction, so
             // after a crash neither is ahead of the other.
@@ -992,6 +1004,10 @@ impl Driver for NodeDriver {
     type Command = Command;
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, _via: Via, bytes: &[u8]) {
+        // Received messages wait for the end of the burst (`flush`): one
+        // store transaction per burst, not per datagram. Their ACKs wait
+        // with them, so "delivered" still means stored.
+        self.deferring = true;
         if is_registry_datagram(bytes) {
             self.discovery
                 .handle_registry_datagram(now, from, bytes, &mut self.node);
@@ -1211,6 +1227,11 @@ impl Driver for NodeDriver {
                 None => self.status.unroutable += 1,
             }
         }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        self.deferring = false;
+        self.pump(now);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

@@ -491,6 +491,13 @@ impl<D: Driver> EventLoop<D> {
     /// Reads up to [`BATCH`] datagrams from one socket. Returns whether it
     /// may still hold more (it did not report `WouldBlock`).
     fn receive(&mut self, via: Via) -> bool {
+        let more = self.receive_batch(via);
+        self.driver.flush(Instant::now());
+        self.drain_transmits();
+        more
+    }
+
+    fn receive_batch(&mut self, via: Via) -> bool {
         for _ in 0..BATCH {
             let socket = match via {
                 Via::Unicast => &self.out.unicast,

@@ -167,6 +167,10 @@ pub trait Driver: Send + 'static {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// When the loop must call `handle_timeout` next (`None`: no timer).
     fn poll_timeout(&mut self) -> Option<Instant>;
+    /// A burst of datagrams was handed over (the socket had no more, or a
+    /// batch ended): the moment to commit work that is cheaper done once
+    /// per burst, such as a store transaction. Default: nothing.
+    fn flush(&mut self, _now: Instant) {}
 }
 
 /// Why the network shell could not start or stopped.
