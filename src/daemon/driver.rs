@@ -901,8 +901,11 @@ impl NodeDriver {
                         // Stored with an empty body: the envelope is kept, so
                         // a later key can still open it.
                         let message = stored(room, from, id, timestamp, Vec::new(), envelope);
-                        self.uncommitted
-                            .push((message, receipt, Event::Undecryptable { from, id }));
+                        self.uncommitted.push((
+                            message,
+                            receipt,
+                            Event::Undecryptable { from, id },
+                        ));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         if let Some(key) = self.inflight.get(&id) {
