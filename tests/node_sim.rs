@@ -500,9 +500,10 @@ impl Net {
                         payload,
                     } => {
                         let set = self.peers[i].items(&room);
+                        let secret = self.peers[i].node.sync_secret(&peer);
                         self.peers[i]
                             .sync
-                            .handle_message(now, room, peer, &payload, &set);
+                            .handle_message(now, room, peer, &payload, &set, secret);
                     }
                     NodeEvent::RoomInvited { room, .. } if self.accept_invites => {
                         // The user says yes.
@@ -1380,7 +1381,8 @@ fn sync_round(net: &mut Net, room: RoomId) {
         let set = net.peers[i].items(&room);
         for member in info.members {
             if member != net.ids[i] {
-                net.peers[i].sync.start(now, room, member, &set);
+                let secret = net.peers[i].node.sync_secret(&member);
+                net.peers[i].sync.start(now, room, member, &set, secret);
             }
         }
         net.drain(i);

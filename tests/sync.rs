@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use kith::proto::ids::MessageId;
 use kith::proto::sync::{
     Bound, Digest, FINGERPRINT_LEN, Item, ItemSet, Message, Mode, Range, Reconciler, SALT_LEN,
-    SHORT_ID_LEN, SYNC_VERSION, SortedItems, SyncConfig, SyncError,
+    SHORT_ID_LEN, SYNC_VERSION, SortedItems, SyncConfig, SyncError, shared_salt,
 };
 use kith::store::Position;
 use proptest::prelude::*;
@@ -343,6 +343,7 @@ proptest! {
         }
         let message = Message {
             salt,
+            nonce: None,
             digest: digest.map(|(count, fingerprint)| Digest { count, fingerprint }),
             last: true,
             start: Bound::MIN,
@@ -390,6 +391,7 @@ fn malformed_messages_are_rejected() {
     // Bounds that do not increase.
     let message = Message {
         salt: None,
+        nonce: None,
         digest: None,
         last: true,
         start: Bound::MIN,
@@ -434,6 +436,7 @@ fn protocol_order_is_enforced() {
     let mut responder = Reconciler::responder(SyncConfig::default());
     let unsalted = Message {
         salt: None,
+        nonce: None,
         digest: None,
         last: true,
         start: Bound::MIN,
@@ -484,6 +487,7 @@ fn caps_hold() {
     });
     let open = Message {
         salt: Some([4; SALT_LEN]),
+        nonce: None,
         digest: None,
         last: false,
         start: Bound::MIN,
@@ -495,6 +499,7 @@ fn caps_hold() {
         .expect("first message of the round");
     let more = Message {
         salt: None,
+        nonce: None,
         last: true,
         ..open
     };
@@ -511,6 +516,7 @@ fn a_huge_list_request_is_split_not_answered_in_full() {
     let set = SortedItems::new(items(20_000));
     let empty_list = Message {
         salt: Some([2; SALT_LEN]),
+        nonce: None,
         digest: None,
         last: true,
         start: Bound::MIN,
@@ -582,6 +588,7 @@ fn forged_digests_are_refused_or_fall_back() {
     for count in [u64::MAX, 499, 500, 501, 0] {
         let first = Message {
             salt: Some([3; SALT_LEN]),
+            nonce: None,
             digest: Some(Digest {
                 count,
                 fingerprint: [0; FINGERPRINT_LEN],
@@ -599,6 +606,7 @@ fn forged_digests_are_refused_or_fall_back() {
         assert!(responder.poll_message().is_some(), "fingerprints go back");
         let again = Message {
             salt: None,
+            nonce: None,
             ..first
         };
         assert_eq!(
@@ -658,4 +666,73 @@ fn default_pair_at_agrees_with_positional_access() {
     ra.handle_message(&a, &reply).expect("valid");
     assert!(ra.is_done() && rb.is_done());
     assert_eq!(ra.need_ids().count(), 10);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Opened with a nonce between peers sharing a secret, a session still
+    /// yields exactly the union, and its opening is the digest plus a
+    /// couple of bytes (no salt on the wire).
+    #[test]
+    fn a_shared_secret_session_yields_the_union(
+        a in proptest::collection::btree_set(0u64..400, 0..120),
+        b in proptest::collection::btree_set(0u64..400, 0..120),
+        nonce in any::<u64>(),
+    ) {
+        let item = |n: &u64| Item { timestamp: n / 3, id: MessageId(*blake3::hash(&n.to_le_bytes()).as_bytes()) };
+        let set_a = SortedItems::new(a.iter().map(item).collect());
+        let set_b = SortedItems::new(b.iter().map(item).collect());
+        let secret = [9u8; 32];
+        let mut ra = Reconciler::initiator_shared(SyncConfig::default(), &secret, nonce);
+        let mut rb = Reconciler::responder_shared(SyncConfig::default(), secret);
+        ra.initiate(&set_a);
+        let first = ra.poll_message().expect("an opening");
+        let parsed = Message::parse(&first).expect("valid");
+        prop_assert!(parsed.salt.is_none() && parsed.nonce == Some(nonce));
+        let mut to_b = vec![first];
+        let mut turns = 0;
+        while !(ra.is_done() && rb.is_done()) && turns < 40 {
+            turns += 1;
+            for m in std::mem::take(&mut to_b) {
+                let _ = rb.handle_message(&set_b, &m);
+            }
+            let to_a: Vec<Vec<u8>> = std::iter::from_fn(|| rb.poll_message()).collect();
+            for m in to_a {
+                let _ = ra.handle_message(&set_a, &m);
+            }
+            to_b = std::iter::from_fn(|| ra.poll_message()).collect();
+            if to_b.is_empty() && ra.is_done() {
+                break;
+            }
+        }
+        let a_ids: std::collections::BTreeSet<MessageId> = set_a.as_slice().iter().map(|i| i.id).collect();
+        let b_ids: std::collections::BTreeSet<MessageId> = set_b.as_slice().iter().map(|i| i.id).collect();
+        let a_gets: std::collections::BTreeSet<MessageId> = rb.have_ids().copied().chain(ra.need_ids().copied()).collect();
+        let b_gets: std::collections::BTreeSet<MessageId> = ra.have_ids().copied().chain(rb.need_ids().copied()).collect();
+        let want_a: std::collections::BTreeSet<MessageId> = b_ids.difference(&a_ids).copied().collect();
+        let want_b: std::collections::BTreeSet<MessageId> = a_ids.difference(&b_ids).copied().collect();
+        prop_assert_eq!(a_gets, want_a);
+        prop_assert_eq!(b_gets, want_b);
+    }
+}
+
+#[test]
+fn a_nonce_opening_needs_the_shared_secret() {
+    let set = SortedItems::new(Vec::new());
+    let mut initiator = Reconciler::initiator_shared(SyncConfig::default(), &[1; 32], 7);
+    initiator.initiate(&set);
+    let first = initiator.poll_message().expect("an opening");
+    let mut plain = Reconciler::responder(SyncConfig::default());
+    assert!(matches!(
+        plain.handle_message(&set, &first),
+        Err(SyncError::OutOfTurn(_))
+    ));
+    assert_eq!(
+        shared_salt(&[1; 32], 7),
+        shared_salt(&[1; 32], 7),
+        "both sides derive the same salt"
+    );
+    assert_ne!(shared_salt(&[1; 32], 7), shared_salt(&[1; 32], 8));
+    assert_ne!(shared_salt(&[1; 32], 7), shared_salt(&[2; 32], 7));
 }

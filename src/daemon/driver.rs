@@ -734,7 +734,8 @@ impl NodeDriver {
     fn sync_with(&mut self, now: Instant, peer: PeerId) {
         for room in self.node.shared_rooms(&peer) {
             let set = self.room_items(&room);
-            self.sync.start(now, room, peer, &set);
+            let secret = self.node.sync_secret(&peer);
+            self.sync.start(now, room, peer, &set, secret);
         }
         self.run_sync(now);
     }
@@ -827,7 +828,9 @@ impl NodeDriver {
             } => {
                 let now = Instant::now();
                 let set = self.room_items(&room);
-                self.sync.handle_message(now, room, peer, &payload, &set);
+                let secret = self.node.sync_secret(&peer);
+                self.sync
+                    .handle_message(now, room, peer, &payload, &set, secret);
                 self.run_sync(now);
             }
             NodeEvent::StrangerMet { public } => {

@@ -689,6 +689,17 @@ pub struct PairwiseSession {
 }
 
 impl PairwiseSession {
+    /// A secret both ends of the session derive alike (the same on either
+    /// side, unlike the directional keys), for `label`: e.g. the salt of a
+    /// history reconciliation, so it need not travel.
+    pub fn exporter(&self, label: &str) -> [u8; 32] {
+        let (a, b) = (self.send_key.as_bytes(), self.receive_key.as_bytes());
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        let mut material = low.to_vec();
+        material.extend_from_slice(high);
+        blake3::derive_key(label, &material)
+    }
+
     fn derive(
         keys: &HandshakeKeys,
         transcript: &[u8; 32],

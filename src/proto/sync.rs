@@ -571,7 +571,30 @@ const FLAG_LAST: u8 = 2;
 const FLAG_RANGES: u8 = 4;
 const FLAG_IDS: u8 = 8;
 const FLAG_DIGEST: u8 = 16;
-const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS | FLAG_DIGEST;
+/// The first message, opened with a nonce instead of a salt (see
+/// [`Reconciler::initiator_shared`]).
+const FLAG_NONCE: u8 = 32;
+const KNOWN_FLAGS: u8 = FLAG_INIT | FLAG_LAST | FLAG_RANGES | FLAG_IDS | FLAG_DIGEST | FLAG_NONCE;
+
+/// How a session opens: the salt itself, or a nonce from which both sides
+/// derive the salt with a secret they share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    Salt([u8; SALT_LEN]),
+    Nonce(u64),
+}
+
+/// The salt of a session opened with `nonce` between two peers sharing
+/// `secret` (their pairwise session's exporter): as unpredictable to anyone
+/// else as a random one, and it need not travel.
+pub fn shared_salt(secret: &[u8; 32], nonce: u64) -> [u8; SALT_LEN] {
+    let mut hasher = blake3::Hasher::new_keyed(secret);
+    hasher.update(b"kith sync salt v1");
+    hasher.update(&nonce.to_le_bytes());
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&hasher.finalize().as_bytes()[..SALT_LEN]);
+    salt
+}
 
 /// A whole-set summary: the sender's item count and the fingerprint of
 /// all its items. The receiver compares it with the fingerprint of its own
@@ -588,8 +611,11 @@ pub struct Digest {
 /// One decoded sync message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    /// Present on the first message of a session.
+    /// Present on the first message of a session opened with a salt.
     pub salt: Option<[u8; SALT_LEN]>,
+    /// Present instead on the first message of a session whose salt both
+    /// sides derive from a shared secret ([`shared_salt`]).
+    pub nonce: Option<u64>,
     /// The sender's whole-set digest: on the initiator's first message, and
     /// on the responder's first when it holds fewer items.
     pub digest: Option<Digest>,
@@ -689,6 +715,9 @@ impl Message {
         if self.salt.is_some() {
             flags |= FLAG_INIT;
         }
+        if self.nonce.is_some() {
+            flags |= FLAG_NONCE;
+        }
         if self.last {
             flags |= FLAG_LAST;
         }
@@ -704,6 +733,9 @@ impl Message {
         out.push(flags);
         if let Some(salt) = &self.salt {
             out.extend_from_slice(salt);
+        }
+        if let Some(nonce) = self.nonce {
+            put_varint(&mut out, nonce);
         }
         if let Some(digest) = &self.digest {
             put_varint(&mut out, digest.count);
@@ -758,10 +790,21 @@ impl Message {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(SyncError::Malformed("unknown flags"));
         }
+        if flags & FLAG_INIT != 0 && flags & FLAG_NONCE != 0 {
+            return Err(SyncError::Malformed("both a salt and a nonce"));
+        }
         let salt = if flags & FLAG_INIT != 0 {
             let mut salt = [0u8; SALT_LEN];
             salt.copy_from_slice(reader.take(SALT_LEN)?);
             Some(salt)
+        } else {
+            None
+        };
+        let nonce = if flags & FLAG_NONCE != 0 {
+            Some(
+                u64::try_from(reader.varint()?)
+                    .map_err(|_| SyncError::Malformed("nonce overflows"))?,
+            )
         } else {
             None
         };
@@ -831,6 +874,7 @@ impl Message {
         }
         Ok(Message {
             salt,
+            nonce,
             digest,
             last: flags & FLAG_LAST != 0,
             start,
@@ -937,12 +981,20 @@ struct Builder {
     current_len: usize,
     /// Timestamp of the last bound in `current`, for delta encoding.
     prev_timestamp: u64,
-    salt: Option<[u8; SALT_LEN]>,
+    opening: Option<Opening>,
     /// Whether any range in this round asks the peer for an answer.
     asks: bool,
     /// Ranges asking for an answer, and full ids, emitted this round.
     open: usize,
     ids: usize,
+}
+
+fn split_opening(opening: Option<Opening>) -> (Option<[u8; SALT_LEN]>, Option<u64>) {
+    match opening {
+        Some(Opening::Salt(salt)) => (Some(salt), None),
+        Some(Opening::Nonce(nonce)) => (None, Some(nonce)),
+        None => (None, None),
+    }
 }
 
 /// Version and flags.
@@ -951,14 +1003,14 @@ const HEADER_LEN: usize = 2;
 const COUNT_SLACK: usize = 6;
 
 impl Builder {
-    fn new(max_bytes: usize, salt: Option<[u8; SALT_LEN]>) -> Self {
+    fn new(max_bytes: usize, opening: Option<Opening>) -> Self {
         Builder {
             max_bytes,
             done: Vec::new(),
             current: None,
             current_len: 0,
             prev_timestamp: 0,
-            salt,
+            opening,
             asks: false,
             open: 0,
             ids: 0,
@@ -969,16 +1021,19 @@ impl Builder {
         if let Some(message) = self.current.take() {
             self.done.push(message);
         }
-        // Only the very first message of a session carries the salt.
-        let salt = if self.done.is_empty() {
-            self.salt
+        // Only the very first message of a session carries the opening.
+        let opening = if self.done.is_empty() {
+            self.opening
         } else {
             None
         };
-        self.current_len = HEADER_LEN + COUNT_SLACK + if salt.is_some() { SALT_LEN } else { 0 };
+        let (salt, nonce) = split_opening(opening);
+        self.current_len =
+            HEADER_LEN + COUNT_SLACK + salt.map_or(0, |_| SALT_LEN) + nonce.map_or(0, varint_len);
         self.prev_timestamp = 0;
         self.current = Some(Message {
             salt,
+            nonce,
             digest: None,
             last: false,
             start: Bound::MIN,
@@ -1084,8 +1139,10 @@ impl Builder {
             self.done.push(message);
         }
         if self.done.is_empty() && always {
+            let (salt, nonce) = split_opening(self.opening);
             self.done.push(Message {
-                salt: self.salt,
+                salt,
+                nonce,
                 digest: None,
                 last: false,
                 start: Bound::MIN,
@@ -1121,7 +1178,10 @@ enum State {
 pub struct Reconciler {
     config: SyncConfig,
     keys: Option<Keys>,
-    salt: Option<[u8; SALT_LEN]>,
+    /// The initiator's opening; `None` on a responder.
+    opening: Option<Opening>,
+    /// A responder's secret shared with the peer, for nonce openings.
+    shared: Option<[u8; 32]>,
     state: State,
     outgoing: VecDeque<Vec<u8>>,
     builder: Option<Builder>,
@@ -1147,8 +1207,28 @@ impl Reconciler {
     pub fn initiator(config: SyncConfig, salt: [u8; SALT_LEN]) -> Self {
         let mut reconciler = Reconciler::responder(config);
         reconciler.keys = Some(Keys::new(&salt));
-        reconciler.salt = Some(salt);
+        reconciler.opening = Some(Opening::Salt(salt));
         reconciler.state = State::Receiving;
+        reconciler
+    }
+
+    /// The side that starts, between peers that share `secret` (their
+    /// pairwise session's exporter): the first message carries `nonce` (a
+    /// byte or a few) instead of the 16-byte salt, which both derive
+    /// ([`shared_salt`]). Use a fresh nonce per session with the peer.
+    pub fn initiator_shared(config: SyncConfig, secret: &[u8; 32], nonce: u64) -> Self {
+        let mut reconciler = Reconciler::responder(config);
+        reconciler.keys = Some(Keys::new(&shared_salt(secret, nonce)));
+        reconciler.opening = Some(Opening::Nonce(nonce));
+        reconciler.state = State::Receiving;
+        reconciler
+    }
+
+    /// The side that answers, sharing `secret` with the initiator: it
+    /// accepts a nonce opening as well as a salt.
+    pub fn responder_shared(config: SyncConfig, secret: [u8; 32]) -> Self {
+        let mut reconciler = Reconciler::responder(config);
+        reconciler.shared = Some(secret);
         reconciler
     }
 
@@ -1157,7 +1237,8 @@ impl Reconciler {
         Reconciler {
             config: config.normalized(),
             keys: None,
-            salt: None,
+            opening: None,
+            shared: None,
             state: State::AwaitingInit,
             outgoing: Default::default(),
             builder: None,
@@ -1183,7 +1264,7 @@ impl Reconciler {
             .keys
             .clone()
             .expect("only initiators start, and they are built with a salt");
-        let mut builder = Builder::new(self.config.max_message_bytes, self.salt);
+        let mut builder = Builder::new(self.config.max_message_bytes, self.opening);
         builder.digest(Self::digest_of(set, &keys));
         let (messages, _) = builder.finish(true);
         self.outgoing.extend(messages);
@@ -1237,7 +1318,7 @@ impl Reconciler {
                 return Ok(());
             }
         }
-        if self.state == State::Receiving && self.rounds == 1 && self.salt.is_none() {
+        if self.state == State::Receiving && self.rounds == 1 && self.opening.is_none() {
             // The responder's first answer: open the range exchange.
             if mine.count() < theirs.count {
                 builder.digest(Self::digest_of(set, keys));
@@ -1313,16 +1394,25 @@ impl Reconciler {
             return Err(SyncError::OutOfTurn("session is finished"));
         }
         let message = Message::parse(bytes)?;
-        match (self.state, message.salt) {
-            (State::AwaitingInit, Some(salt)) => {
+        match (self.state, message.salt, message.nonce) {
+            (State::AwaitingInit, Some(salt), None) => {
                 self.keys = Some(Keys::new(&salt));
                 self.state = State::Receiving;
             }
-            (State::AwaitingInit, None) => {
+            (State::AwaitingInit, None, Some(nonce)) => {
+                let secret = self.shared.ok_or(SyncError::OutOfTurn(
+                    "a nonce opening without a shared secret",
+                ))?;
+                self.keys = Some(Keys::new(&shared_salt(&secret, nonce)));
+                self.state = State::Receiving;
+            }
+            (State::AwaitingInit, _, _) => {
                 return Err(SyncError::OutOfTurn("first message carries no salt"));
             }
-            (_, Some(_)) => return Err(SyncError::OutOfTurn("salt after the start")),
-            (_, None) => {}
+            (_, Some(_), _) | (_, _, Some(_)) => {
+                return Err(SyncError::OutOfTurn("salt after the start"));
+            }
+            (_, None, None) => {}
         }
         // Initiators are built with keys; responders get them from the
         // first message, checked just above.
@@ -1640,6 +1730,7 @@ mod tests {
         };
         let message = Message {
             salt: None,
+            nonce: None,
             digest: None,
             last: true,
             start: at(100),

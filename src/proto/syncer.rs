@@ -90,6 +90,9 @@ pub struct SyncManager {
     sessions: HashMap<(RoomId, PeerId), Session>,
     actions: VecDeque<SyncAction>,
     stats: SyncStats,
+    /// Opens sessions with a shared secret: fresh per session, and small
+    /// (one varint byte for the first 128).
+    next_nonce: u64,
 }
 
 impl SyncManager {
@@ -101,6 +104,7 @@ impl SyncManager {
             sessions: HashMap::new(),
             actions: VecDeque::new(),
             stats: SyncStats::default(),
+            next_nonce: 0,
         }
     }
 
@@ -114,9 +118,18 @@ impl SyncManager {
     }
 
     /// Starts reconciling `room` with `peer` from our side, if we are the
-    /// one to initiate (the lower peer id) and no session runs. Returns
-    /// whether one started.
-    pub fn start(&mut self, now: Instant, room: RoomId, peer: PeerId, set: &impl ItemSet) -> bool {
+    /// one to initiate (the lower peer id) and no session runs. With the
+    /// secret of our pairwise session with `peer` (`Node::sync_secret`) the
+    /// opening carries a nonce instead of a 16-byte salt. Returns whether
+    /// one started.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        set: &impl ItemSet,
+        secret: Option<[u8; 32]>,
+    ) -> bool {
         if self.me >= peer || self.is_running(&room, &peer) {
             return false;
         }
@@ -124,9 +137,17 @@ impl SyncManager {
             self.stats.sessions_refused += 1;
             return false;
         }
-        let mut salt = [0u8; SALT_LEN];
-        self.rng.fill_bytes(&mut salt);
-        let mut reconciler = Reconciler::initiator(self.config.sync.clone(), salt);
+        let mut reconciler = match secret {
+            Some(secret) => {
+                self.next_nonce = self.next_nonce.wrapping_add(1);
+                Reconciler::initiator_shared(self.config.sync.clone(), &secret, self.next_nonce)
+            }
+            None => {
+                let mut salt = [0u8; SALT_LEN];
+                self.rng.fill_bytes(&mut salt);
+                Reconciler::initiator(self.config.sync.clone(), salt)
+            }
+        };
         reconciler.initiate(set);
         self.stats.sessions_started += 1;
         self.sessions.insert(
@@ -149,6 +170,7 @@ impl SyncManager {
         peer: PeerId,
         payload: &[u8],
         set: &impl ItemSet,
+        secret: Option<[u8; 32]>,
     ) {
         let key = (room, peer);
         if !self.sessions.contains_key(&key) {
@@ -165,7 +187,12 @@ impl SyncManager {
             self.sessions.insert(
                 key,
                 Session {
-                    reconciler: Reconciler::responder(self.config.sync.clone()),
+                    reconciler: match secret {
+                        Some(secret) => {
+                            Reconciler::responder_shared(self.config.sync.clone(), secret)
+                        }
+                        None => Reconciler::responder(self.config.sync.clone()),
+                    },
                     last_activity: now,
                 },
             );

@@ -36,6 +36,16 @@ impl Node {
         rooms
     }
 
+    /// The secret our current session with `peer` shares with it, for
+    /// opening reconciliations without sending a salt.
+    pub fn sync_secret(&self, peer: &PeerId) -> Option<[u8; 32]> {
+        self.peers
+            .get(peer)?
+            .session
+            .as_ref()
+            .map(|s| s.exporter("kith sync secret v1"))
+    }
+
     /// Sends one reconciliation message for `room` to `peer`.
     pub fn send_sync(
         &mut self,
