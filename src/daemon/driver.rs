@@ -120,7 +120,9 @@ pub(crate) struct NodeDriver {
     peers: HashMap<PeerId, PeerEntry>,
     /// Our messages not yet acknowledged, by id, with the key of their
     /// stored copy.
-    inflight: HashMap<MessageId, MessageKey>,
+    inflight: HashMap<MessageId, (MessageKey, usize)>,
+    /// Delivery states to record, in one transaction per round.
+    delivery_updates: Vec<(MessageKey, PeerId, DeliveryState)>,
     /// Muted rooms and peers (by their 32-byte id).
     mutes: MuteTable,
     subscribers: Vec<Sender<Event>>,
@@ -188,6 +190,7 @@ impl NodeDriver {
             store: account.store,
             peers: HashMap::new(),
             inflight: HashMap::new(),
+            delivery_updates: Vec::new(),
             mutes: MuteTable::default(),
             subscribers: Vec::new(),
             status: Status::default(),
@@ -319,7 +322,7 @@ impl NodeDriver {
                 };
                 match result {
                     Ok(id) => {
-                        self.inflight.insert(id, key);
+                        self.inflight.entry(id).or_insert((key, 0)).1 += 1;
                         self.status.messages_sent += 1;
                     }
                     Err(error) => eprintln!("kith daemon: cannot resend a message: {error}"),
@@ -550,14 +553,12 @@ impl NodeDriver {
         let key = message.key();
         // The node already queued the message; if the store fails it still
         // goes out, but would not be re-sent after a restart. The chain's
-        // new position commits with it.
+        // new position and the pending deliveries commit with it, in one
+        // transaction.
         let chains = self.node.take_chain_updates();
-        self.store.insert_messages_and_chains(&[message], &chains)?;
-        for peer in &recipients {
-            self.store
-                .set_delivery(&key, peer, DeliveryState::Pending)?;
-        }
-        self.inflight.insert(sent.id, key);
+        let count = recipients.len();
+        self.store.insert_sent(&[(message, recipients)], &chains)?;
+        self.inflight.insert(sent.id, (key, count));
         Ok(sent.id)
     }
 
@@ -866,6 +867,16 @@ impl NodeDriver {
     /// round in one transaction, then confirms them (which may produce more
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
+        self.pump_events(now);
+        let updates = std::mem::take(&mut self.delivery_updates);
+        if !updates.is_empty()
+            && let Err(error) = self.store.set_deliveries(&updates)
+        {
+            self.store_error("record deliveries", error);
+        }
+    }
+
+    fn pump_events(&mut self, now: Instant) {
         self.run_discovery(now);
         loop {
             while let Some(event) = self.node.poll_event() {
@@ -911,19 +922,11 @@ impl NodeDriver {
                         ));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
-                        if let Some(key) = self.inflight.get(&id) {
-                            let key = *key;
-                            if let Err(error) =
-                                self.store.set_delivery(&key, &to, DeliveryState::Delivered)
-                            {
-                                self.store_error("record a delivery", error);
-                            }
-                            let waiting = self
-                                .store
-                                .deliveries(&key)
-                                .map(|d| d.iter().any(|(_, s)| *s == DeliveryState::Pending))
-                                .unwrap_or(false);
-                            if !waiting {
+                        if let Some((key, waiting)) = self.inflight.get_mut(&id) {
+                            self.delivery_updates
+                                .push((*key, to, DeliveryState::Delivered));
+                            *waiting = waiting.saturating_sub(1);
+                            if *waiting == 0 {
                                 self.inflight.remove(&id);
                             }
                         }

@@ -1244,9 +1244,13 @@ impl Reliable {
             consider(stream.nack_at);
             consider(stream.expire_at);
         }
-        if self.tokens < 1.0 && self.has_data_work() {
+        if self.tokens < 1.0 - TOKEN_SLACK && self.has_data_work() {
             let missing = 1.0 - self.tokens;
-            let wait = Duration::from_secs_f64(missing / f64::from(self.config.rate.max(1)));
+            // Rounded up to a whole microsecond: a wait that rounds to zero
+            // would leave the bucket short by a rounding error and the
+            // timer due forever.
+            let wait = Duration::from_secs_f64(missing / f64::from(self.config.rate.max(1)))
+                .max(Duration::from_micros(1));
             consider(Some(self.tokens_at + wait));
         }
         next
@@ -1281,7 +1285,7 @@ impl Reliable {
             return Some(self.count(transmit));
         }
         self.refill(now);
-        if self.tokens < 1.0 {
+        if self.tokens < 1.0 - TOKEN_SLACK {
             return None;
         }
         // A step may produce nothing (a repair no longer needed, a packet
@@ -1289,7 +1293,7 @@ impl Reliable {
         // a datagram or no work.
         while self.data.is_empty() && self.build_data(now) {}
         let transmit = self.data.pop_front()?;
-        self.tokens -= 1.0;
+        self.tokens = (self.tokens - 1.0).max(0.0);
         Some(self.count(transmit))
     }
 
@@ -2317,12 +2321,19 @@ fn stream_entry<'a>(
     Some(stream)
 }
 
-/// When a routine ACK is due: at once if the stream was quiet for
-/// `max_ack_delay` (so an idle chat gets its "delivered" tick without delay),
-/// else `max_ack_delay` after the previous ACK (so a busy stream sends one
-/// ACK per interval, not one per packet).
+/// Tokens short of one packet that still count as one: float rounding in
+/// the refill must not leave the bucket a hair below a packet forever.
+const TOKEN_SLACK: f64 = 1e-6;
+
+/// When a routine ACK is due: at once for news on a stream a lone packet
+/// marked `ack_now`, or if the stream was quiet for `max_ack_delay` (so an
+/// idle chat gets its "delivered" tick without delay), else `max_ack_delay`
+/// after the previous ACK (so a busy stream sends one ACK per interval, not
+/// one per packet).
 fn paced_ack(stream: &RecvStream, now: Instant, max_ack_delay: Duration) -> Instant {
-    if stream.urgent {
+    // Only for news: an ACK that would repeat the last one waits as usual
+    // (so a stream whose store lags cannot keep a timer due).
+    if stream.urgent && stream.dirty {
         return now;
     }
     stream

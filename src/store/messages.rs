@@ -112,6 +112,28 @@ fn room_ref_in(
 /// Inserts `batch` inside `tx`, skipping duplicates, and returns the ids
 /// that were new. Rooms new to `room_refs` go to `added`. Every room must
 /// already have its storage key (see `Store::ensure_room_keys`).
+fn set_delivery_in(
+    tx: &Transaction<'_>,
+    room_ref: i64,
+    key: &MessageKey,
+    peer: &PeerId,
+    state: DeliveryState,
+) -> Result<bool> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO deliveries (message, peer, state)
+         SELECT seq, ?4, ?5 FROM messages WHERE room_ref = ?1 AND ts = ?2 AND id = ?3
+         ON CONFLICT (message, peer) DO UPDATE SET state = max(state, excluded.state)",
+    )?;
+    let changed = stmt.execute(params![
+        room_ref,
+        ts_to_sql(key.timestamp),
+        key.id.as_bytes(),
+        peer.as_bytes(),
+        state as i64
+    ])?;
+    Ok(changed > 0)
+}
+
 fn insert_messages_in(
     tx: &Transaction<'_>,
     room_keys: &HashMap<RoomId, SecretKey>,
@@ -182,6 +204,64 @@ impl Store {
         tx.commit()?;
         self.room_refs.extend(added);
         Ok(fresh)
+    }
+
+    /// Stores messages we sent, each with a `Pending` delivery for every
+    /// recipient, and the chain positions that sealed them, in one
+    /// transaction.
+    pub fn insert_sent(
+        &mut self,
+        sent: &[(Message, Vec<PeerId>)],
+        chains: &[ChainSnapshot],
+    ) -> Result<()> {
+        let messages: Vec<Message> = sent.iter().map(|(m, _)| m.clone()).collect();
+        self.ensure_room_keys(
+            messages
+                .iter()
+                .map(|message| message.room)
+                .chain(chains.iter().map(|snapshot| snapshot.chain.room)),
+        )?;
+        let mut added = HashMap::new();
+        let tx = self.conn.transaction()?;
+        insert_messages_in(
+            &tx,
+            &self.keys.rooms,
+            &self.room_refs,
+            &mut added,
+            &messages,
+        )?;
+        put_chains_in(&tx, &self.keys.rooms, chains)?;
+        for (message, recipients) in sent {
+            let room_ref = added
+                .get(&message.room)
+                .or_else(|| self.room_refs.get(&message.room))
+                .copied();
+            let Some(room_ref) = room_ref else {
+                continue;
+            };
+            for peer in recipients {
+                set_delivery_in(&tx, room_ref, &message.key(), peer, DeliveryState::Pending)?;
+            }
+        }
+        tx.commit()?;
+        self.room_refs.extend(added);
+        Ok(())
+    }
+
+    /// Records many delivery states in one transaction (states only move
+    /// forward, as with [`Store::set_delivery`]).
+    pub fn set_deliveries(
+        &mut self,
+        updates: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (key, peer, state) in updates {
+            if let Some(&room_ref) = self.room_refs.get(&key.room) {
+                set_delivery_in(&tx, room_ref, key, peer, *state)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Whether this message is stored.
@@ -361,19 +441,10 @@ impl Store {
         let Some(&room_ref) = self.room_refs.get(&key.room) else {
             return Ok(false);
         };
-        let changed = self.conn.execute(
-            "INSERT INTO deliveries (message, peer, state)
-             SELECT seq, ?4, ?5 FROM messages WHERE room_ref = ?1 AND ts = ?2 AND id = ?3
-             ON CONFLICT (message, peer) DO UPDATE SET state = max(state, excluded.state)",
-            params![
-                room_ref,
-                ts_to_sql(key.timestamp),
-                key.id.as_bytes(),
-                peer.as_bytes(),
-                state as i64
-            ],
-        )?;
-        Ok(changed > 0)
+        let tx = self.conn.transaction()?;
+        let changed = set_delivery_in(&tx, room_ref, key, peer, state)?;
+        tx.commit()?;
+        Ok(changed)
     }
 
     /// Delivery state of our message per recipient.
