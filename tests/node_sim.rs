@@ -1648,3 +1648,45 @@ fn an_invitation_waits_for_an_answer_and_a_declined_one_removes_us() {
     assert!(net.peers[3].node.invitations().is_empty());
     assert!(net.peers[3].stored.iter().all(|s| s.room != room));
 }
+
+#[test]
+fn a_sender_restored_from_a_stale_snapshot_never_reuses_a_message_key() {
+    let mut net = Net::new(1800, 2, Link::lossy(0.0));
+    let (a, b) = (0, 1);
+    let mut positions = std::collections::HashSet::new();
+    let mut send = |net: &mut Net, text: &str| {
+        let now = net.now;
+        let sent = net.peers[a]
+            .node
+            .send_direct_message(now, net.ids[b], text)
+            .expect("send");
+        net.sent.push((a, b, sent.id, text.as_bytes().to_vec()));
+        assert!(
+            positions.insert(sent.seq),
+            "chain position {} used twice",
+            sent.seq
+        );
+        net.drain(a);
+    };
+    for i in 0..3 {
+        send(&mut net, &format!("before {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(10), Net::all_delivered));
+    // The store's copy falls behind: the next seals' snapshots are "lost".
+    let stale: Vec<ChainSnapshot> = net.peers[a].chains.values().cloned().collect();
+    for i in 0..3 {
+        send(&mut net, &format!("unsaved {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(10), Net::all_delivered));
+    net.restart(1800, a);
+    let now = net.now;
+    net.peers[a].node.restore_chains(stale);
+    net.peers[a].node.resume(now);
+    net.drain(a);
+    for i in 0..3 {
+        send(&mut net, &format!("after the restart {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(30), Net::all_delivered));
+    net.check_exactly_once_in_order();
+    assert!(net.peers[b].stored.iter().all(|s| s.body.is_some()));
+}

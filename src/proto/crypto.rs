@@ -898,6 +898,17 @@ impl SenderChain {
         &self.chain_key
     }
 
+    /// Moves `count` positions ahead without sealing anything: after a
+    /// restore from a snapshot that may be older than the last seal (its
+    /// write failed), so no message key is ever used twice. Receivers skip
+    /// the gap like lost messages.
+    pub fn skip(&mut self, count: u64) -> Result<(), CryptoError> {
+        for _ in 0..count {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
     fn advance(&mut self) -> Result<(u64, MessageKey), CryptoError> {
         let seq = self.next_seq;
         self.next_seq = seq.checked_add(1).ok_or(CryptoError::ChainExhausted)?;

@@ -25,6 +25,11 @@ use crate::proto::crypto::{
 };
 use crate::proto::ids::PeerId;
 
+/// Positions a restored sending chain moves ahead: the snapshot is written
+/// with every seal, but if up to this many writes failed before a crash, no
+/// message key is used twice.
+pub const RESTORE_MARGIN: u64 = 64;
+
 /// Which snapshot of a chain is due for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Dirty {
@@ -78,9 +83,12 @@ impl Node {
                     if room.chain.chain() != chain {
                         continue;
                     }
-                    if let Ok(restored) = SenderChain::from_snapshot(&snapshot) {
+                    if let Ok(mut restored) = SenderChain::from_snapshot(&snapshot)
+                        && restored.skip(RESTORE_MARGIN).is_ok()
+                    {
                         room.chain = restored;
                         self.restored.insert(chain.room);
+                        self.dirty_chains.insert((chain, Dirty::Sending));
                     }
                 }
                 ChainRole::Receiving if chain.sender == self.me => {
