@@ -258,9 +258,12 @@ fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
         .collect()
 }
 
-#[test]
-fn group_room_create_chat_remove_block_mute_and_restart() {
-    let mut nodes = trio("room");
+/// The trio's ids and event streams, and a room `name` the first one
+/// created with the other two (invited, not joined yet).
+fn room_of_three(
+    nodes: &[(TempDir, PublicIdentity, DaemonHandle)],
+    name: &str,
+) -> (Vec<PeerId>, Vec<Receiver<Event>>, kith::proto::ids::RoomId) {
     let ids: Vec<PeerId> = nodes.iter().map(|n| n.1.peer_id()).collect();
     let events: Vec<Receiver<Event>> = nodes
         .iter()
@@ -268,8 +271,15 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         .collect();
     let room = nodes[0]
         .2
-        .create_room("kitchen", &[ids[1], ids[2]])
+        .create_room(name, &[ids[1], ids[2]])
         .expect("A creates the room");
+    (ids, events, room)
+}
+
+#[test]
+fn group_room_create_chat_remove_block_mute_and_restart() {
+    let mut nodes = trio("room");
+    let (ids, events, room) = room_of_three(&nodes, "kitchen");
     for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
         // Invited first; joined once the user says yes.
         collect_until(
@@ -405,15 +415,7 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
 #[test]
 fn a_member_who_was_away_gets_the_room_history_from_another_member() {
     let mut nodes = trio("history");
-    let ids: Vec<PeerId> = nodes.iter().map(|n| n.1.peer_id()).collect();
-    let events: Vec<Receiver<Event>> = nodes
-        .iter()
-        .map(|n| n.2.events().expect("events"))
-        .collect();
-    let room = nodes[0]
-        .2
-        .create_room("garage", &[ids[1], ids[2]])
-        .expect("A creates the room");
+    let (ids, events, room) = room_of_three(&nodes, "garage");
     for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
         collect_until(
             rx,

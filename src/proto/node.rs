@@ -1597,12 +1597,7 @@ impl Node {
             } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                let update = rooms::Update {
-                    room,
-                    epoch,
-                    members,
-                    group_key: SecretKey::from_bytes(group_key),
-                };
+                let update = rooms::Update::new(room, epoch, members, group_key);
                 if let Err(reason) = self.on_invite(now, receipt.from, name, admin, update) {
                     self.stats.count(reason);
                 }
@@ -1615,12 +1610,7 @@ impl Node {
             } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                let update = rooms::Update {
-                    room,
-                    epoch,
-                    members,
-                    group_key: SecretKey::from_bytes(group_key),
-                };
+                let update = rooms::Update::new(room, epoch, members, group_key);
                 if let Err(reason) = self.on_members(now, receipt.from, update) {
                     self.stats.count(reason);
                 }

@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use super::{Followed, Node, NodeError, RoomKind, control_from_distribution, direct_room};
+use super::{Followed, Node, NodeError, RoomKind, control_from_distribution};
 use crate::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, ReceiverChain, SenderChain, SenderKeyDistribution,
 };
@@ -163,17 +163,10 @@ impl Node {
             chain_key: origin.chain_key.clone(),
         };
         let control = control_from_distribution(&distribution);
-        let direct = direct_room(self.me, peer);
-        let bytes = control.encode();
-        let id = self.next_control_id(&bytes);
-        match self.reliable.send(now, direct, id, &bytes) {
-            Ok(()) => {
-                self.controls.insert(id);
-            }
-            Err(_) => {
-                self.origin_sent.remove(&(chain, peer));
-                self.stats.control_not_queued += 1;
-            }
+        if self.queue_pairwise(now, peer, &control).is_err() {
+            // Not sent: the next resend tries again.
+            self.origin_sent.remove(&(chain, peer));
+            self.stats.control_not_queued += 1;
         }
     }
 

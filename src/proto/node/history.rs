@@ -213,8 +213,9 @@ impl Node {
         }
     }
 
-    /// Queues a control message on the direct stream with `peer`.
-    fn queue_pairwise(
+    /// Queues a control message on the direct stream with `peer` (unique
+    /// id per send, acknowledgement kept from the shell).
+    pub(super) fn queue_pairwise(
         &mut self,
         now: Instant,
         peer: PeerId,

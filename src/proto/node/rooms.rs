@@ -22,7 +22,6 @@ use super::chains::{Dirty, origin_digest};
 use super::{
     Control, DropReason, Followed, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MAX_TEXT, MemberKey,
     Node, NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution,
-    direct_room,
 };
 use crate::proto::crypto::SenderKeyDistribution;
 use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SecretKey, SenderChain};
@@ -77,6 +76,22 @@ pub(super) struct Update {
     pub(super) epoch: u32,
     pub(super) members: Vec<MemberKey>,
     pub(super) group_key: SecretKey,
+}
+
+impl Update {
+    pub(super) fn new(
+        room: RoomId,
+        epoch: u32,
+        members: Vec<MemberKey>,
+        group_key: [u8; 32],
+    ) -> Self {
+        Update {
+            room,
+            epoch,
+            members,
+            group_key: SecretKey::from_bytes(group_key),
+        }
+    }
 }
 
 impl Node {
@@ -780,15 +795,10 @@ impl Node {
     }
 
     /// Queues a control message on the direct-room stream with `peer`.
-    fn send_pairwise(&mut self, now: Instant, peer: PeerId, control: &Control) {
-        let direct = direct_room(self.me, peer);
-        let bytes = control.encode();
-        let id = self.next_control_id(&bytes);
-        match self.reliable.send(now, direct, id, &bytes) {
-            Ok(()) => {
-                self.controls.insert(id);
-            }
-            Err(_) => self.stats.control_not_queued += 1,
+    /// Like `queue_pairwise`, for controls whose loss is only counted.
+    pub(super) fn send_pairwise(&mut self, now: Instant, peer: PeerId, control: &Control) {
+        if self.queue_pairwise(now, peer, control).is_err() {
+            self.stats.control_not_queued += 1;
         }
     }
 }
