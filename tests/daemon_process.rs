@@ -311,3 +311,93 @@ fn kith_stop_ends_the_daemon_and_clients_without_one_get_a_sentence() {
     assert!(daemon.wait_exit().success());
     assert!(!socket.exists());
 }
+
+/// Runs a CLI command that must succeed; returns its stdout.
+fn ok(data: &Path, args: &[&str]) -> String {
+    let (success, stdout, stderr) = cli(data, args);
+    assert!(success, "kith {args:?} failed: {stderr}");
+    stdout
+}
+
+/// Polls a CLI command until its output satisfies `done` (bounded).
+fn until(data: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ok(data, args);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kith {args:?} never showed it:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_cli_runs_rooms_invitations_mute_block_and_requests() {
+    let (dir_a, dir_b) = (TempDir::new("cli-a"), TempDir::new("cli-b"));
+    let (data_a, pub_a) = account(&dir_a);
+    let (data_b, pub_b) = account(&dir_b);
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    // B knows nobody: A writes first, so A is a request at B.
+    let b = DaemonProcess::start(&data_b, loopback, &[]);
+    let _a = DaemonProcess::start(
+        &data_a,
+        loopback,
+        &[format!("{}@{}", key_hex(&pub_b), b.addr)],
+    );
+    let (b_id, a_id) = (pub_b.peer_id().to_hex(), pub_a.peer_id().to_hex());
+    ok(
+        &data_a,
+        &["send", "--to", &b_id[..12], "hello from a stranger"],
+    );
+    let peers = until(&data_b, &["peers"], |out| out.contains("request"));
+    assert!(
+        peers
+            .lines()
+            .any(|l| l.starts_with(&a_id) && l.ends_with("request")),
+        "{peers}"
+    );
+    assert!(ok(&data_b, &["accept", &a_id[..8]]).contains(&a_id));
+    until(&data_b, &["peers"], |out| {
+        out.lines()
+            .any(|l| l.starts_with(&a_id) && l.ends_with("contact"))
+    });
+
+    // A room with a name that needs quoting; B is invited and accepts.
+    let room_id = ok(
+        &data_a,
+        &["room", "create", "the garage", "--member", &b_id],
+    );
+    let room_id = room_id.trim().to_owned();
+    assert_eq!(room_id.len(), 64, "prints the room id: {room_id}");
+    let rooms = until(&data_b, &["rooms"], |out| out.contains("invited"));
+    assert!(rooms.contains("the garage"), "{rooms}");
+    ok(&data_b, &["room", "accept", "the garage"]);
+    until(&data_b, &["rooms"], |out| {
+        out.lines()
+            .any(|l| l.contains("group") && l.contains("the garage"))
+    });
+    ok(&data_a, &["send", "--to", "the garage", "in the room"]);
+
+    // Mute, then unmute; block shows in `blocked` and survives nothing else.
+    ok(&data_b, &["mute", "the garage", "--for", "1h"]);
+    let rooms = ok(&data_b, &["rooms"]);
+    assert!(rooms.contains("(muted for now)"), "{rooms}");
+    let (bad, _, stderr) = cli(&data_b, &["mute", "the garage", "--for", "soon"]);
+    assert!(!bad && stderr.contains("not a duration"), "{stderr}");
+    ok(&data_b, &["unmute", "the garage"]);
+    assert!(!ok(&data_b, &["rooms"]).contains("muted"));
+    ok(&data_b, &["block", &a_id]);
+    assert!(ok(&data_b, &["blocked"]).contains(&a_id));
+    assert!(
+        !ok(&data_b, &["peers"]).contains(&a_id),
+        "a blocked peer is not listed"
+    );
+    ok(&data_b, &["unblock", &a_id]);
+    assert!(ok(&data_b, &["blocked"]).trim().is_empty());
+    let (unknown, _, stderr) = cli(&data_b, &["send", "--to", "nobody-here", "x"]);
+    assert!(!unknown && stderr.contains("not a peer"), "{stderr}");
+}
