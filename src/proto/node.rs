@@ -77,6 +77,7 @@ use rand::{Rng, SeedableRng};
 pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
+pub use self::history::FORWARD_STEPS_PER_SECOND;
 pub use self::rooms::{GroupKey, RoomInfo};
 pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
@@ -304,6 +305,9 @@ pub struct NodeStats {
     pub forwarded: u64,
     /// Forwarded envelopes we could open from their chain's origin.
     pub forwards_opened: u64,
+    /// Forwarded envelopes left unopened because their forwarder's budget
+    /// of ratchet work for the second was spent.
+    pub forward_work_refused: u64,
     /// Multicast group frames sent and opened.
     pub group_sent: u64,
     pub group_received: u64,
@@ -636,6 +640,8 @@ pub struct Node {
     /// Half-open handshakes strangers started with us.
     strangers: HashMap<PeerId, strangers::Stranger>,
     stranger_budget: strangers::StrangerBudget,
+    /// Ratchet steps each forwarding member made us spend this second.
+    forward_work: HashMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
     forwarded_origins: HashSet<(ChainId, PeerId)>,
     /// Chains that moved since the shell last took their snapshots.
@@ -702,6 +708,7 @@ impl Node {
             invitations: HashMap::new(),
             stranger_budget: strangers::StrangerBudget::new(now),
             forwarded_origins: HashSet::new(),
+            forward_work: HashMap::new(),
             held: VecDeque::new(),
             controls: HashSet::new(),
             control_count,

@@ -14,7 +14,13 @@
 //!   forwarded from it ([`Control::Origin`]); a member could read that chain
 //!   anyway, and a wrong origin only makes the envelope unreadable.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Ratchet steps per forwarding member and second spent opening forwarded
+/// envelopes (about 80 ms of blake3): ample for catching up, and a bound on
+/// what a hostile member can make us compute. An envelope over budget is
+/// stored unreadable, not lost.
+pub const FORWARD_STEPS_PER_SECOND: u64 = 1 << 20;
 
 use super::{
     Control, DropReason, Node, NodeError, NodeEvent, Receipt, RoomKind, chain_of, direct_room,
@@ -170,7 +176,16 @@ impl Node {
         let origin = self.origin_of(&chain);
         let opened = match (public, origin) {
             (Some(public), Some(origin)) => {
-                open_envelope_from_origin(&envelope, &public, &origin).ok()
+                // Opening costs one ratchet step per position past the
+                // origin: bounded per forwarder and second, so a member
+                // cannot make us spin by forwarding far-away positions.
+                let steps = envelope.header.seq.saturating_sub(origin.start_seq);
+                if self.spend_forward_work(now, receipt.from, steps) {
+                    open_envelope_from_origin(&envelope, &public, &origin).ok()
+                } else {
+                    self.stats.forward_work_refused += 1;
+                    None
+                }
             }
             _ => None,
         };
@@ -185,6 +200,21 @@ impl Node {
     }
 
     // --- helpers ----------------------------------------------------------
+
+    /// Takes `steps` from `peer`'s budget of ratchet steps for opening
+    /// forwarded envelopes ([`FORWARD_STEPS_PER_SECOND`], refilled each
+    /// second); `false` if it would overdraw it.
+    fn spend_forward_work(&mut self, now: Instant, peer: PeerId, steps: u64) -> bool {
+        let budget = self.forward_work.entry(peer).or_insert((now, 0));
+        if now.saturating_duration_since(budget.0) >= Duration::from_secs(1) {
+            *budget = (now, 0);
+        }
+        if budget.1.saturating_add(steps) > FORWARD_STEPS_PER_SECOND {
+            return false;
+        }
+        budget.1 += steps;
+        true
+    }
 
     /// The distribution a chain started from, ours or another member's.
     fn origin_of(&self, chain: &ChainId) -> Option<SenderKeyDistribution> {

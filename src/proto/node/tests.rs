@@ -680,3 +680,48 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     }
     assert!(transmits(&mut b).is_empty());
 }
+
+#[test]
+fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let room = a.create_room(now, "bounded", &[b.peer_id()]).expect("room");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    assert!(trace.b_events.contains(&NodeEvent::RoomInvited {
+        room,
+        name: "bounded".into(),
+        from: a.peer_id()
+    }));
+    b.accept_invite(now, room).expect("accept");
+    run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    // A near envelope, forwarded: opened from the chain's origin.
+    let near = b.send_room_message(now, room, "near").expect("send");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    for (_, receipt) in received(&trace.a_events) {
+        a.confirm_stored(now, receipt);
+    }
+    b.forward(now, a.peer_id(), &near.envelope)
+        .expect("forward");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    assert_eq!(
+        received(&trace.a_events).len(),
+        1,
+        "opened again from the origin"
+    );
+    assert_eq!(a.stats().forwards_opened, 1);
+    // A far one: more ratchet steps than a forwarder may make us spend in a
+    // second. Stored unreadable, not computed.
+    let far_chain = &mut b.rooms.get_mut(&room).expect("room").chain;
+    far_chain.skip(FORWARD_STEPS_PER_SECOND + 10).expect("skip");
+    let far = b.send_room_message(now, room, "far").expect("send");
+    run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    b.forward(now, a.peer_id(), &far.envelope).expect("forward");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    assert_eq!(a.stats().forward_work_refused, 1);
+    assert!(
+        trace
+            .a_events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Undecryptable { id, .. } if *id == far.id))
+    );
+}
