@@ -421,21 +421,20 @@ impl NodeDriver {
                 .or_else(|| self.discovery.public_of(&id).map(|p| p.peer_id()))
                 .ok_or_else(unknown);
         }
-        let lower = text.to_ascii_lowercase();
-        if lower.len() >= 4 && lower.chars().all(|c| c.is_ascii_hexdigit()) {
+        if let Some(prefix) = hex_prefix(text) {
             let matches: Vec<PeerId> = self
                 .peers
                 .iter()
                 .filter(|(peer, entry)| {
-                    peer.to_hex().starts_with(&lower)
-                        || PeerId(entry.public.to_bytes()).to_hex().starts_with(&lower)
+                    peer.to_hex().starts_with(&prefix)
+                        || PeerId(entry.public.to_bytes())
+                            .to_hex()
+                            .starts_with(&prefix)
                 })
                 .map(|(peer, _)| *peer)
                 .collect();
-            match matches.as_slice() {
-                [one] => return Ok(*one),
-                [] => {}
-                _ => return Err(DaemonError::Ambiguous(text.to_owned())),
+            if !matches.is_empty() {
+                return only_one(&matches, text, unknown);
             }
         }
         let named: Vec<PeerId> = self
@@ -445,11 +444,7 @@ impl NodeDriver {
             .filter(|c| c.display_name == text && self.peers.contains_key(&c.peer))
             .map(|c| c.peer)
             .collect();
-        match named.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(unknown()),
-            _ => Err(DaemonError::Ambiguous(text.to_owned())),
-        }
+        only_one(&named, text, unknown)
     }
 
     /// Resolves a group room: its id in hex, an unambiguous hex prefix (at
@@ -462,14 +457,10 @@ impl NodeDriver {
             .into_iter()
             .filter(|r| r.admin.is_some())
             .collect();
-        let lower = text.to_ascii_lowercase();
+        let prefix = hex_prefix(text);
         let by_id: Vec<RoomId> = groups
             .iter()
-            .filter(|r| {
-                lower.len() >= 4
-                    && lower.chars().all(|c| c.is_ascii_hexdigit())
-                    && PeerId(r.id.0).to_hex().starts_with(&lower)
-            })
+            .filter(|r| names_room(prefix.as_deref(), &r.id))
             .map(|r| r.id)
             .collect();
         let by_name: Vec<RoomId> = groups
@@ -478,34 +469,21 @@ impl NodeDriver {
             .map(|r| r.id)
             .collect();
         let found = if by_id.is_empty() { by_name } else { by_id };
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(DaemonError::UnknownRoom(text.to_owned())),
-            _ => Err(DaemonError::Ambiguous(text.to_owned())),
-        }
+        only_one(&found, text, || DaemonError::UnknownRoom(text.to_owned()))
     }
 
     /// A pending invitation by room id, hex prefix or name.
     fn resolve_invitation(&self, text: &str) -> Result<RoomId, DaemonError> {
         let text = text.trim();
-        let lower = text.to_ascii_lowercase();
+        let prefix = hex_prefix(text);
         let found: Vec<RoomId> = self
             .node
             .invitations()
             .into_iter()
-            .filter(|(room, name, _)| {
-                name == text
-                    || (lower.len() >= 4
-                        && lower.chars().all(|c| c.is_ascii_hexdigit())
-                        && PeerId(room.0).to_hex().starts_with(&lower))
-            })
+            .filter(|(room, name, _)| name == text || names_room(prefix.as_deref(), room))
             .map(|(room, _, _)| room)
             .collect();
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(DaemonError::UnknownRoom(text.to_owned())),
-            _ => Err(DaemonError::Ambiguous(text.to_owned())),
-        }
+        only_one(&found, text, || DaemonError::UnknownRoom(text.to_owned()))
     }
 
     /// A message's destination: a group room, or else a peer.
@@ -557,7 +535,7 @@ impl NodeDriver {
         // transaction.
         let chains = self.node.take_chain_updates();
         let count = recipients.len();
-        self.store.insert_sent(&[(message, recipients)], &chains)?;
+        self.store.insert_sent(&message, &recipients, &chains)?;
         self.inflight.insert(sent.id, (key, count));
         Ok(sent.id)
     }
@@ -977,6 +955,30 @@ impl NodeDriver {
                 }
             }
         }
+    }
+}
+
+/// `text` as a lower-case hex prefix long enough (4+ characters) to name
+/// an id, if it is one.
+fn hex_prefix(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    (lower.len() >= 4 && lower.chars().all(|c| c.is_ascii_hexdigit())).then_some(lower)
+}
+
+fn names_room(prefix: Option<&str>, room: &RoomId) -> bool {
+    prefix.is_some_and(|p| PeerId(room.0).to_hex().starts_with(p))
+}
+
+/// The single match of what the user typed, or why there is not one.
+fn only_one<T: Copy>(
+    found: &[T],
+    text: &str,
+    none: impl FnOnce() -> DaemonError,
+) -> Result<T, DaemonError> {
+    match found {
+        [one] => Ok(*one),
+        [] => Err(none()),
+        _ => Err(DaemonError::Ambiguous(text.to_owned())),
     }
 }
 

@@ -980,18 +980,17 @@ impl Node {
 
     /// Queues our chain's current position and key for the peer of `room`.
     fn send_key(&mut self, now: Instant, room_id: RoomId) -> Result<(), NodeError> {
-        let Some(room) = self.rooms.get(&room_id) else {
+        let Some((peer, key)) = self.rooms.get(&room_id).and_then(|room| {
+            let key = control_from_distribution(&room.chain.distribution());
+            Some((room.direct_peer()?, key))
+        }) else {
             return Ok(());
         };
-        let key = control_from_distribution(&room.chain.distribution()).encode();
-        let id = self.next_control_id(&key);
-        self.reliable
-            .send(now, room_id, id, &key)
-            .map_err(send_error)?;
+        // The direct room's stream is the pairwise stream with its peer.
+        self.queue_pairwise(now, peer, &key)?;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.key_sent = true;
         }
-        self.controls.insert(id);
         Ok(())
     }
 
@@ -1663,12 +1662,9 @@ impl Node {
                         if envelope.header.sender == receipt.from
                             && (envelope.header.room == receipt.room
                                 || (is_direct
-                                    && self.rooms.get(&envelope.header.room).is_some_and(
-                                        |r| {
-                                            r.group()
-                                                .is_some_and(|g| g.members.contains(&receipt.from))
-                                        },
-                                    ))) =>
+                                    && self
+                                        .check_shared(&envelope.header.room, &receipt.from)
+                                        .is_ok())) =>
                     {
                         envelope
                     }

@@ -190,6 +190,29 @@ impl Store {
         messages: &[Message],
         chains: &[ChainSnapshot],
     ) -> Result<Vec<MessageId>> {
+        self.insert_batch(messages, chains, &[])
+    }
+
+    /// Stores a message we sent, with a `Pending` delivery for every
+    /// recipient and the chain position that sealed it, in one transaction.
+    pub fn insert_sent(
+        &mut self,
+        message: &Message,
+        recipients: &[PeerId],
+        chains: &[ChainSnapshot],
+    ) -> Result<()> {
+        self.insert_batch(std::slice::from_ref(message), chains, recipients)
+            .map(|_| ())
+    }
+
+    /// One transaction: `messages`, `chains`, and a `Pending` delivery of
+    /// every message to each of `pending`.
+    fn insert_batch(
+        &mut self,
+        messages: &[Message],
+        chains: &[ChainSnapshot],
+        pending: &[PeerId],
+    ) -> Result<Vec<MessageId>> {
         self.ensure_room_keys(
             messages
                 .iter()
@@ -201,37 +224,7 @@ impl Store {
         let fresh =
             insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
-        tx.commit()?;
-        self.room_refs.extend(added);
-        Ok(fresh)
-    }
-
-    /// Stores messages we sent, each with a `Pending` delivery for every
-    /// recipient, and the chain positions that sealed them, in one
-    /// transaction.
-    pub fn insert_sent(
-        &mut self,
-        sent: &[(Message, Vec<PeerId>)],
-        chains: &[ChainSnapshot],
-    ) -> Result<()> {
-        let messages: Vec<Message> = sent.iter().map(|(m, _)| m.clone()).collect();
-        self.ensure_room_keys(
-            messages
-                .iter()
-                .map(|message| message.room)
-                .chain(chains.iter().map(|snapshot| snapshot.chain.room)),
-        )?;
-        let mut added = HashMap::new();
-        let tx = self.conn.transaction()?;
-        insert_messages_in(
-            &tx,
-            &self.keys.rooms,
-            &self.room_refs,
-            &mut added,
-            &messages,
-        )?;
-        put_chains_in(&tx, &self.keys.rooms, chains)?;
-        for (message, recipients) in sent {
+        for message in messages {
             let room_ref = added
                 .get(&message.room)
                 .or_else(|| self.room_refs.get(&message.room))
@@ -239,13 +232,13 @@ impl Store {
             let Some(room_ref) = room_ref else {
                 continue;
             };
-            for peer in recipients {
+            for peer in pending {
                 set_delivery_in(&tx, room_ref, &message.key(), peer, DeliveryState::Pending)?;
             }
         }
         tx.commit()?;
         self.room_refs.extend(added);
-        Ok(())
+        Ok(fresh)
     }
 
     /// Records many delivery states in one transaction (states only move

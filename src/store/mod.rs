@@ -559,9 +559,12 @@ impl Store {
 
     /// Contacts that are requests.
     pub fn contact_requests(&self) -> Result<Vec<PeerId>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT peer FROM contacts WHERE request = 1 ORDER BY peer")?;
+        self.peer_ids("SELECT peer FROM contacts WHERE request = 1 ORDER BY peer")
+    }
+
+    /// The peer ids a one-column query returns.
+    fn peer_ids(&self, sql: &str) -> Result<Vec<PeerId>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
             .query_map([], |row| row.get::<_, Vec<u8>>(0))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -870,15 +873,7 @@ impl Store {
 
     /// All blocked peers.
     pub fn blocked(&self) -> Result<Vec<PeerId>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT peer FROM blocks ORDER BY peer")?;
-        let rows = stmt
-            .query_map([], |row| row.get::<_, Vec<u8>>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|peer| Ok(PeerId(id32(peer)?)))
-            .collect()
+        self.peer_ids("SELECT peer FROM blocks ORDER BY peer")
     }
 
     /// Mutes a room.

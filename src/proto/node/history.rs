@@ -235,7 +235,7 @@ impl Node {
         }
     }
 
-    fn check_shared(&self, room: &RoomId, peer: &PeerId) -> Result<(), NodeError> {
+    pub(super) fn check_shared(&self, room: &RoomId, peer: &PeerId) -> Result<(), NodeError> {
         match self.rooms.get(room) {
             Some(state) if self.shares(state, peer) => Ok(()),
             Some(_) => Err(NodeError::NotMember(*peer)),
