@@ -145,6 +145,8 @@ pub(crate) struct NodeDriver {
     strangers_met: HashMap<PeerId, PublicIdentity>,
     /// When every online member is reconciled with again.
     next_sync: Instant,
+    /// Item sets of rooms with a reconciliation under way.
+    sync_sets: HashMap<RoomId, SortedItems>,
 }
 
 /// How often shared rooms are reconciled with every online member, on top
@@ -197,6 +199,7 @@ impl NodeDriver {
             discovery,
             sync,
             next_sync: now + SYNC_INTERVAL,
+            sync_sets: HashMap::new(),
             provisional: HashMap::new(),
             requests: HashSet::new(),
             strangers_met: HashMap::new(),
@@ -709,12 +712,22 @@ impl NodeDriver {
         SortedItems::new(items)
     }
 
+    /// The room's items for reconciliation: read from the store once and
+    /// kept while a session about the room runs (a session wants one
+    /// consistent set, and the store need not be scanned per message).
+    fn take_sync_set(&mut self, room: &RoomId) -> SortedItems {
+        self.sync_sets
+            .remove(room)
+            .unwrap_or_else(|| self.room_items(room))
+    }
+
     /// Starts reconciling every room shared with `peer`.
     fn sync_with(&mut self, now: Instant, peer: PeerId) {
         for room in self.node.shared_rooms(&peer) {
-            let set = self.room_items(&room);
+            let set = self.take_sync_set(&room);
             let secret = self.node.sync_secret(&peer);
             self.sync.start(now, room, peer, &set, secret);
+            self.sync_sets.insert(room, set);
         }
         self.run_sync(now);
     }
@@ -734,7 +747,8 @@ impl NodeDriver {
                 }
                 SyncAction::Forward { peer, room, ids } => {
                     let wanted: HashSet<MessageId> = ids.into_iter().collect();
-                    for item in self.room_items(&room).as_slice() {
+                    let set = self.take_sync_set(&room);
+                    for item in set.as_slice() {
                         if !wanted.contains(&item.id) {
                             continue;
                         }
@@ -749,9 +763,12 @@ impl NodeDriver {
                             eprintln!("kith daemon: cannot forward a message: {error}");
                         }
                     }
+                    self.sync_sets.insert(room, set);
                 }
             }
         }
+        let sync = &self.sync;
+        self.sync_sets.retain(|room, _| sync.is_syncing(room));
     }
 
     /// Someone who is not a contact wrote to us: a contact request.
@@ -806,10 +823,11 @@ impl NodeDriver {
                 payload,
             } => {
                 let now = Instant::now();
-                let set = self.room_items(&room);
+                let set = self.take_sync_set(&room);
                 let secret = self.node.sync_secret(&peer);
                 self.sync
                     .handle_message(now, room, peer, &payload, &set, secret);
+                self.sync_sets.insert(room, set);
                 self.run_sync(now);
             }
             NodeEvent::StrangerMet { public } => {

@@ -117,6 +117,11 @@ impl SyncManager {
         self.sessions.contains_key(&(*room, *peer))
     }
 
+    /// Whether any session about `room` runs.
+    pub fn is_syncing(&self, room: &RoomId) -> bool {
+        self.sessions.keys().any(|(r, _)| r == room)
+    }
+
     /// Starts reconciling `room` with `peer` from our side, if we are the
     /// one to initiate (the lower peer id) and no session runs. With the
     /// secret of our pairwise session with `peer` (`Node::sync_secret`) the
