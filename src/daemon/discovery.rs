@@ -464,13 +464,6 @@ impl Discovery {
         }
     }
 
-    /// `peer` became a contact (by a message either way).
-    pub(crate) fn mark_contact(&mut self, peer: PeerId) {
-        if let Some(seen) = self.book.get_mut(&peer) {
-            seen.contact = true;
-        }
-    }
-
     /// A datagram from `from` authenticated as `peer`.
     pub(crate) fn heard(&mut self, now: Instant, peer: PeerId, from: SocketAddr) {
         let seen = self.book.entry(peer).or_default();

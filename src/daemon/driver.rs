@@ -258,9 +258,9 @@ impl NodeDriver {
         if self.peers.contains_key(&id) || id == self.node.peer_id() {
             return Ok(());
         }
+        // Discovery keeps looking for it (and lists it as a contact).
         self.discovery.want(now, id, Some(public.clone()), None);
-        self.discovery.mark_contact(id);
-        if !self.store.contacts()?.iter().any(|c| c.peer == id) {
+        if !self.store.has_contact(&id)? {
             self.store.upsert_contact(&Contact {
                 peer: id,
                 display_name: id.short(),

@@ -588,6 +588,14 @@ impl Store {
             .collect()
     }
 
+    /// Whether `peer` is a contact.
+    pub fn has_contact(&self, peer: &PeerId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM contacts WHERE peer = ?1")?;
+        Ok(stmt.exists(params![peer.as_bytes()])?)
+    }
+
     /// Removes a contact; `false` if there was none.
     pub fn remove_contact(&mut self, peer: &PeerId) -> Result<bool> {
         Ok(self.conn.execute(
