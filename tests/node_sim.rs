@@ -1368,7 +1368,7 @@ fn receiver_restart_with_its_chains_reads_everything_sent_meanwhile() {
 }
 
 /// Every present member starts a reconciliation of `room` with every other
-/// member (the lower id of each pair initiates).
+/// member (both sides of each pair open; the lower id's session goes on).
 fn sync_round(net: &mut Net, room: RoomId) {
     let now = net.now;
     for i in 0..net.peers.len() {

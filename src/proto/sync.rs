@@ -584,6 +584,12 @@ enum Opening {
     Nonce(u64),
 }
 
+/// Whether `bytes` open a session (carry a salt or a nonce), judged from
+/// the header alone; what else they hold is checked when they are handled.
+pub fn is_opening(bytes: &[u8]) -> bool {
+    matches!(bytes, [SYNC_VERSION, flags, ..] if flags & (FLAG_INIT | FLAG_NONCE) != 0)
+}
+
 /// The salt of a session opened with `nonce` between two peers sharing
 /// `secret` (their pairwise session's exporter): as unpredictable to anyone
 /// else as a random one, and it need not travel.

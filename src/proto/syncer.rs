@@ -2,8 +2,10 @@
 //!
 //! One [`Reconciler`] session per (room, peer). The shell starts sessions
 //! when a peer comes online, periodically, and after a partition heals
-//! ([`SyncManager::start`]); the peer with the lower id initiates, so two
-//! members never open crossing sessions. Messages travel as
+//! ([`SyncManager::start`]). Either side may start (a member that
+//! restarted sees the other come online, but not always the reverse); when
+//! both open at once, the session of the lower peer id goes on and the other
+//! side answers it, as with crossing handshakes. Messages travel as
 //! [`crate::proto::node::Control::Sync`] on the pairwise stream (reliable
 //! and ordered, as the reconciler requires). When a session ends, each side
 //! pushes what the other lacks ([`SyncAction::Forward`]); nobody asks, so a
@@ -20,7 +22,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::ids::{MessageId, PeerId, RoomId};
-use super::sync::{ItemSet, Reconciler, SALT_LEN, SyncConfig};
+use super::sync::{ItemSet, Reconciler, SALT_LEN, SyncConfig, is_opening};
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -79,6 +81,8 @@ pub struct SyncStats {
 
 struct Session {
     reconciler: Reconciler,
+    /// We opened it.
+    initiator: bool,
     last_activity: Instant,
 }
 
@@ -122,8 +126,8 @@ impl SyncManager {
         self.sessions.keys().any(|(r, _)| r == room)
     }
 
-    /// Starts reconciling `room` with `peer` from our side, if we are the
-    /// one to initiate (the lower peer id) and no session runs. With the
+    /// Starts reconciling `room` with `peer` from our side, unless a
+    /// session runs. With the
     /// secret of our pairwise session with `peer` (`Node::sync_secret`) the
     /// opening carries a nonce instead of a 16-byte salt. Returns whether
     /// one started.
@@ -135,7 +139,7 @@ impl SyncManager {
         set: &impl ItemSet,
         secret: Option<[u8; 32]>,
     ) -> bool {
-        if self.me >= peer || self.is_running(&room, &peer) {
+        if self.is_running(&room, &peer) {
             return false;
         }
         if self.sessions.len() >= self.config.max_sessions {
@@ -159,6 +163,7 @@ impl SyncManager {
             (room, peer),
             Session {
                 reconciler,
+                initiator: true,
                 last_activity: now,
             },
         );
@@ -178,12 +183,20 @@ impl SyncManager {
         secret: Option<[u8; 32]>,
     ) {
         let key = (room, peer);
-        if !self.sessions.contains_key(&key) {
-            if self.me < peer {
-                // We initiate with this peer; a message without a session
-                // is a late one from a session that ended or failed.
-                return;
+        let opening = is_opening(payload);
+        match self.sessions.get(&key) {
+            // Both opened at once: the lower id's session goes on.
+            Some(session) if opening && session.initiator && self.me < peer => return,
+            // The peer opened anew: it is what we answer from now on.
+            Some(_) if opening => {
+                self.sessions.remove(&key);
             }
+            Some(_) => {}
+            // A late message of a session that ended or failed.
+            None if !opening => return,
+            None => {}
+        }
+        if !self.sessions.contains_key(&key) {
             if self.sessions.len() >= self.config.max_sessions {
                 self.stats.sessions_refused += 1;
                 return;
@@ -198,6 +211,7 @@ impl SyncManager {
                         }
                         None => Reconciler::responder(self.config.sync.clone()),
                     },
+                    initiator: false,
                     last_activity: now,
                 },
             );
@@ -267,5 +281,77 @@ impl SyncManager {
                     .push_back(SyncAction::Forward { peer, room, ids });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::sync::{Item, SortedItems};
+    use rand::SeedableRng;
+
+    fn set(range: std::ops::Range<u8>) -> SortedItems {
+        SortedItems::new(
+            range
+                .map(|n| Item {
+                    timestamp: u64::from(n),
+                    id: MessageId([n; 32]),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn crossing_openings_settle_on_the_lower_ids_session() {
+        let now = Instant::now();
+        let (low, high) = (PeerId([1; 32]), PeerId([2; 32]));
+        let room = RoomId([9; 32]);
+        let manager = |me, seed| {
+            SyncManager::new(
+                me,
+                SyncManagerConfig::default(),
+                StdRng::seed_from_u64(seed),
+            )
+        };
+        let (mut a, mut b) = (manager(low, 1), manager(high, 2));
+        let (set_a, set_b) = (set(0..10), set(5..20));
+        let secret = Some([7; 32]);
+        // Both see each other come online and open at once.
+        assert!(a.start(now, room, high, &set_a, secret));
+        assert!(b.start(now, room, low, &set_b, secret));
+        let mut pushed: Vec<(PeerId, Vec<MessageId>)> = Vec::new();
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(action) = a.poll_action() {
+                moved = true;
+                match action {
+                    SyncAction::Send { payload, .. } => {
+                        b.handle_message(now, room, low, &payload, &set_b, secret)
+                    }
+                    SyncAction::Forward { peer, ids, .. } => pushed.push((peer, ids)),
+                }
+            }
+            while let Some(action) = b.poll_action() {
+                moved = true;
+                match action {
+                    SyncAction::Send { payload, .. } => {
+                        a.handle_message(now, room, high, &payload, &set_a, secret)
+                    }
+                    SyncAction::Forward { peer, ids, .. } => pushed.push((peer, ids)),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        assert!(
+            !a.is_syncing(&room) && !b.is_syncing(&room),
+            "both finished"
+        );
+        assert_eq!(a.stats().sessions_failed + b.stats().sessions_failed, 0);
+        let to_high: Vec<MessageId> = (0..5).map(|n| MessageId([n; 32])).collect();
+        let to_low: Vec<MessageId> = (10..20).map(|n| MessageId([n; 32])).collect();
+        pushed.sort();
+        assert_eq!(pushed, vec![(low, to_low), (high, to_high)]);
     }
 }
