@@ -16,7 +16,8 @@
 //! stopped even if the bench panics. A figure that cannot be measured is
 //! printed with the reason.
 //!
-//! Run: `cargo bench --no-default-features --bench node`.
+//! Run: `cargo bench --no-default-features --bench node`; name sections
+//! (`latency`, `room`, `idle`) after `--` to run only those.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -61,12 +62,39 @@ struct Row {
     met: Option<bool>,
 }
 
+/// Whether the command line asks for `section` (no names: every section).
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == section)
+}
+
 fn main() {
     println!("kith node bench, 127.0.0.1, {BODY}-byte messages");
     let mut rows = Vec::new();
+    if wanted("latency") {
+        latency_rows(&mut rows);
+    }
+    if wanted("room") {
+        room_rows(&mut rows);
+    }
+    if wanted("idle") {
+        idle_rows(&mut rows);
+    }
+    print_table(&rows);
+}
 
-    // 1. Direct-message latency beside the raw RTT.
-    let raw = raw_ping_pong();
+/// 1. Direct-message latency beside the raw RTT.
+fn latency_rows(rows: &mut Vec<Row>) {
+    let raw = raw_ping_pong(RAW_WARMUP, RAW_SAMPLES, Duration::ZERO);
+    let raw_spaced = raw_ping_pong(10, SPACED_SAMPLES, SPACED_GAP);
+    println!(
+        "raw UDP ping-pong at chat pace ({SPACED_SAMPLES}, {SPACED_GAP:?} apart): p50 {:.1} µs, p99 {:.1} µs",
+        micros(percentile(&raw_spaced, 50.0)),
+        micros(percentile(&raw_spaced, 99.0))
+    );
     let raw_p50 = percentile(&raw, 50.0);
     println!(
         "raw UDP ping-pong ({RAW_SAMPLES} round trips): p50 {:.1} µs, p99 {:.1} µs",
@@ -123,8 +151,10 @@ fn main() {
         }
         Err(why) => rows.push(unmeasured("DM latency", &why, "p50 ≤ 3× raw, p99 ≤ 5 ms")),
     }
+}
 
-    // 2. Room throughput beside the Ed25519 verify rate.
+/// 2. Room throughput beside the Ed25519 verify rate.
+fn room_rows(rows: &mut Vec<Row>) {
     let verify = verify_rate();
     println!("Ed25519 verify, one core: {verify:.0}/s");
     rows.push(Row {
@@ -154,8 +184,10 @@ fn main() {
             Err(why) => rows.push(unmeasured(metric, &why, "≥ 60 % of verify")),
         }
     }
+}
 
-    // 3. Idle RSS of a real daemon process.
+/// 3. Idle RSS of a real daemon process.
+fn idle_rows(rows: &mut Vec<Row>) {
     match idle_rss() {
         Ok((rss, peak)) => {
             println!(
@@ -172,10 +204,12 @@ fn main() {
         }
         Err(why) => rows.push(unmeasured("idle daemon RSS", &why, "≤ 30 MB")),
     }
+}
 
+fn print_table(rows: &[Row]) {
     println!();
     println!("{:<28} {:<26} {:<24} met?", "metric", "value", "goal");
-    for row in &rows {
+    for row in rows {
         let met = match row.met {
             Some(true) => "yes",
             Some(false) => "NO",
@@ -248,7 +282,9 @@ impl Drop for TempDir {
     }
 }
 
-fn raw_ping_pong() -> Vec<Duration> {
+/// Round trips between two plain blocking sockets: `samples` after
+/// `warmup`, each after `gap` (zero: back to back).
+fn raw_ping_pong(warmup: usize, samples: usize, gap: Duration) -> Vec<Duration> {
     let server = UdpSocket::bind("127.0.0.1:0").expect("bench: binding loopback works");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bench: binding loopback works");
     for socket in [&server, &client] {
@@ -259,21 +295,24 @@ fn raw_ping_pong() -> Vec<Duration> {
     let server_addr = server.local_addr().expect("bench: bound");
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
-        for _ in 0..RAW_WARMUP + RAW_SAMPLES {
+        for _ in 0..warmup + samples {
             let (len, from) = server.recv_from(&mut buf).expect("bench: ping arrives");
             server.send_to(&buf[..len], from).expect("bench: pong sent");
         }
     });
     let mut buf = [0u8; 2048];
     let ping = [7u8; BODY];
-    let mut rtts = Vec::with_capacity(RAW_SAMPLES);
-    for round in 0..RAW_WARMUP + RAW_SAMPLES {
+    let mut rtts = Vec::with_capacity(samples);
+    for round in 0..warmup + samples {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
         let start = Instant::now();
         client
             .send_to(&ping, server_addr)
             .expect("bench: ping sent");
         client.recv_from(&mut buf).expect("bench: pong arrives");
-        if round >= RAW_WARMUP {
+        if round >= warmup {
             rtts.push(start.elapsed());
         }
     }
@@ -438,20 +477,39 @@ fn trio(name: &str) -> Result<Vec<(TempDir, PublicIdentity, DaemonHandle)>, Stri
 
 /// Sends `count` room messages as fast as the daemon takes them, waiting
 /// briefly whenever it pushes back.
+/// How many sends a blasting member keeps under way (`submit_to`), so the
+/// daemon can store a burst of them in one transaction.
+const SEND_WINDOW: usize = 64;
+
 fn blast(handle: &DaemonHandle, room: RoomId, first: usize, count: usize) -> Result<u64, String> {
+    let to = PeerId(room.0).to_hex();
     let mut retries = 0;
-    for n in first..first + count {
-        let body = text(n);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match handle.send_room(room, &body) {
-                Ok(_) => break,
-                Err(DaemonError::Node(NodeError::Backpressure)) if Instant::now() < deadline => {
-                    retries += 1;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => return Err(format!("send_room failed at message {n}: {e}")),
+    let mut waiting = std::collections::VecDeque::new();
+    let mut next = first;
+    let deadline = Instant::now() + PATIENCE;
+    while next < first + count || !waiting.is_empty() {
+        while next < first + count && waiting.len() < SEND_WINDOW {
+            let pending = handle
+                .submit_to(&to, &text(next))
+                .map_err(|e| format!("send_room failed at message {next}: {e}"))?;
+            waiting.push_back((next, pending));
+            next += 1;
+        }
+        let Some((n, pending)) = waiting.pop_front() else {
+            break;
+        };
+        match pending.wait() {
+            Ok(_) => {}
+            Err(DaemonError::Node(NodeError::Backpressure)) if Instant::now() < deadline => {
+                // Sent again later, with the rest of the window.
+                retries += 1;
+                std::thread::sleep(Duration::from_micros(200));
+                let again = handle
+                    .submit_to(&to, &text(n))
+                    .map_err(|e| format!("send_room failed at message {n}: {e}"))?;
+                waiting.push_back((n, again));
             }
+            Err(e) => return Err(format!("send_room failed at message {n}: {e}")),
         }
     }
     Ok(retries)

@@ -179,6 +179,81 @@ fn offline_queue_delivers_all_exactly_once_in_order() {
     );
 }
 
+/// Sends submitted without waiting are sealed and sent at once and stored
+/// in bursts (one transaction per batch of commands): every caller gets
+/// its id, every message arrives once and in order, and the sender's own
+/// copies are all in its store, including those still waiting for their
+/// commit when the daemon was asked to stop.
+#[test]
+fn submitted_sends_are_stored_in_bursts_and_delivered_in_order() {
+    const N: usize = 300;
+    let (dir_a, pub_a) = account("burst-a");
+    let (dir_b, pub_b) = account("burst-b");
+    let a = start(&dir_a, loopback(), Vec::new());
+    let b = start(
+        &dir_b,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B becomes A's peer");
+    let b_events = b.events().expect("B is running");
+    let to = pub_b.peer_id().to_hex();
+    let texts: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
+    let pending: Vec<_> = texts
+        .iter()
+        .map(|text| a.submit_to(&to, text).expect("A takes the send"))
+        .collect();
+    let ids: Vec<MessageId> = pending
+        .into_iter()
+        .map(|p| p.wait().expect("stored and sent"))
+        .collect();
+    let mut received = Vec::new();
+    collect_until(&b_events, |event| {
+        if let Event::MessageReceived { id, text, .. } = event {
+            received.push((*id, text.clone()));
+        }
+        received.len() == N
+    });
+    let expected: Vec<(MessageId, String)> = ids.iter().copied().zip(texts).collect();
+    assert_eq!(received, expected, "all arrive once each, in send order");
+
+    // More sends, and the stop right behind them: those answered are
+    // stored, whatever batch they were in.
+    let late: Vec<_> = (0..50)
+        .map(|i| {
+            a.submit_to(&to, &format!("late {i}"))
+                .expect("A takes the send")
+        })
+        .collect();
+    a.shutdown().expect("A stops cleanly");
+    let late_ids: Vec<MessageId> = late.into_iter().filter_map(|p| p.wait().ok()).collect();
+    b.shutdown().expect("B stops cleanly");
+    let account = Account::open(&dir_a.path().join("data"), PASS).expect("A's store reopens");
+    let stored: std::collections::HashSet<MessageId> = account
+        .store
+        .messages_in_room(&direct_room(pub_a.peer_id(), pub_b.peer_id()), None, 10_000)
+        .expect("the room reads back")
+        .into_iter()
+        .filter(|m| m.sender == pub_a.peer_id())
+        .map(|m| m.id)
+        .collect();
+    for id in ids.iter().chain(&late_ids) {
+        assert!(
+            stored.contains(id),
+            "an answered send is in the sender's store"
+        );
+    }
+    assert_eq!(
+        stored.len(),
+        N + late_ids.len(),
+        "nothing stored that was not answered"
+    );
+}
+
 #[test]
 fn a_restarted_sender_requeues_its_outbox() {
     let (dir_a, pub_a) = account("requeue-a");

@@ -108,6 +108,15 @@ pub(crate) enum Command {
     },
 }
 
+/// A message the node sealed and queued whose stored copy commits at the
+/// end of the current batch of commands (group commit), with the caller
+/// waiting for its id.
+struct UnsavedSend {
+    message: Message,
+    recipients: Vec<PeerId>,
+    reply: Sender<Result<MessageId, DaemonError>>,
+}
+
 /// A contact. Its address and presence live in [`Discovery`].
 struct PeerEntry {
     public: PublicIdentity,
@@ -147,6 +156,9 @@ pub(crate) struct NodeDriver {
     next_sync: Instant,
     /// Item sets of rooms with a reconciliation under way.
     sync_sets: HashMap<RoomId, SortedItems>,
+    /// Sends of this batch of commands, committed together by
+    /// [`NodeDriver::commit_sends`].
+    unsaved_sends: Vec<UnsavedSend>,
 }
 
 /// How often shared rooms are reconciled with every online member, on top
@@ -200,6 +212,7 @@ impl NodeDriver {
             sync,
             next_sync: now + SYNC_INTERVAL,
             sync_sets: HashMap::new(),
+            unsaved_sends: Vec::new(),
             provisional: HashMap::new(),
             requests: HashSet::new(),
             strangers_met: HashMap::new(),
@@ -247,7 +260,8 @@ impl NodeDriver {
     }
 
     /// Checkpoints the store; called once the loop has stopped.
-    pub(crate) fn flush(self) -> Result<(), DaemonError> {
+    pub(crate) fn flush(mut self) -> Result<(), DaemonError> {
+        self.commit_sends();
         self.store.checkpoint()?;
         Ok(())
     }
@@ -498,7 +512,15 @@ impl NodeDriver {
         }
     }
 
-    fn send(&mut self, now: Instant, to: &str, text: &str) -> Result<MessageId, DaemonError> {
+    /// Seals `text` for `to` and queues it; the stored copy is committed by
+    /// [`NodeDriver::commit_sends`] with the rest of the batch. Returns the
+    /// message and its recipients.
+    fn prepare_send(
+        &mut self,
+        now: Instant,
+        to: &str,
+        text: &str,
+    ) -> Result<(Message, Vec<PeerId>), DaemonError> {
         let (sent, recipients) = match self.resolve_target(to)? {
             Target::Peer(peer) => {
                 if !self.peers.contains_key(&peer)
@@ -531,16 +553,42 @@ impl NodeDriver {
             body: text.as_bytes().to_vec(),
             envelope: sent.envelope,
         };
-        let key = message.key();
-        // The node already queued the message; if the store fails it still
-        // goes out, but would not be re-sent after a restart. The chain's
-        // new position and the pending deliveries commit with it, in one
-        // transaction.
+        Ok((message, recipients))
+    }
+
+    /// Commits the batch's sends (messages, pending deliveries and the
+    /// chain positions that sealed them) in one transaction, then answers
+    /// their callers. Their datagrams may already be out: like a store
+    /// failure, a crash before this commit loses only our own copy (the
+    /// recipients have it, and sync brings it back), and a restored
+    /// sending chain skips ahead, so no message key is used twice.
+    fn commit_sends(&mut self) {
+        if self.unsaved_sends.is_empty() {
+            return;
+        }
+        let sends = std::mem::take(&mut self.unsaved_sends);
         let chains = self.node.take_chain_updates();
-        let count = recipients.len();
-        self.store.insert_sent(&message, &recipients, &chains)?;
-        self.inflight.insert(sent.id, (key, count));
-        Ok(sent.id)
+        let batch: Vec<(Message, Vec<PeerId>)> = sends
+            .iter()
+            .map(|send| (send.message.clone(), send.recipients.clone()))
+            .collect();
+        match self.store.insert_sent_batch(&batch, &chains) {
+            Ok(()) => {
+                for send in sends {
+                    let id = send.message.id;
+                    self.inflight
+                        .insert(id, (send.message.key(), send.recipients.len()));
+                    let _ = send.reply.send(Ok(id));
+                }
+            }
+            Err(error) => {
+                let why = error.to_string();
+                self.store_error("store sent messages", error);
+                for send in sends {
+                    let _ = send.reply.send(Err(DaemonError::NotStored(why.clone())));
+                }
+            }
+        }
     }
 
     fn create_room(
@@ -851,6 +899,10 @@ impl NodeDriver {
     /// Stores chain positions that moved outside a message round (keys
     /// received, rooms created or rekeyed).
     fn save_chains(&mut self) {
+        if !self.unsaved_sends.is_empty() {
+            // They commit the chains with them, in one transaction.
+            return;
+        }
         let chains = self.node.take_chain_updates();
         if !chains.is_empty()
             && let Err(error) = self.store.put_chains(&chains)
@@ -1086,11 +1138,21 @@ impl Driver for NodeDriver {
     fn handle_command(&mut self, now: Instant, command: Command) {
         // A caller that stopped waiting for a reply is not an error here,
         // so failed reply sends are ignored.
+        if !matches!(command, Command::Send { .. }) {
+            // Whatever else is asked sees the sends before it stored.
+            self.commit_sends();
+        }
         match command {
-            Command::Send { to, text, reply } => {
-                let result = self.send(now, &to, &text);
-                let _ = reply.send(result);
-            }
+            Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
+                Ok((message, recipients)) => self.unsaved_sends.push(UnsavedSend {
+                    message,
+                    recipients,
+                    reply,
+                }),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
             Command::AddPeer { peer, reply } => {
                 let result = self.add_peer(now, *peer);
                 let _ = reply.send(result);
@@ -1259,6 +1321,7 @@ impl Driver for NodeDriver {
     }
 
     fn flush(&mut self, now: Instant) {
+        self.commit_sends();
         self.deferring = false;
         self.pump(now);
     }

@@ -136,6 +136,10 @@ pub enum DaemonError {
     Blocked(String),
     #[error("discovery: {0}")]
     Discovery(String),
+    /// The message went out but storing it failed: it is not in the
+    /// history and will not be sent again after a restart.
+    #[error("the message was sent but could not be stored: {0}")]
+    NotStored(String),
 }
 
 /// What the daemon reports to its listeners.
@@ -506,11 +510,21 @@ impl DaemonHandle {
     /// Sends `text` to a peer or group room named as a user would: an id,
     /// a public key, an unambiguous hex prefix, or a name.
     pub fn send_to(&self, to: &str, text: &str) -> Result<MessageId, DaemonError> {
-        self.request(|reply| Command::Send {
+        self.submit_to(to, text)?.wait()
+    }
+
+    /// Like [`DaemonHandle::send_to`] without waiting: the answer comes
+    /// through the returned [`PendingSend`]. A device that sends many
+    /// messages keeps several under way; the daemon seals and sends each at
+    /// once and stores a burst of them in one transaction.
+    pub fn submit_to(&self, to: &str, text: &str) -> Result<PendingSend, DaemonError> {
+        let (reply, rx) = mpsc::channel();
+        self.net.sender().send(Command::Send {
             to: to.to_owned(),
             text: text.to_owned(),
             reply,
-        })?
+        })?;
+        Ok(PendingSend(rx))
     }
 
     /// Creates a group room with us as admin and invites `members`.
@@ -669,6 +683,21 @@ impl DaemonHandle {
 
     fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, DaemonError> {
         request(&self.net.sender(), command)
+    }
+}
+
+/// A message handed to the daemon by [`DaemonHandle::submit_to`].
+pub struct PendingSend(Receiver<Result<MessageId, DaemonError>>);
+
+impl PendingSend {
+    /// Waits (bounded) until the message is queued and stored; its id.
+    pub fn wait(self) -> Result<MessageId, DaemonError> {
+        self.0
+            .recv_timeout(REPLY_TIMEOUT)
+            .map_err(|error| match error {
+                RecvTimeoutError::Timeout => DaemonError::NotResponding,
+                RecvTimeoutError::Disconnected => DaemonError::Stopped,
+            })?
     }
 }
 

@@ -467,8 +467,16 @@ impl<D: Driver> EventLoop<D> {
     }
 
     /// Takes up to [`BATCH`] commands; `commands_pending` stays set if more
-    /// may be waiting.
+    /// may be waiting. The batch ends with a `flush`, so the driver can
+    /// commit what the commands did once (their datagrams are already out).
     fn handle_commands(&mut self) -> Flow {
+        let flow = self.handle_command_batch();
+        self.driver.flush(Instant::now());
+        self.drain_transmits();
+        flow
+    }
+
+    fn handle_command_batch(&mut self) -> Flow {
         for _ in 0..BATCH {
             match self.commands.try_recv() {
                 Ok(Input::Command(command)) => {

@@ -168,8 +168,10 @@ pub trait Driver: Send + 'static {
     /// When the loop must call `handle_timeout` next (`None`: no timer).
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// A burst of datagrams was handed over (the socket had no more, or a
-    /// batch ended): the moment to commit work that is cheaper done once
-    /// per burst, such as a store transaction. Default: nothing.
+    /// batch ended), or a batch of commands was: the moment to commit work
+    /// that is cheaper done once per burst, such as a store transaction.
+    /// Datagrams the burst produced have been taken already. Default:
+    /// nothing.
     fn flush(&mut self, _now: Instant) {}
 }
 

@@ -201,17 +201,34 @@ impl Store {
         recipients: &[PeerId],
         chains: &[ChainSnapshot],
     ) -> Result<()> {
-        self.insert_batch(std::slice::from_ref(message), chains, recipients)
+        self.insert_batch(
+            std::slice::from_ref(message),
+            chains,
+            &[recipients.to_vec()],
+        )
+        .map(|_| ())
+    }
+
+    /// Like [`Store::insert_sent`] for many messages at once (group commit
+    /// of a burst of sends): each message with its recipients, one
+    /// transaction.
+    pub fn insert_sent_batch(
+        &mut self,
+        sent: &[(Message, Vec<PeerId>)],
+        chains: &[ChainSnapshot],
+    ) -> Result<()> {
+        let (messages, recipients): (Vec<Message>, Vec<Vec<PeerId>>) = sent.iter().cloned().unzip();
+        self.insert_batch(&messages, chains, &recipients)
             .map(|_| ())
     }
 
     /// One transaction: `messages`, `chains`, and a `Pending` delivery of
-    /// every message to each of `pending`.
+    /// `messages[i]` to each of `pending[i]` (`pending` empty: none).
     fn insert_batch(
         &mut self,
         messages: &[Message],
         chains: &[ChainSnapshot],
-        pending: &[PeerId],
+        pending: &[Vec<PeerId>],
     ) -> Result<Vec<MessageId>> {
         self.ensure_room_keys(
             messages
@@ -224,7 +241,7 @@ impl Store {
         let fresh =
             insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
-        for message in messages {
+        for (message, recipients) in messages.iter().zip(pending) {
             let room_ref = added
                 .get(&message.room)
                 .or_else(|| self.room_refs.get(&message.room))
@@ -232,7 +249,7 @@ impl Store {
             let Some(room_ref) = room_ref else {
                 continue;
             };
-            for peer in pending {
+            for peer in recipients {
                 set_delivery_in(&tx, room_ref, &message.key(), peer, DeliveryState::Pending)?;
             }
         }
