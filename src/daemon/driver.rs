@@ -1087,8 +1087,10 @@ impl Driver for NodeDriver {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, _via: Via, bytes: &[u8]) {
         // Received messages wait for the end of the burst (`flush`): one
         // store transaction per burst, not per datagram. Their ACKs wait
-        // with them, so "delivered" still means stored.
+        // with them, so "delivered" still means stored. Their signatures
+        // are verified together at the end of the burst too.
         self.deferring = true;
+        self.node.begin_burst();
         if is_registry_datagram(bytes) {
             self.discovery
                 .handle_registry_datagram(now, from, bytes, &mut self.node);
@@ -1322,6 +1324,7 @@ impl Driver for NodeDriver {
 
     fn flush(&mut self, now: Instant) {
         self.commit_sends();
+        self.node.end_burst(now);
         self.deferring = false;
         self.pump(now);
     }

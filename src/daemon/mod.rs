@@ -397,6 +397,7 @@ impl Status {
             ("sessions_established", node.sessions_established),
             ("sealed_sent", node.sealed_sent),
             ("sealed_received", node.sealed_received),
+            ("batch_verified", node.batch_verified),
             ("dropped_total", node.total_dropped()),
         ]
         .into_iter()

@@ -725,3 +725,128 @@ fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
             .any(|e| matches!(e, NodeEvent::Undecryptable { id, .. } if *id == far.id))
     );
 }
+
+/// A's datagrams for `texts`, sent as direct messages to B (a session is
+/// up), in order.
+fn direct_datagrams(a: &mut Node, b: &Node, now: Instant, texts: &[&str]) -> Vec<Vec<u8>> {
+    for text in texts {
+        a.send_direct(now, b.peer_id(), text).expect("send");
+    }
+    transmits(a).into_iter().map(|t| t.bytes).collect()
+}
+
+/// B with a session to A and A's first message stored.
+fn warmed_pair() -> (Node, Node, Instant) {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.send_direct(now, b.peer_id(), "warm-up").expect("send");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    for (_, receipt) in received(&trace.b_events) {
+        b.confirm_stored(now, receipt);
+    }
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    (a, b, now)
+}
+
+#[test]
+fn a_burst_verifies_its_messages_in_one_batch_and_keeps_their_order() {
+    let (mut a, mut b, now) = warmed_pair();
+    let texts: Vec<String> = (0..10).map(|i| format!("burst {i}")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let datagrams = direct_datagrams(&mut a, &b, now, &refs);
+    b.begin_burst();
+    for bytes in &datagrams {
+        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
+    }
+    assert!(
+        received(&events(&mut b)).is_empty(),
+        "nothing surfaces before the burst ends"
+    );
+    assert!(
+        b.poll_timeout().is_some_and(|t| t <= now),
+        "a shell that forgets end_burst is reminded"
+    );
+    b.end_burst(now);
+    let got: Vec<Vec<u8>> = received(&events(&mut b))
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    let want: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+    assert_eq!(got, want);
+    assert_eq!(b.stats().batch_verified, 10);
+    assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
+}
+
+#[test]
+fn a_forged_signature_in_a_burst_costs_only_its_own_message() {
+    let (mut a, mut b, now) = warmed_pair();
+    let mut datagrams = direct_datagrams(&mut a, &b, now, &["before"]);
+    // A (authenticated on the pairwise stream) sends an envelope whose
+    // signature does not verify: only the sender's identity key signs.
+    let room = direct_room(a.peer_id(), b.peer_id());
+    let state = a.rooms.get_mut(&room).expect("the direct room exists");
+    let mut forged = seal_envelope(
+        &a.identity,
+        &mut state.chain,
+        OutgoingMessage {
+            kind: KIND_TEXT,
+            timestamp: 1,
+            plaintext: b"forged",
+        },
+    )
+    .expect("seals");
+    forged.signature[0] ^= 1;
+    let payload = Control::Message {
+        envelope: forged.emit(),
+    }
+    .encode();
+    a.reliable
+        .send(now, room, forged.id(), &payload)
+        .expect("queued");
+    datagrams.extend(transmits(&mut a).into_iter().map(|t| t.bytes));
+    datagrams.extend(direct_datagrams(&mut a, &b, now, &["after"]));
+    b.begin_burst();
+    for bytes in &datagrams {
+        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
+    }
+    b.end_burst(now);
+    let got: Vec<Vec<u8>> = received(&events(&mut b))
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(
+        b.stats().batch_verified,
+        0,
+        "the batch failed and was checked one by one"
+    );
+    assert_eq!(b.stats().dropped(DropReason::EnvelopeRejected), 1);
+}
+
+#[test]
+fn a_control_message_in_a_burst_comes_after_the_messages_before_it() {
+    let (mut a, mut b, now) = warmed_pair();
+    let datagrams = direct_datagrams(&mut a, &b, now, &["one", "two"]);
+    // A room invitation travels on the same pairwise stream.
+    let room = a
+        .create_room(now, "after two", &[b.peer_id()])
+        .expect("room created");
+    let mut all = datagrams;
+    all.extend(transmits(&mut a).into_iter().map(|t| t.bytes));
+    b.begin_burst();
+    for bytes in &all {
+        let _ = b.handle_datagram(now, bytes);
+    }
+    b.end_burst(now);
+    let kinds: Vec<String> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            NodeEvent::MessageReceived { body, .. } => {
+                Some(String::from_utf8_lossy(&body).into_owned())
+            }
+            NodeEvent::RoomInvited { room: r, .. } if r == room => Some("invite".to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["one", "two", "invite"]);
+}
