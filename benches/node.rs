@@ -569,6 +569,8 @@ fn measure_room(
     let total = share * senders;
     // A handle is not `Sync`, so each sender thread owns its daemon's
     // handle and gives it back.
+    let node_cpu_before: Vec<Option<Duration>> =
+        handles.iter().map(DaemonHandle::network_cpu_time).collect();
     let sending: Vec<DaemonHandle> = handles.drain(..senders).collect();
     let cpu_before = cpu_time();
     let start = Instant::now();
@@ -630,6 +632,31 @@ fn measure_room(
     // Back in their places, so the caller stops all three.
     for (i, handle) in returned.into_iter().enumerate() {
         handles.insert(i, handle);
+    }
+    let total = (ROOM_MESSAGES / senders * senders) as f64;
+    let per_node: Option<Vec<f64>> = handles
+        .iter()
+        .zip(&node_cpu_before)
+        .map(|(handle, before)| {
+            let used = handle.network_cpu_time()?.checked_sub((*before)?)?;
+            Some(used.as_secs_f64() * 1e6 / total)
+        })
+        .collect();
+    match per_node {
+        Some(costs) => {
+            let busiest = costs.iter().copied().fold(0.0, f64::max);
+            println!(
+                "  network-thread CPU per room message, node by node: {} µs; with a core \
+                 of its own the busiest node would keep up with {:.0} msg/s",
+                costs
+                    .iter()
+                    .map(|c| format!("{c:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                1e6 / busiest
+            );
+        }
+        None => println!("  network-thread CPU: not available on this platform"),
     }
     rate
 }

@@ -492,6 +492,12 @@ impl DaemonHandle {
         self.net.local_addr()
     }
 
+    /// CPU time the daemon's network thread (node, store, sockets) has
+    /// used so far, if the platform can tell.
+    pub fn network_cpu_time(&self) -> Option<std::time::Duration> {
+        self.net.thread_cpu_time()
+    }
+
     /// The data directory this daemon serves.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

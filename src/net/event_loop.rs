@@ -96,6 +96,29 @@ impl<D: Driver> NetHandle<D> {
         self.sender.send(command)
     }
 
+    /// CPU time the loop thread has used so far (`None` once it ended or
+    /// where the platform cannot tell): what one node costs, apart from
+    /// whatever else runs in the process.
+    pub fn thread_cpu_time(&self) -> Option<Duration> {
+        use std::os::unix::thread::JoinHandleExt;
+        let thread = self.thread.as_ref()?;
+        if thread.is_finished() {
+            return None;
+        }
+        let mut clock: libc::clockid_t = 0;
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the thread has not been joined (we hold its handle), so
+        // its pthread_t is valid; both calls only write the out-parameters.
+        let ok = unsafe {
+            libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) == 0
+                && libc::clock_gettime(clock, &mut time) == 0
+        };
+        ok.then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
+    }
+
     /// A sender other threads can keep.
     pub fn sender(&self) -> CommandSender<D::Command> {
         self.sender.clone()
