@@ -60,12 +60,13 @@ const PASS: &str = "correct horse";
 
 /// A version-0 database: keyed and in WAL mode but without any schema, the
 /// state a crash in the middle of `Store::create` leaves behind.
-fn write_v0_fixture(path: &Path) {
+fn write_v0_fixture(path: &Path, format: PageFormat) {
     let keys = KeyFile::create(path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
     let conn = connect(
         path,
         &keys,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        format,
     )
     .unwrap();
     let version: u32 = conn
@@ -77,7 +78,7 @@ fn write_v0_fixture(path: &Path) {
 #[test]
 fn v0_fixture_upgrades_to_latest_and_reopen_is_idempotent() {
     let (_dir, path) = temp_db("v0");
-    write_v0_fixture(&path);
+    write_v0_fixture(&path, PageFormat::Sha256);
 
     let mut store = Store::open(&path, PASS).unwrap();
     assert_eq!(store.schema_version().unwrap(), schema::LATEST);
@@ -403,4 +404,50 @@ fn messages_and_chains_commit_together_or_not_at_all() {
         vec![]
     );
     assert_eq!(store.chains().unwrap()[0].next_seq, 9);
+}
+
+#[test]
+fn new_stores_use_sha256_pages_and_older_sha512_stores_still_open() {
+    let (_dir, path) = temp_db("sha256");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    store
+        .insert_messages(&[message(RoomId([1; 32]), 1, b"new")])
+        .unwrap();
+    drop(store);
+    let keys = KeyFile::open(&path, PASS).unwrap();
+    let as_old = connect(
+        &path,
+        &keys,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        PageFormat::Sha512,
+    );
+    assert!(
+        matches!(as_old, Err(StoreError::Corrupt)),
+        "written as SHA-256 pages"
+    );
+    drop(keys);
+    assert_eq!(
+        Store::open(&path, PASS)
+            .unwrap()
+            .messages_in_room(&RoomId([1; 32]), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A store as kith before 0.3 wrote it: SHA-512 pages.
+    let (_old_dir, old_path) = temp_db("sha512");
+    write_v0_fixture(&old_path, PageFormat::Sha512);
+    let mut old = Store::open(&old_path, PASS).expect("an older store opens");
+    old.insert_messages(&[message(RoomId([2; 32]), 1, b"old")])
+        .unwrap();
+    drop(old);
+    let reopened = Store::open(&old_path, PASS).expect("and opens again");
+    assert_eq!(
+        reopened
+            .messages_in_room(&RoomId([2; 32]), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
 }
