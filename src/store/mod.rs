@@ -347,8 +347,9 @@ fn initialize_sqlcipher_once() {
 /// file, so [`Store::open`] tries the current format first and falls back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PageFormat {
-    /// SQLCipher 4 defaults (HMAC-SHA512 per page): stores created before
-    /// kith 0.3. Opened as they are, never rewritten.
+    /// SQLCipher 4 defaults (HMAC-SHA512 per page): stores written by
+    /// earlier builds (up to schema version 4). Opened as they are, never
+    /// rewritten.
     Sha512,
     /// SQLCipher 4 with HMAC-SHA256 per page: the page MAC was the largest
     /// single cost of a batched insert (SHA-512 17 % of its CPU), and
