@@ -111,6 +111,18 @@ fn latency_rows(rows: &mut Vec<Row>) {
         goal: "(reference)".into(),
         met: None,
     });
+    // The same ping-pong with the chat's pauses: what waking both sides
+    // from idle costs, beside the chat-pace DM latency below.
+    rows.push(Row {
+        metric: "raw RTT at chat pace",
+        value: format!(
+            "{:.0} / {:.0} µs",
+            micros(percentile(&raw_spaced, 50.0)),
+            micros(percentile(&raw_spaced, 99.0))
+        ),
+        goal: "(reference)".into(),
+        met: None,
+    });
     match direct_latency() {
         Ok((samples, spaced)) => {
             let stream_p50 = percentile(&samples, 50.0);
@@ -163,6 +175,15 @@ fn room_rows(rows: &mut Vec<Row>) {
         goal: "(reference)".into(),
         met: None,
     });
+    // The reliable layer paces each node's data packets (a flood guard for
+    // the LAN); without multicast a room message is one packet per other
+    // member, which caps what one sender can send.
+    let rate = kith::proto::node::NodeConfig::default().reliable.rate;
+    println!(
+        "pacing: {rate} data packets/s per node, so one sender reaches at most {} msg/s in a \
+         room of 3 by unicast (twice that by multicast)",
+        rate / 2
+    );
     for (senders, metric) in [
         (1, "room throughput, 1 sender"),
         (3, "room throughput, 3 senders"),
