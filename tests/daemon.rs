@@ -613,3 +613,61 @@ fn a_stranger_writes_first_and_is_accepted() {
     a.shutdown().expect("A stops");
     b.shutdown().expect("B stops");
 }
+
+#[test]
+fn an_unanswered_invitation_survives_a_restart() {
+    let mut nodes = trio("invite-restart");
+    let (_ids, events, room) = room_of_three(&nodes, "porch");
+    collect_until(
+        &events[1],
+        |e| matches!(e, Event::RoomInvited { room: r, .. } if *r == room),
+    );
+    let peers_of_b: Vec<PeerAddr> = [0, 2]
+        .iter()
+        .map(|&j| PeerAddr {
+            public: nodes[j].1.clone(),
+            addr: nodes[j].2.local_addr(),
+        })
+        .collect();
+    let b_addr = nodes[1].2.local_addr();
+    let (dir_b, _pub_b, b) = nodes.remove(1);
+    b.shutdown().expect("B stops cleanly");
+
+    let b = start(&dir_b, b_addr, peers_of_b.clone());
+    let invited = |b: &DaemonHandle| -> Vec<kith::proto::ids::RoomId> {
+        b.rooms()
+            .expect("B answers")
+            .into_iter()
+            .filter(|r| r.invited)
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(invited(&b), vec![room], "still waiting for an answer");
+    let b_events = b.events().expect("B is running");
+    b.answer_invite(room, true)
+        .expect("accepted after the restart");
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::RoomJoined { room: r, .. } if *r == room),
+    );
+    nodes[0].2.send_room(room, "welcome").expect("sent");
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::MessageReceived { room: r, text, .. } if *r == room && text == "welcome"),
+    );
+    // Answered: forgotten, so the next start does not ask again.
+    b.shutdown().expect("B stops cleanly");
+    let b = start(&dir_b, b_addr, peers_of_b);
+    assert!(invited(&b).is_empty());
+    assert!(
+        b.rooms()
+            .expect("B answers")
+            .iter()
+            .any(|r| r.id == room && !r.invited),
+        "a member of the room"
+    );
+    b.shutdown().expect("B stops cleanly");
+    for (_, _, handle) in nodes {
+        handle.shutdown().expect("stops cleanly");
+    }
+}

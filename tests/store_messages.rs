@@ -84,6 +84,10 @@ fn chat_view_pages_newest_first_by_timestamp_then_id() {
         paged.extend(page.iter().map(position));
     }
     assert_eq!(paged, expected);
+    // The index-only id list gives the same newest-first order.
+    let ids: Vec<MessageId> = expected.iter().take(20).map(|p| p.id).collect();
+    assert_eq!(store.recent_ids(&room, 20).unwrap(), ids);
+    assert!(store.recent_ids(&RoomId([9; 32]), 20).unwrap().is_empty());
 }
 
 #[test]

@@ -249,6 +249,12 @@ impl NodeDriver {
             }
         }
         driver.restore_rooms(now)?;
+        for (room, record) in driver.store.invitations()? {
+            if driver.node.restore_invitation(&record).is_err() {
+                eprintln!("kith daemon: dropping a damaged stored invitation to {room:?}");
+                driver.store.put_invitations(&[(room, None)])?;
+            }
+        }
         // Our chains come back where they were, and go out again from
         // their origins ahead of the outbox, so every stored envelope can
         // be opened by its recipient.
@@ -290,10 +296,8 @@ impl NodeDriver {
         );
         self.node.add_contact(now, public);
         let room = direct_room(self.node.peer_id(), id);
-        let recent = self
-            .store
-            .messages_in_room(&room, None, REMEMBER_PER_PEER)?;
-        self.node.remember_stored(recent.iter().map(|m| m.id));
+        let recent = self.store.recent_ids(&room, REMEMBER_PER_PEER)?;
+        self.node.remember_stored(recent);
         Ok(())
     }
 
@@ -898,6 +902,16 @@ impl NodeDriver {
 
     /// Stores chain positions that moved outside a message round (keys
     /// received, rooms created or rekeyed).
+    /// Keeps unanswered invitations in the store as they come and go.
+    fn save_invitations(&mut self) {
+        let updates = self.node.take_invitation_updates();
+        if !updates.is_empty()
+            && let Err(error) = self.store.put_invitations(&updates)
+        {
+            self.store_error("store invitations", error);
+        }
+    }
+
     fn save_chains(&mut self) {
         if !self.unsaved_sends.is_empty() {
             // They commit the chains with them, in one transaction.
@@ -916,6 +930,7 @@ impl NodeDriver {
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
         self.pump_events(now);
+        self.save_invitations();
         let updates = std::mem::take(&mut self.delivery_updates);
         if !updates.is_empty()
             && let Err(error) = self.store.set_deliveries(&updates)

@@ -475,6 +475,10 @@ pub enum NodeError {
     TooManyMembers,
     #[error("a room name has at most {MAX_ROOM_NAME} bytes")]
     NameTooLong,
+    /// A record the shell kept (e.g. an invitation) does not decode or
+    /// does not check out.
+    #[error("a stored record is damaged")]
+    BadRecord,
 }
 
 // ---------------------------------------------------------------------------
@@ -649,6 +653,8 @@ pub struct Node {
     /// Chains that moved since the shell last took their snapshots.
     dirty_chains: BTreeSet<(ChainId, chains::Dirty)>,
     held: VecDeque<HeldEnvelope>,
+    /// Invitations changed since the shell last took them.
+    dirty_invitations: BTreeSet<RoomId>,
     /// Inside a burst of datagrams ([`Node::begin_burst`]).
     in_burst: bool,
     /// Envelopes of this burst whose signatures are checked together at
@@ -717,6 +723,7 @@ impl Node {
             forwarded_origins: HashSet::new(),
             forward_work: HashMap::new(),
             held: VecDeque::new(),
+            dirty_invitations: BTreeSet::new(),
             in_burst: false,
             unverified: Vec::new(),
             controls: HashSet::new(),

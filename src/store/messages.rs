@@ -354,6 +354,23 @@ impl Store {
             .collect()
     }
 
+    /// The ids of the newest `limit` messages of `room`, newest first.
+    /// Reads only the index and decrypts nothing (for the duplicate filter
+    /// a node is seeded with at start).
+    pub fn recent_ids(&self, room: &RoomId, limit: usize) -> Result<Vec<MessageId>> {
+        let Some(&room_ref) = self.room_refs.get(room) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM messages WHERE room_ref = ?1 ORDER BY ts DESC, id DESC LIMIT ?2",
+        )?;
+        let ids = stmt
+            .query_map(params![room_ref, limit], |row| row.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter().map(|id| Ok(MessageId(id32(id)?))).collect()
+    }
+
     /// Positions of the messages of `room` in `[lower, upper)`, ascending;
     /// `upper = None` means no upper bound. For set reconciliation during
     /// sync; decrypts nothing and reads only the index.

@@ -25,6 +25,7 @@
 
 mod batch;
 mod chains;
+mod invitations;
 mod keys;
 mod messages;
 mod schema;
@@ -722,7 +723,7 @@ impl Store {
     }
 
     /// Deletes a chat: its messages, deliveries, members, group keys, chain
-    /// state, mute, file metadata and room row in one transaction, then destroys its
+    /// state, invitation, mute, file metadata and room row in one transaction, then destroys its
     /// storage key. Idempotent, so a crash between the two steps is repaired
     /// by calling it again.
     pub fn delete_room(&mut self, room: &RoomId) -> Result<()> {
@@ -730,7 +731,15 @@ impl Store {
         // `self` too; `&mut self` already rules out a nested transaction.
         let tx = self.conn.unchecked_transaction()?;
         self.delete_messages_in(&tx, room)?;
-        for table in ["epochs", "sender_keys", "chains", "mutes", "files", "rooms"] {
+        for table in [
+            "epochs",
+            "sender_keys",
+            "chains",
+            "invitations",
+            "mutes",
+            "files",
+            "rooms",
+        ] {
             // Deliveries go with their messages (ON DELETE CASCADE).
             tx.execute(
                 &format!("DELETE FROM {table} WHERE room = ?1"),

@@ -35,10 +35,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: V4,
     },
+    Migration {
+        version: 5,
+        sql: V5,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 4;
+pub(crate) const LATEST: u32 = 5;
+
+/// Version 5: invitations not answered yet survive a restart. `sealed` is
+/// the node's invitation record (it holds the room's group key) sealed
+/// under the room's storage key, the room bound in the associated data.
+const V5: &str = "
+CREATE TABLE invitations (
+    room          BLOB PRIMARY KEY,
+    sealed        BLOB NOT NULL
+) WITHOUT ROWID;
+";
 
 /// Version 4: a contact who wrote first and whom the user has not accepted
 /// yet is a request.

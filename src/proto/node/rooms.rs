@@ -365,6 +365,7 @@ impl Node {
             });
             self.invitations
                 .insert(room, Invitation { from, name, update });
+            self.dirty_invitations.insert(room);
             return Ok(());
         }
         self.join(now, from, name, update);
@@ -409,6 +410,66 @@ impl Node {
         out
     }
 
+    /// Invitations that arrived, changed or were answered since the last
+    /// call, for the shell to keep: `(room, Some(record))` to store (the
+    /// record holds the room's group key: store it sealed), `(room, None)`
+    /// to forget. Unanswered invitations so survive a restart
+    /// ([`Node::restore_invitation`]).
+    pub fn take_invitation_updates(&mut self) -> Vec<(RoomId, Option<Vec<u8>>)> {
+        let dirty = std::mem::take(&mut self.dirty_invitations);
+        dirty
+            .into_iter()
+            .map(|room| {
+                let record = self.invitations.get(&room).map(|invitation| {
+                    Control::RoomInvite {
+                        room,
+                        name: invitation.name.clone(),
+                        epoch: invitation.update.epoch,
+                        admin: invitation.from.0,
+                        members: invitation.update.members.clone(),
+                        group_key: *invitation.update.group_key.as_bytes(),
+                    }
+                    .encode()
+                });
+                (room, record)
+            })
+            .collect()
+    }
+
+    /// Brings back an unanswered invitation the shell kept (a record from
+    /// [`Node::take_invitation_updates`]), at start. It is checked like one
+    /// that arrives; no event is raised (it was reported when it came).
+    pub fn restore_invitation(&mut self, record: &[u8]) -> Result<RoomId, NodeError> {
+        let Ok(Control::RoomInvite {
+            room,
+            name,
+            epoch,
+            admin,
+            members,
+            group_key,
+        }) = Control::decode(record)
+        else {
+            return Err(NodeError::BadRecord);
+        };
+        let from = PeerId(admin);
+        let ids: BTreeSet<PeerId> = member_keys(&members)
+            .map_err(|_| NodeError::BadRecord)?
+            .iter()
+            .map(PublicIdentity::peer_id)
+            .collect();
+        if !ids.contains(&self.me) || !ids.contains(&from) || name.len() > MAX_ROOM_NAME {
+            return Err(NodeError::BadRecord);
+        }
+        if self.rooms.contains_key(&room) {
+            // Joined meanwhile (the answer's write was lost): nothing to ask.
+            return Ok(room);
+        }
+        let update = Update::new(room, epoch, members, group_key);
+        self.invitations
+            .insert(room, Invitation { from, name, update });
+        Ok(room)
+    }
+
     /// Accepts an invitation: we join the room and hand our key to its
     /// members.
     pub fn accept_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
@@ -417,6 +478,7 @@ impl Node {
             .invitations
             .remove(&room)
             .ok_or(NodeError::UnknownRoom(room))?;
+        self.dirty_invitations.insert(room);
         self.join(now, invitation.from, invitation.name, invitation.update);
         self.pump_events(now);
         Ok(())
@@ -430,6 +492,7 @@ impl Node {
             .invitations
             .remove(&room)
             .ok_or(NodeError::UnknownRoom(room))?;
+        self.dirty_invitations.insert(room);
         self.early_keys.retain(|d| d.chain.room != room);
         self.send_pairwise(now, invitation.from, &Control::RoomLeave { room });
         self.pump_events(now);
@@ -457,6 +520,7 @@ impl Node {
                 self.invitations.remove(&room);
                 self.events.push_back(NodeEvent::RoomRemoved { room });
             }
+            self.dirty_invitations.insert(room);
             return Ok(());
         }
         let current = self

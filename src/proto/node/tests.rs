@@ -850,3 +850,36 @@ fn a_control_message_in_a_burst_comes_after_the_messages_before_it() {
         .collect();
     assert_eq!(kinds, vec!["one", "two", "invite"]);
 }
+
+#[test]
+fn an_invitation_record_round_trips_and_damaged_ones_are_refused() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let room = a
+        .create_room(now, "garden", &[b.peer_id()])
+        .expect("room created");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert_eq!(b.invitations().len(), 1);
+    let updates = b.take_invitation_updates();
+    let record = match &updates[..] {
+        [(r, Some(record))] if *r == room => record.clone(),
+        other => panic!("expected one record for the room, got {other:?}"),
+    };
+    assert!(b.take_invitation_updates().is_empty(), "taken once");
+
+    // A fresh node of B's identity gets it back, and can accept it.
+    let mut b2 = node(2, now);
+    b2.add_contact(now, identity(1).public());
+    assert_eq!(b2.restore_invitation(&record), Ok(room));
+    assert_eq!(b2.invitations(), b.invitations());
+    b2.accept_invite(now, room).expect("accepted");
+    assert_eq!(b2.take_invitation_updates(), vec![(room, None)]);
+
+    // Someone else's record, and garbage, are refused.
+    let mut c = node(3, now);
+    assert_eq!(c.restore_invitation(&record), Err(NodeError::BadRecord));
+    assert_eq!(
+        c.restore_invitation(b"not a record"),
+        Err(NodeError::BadRecord)
+    );
+    assert!(c.invitations().is_empty());
+}
