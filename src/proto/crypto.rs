@@ -948,6 +948,31 @@ impl ReceiverChain {
         self.chain
     }
 
+    /// Whether `distribution` is this very chain at our position or later
+    /// (its key is ours ratcheted forward): a repeat or a later re-send of
+    /// a key we already follow, which must not replace our state, since
+    /// messages between our position and its start may still be on their
+    /// way (they travel on another stream than keys and can be overtaken).
+    pub fn continues_to(&self, distribution: &SenderKeyDistribution) -> bool {
+        if distribution.chain != self.chain || distribution.start_seq < self.next_seq {
+            return false;
+        }
+        let steps = distribution.start_seq - self.next_seq;
+        if steps > MAX_SKIP {
+            return false;
+        }
+        let mut key = self.chain_key.clone();
+        for _ in 0..steps {
+            key = ratchet_step(&key).1;
+        }
+        // Compared in constant time: a difference must not leak where.
+        key.as_bytes()
+            .iter()
+            .zip(distribution.chain_key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
     /// How many skipped message keys are held (bounded by `MAX_SKIP`).
     pub fn skipped_len(&self) -> usize {
         self.skipped.len()
@@ -1685,6 +1710,34 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn a_later_position_of_the_same_chain_continues_it() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let chain = ChainId {
+            room: RoomId([1; 32]),
+            epoch: 0,
+            sender: PeerId([2; 32]),
+        };
+        let mut sender = SenderChain::new(&mut rng, chain);
+        let receiver = ReceiverChain::from_distribution(&sender.distribution());
+        assert!(receiver.continues_to(&sender.distribution()), "a repeat");
+        for _ in 0..5 {
+            sender.advance().expect("the chain moves");
+        }
+        assert!(
+            receiver.continues_to(&sender.distribution()),
+            "five positions on"
+        );
+        let other = SenderChain::new(&mut rng, chain);
+        assert!(!receiver.continues_to(&other.distribution()), "another key");
+        let ahead = ReceiverChain::from_distribution(&sender.distribution());
+        let behind = SenderChain::restore(chain, 0, sender.distribution().chain_key);
+        assert!(
+            !ahead.continues_to(&behind.distribution()),
+            "before our position"
+        );
+    }
 
     #[test]
     fn replay_window_accepts_each_once_in_any_order() {

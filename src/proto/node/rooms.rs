@@ -78,6 +78,41 @@ pub(super) struct Update {
     pub(super) group_key: SecretKey,
 }
 
+/// What [`Node::take_invitation_updates`] hands the shell to keep: the
+/// invitation as it arrived and the members' keys that came with it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InvitationRecord {
+    version: u8,
+    #[serde(with = "serde_bytes")]
+    invite: Vec<u8>,
+    keys: Vec<RecordedKey>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecordedKey {
+    #[serde(with = "serde_bytes")]
+    sender: [u8; 32],
+    epoch: u32,
+    start_seq: u64,
+    #[serde(with = "serde_bytes")]
+    chain_key: [u8; 32],
+}
+
+const INVITATION_RECORD_VERSION: u8 = 1;
+
+impl InvitationRecord {
+    fn encode(&self) -> Vec<u8> {
+        // Plain data with fixed-size fields: encoding cannot fail.
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let record: Self = crate::proto::wire::decode_exact(bytes).ok()?;
+        (record.version == INVITATION_RECORD_VERSION && record.keys.len() <= MAX_EARLY_KEYS)
+            .then_some(record)
+    }
+}
+
 impl Update {
     pub(super) fn new(
         room: RoomId,
@@ -421,13 +456,33 @@ impl Node {
             .into_iter()
             .map(|room| {
                 let record = self.invitations.get(&room).map(|invitation| {
-                    Control::RoomInvite {
+                    let invite = Control::RoomInvite {
                         room,
                         name: invitation.name.clone(),
                         epoch: invitation.update.epoch,
                         admin: invitation.from.0,
                         members: invitation.update.members.clone(),
                         group_key: *invitation.update.group_key.as_bytes(),
+                    }
+                    .encode();
+                    // Members' keys that came with the invitation: they
+                    // are not sent again, and without them we could not
+                    // read the room after accepting.
+                    let keys = self
+                        .early_keys
+                        .iter()
+                        .filter(|d| d.chain.room == room)
+                        .map(|d| RecordedKey {
+                            sender: d.chain.sender.0,
+                            epoch: d.chain.epoch,
+                            start_seq: d.start_seq,
+                            chain_key: *d.chain_key.as_bytes(),
+                        })
+                        .collect();
+                    InvitationRecord {
+                        version: INVITATION_RECORD_VERSION,
+                        invite,
+                        keys,
                     }
                     .encode()
                 });
@@ -440,6 +495,7 @@ impl Node {
     /// [`Node::take_invitation_updates`]), at start. It is checked like one
     /// that arrives; no event is raised (it was reported when it came).
     pub fn restore_invitation(&mut self, record: &[u8]) -> Result<RoomId, NodeError> {
+        let record = InvitationRecord::decode(record).ok_or(NodeError::BadRecord)?;
         let Ok(Control::RoomInvite {
             room,
             name,
@@ -447,7 +503,7 @@ impl Node {
             admin,
             members,
             group_key,
-        }) = Control::decode(record)
+        }) = Control::decode(&record.invite)
         else {
             return Err(NodeError::BadRecord);
         };
@@ -467,6 +523,26 @@ impl Node {
         let update = Update::new(room, epoch, members, group_key);
         self.invitations
             .insert(room, Invitation { from, name, update });
+        for key in record
+            .keys
+            .into_iter()
+            .filter(|k| ids.contains(&PeerId(k.sender)))
+        {
+            let distribution = SenderKeyDistribution {
+                chain: ChainId {
+                    room,
+                    epoch: key.epoch,
+                    sender: PeerId(key.sender),
+                },
+                start_seq: key.start_seq,
+                chain_key: SecretKey::from_bytes(key.chain_key),
+            };
+            self.early_keys.retain(|d| d.chain != distribution.chain);
+            if self.early_keys.len() >= MAX_EARLY_KEYS {
+                self.early_keys.pop_front();
+            }
+            self.early_keys.push_back(distribution);
+        }
         Ok(room)
     }
 
@@ -600,6 +676,10 @@ impl Node {
             }
             _ => {
                 // Ahead of the invite or member list that explains it.
+                if self.invitations.contains_key(&chain.room) {
+                    // Kept with the invitation, across restarts.
+                    self.dirty_invitations.insert(chain.room);
+                }
                 self.early_keys.retain(|d| d.chain != chain);
                 if self.early_keys.len() >= MAX_EARLY_KEYS {
                     self.early_keys.pop_front();
@@ -613,10 +693,14 @@ impl Node {
     /// Starts following a chain and opens what waited for it.
     pub(super) fn install_key(&mut self, now: Instant, distribution: &SenderKeyDistribution) {
         let digest = origin_digest(distribution);
+        // A repeat of the distribution we follow, or a later position of
+        // the same chain (the sender re-sent its key, and the key overtook
+        // messages sealed before it on their own stream): our state stays,
+        // so those messages still open.
         let repeat = self
             .receivers
             .get(&distribution.chain)
-            .is_some_and(|f| f.origin == Some(digest));
+            .is_some_and(|f| f.origin == Some(digest) || f.chain.continues_to(distribution));
         if !repeat {
             // The newest distribution wins: it came in order on the sender's
             // authenticated stream, so everything sealed after it uses
