@@ -15,7 +15,7 @@ use kith::net::NetConfig;
 use kith::proto::crypto::PublicIdentity;
 use kith::proto::ids::{MessageId, PeerId};
 use kith::proto::node::direct_room;
-use kith::store::KdfParams;
+use kith::store::{DeliveryState, KdfParams};
 
 const PASS: &str = "daemon test passphrase";
 /// Generous: the machine running the tests may be heavily loaded, and a
@@ -47,6 +47,7 @@ fn loopback() -> SocketAddr {
 }
 
 /// Collects events until `done` says so; panics after [`WAIT`].
+#[track_caller]
 fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -118,6 +119,24 @@ fn direct_message_round_trip_is_stored_then_delivered() {
     assert_eq!(
         stored_texts(&dir_b, pub_b.peer_id(), pub_a.peer_id()),
         vec![(id, "hello, \"B\"\n".to_owned())]
+    );
+    // A's store says delivered, and its outbox is empty.
+    let account = Account::open(&dir_a.path().join("data"), PASS).expect("A's store reopens");
+    let ours = account
+        .store
+        .messages_in_room(&direct_room(pub_a.peer_id(), pub_b.peer_id()), None, 10)
+        .expect("the room reads back");
+    assert_eq!(ours.len(), 1);
+    assert_eq!(
+        account.store.deliveries(&ours[0].key()).expect("readable"),
+        vec![(pub_b.peer_id(), DeliveryState::Delivered)]
+    );
+    assert!(
+        account
+            .store
+            .outbox(&pub_b.peer_id())
+            .expect("readable")
+            .is_empty()
     );
 }
 

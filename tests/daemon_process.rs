@@ -288,6 +288,39 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     }
 }
 
+/// A message nobody acknowledges is in the stored outbox within a second
+/// of being sent, so a sender killed with -9 sends it again when it starts.
+#[test]
+fn an_unacknowledged_message_is_in_the_outbox_after_kill_9() {
+    let dir_a = TempDir::new("outbox-a");
+    let dir_b = TempDir::new("outbox-b");
+    let (data_a, _pub_a) = account(&dir_a);
+    let (_data_b, pub_b) = account(&dir_b);
+    // An address where nobody answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
+    let a = DaemonProcess::start(
+        &data_a,
+        any_port,
+        &[format!("{}@{silent}", key_hex(&pub_b))],
+    );
+    ok(&data_a, &["send", "--to", &key_hex(&pub_b), "waits"]);
+    // Past the second, with slack for a slow machine; then kill -9.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(a);
+    let account = Account::open(&data_a, PASS).expect("A's store reopens after kill -9");
+    assert_eq!(
+        account
+            .store
+            .outbox(&pub_b.peer_id())
+            .expect("the outbox reads")
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn kith_stop_ends_the_daemon_and_clients_without_one_get_a_sentence() {
     let dir = TempDir::new("stop");

@@ -2,7 +2,7 @@
 //! the [`Node`] and the [`Store`], maps peer ids to socket addresses, commits
 //! received messages before acknowledging them and keeps the outbox.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,24 @@ use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
     Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
 };
+
+/// A sent message enters the stored outbox (its `Pending` deliveries) only
+/// if it is still unacknowledged this long after it was stored: on a LAN
+/// almost every message is acknowledged within a millisecond, and its
+/// delivery then costs one write instead of three. A crash inside this
+/// window leaves such a message stored but out of the outbox; the next
+/// reconciliation with its recipient hands it over all the same.
+const OUTBOX_AFTER: Duration = Duration::from_secs(1);
+
+/// One of our messages that not every recipient acknowledged yet.
+struct Inflight {
+    /// Its stored copy.
+    key: MessageKey,
+    /// Recipients that have not acknowledged it.
+    waiting: Vec<PeerId>,
+    /// Whether its `Pending` deliveries are in the store (the outbox).
+    in_outbox: bool,
+}
 
 /// How many of the newest stored messages per peer seed the node's
 /// duplicate filter at start.
@@ -127,9 +145,11 @@ pub(crate) struct NodeDriver {
     node: Node,
     store: Store,
     peers: HashMap<PeerId, PeerEntry>,
-    /// Our messages not yet acknowledged, by id, with the key of their
-    /// stored copy.
-    inflight: HashMap<MessageId, (MessageKey, usize)>,
+    /// Our messages not yet acknowledged by everyone, by id.
+    inflight: HashMap<MessageId, Inflight>,
+    /// Sent messages not in the stored outbox yet, oldest first, with when
+    /// they go into it (see [`OUTBOX_AFTER`]).
+    outbox_due: VecDeque<(Instant, MessageId)>,
     /// Delivery states to record, in one transaction per round.
     delivery_updates: Vec<(MessageKey, PeerId, DeliveryState)>,
     /// Muted rooms and peers (by their 32-byte id).
@@ -204,6 +224,7 @@ impl NodeDriver {
             store: account.store,
             peers: HashMap::new(),
             inflight: HashMap::new(),
+            outbox_due: VecDeque::new(),
             delivery_updates: Vec::new(),
             mutes: MuteTable::default(),
             subscribers: Vec::new(),
@@ -267,7 +288,14 @@ impl NodeDriver {
 
     /// Checkpoints the store; called once the loop has stopped.
     pub(crate) fn flush(mut self) -> Result<(), DaemonError> {
-        self.commit_sends();
+        let now = Instant::now();
+        self.commit_sends(now);
+        // Whatever is still unacknowledged is in the outbox for next time.
+        self.enter_outbox(now, true);
+        let updates = std::mem::take(&mut self.delivery_updates);
+        if !updates.is_empty() {
+            self.store.set_deliveries(&updates)?;
+        }
         self.store.checkpoint()?;
         Ok(())
     }
@@ -343,7 +371,15 @@ impl NodeDriver {
                 };
                 match result {
                     Ok(id) => {
-                        self.inflight.entry(id).or_insert((key, 0)).1 += 1;
+                        self.inflight
+                            .entry(id)
+                            .or_insert(Inflight {
+                                key,
+                                waiting: Vec::new(),
+                                in_outbox: true,
+                            })
+                            .waiting
+                            .push(peer);
                         self.status.messages_sent += 1;
                     }
                     Err(error) => eprintln!("kith daemon: cannot resend a message: {error}"),
@@ -566,22 +602,30 @@ impl NodeDriver {
     /// failure, a crash before this commit loses only our own copy (the
     /// recipients have it, and sync brings it back), and a restored
     /// sending chain skips ahead, so no message key is used twice.
-    fn commit_sends(&mut self) {
+    fn commit_sends(&mut self, now: Instant) {
         if self.unsaved_sends.is_empty() {
             return;
         }
         let sends = std::mem::take(&mut self.unsaved_sends);
         let chains = self.node.take_chain_updates();
+        // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
         let batch: Vec<(Message, Vec<PeerId>)> = sends
             .iter()
-            .map(|send| (send.message.clone(), send.recipients.clone()))
+            .map(|send| (send.message.clone(), Vec::new()))
             .collect();
         match self.store.insert_sent_batch(&batch, &chains) {
             Ok(()) => {
                 for send in sends {
                     let id = send.message.id;
-                    self.inflight
-                        .insert(id, (send.message.key(), send.recipients.len()));
+                    self.inflight.insert(
+                        id,
+                        Inflight {
+                            key: send.message.key(),
+                            waiting: send.recipients,
+                            in_outbox: false,
+                        },
+                    );
+                    self.outbox_due.push_back((now + OUTBOX_AFTER, id));
                     let _ = send.reply.send(Ok(id));
                 }
             }
@@ -902,6 +946,39 @@ impl NodeDriver {
 
     /// Stores chain positions that moved outside a message round (keys
     /// received, rooms created or rekeyed).
+    /// Sent messages still unacknowledged [`OUTBOX_AFTER`] after they were
+    /// stored (all of them with `all`) get their `Pending` deliveries,
+    /// written with this round's delivery states.
+    fn enter_outbox(&mut self, now: Instant, all: bool) {
+        while let Some(&(due, id)) = self.outbox_due.front() {
+            if !all && due > now {
+                break;
+            }
+            self.outbox_due.pop_front();
+            if let Some(inflight) = self.inflight.get_mut(&id)
+                && !inflight.in_outbox
+            {
+                inflight.in_outbox = true;
+                for peer in &inflight.waiting {
+                    self.delivery_updates
+                        .push((inflight.key, *peer, DeliveryState::Pending));
+                }
+            }
+        }
+    }
+
+    /// Messages for `peer` that wait for its acknowledgement: the stored
+    /// outbox and those too recent to be in it.
+    fn outbox_len(&self, peer: &PeerId) -> usize {
+        let stored = self.store.outbox(peer).map_or(0, |o| o.len());
+        let recent = self
+            .inflight
+            .values()
+            .filter(|i| !i.in_outbox && i.waiting.contains(peer))
+            .count();
+        stored + recent
+    }
+
     /// Keeps unanswered invitations in the store as they come and go.
     fn save_invitations(&mut self) {
         let updates = self.node.take_invitation_updates();
@@ -931,6 +1008,7 @@ impl NodeDriver {
     fn pump(&mut self, now: Instant) {
         self.pump_events(now);
         self.save_invitations();
+        self.enter_outbox(now, false);
         let updates = std::mem::take(&mut self.delivery_updates);
         if !updates.is_empty()
             && let Err(error) = self.store.set_deliveries(&updates)
@@ -985,11 +1063,14 @@ impl NodeDriver {
                         ));
                     }
                     NodeEvent::Delivered { to, id, .. } => {
-                        if let Some((key, waiting)) = self.inflight.get_mut(&id) {
-                            self.delivery_updates
-                                .push((*key, to, DeliveryState::Delivered));
-                            *waiting = waiting.saturating_sub(1);
-                            if *waiting == 0 {
+                        if let Some(inflight) = self.inflight.get_mut(&id) {
+                            self.delivery_updates.push((
+                                inflight.key,
+                                to,
+                                DeliveryState::Delivered,
+                            ));
+                            inflight.waiting.retain(|peer| *peer != to);
+                            if inflight.waiting.is_empty() {
                                 self.inflight.remove(&id);
                             }
                         }
@@ -1019,7 +1100,7 @@ impl NodeDriver {
             // The chains that opened them commit in the same transaction, so
             // after a crash neither is ahead of the other.
             let chains = self.node.take_chain_updates();
-            let inserted: HashSet<MessageId> =
+            let mut inserted: HashSet<MessageId> =
                 match self.store.insert_messages_and_chains(&messages, &chains) {
                     Ok(ids) => ids.into_iter().collect(),
                     Err(error) => {
@@ -1029,6 +1110,19 @@ impl NodeDriver {
                         return;
                     }
                 };
+            // A readable copy of a message we hold unreadable (forwarded to
+            // us before its author's key arrived) takes its place, and is
+            // reported then.
+            let readable_again: Vec<Message> = messages
+                .into_iter()
+                .filter(|m| !m.body.is_empty() && !inserted.contains(&m.id))
+                .collect();
+            if !readable_again.is_empty() {
+                match self.store.upgrade_unreadable(&readable_again) {
+                    Ok(ids) => inserted.extend(ids),
+                    Err(error) => self.store_error("replace unreadable messages", error),
+                }
+            }
             for (message, receipt, event) in batch {
                 self.promote(now, message.sender);
                 self.node.confirm_stored(now, receipt);
@@ -1157,7 +1251,7 @@ impl Driver for NodeDriver {
         // so failed reply sends are ignored.
         if !matches!(command, Command::Send { .. }) {
             // Whatever else is asked sees the sends before it stored.
-            self.commit_sends();
+            self.commit_sends(now);
         }
         match command {
             Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
@@ -1184,7 +1278,7 @@ impl Driver for NodeDriver {
                         public: entry.public.clone(),
                         addr: self.discovery.addr_of(id),
                         online: self.discovery.is_online(id),
-                        outbox: self.store.outbox(id).map_or(0, |o| o.len()),
+                        outbox: self.outbox_len(id),
                         contact: true,
                         request: self.requests.contains(id),
                         muted: self.mute_of(&id.0),
@@ -1338,7 +1432,7 @@ impl Driver for NodeDriver {
     }
 
     fn flush(&mut self, now: Instant) {
-        self.commit_sends();
+        self.commit_sends(now);
         self.node.end_burst(now);
         self.deferring = false;
         self.pump(now);
@@ -1346,6 +1440,7 @@ impl Driver for NodeDriver {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         [
+            self.outbox_due.front().map(|(due, _)| *due),
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),

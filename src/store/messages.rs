@@ -354,6 +354,56 @@ impl Store {
             .collect()
     }
 
+    /// Replaces stored copies that could not be read (stored with an empty
+    /// body) by readable copies of the same messages from `messages`, in
+    /// one transaction; returns the ids replaced. A member may forward a
+    /// message before we hold its author's key, so it is stored unreadable;
+    /// the author's own copy, arriving once the key did, is readable.
+    pub fn upgrade_unreadable(&mut self, messages: &[Message]) -> Result<Vec<MessageId>> {
+        let mut upgraded = Vec::new();
+        if messages.iter().all(|m| m.body.is_empty()) {
+            return Ok(upgraded);
+        }
+        let tx = self.conn.transaction()?;
+        for message in messages.iter().filter(|m| !m.body.is_empty()) {
+            let (Some(&room_ref), Some(key)) = (
+                self.room_refs.get(&message.room),
+                self.keys.rooms.get(&message.room),
+            ) else {
+                continue;
+            };
+            let stored: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT sealed FROM messages WHERE room_ref = ?1 AND ts = ?2 AND id = ?3",
+                    params![
+                        room_ref,
+                        ts_to_sql(message.timestamp),
+                        message.id.as_bytes()
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(stored) = stored else {
+                continue;
+            };
+            if !open_message(key, &message.id, &stored)?.0.is_empty() {
+                continue;
+            }
+            tx.execute(
+                "UPDATE messages SET sealed = ?4 WHERE room_ref = ?1 AND ts = ?2 AND id = ?3",
+                params![
+                    room_ref,
+                    ts_to_sql(message.timestamp),
+                    message.id.as_bytes(),
+                    seal_message(key, message)?
+                ],
+            )?;
+            upgraded.push(message.id);
+        }
+        tx.commit()?;
+        Ok(upgraded)
+    }
+
     /// The ids of the newest `limit` messages of `room`, newest first.
     /// Reads only the index and decrypts nothing (for the duplicate filter
     /// a node is seeded with at start).
