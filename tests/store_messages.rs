@@ -391,3 +391,34 @@ fn group_commit_acknowledges_only_what_committed() {
     assert!(commits <= 12, "batched under load: {commits} commits");
     assert!(commits > 1);
 }
+
+#[test]
+fn a_readable_copy_replaces_one_stored_unreadable() {
+    let dir = TempDir::new("upgrade");
+    let mut store = create(&dir);
+    let room = RoomId([6; 32]);
+    let readable = message(room, 1, 10, b"now readable");
+    let unreadable = Message {
+        body: Vec::new(),
+        ..readable.clone()
+    };
+    let other = message(room, 2, 20, b"already fine");
+    store
+        .insert_messages(&[unreadable.clone(), other.clone()])
+        .unwrap();
+    assert_eq!(
+        store
+            .upgrade_unreadable(&[readable.clone(), other.clone(), unreadable.clone()])
+            .unwrap(),
+        vec![readable.id],
+        "only the unreadable copy is replaced, and not by another unreadable one"
+    );
+    assert_eq!(
+        store.message(&readable.key()).unwrap(),
+        Some(readable.clone())
+    );
+    assert!(
+        store.upgrade_unreadable(&[readable]).unwrap().is_empty(),
+        "once"
+    );
+}
