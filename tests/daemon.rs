@@ -690,3 +690,24 @@ fn an_unanswered_invitation_survives_a_restart() {
         handle.shutdown().expect("stops cleanly");
     }
 }
+
+/// Dropping a handle without `shutdown` still stops its network thread,
+/// which releases the store (found: the wake-up was lost when the handle
+/// closed the waker right after using it, and the thread slept on).
+#[test]
+fn a_dropped_handle_stops_its_daemon_and_releases_the_store() {
+    let (dir_a, _pub_a) = account("dropped-a");
+    let a = start(&dir_a, loopback(), Vec::new());
+    a.peers().expect("A answers");
+    // Asleep in its poll when the handle goes.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Account::open(&dir_a.path().join("data"), PASS) {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => panic!("the store stays locked: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

@@ -225,6 +225,7 @@ pub fn spawn<D: Driver>(config: NetConfig, driver: D) -> Result<NetHandle<D>, Ne
             fatal: None,
             stats: Arc::clone(&stats),
         },
+        _waker: Arc::clone(&waker),
     };
     let thread = thread::Builder::new()
         .name("kith-net".into())
@@ -409,6 +410,11 @@ struct EventLoop<D: Driver> {
     multicast_pending: bool,
     commands_pending: bool,
     out: Outbox,
+    /// The loop's own reference to the waker: a handle dropped right after
+    /// waking the loop (`Drop for NetHandle`) must not close the eventfd,
+    /// since closing it takes the pending wake-up out of epoll and the loop
+    /// would sleep on, never seeing the stop.
+    _waker: Arc<Waker>,
 }
 
 enum Flow {
