@@ -76,10 +76,15 @@ fn stored_texts(dir: &TempDir, me: PeerId, peer: PeerId) -> Vec<(MessageId, Stri
         .collect()
 }
 
-#[test]
-fn direct_message_round_trip_is_stored_then_delivered() {
-    let (dir_a, pub_a) = account("daemon-a");
-    let (dir_b, pub_b) = account("daemon-b");
+/// Two running daemons, A and B, each the other's peer.
+fn connected_pair(
+    name: &str,
+) -> (
+    (TempDir, PublicIdentity, DaemonHandle),
+    (TempDir, PublicIdentity, DaemonHandle),
+) {
+    let (dir_a, pub_a) = account(&format!("{name}-a"));
+    let (dir_b, pub_b) = account(&format!("{name}-b"));
     let a = start(&dir_a, loopback(), Vec::new());
     let b = start(
         &dir_b,
@@ -91,6 +96,12 @@ fn direct_message_round_trip_is_stored_then_delivered() {
     );
     a.add_peer(pub_b.clone(), b.local_addr())
         .expect("B becomes A's peer");
+    ((dir_a, pub_a, a), (dir_b, pub_b, b))
+}
+
+#[test]
+fn direct_message_round_trip_is_stored_then_delivered() {
+    let ((dir_a, pub_a, a), (dir_b, pub_b, b)) = connected_pair("daemon");
     let a_events = a.events().expect("A is running");
     let b_events = b.events().expect("B is running");
 
@@ -206,19 +217,7 @@ fn offline_queue_delivers_all_exactly_once_in_order() {
 #[test]
 fn submitted_sends_are_stored_in_bursts_and_delivered_in_order() {
     const N: usize = 300;
-    let (dir_a, pub_a) = account("burst-a");
-    let (dir_b, pub_b) = account("burst-b");
-    let a = start(&dir_a, loopback(), Vec::new());
-    let b = start(
-        &dir_b,
-        loopback(),
-        vec![PeerAddr {
-            public: pub_a.clone(),
-            addr: a.local_addr(),
-        }],
-    );
-    a.add_peer(pub_b.clone(), b.local_addr())
-        .expect("B becomes A's peer");
+    let ((dir_a, pub_a, a), (_dir_b, pub_b, b)) = connected_pair("burst");
     let b_events = b.events().expect("B is running");
     let to = pub_b.peer_id().to_hex();
     let texts: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
