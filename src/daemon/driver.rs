@@ -617,6 +617,8 @@ impl NodeDriver {
             Ok(()) => {
                 for send in sends {
                     let id = send.message.id;
+                    // The room's item set changed (see `pump_events`).
+                    self.sync_sets.remove(&send.message.room);
                     self.inflight.insert(
                         id,
                         Inflight {
@@ -809,8 +811,9 @@ impl NodeDriver {
     }
 
     /// The room's items for reconciliation: read from the store once and
-    /// kept while a session about the room runs (a session wants one
-    /// consistent set, and the store need not be scanned per message).
+    /// kept while a session about the room runs and no message of the room
+    /// is stored (then it is read again: a set that misses new messages
+    /// would make a member who was away miss them too).
     fn take_sync_set(&mut self, room: &RoomId) -> SortedItems {
         self.sync_sets
             .remove(room)
@@ -1110,6 +1113,13 @@ impl NodeDriver {
                         return;
                     }
                 };
+            // The rooms' item sets changed: a reconciliation must not go
+            // on from a set read before (it would find nothing to send).
+            for message in &messages {
+                if inserted.contains(&message.id) {
+                    self.sync_sets.remove(&message.room);
+                }
+            }
             // A readable copy of a message we hold unreadable (forwarded to
             // us before its author's key arrived) takes its place, and is
             // reported then.
