@@ -153,3 +153,83 @@ fn the_registry_key_file_is_private_and_reused() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A daemon registered with the registry unregisters when it stops cleanly:
+/// a contact looking it up is told at once, not after its keep-alives lapse.
+#[test]
+fn a_daemon_that_stops_is_forgotten_by_the_registry_at_once() {
+    use kith::account::Account;
+    use kith::daemon::{self, DaemonConfig, DiscoveryConfig, RegistryTarget};
+    use kith::net::NetConfig;
+    use kith::store::KdfParams;
+
+    let server = Server::bind(ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        key_file: None,
+        registry: RegistryConfig::default(),
+    })
+    .expect("bind the registry");
+    let registry = server.local_addr().expect("bound");
+    let key = server.public_key();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let shutdown = Arc::clone(&shutdown);
+        std::thread::spawn(move || server.run(&shutdown))
+    };
+
+    let dir = std::env::temp_dir().join(format!("kith-test-unregister-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let account = Account::create(&dir, "pass", KdfParams::insecure_fast_for_tests())
+        .expect("an account in a fresh dir");
+    let id = account.identity.peer_id();
+    drop(account);
+    let daemon = daemon::start(
+        &dir,
+        "pass",
+        DaemonConfig {
+            net: NetConfig::loopback(),
+            control_socket: false,
+            discovery: DiscoveryConfig {
+                mdns: false,
+                registry: Some(RegistryTarget {
+                    addr: registry,
+                    public_key: key,
+                }),
+                ..DiscoveryConfig::default()
+            },
+            ..DaemonConfig::default()
+        },
+    )
+    .expect("the daemon starts");
+
+    let mut asker = Peer::new(5, key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bytes = asker.client.lookup(id);
+        match asker.ask(registry, &bytes) {
+            ClientEvent::Found { .. } => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("the daemon never registered: {other:?}"),
+        }
+    }
+    daemon.shutdown().expect("stops cleanly");
+    // The unregister is one datagram sent as the loop stops; a moment for
+    // the registry to read it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bytes = asker.client.lookup(id);
+        match asker.ask(registry, &bytes) {
+            ClientEvent::NotFound { .. } => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("still registered after a clean stop: {other:?}"),
+        }
+    }
+
+    shutdown.store(true, Ordering::Relaxed);
+    let counters = thread
+        .join()
+        .expect("the server thread does not panic")
+        .expect("the server stops cleanly");
+    assert_eq!(counters.unregistrations, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -609,6 +609,17 @@ impl Discovery {
     }
 
     /// The next registry datagram to send.
+    /// We are stopping: the registry forgets us now, so contacts looking
+    /// us up see us unavailable at once rather than after our keep-alives
+    /// stop.
+    pub(crate) fn stopping(&mut self) {
+        if let Some(link) = &mut self.registry
+            && let Some(bytes) = link.client.unregister()
+        {
+            link.outbox.push_back(bytes);
+        }
+    }
+
     pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         let link = self.registry.as_mut()?;
         link.outbox.pop_front().map(|bytes| (link.addr, bytes))

@@ -1448,6 +1448,10 @@ impl Driver for NodeDriver {
         self.pump(now);
     }
 
+    fn stopping(&mut self, _now: Instant) {
+        self.discovery.stopping();
+    }
+
     fn poll_timeout(&mut self) -> Option<Instant> {
         [
             self.outbox_due.front().map(|(due, _)| *due),

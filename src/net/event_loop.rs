@@ -512,7 +512,10 @@ impl<D: Driver> EventLoop<D> {
                     self.driver.handle_command(Instant::now(), command);
                     self.drain_transmits();
                 }
-                Ok(Input::Stop) => return Flow::Stop,
+                Ok(Input::Stop) => {
+                    self.driver.stopping(Instant::now());
+                    return Flow::Stop;
+                }
                 Err(mpsc::TryRecvError::Empty) => {
                     self.commands_pending = false;
                     return Flow::Continue;

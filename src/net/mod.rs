@@ -173,6 +173,9 @@ pub trait Driver: Send + 'static {
     /// Datagrams the burst produced have been taken already. Default:
     /// nothing.
     fn flush(&mut self, _now: Instant) {}
+    /// The loop was asked to stop: the moment for goodbyes (datagrams
+    /// queued now are still sent). Default: nothing.
+    fn stopping(&mut self, _now: Instant) {}
 }
 
 /// Why the network shell could not start or stopped.
