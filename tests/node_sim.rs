@@ -14,7 +14,7 @@
 //! - messages to a peer that was offline go out once it is back.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kith::proto::crypto::{ChainId, ChainSnapshot, Envelope, Identity};
@@ -402,6 +402,10 @@ impl Net {
         };
         self.now = self.now.max(at);
         let now = self.now;
+        // Datagrams arriving at the same instant are one burst for their
+        // receiver, as the daemon's receive batches are: room messages wait
+        // for `end_burst` and are verified together.
+        let mut bursts = BTreeSet::new();
         while self.flights.peek().is_some_and(|Reverse(f)| f.at <= now) {
             let Some(Reverse(flight)) = self.flights.pop() else {
                 break;
@@ -409,11 +413,20 @@ impl Net {
             if !self.peers[flight.to].up {
                 continue;
             }
+            if bursts.insert(flight.to) {
+                self.peers[flight.to].node.begin_burst();
+            }
             // Drops are counted inside the node; the network only carries.
             let _ = self.peers[flight.to]
                 .node
                 .handle_datagram(now, &flight.bytes);
             self.drain(flight.to);
+        }
+        for i in bursts {
+            if self.peers[i].up {
+                self.peers[i].node.end_burst(now);
+                self.drain(i);
+            }
         }
         for i in 0..self.peers.len() {
             if !self.peers[i].up {
@@ -1070,6 +1083,15 @@ fn room_of_five_every_member_stores_every_message_once() {
             assert_eq!(stats.dropped(DropReason::Forged), 0, "{stats:?}");
             assert_eq!(stats.dropped(DropReason::EnvelopeRejected), 0, "{stats:?}");
         }
+        let batched: u64 = net
+            .peers
+            .iter()
+            .map(|peer| peer.node.stats().batch_verified)
+            .sum();
+        assert!(
+            batched > 0,
+            "datagrams of one instant are verified together"
+        );
     }
 }
 
