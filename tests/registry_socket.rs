@@ -4,8 +4,8 @@
 use kith::proto::crypto::Identity;
 use kith::proto::ids::PeerId;
 use kith::registry::{
-    ClientEvent, RegistryClient, RegistryClientConfig, RegistryConfig, ServeConfig, Server,
-    load_or_create_key,
+    ClientEvent, RegistryClient, RegistryClientConfig, RegistryConfig, RegistryCounters,
+    RegistryError, ServeConfig, Server, load_or_create_key,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -66,26 +66,73 @@ impl Peer {
         }
     }
 
+    /// Looks `peer` up until the answer satisfies `done` (then `true`) or
+    /// `patience` runs out (`false`).
+    fn ask_until(
+        &mut self,
+        registry: SocketAddr,
+        peer: PeerId,
+        patience: Duration,
+        done: impl Fn(&ClientEvent) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + patience;
+        loop {
+            let bytes = self.client.lookup(peer);
+            if done(&self.ask(registry, &bytes)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn address(&self) -> SocketAddr {
         self.socket.local_addr().expect("bound")
     }
 }
 
+/// A registry server on loopback, on its own thread until `shutdown`.
+struct Running {
+    addr: SocketAddr,
+    key: [u8; 32],
+    shutdown: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<RegistryCounters, RegistryError>>,
+}
+
+impl Running {
+    fn start() -> Self {
+        let server = Server::bind(ServeConfig {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            key_file: None,
+            registry: RegistryConfig::default(),
+        })
+        .expect("bind the registry");
+        let addr = server.local_addr().expect("bound");
+        let key = server.public_key();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let shutdown = Arc::clone(&shutdown);
+            std::thread::spawn(move || server.run(&shutdown))
+        };
+        Running {
+            addr,
+            key,
+            shutdown,
+            thread,
+        }
+    }
+}
+
 #[test]
 fn two_clients_register_and_find_each_other_over_udp() {
-    let server = Server::bind(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("literal address"),
-        key_file: None,
-        registry: RegistryConfig::default(),
-    })
-    .expect("bind the registry");
-    let registry = server.local_addr().expect("bound");
-    let key = server.public_key();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let shutdown = Arc::clone(&shutdown);
-        std::thread::spawn(move || server.run(&shutdown))
-    };
+    let Running {
+        addr: registry,
+        key,
+        shutdown,
+        thread,
+    } = Running::start();
 
     let (mut alice, mut bob) = (Peer::new(2, key), Peer::new(3, key));
     for peer in [&mut alice, &mut bob] {
@@ -163,19 +210,12 @@ fn a_daemon_that_stops_is_forgotten_by_the_registry_at_once() {
     use kith::net::NetConfig;
     use kith::store::KdfParams;
 
-    let server = Server::bind(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("literal address"),
-        key_file: None,
-        registry: RegistryConfig::default(),
-    })
-    .expect("bind the registry");
-    let registry = server.local_addr().expect("bound");
-    let key = server.public_key();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let shutdown = Arc::clone(&shutdown);
-        std::thread::spawn(move || server.run(&shutdown))
-    };
+    let Running {
+        addr: registry,
+        key,
+        shutdown,
+        thread,
+    } = Running::start();
 
     let dir = std::env::temp_dir().join(format!("kith-test-unregister-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -203,27 +243,19 @@ fn a_daemon_that_stops_is_forgotten_by_the_registry_at_once() {
     .expect("the daemon starts");
 
     let mut asker = Peer::new(5, key);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let bytes = asker.client.lookup(id);
-        match asker.ask(registry, &bytes) {
-            ClientEvent::Found { .. } => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("the daemon never registered: {other:?}"),
-        }
-    }
+    let found = |event: &ClientEvent| matches!(event, ClientEvent::Found { .. });
+    assert!(
+        asker.ask_until(registry, id, Duration::from_secs(10), found),
+        "the daemon registers"
+    );
     daemon.shutdown().expect("stops cleanly");
     // The unregister is one datagram sent as the loop stops; a moment for
     // the registry to read it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let bytes = asker.client.lookup(id);
-        match asker.ask(registry, &bytes) {
-            ClientEvent::NotFound { .. } => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("still registered after a clean stop: {other:?}"),
-        }
-    }
+    let gone = |event: &ClientEvent| matches!(event, ClientEvent::NotFound { .. });
+    assert!(
+        asker.ask_until(registry, id, Duration::from_secs(5), gone),
+        "forgotten after a clean stop"
+    );
 
     shutdown.store(true, Ordering::Relaxed);
     let counters = thread
