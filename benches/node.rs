@@ -505,7 +505,6 @@ const SEND_WINDOW: usize = 256;
 
 /// Sends `count` room messages as fast as the daemon takes them, waiting
 /// briefly whenever it pushes back.
-
 fn blast(handle: &DaemonHandle, room: RoomId, first: usize, count: usize) -> Result<u64, String> {
     let to = PeerId(room.0).to_hex();
     let mut retries = 0;
