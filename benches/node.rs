@@ -657,6 +657,16 @@ fn measure_room(
     for (i, handle) in returned.into_iter().enumerate() {
         handles.insert(i, handle);
     }
+    // Where a slow run lost its time: datagrams that never arrived (the
+    // reliable layer then waits to repair them) or that a node dropped.
+    let statuses: Vec<_> = handles.iter().filter_map(|h| h.status().ok()).collect();
+    let sent: u64 = statuses.iter().map(|s| s.net.sent).sum();
+    let received: u64 = statuses.iter().map(|s| s.net.received).sum();
+    let dropped: u64 = statuses.iter().map(|s| s.node.total_dropped()).sum();
+    println!(
+        "  datagrams: {sent} sent, {received} received ({} not received, or not yet), {dropped} dropped by nodes",
+        sent.saturating_sub(received)
+    );
     let total = (ROOM_MESSAGES / senders * senders) as f64;
     let per_node: Option<Vec<f64>> = handles
         .iter()
