@@ -663,8 +663,11 @@ fn measure_room(
     let sent: u64 = statuses.iter().map(|s| s.net.sent).sum();
     let received: u64 = statuses.iter().map(|s| s.net.received).sum();
     let dropped: u64 = statuses.iter().map(|s| s.node.total_dropped()).sum();
+    let forwarded: u64 = statuses.iter().map(|s| s.node.forwarded).sum();
+    let syncs: u64 = statuses.iter().map(|s| s.sync.sessions_started).sum();
     println!(
-        "  datagrams: {sent} sent, {received} received ({} not received, or not yet), {dropped} dropped by nodes",
+        "  datagrams: {sent} sent, {received} received ({} not received, or not yet), \
+         {dropped} dropped by nodes; {syncs} reconciliations, {forwarded} envelopes forwarded",
         sent.saturating_sub(received)
     );
     let total = (ROOM_MESSAGES / senders * senders) as f64;
