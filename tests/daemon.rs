@@ -569,7 +569,7 @@ fn a_member_who_was_away_gets_the_room_history_from_another_member() {
     assert!(status.sync.sessions_completed > 0 || status.node.forwards_opened > 0);
     assert_eq!(
         status.node.forwards_opened, 5,
-        "opened from A's chain origin"
+        "A's messages, forwarded by B, opened"
     );
     c.shutdown().expect("C stops");
     for (_, _, handle) in nodes {

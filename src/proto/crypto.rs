@@ -973,6 +973,12 @@ impl ReceiverChain {
             == 0
     }
 
+    /// Whether the message at `seq` was already opened on this chain (its
+    /// replay window says so): a copy of it is a duplicate.
+    pub fn has_opened(&self, seq: u64) -> bool {
+        self.window.check(seq) == Err(CryptoError::Replay)
+    }
+
     /// How many skipped message keys are held (bounded by `MAX_SKIP`).
     pub fn skipped_len(&self) -> usize {
         self.skipped.len()

@@ -25,7 +25,9 @@ pub const FORWARD_STEPS_PER_SECOND: u64 = 1 << 20;
 use super::{
     Control, DropReason, Node, NodeError, NodeEvent, Receipt, RoomKind, chain_of, direct_room,
 };
-use crate::proto::crypto::{ChainId, Envelope, SenderKeyDistribution, open_envelope_from_origin};
+use crate::proto::crypto::{
+    ChainId, Envelope, SenderKeyDistribution, open_envelope, open_envelope_from_origin,
+};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 impl Node {
@@ -167,12 +169,32 @@ impl Node {
             self.reject(now, receipt, DropReason::Foreign);
             return;
         }
+        let chain = chain_of(&envelope);
+        // A reconciliation can race the author's own stream and forward a
+        // message still on its way to us: the chain we follow opens it in
+        // one step, and a copy of one it already opened is a duplicate, not
+        // work (opening from the origin costs a step per position).
+        if let (Some(sender), Some(followed)) =
+            (self.peers.get(&author), self.receivers.get_mut(&chain))
+            && envelope.header.seq >= followed.start
+        {
+            if followed.chain.has_opened(envelope.header.seq) {
+                self.reject(now, receipt, DropReason::Replayed);
+                return;
+            }
+            if let Ok(body) = open_envelope(&envelope, &sender.public, &mut followed.chain) {
+                self.dirty_chains
+                    .insert((chain, super::chains::Dirty::Receiving));
+                self.stats.forwards_opened += 1;
+                self.surface(now, envelope, bytes, body, receipt);
+                return;
+            }
+        }
         let public = if author == self.me {
             Some(self.identity.public())
         } else {
             self.peers.get(&author).map(|p| p.public.clone())
         };
-        let chain = chain_of(&envelope);
         let origin = self.origin_of(&chain);
         let opened = match (public, origin) {
             (Some(public), Some(origin)) => {
