@@ -596,8 +596,9 @@ impl NodeDriver {
         Ok((message, recipients))
     }
 
-    /// Commits the batch's sends (messages, pending deliveries and the
-    /// chain positions that sealed them) in one transaction, then answers
+    /// Commits the batch's sends (messages and the chain positions that
+    /// sealed them; their outbox entries come later, see `OUTBOX_AFTER`) in
+    /// one transaction, then answers
     /// their callers. Their datagrams may already be out: like a store
     /// failure, a crash before this commit loses only our own copy (the
     /// recipients have it, and sync brings it back), and a restored
@@ -609,33 +610,33 @@ impl NodeDriver {
         let sends = std::mem::take(&mut self.unsaved_sends);
         let chains = self.node.take_chain_updates();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        let batch: Vec<(Message, Vec<PeerId>)> = sends
-            .iter()
-            .map(|send| (send.message.clone(), Vec::new()))
-            .collect();
-        match self.store.insert_sent_batch(&batch, &chains) {
-            Ok(()) => {
-                for send in sends {
-                    let id = send.message.id;
+        let (messages, waiting): (Vec<Message>, Vec<_>) = sends
+            .into_iter()
+            .map(|send| (send.message, (send.recipients, send.reply)))
+            .unzip();
+        match self.store.insert_messages_and_chains(&messages, &chains) {
+            Ok(_) => {
+                for (message, (recipients, reply)) in messages.into_iter().zip(waiting) {
+                    let id = message.id;
                     // The room's item set changed (see `pump_events`).
-                    self.sync_sets.remove(&send.message.room);
+                    self.sync_sets.remove(&message.room);
                     self.inflight.insert(
                         id,
                         Inflight {
-                            key: send.message.key(),
-                            waiting: send.recipients,
+                            key: message.key(),
+                            waiting: recipients,
                             in_outbox: false,
                         },
                     );
                     self.outbox_due.push_back((now + OUTBOX_AFTER, id));
-                    let _ = send.reply.send(Ok(id));
+                    let _ = reply.send(Ok(id));
                 }
             }
             Err(error) => {
                 let why = error.to_string();
                 self.store_error("store sent messages", error);
-                for send in sends {
-                    let _ = send.reply.send(Err(DaemonError::NotStored(why.clone())));
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(DaemonError::NotStored(why.clone())));
                 }
             }
         }

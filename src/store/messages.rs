@@ -190,46 +190,6 @@ impl Store {
         messages: &[Message],
         chains: &[ChainSnapshot],
     ) -> Result<Vec<MessageId>> {
-        self.insert_batch(messages, chains, &[])
-    }
-
-    /// Stores a message we sent, with a `Pending` delivery for every
-    /// recipient and the chain position that sealed it, in one transaction.
-    pub fn insert_sent(
-        &mut self,
-        message: &Message,
-        recipients: &[PeerId],
-        chains: &[ChainSnapshot],
-    ) -> Result<()> {
-        self.insert_batch(
-            std::slice::from_ref(message),
-            chains,
-            &[recipients.to_vec()],
-        )
-        .map(|_| ())
-    }
-
-    /// Like [`Store::insert_sent`] for many messages at once (group commit
-    /// of a burst of sends): each message with its recipients, one
-    /// transaction.
-    pub fn insert_sent_batch(
-        &mut self,
-        sent: &[(Message, Vec<PeerId>)],
-        chains: &[ChainSnapshot],
-    ) -> Result<()> {
-        let (messages, recipients): (Vec<Message>, Vec<Vec<PeerId>>) = sent.iter().cloned().unzip();
-        self.insert_batch(&messages, chains, &recipients)
-            .map(|_| ())
-    }
-
-    /// One transaction: `messages`, `chains`, and a `Pending` delivery of
-    /// `messages[i]` to each of `pending[i]` (`pending` empty: none).
-    fn insert_batch(
-        &mut self,
-        messages: &[Message],
-        chains: &[ChainSnapshot],
-        pending: &[Vec<PeerId>],
-    ) -> Result<Vec<MessageId>> {
         self.ensure_room_keys(
             messages
                 .iter()
@@ -241,18 +201,6 @@ impl Store {
         let fresh =
             insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
-        for (message, recipients) in messages.iter().zip(pending) {
-            let room_ref = added
-                .get(&message.room)
-                .or_else(|| self.room_refs.get(&message.room))
-                .copied();
-            let Some(room_ref) = room_ref else {
-                continue;
-            };
-            for peer in recipients {
-                set_delivery_in(&tx, room_ref, &message.key(), peer, DeliveryState::Pending)?;
-            }
-        }
         tx.commit()?;
         self.room_refs.extend(added);
         Ok(fresh)
