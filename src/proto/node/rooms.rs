@@ -537,24 +537,26 @@ impl Node {
                 start_seq: key.start_seq,
                 chain_key: SecretKey::from_bytes(key.chain_key),
             };
-            self.early_keys.retain(|d| d.chain != distribution.chain);
-            if self.early_keys.len() >= MAX_EARLY_KEYS {
-                self.early_keys.pop_front();
-            }
-            self.early_keys.push_back(distribution);
+            self.hold_early_key(distribution);
         }
         Ok(room)
+    }
+
+    /// Removes an invitation being answered (the store forgets it too).
+    fn take_invitation(&mut self, room: RoomId) -> Result<Invitation, NodeError> {
+        let invitation = self
+            .invitations
+            .remove(&room)
+            .ok_or(NodeError::UnknownRoom(room))?;
+        self.dirty_invitations.insert(room);
+        Ok(invitation)
     }
 
     /// Accepts an invitation: we join the room and hand our key to its
     /// members.
     pub fn accept_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
         self.advance(now);
-        let invitation = self
-            .invitations
-            .remove(&room)
-            .ok_or(NodeError::UnknownRoom(room))?;
-        self.dirty_invitations.insert(room);
+        let invitation = self.take_invitation(room)?;
         self.join(now, invitation.from, invitation.name, invitation.update);
         self.pump_events(now);
         Ok(())
@@ -564,11 +566,7 @@ impl Node {
     /// us; the other members never hear from us.
     pub fn decline_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
         self.advance(now);
-        let invitation = self
-            .invitations
-            .remove(&room)
-            .ok_or(NodeError::UnknownRoom(room))?;
-        self.dirty_invitations.insert(room);
+        let invitation = self.take_invitation(room)?;
         self.early_keys.retain(|d| d.chain.room != room);
         self.send_pairwise(now, invitation.from, &Control::RoomLeave { room });
         self.pump_events(now);
@@ -680,14 +678,24 @@ impl Node {
                     // Kept with the invitation, across restarts.
                     self.dirty_invitations.insert(chain.room);
                 }
-                self.early_keys.retain(|d| d.chain != chain);
-                if self.early_keys.len() >= MAX_EARLY_KEYS {
-                    self.early_keys.pop_front();
+                if self.hold_early_key(distribution) {
                     self.stats.count(DropReason::HeldOverflow);
                 }
-                self.early_keys.push_back(distribution);
             }
         }
+    }
+
+    /// Keeps a key that came before the member list explaining it (the
+    /// newest for its chain), within [`MAX_EARLY_KEYS`]; `true` when the
+    /// oldest held key had to go.
+    fn hold_early_key(&mut self, distribution: SenderKeyDistribution) -> bool {
+        self.early_keys.retain(|d| d.chain != distribution.chain);
+        let evicted = self.early_keys.len() >= MAX_EARLY_KEYS;
+        if evicted {
+            self.early_keys.pop_front();
+        }
+        self.early_keys.push_back(distribution);
+        evicted
     }
 
     /// Starts following a chain and opens what waited for it.
