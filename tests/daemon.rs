@@ -338,14 +338,7 @@ fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
         .into_iter()
         .enumerate()
         .map(|(i, (dir, public))| {
-            let peers = (0..3)
-                .filter(|j| *j != i)
-                .map(|j| PeerAddr {
-                    public: publics[j].clone(),
-                    addr: addrs[j],
-                })
-                .collect();
-            let handle = start(&dir, addrs[i], peers);
+            let handle = start(&dir, addrs[i], common::mesh_peers(&publics, &addrs, i));
             (dir, public, handle)
         })
         .collect()

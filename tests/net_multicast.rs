@@ -251,7 +251,7 @@ fn loops_exchange_group_datagrams() {
 /// messages go once to the group and reach every member, stored.
 fn daemons_chat_in_a_multicast_room() {
     use kith::account::Account;
-    use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
+    use kith::daemon::{self, DaemonConfig, DaemonHandle, Event};
     use kith::store::KdfParams;
     use std::time::{Duration, Instant};
 
@@ -279,13 +279,7 @@ fn daemons_chat_in_a_multicast_room() {
         .collect();
     let daemons: Vec<DaemonHandle> = (0..3)
         .map(|i| {
-            let peers = (0..3)
-                .filter(|j| *j != i)
-                .map(|j| PeerAddr {
-                    public: publics[j].clone(),
-                    addr: addrs[j],
-                })
-                .collect();
+            let peers = common::mesh_peers(&publics, &addrs, i);
             let config = DaemonConfig {
                 // Unattended devices: invitations are accepted at once.
                 node: kith::proto::node::NodeConfig {

@@ -1,11 +1,29 @@
-//! Helpers shared by the store integration tests.
+//! Helpers shared by the integration tests.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use kith::daemon::PeerAddr;
+use kith::proto::crypto::PublicIdentity;
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::store::Message;
+
+/// Node `i`'s peers in a mesh where node `j` is `publics[j]` at `addrs[j]`:
+/// everybody but itself.
+pub fn mesh_peers(publics: &[PublicIdentity], addrs: &[SocketAddr], i: usize) -> Vec<PeerAddr> {
+    publics
+        .iter()
+        .zip(addrs)
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, (public, addr))| PeerAddr {
+            public: public.clone(),
+            addr: *addr,
+        })
+        .collect()
+}
 
 /// A self-cleaning temporary directory (no extra dependency).
 pub struct TempDir(PathBuf);
