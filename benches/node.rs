@@ -665,9 +665,12 @@ fn measure_room(
     let dropped: u64 = statuses.iter().map(|s| s.node.total_dropped()).sum();
     let forwarded: u64 = statuses.iter().map(|s| s.node.forwarded).sum();
     let syncs: u64 = statuses.iter().map(|s| s.sync.sessions_started).sum();
+    let checked: u64 = statuses.iter().map(|s| s.node.signatures_checked).sum();
+    let messages: u64 = statuses.iter().map(|s| s.messages_received).sum();
     println!(
         "  datagrams: {sent} sent, {received} received ({} not received, or not yet), \
-         {dropped} dropped by nodes; {syncs} reconciliations, {forwarded} envelopes forwarded",
+         {dropped} dropped by nodes; {syncs} reconciliations, {forwarded} envelopes forwarded; \
+         {checked} signature checks for {messages} messages received",
         sent.saturating_sub(received)
     );
     let total = (ROOM_MESSAGES / senders * senders) as f64;

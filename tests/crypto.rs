@@ -413,6 +413,135 @@ fn seal_envelope_unchecked(
     envelope
 }
 
+/// Seals `count` messages on Alice's chain and signs them as one batch.
+fn alice_batch(r: &mut Room, count: usize) -> Vec<Envelope> {
+    let unsigned = (0..count)
+        .map(|i| {
+            let body = format!("message {i}");
+            seal_unsigned(&mut r.alice_chain, text(body.as_bytes())).expect("seal")
+        })
+        .collect();
+    sign_batch(&r.alice, unsigned)
+}
+
+#[test]
+fn batch_signed_envelopes_each_prove_their_author() {
+    for count in [1, 2, 3, 5, 31, 32, 33, 70] {
+        let mut r = room(20 + count as u64);
+        let envelopes = alice_batch(&mut r, count);
+        assert_eq!(envelopes.len(), count);
+        // One signature per 32 envelopes, each with a proof no deeper than
+        // the tree of its chunk.
+        let mut signatures: Vec<[u8; 64]> = envelopes.iter().map(|e| e.signature).collect();
+        signatures.dedup();
+        assert_eq!(
+            signatures.len(),
+            count.div_ceil(MAX_SIGNED_BATCH),
+            "{count}"
+        );
+        for (i, envelope) in envelopes.iter().enumerate() {
+            let chunk_len = (count - i / MAX_SIGNED_BATCH * MAX_SIGNED_BATCH).min(MAX_SIGNED_BATCH);
+            let depth = envelope.proof.as_ref().expect("version 2").siblings.len();
+            let tree_depth = chunk_len.next_power_of_two().trailing_zeros() as usize;
+            assert!(
+                depth <= tree_depth && tree_depth <= MAX_BATCH_DEPTH,
+                "{count}: depth {depth}"
+            );
+            // Each travels and is stored on its own: it parses back to
+            // itself and opens (in reverse order here) with its own proof.
+            assert_eq!(Envelope::parse(&envelope.emit()).as_ref(), Ok(envelope));
+        }
+        for (i, envelope) in envelopes.iter().enumerate().rev() {
+            let body = open_envelope(envelope, &r.alice.public(), &mut r.bob_follows_alice)
+                .expect("opens");
+            assert_eq!(body, format!("message {i}").as_bytes());
+        }
+        // Every envelope of a chunk needs the same signature check.
+        let prints: Vec<[u8; 32]> = envelopes
+            .iter()
+            .map(|e| e.signature_fingerprint())
+            .collect();
+        for (i, print) in prints.iter().enumerate() {
+            assert_eq!(*print, prints[i / MAX_SIGNED_BATCH * MAX_SIGNED_BATCH]);
+        }
+    }
+}
+
+#[test]
+fn a_proof_only_fits_its_own_envelope() {
+    let mut r = room(30);
+    let envelopes = alice_batch(&mut r, 5);
+    let alice = r.alice.public();
+    let proof_of = |e: &Envelope| e.proof.clone().expect("version 2");
+    // Another envelope's proof, a changed sibling, a flipped side: each
+    // leads to another root, which the signature does not cover.
+    let mut borrowed = envelopes[0].clone();
+    borrowed.proof = Some(proof_of(&envelopes[1]));
+    let mut changed = envelopes[2].clone();
+    let mut proof = proof_of(&changed);
+    proof.siblings[0][7] ^= 1;
+    changed.proof = Some(proof);
+    let mut flipped = envelopes[3].clone();
+    let mut proof = proof_of(&flipped);
+    proof.left ^= 1;
+    flipped.proof = Some(proof);
+    let mut shortened = envelopes[4].clone();
+    let mut proof = proof_of(&shortened);
+    proof.siblings.pop();
+    proof.left &= (1 << proof.siblings.len()) - 1;
+    shortened.proof = Some(proof);
+    for forged in [&borrowed, &changed, &flipped, &shortened] {
+        assert_eq!(
+            forged.verify_signature(&alice),
+            Err(CryptoError::BadSignature)
+        );
+        assert_ne!(
+            forged.signature_fingerprint(),
+            envelopes[0].signature_fingerprint()
+        );
+    }
+    // A batch signature cannot be moved onto a message of another batch.
+    let mut other = alice_batch(&mut r, 1).remove(0);
+    other.signature = envelopes[0].signature;
+    other.proof = Some(proof_of(&envelopes[0]));
+    assert_eq!(
+        other.verify_signature(&alice),
+        Err(CryptoError::BadSignature)
+    );
+    // The untouched ones are fine.
+    for envelope in &envelopes {
+        assert_eq!(envelope.verify_signature(&alice), Ok(()));
+    }
+}
+
+#[test]
+fn a_member_cannot_hide_a_forgery_in_someone_elses_batch() {
+    let mut r = room(31);
+    let batch = alice_batch(&mut r, 4);
+    // Bob knows Alice's chain key and builds a message on her chain, then
+    // dresses it in her batch's signature and a proof: without a blake3
+    // collision no proof leads from his leaf to her signed root.
+    let mut stolen = SenderChain::restore(
+        r.alice_chain.chain(),
+        r.alice_chain.next_seq(),
+        r.alice_chain.chain_key().clone(),
+    );
+    let mut forged = Envelope {
+        proof: batch[0].proof.clone(),
+        signature: batch[0].signature,
+        ..seal_envelope_unchecked(&r.bob, &mut stolen, b"I am alice")
+    };
+    assert_eq!(
+        open_envelope(&forged, &r.alice.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::BadSignature)
+    );
+    forged.proof = Some(BatchProof::default());
+    assert_eq!(
+        open_envelope(&forged, &r.alice.public(), &mut r.bob_follows_alice),
+        Err(CryptoError::BadSignature)
+    );
+}
+
 #[test]
 fn wrong_chain_is_rejected() {
     let mut r = room(3);

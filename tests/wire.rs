@@ -1,7 +1,9 @@
 //! Wire format: every frame type round-trips, and no input makes a parser
 //! panic or accept something outside the limits.
 
-use kith::proto::crypto::{ENVELOPE_OVERHEAD, Envelope, MAX_ENVELOPE_LEN};
+use kith::proto::crypto::{
+    ENVELOPE_HEADER_LEN, Envelope, EnvelopeParseError, MAX_BATCH_DEPTH, MAX_ENVELOPE_LEN,
+};
 use kith::proto::ids::{PeerId, RoomId};
 use kith::proto::wire::*;
 use proptest::prelude::*;
@@ -95,18 +97,46 @@ proptest! {
 
     #[test]
     fn envelope_parse_respects_limits(len in 0usize..(MAX_ENVELOPE_LEN + 64), version in any::<u8>()) {
-        let accepted_len = ENVELOPE_OVERHEAD + 16..=MAX_ENVELOPE_LEN;
+        // Zero bytes after the version: a version-2 envelope with an empty
+        // batch proof (depth 0, no side bits) is two bytes longer than a
+        // version-1 one.
+        let shortest = match version {
+            1 => Some(ENVELOPE_HEADER_LEN + 64 + 16),
+            2 => Some(ENVELOPE_HEADER_LEN + 64 + 2 + 16),
+            _ => None,
+        };
+        let accepted = shortest.is_some_and(|shortest| (shortest..=MAX_ENVELOPE_LEN).contains(&len));
         let mut bytes = vec![0u8; len];
         if let Some(first) = bytes.first_mut() {
             *first = version;
         }
         match Envelope::parse(&bytes) {
             Ok(envelope) => {
-                prop_assert_eq!(version, 1);
-                prop_assert!(accepted_len.contains(&len));
+                prop_assert!(accepted);
+                prop_assert_eq!(envelope.version(), version);
                 prop_assert_eq!(envelope.emit(), bytes);
             }
-            Err(_) => prop_assert!(version != 1 || !accepted_len.contains(&len)),
+            Err(_) => prop_assert!(!accepted),
+        }
+    }
+
+    #[test]
+    fn envelope_batch_proofs_parse_only_canonically(depth in 0u8..8, left in any::<u8>(), extra in 16usize..64) {
+        let mut bytes = vec![0u8; ENVELOPE_HEADER_LEN + 64 + 2 + 32 * usize::from(depth) + extra];
+        bytes[0] = 2;
+        bytes[ENVELOPE_HEADER_LEN + 64] = depth;
+        bytes[ENVELOPE_HEADER_LEN + 64 + 1] = left;
+        let canonical = usize::from(depth) <= MAX_BATCH_DEPTH && u16::from(left) >> depth == 0;
+        match Envelope::parse(&bytes) {
+            Ok(envelope) => {
+                prop_assert!(canonical);
+                prop_assert_eq!(envelope.proof.map(|p| p.siblings.len()), Some(usize::from(depth)));
+                prop_assert_eq!(envelope.ciphertext.len(), extra);
+            }
+            Err(error) => {
+                prop_assert!(!canonical);
+                prop_assert_eq!(error, EnvelopeParseError::BadProof);
+            }
         }
     }
 }

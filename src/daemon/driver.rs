@@ -126,11 +126,13 @@ pub(crate) enum Command {
     },
 }
 
-/// A message the node sealed and queued whose stored copy commits at the
-/// end of the current batch of commands (group commit), with the caller
+/// A message the node sealed and queued: at the end of the current batch
+/// of commands it is signed with the batch's other messages, sent, and its
+/// stored copy committed with theirs (group commit), with the caller
 /// waiting for its id.
 struct UnsavedSend {
-    message: Message,
+    /// The text, as stored.
+    body: Vec<u8>,
     recipients: Vec<PeerId>,
     reply: Sender<Result<MessageId, DaemonError>>,
 }
@@ -553,15 +555,15 @@ impl NodeDriver {
     }
 
     /// Seals `text` for `to` and queues it; the stored copy is committed by
-    /// [`NodeDriver::commit_sends`] with the rest of the batch. Returns the
-    /// message and its recipients.
+    /// [`NodeDriver::commit_sends`] with the rest of the batch. Returns its
+    /// recipients.
     fn prepare_send(
         &mut self,
         now: Instant,
         to: &str,
         text: &str,
-    ) -> Result<(Message, Vec<PeerId>), DaemonError> {
-        let (sent, recipients) = match self.resolve_target(to)? {
+    ) -> Result<Vec<PeerId>, DaemonError> {
+        match self.resolve_target(to)? {
             Target::Peer(peer) => {
                 if !self.peers.contains_key(&peer)
                     && let Some(public) = self.discovery.public_of(&peer)
@@ -570,50 +572,66 @@ impl NodeDriver {
                     // meet it.
                     self.learn_contact(now, public)?;
                 }
-                (self.node.send_direct_message(now, peer, text)?, vec![peer])
+                self.node.queue_direct_message(now, peer, text)?;
+                Ok(vec![peer])
             }
             Target::Room(room) => {
-                let sent = self.node.send_room_message(now, room, text)?;
+                self.node.queue_room_message(now, room, text)?;
                 let me = self.node.peer_id();
-                let members = self
+                Ok(self
                     .node
                     .room(&room)
                     .map(|r| r.members.into_iter().filter(|p| *p != me).collect())
-                    .unwrap_or_default();
-                (sent, members)
+                    .unwrap_or_default())
             }
-        };
-        self.status.messages_sent += 1;
-        let message = Message {
-            id: sent.id,
-            room: sent.room,
-            sender: self.node.peer_id(),
-            sender_seq: sent.seq,
-            timestamp: sent.timestamp,
-            body: text.as_bytes().to_vec(),
-            envelope: sent.envelope,
-        };
-        Ok((message, recipients))
+        }
     }
 
-    /// Commits the batch's sends (messages and the chain positions that
-    /// sealed them; their outbox entries come later, see `OUTBOX_AFTER`) in
-    /// one transaction, then answers
-    /// their callers. Their datagrams may already be out: like a store
-    /// failure, a crash before this commit loses only our own copy (the
-    /// recipients have it, and sync brings it back), and a restored
-    /// sending chain skips ahead, so no message key is used twice.
+    /// Signs the batch's sends together (one signature for up to 32), sends
+    /// them, and commits them (messages and the chain positions that sealed
+    /// them; their outbox entries come later, see `OUTBOX_AFTER`) in one
+    /// transaction, then answers their callers. Their datagrams are out
+    /// before the commit: like a store failure, a crash before it loses
+    /// only our own copy (the recipients have it, and sync brings it back),
+    /// and a restored sending chain skips ahead, so no message key is used
+    /// twice.
     fn commit_sends(&mut self, now: Instant) {
         if self.unsaved_sends.is_empty() {
             return;
         }
         let sends = std::mem::take(&mut self.unsaved_sends);
+        // One result per queued message, in order: the driver queues one
+        // per `UnsavedSend` and signs them all here.
+        let mut signed = self.node.sign_queued(now).into_iter();
+        let mut messages = Vec::with_capacity(sends.len());
+        let mut waiting = Vec::with_capacity(sends.len());
+        for send in sends {
+            match signed.next() {
+                Some(Ok(sent)) => {
+                    self.status.messages_sent += 1;
+                    messages.push(Message {
+                        id: sent.id,
+                        room: sent.room,
+                        sender: self.node.peer_id(),
+                        sender_seq: sent.seq,
+                        timestamp: sent.timestamp,
+                        body: send.body,
+                        envelope: sent.envelope,
+                    });
+                    waiting.push((send.recipients, send.reply));
+                }
+                Some(Err(error)) => {
+                    let _ = send.reply.send(Err(error.into()));
+                }
+                None => {
+                    let _ = send.reply.send(Err(DaemonError::NotStored(
+                        "the message was not signed".to_owned(),
+                    )));
+                }
+            }
+        }
         let chains = self.node.take_chain_updates();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        let (messages, waiting): (Vec<Message>, Vec<_>) = sends
-            .into_iter()
-            .map(|send| (send.message, (send.recipients, send.reply)))
-            .unzip();
         match self.store.insert_messages_and_chains(&messages, &chains) {
             Ok(_) => {
                 for (message, (recipients, reply)) in messages.into_iter().zip(waiting) {
@@ -1266,8 +1284,8 @@ impl Driver for NodeDriver {
         }
         match command {
             Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
-                Ok((message, recipients)) => self.unsaved_sends.push(UnsavedSend {
-                    message,
+                Ok(recipients) => self.unsaved_sends.push(UnsavedSend {
+                    body: text.into_bytes(),
                     recipients,
                     reply,
                 }),

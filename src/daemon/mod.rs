@@ -398,6 +398,7 @@ impl Status {
             ("sealed_sent", node.sealed_sent),
             ("sealed_received", node.sealed_received),
             ("batch_verified", node.batch_verified),
+            ("signatures_checked", node.signatures_checked),
             ("dropped_total", node.total_dropped()),
         ]
         .into_iter()

@@ -23,7 +23,9 @@
 //!   under its message key, with associated data binding room, epoch,
 //!   sender, sequence number, kind and timestamp, and then signed with the
 //!   sender's Ed25519 key, because every member knows every sender chain and
-//!   could otherwise forge messages as another member.
+//!   could otherwise forge messages as another member. Messages sent
+//!   together share one signature over the root of a hash tree of them
+//!   ([`sign_batch`]); each envelope carries its path to the root.
 //! - **Replay**: a sliding [`ReplayWindow`] per (room, epoch, sender) and per
 //!   pairwise direction; a message key is used at most once.
 //! - **Restarts**: a [`ChainSnapshot`] captures a sender or receiver chain
@@ -1398,17 +1400,43 @@ impl KeyLookup {
 // Envelopes
 // ---------------------------------------------------------------------------
 
+/// Signature domain of version-1 envelopes (each signed on its own).
 const ENVELOPE_SIG_DOMAIN: &[u8] = b"kith room envelope v1\0";
+/// Signature domain of version-2 envelopes: the signature covers the root
+/// of a hash tree over a batch of envelopes.
+const ENVELOPE_BATCH_SIG_DOMAIN: &[u8] = b"kith envelope batch v2\0";
 const ENVELOPE_AAD_DOMAIN: &[u8] = b"kith room aad v1\0";
+/// First byte hashed into a leaf of a batch tree, so a leaf can never pass
+/// as an inner node (or the other way round).
+const LEAF_PREFIX: &[u8] = b"\x00kith envelope leaf v2";
+/// First byte hashed into an inner node of a batch tree.
+const NODE_PREFIX: &[u8] = &[1];
 
 /// Version byte of the envelope encoding. Envelopes are stored and forwarded
 /// during sync long after they were made, so they carry their own version.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// Version 2 is signed in batches; version 1 (each signed on its own) is
+/// still read, since stores and peers keep them.
+pub const ENVELOPE_VERSION: u8 = 2;
+/// The version of envelopes signed one by one.
+pub const ENVELOPE_VERSION_SINGLE: u8 = 1;
+
+/// Most levels of a batch tree, so at most 2^5 = 32 envelopes share one
+/// signature. Each level costs 32 bytes in every envelope of the batch;
+/// beyond 32 the signature saved per envelope is worth less than the bytes
+/// every member stores.
+pub const MAX_BATCH_DEPTH: usize = 5;
+/// Most envelopes signed with one signature.
+pub const MAX_SIGNED_BATCH: usize = 1 << MAX_BATCH_DEPTH;
 
 /// Bytes of an encoded envelope header.
 pub const ENVELOPE_HEADER_LEN: usize = 1 + 32 + 4 + 32 + 8 + 1 + 8;
-/// Bytes of an encoded envelope besides the ciphertext.
-pub const ENVELOPE_OVERHEAD: usize = ENVELOPE_HEADER_LEN + 64;
+/// Bytes of a version-1 envelope besides the ciphertext.
+const ENVELOPE_V1_OVERHEAD: usize = ENVELOPE_HEADER_LEN + 64;
+/// Bytes of a version-2 envelope besides the ciphertext and its proof's
+/// sibling hashes (depth and side bits).
+const ENVELOPE_V2_FIXED: usize = ENVELOPE_HEADER_LEN + 64 + 2;
+/// Most bytes an envelope has besides the ciphertext (a full-depth proof).
+pub const ENVELOPE_OVERHEAD: usize = ENVELOPE_V2_FIXED + 32 * MAX_BATCH_DEPTH;
 /// Largest plaintext an envelope may carry (64 KiB of text plus framing).
 pub const MAX_ENVELOPE_PLAINTEXT: usize = 65_536 + 1024;
 /// Largest encoded envelope accepted from anyone.
@@ -1429,9 +1457,11 @@ pub struct EnvelopeHeader {
 }
 
 impl EnvelopeHeader {
-    fn emit(&self) -> [u8; ENVELOPE_HEADER_LEN] {
+    /// The header as it is encoded (and authenticated) in an envelope of
+    /// `version`.
+    fn emit(&self, version: u8) -> [u8; ENVELOPE_HEADER_LEN] {
         let mut out = [0u8; ENVELOPE_HEADER_LEN];
-        out[0] = ENVELOPE_VERSION;
+        out[0] = version;
         out[1..33].copy_from_slice(&self.room.0);
         out[33..37].copy_from_slice(&self.epoch.to_be_bytes());
         out[37..69].copy_from_slice(&self.sender.0);
@@ -1459,31 +1489,88 @@ pub enum EnvelopeParseError {
     TooLarge,
     #[error("envelope version {0} is not supported")]
     UnknownVersion(u8),
+    #[error("envelope's batch proof is malformed")]
+    BadProof,
+}
+
+/// Where an envelope sits in the batch its sender signed at once: the
+/// sibling hashes from its leaf up to the signed root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchProof {
+    /// Bottom up; at most [`MAX_BATCH_DEPTH`].
+    pub siblings: Vec<[u8; 32]>,
+    /// Bit `i` set: `siblings[i]` is the left child at that level.
+    pub left: u8,
 }
 
 /// A signed, sealed room message: header, signature, ciphertext.
 ///
-/// Encoding: header (86 bytes) ‖ Ed25519 signature (64) ‖ ciphertext. The
-/// signature covers a domain prefix, the header and the ciphertext.
+/// Encoding, version 2: header (86 bytes, first byte 2) ‖ Ed25519 signature
+/// (64) ‖ proof depth (1) ‖ proof side bits (1) ‖ depth × 32-byte sibling
+/// hashes ‖ ciphertext. The sender signs the root of a hash tree whose
+/// leaves are its batch's envelopes (header and ciphertext), so one
+/// signature serves up to [`MAX_SIGNED_BATCH`] envelopes, and each envelope
+/// still proves its author on its own (when stored, forwarded, synced).
+///
+/// Version 1: header (first byte 1) ‖ signature ‖ ciphertext, the signature
+/// covering the header and ciphertext directly; `proof` is `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     pub header: EnvelopeHeader,
     pub signature: [u8; 64],
+    /// `None` for a version-1 envelope.
+    pub proof: Option<BatchProof>,
     pub ciphertext: Vec<u8>,
 }
 
+/// A leaf of a batch tree: an envelope's header (as encoded) and ciphertext.
+fn leaf_hash(header: &[u8; ENVELOPE_HEADER_LEN], ciphertext: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(LEAF_PREFIX);
+    hasher.update(header);
+    hasher.update(ciphertext);
+    *hasher.finalize().as_bytes()
+}
+
+fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(NODE_PREFIX);
+    hasher.update(left);
+    hasher.update(right);
+    *hasher.finalize().as_bytes()
+}
+
 impl Envelope {
+    /// The encoding version of this envelope.
+    pub fn version(&self) -> u8 {
+        match self.proof {
+            Some(_) => ENVELOPE_VERSION,
+            None => ENVELOPE_VERSION_SINGLE,
+        }
+    }
+
     /// The canonical byte encoding; the message id is its blake3 hash.
     pub fn emit(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + self.ciphertext.len());
-        out.extend_from_slice(&self.header.emit());
+        let proof_len = self.proof.as_ref().map_or(0, |p| 2 + 32 * p.siblings.len());
+        let mut out = Vec::with_capacity(ENVELOPE_V1_OVERHEAD + proof_len + self.ciphertext.len());
+        out.extend_from_slice(&self.header.emit(self.version()));
         out.extend_from_slice(&self.signature);
+        if let Some(proof) = &self.proof {
+            // At most MAX_BATCH_DEPTH siblings (parse and `sign_batch`
+            // guarantee it), so the depth fits a byte.
+            out.push(proof.siblings.len() as u8);
+            out.push(proof.left);
+            for sibling in &proof.siblings {
+                out.extend_from_slice(sibling);
+            }
+        }
         out.extend_from_slice(&self.ciphertext);
         out
     }
 
     /// Parses untrusted bytes. Checks length and version before anything
-    /// else; never panics.
+    /// else; never panics. Only canonical encodings parse (unused side bits
+    /// are zero), so an envelope has exactly one id.
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeParseError> {
         if bytes.len() > MAX_ENVELOPE_LEN {
             return Err(EnvelopeParseError::TooLarge);
@@ -1491,10 +1578,10 @@ impl Envelope {
         let Some(&version) = bytes.first() else {
             return Err(EnvelopeParseError::Truncated);
         };
-        if version != ENVELOPE_VERSION {
+        if version != ENVELOPE_VERSION && version != ENVELOPE_VERSION_SINGLE {
             return Err(EnvelopeParseError::UnknownVersion(version));
         }
-        if bytes.len() < ENVELOPE_OVERHEAD + TAG_LEN {
+        if bytes.len() < ENVELOPE_V1_OVERHEAD + TAG_LEN {
             return Err(EnvelopeParseError::Truncated);
         }
         let field = |range: std::ops::Range<usize>| -> [u8; 32] {
@@ -1518,11 +1605,29 @@ impl Envelope {
             timestamp: be_u64(78),
         };
         let mut signature = [0u8; 64];
-        signature.copy_from_slice(&bytes[ENVELOPE_HEADER_LEN..ENVELOPE_OVERHEAD]);
+        signature.copy_from_slice(&bytes[ENVELOPE_HEADER_LEN..ENVELOPE_V1_OVERHEAD]);
+        let (proof, body_start) = if version == ENVELOPE_VERSION_SINGLE {
+            (None, ENVELOPE_V1_OVERHEAD)
+        } else {
+            let depth = usize::from(bytes[ENVELOPE_V1_OVERHEAD]);
+            let left = bytes[ENVELOPE_V1_OVERHEAD + 1];
+            if depth > MAX_BATCH_DEPTH || u16::from(left) >> depth != 0 {
+                return Err(EnvelopeParseError::BadProof);
+            }
+            let body_start = ENVELOPE_V2_FIXED + 32 * depth;
+            if bytes.len() < body_start + TAG_LEN {
+                return Err(EnvelopeParseError::Truncated);
+            }
+            let siblings = (0..depth)
+                .map(|i| field(ENVELOPE_V2_FIXED + 32 * i..ENVELOPE_V2_FIXED + 32 * (i + 1)))
+                .collect();
+            (Some(BatchProof { siblings, left }), body_start)
+        };
         Ok(Self {
             header,
             signature,
-            ciphertext: bytes[ENVELOPE_OVERHEAD..].to_vec(),
+            proof,
+            ciphertext: bytes[body_start..].to_vec(),
         })
     }
 
@@ -1538,13 +1643,42 @@ impl Envelope {
         out
     }
 
-    /// The exact message the sender signed (domain prefix included), for
-    /// batch verification.
+    /// The root of the batch tree this envelope's proof leads to.
+    fn batch_root(&self, proof: &BatchProof) -> [u8; 32] {
+        let mut node = leaf_hash(&self.header.emit(ENVELOPE_VERSION), &self.ciphertext);
+        for (level, sibling) in proof.siblings.iter().enumerate() {
+            node = if proof.left >> level & 1 == 1 {
+                node_hash(sibling, &node)
+            } else {
+                node_hash(&node, sibling)
+            };
+        }
+        node
+    }
+
+    /// The exact message the sender signed (domain prefix included): for
+    /// version 2 the root of its batch tree, for version 1 the envelope.
     pub fn signed_message(&self) -> Vec<u8> {
-        domain_message(
-            ENVELOPE_SIG_DOMAIN,
-            &Self::signed_bytes(&self.header.emit(), &self.ciphertext),
-        )
+        match &self.proof {
+            Some(proof) => domain_message(ENVELOPE_BATCH_SIG_DOMAIN, &self.batch_root(proof)),
+            None => domain_message(
+                ENVELOPE_SIG_DOMAIN,
+                &Self::signed_bytes(&self.header.emit(ENVELOPE_VERSION_SINGLE), &self.ciphertext),
+            ),
+        }
+    }
+
+    /// Names the signature check this envelope needs: the same for every
+    /// envelope of one signed batch, so a receiver that already checked the
+    /// batch's signature can skip it (a different leaf leads to the same
+    /// root only through a blake3 collision).
+    pub fn signature_fingerprint(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"kith signature check v1");
+        hasher.update(&self.header.sender.0);
+        hasher.update(&self.signature);
+        hasher.update(&self.signed_message());
+        *hasher.finalize().as_bytes()
     }
 
     /// Checks the signature only (cheap rejection of outsiders, and the
@@ -1553,16 +1687,14 @@ impl Envelope {
         if sender.peer_id() != self.header.sender {
             return Err(CryptoError::WrongPeer);
         }
-        let signed = Self::signed_bytes(&self.header.emit(), &self.ciphertext);
-        if sender.verify(
-            ENVELOPE_SIG_DOMAIN,
-            &signed,
-            &Signature::from_bytes(&self.signature),
-        ) {
-            Ok(())
-        } else {
-            Err(CryptoError::BadSignature)
-        }
+        use ed25519_dalek::Verifier;
+        sender
+            .key
+            .verify(
+                &self.signed_message(),
+                &Signature::from_bytes(&self.signature),
+            )
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -1578,16 +1710,30 @@ pub struct OutgoingMessage<'a> {
     pub plaintext: &'a [u8],
 }
 
-/// Seals and signs the next message on `chain`.
-pub fn seal_envelope(
-    identity: &Identity,
+/// A message sealed on its chain, waiting for the signature of its batch
+/// ([`sign_batch`]).
+#[derive(Clone, Debug)]
+pub struct UnsignedEnvelope {
+    header: EnvelopeHeader,
+    ciphertext: Vec<u8>,
+}
+
+impl UnsignedEnvelope {
+    /// Its cleartext header (room, chain position, timestamp).
+    pub fn header(&self) -> &EnvelopeHeader {
+        &self.header
+    }
+}
+
+/// Seals the next message on `chain`; [`sign_batch`] signs it, alone or
+/// with others.
+pub fn seal_unsigned(
     chain: &mut SenderChain,
     message: OutgoingMessage<'_>,
-) -> Result<Envelope, CryptoError> {
+) -> Result<UnsignedEnvelope, CryptoError> {
     if message.plaintext.len() > MAX_ENVELOPE_PLAINTEXT {
         return Err(CryptoError::TooLarge);
     }
-    debug_assert_eq!(chain.chain.sender, identity.peer_id());
     let (seq, message_key) = chain.advance()?;
     let header = EnvelopeHeader {
         room: chain.chain.room,
@@ -1597,22 +1743,83 @@ pub fn seal_envelope(
         kind: message.kind,
         timestamp: message.timestamp,
     };
-    let header_bytes = header.emit();
     let ciphertext = aead_seal(
         message_key.key.as_bytes(),
         &message_key.nonce,
-        &envelope_aad(&header_bytes),
+        &envelope_aad(&header.emit(ENVELOPE_VERSION)),
         message.plaintext,
     )?;
-    let signature = identity.sign(
-        ENVELOPE_SIG_DOMAIN,
-        &Envelope::signed_bytes(&header_bytes, &ciphertext),
-    );
-    Ok(Envelope {
-        header,
-        signature: signature.to_bytes(),
-        ciphertext,
-    })
+    Ok(UnsignedEnvelope { header, ciphertext })
+}
+
+/// Signs sealed messages with one signature per [`MAX_SIGNED_BATCH`]: the
+/// signature covers the root of a hash tree over them, and each envelope
+/// carries the sibling hashes from its leaf to that root. Returns the
+/// envelopes in the order given.
+pub fn sign_batch(identity: &Identity, batch: Vec<UnsignedEnvelope>) -> Vec<Envelope> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut batch = batch.into_iter().peekable();
+    while batch.peek().is_some() {
+        let chunk: Vec<UnsignedEnvelope> = batch.by_ref().take(MAX_SIGNED_BATCH).collect();
+        debug_assert!(chunk.iter().all(|u| u.header.sender == identity.peer_id()));
+        // levels[0] holds the leaves; a node without a sibling moves up
+        // unchanged, so no level is deeper than log2 of the chunk.
+        let mut levels: Vec<Vec<[u8; 32]>> = vec![
+            chunk
+                .iter()
+                .map(|u| leaf_hash(&u.header.emit(ENVELOPE_VERSION), &u.ciphertext))
+                .collect(),
+        ];
+        while let Some(level) = levels.last().filter(|level| level.len() > 1) {
+            let up = level
+                .chunks(2)
+                .map(|pair| match pair {
+                    [left, right] => node_hash(left, right),
+                    // The odd one out.
+                    [alone, ..] => *alone,
+                    [] => [0; 32],
+                })
+                .collect();
+            levels.push(up);
+        }
+        let root = levels.last().and_then(|top| top.first()).copied();
+        let Some(root) = root else { continue };
+        let signature = identity.sign(ENVELOPE_BATCH_SIG_DOMAIN, &root).to_bytes();
+        for (index, unsigned) in chunk.into_iter().enumerate() {
+            let mut proof = BatchProof::default();
+            let mut position = index;
+            for level in &levels[..levels.len() - 1] {
+                let sibling = position ^ 1;
+                if let Some(hash) = level.get(sibling) {
+                    if sibling < position {
+                        proof.left |= 1 << proof.siblings.len();
+                    }
+                    proof.siblings.push(*hash);
+                }
+                position /= 2;
+            }
+            out.push(Envelope {
+                header: unsigned.header,
+                signature,
+                proof: Some(proof),
+                ciphertext: unsigned.ciphertext,
+            });
+        }
+    }
+    out
+}
+
+/// Seals and signs the next message on `chain` (a batch of one).
+pub fn seal_envelope(
+    identity: &Identity,
+    chain: &mut SenderChain,
+    message: OutgoingMessage<'_>,
+) -> Result<Envelope, CryptoError> {
+    debug_assert_eq!(chain.chain.sender, identity.peer_id());
+    let unsigned = seal_unsigned(chain, message)?;
+    sign_batch(identity, vec![unsigned])
+        .pop()
+        .ok_or(CryptoError::Unauthentic)
 }
 
 /// Verifies, decrypts and replay-checks a room message from `sender`,
@@ -1640,7 +1847,7 @@ pub fn open_verified_envelope(
     let plaintext = aead_open(
         message_key.key.as_bytes(),
         &message_key.nonce,
-        &envelope_aad(&envelope.header.emit()),
+        &envelope_aad(&envelope.header.emit(envelope.version())),
         &envelope.ciphertext,
     )?;
     chain.commit(envelope.header.seq, lookup);
@@ -1680,13 +1887,14 @@ pub fn open_envelope_from_origin(
     aead_open(
         message_key.key.as_bytes(),
         &message_key.nonce,
-        &envelope_aad(&envelope.header.emit()),
+        &envelope_aad(&envelope.header.emit(envelope.version())),
         &envelope.ciphertext,
     )
 }
 
 /// Verifies many envelope signatures at once (about twice as fast per
-/// signature as one by one). On failure, fall back to checking each one to
+/// signature as one by one). Envelopes of one signed batch share their
+/// signature: pass one of them (see [`Envelope::signature_fingerprint`]). On failure, fall back to checking each one to
 /// find the bad envelope(s).
 pub fn verify_envelopes_batch(
     envelopes: &[(&Envelope, &PublicIdentity)],
@@ -1716,6 +1924,81 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn version_1_envelopes_still_verify_and_open() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let alice = Identity::generate(&mut rng);
+        let chain = ChainId {
+            room: RoomId([4; 32]),
+            epoch: 0,
+            sender: alice.peer_id(),
+        };
+        let mut sender = SenderChain::new(&mut rng, chain);
+        let mut receiver = ReceiverChain::from_distribution(&sender.distribution());
+        // Sealed and signed the way version 1 did, one by one.
+        let (seq, key) = sender.advance().expect("the chain moves");
+        let header = EnvelopeHeader {
+            room: chain.room,
+            epoch: 0,
+            sender: alice.peer_id(),
+            seq,
+            kind: 1,
+            timestamp: 5,
+        };
+        let header_bytes = header.emit(ENVELOPE_VERSION_SINGLE);
+        let ciphertext = aead_seal(
+            key.key.as_bytes(),
+            &key.nonce,
+            &envelope_aad(&header_bytes),
+            b"old",
+        )
+        .expect("seal");
+        let signature = alice
+            .sign(
+                ENVELOPE_SIG_DOMAIN,
+                &Envelope::signed_bytes(&header_bytes, &ciphertext),
+            )
+            .to_bytes();
+        let bytes = [&header_bytes[..], &signature, &ciphertext].concat();
+        let old = Envelope::parse(&bytes).expect("parses");
+        assert_eq!(old.version(), ENVELOPE_VERSION_SINGLE);
+        assert_eq!(old.emit(), bytes);
+        // Verified in a batch next to a version-2 envelope, then opened.
+        let new = seal_envelope(
+            &alice,
+            &mut sender,
+            OutgoingMessage {
+                kind: 1,
+                timestamp: 6,
+                plaintext: b"new",
+            },
+        )
+        .expect("seal");
+        let public = alice.public();
+        assert_eq!(
+            verify_envelopes_batch(&[(&old, &public), (&new, &public)]),
+            Ok(())
+        );
+        assert_eq!(
+            open_envelope(&old, &public, &mut receiver).as_deref(),
+            Ok(&b"old"[..])
+        );
+        assert_eq!(
+            open_envelope(&new, &public, &mut receiver).as_deref(),
+            Ok(&b"new"[..])
+        );
+        // Its signature does not pass for a version-2 envelope of the same
+        // content.
+        let relabelled = Envelope {
+            proof: Some(BatchProof::default()),
+            ..old
+        };
+        assert_eq!(
+            relabelled.verify_signature(&public),
+            Err(CryptoError::BadSignature)
+        );
+    }
 
     #[test]
     fn a_later_position_of_the_same_chain_continues_it() {

@@ -82,9 +82,9 @@ pub use self::rooms::{GroupKey, RoomInfo};
 pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
     ChainId, ChainSnapshot, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish,
-    HandshakeInit, HandshakeResponse, Identity, Initiator, OutgoingMessage, PairwiseSession,
-    PublicIdentity, ReceiverChain, Responder, SecretKey, SenderChain, SenderKeyDistribution,
-    TAG_LEN, open_envelope, open_verified_envelope, seal_envelope, verify_envelopes_batch,
+    HandshakeInit, HandshakeResponse, Identity, Initiator, PairwiseSession, PublicIdentity,
+    ReceiverChain, Responder, SecretKey, SenderChain, SenderKeyDistribution, TAG_LEN,
+    UnsignedEnvelope, open_envelope, open_verified_envelope,
 };
 use super::hlc::HybridClock;
 use super::ids::{MessageId, PeerId, RoomId};
@@ -93,6 +93,7 @@ use super::reliable::{
 };
 use super::wire::{self, Datagram, Frame, WireError};
 
+mod signing;
 #[cfg(test)]
 mod tests;
 
@@ -311,8 +312,12 @@ pub struct NodeStats {
     /// Multicast group frames sent and opened.
     pub group_sent: u64,
     pub group_received: u64,
-    /// Room messages whose signatures verified in a batch.
+    /// Signatures of received room messages checked in a verification
+    /// batch.
     pub batch_verified: u64,
+    /// Distinct signatures of received room messages checked (one per
+    /// signed batch of the sender's, not one per message).
+    pub signatures_checked: u64,
 }
 
 impl NodeStats {
@@ -660,6 +665,10 @@ pub struct Node {
     /// Envelopes of this burst whose signatures are checked together at
     /// its end, in arrival order.
     unverified: Vec<HeldEnvelope>,
+    /// Batch signatures already checked.
+    checked: signing::CheckedSignatures,
+    /// Our messages sealed and waiting for [`Node::sign_queued`].
+    queued: Vec<UnsignedEnvelope>,
     /// Ids of our control messages in flight (keys, invites, member
     /// lists): their acknowledgements are not the shell's business.
     controls: HashSet<MessageId>,
@@ -726,6 +735,8 @@ impl Node {
             dirty_invitations: BTreeSet::new(),
             in_burst: false,
             unverified: Vec::new(),
+            checked: signing::CheckedSignatures::default(),
+            queued: Vec::new(),
             controls: HashSet::new(),
             control_count,
             transmits: VecDeque::new(),
@@ -885,74 +896,9 @@ impl Node {
         to: PeerId,
         text: &str,
     ) -> Result<SentMessage, NodeError> {
-        self.advance(now);
-        if self.blocked.contains(&to) {
-            return Err(NodeError::Blocked(to));
-        }
-        if !self.peers.contains_key(&to) {
-            return Err(NodeError::UnknownPeer(to));
-        }
-        if text.len() > MAX_TEXT {
-            return Err(NodeError::TooLarge(text.len()));
-        }
-        let room_id = direct_room(self.me, to);
+        let room_id = self.prepare_direct(now, to, text)?;
         let wall = self.wall_millis(now);
-        let room = self
-            .rooms
-            .get_mut(&room_id)
-            .expect("add_contact creates the direct room of every contact");
-        if !room.key_sent {
-            // The reliable stream is ordered per sender and room, so the key
-            // reaches the peer before any message sealed with it.
-            self.send_key(now, room_id)?;
-        }
         self.seal_and_send(now, room_id, wall, text)
-    }
-
-    /// Seals `text` with our chain in `room_id` and queues it for the
-    /// room's other members.
-    fn seal_and_send(
-        &mut self,
-        now: Instant,
-        room_id: RoomId,
-        wall: u64,
-        text: &str,
-    ) -> Result<SentMessage, NodeError> {
-        let room = self
-            .rooms
-            .get_mut(&room_id)
-            .ok_or(NodeError::UnknownRoom(room_id))?;
-        self.dirty_chains
-            .insert((room.chain.chain(), chains::Dirty::Sending));
-        let timestamp = self.clock.tick(wall);
-        let envelope = seal_envelope(
-            &self.identity,
-            &mut room.chain,
-            OutgoingMessage {
-                kind: KIND_TEXT,
-                timestamp,
-                plaintext: text.as_bytes(),
-            },
-        )?;
-        let id = envelope.id();
-        let sent = SentMessage {
-            id,
-            room: room_id,
-            timestamp,
-            seq: envelope.header.seq,
-            envelope: envelope.emit(),
-        };
-        let payload = Control::Message {
-            envelope: sent.envelope.clone(),
-        }
-        .encode();
-        // On backpressure the chain position is simply skipped: the
-        // receiver keeps a key for it that is never used.
-        self.reliable
-            .send(now, room_id, id, &payload)
-            .map_err(send_error)?;
-        self.pump_events(now);
-        Ok(sent)
     }
 
     /// Sends one of our own stored envelopes to `to` again, unchanged (same
@@ -1722,11 +1668,7 @@ impl Node {
                         bytes,
                         receipt,
                     };
-                    if self.in_burst {
-                        self.unverified.push(held);
-                    } else {
-                        self.open_and_surface(now, held, false);
-                    }
+                    self.wait_for_check(now, held);
                 } else {
                     self.hold(
                         now,
@@ -1769,31 +1711,7 @@ impl Node {
                 .partition(|h| chain_of(&h.envelope) == chain);
         self.held = rest;
         for held in ready {
-            self.open_and_surface(now, held, false);
-        }
-    }
-
-    /// Opens the burst's waiting envelopes, their signatures checked in one
-    /// batch. (Batch verification may accept a signature crafted by its own
-    /// author that single verification rejects; nobody else can make one,
-    /// so it never lets a message pass as someone else's.)
-    fn verify_unverified(&mut self, now: Instant) {
-        let waiting = std::mem::take(&mut self.unverified);
-        let all_good = waiting.len() > 1 && {
-            let signed: Option<Vec<(&Envelope, &PublicIdentity)>> = waiting
-                .iter()
-                .map(|held| {
-                    let sender = self.peers.get(&held.envelope.header.sender)?;
-                    Some((&held.envelope, &sender.public))
-                })
-                .collect();
-            signed.is_some_and(|signed| verify_envelopes_batch(&signed).is_ok())
-        };
-        if all_good {
-            self.stats.batch_verified += waiting.len() as u64;
-        }
-        for held in waiting {
-            self.open_and_surface(now, held, all_good);
+            self.wait_for_check(now, held);
         }
     }
 

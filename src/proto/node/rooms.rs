@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use super::chains::{Dirty, origin_digest};
 use super::{
-    Control, DropReason, Followed, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MAX_TEXT, MemberKey,
-    Node, NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution,
+    Control, DropReason, Followed, Group, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey, Node,
+    NodeError, NodeEvent, RoomKind, RoomState, SentMessage, control_from_distribution,
 };
 use crate::proto::crypto::SenderKeyDistribution;
 use crate::proto::crypto::{ChainId, PublicIdentity, ReceiverChain, SecretKey, SenderChain};
@@ -295,13 +295,7 @@ impl Node {
         room: RoomId,
         text: &str,
     ) -> Result<SentMessage, NodeError> {
-        self.advance(now);
-        if self.group(&room).is_none() {
-            return Err(NodeError::UnknownRoom(room));
-        }
-        if text.len() > MAX_TEXT {
-            return Err(NodeError::TooLarge(text.len()));
-        }
+        self.prepare_room(now, room, text)?;
         let wall = self.wall_millis(now);
         self.seal_and_send(now, room, wall, text)
     }

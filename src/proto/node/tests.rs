@@ -3,6 +3,7 @@
 //! be asserted directly.
 
 use super::*;
+use crate::proto::crypto::{OutgoingMessage, seal_envelope};
 use crate::proto::reliable::{MAX_CHUNK, MAX_FRAGS, MAX_PACKET, MAX_RANGES, MAX_SEQ, Packet};
 use proptest::prelude::*;
 
@@ -775,6 +776,7 @@ fn warmed_pair() -> (Node, Node, Instant) {
 #[test]
 fn a_burst_verifies_its_messages_in_one_batch_and_keeps_their_order() {
     let (mut a, mut b, now) = warmed_pair();
+    let checked_before = b.stats().signatures_checked;
     let texts: Vec<String> = (0..10).map(|i| format!("burst {i}")).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let datagrams = direct_datagrams(&mut a, &b, now, &refs);
@@ -798,6 +800,66 @@ fn a_burst_verifies_its_messages_in_one_batch_and_keeps_their_order() {
     let want: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
     assert_eq!(got, want);
     assert_eq!(b.stats().batch_verified, 10);
+    assert_eq!(b.stats().signatures_checked, checked_before + 10);
+    assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
+}
+
+#[test]
+fn queued_sends_share_one_signature_checked_once_across_bursts() {
+    let (mut a, mut b, now) = warmed_pair();
+    let checked_before = b.stats().signatures_checked;
+    let texts: Vec<String> = (0..40).map(|i| format!("queued {i}")).collect();
+    for text in &texts {
+        a.queue_direct_message(now, b.peer_id(), text)
+            .expect("queued");
+    }
+    assert!(
+        transmits(&mut a).is_empty(),
+        "nothing leaves before signing"
+    );
+    let sent: Vec<SentMessage> = a
+        .sign_queued(now)
+        .into_iter()
+        .map(|r| r.expect("sent"))
+        .collect();
+    assert_eq!(sent.len(), 40);
+    assert!(!a.has_queued());
+    let datagrams: Vec<Vec<u8>> = transmits(&mut a).into_iter().map(|t| t.bytes).collect();
+    // Three bursts of uneven size, then one at a time: 40 messages in two
+    // signed batches (32 + 8) cost two signature checks.
+    let mut got = Vec::new();
+    for burst in [&datagrams[..3], &datagrams[3..20], &datagrams[20..30]]
+        .into_iter()
+        .chain(datagrams[30..].chunks(1))
+    {
+        b.begin_burst();
+        for bytes in burst {
+            assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
+        }
+        b.end_burst(now);
+        for event in events(&mut b) {
+            if let NodeEvent::MessageReceived {
+                id, body, receipt, ..
+            } = event
+            {
+                got.push((id, body));
+                b.confirm_stored(now, receipt);
+            }
+        }
+    }
+    // In order, with the ids A reported.
+    let want: Vec<(MessageId, Vec<u8>)> = sent
+        .iter()
+        .zip(&texts)
+        .map(|(s, t)| (s.id, t.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        b.stats().signatures_checked,
+        checked_before + 2,
+        "{:?}",
+        b.stats()
+    );
     assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
 }
 
