@@ -157,6 +157,8 @@ pub(crate) struct NodeDriver {
     /// Muted rooms and peers (by their 32-byte id).
     mutes: MuteTable,
     subscribers: Vec<Sender<Event>>,
+    /// Events for the subscribers, sent at `Driver::sent`.
+    unpublished: Vec<Event>,
     status: Status,
     /// Address book and presence: mDNS, registry, keep-alives.
     discovery: Discovery,
@@ -230,6 +232,7 @@ impl NodeDriver {
             delivery_updates: Vec::new(),
             mutes: MuteTable::default(),
             subscribers: Vec::new(),
+            unpublished: Vec::new(),
             status: Status::default(),
             discovery,
             sync,
@@ -782,8 +785,19 @@ impl NodeDriver {
         self.subscribers.push(tx);
     }
 
+    /// Queues `event` for the subscribers; they get it at `Driver::sent`,
+    /// after the datagrams of the same moment left (waking an
+    /// application's thread first could delay an acknowledgement).
     fn publish(&mut self, event: Event) {
-        self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        if !self.subscribers.is_empty() {
+            self.unpublished.push(event);
+        }
+    }
+
+    fn deliver_events(&mut self) {
+        for event in std::mem::take(&mut self.unpublished) {
+            self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        }
     }
 
     fn store_error(&mut self, what: &str, error: impl std::fmt::Display) {
@@ -1031,6 +1045,11 @@ impl NodeDriver {
         self.pump_events(now);
         self.save_invitations();
         self.enter_outbox(now, false);
+    }
+
+    /// Records the delivery states gathered since the last call, in one
+    /// transaction.
+    fn write_deliveries(&mut self) {
         let updates = std::mem::take(&mut self.delivery_updates);
         if !updates.is_empty()
             && let Err(error) = self.store.set_deliveries(&updates)
@@ -1465,6 +1484,14 @@ impl Driver for NodeDriver {
         self.node.end_burst(now);
         self.deferring = false;
         self.pump(now);
+    }
+
+    /// The application hears what happened, then delivery states are
+    /// written: neither delays an acknowledgement, and the "delivered" a
+    /// sender's application waits for does not wait for that write.
+    fn sent(&mut self, _now: Instant) {
+        self.deliver_events();
+        self.write_deliveries();
     }
 
     fn stopping(&mut self, _now: Instant) {

@@ -426,6 +426,7 @@ impl<D: Driver> EventLoop<D> {
     fn run(mut self) -> Shutdown<D> {
         let error = self.run_until_stopped().err();
         // Last chance for datagrams the driver produced just before the stop.
+        self.drain_and_settle();
         self.out.flush(self.poll.registry());
         for _ in self.out.queue.drain(..) {
             bump(&self.out.stats.queue_drops);
@@ -489,7 +490,7 @@ impl<D: Driver> EventLoop<D> {
                 let now = Instant::now();
                 if deadline <= now {
                     self.driver.handle_timeout(now);
-                    self.drain_transmits();
+                    self.drain_and_settle();
                 }
             }
         }
@@ -501,7 +502,7 @@ impl<D: Driver> EventLoop<D> {
     fn handle_commands(&mut self) -> Flow {
         let flow = self.handle_command_batch();
         self.driver.flush(Instant::now());
-        self.drain_transmits();
+        self.drain_and_settle();
         flow
     }
 
@@ -533,7 +534,7 @@ impl<D: Driver> EventLoop<D> {
     fn receive(&mut self, via: Via) -> bool {
         let more = self.receive_batch(via);
         self.driver.flush(Instant::now());
-        self.drain_transmits();
+        self.drain_and_settle();
         more
     }
 
@@ -574,6 +575,14 @@ impl<D: Driver> EventLoop<D> {
             self.drain_transmits();
         }
         true
+    }
+
+    /// Sends what the driver has, tells it so (`Driver::sent`), and sends
+    /// whatever that produced.
+    fn drain_and_settle(&mut self) {
+        self.drain_transmits();
+        self.driver.sent(Instant::now());
+        self.drain_transmits();
     }
 
     fn drain_transmits(&mut self) {

@@ -173,6 +173,12 @@ pub trait Driver: Send + 'static {
     /// Datagrams the burst produced have been taken already. Default:
     /// nothing.
     fn flush(&mut self, _now: Instant) {}
+    /// The datagrams the driver produced so far have been handed to the
+    /// socket: the moment for work that should not delay them, such as
+    /// telling the application what happened (a receiver's
+    /// acknowledgement leaves before the application hears of the
+    /// message). Default: nothing.
+    fn sent(&mut self, _now: Instant) {}
     /// The loop was asked to stop: the moment for goodbyes (datagrams
     /// queued now are still sent). Default: nothing.
     fn stopping(&mut self, _now: Instant) {}
