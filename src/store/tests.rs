@@ -451,3 +451,103 @@ fn new_stores_use_sha256_pages_and_older_sha512_stores_still_open() {
         1
     );
 }
+
+fn journal_records(room: RoomId) -> Vec<JournalRecord> {
+    let first = message(room, 1, b"one");
+    let peer = PeerId([9; 32]);
+    vec![
+        JournalRecord {
+            messages: vec![first.clone(), message(room, 2, b"two")],
+            chains: chain_snapshots(room, 3).to_vec(),
+            deliveries: Vec::new(),
+        },
+        JournalRecord {
+            messages: vec![message(room, 3, b"three")],
+            chains: Vec::new(),
+            deliveries: vec![(first.key(), peer, DeliveryState::Delivered)],
+        },
+    ]
+}
+
+#[test]
+fn journal_records_survive_a_crash_and_apply_once() {
+    let (_dir, path) = temp_db("journal-replay");
+    let room = RoomId([4; 32]);
+    let records = journal_records(room);
+    {
+        let store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+        let (mut journal, left) = store.open_journal().unwrap();
+        assert!(left.is_empty());
+        for record in &records {
+            journal.append(record).unwrap();
+        }
+        assert_eq!(journal.len(), 2);
+        // Dropped without applying: as after kill -9.
+    }
+    let journal_file = journal_path(&path);
+    let on_disk = std::fs::read(&journal_file).unwrap();
+    assert!(
+        !on_disk.windows(5).any(|w| w == b"three"),
+        "the journal is encrypted"
+    );
+    let mut store = Store::open(&path, PASS).unwrap();
+    let (mut journal, left) = store.open_journal().unwrap();
+    assert_eq!(left, records);
+    let fresh = store.apply_journal(&left).unwrap();
+    assert_eq!(fresh.len(), 3);
+    assert_eq!(
+        store.message(&records[1].messages[0].key()).unwrap(),
+        Some(records[1].messages[0].clone())
+    );
+    assert_eq!(store.chains().unwrap(), records[0].chains);
+    assert_eq!(
+        store.deliveries(&records[0].messages[0].key()).unwrap(),
+        vec![(PeerId([9; 32]), DeliveryState::Delivered)]
+    );
+    // A crash before the journal was cleared applies it again: no change.
+    assert_eq!(store.apply_journal(&left).unwrap(), vec![]);
+    journal.clear().unwrap();
+    assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0);
+    drop(journal);
+    let (_, left) = store.open_journal().unwrap();
+    assert!(left.is_empty());
+}
+
+#[test]
+fn a_torn_or_foreign_journal_tail_is_cut_off() {
+    let (_dir, path) = temp_db("journal-torn");
+    let room = RoomId([5; 32]);
+    let records = journal_records(room);
+    let store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let file = journal_path(&path);
+    let (mut journal, _) = store.open_journal().unwrap();
+    journal.append(&records[0]).unwrap();
+    let first_len = std::fs::metadata(&file).unwrap().len();
+    journal.append(&records[1]).unwrap();
+    drop(journal);
+    let whole = std::fs::read(&file).unwrap();
+
+    // A crash in the middle of the second write.
+    std::fs::write(&file, &whole[..whole.len() - 7]).unwrap();
+    let (_, left) = store.open_journal().unwrap();
+    assert_eq!(left, records[..1].to_vec());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), first_len);
+
+    // Records in another order do not pass (their index is authenticated).
+    let split = usize::try_from(first_len).unwrap();
+    let swapped = [&whole[split..], &whole[..split]].concat();
+    std::fs::write(&file, swapped).unwrap();
+    let (_, left) = store.open_journal().unwrap();
+    assert!(left.is_empty());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+
+    // Another store's journal (another key) yields nothing either.
+    let (_dir2, other_path) = temp_db("journal-other");
+    let other = Store::create(&other_path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let (mut foreign, _) = other.open_journal().unwrap();
+    foreign.append(&records[0]).unwrap();
+    drop(foreign);
+    std::fs::copy(journal_path(&other_path), &file).unwrap();
+    let (_, left) = store.open_journal().unwrap();
+    assert!(left.is_empty());
+}
