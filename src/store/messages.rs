@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 use super::chains::put_chains_in;
 use super::keys::SecretKey;
 use super::{
-    DeliveryState, JournalRecord, Message, MessageKey, Position, Result, Store, StoreError, id32,
-    ts_from_sql, ts_to_sql, u64_from_sql, u64_to_sql,
+    DeliveryState, Message, MessageKey, Position, Result, Store, StoreError, id32, ts_from_sql,
+    ts_to_sql, u64_from_sql, u64_to_sql,
 };
 use crate::proto::crypto::ChainSnapshot;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
@@ -201,46 +201,6 @@ impl Store {
         let fresh =
             insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
-        tx.commit()?;
-        self.room_refs.extend(added);
-        Ok(fresh)
-    }
-
-    /// Writes journal records to the database in one transaction: their
-    /// messages (duplicates ignored), chain states (later ones win) and
-    /// delivery states, in that order. Returns the ids of messages that
-    /// were new. Applying a record twice changes nothing the second time,
-    /// so a crash between this and clearing the journal is harmless.
-    pub fn apply_journal(&mut self, records: &[JournalRecord]) -> Result<Vec<MessageId>> {
-        self.ensure_room_keys(records.iter().flat_map(|record| {
-            record
-                .messages
-                .iter()
-                .map(|message| message.room)
-                .chain(record.chains.iter().map(|snapshot| snapshot.chain.room))
-        }))?;
-        let mut added = HashMap::new();
-        let tx = self.conn.transaction()?;
-        let mut fresh = Vec::new();
-        for record in records {
-            fresh.extend(insert_messages_in(
-                &tx,
-                &self.keys.rooms,
-                &self.room_refs,
-                &mut added,
-                &record.messages,
-            )?);
-            put_chains_in(&tx, &self.keys.rooms, &record.chains)?;
-            for (key, peer, state) in &record.deliveries {
-                let room_ref = self
-                    .room_refs
-                    .get(&key.room)
-                    .or_else(|| added.get(&key.room));
-                if let Some(&room_ref) = room_ref {
-                    set_delivery_in(&tx, room_ref, key, peer, *state)?;
-                }
-            }
-        }
         tx.commit()?;
         self.room_refs.extend(added);
         Ok(fresh)

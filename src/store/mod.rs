@@ -26,7 +26,6 @@
 mod batch;
 mod chains;
 mod invitations;
-mod journal;
 mod keys;
 mod messages;
 mod schema;
@@ -39,7 +38,6 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
-pub use journal::{Journal, JournalRecord, journal_path};
 pub use keys::{KdfParams, key_file_path};
 use keys::{KeyFile, SecretKey};
 
@@ -253,8 +251,6 @@ pub struct Store {
     /// Held for the store's lifetime: one writer of the key file at a time.
     /// The OS releases it when the process dies, even by SIGKILL.
     _lock: std::fs::File,
-    /// The database file.
-    path: PathBuf,
     conn: Connection,
     keys: KeyFile,
     /// Cache of the `room_refs` table: rooms are stored as small integers
@@ -425,7 +421,6 @@ impl Store {
         let room_refs = messages::load_room_refs(&conn)?;
         Ok(Store {
             _lock: lock,
-            path: path.to_owned(),
             conn,
             keys,
             room_refs,
@@ -456,22 +451,10 @@ impl Store {
         let room_refs = messages::load_room_refs(&conn)?;
         Ok(Store {
             _lock: lock,
-            path: path.to_owned(),
             conn,
             keys,
             room_refs,
         })
-    }
-
-    /// Opens the store's write-ahead journal (see `journal.rs`) and returns
-    /// the records a previous run left in it, for
-    /// [`Store::apply_journal`]. One journal per store: the store's lock
-    /// covers it.
-    pub fn open_journal(&self) -> Result<(Journal, Vec<JournalRecord>)> {
-        Journal::open(
-            &journal_path(&self.path),
-            self.keys.keys.master.derive("kith store journal v1"),
-        )
     }
 
     /// The schema version of the open database.
