@@ -180,9 +180,12 @@ pub(crate) struct NodeDriver {
     next_sync: Instant,
     /// Item sets of rooms with a reconciliation under way.
     sync_sets: HashMap<RoomId, SortedItems>,
-    /// Sends of this batch of commands, committed together by
-    /// [`NodeDriver::commit_sends`].
+    /// Sends of this batch of commands, signed together by
+    /// [`NodeDriver::sign_sends`].
     unsaved_sends: Vec<UnsavedSend>,
+    /// Signed sends whose datagrams are queued, stored by
+    /// [`NodeDriver::commit_sends`] once they are out.
+    signed_sends: Vec<(Message, Vec<PeerId>, Sender<Result<MessageId, DaemonError>>)>,
 }
 
 /// How often shared rooms are reconciled with every online member, on top
@@ -239,6 +242,7 @@ impl NodeDriver {
             next_sync: now + SYNC_INTERVAL,
             sync_sets: HashMap::new(),
             unsaved_sends: Vec::new(),
+            signed_sends: Vec::new(),
             provisional: HashMap::new(),
             requests: HashSet::new(),
             strangers_met: HashMap::new(),
@@ -590,15 +594,10 @@ impl NodeDriver {
         }
     }
 
-    /// Signs the batch's sends together (one signature for up to 32), sends
-    /// them, and commits them (messages and the chain positions that sealed
-    /// them; their outbox entries come later, see `OUTBOX_AFTER`) in one
-    /// transaction, then answers their callers. Their datagrams are out
-    /// before the commit: like a store failure, a crash before it loses
-    /// only our own copy (the recipients have it, and sync brings it back),
-    /// and a restored sending chain skips ahead, so no message key is used
-    /// twice.
-    fn commit_sends(&mut self, now: Instant) {
+    /// Signs the batch's sends together (one signature for up to 32) and
+    /// queues their datagrams; [`NodeDriver::commit_sends`] stores them
+    /// once the datagrams are out (at `Driver::sent`).
+    fn sign_sends(&mut self, now: Instant) {
         if self.unsaved_sends.is_empty() {
             return;
         }
@@ -606,13 +605,11 @@ impl NodeDriver {
         // One result per queued message, in order: the driver queues one
         // per `UnsavedSend` and signs them all here.
         let mut signed = self.node.sign_queued(now).into_iter();
-        let mut messages = Vec::with_capacity(sends.len());
-        let mut waiting = Vec::with_capacity(sends.len());
         for send in sends {
             match signed.next() {
                 Some(Ok(sent)) => {
                     self.status.messages_sent += 1;
-                    messages.push(Message {
+                    let message = Message {
                         id: sent.id,
                         room: sent.room,
                         sender: self.node.peer_id(),
@@ -620,8 +617,9 @@ impl NodeDriver {
                         timestamp: sent.timestamp,
                         body: send.body,
                         envelope: sent.envelope,
-                    });
-                    waiting.push((send.recipients, send.reply));
+                    };
+                    self.signed_sends
+                        .push((message, send.recipients, send.reply));
                 }
                 Some(Err(error)) => {
                     let _ = send.reply.send(Err(error.into()));
@@ -632,6 +630,26 @@ impl NodeDriver {
                     )));
                 }
             }
+        }
+    }
+
+    /// Stores the signed sends (messages and the chain positions that
+    /// sealed them; their outbox entries come later, see `OUTBOX_AFTER`)
+    /// in one transaction, then answers their callers. Their datagrams are
+    /// out before this: like a store failure, a crash in between loses
+    /// only our own copy (the recipients have it, and sync brings it back),
+    /// and a restored sending chain skips ahead, so no message key is used
+    /// twice.
+    fn commit_sends(&mut self, now: Instant) {
+        self.sign_sends(now);
+        if self.signed_sends.is_empty() {
+            return;
+        }
+        let mut messages = Vec::with_capacity(self.signed_sends.len());
+        let mut waiting = Vec::with_capacity(self.signed_sends.len());
+        for (message, recipients, reply) in std::mem::take(&mut self.signed_sends) {
+            messages.push(message);
+            waiting.push((recipients, reply));
         }
         let chains = self.node.take_chain_updates();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
@@ -1026,7 +1044,7 @@ impl NodeDriver {
     }
 
     fn save_chains(&mut self) {
-        if !self.unsaved_sends.is_empty() {
+        if !self.unsaved_sends.is_empty() || !self.signed_sends.is_empty() {
             // They commit the chains with them, in one transaction.
             return;
         }
@@ -1480,16 +1498,18 @@ impl Driver for NodeDriver {
     }
 
     fn flush(&mut self, now: Instant) {
-        self.commit_sends(now);
+        self.sign_sends(now);
         self.node.end_burst(now);
         self.deferring = false;
         self.pump(now);
     }
 
-    /// The application hears what happened, then delivery states are
-    /// written: neither delays an acknowledgement, and the "delivered" a
+    /// Our sends are stored and answered, the application hears what
+    /// happened, then delivery states are written: none of it delays a
+    /// datagram or an acknowledgement, and the "delivered" a
     /// sender's application waits for does not wait for that write.
-    fn sent(&mut self, _now: Instant) {
+    fn sent(&mut self, now: Instant) {
+        self.commit_sends(now);
         self.deliver_events();
         self.write_deliveries();
     }
