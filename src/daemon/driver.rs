@@ -137,6 +137,13 @@ struct UnsavedSend {
     reply: Sender<Result<MessageId, DaemonError>>,
 }
 
+/// A signed send whose datagrams are queued; stored once they are out.
+struct SignedSend {
+    message: Message,
+    recipients: Vec<PeerId>,
+    reply: Sender<Result<MessageId, DaemonError>>,
+}
+
 /// A contact. Its address and presence live in [`Discovery`].
 struct PeerEntry {
     public: PublicIdentity,
@@ -185,7 +192,7 @@ pub(crate) struct NodeDriver {
     unsaved_sends: Vec<UnsavedSend>,
     /// Signed sends whose datagrams are queued, stored by
     /// [`NodeDriver::commit_sends`] once they are out.
-    signed_sends: Vec<(Message, Vec<PeerId>, Sender<Result<MessageId, DaemonError>>)>,
+    signed_sends: Vec<SignedSend>,
 }
 
 /// How often shared rooms are reconciled with every online member, on top
@@ -618,8 +625,11 @@ impl NodeDriver {
                         body: send.body,
                         envelope: sent.envelope,
                     };
-                    self.signed_sends
-                        .push((message, send.recipients, send.reply));
+                    self.signed_sends.push(SignedSend {
+                        message,
+                        recipients: send.recipients,
+                        reply: send.reply,
+                    });
                 }
                 Some(Err(error)) => {
                     let _ = send.reply.send(Err(error.into()));
@@ -647,9 +657,9 @@ impl NodeDriver {
         }
         let mut messages = Vec::with_capacity(self.signed_sends.len());
         let mut waiting = Vec::with_capacity(self.signed_sends.len());
-        for (message, recipients, reply) in std::mem::take(&mut self.signed_sends) {
-            messages.push(message);
-            waiting.push((recipients, reply));
+        for send in std::mem::take(&mut self.signed_sends) {
+            messages.push(send.message);
+            waiting.push((send.recipients, send.reply));
         }
         let chains = self.node.take_chain_updates();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
