@@ -123,7 +123,13 @@ fn direct_message_round_trip_is_stored_then_delivered() {
     assert_eq!(peers[0].outbox, 0, "the delivered message left the outbox");
     let status = a.status().expect("A answers");
     assert_eq!((status.messages_sent, status.delivered), (1, 1));
-    assert!(status.net.sent > 0 && status.node.sessions_established == 1);
+    // Usually one session; a second is legitimate when a keep-alive starts
+    // a handshake of its own before the first one's last message arrived
+    // (seen about once in 60 runs on a loaded machine).
+    assert!(
+        status.net.sent > 0 && status.node.sessions_established >= 1,
+        "{status:?}"
+    );
 
     a.shutdown().expect("A stops cleanly");
     b.shutdown().expect("B stops cleanly");
