@@ -1,5 +1,6 @@
 //! Envelope seal+sign and verify+open for a 200-byte message, beside the raw
-//! primitives measured in the same run.
+//! primitives measured in the same run; and the same per message when 32
+//! messages share one signature (as a burst of sends does).
 //!
 //! `cargo bench --bench crypto` runs the criterion groups and then prints a
 //! summary table with rates per second and the ratio of envelope open to raw
@@ -65,6 +66,8 @@ struct Cases {
     seal_sign: Box<dyn FnMut()>,
     verify_open: Box<dyn FnMut()>,
     batch_verify_open_64: Box<dyn FnMut()>,
+    seal_sign_signed_batch_32: Box<dyn FnMut()>,
+    check_open_signed_batch_32: Box<dyn FnMut()>,
 }
 
 fn cases() -> Cases {
@@ -138,6 +141,45 @@ fn cases() -> Cases {
         black_box(open_envelope(&parsed, &single_public, &mut receiver).expect("open"));
     });
 
+    // Sending as the daemon does: 32 messages sealed, then signed at once.
+    let mut signed_batch_chain = SenderChain::restore(start.chain, 0, start.chain_key.clone());
+    let signed_batch_sender = sender.clone();
+    let signed_batch_plaintext = plaintext.clone();
+    let seal_sign_signed_batch_32 = Box::new(move || {
+        let unsigned = (0..MAX_SIGNED_BATCH)
+            .map(|_| {
+                seal_unsigned(&mut signed_batch_chain, message(&signed_batch_plaintext))
+                    .expect("seal")
+            })
+            .collect();
+        black_box(sign_batch(&signed_batch_sender, unsigned));
+    });
+    // Receiving them as the node does: one signature check for the batch
+    // (each envelope's fingerprint names it), then every envelope opened.
+    let mut one_batch_chain = SenderChain::restore(start.chain, 0, start.chain_key.clone());
+    let one_batch: Vec<Envelope> = sign_batch(
+        &sender,
+        (0..MAX_SIGNED_BATCH)
+            .map(|_| seal_unsigned(&mut one_batch_chain, message(&plaintext)).expect("seal"))
+            .collect(),
+    );
+    let one_batch_start = start.clone();
+    let one_batch_public = sender_public.clone();
+    let check_open_signed_batch_32 = Box::new(move || {
+        let mut receiver = ReceiverChain::from_distribution(&one_batch_start);
+        let mut checked = None;
+        for envelope in &one_batch {
+            let print = envelope.signature_fingerprint();
+            if checked != Some(print) {
+                envelope
+                    .verify_signature(&one_batch_public)
+                    .expect("valid signature");
+                checked = Some(print);
+            }
+            black_box(open_verified_envelope(envelope, &mut receiver).expect("open"));
+        }
+    });
+
     let mut batch_chain = SenderChain::restore(start.chain, 0, start.chain_key.clone());
     let batch: Vec<Envelope> = (0..64)
         .map(|_| seal_envelope(&sender, &mut batch_chain, message(&plaintext)).expect("seal"))
@@ -159,6 +201,8 @@ fn cases() -> Cases {
         seal_sign,
         verify_open,
         batch_verify_open_64,
+        seal_sign_signed_batch_32,
+        check_open_signed_batch_32,
     }
 }
 
@@ -180,6 +224,12 @@ fn criterion_groups(c: &mut Criterion) {
             |_| (cases.batch_verify_open_64)(),
             BatchSize::SmallInput,
         )
+    });
+    group.bench_function("envelope_signed_batch32_seal_sign", |b| {
+        b.iter(&mut cases.seal_sign_signed_batch_32)
+    });
+    group.bench_function("envelope_signed_batch32_check_open", |b| {
+        b.iter(&mut cases.check_open_signed_batch_32)
     });
     group.finish();
 }
@@ -211,6 +261,9 @@ fn summary() {
     let seal_sign = rate(&mut cases.seal_sign, budget);
     let verify_open = rate(&mut cases.verify_open, budget);
     let batch = rate(&mut cases.batch_verify_open_64, budget) * 64.0;
+    let signed_batch = MAX_SIGNED_BATCH as f64;
+    let seal_signed_batch = rate(&mut cases.seal_sign_signed_batch_32, budget) * signed_batch;
+    let open_signed_batch = rate(&mut cases.check_open_signed_batch_32, budget) * signed_batch;
     println!();
     println!("kith crypto, {MESSAGE_LEN}-byte messages, one core");
     println!("{:<42} {:>12}", "operation", "per second");
@@ -221,6 +274,11 @@ fn summary() {
         ("envelope seal + sign", seal_sign),
         ("envelope verify + open", verify_open),
         ("envelope verify + open (batches of 64)", batch),
+        ("envelope seal + sign (32 per signature)", seal_signed_batch),
+        (
+            "envelope check + open (32 per signature)",
+            open_signed_batch,
+        ),
     ] {
         println!("{name:<42} {value:>12.0}");
     }
