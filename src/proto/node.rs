@@ -912,12 +912,7 @@ impl Node {
         envelope: &[u8],
     ) -> Result<MessageId, NodeError> {
         self.advance(now);
-        if self.blocked.contains(&to) {
-            return Err(NodeError::Blocked(to));
-        }
-        if !self.peers.contains_key(&to) {
-            return Err(NodeError::UnknownPeer(to));
-        }
+        self.check_contact(&to)?;
         let parsed = Envelope::parse(envelope).map_err(|_| NodeError::NotOurEnvelope)?;
         if parsed.header.sender != self.me {
             return Err(NodeError::NotOurEnvelope);
@@ -1810,6 +1805,18 @@ impl Node {
     }
 
     // --- helpers -------------------------------------------------------------
+
+    /// Whether we may send to `to` or invite it: a contact we have not
+    /// blocked.
+    fn check_contact(&self, to: &PeerId) -> Result<(), NodeError> {
+        if self.blocked.contains(to) {
+            return Err(NodeError::Blocked(*to));
+        }
+        if !self.peers.contains_key(to) {
+            return Err(NodeError::UnknownPeer(*to));
+        }
+        Ok(())
+    }
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);

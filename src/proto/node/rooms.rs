@@ -190,7 +190,7 @@ impl Node {
         }
         let mut all: BTreeSet<PeerId> = BTreeSet::from([self.me]);
         for peer in members.iter().filter(|p| **p != self.me) {
-            self.check_invitable(peer)?;
+            self.check_contact(peer)?;
             all.insert(*peer);
         }
         if all.len() > MAX_ROOM_MEMBERS {
@@ -232,7 +232,7 @@ impl Node {
         if group.members.len() >= MAX_ROOM_MEMBERS {
             return Err(NodeError::TooManyMembers);
         }
-        self.check_invitable(&peer)?;
+        self.check_contact(&peer)?;
         let old = self.others(&room);
         self.next_epoch(&room, |members| {
             members.insert(peer);
@@ -758,16 +758,6 @@ impl Node {
             return Err(NodeError::NotAdmin);
         }
         Ok(group)
-    }
-
-    fn check_invitable(&self, peer: &PeerId) -> Result<(), NodeError> {
-        if self.blocked.contains(peer) {
-            return Err(NodeError::Blocked(*peer));
-        }
-        if !self.peers.contains_key(peer) {
-            return Err(NodeError::UnknownPeer(*peer));
-        }
-        Ok(())
     }
 
     /// Members of `room` other than us.

@@ -178,12 +178,7 @@ impl Node {
         text: &str,
     ) -> Result<RoomId, NodeError> {
         self.advance(now);
-        if self.blocked.contains(&to) {
-            return Err(NodeError::Blocked(to));
-        }
-        if !self.peers.contains_key(&to) {
-            return Err(NodeError::UnknownPeer(to));
-        }
+        self.check_contact(&to)?;
         if text.len() > MAX_TEXT {
             return Err(NodeError::TooLarge(text.len()));
         }
