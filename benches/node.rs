@@ -136,9 +136,11 @@ fn latency_rows(rows: &mut Vec<Row>) {
                 micros(p99),
                 micros(percentile(&spaced, 100.0))
             );
+            let stream_ratio = stream_p50.as_secs_f64() / raw_p50.as_secs_f64();
             println!(
                 "direct message, back to back ({LATENCY_SAMPLES} after {LATENCY_WARMUP} warm-up, \
-                 paced ACKs): p50 {:.1} µs, p99 {:.1} µs",
+                 each sent after the previous one's \"delivered\"): p50 {:.1} µs, p99 {:.1} µs; \
+                 p50 = {stream_ratio:.1}× raw RTT",
                 micros(stream_p50),
                 micros(percentile(&samples, 99.0))
             );
@@ -154,11 +156,12 @@ fn latency_rows(rows: &mut Vec<Row>) {
                 goal: "≤ 5000 µs".into(),
                 met: Some(p99 <= Duration::from_millis(5)),
             });
+            // Back to back, like the raw ping-pong it is compared with.
             rows.push(Row {
-                metric: "DM latency back to back",
-                value: format!("p50 {:.0} µs", micros(stream_p50)),
-                goal: "(diagnostic: paced ACKs)".into(),
-                met: None,
+                metric: "DM latency p50 (back to back)",
+                value: format!("{:.0} µs ({stream_ratio:.1}× raw)", micros(stream_p50)),
+                goal: format!("≤ 3× raw ({:.0} µs)", 3.0 * micros(raw_p50)),
+                met: Some(stream_ratio <= 3.0),
             });
         }
         Err(why) => rows.push(unmeasured("DM latency", &why, "p50 ≤ 3× raw, p99 ≤ 5 ms")),

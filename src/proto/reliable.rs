@@ -9,10 +9,11 @@
 //! reliability (ACKs, NACKs, retransmission) works per packet, which means a
 //! 64 KiB message that loses one fragment only resends that fragment.
 //!
-//! - **Unicast**: receivers send cumulative + selective ACKs, at once when
-//!   the stream was quiet and then at most one per `max_ack_delay` (or every
-//!   `ack_every` packets), so a busy stream costs few ACKs and an idle chat
-//!   gets its "delivered" tick at once. The sender keeps an RTT estimate per
+//! - **Unicast**: receivers send cumulative + selective ACKs, at once for
+//!   a lone packet (nothing older unacknowledged: a chat message, or a
+//!   sender waiting for each "delivered") and otherwise at most one per
+//!   `max_ack_delay` (or every `ack_every` packets), so a busy stream costs
+//!   few ACKs and a chat gets its "delivered" tick at once. The sender keeps an RTT estimate per
 //!   peer (RFC 6298 style: `RTO = srtt + 4·rttvar + max_ack_delay`, floored
 //!   and capped) and retransmits with exponential backoff. A token bucket
 //!   paces data packets and a send window bounds what is in flight. After
@@ -418,9 +419,10 @@ pub struct Config {
     pub max_retries: u32,
     /// Longest a receiver holds an ACK back to batch it with others.
     pub max_ack_delay: Duration,
-    /// A room quiet for this long makes its next lone packet ask for an
-    /// immediate ACK (`ack_now`): a chat's "delivered" comes at once, a
-    /// stream's ACKs stay paced.
+    /// A multicast room quiet for this long makes its next lone packet
+    /// (nothing older unacknowledged) ask for an immediate ACK (`ack_now`):
+    /// a chat's "delivered" comes at once, a stream's ACKs stay paced. In a
+    /// unicast room every lone packet asks for one.
     pub lone_gap: Duration,
     /// A receiver ACKs at once after this many unacknowledged packets.
     pub ack_every: u32,
@@ -1403,11 +1405,18 @@ impl Reliable {
         }
         // A lone packet of a conversation (nothing older held for anyone,
         // and the room was quiet for `lone_gap`) asks for its ACK at once;
-        // a stream of packets keeps the paced ACKs.
+        // a stream of packets keeps the paced ACKs. Without multicast,
+        // nothing older held is enough: a sender that waits for each
+        // "delivered" before its next send (stop-and-wait) would otherwise
+        // wait up to `max_ack_delay` every time. It costs one ACK per
+        // packet only for streams slower than one packet per round trip;
+        // a faster stream has older packets held and keeps paced ACKs. (In
+        // a multicast room every member would answer each group packet.)
         let ack_now = seq == low
-            && room
-                .last_new_data
-                .is_none_or(|t| now.saturating_duration_since(t) >= config.lone_gap);
+            && (!room.config.multicast
+                || room
+                    .last_new_data
+                    .is_none_or(|t| now.saturating_duration_since(t) >= config.lone_gap));
         room.last_new_data = Some(now);
         let packet = room
             .packet_mut(seq)

@@ -463,6 +463,73 @@ fn acknowledged_as_stored_only_after_confirm() {
     assert_eq!(a.poll_timeout(), None, "nothing left to retransmit");
 }
 
+/// Sends `id` from A and runs both ends (stored at once) until A hears
+/// "delivered"; returns when that was.
+fn send_until_delivered(
+    a: &mut Reliable,
+    b: &mut Reliable,
+    start: Instant,
+    id: MessageId,
+) -> Instant {
+    a.send(start, room_id(), id, b"next")
+        .expect("queue is empty");
+    let mut now = start;
+    for _ in 0..1000 {
+        deliver_all(a, b, now);
+        for event in all_events(b) {
+            if let Event::Received { from, seq, .. } = event {
+                b.confirm_stored(now, room_id(), from, seq);
+            }
+        }
+        deliver_all(b, a, now);
+        if all_events(a)
+            .iter()
+            .any(|e| matches!(e, Event::Delivered { id: got, .. } if *got == id))
+        {
+            return now;
+        }
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something is due until it is delivered");
+        now = next.max(now);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    panic!("never delivered")
+}
+
+#[test]
+fn stop_and_wait_sends_are_acknowledged_at_once_in_a_unicast_room() {
+    let start = Instant::now();
+    let (mut a, mut b) = pair(start);
+    // Each message goes out right after the previous one was delivered,
+    // well inside `lone_gap`: each is still acknowledged at once, not after
+    // `max_ack_delay`.
+    let mut now = start;
+    for n in 0..5 {
+        let delivered = send_until_delivered(&mut a, &mut b, now, msg(n));
+        assert_eq!(delivered, now, "message {n} waited for a paced ACK");
+        now = delivered + Duration::from_micros(300);
+    }
+    // A stream with older packets still held keeps paced ACKs: ten sent at
+    // once cost far fewer than ten ACKs.
+    for n in 10..20 {
+        a.send(now, room_id(), msg(n), b"stream")
+            .expect("room in the queue");
+    }
+    deliver_all(&mut a, &mut b, now);
+    let mut acks = 0;
+    for event in all_events(&mut b) {
+        if let Event::Received { from, seq, .. } = event {
+            b.confirm_stored(now, room_id(), from, seq);
+            acks += all_transmits(&mut b, now).len();
+        }
+    }
+    assert!(acks <= 2, "{acks} ACKs for a stream of ten");
+}
+
 #[test]
 fn a_burst_of_losses_is_asked_for_in_one_nack() {
     let now = Instant::now();
