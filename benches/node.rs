@@ -232,7 +232,7 @@ fn idle_rows(rows: &mut Vec<Row>) {
 
 fn print_table(rows: &[Row]) {
     println!();
-    println!("{:<28} {:<26} {:<24} met?", "metric", "value", "goal");
+    println!("{:<30} {:<26} {:<24} met?", "metric", "value", "goal");
     for row in rows {
         let met = match row.met {
             Some(true) => "yes",
@@ -240,7 +240,7 @@ fn print_table(rows: &[Row]) {
             None => "-",
         };
         println!(
-            "{:<28} {:<26} {:<24} {met}",
+            "{:<30} {:<26} {:<24} {met}",
             row.metric, row.value, row.goal
         );
     }
