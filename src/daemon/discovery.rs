@@ -608,7 +608,6 @@ impl Discovery {
             .min()
     }
 
-    /// The next registry datagram to send.
     /// We are stopping: the registry forgets us now, so contacts looking
     /// us up see us unavailable at once rather than after our keep-alives
     /// stop.
@@ -620,6 +619,7 @@ impl Discovery {
         }
     }
 
+    /// The next registry datagram to send.
     pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         let link = self.registry.as_mut()?;
         link.outbox.pop_front().map(|bytes| (link.addr, bytes))

@@ -25,6 +25,7 @@ use crate::proto::sync::{Item, SortedItems};
 use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
     Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
+    StoreError,
 };
 
 /// A sent message enters the stored outbox (its `Pending` deliveries) only
@@ -308,10 +309,7 @@ impl NodeDriver {
         self.commit_sends(now);
         // Whatever is still unacknowledged is in the outbox for next time.
         self.enter_outbox(now, true);
-        let updates = std::mem::take(&mut self.delivery_updates);
-        if !updates.is_empty() {
-            self.store.set_deliveries(&updates)?;
-        }
+        self.write_deliveries()?;
         self.store.checkpoint()?;
         Ok(())
     }
@@ -1008,8 +1006,6 @@ impl NodeDriver {
         }
     }
 
-    /// Stores chain positions that moved outside a message round (keys
-    /// received, rooms created or rekeyed).
     /// Sent messages still unacknowledged [`OUTBOX_AFTER`] after they were
     /// stored (all of them with `all`) get their `Pending` deliveries,
     /// written with this round's delivery states.
@@ -1053,6 +1049,8 @@ impl NodeDriver {
         }
     }
 
+    /// Stores chain positions that moved outside a message round (keys
+    /// received, rooms created or rekeyed).
     fn save_chains(&mut self) {
         if !self.unsaved_sends.is_empty() || !self.signed_sends.is_empty() {
             // They commit the chains with them, in one transaction.
@@ -1077,13 +1075,12 @@ impl NodeDriver {
 
     /// Records the delivery states gathered since the last call, in one
     /// transaction.
-    fn write_deliveries(&mut self) {
+    fn write_deliveries(&mut self) -> Result<(), StoreError> {
         let updates = std::mem::take(&mut self.delivery_updates);
-        if !updates.is_empty()
-            && let Err(error) = self.store.set_deliveries(&updates)
-        {
-            self.store_error("record deliveries", error);
+        if updates.is_empty() {
+            return Ok(());
         }
+        self.store.set_deliveries(&updates)
     }
 
     fn pump_events(&mut self, now: Instant) {
@@ -1521,7 +1518,9 @@ impl Driver for NodeDriver {
     fn sent(&mut self, now: Instant) {
         self.commit_sends(now);
         self.deliver_events();
-        self.write_deliveries();
+        if let Err(error) = self.write_deliveries() {
+            self.store_error("record deliveries", error);
+        }
     }
 
     fn stopping(&mut self, _now: Instant) {
