@@ -234,39 +234,35 @@ impl Node {
                     .then(|| held.envelope.signature_fingerprint())
             })
             .collect();
+        // Each distinct signature not checked before, once, with its
+        // sender.
         let mut seen = HashSet::new();
-        let to_check: Vec<usize> = (0..waiting.len())
-            .filter(|&i| {
-                fingerprints[i]
-                    .is_some_and(|print| !self.checked.contains(&print) && seen.insert(print))
-            })
-            .collect();
-        self.stats.signatures_checked += to_check.len() as u64;
-        // Every index in `to_check` has a known sender (its fingerprint
-        // is `Some`).
-        let checks: Vec<(usize, &Envelope, &PublicIdentity)> = to_check
+        let checks: Vec<([u8; 32], &Envelope, &PublicIdentity)> = waiting
             .iter()
-            .filter_map(|&i| {
-                let envelope = &waiting[i].envelope;
-                let sender = self.peers.get(&envelope.header.sender)?;
-                Some((i, envelope, &sender.public))
+            .zip(&fingerprints)
+            .filter_map(|(held, print)| {
+                let print = (*print)?;
+                if self.checked.contains(&print) || !seen.insert(print) {
+                    return None;
+                }
+                let sender = self.peers.get(&held.envelope.header.sender)?;
+                Some((print, &held.envelope, &sender.public))
             })
             .collect();
+        self.stats.signatures_checked += checks.len() as u64;
         let batch: Vec<(&Envelope, &PublicIdentity)> =
             checks.iter().map(|&(_, e, s)| (e, s)).collect();
         let batch_good = batch.len() > 1 && verify_envelopes_batch(&batch).is_ok();
         if batch_good {
             self.stats.batch_verified += batch.len() as u64;
         }
-        let good: Vec<usize> = checks
+        let good: Vec<[u8; 32]> = checks
             .iter()
             .filter(|(_, envelope, sender)| batch_good || envelope.verify_signature(sender).is_ok())
-            .map(|&(i, _, _)| i)
+            .map(|&(print, _, _)| print)
             .collect();
-        for i in good {
-            if let Some(print) = fingerprints[i] {
-                self.checked.insert(print);
-            }
+        for print in good {
+            self.checked.insert(print);
         }
         for (held, print) in waiting.into_iter().zip(fingerprints) {
             let verified = print.is_some_and(|print| self.checked.contains(&print));
