@@ -205,6 +205,8 @@ pub enum PacketError {
     UnknownRoom,
     #[error("packet from a peer that is not a member of the room")]
     NotMember,
+    #[error("group frame carrying a packet of another room")]
+    WrongRoom,
 }
 
 impl Packet {
@@ -1134,6 +1136,31 @@ impl Reliable {
         via: Via,
         bytes: &[u8],
     ) -> Result<(), PacketError> {
+        self.handle_packet(now, from, via, None, bytes)
+    }
+
+    /// Handles one packet that came in a group frame of `room`. A frame
+    /// proves only that some member of `room` sealed it, so its packet must
+    /// be about `room`: one naming another room (say, the direct room of
+    /// the member it claims to come from) is dropped.
+    pub fn handle_group_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        room: RoomId,
+        bytes: &[u8],
+    ) -> Result<(), PacketError> {
+        self.handle_packet(now, from, Via::Multicast, Some(room), bytes)
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        via: Via,
+        bound_to: Option<RoomId>,
+        bytes: &[u8],
+    ) -> Result<(), PacketError> {
         let packet = match Packet::decode(bytes) {
             Ok(packet) => packet,
             Err(error) => {
@@ -1147,6 +1174,10 @@ impl Reliable {
             | Packet::Nack { room, .. }
             | Packet::Heartbeat { room, .. } => *room,
         };
+        if bound_to.is_some_and(|bound| bound != room) {
+            self.stats.foreign += 1;
+            return Err(PacketError::WrongRoom);
+        }
         let Some(state) = self.rooms.get(&room) else {
             self.stats.foreign += 1;
             return Err(PacketError::UnknownRoom);

@@ -5,8 +5,9 @@
 //! with every member list over the pairwise channels: `epoch (4, LE) ‖
 //! nonce (24) ‖ XChaCha20-Poly1305(packet)`, with `sender ‖ room ‖ epoch` as
 //! associated data. Outsiders can neither read nor inject frames; a member
-//! could forge another member's reliable header, but never an envelope,
-//! which carries its author's signature. So a group frame does not
+//! could forge another member's reliable header for this room, but never an
+//! envelope, which carries its author's signature, and never a packet of
+//! another room (the reliable layer drops those). So a group frame does not
 //! authenticate its claimed sender to the shell (no address is learned from
 //! it). Members that miss frames are repaired by the reliable layer (NACKs,
 //! unicast fall-back), and the previous epoch's key is kept for frames in
@@ -19,7 +20,7 @@ use rand::Rng;
 use super::{DropReason, Frame, Node, NodeTransmit};
 use crate::proto::crypto::{open_group_frame, seal_group_frame};
 use crate::proto::ids::{PeerId, RoomId};
-use crate::proto::reliable::{Destination, Via};
+use crate::proto::reliable::Destination;
 
 /// What binds a frame to its sender, room and epoch.
 fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
@@ -86,7 +87,7 @@ impl Node {
             .map_err(|_| DropReason::Forged)?;
         self.stats.group_received += 1;
         self.reliable
-            .handle_datagram(now, from, Via::Multicast, &packet)
+            .handle_group_datagram(now, from, room, &packet)
             .map_err(|_| DropReason::ReliableRejected)?;
         // Membership, not identity: nothing the shell should learn from.
         Ok(None)

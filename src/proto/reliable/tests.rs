@@ -612,6 +612,37 @@ fn packets_from_strangers_are_dropped_and_counted() {
     assert!(all_events(&mut b).is_empty());
 }
 
+/// A group frame only proves that some member of its room sealed it, so
+/// its packet may not speak for another room the two share (such as the
+/// claimed sender's direct room with us, where it could pass for them).
+#[test]
+fn a_group_frame_carries_only_its_own_rooms_packets() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let group = RoomId([3; 32]);
+    for endpoint in [&mut a, &mut b] {
+        endpoint.join_room(group, RoomConfig { multicast: true }, [peer(1), peer(2)]);
+    }
+    a.send(now, room_id(), msg(1), b"direct")
+        .expect("queue is empty");
+    let direct = all_transmits(&mut a, now);
+    assert_eq!(
+        b.handle_group_datagram(now, peer(1), group, &direct[0].bytes),
+        Err(PacketError::WrongRoom)
+    );
+    assert_eq!(b.stats().foreign, 1);
+    assert!(all_events(&mut b).is_empty());
+    // The same packet in a frame of its own room is taken.
+    assert_eq!(
+        b.handle_group_datagram(now, peer(1), room_id(), &direct[0].bytes),
+        Ok(())
+    );
+    assert!(matches!(
+        all_events(&mut b).as_slice(),
+        [Event::Received { room, .. }] if *room == room_id()
+    ));
+}
+
 #[test]
 fn a_silent_peer_becomes_unreachable_and_is_redriven_when_seen() {
     let start = Instant::now();
