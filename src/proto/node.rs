@@ -612,11 +612,18 @@ struct Followed {
     origin: Option<[u8; 32]>,
 }
 
-/// An envelope whose sender key has not arrived yet.
+/// A received envelope waiting for its signature check or its sender key.
 struct HeldEnvelope {
     envelope: Envelope,
     bytes: Vec<u8>,
     receipt: Receipt,
+    /// A message of our direct room that its author sent us over our
+    /// pairwise session: only the two of us hold that session's keys, and
+    /// group frames cannot carry the direct room's packets, so the session
+    /// already proves who wrote it and the signature is not checked on
+    /// arrival. (It stays in the envelope: the author checks it if we ever
+    /// hand the message back in a sync, and nobody else ever sees it.)
+    session_authenticated: bool,
 }
 
 /// The node core. See the module docs for the run-loop contract.
@@ -1657,22 +1664,16 @@ impl Node {
                         return;
                     }
                 };
-                if self.receivers.contains_key(&chain_of(&envelope)) {
-                    let held = HeldEnvelope {
-                        envelope,
-                        bytes,
-                        receipt,
-                    };
+                let held = HeldEnvelope {
+                    session_authenticated: is_direct && envelope.header.room == receipt.room,
+                    envelope,
+                    bytes,
+                    receipt,
+                };
+                if self.receivers.contains_key(&chain_of(&held.envelope)) {
                     self.wait_for_check(now, held);
                 } else {
-                    self.hold(
-                        now,
-                        HeldEnvelope {
-                            envelope,
-                            bytes,
-                            receipt,
-                        },
-                    );
+                    self.hold(now, held);
                 }
             }
         }
@@ -1717,6 +1718,7 @@ impl Node {
             envelope,
             bytes,
             receipt,
+            ..
         } = held;
         let (opened, before_start) = match (
             self.peers.get(&envelope.header.sender),

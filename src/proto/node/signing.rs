@@ -225,13 +225,14 @@ impl Node {
         if waiting.is_empty() {
             return;
         }
-        // `None`: the sender is unknown, and opening will reject it.
+        // `None`: the sender is unknown, and opening will reject it, or the
+        // pairwise session already proved the author (no check needed).
         let fingerprints: Vec<Option<[u8; 32]>> = waiting
             .iter()
             .map(|held| {
-                self.peers
-                    .contains_key(&held.envelope.header.sender)
-                    .then(|| held.envelope.signature_fingerprint())
+                (!held.session_authenticated
+                    && self.peers.contains_key(&held.envelope.header.sender))
+                .then(|| held.envelope.signature_fingerprint())
             })
             .collect();
         // Each distinct signature not checked before, once, with its
@@ -265,7 +266,8 @@ impl Node {
             self.checked.insert(print);
         }
         for (held, print) in waiting.into_iter().zip(fingerprints) {
-            let verified = print.is_some_and(|print| self.checked.contains(&print));
+            let verified = held.session_authenticated
+                || print.is_some_and(|print| self.checked.contains(&print));
             self.open_and_surface(now, held, verified);
         }
     }

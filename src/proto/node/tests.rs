@@ -760,29 +760,69 @@ fn direct_datagrams(a: &mut Node, b: &Node, now: Instant, texts: &[&str]) -> Vec
     transmits(a).into_iter().map(|t| t.bytes).collect()
 }
 
+/// A's datagrams for `texts`, sent to group room `room`, in order.
+fn room_datagrams(a: &mut Node, room: RoomId, now: Instant, texts: &[&str]) -> Vec<Vec<u8>> {
+    for text in texts {
+        a.send_room_message(now, room, text).expect("send");
+    }
+    transmits(a).into_iter().map(|t| t.bytes).collect()
+}
+
+/// Stores whatever `events` hands over for storing.
+fn confirm_all(node: &mut Node, now: Instant, events: &[NodeEvent]) {
+    for (_, receipt) in received(events) {
+        node.confirm_stored(now, receipt);
+    }
+}
+
 /// B with a session to A and A's first message stored.
 fn warmed_pair() -> (Node, Node, Instant) {
     let mut now = Instant::now();
     let (mut a, mut b) = pair(now);
     a.send_direct(now, b.peer_id(), "warm-up").expect("send");
     let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
-    for (_, receipt) in received(&trace.b_events) {
-        b.confirm_stored(now, receipt);
-    }
+    confirm_all(&mut b, now, &trace.b_events);
     let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
     (a, b, now)
 }
 
+/// A warmed pair that also shares group room `room`, where A's first
+/// message is stored.
+fn warmed_room() -> (Node, Node, RoomId, Instant) {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let room = a.create_room(now, "warm", &[b.peer_id()]).expect("room");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    b.accept_invite(now, room).expect("accept");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    a.send_room_message(now, room, "warm-up").expect("send");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    confirm_all(&mut b, now, &trace.b_events);
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    (a, b, room, now)
+}
+
+/// B takes `datagrams` in one burst; returns the bodies it surfaced.
+fn burst(b: &mut Node, now: Instant, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    b.begin_burst();
+    for bytes in datagrams {
+        assert!(b.handle_datagram(now, bytes).is_ok(), "{:?}", b.stats());
+    }
+    b.end_burst(now);
+    let got = events(b);
+    confirm_all(b, now, &got);
+    received(&got).into_iter().map(|(body, _)| body).collect()
+}
+
 #[test]
 fn a_burst_verifies_its_messages_in_one_batch_and_keeps_their_order() {
-    let (mut a, mut b, now) = warmed_pair();
+    let (mut a, mut b, room, now) = warmed_room();
     let checked_before = b.stats().signatures_checked;
     let texts: Vec<String> = (0..10).map(|i| format!("burst {i}")).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let datagrams = direct_datagrams(&mut a, &b, now, &refs);
+    let datagrams = room_datagrams(&mut a, room, now, &refs);
     b.begin_burst();
     for bytes in &datagrams {
-        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
+        assert!(b.handle_datagram(now, bytes).is_ok());
     }
     assert!(
         received(&events(&mut b)).is_empty(),
@@ -805,13 +845,29 @@ fn a_burst_verifies_its_messages_in_one_batch_and_keeps_their_order() {
 }
 
 #[test]
-fn queued_sends_share_one_signature_checked_once_across_bursts() {
+fn direct_messages_from_their_author_are_authenticated_by_the_session() {
     let (mut a, mut b, now) = warmed_pair();
+    let checked_before = b.stats().signatures_checked;
+    let texts = ["one", "two", "three"];
+    let datagrams = direct_datagrams(&mut a, &b, now, &texts);
+    let got = burst(&mut b, now, &datagrams);
+    let want: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        b.stats().signatures_checked,
+        checked_before,
+        "the pairwise session proved the author: no signature check"
+    );
+    assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
+}
+
+#[test]
+fn queued_sends_share_one_signature_checked_once_across_bursts() {
+    let (mut a, mut b, room, now) = warmed_room();
     let checked_before = b.stats().signatures_checked;
     let texts: Vec<String> = (0..40).map(|i| format!("queued {i}")).collect();
     for text in &texts {
-        a.queue_direct_message(now, b.peer_id(), text)
-            .expect("queued");
+        a.queue_room_message(now, room, text).expect("queued");
     }
     assert!(
         transmits(&mut a).is_empty(),
@@ -825,6 +881,7 @@ fn queued_sends_share_one_signature_checked_once_across_bursts() {
     assert_eq!(sent.len(), 40);
     assert!(!a.has_queued());
     let datagrams: Vec<Vec<u8>> = transmits(&mut a).into_iter().map(|t| t.bytes).collect();
+    assert!(datagrams.len() >= 31, "{} datagrams", datagrams.len());
     // Three bursts of uneven size, then one at a time: 40 messages in two
     // signed batches (32 + 8) cost two signature checks.
     let mut got = Vec::new();
@@ -834,7 +891,7 @@ fn queued_sends_share_one_signature_checked_once_across_bursts() {
     {
         b.begin_burst();
         for bytes in burst {
-            assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
+            assert!(b.handle_datagram(now, bytes).is_ok());
         }
         b.end_burst(now);
         for event in events(&mut b) {
@@ -863,14 +920,10 @@ fn queued_sends_share_one_signature_checked_once_across_bursts() {
     assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
 }
 
-#[test]
-fn a_forged_signature_in_a_burst_costs_only_its_own_message() {
-    let (mut a, mut b, now) = warmed_pair();
-    let mut datagrams = direct_datagrams(&mut a, &b, now, &["before"]);
-    // A (authenticated on the pairwise stream) sends an envelope whose
-    // signature does not verify: only the sender's identity key signs.
-    let room = direct_room(a.peer_id(), b.peer_id());
-    let state = a.rooms.get_mut(&room).expect("the direct room exists");
+/// A's envelope in `room`, sealed on A's chain there, with its signature
+/// broken, queued on the reliable stream of `stream`.
+fn forged_envelope(a: &mut Node, now: Instant, room: RoomId, stream: RoomId) -> Vec<Vec<u8>> {
+    let state = a.rooms.get_mut(&room).expect("the room exists");
     let mut forged = seal_envelope(
         &a.identity,
         &mut state.chain,
@@ -887,26 +940,36 @@ fn a_forged_signature_in_a_burst_costs_only_its_own_message() {
     }
     .encode();
     a.reliable
-        .send(now, room, forged.id(), &payload)
+        .send(now, stream, forged.id(), &payload)
         .expect("queued");
-    datagrams.extend(transmits(&mut a).into_iter().map(|t| t.bytes));
-    datagrams.extend(direct_datagrams(&mut a, &b, now, &["after"]));
-    b.begin_burst();
-    for bytes in &datagrams {
-        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(a.peer_id())));
-    }
-    b.end_burst(now);
-    let got: Vec<Vec<u8>> = received(&events(&mut b))
-        .into_iter()
-        .map(|(body, _)| body)
-        .collect();
-    assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()]);
+    transmits(a).into_iter().map(|t| t.bytes).collect()
+}
+
+#[test]
+fn a_forged_signature_in_a_burst_costs_only_its_own_message() {
+    let (mut a, mut b, room, now) = warmed_room();
+    let mut datagrams = room_datagrams(&mut a, room, now, &["before"]);
+    // A (a member) sends an envelope whose signature does not verify: only
+    // the sender's identity key signs.
+    datagrams.extend(forged_envelope(&mut a, now, room, room));
+    datagrams.extend(room_datagrams(&mut a, room, now, &["after"]));
+    assert_eq!(
+        burst(&mut b, now, &datagrams),
+        vec![b"before".to_vec(), b"after".to_vec()]
+    );
     assert_eq!(
         b.stats().batch_verified,
         0,
         "the batch failed and was checked one by one"
     );
     assert_eq!(b.stats().dropped(DropReason::EnvelopeRejected), 1);
+    // The pairwise session proves who sent a group envelope on the direct
+    // stream (a resend after a restart), not that it is the author's to
+    // hand to the room: its signature is still checked.
+    let direct = direct_room(a.peer_id(), b.peer_id());
+    let datagrams = forged_envelope(&mut a, now, room, direct);
+    assert!(burst(&mut b, now, &datagrams).is_empty());
+    assert_eq!(b.stats().dropped(DropReason::EnvelopeRejected), 2);
 }
 
 #[test]
