@@ -115,7 +115,7 @@ impl SecretKey {
         Self(key)
     }
 
-    fn derive(&self, context: &str) -> SecretKey {
+    pub(crate) fn derive(&self, context: &str) -> SecretKey {
         SecretKey(blake3::derive_key(context, &self.0))
     }
 

@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 use super::chains::put_chains_in;
 use super::keys::SecretKey;
 use super::{
-    DeliveryState, Message, MessageKey, Position, Result, Store, StoreError, id32, ts_from_sql,
-    ts_to_sql, u64_from_sql, u64_to_sql,
+    DeliveryState, JournalRecord, Message, MessageKey, Position, Result, Store, StoreError, id32,
+    ts_from_sql, ts_to_sql, u64_from_sql, u64_to_sql,
 };
 use crate::proto::crypto::ChainSnapshot;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
@@ -204,6 +204,74 @@ impl Store {
         tx.commit()?;
         self.room_refs.extend(added);
         Ok(fresh)
+    }
+
+    /// Makes `messages`, and the chain states that sealed or opened them,
+    /// durable with one journal append (see `journal.rs`): a copy into a
+    /// mapped file instead of a transaction. They reach the database at the
+    /// next [`Store::settle`] (or when the journal is full), together with
+    /// the others journaled since; until then no other method sees them, so
+    /// the caller settles before anything else it does with the store.
+    /// Dropping the store before that leaves them in the journal for the
+    /// next open.
+    pub fn journal_messages_and_chains(
+        &mut self,
+        messages: Vec<Message>,
+        chains: Vec<ChainSnapshot>,
+    ) -> Result<()> {
+        let record = JournalRecord { messages, chains };
+        if !self.journal.append(&record)? {
+            // Full: what is there moves into the database first.
+            self.commit_unsettled()?;
+            if !self.journal.append(&record)? {
+                // Larger than the whole journal: straight to the database.
+                let fresh = self.insert_messages_and_chains(&record.messages, &record.chains)?;
+                self.settled_fresh.extend(fresh);
+                return Ok(());
+            }
+        }
+        self.unsettled.push(record);
+        Ok(())
+    }
+
+    /// Whether journaled messages wait for [`Store::settle`].
+    pub fn is_settled(&self) -> bool {
+        self.unsettled.is_empty() && self.settled_fresh.is_empty()
+    }
+
+    /// Moves the journaled messages into the database in one transaction
+    /// (as [`Store::insert_messages_and_chains`]) and empties the journal.
+    /// Returns the ids of those journaled since the last call that were
+    /// new, each once. On an error they stay journaled for the next try.
+    pub fn settle(&mut self) -> Result<Vec<MessageId>> {
+        self.commit_unsettled()?;
+        Ok(std::mem::take(&mut self.settled_fresh))
+    }
+
+    fn commit_unsettled(&mut self) -> Result<()> {
+        if self.unsettled.is_empty() {
+            self.journal.clear();
+            return Ok(());
+        }
+        let mut all = JournalRecord::default();
+        for record in std::mem::take(&mut self.unsettled) {
+            all.messages.extend(record.messages);
+            all.chains.extend(record.chains);
+        }
+        match self.insert_messages_and_chains(&all.messages, &all.chains) {
+            Ok(fresh) => {
+                // Only now: a crash before this replays records that are
+                // already in, which changes nothing (duplicates are
+                // ignored, and no chain state was written after them).
+                self.journal.clear();
+                self.settled_fresh.extend(fresh);
+                Ok(())
+            }
+            Err(error) => {
+                self.unsettled.push(all);
+                Err(error)
+            }
+        }
     }
 
     /// Records many delivery states in one transaction (states only move

@@ -17,7 +17,9 @@
 //!   (never torn). `FULL` would fsync every commit: about 20 times slower
 //!   per commit (measured on this machine's disk with plain SQLite).
 //!   The reliable layer acknowledges a message only after the batch that
-//!   holds it committed (see [`CommitBatcher`]).
+//!   holds it committed (see [`CommitBatcher`]), or was appended to the
+//!   store's journal ([`Store::journal_messages_and_chains`], same
+//!   durability, no transaction; `journal.rs`).
 //! - **Typed.** No SQL leaves this module; a corrupt or foreign file gives a
 //!   [`StoreError`] sentence and is left untouched.
 //!
@@ -26,6 +28,7 @@
 mod batch;
 mod chains;
 mod invitations;
+mod journal;
 mod keys;
 mod messages;
 mod schema;
@@ -38,6 +41,8 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
+pub use journal::{JOURNAL_BYTES, journal_path};
+use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
 use keys::{KeyFile, SecretKey};
 
@@ -256,6 +261,13 @@ pub struct Store {
     /// Cache of the `room_refs` table: rooms are stored as small integers
     /// in the messages table and its index.
     room_refs: HashMap<RoomId, i64>,
+    /// Messages durable in the journal but not in the database yet.
+    journal: Journal,
+    /// What the journal holds, in order (so settling need not read it).
+    unsettled: Vec<JournalRecord>,
+    /// Ids of journaled messages that turned out new when they reached the
+    /// database, for the next [`Store::settle`] to report.
+    settled_fresh: Vec<MessageId>,
 }
 
 impl std::fmt::Debug for Store {
@@ -419,12 +431,22 @@ impl Store {
         let mut conn = connect(path, &keys, flags, PageFormat::Sha256)?;
         schema::migrate(&mut conn)?;
         let room_refs = messages::load_room_refs(&conn)?;
-        Ok(Store {
+        let (journal, left) = Journal::open(
+            &journal_path(path),
+            keys.keys.master.derive("kith store journal v1"),
+        )?;
+        let mut store = Store {
             _lock: lock,
             conn,
             keys,
             room_refs,
-        })
+            journal,
+            unsettled: left,
+            settled_fresh: Vec::new(),
+        };
+        // A previous run's journaled messages, which it could not settle.
+        store.settle()?;
+        Ok(store)
     }
 
     /// Opens and unlocks the store at `path`, upgrading its schema if it is
@@ -449,12 +471,22 @@ impl Store {
         };
         schema::migrate(&mut conn)?;
         let room_refs = messages::load_room_refs(&conn)?;
-        Ok(Store {
+        let (journal, left) = Journal::open(
+            &journal_path(path),
+            keys.keys.master.derive("kith store journal v1"),
+        )?;
+        let mut store = Store {
             _lock: lock,
             conn,
             keys,
             room_refs,
-        })
+            journal,
+            unsettled: left,
+            settled_fresh: Vec::new(),
+        };
+        // A previous run's journaled messages, which it could not settle.
+        store.settle()?;
+        Ok(store)
     }
 
     /// The schema version of the open database.
