@@ -15,6 +15,7 @@ use super::mutes::MuteTable;
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
+use crate::proto::crypto::ChainSnapshot;
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
@@ -194,7 +195,18 @@ pub(crate) struct NodeDriver {
     /// Signed sends whose datagrams are queued, stored by
     /// [`NodeDriver::commit_sends`] once they are out.
     signed_sends: Vec<SignedSend>,
+    /// Received messages durable in the store's journal (and acknowledged)
+    /// whose reports wait for [`NodeDriver::settle`].
+    journaled: Vec<(Message, Event)>,
+    /// When journaled messages (received or sent) move into the database.
+    settle_at: Option<Instant>,
 }
+
+/// How long journaled messages wait before they move into the database:
+/// long enough that a message's acknowledgement, and the sender's
+/// "delivered", never wait behind a transaction, short enough that a burst
+/// still makes one transaction of a few milliseconds' messages.
+const SETTLE_AFTER: Duration = Duration::from_millis(2);
 
 /// How often shared rooms are reconciled with every online member, on top
 /// of a reconciliation whenever a member comes online.
@@ -249,6 +261,8 @@ impl NodeDriver {
             sync,
             next_sync: now + SYNC_INTERVAL,
             sync_sets: HashMap::new(),
+            journaled: Vec::new(),
+            settle_at: None,
             unsaved_sends: Vec::new(),
             signed_sends: Vec::new(),
             provisional: HashMap::new(),
@@ -307,10 +321,11 @@ impl NodeDriver {
     pub(crate) fn flush(mut self) -> Result<(), DaemonError> {
         let now = Instant::now();
         self.commit_sends(now);
+        self.settle()?;
         // Whatever is still unacknowledged is in the outbox for next time.
         self.enter_outbox(now, true);
         self.write_deliveries()?;
-        self.store.checkpoint()?;
+        self.db()?.checkpoint()?;
         Ok(())
     }
 
@@ -322,14 +337,14 @@ impl NodeDriver {
         }
         // Discovery keeps looking for it (and lists it as a contact).
         self.discovery.want(now, id, Some(public.clone()), None);
-        if !self.store.has_contact(&id)? {
-            self.store.upsert_contact(&Contact {
+        if !self.db()?.has_contact(&id)? {
+            self.db()?.upsert_contact(&Contact {
                 peer: id,
                 display_name: id.short(),
                 verified: false,
             })?;
         }
-        self.store.set_contact_key(&id, &public.to_bytes())?;
+        self.db()?.set_contact_key(&id, &public.to_bytes())?;
         self.peers.insert(
             id,
             PeerEntry {
@@ -338,7 +353,7 @@ impl NodeDriver {
         );
         self.node.add_contact(now, public);
         let room = direct_room(self.node.peer_id(), id);
-        let recent = self.store.recent_ids(&room, REMEMBER_PER_PEER)?;
+        let recent = self.db()?.recent_ids(&room, REMEMBER_PER_PEER)?;
         self.node.remember_stored(recent);
         Ok(())
     }
@@ -370,8 +385,8 @@ impl NodeDriver {
         let contacts: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in contacts {
             let direct = direct_room(self.node.peer_id(), peer);
-            for key in self.store.outbox(&peer)? {
-                let Some(message) = self.store.message(&key)? else {
+            for key in self.db()?.outbox(&peer)? {
+                let Some(message) = self.db()?.message(&key)? else {
                     continue;
                 };
                 let result = match self.node.resend_envelope(now, peer, &message.envelope) {
@@ -404,8 +419,8 @@ impl NodeDriver {
     }
 
     fn restore_rooms(&mut self, now: Instant) -> Result<(), DaemonError> {
-        for room in self.store.rooms()? {
-            let Some((admin, epoch)) = self.store.group(&room.id)? else {
+        for room in self.db()?.rooms()? {
+            let Some((admin, epoch)) = self.db()?.group(&room.id)? else {
                 continue;
             };
             let members = self
@@ -442,14 +457,14 @@ impl NodeDriver {
         let Some(admin) = info.admin else {
             return Ok(());
         };
-        self.store.upsert_room(&StoredRoom {
+        self.db()?.upsert_room(&StoredRoom {
             id: info.id,
             name: info.name.clone(),
             created_at: wall_clock_millis(),
         })?;
-        self.store.set_group(room, &admin, info.epoch)?;
+        self.db()?.set_group(room, &admin, info.epoch)?;
         if let Some(key) = &info.group_key {
-            self.store
+            self.db()?
                 .put_epoch_key(room, u64::from(info.epoch), &key.0)?;
         }
         let stored: Vec<PeerId> = self
@@ -459,10 +474,10 @@ impl NodeDriver {
             .map(|m| m.peer)
             .collect();
         for gone in stored.iter().filter(|p| !info.members.contains(p)) {
-            self.store.remove_member(room, gone)?;
+            self.db()?.remove_member(room, gone)?;
         }
         for new in info.members.iter().filter(|p| !stored.contains(p)) {
-            self.store.set_member(
+            self.db()?.set_member(
                 room,
                 Member {
                     peer: *new,
@@ -643,8 +658,8 @@ impl NodeDriver {
 
     /// Stores the signed sends (messages and the chain positions that
     /// sealed them; their outbox entries come later, see `OUTBOX_AFTER`)
-    /// in one transaction, then answers their callers. Their datagrams are
-    /// out before this: like a store failure, a crash in between loses
+    /// with one journal append, then answers their callers. Their datagrams
+    /// are out before this: like a store failure, a crash in between loses
     /// only our own copy (the recipients have it, and sync brings it back),
     /// and a restored sending chain skips ahead, so no message key is used
     /// twice.
@@ -660,17 +675,16 @@ impl NodeDriver {
             waiting.push((send.recipients, send.reply));
         }
         let chains = self.node.take_chain_updates();
+        let keys: Vec<MessageKey> = messages.iter().map(Message::key).collect();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        match self.store.insert_messages_and_chains(&messages, &chains) {
-            Ok(_) => {
-                for (message, (recipients, reply)) in messages.into_iter().zip(waiting) {
-                    let id = message.id;
-                    // The room's item set changed (see `pump_events`).
-                    self.sync_sets.remove(&message.room);
+        match self.journal(now, messages, chains) {
+            Ok(()) => {
+                for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
+                    let id = key.id;
                     self.inflight.insert(
                         id,
                         Inflight {
-                            key: message.key(),
+                            key,
                             waiting: recipients,
                             in_outbox: false,
                         },
@@ -712,12 +726,12 @@ impl NodeDriver {
         self.discovery
             .set_blocked(now, peer, blocked, &mut self.node);
         if blocked {
-            self.store.block(&peer, wall_clock_millis())?;
+            self.db()?.block(&peer, wall_clock_millis())?;
             // Declining a request is blocking.
             self.requests.remove(&peer);
-            self.store.set_contact_request(&peer, false)?;
+            self.db()?.set_contact_request(&peer, false)?;
         } else {
-            self.store.unblock(&peer)?;
+            self.db()?.unblock(&peer)?;
         }
         Ok(peer)
     }
@@ -729,11 +743,11 @@ impl NodeDriver {
         };
         match mute {
             Some(mute) => {
-                self.store.set_mute(&RoomId(key), mute)?;
+                self.db()?.set_mute(&RoomId(key), mute)?;
                 self.mutes.set(key, mute);
             }
             None => {
-                self.store.clear_mute(&RoomId(key))?;
+                self.db()?.clear_mute(&RoomId(key))?;
                 self.mutes.clear(&key);
             }
         }
@@ -745,7 +759,7 @@ impl NodeDriver {
     fn is_muted(&mut self, room: &RoomId, from: &PeerId) -> bool {
         let now = wall_clock_millis();
         for ended in self.mutes.expire(now) {
-            if let Err(error) = self.store.clear_mute(&RoomId(ended)) {
+            if let Err(error) = self.db().and_then(|db| db.clear_mute(&RoomId(ended))) {
                 self.store_error("clear an ended mute", error);
             }
         }
@@ -815,9 +829,16 @@ impl NodeDriver {
     /// after the datagrams of the same moment left (waking an
     /// application's thread first could delay an acknowledgement).
     fn publish(&mut self, event: Event) {
-        if !self.subscribers.is_empty() {
-            self.unpublished.push(event);
+        if self.subscribers.is_empty() {
+            return;
         }
+        // Messages received before this event are reported before it.
+        if !self.journaled.is_empty()
+            && let Err(error) = self.settle()
+        {
+            self.store_error("store received messages", error);
+        }
+        self.unpublished.push(event);
     }
 
     fn deliver_events(&mut self) {
@@ -851,14 +872,14 @@ impl NodeDriver {
     }
 
     /// The room's messages in sync order, from the store's index.
-    fn room_items(&self, room: &RoomId) -> SortedItems {
+    fn room_items(&mut self, room: &RoomId) -> SortedItems {
         let start = Position {
             timestamp: 0,
             id: MessageId([0; 32]),
         };
         let items = self
-            .store
-            .messages_in_range(room, start, None)
+            .db()
+            .and_then(|db| db.messages_in_range(room, start, None))
             .unwrap_or_default()
             .into_iter()
             .map(|p| Item {
@@ -874,9 +895,10 @@ impl NodeDriver {
     /// is stored (then it is read again: a set that misses new messages
     /// would make a member who was away miss them too).
     fn take_sync_set(&mut self, room: &RoomId) -> SortedItems {
-        self.sync_sets
-            .remove(room)
-            .unwrap_or_else(|| self.room_items(room))
+        match self.sync_sets.remove(room) {
+            Some(set) => set,
+            None => self.room_items(room),
+        }
     }
 
     /// Starts reconciling every room shared with `peer`.
@@ -915,7 +937,7 @@ impl NodeDriver {
                             timestamp: item.timestamp,
                             id: item.id,
                         };
-                        if let Ok(Some(envelope)) = self.store.envelope(&key)
+                        if let Ok(Some(envelope)) = self.db().and_then(|db| db.envelope(&key))
                             && let Err(error) = self.node.forward(now, peer, &envelope)
                         {
                             eprintln!("kith daemon: cannot forward a message: {error}");
@@ -943,7 +965,7 @@ impl NodeDriver {
         };
         let result = self
             .learn_contact(now, public)
-            .and_then(|()| Ok(self.store.set_contact_request(&peer, true)?));
+            .and_then(|()| Ok(self.db()?.set_contact_request(&peer, true)?));
         if let Err(error) = result {
             self.store_error("store a contact request", error);
         }
@@ -970,7 +992,7 @@ impl NodeDriver {
                 self.publish(Event::RoomChanged { room });
             }
             NodeEvent::RoomRemoved { room } => {
-                if let Err(error) = self.store.leave_group(&room) {
+                if let Err(error) = self.db().and_then(|db| db.leave_group(&room)) {
                     self.store_error("leave a room", error);
                 }
                 self.publish(Event::RoomRemoved { room });
@@ -1030,6 +1052,8 @@ impl NodeDriver {
     /// Messages for `peer` that wait for its acknowledgement: the stored
     /// outbox and those too recent to be in it.
     fn outbox_len(&self, peer: &PeerId) -> usize {
+        // Outbox entries are written through `db`, so none waits in the
+        // journal.
         let stored = self.store.outbox(peer).map_or(0, |o| o.len());
         let recent = self
             .inflight
@@ -1043,7 +1067,7 @@ impl NodeDriver {
     fn save_invitations(&mut self) {
         let updates = self.node.take_invitation_updates();
         if !updates.is_empty()
-            && let Err(error) = self.store.put_invitations(&updates)
+            && let Err(error) = self.db().and_then(|db| db.put_invitations(&updates))
         {
             self.store_error("store invitations", error);
         }
@@ -1058,7 +1082,7 @@ impl NodeDriver {
         }
         let chains = self.node.take_chain_updates();
         if !chains.is_empty()
-            && let Err(error) = self.store.put_chains(&chains)
+            && let Err(error) = self.db().and_then(|db| db.put_chains(&chains))
         {
             self.store_error("store chain state", error);
         }
@@ -1073,9 +1097,10 @@ impl NodeDriver {
         self.enter_outbox(now, false);
     }
 
-    /// Records the delivery states gathered since the last call, in one
-    /// transaction.
+    /// Settles the journal, then records the delivery states gathered
+    /// since the last call in one transaction.
     fn write_deliveries(&mut self) -> Result<(), StoreError> {
+        self.settle()?;
         let updates = std::mem::take(&mut self.delivery_updates);
         if updates.is_empty() {
             return Ok(());
@@ -1162,51 +1187,114 @@ impl NodeDriver {
                 return;
             }
             let batch = std::mem::take(&mut self.uncommitted);
-            let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
-            // The chains that opened them commit in the same transaction, so
-            // after a crash neither is ahead of the other.
-            let chains = self.node.take_chain_updates();
-            let mut inserted: HashSet<MessageId> =
-                match self.store.insert_messages_and_chains(&messages, &chains) {
-                    Ok(ids) => ids.into_iter().collect(),
-                    Err(error) => {
-                        // Not confirmed, so not acknowledged: the sender keeps
-                        // the messages and they are not lost.
-                        self.store_error("store received messages", error);
-                        return;
-                    }
-                };
-            // The rooms' item sets changed: a reconciliation must not go
-            // on from a set read before (it would find nothing to send).
-            for message in &messages {
-                if inserted.contains(&message.id) {
-                    self.sync_sets.remove(&message.room);
-                }
-            }
-            // A readable copy of a message we hold unreadable (forwarded to
-            // us before its author's key arrived) takes its place, and is
-            // reported then.
-            let readable_again: Vec<Message> = messages
-                .into_iter()
-                .filter(|m| !m.body.is_empty() && !inserted.contains(&m.id))
-                .collect();
-            if !readable_again.is_empty() {
-                match self.store.upgrade_unreadable(&readable_again) {
-                    Ok(ids) => inserted.extend(ids),
-                    Err(error) => self.store_error("replace unreadable messages", error),
-                }
-            }
-            for (message, receipt, event) in batch {
+            // A stranger who wrote is a contact request, reported before
+            // its message.
+            for (message, _, _) in &batch {
                 self.promote(now, message.sender);
+            }
+            let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
+            // Reported once they are in the database (see `settle`); listed
+            // before the append, as anything may settle right after it.
+            let reported_before = self.journaled.len();
+            let mut receipts = Vec::with_capacity(batch.len());
+            for (message, receipt, event) in batch {
+                receipts.push(receipt);
+                self.journaled.push((message, event));
+            }
+            // The chains that opened them are stored with them, so after a
+            // crash neither is ahead of the other.
+            let chains = self.node.take_chain_updates();
+            if let Err(error) = self.journal(now, messages, chains) {
+                // Not confirmed, so not acknowledged: the sender keeps the
+                // messages and they are not lost.
+                self.journaled.truncate(reported_before);
+                self.store_error("store received messages", error);
+                return;
+            }
+            for receipt in receipts {
                 self.node.confirm_stored(now, receipt);
-                // A message sent again (its acknowledgement was lost) is
-                // acknowledged again but reported only once.
-                if inserted.contains(&message.id) {
-                    self.status.messages_received += 1;
-                    self.publish(event);
-                }
             }
         }
+    }
+
+    /// Makes messages (ours or received) and the chain states that sealed
+    /// or opened them durable in the store's journal: no transaction before
+    /// an acknowledgement or a sender's answer. They move into the database
+    /// at `settle_at`, or before anything else uses the store (`db`).
+    fn journal(
+        &mut self,
+        now: Instant,
+        messages: Vec<Message>,
+        chains: Vec<ChainSnapshot>,
+    ) -> Result<(), StoreError> {
+        // Their rooms' item sets change: a reconciliation must not go on
+        // from a set read before (it would find nothing to send).
+        for message in &messages {
+            self.sync_sets.remove(&message.room);
+        }
+        self.store.journal_messages_and_chains(messages, chains)?;
+        self.settle_at.get_or_insert(now + SETTLE_AFTER);
+        Ok(())
+    }
+
+    /// The store, with every journaled message moved into the database
+    /// first, so nothing read or written through it misses them or gets
+    /// ahead of them (a chain state written after a journaled one).
+    fn db(&mut self) -> Result<&mut Store, StoreError> {
+        self.settle()?;
+        Ok(&mut self.store)
+    }
+
+    /// Moves the journaled messages into the database in one transaction,
+    /// then reports the received ones that were new (a message sent again
+    /// because its acknowledgement was lost is acknowledged again but
+    /// reported once).
+    fn settle(&mut self) -> Result<(), StoreError> {
+        if self.store.is_settled() {
+            self.settle_at = None;
+            return Ok(());
+        }
+        let mut fresh: HashSet<MessageId> = match self.store.settle() {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(error) => {
+                // Still journaled, so still durable: try again later.
+                self.settle_at = Some(Instant::now() + SETTLE_AFTER);
+                return Err(error);
+            }
+        };
+        self.settle_at = None;
+        let mut reports = Vec::new();
+        // A readable copy of a message we hold unreadable (forwarded to us
+        // before its author's key arrived) takes its place, and is reported
+        // then.
+        let mut readable_again = Vec::new();
+        for (message, event) in std::mem::take(&mut self.journaled) {
+            if fresh.remove(&message.id) {
+                reports.push(event);
+            } else if !message.body.is_empty() {
+                readable_again.push((message, event));
+            }
+        }
+        if !readable_again.is_empty() {
+            let messages: Vec<Message> = readable_again.iter().map(|(m, _)| m.clone()).collect();
+            match self.store.upgrade_unreadable(&messages) {
+                Ok(ids) => {
+                    let upgraded: HashSet<MessageId> = ids.into_iter().collect();
+                    reports.extend(
+                        readable_again
+                            .into_iter()
+                            .filter(|(m, _)| upgraded.contains(&m.id))
+                            .map(|(_, event)| event),
+                    );
+                }
+                Err(error) => self.store_error("replace unreadable messages", error),
+            }
+        }
+        self.status.messages_received += reports.len() as u64;
+        if !self.subscribers.is_empty() {
+            self.unpublished.extend(reports);
+        }
+        Ok(())
     }
 }
 
@@ -1301,6 +1389,12 @@ impl Driver for NodeDriver {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.settle_at.is_some_and(|at| at <= now) {
+            // `write_deliveries` settles first.
+            if let Err(error) = self.write_deliveries() {
+                self.store_error("store journaled messages and deliveries", error);
+            }
+        }
         self.node.handle_timeout(now);
         self.discovery.handle_timeout(now);
         self.sync.handle_timeout(now);
@@ -1323,8 +1417,12 @@ impl Driver for NodeDriver {
         // A caller that stopped waiting for a reply is not an error here,
         // so failed reply sends are ignored.
         if !matches!(command, Command::Send { .. }) {
-            // Whatever else is asked sees the sends before it stored.
+            // Whatever else is asked sees the sends before it, and every
+            // message and delivery state, in the database.
             self.commit_sends(now);
+            if let Err(error) = self.write_deliveries() {
+                self.store_error("store journaled messages and deliveries", error);
+            }
         }
         match command {
             Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
@@ -1413,7 +1511,7 @@ impl Driver for NodeDriver {
             Command::Leave { room, reply } => {
                 let result = self.resolve_room(&room).and_then(|room| {
                     self.node.leave_room(now, room)?;
-                    Ok(self.store.leave_group(&room)?)
+                    Ok(self.db()?.leave_group(&room)?)
                 });
                 let _ = reply.send(result);
             }
@@ -1434,7 +1532,7 @@ impl Driver for NodeDriver {
                 let _ = reply.send(result);
             }
             Command::Blocked { reply } => {
-                let _ = reply.send(self.store.blocked().unwrap_or_default());
+                let _ = reply.send(self.db().and_then(|db| db.blocked()).unwrap_or_default());
             }
             Command::AnswerInvite {
                 room,
@@ -1453,7 +1551,7 @@ impl Driver for NodeDriver {
             }
             Command::Accept { peer, reply } => {
                 let result = self.resolve_peer(&peer).and_then(|peer| {
-                    self.store.set_contact_request(&peer, false)?;
+                    self.db()?.set_contact_request(&peer, false)?;
                     self.requests.remove(&peer);
                     Ok(peer)
                 });
@@ -1511,15 +1609,16 @@ impl Driver for NodeDriver {
         self.pump(now);
     }
 
-    /// Our sends are stored and answered, the application hears what
-    /// happened, then delivery states are written: none of it delays a
-    /// datagram or an acknowledgement, and the "delivered" a
-    /// sender's application waits for does not wait for that write.
+    /// Our sends are journaled and answered and the application hears
+    /// what happened: none of it delays a datagram or an acknowledgement.
+    /// Delivery states are written with the next settling, so neither the
+    /// "delivered" a sender's application waits for nor its next send
+    /// waits for a transaction.
     fn sent(&mut self, now: Instant) {
         self.commit_sends(now);
         self.deliver_events();
-        if let Err(error) = self.write_deliveries() {
-            self.store_error("record deliveries", error);
+        if !self.delivery_updates.is_empty() {
+            self.settle_at.get_or_insert(now + SETTLE_AFTER);
         }
     }
 
@@ -1530,6 +1629,7 @@ impl Driver for NodeDriver {
     fn poll_timeout(&mut self) -> Option<Instant> {
         [
             self.outbox_due.front().map(|(due, _)| *due),
+            self.settle_at,
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
