@@ -572,8 +572,20 @@ impl NodeDriver {
         only_one(&found, text, || DaemonError::UnknownRoom(text.to_owned()))
     }
 
-    /// A message's destination: a group room, or else a peer.
+    /// A message's destination: a group room, or else a peer. A full id
+    /// (what an application passes with every send) is looked up at once;
+    /// anything else is matched against every room's and peer's names and
+    /// id prefixes.
     fn resolve_target(&self, text: &str) -> Result<Target, DaemonError> {
+        if let Some(id) = PeerId::from_hex(text.trim()) {
+            let room = RoomId(id.0);
+            if self.node.room(&room).is_some_and(|r| r.admin.is_some()) {
+                return Ok(Target::Room(room));
+            }
+            if self.peers.contains_key(&id) {
+                return Ok(Target::Peer(id));
+            }
+        }
         match self.resolve_room(text) {
             Ok(room) => Ok(Target::Room(room)),
             Err(DaemonError::Ambiguous(text)) => Err(DaemonError::Ambiguous(text)),
