@@ -99,6 +99,33 @@ fn connected_pair(
     ((dir_a, pub_a, a), (dir_b, pub_b, b))
 }
 
+/// A received message is reported when the store's journal settles (a
+/// couple of milliseconds after it was acknowledged); an event that came
+/// after it still comes after it.
+#[test]
+fn events_keep_their_order_behind_messages_waiting_in_the_journal() {
+    let ((_dir_a, _pub_a, a), (_dir_b, pub_b, b)) = connected_pair("event-order");
+    let b_events = b.events().expect("B is running");
+    // Both travel on A's ordered stream to B, the invitation right after.
+    a.send(pub_b.peer_id(), "before the invitation")
+        .expect("B is a peer");
+    let room = a
+        .create_room("after the message", &[pub_b.peer_id()])
+        .expect("room created");
+    let mut seen = Vec::new();
+    collect_until(&b_events, |event| {
+        match event {
+            Event::MessageReceived { text, .. } => seen.push(text.clone()),
+            Event::RoomInvited { room: r, .. } if *r == room => seen.push("invited".to_owned()),
+            _ => {}
+        }
+        seen.len() == 2
+    });
+    assert_eq!(seen, ["before the invitation", "invited"]);
+    a.shutdown().expect("A stops");
+    b.shutdown().expect("B stops");
+}
+
 #[test]
 fn direct_message_round_trip_is_stored_then_delivered() {
     let ((dir_a, pub_a, a), (dir_b, pub_b, b)) = connected_pair("daemon");

@@ -178,8 +178,8 @@ pub(crate) struct NodeDriver {
     provisional: HashMap<PeerId, SocketAddr>,
     /// Contacts that wrote first and are not accepted yet.
     requests: HashSet<PeerId>,
-    /// Received messages not committed yet (only while `deferring`).
-    uncommitted: Vec<(Message, Receipt, Event)>,
+    /// Received messages not journaled yet (only while `deferring`).
+    uncommitted: Vec<(Message, Receipt)>,
     /// Inside a burst of datagrams: commits wait for `flush`.
     deferring: bool,
     /// Peers that opened a session with us without being contacts, until
@@ -196,10 +196,25 @@ pub(crate) struct NodeDriver {
     /// [`NodeDriver::commit_sends`] once they are out.
     signed_sends: Vec<SignedSend>,
     /// Received messages durable in the store's journal (and acknowledged)
-    /// whose reports wait for [`NodeDriver::settle`].
-    journaled: Vec<(Message, Event)>,
+    /// whose reports wait for [`NodeDriver::settle`], and the events
+    /// published after them, in order.
+    waiting: Vec<Waiting>,
     /// When journaled messages (received or sent) move into the database.
     settle_at: Option<Instant>,
+}
+
+/// What waits for the journal to settle, in the order it happened.
+enum Waiting {
+    /// A received message: reported once it is in the database, if it
+    /// turned out new or replaced an unreadable copy. Until it is
+    /// `journaled` it cannot be there, and it and what follows it wait.
+    Message {
+        message: Message,
+        event: Event,
+        journaled: bool,
+    },
+    /// Any other event published after such a message: it stays behind it.
+    Other(Event),
 }
 
 /// How long journaled messages wait before they move into the database:
@@ -261,7 +276,7 @@ impl NodeDriver {
             sync,
             next_sync: now + SYNC_INTERVAL,
             sync_sets: HashMap::new(),
-            journaled: Vec::new(),
+            waiting: Vec::new(),
             settle_at: None,
             unsaved_sends: Vec::new(),
             signed_sends: Vec::new(),
@@ -839,18 +854,19 @@ impl NodeDriver {
 
     /// Queues `event` for the subscribers; they get it at `Driver::sent`,
     /// after the datagrams of the same moment left (waking an
-    /// application's thread first could delay an acknowledgement).
+    /// application's thread first could delay an acknowledgement), and
+    /// after every message received before it (reported when the journal
+    /// settles).
     fn publish(&mut self, event: Event) {
         if self.subscribers.is_empty() {
             return;
         }
-        // Messages received before this event are reported before it.
-        if !self.journaled.is_empty()
-            && let Err(error) = self.settle()
-        {
-            self.store_error("store received messages", error);
+        if self.waiting.is_empty() {
+            self.unpublished.push(event);
+        } else {
+            // Messages received before this event are reported before it.
+            self.waiting.push(Waiting::Other(event));
         }
-        self.unpublished.push(event);
     }
 
     fn deliver_events(&mut self) {
@@ -1146,7 +1162,7 @@ impl NodeDriver {
                             text,
                             muted,
                         };
-                        self.uncommitted.push((message, receipt, event));
+                        self.receive(now, message, receipt, event);
                     }
                     NodeEvent::Undecryptable {
                         room,
@@ -1159,11 +1175,7 @@ impl NodeDriver {
                         // Stored with an empty body: the envelope is kept, so
                         // a later key can still open it.
                         let message = stored(room, from, id, timestamp, Vec::new(), envelope);
-                        self.uncommitted.push((
-                            message,
-                            receipt,
-                            Event::Undecryptable { from, id },
-                        ));
+                        self.receive(now, message, receipt, Event::Undecryptable { from, id });
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         if let Some(inflight) = self.inflight.get_mut(&id) {
@@ -1198,35 +1210,57 @@ impl NodeDriver {
                 // all of it, at `flush`.
                 return;
             }
-            let batch = std::mem::take(&mut self.uncommitted);
-            // A stranger who wrote is a contact request, reported before
-            // its message.
-            for (message, _, _) in &batch {
-                self.promote(now, message.sender);
-            }
-            let messages: Vec<Message> = batch.iter().map(|(m, _, _)| m.clone()).collect();
-            // Reported once they are in the database (see `settle`); listed
-            // before the append, as anything may settle right after it.
-            let reported_before = self.journaled.len();
-            let mut receipts = Vec::with_capacity(batch.len());
-            for (message, receipt, event) in batch {
-                receipts.push(receipt);
-                self.journaled.push((message, event));
-            }
+            let (messages, receipts): (Vec<Message>, Vec<Receipt>) =
+                std::mem::take(&mut self.uncommitted).into_iter().unzip();
             // The chains that opened them are stored with them, so after a
             // crash neither is ahead of the other.
             let chains = self.node.take_chain_updates();
             if let Err(error) = self.journal(now, messages, chains) {
                 // Not confirmed, so not acknowledged: the sender keeps the
-                // messages and they are not lost.
-                self.journaled.truncate(reported_before);
+                // messages and they are not lost. Not stored, so never
+                // reported (they are reported when they come again).
+                self.waiting.retain(|entry| {
+                    !matches!(
+                        entry,
+                        Waiting::Message {
+                            journaled: false,
+                            ..
+                        }
+                    )
+                });
+                // Events behind them go out with the next settling.
+                self.settle_at.get_or_insert(now + SETTLE_AFTER);
                 self.store_error("store received messages", error);
                 return;
+            }
+            for entry in self.waiting.iter_mut().rev() {
+                match entry {
+                    Waiting::Message {
+                        journaled: true, ..
+                    } => break,
+                    Waiting::Message { journaled, .. } => *journaled = true,
+                    Waiting::Other(_) => {}
+                }
             }
             for receipt in receipts {
                 self.node.confirm_stored(now, receipt);
             }
         }
+    }
+
+    /// A received message for the store: journaled with the rest of its
+    /// round, reported (in order with every other event) once it is in the
+    /// database.
+    fn receive(&mut self, now: Instant, message: Message, receipt: Receipt, event: Event) {
+        // Someone who is not a contact wrote: a contact request, reported
+        // before the message.
+        self.promote(now, message.sender);
+        self.uncommitted.push((message.clone(), receipt));
+        self.waiting.push(Waiting::Message {
+            message,
+            event,
+            journaled: false,
+        });
     }
 
     /// Makes messages (ours or received) and the chain states that sealed
@@ -1262,49 +1296,79 @@ impl NodeDriver {
     /// because its acknowledgement was lost is acknowledged again but
     /// reported once).
     fn settle(&mut self) -> Result<(), StoreError> {
-        if self.store.is_settled() {
-            self.settle_at = None;
-            return Ok(());
-        }
-        let mut fresh: HashSet<MessageId> = match self.store.settle() {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(error) => {
-                // Still journaled, so still durable: try again later.
-                self.settle_at = Some(Instant::now() + SETTLE_AFTER);
-                return Err(error);
+        let mut fresh: HashSet<MessageId> = if self.store.is_settled() {
+            HashSet::new()
+        } else {
+            match self.store.settle() {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(error) => {
+                    // Still journaled, so still durable: try again later.
+                    self.settle_at = Some(Instant::now() + SETTLE_AFTER);
+                    return Err(error);
+                }
             }
         };
         self.settle_at = None;
-        let mut reports = Vec::new();
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        // Messages not journaled yet (this round's) and what follows them
+        // wait for the next settling.
+        let ready = self
+            .waiting
+            .iter()
+            .position(|entry| {
+                matches!(
+                    entry,
+                    Waiting::Message {
+                        journaled: false,
+                        ..
+                    }
+                )
+            })
+            .unwrap_or(self.waiting.len());
+        let later = self.waiting.split_off(ready);
+        let waiting = std::mem::replace(&mut self.waiting, later);
+        let mut report = vec![false; waiting.len()];
         // A readable copy of a message we hold unreadable (forwarded to us
         // before its author's key arrived) takes its place, and is reported
         // then.
         let mut readable_again = Vec::new();
-        for (message, event) in std::mem::take(&mut self.journaled) {
-            if fresh.remove(&message.id) {
-                reports.push(event);
-            } else if !message.body.is_empty() {
-                readable_again.push((message, event));
+        for (index, entry) in waiting.iter().enumerate() {
+            match entry {
+                Waiting::Message { message, .. } if fresh.remove(&message.id) => {
+                    report[index] = true;
+                }
+                Waiting::Message { message, .. } if !message.body.is_empty() => {
+                    readable_again.push((index, message.clone()));
+                }
+                Waiting::Message { .. } => {}
+                Waiting::Other(_) => report[index] = true,
             }
         }
         if !readable_again.is_empty() {
-            let messages: Vec<Message> = readable_again.iter().map(|(m, _)| m.clone()).collect();
+            let messages: Vec<Message> = readable_again.iter().map(|(_, m)| m.clone()).collect();
             match self.store.upgrade_unreadable(&messages) {
                 Ok(ids) => {
-                    let upgraded: HashSet<MessageId> = ids.into_iter().collect();
-                    reports.extend(
-                        readable_again
-                            .into_iter()
-                            .filter(|(m, _)| upgraded.contains(&m.id))
-                            .map(|(_, event)| event),
-                    );
+                    let mut upgraded: HashSet<MessageId> = ids.into_iter().collect();
+                    for (index, message) in readable_again {
+                        report[index] = upgraded.remove(&message.id);
+                    }
                 }
                 Err(error) => self.store_error("replace unreadable messages", error),
             }
         }
-        self.status.messages_received += reports.len() as u64;
-        if !self.subscribers.is_empty() {
-            self.unpublished.extend(reports);
+        for (entry, report) in waiting.into_iter().zip(report) {
+            match entry {
+                Waiting::Message { event, .. } if report => {
+                    self.status.messages_received += 1;
+                    if !self.subscribers.is_empty() {
+                        self.unpublished.push(event);
+                    }
+                }
+                Waiting::Other(event) => self.unpublished.push(event),
+                Waiting::Message { .. } => {}
+            }
         }
         Ok(())
     }
