@@ -98,6 +98,38 @@ fn main() {
         );
     }
 
+    // What a lone message costs before it may be acknowledged: one
+    // transaction, against one journal append (settled in batches later).
+    // Each sample is timed alone, as a message of a chat arrives alone.
+    {
+        let db = fresh_db(&dir, "lone.db");
+        let mut store = Store::create(&db, PASS, KdfParams::default()).expect("create");
+        let samples = 2_000u64;
+        let mut committed = Vec::new();
+        let mut journaled = Vec::new();
+        for n in 0..samples {
+            let start = Instant::now();
+            store
+                .insert_messages_and_chains(&[message(n)], &[])
+                .expect("insert");
+            committed.push(start.elapsed());
+            let start = Instant::now();
+            store
+                .journal_messages_and_chains(vec![message(samples + n)], Vec::new())
+                .expect("journal");
+            journaled.push(start.elapsed());
+            // Settled every 10 messages, as a busy chat would every 2 ms.
+            if n % 10 == 9 {
+                store.settle().expect("settle");
+            }
+        }
+        println!(
+            "a lone message made durable ({BODY} B body + {ENVELOPE} B envelope): transaction median {:.1?}, journal append median {:.1?}",
+            median(committed),
+            median(journaled)
+        );
+    }
+
     // A 1M-message database: open + unlock, newest 100, a sync range.
     let db = fresh_db(&dir, "million.db");
     {
