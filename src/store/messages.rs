@@ -161,6 +161,16 @@ fn insert_messages_in(
         ])?;
         if inserted == 1 {
             fresh.push(message.id);
+            if message.body.is_empty() {
+                tx.prepare_cached(
+                    "INSERT INTO unreadable (room_ref, sender, message) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    room_ref,
+                    message.sender.as_bytes(),
+                    tx.last_insert_rowid()
+                ])?;
+            }
         }
     }
     Ok(fresh)
@@ -414,10 +424,40 @@ impl Store {
                     seal_message(key, message)?
                 ],
             )?;
+            tx.execute(
+                "DELETE FROM unreadable WHERE message IN
+                 (SELECT seq FROM messages WHERE room_ref = ?1 AND ts = ?2 AND id = ?3)",
+                params![
+                    room_ref,
+                    ts_to_sql(message.timestamp),
+                    message.id.as_bytes()
+                ],
+            )?;
             upgraded.push(message.id);
         }
         tx.commit()?;
         Ok(upgraded)
+    }
+
+    /// The messages of `room` by `sender` stored unreadable (with an empty
+    /// body) because `sender`'s key had not arrived, oldest first: what to
+    /// open once it has. (Those stored by a version before schema 6 are not
+    /// listed.)
+    pub fn unreadable_messages(&self, room: &RoomId, sender: &PeerId) -> Result<Vec<Message>> {
+        let Some(&room_ref) = self.room_refs.get(room) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.id, m.sender, m.sender_seq, m.ts, m.sealed
+             FROM unreadable u JOIN messages m ON m.seq = u.message
+             WHERE u.room_ref = ?1 AND u.sender = ?2 ORDER BY m.sender_seq",
+        )?;
+        let raws = stmt
+            .query_map(params![room_ref, sender.as_bytes()], RawMessage::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter()
+            .map(|raw| self.decrypt(room, raw))
+            .collect()
     }
 
     /// The ids of the newest `limit` messages of `room`, newest first.

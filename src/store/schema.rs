@@ -39,10 +39,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: V5,
     },
+    Migration {
+        version: 6,
+        sql: V6,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 5;
+pub(crate) const LATEST: u32 = 6;
+
+/// Version 6: which stored messages could not be read when they came (their
+/// author's key had not arrived), by room and author, so they are opened
+/// when the key comes. Rows stored unreadable before this version are not
+/// listed (their bodies are sealed, so SQL cannot find them).
+const V6: &str = "
+CREATE TABLE unreadable (
+    room_ref      INTEGER NOT NULL,
+    sender        BLOB NOT NULL,
+    message       INTEGER NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    PRIMARY KEY (room_ref, sender, message)
+) WITHOUT ROWID;
+CREATE INDEX unreadable_by_message ON unreadable (message);
+";
 
 /// Version 5: invitations not answered yet survive a restart. `sealed` is
 /// the node's invitation record (it holds the room's group key) sealed

@@ -600,3 +600,53 @@ fn a_full_journal_moves_into_the_database_and_keeps_going() {
     assert_eq!(fresh, all);
     assert_eq!(store.messages_in_room(&room, None, 100).unwrap().len(), 60);
 }
+
+#[test]
+fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replaces_them() {
+    let (_dir, path) = temp_db("unreadable");
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let readable = message(room, 1, b"readable");
+    let mut unreadable = message(room, 2, b"");
+    unreadable.body.clear();
+    let mut other_author = message(room, 3, b"");
+    other_author.sender = PeerId([2; 32]);
+    store
+        .insert_messages(&[readable, unreadable.clone(), other_author.clone()])
+        .unwrap();
+    // Through the journal too.
+    let mut journaled = message(room, 4, b"");
+    journaled.body.clear();
+    store
+        .journal_messages_and_chains(vec![journaled.clone()], vec![])
+        .unwrap();
+    store.settle().unwrap();
+    assert_eq!(
+        store.unreadable_messages(&room, &PeerId([1; 32])).unwrap(),
+        vec![unreadable.clone(), journaled.clone()]
+    );
+    assert_eq!(
+        store.unreadable_messages(&room, &PeerId([2; 32])).unwrap(),
+        vec![other_author]
+    );
+    let mut opened = unreadable.clone();
+    opened.body = b"now readable".to_vec();
+    assert_eq!(
+        store.upgrade_unreadable(&[opened]).unwrap(),
+        vec![unreadable.id]
+    );
+    assert_eq!(
+        store.unreadable_messages(&room, &PeerId([1; 32])).unwrap(),
+        vec![journaled]
+    );
+    store.delete_room(&room).unwrap();
+    assert_eq!(
+        store.unreadable_messages(&room, &PeerId([2; 32])).unwrap(),
+        vec![]
+    );
+    let left: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM unreadable", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "a deleted room's rows go with it");
+}
