@@ -15,7 +15,7 @@ use super::mutes::MuteTable;
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::ChainSnapshot;
+use crate::proto::crypto::{ChainId, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
@@ -201,6 +201,9 @@ pub(crate) struct NodeDriver {
     waiting: Vec<Waiting>,
     /// When journaled messages (received or sent) move into the database.
     settle_at: Option<Instant>,
+    /// Chains whose key arrived: what was stored unreadable of them is
+    /// opened once this round's messages are stored.
+    chains_known: Vec<ChainId>,
 }
 
 /// What waits for the journal to settle, in the order it happened.
@@ -278,6 +281,7 @@ impl NodeDriver {
             sync_sets: HashMap::new(),
             waiting: Vec::new(),
             settle_at: None,
+            chains_known: Vec::new(),
             unsaved_sends: Vec::new(),
             signed_sends: Vec::new(),
             provisional: HashMap::new(),
@@ -1121,8 +1125,60 @@ impl NodeDriver {
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
         self.pump_events(now);
+        if self.uncommitted.is_empty() {
+            self.reopen_unreadable();
+        }
         self.save_invitations();
         self.enter_outbox(now, false);
+    }
+
+    /// Opens what was stored unreadable of the chains whose key arrived
+    /// (their author's messages overtook the key, more than the node holds
+    /// back), stores the readable copies in its place and reports them.
+    fn reopen_unreadable(&mut self) {
+        for chain in std::mem::take(&mut self.chains_known) {
+            let stored = match self
+                .db()
+                .and_then(|db| db.unreadable_messages(&chain.room, &chain.sender))
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    self.store_error("read unreadable messages", error);
+                    continue;
+                }
+            };
+            let opened: Vec<Message> = stored
+                .into_iter()
+                .filter_map(|mut message| {
+                    message.body = self.node.open_stored(&message.envelope)?;
+                    Some(message)
+                })
+                .collect();
+            if opened.is_empty() {
+                continue;
+            }
+            // The chain positions they used are stored with the next round.
+            let upgraded: HashSet<MessageId> =
+                match self.db().and_then(|db| db.upgrade_unreadable(&opened)) {
+                    Ok(ids) => ids.into_iter().collect(),
+                    Err(error) => {
+                        self.store_error("replace unreadable messages", error);
+                        continue;
+                    }
+                };
+            for message in opened.into_iter().filter(|m| upgraded.contains(&m.id)) {
+                self.status.messages_received += 1;
+                let muted = self.is_muted(&message.room, &message.sender);
+                self.publish(Event::MessageReceived {
+                    room: message.room,
+                    from: message.sender,
+                    id: message.id,
+                    timestamp: message.timestamp,
+                    text: String::from_utf8_lossy(&message.body).into_owned(),
+                    muted,
+                });
+            }
+        }
     }
 
     /// Settles the journal, then records the delivery states gathered
@@ -1195,6 +1251,7 @@ impl NodeDriver {
                     NodeEvent::Undelivered { to, id, .. } => {
                         self.publish(Event::Undelivered { to, id });
                     }
+                    NodeEvent::ChainKnown { chain } => self.chains_known.push(chain),
                     // Presence (keep-alives) decides online and offline; the
                     // reliable layer's view only paces its retransmissions.
                     NodeEvent::PeerReachable { .. } | NodeEvent::PeerUnreachable { .. } => {}

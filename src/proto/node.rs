@@ -378,6 +378,10 @@ pub enum NodeEvent {
         envelope: Vec<u8>,
         receipt: Receipt,
     },
+    /// We hold the key of `chain` now (its author's key arrived): messages
+    /// of it the shell stored unreadable (see
+    /// [`NodeEvent::Undecryptable`]) may open ([`Node::open_stored`]).
+    ChainKnown { chain: ChainId },
     /// `to` committed our message `id` to its store.
     Delivered {
         room: RoomId,

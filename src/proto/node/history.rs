@@ -221,6 +221,34 @@ impl Node {
         }
     }
 
+    /// Opens an envelope the shell stored unreadable (its chain's key had
+    /// not arrived, see [`NodeEvent::Undecryptable`]) now that the key is
+    /// here ([`NodeEvent::ChainKnown`]), checking its author's signature.
+    /// `None` if it still cannot be read. A position of a chain we follow
+    /// counts as opened from now on, so the shell stores the readable copy
+    /// with the chain state ([`Node::take_chain_updates`]).
+    pub fn open_stored(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let envelope = Envelope::parse(bytes).ok()?;
+        let author = envelope.header.sender;
+        let public = if author == self.me {
+            self.identity.public()
+        } else {
+            self.peers.get(&author)?.public.clone()
+        };
+        let chain = chain_of(&envelope);
+        if let Some(followed) = self.receivers.get_mut(&chain)
+            && envelope.header.seq >= followed.start
+            && !followed.chain.has_opened(envelope.header.seq)
+            && let Ok(body) = open_envelope(&envelope, &public, &mut followed.chain)
+        {
+            self.dirty_chains
+                .insert((chain, super::chains::Dirty::Receiving));
+            return Some(body);
+        }
+        let origin = self.origin_of(&chain)?;
+        open_envelope_from_origin(&envelope, &public, &origin).ok()
+    }
+
     // --- helpers ----------------------------------------------------------
 
     /// Takes `steps` from `peer`'s budget of ratchet steps for opening

@@ -723,6 +723,11 @@ impl Node {
                 .insert(distribution.chain, distribution.clone());
         }
         self.release_held(now, distribution.chain);
+        if !repeat {
+            self.events.push_back(NodeEvent::ChainKnown {
+                chain: distribution.chain,
+            });
+        }
     }
 
     // --- helpers ---------------------------------------------------------------

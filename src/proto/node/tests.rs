@@ -173,7 +173,10 @@ fn message_round_trip_and_delivered_only_after_store() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, b"hello");
     match &first.b_events[..] {
-        [NodeEvent::MessageReceived { from, id: rid, .. }] => {
+        [
+            NodeEvent::ChainKnown { chain },
+            NodeEvent::MessageReceived { from, id: rid, .. },
+        ] if chain.sender == a.peer_id() => {
             assert_eq!(*from, a.peer_id());
             assert_eq!(*rid, id);
         }
@@ -1031,4 +1034,60 @@ fn an_invitation_record_round_trips_and_damaged_ones_are_refused() {
         Err(NodeError::BadRecord)
     );
     assert!(c.invitations().is_empty());
+}
+
+/// More of a member's messages than the node holds back came before its
+/// key: the oldest were stored unreadable. When the key comes they open.
+#[test]
+fn messages_stored_unreadable_for_want_of_a_key_open_when_it_comes() {
+    let (mut a, mut b, room, now) = warmed_room();
+    let chain = ChainId {
+        room,
+        epoch: b.group(&room).expect("B is in the room").epoch,
+        sender: a.peer_id(),
+    };
+    // B as if A's key had not come yet, holding back at most two.
+    let distribution = b.follow_origins.remove(&chain).expect("B follows A");
+    b.receivers.remove(&chain);
+    b.config.max_held = 2;
+    let texts = ["one", "two", "three", "four", "five"];
+    let datagrams = room_datagrams(&mut a, room, now, &texts);
+    b.begin_burst();
+    for bytes in &datagrams {
+        assert!(b.handle_datagram(now, bytes).is_ok());
+    }
+    b.end_burst(now);
+    let unreadable: Vec<Vec<u8>> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            NodeEvent::Undecryptable { envelope, .. } => Some(envelope),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unreadable.len(), 3, "{:?}", b.stats());
+    assert_eq!(b.open_stored(&unreadable[0]), None, "no key yet");
+    b.install_key(now, &distribution);
+    let after: Vec<NodeEvent> = events(&mut b);
+    assert!(after.contains(&NodeEvent::ChainKnown { chain }));
+    assert_eq!(
+        received(&after)
+            .into_iter()
+            .map(|(body, _)| body)
+            .collect::<Vec<_>>(),
+        vec![b"four".to_vec(), b"five".to_vec()],
+        "the two held back open at once"
+    );
+    let opened: Vec<Option<Vec<u8>>> = unreadable.iter().map(|e| b.open_stored(e)).collect();
+    assert_eq!(
+        opened,
+        vec![
+            Some(b"one".to_vec()),
+            Some(b"two".to_vec()),
+            Some(b"three".to_vec())
+        ]
+    );
+    // A stored envelope whose signature does not verify stays unreadable.
+    let mut forged = Envelope::parse(&unreadable[0]).expect("parses");
+    forged.signature[0] ^= 1;
+    assert_eq!(b.open_stored(&forged.emit()), None);
 }
