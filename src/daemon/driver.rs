@@ -1181,15 +1181,17 @@ impl NodeDriver {
         }
     }
 
-    /// Settles the journal, then records the delivery states gathered
-    /// since the last call in one transaction.
+    /// Settles the journal and records the delivery states gathered since
+    /// the last call, in one transaction.
     fn write_deliveries(&mut self) -> Result<(), StoreError> {
-        self.settle()?;
         let updates = std::mem::take(&mut self.delivery_updates);
-        if updates.is_empty() {
-            return Ok(());
+        if let Err(error) = self.settle_with(&updates) {
+            // Kept for the next try, ahead of those gathered since.
+            let later = std::mem::replace(&mut self.delivery_updates, updates);
+            self.delivery_updates.extend(later);
+            return Err(error);
         }
-        self.store.set_deliveries(&updates)
+        Ok(())
     }
 
     fn pump_events(&mut self, now: Instant) {
@@ -1353,10 +1355,18 @@ impl NodeDriver {
     /// because its acknowledgement was lost is acknowledged again but
     /// reported once).
     fn settle(&mut self) -> Result<(), StoreError> {
-        let mut fresh: HashSet<MessageId> = if self.store.is_settled() {
+        self.settle_with(&[])
+    }
+
+    /// [`NodeDriver::settle`], writing `deliveries` in the same transaction.
+    fn settle_with(
+        &mut self,
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<(), StoreError> {
+        let mut fresh: HashSet<MessageId> = if self.store.is_settled() && deliveries.is_empty() {
             HashSet::new()
         } else {
-            match self.store.settle() {
+            match self.store.settle_and_set_deliveries(deliveries) {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
                     // Still journaled, so still durable: try again later.

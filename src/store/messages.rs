@@ -134,13 +134,31 @@ fn set_delivery_in(
     Ok(changed > 0)
 }
 
+/// Like [`set_delivery_in`] for a message whose row number is known (it
+/// was inserted in the same transaction): no index lookup.
+fn set_delivery_of_row(
+    tx: &Transaction<'_>,
+    seq: i64,
+    peer: &PeerId,
+    state: DeliveryState,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO deliveries (message, peer, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (message, peer) DO UPDATE SET state = max(state, excluded.state)",
+    )?
+    .execute(params![seq, peer.as_bytes(), state as i64])?;
+    Ok(())
+}
+
+/// Inserts `batch` (duplicates ignored); returns the new ones' ids with
+/// their row numbers.
 fn insert_messages_in(
     tx: &Transaction<'_>,
     room_keys: &HashMap<RoomId, SecretKey>,
     room_refs: &HashMap<RoomId, i64>,
     added: &mut HashMap<RoomId, i64>,
     batch: &[Message],
-) -> Result<Vec<MessageId>> {
+) -> Result<Vec<(MessageId, i64)>> {
     let mut fresh = Vec::new();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed)
@@ -160,16 +178,13 @@ fn insert_messages_in(
             seal_message(key, message)?,
         ])?;
         if inserted == 1 {
-            fresh.push(message.id);
+            let seq = tx.last_insert_rowid();
+            fresh.push((message.id, seq));
             if message.body.is_empty() {
                 tx.prepare_cached(
                     "INSERT INTO unreadable (room_ref, sender, message) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![
-                    room_ref,
-                    message.sender.as_bytes(),
-                    tx.last_insert_rowid()
-                ])?;
+                .execute(params![room_ref, message.sender.as_bytes(), seq])?;
             }
         }
     }
@@ -200,6 +215,17 @@ impl Store {
         messages: &[Message],
         chains: &[ChainSnapshot],
     ) -> Result<Vec<MessageId>> {
+        self.write_messages_chains_deliveries(messages, chains, &[])
+    }
+
+    /// One transaction: `messages` (duplicates ignored), `chains`, then
+    /// `deliveries`. Returns the ids of the new messages.
+    fn write_messages_chains_deliveries(
+        &mut self,
+        messages: &[Message],
+        chains: &[ChainSnapshot],
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<Vec<MessageId>> {
         self.ensure_room_keys(
             messages
                 .iter()
@@ -211,9 +237,23 @@ impl Store {
         let fresh =
             insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
+        if !deliveries.is_empty() {
+            let rows: HashMap<MessageId, i64> = fresh.iter().copied().collect();
+            for (key, peer, state) in deliveries {
+                if let Some(&seq) = rows.get(&key.id) {
+                    set_delivery_of_row(&tx, seq, peer, *state)?;
+                } else if let Some(&room_ref) = self
+                    .room_refs
+                    .get(&key.room)
+                    .or_else(|| added.get(&key.room))
+                {
+                    set_delivery_in(&tx, room_ref, key, peer, *state)?;
+                }
+            }
+        }
         tx.commit()?;
         self.room_refs.extend(added);
-        Ok(fresh)
+        Ok(fresh.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Makes `messages`, and the chain states that sealed or opened them,
@@ -232,7 +272,7 @@ impl Store {
         let record = JournalRecord { messages, chains };
         if !self.journal.append(&record)? {
             // Full: what is there moves into the database first.
-            self.commit_unsettled()?;
+            self.commit_unsettled(&[])?;
             if !self.journal.append(&record)? {
                 // Larger than the whole journal: straight to the database.
                 let fresh = self.insert_messages_and_chains(&record.messages, &record.chains)?;
@@ -254,13 +294,29 @@ impl Store {
     /// Returns the ids of those journaled since the last call that were
     /// new, each once. On an error they stay journaled for the next try.
     pub fn settle(&mut self) -> Result<Vec<MessageId>> {
-        self.commit_unsettled()?;
+        self.settle_and_set_deliveries(&[])
+    }
+
+    /// [`Store::settle`] and [`Store::set_deliveries`] in one transaction:
+    /// a sender's messages and their "delivered" usually settle together,
+    /// and then no delivery needs an index lookup.
+    pub fn settle_and_set_deliveries(
+        &mut self,
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<Vec<MessageId>> {
+        self.commit_unsettled(deliveries)?;
         Ok(std::mem::take(&mut self.settled_fresh))
     }
 
-    fn commit_unsettled(&mut self) -> Result<()> {
+    fn commit_unsettled(
+        &mut self,
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<()> {
         if self.unsettled.is_empty() {
             self.journal.clear();
+            if !deliveries.is_empty() {
+                self.set_deliveries(deliveries)?;
+            }
             return Ok(());
         }
         let mut all = JournalRecord::default();
@@ -268,7 +324,7 @@ impl Store {
             all.messages.extend(record.messages);
             all.chains.extend(record.chains);
         }
-        match self.insert_messages_and_chains(&all.messages, &all.chains) {
+        match self.write_messages_chains_deliveries(&all.messages, &all.chains, deliveries) {
             Ok(fresh) => {
                 // Only now: a crash before this replays records that are
                 // already in, which changes nothing (duplicates are
