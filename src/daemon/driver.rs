@@ -204,7 +204,17 @@ pub(crate) struct NodeDriver {
     /// Chains whose key arrived: what was stored unreadable of them is
     /// opened once this round's messages are stored.
     chains_known: Vec<ChainId>,
+    /// Peers that came online, with when their shared rooms are reconciled
+    /// (see [`SYNC_AFTER_ONLINE`]), oldest first.
+    syncs_due: VecDeque<(Instant, PeerId)>,
 }
+
+/// How long after a peer comes online its shared rooms are reconciled:
+/// first the live streams (and our outbox) catch up, so the reconciliation
+/// finds what is really missing instead of forwarding thousands of messages
+/// that are still on their way (a member coming online in a busy room, the
+/// first time two members talk while a room is busy).
+const SYNC_AFTER_ONLINE: Duration = Duration::from_secs(2);
 
 /// What waits for the journal to settle, in the order it happened.
 enum Waiting {
@@ -282,6 +292,7 @@ impl NodeDriver {
             waiting: Vec::new(),
             settle_at: None,
             chains_known: Vec::new(),
+            syncs_due: VecDeque::new(),
             unsaved_sends: Vec::new(),
             signed_sends: Vec::new(),
             provisional: HashMap::new(),
@@ -890,7 +901,9 @@ impl NodeDriver {
         for event in self.discovery.drive(now, &mut self.node) {
             match &event {
                 // Whatever it missed while away, and what we missed.
-                Event::PeerOnline { peer } => self.sync_with(now, *peer),
+                Event::PeerOnline { peer } => {
+                    self.syncs_due.push_back((now + SYNC_AFTER_ONLINE, *peer));
+                }
                 Event::PeerOffline { peer } => self.sync.forget_peer(peer),
                 _ => {}
             }
@@ -1541,6 +1554,15 @@ impl Driver for NodeDriver {
         self.node.handle_timeout(now);
         self.discovery.handle_timeout(now);
         self.sync.handle_timeout(now);
+        while let Some(&(due, peer)) = self.syncs_due.front() {
+            if due > now {
+                break;
+            }
+            self.syncs_due.pop_front();
+            if self.discovery.is_online(&peer) {
+                self.sync_with(now, peer);
+            }
+        }
         if now >= self.next_sync {
             self.next_sync = now + SYNC_INTERVAL;
             let online: Vec<PeerId> = self
@@ -1772,6 +1794,7 @@ impl Driver for NodeDriver {
     fn poll_timeout(&mut self) -> Option<Instant> {
         [
             self.outbox_due.front().map(|(due, _)| *due),
+            self.syncs_due.front().map(|(due, _)| *due),
             self.settle_at,
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
