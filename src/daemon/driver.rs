@@ -202,7 +202,7 @@ pub(crate) struct NodeDriver {
     /// When journaled messages (received or sent) move into the database.
     settle_at: Option<Instant>,
     /// Chains whose key arrived: what was stored unreadable of them is
-    /// opened once this round's messages are stored.
+    /// opened once this round's messages are stored and its datagrams out.
     chains_known: Vec<ChainId>,
     /// Peers that came online, with when their shared rooms are reconciled
     /// (see [`SYNC_AFTER_ONLINE`]), oldest first.
@@ -1138,9 +1138,6 @@ impl NodeDriver {
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
         self.pump_events(now);
-        if self.uncommitted.is_empty() {
-            self.reopen_unreadable();
-        }
         self.save_invitations();
         self.enter_outbox(now, false);
     }
@@ -1388,7 +1385,9 @@ impl NodeDriver {
                 }
             }
         };
-        self.settle_at = None;
+        // Delivery states gathered meanwhile (when this settling was not
+        // theirs) keep their turn.
+        self.settle_at = (!self.delivery_updates.is_empty()).then(|| Instant::now() + SETTLE_AFTER);
         if self.waiting.is_empty() {
             return Ok(());
         }
@@ -1781,6 +1780,10 @@ impl Driver for NodeDriver {
     /// waits for a transaction.
     fn sent(&mut self, now: Instant) {
         self.commit_sends(now);
+        if self.uncommitted.is_empty() {
+            // It reads the store, so it waits for the acknowledgements.
+            self.reopen_unreadable();
+        }
         self.deliver_events();
         if !self.delivery_updates.is_empty() {
             self.settle_at.get_or_insert(now + SETTLE_AFTER);
