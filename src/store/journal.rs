@@ -182,9 +182,10 @@ impl Journal {
             .read(true)
             .write(true)
             .open(path)?;
-        if file.metadata()?.len() != JOURNAL_BYTES as u64 {
-            // New (a sparse file: no disk blocks until written), or not
-            // ours: what does not start with our magic holds no records.
+        if file.metadata()?.len() < JOURNAL_BYTES as u64 {
+            // New (a sparse file: no disk blocks until written), or cut
+            // short by something else: growing it keeps what it holds.
+            // Never shrunk, so no record is ever cut off here.
             file.set_len(JOURNAL_BYTES as u64)?;
         }
         // SAFETY: the mapping is only unsound if the file changes size or
