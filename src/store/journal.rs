@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapMut;
 
 use super::keys::SecretKey;
-use super::{Message, Result, StoreError};
+use super::messages::SealedRow;
+use super::{Result, StoreError};
 use crate::proto::crypto::ChainSnapshot;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
@@ -44,8 +45,8 @@ const MAGIC: &[u8; 16] = b"kith journal v1\0";
 const HEADER: usize = MAGIC.len() + 8;
 /// Length prefix, nonce and tag around a record's plaintext.
 const FRAMING: usize = 4 + 24 + 16;
-/// Version byte inside every record.
-const RECORD_VERSION: u8 = 1;
+/// Version byte inside every record (2: rows sealed under their rooms' keys).
+const RECORD_VERSION: u8 = 2;
 
 /// Where the journal of the database at `db` lives: `<db>.journal`.
 pub fn journal_path(db: &Path) -> PathBuf {
@@ -55,25 +56,27 @@ pub fn journal_path(db: &Path) -> PathBuf {
 }
 
 /// What one append holds, written to the database together as
-/// [`super::Store::insert_messages_and_chains`] would.
+/// [`super::Store::insert_messages_and_chains`] would: the messages as
+/// their rows hold them (already sealed under their rooms' keys, so
+/// settling does not seal them again) and the chain states.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JournalRecord {
-    pub messages: Vec<Message>,
+    pub(crate) rows: Vec<SealedRow>,
     pub chains: Vec<ChainSnapshot>,
 }
 
 impl JournalRecord {
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_VERSION];
-        put_len(&mut out, self.messages.len());
-        for m in &self.messages {
-            out.extend_from_slice(m.id.as_bytes());
-            out.extend_from_slice(m.room.as_bytes());
-            out.extend_from_slice(&m.sender.0);
-            out.extend_from_slice(&m.sender_seq.to_le_bytes());
-            out.extend_from_slice(&m.timestamp.to_le_bytes());
-            put_bytes(&mut out, &m.body);
-            put_bytes(&mut out, &m.envelope);
+        put_len(&mut out, self.rows.len());
+        for row in &self.rows {
+            out.extend_from_slice(row.id.as_bytes());
+            out.extend_from_slice(row.room.as_bytes());
+            out.extend_from_slice(&row.sender.0);
+            out.extend_from_slice(&row.sender_seq.to_le_bytes());
+            out.extend_from_slice(&row.timestamp.to_le_bytes());
+            out.push(u8::from(row.unreadable));
+            put_bytes(&mut out, &row.sealed);
         }
         put_len(&mut out, self.chains.len());
         for chain in &self.chains {
@@ -89,14 +92,18 @@ impl JournalRecord {
         }
         let mut record = JournalRecord::default();
         for _ in 0..r.len()? {
-            record.messages.push(Message {
+            record.rows.push(SealedRow {
                 id: MessageId(r.array()?),
                 room: RoomId(r.array()?),
                 sender: PeerId(r.array()?),
                 sender_seq: u64::from_le_bytes(r.array()?),
                 timestamp: u64::from_le_bytes(r.array()?),
-                body: r.bytes()?.to_vec(),
-                envelope: r.bytes()?.to_vec(),
+                unreadable: match r.byte()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+                sealed: r.bytes()?.to_vec(),
             });
         }
         for _ in 0..r.len()? {

@@ -150,41 +150,73 @@ fn set_delivery_of_row(
     Ok(())
 }
 
-/// Inserts `batch` (duplicates ignored); returns the new ones' ids with
+/// A message as its database row holds it: body and envelope already
+/// sealed under the room's storage key. Journaled messages are sealed once,
+/// when they are journaled, not again when they settle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SealedRow {
+    pub(crate) id: MessageId,
+    pub(crate) room: RoomId,
+    pub(crate) sender: PeerId,
+    pub(crate) sender_seq: u64,
+    pub(crate) timestamp: u64,
+    /// Stored with an empty body (listed in `unreadable`).
+    pub(crate) unreadable: bool,
+    pub(crate) sealed: Vec<u8>,
+}
+
+/// Seals `messages` for their rows; every room needs its storage key.
+fn rows_of(room_keys: &HashMap<RoomId, SecretKey>, messages: &[Message]) -> Result<Vec<SealedRow>> {
+    messages
+        .iter()
+        .map(|message| {
+            let key = room_keys
+                .get(&message.room)
+                .ok_or(StoreError::RoomKeyMissing(message.room))?;
+            Ok(SealedRow {
+                id: message.id,
+                room: message.room,
+                sender: message.sender,
+                sender_seq: message.sender_seq,
+                timestamp: message.timestamp,
+                unreadable: message.body.is_empty(),
+                sealed: seal_message(key, message)?,
+            })
+        })
+        .collect()
+}
+
+/// Inserts `rows` (duplicates ignored); returns the new ones' ids with
 /// their row numbers.
-fn insert_messages_in(
+fn insert_rows_in(
     tx: &Transaction<'_>,
-    room_keys: &HashMap<RoomId, SecretKey>,
     room_refs: &HashMap<RoomId, i64>,
     added: &mut HashMap<RoomId, i64>,
-    batch: &[Message],
+    rows: &[SealedRow],
 ) -> Result<Vec<(MessageId, i64)>> {
     let mut fresh = Vec::new();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
     )?;
-    for message in batch {
-        let key = room_keys
-            .get(&message.room)
-            .ok_or(StoreError::RoomKeyMissing(message.room))?;
-        let room_ref = room_ref_in(tx, room_refs, added, &message.room)?;
+    for row in rows {
+        let room_ref = room_ref_in(tx, room_refs, added, &row.room)?;
         let inserted = stmt.execute(params![
-            message.id.as_bytes(),
+            row.id.as_bytes(),
             room_ref,
-            message.sender.as_bytes(),
-            u64_to_sql(message.sender_seq),
-            ts_to_sql(message.timestamp),
-            seal_message(key, message)?,
+            row.sender.as_bytes(),
+            u64_to_sql(row.sender_seq),
+            ts_to_sql(row.timestamp),
+            row.sealed,
         ])?;
         if inserted == 1 {
             let seq = tx.last_insert_rowid();
-            fresh.push((message.id, seq));
-            if message.body.is_empty() {
+            fresh.push((row.id, seq));
+            if row.unreadable {
                 tx.prepare_cached(
                     "INSERT INTO unreadable (room_ref, sender, message) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![room_ref, message.sender.as_bytes(), seq])?;
+                .execute(params![room_ref, row.sender.as_bytes(), seq])?;
             }
         }
     }
@@ -215,27 +247,39 @@ impl Store {
         messages: &[Message],
         chains: &[ChainSnapshot],
     ) -> Result<Vec<MessageId>> {
-        self.write_messages_chains_deliveries(messages, chains, &[])
+        let rows = self.seal_rows(messages, chains)?;
+        self.write_rows_chains_deliveries(&rows, chains, &[])
     }
 
-    /// One transaction: `messages` (duplicates ignored), `chains`, then
-    /// `deliveries`. Returns the ids of the new messages.
-    fn write_messages_chains_deliveries(
+    /// Seals `messages` for their rows, first making sure every room of
+    /// them and of `chains` has a storage key.
+    fn seal_rows(
         &mut self,
         messages: &[Message],
         chains: &[ChainSnapshot],
-        deliveries: &[(MessageKey, PeerId, DeliveryState)],
-    ) -> Result<Vec<MessageId>> {
+    ) -> Result<Vec<SealedRow>> {
         self.ensure_room_keys(
             messages
                 .iter()
                 .map(|message| message.room)
                 .chain(chains.iter().map(|snapshot| snapshot.chain.room)),
         )?;
+        rows_of(&self.keys.rooms, messages)
+    }
+
+    /// One transaction: `rows` (duplicates ignored), `chains`, then
+    /// `deliveries`. Returns the ids of the new messages.
+    fn write_rows_chains_deliveries(
+        &mut self,
+        rows: &[SealedRow],
+        chains: &[ChainSnapshot],
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<Vec<MessageId>> {
+        // Journaled chain states of a room deleted since have no key any more.
+        self.ensure_room_keys(chains.iter().map(|snapshot| snapshot.chain.room))?;
         let mut added = HashMap::new();
         let tx = self.conn.transaction()?;
-        let fresh =
-            insert_messages_in(&tx, &self.keys.rooms, &self.room_refs, &mut added, messages)?;
+        let fresh = insert_rows_in(&tx, &self.room_refs, &mut added, rows)?;
         put_chains_in(&tx, &self.keys.rooms, chains)?;
         if !deliveries.is_empty() {
             let rows: HashMap<MessageId, i64> = fresh.iter().copied().collect();
@@ -269,13 +313,14 @@ impl Store {
         messages: Vec<Message>,
         chains: Vec<ChainSnapshot>,
     ) -> Result<()> {
-        let record = JournalRecord { messages, chains };
+        let rows = self.seal_rows(&messages, &chains)?;
+        let record = JournalRecord { rows, chains };
         if !self.journal.append(&record)? {
             // Full: what is there moves into the database first.
             self.commit_unsettled(&[])?;
             if !self.journal.append(&record)? {
                 // Larger than the whole journal: straight to the database.
-                let fresh = self.insert_messages_and_chains(&record.messages, &record.chains)?;
+                let fresh = self.write_rows_chains_deliveries(&record.rows, &record.chains, &[])?;
                 self.settled_fresh.extend(fresh);
                 return Ok(());
             }
@@ -321,10 +366,10 @@ impl Store {
         }
         let mut all = JournalRecord::default();
         for record in std::mem::take(&mut self.unsettled) {
-            all.messages.extend(record.messages);
+            all.rows.extend(record.rows);
             all.chains.extend(record.chains);
         }
-        match self.write_messages_chains_deliveries(&all.messages, &all.chains, deliveries) {
+        match self.write_rows_chains_deliveries(&all.rows, &all.chains, deliveries) {
             Ok(fresh) => {
                 // Only now: a crash before this replays records that are
                 // already in, which changes nothing (duplicates are

@@ -489,7 +489,9 @@ fn journaled_messages_survive_a_store_that_never_settled() {
     let (_dir, path) = temp_db("journal-crash");
     let room = RoomId([1; 32]);
     let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let batch: Vec<Message> = (0..3).map(|n| message(room, n, b"kept")).collect();
+    let mut batch: Vec<Message> = (0..3).map(|n| message(room, n, b"kept")).collect();
+    // One stored unreadable: still listed as such after the replay.
+    batch[1].body.clear();
     let [sending, receiving] = chain_snapshots(room, 7);
     let mut later = sending.clone();
     later.next_seq += 5;
@@ -511,6 +513,10 @@ fn journaled_messages_survive_a_store_that_never_settled() {
     }
     // In journal order: the later state of a chain wins.
     assert_eq!(store.chains().unwrap(), vec![later, receiving]);
+    assert_eq!(
+        store.unreadable_messages(&room, &batch[1].sender).unwrap(),
+        vec![batch[1].clone()]
+    );
 }
 
 /// Settled records are not replayed: a room deleted after its messages
