@@ -494,8 +494,13 @@ fn two_hosts_without_mdns_find_each_other_through_the_registry() {
     .to_owned();
     wait_event(&a, &["delivered", &message_id], deadline)
         .unwrap_or_else(|e| panic!("not delivered: {e}"));
-    wait_event(&b, &["message", "via the registry"], deadline)
-        .unwrap_or_else(|e| panic!("b did not get it: {e}"));
+    wait_event(&b, &["message", "via the registry"], deadline).unwrap_or_else(|e| {
+        // What B holds and counted, for a failure that cannot be rerun.
+        panic!(
+            "b did not get it: {e}\nb's status:\n{}",
+            cli(&b.data, &["status"])
+        )
+    });
 
     let report = cli(&a.data, &["discovery"]);
     assert!(report.contains("mdns off"), "{report}");
