@@ -430,23 +430,7 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = connect(path, &keys, flags, PageFormat::Sha256)?;
         schema::migrate(&mut conn)?;
-        let room_refs = messages::load_room_refs(&conn)?;
-        let (journal, left) = Journal::open(
-            &journal_path(path),
-            keys.keys.master.derive("kith store journal v1"),
-        )?;
-        let mut store = Store {
-            _lock: lock,
-            conn,
-            keys,
-            room_refs,
-            journal,
-            unsettled: left,
-            settled_fresh: Vec::new(),
-        };
-        // A previous run's journaled messages, which it could not settle.
-        store.settle()?;
-        Ok(store)
+        Store::assemble(path, lock, conn, keys)
     }
 
     /// Opens and unlocks the store at `path`, upgrading its schema if it is
@@ -470,6 +454,18 @@ impl Store {
             other => other?,
         };
         schema::migrate(&mut conn)?;
+        Store::assemble(path, lock, conn, keys)
+    }
+
+    /// The store around an open, migrated database: its room cache and its
+    /// journal, with what a previous run journaled and could not settle
+    /// moved into the database.
+    fn assemble(
+        path: &Path,
+        lock: std::fs::File,
+        conn: Connection,
+        keys: KeyFile,
+    ) -> Result<Store> {
         let room_refs = messages::load_room_refs(&conn)?;
         let (journal, left) = Journal::open(
             &journal_path(path),
@@ -484,7 +480,6 @@ impl Store {
             unsettled: left,
             settled_fresh: Vec::new(),
         };
-        // A previous run's journaled messages, which it could not settle.
         store.settle()?;
         Ok(store)
     }
