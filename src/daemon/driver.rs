@@ -230,6 +230,19 @@ enum Waiting {
     Other(Event),
 }
 
+impl Waiting {
+    /// A message that is not in the journal yet (so not in the database).
+    fn unjournaled(&self) -> bool {
+        matches!(
+            self,
+            Waiting::Message {
+                journaled: false,
+                ..
+            }
+        )
+    }
+}
+
 /// How long journaled messages wait before they move into the database:
 /// long enough that a message's acknowledgement, and the sender's
 /// "delivered", never wait behind a transaction, short enough that a burst
@@ -351,8 +364,8 @@ impl NodeDriver {
     pub(crate) fn flush(mut self) -> Result<(), DaemonError> {
         let now = Instant::now();
         self.commit_sends(now);
-        self.settle()?;
-        // Whatever is still unacknowledged is in the outbox for next time.
+        // Whatever is still unacknowledged is in the outbox for next time;
+        // it is written with the journal's last settling.
         self.enter_outbox(now, true);
         self.write_deliveries()?;
         self.db()?.checkpoint()?;
@@ -1176,17 +1189,10 @@ impl NodeDriver {
                         continue;
                     }
                 };
-            for message in opened.into_iter().filter(|m| upgraded.contains(&m.id)) {
+            for message in opened.iter().filter(|m| upgraded.contains(&m.id)) {
                 self.status.messages_received += 1;
-                let muted = self.is_muted(&message.room, &message.sender);
-                self.publish(Event::MessageReceived {
-                    room: message.room,
-                    from: message.sender,
-                    id: message.id,
-                    timestamp: message.timestamp,
-                    text: String::from_utf8_lossy(&message.body).into_owned(),
-                    muted,
-                });
+                let event = self.received_event(message);
+                self.publish(event);
             }
         }
     }
@@ -1219,17 +1225,8 @@ impl NodeDriver {
                         receipt,
                         ..
                     } => {
-                        let text = String::from_utf8_lossy(&body).into_owned();
-                        let muted = self.is_muted(&room, &from);
                         let message = stored(room, from, id, timestamp, body, envelope);
-                        let event = Event::MessageReceived {
-                            room,
-                            from,
-                            id,
-                            timestamp,
-                            text,
-                            muted,
-                        };
+                        let event = self.received_event(&message);
                         self.receive(now, message, receipt, event);
                     }
                     NodeEvent::Undecryptable {
@@ -1288,15 +1285,7 @@ impl NodeDriver {
                 // Not confirmed, so not acknowledged: the sender keeps the
                 // messages and they are not lost. Not stored, so never
                 // reported (they are reported when they come again).
-                self.waiting.retain(|entry| {
-                    !matches!(
-                        entry,
-                        Waiting::Message {
-                            journaled: false,
-                            ..
-                        }
-                    )
-                });
+                self.waiting.retain(|entry| !entry.unjournaled());
                 // Events behind them go out with the next settling.
                 self.settle_at.get_or_insert(now + SETTLE_AFTER);
                 self.store_error("store received messages", error);
@@ -1314,6 +1303,18 @@ impl NodeDriver {
             for receipt in receipts {
                 self.node.confirm_stored(now, receipt);
             }
+        }
+    }
+
+    /// What subscribers hear of a readable received message.
+    fn received_event(&mut self, message: &Message) -> Event {
+        Event::MessageReceived {
+            room: message.room,
+            from: message.sender,
+            id: message.id,
+            timestamp: message.timestamp,
+            text: String::from_utf8_lossy(&message.body).into_owned(),
+            muted: self.is_muted(&message.room, &message.sender),
         }
     }
 
@@ -1396,15 +1397,7 @@ impl NodeDriver {
         let ready = self
             .waiting
             .iter()
-            .position(|entry| {
-                matches!(
-                    entry,
-                    Waiting::Message {
-                        journaled: false,
-                        ..
-                    }
-                )
-            })
+            .position(Waiting::unjournaled)
             .unwrap_or(self.waiting.len());
         let later = self.waiting.split_off(ready);
         let waiting = std::mem::replace(&mut self.waiting, later);
