@@ -828,6 +828,74 @@ fn restored_sender_continues_the_chain() {
 }
 
 #[test]
+fn a_reservation_restores_ahead_of_every_seal_and_round_trips() {
+    let mut r = room(21);
+    let alice = r.alice.public();
+    for i in 0..3u8 {
+        let envelope = seal_envelope(&r.alice, &mut r.alice_chain, text(&[i])).expect("seal");
+        open_envelope(&envelope, &alice, &mut r.bob_follows_alice).expect("open");
+    }
+    let reservation = r.alice_chain.reservation(10).expect("reserve");
+    assert!(reservation.reserved);
+    assert_eq!(reservation.next_seq, 13);
+    // Version 2 with the reserved flag: one byte more than version 1.
+    assert_eq!(
+        reservation.encode().len(),
+        1 + 1 + 32 + 4 + 32 + 8 + 8 + 32 + 1
+    );
+    let decoded = through_bytes(&reservation);
+    let mut restored = SenderChain::from_snapshot(&decoded).expect("restore");
+    let envelope = seal_envelope(&r.alice, &mut restored, text(b"after")).expect("seal");
+    assert_eq!(envelope.header.seq, 13);
+    // The receiver skips the ten reserved positions like lost messages.
+    assert_eq!(
+        open_envelope(&envelope, &alice, &mut r.bob_follows_alice).expect("open"),
+        b"after"
+    );
+    // A receiving snapshot with an origin digest round-trips too, and a
+    // reserved receiving snapshot or a sending one with an origin does not
+    // restore.
+    let mut receiving = r.bob_follows_alice.snapshot(0);
+    receiving.origin = Some([9; 32]);
+    assert_eq!(through_bytes(&receiving).origin, Some([9; 32]));
+    receiving.reserved = true;
+    assert_eq!(
+        ChainSnapshot::decode(&receiving.encode()),
+        Err(SnapshotError::Inconsistent)
+    );
+}
+
+#[test]
+fn a_chain_followed_further_on_descends_from_its_earlier_keys_only() {
+    let mut r = room(22);
+    let alice = r.alice.public();
+    for i in 0..40u8 {
+        let envelope = seal_envelope(&r.alice, &mut r.alice_chain, text(&[i])).expect("seal");
+        open_envelope(&envelope, &alice, &mut r.bob_follows_alice).expect("open");
+    }
+    // Bob is at position 40; Alice hands out her origin (position 0) again.
+    assert!(r.bob_follows_alice.descends_from(&r.alice_start, 1000));
+    assert!(
+        !r.bob_follows_alice.descends_from(&r.alice_start, 39),
+        "bounded"
+    );
+    // Our own position is; a later one is not (that is `continues_to`).
+    assert!(
+        r.bob_follows_alice
+            .descends_from(&r.alice_chain.distribution(), 1000)
+    );
+    seal_envelope(&r.alice, &mut r.alice_chain, text(b"unseen")).expect("seal");
+    assert!(
+        !r.bob_follows_alice
+            .descends_from(&r.alice_chain.distribution(), 1000)
+    );
+    // Another chain under the same id (a sender that lost its state).
+    let mut rng = StdRng::seed_from_u64(99);
+    let other = SenderChain::new(&mut rng, r.alice_start.chain).distribution();
+    assert!(!r.bob_follows_alice.descends_from(&other, 1000));
+}
+
+#[test]
 fn snapshots_refuse_the_wrong_role() {
     let r = room(14);
     let sending = r.alice_chain.snapshot();
@@ -874,8 +942,10 @@ fn full_snapshot_fits_and_oversized_counts_are_refused() {
     for envelope in &to_open {
         open_envelope(envelope, &alice, &mut r.bob_follows_alice).expect("open");
     }
-    let snapshot = r.bob_follows_alice.snapshot(0);
+    let mut snapshot = r.bob_follows_alice.snapshot(0);
     assert_eq!(snapshot.skipped_len() as u64, MAX_SKIP);
+    // The largest: with the origin digest of version 2.
+    snapshot.origin = Some([7; 32]);
     let bytes = snapshot.encode();
     assert_eq!(bytes.len(), MAX_SNAPSHOT_LEN);
     through_bytes(&snapshot);
@@ -900,10 +970,10 @@ fn full_snapshot_fits_and_oversized_counts_are_refused() {
         Err(SnapshotError::TrailingBytes(1))
     );
     let mut version = empty.encode().to_vec();
-    version[0] = 2;
+    version[0] = 3;
     assert_eq!(
         ChainSnapshot::decode(&version),
-        Err(SnapshotError::UnknownVersion(2))
+        Err(SnapshotError::UnknownVersion(3))
     );
 }
 

@@ -1131,6 +1131,19 @@ impl NodeDriver {
         }
     }
 
+    /// Journals the sending chains' new reservations before the datagrams
+    /// of the seals that asked for them leave (see
+    /// `proto::node::chains::RESERVE_AHEAD`): after a crash a chain goes on
+    /// from the last reservation, never from a position already handed out.
+    fn save_reservations(&mut self, now: Instant) {
+        let reservations = self.node.take_reservations();
+        if !reservations.is_empty()
+            && let Err(error) = self.journal(now, Vec::new(), reservations)
+        {
+            self.store_error("store chain reservations", error);
+        }
+    }
+
     /// Stores chain positions that moved outside a message round (keys
     /// received, rooms created or rekeyed).
     fn save_chains(&mut self) {
@@ -1761,6 +1774,7 @@ impl Driver for NodeDriver {
 
     fn flush(&mut self, now: Instant) {
         self.sign_sends(now);
+        self.save_reservations(now);
         self.node.end_burst(now);
         self.deferring = false;
         self.pump(now);

@@ -975,6 +975,30 @@ impl ReceiverChain {
             == 0
     }
 
+    /// Whether this chain is `distribution`'s chain at its start or later
+    /// (our key is its key ratcheted forward): an earlier key of the chain
+    /// we follow, sent again (the sender restarted), which must never move
+    /// our position back. At most `max_steps` ratchet steps are tried; past
+    /// that the answer is `false`.
+    pub fn descends_from(&self, distribution: &SenderKeyDistribution, max_steps: u64) -> bool {
+        if distribution.chain != self.chain || distribution.start_seq > self.next_seq {
+            return false;
+        }
+        let steps = self.next_seq - distribution.start_seq;
+        if steps > max_steps {
+            return false;
+        }
+        let mut key = distribution.chain_key.clone();
+        for _ in 0..steps {
+            key = ratchet_step(&key).1;
+        }
+        key.as_bytes()
+            .iter()
+            .zip(self.chain_key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
     /// Whether the message at `seq` was already opened on this chain (its
     /// replay window says so): a copy of it is a duplicate.
     pub fn has_opened(&self, seq: u64) -> bool {
@@ -1097,8 +1121,19 @@ pub enum SnapshotError {
     Inconsistent,
 }
 
-/// Version byte of the [`ChainSnapshot`] encoding.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte of the [`ChainSnapshot`] encoding: version 2 adds a flags
+/// byte (and, with [`SNAPSHOT_FLAG_ORIGIN`], the followed distribution's
+/// digest) after the fixed part. A snapshot with neither flag is written as
+/// version 1, so every snapshot has exactly one encoding.
+pub const SNAPSHOT_VERSION: u8 = 2;
+/// The version-1 encoding: no flags byte.
+const SNAPSHOT_VERSION_PLAIN: u8 = 1;
+/// Flag: a receiving snapshot carries the digest of the distribution it
+/// follows from.
+const SNAPSHOT_FLAG_ORIGIN: u8 = 1;
+/// Flag: a sending snapshot's position is a reservation (nothing at or
+/// after it was sealed), so it restores without skipping ahead.
+const SNAPSHOT_FLAG_RESERVED: u8 = 2;
 
 /// Fixed part of every snapshot: version, role, room, epoch, sender,
 /// next_seq, start_seq, chain key.
@@ -1112,8 +1147,11 @@ const SNAPSHOT_SKIPPED_LEN: usize = 8 + 32 + 24;
 /// The largest valid encoding (a receiving chain with `MAX_SKIP` skipped
 /// keys): about 256 KiB. [`ChainSnapshot::decode`] refuses anything larger
 /// before looking at it.
-pub const MAX_SNAPSHOT_LEN: usize =
-    SNAPSHOT_COMMON_LEN + SNAPSHOT_RECEIVING_LEN + MAX_SKIP as usize * SNAPSHOT_SKIPPED_LEN;
+pub const MAX_SNAPSHOT_LEN: usize = SNAPSHOT_COMMON_LEN
+    + 1
+    + 32
+    + SNAPSHOT_RECEIVING_LEN
+    + MAX_SKIP as usize * SNAPSHOT_SKIPPED_LEN;
 
 /// Everything needed to rebuild a [`SenderChain`] or [`ReceiverChain`]
 /// exactly as it was: the restored chain opens the same messages, rejects
@@ -1138,6 +1176,13 @@ pub struct ChainSnapshot {
     /// the node first got, so it can tell messages sealed before it had the
     /// key from replays.
     pub start_seq: u64,
+    /// Receiving only: the digest of the distribution followed, so a repeat
+    /// of it after a restart is recognised and changes nothing.
+    pub origin: Option<[u8; 32]>,
+    /// Sending only: `next_seq` is a reservation, ahead of every position
+    /// sealed, and restores as it is (see [`SenderChain::reservation`]).
+    /// `false`: the exact position of the last seal, as version 1 wrote it.
+    pub reserved: bool,
     /// Receiving only: keys of skipped positions, ascending, all below
     /// `next_seq`, at most `MAX_SKIP`.
     skipped: Vec<(u64, MessageKey)>,
@@ -1155,6 +1200,8 @@ impl std::fmt::Debug for ChainSnapshot {
             .field("next_seq", &self.next_seq)
             .field("chain_key", &self.chain_key)
             .field("start_seq", &self.start_seq)
+            .field("origin", &self.origin.is_some())
+            .field("reserved", &self.reserved)
             .field("skipped", &self.skipped.len())
             .field("window_top", &self.window.top)
             .finish_non_exhaustive()
@@ -1167,13 +1214,27 @@ impl ChainSnapshot {
         self.skipped.len()
     }
 
+    fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.origin.is_some() {
+            flags |= SNAPSHOT_FLAG_ORIGIN;
+        }
+        if self.reserved {
+            flags |= SNAPSHOT_FLAG_RESERVED;
+        }
+        flags
+    }
+
     /// Encodes the snapshot: [`SNAPSHOT_VERSION`], then fixed-width
     /// little-endian fields. The result holds secrets and is wiped on drop.
     ///
     /// A sending snapshot carries no receiving state (window, skipped keys).
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let receiving = self.role == ChainRole::Receiving;
+        let flags = self.flags();
         let len = SNAPSHOT_COMMON_LEN
+            + if flags != 0 { 1 } else { 0 }
+            + if self.origin.is_some() { 32 } else { 0 }
             + if receiving {
                 SNAPSHOT_RECEIVING_LEN + self.skipped.len() * SNAPSHOT_SKIPPED_LEN
             } else {
@@ -1182,7 +1243,11 @@ impl ChainSnapshot {
         // Exact capacity: the vector never reallocates, so no unwiped copy
         // of a key is left behind in a freed buffer.
         let mut out = Zeroizing::new(Vec::with_capacity(len));
-        out.push(SNAPSHOT_VERSION);
+        out.push(if flags != 0 {
+            SNAPSHOT_VERSION
+        } else {
+            SNAPSHOT_VERSION_PLAIN
+        });
         out.push(self.role.to_u8());
         out.extend_from_slice(self.chain.room.as_bytes());
         out.extend_from_slice(&self.chain.epoch.to_le_bytes());
@@ -1190,6 +1255,12 @@ impl ChainSnapshot {
         out.extend_from_slice(&self.next_seq.to_le_bytes());
         out.extend_from_slice(&self.start_seq.to_le_bytes());
         out.extend_from_slice(self.chain_key.as_bytes());
+        if flags != 0 {
+            out.push(flags);
+        }
+        if let Some(origin) = &self.origin {
+            out.extend_from_slice(origin);
+        }
         if receiving {
             out.extend_from_slice(&self.window.top.to_le_bytes());
             for word in self.window.bits.iter() {
@@ -1219,7 +1290,7 @@ impl ChainSnapshot {
         }
         let mut reader = Reader(bytes);
         let [version] = reader.take::<1>()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_PLAIN {
             return Err(SnapshotError::UnknownVersion(version));
         }
         let [role] = reader.take::<1>()?;
@@ -1232,6 +1303,23 @@ impl ChainSnapshot {
         let next_seq = u64::from_le_bytes(reader.take()?);
         let start_seq = u64::from_le_bytes(reader.take()?);
         let chain_key = SecretKey(reader.take()?);
+        let flags = if version == SNAPSHOT_VERSION {
+            let [flags] = reader.take::<1>()?;
+            // Version 2 is only written with a known flag set (see
+            // `SNAPSHOT_VERSION`): anything else has no canonical form.
+            if flags == 0 || flags & !(SNAPSHOT_FLAG_ORIGIN | SNAPSHOT_FLAG_RESERVED) != 0 {
+                return Err(SnapshotError::Inconsistent);
+            }
+            flags
+        } else {
+            0
+        };
+        let origin = if flags & SNAPSHOT_FLAG_ORIGIN != 0 {
+            Some(reader.take::<32>()?)
+        } else {
+            None
+        };
+        let reserved = flags & SNAPSHOT_FLAG_RESERVED != 0;
         let mut skipped = Vec::new();
         let mut window = ReplayWindow::default();
         if role == ChainRole::Receiving {
@@ -1264,6 +1352,8 @@ impl ChainSnapshot {
             next_seq,
             chain_key,
             start_seq,
+            origin,
+            reserved,
             skipped,
             window,
         };
@@ -1283,8 +1373,12 @@ impl ChainSnapshot {
             .last()
             .is_none_or(|(seq, _)| *seq < self.next_seq);
         let receiving_state_ok = match self.role {
-            ChainRole::Receiving => true,
-            ChainRole::Sending => self.skipped.is_empty() && self.window == ReplayWindow::default(),
+            ChainRole::Receiving => !self.reserved,
+            ChainRole::Sending => {
+                self.skipped.is_empty()
+                    && self.window == ReplayWindow::default()
+                    && self.origin.is_none()
+            }
         };
         ascending
             && below_next
@@ -1317,9 +1411,24 @@ impl SenderChain {
             next_seq: self.next_seq,
             chain_key: self.chain_key.clone(),
             start_seq: 0,
+            origin: None,
+            reserved: false,
             skipped: Vec::new(),
             window: ReplayWindow::default(),
         }
+    }
+
+    /// A snapshot `ahead` positions past the next one, marked reserved: the
+    /// chain may seal up to that position before a newer reservation must
+    /// be persisted, and a chain restored from it starts there as it is.
+    /// Restarts that seal nothing then never move the chain, so they cannot
+    /// add up to a gap receivers refuse to cross.
+    pub fn reservation(&self, ahead: u64) -> Result<ChainSnapshot, CryptoError> {
+        let mut reserved = SenderChain::restore(self.chain, self.next_seq, self.chain_key.clone());
+        reserved.skip(ahead)?;
+        let mut snapshot = reserved.snapshot();
+        snapshot.reserved = true;
+        Ok(snapshot)
     }
 
     /// Continues a chain from its snapshot. Fails with
@@ -1352,6 +1461,8 @@ impl ReceiverChain {
             next_seq: self.next_seq,
             chain_key: self.chain_key.clone(),
             start_seq,
+            origin: None,
+            reserved: false,
             skipped,
             window: self.window.clone(),
         }

@@ -564,6 +564,10 @@ struct RoomState {
     /// stream. (Group rooms send their key to every member when an epoch
     /// starts.)
     key_sent: bool,
+    /// The chain position the store's reservation covers: nothing at or
+    /// after it was ever sealed. Sealing there first asks for a new one
+    /// (see [`chains::RESERVE_AHEAD`]); 0 until the first is taken.
+    reserved: u64,
 }
 
 enum RoomKind {
@@ -824,6 +828,7 @@ impl Node {
                 kind: RoomKind::Direct { peer },
                 chain,
                 key_sent: false,
+                reserved: 0,
             },
         );
     }
@@ -1747,6 +1752,14 @@ impl Node {
             Err(_) if before_start => {
                 // Sealed before the key we hold (we lost the older one, e.g.
                 // in a restart): unreadable here, but worth storing.
+                self.surface_undecryptable(now, envelope, bytes, receipt);
+                return;
+            }
+            Err(CryptoError::TooFarAhead) => {
+                // Genuine (its signature is checked before it is stored)
+                // but past what we ratchet on arrival: stored unreadable
+                // and opened from the chain's origin when its key comes
+                // again, never acknowledged and then lost.
                 self.surface_undecryptable(now, envelope, bytes, receipt);
                 return;
             }

@@ -25,10 +25,24 @@ use crate::proto::crypto::{
 };
 use crate::proto::ids::PeerId;
 
-/// Positions a restored sending chain moves ahead: the snapshot is written
-/// with every seal, but if up to this many writes failed before a crash, no
-/// message key is used twice.
+/// Positions a chain restored from a version-1 snapshot (the exact
+/// position of its last seal, as older versions wrote it) moves ahead, in
+/// case the writes of its last seals failed before a crash.
 pub const RESTORE_MARGIN: u64 = 64;
+
+/// How far ahead of our sending chain the store's reservation lies. The
+/// shell persists a reservation before the datagram of any seal at or past
+/// the previous one leaves ([`Node::take_reservations`]), so a chain
+/// restored from it never reuses a message key, and a restart that seals
+/// nothing does not move the chain at all: other members never see a gap
+/// larger than this from one of our messages to the next, however often we
+/// restart (they skip at most `MAX_SKIP`).
+pub const RESERVE_AHEAD: u64 = 64;
+
+/// Largest number of ratchet steps spent to recognise an earlier key of a
+/// chain we follow ([`ReceiverChain::descends_from`]); only for chains
+/// restored from version-1 snapshots, which carry no origin digest.
+pub(super) const MAX_ANCESTRY_STEPS: u64 = 1 << 16;
 
 /// Which snapshot of a chain is due for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,18 +68,46 @@ impl Node {
         dirty
             .into_iter()
             .filter_map(|(chain, kind)| match kind {
-                Dirty::Sending => self
-                    .rooms
-                    .get(&chain.room)
-                    .filter(|r| r.chain.chain() == chain)
-                    .map(|r| r.chain.snapshot()),
+                Dirty::Sending => self.reserve(chain),
                 Dirty::Origin => self.origins.get(&chain).cloned(),
-                Dirty::Receiving => self
-                    .receivers
-                    .get(&chain)
-                    .map(|f| f.chain.snapshot(f.start)),
+                Dirty::Receiving => self.receivers.get(&chain).map(|f| {
+                    let mut snapshot = f.chain.snapshot(f.start);
+                    snapshot.origin = f.origin;
+                    snapshot
+                }),
             })
             .collect()
+    }
+
+    /// Only the sending reservations due (see [`RESERVE_AHEAD`]): the shell
+    /// persists these before the datagrams of the round leave, so no
+    /// message key sealed in it can be handed out again after a crash.
+    /// Empty on all but about one round in `RESERVE_AHEAD` seals.
+    pub fn take_reservations(&mut self) -> Vec<ChainSnapshot> {
+        let due: Vec<ChainId> = self
+            .dirty_chains
+            .iter()
+            .filter(|(_, kind)| *kind == Dirty::Sending)
+            .map(|(chain, _)| *chain)
+            .collect();
+        due.into_iter()
+            .filter_map(|chain| {
+                self.dirty_chains.remove(&(chain, Dirty::Sending));
+                self.reserve(chain)
+            })
+            .collect()
+    }
+
+    /// A new reservation for our chain `chain`, `RESERVE_AHEAD` past where
+    /// it is now.
+    fn reserve(&mut self, chain: ChainId) -> Option<ChainSnapshot> {
+        let room = self
+            .rooms
+            .get_mut(&chain.room)
+            .filter(|r| r.chain.chain() == chain)?;
+        let snapshot = room.chain.reservation(RESERVE_AHEAD).ok()?;
+        room.reserved = snapshot.next_seq;
+        Some(snapshot)
     }
 
     /// Takes back chains from the store at start-up, after the contacts and
@@ -83,13 +125,21 @@ impl Node {
                     if room.chain.chain() != chain {
                         continue;
                     }
-                    if let Ok(mut restored) = SenderChain::from_snapshot(&snapshot)
-                        && restored.skip(RESTORE_MARGIN).is_ok()
-                    {
-                        room.chain = restored;
-                        self.restored.insert(chain.room);
+                    let Ok(mut restored) = SenderChain::from_snapshot(&snapshot) else {
+                        continue;
+                    };
+                    if snapshot.reserved {
+                        // Nothing at or after it was sealed: go on from
+                        // there, and reserve again only when sealing.
+                        room.reserved = restored.next_seq();
+                    } else if restored.skip(RESTORE_MARGIN).is_ok() {
+                        room.reserved = 0;
                         self.dirty_chains.insert((chain, Dirty::Sending));
+                    } else {
+                        continue;
                     }
+                    room.chain = restored;
+                    self.restored.insert(chain.room);
                 }
                 ChainRole::Receiving if chain.sender == self.me => {
                     self.origins.insert(chain, snapshot);
@@ -101,7 +151,7 @@ impl Node {
                             Followed {
                                 chain: followed,
                                 start: snapshot.start_seq,
-                                origin: None,
+                                origin: snapshot.origin,
                             },
                         );
                     }

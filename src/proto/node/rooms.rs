@@ -699,10 +699,27 @@ impl Node {
         // the same chain (the sender re-sent its key, and the key overtook
         // messages sealed before it on their own stream): our state stays,
         // so those messages still open.
-        let repeat = self
-            .receivers
-            .get(&distribution.chain)
-            .is_some_and(|f| f.origin == Some(digest) || f.chain.continues_to(distribution));
+        // An earlier key of the chain we follow (the sender restarted and
+        // handed out its origin again) never moves us back: messages past
+        // it would then be too far ahead to open.
+        let repeat = self.receivers.get(&distribution.chain).is_some_and(|f| {
+            f.origin == Some(digest)
+                || f.chain.continues_to(distribution)
+                || (f.origin.is_none()
+                    && f.chain
+                        .descends_from(distribution, super::chains::MAX_ANCESTRY_STEPS))
+        });
+        if let Some(followed) = self.receivers.get_mut(&distribution.chain)
+            && repeat
+            && followed.origin.is_none()
+            && followed.start == distribution.start_seq
+        {
+            // Restored from a snapshot without its digest: this is the
+            // distribution we follow from, so remember it.
+            followed.origin = Some(digest);
+            self.dirty_chains
+                .insert((distribution.chain, Dirty::Receiving));
+        }
         if !repeat {
             // The newest distribution wins: it came in order on the sender's
             // authenticated stream, so everything sealed after it uses
@@ -722,12 +739,22 @@ impl Node {
             self.follow_origins
                 .insert(distribution.chain, distribution.clone());
         }
-        self.release_held(now, distribution.chain);
-        if !repeat {
-            self.events.push_back(NodeEvent::ChainKnown {
-                chain: distribution.chain,
-            });
+        let from_start = self
+            .receivers
+            .get(&distribution.chain)
+            .is_some_and(|f| distribution.start_seq <= f.start);
+        if repeat && from_start && !self.follow_origins.contains_key(&distribution.chain) {
+            // After our restart the origins of others' chains are gone;
+            // the repeat brings it back, for forwarded envelopes.
+            self.follow_origins
+                .insert(distribution.chain, distribution.clone());
         }
+        self.release_held(now, distribution.chain);
+        // Also on a repeat: what was stored unreadable of this chain (too
+        // far ahead when it came) may open now.
+        self.events.push_back(NodeEvent::ChainKnown {
+            chain: distribution.chain,
+        });
     }
 
     // --- helpers ---------------------------------------------------------------
@@ -807,6 +834,7 @@ impl Node {
                 kind: RoomKind::Group(group),
                 chain,
                 key_sent: true,
+                reserved: 0,
             },
         );
     }
@@ -828,6 +856,7 @@ impl Node {
         self.adopt_chain(&chain);
         if let Some(state) = self.rooms.get_mut(&room) {
             state.chain = chain;
+            state.reserved = 0;
         }
         let others = self.others(&room);
         self.reliable.set_members(room, others.iter().copied());

@@ -134,8 +134,12 @@ impl Node {
             .rooms
             .get_mut(&room_id)
             .ok_or(NodeError::UnknownRoom(room_id))?;
-        self.dirty_chains
-            .insert((room.chain.chain(), chains::Dirty::Sending));
+        if room.chain.next_seq() >= room.reserved {
+            // The shell persists the new reservation before this seal's
+            // datagram leaves (`take_reservations`).
+            self.dirty_chains
+                .insert((room.chain.chain(), chains::Dirty::Sending));
+        }
         let timestamp = self.clock.tick(wall);
         Ok(seal_unsigned(
             &mut room.chain,
