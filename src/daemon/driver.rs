@@ -1273,6 +1273,13 @@ impl NodeDriver {
                     NodeEvent::Undelivered { to, id, .. } => {
                         self.publish(Event::Undelivered { to, id });
                     }
+                    NodeEvent::Refused { to, id, .. } => {
+                        // Not delivered: it stays waiting for `to` (and so
+                        // goes into the outbox, sent again at the next
+                        // start).
+                        self.status.refused += 1;
+                        self.publish(Event::Refused { to, id });
+                    }
                     NodeEvent::ChainKnown { chain } => self.chains_known.push(chain),
                     // Presence (keep-alives) decides online and offline; the
                     // reliable layer's view only paces its retransmissions.

@@ -162,6 +162,10 @@ pub enum Event {
     /// The node gave up retransmitting `id` to `to` for now; it stays in
     /// the outbox and is queued again at the next start.
     Undelivered { to: PeerId, id: MessageId },
+    /// `to` received our message `id` but refused to store it (it failed a
+    /// check there: see its `kith status` drop counters). Not delivered; it
+    /// stays in the outbox and is sent again at the next start.
+    Refused { to: PeerId, id: MessageId },
     /// `peer` answered again.
     PeerOnline { peer: PeerId },
     /// No answer from `peer` for a while; messages to it stay queued.
@@ -218,6 +222,11 @@ impl Event {
                 to.to_hex(),
                 id.to_hex()
             ),
+            Event::Refused { to, id } => format!(
+                r#"{{"event":"refused","to":"{}","id":"{}"}}"#,
+                to.to_hex(),
+                id.to_hex()
+            ),
             Event::PeerOnline { peer } => {
                 format!(r#"{{"event":"peer_online","peer":"{}"}}"#, peer.to_hex())
             }
@@ -265,6 +274,12 @@ impl fmt::Display for Event {
             Event::Undelivered { to, id } => {
                 write!(f, "not yet delivered {} to {}", id.short(), to.short())
             }
+            Event::Refused { to, id } => write!(
+                f,
+                "not delivered {}: {} refused to store it",
+                id.short(),
+                to.short()
+            ),
             Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
             Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
             Event::RoomInvited { room, name, from } => write!(
@@ -361,6 +376,8 @@ pub struct Status {
     pub messages_received: u64,
     /// Acknowledgements of our messages.
     pub delivered: u64,
+    /// Our messages a recipient received but refused to store.
+    pub refused: u64,
     /// Transmits for a peer without an address, or for a group.
     pub unroutable: u64,
     /// Store writes that failed (each also printed to stderr).
@@ -378,6 +395,7 @@ impl Status {
             ("messages_sent", self.messages_sent),
             ("messages_received", self.messages_received),
             ("delivered", self.delivered),
+            ("refused", self.refused),
             ("unroutable", self.unroutable),
             ("store_errors", self.store_errors),
             ("sync_sessions_started", self.sync.sessions_started),

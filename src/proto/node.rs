@@ -388,6 +388,14 @@ pub enum NodeEvent {
         to: PeerId,
         id: MessageId,
     },
+    /// `to` received our message `id` but refused to store it (it failed a
+    /// check there, counted in its drop counters). Not delivered: the
+    /// shell keeps it and may send it again.
+    Refused {
+        room: RoomId,
+        to: PeerId,
+        id: MessageId,
+    },
     /// The reliable layer had to give up on retransmitting `id` to the
     /// unreachable `to` (set reconciliation must carry it later).
     Undelivered {
@@ -1517,6 +1525,11 @@ impl Node {
                         self.events.push_back(NodeEvent::Delivered { room, to, id });
                     }
                 }
+                Event::Refused { room, to, id } => {
+                    if !self.controls.remove(&id) {
+                        self.events.push_back(NodeEvent::Refused { room, to, id });
+                    }
+                }
                 Event::Undelivered { room, to, id } => {
                     if !self.controls.remove(&id) {
                         self.events
@@ -1689,9 +1702,18 @@ impl Node {
     }
 
     /// Counts a payload that will never reach the store and releases it in
-    /// the reliable layer so later messages are not held up behind it.
+    /// the reliable layer so later messages are not held up behind it. Its
+    /// sender learns that it was refused, never that it was stored.
     fn reject(&mut self, now: Instant, receipt: Receipt, reason: DropReason) {
         self.stats.count(reason);
+        self.reliable
+            .refuse(now, receipt.room, receipt.from, receipt.seq);
+    }
+
+    /// Counts a copy of a message the store already holds (opened before on
+    /// its chain) and acknowledges it as stored: it is.
+    fn already_stored(&mut self, now: Instant, receipt: Receipt) {
+        self.stats.count(DropReason::Replayed);
         self.reliable
             .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
     }
@@ -1729,7 +1751,7 @@ impl Node {
             receipt,
             ..
         } = held;
-        let (opened, before_start) = match (
+        let (opened, before_start, opened_before) = match (
             self.peers.get(&envelope.header.sender),
             self.receivers.get_mut(&chain_of(&envelope)),
         ) {
@@ -1740,8 +1762,9 @@ impl Node {
                     open_envelope(&envelope, &sender.public, &mut followed.chain)
                 },
                 envelope.header.seq < followed.start,
+                followed.chain.has_opened(envelope.header.seq),
             ),
-            _ => (Err(CryptoError::WrongChain), false),
+            _ => (Err(CryptoError::WrongChain), false, false),
         };
         let body = match opened {
             Ok(body) => {
@@ -1755,18 +1778,18 @@ impl Node {
                 self.surface_undecryptable(now, envelope, bytes, receipt);
                 return;
             }
-            Err(CryptoError::TooFarAhead) => {
-                // Genuine (its signature is checked before it is stored)
-                // but past what we ratchet on arrival: stored unreadable
-                // and opened from the chain's origin when its key comes
-                // again, never acknowledged and then lost.
-                self.surface_undecryptable(now, envelope, bytes, receipt);
+            Err(_) if opened_before => {
+                // A copy of a message this chain opened before: stored.
+                self.already_stored(now, receipt);
                 return;
             }
             Err(_) => {
-                // A replay of a message we already stored, or garbage from
-                // an authenticated peer: nothing to store, so release it.
-                self.reject(now, receipt, DropReason::EnvelopeRejected);
+                // Too far ahead of our position, or at a position whose key
+                // we no longer hold: if its signature proves its author it
+                // is stored unreadable and opened from the chain's origin
+                // later (never acknowledged and lost); anything else is
+                // refused, and its sender hears so.
+                self.surface_undecryptable(now, envelope, bytes, receipt);
                 return;
             }
         };

@@ -150,6 +150,12 @@ pub enum Packet {
         delay_us: u32,
         /// Packets of this stream that arrived via the multicast group.
         mcast_rx: u64,
+        /// Messages below `stored` that the receiver did *not* store (it
+        /// refused them: see [`Reliable::refuse`]), by the sequence number
+        /// of their last fragment. Left out of the encoding when empty, so
+        /// such an ACK reads as it always did.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused: Vec<(u64, u64)>,
     },
     /// Receiver → sender: these packets are missing, please resend them.
     Nack {
@@ -271,6 +277,7 @@ impl Packet {
                 ranges,
                 stored,
                 largest,
+                refused,
                 ..
             } => {
                 if *received > MAX_SEQ || stored > received {
@@ -280,6 +287,7 @@ impl Packet {
                     return Err(Invalid("largest"));
                 }
                 check_ranges(ranges)?;
+                check_ranges(refused)?;
             }
             Packet::Nack { missing, .. } => check_ranges(missing)?,
             Packet::Heartbeat { low, next, .. } => {
@@ -358,6 +366,14 @@ pub enum Event {
     },
     /// `to` confirmed that it committed the message to its store.
     Delivered {
+        room: RoomId,
+        to: PeerId,
+        id: MessageId,
+    },
+    /// `to` received the message but did not store it (it refused it: it
+    /// failed a check there). It is no longer retransmitted; the
+    /// application decides whether to send it again later.
+    Refused {
         room: RoomId,
         to: PeerId,
         id: MessageId,
@@ -767,6 +783,10 @@ struct RecvStream {
     /// covered by `stored`.
     unconfirmed: VecDeque<(u64, bool)>,
     stored: u64,
+    /// Messages the application refused (last fragments' sequence numbers,
+    /// as ranges), reported with every ACK until the sender's `low` passes
+    /// them; at most `MAX_RANGES`.
+    refused: Vec<(u64, u64)>,
     largest: Option<u64>,
     largest_at: Option<Instant>,
     /// Highest `next` the sender announced in a heartbeat.
@@ -798,6 +818,7 @@ impl RecvStream {
             buffered_bytes: 0,
             unconfirmed: VecDeque::new(),
             stored: low,
+            refused: Vec::new(),
             largest: None,
             largest_at: None,
             announced: low,
@@ -1084,6 +1105,19 @@ impl Reliable {
         self.deliver(now, room, from);
     }
 
+    /// The application will not store the message `Event::Received { seq,
+    /// .. }` (it failed a check): it stops holding the stream up, like a
+    /// stored one, but its sender learns [`Event::Refused`] instead of
+    /// [`Event::Delivered`].
+    pub fn refuse(&mut self, now: Instant, room: RoomId, from: PeerId, seq: u64) {
+        if let Some(stream) = self.streams.get_mut(&(room, from))
+            && stream.unconfirmed.iter().any(|(end, _)| *end == seq)
+        {
+            add_refused(&mut stream.refused, seq);
+        }
+        self.confirm_stored(now, room, from, seq);
+    }
+
     /// Seeds the duplicate filter with ids already in the store, so that after
     /// a restart a message whose "stored" ACK never reached its sender, and
     /// that is therefore sent again, is not surfaced a second time. Call it
@@ -1226,6 +1260,7 @@ impl Reliable {
                 largest,
                 delay_us,
                 mcast_rx,
+                refused,
                 ..
             } => {
                 if session == self.session {
@@ -1238,6 +1273,7 @@ impl Reliable {
                         largest,
                         delay_us,
                         mcast_rx,
+                        refused,
                     };
                     self.on_ack(now, room, from, ack);
                 }
@@ -1701,10 +1737,22 @@ impl Reliable {
         member.rto_at = (member.stored < sent_upto).then_some(now + rto);
         for seq in old_stored..new_stored {
             if let Some(packet) = room.packet(seq).filter(|p| p.frag + 1 == p.frags) {
-                self.events.push_back(Event::Delivered {
-                    room: room_id,
-                    to: from,
-                    id: packet.id,
+                let refused = ack
+                    .refused
+                    .iter()
+                    .any(|&(start, end)| (start..end).contains(&seq));
+                self.events.push_back(if refused {
+                    Event::Refused {
+                        room: room_id,
+                        to: from,
+                        id: packet.id,
+                    }
+                } else {
+                    Event::Delivered {
+                        room: room_id,
+                        to: from,
+                        id: packet.id,
+                    }
                 });
             }
         }
@@ -2283,6 +2331,7 @@ impl Reliable {
                     largest: stream.largest,
                     delay_us: u32::try_from(delay.as_micros()).unwrap_or(u32::MAX),
                     mcast_rx: stream.mcast_rx,
+                    refused: stream.refused.clone(),
                 };
                 self.control.push_back(Transmit {
                     destination: Destination::Peer(from),
@@ -2311,6 +2360,7 @@ struct AckInfo {
     largest: Option<u64>,
     delay_us: u32,
     mcast_rx: u64,
+    refused: Vec<(u64, u64)>,
 }
 
 fn data_packet(
@@ -2390,6 +2440,25 @@ fn schedule_ack(stream: &mut RecvStream, due: Instant) {
 }
 
 /// Moves `stored` over confirmed deliveries; `true` if it moved.
+/// Adds `seq` to the refused ranges, merging it with a neighbour; over
+/// `MAX_RANGES` the two oldest ranges merge, which may take in messages
+/// that were stored (their senders then send them again, and the duplicate
+/// is acknowledged as stored): a refusal is never lost.
+fn add_refused(refused: &mut Vec<(u64, u64)>, seq: u64) {
+    if let Some(last) = refused.last_mut()
+        && last.1 == seq
+    {
+        last.1 = seq + 1;
+        return;
+    }
+    refused.push((seq, seq + 1));
+    refused.sort_unstable();
+    if refused.len() > MAX_RANGES {
+        let second = refused.remove(1);
+        refused[0].1 = second.1;
+    }
+}
+
 fn advance_stored(stream: &mut RecvStream) -> bool {
     let before = stream.stored;
     while let Some(&(end, true)) = stream.unconfirmed.front() {
@@ -2411,6 +2480,9 @@ fn advance_stored(stream: &mut RecvStream) -> bool {
 /// The sender no longer has anything below `low`: skip it. Returns the
 /// buffered bytes freed.
 fn skip_to(stream: &mut RecvStream, low: u64) -> usize {
+    // The sender has settled everything below `low`: its refusals no longer
+    // need reporting.
+    stream.refused.retain(|&(_, end)| end > low);
     if low <= stream.next {
         return 0;
     }

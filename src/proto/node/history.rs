@@ -179,7 +179,7 @@ impl Node {
             && envelope.header.seq >= followed.start
         {
             if followed.chain.has_opened(envelope.header.seq) {
-                self.reject(now, receipt, DropReason::Replayed);
+                self.already_stored(now, receipt);
                 return;
             }
             if let Ok(body) = open_envelope(&envelope, &sender.public, &mut followed.chain) {

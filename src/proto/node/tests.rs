@@ -136,6 +136,7 @@ fn worst_case_reliable_packets_fit_a_sealed_frame() {
         largest: Some(MAX_SEQ - 1),
         delay_us: u32::MAX,
         mcast_rx: u64::MAX,
+        refused: vec![(MAX_SEQ - 1, MAX_SEQ); MAX_RANGES],
     };
     for packet in [data, ack] {
         let len = packet.encode().len();
@@ -555,6 +556,19 @@ fn malformed_control_payloads_do_not_stall_the_stream() {
     let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(2));
     assert_eq!(b.stats().dropped(DropReason::ControlMalformed), 2);
     assert_eq!(received(&trace.b_events).len(), 1);
+    // Dropped is not stored: the sender hears "refused", never "delivered".
+    let refused: Vec<MessageId> = trace
+        .a_events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Refused { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![MessageId([1; 32]), MessageId([2; 32])]);
+    let delivered = delivered(&trace.a_events);
+    assert!(!delivered.contains(&MessageId([1; 32])));
+    assert!(!delivered.contains(&MessageId([2; 32])));
 }
 
 proptest! {
@@ -717,6 +731,7 @@ fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
     let ahead = b.send_room_message(now, room, "ahead").expect("send");
     let _lost = transmits(&mut b);
     let rejected = a.stats().dropped(DropReason::EnvelopeRejected);
+    let replayed = a.stats().dropped(DropReason::Replayed);
     b.forward(now, a.peer_id(), &ahead.envelope)
         .expect("forward");
     let mut got = Vec::new();
@@ -732,9 +747,14 @@ fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
     assert_eq!(got, vec![b"ahead".to_vec()], "surfaced once");
     assert_eq!(a.stats().forwards_opened, 1, "on the chain A follows");
     assert_eq!(
-        a.stats().dropped(DropReason::EnvelopeRejected),
-        rejected + 1,
+        a.stats().dropped(DropReason::Replayed),
+        replayed + 1,
         "the author's own copy, sent again, was the duplicate"
+    );
+    assert_eq!(
+        a.stats().dropped(DropReason::EnvelopeRejected),
+        rejected,
+        "and it was not taken for a bad one"
     );
     assert!(delivered_ids.contains(&ahead.id), "and it was acknowledged");
     // A far one: more ratchet steps than a forwarder may make us spend in a

@@ -116,11 +116,16 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                         room, session, ack_no, received, ranges, largest, delay_us, mcast_rx,
                     )),
                     0..=received,
+                    arb_ranges(),
                 )
             },
         )
         .prop_map(
-            |((room, session, ack_no, received, ranges, largest, delay_us, mcast_rx), stored)| {
+            |(
+                (room, session, ack_no, received, ranges, largest, delay_us, mcast_rx),
+                stored,
+                refused,
+            )| {
                 Packet::Ack {
                     room: RoomId(room),
                     session,
@@ -132,6 +137,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                     largest: largest.map(|l| l % MAX_SEQ),
                     delay_us,
                     mcast_rx,
+                    refused,
                 }
             },
         );
@@ -228,6 +234,7 @@ fn worst_case_packets_fit_the_limit() {
         largest: Some(MAX_SEQ - 1),
         delay_us: u32::MAX,
         mcast_rx: u64::MAX,
+        refused: vec![(MAX_SEQ - 1, MAX_SEQ); MAX_RANGES],
     };
     assert!(
         ack.encode().len() <= MAX_PACKET,
@@ -329,6 +336,7 @@ fn count_and_range_caps_are_enforced() {
         largest: None,
         delay_us: 0,
         mcast_rx: 0,
+        refused: vec![],
     };
     assert_eq!(
         Packet::decode(&stored_ahead.encode()),
@@ -461,6 +469,82 @@ fn acknowledged_as_stored_only_after_confirm() {
     );
     assert_eq!(a.buffer_usage().queued_packets, 0);
     assert_eq!(a.poll_timeout(), None, "nothing left to retransmit");
+}
+
+#[test]
+fn a_refused_message_is_reported_refused_never_delivered() {
+    let start = Instant::now();
+    let (mut a, mut b) = pair(start);
+    for n in 1..=3 {
+        a.send(start, room_id(), msg(n), b"hello").expect("queued");
+    }
+    let mut now = start;
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        deliver_all(&mut a, &mut b, now);
+        for event in all_events(&mut b) {
+            if let Event::Received { seq, id, .. } = event {
+                // The second message fails the application's checks.
+                if id == msg(2) {
+                    b.refuse(now, room_id(), peer(1), seq);
+                } else {
+                    b.confirm_stored(now, room_id(), peer(1), seq);
+                }
+            }
+        }
+        if let Some(t) = b.poll_timeout() {
+            now = now.max(t);
+            b.handle_timeout(now);
+        }
+        deliver_all(&mut b, &mut a, now);
+        seen.extend(all_events(&mut a));
+        if let Some(t) = a.poll_timeout() {
+            now = now.max(t);
+            a.handle_timeout(now);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    let delivered = |n| Event::Delivered {
+        room: room_id(),
+        to: peer(2),
+        id: msg(n),
+    };
+    assert_eq!(
+        seen,
+        vec![
+            delivered(1),
+            Event::Refused {
+                room: room_id(),
+                to: peer(2),
+                id: msg(2)
+            },
+            delivered(3)
+        ]
+    );
+    assert_eq!(a.buffer_usage().queued_packets, 0, "not retransmitted");
+}
+
+#[test]
+fn refusals_over_the_range_cap_merge_and_are_never_lost() {
+    let mut refused = Vec::new();
+    for seq in (0..40).step_by(2) {
+        add_refused(&mut refused, seq);
+    }
+    assert_eq!(refused.len(), MAX_RANGES);
+    for seq in (0..40).step_by(2) {
+        assert!(
+            refused.iter().any(|&(s, e)| (s..e).contains(&seq)),
+            "{seq} still reported"
+        );
+    }
+    // Contiguous refusals share a range.
+    let mut contiguous = Vec::new();
+    for seq in 5..9 {
+        add_refused(&mut contiguous, seq);
+    }
+    assert_eq!(contiguous, vec![(5, 9)]);
 }
 
 /// Sends `id` from A and runs both ends (stored at once) until A hears
