@@ -736,3 +736,160 @@ fn a_dropped_handle_stops_its_daemon_and_releases_the_store() {
         }
     }
 }
+
+/// Issue 18, item 1 with real daemons: the room's admin restarts a hundred
+/// times, with thousands of messages before and a few between some of the
+/// restarts (most send nothing, like a device rebooted while idle), and a
+/// member restarts halfway. Every message reaches every member readable,
+/// once, and no member rejects one (before the fix, 66 idle restarts were
+/// enough for every member to drop the sender's next message while the
+/// sender counted it delivered).
+#[test]
+fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
+    use std::collections::{HashMap, HashSet};
+    let nodes = trio("restarts");
+    let (ids, mut events, room) = room_of_three(&nodes, "restarts");
+    for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomInvited { room: r, .. } if *r == room),
+        );
+        node.2.answer_invite(room, true).expect("accept");
+        collect_until(
+            rx,
+            |e| matches!(e, Event::RoomJoined { room: r, .. } if *r == room),
+        );
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.2.local_addr()).collect();
+    let publics: Vec<PublicIdentity> = nodes.iter().map(|n| n.1.clone()).collect();
+    let mut dirs = Vec::new();
+    let mut handles = Vec::new();
+    for (dir, _, handle) in nodes {
+        dirs.push(dir);
+        handles.push(Some(handle));
+    }
+    let restart = |handles: &mut Vec<Option<DaemonHandle>>, i: usize| {
+        let old = handles[i].take().expect("running");
+        old.shutdown().expect("stops cleanly");
+        handles[i] = Some(start(
+            &dirs[i],
+            addrs[i],
+            common::mesh_peers(&publics, &addrs, i),
+        ));
+    };
+    // What each member must end up with (id -> text), and what it has not
+    // reported yet.
+    let mut want: Vec<HashMap<MessageId, String>> = vec![HashMap::new(); 3];
+    let mut missing: Vec<HashSet<MessageId>> = vec![HashSet::new(); 3];
+    let b_hex = ids[1].to_hex();
+    let room_hex = PeerId(room.0).to_hex();
+    let send_burst = |sender: &DaemonHandle,
+                      want: &mut Vec<HashMap<MessageId, String>>,
+                      missing: &mut Vec<HashSet<MessageId>>,
+                      count: usize,
+                      label: &str| {
+        let mut pending = Vec::new();
+        for k in 0..count {
+            let direct = format!("{label} direct {k}");
+            let group = format!("{label} room {k}");
+            let sent = sender.submit_to(&b_hex, &direct).expect("taken");
+            pending.push((vec![1], direct, sent));
+            let sent = sender.submit_to(&room_hex, &group).expect("taken");
+            pending.push((vec![1, 2], group, sent));
+        }
+        for (members, text, send) in pending {
+            let id = send.wait().expect("stored and sent");
+            for member in members {
+                want[member].insert(id, text.clone());
+                missing[member].insert(id);
+            }
+        }
+    };
+    let wait_for = |rx: &Receiver<Event>, missing: &mut HashSet<MessageId>| {
+        if missing.is_empty() {
+            return;
+        }
+        collect_until(rx, |event| {
+            if let Event::MessageReceived { id, .. } = event {
+                missing.remove(id);
+            }
+            missing.is_empty()
+        });
+    };
+    fn sender(handles: &[Option<DaemonHandle>]) -> &DaemonHandle {
+        handles[0].as_ref().expect("running")
+    }
+    send_burst(sender(&handles), &mut want, &mut missing, 4200, "before");
+    for round in 0..100 {
+        let count = match round % 4 {
+            0 => 10,
+            1 => 1,
+            _ => 0,
+        };
+        send_burst(
+            sender(&handles),
+            &mut want,
+            &mut missing,
+            count,
+            &format!("round {round}"),
+        );
+        restart(&mut handles, 0);
+        if round == 50 {
+            // B restarts too (everything so far reported first): from now
+            // on it follows A's chain as its store kept it.
+            wait_for(&events[1], &mut missing[1]);
+            restart(&mut handles, 1);
+            events[1] = handles[1]
+                .as_ref()
+                .expect("running")
+                .events()
+                .expect("events");
+        }
+    }
+    send_burst(sender(&handles), &mut want, &mut missing, 5, "after");
+    for member in [1, 2] {
+        wait_for(&events[member], &mut missing[member]);
+        let status = handles[member]
+            .as_ref()
+            .expect("running")
+            .status()
+            .expect("status");
+        let rejected = status
+            .counters()
+            .into_iter()
+            .find(|(name, _)| name == "dropped_EnvelopeRejected")
+            .map_or(0, |(_, value)| value);
+        assert_eq!(rejected, 0, "member {member} rejected none of A's messages");
+    }
+    for handle in handles.into_iter().flatten() {
+        handle.shutdown().expect("stops cleanly");
+    }
+    // Every message stored once and readable, in the members' stores.
+    for member in [1, 2] {
+        let account = Account::open(&dirs[member].path().join("data"), PASS).expect("reopens");
+        let mut seen: HashMap<MessageId, usize> = HashMap::new();
+        for room_id in [room, direct_room(ids[0], ids[member])] {
+            let messages = account
+                .store
+                .messages_in_room(&room_id, None, 100_000)
+                .expect("reads back");
+            for message in messages.into_iter().filter(|m| m.sender == ids[0]) {
+                *seen.entry(message.id).or_default() += 1;
+                if let Some(text) = want[member].get(&message.id) {
+                    assert_eq!(
+                        String::from_utf8_lossy(&message.body),
+                        *text,
+                        "readable at member {member}"
+                    );
+                }
+            }
+        }
+        for id in want[member].keys() {
+            assert_eq!(
+                seen.get(id),
+                Some(&1),
+                "stored exactly once at member {member}"
+            );
+        }
+    }
+}
