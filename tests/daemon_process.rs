@@ -434,3 +434,74 @@ fn the_cli_runs_rooms_invitations_mute_block_and_requests() {
     let (unknown, _, stderr) = cli(&data_b, &["send", "--to", "nobody-here", "x"]);
     assert!(!unknown && stderr.contains("not a peer"), "{stderr}");
 }
+
+/// Issue 18, item 1 with kill -9: a sender process killed again and again,
+/// right after its sends were answered (stored on its side, perhaps not yet
+/// acknowledged by the recipient), and restarted; most runs send nothing.
+/// Every message reaches the recipient once, readable, and none is ever
+/// rejected there.
+#[test]
+fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
+    let dir_a = TempDir::new("kill-sender-a");
+    let dir_b = TempDir::new("kill-sender-b");
+    let (data_a, pub_a) = account(&dir_a);
+    let (data_b, pub_b) = account(&dir_b);
+    let b = start_library_daemon(&data_b);
+    let b_events = b.events().expect("B is running");
+    let peer_b = format!("{}@{}", key_hex(&pub_b), b.local_addr());
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
+    let mut a = DaemonProcess::start(&data_a, any_port, std::slice::from_ref(&peer_b));
+    let a_addr = a.addr;
+    b.add_peer(pub_a.clone(), a_addr)
+        .expect("A becomes B's peer");
+    let to = key_hex(&pub_b);
+    let mut sent: Vec<(MessageId, String)> = Vec::new();
+    // Seventy idle runs in a row: at 64 positions skipped per start (before
+    // the fix) enough to put the sender's chain past what a receiver
+    // ratchets.
+    for round in 0..80 {
+        let count = match round {
+            0..5 => 3,
+            75.. => 1,
+            _ => 0,
+        };
+        for k in 0..count {
+            let text = format!("round {round} message {k}");
+            let (ok, id, stderr) = cli(&data_a, &["send", "--to", &to, &text]);
+            assert!(ok, "kith send failed: {stderr}");
+            let id = MessageId::from_hex(id.trim()).expect("kith send prints the id");
+            sent.push((id, text));
+        }
+        drop(a); // SIGKILL, right behind the sends.
+        a = DaemonProcess::start(&data_a, a_addr, std::slice::from_ref(&peer_b));
+    }
+    let mut missing: HashSet<MessageId> = sent.iter().map(|(id, _)| *id).collect();
+    collect_until(&b_events, |event| {
+        if let Event::MessageReceived { id, .. } = event {
+            missing.remove(id);
+        }
+        missing.is_empty()
+    });
+    let status = b.status().expect("B answers");
+    let rejected = status
+        .counters()
+        .into_iter()
+        .find(|(name, _)| name == "dropped_EnvelopeRejected")
+        .map_or(0, |(_, value)| value);
+    assert_eq!(rejected, 0, "B rejected none of A's messages");
+    drop(a);
+    b.shutdown().expect("B stops cleanly");
+    let account = Account::open(&data_b, PASS).expect("B's store reopens");
+    let stored: Vec<_> = account
+        .store
+        .messages_in_room(&direct_room(pub_a.peer_id(), pub_b.peer_id()), None, 10_000)
+        .expect("the room reads back")
+        .into_iter()
+        .filter(|m| m.sender == pub_a.peer_id())
+        .collect();
+    for (id, text) in &sent {
+        let copies: Vec<_> = stored.iter().filter(|m| m.id == *id).collect();
+        assert_eq!(copies.len(), 1, "{text:?} stored exactly once");
+        assert_eq!(String::from_utf8_lossy(&copies[0].body), *text, "readable");
+    }
+}
