@@ -1295,7 +1295,10 @@ fn sender_restart_resends_its_outbox_unchanged_and_nothing_is_stored_twice() {
         let now = net.now;
         // What a shell does at start-up: rooms, then chains, then resume,
         // then the outbox.
-        net.peers[0].node.restore_room(now, &info).expect("restore");
+        net.peers[0]
+            .node
+            .restore_room(now, &info, &[])
+            .expect("restore");
         let saved: Vec<ChainSnapshot> = net.peers[0].chains.values().cloned().collect();
         net.peers[0].node.restore_chains(saved);
         net.peers[0].node.resume(now);

@@ -45,6 +45,7 @@ fn write_v1(db: &Path) {
             Member {
                 peer: ALICE,
                 joined_epoch: 2,
+                public_key: None,
             },
         )
         .unwrap();
@@ -104,7 +105,15 @@ fn v1_fixture_opens_upgrades_and_reads_everything() {
         if round == 0 {
             assert_eq!(store.chains().unwrap(), vec![]);
             store.put_chains(std::slice::from_ref(&chain)).unwrap();
+            // Members written before schema 7 have no key; one learned
+            // later is kept.
+            assert_eq!(store.members(&ROOM).unwrap()[0].public_key, None);
+            assert!(store.set_member_key(&ROOM, &ALICE, &[0xa7; 32]).unwrap());
         }
+        assert_eq!(
+            store.members(&ROOM).unwrap()[0].public_key,
+            Some([0xa7; 32])
+        );
         assert_eq!(store.chains().unwrap(), vec![chain.clone()]);
         assert!(store.integrity_check().unwrap().is_empty());
         assert_eq!(store.identity().unwrap().as_deref(), Some(&[0x1d; 32]));

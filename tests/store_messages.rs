@@ -212,6 +212,18 @@ fn identity_contacts_rooms_members_keys_blocks_mutes_files_round_trip() {
             Member {
                 peer: alice,
                 joined_epoch: 3,
+                public_key: Some([4; 32]),
+            },
+        )
+        .unwrap();
+    // A later write without the key (a new epoch) keeps it.
+    store
+        .set_member(
+            &room,
+            Member {
+                peer: alice,
+                joined_epoch: 4,
+                public_key: None,
             },
         )
         .unwrap();
@@ -219,7 +231,8 @@ fn identity_contacts_rooms_members_keys_blocks_mutes_files_round_trip() {
         store.members(&room).unwrap(),
         vec![Member {
             peer: alice,
-            joined_epoch: 3
+            joined_epoch: 4,
+            public_key: Some([4; 32]),
         }]
     );
     assert!(store.remove_member(&room, &alice).unwrap());

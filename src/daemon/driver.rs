@@ -368,6 +368,11 @@ impl NodeDriver {
         // it is written with the journal's last settling.
         self.enter_outbox(now, true);
         self.write_deliveries()?;
+        // Keys of members learned during this run (seen nearby, or in a
+        // member list) are kept for the next start.
+        for room in self.node.rooms().into_iter().filter(|r| r.admin.is_some()) {
+            self.persist_room(&room.id)?;
+        }
         self.db()?.checkpoint()?;
         Ok(())
     }
@@ -461,17 +466,36 @@ impl NodeDriver {
         Ok(())
     }
 
+    /// Brings back every stored group room, with its members' keys (kept
+    /// with the members, or else a contact's): members who are not
+    /// contacts become the node's peers, not the user's contacts. A room is
+    /// never dropped here: a member whose key an older version did not
+    /// keep stays a member and is reached once its key is learned again
+    /// (see [`Node::restore_room`]).
     fn restore_rooms(&mut self, now: Instant) -> Result<(), DaemonError> {
+        let me = self.node.peer_id();
         for room in self.db()?.rooms()? {
             let Some((admin, epoch)) = self.db()?.group(&room.id)? else {
                 continue;
             };
-            let members = self
-                .store
-                .members(&room.id)?
-                .into_iter()
-                .map(|m| m.peer)
-                .collect();
+            let stored = self.store.members(&room.id)?;
+            let mut keys = Vec::with_capacity(stored.len());
+            for member in stored.iter().filter(|m| m.peer != me) {
+                let public = member
+                    .public_key
+                    .and_then(|key| PublicIdentity::from_bytes(&key).ok())
+                    .filter(|public| public.peer_id() == member.peer)
+                    .or_else(|| self.peers.get(&member.peer).map(|e| e.public.clone()));
+                match public {
+                    Some(public) => keys.push(public),
+                    None => eprintln!(
+                        "kith daemon: room {:?}: member {} cannot be reached until its key is \
+                         learned again",
+                        room.name,
+                        member.peer.short()
+                    ),
+                }
+            }
             let group_key = self
                 .store
                 .epoch_key(&room.id, u64::from(epoch))?
@@ -482,17 +506,21 @@ impl NodeDriver {
                 direct: None,
                 admin: Some(admin),
                 epoch,
-                members,
+                members: stored.iter().map(|m| m.peer).collect(),
                 group_key,
             };
-            if let Err(error) = self.node.restore_room(now, &info) {
+            if let Err(error) = self.node.restore_room(now, &info, &keys) {
+                // Only a room we are not a member of ends here; its rows
+                // and history stay in the store.
                 eprintln!("kith daemon: cannot restore a room: {error}");
             }
         }
         Ok(())
     }
 
-    /// Keeps the node's view of a group room in the store.
+    /// Keeps the node's view of a group room in the store, with every
+    /// member's public key the node knows (a key learned since the member
+    /// was stored is filled in).
     fn persist_room(&mut self, room: &RoomId) -> Result<(), DaemonError> {
         let Some(info) = self.node.room(room) else {
             return Ok(());
@@ -510,23 +538,28 @@ impl NodeDriver {
             self.db()?
                 .put_epoch_key(room, u64::from(info.epoch), &key.0)?;
         }
-        let stored: Vec<PeerId> = self
-            .store
-            .members(room)?
-            .into_iter()
-            .map(|m| m.peer)
-            .collect();
-        for gone in stored.iter().filter(|p| !info.members.contains(p)) {
-            self.db()?.remove_member(room, gone)?;
+        let stored = self.store.members(room)?;
+        for gone in stored.iter().filter(|m| !info.members.contains(&m.peer)) {
+            self.db()?.remove_member(room, &gone.peer)?;
         }
-        for new in info.members.iter().filter(|p| !stored.contains(p)) {
-            self.db()?.set_member(
-                room,
-                Member {
-                    peer: *new,
-                    joined_epoch: u64::from(info.epoch),
-                },
-            )?;
+        for peer in &info.members {
+            let public_key = self.node.public_of(peer).map(|p| p.to_bytes());
+            match stored.iter().find(|m| m.peer == *peer) {
+                None => self.db()?.set_member(
+                    room,
+                    Member {
+                        peer: *peer,
+                        joined_epoch: u64::from(info.epoch),
+                        public_key,
+                    },
+                )?,
+                Some(member) if member.public_key.is_none() => {
+                    if let Some(key) = public_key {
+                        self.db()?.set_member_key(room, peer, &key)?;
+                    }
+                }
+                Some(_) => {}
+            }
         }
         Ok(())
     }
@@ -548,6 +581,10 @@ impl NodeDriver {
                 .find(|(_, entry)| entry.public.to_bytes() == id.0)
                 .map(|(peer, _)| *peer)
                 .or_else(|| self.discovery.public_of(&id).map(|p| p.peer_id()))
+                // A room member who is not a contact (the node knows it).
+                .or_else(|| {
+                    (id != self.node.peer_id() && self.node.public_of(&id).is_some()).then_some(id)
+                })
                 .ok_or_else(unknown);
         }
         if let Some(prefix) = hex_prefix(text) {

@@ -492,6 +492,10 @@ pub enum NodeError {
     TooManyMembers,
     #[error("a room name has at most {MAX_ROOM_NAME} bytes")]
     NameTooLong,
+    /// A member of a restored room whose key is not known yet: the admin
+    /// cannot hand out a member list until it is learned again.
+    #[error("the key of member {0:?} is not known yet; try again once it is back online")]
+    MemberKeyUnknown(PeerId),
     /// A record the shell kept (e.g. an invitation) does not decode or
     /// does not check out.
     #[error("a stored record is damaged")]
@@ -839,6 +843,17 @@ impl Node {
                 reserved: 0,
             },
         );
+        // A member of a room restored without its key: now it can have ours.
+        self.hand_room_keys(now, peer);
+    }
+
+    /// The public key of `peer` if the node knows it (a contact, a peer met
+    /// nearby or a member learned from a room), for the shell to keep.
+    pub fn public_of(&self, peer: &PeerId) -> Option<PublicIdentity> {
+        if *peer == self.me {
+            return Some(self.identity.public());
+        }
+        self.peers.get(peer).map(|p| p.public.clone())
     }
 
     /// The shell can (or can no longer) reach `peer`. Becoming reachable

@@ -223,6 +223,9 @@ pub struct Member {
     pub peer: PeerId,
     /// The epoch in which they joined.
     pub joined_epoch: u64,
+    /// Their Ed25519 public key; `None` when it was not known when the
+    /// row was written (and in rows written before schema 7).
+    pub public_key: Option<[u8; 32]>,
 }
 
 /// How long a room is muted.
@@ -785,18 +788,35 @@ impl Store {
         self.checkpoint()
     }
 
-    /// Adds a member or updates the epoch they joined in.
+    /// Adds a member or updates the epoch they joined in (and their key,
+    /// if given: a known key is never replaced by `None`).
     pub fn set_member(&mut self, room: &RoomId, member: Member) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO members (room, peer, joined_epoch) VALUES (?1, ?2, ?3)
-             ON CONFLICT (room, peer) DO UPDATE SET joined_epoch = excluded.joined_epoch",
+            "INSERT INTO members (room, peer, joined_epoch, public_key) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room, peer) DO UPDATE SET joined_epoch = excluded.joined_epoch,
+                 public_key = coalesce(excluded.public_key, members.public_key)",
             params![
                 room.as_bytes(),
                 member.peer.as_bytes(),
-                u64_to_sql(member.joined_epoch)
+                u64_to_sql(member.joined_epoch),
+                member.public_key.as_ref().map(<[u8; 32]>::as_slice),
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a member's public key, learned after the row was written;
+    /// `false` if they are not a member.
+    pub fn set_member_key(
+        &mut self,
+        room: &RoomId,
+        peer: &PeerId,
+        public_key: &[u8; 32],
+    ) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE members SET public_key = ?3 WHERE room = ?1 AND peer = ?2",
+            params![room.as_bytes(), peer.as_bytes(), public_key.as_slice()],
+        )? > 0)
     }
 
     /// Removes a member; `false` if they were not one.
@@ -810,18 +830,23 @@ impl Store {
     /// Current members of a room.
     pub fn members(&self, room: &RoomId) -> Result<Vec<Member>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT peer, joined_epoch FROM members WHERE room = ?1 ORDER BY peer",
+            "SELECT peer, joined_epoch, public_key FROM members WHERE room = ?1 ORDER BY peer",
         )?;
         let rows = stmt
             .query_map(params![room.as_bytes()], |row| {
-                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<Vec<u8>>>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(peer, epoch)| {
+            .map(|(peer, epoch, key)| {
                 Ok(Member {
                     peer: PeerId(id32(peer)?),
                     joined_epoch: u64_from_sql(epoch),
+                    public_key: key.map(id32).transpose()?,
                 })
             })
             .collect()

@@ -43,10 +43,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: V6,
     },
+    Migration {
+        version: 7,
+        sql: V7,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 6;
+pub(crate) const LATEST: u32 = 7;
+
+/// Version 7: each group room member's Ed25519 public key, so a room comes
+/// back after a restart with members who are not contacts (met nearby, or
+/// known from an invitation). NULL for rows written before this version.
+const V7: &str = "
+ALTER TABLE members ADD COLUMN public_key BLOB;
+";
 
 /// Version 6: which stored messages could not be read when they came (their
 /// author's key had not arrived), by room and author, so they are opened

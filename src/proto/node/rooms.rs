@@ -233,6 +233,7 @@ impl Node {
             return Err(NodeError::TooManyMembers);
         }
         self.check_contact(&peer)?;
+        self.check_member_keys(&room, None)?;
         let old = self.others(&room);
         self.next_epoch(&room, |members| {
             members.insert(peer);
@@ -260,6 +261,7 @@ impl Node {
         if peer == self.me || !group.members.contains(&peer) {
             return Err(NodeError::NotMember(peer));
         }
+        self.check_member_keys(&room, Some(peer))?;
         self.next_epoch(&room, |members| {
             members.remove(&peer);
         });
@@ -300,10 +302,29 @@ impl Node {
         self.seal_and_send(now, room, wall, text)
     }
 
-    /// Takes back a group room from the shell's store at start-up. Every
-    /// member must already be a contact. Then [`Node::restore_chains`] and
-    /// [`Node::resume`] bring back our chain and hand it out again.
-    pub fn restore_room(&mut self, now: Instant, info: &RoomInfo) -> Result<(), NodeError> {
+    /// Takes back a group room from the shell's store at start-up, with
+    /// the public keys the shell kept for its members (`keys`: keys of
+    /// non-members and our own are ignored). Then [`Node::restore_chains`]
+    /// and [`Node::resume`] bring back our chain and hand it out again.
+    ///
+    /// A member the node does not know becomes one of its peers, as a
+    /// member learned from an invitation does, so it can be reached; no
+    /// [`NodeEvent::ContactLearned`] is raised, since being in a room does
+    /// not make it one of the user's contacts.
+    ///
+    /// A member whose key was not kept (a store written before member keys
+    /// were, for a member who was not a contact) does not cost the room:
+    /// it stays a member, but cannot be reached until its key is learned
+    /// again (seen nearby, its own handshake, or the admin's next member
+    /// list), and then gets our key at once. Until then, as admin we refuse
+    /// to change the room ([`NodeError::MemberKeyUnknown`]), since the
+    /// member list we would hand out could not name it.
+    pub fn restore_room(
+        &mut self,
+        now: Instant,
+        info: &RoomInfo,
+        keys: &[PublicIdentity],
+    ) -> Result<(), NodeError> {
         self.advance(now);
         let Some(admin) = info.admin else {
             // Direct rooms come back with their contact.
@@ -313,11 +334,10 @@ impl Node {
         if !members.contains(&self.me) {
             return Err(NodeError::NotMember(self.me));
         }
-        if let Some(unknown) = members
-            .iter()
-            .find(|p| **p != self.me && !self.peers.contains_key(*p))
-        {
-            return Err(NodeError::UnknownPeer(*unknown));
+        for public in keys {
+            if members.contains(&public.peer_id()) {
+                self.add_contact(now, public.clone());
+            }
         }
         let group_key = match &info.group_key {
             Some(key) => SecretKey::from_bytes(key.0),
@@ -790,6 +810,43 @@ impl Node {
             return Err(NodeError::NotAdmin);
         }
         Ok(group)
+    }
+
+    /// Every member of `room` (but `leaving`) has a key we know, so the
+    /// member list we hand out names them all (see [`Node::restore_room`]).
+    fn check_member_keys(&self, room: &RoomId, leaving: Option<PeerId>) -> Result<(), NodeError> {
+        let Some(group) = self.group(room) else {
+            return Err(NodeError::UnknownRoom(*room));
+        };
+        match group
+            .members
+            .iter()
+            .find(|p| **p != self.me && Some(**p) != leaving && !self.peers.contains_key(*p))
+        {
+            Some(unknown) => Err(NodeError::MemberKeyUnknown(*unknown)),
+            None => Ok(()),
+        }
+    }
+
+    /// `peer` just became known to the node: if it is a member of a room
+    /// restored without its key, it gets our chain of that room from its
+    /// origin (so it can open everything we sealed on it). In every other
+    /// case a new member is not in any of our rooms yet, and this does
+    /// nothing.
+    pub(super) fn hand_room_keys(&mut self, now: Instant, peer: PeerId) {
+        let shared: Vec<(RoomId, ChainId)> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| state.group().is_some_and(|g| g.members.contains(&peer)))
+            .map(|(room, state)| (*room, state.chain.chain()))
+            .collect();
+        for (room, chain) in shared {
+            if self.origins.contains_key(&chain) {
+                self.send_origin(now, chain, peer);
+            } else {
+                self.send_group_key(now, room, peer);
+            }
+        }
     }
 
     /// Members of `room` other than us.
