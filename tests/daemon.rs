@@ -846,14 +846,19 @@ impl Three {
             if want.is_empty() {
                 continue;
             }
-            collect_until(rx, |e| {
-                if let Event::MessageReceived { room: r, text, .. } = e
-                    && *r == room
-                {
-                    want.retain(|w| w != text);
+            let deadline = Instant::now() + WAIT;
+            while !want.is_empty() {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(Event::MessageReceived { room: r, text, .. }) if r == room => {
+                        want.retain(|w| *w != text)
+                    }
+                    Ok(e) => eprintln!("node {i} event {e}"),
+                    Err(_) => {
+                        print_state(&self.handles);
+                        panic!("node {i} still wants {want:?}");
+                    }
                 }
-                want.is_empty()
-            });
+            }
         }
     }
 
@@ -1052,6 +1057,30 @@ fn a_dropped_handle_stops_its_daemon_and_releases_the_store() {
     }
 }
 
+/// Prints every node's non-zero counters and its view of its peers.
+fn print_state(handles: &[Option<DaemonHandle>]) {
+    for (who, handle) in handles.iter().enumerate() {
+        let Some(handle) = handle else { continue };
+        let counters: Vec<(String, u64)> = handle
+            .status()
+            .expect("status")
+            .counters()
+            .into_iter()
+            .filter(|(_, value)| *value > 0)
+            .collect();
+        eprintln!("node {who}: {counters:?}");
+        for peer in handle.peers().expect("peers") {
+            eprintln!(
+                "  node {who} sees {} at {:?} online {} outbox {}",
+                peer.peer.short(),
+                peer.addr,
+                peer.online,
+                peer.outbox
+            );
+        }
+    }
+}
+
 /// Issue 18, item 1 with real daemons: the room's admin restarts a hundred
 /// times, with thousands of messages before and a few between some of the
 /// restarts (most send nothing, like a device rebooted while idle), and a
@@ -1120,16 +1149,30 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
             }
         }
     };
-    let wait_for = |rx: &Receiver<Event>, missing: &mut HashSet<MessageId>| {
-        if missing.is_empty() {
-            return;
-        }
-        collect_until(rx, |event| {
-            if let Event::MessageReceived { id, .. } = event {
-                missing.remove(id);
+    let wait_for = |handles: &[Option<DaemonHandle>],
+                    rx: &Receiver<Event>,
+                    missing: &mut HashSet<MessageId>,
+                    want: &HashMap<MessageId, String>| {
+        let deadline = Instant::now() + WAIT;
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Event::MessageReceived { id, .. }) => {
+                    missing.remove(&id);
+                }
+                Ok(Event::Undecryptable { id, .. }) => {
+                    eprintln!("stored unreadable: {:?}", want.get(&id));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    print_state(handles);
+                    let mut texts: Vec<&String> =
+                        missing.iter().filter_map(|id| want.get(id)).collect();
+                    texts.sort();
+                    panic!("{} messages never arrived: {texts:?}", missing.len())
+                }
             }
-            missing.is_empty()
-        });
+        }
     };
     fn sender(handles: &[Option<DaemonHandle>]) -> &DaemonHandle {
         handles[0].as_ref().expect("running")
@@ -1152,7 +1195,7 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
         if round == 50 {
             // B restarts too (everything so far reported first): from now
             // on it follows A's chain as its store kept it.
-            wait_for(&events[1], &mut missing[1]);
+            wait_for(&handles, &events[1], &mut missing[1], &want[1]);
             restart(&mut handles, 1);
             events[1] = handles[1]
                 .as_ref()
@@ -1163,7 +1206,12 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
     }
     send_burst(sender(&handles), &mut want, &mut missing, 5, "after");
     for member in [1, 2] {
-        wait_for(&events[member], &mut missing[member]);
+        wait_for(
+            &handles,
+            &events[member],
+            &mut missing[member],
+            &want[member],
+        );
         let status = handles[member]
             .as_ref()
             .expect("running")

@@ -1742,7 +1742,10 @@ fn restart_from_store(net: &mut Net, seed: u64, i: usize, rooms: &[RoomId], outb
     net.restart(seed, i);
     let now = net.now;
     for info in &infos {
-        net.peers[i].node.restore_room(now, info).expect("restore");
+        net.peers[i]
+            .node
+            .restore_room(now, info, &[])
+            .expect("restore");
     }
     let saved: Vec<ChainSnapshot> = net.peers[i].chains.values().cloned().collect();
     net.peers[i].node.restore_chains(saved);

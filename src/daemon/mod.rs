@@ -405,6 +405,7 @@ impl Status {
             ("sync_ids_pushed", self.sync.ids_pushed),
             ("forwarded", node.forwarded),
             ("forwards_opened", node.forwards_opened),
+            ("chains_restarted", node.chains_restarted),
             ("net_received", net.received),
             ("net_sent", net.sent),
             ("net_oversize_dropped", net.oversize_dropped),

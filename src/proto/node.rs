@@ -306,6 +306,10 @@ pub struct NodeStats {
     pub forwarded: u64,
     /// Forwarded envelopes we could open from their chain's origin.
     pub forwards_opened: u64,
+    /// Chains we followed that a distribution starting before our position
+    /// replaced (a sender that lost its chain and started it again); an
+    /// earlier key of the same chain never does.
+    pub chains_restarted: u64,
     /// Forwarded envelopes left unopened because their forwarder's budget
     /// of ratchet work for the second was spent.
     pub forward_work_refused: u64,

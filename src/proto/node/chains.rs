@@ -40,9 +40,10 @@ pub const RESTORE_MARGIN: u64 = 64;
 pub const RESERVE_AHEAD: u64 = 64;
 
 /// Largest number of ratchet steps spent to recognise an earlier key of a
-/// chain we follow ([`ReceiverChain::descends_from`]); only for chains
-/// restored from version-1 snapshots, which carry no origin digest.
-pub(super) const MAX_ANCESTRY_STEPS: u64 = 1 << 16;
+/// chain we follow ([`ReceiverChain::descends_from`]), as far as a
+/// forwarded envelope may be opened from its origin. Spent once per such
+/// key: its digest is kept afterwards.
+pub(super) const MAX_ANCESTRY_STEPS: u64 = crate::proto::crypto::MAX_ORIGIN_STEPS;
 
 /// Which snapshot of a chain is due for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

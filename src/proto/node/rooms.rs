@@ -718,27 +718,38 @@ impl Node {
         // A repeat of the distribution we follow, or a later position of
         // the same chain (the sender re-sent its key, and the key overtook
         // messages sealed before it on their own stream): our state stays,
-        // so those messages still open.
-        // An earlier key of the chain we follow (the sender restarted and
-        // handed out its origin again) never moves us back: messages past
-        // it would then be too far ahead to open.
-        let repeat = self.receivers.get(&distribution.chain).is_some_and(|f| {
-            f.origin == Some(digest)
-                || f.chain.continues_to(distribution)
-                || (f.origin.is_none()
-                    && f.chain
-                        .descends_from(distribution, super::chains::MAX_ANCESTRY_STEPS))
-        });
-        if let Some(followed) = self.receivers.get_mut(&distribution.chain)
-            && repeat
-            && followed.origin.is_none()
-            && followed.start == distribution.start_seq
+        // so those messages still open. Nor does an earlier key of the
+        // chain we follow (the sender restarted and handed out its origin
+        // again) ever move us back: messages past it would then be too far
+        // ahead to open. That one is recognised by ratcheting it forward to
+        // our position once; its digest is kept then (and stored), so its
+        // next repeats cost nothing.
+        let mut ancestor = false;
+        let repeat = match self.receivers.get(&distribution.chain) {
+            Some(f) if f.origin == Some(digest) || f.chain.continues_to(distribution) => true,
+            Some(f) => {
+                ancestor = f
+                    .chain
+                    .descends_from(distribution, super::chains::MAX_ANCESTRY_STEPS);
+                ancestor
+            }
+            None => false,
+        };
+        if ancestor
+            && let Some(followed) = self.receivers.get_mut(&distribution.chain)
+            && (followed.origin.is_none() || distribution.start_seq <= followed.start)
         {
-            // Restored from a snapshot without its digest: this is the
-            // distribution we follow from, so remember it.
             followed.origin = Some(digest);
             self.dirty_chains
                 .insert((distribution.chain, Dirty::Receiving));
+        }
+        if !repeat
+            && self
+                .receivers
+                .get(&distribution.chain)
+                .is_some_and(|f| distribution.start_seq < f.chain.next_seq())
+        {
+            self.stats.chains_restarted += 1;
         }
         if !repeat {
             // The newest distribution wins: it came in order on the sender's
