@@ -14,12 +14,19 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 use common::TempDir;
-use kith::proto::ids::RoomId;
+use kith::account::Account;
+use kith::daemon::{self, DaemonConfig, DaemonError, DaemonHandle, Event, PeerAddr};
+use kith::net::NetConfig;
+use kith::proto::ids::{MessageId, RoomId};
+use kith::proto::node::direct_room;
 use kith::store::{JOURNAL_BYTES, KdfParams, Message, Store, StoreError, journal_path};
 
 const CHILD_ENV: &str = "KITH_MNT_NS_CHILD";
@@ -47,6 +54,14 @@ fn a_store_whose_disk_fills_keeps_every_acknowledged_message() {
     on_small_tmpfs(
         "a_store_whose_disk_fills_keeps_every_acknowledged_message",
         disk_fills_under_an_open_store,
+    );
+}
+
+#[test]
+fn a_daemon_whose_disk_fills_keeps_running_and_refuses_sends() {
+    on_small_tmpfs(
+        "a_daemon_whose_disk_fills_keeps_running_and_refuses_sends",
+        daemon_on_a_full_disk,
     );
 }
 
@@ -330,6 +345,140 @@ fn disk_fills_under_an_open_store(dir: &Path) {
     store.settle().expect("settles again");
     assert_eq!(
         store.integrity_check().expect("checks"),
+        Vec::<String>::new()
+    );
+}
+
+/// Bounded waits of the daemon test: generous, the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn start_daemon(data: &Path, peers: Vec<PeerAddr>) -> DaemonHandle {
+    let config = DaemonConfig {
+        net: NetConfig::loopback(),
+        peers,
+        ..DaemonConfig::default()
+    };
+    daemon::start(data, PASS, config).expect("the daemon starts")
+}
+
+/// Waits for `count` deliveries to `to` among `ids`; panics after [`WAIT`].
+fn wait_delivered(events: &Receiver<Event>, ids: &mut HashSet<MessageId>) {
+    let deadline = Instant::now() + WAIT;
+    while !ids.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Delivered { id, .. }) => {
+                ids.remove(&id);
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{} messages not delivered within {WAIT:?}: {e}", ids.len()),
+        }
+    }
+}
+
+/// B's data directory is on the tmpfs. The disk fills while B runs: B
+/// keeps acknowledging A's messages into its (fully allocated) journal,
+/// cannot settle them, counts the failures, refuses its own sends with a
+/// sentence before they go out, and keeps answering; once space is back
+/// it settles on its own and sends again, and every message it
+/// acknowledged is in its store.
+fn daemon_on_a_full_disk(dir: &Path) {
+    let data_b = dir.join("data");
+    let dir_a = TempDir::new("disk-full-a");
+    let data_a = dir_a.path().join("data");
+    let kdf = KdfParams::insecure_fast_for_tests;
+    let pub_a = Account::create(&data_a, PASS, kdf())
+        .expect("A")
+        .identity
+        .public();
+    let pub_b = Account::create(&data_b, PASS, kdf())
+        .expect("B")
+        .identity
+        .public();
+    let a = start_daemon(&data_a, Vec::new());
+    let b = start_daemon(
+        &data_b,
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B is A's peer");
+    let a_events = a.events().expect("A runs");
+    let text = |n: usize| format!("{n:04} {}", "y".repeat(1000));
+
+    let mut ids: HashSet<MessageId> = (0..5)
+        .map(|n| a.send(pub_b.peer_id(), &text(n)).expect("sent"))
+        .collect();
+    wait_delivered(&a_events, &mut ids);
+
+    let filler = fill(dir);
+    // B acknowledges them into its journal (what "delivered" means), while
+    // it cannot move them into its database.
+    const SENT_FULL: usize = 40;
+    let mut ids: HashSet<MessageId> = (5..5 + SENT_FULL)
+        .map(|n| a.send(pub_b.peer_id(), &text(n)).expect("sent"))
+        .collect();
+    wait_delivered(&a_events, &mut ids);
+    let deadline = Instant::now() + WAIT;
+    while b.status().expect("B keeps running").store_errors == 0 {
+        assert!(Instant::now() < deadline, "B never noticed the full disk");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match b.send(pub_a.peer_id(), "while the disk is full") {
+        Err(error @ DaemonError::NotSent(_)) => {
+            let sentence = error.to_string();
+            assert!(
+                sentence.starts_with("the message was not sent: disk full: "),
+                "{sentence}"
+            );
+            println!("send on a full disk: {sentence}");
+        }
+        other => panic!("B's send on a full disk: expected NotSent, got {other:?}"),
+    }
+    let errors = b.status().expect("B keeps running").store_errors;
+    println!("figure: {errors} store errors counted while the disk was full");
+
+    // Space comes back: B settles on its own (retried at most about a
+    // second apart) and sends again.
+    std::fs::remove_file(&filler).expect("the filler goes");
+    let deadline = Instant::now() + WAIT;
+    let id = loop {
+        match b.send(pub_a.peer_id(), "the disk has room again") {
+            Ok(id) => break id,
+            Err(DaemonError::NotSent(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("B's send after space came back: {other:?}"),
+        }
+    };
+    b.shutdown().expect("B stops");
+    a.shutdown().expect("A stops");
+
+    let account = Account::open(&data_b, PASS).expect("B's store reopens");
+    let room = direct_room(pub_a.peer_id(), pub_b.peer_id());
+    let stored = account
+        .store
+        .messages_in_room(&room, None, 10_000)
+        .expect("B's room reads back");
+    let from_a: HashSet<String> = stored
+        .iter()
+        .filter(|m| m.sender == pub_a.peer_id())
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    for n in 0..5 + SENT_FULL {
+        assert!(
+            from_a.contains(&text(n)),
+            "A's message {n} was acknowledged and is lost"
+        );
+    }
+    assert!(
+        stored.iter().any(|m| m.id == id),
+        "B's own message after the disk had room"
+    );
+    assert_eq!(
+        account.store.integrity_check().expect("checks"),
         Vec::<String>::new()
     );
 }
