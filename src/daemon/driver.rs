@@ -201,6 +201,13 @@ pub(crate) struct NodeDriver {
     waiting: Vec<Waiting>,
     /// When journaled messages (received or sent) move into the database.
     settle_at: Option<Instant>,
+    /// Settlings that failed in a row: the next try waits longer (see
+    /// [`settle_retry_delay`]), so a full disk is not retried, and logged,
+    /// every 2 ms.
+    settle_failures: u32,
+    /// Why the store cannot grow (a full disk), until a settling succeeds:
+    /// sends are refused before they go out meanwhile.
+    disk_full: Option<String>,
     /// Chains whose key arrived: what was stored unreadable of them is
     /// opened once this round's messages are stored and its datagrams out.
     chains_known: Vec<ChainId>,
@@ -248,6 +255,13 @@ impl Waiting {
 /// "delivered", never wait behind a transaction, short enough that a burst
 /// still makes one transaction of a few milliseconds' messages.
 const SETTLE_AFTER: Duration = Duration::from_millis(2);
+
+/// How long after `failures` failed settlings in a row the next one is
+/// tried: doubling from [`SETTLE_AFTER`] up to about a second (a disk that
+/// filled up is retried that often until space is freed).
+fn settle_retry_delay(failures: u32) -> Duration {
+    SETTLE_AFTER * 2u32.pow(failures.min(9))
+}
 
 /// How often shared rooms are reconciled with every online member, on top
 /// of a reconciliation whenever a member comes online.
@@ -304,6 +318,8 @@ impl NodeDriver {
             sync_sets: HashMap::new(),
             waiting: Vec::new(),
             settle_at: None,
+            settle_failures: 0,
+            disk_full: None,
             chains_known: Vec::new(),
             syncs_due: VecDeque::new(),
             unsaved_sends: Vec::new(),
@@ -1405,9 +1421,19 @@ impl NodeDriver {
         for message in &messages {
             self.sync_sets.remove(&message.room);
         }
-        self.store.journal_messages_and_chains(messages, chains)?;
+        if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
+            self.note_disk_full(&error);
+            return Err(error);
+        }
         self.settle_at.get_or_insert(now + SETTLE_AFTER);
         Ok(())
+    }
+
+    /// Remembers that the store cannot grow, if that is what `error` says.
+    fn note_disk_full(&mut self, error: &StoreError) {
+        if matches!(error, StoreError::DiskFull(_)) {
+            self.disk_full = Some(error.to_string());
+        }
     }
 
     /// The store, with every journaled message moved into the database
@@ -1437,12 +1463,18 @@ impl NodeDriver {
             match self.store.settle_and_set_deliveries(deliveries) {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
-                    // Still journaled, so still durable: try again later.
-                    self.settle_at = Some(Instant::now() + SETTLE_AFTER);
+                    // Still journaled, so still durable: try again later,
+                    // later still if it keeps failing.
+                    self.settle_failures = self.settle_failures.saturating_add(1);
+                    self.settle_at =
+                        Some(Instant::now() + settle_retry_delay(self.settle_failures));
+                    self.note_disk_full(&error);
                     return Err(error);
                 }
             }
         };
+        self.settle_failures = 0;
+        self.disk_full = None;
         // Delivery states gathered meanwhile (when this settling was not
         // theirs) keep their turn.
         self.settle_at = (!self.delivery_updates.is_empty()).then(|| Instant::now() + SETTLE_AFTER);
@@ -1639,6 +1671,12 @@ impl Driver for NodeDriver {
             }
         }
         match command {
+            Command::Send { reply, .. } if self.disk_full.is_some() => {
+                // Refused before it goes out: a message sent and not stored
+                // would be missing from our history and never sent again.
+                let why = self.disk_full.clone().unwrap_or_default();
+                let _ = reply.send(Err(DaemonError::NotSent(why)));
+            }
             Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
                 Ok(recipients) => self.unsaved_sends.push(UnsavedSend {
                     body: text.into_bytes(),

@@ -140,6 +140,10 @@ pub enum DaemonError {
     /// history and will not be sent again after a restart.
     #[error("the message was sent but could not be stored: {0}")]
     NotStored(String),
+    /// The message was refused before it went out, because the store
+    /// cannot take it (a full disk); nothing of it was sent or stored.
+    #[error("the message was not sent: {0}")]
+    NotSent(String),
 }
 
 /// What the daemon reports to its listeners.

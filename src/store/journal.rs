@@ -25,7 +25,9 @@
 //! not open: the end, a record torn by a crash while it was copied (it was
 //! never reported durable), or an older generation's.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
@@ -158,6 +160,62 @@ fn record_aad(generation: u64, offset: usize) -> Vec<u8> {
     aad
 }
 
+/// Allocates disk blocks for the first [`JOURNAL_BYTES`] of `file` (growing
+/// it if shorter), keeping its content: afterwards no write through the
+/// mapping needs space from the file system. [`StoreError::DiskFull`] if
+/// the disk cannot hold it.
+fn reserve(file: &File, path: &Path) -> Result<()> {
+    let full = || {
+        StoreError::DiskFull(format!(
+            "cannot reserve {JOURNAL_BYTES} bytes for the journal at {}; free some space on that disk",
+            path.display()
+        ))
+    };
+    match allocate(file) {
+        Ok(()) => Ok(()),
+        Err(err) if super::is_disk_full(&err) => Err(full()),
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            // A file system without fallocate (glibc emulates it, musl
+            // does not): writing every byte back allocates its blocks.
+            let mut bytes = vec![0u8; JOURNAL_BYTES];
+            let len = usize::try_from(file.metadata()?.len())
+                .unwrap_or(JOURNAL_BYTES)
+                .min(JOURNAL_BYTES);
+            file.read_exact_at(&mut bytes[..len], 0)?;
+            file.write_all_at(&bytes, 0).map_err(|err| {
+                if super::is_disk_full(&err) {
+                    full()
+                } else {
+                    StoreError::Io(err)
+                }
+            })
+        }
+        Err(err) => Err(StoreError::Io(err)),
+    }
+}
+
+/// `posix_fallocate` over the journal's bytes.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn allocate(file: &File) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(JOURNAL_BYTES).expect("invariant: 1 MiB fits any off_t");
+    loop {
+        // SAFETY: a plain system call on a descriptor that `file` keeps
+        // open for its duration; it touches no memory of ours.
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match code {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            code => return Err(std::io::Error::from_raw_os_error(code)),
+        }
+    }
+}
+
+/// Where there is no `posix_fallocate`, [`reserve`] writes the bytes back.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn allocate(_file: &File) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
 /// The open journal of a store.
 pub struct Journal {
     map: MmapMut,
@@ -189,12 +247,14 @@ impl Journal {
             .read(true)
             .write(true)
             .open(path)?;
-        if file.metadata()?.len() < JOURNAL_BYTES as u64 {
-            // New (a sparse file: no disk blocks until written), or cut
-            // short by something else: growing it keeps what it holds.
-            // Never shrunk, so no record is ever cut off here.
-            file.set_len(JOURNAL_BYTES as u64)?;
-        }
+        // New, cut short by something else, or left sparse by an older
+        // kith: every byte gets its disk blocks now. Writing through the
+        // mapping into a page that has none needs a block from the file
+        // system, and on a full disk the kernel answers that with SIGBUS,
+        // which kills the process; here it is an error instead. Growing
+        // keeps what the file holds; it is never shrunk, so no record is
+        // ever cut off here.
+        reserve(&file, path)?;
         // SAFETY: the mapping is only unsound if the file changes size or
         // content behind our back; the store's lock file keeps every other
         // kith process away, and we never shrink the file while mapped.

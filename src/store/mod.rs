@@ -94,9 +94,34 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// The disk holding the store is full (or the user's quota is used
+    /// up): nothing of this write was kept, everything written before is.
+    /// It works again once space is freed.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     /// The file system reported an error.
     #[error("file error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for StoreError {
+    /// "No space left" (or over quota) is [`StoreError::DiskFull`], so the
+    /// user reads what to do instead of an errno.
+    fn from(err: std::io::Error) -> Self {
+        if is_disk_full(&err) {
+            StoreError::DiskFull(format!("{err}; free some space on that disk"))
+        } else {
+            StoreError::Io(err)
+        }
+    }
+}
+
+/// Whether a file system error means "no space left" (or over quota).
+fn is_disk_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -108,6 +133,11 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 StoreError::Corrupt
             }
+            // SQLITE_FULL: the database (or its WAL) could not grow. The
+            // transaction was rolled back; the journal keeps what it holds.
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(
+                "the database cannot grow; free some space on its disk".to_owned(),
+            ),
             _ => StoreError::Sqlite(err),
         }
     }
