@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use kith::account::{Account, default_data_dir};
+use kith::account::{Account, PermissionWarning, default_data_dir};
 use kith::daemon::control::{Client, ListenFormat};
 use kith::daemon::{self, DaemonConfig, DiscoveryConfig, PeerAddr, RegistryTarget};
 use kith::discovery::InterfaceSpec;
@@ -230,12 +230,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init => {
             let passphrase = passphrase(&cli.passphrase_file)?;
             let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
+            warn_permissions(account.permission_warnings());
             println!("created a kith account in {}", data_dir.display());
             print_identity(&account);
             Ok(())
         }
         Command::Id => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+            warn_permissions(account.permission_warnings());
             print_identity(&account);
             Ok(())
         }
@@ -245,6 +247,7 @@ fn run(cli: Cli) -> Result<()> {
             let contact =
                 PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")?;
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+            warn_permissions(account.permission_warnings());
             println!("contact peer id  {}", contact.peer_id());
             println!(
                 "safety number    {}",
@@ -464,6 +467,8 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
         },
     };
     let daemon = daemon::start(data_dir, passphrase, config)?;
+    // After the start, so that SQLite's WAL files exist and are checked too.
+    warn_permissions(kith::account::permission_warnings(data_dir));
     signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;
     // Scripts and tests read these lines to learn the address and identity.
     println!("peer id     {}", daemon.peer_id());
@@ -556,6 +561,14 @@ fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
     let never = AtomicBool::new(false);
     server.run(&never)?;
     Ok(())
+}
+
+/// Tells the user about account files that other users can open; kith
+/// goes on, since only the user knows whether that is on purpose.
+fn warn_permissions(warnings: Vec<PermissionWarning>) {
+    for warning in warnings {
+        eprintln!("kith: warning: {warning}");
+    }
 }
 
 /// A public key given on the command line.

@@ -25,7 +25,6 @@
 //! not open: the end, a record torn by a crash while it was copied (it was
 //! never reported durable), or an older generation's.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
@@ -183,7 +182,7 @@ impl Journal {
     /// [`Journal::clear`]. The caller holds the store's lock, so no other
     /// process maps or truncates the file.
     pub(super) fn open(path: &Path, key: SecretKey) -> Result<(Journal, Vec<JournalRecord>)> {
-        let file = OpenOptions::new()
+        let file = super::owner_only()
             .create(true)
             .truncate(false)
             .read(true)

@@ -337,7 +337,16 @@ impl KeyFile {
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
         {
-            let mut file = fs::File::create(&tmp)?;
+            // A temporary file left by a crash may have another mode; a new
+            // one is created owner-only, and the rename keeps that mode.
+            match fs::remove_file(&tmp) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+            let mut file = super::owner_only()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             file.write_all(&header)?;
             file.write_all(&sealed)?;
             file.sync_all()?;

@@ -319,6 +319,40 @@ fn group_key_aad(room: &RoomId, epoch: u64, peer: Option<&PeerId>) -> Vec<u8> {
 
 const IDENTITY_AAD: &[u8] = b"kith identity v1";
 
+/// Every file the store at `db` creates or that SQLite creates for it: the
+/// database, its key file, journal and lock file, and SQLite's WAL and
+/// shared-memory files (which exist only while the store is open). Each is
+/// created readable and writable by its owner only (mode 0600 on Unix).
+pub fn store_files(db: &Path) -> Vec<PathBuf> {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    vec![
+        db.to_owned(),
+        key_file_path(db),
+        journal_path(db),
+        with(".lock"),
+        with("-wal"),
+        with("-shm"),
+    ]
+}
+
+/// Options that create a file readable and writable by its owner only.
+///
+/// The data directory is private too, but a directory kept from elsewhere
+/// (or loosened later) must not expose the keys or the database.
+fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// Takes the store's exclusive lock (`<db>.lock`, an advisory `flock`).
 ///
 /// Two processes with the same store open would each rewrite the key file
@@ -328,7 +362,7 @@ fn lock_store(db: &Path) -> Result<std::fs::File> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let file = owner_only()
         .create(true)
         .truncate(false)
         .write(true)
@@ -428,6 +462,10 @@ impl Store {
         }
         let lock = lock_store(path)?;
         let keys = KeyFile::create(path, passphrase, kdf)?;
+        // SQLite would create the database with mode 0644 (less the umask);
+        // an empty file is a new database to it, and its WAL and
+        // shared-memory files copy the database file's mode.
+        owner_only().write(true).create_new(true).open(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
