@@ -52,17 +52,27 @@ pub enum StoreError {
     /// The passphrase does not unlock this store.
     #[error("wrong passphrase")]
     WrongPassphrase,
-    /// No kith store at this path (no key file, or not ours).
-    #[error("{} is not a kith store (its key file is missing or unrecognised)", .0.display())]
+    /// No kith store at this path (no key file, or no database).
+    #[error("{} is not a kith store (its database or key file is missing)", .0.display())]
     NotAKithStore(PathBuf),
     /// The passphrase is right but the database file is not a kith
     /// database, or a page of it no longer authenticates. At open this is
     /// detected before anything is written.
     #[error("the database file is corrupt or is not a kith database")]
     Corrupt,
-    /// The key file next to the database is damaged.
-    #[error("the store's key file is damaged: {0}")]
-    CorruptKeyFile(&'static str),
+    /// The key file next to the database is damaged: cut short, not a key
+    /// file, or its content does not parse or authenticate.
+    #[error("the key file {} is damaged: {reason}", path.display())]
+    DamagedKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Key derivation parameters given to [`Store::create`] that Argon2 or
+    /// kith refuses.
+    #[error("unusable key derivation parameters: {0}")]
+    BadKdfParams(&'static str),
     /// The key file was written by a newer kith.
     #[error("the store's key file has version {0}, which this version of kith cannot read")]
     UnsupportedKeyFileVersion(u8),
