@@ -253,3 +253,27 @@ fn a_store_opens_only_once_at_a_time() {
     drop(store);
     let _reopened = Store::open(&db, PASS).unwrap();
 }
+
+#[test]
+fn a_lock_path_that_is_a_directory_is_one_sentence_naming_it() {
+    let dir = TempDir::new("lockdir");
+    let db = dir.db();
+    let lock = dir.path().join("kith.db.lock");
+    std::fs::create_dir(&lock).unwrap();
+    assert_lock_error(&Store::create(&db, PASS, fast()).unwrap_err(), &lock);
+    std::fs::remove_dir(&lock).unwrap();
+    drop(Store::create(&db, PASS, fast()).unwrap());
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    assert_lock_error(&Store::open(&db, PASS).unwrap_err(), &lock);
+}
+
+fn assert_lock_error(err: &StoreError, lock: &std::path::Path) {
+    let os = std::io::Error::from_raw_os_error(libc::EISDIR).to_string();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot open the lock file {}: {os}", lock.display())
+    );
+    // Nothing below it for an error chain to print a second time.
+    assert!(std::error::Error::source(err).is_none(), "{err:?}");
+}

@@ -187,7 +187,8 @@ impl Journal {
             .truncate(false)
             .read(true)
             .write(true)
-            .open(path)?;
+            .open(path)
+            .map_err(|error| super::file_error("journal", path.to_owned(), error))?;
         if file.metadata()?.len() < JOURNAL_BYTES as u64 {
             // New (a sparse file: no disk blocks until written), or cut
             // short by something else: growing it keeps what it holds.

@@ -269,7 +269,7 @@ impl KeyFile {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotAKithStore(db.to_owned()));
             }
-            Err(err) => return Err(StoreError::Io(err)),
+            Err(error) => return Err(super::file_error("key file", path, error)),
         };
         let damaged = |reason: &'static str| StoreError::DamagedKeyFile {
             path: path.clone(),

@@ -104,9 +104,28 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// One of the store's files cannot be opened or created.
+    #[error("cannot open the {what} {}: {error}", path.display())]
+    File {
+        /// Which file: "lock file", "key file", ...
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What the system said. Part of the sentence, not a separate
+        /// `source`, so that it is not printed twice.
+        error: std::io::Error,
+    },
     /// The file system reported an error.
     #[error("file error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+/// Not `#[from]`: that would also make the error the `source`, and error
+/// chains (`anyhow`'s `{:#}`) would print it twice.
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        StoreError::Io(error)
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -363,6 +382,10 @@ fn owner_only() -> std::fs::OpenOptions {
     options
 }
 
+fn file_error(what: &'static str, path: PathBuf, error: std::io::Error) -> StoreError {
+    StoreError::File { what, path, error }
+}
+
 /// Takes the store's exclusive lock (`<db>.lock`, an advisory `flock`).
 ///
 /// Two processes with the same store open would each rewrite the key file
@@ -376,11 +399,15 @@ fn lock_store(db: &Path) -> Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)?;
+        .open(&path);
+    let file = match file {
+        Ok(file) => file,
+        Err(error) => return Err(file_error("lock file", path, error)),
+    };
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(db.to_owned())),
-        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Io(err)),
+        Err(std::fs::TryLockError::Error(error)) => Err(file_error("lock file", path, error)),
     }
 }
 
@@ -475,7 +502,11 @@ impl Store {
         // SQLite would create the database with mode 0644 (less the umask);
         // an empty file is a new database to it, and its WAL and
         // shared-memory files copy the database file's mode.
-        owner_only().write(true).create_new(true).open(path)?;
+        owner_only()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|error| file_error("database", path.to_owned(), error))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
