@@ -217,8 +217,54 @@ struct RegistryArgs {
 
 fn main() {
     if let Err(error) = run(Cli::parse()) {
+        // `kith peers | head -1`: the reader has what it wanted. Quiet and
+        // successful, as a program killed by SIGPIPE looks to a shell
+        // pipeline (and as ripgrep does).
+        if error.chain().any(|cause| cause.is::<StdoutClosed>()) {
+            std::process::exit(0);
+        }
         eprintln!("kith: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// Standard output was closed by its reader (EPIPE).
+///
+/// Why not restore SIGPIPE's default action, as many CLIs do: this binary
+/// is also the daemon, the registry and the desktop app, which write to
+/// Unix sockets whose peers may go away (a `kith listen` that is stopped).
+/// Rust ignores SIGPIPE so that such a write fails with EPIPE instead of
+/// killing the process; the signal is process-wide, so it stays ignored and
+/// only stdout's EPIPE is treated as "the reader is done".
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// `println!` that returns an error instead of panicking when stdout
+/// cannot be written: [`StdoutClosed`] when its reader went away.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(stdout_error)
+}
+
+fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(error).context("cannot write to standard output")
     }
 }
 
@@ -231,15 +277,13 @@ fn run(cli: Cli) -> Result<()> {
             let passphrase = passphrase(&cli.passphrase_file)?;
             let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
             warn_permissions(account.permission_warnings());
-            println!("created a kith account in {}", data_dir.display());
-            print_identity(&account);
-            Ok(())
+            outln!("created a kith account in {}", data_dir.display())?;
+            print_identity(&account)
         }
         Command::Id => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
             warn_permissions(account.permission_warnings());
-            print_identity(&account);
-            Ok(())
+            print_identity(&account)
         }
         Command::Verify { public_key } => {
             let key = PeerId::from_hex(public_key.trim())
@@ -248,11 +292,11 @@ fn run(cli: Cli) -> Result<()> {
                 PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")?;
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
             warn_permissions(account.permission_warnings());
-            println!("contact peer id  {}", contact.peer_id());
-            println!(
+            outln!("contact peer id  {}", contact.peer_id())?;
+            outln!(
                 "safety number    {}",
                 safety_number(&account.identity.public(), &contact)
-            );
+            )?;
             Ok(())
         }
         Command::Daemon(args) => {
@@ -263,17 +307,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Blocked => print_lines(&data_dir, "blocked"),
         Command::Accept { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("accept", &[&peer])?;
-            println!("accepted {id}");
+            outln!("accepted {id}")?;
             Ok(())
         }
         Command::Decline { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
-            println!("declined and blocked {id}");
+            outln!("declined and blocked {id}")?;
             Ok(())
         }
         Command::Send { to, text } => {
             let id = Client::connect(&data_dir)?.send(&to, &text)?;
-            println!("{id}");
+            outln!("{id}")?;
             Ok(())
         }
         Command::Peers => print_lines(&data_dir, "peers"),
@@ -293,18 +337,18 @@ fn run(cli: Cli) -> Result<()> {
                 RoomCommand::Decline { room } => client.call("decline", &[room])?,
             };
             if !value.is_empty() {
-                println!("{value}");
+                outln!("{value}")?;
             }
             Ok(())
         }
         Command::Block { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
-            println!("blocked {id}");
+            outln!("blocked {id}")?;
             Ok(())
         }
         Command::Unblock { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("unblock", &[&peer])?;
-            println!("unblocked {id}");
+            outln!("unblocked {id}")?;
             Ok(())
         }
         Command::Mute { target, duration } => {
@@ -340,10 +384,20 @@ fn run(cli: Cli) -> Result<()> {
                 (false, false) => ListenFormat::Text,
             };
             let mut stdout = std::io::stdout().lock();
-            Client::connect(&data_dir)?.listen(format, |line| {
-                writeln!(stdout, "{line}")?;
-                stdout.flush()
-            })?;
+            // The client reports the closure's error as its own; this tells
+            // a closed stdout apart from a lost daemon.
+            let mut stdout_closed = false;
+            let listened = Client::connect(&data_dir)?.listen(format, |line| {
+                let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+                stdout_closed = written
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+                written
+            });
+            if stdout_closed {
+                return Err(StdoutClosed.into());
+            }
+            listened?;
             Ok(())
         }
     }
@@ -391,7 +445,7 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
             "forever" => "  (muted)".to_owned(),
             _ => "  (muted for now)".to_owned(),
         };
-        println!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}");
+        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}")?;
     }
     Ok(())
 }
@@ -399,7 +453,7 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
 fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request(request)?;
     for line in lines {
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
@@ -471,13 +525,16 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
     warn_permissions(kith::account::permission_warnings(data_dir));
     signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;
     // Scripts and tests read these lines to learn the address and identity.
-    println!("peer id     {}", daemon.peer_id());
-    println!("public key  {}", PeerId(daemon.public().to_bytes()));
-    println!("listening   {}", daemon.local_addr());
-    std::io::stdout().flush()?;
-    daemon.wait_for_stop();
+    // If nobody reads them (stdout closed), the daemon stops cleanly.
+    let printed = outln!("peer id     {}", daemon.peer_id())
+        .and_then(|()| outln!("public key  {}", PeerId(daemon.public().to_bytes())))
+        .and_then(|()| outln!("listening   {}", daemon.local_addr()))
+        .and_then(|()| std::io::stdout().flush().map_err(stdout_error));
+    if printed.is_ok() {
+        daemon.wait_for_stop();
+    }
     daemon.shutdown()?;
-    Ok(())
+    printed
 }
 
 /// SIGINT/SIGTERM → a stop request, through a self-pipe: the handler only
@@ -548,13 +605,13 @@ fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
             ..RegistryConfig::default()
         },
     })?;
-    println!("kith registry listening on {}", server.local_addr()?);
-    println!("public key  {}", PeerId(server.public_key()));
+    outln!("kith registry listening on {}", server.local_addr()?)?;
+    outln!("public key  {}", PeerId(server.public_key()))?;
     match key_file {
-        Some(path) => println!("key file    {}", path.display()),
-        None => println!(
+        Some(path) => outln!("key file    {}", path.display())?,
+        None => outln!(
             "key file    none: a new key every start (pass --key-file or --data to keep it)"
-        ),
+        )?,
     }
     // Ctrl-C and SIGTERM end the process with their default action: the
     // registry holds nothing that needs flushing.
@@ -577,10 +634,10 @@ fn public_key(hex: &str) -> Result<PublicIdentity> {
     PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")
 }
 
-fn print_identity(account: &Account) {
+fn print_identity(account: &Account) -> Result<()> {
     let public = account.identity.public();
-    println!("peer id     {}", public.peer_id());
-    println!("public key  {}", PeerId(public.to_bytes()));
+    outln!("peer id     {}", public.peer_id())?;
+    outln!("public key  {}", PeerId(public.to_bytes()))
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<String> {
