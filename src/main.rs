@@ -17,7 +17,8 @@ use kith::store::KdfParams;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -129,7 +130,8 @@ enum Command {
     /// Run a registry: lets peers that mDNS cannot reach find each other.
     /// It stores identity → addresses only, never chat data. Its key is kept
     /// in DATA/registry.key when --data or KITH_DATA is given (or in
-    /// --key-file), otherwise it is new every start. Stops on Ctrl-C/SIGTERM.
+    /// --key-file), otherwise it is new every start. Ctrl-C/SIGTERM stop it
+    /// after a last line with its counters.
     Registry(RegistryArgs),
 }
 
@@ -523,7 +525,8 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
     let daemon = daemon::start(data_dir, passphrase, config)?;
     // After the start, so that SQLite's WAL files exist and are checked too.
     warn_permissions(kith::account::permission_warnings(data_dir));
-    signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;
+    let stop = daemon.stop_requester();
+    signals::on_stop(move || stop.request_stop()).context("cannot install signal handlers")?;
     // Scripts and tests read these lines to learn the address and identity.
     // If nobody reads them (stdout closed), the daemon stops cleanly.
     let printed = outln!("peer id     {}", daemon.peer_id())
@@ -538,10 +541,9 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
 }
 
 /// SIGINT/SIGTERM → a stop request, through a self-pipe: the handler only
-/// writes one byte (async-signal-safe); a thread reads it and asks the
-/// daemon to stop.
+/// writes one byte (async-signal-safe); a thread reads it and runs the
+/// stop action (the daemon's or the registry's).
 mod signals {
-    use kith::daemon::StopRequester;
     use std::io::Read;
     use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
@@ -561,7 +563,8 @@ mod signals {
         }
     }
 
-    pub fn forward_to(stop: StopRequester) -> std::io::Result<()> {
+    /// Runs `stop` (once, on its own thread) at the first SIGINT or SIGTERM.
+    pub fn on_stop(stop: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let (mut reader, writer) = UnixStream::pair()?;
         // Leaked on purpose: the handler may run until the process exits.
         PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
@@ -579,7 +582,7 @@ mod signals {
             .spawn(move || {
                 let mut byte = [0u8; 1];
                 if reader.read(&mut byte).is_ok_and(|n| n == 1) {
-                    stop.request_stop();
+                    stop();
                 }
             })?;
         Ok(())
@@ -613,10 +616,15 @@ fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
             "key file    none: a new key every start (pass --key-file or --data to keep it)"
         )?,
     }
-    // Ctrl-C and SIGTERM end the process with their default action: the
-    // registry holds nothing that needs flushing.
-    let never = AtomicBool::new(false);
-    server.run(&never)?;
+    // Ctrl-C and SIGTERM stop the loop (within 100 ms) so that it can say
+    // what it did; the registry holds nothing else that needs flushing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Arc::clone(&stop);
+    signals::on_stop(move || stopper.store(true, Ordering::Relaxed))
+        .context("cannot install signal handlers")?;
+    std::io::stdout().flush().map_err(stdout_error)?;
+    let counters = server.run(&stop)?;
+    outln!("kith registry stopped: {counters}")?;
     Ok(())
 }
 

@@ -1,19 +1,24 @@
 //! The `kith` binary at its edges: a reader that closed stdout (`kith
-//! discovery | head -1`) and a store file it cannot open. Every wait is
-//! bounded.
+//! discovery | head -1`), a store file it cannot open, and the registry
+//! stopped by SIGTERM. Every wait is bounded.
 #![cfg(unix)]
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::TempDir;
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig};
 use kith::net::NetConfig;
+use kith::proto::crypto::Identity;
+use kith::proto::ids::PeerId;
+use kith::registry::{ClientEvent, RegistryClient, RegistryClientConfig};
 use kith::store::KdfParams;
 
 const PASS: &str = "cli edges test passphrase";
@@ -134,5 +139,107 @@ fn a_lock_path_that_is_a_directory_is_one_line_naming_it() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         format!("kith: cannot open the lock file {}: {os}\n", lock.display())
+    );
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as u64
+}
+
+/// A child killed (SIGKILL) if the test fails before it was waited for.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_registry_prints_its_counters_when_stopped_by_sigterm() {
+    let child = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["registry", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the kith binary runs");
+    let pid = child.id();
+    let mut child = KillOnDrop(Some(child));
+    let (tx, lines) = mpsc::channel();
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("stdout was piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        lines
+            .recv_timeout(WAIT)
+            .expect("the registry prints a line (or exits with an error on stderr)")
+    };
+    let addr: std::net::SocketAddr = next_line()
+        .strip_prefix("kith registry listening on ")
+        .expect("the address comes first")
+        .parse()
+        .expect("a socket address");
+    let key = PeerId::from_hex(
+        next_line()
+            .strip_prefix("public key")
+            .expect("then the key")
+            .trim(),
+    )
+    .expect("64 hex characters");
+
+    // One registration, answered, so the counters have something to show.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut client = RegistryClient::new(
+        Identity::generate(&mut rand::rng()),
+        RegistryClientConfig::new(key.0),
+        [7; 32],
+    )
+    .expect("a valid registry key");
+    client
+        .set_addresses(vec![socket.local_addr().expect("bound")])
+        .expect("one address");
+    socket
+        .send_to(&client.register(Instant::now(), unix_ms()), addr)
+        .expect("send");
+    let mut buffer = [0u8; 1500];
+    let (len, _) = socket.recv_from(&mut buffer).expect("the registry answers");
+    let event = client
+        .handle_datagram(Instant::now(), &buffer[..len])
+        .expect("the answer verifies");
+    assert!(matches!(event, Some(ClientEvent::Registered)), "{event:?}");
+
+    // SAFETY: kill only sends a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let stopped = loop {
+        let line = next_line();
+        if line.starts_with("kith registry stopped: ") {
+            break line;
+        }
+    };
+    assert!(stopped.contains("registrations 1, "), "{stopped}");
+    assert!(stopped.contains("malformed 0"), "{stopped}");
+    let output = wait_bounded(child.0.take().expect("not waited for yet"));
+    let status: ExitStatus = output.status;
+    assert!(
+        status.success(),
+        "{status:?}, stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
