@@ -291,7 +291,7 @@ impl KeyFile {
         if bytes.len() < empty {
             return Err(damaged("it is cut short"));
         }
-        if (bytes.len() - empty) % RECORD_LEN != 0 {
+        if !(bytes.len() - empty).is_multiple_of(RECORD_LEN) {
             return Err(damaged("its length does not fit its format"));
         }
         // The length check above covers every fixed offset below.
