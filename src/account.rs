@@ -4,6 +4,11 @@
 //! The identity is created once, with the store, and never leaves the store
 //! unencrypted. Opening needs the passphrase; a wrong one is reported as
 //! such and changes nothing on disk.
+//!
+//! A new data directory is private to the user (mode 0700) and every file
+//! the store creates in it is too (0600). A directory or file that other
+//! users can open is never changed behind the user's back: it is reported
+//! by [`permission_warnings`] for the caller to show.
 
 use crate::proto::crypto::Identity;
 use crate::store::{KdfParams, Store, StoreError};
@@ -85,6 +90,69 @@ impl Account {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The data directory and store files that other users can open; see
+    /// [`permission_warnings`].
+    pub fn permission_warnings(&self) -> Vec<PermissionWarning> {
+        permission_warnings(&self.data_dir)
+    }
+}
+
+/// A data directory or store file that users other than its owner may
+/// read, write or enter (any group or other permission bit set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionWarning {
+    /// The directory or file.
+    pub path: PathBuf,
+    /// Its permission bits (`0o755`, ...).
+    pub mode: u32,
+    /// Whether it is the data directory (as opposed to a file in it).
+    pub is_dir: bool,
+}
+
+impl std::fmt::Display for PermissionWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let private = if self.is_dir { "700" } else { "600" };
+        write!(
+            f,
+            "{} is open to other users (mode {:03o}); `chmod {private} {}` makes it private",
+            self.path.display(),
+            self.mode,
+            self.path.display()
+        )
+    }
+}
+
+/// The data directory and the store files in it (those that exist now)
+/// that other users may open. Empty where Unix modes do not exist.
+///
+/// The library only reports them: the CLI prints each as a warning. It
+/// changes nothing, since the directory may be one the user chose to share.
+pub fn permission_warnings(data_dir: &Path) -> Vec<PermissionWarning> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let database = Account::database_path(data_dir);
+        std::iter::once(data_dir.to_owned())
+            .chain(crate::store::store_files(&database))
+            .filter_map(|path| {
+                // A file that does not exist (WAL of a closed store) or
+                // cannot be read exposes nothing to report.
+                let metadata = std::fs::metadata(&path).ok()?;
+                let mode = metadata.permissions().mode() & 0o777;
+                (mode & 0o077 != 0).then(|| PermissionWarning {
+                    is_dir: metadata.is_dir(),
+                    path,
+                    mode,
+                })
+            })
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = data_dir;
+        Vec::new()
     }
 }
 

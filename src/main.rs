@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use kith::account::{Account, default_data_dir};
+use kith::account::{Account, PermissionWarning, default_data_dir};
 use kith::daemon::control::{Client, ListenFormat};
 use kith::daemon::{self, DaemonConfig, DiscoveryConfig, PeerAddr, RegistryTarget};
 use kith::discovery::InterfaceSpec;
@@ -17,7 +17,8 @@ use kith::store::KdfParams;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -129,7 +130,8 @@ enum Command {
     /// Run a registry: lets peers that mDNS cannot reach find each other.
     /// It stores identity → addresses only, never chat data. Its key is kept
     /// in DATA/registry.key when --data or KITH_DATA is given (or in
-    /// --key-file), otherwise it is new every start. Stops on Ctrl-C/SIGTERM.
+    /// --key-file), otherwise it is new every start. Ctrl-C/SIGTERM stop it
+    /// after a last line with its counters.
     Registry(RegistryArgs),
 }
 
@@ -217,8 +219,54 @@ struct RegistryArgs {
 
 fn main() {
     if let Err(error) = run(Cli::parse()) {
+        // `kith peers | head -1`: the reader has what it wanted. Quiet and
+        // successful, as a program killed by SIGPIPE looks to a shell
+        // pipeline (and as ripgrep does).
+        if error.chain().any(|cause| cause.is::<StdoutClosed>()) {
+            std::process::exit(0);
+        }
         eprintln!("kith: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// Standard output was closed by its reader (EPIPE).
+///
+/// Why not restore SIGPIPE's default action, as many CLIs do: this binary
+/// is also the daemon, the registry and the desktop app, which write to
+/// Unix sockets whose peers may go away (a `kith listen` that is stopped).
+/// Rust ignores SIGPIPE so that such a write fails with EPIPE instead of
+/// killing the process; the signal is process-wide, so it stays ignored and
+/// only stdout's EPIPE is treated as "the reader is done".
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// `println!` that returns an error instead of panicking when stdout
+/// cannot be written: [`StdoutClosed`] when its reader went away.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(stdout_error)
+}
+
+fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(error).context("cannot write to standard output")
     }
 }
 
@@ -230,14 +278,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init => {
             let passphrase = passphrase(&cli.passphrase_file)?;
             let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
-            println!("created a kith account in {}", data_dir.display());
-            print_identity(&account);
-            Ok(())
+            warn_permissions(account.permission_warnings());
+            outln!("created a kith account in {}", data_dir.display())?;
+            print_identity(&account)
         }
         Command::Id => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
-            print_identity(&account);
-            Ok(())
+            warn_permissions(account.permission_warnings());
+            print_identity(&account)
         }
         Command::Verify { public_key } => {
             let key = PeerId::from_hex(public_key.trim())
@@ -245,11 +293,12 @@ fn run(cli: Cli) -> Result<()> {
             let contact =
                 PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")?;
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
-            println!("contact peer id  {}", contact.peer_id());
-            println!(
+            warn_permissions(account.permission_warnings());
+            outln!("contact peer id  {}", contact.peer_id())?;
+            outln!(
                 "safety number    {}",
                 safety_number(&account.identity.public(), &contact)
-            );
+            )?;
             Ok(())
         }
         Command::Daemon(args) => {
@@ -260,17 +309,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Blocked => print_lines(&data_dir, "blocked"),
         Command::Accept { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("accept", &[&peer])?;
-            println!("accepted {id}");
+            outln!("accepted {id}")?;
             Ok(())
         }
         Command::Decline { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
-            println!("declined and blocked {id}");
+            outln!("declined and blocked {id}")?;
             Ok(())
         }
         Command::Send { to, text } => {
             let id = Client::connect(&data_dir)?.send(&to, &text)?;
-            println!("{id}");
+            outln!("{id}")?;
             Ok(())
         }
         Command::Peers => print_lines(&data_dir, "peers"),
@@ -290,18 +339,18 @@ fn run(cli: Cli) -> Result<()> {
                 RoomCommand::Decline { room } => client.call("decline", &[room])?,
             };
             if !value.is_empty() {
-                println!("{value}");
+                outln!("{value}")?;
             }
             Ok(())
         }
         Command::Block { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("block", &[&peer])?;
-            println!("blocked {id}");
+            outln!("blocked {id}")?;
             Ok(())
         }
         Command::Unblock { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("unblock", &[&peer])?;
-            println!("unblocked {id}");
+            outln!("unblocked {id}")?;
             Ok(())
         }
         Command::Mute { target, duration } => {
@@ -337,10 +386,20 @@ fn run(cli: Cli) -> Result<()> {
                 (false, false) => ListenFormat::Text,
             };
             let mut stdout = std::io::stdout().lock();
-            Client::connect(&data_dir)?.listen(format, |line| {
-                writeln!(stdout, "{line}")?;
-                stdout.flush()
-            })?;
+            // The client reports the closure's error as its own; this tells
+            // a closed stdout apart from a lost daemon.
+            let mut stdout_closed = false;
+            let listened = Client::connect(&data_dir)?.listen(format, |line| {
+                let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+                stdout_closed = written
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+                written
+            });
+            if stdout_closed {
+                return Err(StdoutClosed.into());
+            }
+            listened?;
             Ok(())
         }
     }
@@ -388,7 +447,7 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
             "forever" => "  (muted)".to_owned(),
             _ => "  (muted for now)".to_owned(),
         };
-        println!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}");
+        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}")?;
     }
     Ok(())
 }
@@ -396,7 +455,7 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
 fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request(request)?;
     for line in lines {
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
@@ -464,22 +523,27 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
         },
     };
     let daemon = daemon::start(data_dir, passphrase, config)?;
-    signals::forward_to(daemon.stop_requester()).context("cannot install signal handlers")?;
+    // After the start, so that SQLite's WAL files exist and are checked too.
+    warn_permissions(kith::account::permission_warnings(data_dir));
+    let stop = daemon.stop_requester();
+    signals::on_stop(move || stop.request_stop()).context("cannot install signal handlers")?;
     // Scripts and tests read these lines to learn the address and identity.
-    println!("peer id     {}", daemon.peer_id());
-    println!("public key  {}", PeerId(daemon.public().to_bytes()));
-    println!("listening   {}", daemon.local_addr());
-    std::io::stdout().flush()?;
-    daemon.wait_for_stop();
+    // If nobody reads them (stdout closed), the daemon stops cleanly.
+    let printed = outln!("peer id     {}", daemon.peer_id())
+        .and_then(|()| outln!("public key  {}", PeerId(daemon.public().to_bytes())))
+        .and_then(|()| outln!("listening   {}", daemon.local_addr()))
+        .and_then(|()| std::io::stdout().flush().map_err(stdout_error));
+    if printed.is_ok() {
+        daemon.wait_for_stop();
+    }
     daemon.shutdown()?;
-    Ok(())
+    printed
 }
 
 /// SIGINT/SIGTERM → a stop request, through a self-pipe: the handler only
-/// writes one byte (async-signal-safe); a thread reads it and asks the
-/// daemon to stop.
+/// writes one byte (async-signal-safe); a thread reads it and runs the
+/// stop action (the daemon's or the registry's).
 mod signals {
-    use kith::daemon::StopRequester;
     use std::io::Read;
     use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
@@ -499,7 +563,8 @@ mod signals {
         }
     }
 
-    pub fn forward_to(stop: StopRequester) -> std::io::Result<()> {
+    /// Runs `stop` (once, on its own thread) at the first SIGINT or SIGTERM.
+    pub fn on_stop(stop: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let (mut reader, writer) = UnixStream::pair()?;
         // Leaked on purpose: the handler may run until the process exits.
         PIPE.store(writer.into_raw_fd(), Ordering::Relaxed);
@@ -517,7 +582,7 @@ mod signals {
             .spawn(move || {
                 let mut byte = [0u8; 1];
                 if reader.read(&mut byte).is_ok_and(|n| n == 1) {
-                    stop.request_stop();
+                    stop();
                 }
             })?;
         Ok(())
@@ -543,19 +608,32 @@ fn run_registry(args: RegistryArgs, data: Option<PathBuf>) -> Result<()> {
             ..RegistryConfig::default()
         },
     })?;
-    println!("kith registry listening on {}", server.local_addr()?);
-    println!("public key  {}", PeerId(server.public_key()));
+    outln!("kith registry listening on {}", server.local_addr()?)?;
+    outln!("public key  {}", PeerId(server.public_key()))?;
     match key_file {
-        Some(path) => println!("key file    {}", path.display()),
-        None => println!(
+        Some(path) => outln!("key file    {}", path.display())?,
+        None => outln!(
             "key file    none: a new key every start (pass --key-file or --data to keep it)"
-        ),
+        )?,
     }
-    // Ctrl-C and SIGTERM end the process with their default action: the
-    // registry holds nothing that needs flushing.
-    let never = AtomicBool::new(false);
-    server.run(&never)?;
+    // Ctrl-C and SIGTERM stop the loop (within 100 ms) so that it can say
+    // what it did; the registry holds nothing else that needs flushing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Arc::clone(&stop);
+    signals::on_stop(move || stopper.store(true, Ordering::Relaxed))
+        .context("cannot install signal handlers")?;
+    std::io::stdout().flush().map_err(stdout_error)?;
+    let counters = server.run(&stop)?;
+    outln!("kith registry stopped: {counters}")?;
     Ok(())
+}
+
+/// Tells the user about account files that other users can open; kith
+/// goes on, since only the user knows whether that is on purpose.
+fn warn_permissions(warnings: Vec<PermissionWarning>) {
+    for warning in warnings {
+        eprintln!("kith: warning: {warning}");
+    }
 }
 
 /// A public key given on the command line.
@@ -564,10 +642,10 @@ fn public_key(hex: &str) -> Result<PublicIdentity> {
     PublicIdentity::from_bytes(&key.0).context("that is not a valid public key")
 }
 
-fn print_identity(account: &Account) {
+fn print_identity(account: &Account) -> Result<()> {
     let public = account.identity.public();
-    println!("peer id     {}", public.peer_id());
-    println!("public key  {}", PeerId(public.to_bytes()));
+    outln!("peer id     {}", public.peer_id())?;
+    outln!("public key  {}", PeerId(public.to_bytes()))
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<String> {

@@ -8,6 +8,7 @@ use kith::proto::ids::RoomId;
 use kith::store::{KdfParams, Store, StoreError, key_file_path};
 
 const PASS: &str = "correct horse battery staple";
+const WRONG: &str = "not the passphrase";
 
 fn fast() -> KdfParams {
     KdfParams::insecure_fast_for_tests()
@@ -83,7 +84,7 @@ fn damaged_key_file_is_refused_without_panicking() {
     flipped[last] ^= 1;
     std::fs::write(&keys, &flipped).unwrap();
     let err = Store::open(&db, PASS).unwrap_err();
-    assert!(matches!(err, StoreError::CorruptKeyFile(_)), "{err:?}");
+    assert!(matches!(err, StoreError::DamagedKeyFile { .. }), "{err:?}");
 
     // Every truncation is an error, never a panic.
     for len in 0..original.len() {
@@ -97,10 +98,77 @@ fn damaged_key_file_is_refused_without_panicking() {
     std::fs::write(&keys, &absurd).unwrap();
     assert!(matches!(
         Store::open(&db, PASS),
-        Err(StoreError::CorruptKeyFile(_))
+        Err(StoreError::DamagedKeyFile { .. })
     ));
 
     std::fs::write(&keys, &original).unwrap();
+    assert!(Store::open(&db, PASS).is_ok());
+}
+
+/// The error for a damaged key file names it and says it is damaged; it is
+/// never "wrong passphrase" nor "not a kith store".
+fn assert_damaged(db: &std::path::Path, what: &str, passphrases: &[&str]) {
+    let keys = key_file_path(db);
+    for &passphrase in passphrases {
+        let err = Store::open(db, passphrase).unwrap_err();
+        match &err {
+            StoreError::DamagedKeyFile { path, .. } => assert_eq!(path, &keys, "{what}"),
+            other => panic!("{what}: expected DamagedKeyFile, got {other:?}: {other}"),
+        }
+        let sentence = err.to_string();
+        assert!(
+            sentence.starts_with(&format!("the key file {} is damaged: ", keys.display())),
+            "{what}: {sentence}"
+        );
+    }
+}
+
+#[test]
+fn a_cut_short_or_garbage_key_file_is_called_damaged_not_a_wrong_passphrase() {
+    let dir = TempDir::new("damagedkeys");
+    let db = dir.db();
+    let mut store = Store::create(&db, PASS, fast()).unwrap();
+    store
+        .insert_messages(&[message(RoomId([1; 32]), 1, 5, b"hi")])
+        .unwrap();
+    drop(store);
+    let keys = key_file_path(&db);
+    let original = std::fs::read(&keys).unwrap();
+
+    // Cut short anywhere, it is damaged for the right passphrase. A file
+    // cut by exactly one keyring record has a possible length, and there a
+    // wrong passphrase can only be reported as such.
+    let record = 64;
+    for len in 0..original.len() {
+        std::fs::write(&keys, &original[..len]).unwrap();
+        let what = format!("cut to {len} bytes");
+        if len == original.len() - record {
+            assert_damaged(&db, &what, &[PASS]);
+        } else {
+            assert_damaged(&db, &what, &[PASS, WRONG]);
+        }
+    }
+    let garbage: Vec<u8> = (0..original.len() as u32)
+        .map(|n| (n * 31 % 251) as u8)
+        .collect();
+    std::fs::write(&keys, &garbage).unwrap();
+    assert_damaged(&db, "garbage", &[PASS, WRONG]);
+    std::fs::write(&keys, vec![0u8; original.len()]).unwrap();
+    assert_damaged(&db, "zeroes", &[PASS, WRONG]);
+    let mut after_header = original.clone();
+    after_header[9..].copy_from_slice(&garbage[9..]);
+    std::fs::write(&keys, &after_header).unwrap();
+    assert_damaged(&db, "garbage after the magic and version", &[PASS, WRONG]);
+    let mut version_zero = original.clone();
+    version_zero[8] = 0;
+    std::fs::write(&keys, &version_zero).unwrap();
+    assert_damaged(&db, "version 0", &[PASS, WRONG]);
+
+    // An intact file with the wrong passphrase is still just that.
+    std::fs::write(&keys, &original).unwrap();
+    let err = Store::open(&db, WRONG).unwrap_err();
+    assert!(matches!(err, StoreError::WrongPassphrase), "{err:?}");
+    assert_eq!(err.to_string(), "wrong passphrase");
     assert!(Store::open(&db, PASS).is_ok());
 }
 
@@ -184,4 +252,28 @@ fn a_store_opens_only_once_at_a_time() {
     assert!(err.to_string().contains("already open"), "{err}");
     drop(store);
     let _reopened = Store::open(&db, PASS).unwrap();
+}
+
+#[test]
+fn a_lock_path_that_is_a_directory_is_one_sentence_naming_it() {
+    let dir = TempDir::new("lockdir");
+    let db = dir.db();
+    let lock = dir.path().join("kith.db.lock");
+    std::fs::create_dir(&lock).unwrap();
+    assert_lock_error(&Store::create(&db, PASS, fast()).unwrap_err(), &lock);
+    std::fs::remove_dir(&lock).unwrap();
+    drop(Store::create(&db, PASS, fast()).unwrap());
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    assert_lock_error(&Store::open(&db, PASS).unwrap_err(), &lock);
+}
+
+fn assert_lock_error(err: &StoreError, lock: &std::path::Path) {
+    let os = std::io::Error::from_raw_os_error(libc::EISDIR).to_string();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot open the lock file {}: {os}", lock.display())
+    );
+    // Nothing below it for an error chain to print a second time.
+    assert!(std::error::Error::source(err).is_none(), "{err:?}");
 }

@@ -107,6 +107,59 @@ pub struct RegistryCounters {
     pub forgotten: u64,
 }
 
+impl std::fmt::Display for RegistryCounters {
+    /// One line, every counter as `name value`, comma-separated, in the
+    /// order of the fields (the outcomes first, then the drops).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Taken apart field by field, so a new counter cannot be left out.
+        let Self {
+            registrations,
+            keepalives,
+            lookups,
+            unregistrations,
+            rate_limited,
+            malformed,
+            unknown_version,
+            bad_public_key,
+            bad_signature,
+            wrong_registry,
+            stale,
+            clock_skew,
+            table_full,
+            unknown_peer,
+            bad_token,
+            unexpected,
+            evicted,
+            forgotten,
+        } = self;
+        let counters = [
+            ("registrations", registrations),
+            ("keepalives", keepalives),
+            ("lookups", lookups),
+            ("unregistrations", unregistrations),
+            ("rate_limited", rate_limited),
+            ("malformed", malformed),
+            ("unknown_version", unknown_version),
+            ("bad_public_key", bad_public_key),
+            ("bad_signature", bad_signature),
+            ("wrong_registry", wrong_registry),
+            ("stale", stale),
+            ("clock_skew", clock_skew),
+            ("table_full", table_full),
+            ("unknown_peer", unknown_peer),
+            ("bad_token", bad_token),
+            ("unexpected", unexpected),
+            ("evicted", evicted),
+            ("forgotten", forgotten),
+        ];
+        for (i, (name, value)) in counters.into_iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            write!(f, "{separator}{name} {value}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {

@@ -25,7 +25,7 @@
 //! not open: the end, a record torn by a crash while it was copied (it was
 //! never reported durable), or an older generation's.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -241,12 +241,13 @@ impl Journal {
     /// [`Journal::clear`]. The caller holds the store's lock, so no other
     /// process maps or truncates the file.
     pub(super) fn open(path: &Path, key: SecretKey) -> Result<(Journal, Vec<JournalRecord>)> {
-        let file = OpenOptions::new()
+        let file = super::owner_only()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .open(path)?;
+            .open(path)
+            .map_err(|error| super::file_error("journal", path.to_owned(), error))?;
         // New, cut short by something else, or left sparse by an older
         // kith: every byte gets its disk blocks now. Writing through the
         // mapping into a page that has none needs a block from the file

@@ -88,8 +88,8 @@ impl KdfParams {
     }
 
     /// Rejects parameters read from a damaged or hostile key file before they
-    /// can make us allocate gigabytes or spin for minutes.
-    fn check_sane(self) -> Result<Self, StoreError> {
+    /// can make us allocate gigabytes or spin for minutes; the error says why.
+    fn check_sane(self) -> Result<Self, &'static str> {
         let sane = (8..=4 * 1024 * 1024).contains(&self.m_cost)
             && (1..=64).contains(&self.t_cost)
             && (1..=16).contains(&self.p_cost)
@@ -97,9 +97,7 @@ impl KdfParams {
         if sane {
             Ok(self)
         } else {
-            Err(StoreError::CorruptKeyFile(
-                "implausible key derivation parameters",
-            ))
+            Err("its key derivation parameters are implausible")
         }
     }
 }
@@ -174,10 +172,10 @@ impl MasterKeys {
         passphrase: &str,
         salt: &[u8; SALT_LEN],
         params: KdfParams,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, &'static str> {
         let argon_params =
             argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
-                .map_err(|_| StoreError::CorruptKeyFile("invalid key derivation parameters"))?;
+                .map_err(|_| "its key derivation parameters are invalid")?;
         let argon = argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
@@ -186,7 +184,7 @@ impl MasterKeys {
         let mut master = SecretKey([0u8; 32]);
         argon
             .hash_password_into(passphrase.as_bytes(), salt, &mut master.0)
-            .map_err(|_| StoreError::CorruptKeyFile("key derivation failed"))?;
+            .map_err(|_| "key derivation failed with its parameters")?;
         Ok(Self {
             wrap: master.derive("kith store keyring wrap v1"),
             identity: master.derive("kith store identity seal v1"),
@@ -235,14 +233,15 @@ impl KeyFile {
         passphrase: &str,
         params: KdfParams,
     ) -> Result<Self, StoreError> {
-        let params = params.check_sane()?;
+        let params = params.check_sane().map_err(StoreError::BadKdfParams)?;
         let path = key_file_path(db);
         if path.exists() {
             return Err(StoreError::AlreadyExists(path));
         }
         let mut salt = [0u8; SALT_LEN];
         rand::fill(&mut salt);
-        let keys = MasterKeys::derive(passphrase, &salt, params)?;
+        let keys =
+            MasterKeys::derive(passphrase, &salt, params).map_err(StoreError::BadKdfParams)?;
         let file = Self {
             path,
             params,
@@ -255,6 +254,14 @@ impl KeyFile {
     }
 
     /// Reads the key file of the store at `db` and unlocks it with `passphrase`.
+    ///
+    /// A file that cannot be parsed (cut short, not starting with the
+    /// magic, an impossible version or parameters, a keyring that does not
+    /// authenticate under the right passphrase) is
+    /// [`StoreError::DamagedKeyFile`]; only a passphrase that does not
+    /// match the verifier is [`StoreError::WrongPassphrase`]. (Damage to the
+    /// salt or the verifier looks exactly like a wrong passphrase: the
+    /// format has no checksum of its own to tell them apart.)
     pub(crate) fn open(db: &Path, passphrase: &str) -> Result<Self, StoreError> {
         let path = key_file_path(db);
         let bytes = match fs::read(&path) {
@@ -262,13 +269,30 @@ impl KeyFile {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotAKithStore(db.to_owned()));
             }
-            Err(err) => return Err(StoreError::Io(err)),
+            Err(error) => return Err(super::file_error("key file", path, error)),
         };
-        if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || &bytes[..8] != MAGIC {
-            return Err(StoreError::NotAKithStore(db.to_owned()));
+        let damaged = |reason: &'static str| StoreError::DamagedKeyFile {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+            return Err(damaged("it does not start with a kith key file header"));
         }
-        if bytes[8] != VERSION {
-            return Err(StoreError::UnsupportedKeyFileVersion(bytes[8]));
+        match bytes.get(MAGIC.len()) {
+            None => return Err(damaged("it is cut short")),
+            Some(&VERSION) => {}
+            // No key file ever had version 0.
+            Some(0) => return Err(damaged("its version byte is 0")),
+            Some(&newer) => return Err(StoreError::UnsupportedKeyFileVersion(newer)),
+        }
+        // The sealed keyring is `count` and whole records, so the length
+        // alone tells most damage apart from a wrong passphrase.
+        let empty = HEADER_LEN + NONCE_LEN + 4 + TAG_LEN;
+        if bytes.len() < empty {
+            return Err(damaged("it is cut short"));
+        }
+        if !(bytes.len() - empty).is_multiple_of(RECORD_LEN) {
+            return Err(damaged("its length does not fit its format"));
         }
         // The length check above covers every fixed offset below.
         let u32_at = |at: usize| {
@@ -281,12 +305,13 @@ impl KeyFile {
             t_cost: u32_at(13),
             p_cost: u32_at(17),
         }
-        .check_sane()?;
+        .check_sane()
+        .map_err(damaged)?;
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[21..21 + SALT_LEN]);
         let stored_verifier = &bytes[21 + SALT_LEN..HEADER_LEN];
 
-        let keys = MasterKeys::derive(passphrase, &salt, params)?;
+        let keys = MasterKeys::derive(passphrase, &salt, params).map_err(damaged)?;
         // A mismatch means the passphrase is wrong (or, far less likely, the
         // salt or verifier bytes were damaged, which looks the same). We stop
         // before touching the database either way.
@@ -296,10 +321,8 @@ impl KeyFile {
         let keyring = keys
             .wrap
             .open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
-            .ok_or(StoreError::CorruptKeyFile(
-                "the room keyring does not authenticate",
-            ))?;
-        let rooms = parse_keyring(&keyring)?;
+            .ok_or_else(|| damaged("its room keyring does not authenticate"))?;
+        let rooms = parse_keyring(&keyring).map_err(damaged)?;
         Ok(Self {
             path,
             params,
@@ -325,7 +348,7 @@ impl KeyFile {
 
         let mut keyring = Zeroizing::new(Vec::with_capacity(4 + self.rooms.len() * RECORD_LEN));
         let count = u32::try_from(self.rooms.len())
-            .map_err(|_| StoreError::CorruptKeyFile("more than 4 billion rooms"))?;
+            .map_err(|_| StoreError::TooLarge("keyring of more than 4 billion rooms"))?;
         keyring.extend_from_slice(&count.to_le_bytes());
         for (room, key) in &self.rooms {
             keyring.extend_from_slice(room.as_bytes());
@@ -337,7 +360,16 @@ impl KeyFile {
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
         {
-            let mut file = fs::File::create(&tmp)?;
+            // A temporary file left by a crash may have another mode; a new
+            // one is created owner-only, and the rename keeps that mode.
+            match fs::remove_file(&tmp) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+            let mut file = super::owner_only()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             file.write_all(&header)?;
             file.write_all(&sealed)?;
             file.sync_all()?;
@@ -356,8 +388,8 @@ impl KeyFile {
     }
 }
 
-fn parse_keyring(plain: &[u8]) -> Result<HashMap<RoomId, SecretKey>, StoreError> {
-    let bad = StoreError::CorruptKeyFile("the room keyring is malformed");
+fn parse_keyring(plain: &[u8]) -> Result<HashMap<RoomId, SecretKey>, &'static str> {
+    let bad = "its room keyring is malformed";
     let Some((count, records)) = plain.split_first_chunk::<4>() else {
         return Err(bad);
     };
@@ -365,7 +397,7 @@ fn parse_keyring(plain: &[u8]) -> Result<HashMap<RoomId, SecretKey>, StoreError>
     if records.len()
         != count
             .checked_mul(RECORD_LEN)
-            .ok_or(StoreError::CorruptKeyFile("keyring count overflows"))?
+            .ok_or("its room keyring count overflows")?
     {
         return Err(bad);
     }

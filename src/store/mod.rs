@@ -52,17 +52,27 @@ pub enum StoreError {
     /// The passphrase does not unlock this store.
     #[error("wrong passphrase")]
     WrongPassphrase,
-    /// No kith store at this path (no key file, or not ours).
-    #[error("{} is not a kith store (its key file is missing or unrecognised)", .0.display())]
+    /// No kith store at this path (no key file, or no database).
+    #[error("{} is not a kith store (its database or key file is missing)", .0.display())]
     NotAKithStore(PathBuf),
     /// The passphrase is right but the database file is not a kith
     /// database, or a page of it no longer authenticates. At open this is
     /// detected before anything is written.
     #[error("the database file is corrupt or is not a kith database")]
     Corrupt,
-    /// The key file next to the database is damaged.
-    #[error("the store's key file is damaged: {0}")]
-    CorruptKeyFile(&'static str),
+    /// The key file next to the database is damaged: cut short, not a key
+    /// file, or its content does not parse or authenticate.
+    #[error("the key file {} is damaged: {reason}", path.display())]
+    DamagedKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Key derivation parameters given to [`Store::create`] that Argon2 or
+    /// kith refuses.
+    #[error("unusable key derivation parameters: {0}")]
+    BadKdfParams(&'static str),
     /// The key file was written by a newer kith.
     #[error("the store's key file has version {0}, which this version of kith cannot read")]
     UnsupportedKeyFileVersion(u8),
@@ -99,11 +109,24 @@ pub enum StoreError {
     /// It works again once space is freed.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// One of the store's files cannot be opened or created.
+    #[error("cannot open the {what} {}: {error}", path.display())]
+    File {
+        /// Which file: "lock file", "key file", ...
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What the system said. Part of the sentence, not a separate
+        /// `source`, so that it is not printed twice.
+        error: std::io::Error,
+    },
     /// The file system reported an error.
     #[error("file error: {0}")]
     Io(std::io::Error),
 }
 
+/// Not `#[from]`: that would also make the error the `source`, and error
+/// chains (`anyhow`'s `{:#}`) would print it twice.
 impl From<std::io::Error> for StoreError {
     /// "No space left" (or over quota) is [`StoreError::DiskFull`], so the
     /// user reads what to do instead of an errno.
@@ -349,6 +372,44 @@ fn group_key_aad(room: &RoomId, epoch: u64, peer: Option<&PeerId>) -> Vec<u8> {
 
 const IDENTITY_AAD: &[u8] = b"kith identity v1";
 
+/// Every file the store at `db` creates or that SQLite creates for it: the
+/// database, its key file, journal and lock file, and SQLite's WAL and
+/// shared-memory files (which exist only while the store is open). Each is
+/// created readable and writable by its owner only (mode 0600 on Unix).
+pub fn store_files(db: &Path) -> Vec<PathBuf> {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    vec![
+        db.to_owned(),
+        key_file_path(db),
+        journal_path(db),
+        with(".lock"),
+        with("-wal"),
+        with("-shm"),
+    ]
+}
+
+/// Options that create a file readable and writable by its owner only.
+///
+/// The data directory is private too, but a directory kept from elsewhere
+/// (or loosened later) must not expose the keys or the database.
+fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn file_error(what: &'static str, path: PathBuf, error: std::io::Error) -> StoreError {
+    StoreError::File { what, path, error }
+}
+
 /// Takes the store's exclusive lock (`<db>.lock`, an advisory `flock`).
 ///
 /// Two processes with the same store open would each rewrite the key file
@@ -358,15 +419,19 @@ fn lock_store(db: &Path) -> Result<std::fs::File> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
+    let file = owner_only()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)?;
+        .open(&path);
+    let file = match file {
+        Ok(file) => file,
+        Err(error) => return Err(file_error("lock file", path, error)),
+    };
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(db.to_owned())),
-        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Io(err)),
+        Err(std::fs::TryLockError::Error(error)) => Err(file_error("lock file", path, error)),
     }
 }
 
@@ -458,6 +523,14 @@ impl Store {
         }
         let lock = lock_store(path)?;
         let keys = KeyFile::create(path, passphrase, kdf)?;
+        // SQLite would create the database with mode 0644 (less the umask);
+        // an empty file is a new database to it, and its WAL and
+        // shared-memory files copy the database file's mode.
+        owner_only()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|error| file_error("database", path.to_owned(), error))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
