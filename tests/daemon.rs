@@ -1256,3 +1256,67 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
         }
     }
 }
+
+/// Issue 17: `--accept-invites` joins rooms of accepted contacts only; an
+/// invitation from someone who is not one waits for the user, as that
+/// person's contact request does.
+#[test]
+fn invitations_are_accepted_by_themselves_only_from_contacts() {
+    let (dir_a, pub_a) = account("accept-a");
+    let (dir_c, pub_c) = account("accept-c");
+    let (dir_s, _) = account("accept-stranger");
+    let config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: loopback(),
+            ..NetConfig::loopback()
+        },
+        node: kith::proto::node::NodeConfig {
+            auto_accept_invites: true,
+            ..Default::default()
+        },
+        ..DaemonConfig::default()
+    };
+    let a = daemon::start(&dir_a.path().join("data"), PASS, config).expect("A starts");
+    let a_events = a.events().expect("A is running");
+    let a_peer = vec![PeerAddr {
+        public: pub_a.clone(),
+        addr: a.local_addr(),
+    }];
+    // C is A's contact; the stranger only knows A's key and address.
+    let c = start(&dir_c, loopback(), a_peer.clone());
+    a.add_peer(pub_c.clone(), c.local_addr())
+        .expect("C is A's contact");
+    let stranger = start(&dir_s, loopback(), a_peer);
+    let from_stranger = stranger
+        .create_room("from a stranger", &[pub_a.peer_id()])
+        .expect("the stranger creates a room");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::RoomInvited { room, .. } if *room == from_stranger),
+    );
+    let from_contact = c
+        .create_room("from a contact", &[pub_a.peer_id()])
+        .expect("C creates a room");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::RoomJoined { room, .. } if *room == from_contact),
+    );
+    let rooms = a.rooms().expect("rooms");
+    let invited = |room| rooms.iter().find(|r| r.id == room).map(|r| r.invited);
+    assert_eq!(invited(from_contact), Some(false), "joined by itself");
+    assert_eq!(
+        invited(from_stranger),
+        Some(true),
+        "not joined by itself, waiting for the user"
+    );
+    // The user can still say yes.
+    a.answer_invite(from_stranger, true)
+        .expect("accepted by hand");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::RoomJoined { room, .. } if *room == from_stranger),
+    );
+    for handle in [a, c, stranger] {
+        handle.shutdown().expect("stops cleanly");
+    }
+}

@@ -19,7 +19,7 @@ use crate::proto::crypto::{ChainId, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
-    GroupKey, Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomInfo, direct_room,
+    GroupKey, Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomFounding, RoomInfo, direct_room,
 };
 use crate::proto::reliable;
 use crate::proto::sync::{Item, SortedItems};
@@ -176,6 +176,12 @@ pub(crate) struct NodeDriver {
     /// Where peers that are not authenticated yet wrote from: only for
     /// answering a stranger's handshake. Bounded.
     provisional: HashMap<PeerId, SocketAddr>,
+    /// Invitations to accept without asking (`--accept-invites`), but only
+    /// from accepted contacts: an invitation from anyone else waits for
+    /// the user, as a contact request does.
+    accept_invites: bool,
+    /// Invitations from accepted contacts to accept at the next pump.
+    invitations_to_accept: Vec<RoomId>,
     /// Contacts that wrote first and are not accepted yet.
     requests: HashSet<PeerId>,
     /// Received messages not journaled yet (only while `deferring`).
@@ -288,6 +294,9 @@ impl NodeDriver {
     ) -> Result<Self, DaemonError> {
         let now = Instant::now();
         config.wall_clock_millis = wall_clock_millis();
+        // The node would join whoever invites; the driver knows who is a
+        // contact and decides (see `accept_invites`).
+        let accept_invites = std::mem::replace(&mut config.auto_accept_invites, false);
         // The registry client signs our registrations with the same identity.
         let registry_identity = Identity::from_secret_bytes(&account.identity.secret_bytes());
         let discovery = Discovery::new(discovery, registry_identity)?;
@@ -305,6 +314,8 @@ impl NodeDriver {
             node,
             store: account.store,
             peers: HashMap::new(),
+            accept_invites,
+            invitations_to_accept: Vec::new(),
             inflight: HashMap::new(),
             outbox_due: VecDeque::new(),
             delivery_updates: Vec::new(),
@@ -524,6 +535,10 @@ impl NodeDriver {
                 epoch,
                 members: stored.iter().map(|m| m.peer).collect(),
                 group_key,
+                founding: self
+                    .store
+                    .room_founding(&room.id)?
+                    .map(|bytes| RoomFounding::from_bytes(&bytes)),
             };
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
@@ -550,6 +565,9 @@ impl NodeDriver {
             created_at: wall_clock_millis(),
         })?;
         self.db()?.set_group(room, &admin, info.epoch)?;
+        if let Some(founding) = &info.founding {
+            self.db()?.set_room_founding(room, &founding.to_bytes())?;
+        }
         if let Some(key) = &info.group_key {
             self.db()?
                 .put_epoch_key(room, u64::from(info.epoch), &key.0)?;
@@ -1087,6 +1105,12 @@ impl NodeDriver {
     fn on_room_event(&mut self, event: NodeEvent) {
         match event {
             NodeEvent::RoomInvited { room, name, from } => {
+                if self.accept_invites
+                    && self.peers.contains_key(&from)
+                    && !self.requests.contains(&from)
+                {
+                    self.invitations_to_accept.push(room);
+                }
                 self.publish(Event::RoomInvited { room, name, from });
             }
             NodeEvent::RoomJoined { room } => {
@@ -1217,6 +1241,12 @@ impl NodeDriver {
     /// events, hence the loop).
     fn pump(&mut self, now: Instant) {
         self.pump_events(now);
+        for room in std::mem::take(&mut self.invitations_to_accept) {
+            if let Err(error) = self.node.accept_invite(now, room) {
+                eprintln!("kith daemon: cannot accept an invitation: {error}");
+            }
+            self.pump_events(now);
+        }
         self.save_invitations();
         self.enter_outbox(now, false);
     }

@@ -78,7 +78,7 @@ pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
 pub use self::history::FORWARD_STEPS_PER_SECOND;
-pub use self::rooms::{GroupKey, RoomInfo};
+pub use self::rooms::{GroupKey, RoomFounding, RoomInfo};
 pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
     ChainId, ChainSnapshot, CryptoError, ENVELOPE_OVERHEAD, Envelope, HandshakeFinish,
@@ -155,8 +155,10 @@ pub struct NodeConfig {
     /// Envelopes buffered, across all chains, while their sender key has
     /// not arrived.
     pub max_held: usize,
-    /// Whether invitations to rooms are accepted without asking (headless
-    /// devices); otherwise they wait for [`Node::accept_invite`].
+    /// Whether invitations to rooms are accepted without asking, from
+    /// anyone; otherwise they wait for [`Node::accept_invite`]. The daemon
+    /// keeps this off and accepts itself, only from accepted contacts (the
+    /// node does not know who the user accepted).
     pub auto_accept_invites: bool,
     /// Whether group rooms send over the multicast group (with unicast
     /// repair and fall-back per member) instead of unicast to each member.
@@ -488,6 +490,10 @@ pub enum NodeError {
     UnknownChain,
     #[error("only the room's admin can change its members")]
     NotAdmin,
+    #[error(
+        "this room was kept by an older version of kith and cannot take new members; create a new room"
+    )]
+    NoFounding,
     #[error("{0:?} is not a member of the room")]
     NotMember(PeerId),
     #[error("{0:?} is already a member of the room")]
@@ -607,6 +613,9 @@ struct Group {
     group_key: SecretKey,
     /// The previous epoch's, for frames still in flight across a change.
     previous_key: Option<(u32, SecretKey)>,
+    /// What the room's id derives from, handed on with every invitation;
+    /// `None` for a room kept by an older version.
+    founding: Option<rooms::RoomFounding>,
 }
 
 impl RoomState {
@@ -1632,11 +1641,16 @@ impl Node {
                 admin,
                 members,
                 group_key,
+                founder,
+                nonce,
             } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
                 let update = rooms::Update::new(room, epoch, members, group_key);
-                if let Err(reason) = self.on_invite(now, receipt.from, name, admin, update) {
+                let founding = rooms::RoomFounding { founder, nonce };
+                if let Err(reason) =
+                    self.on_invite(now, receipt.from, name, admin, update, founding)
+                {
                     self.stats.count(reason);
                 }
             }

@@ -814,6 +814,29 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps what a group room's id derives from (founder and nonce).
+    pub fn set_room_founding(&mut self, room: &RoomId, founding: &[u8; 64]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET founding = ?2 WHERE room = ?1",
+            params![room.as_bytes(), &founding[..]],
+        )?;
+        Ok(())
+    }
+
+    /// What a group room's id derives from, if it was kept (rooms kept by
+    /// a version before schema 8 have none).
+    pub fn room_founding(&self, room: &RoomId) -> Result<Option<[u8; 64]>> {
+        let bytes: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row(
+                "SELECT founding FROM rooms WHERE room = ?1",
+                params![room.as_bytes()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(bytes.flatten().and_then(|b| <[u8; 64]>::try_from(b).ok()))
+    }
+
     /// A group room's admin and epoch; `None` for a direct or unknown room.
     pub fn group(&self, room: &RoomId) -> Result<Option<(PeerId, u32)>> {
         let row: Option<(Option<Vec<u8>>, u32)> = self

@@ -47,10 +47,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 7,
         sql: V7,
     },
+    Migration {
+        version: 8,
+        sql: V8,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 7;
+pub(crate) const LATEST: u32 = 8;
+
+/// Version 8: what a group room's id derives from (its founder's peer id
+/// and a nonce, 64 bytes), handed on with every invitation so members can
+/// check the id; NULL for rooms kept before. And each message's epoch, so a
+/// member is offered only the history of epochs it belongs to; NULL for
+/// messages stored before (treated as epoch 0).
+const V8: &str = "
+ALTER TABLE rooms ADD COLUMN founding BLOB;
+ALTER TABLE messages ADD COLUMN epoch INTEGER;
+";
 
 /// Version 7: each group room member's Ed25519 public key, so a room comes
 /// back after a restart with members who are not contacts (met nearby, or

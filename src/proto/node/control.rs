@@ -51,6 +51,13 @@ pub enum Control {
         /// The epoch's key for multicast frames of the room.
         #[serde(with = "serde_bytes")]
         group_key: [u8; 32],
+        /// Who created the room and the nonce it drew: the room id is
+        /// derived from them (`RoomFounding::room_id`), which every
+        /// receiver checks, so no inviter can choose a room id (say, that
+        /// of a direct chat between two others).
+        founder: PeerId,
+        #[serde(with = "serde_bytes")]
+        nonce: [u8; 32],
     },
     /// The admin's new member list for a new epoch (after an invite, a
     /// removal or a leave). A receiver missing from it was removed.
@@ -261,6 +268,8 @@ mod tests {
             admin: [5; 32],
             members: vec![MemberKey([5; 32]), MemberKey([6; 32])],
             group_key: [7; 32],
+            founder: PeerId([5; 32]),
+            nonce: [8; 32],
         };
         assert_eq!(Control::decode(&invite.encode()), Ok(invite));
         let update = Control::RoomMembers {
@@ -310,6 +319,8 @@ mod tests {
             admin: [5; 32],
             members: vec![],
             group_key: [7; 32],
+            founder: PeerId([5; 32]),
+            nonce: [8; 32],
         };
         assert_eq!(
             Control::decode(&long_name.encode()),

@@ -31,6 +31,53 @@ use crate::proto::reliable::RoomConfig;
 /// Group keys held at most while their room or epoch is not known yet.
 const MAX_EARLY_KEYS: usize = 256;
 
+/// Who created a group room and the nonce drawn then: the room's id is
+/// derived from them, so every member can check an invitation's room id
+/// and nobody can pick one (such as the id of a direct chat of others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomFounding {
+    pub founder: PeerId,
+    pub nonce: [u8; 32],
+}
+
+impl RoomFounding {
+    /// Draws a new room's founding.
+    pub(super) fn new<R: rand::Rng + ?Sized>(founder: PeerId, rng: &mut R) -> Self {
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        RoomFounding { founder, nonce }
+    }
+
+    /// The room id it gives: `blake3::derive_key("kith group room id v1",
+    /// founder ‖ nonce)`, a different domain than direct rooms'.
+    pub fn room_id(&self) -> RoomId {
+        let mut hasher = blake3::Hasher::new_derive_key("kith group room id v1");
+        hasher.update(&self.founder.0);
+        hasher.update(&self.nonce);
+        RoomId(*hasher.finalize().as_bytes())
+    }
+
+    /// The 64 bytes the shell stores: founder, then nonce.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&self.founder.0);
+        out[32..].copy_from_slice(&self.nonce);
+        out
+    }
+
+    /// Reads what [`RoomFounding::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8; 64]) -> Self {
+        let mut founder = [0u8; 32];
+        let mut nonce = [0u8; 32];
+        founder.copy_from_slice(&bytes[..32]);
+        nonce.copy_from_slice(&bytes[32..]);
+        RoomFounding {
+            founder: PeerId(founder),
+            nonce,
+        }
+    }
+}
+
 /// A room as the shell shows and stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomInfo {
@@ -48,6 +95,9 @@ pub struct RoomInfo {
     /// For a group room, the current epoch's key for multicast frames
     /// (the shell keeps it in the store, sealed).
     pub group_key: Option<GroupKey>,
+    /// For a group room, what its id derives from; `None` for a room kept
+    /// by a version that did not store it (it cannot invite anyone new).
+    pub founding: Option<RoomFounding>,
 }
 
 /// A group room's multicast frame key. `Debug` does not print it.
@@ -68,6 +118,7 @@ pub(super) struct Invitation {
     from: PeerId,
     name: String,
     update: Update,
+    founding: RoomFounding,
 }
 
 /// A member list from the admin: an invite's or a new epoch's.
@@ -152,6 +203,7 @@ impl Node {
                     epoch: 0,
                     members,
                     group_key: None,
+                    founding: None,
                 }
             }
             RoomKind::Group(group) => RoomInfo {
@@ -162,6 +214,7 @@ impl Node {
                 epoch: group.epoch,
                 members: group.members.iter().copied().collect(),
                 group_key: Some(GroupKey(*group.group_key.as_bytes())),
+                founding: group.founding,
             },
         })
     }
@@ -196,12 +249,8 @@ impl Node {
         if all.len() > MAX_ROOM_MEMBERS {
             return Err(NodeError::TooManyMembers);
         }
-        let mut nonce = [0u8; 32];
-        rand::Rng::fill_bytes(&mut self.rng, &mut nonce);
-        let mut hasher = blake3::Hasher::new_derive_key("kith group room id v1");
-        hasher.update(&self.me.0);
-        hasher.update(&nonce);
-        let room = RoomId(*hasher.finalize().as_bytes());
+        let founding = RoomFounding::new(self.me, &mut self.rng);
+        let room = founding.room_id();
         let group_key = SecretKey::random(&mut self.rng);
         self.start_group(
             room,
@@ -212,6 +261,7 @@ impl Node {
                 members: all,
                 group_key,
                 previous_key: None,
+                founding: Some(founding),
             },
         );
         for peer in self.others(&room) {
@@ -226,6 +276,9 @@ impl Node {
     pub fn invite(&mut self, now: Instant, room: RoomId, peer: PeerId) -> Result<(), NodeError> {
         self.advance(now);
         let group = self.admin_group(&room)?;
+        if group.founding.is_none() {
+            return Err(NodeError::NoFounding);
+        }
         if group.members.contains(&peer) {
             return Err(NodeError::AlreadyMember(peer));
         }
@@ -345,6 +398,9 @@ impl Node {
             // not open until the admin's next epoch.
             None => SecretKey::random(&mut self.rng),
         };
+        // A founding that does not give this id is ignored (as if an older
+        // version had kept the room): the room stays, it takes no one new.
+        let founding = info.founding.filter(|f| f.room_id() == info.id);
         self.start_group(
             info.id,
             Group {
@@ -354,6 +410,7 @@ impl Node {
                 members,
                 group_key,
                 previous_key: None,
+                founding,
             },
         );
         Ok(())
@@ -368,10 +425,16 @@ impl Node {
         name: String,
         admin: [u8; 32],
         update: Update,
+        founding: RoomFounding,
     ) -> Result<(), DropReason> {
         let (room, epoch) = (update.room, update.epoch);
         if crate::proto::crypto::peer_id_of(&admin) != from {
             // Only the admin invites, and the admin is whoever sent it.
+            return Err(DropReason::Foreign);
+        }
+        if founding.room_id() != room {
+            // A room id the inviter chose: it could alias a direct chat of
+            // ours, or another room.
             return Err(DropReason::Foreign);
         }
         if self.rooms.contains_key(&room) {
@@ -412,17 +475,31 @@ impl Node {
                 name: name.clone(),
                 from,
             });
-            self.invitations
-                .insert(room, Invitation { from, name, update });
+            self.invitations.insert(
+                room,
+                Invitation {
+                    from,
+                    name,
+                    update,
+                    founding,
+                },
+            );
             self.dirty_invitations.insert(room);
             return Ok(());
         }
-        self.join(now, from, name, update);
+        self.join(now, from, name, update, founding);
         Ok(())
     }
 
     /// Joins a room we were invited to.
-    fn join(&mut self, now: Instant, from: PeerId, name: String, update: Update) {
+    fn join(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        name: String,
+        update: Update,
+        founding: RoomFounding,
+    ) {
         let room = update.room;
         let Ok(publics) = member_keys(&update.members) else {
             return;
@@ -438,6 +515,7 @@ impl Node {
                 members: ids,
                 group_key: update.group_key,
                 previous_key: None,
+                founding: Some(founding),
             },
         );
         for peer in self.others(&room) {
@@ -477,6 +555,8 @@ impl Node {
                         admin: invitation.from.0,
                         members: invitation.update.members.clone(),
                         group_key: *invitation.update.group_key.as_bytes(),
+                        founder: invitation.founding.founder,
+                        nonce: invitation.founding.nonce,
                     }
                     .encode();
                     // Members' keys that came with the invitation: they
@@ -517,10 +597,16 @@ impl Node {
             admin,
             members,
             group_key,
+            founder,
+            nonce,
         }) = Control::decode(&record.invite)
         else {
             return Err(NodeError::BadRecord);
         };
+        let founding = RoomFounding { founder, nonce };
+        if founding.room_id() != room {
+            return Err(NodeError::BadRecord);
+        }
         let from = PeerId(admin);
         let ids: BTreeSet<PeerId> = member_keys(&members)
             .map_err(|_| NodeError::BadRecord)?
@@ -535,8 +621,15 @@ impl Node {
             return Ok(room);
         }
         let update = Update::new(room, epoch, members, group_key);
-        self.invitations
-            .insert(room, Invitation { from, name, update });
+        self.invitations.insert(
+            room,
+            Invitation {
+                from,
+                name,
+                update,
+                founding,
+            },
+        );
         for key in record
             .keys
             .into_iter()
@@ -571,7 +664,13 @@ impl Node {
     pub fn accept_invite(&mut self, now: Instant, room: RoomId) -> Result<(), NodeError> {
         self.advance(now);
         let invitation = self.take_invitation(room)?;
-        self.join(now, invitation.from, invitation.name, invitation.update);
+        self.join(
+            now,
+            invitation.from,
+            invitation.name,
+            invitation.update,
+            invitation.founding,
+        );
         self.pump_events(now);
         Ok(())
     }
@@ -1000,6 +1099,11 @@ impl Node {
         let Some(group) = self.group(&room) else {
             return;
         };
+        let Some(founding) = group.founding else {
+            // Kept by an older version: no invitation it sends would be
+            // accepted (`Node::invite` refuses before we get here).
+            return;
+        };
         let invite = Control::RoomInvite {
             room,
             name: group.name.clone(),
@@ -1007,6 +1111,8 @@ impl Node {
             admin: self.identity.public().to_bytes(),
             members: self.member_list(&room),
             group_key: *group.group_key.as_bytes(),
+            founder: founding.founder,
+            nonce: founding.nonce,
         };
         self.send_pairwise(now, peer, &invite);
     }

@@ -1111,3 +1111,59 @@ fn messages_stored_unreadable_for_want_of_a_key_open_when_it_comes() {
     forged.signature[0] ^= 1;
     assert_eq!(b.open_stored(&forged.emit()), None);
 }
+
+/// Issue 17, high 1: an inviter cannot choose a room id. An invitation to a
+/// room whose id is the direct chat of the invitee and someone else (here
+/// the id of the chat with a third peer) would have made that chat a group
+/// run by the inviter; it is dropped, nothing is listed, and the direct
+/// chat stays a direct chat.
+#[test]
+fn an_invitation_cannot_take_over_a_direct_chat() {
+    let mut now = Instant::now();
+    // B is the attacker, A the victim, V a third peer A will talk to.
+    let (mut a, mut b) = pair(now);
+    let v = identity(3).public();
+    let hijacked = direct_room(a.peer_id(), v.peer_id());
+    let invite = Control::RoomInvite {
+        room: hijacked,
+        name: "private".to_owned(),
+        epoch: 0,
+        admin: identity(2).public().to_bytes(),
+        members: vec![
+            MemberKey(identity(1).public().to_bytes()),
+            MemberKey(identity(2).public().to_bytes()),
+            MemberKey(v.to_bytes()),
+        ],
+        group_key: [9; 32],
+        // Any founding: none gives the direct room's id.
+        founder: b.peer_id(),
+        nonce: [7; 32],
+    };
+    let foreign = a.stats().dropped(DropReason::Foreign);
+    b.send_pairwise(now, a.peer_id(), &invite);
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert!(
+        !trace.a_events.iter().any(|e| matches!(
+            e,
+            NodeEvent::RoomInvited { .. } | NodeEvent::RoomJoined { .. }
+        )),
+        "{:?}",
+        trace.a_events
+    );
+    assert!(a.invitations().is_empty());
+    assert_eq!(a.stats().dropped(DropReason::Foreign), foreign + 1);
+    // A meets V: their chat is the direct room, not the attacker's group.
+    a.add_contact(now, v.clone());
+    let info = a.room(&hijacked).expect("the direct room with V");
+    assert_eq!(info.direct, Some(v.peer_id()));
+    assert_eq!(info.admin, None);
+    // A real room's id is checked the same way, and passes.
+    let room = b.create_room(now, "real", &[a.peer_id()]).expect("room");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert!(
+        trace
+            .a_events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RoomInvited { room: r, .. } if *r == room))
+    );
+}
