@@ -539,6 +539,10 @@ impl NodeDriver {
                     .store
                     .room_founding(&room.id)?
                     .map(|bytes| RoomFounding::from_bytes(&bytes)),
+                joined: stored
+                    .iter()
+                    .filter_map(|m| Some((m.peer, u32::try_from(m.joined_epoch).ok()?)))
+                    .collect(),
             };
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
@@ -583,7 +587,12 @@ impl NodeDriver {
                     room,
                     Member {
                         peer: *peer,
-                        joined_epoch: u64::from(info.epoch),
+                        joined_epoch: u64::from(
+                            info.joined
+                                .iter()
+                                .find(|(p, _)| p == peer)
+                                .map_or(info.epoch, |(_, e)| *e),
+                        ),
                         public_key,
                     },
                 )?,

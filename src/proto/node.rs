@@ -494,6 +494,8 @@ pub enum NodeError {
         "this room was kept by an older version of kith and cannot take new members; create a new room"
     )]
     NoFounding,
+    #[error("the message is from before {0:?} was in the room")]
+    BeforeJoin(PeerId),
     #[error("{0:?} is not a member of the room")]
     NotMember(PeerId),
     #[error("{0:?} is already a member of the room")]
@@ -616,6 +618,22 @@ struct Group {
     /// What the room's id derives from, handed on with every invitation;
     /// `None` for a room kept by an older version.
     founding: Option<rooms::RoomFounding>,
+    /// The epoch from which each member is in the room as we saw it (for
+    /// us: the epoch we joined in). A member may read, and is handed, only
+    /// the history of epochs from then on.
+    joined: BTreeMap<PeerId, u32>,
+}
+
+impl Group {
+    /// Members the list gained start at the current epoch; members it lost
+    /// are forgotten (back later, they start again from then).
+    fn note_joined(&mut self) {
+        let epoch = self.epoch;
+        self.joined.retain(|peer, _| self.members.contains(peer));
+        for member in &self.members {
+            self.joined.entry(*member).or_insert(epoch);
+        }
+    }
 }
 
 impl RoomState {
@@ -968,6 +986,9 @@ impl Node {
         let parsed = Envelope::parse(envelope).map_err(|_| NodeError::NotOurEnvelope)?;
         if parsed.header.sender != self.me {
             return Err(NodeError::NotOurEnvelope);
+        }
+        if parsed.header.epoch < self.shared_epoch(&parsed.header.room, &to) {
+            return Err(NodeError::BeforeJoin(to));
         }
         let chain = chain_of(&parsed);
         self.origin_known(&chain)?;

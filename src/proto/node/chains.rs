@@ -202,6 +202,10 @@ impl Node {
     /// Hands `peer` the origin of our chain `chain` over the pairwise
     /// stream, once per peer and chain in this node's life.
     pub(super) fn send_origin(&mut self, now: Instant, chain: ChainId, peer: PeerId) {
+        if chain.epoch < self.shared_epoch(&chain.room, &peer) {
+            // A chain of an epoch before `peer` was in the room.
+            return;
+        }
         if !self.origin_sent.insert((chain, peer)) {
             return;
         }

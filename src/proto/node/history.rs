@@ -22,6 +22,14 @@ use std::time::{Duration, Instant};
 /// stored unreadable, not lost.
 pub const FORWARD_STEPS_PER_SECOND: u64 = 1 << 20;
 
+/// Chain origins of other members held per room: one per member and epoch
+/// we are in, for a few epochs at most (older ones are of no use once
+/// their history is caught up).
+/// (chain, peer) pairs remembered as handed an origin already.
+const MAX_FORWARDED_ORIGINS: usize = 1 << 16;
+
+const MAX_ORIGINS_PER_ROOM: usize = 4 * super::control::MAX_ROOM_MEMBERS;
+
 use super::{
     Control, DropReason, Node, NodeError, NodeEvent, Receipt, RoomKind, chain_of, direct_room,
 };
@@ -81,6 +89,11 @@ impl Node {
         let parsed = Envelope::parse(envelope).map_err(|_| NodeError::NotOurEnvelope)?;
         let room = parsed.header.room;
         self.check_shared(&room, &peer)?;
+        if parsed.header.epoch < self.shared_epoch(&room, &peer) {
+            // Said before `peer` was in the room: not for it to read, so
+            // neither the envelope nor its chain's origin goes out.
+            return Err(NodeError::BeforeJoin(peer));
+        }
         let chain = chain_of(&parsed);
         let author = parsed.header.sender;
         if author == self.me {
@@ -89,6 +102,11 @@ impl Node {
             && let Some(origin) = self.follow_origins.get(&chain)
             && self.forwarded_origins.insert((chain, peer))
         {
+            if self.forwarded_origins.len() > MAX_FORWARDED_ORIGINS {
+                // Only spares sending an origin twice: start over.
+                self.forwarded_origins.clear();
+                self.forwarded_origins.insert((chain, peer));
+            }
             let control = Control::Origin {
                 room: chain.room,
                 epoch: chain.epoch,
@@ -134,14 +152,32 @@ impl Node {
 
     pub(super) fn on_origin(&mut self, from: PeerId, distribution: SenderKeyDistribution) {
         let chain = distribution.chain;
+        let joined = self.joined_epoch(&chain.room);
+        // Only epochs we are in: from the one we joined in to the current
+        // one (an origin of an earlier epoch would open history from
+        // before we joined; a later or absurd one is a malicious member's
+        // way to grow our memory).
         let is_member = self.rooms.get(&chain.room).is_some_and(|r| match &r.kind {
             RoomKind::Group(group) => {
-                group.members.contains(&from) && group.members.contains(&chain.sender)
+                group.members.contains(&from)
+                    && group.members.contains(&chain.sender)
+                    && (joined..=group.epoch).contains(&chain.epoch)
             }
             RoomKind::Direct { .. } => false,
         });
         if !is_member || chain.sender == self.me {
             self.stats.count(DropReason::Foreign);
+            return;
+        }
+        if !self.follow_origins.contains_key(&chain)
+            && self
+                .follow_origins
+                .keys()
+                .filter(|c| c.room == chain.room)
+                .count()
+                >= MAX_ORIGINS_PER_ROOM
+        {
+            self.stats.count(DropReason::HeldOverflow);
             return;
         }
         // What the author told us itself is never replaced by hearsay.
@@ -166,6 +202,11 @@ impl Node {
             return;
         }
         if self.check_shared(&room, &receipt.from).is_err() || !author_ok {
+            self.reject(now, receipt, DropReason::Foreign);
+            return;
+        }
+        if envelope.header.epoch < self.joined_epoch(&room) {
+            // From before we were in the room: not ours to read or keep.
             self.reject(now, receipt, DropReason::Foreign);
             return;
         }
@@ -267,7 +308,7 @@ impl Node {
     }
 
     /// The distribution a chain started from, ours or another member's.
-    fn origin_of(&self, chain: &ChainId) -> Option<SenderKeyDistribution> {
+    pub(super) fn origin_of(&self, chain: &ChainId) -> Option<SenderKeyDistribution> {
         if chain.sender == self.me {
             return self.origins.get(chain).map(|o| SenderKeyDistribution {
                 chain: *chain,

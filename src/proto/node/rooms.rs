@@ -15,7 +15,7 @@
 //!   that makes its sender a member: such keys wait in a bounded buffer
 //!   (`early_keys`), and envelopes wait for their key as in direct rooms.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::chains::{Dirty, origin_digest};
@@ -98,6 +98,10 @@ pub struct RoomInfo {
     /// For a group room, what its id derives from; `None` for a room kept
     /// by a version that did not store it (it cannot invite anyone new).
     pub founding: Option<RoomFounding>,
+    /// For a group room, the epoch from which each member is in it (as
+    /// `members`); empty for a direct room. Restoring a room, a member not
+    /// listed starts at the current epoch.
+    pub joined: Vec<(PeerId, u32)>,
 }
 
 /// A group room's multicast frame key. `Debug` does not print it.
@@ -204,6 +208,7 @@ impl Node {
                     members,
                     group_key: None,
                     founding: None,
+                    joined: Vec::new(),
                 }
             }
             RoomKind::Group(group) => RoomInfo {
@@ -215,6 +220,7 @@ impl Node {
                 members: group.members.iter().copied().collect(),
                 group_key: Some(GroupKey(*group.group_key.as_bytes())),
                 founding: group.founding,
+                joined: group.joined.iter().map(|(p, e)| (*p, *e)).collect(),
             },
         })
     }
@@ -261,6 +267,7 @@ impl Node {
                 members: all,
                 group_key,
                 previous_key: None,
+                joined: BTreeMap::new(),
                 founding: Some(founding),
             },
         );
@@ -401,6 +408,12 @@ impl Node {
         // A founding that does not give this id is ignored (as if an older
         // version had kept the room): the room stays, it takes no one new.
         let founding = info.founding.filter(|f| f.room_id() == info.id);
+        let joined = info
+            .joined
+            .iter()
+            .filter(|(peer, epoch)| members.contains(peer) && *epoch <= info.epoch)
+            .copied()
+            .collect();
         self.start_group(
             info.id,
             Group {
@@ -410,6 +423,7 @@ impl Node {
                 members,
                 group_key,
                 previous_key: None,
+                joined,
                 founding,
             },
         );
@@ -515,6 +529,7 @@ impl Node {
                 members: ids,
                 group_key: update.group_key,
                 previous_key: None,
+                joined: BTreeMap::new(),
                 founding: Some(founding),
             },
         );
@@ -734,6 +749,7 @@ impl Node {
             group.previous_key = Some((group.epoch, old_key));
             group.members = ids;
             group.epoch = epoch;
+            group.note_joined();
         }
         self.rekey(now, room);
         self.apply_early_keys(now, room);
@@ -752,6 +768,7 @@ impl Node {
         if !group.members.remove(&from) {
             return Err(DropReason::Foreign);
         }
+        group.note_joined();
         if group.admin == from {
             // Every member picks the same successor without a message.
             group.admin = group.members.first().copied().unwrap_or(me);
@@ -778,6 +795,11 @@ impl Node {
     pub(super) fn on_group_key(&mut self, now: Instant, distribution: SenderKeyDistribution) {
         let chain = distribution.chain;
         match self.group(&chain.room) {
+            Some(group) if chain.epoch < group.joined.get(&self.me).copied().unwrap_or(0) => {
+                // A key of an epoch before we were in the room: what was
+                // said then is not ours to read.
+                self.stats.count(DropReason::Foreign);
+            }
             Some(group) if chain.epoch <= group.epoch => {
                 if group.members.contains(&chain.sender) {
                     self.install_key(now, &distribution);
@@ -899,7 +921,26 @@ impl Node {
             let old_key = std::mem::replace(&mut group.group_key, key);
             group.previous_key = Some((group.epoch, old_key));
             group.epoch += 1;
+            group.note_joined();
         }
+    }
+
+    /// The first epoch of `room` whose history `peer` may have: the later
+    /// of its join epoch and ours (0 for a direct room). Reconciliation,
+    /// forwarding and chain origins stay at or after it.
+    pub fn shared_epoch(&self, room: &RoomId, peer: &PeerId) -> u32 {
+        let Some(group) = self.group(room) else {
+            return 0;
+        };
+        let of = |p: &PeerId| group.joined.get(p).copied().unwrap_or(group.epoch);
+        of(&self.me).max(of(peer))
+    }
+
+    /// The epoch we joined `room` in (0 for a direct room).
+    pub(super) fn joined_epoch(&self, room: &RoomId) -> u32 {
+        self.group(room)
+            .and_then(|g| g.joined.get(&self.me).copied())
+            .unwrap_or(0)
     }
 
     pub(super) fn group(&self, room: &RoomId) -> Option<&Group> {
@@ -972,7 +1013,8 @@ impl Node {
             .unwrap_or_default()
     }
 
-    fn start_group(&mut self, room: RoomId, group: Group) {
+    fn start_group(&mut self, room: RoomId, mut group: Group) {
+        group.note_joined();
         let chain = SenderChain::new(
             &mut self.rng,
             ChainId {

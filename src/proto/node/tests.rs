@@ -1167,3 +1167,68 @@ fn an_invitation_cannot_take_over_a_direct_chat() {
             .any(|e| matches!(e, NodeEvent::RoomInvited { room: r, .. } if *r == room))
     );
 }
+
+/// Issue 17, high 2, as a malicious member would mount it: the admin hands
+/// a member who joined in epoch 1 the origin and the key of its epoch-0
+/// chain and forwards an envelope of epoch 0. The newcomer takes none of
+/// it: it reads nothing from before it joined.
+#[test]
+fn a_new_member_takes_no_key_origin_or_envelope_from_before_it_joined() {
+    let mut now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    // A's room, alone at first: what it says in epoch 0 is not B's.
+    let room = a.create_room(now, "before B", &[]).expect("room");
+    let old = a
+        .send_room_message(now, room, "before B joined")
+        .expect("sent");
+    let old_chain = ChainId {
+        room,
+        epoch: 0,
+        sender: a.peer_id(),
+    };
+    let origin = a.origin_of(&old_chain).expect("A knows its own origin");
+    a.invite(now, room, b.peer_id()).expect("A invites B");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert!(
+        trace
+            .b_events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RoomInvited { .. }))
+    );
+    b.accept_invite(now, room).expect("B joins");
+    run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert_eq!(b.room(&room).expect("member").epoch, 1);
+    // The honest path refuses already.
+    assert_eq!(
+        a.forward(now, b.peer_id(), &old.envelope),
+        Err(NodeError::BeforeJoin(b.peer_id()))
+    );
+    // A malicious A sends them anyway.
+    let foreign = b.stats().dropped(DropReason::Foreign);
+    for control in [
+        Control::Origin {
+            room,
+            epoch: 0,
+            sender: a.peer_id(),
+            start_seq: origin.start_seq,
+            chain_key: *origin.chain_key.as_bytes(),
+        },
+        control_from_distribution(&origin),
+        Control::Forward {
+            envelope: old.envelope.clone(),
+        },
+    ] {
+        a.send_pairwise(now, b.peer_id(), &control);
+    }
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    assert!(received(&trace.b_events).is_empty(), "nothing surfaced");
+    assert!(
+        !trace
+            .b_events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Undecryptable { .. })),
+        "nothing stored"
+    );
+    assert!(!b.can_read(&room, 0, &a.peer_id()));
+    assert_eq!(b.stats().dropped(DropReason::Foreign), foreign + 3);
+}
