@@ -598,7 +598,7 @@ enum RoomKind {
     /// The 1:1 room with a contact.
     Direct { peer: PeerId },
     /// A room of more than two.
-    Group(Group),
+    Group(Box<Group>),
 }
 
 /// Membership of a group room as we know it.

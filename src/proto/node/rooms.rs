@@ -1040,7 +1040,7 @@ impl Node {
         self.rooms.insert(
             room,
             RoomState {
-                kind: RoomKind::Group(group),
+                kind: RoomKind::Group(Box::new(group)),
                 chain,
                 key_sent: true,
                 reserved: 0,
