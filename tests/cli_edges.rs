@@ -221,7 +221,7 @@ fn the_registry_prints_its_counters_when_stopped_by_sigterm() {
     let mut buffer = [0u8; 1500];
     let (len, _) = socket.recv_from(&mut buffer).expect("the registry answers");
     let event = client
-        .handle_datagram(Instant::now(), &buffer[..len])
+        .handle_datagram(Instant::now(), unix_ms(), &buffer[..len])
         .expect("the answer verifies");
     assert!(matches!(event, Some(ClientEvent::Registered)), "{event:?}");
 

@@ -4,9 +4,12 @@
 
 use kith::proto::crypto::Identity;
 use kith::proto::ids::PeerId;
-use kith::registry::wire::{Addresses, Message, Registration, SignedRegistration};
+use kith::registry::wire::{
+    Addresses, Answer, Message, Registration, SignedAnswer, SignedRegistration,
+};
 use kith::registry::{
-    ClientEvent, RateLimit, RegistryClient, RegistryClientConfig, RegistryConfig, RegistryState,
+    ClientEvent, RateLimit, RegistryClient, RegistryClientConfig, RegistryConfig, RegistryError,
+    RegistryState,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -65,7 +68,7 @@ fn exchange(
             "replies go back to the sender"
         );
         if let Some(event) = client
-            .handle_datagram(now, &transmit.payload)
+            .handle_datagram(now, unix_ms, &transmit.payload)
             .expect("registry replies verify")
         {
             events.push(event);
@@ -381,17 +384,131 @@ fn answers_not_signed_by_the_pinned_registry_are_refused() {
     let bytes = bob.lookup(identity(2).peer_id());
     impostor.handle_datagram(start, UNIX_MS, addr(3, 1), &bytes);
     let reply = impostor.poll_transmit().expect("the impostor answers");
-    assert!(bob.handle_datagram(start, &reply.payload).is_err());
+    assert!(bob.handle_datagram(start, UNIX_MS, &reply.payload).is_err());
 
     // An unsolicited (replayed) answer is refused as well.
     let bytes = bob.lookup(identity(2).peer_id());
     honest.handle_datagram(start, UNIX_MS, addr(3, 1), &bytes);
     let reply = honest.poll_transmit().expect("answered");
-    assert!(bob.handle_datagram(start, &reply.payload).is_ok());
+    assert!(bob.handle_datagram(start, UNIX_MS, &reply.payload).is_ok());
     assert!(
-        bob.handle_datagram(start, &reply.payload).is_err(),
+        bob.handle_datagram(start, UNIX_MS, &reply.payload).is_err(),
         "replay"
     );
+}
+
+/// The registration inside a `Register` datagram.
+fn signed_registration(bytes: &[u8]) -> SignedRegistration {
+    let Message::Register(signed) = Message::parse(bytes).expect("a valid registration") else {
+        panic!("not a registration")
+    };
+    signed
+}
+
+/// What a dishonest registry holding the pinned key (`identity(1)`) can
+/// send: a correctly signed `Found` answer to `lookup`, carrying any
+/// registration it ever saw.
+fn found_answer(lookup: &[u8], registration: SignedRegistration) -> Vec<u8> {
+    let Ok(Message::Lookup { query, .. }) = Message::parse(lookup) else {
+        panic!("not a lookup")
+    };
+    let body = Answer::Found {
+        query,
+        registration,
+        last_seen_age_ms: 0,
+    }
+    .emit();
+    let signature = identity(1).sign_registry(&Answer::signed_message(&body));
+    Message::Answer(SignedAnswer { body, signature })
+        .emit()
+        .expect("fits")
+}
+
+#[test]
+fn old_future_or_foreign_registrations_in_signed_answers_are_refused() {
+    let start = Instant::now();
+    let registry = registry(RegistryConfig::default());
+    let mut bob = client(3, &registry);
+    let alice_id = identity(2).peer_id();
+    // Alice's genuine registrations: one from an hour ago, one for another
+    // registry, one from an hour ahead (a clock that was wrong), and a
+    // current one.
+    let hour = 3_600_000;
+    let old = signed_registration(&client(2, &registry).register(start, UNIX_MS - hour));
+    let foreign_registry = RegistryState::new(identity(99), [1; 32], RegistryConfig::default());
+    let foreign = signed_registration(&client(2, &foreign_registry).register(start, UNIX_MS));
+    let future = signed_registration(&client(2, &registry).register(start, UNIX_MS + hour));
+    let current = signed_registration(&client(2, &registry).register(start, UNIX_MS - 60_000));
+
+    let answer = found_answer(&bob.lookup(alice_id), old);
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &answer),
+        Err(RegistryError::StaleRegistration)
+    ));
+    let answer = found_answer(&bob.lookup(alice_id), foreign);
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &answer),
+        Err(RegistryError::WrongRegistry)
+    ));
+    let answer = found_answer(&bob.lookup(alice_id), future);
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &answer),
+        Err(RegistryError::StaleRegistration)
+    ));
+    let counters = bob.counters().clone();
+    assert_eq!(
+        (counters.stale, counters.wrong_registry, counters.clock_skew),
+        (1, 1, 1)
+    );
+
+    // A registration a minute old is what a live peer's looks like.
+    let answer = found_answer(&bob.lookup(alice_id), current);
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &answer),
+        Ok(Some(ClientEvent::Found { peer, .. })) if peer == alice_id
+    ));
+}
+
+#[test]
+fn a_registered_client_renews_its_registration_so_it_never_goes_stale() {
+    let start = Instant::now();
+    let mut registry = registry(RegistryConfig::default());
+    let (mut alice, mut bob) = (client(2, &registry), client(3, &registry));
+    register(&mut registry, &mut alice, start, UNIX_MS, addr(2, 1));
+    // An hour of Alice's timers, every message answered.
+    let mut now = start;
+    while now < start + Duration::from_secs(3_600) {
+        now = alice
+            .poll_timeout()
+            .expect("a registered client has a timer");
+        let bytes = alice
+            .handle_timeout(now, unix(start, now))
+            .expect("something is due");
+        exchange(
+            &mut registry,
+            &mut alice,
+            now,
+            unix(start, now),
+            addr(2, 1),
+            &bytes,
+        );
+        assert!(alice.is_registered());
+    }
+    assert!(registry.counters().registrations >= 12);
+    let bytes = bob.lookup(alice.peer_id());
+    let events = exchange(
+        &mut registry,
+        &mut bob,
+        now,
+        unix(start, now),
+        addr(3, 1),
+        &bytes,
+    );
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::Found { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(bob.counters().stale, 0);
 }
 
 #[test]
@@ -546,7 +663,7 @@ proptest! {
         let mut alice = client(2, &registry);
         let bytes = if prefix { [b"kr\x01".as_slice(), &bytes].concat() } else { bytes };
         registry.handle_datagram(start, UNIX_MS, addr(9, 9), &bytes);
-        let _ = alice.handle_datagram(start, &bytes);
+        let _ = alice.handle_datagram(start, UNIX_MS, &bytes);
         // Nothing random is a valid registration.
         prop_assert!(registry.is_empty());
     }

@@ -58,7 +58,7 @@ impl Peer {
             assert_eq!(from, registry);
             if let Some(event) = self
                 .client
-                .handle_datagram(Instant::now(), &buffer[..len])
+                .handle_datagram(Instant::now(), unix_ms(), &buffer[..len])
                 .expect("answers verify against the pinned key")
             {
                 return event;

@@ -519,7 +519,7 @@ impl Discovery {
             link.dropped += 1;
             return;
         }
-        let event = match link.client.handle_datagram(now, bytes) {
+        let event = match link.client.handle_datagram(now, wall_clock_millis(), bytes) {
             Ok(event) => event,
             Err(_) => {
                 link.dropped += 1;

@@ -417,6 +417,7 @@ impl Status {
             ("net_send_errors", net.send_errors),
             ("net_queue_drops", net.queue_drops),
             ("handshakes_started", node.handshakes_started),
+            ("handshakes_answered", node.handshakes_answered),
             ("sessions_established", node.sessions_established),
             ("sealed_sent", node.sealed_sent),
             ("sealed_received", node.sealed_received),

@@ -65,6 +65,7 @@ mod chains;
 mod control;
 mod group;
 mod history;
+mod openings;
 mod rooms;
 mod strangers;
 
@@ -78,6 +79,10 @@ pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
 pub use self::history::FORWARD_STEPS_PER_SECOND;
+pub use self::openings::{
+    ALL_OPENINGS_BURST, ALL_OPENINGS_RATE, CONTACT_OPENING_BURST, CONTACT_OPENING_RATE,
+    OPENING_GRACE,
+};
 pub use self::rooms::{GroupKey, RoomFounding, RoomInfo};
 pub use self::strangers::{MAX_STRANGERS, STRANGER_BURST, STRANGER_RATE};
 use super::crypto::{
@@ -232,11 +237,17 @@ pub enum DropReason {
     GroupUnsupported,
     /// A stranger's handshake beyond the rate we answer strangers at.
     StrangerLimit,
+    /// A handshake message 1 in a contact's name while a handshake we
+    /// answered for that contact is still fresh (see [`OPENING_GRACE`]).
+    HandshakeBusy,
+    /// A handshake message 1 in a contact's name beyond the rate we answer
+    /// them at, per contact or overall.
+    HandshakeLimit,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 20] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -255,6 +266,8 @@ impl DropReason {
         Self::HeldOverflow,
         Self::GroupUnsupported,
         Self::StrangerLimit,
+        Self::HandshakeBusy,
+        Self::HandshakeLimit,
     ];
 
     fn index(self) -> usize {
@@ -282,6 +295,10 @@ pub struct NodeStats {
     dropped: [u64; DropReason::ALL.len()],
     /// Handshakes we started (including restarts after a failure).
     pub handshakes_started: u64,
+    /// Handshake messages 1 we answered afresh, from contacts or strangers:
+    /// each cost an X25519 exchange and a signature. (A repeated message 1
+    /// gets the same answer again, which costs neither and is not counted.)
+    pub handshakes_answered: u64,
     /// Sessions established, as initiator or responder.
     pub sessions_established: u64,
     /// Sealed frames emitted.
@@ -576,6 +593,9 @@ struct Peer {
     handshake: Handshake,
     /// As initiator: message 3, resent until the new session is proven.
     finish: Option<Retry>,
+    /// Openings in this contact's name we may still answer (see
+    /// `openings.rs`).
+    openings: openings::TokenBucket,
     /// Reliable packets waiting for a session, oldest first.
     pending: VecDeque<Vec<u8>>,
 }
@@ -708,7 +728,9 @@ pub struct Node {
     invitations: HashMap<RoomId, rooms::Invitation>,
     /// Half-open handshakes strangers started with us.
     strangers: HashMap<PeerId, strangers::Stranger>,
-    stranger_budget: strangers::StrangerBudget,
+    stranger_budget: openings::TokenBucket,
+    /// Openings in any contact's name we may still answer.
+    all_openings: openings::TokenBucket,
     /// Ratchet steps each forwarding member made us spend this second.
     forward_work: HashMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
@@ -786,7 +808,12 @@ impl Node {
             follow_origins: HashMap::new(),
             strangers: HashMap::new(),
             invitations: HashMap::new(),
-            stranger_budget: strangers::StrangerBudget::new(now),
+            stranger_budget: strangers::stranger_budget(now),
+            all_openings: openings::TokenBucket::new(
+                now,
+                openings::ALL_OPENINGS_RATE,
+                openings::ALL_OPENINGS_BURST,
+            ),
             forwarded_origins: HashSet::new(),
             forward_work: HashMap::new(),
             held: VecDeque::new(),
@@ -848,6 +875,11 @@ impl Node {
                 previous: None,
                 handshake: Handshake::Idle,
                 finish: None,
+                openings: openings::TokenBucket::new(
+                    now,
+                    openings::CONTACT_OPENING_RATE,
+                    openings::CONTACT_OPENING_BURST,
+                ),
                 pending: VecDeque::new(),
             },
         );
@@ -1188,7 +1220,7 @@ impl Node {
             return self.on_stranger(now, from, datagram.frame);
         }
         match datagram.frame {
-            Frame::HandshakeInit { ephemeral } => self.on_init(from, ephemeral).map(|()| None),
+            Frame::HandshakeInit { ephemeral } => self.on_init(now, from, ephemeral).map(|()| None),
             Frame::HandshakeResponse { ephemeral, sealed } => self
                 .on_response(now, from, HandshakeResponse { ephemeral, sealed })
                 .map(|()| Some(from)),
@@ -1204,7 +1236,12 @@ impl Node {
         }
     }
 
-    fn on_init(&mut self, from: PeerId, ephemeral: [u8; 32]) -> Result<(), DropReason> {
+    fn on_init(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        ephemeral: [u8; 32],
+    ) -> Result<(), DropReason> {
         let me = self.me;
         let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
         let session_id = session_id_of(&ephemeral);
@@ -1237,6 +1274,10 @@ impl Node {
             self.stats.simultaneous_opens += 1;
             return Ok(());
         }
+        // A new opening: it costs real work and would replace the handshake
+        // we are answering, and anyone can send one in a contact's name.
+        self.admit_opening(now, from)?;
+        self.stats.handshakes_answered += 1;
         let init = HandshakeInit { ephemeral };
         let (responder, response) = Responder::handle_init(&mut self.rng, &self.identity, &init)
             .map_err(|_| DropReason::Forged)?;
@@ -1246,7 +1287,7 @@ impl Node {
             responder,
             session_id,
             response: bytes.clone(),
-            since: self.now,
+            since: now,
         };
         self.emit_raw(from, bytes);
         Ok(())

@@ -21,6 +21,18 @@ pub struct RegistryClientConfig {
     pub missed_keepalives: u32,
     /// Most lookups awaiting an answer; the oldest is given up first.
     pub max_pending_lookups: usize,
+    /// How often a registered client registers afresh, so that the
+    /// registration the registry hands out is never older than this (plus
+    /// retries) and others can refuse stale ones.
+    pub refresh_interval: Duration,
+    /// Oldest registration a lookup accepts: the registry's `forget_after`
+    /// (10 minutes), twice our `refresh_interval`.
+    pub max_registration_age: Duration,
+    /// How far another peer's clock may be from ours: the registry admits
+    /// registrations within 2 minutes of its clock, so two honest clocks
+    /// can be twice that apart. Added to `max_registration_age`, and the
+    /// most a registration may lie in our future.
+    pub max_clock_skew: Duration,
 }
 
 impl RegistryClientConfig {
@@ -32,6 +44,9 @@ impl RegistryClientConfig {
             register_retry: Duration::from_secs(2),
             missed_keepalives: 3,
             max_pending_lookups: 64,
+            refresh_interval: Duration::from_secs(300),
+            max_registration_age: Duration::from_secs(600),
+            max_clock_skew: Duration::from_secs(240),
         }
     }
 }
@@ -60,6 +75,20 @@ pub enum ClientEvent {
     Forgotten,
 }
 
+/// Answers the client refused although the registry signed them, by
+/// reason (since the client was created).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounters {
+    /// `Found` answers whose registration names another registry.
+    pub wrong_registry: u64,
+    /// `Found` answers whose registration is older than
+    /// `max_registration_age` plus `max_clock_skew`.
+    pub stale: u64,
+    /// `Found` answers whose registration lies more than `max_clock_skew`
+    /// in our future.
+    pub clock_skew: u64,
+}
+
 enum Phase {
     Idle,
     Registering {
@@ -70,14 +99,20 @@ enum Phase {
         token: Token,
         keepalive_at: Instant,
         last_ack: Instant,
+        /// When to register afresh (see `refresh_interval`).
+        refresh_at: Instant,
     },
 }
 
 /// The client side: builds registrations, keep-alives and lookups, and
-/// verifies every answer against the pinned registry key.
+/// verifies every answer against the pinned registry key. A peer's
+/// registration is accepted only if it names this registry and its
+/// timestamp is recent (see [`RegistryClientConfig::max_registration_age`]),
+/// so a registry cannot serve one that is old or was meant for another.
 ///
 /// Run loop: call [`register`](Self::register) once; feed every datagram
-/// from the registry to [`handle_datagram`](Self::handle_datagram); at
+/// from the registry to [`handle_datagram`](Self::handle_datagram) with the
+/// wall clock; at
 /// [`poll_timeout`](Self::poll_timeout) call
 /// [`handle_timeout`](Self::handle_timeout) and send what it returns.
 pub struct RegistryClient {
@@ -94,6 +129,7 @@ pub struct RegistryClient {
     nonce_key: [u8; 32],
     counter: u64,
     pending: VecDeque<(u64, PeerId)>,
+    counters: ClientCounters,
 }
 
 impl RegistryClient {
@@ -118,12 +154,18 @@ impl RegistryClient {
             nonce_key: seed,
             counter: 0,
             pending: VecDeque::new(),
+            counters: ClientCounters::default(),
         })
     }
 
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer
+    }
+
+    /// Signed answers refused for what they carry.
+    pub fn counters(&self) -> &ClientCounters {
+        &self.counters
     }
 
     /// Whether the registry confirmed our current registration.
@@ -194,7 +236,11 @@ impl RegistryClient {
         match self.phase {
             Phase::Idle => None,
             Phase::Registering { retry_at, .. } => Some(retry_at),
-            Phase::Registered { keepalive_at, .. } => Some(keepalive_at),
+            Phase::Registered {
+                keepalive_at,
+                refresh_at,
+                ..
+            } => Some(keepalive_at.min(refresh_at)),
         }
     }
 
@@ -209,7 +255,13 @@ impl RegistryClient {
                 token,
                 keepalive_at,
                 last_ack,
+                refresh_at,
             } => {
+                if now >= refresh_at {
+                    // Our registration's timestamp ages while keep-alives
+                    // hold it; others refuse old ones, so renew it.
+                    return Some(self.register(now, unix_ms));
+                }
                 if now < keepalive_at {
                     return None;
                 }
@@ -224,6 +276,7 @@ impl RegistryClient {
                     token,
                     keepalive_at: now + self.keepalive_interval,
                     last_ack,
+                    refresh_at,
                 };
                 Some(emit(&Message::KeepAlive {
                     peer: self.peer,
@@ -233,11 +286,15 @@ impl RegistryClient {
         }
     }
 
-    /// Handles a datagram from the registry. Errors mean "drop it": a bad
-    /// signature, a malformed datagram or an answer to nothing we asked.
+    /// Handles a datagram from the registry; `unix_ms` is our wall clock,
+    /// against which a found registration's timestamp is checked. Errors
+    /// mean "drop it": a bad signature, a malformed datagram, an answer to
+    /// nothing we asked, or a registration that is stale or names another
+    /// registry.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         bytes: &[u8],
     ) -> Result<Option<ClientEvent>, RegistryError> {
         match Message::parse(bytes)? {
@@ -248,7 +305,7 @@ impl RegistryClient {
                 {
                     return Err(RegistryError::BadSignature);
                 }
-                self.handle_answer(now, Answer::parse(&signed.body)?)
+                self.handle_answer(now, unix_ms, Answer::parse(&signed.body)?)
             }
             Message::KeepAliveAck { peer, token } => match &mut self.phase {
                 Phase::Registered {
@@ -283,6 +340,7 @@ impl RegistryClient {
     fn handle_answer(
         &mut self,
         now: Instant,
+        unix_ms: u64,
         answer: Answer,
     ) -> Result<Option<ClientEvent>, RegistryError> {
         match answer {
@@ -309,6 +367,7 @@ impl RegistryClient {
                     token,
                     keepalive_at: now + self.keepalive_interval,
                     last_ack: now,
+                    refresh_at: now + self.config.refresh_interval,
                 };
                 Ok(Some(ClientEvent::Registered))
             }
@@ -322,6 +381,11 @@ impl RegistryClient {
                     .map_err(|_| RegistryError::BadPublicKey)?;
                 let peer = identity.peer_id();
                 self.take_pending(query, peer)?;
+                // The registry signed the answer, but the registration is
+                // the peer's: a registry (or whoever holds its key) could
+                // serve one the peer made long ago, or for another
+                // registry, pointing at addresses it no longer holds.
+                self.check_registration(&body, unix_ms)?;
                 // The peer's own signature: the registry cannot invent
                 // addresses for someone else.
                 if !identity.verify_registry(
@@ -353,6 +417,32 @@ impl RegistryClient {
                 Ok(Some(ClientEvent::NotFound { peer }))
             }
         }
+    }
+
+    /// Refuses (and counts) a registration for another registry, or whose
+    /// timestamp is outside our window.
+    fn check_registration(
+        &mut self,
+        body: &Registration,
+        unix_ms: u64,
+    ) -> Result<(), RegistryError> {
+        if body.registry != self.config.registry_key {
+            self.counters.wrong_registry += 1;
+            return Err(RegistryError::WrongRegistry);
+        }
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let skew = millis(self.config.max_clock_skew);
+        let oldest =
+            unix_ms.saturating_sub(millis(self.config.max_registration_age).saturating_add(skew));
+        if body.timestamp_ms < oldest {
+            self.counters.stale += 1;
+            return Err(RegistryError::StaleRegistration);
+        }
+        if body.timestamp_ms > unix_ms.saturating_add(skew) {
+            self.counters.clock_skew += 1;
+            return Err(RegistryError::StaleRegistration);
+        }
+        Ok(())
     }
 
     fn take_pending(&mut self, query: u64, peer: PeerId) -> Result<(), RegistryError> {

@@ -14,8 +14,12 @@
 //!   is filed under. Without the secret key nobody can create or change
 //!   another peer's entry. Lookups return the peer's own signed
 //!   registration, so a client checks the peer's signature itself: even a
-//!   dishonest registry can withhold or replay an entry but cannot invent
-//!   addresses for someone.
+//!   dishonest registry can withhold an entry but cannot invent addresses
+//!   for someone. Nor can it serve an old one: the client refuses a
+//!   registration that names another registry or whose timestamp is older
+//!   than the registry's `forget_after` plus twice its clock skew, or
+//!   further ahead than that skew; registered clients renew every 5
+//!   minutes to stay inside that window.
 //! - **No rollback.** The registry keeps the highest timestamp per peer and
 //!   refuses registrations that are not newer. A registration further than
 //!   `max_clock_skew` from the registry's clock is refused too, and an entry
@@ -60,7 +64,7 @@ mod server;
 mod state;
 pub mod wire;
 
-pub use client::{ClientEvent, RegistryClient, RegistryClientConfig};
+pub use client::{ClientCounters, ClientEvent, RegistryClient, RegistryClientConfig};
 pub use server::{DEFAULT_PORT, ServeConfig, Server, load_or_create_key, serve};
 pub use state::{RateLimit, RegistryConfig, RegistryCounters, RegistryState, Transmit};
 
@@ -77,6 +81,8 @@ pub enum RegistryError {
     BadPublicKey,
     #[error("registration is meant for a different registry")]
     WrongRegistry,
+    #[error("registration is too old or too far in the future")]
+    StaleRegistration,
     #[error("answer does not match any request")]
     Unexpected,
     #[error("{context}: {source}")]

@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::openings::TokenBucket;
 use super::{DropReason, Frame, Node, NodeEvent, session_id_of};
 use crate::proto::crypto::{HandshakeFinish, HandshakeInit, Responder};
 use crate::proto::ids::PeerId;
@@ -35,31 +36,9 @@ pub(super) struct Stranger {
     since: Instant,
 }
 
-/// Token bucket for answering strangers.
-pub(super) struct StrangerBudget {
-    tokens: f64,
-    at: Instant,
-}
-
-impl StrangerBudget {
-    pub(super) fn new(now: Instant) -> Self {
-        StrangerBudget {
-            tokens: STRANGER_BURST,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * STRANGER_RATE).min(STRANGER_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// The token bucket for answering strangers.
+pub(super) fn stranger_budget(now: Instant) -> TokenBucket {
+    TokenBucket::new(now, STRANGER_RATE, STRANGER_BURST)
 }
 
 impl Node {
@@ -99,6 +78,7 @@ impl Node {
                     self.strangers.remove(&oldest);
                 }
                 let init = HandshakeInit { ephemeral };
+                self.stats.handshakes_answered += 1;
                 let (responder, response) =
                     Responder::handle_init(&mut self.rng, &self.identity, &init)
                         .map_err(|_| DropReason::Forged)?;
