@@ -590,7 +590,7 @@ fn answer(
             }
             Ok(Some(String::new()))
         }
-        other => Err(DaemonError::UnknownRequest(other.to_owned())),
+        other => Err(DaemonError::UnknownRequest(brief(other))),
     }
 }
 
@@ -730,11 +730,16 @@ impl Client {
             ListenFormat::Text => "text",
             ListenFormat::TextWithMuted => "all",
         };
-        writeln!(reader.get_mut(), "listen {format}")?;
+        // A daemon that refused at once (too many connections) may have
+        // closed before the request is written: read its reason anyway.
+        let written = writeln!(reader.get_mut(), "listen {format}");
         let mut first = String::new();
         reader.read_line(&mut first)?;
-        if first.trim_end() != "ok" {
-            return Err(ControlError::Refused(first.trim_end().to_owned()));
+        written?;
+        let first = first.trim_end();
+        if first != "ok" {
+            let reason = first.strip_prefix("err ").unwrap_or(first);
+            return Err(ControlError::Refused(reason.to_owned()));
         }
         for line in reader.lines() {
             each(&line?)?;
