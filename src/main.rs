@@ -506,6 +506,7 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
         },
         peers,
         control_socket: true,
+        control: kith::daemon::control::ControlConfig::default(),
         node: kith::proto::node::NodeConfig {
             auto_accept_invites: args.accept_invites,
             ..Default::default()

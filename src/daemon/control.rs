@@ -30,27 +30,80 @@
 //!
 //! `MUTE` is `-`, `forever`, or the end of the mute in milliseconds since
 //! the Unix epoch.
+//!
+//! Limits (each refusal is one `err` line, then the daemon closes):
+//! - at most [`ControlConfig::max_connections`] connections are served at
+//!   once; one more is told so and closed at once;
+//! - a request line must be complete within [`ControlConfig::idle_timeout`],
+//!   and an answer or event left unread that long closes the connection; a
+//!   `listen` subscription may stay quiet as long as it likes, and ends
+//!   when its client hangs up (noticed within a second);
+//! - a request line holds at most [`MAX_REQUEST_LINE`] bytes, checked while
+//!   reading, so a longer one is refused without being buffered;
+//! - a request line must be UTF-8.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::driver::Command;
 use super::{DaemonError, StopRequester, request};
-use crate::net::CommandSender;
+use crate::net::{CommandSender, NetStats};
 use crate::proto::ids::PeerId;
+use crate::proto::node::MAX_TEXT;
 use crate::store::Mute;
 
 /// File name of the control socket inside the data directory.
 pub const SOCKET_FILE: &str = "kith.sock";
 
-/// Longest request line accepted; a send of the largest message, hex-encoded,
-/// fits with room to spare.
-const MAX_REQUEST: u64 = 256 * 1024;
+/// Longest target (`send --to`: an id, a key, a prefix or a name) the
+/// request-line limit makes room for; room names are shorter.
+const MAX_TARGET: usize = 1024;
+
+/// Longest request line accepted, newline excluded: `send`, the target and
+/// the largest message (hex doubles both), with room to spare. A longer
+/// line is refused while it is read, so no more than this is ever buffered.
+pub const MAX_REQUEST_LINE: usize = 2 * (MAX_TEXT + MAX_TARGET) + 64;
+
+/// How often a quiet `listen` subscription checks whether its client hung
+/// up (at most; a shorter [`ControlConfig::idle_timeout`] wins).
+const HANGUP_CHECK: Duration = Duration::from_secs(1);
+
+/// Limits of the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Connections served at once (each has a thread); one more gets
+    /// `err too many control connections` and is closed. Default 64.
+    pub max_connections: usize,
+    /// How long a client may take to send a complete request line, and how
+    /// long an answer or event may stay unread, before the connection is
+    /// closed. A `listen` subscription waiting for events is not idle.
+    /// Default 30 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every connection thread needs.
+struct Shared {
+    commands: CommandSender<Command>,
+    stop: StopRequester,
+    net: Arc<NetStats>,
+    config: ControlConfig,
+}
 
 /// Path of the control socket of the daemon serving `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -67,8 +120,10 @@ pub(crate) struct ControlServer {
 impl ControlServer {
     pub(crate) fn start(
         data_dir: &Path,
+        config: ControlConfig,
         commands: CommandSender<Command>,
         stop: StopRequester,
+        net: Arc<NetStats>,
     ) -> Result<Self, DaemonError> {
         let path = socket_path(data_dir);
         let error = |e| DaemonError::ControlSocket(path.clone(), e);
@@ -84,9 +139,15 @@ impl ControlServer {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stopping);
+        let shared = Arc::new(Shared {
+            commands,
+            stop,
+            net,
+            config,
+        });
         let thread = std::thread::Builder::new()
             .name("kith-control".into())
-            .spawn(move || accept_loop(listener, flag, commands, stop))
+            .spawn(move || accept_loop(listener, flag, shared))
             .map_err(error)?;
         Ok(ControlServer {
             path,
@@ -116,25 +177,30 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(
-    listener: UnixListener,
-    stopping: Arc<AtomicBool>,
-    commands: CommandSender<Command>,
-    stop: StopRequester,
-) {
+fn accept_loop(listener: UnixListener, stopping: Arc<AtomicBool>, shared: Arc<Shared>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let commands = commands.clone();
-        let stop = stop.clone();
-        // One thread per client: `listen` holds its connection open.
+        // Only this thread adds, so a slot seen free here stays free.
+        let max = shared.config.max_connections;
+        if active.load(Ordering::SeqCst) >= max {
+            refuse(&stream, &DaemonError::TooManyConnections(max));
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(Arc::clone(&active));
+        let shared = Arc::clone(&shared);
+        // One thread per client (`listen` holds its connection open), at
+        // most `max_connections` of them.
         let spawned = std::thread::Builder::new()
             .name("kith-control-client".into())
             .spawn(move || {
+                let _slot = slot;
                 // A client that hangs up mid-answer is its own problem.
-                let _ = serve(stream, &commands, &stop);
+                let _ = serve(&stream, &shared);
             });
         if let Err(error) = spawned {
             eprintln!("kith daemon: cannot serve a control client: {error}");
@@ -142,15 +208,149 @@ fn accept_loop(
     }
 }
 
-fn serve(
-    stream: UnixStream,
-    commands: &CommandSender<Command>,
-    stop: &StopRequester,
-) -> io::Result<()> {
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
-    let mut out = io::BufWriter::new(&stream);
-    match answer(line.trim_end(), commands, stop, &mut out) {
+/// A connection being served; frees its place when the thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells a client it is not served, without waiting for it.
+fn refuse(stream: &UnixStream, error: &DaemonError) {
+    // A fresh connection's send buffer is empty, so the line fits; if it
+    // does not, the client is gone or misbehaving and learns by the close.
+    let _ = stream.set_nonblocking(true);
+    let _ = writeln!(&*stream, "err {error}");
+}
+
+/// Why no request line came.
+enum LineError {
+    /// Longer than [`MAX_REQUEST_LINE`]; holds what was read of it.
+    TooLong(Vec<u8>),
+    /// Not complete within the idle timeout.
+    Idle,
+    Io(io::Error),
+}
+
+/// Reads one request line (newline excluded; `None` at a clean hang-up)
+/// of at most `max` bytes before `deadline`, refusing a longer line as
+/// soon as it passes `max` rather than after buffering it.
+fn read_request(
+    reader: &mut BufReader<&UnixStream>,
+    max: usize,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, LineError> {
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LineError::Idle);
+        }
+        reader
+            .get_ref()
+            .set_read_timeout(Some(left))
+            .map_err(LineError::Io)?;
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A read timeout shows as `WouldBlock` (or `TimedOut`).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(LineError::Idle);
+            }
+            Err(e) => return Err(LineError::Io(e)),
+        };
+        if buf.is_empty() {
+            // A last line without a newline still counts, as with `read_line`.
+            return Ok((!line.is_empty()).then_some(line));
+        }
+        let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(end) => (end, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max {
+            // Enough of the start for the caller to tell what was asked.
+            line.extend_from_slice(&buf[..take.min(64)]);
+            return Err(LineError::TooLong(line));
+        }
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take + usize::from(complete));
+        if complete {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// Reads and drops the rest of a refused line (until its newline, a
+/// hang-up, an error or `deadline`), so that closing the connection does
+/// not cut the client off before it has read our answer.
+fn discard_line(reader: &mut BufReader<&UnixStream>, deadline: Instant) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || reader.get_ref().set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        let (used, done) = match reader.fill_buf() {
+            Ok([]) => return,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (buf.len(), false),
+            },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        reader.consume(used);
+        if done {
+            return;
+        }
+    }
+}
+
+fn serve(stream: &UnixStream, shared: &Shared) -> io::Result<()> {
+    let idle = shared.config.idle_timeout;
+    let deadline = Instant::now() + idle;
+    // An answer the client leaves unread this long is abandoned.
+    stream.set_write_timeout(Some(idle))?;
+    let mut reader = BufReader::new(stream);
+    let line = match read_request(&mut reader, MAX_REQUEST_LINE, deadline) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Ok(()),
+        Err(LineError::TooLong(start)) => {
+            let error = if start.starts_with(b"send ") {
+                DaemonError::MessageTooLong(MAX_TEXT)
+            } else {
+                DaemonError::LineTooLong(MAX_REQUEST_LINE)
+            };
+            writeln!(&*stream, "err {error}")?;
+            discard_line(&mut reader, deadline);
+            return Ok(());
+        }
+        Err(LineError::Idle) => {
+            return writeln!(&*stream, "err {}", DaemonError::Idle(idle));
+        }
+        Err(LineError::Io(error)) => return Err(error),
+    };
+    let Ok(line) = String::from_utf8(line) else {
+        return writeln!(&*stream, "err {}", DaemonError::RequestNotText);
+    };
+    let line = line.trim_end();
+    let mut out = io::BufWriter::new(stream);
+    // `listen` keeps the connection: it is served here, not by `answer`.
+    let (verb, format) = line.split_once(' ').unwrap_or((line, ""));
+    if verb == "listen" {
+        return match listen(stream, format, shared, &mut out) {
+            Ok(()) => Ok(()),
+            Err(ListenEnd::Refused(error)) => writeln!(out, "err {error}").and(out.flush()),
+            Err(ListenEnd::Io(error)) => Err(error),
+        };
+    }
+    match answer(line, shared, &mut out) {
         Ok(Some(value)) => writeln!(out, "ok {value}")?,
         Ok(None) => {}
         Err(error) => writeln!(out, "err {error}")?,
@@ -158,18 +358,88 @@ fn serve(
     out.flush()
 }
 
+/// How a `listen` subscription ended early.
+enum ListenEnd {
+    /// The daemon could not subscribe (it is stopping).
+    Refused(DaemonError),
+    /// The client hung up or stopped reading.
+    Io(io::Error),
+}
+
+/// Streams events until the client hangs up (a write fails, or a quiet
+/// check finds the connection closed) or the daemon stops.
+fn listen(
+    stream: &UnixStream,
+    format: &str,
+    shared: &Shared,
+    out: &mut impl Write,
+) -> Result<(), ListenEnd> {
+    let format = if format.is_empty() { "json" } else { format };
+    let json = format == "json";
+    let (tx, rx) = std::sync::mpsc::channel();
+    shared
+        .commands
+        .send(Command::Subscribe(tx))
+        .map_err(|e| ListenEnd::Refused(e.into()))?;
+    writeln!(out, "ok").map_err(ListenEnd::Io)?;
+    out.flush().map_err(ListenEnd::Io)?;
+    let check = shared.config.idle_timeout.min(HANGUP_CHECK);
+    loop {
+        let event = match rx.recv_timeout(check) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => {
+                if hung_up(stream) {
+                    return Ok(());
+                }
+                continue;
+            }
+            // The daemon stopped.
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        if json {
+            writeln!(out, "{}", event.to_json()).map_err(ListenEnd::Io)?;
+        } else if format == "all"
+            || !matches!(event, super::Event::MessageReceived { muted: true, .. })
+        {
+            writeln!(out, "{event}").map_err(ListenEnd::Io)?;
+        }
+        out.flush().map_err(ListenEnd::Io)?;
+    }
+}
+
+/// Whether a `listen` client has closed its end. It sends nothing after
+/// its request, so a read that finds end-of-file (or an error) means it is
+/// gone; anything it does send is dropped.
+fn hung_up(stream: &UnixStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 256];
+    let gone = match (&*stream).read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    };
+    // Event writes block again (bounded by the write timeout).
+    gone || stream.set_nonblocking(false).is_err()
+}
+
 /// Handles one request; `Ok(None)` means the answer was written already.
 fn answer(
     line: &str,
-    commands: &CommandSender<Command>,
-    stop: &StopRequester,
+    shared: &Shared,
     out: &mut impl Write,
 ) -> Result<Option<String>, DaemonError> {
+    let (commands, stop) = (&shared.commands, &shared.stop);
     let mut words = line.split(' ');
     let io = |e: io::Error| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e);
     match words.next().unwrap_or_default() {
         "send" => {
-            let (to, text) = (arg(&mut words, line)?, arg(&mut words, line)?);
+            let to = arg(&mut words, line)?;
+            let text = message_arg(words.next().unwrap_or_default(), line)?;
             let id = request(commands, |reply| Command::Send { to, text, reply })??;
             Ok(Some(id.to_hex()))
         }
@@ -275,9 +545,9 @@ fn answer(
                     Some(until) => Some(Mute::Until(
                         until
                             .parse()
-                            .map_err(|_| DaemonError::UnknownRequest(line.to_owned()))?,
+                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
                     )),
-                    None => return Err(DaemonError::UnknownRequest(line.to_owned())),
+                    None => return Err(DaemonError::UnknownRequest(brief(line))),
                 }
             };
             request(commands, |reply| Command::Mute {
@@ -288,32 +558,11 @@ fn answer(
             Ok(Some(String::new()))
         }
         "status" => {
-            let status = request(commands, |reply| Command::Status { reply })?;
+            let status = super::status(commands, &shared.net)?;
             for (name, value) in status.counters() {
                 writeln!(out, "{name} {value}").map_err(io)?;
             }
             Ok(Some(String::new()))
-        }
-        "listen" => {
-            let format = words.next().unwrap_or("json");
-            let json = format == "json";
-            let (tx, rx) = std::sync::mpsc::channel();
-            commands.send(Command::Subscribe(tx))?;
-            writeln!(out, "ok").map_err(io)?;
-            out.flush().map_err(io)?;
-            // Ends when the client hangs up (write fails) or the daemon
-            // stops (the channel closes).
-            for event in rx {
-                if json {
-                    writeln!(out, "{}", event.to_json()).map_err(io)?;
-                } else if format == "all"
-                    || !matches!(event, super::Event::MessageReceived { muted: true, .. })
-                {
-                    writeln!(out, "{event}").map_err(io)?;
-                }
-                out.flush().map_err(io)?;
-            }
-            Ok(None)
         }
         "stop" => {
             // Answer first: the process may exit as soon as the stop is
@@ -341,7 +590,7 @@ fn answer(
             }
             Ok(Some(String::new()))
         }
-        other => Err(DaemonError::UnknownRequest(other.to_owned())),
+        other => Err(DaemonError::UnknownRequest(brief(other))),
     }
 }
 
@@ -350,11 +599,29 @@ fn arg<'a>(words: &mut impl Iterator<Item = &'a str>, line: &str) -> Result<Stri
     decode_arg(words.next().unwrap_or_default(), line)
 }
 
+/// The text of a `send`: its length is checked before its encoding, so
+/// a message too long is called that whatever it holds.
+fn message_arg(word: &str, line: &str) -> Result<String, DaemonError> {
+    if word.len() / 2 > MAX_TEXT {
+        return Err(DaemonError::MessageTooLong(MAX_TEXT));
+    }
+    decode_arg(word, line)
+}
+
 fn decode_arg(word: &str, line: &str) -> Result<String, DaemonError> {
     let bytes = hex_decode(word)
         .filter(|b| !b.is_empty())
-        .ok_or_else(|| DaemonError::UnknownRequest(line.to_owned()))?;
+        .ok_or_else(|| DaemonError::UnknownRequest(brief(line)))?;
     String::from_utf8(bytes).map_err(|_| DaemonError::NotText)
+}
+
+/// The start of a request, short enough to quote back in an error.
+fn brief(line: &str) -> String {
+    const MAX: usize = 80;
+    match line.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
 }
 
 fn mute_word(mute: Option<Mute>) -> String {
@@ -399,7 +666,18 @@ impl Client {
 
     /// Sends one request line; returns the data lines and the final value.
     pub fn request(mut self, line: &str) -> Result<(Vec<String>, String), ControlError> {
-        writeln!(self.reader.get_mut(), "{line}")?;
+        if let Err(error) = writeln!(self.reader.get_mut(), "{line}") {
+            // The daemon may have refused before reading it all (too many
+            // connections, a line too long) and closed: its reason is
+            // worth more than the broken pipe.
+            let mut answer = String::new();
+            if self.reader.read_line(&mut answer).is_ok()
+                && let Some(reason) = answer.trim_end().strip_prefix("err ")
+            {
+                return Err(ControlError::Refused(reason.to_owned()));
+            }
+            return Err(error.into());
+        }
         let mut data = Vec::new();
         loop {
             let mut answer = String::new();
@@ -452,11 +730,16 @@ impl Client {
             ListenFormat::Text => "text",
             ListenFormat::TextWithMuted => "all",
         };
-        writeln!(reader.get_mut(), "listen {format}")?;
+        // A daemon that refused at once (too many connections) may have
+        // closed before the request is written: read its reason anyway.
+        let written = writeln!(reader.get_mut(), "listen {format}");
         let mut first = String::new();
         reader.read_line(&mut first)?;
-        if first.trim_end() != "ok" {
-            return Err(ControlError::Refused(first.trim_end().to_owned()));
+        written?;
+        let first = first.trim_end();
+        if first != "ok" {
+            let reason = first.strip_prefix("err ").unwrap_or(first);
+            return Err(ControlError::Refused(reason.to_owned()));
         }
         for line in reader.lines() {
             each(&line?)?;

@@ -277,6 +277,17 @@ pub(crate) fn prepare(
 }
 
 /// Whether a datagram is the registry's (`kr`) rather than the node's (`kt`).
+/// Why a registry (`kr`) datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegistryDrop {
+    /// It did not come from the configured registry's address (or no
+    /// registry is configured).
+    NotFromRegistry,
+    /// It came from the registry's address but the client refused it
+    /// (malformed, wrong signature, not an answer to anything we asked).
+    Rejected,
+}
+
 pub(crate) fn is_registry_datagram(bytes: &[u8]) -> bool {
     bytes.starts_with(&REGISTRY_MAGIC)
 }
@@ -504,26 +515,26 @@ impl Discovery {
         }
     }
 
-    /// A `kr` datagram arrived from `from`.
+    /// A `kr` datagram arrived from `from`. `Err` says why it was dropped.
     pub(crate) fn handle_registry_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
         node: &mut Node,
-    ) {
+    ) -> Result<(), RegistryDrop> {
         let Some(link) = &mut self.registry else {
-            return;
+            return Err(RegistryDrop::NotFromRegistry);
         };
         if from != link.addr {
             link.dropped += 1;
-            return;
+            return Err(RegistryDrop::NotFromRegistry);
         }
         let event = match link.client.handle_datagram(now, wall_clock_millis(), bytes) {
             Ok(event) => event,
             Err(_) => {
                 link.dropped += 1;
-                return;
+                return Err(RegistryDrop::Rejected);
             }
         };
         link.last_answer = Some(now);
@@ -536,16 +547,16 @@ impl Discovery {
         else {
             // Registered, keep-alive acks, NotFound, Unavailable,
             // Forgotten (the client re-registers at its next timeout).
-            return;
+            return Ok(());
         };
         link.found += 1;
         if node.is_blocked(&peer) {
-            return;
+            return Ok(());
         }
         // The client checked the peer's own signature and that the key
         // hashes to `peer`.
         let Ok(public) = PublicIdentity::from_bytes(&public_key) else {
-            return;
+            return Err(RegistryDrop::Rejected);
         };
         let addresses = self.same_family(addresses);
         self.sighted(
@@ -557,6 +568,7 @@ impl Discovery {
             String::new(),
             node,
         );
+        Ok(())
     }
 
     /// Runs due timers: presence, registry keep-alives, lookups.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::discovery::{Attach, Discovery, DiscoveryConfig, DiscoveryReport, is_registry_datagram};
+use super::discovery::{
+    Attach, Discovery, DiscoveryConfig, DiscoveryReport, RegistryDrop, is_registry_datagram,
+};
 use super::mutes::MuteTable;
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
@@ -1638,8 +1640,14 @@ impl Driver for NodeDriver {
         self.deferring = true;
         self.node.begin_burst();
         if is_registry_datagram(bytes) {
-            self.discovery
-                .handle_registry_datagram(now, from, bytes, &mut self.node);
+            match self
+                .discovery
+                .handle_registry_datagram(now, from, bytes, &mut self.node)
+            {
+                Ok(()) => {}
+                Err(RegistryDrop::NotFromRegistry) => self.status.registry_foreign_dropped += 1,
+                Err(RegistryDrop::Rejected) => self.status.registry_rejected_dropped += 1,
+            }
         } else {
             match self.node.handle_datagram(now, bytes) {
                 Ok(Some(peer)) => {

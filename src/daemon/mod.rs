@@ -49,7 +49,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use crate::account::{Account, AccountError};
-use crate::net::{self, NetConfig, NetError, NetHandle, NetStatsSnapshot};
+use crate::net::{self, NetConfig, NetError, NetHandle, NetStats, NetStatsSnapshot};
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
@@ -78,6 +78,8 @@ pub struct DaemonConfig {
     /// in the data directory) for the `kith` CLI. Off by default for
     /// library use; `kith daemon` turns it on.
     pub control_socket: bool,
+    /// Limits of the control socket: connections, idle time.
+    pub control: control::ControlConfig,
     /// mDNS, the registry and presence timings.
     pub discovery: DiscoveryConfig,
 }
@@ -124,6 +126,16 @@ pub enum DaemonError {
     BadPeer(String),
     #[error("the message is not valid UTF-8 text")]
     NotText,
+    #[error("message too long: at most {0} bytes of text")]
+    MessageTooLong(usize),
+    #[error("the request is not valid UTF-8")]
+    RequestNotText,
+    #[error("line too long: at most {0} bytes")]
+    LineTooLong(usize),
+    #[error("too many control connections (at most {0}); try again when one has closed")]
+    TooManyConnections(usize),
+    #[error("no complete request within {} ms; closing", .0.as_millis())]
+    Idle(Duration),
     #[error("unknown control request {0:?}")]
     UnknownRequest(String),
     #[error("the daemon did not answer in time")]
@@ -386,6 +398,12 @@ pub struct Status {
     pub unroutable: u64,
     /// Store writes that failed (each also printed to stderr).
     pub store_errors: u64,
+    /// Registry (`kr`) datagrams from a source that is not the configured
+    /// registry (or with none configured), dropped.
+    pub registry_foreign_dropped: u64,
+    /// Registry datagrams from the registry's address that its client
+    /// refused (malformed, badly signed, unasked), dropped.
+    pub registry_rejected_dropped: u64,
     /// History reconciliation counters.
     pub sync: SyncStats,
 }
@@ -412,10 +430,20 @@ impl Status {
             ("chains_restarted", node.chains_restarted),
             ("net_received", net.received),
             ("net_sent", net.sent),
+            ("net_received_multicast", net.received_multicast),
             ("net_oversize_dropped", net.oversize_dropped),
+            ("net_own_echo_dropped", net.own_echo_dropped),
             ("net_recv_errors", net.recv_errors),
             ("net_send_errors", net.send_errors),
+            ("net_send_would_block", net.send_would_block),
             ("net_queue_drops", net.queue_drops),
+            (
+                "net_oversize_transmit_dropped",
+                net.oversize_transmit_dropped,
+            ),
+            ("net_multicast_disabled_drops", net.multicast_disabled_drops),
+            ("registry_foreign_dropped", self.registry_foreign_dropped),
+            ("registry_rejected_dropped", self.registry_rejected_dropped),
             ("handshakes_started", node.handshakes_started),
             ("handshakes_answered", node.handshakes_answered),
             ("sessions_established", node.sessions_established),
@@ -494,8 +522,13 @@ pub fn start(
         data_dir: data_dir.to_owned(),
     };
     if config.control_socket {
-        let server =
-            control::ControlServer::start(data_dir, handle.net.sender(), handle.stop_requester())?;
+        let server = control::ControlServer::start(
+            data_dir,
+            config.control,
+            handle.net.sender(),
+            handle.stop_requester(),
+            handle.net.shared_stats(),
+        )?;
         handle.control = Some(server);
     }
     Ok(handle)
@@ -664,9 +697,7 @@ impl DaemonHandle {
 
     /// Counters.
     pub fn status(&self) -> Result<Status, DaemonError> {
-        let mut status = self.request(|reply| Command::Status { reply })?;
-        status.net = self.net.stats();
-        Ok(status)
+        status(&self.net.sender(), &self.net.shared_stats())
     }
 
     /// A stream of events: the first call gets every event since start,
@@ -731,6 +762,15 @@ impl PendingSend {
                 RecvTimeoutError::Disconnected => DaemonError::Stopped,
             })?
     }
+}
+
+/// Every counter: the node's from the network thread, the socket loop's
+/// read directly. The one way to build a [`Status`], for the handle and
+/// the control socket alike.
+fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status, DaemonError> {
+    let mut status = request(sender, |reply| Command::Status { reply })?;
+    status.net = net.snapshot();
+    Ok(status)
 }
 
 /// Sends a command with a reply channel and waits (bounded) for the answer.
