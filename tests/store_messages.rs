@@ -435,3 +435,68 @@ fn a_readable_copy_replaces_one_stored_unreadable() {
         "once"
     );
 }
+
+/// Reconciliation with a member who joined in a later epoch offers only the
+/// messages of epochs from then on (issue 17, high 2), whether they were
+/// committed at once or went through the journal.
+#[test]
+fn sync_items_leave_out_epochs_before_a_members_join() {
+    use kith::proto::crypto::{ChainId, Identity, OutgoingMessage, SenderChain, seal_envelope};
+    use rand::SeedableRng;
+    let dir = TempDir::new("sync-epochs");
+    let mut store = create(&dir);
+    let room = RoomId([5; 32]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let author = Identity::generate(&mut rng);
+    let sealed = |rng: &mut rand::rngs::StdRng, epoch: u32, n: u64| -> Message {
+        let mut chain = SenderChain::new(
+            rng,
+            ChainId {
+                room,
+                epoch,
+                sender: author.peer_id(),
+            },
+        );
+        let text = format!("epoch {epoch} message {n}");
+        let envelope = seal_envelope(
+            &author,
+            &mut chain,
+            OutgoingMessage {
+                kind: 1,
+                timestamp: 1_000 + n,
+                plaintext: text.as_bytes(),
+            },
+        )
+        .expect("seal");
+        Message {
+            id: envelope.id(),
+            room,
+            sender: author.peer_id(),
+            sender_seq: envelope.header.seq,
+            timestamp: envelope.header.timestamp,
+            body: text.into_bytes(),
+            envelope: envelope.emit(),
+        }
+    };
+    let old: Vec<Message> = (0..3).map(|n| sealed(&mut rng, 0, n)).collect();
+    let new: Vec<Message> = (3..5).map(|n| sealed(&mut rng, 1, n)).collect();
+    store.insert_messages(&old).unwrap();
+    // Through the journal, then settled.
+    store
+        .journal_messages_and_chains(new.clone(), Vec::new())
+        .unwrap();
+    store.settle().unwrap();
+    let ids = |min_epoch| -> Vec<MessageId> {
+        store
+            .sync_items(&room, min_epoch)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    };
+    assert_eq!(ids(0).len(), 5, "everything for a member from the start");
+    let mut want: Vec<MessageId> = new.iter().map(|m| m.id).collect();
+    want.sort_by_key(|id| new.iter().find(|m| m.id == *id).map(|m| m.timestamp));
+    assert_eq!(ids(1), want, "only epoch 1 for a member who joined then");
+    assert!(ids(2).is_empty());
+}

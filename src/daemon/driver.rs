@@ -27,7 +27,7 @@ use crate::proto::reliable;
 use crate::proto::sync::{Item, SortedItems};
 use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
-    Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
+    Contact, DeliveryState, Member, Message, MessageKey, Mute, Room as StoredRoom, Store,
     StoreError,
 };
 
@@ -196,7 +196,7 @@ pub(crate) struct NodeDriver {
     /// When every online member is reconciled with again.
     next_sync: Instant,
     /// Item sets of rooms with a reconciliation under way.
-    sync_sets: HashMap<RoomId, SortedItems>,
+    sync_sets: HashMap<(RoomId, u32), SortedItems>,
     /// Sends of this batch of commands, signed together by
     /// [`NodeDriver::sign_sends`].
     unsaved_sends: Vec<UnsavedSend>,
@@ -1011,15 +1011,12 @@ impl NodeDriver {
         }
     }
 
-    /// The room's messages in sync order, from the store's index.
-    fn room_items(&mut self, room: &RoomId) -> SortedItems {
-        let start = Position {
-            timestamp: 0,
-            id: MessageId([0; 32]),
-        };
+    /// The room's messages of epochs from `min_epoch` on, in sync order,
+    /// from the store's index.
+    fn room_items(&mut self, room: &RoomId, min_epoch: u32) -> SortedItems {
         let items = self
             .db()
-            .and_then(|db| db.messages_in_range(room, start, None))
+            .and_then(|db| db.sync_items(room, min_epoch))
             .unwrap_or_default()
             .into_iter()
             .map(|p| Item {
@@ -1030,24 +1027,28 @@ impl NodeDriver {
         SortedItems::new(items)
     }
 
-    /// The room's items for reconciliation: read from the store once and
-    /// kept while a session about the room runs and no message of the room
-    /// is stored (then it is read again: a set that misses new messages
-    /// would make a member who was away miss them too).
-    fn take_sync_set(&mut self, room: &RoomId) -> SortedItems {
-        match self.sync_sets.remove(room) {
+    /// The room's items for reconciliation with `peer`: only epochs both
+    /// of us are in (`Node::shared_epoch`), so a member who joined later is
+    /// neither offered nor asked for what was said before. Read from the
+    /// store once and kept while a session about the room runs and no
+    /// message of the room is stored (then it is read again: a set that
+    /// misses new messages would make a member who was away miss them too).
+    fn take_sync_set(&mut self, room: &RoomId, peer: &PeerId) -> (u32, SortedItems) {
+        let min_epoch = self.node.shared_epoch(room, peer);
+        let set = match self.sync_sets.remove(&(*room, min_epoch)) {
             Some(set) => set,
-            None => self.room_items(room),
-        }
+            None => self.room_items(room, min_epoch),
+        };
+        (min_epoch, set)
     }
 
     /// Starts reconciling every room shared with `peer`.
     fn sync_with(&mut self, now: Instant, peer: PeerId) {
         for room in self.node.shared_rooms(&peer) {
-            let set = self.take_sync_set(&room);
+            let (min_epoch, set) = self.take_sync_set(&room, &peer);
             let secret = self.node.sync_secret(&peer);
             self.sync.start(now, room, peer, &set, secret);
-            self.sync_sets.insert(room, set);
+            self.sync_sets.insert((room, min_epoch), set);
         }
         self.run_sync(now);
     }
@@ -1067,7 +1068,7 @@ impl NodeDriver {
                 }
                 SyncAction::Forward { peer, room, ids } => {
                     let wanted: HashSet<MessageId> = ids.into_iter().collect();
-                    let set = self.take_sync_set(&room);
+                    let (min_epoch, set) = self.take_sync_set(&room, &peer);
                     for item in set.as_slice() {
                         if !wanted.contains(&item.id) {
                             continue;
@@ -1083,12 +1084,12 @@ impl NodeDriver {
                             eprintln!("kith daemon: cannot forward a message: {error}");
                         }
                     }
-                    self.sync_sets.insert(room, set);
+                    self.sync_sets.insert((room, min_epoch), set);
                 }
             }
         }
         let sync = &self.sync;
-        self.sync_sets.retain(|room, _| sync.is_syncing(room));
+        self.sync_sets.retain(|(room, _), _| sync.is_syncing(room));
     }
 
     /// Someone who is not a contact wrote to us: a contact request.
@@ -1149,11 +1150,11 @@ impl NodeDriver {
                 payload,
             } => {
                 let now = Instant::now();
-                let set = self.take_sync_set(&room);
+                let (min_epoch, set) = self.take_sync_set(&room, &peer);
                 let secret = self.node.sync_secret(&peer);
                 self.sync
                     .handle_message(now, room, peer, &payload, &set, secret);
-                self.sync_sets.insert(room, set);
+                self.sync_sets.insert((room, min_epoch), set);
                 self.run_sync(now);
             }
             NodeEvent::StrangerMet { public } => {
@@ -1460,7 +1461,7 @@ impl NodeDriver {
         // Their rooms' item sets change: a reconciliation must not go on
         // from a set read before (it would find nothing to send).
         for message in &messages {
-            self.sync_sets.remove(&message.room);
+            self.sync_sets.retain(|(room, _), _| *room != message.room);
         }
         if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
             self.note_disk_full(&error);

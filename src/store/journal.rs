@@ -47,8 +47,11 @@ const MAGIC: &[u8; 16] = b"kith journal v1\0";
 const HEADER: usize = MAGIC.len() + 8;
 /// Length prefix, nonce and tag around a record's plaintext.
 const FRAMING: usize = 4 + 24 + 16;
-/// Version byte inside every record (2: rows sealed under their rooms' keys).
-const RECORD_VERSION: u8 = 2;
+/// Version byte inside every record (3: each row's epoch; 2: rows sealed
+/// under their rooms' keys, still read).
+const RECORD_VERSION: u8 = 3;
+/// Records of version 2, written before rows kept their epoch.
+const RECORD_VERSION_NO_EPOCH: u8 = 2;
 
 /// Where the journal of the database at `db` lives: `<db>.journal`.
 pub fn journal_path(db: &Path) -> PathBuf {
@@ -78,6 +81,13 @@ impl JournalRecord {
             out.extend_from_slice(&row.sender_seq.to_le_bytes());
             out.extend_from_slice(&row.timestamp.to_le_bytes());
             out.push(u8::from(row.unreadable));
+            match row.epoch {
+                Some(epoch) => {
+                    out.push(1);
+                    out.extend_from_slice(&epoch.to_le_bytes());
+                }
+                None => out.push(0),
+            }
             put_bytes(&mut out, &row.sealed);
         }
         put_len(&mut out, self.chains.len());
@@ -89,7 +99,8 @@ impl JournalRecord {
 
     fn decode(bytes: &[u8]) -> Option<JournalRecord> {
         let mut r = Reader(bytes);
-        if r.byte()? != RECORD_VERSION {
+        let version = r.byte()?;
+        if version != RECORD_VERSION && version != RECORD_VERSION_NO_EPOCH {
             return None;
         }
         let mut record = JournalRecord::default();
@@ -104,6 +115,15 @@ impl JournalRecord {
                     0 => false,
                     1 => true,
                     _ => return None,
+                },
+                epoch: if version == RECORD_VERSION_NO_EPOCH {
+                    None
+                } else {
+                    match r.byte()? {
+                        0 => None,
+                        1 => Some(u32::from_le_bytes(r.array()?)),
+                        _ => return None,
+                    }
                 },
                 sealed: r.bytes()?.to_vec(),
             });

@@ -162,6 +162,9 @@ pub(crate) struct SealedRow {
     pub(crate) timestamp: u64,
     /// Stored with an empty body (listed in `unreadable`).
     pub(crate) unreadable: bool,
+    /// The room epoch of its envelope (`None`: no envelope to read it
+    /// from, or a row journaled by an older version).
+    pub(crate) epoch: Option<u32>,
     pub(crate) sealed: Vec<u8>,
 }
 
@@ -180,6 +183,9 @@ fn rows_of(room_keys: &HashMap<RoomId, SecretKey>, messages: &[Message]) -> Resu
                 sender_seq: message.sender_seq,
                 timestamp: message.timestamp,
                 unreadable: message.body.is_empty(),
+                epoch: crate::proto::crypto::Envelope::parse(&message.envelope)
+                    .ok()
+                    .map(|envelope| envelope.header.epoch),
                 sealed: seal_message(key, message)?,
             })
         })
@@ -196,8 +202,8 @@ fn insert_rows_in(
 ) -> Result<Vec<(MessageId, i64)>> {
     let mut fresh = Vec::new();
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed, epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     )?;
     for row in rows {
         let room_ref = room_ref_in(tx, room_refs, added, &row.room)?;
@@ -208,6 +214,7 @@ fn insert_rows_in(
             u64_to_sql(row.sender_seq),
             ts_to_sql(row.timestamp),
             row.sealed,
+            row.epoch,
         ])?;
         if inserted == 1 {
             let seq = tx.last_insert_rowid();
@@ -581,6 +588,35 @@ impl Store {
     /// Positions of the messages of `room` in `[lower, upper)`, ascending;
     /// `upper = None` means no upper bound. For set reconciliation during
     /// sync; decrypts nothing and reads only the index.
+    /// A room's messages for reconciling it with a member who may have
+    /// the history from `min_epoch` on, in (timestamp, id) order: those of
+    /// epochs before are left out (a message stored by a version that did
+    /// not keep its epoch counts as epoch 0). With `min_epoch` 0 that is
+    /// every message, as [`Store::messages_in_range`] from the start.
+    pub fn sync_items(&self, room: &RoomId, min_epoch: u32) -> Result<Vec<Position>> {
+        let Some(&room_ref) = self.room_refs.get(room) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts, id FROM messages
+             WHERE room_ref = ?1 AND COALESCE(epoch, 0) >= ?2
+             ORDER BY ts, id",
+        )?;
+        let rows = stmt
+            .query_map(params![room_ref, min_epoch], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(ts, id)| {
+                Ok(Position {
+                    timestamp: ts_from_sql(ts),
+                    id: MessageId(id32(id)?),
+                })
+            })
+            .collect()
+    }
+
     pub fn messages_in_range(
         &self,
         room: &RoomId,
