@@ -162,6 +162,45 @@ fn goodbye_after_silence_is_offline_at_once_but_not_while_talking() {
 }
 
 #[test]
+fn authenticated_leaving_is_offline_at_once_even_while_talking() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    // Peer 1 is announced, peer 2 is only heard (a `--peer` without mDNS).
+    presence.found(t0, peer(1), addr());
+    for p in [peer(1), peer(2)] {
+        presence.heard(t0, p);
+    }
+    events(&mut presence);
+    // Both talked 100 ms ago; both say (authenticated) they are stopping.
+    let t1 = t0 + Duration::from_millis(100);
+    presence.left(peer(1));
+    presence.left(peer(2));
+    assert_eq!(
+        events(&mut presence),
+        vec![
+            PresenceEvent::Offline { peer: peer(1) },
+            PresenceEvent::Offline { peer: peer(2) }
+        ]
+    );
+    assert!(!presence.is_online(&peer(1)) && !presence.is_online(&peer(2)));
+    // No second offline later; the announced one is still probed.
+    let seen = run_until(&mut presence, t1 + 60 * S);
+    assert!(seen.is_empty(), "{seen:?}");
+    // It comes back: its next authenticated datagram is evidence again.
+    presence.heard(t1 + 61 * S, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: addr()
+        }]
+    );
+    // A leaving from a peer we never tracked changes nothing.
+    presence.left(peer(9));
+    assert!(events(&mut presence).is_empty());
+}
+
+#[test]
 fn offline_peer_still_announced_is_probed_and_comes_back() {
     let t0 = Instant::now();
     let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());

@@ -476,6 +476,17 @@ impl Discovery {
         self.presence.heard(now, peer);
     }
 
+    /// `peer` told us, sealed under our session with it, that it is
+    /// stopping: it is offline now (see [`Presence::left`]).
+    pub(crate) fn left(&mut self, peer: PeerId) {
+        self.presence.left(peer);
+    }
+
+    /// The peers online now, for the goodbyes at stop.
+    pub(crate) fn online_peers(&self) -> Vec<PeerId> {
+        self.presence.online_peers().collect()
+    }
+
     /// Blocks or unblocks `peer` everywhere discovery has it.
     pub(crate) fn set_blocked(
         &mut self,

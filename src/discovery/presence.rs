@@ -20,6 +20,9 @@
 //!   only if nothing was heard from it for one keep-alive interval; a forged
 //!   goodbye cannot hide a peer that is still talking to us, and a real one
 //!   leaves within the normal bound anyway.
+//! - A peer that stops cleanly says so over its authenticated session
+//!   ([`Presence::left`]): it is offline at once, and online again at its
+//!   next authenticated datagram.
 //! - Keep-alives go every interval to each peer that is online or has
 //!   discovery addresses (so a peer whose link came back is noticed).
 //!   Peers that are offline and no longer announced are forgotten.
@@ -177,6 +180,26 @@ impl Presence {
             self.events.push_back(PresenceEvent::Offline { peer });
         }
         if !state.online {
+            self.peers.remove(&peer);
+        }
+    }
+
+    /// `peer` said over an authenticated channel that it is stopping: it is
+    /// offline at once, whatever was heard from it before. The caller
+    /// vouches for the authentication (only the peer itself can have sent
+    /// it); an unauthenticated goodbye is [`Presence::lost`]. Where it was
+    /// seen is kept, so it is still probed and its next authenticated
+    /// datagram ([`Presence::heard`]) makes it online again.
+    pub fn left(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.last_heard = None;
+        if state.online {
+            state.online = false;
+            self.events.push_back(PresenceEvent::Offline { peer });
+        }
+        if state.addresses.is_empty() {
             self.peers.remove(&peer);
         }
     }

@@ -106,6 +106,12 @@ const RESPONDING_TIMEOUT: Duration = Duration::from_secs(5);
 /// mistaken for one.
 const KEEPALIVE_ANSWER: u8 = 0;
 
+/// The sealed plaintext by which a peer that stops cleanly says so (see
+/// [`Node::leaving`]). Sealed under the pairwise session like a keep-alive,
+/// so only the peer itself can send it, and a replay is refused by the
+/// session's replay window.
+const KEEPALIVE_LEAVING: u8 = 1;
+
 /// Envelope kind byte of a plain UTF-8 text message.
 pub const KIND_TEXT: u8 = 1;
 
@@ -411,6 +417,10 @@ pub enum NodeEvent {
     PeerUnreachable { peer: PeerId },
     /// `peer` answered again; queued messages are going out.
     PeerReachable { peer: PeerId },
+    /// `peer` said, over our authenticated session, that it is stopping
+    /// ([`Node::leaving`]): it is gone now, not after the keep-alive bound.
+    /// Its next authenticated datagram proves it back.
+    PeerLeaving { peer: PeerId },
     /// An admin invites us to a group room: [`Node::accept_invite`] or
     /// [`Node::decline_invite`] (with `auto_accept_invites` we join at once
     /// and get [`NodeEvent::RoomJoined`] instead).
@@ -1068,6 +1078,25 @@ impl Node {
         }
     }
 
+    /// We are stopping: tells `peer`, sealed under our session with it, so
+    /// that it shows us offline at once rather than after its keep-alive
+    /// bound. Returns whether it was sent (there is a session to seal it
+    /// under; without one the peer does not consider us online anyway).
+    pub fn leaving(&mut self, now: Instant, peer: PeerId) -> bool {
+        self.advance(now);
+        if self.blocked.contains(&peer) {
+            return false;
+        }
+        let has_session = self
+            .peers
+            .get(&peer)
+            .is_some_and(|state| state.session.is_some());
+        if has_session {
+            self.seal_to(peer, &[KEEPALIVE_LEAVING]);
+        }
+        has_session
+    }
+
     /// A burst of datagrams starts: until [`Node::end_burst`], room
     /// messages wait there so their signatures are verified in one batch
     /// (about half the cost of one by one). Nothing else changes: every
@@ -1332,6 +1361,10 @@ impl Node {
                 return Ok(Some(from));
             }
             [KEEPALIVE_ANSWER] => return Ok(Some(from)),
+            [KEEPALIVE_LEAVING] => {
+                self.events.push_back(NodeEvent::PeerLeaving { peer: from });
+                return Ok(Some(from));
+            }
             _ => {}
         }
         self.reliable
