@@ -762,6 +762,43 @@ fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
 }
 
 #[test]
+fn an_unanswered_probe_costs_one_datagram_and_a_queued_message_retries() {
+    let mut now = Instant::now();
+    let (mut a, _b) = pair(now);
+    let idb = identity(2).public().peer_id();
+    // Nobody answers: one message 1, no retransmission, then given up.
+    a.keepalive(now, idb);
+    assert_eq!(transmits(&mut a).len(), 1);
+    let end = now + Duration::from_secs(60);
+    let mut later = 0;
+    while let Some(at) = a.poll_timeout() {
+        if at > end {
+            break;
+        }
+        now = at;
+        a.handle_timeout(now);
+        later += transmits(&mut a).len();
+    }
+    assert_eq!(later, 0, "an unanswered probe is not retransmitted");
+    // The next probe starts a new one (presence paces them).
+    a.keepalive(now, idb);
+    assert_eq!(transmits(&mut a).len(), 1);
+    // A message queued meanwhile makes it a retransmitted handshake.
+    a.send_direct(now, idb, "hello").expect("B is a contact");
+    let end = now + Duration::from_secs(10);
+    let mut retries = 0;
+    while let Some(at) = a.poll_timeout() {
+        if at > end {
+            break;
+        }
+        now = at;
+        a.handle_timeout(now);
+        retries += transmits(&mut a).len();
+    }
+    assert!(retries >= 3, "{retries} retransmissions");
+}
+
+#[test]
 fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
     let mut now = Instant::now();
     let (mut a, mut b) = pair(now);
