@@ -126,6 +126,53 @@ fn events_keep_their_order_behind_messages_waiting_in_the_journal() {
     b.shutdown().expect("B stops");
 }
 
+/// A peer that stops cleanly is shown offline within a second, not after
+/// the keep-alive bound (15 s): its sealed "leaving" arrives before it goes.
+/// Both are `--peer`s of each other, so no mDNS goodbye is involved.
+#[test]
+fn a_cleanly_stopped_peer_is_offline_within_a_second() {
+    let ((_dir_a, _pub_a, a), (_dir_b, pub_b, b)) = connected_pair("leaving");
+    let a_events = a.events().expect("A is running");
+    let idb = pub_b.peer_id();
+    // A message both ways would do; a keep-alive round trip is enough.
+    let deadline = Instant::now() + WAIT;
+    while !a
+        .peers()
+        .expect("A answers")
+        .iter()
+        .any(|p| p.peer == idb && p.online)
+    {
+        assert!(Instant::now() < deadline, "B never came online at A");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Drain what A already said (PeerOnline and the like).
+    while a_events.try_recv().is_ok() {}
+
+    let stopped = Instant::now();
+    b.shutdown().expect("B stops cleanly");
+    let offline = loop {
+        let left = (stopped + Duration::from_secs(5)).saturating_duration_since(Instant::now());
+        match a_events.recv_timeout(left) {
+            Ok(Event::PeerOffline { peer }) if peer == idb => break Instant::now(),
+            Ok(_) => {}
+            Err(_) => panic!("A did not show B offline within 5 s of its stop"),
+        }
+    };
+    let took = offline.saturating_duration_since(stopped);
+    println!(
+        "leaving figure: offline at the peer {} ms after stop",
+        took.as_millis()
+    );
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    assert!(
+        !a.peers()
+            .expect("A answers")
+            .iter()
+            .any(|p| p.peer == idb && p.online)
+    );
+    a.shutdown().expect("A stops cleanly");
+}
+
 #[test]
 fn direct_message_round_trip_is_stored_then_delivered() {
     let ((dir_a, pub_a, a), (dir_b, pub_b, b)) = connected_pair("daemon");

@@ -119,6 +119,66 @@ fn txt_public_key_is_optional_but_must_hash_to_the_announced_id() {
 }
 
 #[test]
+fn only_unicast_addresses_on_our_networks_or_link_local_may_be_probed() {
+    use kith::discovery::{Subnet, address_allowed};
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().expect("literal");
+    let eth0 = [
+        Subnet {
+            addr: ip("10.77.0.1"),
+            prefix: 24,
+        },
+        Subnet {
+            addr: ip("fd00::1"),
+            prefix: 64,
+        },
+    ];
+    for good in [
+        "10.77.0.2",
+        "10.77.0.254",
+        "169.254.3.4",
+        "fd00::2",
+        "fe80::1",
+    ] {
+        assert!(address_allowed(ip(good), &eth0), "{good}");
+    }
+    for bad in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "224.0.0.251",
+        "239.255.77.77",
+        "255.255.255.255",
+        "10.77.0.255",
+        "10.77.0.0",
+        "10.77.1.2",
+        "192.168.1.10",
+        "8.8.8.8",
+        "::1",
+        "::",
+        "ff02::fb",
+        "fd01::2",
+    ] {
+        assert!(!address_allowed(ip(bad), &eth0), "{bad}");
+    }
+    // Loopback is fine when the loopback is the configured interface.
+    let lo = [Subnet {
+        addr: ip("127.0.0.1"),
+        prefix: 8,
+    }];
+    assert!(address_allowed(ip("127.0.0.1"), &lo));
+    assert!(!address_allowed(ip("10.77.0.2"), &lo));
+    // No interface known: only link-local.
+    assert!(!address_allowed(ip("10.77.0.2"), &[]));
+    assert!(address_allowed(ip("169.254.1.1"), &[]));
+    // A /32 (an address added alone) holds just itself.
+    let single = [Subnet {
+        addr: ip("10.88.0.2"),
+        prefix: 32,
+    }];
+    assert!(address_allowed(ip("10.88.0.2"), &single));
+    assert!(!address_allowed(ip("10.88.0.3"), &single));
+}
+
+#[test]
 fn display_names_are_sanitised_and_capped() {
     assert_eq!(sanitize_display_name("  Alice\n\u{7}  "), "Alice");
     let long = "é".repeat(40); // 80 bytes

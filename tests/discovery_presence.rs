@@ -118,6 +118,7 @@ fn configured_bound_is_honoured() {
     let config = PresenceConfig {
         keepalive_interval: Duration::from_millis(200),
         missed_keepalives: 2,
+        ..PresenceConfig::default()
     };
     assert_eq!(config.offline_after(), Duration::from_millis(400));
     let t0 = Instant::now();
@@ -159,6 +160,45 @@ fn goodbye_after_silence_is_offline_at_once_but_not_while_talking() {
         vec![(t0 + 20 * S, PresenceEvent::Offline { peer: peer(2) })]
     );
     assert_eq!(presence.poll_timeout(), None);
+}
+
+#[test]
+fn authenticated_leaving_is_offline_at_once_even_while_talking() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    // Peer 1 is announced, peer 2 is only heard (a `--peer` without mDNS).
+    presence.found(t0, peer(1), addr());
+    for p in [peer(1), peer(2)] {
+        presence.heard(t0, p);
+    }
+    events(&mut presence);
+    // Both talked 100 ms ago; both say (authenticated) they are stopping.
+    let t1 = t0 + Duration::from_millis(100);
+    presence.left(peer(1));
+    presence.left(peer(2));
+    assert_eq!(
+        events(&mut presence),
+        vec![
+            PresenceEvent::Offline { peer: peer(1) },
+            PresenceEvent::Offline { peer: peer(2) }
+        ]
+    );
+    assert!(!presence.is_online(&peer(1)) && !presence.is_online(&peer(2)));
+    // No second offline later; the announced one is still probed.
+    let seen = run_until(&mut presence, t1 + 60 * S);
+    assert!(seen.is_empty(), "{seen:?}");
+    // It comes back: its next authenticated datagram is evidence again.
+    presence.heard(t1 + 61 * S, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: addr()
+        }]
+    );
+    // A leaving from a peer we never tracked changes nothing.
+    presence.left(peer(9));
+    assert!(events(&mut presence).is_empty());
 }
 
 #[test]
@@ -229,4 +269,50 @@ fn lost_for_unknown_peer_and_empty_machine_are_harmless() {
     presence.handle_timeout(t0 + 100 * S);
     assert_eq!(events(&mut presence), vec![]);
     assert_eq!(keepalives(&mut presence), vec![]);
+}
+
+#[test]
+fn unanswered_probes_back_off_to_minutes_and_all_probes_stay_under_the_cap() {
+    let t0 = Instant::now();
+    let config = PresenceConfig::default();
+    let mut presence = Presence::new(config, HashSet::new());
+    presence.found(t0, peer(1), addr());
+    // One peer nobody answers for: 3 probes at 5 s, then doubling to 300 s.
+    let mut at = Vec::new();
+    while let Some(next) = presence.poll_timeout() {
+        if next > t0 + 3600 * S {
+            break;
+        }
+        presence.handle_timeout(next);
+        if !keepalives(&mut presence).is_empty() {
+            at.push(next.duration_since(t0).as_secs());
+        }
+    }
+    assert_eq!(&at[..11], &[0, 5, 10, 15, 25, 45, 85, 165, 325, 625, 925]);
+    assert_eq!(at.len(), 19, "then every 300 s: {at:?}");
+    // Evidence resets it: online, then keep-alives every interval.
+    let back = t0 + 3601 * S;
+    presence.heard(back, peer(1));
+    events(&mut presence);
+    assert_eq!(presence.poll_timeout(), Some(back + 5 * S));
+
+    // 100 sighted peers at once: at most 20 probes in any second.
+    let mut presence = Presence::new(config, HashSet::new());
+    for n in 10..110 {
+        presence.found(t0, peer(n), addr());
+    }
+    let mut sent: Vec<Instant> = Vec::new();
+    while let Some(next) = presence.poll_timeout() {
+        if next > t0 + 60 * S {
+            break;
+        }
+        presence.handle_timeout(next);
+        sent.extend(keepalives(&mut presence).iter().map(|_| next));
+    }
+    for (i, first) in sent.iter().enumerate() {
+        let in_window = sent[i..].iter().take_while(|t| **t < *first + S).count();
+        assert!(in_window <= 20, "{in_window} probes in a second");
+    }
+    // Everybody still got probed, in the first 5 s.
+    assert!(sent.iter().filter(|t| **t < t0 + 5 * S).count() >= 100);
 }

@@ -487,6 +487,17 @@ impl Discovery {
         self.presence.heard(now, peer);
     }
 
+    /// `peer` told us, sealed under our session with it, that it is
+    /// stopping: it is offline now (see [`Presence::left`]).
+    pub(crate) fn left(&mut self, peer: PeerId) {
+        self.presence.left(peer);
+    }
+
+    /// The peers online now, for the goodbyes at stop.
+    pub(crate) fn online_peers(&self) -> Vec<PeerId> {
+        self.presence.online_peers().collect()
+    }
+
     /// Blocks or unblocks `peer` everywhere discovery has it.
     pub(crate) fn set_blocked(
         &mut self,
@@ -902,4 +913,157 @@ fn published_addresses(local: SocketAddr, interfaces: &[InterfaceSpec]) -> Vec<S
     out.dedup();
     out.truncate(MAX_ADDRESSES);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The address book, presence and a node together in virtual time:
+    //! what a node sends because of what it was told by mDNS.
+
+    use super::*;
+    use crate::discovery::mdns::{MdnsConfig, MdnsDiscovery};
+    use crate::proto::node::NodeConfig;
+    use crate::proto::reliable::Destination;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn identity(seed: u64) -> Identity {
+        Identity::generate(&mut StdRng::seed_from_u64(seed))
+    }
+
+    /// One node with its discovery, fed mDNS events through the real
+    /// channel (an mDNS bridge with no interface starts no daemon).
+    struct Host {
+        node: Node,
+        discovery: Discovery,
+        mdns_tx: mpsc::Sender<DiscoveryEvent>,
+        now: Instant,
+        /// Every datagram the node sent: when, and where to.
+        sent: Vec<(Instant, SocketAddr)>,
+    }
+
+    impl Host {
+        fn new(seed: u64, start: Instant) -> Self {
+            let me = identity(seed);
+            let node = Node::new(
+                identity(seed),
+                NodeConfig::default(),
+                StdRng::seed_from_u64(seed),
+                start,
+            );
+            let mut discovery =
+                Discovery::new(DiscoveryConfig::default(), me).expect("no registry to fail");
+            let (tx, rx) = mpsc::channel();
+            let config = MdnsConfig::new(node.peer_id(), "test", 7000, Vec::new());
+            let mdns = MdnsDiscovery::start(config, tx.clone(), Box::new(|| {}))
+                .expect("without interfaces nothing is started");
+            discovery.attach(
+                start,
+                Attach {
+                    local_addr: "10.77.0.1:7000".parse().expect("literal"),
+                    mdns: Some((mdns, rx)),
+                },
+            );
+            Self {
+                node,
+                discovery,
+                mdns_tx: tx,
+                now: start,
+                sent: Vec::new(),
+            }
+        }
+
+        fn announce(&mut self, public: &PublicIdentity, addr: SocketAddr) {
+            self.mdns_tx
+                .send(DiscoveryEvent::PeerFound {
+                    peer_id: public.peer_id(),
+                    public_key: Some(public.to_bytes()),
+                    addresses: vec![addr.ip()],
+                    port: addr.port(),
+                    display_name: String::new(),
+                })
+                .expect("the receiver is held by discovery");
+            self.pump();
+        }
+
+        fn pump(&mut self) {
+            self.discovery.drive(self.now, &mut self.node);
+            while let Some(transmit) = self.node.poll_transmit() {
+                if let Destination::Peer(peer) = transmit.to
+                    && let Some(addr) = self.discovery.addr_of(&peer)
+                {
+                    self.sent.push((self.now, addr));
+                }
+            }
+        }
+
+        /// Runs every timer up to `end`; nobody answers.
+        fn run_until(&mut self, end: Instant) {
+            loop {
+                let next = [self.node.poll_timeout(), self.discovery.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(at) if at <= end => {
+                        self.now = self.now.max(at);
+                        self.node.handle_timeout(self.now);
+                        self.discovery.handle_timeout(self.now);
+                        self.pump();
+                    }
+                    _ => break,
+                }
+            }
+            self.now = end;
+        }
+    }
+
+    /// Most datagrams to `to` in any one-second window, and how many in all.
+    fn peak_and_total(sent: &[(Instant, SocketAddr)], to: SocketAddr) -> (usize, usize) {
+        let times: Vec<Instant> = sent
+            .iter()
+            .filter(|(_, addr)| *addr == to)
+            .map(|(at, _)| *at)
+            .collect();
+        let mut peak = 0;
+        let mut first = 0;
+        for (last, at) in times.iter().enumerate() {
+            while *at >= times[first] + Duration::from_secs(1) {
+                first += 1;
+            }
+            peak = peak.max(last + 1 - first);
+        }
+        (peak, times.len())
+    }
+
+    #[test]
+    fn fake_announcements_at_one_victim_stay_within_the_probe_cap() {
+        let start = Instant::now();
+        let mut host = Host::new(1, start);
+        let victim: SocketAddr = "10.77.0.99:7000".parse().expect("literal");
+        // 500 announcements with valid keys, all naming the victim.
+        for n in 0..500 {
+            let fake = identity(1000 + n).public();
+            host.announce(&fake, victim);
+        }
+        let minute = Duration::from_secs(60);
+        host.run_until(start + minute);
+        let (peak, first_minute) = peak_and_total(&host.sent, victim);
+        host.run_until(start + 20 * minute);
+        let after_twenty = host.sent.len();
+        host.run_until(start + 30 * minute);
+        let (peak_all, _) = peak_and_total(&host.sent, victim);
+        let later = host.sent.len() - after_twenty;
+        println!(
+            "probe figure: 500 fake peers at one victim: peak {peak}/s in the first minute \
+             ({first_minute} datagrams), peak {peak_all}/s over 30 min, \
+             {later} datagrams in minutes 20-30"
+        );
+        // The default cap of PresenceConfig::max_probes_per_sec.
+        let cap = 20;
+        assert!(peak_all <= cap, "peak {peak_all}/s over the cap {cap}/s");
+        // Backed off: by then each fake gets one probe per
+        // max_probe_interval (5 min): 500 × 2 in 10 minutes, not 500 × 120.
+        assert!(later <= 1200, "{later} in minutes 20-30");
+    }
 }

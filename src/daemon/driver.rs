@@ -1379,6 +1379,12 @@ impl NodeDriver {
                     // Presence (keep-alives) decides online and offline; the
                     // reliable layer's view only paces its retransmissions.
                     NodeEvent::PeerReachable { .. } | NodeEvent::PeerUnreachable { .. } => {}
+                    NodeEvent::PeerLeaving { peer } => {
+                        // Authenticated by the node (sealed under the
+                        // session with `peer`): show it offline now.
+                        self.discovery.left(peer);
+                        self.run_discovery(now);
+                    }
                     other => self.on_room_event(other),
                 }
             }
@@ -1927,8 +1933,15 @@ impl Driver for NodeDriver {
         }
     }
 
-    fn stopping(&mut self, _now: Instant) {
+    /// Says goodbye: the registry forgets us, and every online peer gets
+    /// a sealed "leaving" so it shows us offline at once, not after its
+    /// keep-alive bound (the mDNS goodbye alone is unauthenticated, so a
+    /// peer that heard from us lately rightly ignores it).
+    fn stopping(&mut self, now: Instant) {
         self.discovery.stopping();
+        for peer in self.discovery.online_peers() {
+            self.node.leaving(now, peer);
+        }
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

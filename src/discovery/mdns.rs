@@ -22,7 +22,11 @@
 //!   build's wire version, the port is non-zero and it has an address; else it
 //!   is dropped and counted. A `pk` record is optional, but when present it
 //!   must be exactly 64 hex digits of a valid public key whose blake3 hash
-//!   is the announced `id`, or the whole announcement is dropped. Our own announcement is ignored (and counted).
+//!   is the announced `id`, or the whole announcement is dropped. Only
+//!   addresses that may be probed are kept: unicast on a configured
+//!   interface's network, or link-local (loopback, multicast, broadcast and
+//!   foreign addresses go, see [`super::address_allowed`]); an announcement
+//!   left with none is dropped. Our own announcement is ignored (and counted).
 //!   At most [`MAX_TRACKED`] announcements are remembered, so a flood of fake
 //!   ones cannot grow memory without bound.
 //! - Address changes: `mdns-sd` polls the interface addresses every
@@ -40,7 +44,9 @@
 //!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon and joins
 //!   the bridge threads.
 
-use super::{DiscoveryError, DiscoveryEvent, InterfaceSpec};
+use super::{
+    DiscoveryError, DiscoveryEvent, InterfaceSpec, Subnet, address_allowed, interface_subnets,
+};
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use crate::proto::wire;
@@ -147,6 +153,11 @@ pub enum Rejection {
     /// [`MAX_TRACKED`] announcements are already remembered.
     #[error("too many announcements")]
     TooMany,
+    /// None of its addresses may be probed (see
+    /// [`super::address_allowed`]): off the configured interfaces' networks
+    /// and not link-local, or loopback, multicast, broadcast, unspecified.
+    #[error("no address on the configured interfaces' networks")]
+    BadAddress,
     /// `pk` is not 64 hex digits of a valid public key, or its hash is not
     /// the announced `id`.
     #[error("public key in TXT does not match the peer id")]
@@ -329,7 +340,8 @@ impl MdnsDiscovery {
             .name("kith-mdns-browse".into())
             .spawn({
                 let (stop, counters) = (stop.clone(), counters.clone());
-                move || run_browse(browse, own, events, wake, counters, stop)
+                let interfaces = config.interfaces.clone();
+                move || run_browse(browse, own, interfaces, events, wake, counters, stop)
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -468,6 +480,7 @@ fn service_info(
 fn run_browse(
     browse: mdns_sd::Receiver<ServiceEvent>,
     own: PeerId,
+    interfaces: Vec<InterfaceSpec>,
     events: Sender<DiscoveryEvent>,
     wake: Wake,
     counters: Arc<Counters>,
@@ -477,6 +490,7 @@ fn run_browse(
         own,
         tracked: HashMap::new(),
         counters,
+        subnets: Subnets::new(interfaces),
     };
     while !stop.load(Ordering::Relaxed) {
         let event = match browse.recv_timeout(BRIDGE_POLL) {
@@ -524,12 +538,52 @@ fn run_monitor(
     }
 }
 
+/// The configured interfaces' networks, read again when an address does
+/// not fit them and the copy is older than [`SUBNETS_REFRESH`], so that an
+/// address just added is not refused for long and a flood of bad
+/// announcements does not read them for each one.
+struct Subnets {
+    interfaces: Vec<InterfaceSpec>,
+    subnets: Vec<Subnet>,
+    read_at: Option<std::time::Instant>,
+}
+
+/// See [`Subnets`].
+const SUBNETS_REFRESH: Duration = Duration::from_millis(100);
+
+impl Subnets {
+    fn new(interfaces: Vec<InterfaceSpec>) -> Self {
+        Self {
+            interfaces,
+            subnets: Vec::new(),
+            read_at: None,
+        }
+    }
+
+    fn allowed(&mut self, ip: IpAddr) -> bool {
+        if address_allowed(ip, &self.subnets) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .read_at
+            .is_some_and(|at| now.saturating_duration_since(at) < SUBNETS_REFRESH)
+        {
+            return false;
+        }
+        self.subnets = interface_subnets(&self.interfaces);
+        self.read_at = Some(now);
+        address_allowed(ip, &self.subnets)
+    }
+}
+
 /// The pure part of the browse bridge: mDNS events in, discovery events out.
 struct Bridge {
     own: PeerId,
     /// Lower-cased fullname → the peer id it announced.
     tracked: HashMap<String, PeerId>,
     counters: Arc<Counters>,
+    subnets: Subnets,
 }
 
 impl Bridge {
@@ -576,6 +630,12 @@ impl Bridge {
             service.addresses.iter().map(|ip| ip.to_ip_addr()).collect();
         if addresses.is_empty() {
             return Err(Rejection::NoAddress);
+        }
+        // Only addresses we may probe; an announcement left without one is
+        // refused (it would make us send to whoever it names).
+        addresses.retain(|ip| self.subnets.allowed(*ip));
+        if addresses.is_empty() {
+            return Err(Rejection::BadAddress);
         }
         addresses.sort();
         addresses.dedup();

@@ -18,7 +18,7 @@ pub mod presence;
 
 use crate::proto::ids::PeerId;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// What discovery saw on the network. The node feeds these into
@@ -85,6 +85,114 @@ impl fmt::Display for InterfaceSpec {
             Self::Addr(addr) => write!(f, "{addr}"),
         }
     }
+}
+
+/// A network of a configured interface: one of its addresses and the
+/// prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    /// An address of the interface.
+    pub addr: IpAddr,
+    /// Its prefix length (e.g. 24 for 255.255.255.0).
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Whether `ip` is on this network (same family, same network bits).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = mask_v4(self.prefix);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = mask_v6(self.prefix);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `ip` is this IPv4 network's own address or its broadcast
+    /// address (for prefixes of 30 and less, where both exist).
+    fn is_network_or_broadcast(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(ip) = ip else {
+            return false;
+        };
+        if self.prefix > 30 {
+            return false;
+        }
+        let host = u32::from(ip) & !mask_v4(self.prefix);
+        host == 0 || host == !mask_v4(self.prefix)
+    }
+}
+
+fn mask_v4(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+fn mask_v6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
+/// The networks of the configured interfaces as they are now (an interface
+/// named by address contributes that address's network).
+pub fn interface_subnets(interfaces: &[InterfaceSpec]) -> Vec<Subnet> {
+    let Ok(all) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter(|iface| {
+            interfaces.iter().any(|spec| match spec {
+                InterfaceSpec::Name(name) => *name == iface.name,
+                InterfaceSpec::Addr(addr) => iface.ip() == IpAddr::V4(*addr),
+            })
+        })
+        .map(|iface| match &iface.addr {
+            if_addrs::IfAddr::V4(v4) => Subnet {
+                addr: IpAddr::V4(v4.ip),
+                prefix: v4.prefixlen,
+            },
+            if_addrs::IfAddr::V6(v6) => Subnet {
+                addr: IpAddr::V6(v6.ip),
+                prefix: v6.prefixlen,
+            },
+        })
+        .collect()
+}
+
+/// Whether an announced address may be probed: a unicast address on one
+/// of `subnets` (the configured interfaces' networks), or a link-local
+/// one. Unspecified, multicast and broadcast addresses (limited, or the
+/// network's own), and any address elsewhere (loopback included, unless the
+/// configured interface is the loopback), are refused: an announcement is
+/// unauthenticated, and probing what it names would let anybody on the LAN
+/// aim every node's traffic at a victim of their choice.
+pub fn address_allowed(ip: IpAddr, subnets: &[Subnet]) -> bool {
+    let unusable = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    };
+    if unusable
+        || subnets
+            .iter()
+            .any(|s| s.contains(ip) && s.is_network_or_broadcast(ip))
+    {
+        return false;
+    }
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => is_unicast_link_local_v6(v6),
+    };
+    link_local || subnets.iter().any(|s| s.contains(ip))
+}
+
+fn is_unicast_link_local_v6(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Errors of the discovery layer.

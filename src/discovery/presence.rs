@@ -20,8 +20,17 @@
 //!   only if nothing was heard from it for one keep-alive interval; a forged
 //!   goodbye cannot hide a peer that is still talking to us, and a real one
 //!   leaves within the normal bound anyway.
-//! - Keep-alives go every interval to each peer that is online or has
-//!   discovery addresses (so a peer whose link came back is noticed).
+//! - A peer that stops cleanly says so over its authenticated session
+//!   ([`Presence::left`]): it is offline at once, and online again at its
+//!   next authenticated datagram.
+//! - Keep-alives go every interval to each peer that is online. A peer that
+//!   is not online but has discovery addresses is *probed* (so a peer whose
+//!   link came back is noticed): `missed_keepalives` probes at the interval,
+//!   then the wait doubles per unanswered probe up to
+//!   [`PresenceConfig::max_probe_interval`], and all probes together stay
+//!   within [`PresenceConfig::max_probes_per_sec`] in any second. Sightings
+//!   are unauthenticated, so without these bounds fake announcements could
+//!   aim our traffic anywhere. Evidence or new addresses reset the wait.
 //!   Peers that are offline and no longer announced are forgotten.
 //! - **Blocked** peers are never reported: their inputs are ignored. Blocking
 //!   a peer that was reported online reports it offline once, so whoever
@@ -39,6 +48,13 @@ pub struct PresenceConfig {
     pub keepalive_interval: Duration,
     /// How many intervals without evidence make a peer offline (at least 1).
     pub missed_keepalives: u32,
+    /// Longest wait between probes of a peer that is not online: after
+    /// `missed_keepalives` unanswered probes at the keep-alive interval, the
+    /// wait doubles per unanswered probe up to this.
+    pub max_probe_interval: Duration,
+    /// Most probes (keep-alives to peers that are not online) per second,
+    /// all peers together; further ones wait their turn.
+    pub max_probes_per_sec: u32,
 }
 
 impl Default for PresenceConfig {
@@ -46,6 +62,8 @@ impl Default for PresenceConfig {
         Self {
             keepalive_interval: Duration::from_secs(5),
             missed_keepalives: 3,
+            max_probe_interval: Duration::from_secs(300),
+            max_probes_per_sec: 20,
         }
     }
 }
@@ -54,6 +72,16 @@ impl PresenceConfig {
     /// Silence after which an online peer is reported offline.
     pub fn offline_after(&self) -> Duration {
         self.keepalive_interval * self.missed_keepalives.max(1)
+    }
+
+    /// The wait after the `unanswered`-th unanswered probe of a peer that
+    /// is not online.
+    pub fn probe_delay(&self, unanswered: u32) -> Duration {
+        let doublings = unanswered.saturating_sub(self.missed_keepalives.max(1));
+        let factor = 1u32.checked_shl(doublings.min(20)).unwrap_or(u32::MAX);
+        self.keepalive_interval
+            .saturating_mul(factor)
+            .min(self.max_probe_interval.max(self.keepalive_interval))
     }
 }
 
@@ -93,6 +121,8 @@ struct PeerState {
     /// From discovery; empty when not (or no longer) announced.
     addresses: Vec<SocketAddr>,
     next_keepalive: Instant,
+    /// Probes sent since the last evidence; paces the next one.
+    unanswered: u32,
 }
 
 /// The presence state machine; see the module docs.
@@ -105,6 +135,9 @@ pub struct Presence {
     peers: BTreeMap<PeerId, PeerState>,
     events: VecDeque<PresenceEvent>,
     keepalives: VecDeque<KeepAlive>,
+    /// When the probes of the last second went (at most
+    /// `max_probes_per_sec` entries).
+    probes_sent: VecDeque<Instant>,
 }
 
 impl Presence {
@@ -116,6 +149,7 @@ impl Presence {
             peers: BTreeMap::new(),
             events: VecDeque::new(),
             keepalives: VecDeque::new(),
+            probes_sent: VecDeque::new(),
         }
     }
 
@@ -136,10 +170,15 @@ impl Presence {
             last_heard: None,
             addresses: Vec::new(),
             next_keepalive: now + interval,
+            unanswered: 0,
         });
         state.last_heard = Some(now);
+        state.unanswered = 0;
         if !state.online {
             state.online = true;
+            // Keep-alives at the interval again, whatever the probe
+            // back-off had reached.
+            state.next_keepalive = state.next_keepalive.min(now + interval);
             self.events.push_back(PresenceEvent::Online {
                 peer,
                 addresses: state.addresses.clone(),
@@ -158,7 +197,14 @@ impl Presence {
             last_heard: None,
             addresses: Vec::new(),
             next_keepalive: now,
+            unanswered: 0,
         });
+        if state.addresses != addresses && !state.online {
+            // Somewhere new to look: probe there soon (still within the
+            // per-second cap, so re-announcing cannot speed up a flood).
+            state.unanswered = 0;
+            state.next_keepalive = state.next_keepalive.min(now);
+        }
         state.addresses = addresses;
     }
 
@@ -177,6 +223,26 @@ impl Presence {
             self.events.push_back(PresenceEvent::Offline { peer });
         }
         if !state.online {
+            self.peers.remove(&peer);
+        }
+    }
+
+    /// `peer` said over an authenticated channel that it is stopping: it is
+    /// offline at once, whatever was heard from it before. The caller
+    /// vouches for the authentication (only the peer itself can have sent
+    /// it); an unauthenticated goodbye is [`Presence::lost`]. Where it was
+    /// seen is kept, so it is still probed and its next authenticated
+    /// datagram ([`Presence::heard`]) makes it online again.
+    pub fn left(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.last_heard = None;
+        if state.online {
+            state.online = false;
+            self.events.push_back(PresenceEvent::Offline { peer });
+        }
+        if state.addresses.is_empty() {
             self.peers.remove(&peer);
         }
     }
@@ -214,6 +280,14 @@ impl Presence {
     pub fn handle_timeout(&mut self, now: Instant) {
         let offline_after = self.config.offline_after();
         let interval = self.config.keepalive_interval;
+        let max_probes = self.config.max_probes_per_sec.max(1) as usize;
+        while self
+            .probes_sent
+            .front()
+            .is_some_and(|at| now >= *at + Duration::from_secs(1))
+        {
+            self.probes_sent.pop_front();
+        }
         let mut forget = Vec::new();
         for (peer, state) in &mut self.peers {
             if state.online
@@ -230,7 +304,10 @@ impl Presence {
                 forget.push(*peer);
                 continue;
             }
-            if now >= state.next_keepalive {
+            if now < state.next_keepalive {
+                continue;
+            }
+            if state.online {
                 self.keepalives.push_back(KeepAlive {
                     peer: *peer,
                     addresses: state.addresses.clone(),
@@ -238,7 +315,27 @@ impl Presence {
                 // From now, not from the missed deadline: after a long stall
                 // (a suspended laptop) one keep-alive goes, not a burst.
                 state.next_keepalive = now + interval;
+                continue;
             }
+            // A probe towards where the peer was seen, which nothing proves
+            // is the peer's: capped per second for all peers together, and
+            // backed off per peer while unanswered, so announcements cannot
+            // make us a traffic source.
+            if self.probes_sent.len() >= max_probes {
+                let free_at = self
+                    .probes_sent
+                    .front()
+                    .map(|at| *at + Duration::from_secs(1));
+                state.next_keepalive = free_at.unwrap_or(now).max(now);
+                continue;
+            }
+            self.probes_sent.push_back(now);
+            self.keepalives.push_back(KeepAlive {
+                peer: *peer,
+                addresses: state.addresses.clone(),
+            });
+            state.unanswered = state.unanswered.saturating_add(1);
+            state.next_keepalive = now + self.config.probe_delay(state.unanswered);
         }
         for peer in forget {
             self.peers.remove(&peer);

@@ -50,7 +50,10 @@
 //!
 //! A packet for a peer without a session starts a handshake (the initiator
 //! names the peer it expects, so no one else can answer). Message 1 is
-//! retransmitted with exponential backoff until message 2 arrives; the
+//! retransmitted with exponential backoff until message 2 arrives (except
+//! for a keep-alive probe's handshake with nothing queued: it sends message
+//! 1 once and gives up unanswered, since probes go to unproven addresses and
+//! the shell paces them); the
 //! initiator then retransmits message 3 until the first sealed frame of the
 //! new session arrives, since the responder cannot open anything before it.
 //! A retransmitted message 1 is answered with the same message 2. When both
@@ -110,6 +113,12 @@ const RESPONDING_TIMEOUT: Duration = Duration::from_secs(5);
 /// plaintext). Reliable packets are never this short, so neither can be
 /// mistaken for one.
 const KEEPALIVE_ANSWER: u8 = 0;
+
+/// The sealed plaintext by which a peer that stops cleanly says so (see
+/// [`Node::leaving`]). Sealed under the pairwise session like a keep-alive,
+/// so only the peer itself can send it, and a replay is refused by the
+/// session's replay window.
+const KEEPALIVE_LEAVING: u8 = 1;
 
 /// Envelope kind byte of a plain UTF-8 text message.
 pub const KIND_TEXT: u8 = 1;
@@ -430,6 +439,10 @@ pub enum NodeEvent {
     PeerUnreachable { peer: PeerId },
     /// `peer` answered again; queued messages are going out.
     PeerReachable { peer: PeerId },
+    /// `peer` said, over our authenticated session, that it is stopping
+    /// ([`Node::leaving`]): it is gone now, not after the keep-alive bound.
+    /// Its next authenticated datagram proves it back.
+    PeerLeaving { peer: PeerId },
     /// An admin invites us to a group room: [`Node::accept_invite`] or
     /// [`Node::decline_invite`] (with `auto_accept_invites` we join at once
     /// and get [`NodeEvent::RoomJoined`] instead).
@@ -569,6 +582,13 @@ enum Handshake {
     Initiating {
         initiator: Option<Initiator>,
         retry: Retry,
+        /// Started by a keep-alive probe with nothing queued: message 1
+        /// goes once, and the handshake is given up after
+        /// `handshake_rto_max` without an answer (presence's next probe,
+        /// paced and capped, tries again). Probes are aimed at addresses
+        /// from unauthenticated sightings, so each may cost one datagram,
+        /// never a retransmission series. Queued packets make it a full one.
+        probe: bool,
     },
     /// We answered message 1 and wait for message 3.
     Responding {
@@ -1126,8 +1146,27 @@ impl Node {
             self.stats.keepalives_sent += 1;
             self.seal_to(peer, &[]);
         } else if matches!(state.handshake, Handshake::Idle) {
-            self.start_handshake(now, peer);
+            self.start_handshake(now, peer, true);
         }
+    }
+
+    /// We are stopping: tells `peer`, sealed under our session with it, so
+    /// that it shows us offline at once rather than after its keep-alive
+    /// bound. Returns whether it was sent (there is a session to seal it
+    /// under; without one the peer does not consider us online anyway).
+    pub fn leaving(&mut self, now: Instant, peer: PeerId) -> bool {
+        self.advance(now);
+        if self.blocked.contains(&peer) {
+            return false;
+        }
+        let has_session = self
+            .peers
+            .get(&peer)
+            .is_some_and(|state| state.session.is_some());
+        if has_session {
+            self.seal_to(peer, &[KEEPALIVE_LEAVING]);
+        }
+        has_session
     }
 
     /// A burst of datagrams starts: until [`Node::end_burst`], room
@@ -1378,7 +1417,7 @@ impl Node {
                 // The peer speaks a session we do not know: we restarted, or
                 // our copy was replaced. Re-handshaking is the way back; it
                 // is rate-limited because it only starts from Idle.
-                self.start_handshake(now, from);
+                self.start_handshake(now, from, false);
             }
             return Err(DropReason::UnknownSession);
         };
@@ -1403,6 +1442,10 @@ impl Node {
                 return Ok(Some(from));
             }
             [KEEPALIVE_ANSWER] => return Ok(Some(from)),
+            [KEEPALIVE_LEAVING] => {
+                self.events.push_back(NodeEvent::PeerLeaving { peer: from });
+                return Ok(Some(from));
+            }
             _ => {}
         }
         self.reliable
@@ -1490,8 +1533,17 @@ impl Node {
             self.stats.pending_overflow += 1;
         }
         state.pending.push_back(transmit.bytes);
-        if matches!(state.handshake, Handshake::Idle) {
-            self.start_handshake(self.now, peer);
+        let rto = self.config.handshake_rto;
+        match &mut state.handshake {
+            Handshake::Idle => self.start_handshake(self.now, peer, false),
+            Handshake::Initiating { probe, retry, .. } if *probe => {
+                // Something waits for this handshake now: retransmit it
+                // like any other, starting from the first timeout.
+                *probe = false;
+                retry.backoff = rto;
+                retry.at = retry.at.min(self.now + rto);
+            }
+            _ => {}
         }
     }
 
@@ -1546,16 +1598,22 @@ impl Node {
         }
     }
 
-    fn start_handshake(&mut self, now: Instant, peer: PeerId) {
+    /// Sends message 1 to `peer`; `probe`: see [`Handshake::Initiating`].
+    fn start_handshake(&mut self, now: Instant, peer: PeerId, probe: bool) {
         let (initiator, init) = Initiator::start(&mut self.rng, Some(peer));
         let bytes = self.emit_frame(Frame::from(&init));
-        let rto = self.config.handshake_rto;
+        let rto = if probe {
+            self.config.handshake_rto_max
+        } else {
+            self.config.handshake_rto
+        };
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
         state.handshake = Handshake::Initiating {
             initiator: Some(initiator),
             retry: Retry::new(bytes.clone(), now, rto),
+            probe,
         };
         self.stats.handshakes_started += 1;
         self.emit_raw(peer, bytes);
@@ -1569,10 +1627,17 @@ impl Node {
         };
         let mut resend = Vec::new();
         let mut restart = false;
-        if let Handshake::Initiating { initiator, retry } = &mut state.handshake
+        if let Handshake::Initiating {
+            initiator,
+            retry,
+            probe,
+        } = &mut state.handshake
             && retry.at <= now
         {
-            if initiator.is_some() {
+            if *probe {
+                // Unanswered probe: give up; see `Handshake::Initiating`.
+                state.handshake = Handshake::Idle;
+            } else if initiator.is_some() {
                 resend.push(retry.fire(now, max));
             } else {
                 restart = true;
@@ -1593,7 +1658,7 @@ impl Node {
             self.emit_raw(peer, bytes);
         }
         if restart {
-            self.start_handshake(now, peer);
+            self.start_handshake(now, peer, false);
         }
     }
 

@@ -792,6 +792,105 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
 }
 
 #[test]
+fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
+    let (mut a, mut b, now) = warmed_pair();
+    let (ida, idb) = (a.peer_id(), b.peer_id());
+    events(&mut b);
+    // Mallory, another contact of B with her own session, relabels A's
+    // "leaving" as hers and hers as A's: neither opens.
+    let mut m = node(3, now);
+    b.add_contact(now, identity(3).public());
+    m.add_contact(now, identity(2).public());
+    m.set_reachable(now, idb, true);
+    m.keepalive(now, idb);
+    let mut later = now;
+    let _ = run(&mut m, &mut b, &mut later, Duration::from_secs(1));
+    assert!(m.has_session(&idb));
+    events(&mut b);
+
+    assert!(a.leaving(later, idb));
+    let bye = transmits(&mut a);
+    assert_eq!(bye.len(), 1, "one sealed datagram");
+    let mut relabelled = Datagram::parse(&bye[0].bytes).expect("valid");
+    relabelled.from = m.peer_id();
+    let result = b.handle_datagram(later, &relabelled.emit().expect("valid"));
+    assert!(
+        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        "{result:?}"
+    );
+    assert!(m.leaving(later, idb));
+    let m_bye = transmits(&mut m);
+    let mut spoofed = Datagram::parse(&m_bye[0].bytes).expect("valid");
+    spoofed.from = ida;
+    let result = b.handle_datagram(later, &spoofed.emit().expect("valid"));
+    assert!(
+        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        "{result:?}"
+    );
+    assert!(
+        !events(&mut b)
+            .iter()
+            .any(|e| matches!(e, NodeEvent::PeerLeaving { .. })),
+        "nothing forged says leaving"
+    );
+
+    // (A frame of an unknown session may start a handshake; not ours to test.)
+    transmits(&mut b);
+    // The real one is reported once, naming A, and is not answered.
+    assert_eq!(b.handle_datagram(later, &bye[0].bytes), Ok(Some(ida)));
+    assert_eq!(events(&mut b), vec![NodeEvent::PeerLeaving { peer: ida }]);
+    assert!(transmits(&mut b).is_empty(), "a goodbye is not answered");
+    // A replay is refused by the session.
+    assert_eq!(
+        b.handle_datagram(later, &bye[0].bytes),
+        Err(DropReason::Replayed)
+    );
+    assert!(events(&mut b).is_empty());
+    // Without a session there is nobody to tell.
+    let mut lone = node(4, later);
+    lone.add_contact(later, identity(2).public());
+    assert!(!lone.leaving(later, idb));
+    assert!(transmits(&mut lone).is_empty());
+}
+
+#[test]
+fn an_unanswered_probe_costs_one_datagram_and_a_queued_message_retries() {
+    let mut now = Instant::now();
+    let (mut a, _b) = pair(now);
+    let idb = identity(2).public().peer_id();
+    // Nobody answers: one message 1, no retransmission, then given up.
+    a.keepalive(now, idb);
+    assert_eq!(transmits(&mut a).len(), 1);
+    let end = now + Duration::from_secs(60);
+    let mut later = 0;
+    while let Some(at) = a.poll_timeout() {
+        if at > end {
+            break;
+        }
+        now = at;
+        a.handle_timeout(now);
+        later += transmits(&mut a).len();
+    }
+    assert_eq!(later, 0, "an unanswered probe is not retransmitted");
+    // The next probe starts a new one (presence paces them).
+    a.keepalive(now, idb);
+    assert_eq!(transmits(&mut a).len(), 1);
+    // A message queued meanwhile makes it a retransmitted handshake.
+    a.send_direct(now, idb, "hello").expect("B is a contact");
+    let end = now + Duration::from_secs(10);
+    let mut retries = 0;
+    while let Some(at) = a.poll_timeout() {
+        if at > end {
+            break;
+        }
+        now = at;
+        a.handle_timeout(now);
+        retries += transmits(&mut a).len();
+    }
+    assert!(retries >= 3, "{retries} retransmissions");
+}
+
+#[test]
 fn forwarded_envelopes_cost_a_bounded_amount_of_ratchet_work() {
     let mut now = Instant::now();
     let (mut a, mut b) = pair(now);
