@@ -377,10 +377,13 @@ fn listen(
     let format = if format.is_empty() { "json" } else { format };
     let json = format == "json";
     let (tx, rx) = std::sync::mpsc::channel();
-    shared
-        .commands
-        .send(Command::Subscribe(tx))
-        .map_err(|e| ListenEnd::Refused(e.into()))?;
+    // "ok" only once the subscription is in place, so a client that acts
+    // after reading it sees the events of what it does.
+    super::request(&shared.commands, |reply| Command::Subscribe {
+        events: tx,
+        reply,
+    })
+    .map_err(ListenEnd::Refused)?;
     writeln!(out, "ok").map_err(ListenEnd::Io)?;
     out.flush().map_err(ListenEnd::Io)?;
     let check = shared.config.idle_timeout.min(HANGUP_CHECK);

@@ -72,7 +72,12 @@ pub(crate) enum Command {
     Status {
         reply: Sender<Status>,
     },
-    Subscribe(Sender<Event>),
+    /// Adds a subscriber; `reply` answers once it is in place, so an
+    /// event of anything the caller does afterwards reaches it.
+    Subscribe {
+        events: Sender<Event>,
+        reply: Sender<()>,
+    },
     Rooms {
         reply: Sender<Vec<RoomSummary>>,
     },
@@ -1786,7 +1791,10 @@ impl Driver for NodeDriver {
                 status.sync = self.sync.stats().clone();
                 let _ = reply.send(status);
             }
-            Command::Subscribe(tx) => self.subscribe(tx),
+            Command::Subscribe { events, reply } => {
+                self.subscribe(events);
+                let _ = reply.send(());
+            }
             Command::Rooms { reply } => {
                 let _ = reply.send(self.rooms());
             }

@@ -714,7 +714,10 @@ impl DaemonHandle {
             return Ok(rx);
         }
         let (tx, rx) = mpsc::channel();
-        self.net.send(Command::Subscribe(tx))?;
+        // Waits until the subscription is in place: the network thread may
+        // take datagrams before commands, and an event of something the
+        // caller does next must not be published before it is.
+        self.request(|reply| Command::Subscribe { events: tx, reply })?;
         Ok(rx)
     }
 
