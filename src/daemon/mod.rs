@@ -349,6 +349,10 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
     /// Whether it has answered us and not been reported unreachable since.
     pub online: bool,
+    /// Whether presence keeps it alive (a contact or a member of one of our
+    /// rooms). A peer that is not is only *nearby*: known from discovery,
+    /// never probed, neither online nor offline.
+    pub watched: bool,
     /// Our messages it has not acknowledged yet.
     pub outbox: usize,
     /// A contact; `false` for a peer discovery found nearby that we have
