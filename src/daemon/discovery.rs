@@ -217,10 +217,17 @@ impl DiscoveryReport {
                 c.found, c.lost, c.rejected, c.own_ignored, c.address_changes, c.daemon_errors
             )),
         }
+        let longest = self
+            .presence
+            .max_keepalive_interval
+            .max(self.presence.keepalive_interval);
         out.push(format!(
-            "presence keepalive={}ms offline_after={}ms nearby_dropped={}",
+            "presence keepalive={}ms max_keepalive={}ms offline_after={}ms idle_offline_after={}ms \
+             nearby_dropped={}",
             self.presence.keepalive_interval.as_millis(),
+            longest.as_millis(),
             self.presence.offline_after().as_millis(),
+            self.presence.offline_after_interval(longest).as_millis(),
             self.nearby_dropped
         ));
         match &self.registry {
