@@ -27,9 +27,10 @@
 //!   store; callers talk to it through commands with bounded waits.
 //! - **Found, then proven.** Peers come from the static table
 //!   ([`DaemonConfig::peers`], [`DaemonHandle::add_peer`]), from mDNS and
-//!   from the registry ([`DiscoveryConfig`]); a peer is online only after a
-//!   datagram from it authenticated, offline after the configured number
-//!   of missed keep-alives (see [`discovery`]).
+//!   from the registry ([`DiscoveryConfig`]); only contacts and members of
+//!   our rooms are kept alive (others are only nearby); such a peer is
+//!   online only after a datagram from it authenticated, offline after the
+//!   configured number of missed keep-alives (see [`discovery`]).
 //! - **Histories converge.** Shared rooms are reconciled with a member when
 //!   it comes online and every minute; what one side lacks is forwarded.
 //!
