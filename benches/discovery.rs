@@ -49,6 +49,9 @@ fn presence_figures() {
         .collect();
     let mut presence = Presence::new(config, HashSet::new());
     let t0 = Instant::now();
+    for peer in &peers {
+        presence.watch(t0, *peer, true);
+    }
     let started = Instant::now();
     let mut inputs = 0u64;
     for round in 0..20u32 {

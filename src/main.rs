@@ -66,8 +66,8 @@ enum Command {
         /// The text to send
         text: String,
     },
-    /// List the daemon's peers: id, public key, address, online, outbox
-    /// size, blocked, muted
+    /// List the daemon's peers: id, public key, address, online|offline|nearby
+    /// (nearby: announced, not kept alive), outbox size, muted, relation
     Peers,
     /// List rooms: group rooms and direct chats
     Rooms,
@@ -187,10 +187,16 @@ struct DaemonArgs {
     /// `kith registry`), pinned: answers signed by any other key are dropped
     #[arg(long, requires = "registry")]
     registry_key: Option<String>,
-    /// Seconds between keep-alives to each peer; a peer is offline after 3
-    /// missed ones
+    /// Seconds between keep-alives to a contact or room member while
+    /// messages flow; a peer is offline after 3 missed ones
     #[arg(long, default_value_t = 5)]
     keepalive_secs: u64,
+    /// Longest seconds between keep-alives to an idle contact or room
+    /// member (the interval doubles up to this while nothing else is
+    /// exchanged); offline is noticed within this plus 2 keep-alive
+    /// intervals
+    #[arg(long, default_value_t = 60)]
+    keepalive_max_secs: u64,
     /// IPv4 address of an interface to send and receive group-room traffic
     /// on by multicast (repeatable). Without it rooms go unicast to each
     /// member.
@@ -518,6 +524,7 @@ fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()>
             registry,
             presence: PresenceConfig {
                 keepalive_interval: Duration::from_secs(args.keepalive_secs),
+                max_keepalive_interval: Duration::from_secs(args.keepalive_max_secs),
                 ..PresenceConfig::default()
             },
             contacts,

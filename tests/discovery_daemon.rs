@@ -1,8 +1,9 @@
 //! Real `kith daemon` processes on hosts made of network namespaces joined
 //! by a bridge (created here, removed by Drop guards even when a test
-//! fails): discovery by mDNS, presence (offline when a link goes down,
-//! online again and queued messages delivered when it comes back), and
-//! peers that find each other only through the registry.
+//! fails): discovery by mDNS (strangers nearby, never probed), presence of
+//! contacts (offline when a link goes down, online again and queued
+//! messages delivered when it comes back), and peers that find each other
+//! only through the registry.
 //!
 //! Each host is a namespace `kith-<pid>-<tag><n>` with a veth `eth0`
 //! (10.77.x.n/24) whose other end sits in a bridge `kb<pid><tag>` in the
@@ -29,9 +30,11 @@ use kith::store::KdfParams;
 const PASS: &str = "discovery daemon test passphrase";
 /// Bound on every wait for discovery (mDNS probing alone takes ~1 s).
 const WAIT: Duration = Duration::from_secs(30);
-/// The daemons' keep-alive interval and the offline bound (× 3).
+/// The daemons' keep-alive interval, the longest one (idle), and the offline
+/// bound of an idle peer (the longest interval and 2 more at the shortest).
 const KEEPALIVE_SECS: u64 = 1;
-const OFFLINE_AFTER: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
+const KEEPALIVE_MAX_SECS: u64 = 2;
+const OFFLINE_AFTER: Duration = Duration::from_secs(KEEPALIVE_MAX_SECS + 2 * KEEPALIVE_SECS);
 
 // ------------------------------------------------------------ network
 
@@ -229,6 +232,7 @@ fn start_node(host: &Host, who: Identity, extra: &[String]) -> Node {
         .env("KITH_PASSPHRASE", PASS)
         .args(["daemon", "--listen", &format!("{}:47474", host.addr)])
         .args(["--keepalive-secs", &KEEPALIVE_SECS.to_string()])
+        .args(["--keepalive-max-secs", &KEEPALIVE_MAX_SECS.to_string()])
         .args(extra);
     let (daemon, _, stdout) = spawn_until(command, "listening");
     let mut listen = kith(&who.data);
@@ -264,12 +268,40 @@ fn cli(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether `kith peers` lists `peer` as online.
-fn listed_online(node: &Node, peer: &PeerId) -> bool {
+/// Whether `kith peers` lists `peer` in `state` (online, offline, nearby).
+fn listed(node: &Node, peer: &PeerId, state: &str) -> bool {
     cli(&node.data, &["peers"]).lines().any(|line| {
         let words: Vec<&str> = line.split_whitespace().collect();
-        words.first() == Some(&peer.to_hex().as_str()) && words.get(3) == Some(&"online")
+        words.first() == Some(&peer.to_hex().as_str()) && words.get(3) == Some(&state)
     })
+}
+
+/// Whether `kith peers` lists `peer` as online.
+fn listed_online(node: &Node, peer: &PeerId) -> bool {
+    listed(node, peer, "online")
+}
+
+/// Polls `kith peers` (bounded) until it lists `peer` in `state`.
+fn wait_listed(node: &Node, peer: &PeerId, state: &str, deadline: Instant) {
+    while !listed(node, peer, state) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never listed {} {state}:\n{}",
+            node.id.short(),
+            peer.short(),
+            cli(&node.data, &["peers"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A counter from `kith status`.
+fn counter(node: &Node, name: &str) -> u64 {
+    let status = cli(&node.data, &["status"]);
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in kith status:\n{status}"))
 }
 
 /// Waits (bounded) for an event line of `node` containing every needle.
@@ -319,18 +351,19 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
         })
         .collect();
 
-    // Everyone sees everyone online (as nearby peers: no contacts given).
+    // Everyone sees everyone nearby (no contacts given): known from mDNS
+    // alone, never probed, so neither online nor offline.
     let deadline = Instant::now() + WAIT;
     for (i, node) in nodes.iter().enumerate() {
         for (j, other) in nodes.iter().enumerate() {
             if i != j {
-                wait_online(node, &other.id, deadline);
+                wait_listed(node, &other.id, "nearby", deadline);
             }
         }
     }
     let all_visible = start.elapsed();
     println!(
-        "discovery figure: mdns, 3 daemons started → all 6 pairs online in {} ms",
+        "discovery figure: mdns, 3 daemons started → all 6 pairs nearby in {} ms",
         ms(all_visible)
     );
     let peers = cli(&nodes[0].data, &["peers"]);
@@ -340,13 +373,33 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
             .find(|l| l.starts_with(&other.id.to_hex()))
             .unwrap_or_else(|| panic!("alice lists {}:\n{peers}", other.id.short()));
         assert!(
-            line.contains(" online ") && line.ends_with("nearby"),
+            line.contains(" nearby ") && line.ends_with("nearby"),
             "{line}"
         );
     }
+    // Strangers cost nothing: not one kith datagram went out.
+    for node in &nodes {
+        assert_eq!(counter(node, "net_sent"), 0, "{} sent", node.id.short());
+    }
+
+    // Alice and bob write to carol, bob to alice: contacts now, kept alive
+    // both ways (a contact request is a contact too), so online.
+    let (alice, bob, carol) = (&nodes[0], &nodes[1], &nodes[2]);
+    let deadline = Instant::now() + WAIT;
+    for (from, to) in [(alice, carol), (bob, carol), (bob, alice)] {
+        let id = cli(&from.data, &["send", "--to", &to.id.to_hex(), "hello"])
+            .trim()
+            .to_owned();
+        wait_event(from, &["delivered", &id], deadline)
+            .unwrap_or_else(|e| panic!("{} → {}: {e}", from.id.short(), to.id.short()));
+    }
+    for (node, peer) in [(alice, carol), (bob, carol), (carol, alice), (carol, bob)] {
+        wait_online(node, &peer.id, deadline);
+    }
+    wait_online(bob, &alice.id, deadline);
+    wait_online(alice, &bob.id, deadline);
 
     // Carol's link goes down: alice and bob report her offline in time.
-    let (alice, bob, carol) = (&nodes[0], &nodes[1], &nodes[2]);
     lan.link(2, false);
     let down = Instant::now();
     let bound = OFFLINE_AFTER + Duration::from_secs(KEEPALIVE_SECS) + Duration::from_millis(1500);
@@ -361,12 +414,14 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
     }
     let offline_detect = down.elapsed();
     println!(
-        "discovery figure: link down → offline reported by both in {} ms (keep-alive {} s × 3)",
+        "discovery figure: link down → offline reported by both in {} ms (keep-alive {} s, \
+         idle {} s)",
         ms(offline_detect),
-        KEEPALIVE_SECS
+        KEEPALIVE_SECS,
+        KEEPALIVE_MAX_SECS
     );
 
-    // Alice writes to carol while she is away: queued, made a contact.
+    // Alice writes to carol while she is away: queued.
     let sent = cli(
         &alice.data,
         &["send", "--to", &carol_hex, "while you were away"],
@@ -420,7 +475,8 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
     println!("alice's kith discovery:\n{report}");
 
     // Alice blocks bob: he disappears from her lists, and since she no
-    // longer answers him, bob sees her go offline within the bound.
+    // longer answers him, bob (who keeps her alive: he wrote to her) sees
+    // her go offline within the bound.
     let bob_hex = bob.id.to_hex();
     cli(&alice.data, &["block", &bob_hex]);
     let blocked = Instant::now();

@@ -1,6 +1,6 @@
 //! Presence in virtual time: online from evidence, offline within the bound,
-//! keep-alive schedule, goodbyes, blocking. No sleeps: time is an `Instant`
-//! we move by hand.
+//! keep-alive schedule (adaptive, only to watched peers), goodbyes,
+//! blocking. No sleeps: time is an `Instant` we move by hand.
 
 use kith::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
 use kith::proto::ids::PeerId;
@@ -12,6 +12,15 @@ const S: Duration = Duration::from_secs(1);
 
 fn peer(n: u8) -> PeerId {
     PeerId([n; 32])
+}
+
+/// Presence watching peers 1 to 199 (contacts, say), as of `t0`.
+fn watching(config: PresenceConfig, blocked: HashSet<PeerId>, t0: Instant) -> Presence {
+    let mut presence = Presence::new(config, blocked);
+    for n in 1..200 {
+        presence.watch(t0, peer(n), true);
+    }
+    presence
 }
 
 fn addr() -> Vec<SocketAddr> {
@@ -43,7 +52,7 @@ fn run_until(presence: &mut Presence, end: Instant) -> Vec<(Instant, PresenceEve
 #[test]
 fn heard_is_online_and_silence_is_offline_at_exactly_three_intervals() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     presence.heard(t0, peer(1));
     assert_eq!(
         events(&mut presence),
@@ -67,7 +76,7 @@ fn heard_is_online_and_silence_is_offline_at_exactly_three_intervals() {
 #[test]
 fn keepalive_evidence_keeps_a_peer_online() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     presence.found(t0, peer(1), addr());
     presence.heard(t0, peer(1));
     assert_eq!(events(&mut presence).len(), 1, "online once");
@@ -83,7 +92,7 @@ fn keepalive_evidence_keeps_a_peer_online() {
 #[test]
 fn a_sighting_alone_is_not_online_but_probes_at_once_and_every_interval() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     presence.found(t0, peer(1), addr());
     assert_eq!(events(&mut presence), vec![]);
     assert!(!presence.is_online(&peer(1)));
@@ -122,7 +131,7 @@ fn configured_bound_is_honoured() {
     };
     assert_eq!(config.offline_after(), Duration::from_millis(400));
     let t0 = Instant::now();
-    let mut presence = Presence::new(config, HashSet::new());
+    let mut presence = watching(config, HashSet::new(), t0);
     presence.heard(t0, peer(1));
     events(&mut presence);
     let seen = run_until(&mut presence, t0 + 10 * S);
@@ -138,7 +147,7 @@ fn configured_bound_is_honoured() {
 #[test]
 fn goodbye_after_silence_is_offline_at_once_but_not_while_talking() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     for p in [peer(1), peer(2)] {
         presence.found(t0, p, addr());
         presence.heard(t0, p);
@@ -165,7 +174,7 @@ fn goodbye_after_silence_is_offline_at_once_but_not_while_talking() {
 #[test]
 fn authenticated_leaving_is_offline_at_once_even_while_talking() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     // Peer 1 is announced, peer 2 is only heard (a `--peer` without mDNS).
     presence.found(t0, peer(1), addr());
     for p in [peer(1), peer(2)] {
@@ -204,7 +213,7 @@ fn authenticated_leaving_is_offline_at_once_even_while_talking() {
 #[test]
 fn offline_peer_still_announced_is_probed_and_comes_back() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     presence.found(t0, peer(1), addr());
     presence.heard(t0, peer(1));
     events(&mut presence);
@@ -229,7 +238,7 @@ fn offline_peer_still_announced_is_probed_and_comes_back() {
 fn blocked_peers_are_never_reported() {
     let t0 = Instant::now();
     let blocked: HashSet<PeerId> = [peer(9)].into();
-    let mut presence = Presence::new(PresenceConfig::default(), blocked);
+    let mut presence = watching(PresenceConfig::default(), blocked, t0);
     presence.found(t0, peer(9), addr());
     presence.heard(t0, peer(9));
     assert_eq!(events(&mut presence), vec![]);
@@ -263,7 +272,7 @@ fn blocked_peers_are_never_reported() {
 #[test]
 fn lost_for_unknown_peer_and_empty_machine_are_harmless() {
     let t0 = Instant::now();
-    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    let mut presence = watching(PresenceConfig::default(), HashSet::new(), t0);
     assert_eq!(presence.poll_timeout(), None);
     presence.lost(t0, peer(3));
     presence.handle_timeout(t0 + 100 * S);
@@ -275,7 +284,7 @@ fn lost_for_unknown_peer_and_empty_machine_are_harmless() {
 fn unanswered_probes_back_off_to_minutes_and_all_probes_stay_under_the_cap() {
     let t0 = Instant::now();
     let config = PresenceConfig::default();
-    let mut presence = Presence::new(config, HashSet::new());
+    let mut presence = watching(config, HashSet::new(), t0);
     presence.found(t0, peer(1), addr());
     // One peer nobody answers for: 3 probes at 5 s, then doubling to 300 s.
     let mut at = Vec::new();
@@ -297,7 +306,7 @@ fn unanswered_probes_back_off_to_minutes_and_all_probes_stay_under_the_cap() {
     assert_eq!(presence.poll_timeout(), Some(back + 5 * S));
 
     // 100 sighted peers at once: at most 20 probes in any second.
-    let mut presence = Presence::new(config, HashSet::new());
+    let mut presence = watching(config, HashSet::new(), t0);
     for n in 10..110 {
         presence.found(t0, peer(n), addr());
     }
@@ -315,4 +324,96 @@ fn unanswered_probes_back_off_to_minutes_and_all_probes_stay_under_the_cap() {
     }
     // Everybody still got probed, in the first 5 s.
     assert!(sent.iter().filter(|t| **t < t0 + 5 * S).count() >= 100);
+}
+
+#[test]
+fn nearby_peers_are_never_probed_nor_reported_until_watched() {
+    let t0 = Instant::now();
+    let mut presence = Presence::new(PresenceConfig::default(), HashSet::new());
+    // Announced and even heard from (it keeps us alive: we are its
+    // contact), but not ours: nothing goes to it, it is neither online nor
+    // offline.
+    presence.found(t0, peer(1), addr());
+    presence.heard(t0, peer(1));
+    assert_eq!(events(&mut presence), vec![]);
+    assert_eq!(presence.poll_timeout(), None);
+    presence.handle_timeout(t0 + 3600 * S);
+    assert_eq!(keepalives(&mut presence), vec![]);
+    assert!(!presence.is_online(&peer(1)) && !presence.is_watched(&peer(1)));
+
+    // It becomes a contact: probed at once, online at the answer.
+    let t1 = t0 + 3601 * S;
+    presence.watch(t1, peer(1), true);
+    assert_eq!(presence.poll_timeout(), Some(t1));
+    presence.handle_timeout(t1);
+    assert_eq!(keepalives(&mut presence).len(), 1);
+    presence.heard(t1, peer(1));
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Online {
+            peer: peer(1),
+            addresses: addr()
+        }]
+    );
+
+    // No longer ours (contact removed, left our last room): offline once,
+    // then nearby again, never probed.
+    presence.watch(t1 + S, peer(1), false);
+    assert_eq!(
+        events(&mut presence),
+        vec![PresenceEvent::Offline { peer: peer(1) }]
+    );
+    assert_eq!(run_until(&mut presence, t1 + 3600 * S), vec![]);
+    assert_eq!(presence.poll_timeout(), None);
+}
+
+#[test]
+fn idle_keepalives_back_off_to_a_minute_and_traffic_brings_them_back() {
+    let t0 = Instant::now();
+    let config = PresenceConfig::default();
+    let mut presence = watching(config, HashSet::new(), t0);
+    presence.found(t0, peer(1), addr());
+    presence.heard(t0, peer(1));
+    events(&mut presence);
+    // Every keep-alive answered at once, nothing else exchanged.
+    let mut at = Vec::new();
+    while let Some(next) = presence.poll_timeout() {
+        if next > t0 + 200 * S {
+            break;
+        }
+        presence.handle_timeout(next);
+        if !keepalives(&mut presence).is_empty() {
+            at.push(next.duration_since(t0).as_secs());
+            if next <= t0 + 135 * S {
+                presence.heard(next, peer(1));
+            }
+        }
+    }
+    // 5, 10, 20, 40, then every 60 s; then unanswered: again 5 s later.
+    assert_eq!(at, vec![5, 15, 35, 75, 135, 195, 200]);
+    // Silent since 135 s while idle at 60 s: offline after 60 + 2 × 5 s.
+    assert_eq!(
+        run_until(&mut presence, t0 + 300 * S),
+        vec![(t0 + 205 * S, PresenceEvent::Offline { peer: peer(1) })]
+    );
+
+    // Idle at a minute again; then a message: keep-alives every 5 s, and
+    // silence is noticed within the short bound.
+    let t1 = t0 + 1000 * S;
+    presence.heard(t1, peer(1));
+    events(&mut presence);
+    for n in 0..5 {
+        let due = presence.poll_timeout().expect("a keep-alive is due");
+        presence.handle_timeout(due);
+        keepalives(&mut presence);
+        presence.heard(due, peer(1));
+        assert!(n < 4 || due >= t1 + 135 * S);
+    }
+    let t2 = presence.poll_timeout().expect("a keep-alive is due") - 30 * S;
+    presence.activity(t2, peer(1));
+    assert_eq!(presence.poll_timeout(), Some(t2 + 5 * S));
+    assert_eq!(
+        run_until(&mut presence, t2 + 100 * S),
+        vec![(t2 + 15 * S, PresenceEvent::Offline { peer: peer(1) })]
+    );
 }

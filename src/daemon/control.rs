@@ -14,7 +14,7 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed) | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed; `nearby` state: announced, not kept alive) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
@@ -52,6 +52,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::discovery::presence_word;
 use super::driver::Command;
 use super::{DaemonError, StopRequester, request};
 use crate::net::{CommandSender, NetStats};
@@ -454,7 +455,7 @@ fn answer(
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
                     peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-                    if peer.online { "online" } else { "offline" },
+                    presence_word(peer.online, peer.watched),
                     peer.outbox,
                     mute_word(peer.muted),
                     match (peer.contact, peer.request) {

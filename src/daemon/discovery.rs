@@ -16,8 +16,12 @@
 //! Guarantees:
 //! - **Online needs proof.** A sighting (mDNS or registry) only says where
 //!   to probe; a peer is reported online after a datagram from it
-//!   authenticated (`Ok(Some(peer))` from the node), and offline after
-//!   [`PresenceConfig::offline_after`] without one.
+//!   authenticated (`Ok(Some(peer))` from the node), and offline when its
+//!   keep-alives go unanswered (see [`Presence`]).
+//! - **Only peers we have something to do with are kept alive:** contacts
+//!   and members of our rooms ([`Discovery::set_members`]). Any other peer
+//!   is only nearby: known from its announcement, never probed, shown as
+//!   neither online nor offline, until one of us writes.
 //! - **Addresses follow the peer.** The address we send to is the source
 //!   of the peer's latest authenticated datagram; until there is one, and
 //!   while the peer is offline, probes cycle through its sighted addresses.
@@ -136,6 +140,28 @@ pub struct SeenPeer {
     pub has_key: bool,
     /// A contact (else a peer that is only nearby).
     pub contact: bool,
+    /// Kept alive (a contact or a member of one of our rooms); a peer that
+    /// is not is only nearby, neither online nor offline.
+    pub watched: bool,
+}
+
+impl SeenPeer {
+    /// `online`, `offline`, or `nearby` for a peer that is not kept alive.
+    pub fn state(&self) -> &'static str {
+        presence_word(self.online, self.watched)
+    }
+}
+
+/// How `kith peers` and `kith discovery` show a peer's presence: `online`
+/// only for a peer proven alive by authenticated traffic, `offline` for one
+/// we keep alive that stopped answering, `nearby` for one we only know
+/// from its announcement (never probed).
+pub fn presence_word(online: bool, watched: bool) -> &'static str {
+    match (online, watched) {
+        (true, _) => "online",
+        (false, true) => "offline",
+        (false, false) => "nearby",
+    }
 }
 
 /// The registry link as `kith discovery` shows it.
@@ -191,10 +217,17 @@ impl DiscoveryReport {
                 c.found, c.lost, c.rejected, c.own_ignored, c.address_changes, c.daemon_errors
             )),
         }
+        let longest = self
+            .presence
+            .max_keepalive_interval
+            .max(self.presence.keepalive_interval);
         out.push(format!(
-            "presence keepalive={}ms offline_after={}ms nearby_dropped={}",
+            "presence keepalive={}ms max_keepalive={}ms offline_after={}ms idle_offline_after={}ms \
+             nearby_dropped={}",
             self.presence.keepalive_interval.as_millis(),
+            longest.as_millis(),
             self.presence.offline_after().as_millis(),
+            self.presence.offline_after_interval(longest).as_millis(),
             self.nearby_dropped
         ));
         match &self.registry {
@@ -228,7 +261,7 @@ impl DiscoveryReport {
                 p.peer.to_hex(),
                 p.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
                 p.source.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                if p.online { "online" } else { "offline" },
+                p.state(),
                 ago(p.heard_ago),
                 ago(p.sighted_ago),
                 if p.has_key { "yes" } else { "no" },
@@ -340,6 +373,8 @@ pub(crate) struct Discovery {
     nearby_dropped: u64,
     /// Mirrors the node's block list, so reports never show them.
     blocked: HashSet<PeerId>,
+    /// Members of our group rooms (see [`Discovery::set_members`]).
+    members: HashSet<PeerId>,
 }
 
 impl Discovery {
@@ -381,6 +416,7 @@ impl Discovery {
             next_lookup: None,
             nearby_dropped: 0,
             blocked: HashSet::new(),
+            members: HashSet::new(),
         })
     }
 
@@ -428,6 +464,7 @@ impl Discovery {
         if public.is_some() {
             seen.public = public;
         }
+        self.presence.watch(now, peer, true);
         if let Some(addr) = addr {
             seen.addr = Some(addr);
             seen.source = Some(Source::Direct);
@@ -454,6 +491,30 @@ impl Discovery {
 
     pub(crate) fn is_online(&self, peer: &PeerId) -> bool {
         self.presence.is_online(peer)
+    }
+
+    /// Whether `peer` is kept alive (a contact or a member of our rooms).
+    pub(crate) fn is_watched(&self, peer: &PeerId) -> bool {
+        self.presence.is_watched(peer)
+    }
+
+    /// The members of our group rooms, besides contacts the peers we keep
+    /// alive. A peer no longer in any of them (and not a contact) is no
+    /// longer probed.
+    pub(crate) fn set_members(&mut self, now: Instant, members: HashSet<PeerId>) {
+        let old = std::mem::replace(&mut self.members, members);
+        let changed: Vec<PeerId> = old.symmetric_difference(&self.members).copied().collect();
+        for peer in changed {
+            let watched =
+                self.members.contains(&peer) || self.book.get(&peer).is_some_and(|s| s.contact);
+            self.presence.watch(now, peer, watched);
+        }
+    }
+
+    /// A message went to or came from `peer`: keep-alives to it go at the
+    /// starting interval again (see [`Presence::activity`]).
+    pub(crate) fn activity(&mut self, now: Instant, peer: PeerId) {
+        self.presence.activity(now, peer);
     }
 
     /// Peers that are not contacts but whose key we know, for `kith peers`.
@@ -850,6 +911,7 @@ impl Discovery {
                 sighted_ago: s.last_sighted.map(|t| now.saturating_duration_since(t)),
                 has_key: s.public.is_some(),
                 contact: s.contact,
+                watched: self.presence.is_watched(id),
             })
             .collect();
         peers.sort_by_key(|p| p.peer);
@@ -944,6 +1006,11 @@ mod tests {
 
     impl Host {
         fn new(seed: u64, start: Instant) -> Self {
+            Self::at(seed, start, "10.77.0.1:7000".parse().expect("literal"))
+        }
+
+        /// A host whose socket is bound at `local_addr`.
+        fn at(seed: u64, start: Instant, local_addr: SocketAddr) -> Self {
             let me = identity(seed);
             let node = Node::new(
                 identity(seed),
@@ -960,7 +1027,7 @@ mod tests {
             discovery.attach(
                 start,
                 Attach {
-                    local_addr: "10.77.0.1:7000".parse().expect("literal"),
+                    local_addr,
                     mdns: Some((mdns, rx)),
                 },
             );
@@ -974,6 +1041,12 @@ mod tests {
         }
 
         fn announce(&mut self, public: &PublicIdentity, addr: SocketAddr) {
+            self.tell_mdns(public, addr);
+            self.pump();
+        }
+
+        /// Queues an mDNS sighting of `public` at `addr`, for the next drive.
+        fn tell_mdns(&mut self, public: &PublicIdentity, addr: SocketAddr) {
             self.mdns_tx
                 .send(DiscoveryEvent::PeerFound {
                     peer_id: public.peer_id(),
@@ -983,7 +1056,6 @@ mod tests {
                     display_name: String::new(),
                 })
                 .expect("the receiver is held by discovery");
-            self.pump();
         }
 
         fn pump(&mut self) {
@@ -1041,9 +1113,23 @@ mod tests {
         let start = Instant::now();
         let mut host = Host::new(1, start);
         let victim: SocketAddr = "10.77.0.99:7000".parse().expect("literal");
-        // 500 announcements with valid keys, all naming the victim.
+        // 500 announcements with valid keys of strangers, all naming the
+        // victim: nearby peers are never probed, so nothing goes there.
         for n in 0..500 {
             let fake = identity(1000 + n).public();
+            host.announce(&fake, victim);
+        }
+        host.run_until(start + Duration::from_secs(3600));
+        assert_eq!(peak_and_total(&host.sent, victim), (0, 0));
+
+        // 500 announcements of our contacts' ids (whose keys are public),
+        // all naming the victim: those are probed, within the cap.
+        let mut host = Host::new(1, start);
+        for n in 0..500 {
+            let fake = identity(1000 + n).public();
+            host.discovery
+                .want(start, fake.peer_id(), Some(fake.clone()), None);
+            host.node.add_contact(start, fake.clone());
             host.announce(&fake, victim);
         }
         let minute = Duration::from_secs(60);
@@ -1055,7 +1141,7 @@ mod tests {
         let (peak_all, _) = peak_and_total(&host.sent, victim);
         let later = host.sent.len() - after_twenty;
         println!(
-            "probe figure: 500 fake peers at one victim: peak {peak}/s in the first minute \
+            "probe figure: 500 contacts announced at one victim: peak {peak}/s in the first minute \
              ({first_minute} datagrams), peak {peak_all}/s over 30 min, \
              {later} datagrams in minutes 20-30"
         );
@@ -1065,5 +1151,205 @@ mod tests {
         // Backed off: by then each fake gets one probe per
         // max_probe_interval (5 min): 500 × 2 in 10 minutes, not 500 × 120.
         assert!(later <= 1200, "{later} in minutes 20-30");
+    }
+
+    /// How long a datagram takes from one host to another.
+    const LATENCY: Duration = Duration::from_millis(1);
+
+    /// Hosts on one LAN in virtual time: every datagram one node sends to
+    /// another's address is delivered there [`LATENCY`] later. Counts every
+    /// kith datagram each host sends.
+    struct Lan {
+        hosts: Vec<Host>,
+        publics: Vec<PublicIdentity>,
+        now: Instant,
+        /// Datagrams on their way: when they arrive, to which host, from
+        /// which address, in sending order.
+        in_flight: VecDeque<(Instant, usize, SocketAddr, Vec<u8>)>,
+        /// Datagrams sent by each host.
+        sent: Vec<u64>,
+        /// Datagrams received by each host.
+        received: Vec<u64>,
+        /// Which host is bound where.
+        at: HashMap<SocketAddr, usize>,
+        /// Each host's next timer, as of its last step.
+        timers: Vec<Option<Instant>>,
+    }
+
+    impl Lan {
+        /// `n` hosts that all see each other's mDNS announcements; host `i`
+        /// has the hosts `contacts(i)` as its contacts (stored contacts, as
+        /// the driver makes them with `learn_contact`).
+        fn new(n: usize, start: Instant, contacts: impl Fn(usize) -> Vec<usize>) -> Self {
+            let addr = |i: usize| -> SocketAddr {
+                format!("10.77.0.{}:7000", i + 1).parse().expect("literal")
+            };
+            let mut hosts: Vec<Host> = (0..n)
+                .map(|i| Host::at(5000 + i as u64, start, addr(i)))
+                .collect();
+            let publics: Vec<PublicIdentity> =
+                (0..n).map(|i| identity(5000 + i as u64).public()).collect();
+            for (i, host) in hosts.iter_mut().enumerate() {
+                for j in contacts(i) {
+                    let public = publics[j].clone();
+                    host.discovery
+                        .want(start, public.peer_id(), Some(public.clone()), None);
+                    host.node.add_contact(start, public);
+                }
+            }
+            let mut lan = Lan {
+                hosts,
+                publics,
+                now: start,
+                in_flight: VecDeque::new(),
+                sent: vec![0; n],
+                received: vec![0; n],
+                at: (0..n).map(|i| (addr(i), i)).collect(),
+                timers: vec![None; n],
+            };
+            for i in 0..n {
+                for j in 0..n {
+                    if i != j {
+                        let public = lan.publics[j].clone();
+                        lan.hosts[i].tell_mdns(&public, addr(j));
+                    }
+                }
+                lan.route(i);
+            }
+            lan
+        }
+
+        /// Takes what host `i` sent onto the wire.
+        fn route(&mut self, i: usize) {
+            let from = self.hosts[i]
+                .discovery
+                .local_addr
+                .expect("attached at creation");
+            let host = &mut self.hosts[i];
+            host.discovery.drive(self.now, &mut host.node);
+            while let Some(transmit) = host.node.poll_transmit() {
+                self.sent[i] += 1;
+                let Destination::Peer(peer) = transmit.to else {
+                    continue;
+                };
+                let to = host.discovery.addr_of(&peer).and_then(|a| self.at.get(&a));
+                if let Some(&to) = to {
+                    self.in_flight
+                        .push_back((self.now + LATENCY, to, from, transmit.bytes));
+                }
+            }
+            self.timers[i] = [host.node.poll_timeout(), host.discovery.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+        }
+
+        /// Runs every timer and delivers every datagram up to `end`.
+        fn run_until(&mut self, end: Instant) {
+            loop {
+                let arrival = self.in_flight.front().map(|(at, ..)| *at);
+                let timer = self.timers.iter().flatten().min().copied();
+                // Arrivals first at a tie: what is heard at an instant
+                // counts before the timers due then.
+                let next = match (arrival, timer) {
+                    (Some(a), Some(t)) => a.min(t),
+                    (a, t) => match a.or(t) {
+                        Some(at) => at,
+                        None => break,
+                    },
+                };
+                if next > end {
+                    break;
+                }
+                self.now = self.now.max(next);
+                if arrival.is_some_and(|a| a <= self.now) {
+                    let (_, to, from, bytes) =
+                        self.in_flight.pop_front().expect("peeked just above");
+                    self.received[to] += 1;
+                    let host = &mut self.hosts[to];
+                    host.now = self.now;
+                    if let Ok(Some(peer)) = host.node.handle_datagram(self.now, &bytes) {
+                        host.discovery.heard(self.now, peer, from);
+                    }
+                    self.route(to);
+                    continue;
+                }
+                for i in 0..self.hosts.len() {
+                    if self.timers[i].is_some_and(|at| at <= self.now) {
+                        let host = &mut self.hosts[i];
+                        host.now = self.now;
+                        host.node.handle_timeout(self.now);
+                        host.discovery.handle_timeout(self.now);
+                        self.route(i);
+                    }
+                }
+            }
+            self.now = self.now.max(end);
+        }
+    }
+
+    /// Today's idle keep-alive traffic on a LAN of `hosts` kith hosts: each
+    /// sends 12 keep-alives a minute to each other host, each answered.
+    fn before_per_minute(hosts: u64) -> u64 {
+        24 * hosts * (hosts - 1)
+    }
+
+    /// Idle datagrams per minute at 24 hosts where each host has `k`
+    /// contacts (a `k`-regular graph): (host 0 sent, host 0 received, LAN
+    /// total sent), measured over minutes 5-10, after the ramp-up.
+    fn idle_per_minute(k: usize) -> (u64, u64, u64) {
+        const N: usize = 24;
+        // k = 0, 3 or N - 1: nobody, ring neighbours and the one opposite,
+        // everybody.
+        let contacts = move |i: usize| -> Vec<usize> {
+            match k {
+                0 => Vec::new(),
+                3 => vec![(i + 1) % N, (i + N - 1) % N, (i + N / 2) % N],
+                _ => (0..N).filter(|j| *j != i).collect(),
+            }
+        };
+        let start = Instant::now();
+        let mut lan = Lan::new(N, start, contacts);
+        let minute = Duration::from_secs(60);
+        lan.run_until(start + 5 * minute);
+        let (sent, received) = (lan.sent.clone(), lan.received.clone());
+        let total: u64 = sent.iter().sum();
+        lan.run_until(start + 10 * minute);
+        let total_after: u64 = lan.sent.iter().sum();
+        (
+            (lan.sent[0] - sent[0]) / 5,
+            (lan.received[0] - received[0]) / 5,
+            (total_after - total) / 5,
+        )
+    }
+
+    #[test]
+    fn idle_keepalives_grow_with_contacts_not_with_hosts_on_the_lan() {
+        let before = before_per_minute(24);
+        let goal = before / 10;
+        let mut per_node = Vec::new();
+        for k in [0, 3, 23] {
+            let (sent, received, total) = idle_per_minute(k);
+            let at_100 = sent * 100;
+            println!(
+                "keep-alive figure: 24 hosts, {k} contacts each: host 0 sends {sent}/min, \
+                 receives {received}/min; LAN total {total}/min (before {before}/min, goal \
+                 <= {goal}); at 100 hosts with {k} contacts each ~{at_100}/min (before {}/min)",
+                before_per_minute(100)
+            );
+            per_node.push((k, sent, total));
+        }
+        for (k, sent, total) in per_node {
+            assert!(
+                total <= goal,
+                "{k} contacts each: {total}/min on the LAN, goal <= {goal}/min"
+            );
+            // Nearby strangers cost nothing: only contacts are kept alive,
+            // at most one exchange (probe, answer) a minute each way.
+            assert!(
+                sent <= 2 * k as u64,
+                "{k} contacts: host 0 sends {sent}/min"
+            );
+        }
     }
 }

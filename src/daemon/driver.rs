@@ -227,6 +227,9 @@ pub(crate) struct NodeDriver {
     /// Peers that came online, with when their shared rooms are reconciled
     /// (see [`SYNC_AFTER_ONLINE`]), oldest first.
     syncs_due: VecDeque<(Instant, PeerId)>,
+    /// A group room's members may have changed: discovery is told at the
+    /// next pump who to keep alive (see [`NodeDriver::watch_members`]).
+    members_changed: bool,
 }
 
 /// How long after a peer comes online its shared rooms are reconciled:
@@ -347,6 +350,7 @@ impl NodeDriver {
             strangers_met: HashMap::new(),
             uncommitted: Vec::new(),
             deferring: false,
+            members_changed: true,
         };
         driver.requests = driver.store.contact_requests()?.into_iter().collect();
         for peer in driver.store.blocked()? {
@@ -378,6 +382,7 @@ impl NodeDriver {
             }
         }
         driver.restore_rooms(now)?;
+        driver.watch_members(now);
         for (room, record) in driver.store.invitations()? {
             if driver.node.restore_invitation(&record).is_err() {
                 eprintln!("kith daemon: dropping a damaged stored invitation to {room:?}");
@@ -564,6 +569,8 @@ impl NodeDriver {
     /// member's public key the node knows (a key learned since the member
     /// was stored is filled in).
     fn persist_room(&mut self, room: &RoomId) -> Result<(), DaemonError> {
+        // Every membership change is stored through here.
+        self.members_changed = true;
         let Some(info) = self.node.room(room) else {
             return Ok(());
         };
@@ -1144,6 +1151,7 @@ impl NodeDriver {
                 self.publish(Event::RoomChanged { room });
             }
             NodeEvent::RoomRemoved { room } => {
+                self.members_changed = true;
                 if let Err(error) = self.db().and_then(|db| db.leave_group(&room)) {
                     self.store_error("leave a room", error);
                 }
@@ -1256,7 +1264,26 @@ impl NodeDriver {
     /// Drains the node's events: commits every received message of this
     /// round in one transaction, then confirms them (which may produce more
     /// events, hence the loop).
+    /// Tells discovery the members of our group rooms: with contacts, the
+    /// peers it keeps alive.
+    fn watch_members(&mut self, now: Instant) {
+        self.members_changed = false;
+        let me = self.node.peer_id();
+        let members: HashSet<PeerId> = self
+            .node
+            .rooms()
+            .into_iter()
+            .filter(|room| room.direct.is_none())
+            .flat_map(|room| room.members)
+            .filter(|peer| *peer != me)
+            .collect();
+        self.discovery.set_members(now, members);
+    }
+
     fn pump(&mut self, now: Instant) {
+        if self.members_changed {
+            self.watch_members(now);
+        }
         self.pump_events(now);
         for room in std::mem::take(&mut self.invitations_to_accept) {
             if let Err(error) = self.node.accept_invite(now, room) {
@@ -1338,6 +1365,7 @@ impl NodeDriver {
                         receipt,
                         ..
                     } => {
+                        self.discovery.activity(now, from);
                         let message = stored(room, from, id, timestamp, body, envelope);
                         let event = self.received_event(&message);
                         self.receive(now, message, receipt, event);
@@ -1356,6 +1384,7 @@ impl NodeDriver {
                         self.receive(now, message, receipt, Event::Undecryptable { from, id });
                     }
                     NodeEvent::Delivered { to, id, .. } => {
+                        self.discovery.activity(now, to);
                         if let Some(inflight) = self.inflight.get_mut(&id) {
                             self.delivery_updates.push((
                                 inflight.key,
@@ -1737,11 +1766,16 @@ impl Driver for NodeDriver {
                 let _ = reply.send(Err(DaemonError::NotSent(why)));
             }
             Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
-                Ok(recipients) => self.unsaved_sends.push(UnsavedSend {
-                    body: text.into_bytes(),
-                    recipients,
-                    reply,
-                }),
+                Ok(recipients) => {
+                    for peer in &recipients {
+                        self.discovery.activity(now, *peer);
+                    }
+                    self.unsaved_sends.push(UnsavedSend {
+                        body: text.into_bytes(),
+                        recipients,
+                        reply,
+                    });
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                 }
@@ -1760,6 +1794,7 @@ impl Driver for NodeDriver {
                         public: entry.public.clone(),
                         addr: self.discovery.addr_of(id),
                         online: self.discovery.is_online(id),
+                        watched: self.discovery.is_watched(id),
                         outbox: self.outbox_len(id),
                         contact: true,
                         request: self.requests.contains(id),
@@ -1775,6 +1810,7 @@ impl Driver for NodeDriver {
                         public,
                         addr,
                         online: self.discovery.is_online(&id),
+                        watched: self.discovery.is_watched(&id),
                         outbox: 0,
                         contact: false,
                         request: false,
@@ -1825,6 +1861,7 @@ impl Driver for NodeDriver {
             Command::Leave { room, reply } => {
                 let result = self.resolve_room(&room).and_then(|room| {
                     self.node.leave_room(now, room)?;
+                    self.members_changed = true;
                     Ok(self.db()?.leave_group(&room)?)
                 });
                 let _ = reply.send(result);

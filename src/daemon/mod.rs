@@ -27,9 +27,10 @@
 //!   store; callers talk to it through commands with bounded waits.
 //! - **Found, then proven.** Peers come from the static table
 //!   ([`DaemonConfig::peers`], [`DaemonHandle::add_peer`]), from mDNS and
-//!   from the registry ([`DiscoveryConfig`]); a peer is online only after a
-//!   datagram from it authenticated, offline after the configured number
-//!   of missed keep-alives (see [`discovery`]).
+//!   from the registry ([`DiscoveryConfig`]); only contacts and members of
+//!   our rooms are kept alive (others are only nearby); such a peer is
+//!   online only after a datagram from it authenticated, offline after the
+//!   configured number of missed keep-alives (see [`discovery`]).
 //! - **Histories converge.** Shared rooms are reconciled with a member when
 //!   it comes online and every minute; what one side lacks is forwarded.
 //!
@@ -349,6 +350,10 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
     /// Whether it has answered us and not been reported unreachable since.
     pub online: bool,
+    /// Whether presence keeps it alive (a contact or a member of one of our
+    /// rooms). A peer that is not is only *nearby*: known from discovery,
+    /// never probed, neither online nor offline.
+    pub watched: bool,
     /// Our messages it has not acknowledged yet.
     pub outbox: usize,
     /// A contact; `false` for a peer discovery found nearby that we have
