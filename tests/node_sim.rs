@@ -1811,6 +1811,42 @@ fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
     net.check_room_messages();
 }
 
+/// Every member holds the current epoch's key, so a group frame proves
+/// only membership: acknowledgements and NACKs travel over the pairwise
+/// sessions, and one inside a group frame is dropped and counted.
+#[test]
+fn a_member_cannot_acknowledge_in_another_members_name() {
+    let (mut net, room, _, session) = room_after_removal(1611);
+    net.side[2] = 1;
+    let unseen = net.send_room(1, room, "node 2 never hears this");
+    net.run_for(Duration::from_millis(50));
+    // The admin, in node 2's name, under the current key.
+    let key = net.peers[0]
+        .node
+        .room(&room)
+        .and_then(|r| r.group_key)
+        .expect("a group key");
+    let forged = forge_group_frame(net.ids[2], room, 1, &key, &forged_ack(room, session));
+    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
+    let nack = Packet::Nack {
+        room,
+        session,
+        missing: vec![(0, 1)],
+        mcast_rx: 0,
+    };
+    let forged = forge_group_frame(net.ids[2], room, 1, &key, &nack);
+    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
+    assert_eq!(
+        net.peers[1].node.stats().dropped(DropReason::GroupFeedback),
+        2
+    );
+    net.run_for(Duration::from_millis(200));
+    assert!(!net.peers[1].delivered.contains_key(&(net.ids[2], unseen)));
+    net.side[2] = 0;
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+}
+
 #[test]
 fn an_invitation_waits_for_an_answer_and_a_declined_one_removes_us() {
     let mut net = Net::new(1700, 4, Link::lossy(0.1));

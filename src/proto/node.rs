@@ -258,11 +258,15 @@ pub enum DropReason {
     /// A handshake message 1 in a contact's name beyond the rate we answer
     /// them at, per contact or overall.
     HandshakeLimit,
+    /// A multicast group frame carrying an acknowledgement or a NACK: any
+    /// member could have sealed it in another's name, so those travel
+    /// only over the pairwise sessions.
+    GroupFeedback,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -283,6 +287,7 @@ impl DropReason {
         Self::StrangerLimit,
         Self::HandshakeBusy,
         Self::HandshakeLimit,
+        Self::GroupFeedback,
     ];
 
     fn index(self) -> usize {

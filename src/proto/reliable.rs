@@ -213,6 +213,8 @@ pub enum PacketError {
     NotMember,
     #[error("group frame carrying a packet of another room")]
     WrongRoom,
+    #[error("group frame carrying an acknowledgement or a NACK")]
+    FeedbackInGroup,
 }
 
 impl Packet {
@@ -539,6 +541,9 @@ pub struct Stats {
     /// Repairs sent once to the group because several members lost the
     /// same packet.
     pub group_repairs: u64,
+    /// ACKs and NACKs that came in a group frame, dropped: such a frame
+    /// does not prove which member sent it.
+    pub group_feedback: u64,
 }
 
 /// Current buffer occupancy, to check that nothing grows without bound.
@@ -1174,9 +1179,13 @@ impl Reliable {
     }
 
     /// Handles one packet that came in a group frame of `room`. A frame
-    /// proves only that some member of `room` sealed it, so its packet must
-    /// be about `room`: one naming another room (say, the direct room of
-    /// the member it claims to come from) is dropped.
+    /// proves only that some member of `room` sealed it, not which one
+    /// (`from` is the claimed sender), so its packet must be about `room`:
+    /// one naming another room (say, the direct room of the member it
+    /// claims to come from) is dropped. So is an ACK or a NACK: what a
+    /// member says about its own receipt goes only over the pairwise
+    /// session that proves who it is (we never send one to the group), or
+    /// any member could acknowledge in another's name.
     pub fn handle_group_datagram(
         &mut self,
         now: Instant,
@@ -1211,6 +1220,10 @@ impl Reliable {
         if bound_to.is_some_and(|bound| bound != room) {
             self.stats.foreign += 1;
             return Err(PacketError::WrongRoom);
+        }
+        if bound_to.is_some() && matches!(packet, Packet::Ack { .. } | Packet::Nack { .. }) {
+            self.stats.group_feedback += 1;
+            return Err(PacketError::FeedbackInGroup);
         }
         let Some(state) = self.rooms.get(&room) else {
             self.stats.foreign += 1;

@@ -21,7 +21,7 @@ use rand::Rng;
 use super::{DropReason, Frame, Node, NodeTransmit, RoomKind};
 use crate::proto::crypto::{open_group_frame, seal_group_frame};
 use crate::proto::ids::{PeerId, RoomId};
-use crate::proto::reliable::Destination;
+use crate::proto::reliable::{Destination, PacketError};
 
 /// What binds a frame to its sender, room and epoch.
 fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
@@ -94,7 +94,10 @@ impl Node {
         self.stats.group_received += 1;
         self.reliable
             .handle_group_datagram(now, from, room, &packet)
-            .map_err(|_| DropReason::ReliableRejected)?;
+            .map_err(|error| match error {
+                PacketError::FeedbackInGroup => DropReason::GroupFeedback,
+                _ => DropReason::ReliableRejected,
+            })?;
         // Membership, not identity: nothing the shell should learn from.
         Ok(None)
     }

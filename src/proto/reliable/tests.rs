@@ -727,6 +727,66 @@ fn a_group_frame_carries_only_its_own_rooms_packets() {
     ));
 }
 
+/// A group frame does not prove which member sealed it, so feedback (what
+/// a member says it received and stored) is taken only from the pairwise
+/// session: an ACK or NACK in a group frame is dropped and counted, and
+/// the endpoint never sends one to the group.
+#[test]
+fn acknowledgements_never_travel_in_group_frames() {
+    let now = Instant::now();
+    let mut a = endpoint(1, 1, now);
+    let mut b = endpoint(2, 2, now);
+    for endpoint in [&mut a, &mut b] {
+        endpoint.join_room(
+            room_id(),
+            RoomConfig { multicast: true },
+            [peer(1), peer(2)],
+        );
+    }
+    a.send(now, room_id(), msg(1), b"to the group")
+        .expect("queue is empty");
+    for t in all_transmits(&mut a, now) {
+        assert_eq!(t.destination, Destination::Group(room_id()));
+        b.handle_group_datagram(now, peer(1), room_id(), &t.bytes)
+            .expect("data in a group frame is taken");
+    }
+    let seq = all_events(&mut b)
+        .iter()
+        .find_map(|e| match e {
+            Event::Received { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("received");
+    b.confirm_stored(now, room_id(), peer(1), seq);
+    let later = b.poll_timeout().expect("an ACK is due");
+    b.handle_timeout(later);
+    let feedback = all_transmits(&mut b, later);
+    assert!(!feedback.is_empty());
+    for t in &feedback {
+        assert!(matches!(t.kind, PacketKind::Ack | PacketKind::Nack));
+        assert_eq!(t.destination, Destination::Peer(peer(1)), "pairwise only");
+        assert_eq!(
+            a.handle_group_datagram(later, peer(2), room_id(), &t.bytes),
+            Err(PacketError::FeedbackInGroup)
+        );
+    }
+    assert_eq!(a.stats().group_feedback, feedback.len() as u64);
+    assert!(
+        all_events(&mut a).is_empty(),
+        "no Delivered from a group frame"
+    );
+    // The same ACK over the pairwise session counts.
+    for t in &feedback {
+        a.handle_datagram(later, peer(2), Via::Unicast, &t.bytes)
+            .expect("valid");
+    }
+    assert!(
+        all_events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::Delivered { to, .. } if *to == peer(2)))
+    );
+}
+
 #[test]
 fn a_silent_peer_becomes_unreachable_and_is_redriven_when_seen() {
     let start = Instant::now();
