@@ -17,10 +17,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use kith::proto::crypto::{ChainId, ChainSnapshot, Envelope, Identity};
+use kith::proto::crypto::{
+    ChainId, ChainSnapshot, Envelope, Identity, SecretKey, open_group_frame, seal_group_frame,
+};
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::proto::node::{DropReason, Node, NodeConfig, NodeEvent, Receipt, direct_room};
-use kith::proto::reliable::Destination;
+use kith::proto::node::{DropReason, GroupKey, Node, NodeConfig, NodeEvent, Receipt, direct_room};
+use kith::proto::reliable::{Destination, Packet};
 use kith::proto::sync::{Item, SortedItems};
 use kith::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use kith::proto::wire::{Datagram, Frame};
@@ -1643,6 +1645,205 @@ fn forged_and_foreign_group_frames_are_dropped() {
         Err(DropReason::GroupUnsupported)
     );
     assert!(net.run_until(Duration::from_secs(10), Net::all_room_delivered));
+    net.check_room_messages();
+}
+
+/// What a group frame's AEAD binds (as `proto/node/group.rs` builds it):
+/// anyone holding the epoch's key can seal a frame in any member's name.
+fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
+    let mut aad = b"kith group frame v1".to_vec();
+    aad.extend_from_slice(&sender.0);
+    aad.extend_from_slice(&room.0);
+    aad.extend_from_slice(&epoch.to_le_bytes());
+    aad
+}
+
+/// A group frame of `room` carrying `packet`, sealed under `key` (of
+/// `epoch`) in `claimed`'s name.
+fn forge_group_frame(
+    claimed: PeerId,
+    room: RoomId,
+    epoch: u32,
+    key: &GroupKey,
+    packet: &Packet,
+) -> Vec<u8> {
+    let key = SecretKey::from_bytes(key.0);
+    let sealed = seal_group_frame(
+        &key,
+        &[7; 24],
+        &group_aad(&claimed, &room, epoch),
+        &packet.encode(),
+    )
+    .expect("sealing cannot fail");
+    let mut payload = epoch.to_le_bytes().to_vec();
+    payload.extend_from_slice(&sealed);
+    Datagram {
+        from: claimed,
+        frame: Frame::Group { room, payload },
+    }
+    .emit()
+    .expect("a valid frame")
+}
+
+/// The reliable session of node `i`, read from one of its group frames of
+/// `epoch`, as anyone holding that epoch's key can.
+fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> u64 {
+    let key = SecretKey::from_bytes(key.0);
+    net.wire
+        .iter()
+        .filter(|(from, _, _)| *from == i)
+        .find_map(|(_, _, bytes)| {
+            let Ok(Datagram {
+                frame: Frame::Group { payload, .. },
+                ..
+            }) = Datagram::parse(bytes)
+            else {
+                return None;
+            };
+            let (head, sealed) = payload.split_at_checked(4)?;
+            if head != epoch.to_le_bytes() {
+                return None;
+            }
+            let packet =
+                open_group_frame(&key, &group_aad(&net.ids[i], &room, epoch), sealed).ok()?;
+            match Packet::decode(&packet).ok()? {
+                Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
+                _ => None,
+            }
+        })
+        .expect("node sent a group frame in that epoch")
+}
+
+/// An ACK of `session`'s stream in `room` claiming everything stored.
+fn forged_ack(room: RoomId, session: u64) -> Packet {
+    Packet::Ack {
+        room,
+        session,
+        receiver_session: 0xbad,
+        ack_no: 1,
+        received: 1 << 40,
+        ranges: Vec::new(),
+        stored: 1 << 40,
+        largest: None,
+        delay_us: 0,
+        mcast_rx: 0,
+        refused: Vec::new(),
+    }
+}
+
+/// A multicast room of nodes 0 (admin) to 3 after the admin removed node
+/// 3: every one of them sent in epoch 0, and the others are in epoch 1.
+/// Returns what node 3 took with it: the epoch-0 key, and node 1's
+/// reliable session read from a frame of that epoch.
+fn room_after_removal(seed: u64) -> (Net, RoomId, GroupKey, u64) {
+    let config = NodeConfig {
+        group_multicast: true,
+        ..NodeConfig::default()
+    };
+    let mut net = Net::with_config(seed, 4, Link::lossy(0.0), config);
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        (0..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
+    }));
+    for i in 0..4 {
+        net.send_room(i, room, &format!("before {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(30), Net::all_room_delivered));
+    let old_key = net.peers[3]
+        .node
+        .room(&room)
+        .and_then(|r| r.group_key)
+        .expect("a group key");
+    let session = session_of(&net, 1, room, 0, &old_key);
+    let now = net.now;
+    net.peers[0]
+        .node
+        .remove_member(now, room, net.ids[3])
+        .expect("admin removes");
+    net.drain(0);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        (0..3).all(|i| n.peers[i].node.room(&room).is_some_and(|r| r.epoch == 1))
+    }));
+    (net, room, old_key, session)
+}
+
+/// The previous epoch's key opens frames still in flight for a short
+/// grace, then nothing: after it, the removed member cannot acknowledge a
+/// message in a current member's name (before, one such ACK made the
+/// sender report "delivered" to a member that never stored the message).
+#[test]
+fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
+    let (mut net, room, old_key, session) = room_after_removal(1610);
+    // A genuine epoch-0 frame of node 1 still opens within the grace.
+    let late = net
+        .wire
+        .iter()
+        .rev()
+        .find(|(from, to, bytes)| {
+            *from == 1
+                && *to == 2
+                && matches!(
+                    Datagram::parse(bytes),
+                    Ok(Datagram { frame: Frame::Group { ref payload, .. }, .. })
+                        if payload.starts_with(&0u32.to_le_bytes())
+                )
+        })
+        .map(|(_, _, bytes)| bytes.clone())
+        .expect("node 1 sent a group frame in epoch 0");
+    assert_eq!(net.inject(2, &late), Ok(None));
+    net.run_for(NodeConfig::default().group_key_grace);
+    assert_eq!(net.inject(2, &late), Err(DropReason::GroupUnsupported));
+
+    // Node 2 is cut off; node 1 says something it never stores.
+    net.side[2] = 1;
+    let unseen = net.send_room(1, room, "node 2 never hears this");
+    net.run_for(Duration::from_millis(50));
+    // The removed member, in node 2's name, under the old key.
+    let forged = forge_group_frame(net.ids[2], room, 0, &old_key, &forged_ack(room, session));
+    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupUnsupported));
+    net.run_for(Duration::from_millis(200));
+    assert!(!net.peers[2].confirmed_at.contains_key(&unseen));
+    assert!(!net.peers[1].delivered.contains_key(&(net.ids[2], unseen)));
+    // Once node 2 is back it stores the message, and only then is it
+    // delivered.
+    net.side[2] = 0;
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+}
+
+/// Every member holds the current epoch's key, so a group frame proves
+/// only membership: acknowledgements and NACKs travel over the pairwise
+/// sessions, and one inside a group frame is dropped and counted.
+#[test]
+fn a_member_cannot_acknowledge_in_another_members_name() {
+    let (mut net, room, _, session) = room_after_removal(1611);
+    net.side[2] = 1;
+    let unseen = net.send_room(1, room, "node 2 never hears this");
+    net.run_for(Duration::from_millis(50));
+    // The admin, in node 2's name, under the current key.
+    let key = net.peers[0]
+        .node
+        .room(&room)
+        .and_then(|r| r.group_key)
+        .expect("a group key");
+    let forged = forge_group_frame(net.ids[2], room, 1, &key, &forged_ack(room, session));
+    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
+    let nack = Packet::Nack {
+        room,
+        session,
+        missing: vec![(0, 1)],
+        mcast_rx: 0,
+    };
+    let forged = forge_group_frame(net.ids[2], room, 1, &key, &nack);
+    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
+    assert_eq!(
+        net.peers[1].node.stats().dropped(DropReason::GroupFeedback),
+        2
+    );
+    net.run_for(Duration::from_millis(200));
+    assert!(!net.peers[1].delivered.contains_key(&(net.ids[2], unseen)));
+    net.side[2] = 0;
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
     net.check_room_messages();
 }
 

@@ -177,6 +177,11 @@ pub struct NodeConfig {
     /// Whether group rooms send over the multicast group (with unicast
     /// repair and fall-back per member) instead of unicast to each member.
     pub group_multicast: bool,
+    /// How long after an epoch change the previous epoch's multicast key
+    /// still opens group frames (frames in flight, members that have not
+    /// yet heard of the change). It is dropped then: a removed member holds
+    /// it, and must not speak in the room for longer than this.
+    pub group_key_grace: Duration,
     /// Whether peers that are not contacts may open a session with us (to
     /// send a first message: a contact request).
     pub accept_strangers: bool,
@@ -198,6 +203,7 @@ impl Default for NodeConfig {
             accept_strangers: true,
             auto_accept_invites: false,
             group_multicast: false,
+            group_key_grace: Duration::from_secs(5),
             wall_clock_millis: 0,
         }
     }
@@ -252,11 +258,15 @@ pub enum DropReason {
     /// A handshake message 1 in a contact's name beyond the rate we answer
     /// them at, per contact or overall.
     HandshakeLimit,
+    /// A multicast group frame carrying an acknowledgement or a NACK: any
+    /// member could have sealed it in another's name, so those travel
+    /// only over the pairwise sessions.
+    GroupFeedback,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -277,6 +287,7 @@ impl DropReason {
         Self::StrangerLimit,
         Self::HandshakeBusy,
         Self::HandshakeLimit,
+        Self::GroupFeedback,
     ];
 
     fn index(self) -> usize {
@@ -653,8 +664,9 @@ struct Group {
     members: BTreeSet<PeerId>,
     /// This epoch's key for multicast frames (from the admin).
     group_key: SecretKey,
-    /// The previous epoch's, for frames still in flight across a change.
-    previous_key: Option<(u32, SecretKey)>,
+    /// The previous epoch's, for frames still in flight across a change,
+    /// until its grace runs out.
+    previous_key: Option<PreviousKey>,
     /// What the room's id derives from, handed on with every invitation;
     /// `None` for a room kept by an older version.
     founding: Option<rooms::RoomFounding>,
@@ -664,7 +676,26 @@ struct Group {
     joined: BTreeMap<PeerId, u32>,
 }
 
+/// A group key of the epoch before the current one, kept for a grace.
+struct PreviousKey {
+    epoch: u32,
+    key: SecretKey,
+    /// From then on it opens nothing and is dropped.
+    until: Instant,
+}
+
 impl Group {
+    /// Moves to `epoch` with `key`, keeping the old key until `until`.
+    fn advance_epoch(&mut self, epoch: u32, key: SecretKey, until: Instant) {
+        let old = std::mem::replace(&mut self.group_key, key);
+        self.previous_key = Some(PreviousKey {
+            epoch: self.epoch,
+            key: old,
+            until,
+        });
+        self.epoch = epoch;
+    }
+
     /// Members the list gained start at the current epoch; members it lost
     /// are forgotten (back later, they start again from then).
     fn note_joined(&mut self) {
@@ -1193,6 +1224,7 @@ impl Node {
         // A shell that forgot to end its burst still gets its messages.
         self.in_burst = false;
         self.verify_unverified(now);
+        self.expire_group_keys(now);
         self.reliable.handle_timeout(now);
         let due: Vec<PeerId> = self
             .peers

@@ -213,6 +213,8 @@ pub enum PacketError {
     NotMember,
     #[error("group frame carrying a packet of another room")]
     WrongRoom,
+    #[error("group frame carrying an acknowledgement or a NACK")]
+    FeedbackInGroup,
 }
 
 impl Packet {
@@ -539,6 +541,13 @@ pub struct Stats {
     /// Repairs sent once to the group because several members lost the
     /// same packet.
     pub group_repairs: u64,
+    /// ACKs and NACKs that came in a group frame, dropped: such a frame
+    /// does not prove which member sent it.
+    pub group_feedback: u64,
+    /// Packets in a group frame that named a new session for a stream we
+    /// already hear, dropped: a sender's restart is believed only from a
+    /// packet over the pairwise session (its next repair).
+    pub group_session_switches: u64,
 }
 
 /// Current buffer occupancy, to check that nothing grows without bound.
@@ -818,7 +827,11 @@ impl RecvStream {
             buffered_bytes: 0,
             unconfirmed: VecDeque::new(),
             stored: low,
-            refused: Vec::new(),
+            // What a stream starts above was not stored here: if the sender
+            // still has any of it (the first `low` came in a group frame,
+            // which any member can forge), it reads as refused, never as
+            // delivered.
+            refused: if low > 0 { vec![(0, low)] } else { Vec::new() },
             largest: None,
             largest_at: None,
             announced: low,
@@ -1113,7 +1126,7 @@ impl Reliable {
         if let Some(stream) = self.streams.get_mut(&(room, from))
             && stream.unconfirmed.iter().any(|(end, _)| *end == seq)
         {
-            add_refused(&mut stream.refused, seq);
+            add_refused(&mut stream.refused, seq, seq + 1);
         }
         self.confirm_stored(now, room, from, seq);
     }
@@ -1174,9 +1187,13 @@ impl Reliable {
     }
 
     /// Handles one packet that came in a group frame of `room`. A frame
-    /// proves only that some member of `room` sealed it, so its packet must
-    /// be about `room`: one naming another room (say, the direct room of
-    /// the member it claims to come from) is dropped.
+    /// proves only that some member of `room` sealed it, not which one
+    /// (`from` is the claimed sender), so its packet must be about `room`:
+    /// one naming another room (say, the direct room of the member it
+    /// claims to come from) is dropped. So is an ACK or a NACK: what a
+    /// member says about its own receipt goes only over the pairwise
+    /// session that proves who it is (we never send one to the group), or
+    /// any member could acknowledge in another's name.
     pub fn handle_group_datagram(
         &mut self,
         now: Instant,
@@ -1212,6 +1229,10 @@ impl Reliable {
             self.stats.foreign += 1;
             return Err(PacketError::WrongRoom);
         }
+        if bound_to.is_some() && matches!(packet, Packet::Ack { .. } | Packet::Nack { .. }) {
+            self.stats.group_feedback += 1;
+            return Err(PacketError::FeedbackInGroup);
+        }
         let Some(state) = self.rooms.get(&room) else {
             self.stats.foreign += 1;
             return Err(PacketError::UnknownRoom);
@@ -1221,6 +1242,9 @@ impl Reliable {
             return Err(PacketError::NotMember);
         }
         self.heard(now, from);
+        // A packet over the pairwise session is the claimed sender's own; one
+        // in a group frame may have been sealed by any member of the room.
+        let authenticated = bound_to.is_none();
         match packet {
             Packet::Data {
                 session,
@@ -1237,7 +1261,7 @@ impl Reliable {
                     now,
                     room,
                     from,
-                    via,
+                    (via, authenticated),
                     session,
                     low,
                     seq,
@@ -1290,7 +1314,7 @@ impl Reliable {
             }
             Packet::Heartbeat {
                 session, low, next, ..
-            } => self.on_heartbeat(now, room, from, via, session, low, next),
+            } => self.on_heartbeat(now, room, from, (via, authenticated), session, low, next),
         }
         Ok(())
     }
@@ -2041,7 +2065,7 @@ impl Reliable {
         now: Instant,
         room: RoomId,
         from: PeerId,
-        via: Via,
+        (via, authenticated): (Via, bool),
         session: u64,
         low: u64,
         seq: u64,
@@ -2052,13 +2076,14 @@ impl Reliable {
         let Some(stream) = stream_entry(
             &mut self.streams,
             &mut self.peers,
+            &mut self.stats,
             (room, from),
-            session,
+            (session, authenticated),
             low,
         ) else {
             return;
         };
-        let skipped = skip_to(stream, low);
+        let skipped = skip_to(stream, low, authenticated);
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
         };
@@ -2116,7 +2141,7 @@ impl Reliable {
         now: Instant,
         room: RoomId,
         from: PeerId,
-        via: Via,
+        (via, authenticated): (Via, bool),
         session: u64,
         low: u64,
         next: u64,
@@ -2124,13 +2149,14 @@ impl Reliable {
         let Some(stream) = stream_entry(
             &mut self.streams,
             &mut self.peers,
+            &mut self.stats,
             (room, from),
-            session,
+            (session, authenticated),
             low,
         ) else {
             return;
         };
-        let skipped = skip_to(stream, low);
+        let skipped = skip_to(stream, low, authenticated);
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.reassembly_bytes = peer.reassembly_bytes.saturating_sub(skipped);
         }
@@ -2385,12 +2411,15 @@ fn data_packet(
 }
 
 /// Finds or creates the stream of `from` in `room`, handling sender restarts.
-/// `None` for stragglers of a retired session.
+/// `None` for stragglers of a retired session, and for a new session named
+/// by a packet that is not `authenticated` as `from`'s (any member can seal
+/// a group frame in `from`'s name, and a switch retires the real session).
 fn stream_entry<'a>(
     streams: &'a mut HashMap<(RoomId, PeerId), RecvStream>,
     peers: &mut HashMap<PeerId, PeerState>,
+    stats: &mut Stats,
     (room, from): (RoomId, PeerId),
-    session: u64,
+    (session, authenticated): (u64, bool),
     low: u64,
 ) -> Option<&'a mut RecvStream> {
     let stream = streams
@@ -2398,6 +2427,10 @@ fn stream_entry<'a>(
         .or_insert_with(|| RecvStream::new(session, low));
     if stream.session != session {
         if stream.retired.contains(&session) {
+            return None;
+        }
+        if !authenticated {
+            stats.group_session_switches += 1;
             return None;
         }
         // The sender restarted: start over; the duplicate filter is global.
@@ -2440,20 +2473,22 @@ fn schedule_ack(stream: &mut RecvStream, due: Instant) {
 }
 
 /// Moves `stored` over confirmed deliveries; `true` if it moved.
-/// Adds `seq` to the refused ranges, merging it with a neighbour; over
-/// `MAX_RANGES` the two oldest ranges merge, which may take in messages
-/// that were stored (their senders then send them again, and the duplicate
-/// is acknowledged as stored): a refusal is never lost.
-fn add_refused(refused: &mut Vec<(u64, u64)>, seq: u64) {
-    if let Some(last) = refused.last_mut()
-        && last.1 == seq
-    {
-        last.1 = seq + 1;
-        return;
-    }
-    refused.push((seq, seq + 1));
+/// Adds `start..end` to the refused ranges, merging it with its
+/// neighbours; over `MAX_RANGES` the two oldest ranges merge, which may take
+/// in messages that were stored (their senders then send them again, and
+/// the duplicate is acknowledged as stored): a refusal is never lost.
+fn add_refused(refused: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    refused.push((start, end));
     refused.sort_unstable();
-    if refused.len() > MAX_RANGES {
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(refused.len());
+    for &(start, end) in refused.iter() {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    *refused = merged;
+    while refused.len() > MAX_RANGES {
         let second = refused.remove(1);
         refused[0].1 = second.1;
     }
@@ -2479,13 +2514,19 @@ fn advance_stored(stream: &mut RecvStream) -> bool {
 
 /// The sender no longer has anything below `low`: skip it. Returns the
 /// buffered bytes freed.
-fn skip_to(stream: &mut RecvStream, low: u64) -> usize {
+fn skip_to(stream: &mut RecvStream, low: u64, authenticated: bool) -> usize {
     // The sender has settled everything below `low`: its refusals no longer
-    // need reporting.
-    stream.refused.retain(|&(_, end)| end > low);
+    // need reporting. Only the sender itself says so: a `low` in a group
+    // frame may be another member's forgery.
+    if authenticated {
+        stream.refused.retain(|&(_, end)| end > low);
+    }
     if low <= stream.next {
         return 0;
     }
+    // Nothing skipped was stored here. If the sender still has any of it
+    // (the `low` was forged), the next ACK must not pass for "stored".
+    add_refused(&mut stream.refused, stream.next, low);
     let keep = stream.buf.split_off(&low);
     let dropped: usize = stream.buf.values().map(|f| f.chunk.len()).sum();
     stream.buffered_bytes -= dropped;

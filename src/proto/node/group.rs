@@ -11,16 +11,17 @@
 //! authenticate its claimed sender to the shell (no address is learned from
 //! it). Members that miss frames are repaired by the reliable layer (NACKs,
 //! unicast fall-back), and the previous epoch's key is kept for frames in
-//! flight across a change.
+//! flight across a change, for `NodeConfig::group_key_grace` only (a removed
+//! member holds it).
 
 use std::time::Instant;
 
 use rand::Rng;
 
-use super::{DropReason, Frame, Node, NodeTransmit};
+use super::{DropReason, Frame, Node, NodeTransmit, RoomKind};
 use crate::proto::crypto::{open_group_frame, seal_group_frame};
 use crate::proto::ids::{PeerId, RoomId};
-use crate::proto::reliable::Destination;
+use crate::proto::reliable::{Destination, PacketError};
 
 /// What binds a frame to its sender, room and epoch.
 fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
@@ -69,6 +70,11 @@ impl Node {
             // Our own frame, looped back by the host.
             return Ok(None);
         }
+        if let Some(group) = self.group_mut(&room)
+            && group.previous_key.as_ref().is_some_and(|p| p.until <= now)
+        {
+            group.previous_key = None;
+        }
         let group = self.group(&room).ok_or(DropReason::GroupUnsupported)?;
         if !group.members.contains(&from) {
             return Err(DropReason::GroupUnsupported);
@@ -79,7 +85,7 @@ impl Node {
             &group.group_key
         } else {
             match &group.previous_key {
-                Some((previous, key)) if *previous == epoch => key,
+                Some(previous) if previous.epoch == epoch => &previous.key,
                 _ => return Err(DropReason::GroupUnsupported),
             }
         };
@@ -88,8 +94,23 @@ impl Node {
         self.stats.group_received += 1;
         self.reliable
             .handle_group_datagram(now, from, room, &packet)
-            .map_err(|_| DropReason::ReliableRejected)?;
+            .map_err(|error| match error {
+                PacketError::FeedbackInGroup => DropReason::GroupFeedback,
+                _ => DropReason::ReliableRejected,
+            })?;
         // Membership, not identity: nothing the shell should learn from.
         Ok(None)
+    }
+
+    /// Drops every previous epoch's group key whose grace ran out (a frame
+    /// of the room drops it on arrival too): a removed member holds it.
+    pub(super) fn expire_group_keys(&mut self, now: Instant) {
+        for state in self.rooms.values_mut() {
+            if let RoomKind::Group(group) = &mut state.kind
+                && group.previous_key.as_ref().is_some_and(|p| p.until <= now)
+            {
+                group.previous_key = None;
+            }
+        }
     }
 }

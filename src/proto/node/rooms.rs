@@ -295,7 +295,7 @@ impl Node {
         self.check_contact(&peer)?;
         self.check_member_keys(&room, None)?;
         let old = self.others(&room);
-        self.next_epoch(&room, |members| {
+        self.next_epoch(now, &room, |members| {
             members.insert(peer);
         });
         for member in old {
@@ -322,7 +322,7 @@ impl Node {
             return Err(NodeError::NotMember(peer));
         }
         self.check_member_keys(&room, Some(peer))?;
-        self.next_epoch(&room, |members| {
+        self.next_epoch(now, &room, |members| {
             members.remove(&peer);
         });
         for member in self.others(&room) {
@@ -744,11 +744,10 @@ impl Node {
             return Err(DropReason::Foreign);
         }
         self.learn_contacts(now, publics);
+        let until = now + self.config.group_key_grace;
         if let Some(group) = self.group_mut(&room) {
-            let old_key = std::mem::replace(&mut group.group_key, update.group_key);
-            group.previous_key = Some((group.epoch, old_key));
+            group.advance_epoch(epoch, update.group_key, until);
             group.members = ids;
-            group.epoch = epoch;
             group.note_joined();
         }
         self.rekey(now, room);
@@ -775,7 +774,7 @@ impl Node {
         }
         let now_admin = group.admin == me;
         if now_admin {
-            self.next_epoch(&room, |_| {});
+            self.next_epoch(now, &room, |_| {});
             for member in self.others(&room) {
                 self.send_members(now, room, member);
             }
@@ -913,14 +912,19 @@ impl Node {
 
     /// The admin starts a new epoch: changes the members, bumps the epoch
     /// and draws the new multicast key (the old one stays for frames in
-    /// flight).
-    fn next_epoch(&mut self, room: &RoomId, change: impl FnOnce(&mut BTreeSet<PeerId>)) {
+    /// flight, for `group_key_grace`).
+    fn next_epoch(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        change: impl FnOnce(&mut BTreeSet<PeerId>),
+    ) {
         let key = SecretKey::random(&mut self.rng);
+        let until = now + self.config.group_key_grace;
         if let Some(group) = self.group_mut(room) {
             change(&mut group.members);
-            let old_key = std::mem::replace(&mut group.group_key, key);
-            group.previous_key = Some((group.epoch, old_key));
-            group.epoch += 1;
+            let epoch = group.epoch + 1;
+            group.advance_epoch(epoch, key, until);
             group.note_joined();
         }
     }
@@ -947,7 +951,7 @@ impl Node {
         self.rooms.get(room).and_then(RoomState::group)
     }
 
-    fn group_mut(&mut self, room: &RoomId) -> Option<&mut Group> {
+    pub(super) fn group_mut(&mut self, room: &RoomId) -> Option<&mut Group> {
         match &mut self.rooms.get_mut(room)?.kind {
             RoomKind::Group(group) => Some(group),
             RoomKind::Direct { .. } => None,
