@@ -11,8 +11,10 @@
 //! The avahi interop test also needs a mount namespace (`unshare -rnm`), a
 //! private `dbus-daemon` and avahi's programs (apt `avahi-daemon
 //! avahi-utils`, or unpacked under `$KITH_AVAHI_ROOT`); without them it
-//! prints why it skipped. It starts its own dbus-daemon and avahi-daemon
-//! only inside the private namespace, and they die with the test.
+//! prints why it skipped, except under `CI=true` (set by `.ci/run`, which
+//! installs avahi), where it fails instead. It starts its own dbus-daemon
+//! and avahi-daemon only inside the private namespace, and they die with
+//! the test.
 //!
 //! The pure parts (TXT validation, names, interface specs) are tested
 //! directly.
@@ -867,22 +869,40 @@ fn spawn_until(
     }
 }
 
+/// Whether this is CI: `CI=true`, which `.ci/run` sets (as do the usual CI
+/// services). CI installs avahi, so there the interop test must run.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// The avahi test cannot run here: on a developer's machine it prints why
+/// and passes; in CI it fails, so a broken set-up cannot pass unnoticed.
+fn skip_avahi_test(reason: &str) {
+    assert!(
+        !in_ci(),
+        "CI=true, yet the avahi interop test cannot run: {reason}"
+    );
+    println!("SKIPPED mdns test: {reason}");
+}
+
 #[test]
 fn mdns_interop_with_avahi() {
     if !in_child() {
-        run_in_private_netns("mdns_interop_with_avahi", "-rnm");
+        // A skip inside the child already failed it under CI; this catches
+        // the parent's own (no usable `unshare`).
+        let ran = run_in_private_netns("mdns_interop_with_avahi", "-rnm");
+        assert!(
+            ran || !in_ci(),
+            "CI=true, yet the avahi interop test was skipped (see the SKIPPED line above)"
+        );
         return;
     }
     let avahi = match Avahi::find() {
         Ok(avahi) => avahi,
-        Err(reason) => {
-            println!("SKIPPED mdns test: {reason}");
-            return;
-        }
+        Err(reason) => return skip_avahi_test(&reason),
     };
     if let Err(reason) = prepare_veth_pair() {
-        println!("SKIPPED mdns test: {reason}");
-        return;
+        return skip_avahi_test(&reason);
     }
     let dir =
         RemoveOnDrop(std::env::temp_dir().join(format!("kith-avahi-test-{}", std::process::id())));
