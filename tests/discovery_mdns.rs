@@ -11,7 +11,10 @@
 //! The avahi interop test also needs a mount namespace (`unshare -rnm`), a
 //! private `dbus-daemon` and avahi's programs (apt `avahi-daemon
 //! avahi-utils`, or unpacked under `$KITH_AVAHI_ROOT`); without them it
-//! prints why it skipped.
+//! prints why it skipped, except under `CI=true` (set by `.ci/run`, which
+//! installs avahi), where it fails instead. It starts its own dbus-daemon
+//! and avahi-daemon only inside the private namespace, and they die with
+//! the test.
 //!
 //! The pure parts (TXT validation, names, interface specs) are tested
 //! directly.
@@ -682,8 +685,11 @@ impl Avahi {
         })
     }
 
+    /// A command for one of avahi's programs, talking to the private bus
+    /// only (never to a system bus outside the namespace).
     fn command(&self, program: &PathBuf, bus: &str) -> Command {
         let mut command = Command::new(program);
+        dies_with_test(&mut command);
         command.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
         if let Some(path) = &self.library_path {
             command.env("LD_LIBRARY_PATH", path);
@@ -727,18 +733,30 @@ fn prepare_veth_pair() -> Result<(), String> {
 /// `avahi` user for avahi-daemon to look up, and configuration files for a
 /// private system bus and avahi-daemon on `v0` only. Returns the bus
 /// configuration and the avahi configuration paths.
+///
+/// avahi-daemon creates `/run/avahi-daemon`, chowns it to the `avahi` user
+/// and refuses to start unless the owner then matches, even with
+/// `--no-drop-root`. Only uid 0 exists in the user namespace, so the
+/// private `avahi` user must be uid 0, and it must replace the system's
+/// entry (the avahi-daemon package adds one with its own uid), because the
+/// lookup returns the first match.
 fn prepare_avahi_files(dir: &std::path::Path) -> Result<(PathBuf, PathBuf), String> {
     let io = |e: std::io::Error| format!("avahi test setup: {e}");
     std::fs::create_dir_all(dir).map_err(io)?;
     run("mount", &["-t", "tmpfs", "tmpfs", "/run"])?;
     std::fs::create_dir_all("/run/avahi-daemon").map_err(io)?;
-    for (file, extra) in [
+    for (file, entry) in [
         ("passwd", "avahi:x:0:0:avahi:/:/usr/sbin/nologin\n"),
         ("group", "avahi:x:0:\n"),
     ] {
         let system = format!("/etc/{file}");
-        let mut text = std::fs::read_to_string(&system).map_err(io)?;
-        text.push_str(extra);
+        let mut text: String = std::fs::read_to_string(&system)
+            .map_err(io)?
+            .lines()
+            .filter(|line| !line.starts_with("avahi:"))
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        text.push_str(entry);
         let private = dir.join(file);
         std::fs::write(&private, text).map_err(io)?;
         let private = private.to_string_lossy().into_owned();
@@ -778,8 +796,27 @@ fn prepare_avahi_files(dir: &std::path::Path) -> Result<(PathBuf, PathBuf), Stri
     Ok((bus_conf, avahi_conf))
 }
 
+/// Makes the helper `command` starts die with the test process, however
+/// the test ends (even killed), so no dbus-daemon or avahi-daemon outlives
+/// it and keeps the private namespace alive.
+fn dies_with_test(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls prctl, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Starts `command` with a piped stream and waits (bounded) until a line
-/// containing `ready` appears on it; returns the child and that line.
+/// containing `ready` appears on it; returns the child and that line. If
+/// the program exits or stays silent instead, the error quotes what it
+/// printed, so a failed start explains itself.
 fn spawn_until(
     mut command: Command,
     stderr: bool,
@@ -791,7 +828,7 @@ fn spawn_until(
     } else {
         command.stdout(stdio());
     }
-    let mut child = command
+    let mut child = dies_with_test(&mut command)
         .spawn()
         .map_err(|e| format!("spawn {command:?}: {e}"))?;
     let stream: Box<dyn std::io::Read + Send> = if stderr {
@@ -800,39 +837,72 @@ fn spawn_until(
         Box::new(child.stdout.take().expect("stdout was piped above"))
     };
     let (tx, rx) = mpsc::channel();
+    // Reads to the end, even after `ready`: a full pipe would block the
+    // program's next write.
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { return };
-            if line.contains(ready) {
-                let _ = tx.send(line);
-            }
+            let _ = tx.send(line);
         }
     });
-    match rx.recv_timeout(FIND_TIMEOUT) {
-        Ok(line) => Ok((child, line)),
-        Err(_) => {
-            let _ = child.kill();
-            Err(format!("{command:?} did not print {ready:?}"))
-        }
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    let mut printed = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let why = match rx.recv_timeout(left) {
+            Ok(line) if line.contains(ready) => return Ok((child, line)),
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => format!("did not print {ready:?} in time"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => format!("ended before {ready:?}"),
+        };
+        let _ = child.kill();
+        let status = child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        return Err(format!(
+            "{command:?} {why} ({status}); it printed:\n{printed}"
+        ));
     }
+}
+
+/// Whether this is CI: `CI=true`, which `.ci/run` sets (as do the usual CI
+/// services). CI installs avahi, so there the interop test must run.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// The avahi test cannot run here: on a developer's machine it prints why
+/// and passes; in CI it fails, so a broken set-up cannot pass unnoticed.
+fn skip_avahi_test(reason: &str) {
+    assert!(
+        !in_ci(),
+        "CI=true, yet the avahi interop test cannot run: {reason}"
+    );
+    println!("SKIPPED mdns test: {reason}");
 }
 
 #[test]
 fn mdns_interop_with_avahi() {
     if !in_child() {
-        run_in_private_netns("mdns_interop_with_avahi", "-rnm");
+        // A skip inside the child already failed it under CI; this catches
+        // the parent's own (no usable `unshare`).
+        let ran = run_in_private_netns("mdns_interop_with_avahi", "-rnm");
+        assert!(
+            ran || !in_ci(),
+            "CI=true, yet the avahi interop test was skipped (see the SKIPPED line above)"
+        );
         return;
     }
     let avahi = match Avahi::find() {
         Ok(avahi) => avahi,
-        Err(reason) => {
-            println!("SKIPPED mdns test: {reason}");
-            return;
-        }
+        Err(reason) => return skip_avahi_test(&reason),
     };
     if let Err(reason) = prepare_veth_pair() {
-        println!("SKIPPED mdns test: {reason}");
-        return;
+        return skip_avahi_test(&reason);
     }
     let dir =
         RemoveOnDrop(std::env::temp_dir().join(format!("kith-avahi-test-{}", std::process::id())));
