@@ -131,8 +131,13 @@ impl Node {
                     };
                     if snapshot.reserved {
                         // Nothing at or after it was sealed: go on from
-                        // there, and reserve again only when sealing.
+                        // there, and reserve again only when sealing. (The
+                        // fresh chain the room was made with asked for a
+                        // reservation of its own: it is gone, and so is
+                        // that request, or every start would move the
+                        // chain ahead again.)
                         room.reserved = restored.next_seq();
+                        self.dirty_chains.remove(&(chain, Dirty::Sending));
                     } else if restored.skip(RESTORE_MARGIN).is_ok() {
                         room.reserved = 0;
                         self.dirty_chains.insert((chain, Dirty::Sending));

@@ -1423,3 +1423,50 @@ fn a_new_member_takes_no_key_origin_or_envelope_from_before_it_joined() {
     assert!(!b.can_read(&room, 0, &a.peer_id()));
     assert_eq!(b.stats().dropped(DropReason::Foreign), foreign + 3);
 }
+
+/// Issue 18, item 1, as the real binary showed it: a node restarted again
+/// and again without sending keeps its chain where its reservation is.
+/// (Making the contact's direct room at start drew a fresh chain that asked
+/// for a reservation; that request outlived the restore and moved the
+/// restored chain 64 positions at every start, so after ~66 idle starts its
+/// next message was too far ahead for the receiver to open on arrival.)
+#[test]
+fn idle_restarts_do_not_move_a_restored_chain() {
+    let now = Instant::now();
+    let peer = identity(2).public();
+    let mut store: HashMap<(ChainId, u8), ChainSnapshot> = HashMap::new();
+    let keep = |updates: Vec<ChainSnapshot>, store: &mut HashMap<_, _>| {
+        for snapshot in updates {
+            store.insert((snapshot.chain, snapshot.role.to_u8()), snapshot);
+        }
+    };
+    let mut first = node(1, now);
+    first.add_contact(now, peer.clone());
+    first
+        .send_direct(now, peer.peer_id(), "hello")
+        .expect("send");
+    keep(first.take_reservations(), &mut store);
+    keep(first.take_chain_updates(), &mut store);
+    let sending = |store: &HashMap<(ChainId, u8), ChainSnapshot>| {
+        store
+            .values()
+            .find(|s| s.role == crate::proto::crypto::ChainRole::Sending)
+            .map(|s| s.next_seq)
+            .expect("a sending chain is stored")
+    };
+    let reserved = sending(&store);
+    for run in 0..100u64 {
+        let mut restarted = Node::new(
+            identity(1),
+            NodeConfig::default(),
+            StdRng::seed_from_u64(5000 + run),
+            now,
+        );
+        restarted.add_contact(now, peer.clone());
+        restarted.restore_chains(store.values().cloned().collect());
+        restarted.resume(now);
+        keep(restarted.take_reservations(), &mut store);
+        keep(restarted.take_chain_updates(), &mut store);
+    }
+    assert_eq!(sending(&store), reserved, "100 idle starts moved nothing");
+}
