@@ -1208,7 +1208,7 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
                     missing.remove(&id);
                 }
                 Ok(Event::Undecryptable { id, .. }) => {
-                    eprintln!("stored unreadable: {:?}", want.get(&id));
+                    panic!("stored unreadable on arrival: {:?}", want.get(&id));
                 }
                 Ok(_) => {}
                 Err(_) => {

@@ -476,12 +476,20 @@ fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
         a = DaemonProcess::start(&data_a, a_addr, std::slice::from_ref(&peer_b));
     }
     let mut missing: HashSet<MessageId> = sent.iter().map(|(id, _)| *id).collect();
+    let mut unreadable = 0;
     collect_until(&b_events, |event| {
-        if let Event::MessageReceived { id, .. } = event {
-            missing.remove(id);
+        match event {
+            Event::MessageReceived { id, .. } => {
+                missing.remove(id);
+            }
+            Event::Undecryptable { .. } => unreadable += 1,
+            _ => {}
         }
         missing.is_empty()
     });
+    // Readable on arrival, not only later: the sender's chain did not run
+    // ahead of what B ratchets (it did by 64 positions per start before).
+    assert_eq!(unreadable, 0, "every message readable when it came");
     let status = b.status().expect("B answers");
     let rejected = status
         .counters()
