@@ -32,8 +32,11 @@ use kith::registry::{RegistryConfig, RegistryState};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+/// A check: `true` if the input was accepted.
+pub type Check = fn(&[u8]) -> bool;
+
 /// Every target: its name (the fuzz target and corpus directory) and check.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("datagram", datagram),
     ("reliable_packet", reliable_packet),
     ("envelope", envelope),
