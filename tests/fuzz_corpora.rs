@@ -43,6 +43,7 @@ fn corpus_root() -> PathBuf {
 #[test]
 fn every_corpus_file_passes_its_targets_checks() {
     let started = Instant::now();
+    let working = std::env::var_os("KITH_FUZZ_CORPUS").is_some();
     let mut dirs = BTreeSet::new();
     let mut files = 0;
     for entry in std::fs::read_dir(corpus_root()).expect("fuzz/corpus exists") {
@@ -51,10 +52,11 @@ fn every_corpus_file_passes_its_targets_checks() {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("UTF-8 name");
-        let (_, check) = checks::TARGETS
-            .iter()
-            .find(|(target, _)| *target == name)
-            .unwrap_or_else(|| panic!("corpus {name} has no fuzz target"));
+        let Some((_, check)) = checks::TARGETS.iter().find(|(target, _)| *target == name) else {
+            // A working directory may hold more than corpora (logs).
+            assert!(working, "corpus {name} has no fuzz target");
+            continue;
+        };
         for file in std::fs::read_dir(&dir).expect("corpus directory") {
             let path = file.expect("readable corpus file").path();
             let bytes = std::fs::read(&path).expect("readable corpus file");
@@ -67,7 +69,9 @@ fn every_corpus_file_passes_its_targets_checks() {
         dirs.insert(name.to_owned());
     }
     let targets: BTreeSet<String> = checks::TARGETS.iter().map(|(t, _)| t.to_string()).collect();
-    assert_eq!(dirs, targets, "every target has a corpus, and no more");
+    if !working {
+        assert_eq!(dirs, targets, "every target has a corpus, and no more");
+    }
     eprintln!("{files} corpus files in {:?}", started.elapsed());
 }
 
