@@ -163,3 +163,40 @@ fn largest_frames_fit_one_datagram() {
         assert!(bytes.len() <= MAX_DATAGRAM);
     }
 }
+
+/// Found by the `group_frame` fuzzer: MessagePack arrays nested hundreds
+/// deep made the decoder recurse once per level (rmp-serde allows 1024),
+/// and a debug build overflowed a 2 MiB thread stack, aborting the process
+/// on an 839-byte packet. Every MessagePack decoder of outside bytes now
+/// refuses such nesting with an error; run here on a small stack.
+#[test]
+fn deeply_nested_messagepack_is_refused_not_a_stack_overflow() {
+    use kith::proto::node::Control;
+    use kith::proto::reliable::Packet;
+    use kith::registry::wire::{Answer, Message, Registration};
+
+    // A struct (as a map) with an unknown field `x` holding `[[[...nil]]]`:
+    // serde skips an unknown field's value, however deep it is.
+    let strukt = [&[0x81, 0xa1, b'x'][..], &vec![0x91; 1_000], &[0xc0]].concat();
+    // An enum: `{0: struct}`, variant 0.
+    let enumeration = [&[0x81, 0x00][..], &strukt].concat();
+    let datagram = [&MAGIC[..], &[VERSION], &strukt].concat();
+    let registry = [&b"kr"[..], &[1], &enumeration].concat();
+    let versioned = [&[1u8][..], &enumeration].concat();
+    // The fuzzer's own input, opened from its group frame.
+    let found = include_bytes!("../fuzz/corpus/group_frame/crash-nesting-depth");
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            assert!(Datagram::parse(&datagram).is_err());
+            assert!(Packet::decode(&versioned).is_err());
+            assert!(Packet::decode(found).is_err());
+            assert!(Control::decode(&versioned).is_err());
+            assert!(Message::parse(&registry).is_err());
+            assert!(Registration::parse(&strukt).is_err());
+            assert!(Answer::parse(&strukt).is_err());
+        })
+        .expect("spawn")
+        .join()
+        .expect("no decoder overflows its stack");
+}

@@ -340,18 +340,20 @@ fn serve(stream: &UnixStream, shared: &Shared) -> io::Result<()> {
     let Ok(line) = String::from_utf8(line) else {
         return writeln!(&*stream, "err {}", DaemonError::RequestNotText);
     };
-    let line = line.trim_end();
     let mut out = io::BufWriter::new(stream);
+    let request = match Request::parse(line.trim_end()) {
+        Ok(request) => request,
+        Err(error) => return writeln!(out, "err {error}").and(out.flush()),
+    };
     // `listen` keeps the connection: it is served here, not by `answer`.
-    let (verb, format) = line.split_once(' ').unwrap_or((line, ""));
-    if verb == "listen" {
+    if let Request::Listen(format) = request {
         return match listen(stream, format, shared, &mut out) {
             Ok(()) => Ok(()),
             Err(ListenEnd::Refused(error)) => writeln!(out, "err {error}").and(out.flush()),
             Err(ListenEnd::Io(error)) => Err(error),
         };
     }
-    match answer(line, shared, &mut out) {
+    match answer(request, shared, &mut out) {
         Ok(Some(value)) => writeln!(out, "ok {value}")?,
         Ok(None) => {}
         Err(error) => writeln!(out, "err {error}")?,
@@ -371,12 +373,10 @@ enum ListenEnd {
 /// check finds the connection closed) or the daemon stops.
 fn listen(
     stream: &UnixStream,
-    format: &str,
+    format: ListenFormat,
     shared: &Shared,
     out: &mut impl Write,
 ) -> Result<(), ListenEnd> {
-    let format = if format.is_empty() { "json" } else { format };
-    let json = format == "json";
     let (tx, rx) = std::sync::mpsc::channel();
     // "ok" only once the subscription is in place, so a client that acts
     // after reading it sees the events of what it does.
@@ -400,9 +400,9 @@ fn listen(
             // The daemon stopped.
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
-        if json {
+        if format == ListenFormat::Json {
             writeln!(out, "{}", event.to_json()).map_err(ListenEnd::Io)?;
-        } else if format == "all"
+        } else if format == ListenFormat::TextWithMuted
             || !matches!(event, super::Event::MessageReceived { muted: true, .. })
         {
             writeln!(out, "{event}").map_err(ListenEnd::Io)?;
@@ -431,23 +431,21 @@ fn hung_up(stream: &UnixStream) -> bool {
     gone || stream.set_nonblocking(false).is_err()
 }
 
-/// Handles one request; `Ok(None)` means the answer was written already.
+/// Handles one request (any but `listen`); `Ok(None)` means the answer
+/// was written already.
 fn answer(
-    line: &str,
+    parsed: Request,
     shared: &Shared,
     out: &mut impl Write,
 ) -> Result<Option<String>, DaemonError> {
     let (commands, stop) = (&shared.commands, &shared.stop);
-    let mut words = line.split(' ');
     let io = |e: io::Error| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e);
-    match words.next().unwrap_or_default() {
-        "send" => {
-            let to = arg(&mut words, line)?;
-            let text = message_arg(words.next().unwrap_or_default(), line)?;
+    match parsed {
+        Request::Send { to, text } => {
             let id = request(commands, |reply| Command::Send { to, text, reply })??;
             Ok(Some(id.to_hex()))
         }
-        "peers" => {
+        Request::Peers => {
             for peer in request(commands, |reply| Command::Peers { reply })? {
                 writeln!(
                     out,
@@ -468,7 +466,7 @@ fn answer(
             }
             Ok(Some(String::new()))
         }
-        "rooms" => {
+        Request::Rooms => {
             for room in request(commands, |reply| Command::Rooms { reply })? {
                 writeln!(
                     out,
@@ -489,11 +487,7 @@ fn answer(
             }
             Ok(Some(String::new()))
         }
-        "create" => {
-            let name = arg(&mut words, line)?;
-            let members = words
-                .map(|w| decode_arg(w, line))
-                .collect::<Result<Vec<_>, _>>()?;
+        Request::Create { name, members } => {
             let room = request(commands, |reply| Command::CreateRoom {
                 name,
                 members,
@@ -501,22 +495,19 @@ fn answer(
             })??;
             Ok(Some(PeerId(room.0).to_hex()))
         }
-        "invite" | "remove" => {
-            let (room, peer) = (arg(&mut words, line)?, arg(&mut words, line)?);
-            if line.starts_with("invite") {
-                request(commands, |reply| Command::Invite { room, peer, reply })??;
-            } else {
-                request(commands, |reply| Command::RemoveMember {
-                    room,
-                    peer,
-                    reply,
-                })??;
-            }
+        Request::Invite { room, peer } => {
+            request(commands, |reply| Command::Invite { room, peer, reply })??;
             Ok(Some(String::new()))
         }
-        "join" | "decline" => {
-            let room = arg(&mut words, line)?;
-            let accept = line.starts_with("join");
+        Request::Remove { room, peer } => {
+            request(commands, |reply| Command::RemoveMember {
+                room,
+                peer,
+                reply,
+            })??;
+            Ok(Some(String::new()))
+        }
+        Request::Answer { room, accept } => {
             request(commands, |reply| Command::AnswerInvite {
                 room,
                 accept,
@@ -524,14 +515,11 @@ fn answer(
             })??;
             Ok(Some(String::new()))
         }
-        "leave" => {
-            let room = arg(&mut words, line)?;
+        Request::Leave { room } => {
             request(commands, |reply| Command::Leave { room, reply })??;
             Ok(Some(String::new()))
         }
-        "block" | "unblock" => {
-            let peer = arg(&mut words, line)?;
-            let blocked = line.starts_with("block");
+        Request::Block { peer, blocked } => {
             let peer = request(commands, |reply| Command::Block {
                 peer,
                 blocked,
@@ -539,21 +527,7 @@ fn answer(
             })??;
             Ok(Some(peer.to_hex()))
         }
-        "mute" | "unmute" => {
-            let target = arg(&mut words, line)?;
-            let mute = if line.starts_with("unmute") {
-                None
-            } else {
-                match words.next() {
-                    Some("forever") => Some(Mute::Indefinitely),
-                    Some(until) => Some(Mute::Until(
-                        until
-                            .parse()
-                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
-                    )),
-                    None => return Err(DaemonError::UnknownRequest(brief(line))),
-                }
-            };
+        Request::Mute { target, mute } => {
             request(commands, |reply| Command::Mute {
                 target,
                 mute,
@@ -561,14 +535,14 @@ fn answer(
             })??;
             Ok(Some(String::new()))
         }
-        "status" => {
+        Request::Status => {
             let status = super::status(commands, &shared.net)?;
             for (name, value) in status.counters() {
                 writeln!(out, "{name} {value}").map_err(io)?;
             }
             Ok(Some(String::new()))
         }
-        "stop" => {
+        Request::Stop => {
             // Answer first: the process may exit as soon as the stop is
             // requested, and the client must not see a cut-off answer.
             writeln!(out, "ok").map_err(io)?;
@@ -576,25 +550,199 @@ fn answer(
             stop.request_stop();
             Ok(None)
         }
-        "discovery" => {
+        Request::Discovery => {
             let report = request(commands, |reply| Command::Discovery { reply })?;
             for line in report.lines() {
                 writeln!(out, "{line}").map_err(io)?;
             }
             Ok(Some(String::new()))
         }
-        "accept" => {
-            let peer = arg(&mut words, line)?;
+        Request::Accept { peer } => {
             let peer = request(commands, |reply| Command::Accept { peer, reply })??;
             Ok(Some(peer.to_hex()))
         }
-        "blocked" => {
+        Request::Blocked => {
             for peer in request(commands, |reply| Command::Blocked { reply })? {
                 writeln!(out, "{}", peer.to_hex()).map_err(io)?;
             }
             Ok(Some(String::new()))
         }
-        other => Err(DaemonError::UnknownRequest(brief(other))),
+        // `serve` handles a subscription itself; nothing reaches here.
+        Request::Listen(_) => Err(DaemonError::UnknownRequest("listen".to_owned())),
+    }
+}
+
+/// One request line, parsed. Targets, names and text are the user's words
+/// as typed (names are resolved by the daemon), already hex-decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Send {
+        to: String,
+        text: String,
+    },
+    Peers,
+    Blocked,
+    Accept {
+        peer: String,
+    },
+    Rooms,
+    Create {
+        name: String,
+        members: Vec<String>,
+    },
+    Invite {
+        room: String,
+        peer: String,
+    },
+    Remove {
+        room: String,
+        peer: String,
+    },
+    /// `join` (accept) or `decline` an invitation.
+    Answer {
+        room: String,
+        accept: bool,
+    },
+    Leave {
+        room: String,
+    },
+    /// `block` (blocked) or `unblock`.
+    Block {
+        peer: String,
+        blocked: bool,
+    },
+    /// `mute` (`Some`) or `unmute` (`None`).
+    Mute {
+        target: String,
+        mute: Option<Mute>,
+    },
+    Status,
+    Listen(ListenFormat),
+    Stop,
+    Discovery,
+}
+
+impl Request {
+    /// Parses an untrusted request line (newline excluded). Never panics;
+    /// the error is the sentence the client is sent.
+    pub fn parse(line: &str) -> Result<Request, DaemonError> {
+        let mut words = line.split(' ');
+        let verb = words.next().unwrap_or_default();
+        Ok(match verb {
+            "send" => {
+                let to = arg(&mut words, line)?;
+                let text = message_arg(words.next().unwrap_or_default(), line)?;
+                Request::Send { to, text }
+            }
+            "peers" => Request::Peers,
+            "blocked" => Request::Blocked,
+            "accept" => Request::Accept {
+                peer: arg(&mut words, line)?,
+            },
+            "rooms" => Request::Rooms,
+            "create" => Request::Create {
+                name: arg(&mut words, line)?,
+                members: words
+                    .map(|w| decode_arg(w, line))
+                    .collect::<Result<Vec<_>, _>>()?,
+            },
+            "invite" => Request::Invite {
+                room: arg(&mut words, line)?,
+                peer: arg(&mut words, line)?,
+            },
+            "remove" => Request::Remove {
+                room: arg(&mut words, line)?,
+                peer: arg(&mut words, line)?,
+            },
+            "join" | "decline" => Request::Answer {
+                room: arg(&mut words, line)?,
+                accept: verb == "join",
+            },
+            "leave" => Request::Leave {
+                room: arg(&mut words, line)?,
+            },
+            "block" | "unblock" => Request::Block {
+                peer: arg(&mut words, line)?,
+                blocked: verb == "block",
+            },
+            "mute" => {
+                let target = arg(&mut words, line)?;
+                let mute = match words.next() {
+                    Some("forever") => Mute::Indefinitely,
+                    Some(until) => Mute::Until(
+                        until
+                            .parse()
+                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
+                    ),
+                    None => return Err(DaemonError::UnknownRequest(brief(line))),
+                };
+                Request::Mute {
+                    target,
+                    mute: Some(mute),
+                }
+            }
+            "unmute" => Request::Mute {
+                target: arg(&mut words, line)?,
+                mute: None,
+            },
+            "status" => Request::Status,
+            "listen" => Request::Listen(match words.next().unwrap_or("json") {
+                "json" => ListenFormat::Json,
+                "text" => ListenFormat::Text,
+                "all" => ListenFormat::TextWithMuted,
+                _ => return Err(DaemonError::UnknownRequest(brief(line))),
+            }),
+            "stop" => Request::Stop,
+            "discovery" => Request::Discovery,
+            other => return Err(DaemonError::UnknownRequest(brief(other))),
+        })
+    }
+
+    /// The request line (newline excluded), as a client sends it.
+    pub fn emit(&self) -> String {
+        let hex = |text: &String| hex_encode(text.as_bytes());
+        match self {
+            Request::Send { to, text } => format!("send {} {}", hex(to), hex(text)),
+            Request::Peers => "peers".to_owned(),
+            Request::Blocked => "blocked".to_owned(),
+            Request::Accept { peer } => format!("accept {}", hex(peer)),
+            Request::Rooms => "rooms".to_owned(),
+            Request::Create { name, members } => {
+                let mut line = format!("create {}", hex(name));
+                for member in members {
+                    line.push(' ');
+                    line.push_str(&hex(member));
+                }
+                line
+            }
+            Request::Invite { room, peer } => format!("invite {} {}", hex(room), hex(peer)),
+            Request::Remove { room, peer } => format!("remove {} {}", hex(room), hex(peer)),
+            Request::Answer { room, accept } => {
+                let verb = if *accept { "join" } else { "decline" };
+                format!("{verb} {}", hex(room))
+            }
+            Request::Leave { room } => format!("leave {}", hex(room)),
+            Request::Block { peer, blocked } => {
+                let verb = if *blocked { "block" } else { "unblock" };
+                format!("{verb} {}", hex(peer))
+            }
+            Request::Mute { target, mute } => match mute {
+                None => format!("unmute {}", hex(target)),
+                Some(Mute::Indefinitely) => format!("mute {} forever", hex(target)),
+                Some(Mute::Until(until)) => format!("mute {} {until}", hex(target)),
+            },
+            Request::Status => "status".to_owned(),
+            Request::Listen(format) => format!(
+                "listen {}",
+                match format {
+                    ListenFormat::Json => "json",
+                    ListenFormat::Text => "text",
+                    ListenFormat::TextWithMuted => "all",
+                }
+            ),
+            Request::Stop => "stop".to_owned(),
+            Request::Discovery => "discovery".to_owned(),
+        }
     }
 }
 
@@ -702,11 +850,11 @@ impl Client {
     /// Sends `text` to `to` (a peer or room as the user typed it);
     /// returns the message id (hex).
     pub fn send(self, to: &str, text: &str) -> Result<String, ControlError> {
-        let line = format!(
-            "send {} {}",
-            hex_encode(to.as_bytes()),
-            hex_encode(text.as_bytes())
-        );
+        let line = Request::Send {
+            to: to.to_owned(),
+            text: text.to_owned(),
+        }
+        .emit();
         self.request(&line).map(|(_, id)| id)
     }
 
@@ -729,14 +877,9 @@ impl Client {
         mut each: impl FnMut(&str) -> io::Result<()>,
     ) -> Result<(), ControlError> {
         let mut reader = self.reader;
-        let format = match format {
-            ListenFormat::Json => "json",
-            ListenFormat::Text => "text",
-            ListenFormat::TextWithMuted => "all",
-        };
         // A daemon that refused at once (too many connections) may have
         // closed before the request is written: read its reason anyway.
-        let written = writeln!(reader.get_mut(), "listen {format}");
+        let written = writeln!(reader.get_mut(), "{}", Request::Listen(format).emit());
         let mut first = String::new();
         reader.read_line(&mut first)?;
         written?;
@@ -794,5 +937,99 @@ mod tests {
         assert_eq!(hex_decode("abc"), None);
         assert_eq!(hex_decode("zz"), None);
         assert_eq!(hex_decode("é1"), None);
+    }
+
+    #[test]
+    fn requests_round_trip_and_bad_lines_are_refused() {
+        let word = |w: &str| w.to_owned();
+        for request in [
+            Request::Send {
+                to: word("bob"),
+                text: word("hi there\nsecond line"),
+            },
+            Request::Peers,
+            Request::Blocked,
+            Request::Accept { peer: word("ab12") },
+            Request::Rooms,
+            Request::Create {
+                name: word("kitchen"),
+                members: vec![word("bob"), word("carol")],
+            },
+            Request::Create {
+                name: word("alone"),
+                members: vec![],
+            },
+            Request::Invite {
+                room: word("kitchen"),
+                peer: word("dave"),
+            },
+            Request::Remove {
+                room: word("kitchen"),
+                peer: word("dave"),
+            },
+            Request::Answer {
+                room: word("kitchen"),
+                accept: true,
+            },
+            Request::Answer {
+                room: word("kitchen"),
+                accept: false,
+            },
+            Request::Leave {
+                room: word("kitchen"),
+            },
+            Request::Block {
+                peer: word("eve"),
+                blocked: true,
+            },
+            Request::Block {
+                peer: word("eve"),
+                blocked: false,
+            },
+            Request::Mute {
+                target: word("kitchen"),
+                mute: Some(Mute::Until(1_700_000_000_000)),
+            },
+            Request::Mute {
+                target: word("kitchen"),
+                mute: Some(Mute::Indefinitely),
+            },
+            Request::Mute {
+                target: word("kitchen"),
+                mute: None,
+            },
+            Request::Status,
+            Request::Listen(ListenFormat::Json),
+            Request::Listen(ListenFormat::Text),
+            Request::Listen(ListenFormat::TextWithMuted),
+            Request::Stop,
+            Request::Discovery,
+        ] {
+            assert_eq!(Request::parse(&request.emit()).ok(), Some(request));
+        }
+        assert_eq!(
+            Request::parse("listen").ok(),
+            Some(Request::Listen(ListenFormat::Json))
+        );
+        for bad in [
+            "",
+            "frobnicate",
+            "send",
+            "send 626f62",
+            "send zz 6869",
+            "send 626f62 ff",
+            "listen xml",
+            "mute 6b",
+            "mute 6b soon",
+            "create 6b  6c",
+            "é",
+        ] {
+            assert!(Request::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        let long = format!("send 626f62 {}", "61".repeat(MAX_TEXT + 1));
+        assert!(matches!(
+            Request::parse(&long),
+            Err(DaemonError::MessageTooLong(_))
+        ));
     }
 }

@@ -76,6 +76,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::{MessageId, PeerId, RoomId};
+use super::wire::decode_exact;
 
 /// Version byte in front of every encoded packet.
 pub const VERSION: u8 = 1;
@@ -239,7 +240,8 @@ impl Packet {
     }
 
     /// Decodes and validates a datagram. The size is checked before any
-    /// parsing, and every count and sequence field is range-checked after.
+    /// parsing, the body must be exactly one value (no trailing bytes), and
+    /// every count and sequence field is range-checked after.
     pub fn decode(bytes: &[u8]) -> Result<Packet, PacketError> {
         if bytes.len() > MAX_PACKET {
             return Err(PacketError::TooLarge(bytes.len()));
@@ -248,7 +250,9 @@ impl Packet {
         if version != VERSION {
             return Err(PacketError::Version(version));
         }
-        let packet: Packet = rmp_serde::from_slice(body).map_err(|_| PacketError::Malformed)?;
+        // Exactly one value filling the body: trailing bytes would give one
+        // packet many encodings (and carry unauthenticated data along).
+        let packet: Packet = decode_exact(body).map_err(|_| PacketError::Malformed)?;
         packet.validate()?;
         Ok(packet)
     }

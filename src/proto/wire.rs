@@ -207,13 +207,22 @@ pub fn datagram_body(bytes: &[u8], magic: [u8; 2], version: u8) -> Result<&[u8],
     Ok(&bytes[PREAMBLE_LEN..])
 }
 
+/// Deepest nesting of MessagePack arrays and maps [`decode_exact`] follows.
+/// No kith message nests deeper than about five levels; the decoder
+/// recurses once per level (rmp-serde allows 1024 by default), so an
+/// unknown field holding arrays nested hundreds deep could overflow a
+/// thread's stack.
+pub const MAX_NESTING: usize = 16;
+
 /// Decodes exactly one MessagePack value that fills `body`.
 ///
 /// The `Cursor` reader copies at most the bytes that are really there, so a
 /// forged length field cannot trigger a large allocation (unlike decoders
-/// that reserve the claimed length up front).
+/// that reserve the claimed length up front), and nesting deeper than
+/// [`MAX_NESTING`] is an error, so the recursion is bounded too.
 pub fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let mut decoder = rmp_serde::Deserializer::new(Cursor::new(body));
+    decoder.set_max_depth(MAX_NESTING);
     let value =
         T::deserialize(&mut decoder).map_err(|error| WireError::Malformed(error.to_string()))?;
     let used = decoder.position() as usize;

@@ -71,7 +71,7 @@ pub struct JournalRecord {
 }
 
 impl JournalRecord {
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_VERSION];
         put_len(&mut out, self.rows.len());
         for row in &self.rows {
@@ -97,7 +97,7 @@ impl JournalRecord {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<JournalRecord> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<JournalRecord> {
         let mut r = Reader(bytes);
         let version = r.byte()?;
         if version != RECORD_VERSION && version != RECORD_VERSION_NO_EPOCH {

@@ -1250,5 +1250,16 @@ impl Store {
     }
 }
 
+/// Reaches crate-private decoders from `fuzz/` and the corpus replay test;
+/// not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    /// Decodes a journal record's plaintext (what a record holds once it
+    /// opened) and encodes it again; `None` if it does not decode.
+    pub fn journal_record_reencode(bytes: &[u8]) -> Option<Vec<u8>> {
+        super::journal::JournalRecord::decode(bytes).map(|record| record.encode())
+    }
+}
+
 #[cfg(test)]
 mod tests;

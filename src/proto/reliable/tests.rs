@@ -273,6 +273,23 @@ fn bad_versions_and_empty_datagrams_are_rejected() {
 }
 
 #[test]
+fn trailing_bytes_are_rejected() {
+    // A packet has exactly one encoding: bytes after the MessagePack value
+    // could otherwise smuggle data past the id hash or make two encodings
+    // of one packet.
+    let packet = Packet::Heartbeat {
+        room: room_id(),
+        session: 1,
+        low: 0,
+        next: 1,
+    };
+    let mut bytes = packet.encode();
+    assert_eq!(Packet::decode(&bytes), Ok(packet));
+    bytes.push(0xc0);
+    assert_eq!(Packet::decode(&bytes), Err(PacketError::Malformed));
+}
+
+#[test]
 fn count_and_range_caps_are_enforced() {
     let too_many = Packet::Nack {
         room: room_id(),
