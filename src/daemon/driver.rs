@@ -1500,9 +1500,8 @@ impl NodeDriver {
     ) -> Result<(), StoreError> {
         // Their rooms' item sets change: a reconciliation must not go on
         // from a set read before (it would find nothing to send).
-        for message in &messages {
-            self.sync_sets.retain(|(room, _), _| *room != message.room);
-        }
+        let rooms: HashSet<RoomId> = messages.iter().map(|m| m.room).collect();
+        self.sync_sets.retain(|(room, _), _| !rooms.contains(room));
         if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
             self.note_disk_full(&error);
             return Err(error);

@@ -844,16 +844,20 @@ impl Node {
         // ahead to open. That one is recognised by ratcheting it forward to
         // our position once; its digest is kept then (and stored), so its
         // next repeats cost nothing.
-        let mut ancestor = false;
-        let repeat = match self.receivers.get(&distribution.chain) {
-            Some(f) if f.origin == Some(digest) || f.chain.continues_to(distribution) => true,
+        let (repeat, ancestor) = match self.receivers.get(&distribution.chain) {
+            Some(f) if f.origin == Some(digest) || f.chain.continues_to(distribution) => {
+                (true, false)
+            }
             Some(f) => {
-                ancestor = f
+                let ancestor = f
                     .chain
                     .descends_from(distribution, super::chains::MAX_ANCESTRY_STEPS);
-                ancestor
+                if !ancestor && distribution.start_seq < f.chain.next_seq() {
+                    self.stats.chains_restarted += 1;
+                }
+                (ancestor, ancestor)
             }
-            None => false,
+            None => (false, false),
         };
         if ancestor
             && let Some(followed) = self.receivers.get_mut(&distribution.chain)
@@ -862,14 +866,6 @@ impl Node {
             followed.origin = Some(digest);
             self.dirty_chains
                 .insert((distribution.chain, Dirty::Receiving));
-        }
-        if !repeat
-            && self
-                .receivers
-                .get(&distribution.chain)
-                .is_some_and(|f| distribution.start_seq < f.chain.next_seq())
-        {
-            self.stats.chains_restarted += 1;
         }
         if !repeat {
             // The newest distribution wins: it came in order on the sender's
