@@ -8,6 +8,9 @@
 //! thread, and the screen is a pure [`UnlockState`] that the frame loop only
 //! renders and feeds with events.
 
+pub mod backend;
+pub mod state;
+
 use crate::account::{Account, AccountError};
 use crate::proto::crypto::{PublicIdentity, safety_number};
 use crate::store::KdfParams;

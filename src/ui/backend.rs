@@ -1,0 +1,727 @@
+//! Between the window and the node: [`Request`]s go out through a
+//! [`Backend`], [`Update`]s come back on a channel, and the window is woken
+//! ([`Waker`], `ctx.request_repaint()`) when one arrives.
+//!
+//! [`DaemonBackend`] runs the node in-process ([`daemon::start`], control
+//! socket included, so `kith send/listen/peers` work against a running
+//! app). Its blocking calls run on a worker thread that owns the
+//! [`DaemonHandle`]; another thread forwards the handle's events. Nothing
+//! here ever runs in the frame callback. [`FakeBackend`] answers like a
+//! node without one, for tests.
+
+use super::state::{
+    MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, Update,
+};
+use crate::account::{Account, KdfParams, Mute};
+use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Wakes the window (egui's `request_repaint`); called after every update.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Where requests go. `submit` never blocks.
+pub trait Backend: Send {
+    fn submit(&self, request: Request);
+}
+
+/// What an unlocked account hands the window.
+pub struct Connection {
+    pub backend: Box<dyn Backend>,
+    pub updates: Receiver<Update>,
+    pub me: Me,
+}
+
+/// Who we are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Me {
+    pub peer: PeerId,
+    /// The public key, hex: what others give `--peer` or paste to verify.
+    pub public_key: String,
+    pub name: String,
+}
+
+/// What the unlock screen collected.
+#[derive(Clone, Debug)]
+pub struct LaunchArgs {
+    pub data_dir: PathBuf,
+    pub passphrase: String,
+    /// Create the account first.
+    pub creating: bool,
+    /// The display name chosen at creation (empty when unlocking).
+    pub name: String,
+}
+
+/// Opens an account and starts whatever answers requests. Runs on a worker
+/// thread (Argon2id takes a while); the error is a sentence for the user.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, args: LaunchArgs, waker: Waker) -> Result<Connection, String>;
+}
+
+/// The file in the data directory holding the display name chosen at
+/// creation (the name announced by mDNS; not secret).
+pub const NAME_FILE: &str = "display-name";
+/// Longest display name kept, in characters.
+pub const MAX_NAME_CHARS: usize = 40;
+
+/// Starts the real node in-process.
+pub struct NodeLauncher {
+    /// Used only when creating an account.
+    pub kdf: KdfParams,
+    /// Sockets, discovery and control socket; the display name is filled in.
+    pub config: DaemonConfig,
+}
+
+impl Launcher for NodeLauncher {
+    fn launch(&self, args: LaunchArgs, waker: Waker) -> Result<Connection, String> {
+        if args.creating {
+            // Dropped at once: `daemon::start` opens it again as its own.
+            drop(
+                Account::create(&args.data_dir, &args.passphrase, self.kdf)
+                    .map_err(|e| e.to_string())?,
+            );
+            let name: String = args.name.trim().chars().take(MAX_NAME_CHARS).collect();
+            if !name.is_empty() {
+                std::fs::write(args.data_dir.join(NAME_FILE), &name)
+                    .map_err(|e| format!("cannot save your name: {e}"))?;
+            }
+        }
+        let name = read_name(&args.data_dir);
+        let mut config = self.config.clone();
+        if config.discovery.display_name.is_empty() {
+            config.discovery.display_name = name.clone();
+        }
+        let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("control socket") || text.contains("in use") {
+                format!(
+                    "{text}. Is a kith daemon already running with this data directory \
+                     ({})? Stop it (`kith stop`) and try again.",
+                    args.data_dir.display()
+                )
+            } else {
+                text
+            }
+        })?;
+        let me = Me {
+            peer: handle.peer_id(),
+            public_key: PeerId(handle.public().to_bytes()).to_hex(),
+            name,
+        };
+        let (backend, updates) = DaemonBackend::spawn(handle, waker).map_err(|e| e.to_string())?;
+        Ok(Connection {
+            backend: Box::new(backend),
+            updates,
+            me,
+        })
+    }
+}
+
+/// The display name saved at creation, or empty.
+pub fn read_name(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join(NAME_FILE))
+        .map(|name| name.trim().chars().take(MAX_NAME_CHARS).collect())
+        .unwrap_or_default()
+}
+
+/// The wall clock in milliseconds.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How often rooms and people are read again when nothing happens, for
+/// nearby peers (mDNS sightings raise no event) and "last seen".
+const REFRESH_EVERY: Duration = Duration::from_secs(3);
+
+enum Job {
+    Request(Request),
+    Stop,
+}
+
+/// The node, run in-process.
+pub struct DaemonBackend {
+    jobs: Sender<Job>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl DaemonBackend {
+    /// Takes over `handle`: a worker thread answers requests with it and a
+    /// second one forwards its events. Updates arrive on the receiver.
+    pub fn spawn(
+        handle: DaemonHandle,
+        waker: Waker,
+    ) -> Result<(Self, Receiver<Update>), daemon::DaemonError> {
+        let events = handle.events()?;
+        let (updates_tx, updates) = channel();
+        let (jobs, jobs_rx) = channel();
+        let out = Outbox {
+            tx: updates_tx,
+            waker,
+        };
+        let forward_out = out.clone();
+        let forward_jobs = jobs.clone();
+        std::thread::Builder::new()
+            .name("kith-ui-events".into())
+            .spawn(move || forward_events(&events, &forward_out, &forward_jobs))
+            .map_err(|e| daemon::DaemonError::Discovery(format!("cannot start a thread: {e}")))?;
+        let worker = std::thread::Builder::new()
+            .name("kith-ui-worker".into())
+            .spawn(move || {
+                let mut worker = Worker { handle, out };
+                worker.refresh();
+                loop {
+                    match jobs_rx.recv_timeout(REFRESH_EVERY) {
+                        Ok(Job::Request(request)) => worker.handle_request(request),
+                        Err(RecvTimeoutError::Timeout) => worker.refresh(),
+                        Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                // Flushes the outbox and the journal.
+                if let Err(error) = worker.handle.shutdown() {
+                    eprintln!("kith: the node did not stop cleanly: {error}");
+                }
+            })
+            .map_err(|e| daemon::DaemonError::Discovery(format!("cannot start a thread: {e}")))?;
+        Ok((
+            DaemonBackend {
+                jobs,
+                worker: Some(worker),
+            },
+            updates,
+        ))
+    }
+}
+
+impl Backend for DaemonBackend {
+    fn submit(&self, request: Request) {
+        // Fails only once the worker has stopped, when nothing can be done.
+        let _ = self.jobs.send(Job::Request(request));
+    }
+}
+
+impl Drop for DaemonBackend {
+    /// Stops the node cleanly (store flushed) before the app exits.
+    fn drop(&mut self) {
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Outbox {
+    tx: Sender<Update>,
+    waker: Waker,
+}
+
+impl Outbox {
+    fn send(&self, update: Update) {
+        // The window may be gone; then nobody needs the update.
+        let _ = self.tx.send(update);
+        (self.waker)();
+    }
+}
+
+fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
+    let refresh = || {
+        let _ = jobs.send(Job::Request(Request::Refresh));
+    };
+    // Ends when the node stops (every sender of events is gone).
+    while let Ok(event) = events.recv() {
+        match event {
+            Event::MessageReceived {
+                room,
+                from,
+                id,
+                timestamp,
+                text,
+                muted,
+            } => out.send(Update::Received {
+                message: MessageInfo {
+                    room,
+                    from,
+                    id,
+                    timestamp,
+                    text,
+                },
+                muted,
+            }),
+            Event::Undecryptable { .. } => {}
+            Event::Delivered { to, id } => out.send(Update::Delivered { to, id }),
+            Event::Undelivered { to, id } | Event::Refused { to, id } => {
+                out.send(Update::Undelivered { to, id });
+            }
+            Event::PeerOnline { peer } => {
+                out.send(Update::PeerOnline { peer });
+                refresh();
+            }
+            Event::PeerOffline { peer } => out.send(Update::PeerOffline { peer }),
+            Event::RoomInvited { room, name, from } => {
+                out.send(Update::Invited { room, name, from });
+                refresh();
+            }
+            Event::RoomJoined { .. } | Event::RoomChanged { .. } => refresh(),
+            Event::RoomRemoved { room } => {
+                out.send(Update::Removed { room });
+                refresh();
+            }
+            Event::ContactRequest { peer } => {
+                out.send(Update::ContactRequest { peer });
+                refresh();
+            }
+        }
+    }
+}
+
+/// Owns the handle; runs every blocking call.
+struct Worker {
+    handle: DaemonHandle,
+    out: Outbox,
+}
+
+impl Worker {
+    fn handle_request(&mut self, request: Request) {
+        let handle = &self.handle;
+        let result = match request {
+            Request::SendDirect { local, peer, text } => {
+                self.sent(local, handle.send(peer, &text));
+                return;
+            }
+            Request::SendRoom { local, room, text } => {
+                self.sent(local, handle.send_room(room, &text));
+                return;
+            }
+            Request::CreateRoom { name, members } => match handle.create_room(&name, &members) {
+                Ok(room) => {
+                    self.out.send(Update::RoomCreated { room, name });
+                    Ok(())
+                }
+                Err(e) => Err(format!("Could not create the room: {e}")),
+            },
+            Request::Invite { room, peer } => handle
+                .invite(room, peer)
+                .map_err(|e| format!("Could not add to the room: {e}")),
+            Request::Remove { room, peer } => handle
+                .remove_member(room, peer)
+                .map_err(|e| format!("Could not remove from the room: {e}")),
+            Request::Leave { room } => handle
+                .leave(room)
+                .map_err(|e| format!("Could not leave the room: {e}")),
+            Request::AnswerInvite { room, accept } => handle
+                .answer_invite(room, accept)
+                .map_err(|e| format!("Could not answer the invitation: {e}")),
+            Request::Mute { target, until } => {
+                let target = match target {
+                    Target::Room(room) => PeerId(room.0).to_hex(),
+                    Target::Peer(peer) => peer.to_hex(),
+                };
+                let mute = until.map(|until| match until {
+                    MuteUntil::Until(end) => Mute::Until(end),
+                    MuteUntil::Forever => Mute::Indefinitely,
+                });
+                handle
+                    .mute(&target, mute)
+                    .map_err(|e| format!("Could not change the mute: {e}"))
+            }
+            Request::Block { peer, blocked } => handle.block(peer, blocked).map_err(|e| {
+                let verb = if blocked { "block" } else { "unblock" };
+                format!("Could not {verb}: {e}")
+            }),
+            Request::Accept { peer } => handle
+                .accept(peer)
+                .map_err(|e| format!("Could not accept: {e}")),
+            // Read markers are not kept by this node yet: the window keeps
+            // its own counts for the session.
+            Request::MarkRead { .. } => return,
+            // This node keeps history in its store but does not serve pages
+            // to the window yet: what arrives while the app runs is shown.
+            Request::LoadHistory { room, .. } => {
+                self.out.send(Update::History {
+                    room,
+                    messages: Vec::new(),
+                    complete: true,
+                });
+                return;
+            }
+            Request::Refresh => {
+                self.refresh();
+                return;
+            }
+        };
+        if let Err(error) = result {
+            self.out.send(Update::Error(error));
+        }
+        self.refresh();
+    }
+
+    fn sent(&self, local: u64, result: Result<MessageId, daemon::DaemonError>) {
+        self.out.send(match result {
+            Ok(id) => Update::Sent { local, id },
+            Err(error) => Update::SendFailed {
+                local,
+                error: error.to_string(),
+            },
+        });
+    }
+
+    /// Reads rooms, people and blocked peers; a failure is one toast.
+    fn refresh(&mut self) {
+        let now = now_millis();
+        let handle = &self.handle;
+        let result = (|| {
+            let rooms = handle.rooms()?;
+            let peers = handle.peers()?;
+            let seen = handle.discovery()?.peers;
+            let blocked = handle.blocked()?;
+            Ok::<_, daemon::DaemonError>((rooms, peers, seen, blocked))
+        })();
+        match result {
+            Ok((rooms, peers, seen, blocked)) => {
+                let seen: HashMap<PeerId, _> = seen.into_iter().map(|s| (s.peer, s)).collect();
+                let people = peers
+                    .into_iter()
+                    .map(|peer| {
+                        let sighting = seen.get(&peer.peer);
+                        person_info(&peer, sighting, now)
+                    })
+                    .collect();
+                self.out.send(Update::Blocked(blocked));
+                self.out.send(Update::People(people));
+                self.out
+                    .send(Update::Rooms(rooms.into_iter().map(room_info).collect()));
+            }
+            Err(error) => self
+                .out
+                .send(Update::Error(format!("Could not read the node: {error}"))),
+        }
+    }
+}
+
+fn mute_until(mute: Option<Mute>) -> Option<MuteUntil> {
+    mute.map(|mute| match mute {
+        Mute::Until(end) => MuteUntil::Until(end),
+        Mute::Indefinitely => MuteUntil::Forever,
+    })
+}
+
+fn room_info(room: RoomSummary) -> RoomInfo {
+    RoomInfo {
+        id: room.id,
+        name: room.name,
+        direct: room.direct,
+        admin: room.admin,
+        members: room.members,
+        muted: mute_until(room.muted),
+        invited: room.invited,
+    }
+}
+
+fn person_info(
+    peer: &PeerInfo,
+    sighting: Option<&daemon::discovery::SeenPeer>,
+    now: u64,
+) -> PersonInfo {
+    let relation = if peer.request {
+        Relation::Request
+    } else if peer.contact {
+        Relation::Contact
+    } else {
+        Relation::Nearby
+    };
+    let last_seen = sighting.and_then(|s| s.heard_ago).map(|ago| {
+        now.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
+    });
+    PersonInfo {
+        id: peer.peer,
+        public_key: PeerId(peer.public.to_bytes()).to_hex(),
+        name: sighting.map(|s| s.name.clone()).unwrap_or_default(),
+        relation,
+        // A nearby peer is not probed, so never "online"; being announced
+        // is its presence.
+        online: peer.online || (relation == Relation::Nearby && peer.addr.is_some()),
+        last_seen,
+        muted: mute_until(peer.muted),
+    }
+}
+
+/// A backend without a node, for tests: it records every request and
+/// answers like a node would (sends are stored at once, rooms are created,
+/// history is served from pages given to it).
+#[derive(Clone)]
+pub struct FakeBackend {
+    inner: Arc<Mutex<FakeInner>>,
+    out: Outbox,
+}
+
+struct FakeInner {
+    requests: Vec<Request>,
+    next_id: u32,
+    history: HashMap<RoomId, Vec<MessageInfo>>,
+}
+
+impl FakeBackend {
+    /// A fake and the channel its updates come on.
+    pub fn new(waker: Waker) -> (Self, Receiver<Update>) {
+        let (tx, rx) = channel();
+        (
+            FakeBackend {
+                inner: Arc::new(Mutex::new(FakeInner {
+                    requests: Vec::new(),
+                    next_id: 1,
+                    history: HashMap::new(),
+                })),
+                out: Outbox { tx, waker },
+            },
+            rx,
+        )
+    }
+
+    /// Sends an update as if the node had.
+    pub fn push(&self, update: Update) {
+        self.out.send(update);
+    }
+
+    /// Every request so far, and forgets them.
+    pub fn take_requests(&self) -> Vec<Request> {
+        std::mem::take(&mut self.lock().requests)
+    }
+
+    /// Stored history of `room`, oldest first, served in pages.
+    pub fn set_history(&self, room: RoomId, messages: Vec<MessageInfo>) {
+        self.lock().history.insert(room, messages);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeInner> {
+        // A test that panicked while holding it has failed already.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The id the fake gives its `n`th sent message.
+    pub fn message_id(n: u32) -> MessageId {
+        let mut bytes = [0xee; 32];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        MessageId(bytes)
+    }
+
+    /// The id the fake gives a room named `name`.
+    pub fn room_id(name: &str) -> RoomId {
+        RoomId(*blake3::hash(name.as_bytes()).as_bytes())
+    }
+}
+
+impl Backend for FakeBackend {
+    fn submit(&self, request: Request) {
+        let answer = {
+            let mut inner = self.lock();
+            inner.requests.push(request.clone());
+            match request {
+                Request::SendDirect { local, .. } | Request::SendRoom { local, .. } => {
+                    let n = inner.next_id;
+                    inner.next_id += 1;
+                    Some(Update::Sent {
+                        local,
+                        id: Self::message_id(n),
+                    })
+                }
+                Request::CreateRoom { name, .. } => Some(Update::RoomCreated {
+                    room: Self::room_id(&name),
+                    name,
+                }),
+                Request::LoadHistory {
+                    room,
+                    before,
+                    limit,
+                } => {
+                    let all = inner.history.get(&room).cloned().unwrap_or_default();
+                    let end = before
+                        .and_then(|b| all.iter().position(|m| m.id == b))
+                        .unwrap_or(all.len());
+                    let start = end.saturating_sub(limit);
+                    Some(Update::History {
+                        room,
+                        messages: all[start..end].to_vec(),
+                        complete: start == 0,
+                    })
+                }
+                _ => None,
+            }
+        };
+        if let Some(update) = answer {
+            self.out.send(update);
+        }
+    }
+}
+
+/// A [`Launcher`] that hands out a [`FakeBackend`] (after checking nothing:
+/// any passphrase unlocks), for tests of the window.
+pub struct FakeLauncher {
+    pub me: Me,
+    /// The fake handed out, for the test to drive.
+    pub fake: Mutex<Option<FakeBackend>>,
+}
+
+impl FakeLauncher {
+    pub fn new(me: Me) -> Arc<Self> {
+        Arc::new(FakeLauncher {
+            me,
+            fake: Mutex::new(None),
+        })
+    }
+
+    /// The fake backend, once the window unlocked.
+    pub fn backend(&self) -> Option<FakeBackend> {
+        self.fake
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Launcher for FakeLauncher {
+    fn launch(&self, args: LaunchArgs, waker: Waker) -> Result<Connection, String> {
+        if args.passphrase == "wrong" {
+            return Err("wrong passphrase".into());
+        }
+        let (fake, updates) = FakeBackend::new(waker);
+        *self
+            .fake
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fake.clone());
+        let mut me = self.me.clone();
+        if args.creating {
+            me.name = args.name;
+        }
+        Ok(Connection {
+            backend: Box::new(fake),
+            updates,
+            me,
+        })
+    }
+}
+
+impl<T: Launcher + ?Sized> Launcher for Arc<T> {
+    fn launch(&self, args: LaunchArgs, waker: Waker) -> Result<Connection, String> {
+        (**self).launch(args, waker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::state::{AppState, Intent};
+
+    fn no_wake() -> Waker {
+        Arc::new(|| {})
+    }
+
+    #[test]
+    fn the_fake_answers_sends_and_pages_and_wakes_the_window() {
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = woken.clone();
+        let (fake, updates) = FakeBackend::new(Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let me = PeerId([0; 32]);
+        let room = RoomId([9; 32]);
+        let mut state = AppState::new(me, String::new(), "Me".into());
+        state.apply(Update::Tick { now: 10_000 });
+        state.apply(Update::Rooms(vec![RoomInfo {
+            id: room,
+            name: "kitchen".into(),
+            direct: None,
+            admin: Some(me),
+            members: vec![me, PeerId([1; 32])],
+            muted: None,
+            invited: false,
+        }]));
+        fake.set_history(
+            room,
+            (0..120)
+                .map(|i| MessageInfo {
+                    room,
+                    from: PeerId([1; 32]),
+                    id: FakeBackend::message_id(1000 + i),
+                    timestamp: u64::from(i),
+                    text: format!("m{i}"),
+                })
+                .collect(),
+        );
+        let drive = |state: &mut AppState, intent| {
+            for request in state.handle_intent(intent) {
+                fake.submit(request);
+            }
+            while let Ok(update) = updates.try_recv() {
+                state.apply(update);
+            }
+        };
+        drive(&mut state, Intent::OpenRoom(room));
+        drive(&mut state, Intent::LoadOlder);
+        drive(&mut state, Intent::LoadOlder);
+        let history = &state.histories[&room];
+        assert!(history.complete);
+        let texts: Vec<String> = history.messages.iter().map(|m| m.text.clone()).collect();
+        let expected: Vec<String> = (0..120).map(|i| format!("m{i}")).collect();
+        assert_eq!(texts, expected);
+        drive(&mut state, Intent::Send("hello".into()));
+        let last = state.histories[&room].messages.last().expect("sent");
+        assert_eq!(last.id, Some(FakeBackend::message_id(1)));
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+        assert!(matches!(
+            fake.take_requests().last(),
+            Some(Request::SendRoom { .. })
+        ));
+        let _ = no_wake();
+    }
+
+    #[test]
+    fn peers_map_to_people_with_relation_name_and_last_seen() {
+        let public = crate::proto::crypto::Identity::generate(&mut rand::rng()).public();
+        let info = PeerInfo {
+            peer: public.peer_id(),
+            public: public.clone(),
+            addr: None,
+            online: false,
+            watched: true,
+            outbox: 0,
+            contact: true,
+            request: false,
+            muted: Some(Mute::Until(5)),
+        };
+        let seen = daemon::discovery::SeenPeer {
+            peer: public.peer_id(),
+            name: "Lee".into(),
+            addr: None,
+            source: None,
+            online: false,
+            heard_ago: Some(Duration::from_secs(60)),
+            sighted_ago: None,
+            has_key: true,
+            contact: true,
+            watched: true,
+        };
+        let person = person_info(&info, Some(&seen), 100_000);
+        assert_eq!(person.name, "Lee");
+        assert_eq!(person.relation, Relation::Contact);
+        assert_eq!(person.last_seen, Some(40_000));
+        assert_eq!(person.muted, Some(MuteUntil::Until(5)));
+        let nearby = PeerInfo {
+            contact: false,
+            watched: false,
+            addr: Some("10.0.0.2:47474".parse().expect("literal")),
+            ..info
+        };
+        let person = person_info(&nearby, None, 0);
+        assert_eq!(person.relation, Relation::Nearby);
+        assert!(person.online);
+    }
+}

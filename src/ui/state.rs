@@ -1,0 +1,1232 @@
+//! Everything the main window shows, as plain data.
+//!
+//! [`AppState`] is changed only by [`AppState::apply`] (an [`Update`] from
+//! the node) and [`AppState::handle_intent`] (an [`Intent`] from the
+//! user, which returns the [`Request`]s to send to the node). No egui
+//! types, no IO, no clock reads: the time comes in as [`Update::Tick`], so
+//! every rule here (badges, mute expiry, name suffixes, receipts) is
+//! unit-tested without a window.
+
+use crate::proto::ids::{MessageId, PeerId, RoomId};
+use crate::proto::node::direct_room;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Milliseconds since the Unix epoch (wall clock).
+pub type Millis = u64;
+
+/// How long a toast stays.
+pub const TOAST_MILLIS: Millis = 6_000;
+/// Messages asked for per history page.
+pub const HISTORY_PAGE: usize = 50;
+
+/// Until when something is muted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MuteUntil {
+    /// Until this wall-clock time.
+    Until(Millis),
+    /// Until unmuted.
+    Forever,
+}
+
+impl MuteUntil {
+    /// Whether the mute still holds at `now`.
+    pub fn active(&self, now: Millis) -> bool {
+        match self {
+            MuteUntil::Until(end) => now < *end,
+            MuteUntil::Forever => true,
+        }
+    }
+}
+
+/// The durations the Mute ▸ menu offers; `None` is "until I unmute".
+pub const MUTE_CHOICES: [(&str, Option<Millis>); 5] = [
+    ("15 minutes", Some(15 * 60_000)),
+    ("1 hour", Some(3_600_000)),
+    ("8 hours", Some(8 * 3_600_000)),
+    ("1 week", Some(7 * 24 * 3_600_000)),
+    ("Until I unmute", None),
+];
+
+/// A room or a person, as mute and the context menu address them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Room(RoomId),
+    Peer(PeerId),
+}
+
+/// What we know of a room (a group or a direct chat).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub id: RoomId,
+    /// A group's name (a direct chat is named after the person).
+    pub name: String,
+    /// For a direct chat, the other person.
+    pub direct: Option<PeerId>,
+    pub admin: Option<PeerId>,
+    /// Every member, us included.
+    pub members: Vec<PeerId>,
+    pub muted: Option<MuteUntil>,
+    /// An invitation not answered yet.
+    pub invited: bool,
+}
+
+/// A person as the node reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonInfo {
+    pub id: PeerId,
+    /// The public key, hex (for Verify).
+    pub public_key: String,
+    /// The announced display name, or empty.
+    pub name: String,
+    pub relation: Relation,
+    pub online: bool,
+    /// When we last heard from them (wall clock), if ever.
+    pub last_seen: Option<Millis>,
+    pub muted: Option<MuteUntil>,
+}
+
+/// How a person relates to us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Relation {
+    Contact,
+    /// Wrote to us first; not accepted yet.
+    Request,
+    /// Found on the network; nothing exchanged yet.
+    Nearby,
+}
+
+/// A message that came from the node (live or from history).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub room: RoomId,
+    pub from: PeerId,
+    pub id: MessageId,
+    pub timestamp: Millis,
+    pub text: String,
+}
+
+/// Everything the node tells the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// The wall clock moved on (mute expiry, toast fading).
+    Tick { now: Millis },
+    /// Every room, replacing the list (activity and unread counts kept).
+    Rooms(Vec<RoomInfo>),
+    /// Every person known, replacing the list.
+    People(Vec<PersonInfo>),
+    /// The peers we blocked.
+    Blocked(Vec<PeerId>),
+    /// A message arrived. `muted`: the room or sender is muted, so it is
+    /// neither counted nor notified.
+    Received { message: MessageInfo, muted: bool },
+    /// A page of older messages of `room` (oldest first); `complete`: there
+    /// is nothing older.
+    History {
+        room: RoomId,
+        messages: Vec<MessageInfo>,
+        complete: bool,
+    },
+    /// Our message `local` was stored and handed to the network as `id`.
+    Sent { local: u64, id: MessageId },
+    /// Our message `local` could not be sent.
+    SendFailed { local: u64, error: String },
+    /// `to` stored our message `id`.
+    Delivered { to: PeerId, id: MessageId },
+    /// The node gave up on delivering `id` to `to` for now; it stays queued.
+    Undelivered { to: PeerId, id: MessageId },
+    PeerOnline { peer: PeerId },
+    PeerOffline { peer: PeerId },
+    /// An admin invites us to a room.
+    Invited {
+        room: RoomId,
+        name: String,
+        from: PeerId,
+    },
+    /// A room we created (open it).
+    RoomCreated { room: RoomId, name: String },
+    /// The room's admin removed us.
+    Removed { room: RoomId },
+    /// Someone new wrote to us.
+    ContactRequest { peer: PeerId },
+    /// Something failed: a sentence for the user.
+    Error(String),
+    /// Something worth a short note (not an error).
+    Info(String),
+}
+
+/// What the user asked for, as the views report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intent {
+    OpenRoom(RoomId),
+    /// Open (or start) the direct chat with a person.
+    Message(PeerId),
+    /// Send the composer's text to the open room.
+    Send(String),
+    /// Mute for this long (`None`: until unmuted).
+    Mute(Target, Option<Millis>),
+    Unmute(Target),
+    Block(PeerId),
+    Unblock(PeerId),
+    AcceptRequest(PeerId),
+    /// Decline a contact request (which blocks, as `kith decline` does).
+    DeclineRequest(PeerId),
+    AnswerInvite { room: RoomId, accept: bool },
+    Leave(RoomId),
+    Remove { room: RoomId, peer: PeerId },
+    OpenDialog(Dialog),
+    CloseDialog,
+    CreateRoom { name: String, members: Vec<PeerId> },
+    AddToRoom { room: RoomId, peers: Vec<PeerId> },
+    /// The top of the open room's history is visible: load the page before.
+    LoadOlder,
+    DismissToast(u64),
+}
+
+/// What the app asks the node for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Send to a person (direct chat); answered by `Sent` or `SendFailed`.
+    SendDirect {
+        local: u64,
+        peer: PeerId,
+        text: String,
+    },
+    /// Send to a group room; answered by `Sent` or `SendFailed`.
+    SendRoom {
+        local: u64,
+        room: RoomId,
+        text: String,
+    },
+    CreateRoom {
+        name: String,
+        members: Vec<PeerId>,
+    },
+    Invite {
+        room: RoomId,
+        peer: PeerId,
+    },
+    Remove {
+        room: RoomId,
+        peer: PeerId,
+    },
+    Leave {
+        room: RoomId,
+    },
+    AnswerInvite {
+        room: RoomId,
+        accept: bool,
+    },
+    Mute {
+        target: Target,
+        until: Option<MuteUntil>,
+    },
+    Block {
+        peer: PeerId,
+        blocked: bool,
+    },
+    Accept {
+        peer: PeerId,
+    },
+    /// Everything in `room` up to `up_to` has been seen.
+    MarkRead {
+        room: RoomId,
+        up_to: Option<MessageId>,
+    },
+    /// A page of at most `limit` messages older than `before` (the newest
+    /// page when `None`).
+    LoadHistory {
+        room: RoomId,
+        before: Option<MessageId>,
+        limit: usize,
+    },
+    /// Rooms, people and blocked peers again.
+    Refresh,
+}
+
+/// The one dialog that may be open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dialog {
+    NewRoom,
+    AddToRoom(RoomId),
+    /// Safety number with a person.
+    Verify(PeerId),
+    /// Who we are, and the safety number with a pasted key.
+    Me,
+    /// A room's members and settings.
+    Details(RoomId),
+}
+
+/// A room as the sidebar shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub info: RoomInfo,
+    /// When the last message was written (0: none seen).
+    pub last_activity: Millis,
+    /// Who wrote the last message, and its first line.
+    pub preview: Option<(PeerId, String)>,
+    /// Unread messages not muted when they arrived.
+    pub unread: usize,
+    /// We were removed: the history stays, sending is impossible.
+    pub removed: bool,
+    /// Who invited us (for an invitation).
+    pub invited_by: Option<PeerId>,
+}
+
+/// A person as the sidebar shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Person {
+    pub info: PersonInfo,
+    pub blocked: bool,
+}
+
+/// How far one of our messages got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not yet stored by our node.
+    Queued,
+    /// Stored and handed to the network; `delivered` holds who stored it.
+    Sent {
+        delivered: BTreeSet<PeerId>,
+        /// Some recipient is unreachable for now; it stays queued.
+        waiting: bool,
+    },
+    Failed(String),
+}
+
+/// Our own message's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Own {
+    pub local: u64,
+    pub delivery: Delivery,
+    /// Who it was sent to (everyone else in the room when written).
+    pub recipients: Vec<PeerId>,
+}
+
+/// A message in a room's loaded history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// `None` while our own message is queued.
+    pub id: Option<MessageId>,
+    pub from: PeerId,
+    pub timestamp: Millis,
+    pub text: String,
+    pub own: Option<Own>,
+}
+
+/// The loaded part of a room's history, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub messages: Vec<Message>,
+    /// Nothing older exists.
+    pub complete: bool,
+    /// A page request is under way.
+    pub loading: bool,
+    /// Index of the first message that was unread when the room was opened.
+    pub divider: Option<usize>,
+    ids: HashSet<MessageId>,
+}
+
+impl History {
+    fn push(&mut self, message: Message) -> bool {
+        if let Some(id) = message.id
+            && !self.ids.insert(id)
+        {
+            return false;
+        }
+        // Live messages arrive in order; one with an older timestamp (a
+        // forwarded one) is placed by time.
+        let at = self
+            .messages
+            .iter()
+            .rposition(|m| m.timestamp <= message.timestamp)
+            .map_or(0, |i| i + 1);
+        if let Some(divider) = &mut self.divider
+            && at < *divider
+        {
+            *divider += 1;
+        }
+        self.messages.insert(at, message);
+        true
+    }
+
+    fn prepend(&mut self, page: Vec<MessageInfo>) -> usize {
+        let fresh: Vec<Message> = page
+            .into_iter()
+            .filter(|m| self.ids.insert(m.id))
+            .map(|m| Message {
+                id: Some(m.id),
+                from: m.from,
+                timestamp: m.timestamp,
+                text: m.text,
+                own: None,
+            })
+            .collect();
+        let added = fresh.len();
+        if let Some(divider) = &mut self.divider {
+            *divider += added;
+        }
+        self.messages.splice(0..0, fresh);
+        added
+    }
+
+    /// The oldest loaded message's id (where the next page ends).
+    pub fn oldest_id(&self) -> Option<MessageId> {
+        self.messages.iter().find_map(|m| m.id)
+    }
+}
+
+/// A note in the corner that fades.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toast {
+    pub id: u64,
+    pub text: String,
+    pub error: bool,
+    pub born: Millis,
+}
+
+/// Everything the main window shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppState {
+    pub me: PeerId,
+    /// Our public key, hex.
+    pub my_key: String,
+    /// Our display name (may be empty).
+    pub my_name: String,
+    pub now: Millis,
+    /// Local time zone offset, for clock times.
+    pub utc_offset_secs: i64,
+    /// In no particular order; [`AppState::sorted_rooms`] orders them.
+    pub rooms: BTreeMap<RoomId, Room>,
+    pub people: BTreeMap<PeerId, Person>,
+    pub open: Option<RoomId>,
+    pub histories: HashMap<RoomId, History>,
+    pub dialog: Option<Dialog>,
+    pub toasts: Vec<Toast>,
+    next_local: u64,
+    next_toast: u64,
+    /// Receipts that arrived before our node's answer to the send.
+    early_receipts: HashMap<MessageId, BTreeSet<PeerId>>,
+}
+
+impl AppState {
+    /// The state of a freshly unlocked account.
+    pub fn new(me: PeerId, my_key: String, my_name: String) -> Self {
+        AppState {
+            me,
+            my_key,
+            my_name,
+            now: 0,
+            utc_offset_secs: 0,
+            rooms: BTreeMap::new(),
+            people: BTreeMap::new(),
+            open: None,
+            histories: HashMap::new(),
+            dialog: None,
+            toasts: Vec::new(),
+            next_local: 1,
+            next_toast: 1,
+            early_receipts: HashMap::new(),
+        }
+    }
+
+    /// Folds one update from the node into the state.
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Tick { now } => {
+                self.now = self.now.max(now);
+                let now = self.now;
+                self.toasts
+                    .retain(|t| now.saturating_sub(t.born) < TOAST_MILLIS);
+            }
+            Update::Rooms(list) => {
+                let known: HashSet<RoomId> = list.iter().map(|r| r.id).collect();
+                // A direct chat opened locally but not yet written in is
+                // not in the node's list; keep it, and keep rooms we were
+                // removed from (their history stays).
+                self.rooms.retain(|id, room| {
+                    known.contains(id)
+                        || room.removed
+                        || (room.info.direct.is_some() && room.last_activity == 0)
+                });
+                for info in list {
+                    match self.rooms.get_mut(&info.id) {
+                        Some(room) => {
+                            room.info = info;
+                        }
+                        None => {
+                            let id = info.id;
+                            self.rooms.insert(id, Room::new(info));
+                        }
+                    }
+                }
+            }
+            Update::People(list) => {
+                let blocked: HashSet<PeerId> = self
+                    .people
+                    .values()
+                    .filter(|p| p.blocked)
+                    .map(|p| p.info.id)
+                    .collect();
+                let mut people = BTreeMap::new();
+                for info in list {
+                    if info.id == self.me {
+                        continue;
+                    }
+                    let mut info = info;
+                    // Keep the last-seen time we noted when they went away.
+                    if info.last_seen.is_none()
+                        && let Some(old) = self.people.get(&info.id)
+                    {
+                        info.last_seen = old.info.last_seen;
+                    }
+                    people.insert(
+                        info.id,
+                        Person {
+                            blocked: blocked.contains(&info.id),
+                            info,
+                        },
+                    );
+                }
+                // Blocked peers are not in the node's list; keep them.
+                for (id, person) in std::mem::take(&mut self.people) {
+                    if person.blocked && !people.contains_key(&id) {
+                        people.insert(id, person);
+                    }
+                }
+                self.people = people;
+            }
+            Update::Blocked(list) => {
+                let list: HashSet<PeerId> = list.into_iter().collect();
+                for person in self.people.values_mut() {
+                    person.blocked = list.contains(&person.info.id);
+                }
+                for peer in list {
+                    self.people.entry(peer).or_insert_with(|| Person {
+                        info: PersonInfo {
+                            id: peer,
+                            public_key: String::new(),
+                            name: String::new(),
+                            relation: Relation::Contact,
+                            online: false,
+                            last_seen: None,
+                            muted: None,
+                        },
+                        blocked: true,
+                    });
+                }
+            }
+            Update::Received { message, muted } => self.received(message, muted),
+            Update::History {
+                room,
+                messages,
+                complete,
+            } => {
+                let history = self.histories.entry(room).or_default();
+                history.loading = false;
+                history.complete = complete;
+                history.prepend(messages);
+                if let Some(last) = history.messages.last()
+                    && let Some(room) = self.rooms.get_mut(&room)
+                    && room.last_activity < last.timestamp
+                {
+                    room.last_activity = last.timestamp;
+                    room.preview = Some((last.from, preview(&last.text)));
+                }
+            }
+            Update::Sent { local, id } => {
+                let early = self.early_receipts.remove(&id).unwrap_or_default();
+                if let Some(message) = self.own_message_mut(|own| own.local == local) {
+                    message.id = Some(id);
+                    if let Some(own) = &mut message.own {
+                        own.delivery = Delivery::Sent {
+                            delivered: early,
+                            waiting: false,
+                        };
+                    }
+                }
+                for history in self.histories.values_mut() {
+                    if history.messages.iter().any(|m| m.id == Some(id)) {
+                        history.ids.insert(id);
+                    }
+                }
+            }
+            Update::SendFailed { local, error } => {
+                if let Some(message) = self.own_message_mut(|own| own.local == local)
+                    && let Some(own) = &mut message.own
+                {
+                    own.delivery = Delivery::Failed(error.clone());
+                }
+                self.toast(format!("Not sent: {error}"), true);
+            }
+            Update::Delivered { to, id } => {
+                match self.own_message_mut_by_id(id) {
+                    Some(Own {
+                        delivery: Delivery::Sent { delivered, waiting },
+                        recipients,
+                        ..
+                    }) => {
+                        delivered.insert(to);
+                        *waiting = recipients.iter().any(|r| !delivered.contains(r)) && *waiting;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.early_receipts.entry(id).or_default().insert(to);
+                    }
+                }
+            }
+            Update::Undelivered { id, .. } => {
+                if let Some(Own {
+                    delivery: Delivery::Sent { waiting, .. },
+                    ..
+                }) = self.own_message_mut_by_id(id)
+                {
+                    *waiting = true;
+                }
+            }
+            Update::PeerOnline { peer } => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    person.info.online = true;
+                    person.info.last_seen = Some(self.now);
+                }
+            }
+            Update::PeerOffline { peer } => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    if person.info.online {
+                        person.info.last_seen = Some(self.now);
+                    }
+                    person.info.online = false;
+                }
+            }
+            Update::Invited { room, name, from } => {
+                let entry = self.rooms.entry(room).or_insert_with(|| {
+                    Room::new(RoomInfo {
+                        id: room,
+                        name: name.clone(),
+                        direct: None,
+                        admin: Some(from),
+                        members: Vec::new(),
+                        muted: None,
+                        invited: true,
+                    })
+                });
+                entry.info.invited = true;
+                entry.invited_by = Some(from);
+                entry.last_activity = entry.last_activity.max(self.now);
+                let who = self.display_name(from);
+                self.toast(format!("{who} invites you to {name}"), false);
+            }
+            Update::RoomCreated { room, name } => {
+                let me = self.me;
+                let entry = self.rooms.entry(room).or_insert_with(|| {
+                    Room::new(RoomInfo {
+                        id: room,
+                        name,
+                        direct: None,
+                        admin: Some(me),
+                        members: vec![me],
+                        muted: None,
+                        invited: false,
+                    })
+                });
+                entry.last_activity = entry.last_activity.max(self.now);
+                self.open_room(room);
+            }
+            Update::Removed { room } => {
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.removed = true;
+                }
+            }
+            Update::ContactRequest { peer } => {
+                let person = self.people.entry(peer).or_insert_with(|| Person {
+                    info: PersonInfo {
+                        id: peer,
+                        public_key: String::new(),
+                        name: String::new(),
+                        relation: Relation::Request,
+                        online: true,
+                        last_seen: None,
+                        muted: None,
+                    },
+                    blocked: false,
+                });
+                person.info.relation = Relation::Request;
+            }
+            Update::Error(text) => self.toast(text, true),
+            Update::Info(text) => self.toast(text, false),
+        }
+    }
+
+    /// Turns what the user did into state changes and node requests.
+    pub fn handle_intent(&mut self, intent: Intent) -> Vec<Request> {
+        match intent {
+            Intent::OpenRoom(room) => self.open_room(room),
+            Intent::Message(peer) => {
+                let room = direct_room(self.me, peer);
+                let me = self.me;
+                self.rooms.entry(room).or_insert_with(|| {
+                    Room::new(RoomInfo {
+                        id: room,
+                        name: String::new(),
+                        direct: Some(peer),
+                        admin: None,
+                        members: vec![me, peer],
+                        muted: None,
+                        invited: false,
+                    })
+                });
+                self.open_room(room)
+            }
+            Intent::Send(text) => self.send(text),
+            Intent::Mute(target, duration) => {
+                let until = match duration {
+                    Some(d) => MuteUntil::Until(self.now + d),
+                    None => MuteUntil::Forever,
+                };
+                self.set_mute(target, Some(until));
+                vec![Request::Mute {
+                    target,
+                    until: Some(until),
+                }]
+            }
+            Intent::Unmute(target) => {
+                self.set_mute(target, None);
+                vec![Request::Mute {
+                    target,
+                    until: None,
+                }]
+            }
+            Intent::Block(peer) => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    person.blocked = true;
+                    person.info.online = false;
+                }
+                vec![Request::Block {
+                    peer,
+                    blocked: true,
+                }]
+            }
+            Intent::Unblock(peer) => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    person.blocked = false;
+                }
+                vec![Request::Block {
+                    peer,
+                    blocked: false,
+                }]
+            }
+            Intent::AcceptRequest(peer) => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    person.info.relation = Relation::Contact;
+                }
+                vec![Request::Accept { peer }]
+            }
+            Intent::DeclineRequest(peer) => self.handle_intent(Intent::Block(peer)),
+            Intent::AnswerInvite { room, accept } => {
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    entry.info.invited = false;
+                }
+                if !accept {
+                    self.rooms.remove(&room);
+                    if self.open == Some(room) {
+                        self.open = None;
+                    }
+                }
+                vec![Request::AnswerInvite { room, accept }]
+            }
+            Intent::Leave(room) => {
+                self.rooms.remove(&room);
+                self.histories.remove(&room);
+                if self.open == Some(room) {
+                    self.open = None;
+                }
+                vec![Request::Leave { room }]
+            }
+            Intent::Remove { room, peer } => vec![Request::Remove { room, peer }],
+            Intent::OpenDialog(dialog) => {
+                self.dialog = Some(dialog);
+                Vec::new()
+            }
+            Intent::CloseDialog => {
+                self.dialog = None;
+                Vec::new()
+            }
+            Intent::CreateRoom { name, members } => {
+                self.dialog = None;
+                vec![Request::CreateRoom { name, members }]
+            }
+            Intent::AddToRoom { room, peers } => {
+                self.dialog = None;
+                peers
+                    .into_iter()
+                    .map(|peer| Request::Invite { room, peer })
+                    .collect()
+            }
+            Intent::LoadOlder => {
+                let Some(room) = self.open else {
+                    return Vec::new();
+                };
+                let history = self.histories.entry(room).or_default();
+                if history.loading || history.complete {
+                    return Vec::new();
+                }
+                history.loading = true;
+                vec![Request::LoadHistory {
+                    room,
+                    before: history.oldest_id(),
+                    limit: HISTORY_PAGE,
+                }]
+            }
+            Intent::DismissToast(id) => {
+                self.toasts.retain(|t| t.id != id);
+                Vec::new()
+            }
+        }
+    }
+
+    fn open_room(&mut self, room: RoomId) -> Vec<Request> {
+        self.open = Some(room);
+        let unread = self.rooms.get(&room).map_or(0, |r| r.unread);
+        let history = self.histories.entry(room).or_default();
+        history.divider = (unread > 0).then(|| history.messages.len().saturating_sub(unread));
+        let mut requests = Vec::new();
+        if history.messages.is_empty() && !history.complete && !history.loading {
+            history.loading = true;
+            requests.push(Request::LoadHistory {
+                room,
+                before: None,
+                limit: HISTORY_PAGE,
+            });
+        }
+        requests.extend(self.mark_read(room));
+        requests
+    }
+
+    fn mark_read(&mut self, room: RoomId) -> Option<Request> {
+        let entry = self.rooms.get_mut(&room)?;
+        if entry.unread == 0 {
+            return None;
+        }
+        entry.unread = 0;
+        let up_to = self
+            .histories
+            .get(&room)
+            .and_then(|h| h.messages.iter().rev().find_map(|m| m.id));
+        Some(Request::MarkRead { room, up_to })
+    }
+
+    /// Marks the open room read if something arrived in it since; for the
+    /// app to call while the window has focus.
+    pub fn mark_open_read(&mut self) -> Option<Request> {
+        let room = self.open?;
+        self.mark_read(room)
+    }
+
+    fn send(&mut self, text: String) -> Vec<Request> {
+        let text = text.trim_end().to_owned();
+        let Some(room_id) = self.open else {
+            return Vec::new();
+        };
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        if let Some(reason) = self.cannot_send(room_id) {
+            self.toast(reason.to_owned(), true);
+            return Vec::new();
+        }
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Vec::new();
+        };
+        let local = self.next_local;
+        self.next_local += 1;
+        let me = self.me;
+        let recipients: Vec<PeerId> = match room.info.direct {
+            Some(peer) => vec![peer],
+            None => room
+                .info
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != me)
+                .collect(),
+        };
+        room.last_activity = room.last_activity.max(self.now);
+        room.preview = Some((me, preview(&text)));
+        let request = match room.info.direct {
+            Some(peer) => Request::SendDirect {
+                local,
+                peer,
+                text: text.clone(),
+            },
+            None => Request::SendRoom {
+                local,
+                room: room_id,
+                text: text.clone(),
+            },
+        };
+        self.histories.entry(room_id).or_default().push(Message {
+            id: None,
+            from: me,
+            timestamp: self.now,
+            text,
+            own: Some(Own {
+                local,
+                delivery: Delivery::Queued,
+                recipients,
+            }),
+        });
+        vec![request]
+    }
+
+    /// Why nothing can be sent to `room` now, if so.
+    pub fn cannot_send(&self, room: RoomId) -> Option<&'static str> {
+        let room = self.rooms.get(&room)?;
+        if room.removed {
+            Some("You were removed from this room.")
+        } else if room.info.invited {
+            Some("Accept the invitation to write here.")
+        } else if room.info.direct.is_some_and(|p| self.is_blocked(p)) {
+            Some("You blocked this person.")
+        } else {
+            None
+        }
+    }
+
+    fn received(&mut self, message: MessageInfo, muted: bool) {
+        let room_id = message.room;
+        let from_blocked = self.is_blocked(message.from);
+        if from_blocked {
+            return;
+        }
+        let me = self.me;
+        let room = self.rooms.entry(room_id).or_insert_with(|| {
+            // A first direct message creates the chat; a group message for
+            // a room not listed yet shows up until the next refresh names it.
+            let direct = Some(message.from);
+            Room::new(RoomInfo {
+                id: room_id,
+                name: String::new(),
+                direct,
+                admin: None,
+                members: vec![me, message.from],
+                muted: None,
+                invited: false,
+            })
+        });
+        room.last_activity = room.last_activity.max(message.timestamp);
+        room.preview = Some((message.from, preview(&message.text)));
+        if !muted && self.open != Some(room_id) {
+            room.unread += 1;
+        }
+        self.histories.entry(room_id).or_default().push(Message {
+            id: Some(message.id),
+            from: message.from,
+            timestamp: message.timestamp,
+            text: message.text,
+            own: None,
+        });
+    }
+
+    fn own_message_mut(&mut self, matches: impl Fn(&Own) -> bool) -> Option<&mut Message> {
+        self.histories
+            .values_mut()
+            .flat_map(|h| h.messages.iter_mut().rev())
+            .find(|m| m.own.as_ref().is_some_and(&matches))
+    }
+
+    fn own_message_mut_by_id(&mut self, id: MessageId) -> Option<&mut Own> {
+        self.histories
+            .values_mut()
+            .flat_map(|h| h.messages.iter_mut().rev())
+            .find(|m| m.id == Some(id))
+            .and_then(|m| m.own.as_mut())
+    }
+
+    fn set_mute(&mut self, target: Target, until: Option<MuteUntil>) {
+        match target {
+            Target::Room(room) => {
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.info.muted = until;
+                }
+            }
+            Target::Peer(peer) => {
+                if let Some(person) = self.people.get_mut(&peer) {
+                    person.info.muted = until;
+                }
+            }
+        }
+    }
+
+    fn toast(&mut self, text: String, error: bool) {
+        let id = self.next_toast;
+        self.next_toast += 1;
+        self.toasts.push(Toast {
+            id,
+            text,
+            error,
+            born: self.now,
+        });
+        // A storm of errors must not fill the screen.
+        if self.toasts.len() > 5 {
+            self.toasts.remove(0);
+        }
+    }
+
+    /// Whether `peer` is blocked.
+    pub fn is_blocked(&self, peer: PeerId) -> bool {
+        self.people.get(&peer).is_some_and(|p| p.blocked)
+    }
+
+    /// Whether a room's mute holds now.
+    pub fn room_muted(&self, room: &Room) -> bool {
+        self.room_mute(room).is_some()
+    }
+
+    /// The mute that holds for a room now: its own, or for a direct chat
+    /// the person's.
+    pub fn room_mute(&self, room: &Room) -> Option<MuteUntil> {
+        let person = room
+            .info
+            .direct
+            .and_then(|peer| self.people.get(&peer))
+            .and_then(|p| p.info.muted);
+        room.info
+            .muted
+            .or(person)
+            .filter(|m| m.active(self.now))
+    }
+
+    /// What mute and the menus address for a room: a direct chat's person.
+    pub fn room_target(&self, room: &Room) -> Target {
+        match room.info.direct {
+            Some(peer) => Target::Peer(peer),
+            None => Target::Room(room.info.id),
+        }
+    }
+
+    /// Whether a person's mute holds now.
+    pub fn person_muted(&self, person: &Person) -> bool {
+        person.info.muted.is_some_and(|m| m.active(self.now))
+    }
+
+    /// The badge number for a room: `None` when muted or nothing unread.
+    pub fn badge(&self, room: &Room) -> Option<usize> {
+        (!self.room_muted(room) && room.unread > 0).then_some(room.unread)
+    }
+
+    /// Unread messages in rooms that are not muted now.
+    pub fn total_unread(&self) -> usize {
+        self.rooms.values().filter_map(|r| self.badge(r)).sum()
+    }
+
+    /// The window title.
+    pub fn title(&self) -> String {
+        match self.total_unread() {
+            0 => "kith".to_owned(),
+            n => format!("kith — {n} unread"),
+        }
+    }
+
+    /// Rooms and direct chats, most recently active first (invitations
+    /// among them by the time they came).
+    pub fn sorted_rooms(&self) -> Vec<&Room> {
+        let mut rooms: Vec<&Room> = self.rooms.values().collect();
+        rooms.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then_with(|| self.room_name(a).cmp(&self.room_name(b)))
+        });
+        rooms
+    }
+
+    /// People by relation: contacts, requests, nearby; each by name.
+    /// Blocked people are listed only by [`AppState::blocked_people`].
+    pub fn people_with(&self, relation: Relation) -> Vec<&Person> {
+        let mut people: Vec<&Person> = self
+            .people
+            .values()
+            .filter(|p| !p.blocked && p.info.relation == relation)
+            .collect();
+        people.sort_by(|a, b| {
+            b.info
+                .online
+                .cmp(&a.info.online)
+                .then_with(|| self.display_name(a.info.id).cmp(&self.display_name(b.info.id)))
+        });
+        people
+    }
+
+    pub fn blocked_people(&self) -> Vec<&Person> {
+        self.people.values().filter(|p| p.blocked).collect()
+    }
+
+    /// A person's name as shown everywhere: the display name, with the
+    /// first four hex digits of the id when someone else has the same one
+    /// (`Sam·3f2a`), or the short id when they announced none.
+    pub fn display_name(&self, peer: PeerId) -> String {
+        if peer == self.me {
+            return "You".to_owned();
+        }
+        let Some(person) = self.people.get(&peer) else {
+            return peer.short();
+        };
+        let name = person.info.name.trim();
+        if name.is_empty() {
+            return peer.short();
+        }
+        let clash = name == self.my_name.trim()
+            || self
+                .people
+                .values()
+                .any(|other| other.info.id != peer && other.info.name.trim() == name);
+        if clash {
+            format!("{name}·{}", &peer.to_hex()[..4])
+        } else {
+            name.to_owned()
+        }
+    }
+
+    /// A room's name: a group's own, or the person's for a direct chat.
+    pub fn room_name(&self, room: &Room) -> String {
+        match room.info.direct {
+            Some(peer) => self.display_name(peer),
+            None if room.info.name.is_empty() => format!("room {}", PeerId(room.info.id.0).short()),
+            None => room.info.name.clone(),
+        }
+    }
+
+    /// "until 18:30", "until Tue 9 Dec", or "muted" (until unmuted).
+    pub fn mute_label(&self, mute: MuteUntil) -> String {
+        match mute {
+            MuteUntil::Forever => "muted".to_owned(),
+            MuteUntil::Until(end) => {
+                if end.saturating_sub(self.now) < 20 * 3_600_000 {
+                    format!("until {}", self.clock(end))
+                } else {
+                    format!("until {}", self.short_date(end))
+                }
+            }
+        }
+    }
+
+    /// "last seen 5 min ago", or `None` when online or never seen.
+    pub fn last_seen_label(&self, person: &Person) -> Option<String> {
+        if person.info.online {
+            return None;
+        }
+        let seen = person.info.last_seen?;
+        let ago = self.now.saturating_sub(seen) / 1000;
+        Some(match ago {
+            0..60 => "last seen just now".to_owned(),
+            60..3600 => format!("last seen {} min ago", ago / 60),
+            3600..86_400 => format!("last seen {} h ago", ago / 3600),
+            _ => format!("last seen {} d ago", ago / 86_400),
+        })
+    }
+
+    /// "delivered to 2 of 3", "delivered", "sent", "queued", or why not.
+    pub fn delivery_label(&self, own: &Own, group: bool) -> String {
+        match &own.delivery {
+            Delivery::Queued => "queued".to_owned(),
+            Delivery::Failed(_) => "not sent".to_owned(),
+            Delivery::Sent { delivered, waiting } => {
+                let n = own.recipients.len();
+                let k = own.recipients.iter().filter(|r| delivered.contains(r)).count();
+                if group && n > 0 && k > 0 {
+                    format!("delivered to {k} of {n}")
+                } else if n > 0 && k == n {
+                    "delivered".to_owned()
+                } else if *waiting {
+                    "waiting".to_owned()
+                } else {
+                    "sent".to_owned()
+                }
+            }
+        }
+    }
+
+    /// HH:MM in local time.
+    pub fn clock(&self, at: Millis) -> String {
+        let secs = local_secs(at, self.utc_offset_secs);
+        let day = secs.rem_euclid(86_400);
+        format!("{:02}:{:02}", day / 3600, (day % 3600) / 60)
+    }
+
+    /// "Tue 9 Dec" in local time.
+    pub fn short_date(&self, at: Millis) -> String {
+        let (weekday, day, month, _) = civil(local_secs(at, self.utc_offset_secs));
+        format!("{} {day} {}", &WEEKDAYS[weekday][..3], MONTHS[month])
+    }
+
+    /// "Tuesday 9 Dec 2026" in local time, for day separators.
+    pub fn long_date(&self, at: Millis) -> String {
+        let (weekday, day, month, year) = civil(local_secs(at, self.utc_offset_secs));
+        format!("{} {day} {} {year}", WEEKDAYS[weekday], MONTHS[month])
+    }
+
+    /// The local day number of a time, to place day separators.
+    pub fn local_day(&self, at: Millis) -> i64 {
+        local_secs(at, self.utc_offset_secs).div_euclid(86_400)
+    }
+}
+
+impl Room {
+    fn new(info: RoomInfo) -> Self {
+        Room {
+            info,
+            last_activity: 0,
+            preview: None,
+            unread: 0,
+            removed: false,
+            invited_by: None,
+        }
+    }
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+fn local_secs(at: Millis, offset: i64) -> i64 {
+    i64::try_from(at / 1000).unwrap_or(i64::MAX - 86_400) + offset
+}
+
+/// (weekday index into `WEEKDAYS`, day, month index, year) of a time in
+/// seconds since the epoch (Howard Hinnant's `civil_from_days`).
+fn civil(secs: i64) -> (usize, i64, usize, i64) {
+    let days = secs.div_euclid(86_400);
+    // The epoch was a Thursday, WEEKDAYS[0].
+    let weekday = usize::try_from(days.rem_euclid(7)).unwrap_or(0);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let month = usize::try_from(month - 1).unwrap_or(0);
+    (weekday, day, month, year)
+}
+
+/// The first line of a message, cut to a sidebar's width.
+fn preview(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(40).collect();
+    if line.chars().count() > 40 || text.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
