@@ -11,10 +11,10 @@
 //! by [`permission_warnings`] for the caller to show.
 
 use crate::proto::crypto::Identity;
-use crate::store::{Store, StoreError};
 /// What the desktop app needs of the store's types, so that it imports
 /// nothing from the store itself.
 pub use crate::store::{KdfParams, Mute};
+use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
 /// File name of the database inside the data directory.

@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open the desktop app (what `kith` alone does)
-    App,
+    App(AppArgs),
     /// Create an account: an encrypted store and a new identity
     Init,
     /// Print your peer id and public key
@@ -155,6 +155,24 @@ enum RoomCommand {
     Accept { room: String },
     /// Decline an invitation to a room
     Decline { room: String },
+}
+
+/// How the desktop app's node runs. The defaults suit a laptop on a LAN:
+/// the usual port, mDNS on the default route's interface.
+#[derive(clap::Args, Default)]
+#[cfg_attr(not(feature = "gui"), allow(dead_code))]
+struct AppArgs {
+    /// Address to listen on [default: 0.0.0.0:47474]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// LAN interface (name or IPv4 address) for mDNS (repeatable)
+    /// [default: the default route's interface, if it can multicast]
+    #[arg(long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// A peer to talk to, as PUBLICKEYHEX@IP:PORT (repeatable), for
+    /// networks where mDNS is blocked
+    #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
+    peers: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -278,9 +296,9 @@ fn stdout_error(error: std::io::Error) -> anyhow::Error {
 
 fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data.clone().unwrap_or_else(default_data_dir);
-    match cli.command.unwrap_or(Command::App) {
+    match cli.command.unwrap_or(Command::App(AppArgs::default())) {
         Command::Registry(args) => run_registry(args, cli.data),
-        Command::App => run_app(data_dir),
+        Command::App(args) => run_app(data_dir, args),
         Command::Init => {
             let passphrase = passphrase(&cli.passphrase_file)?;
             let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
@@ -672,11 +690,37 @@ fn passphrase(file: &Option<PathBuf>) -> Result<String> {
 }
 
 #[cfg(feature = "gui")]
-fn run_app(data_dir: PathBuf) -> Result<()> {
-    kith::ui::run(data_dir).map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
+fn run_app(data_dir: PathBuf, args: AppArgs) -> Result<()> {
+    let peers = args
+        .peers
+        .iter()
+        .map(|peer| peer.parse::<PeerAddr>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut interfaces = args
+        .interfaces
+        .iter()
+        .map(|iface| iface.parse::<InterfaceSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if interfaces.is_empty()
+        && let Some(name) = kith::ui::default_interface()
+    {
+        interfaces.push(InterfaceSpec::Name(name));
+    }
+    let mut config = DaemonConfig {
+        peers,
+        // So that `kith send/listen/peers` work against the running app.
+        control_socket: true,
+        ..DaemonConfig::default()
+    };
+    if let Some(listen) = args.listen {
+        config.net.unicast_bind = listen;
+    }
+    config.discovery.interfaces = interfaces;
+    kith::ui::run(data_dir, config)
+        .map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
 }
 
 #[cfg(not(feature = "gui"))]
-fn run_app(_data_dir: PathBuf) -> Result<()> {
+fn run_app(_data_dir: PathBuf, _args: AppArgs) -> Result<()> {
     bail!("this kith was built without the desktop app (--no-default-features); see `kith --help`")
 }

@@ -98,11 +98,13 @@ impl Launcher for NodeLauncher {
         }
         let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
             let text = e.to_string();
-            if text.contains("control socket") || text.contains("in use") {
+            if text.contains("control socket")
+                || text.contains("in use")
+                || text.contains("already open")
+            {
                 format!(
-                    "{text}. Is a kith daemon already running with this data directory \
-                     ({})? Stop it (`kith stop`) and try again.",
-                    args.data_dir.display()
+                    "{text}. Is a kith daemon (or another kith window) already running with \
+                     this data directory? Stop it (`kith stop`) and try again."
                 )
             } else {
                 text
@@ -436,9 +438,9 @@ fn person_info(
     } else {
         Relation::Nearby
     };
-    let last_seen = sighting.and_then(|s| s.heard_ago).map(|ago| {
-        now.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
-    });
+    let last_seen = sighting
+        .and_then(|s| s.heard_ago)
+        .map(|ago| now.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)));
     PersonInfo {
         id: peer.peer,
         public_key: PeerId(peer.public.to_bytes()).to_hex(),

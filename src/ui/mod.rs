@@ -1,197 +1,271 @@
 //! The desktop app (feature `gui`).
 //!
-//! Today it unlocks (or creates) the account and shows who you are: your
-//! peer id, your public key, and the safety number with a contact whose key
-//! you paste. Chats arrive with the node.
+//! The first screen creates (display name, passphrase typed twice) or
+//! unlocks the account; then the node starts in-process and the main window
+//! shows rooms, people and chats.
 //!
-//! The UI never blocks: unlocking runs Argon2id and SQLCipher on a worker
-//! thread, and the screen is a pure [`UnlockState`] that the frame loop only
-//! renders and feeds with events.
+//! Shape (see `ARCHITECTURE.md`):
+//! - [`state`]: the plain [`AppState`](state::AppState) the window shows,
+//!   changed only by `apply(Update)` and `handle_intent(Intent)`;
+//! - [`views`]: drawing from `&AppState`, returning the user's `Intent`s;
+//! - [`backend`]: requests to the node and updates back, on worker threads.
+//!
+//! The UI never blocks: unlocking (Argon2id, SQLCipher, starting the node)
+//! and every call to the node run on worker threads, and their answers
+//! arrive as messages that wake the window.
 
 pub mod backend;
 pub mod state;
+pub mod views;
 
-use crate::account::{Account, AccountError};
-use crate::proto::crypto::{PublicIdentity, safety_number};
-use crate::store::KdfParams;
+use crate::account::{Account, KdfParams};
+use crate::daemon::DaemonConfig;
+use backend::{Backend, Connection, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis};
+use state::{AppState, Dialog, Intent, Update};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::time::{Duration, Instant};
+use views::Local;
 
-/// What the app knows about the unlocked account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountSummary {
-    pub peer_id: String,
-    pub public_key: String,
-    public: PublicIdentity,
-}
-
-/// The screen's state; no IO in here.
-#[derive(Debug, PartialEq, Eq)]
-pub enum UnlockState {
-    /// Waiting for a passphrase. `creating` when the data dir has no account.
-    Locked {
-        creating: bool,
-        passphrase: String,
-        error: Option<String>,
-        busy: bool,
-    },
-    /// Unlocked: who we are, and a contact key being checked.
-    Unlocked {
-        account: Box<AccountSummary>,
-        contact_key: String,
-    },
+/// The unlock screen's state; no IO in here.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UnlockState {
+    /// The data directory has no account: create one.
+    pub creating: bool,
+    /// The display name others see (creating only).
+    pub name: String,
+    pub passphrase: String,
+    /// The passphrase again (creating only).
+    pub repeat: String,
+    pub error: Option<String>,
+    /// A worker is unlocking.
+    pub busy: bool,
 }
 
 /// Inputs to [`UnlockState::apply`].
 pub enum UnlockEvent {
     Submitted,
-    Finished(Result<Box<AccountSummary>, String>),
+    Finished(Result<(), String>),
 }
 
 impl UnlockState {
     /// The first screen for a data directory.
     pub fn new(account_exists: bool) -> Self {
-        UnlockState::Locked {
+        UnlockState {
             creating: !account_exists,
-            passphrase: String::new(),
-            error: None,
-            busy: false,
+            ..Default::default()
         }
     }
 
-    /// Moves the state along; returns the passphrase to try when a worker
-    /// should start.
-    pub fn apply(&mut self, event: UnlockEvent) -> Option<String> {
-        match (self, event) {
-            (
-                UnlockState::Locked {
-                    passphrase,
-                    error,
-                    busy,
-                    ..
-                },
-                UnlockEvent::Submitted,
-            ) if !*busy => {
-                *busy = true;
-                *error = None;
-                Some(std::mem::take(passphrase))
-            }
-            (state @ UnlockState::Locked { .. }, UnlockEvent::Finished(Ok(account))) => {
-                *state = UnlockState::Unlocked {
-                    account,
-                    contact_key: String::new(),
-                };
-                None
-            }
-            (UnlockState::Locked { error, busy, .. }, UnlockEvent::Finished(Err(message))) => {
-                *busy = false;
-                *error = Some(message);
-                None
-            }
-            _ => None,
+    /// Why the form cannot be submitted yet, if so.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.passphrase.is_empty() {
+            Some("Enter a passphrase.")
+        } else if self.creating && self.repeat != self.passphrase {
+            Some("The two passphrases differ.")
+        } else {
+            None
         }
     }
-}
 
-/// The safety number with a pasted contact key, or why there is none.
-pub fn contact_safety_number(
-    account: &AccountSummary,
-    contact_key: &str,
-) -> Result<String, String> {
-    let bytes = crate::proto::ids::PeerId::from_hex(contact_key.trim())
-        .ok_or_else(|| "a public key is 64 hexadecimal characters".to_owned())?;
-    let contact = PublicIdentity::from_bytes(&bytes.0)
-        .map_err(|_| "that is not a valid public key".to_owned())?;
-    Ok(safety_number(&account.public, &contact))
-}
+    /// A hint on a new passphrase's strength (creating only).
+    pub fn strength(&self) -> Option<&'static str> {
+        if !self.creating || self.passphrase.is_empty() {
+            return None;
+        }
+        let length = self.passphrase.chars().count();
+        let words = self.passphrase.split_whitespace().count();
+        Some(if length < 10 {
+            "Weak: anyone with this device could guess it. Use four or more words."
+        } else if length < 16 && words < 3 {
+            "Fair: longer is stronger; a few unrelated words are easy to remember."
+        } else {
+            "Strong."
+        })
+    }
 
-fn summarize(account: &Account) -> Box<AccountSummary> {
-    Box::new(AccountSummary::new(account.identity.public()))
-}
-
-impl AccountSummary {
-    fn new(public: PublicIdentity) -> Self {
-        AccountSummary {
-            peer_id: public.peer_id().to_hex(),
-            public_key: crate::proto::ids::PeerId(public.to_bytes()).to_hex(),
-            public,
+    /// Moves the state along; returns the passphrase and name to try when
+    /// a worker should start.
+    pub fn apply(&mut self, event: UnlockEvent) -> Option<(String, String)> {
+        match event {
+            UnlockEvent::Submitted if !self.busy && self.problem().is_none() => {
+                self.busy = true;
+                self.error = None;
+                self.repeat.clear();
+                Some((std::mem::take(&mut self.passphrase), self.name.clone()))
+            }
+            UnlockEvent::Submitted => None,
+            UnlockEvent::Finished(result) => {
+                self.busy = false;
+                if let Err(message) = result {
+                    self.error = Some(message);
+                }
+                None
+            }
         }
     }
 }
 
 /// Runs the desktop app on the calling thread until its window closes.
-pub fn run(data_dir: PathBuf) -> Result<(), eframe::Error> {
+/// `config` is how the node runs (sockets, discovery, control socket).
+pub fn run(data_dir: PathBuf, config: DaemonConfig) -> Result<(), eframe::Error> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("kith")
-            .with_inner_size([720.0, 480.0]),
+            .with_inner_size([1000.0, 660.0])
+            .with_min_inner_size([560.0, 380.0]),
         ..Default::default()
     };
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::default(),
+        config,
+    });
     eframe::run_native(
         "kith",
         options,
-        Box::new(move |_creation| Ok(Box::new(KithApp::new(data_dir, KdfParams::default())))),
+        Box::new(move |_creation| Ok(Box::new(KithApp::new(data_dir, launcher)))),
     )
 }
 
-/// The app: the unlock screen's state plus the worker that unlocks.
+/// The app: the unlock screen, then the main window.
 pub struct KithApp {
     data_dir: PathBuf,
-    kdf: KdfParams,
-    state: UnlockState,
-    worker: Option<Receiver<Result<Box<AccountSummary>, String>>>,
+    launcher: Arc<dyn Launcher>,
+    screen: Screen,
+}
+
+enum Screen {
+    Unlock {
+        form: UnlockState,
+        worker: Option<Receiver<Result<Connection, String>>>,
+    },
+    Main(Box<MainWindow>),
+}
+
+/// The main window: its state, the backend and what only the screen keeps.
+pub struct MainWindow {
+    state: AppState,
+    backend: Box<dyn Backend>,
+    updates: Receiver<Update>,
+    local: Local,
+    title: String,
 }
 
 impl KithApp {
-    /// An app for `data_dir`; `kdf` is used only when creating an account.
-    pub fn new(data_dir: PathBuf, kdf: KdfParams) -> Self {
+    /// An app for `data_dir` whose account is opened by `launcher`.
+    pub fn new(data_dir: PathBuf, launcher: Arc<dyn Launcher>) -> Self {
         Self {
-            state: UnlockState::new(Account::exists(&data_dir)),
+            screen: Screen::Unlock {
+                form: UnlockState::new(Account::exists(&data_dir)),
+                worker: None,
+            },
             data_dir,
-            kdf,
-            worker: None,
+            launcher,
         }
     }
 
-    /// The screen's state, for tests and diagnostics.
-    pub fn state(&self) -> &UnlockState {
-        &self.state
+    /// An app that runs a real node with `config`; `kdf` is used only when
+    /// creating an account.
+    pub fn with_node(data_dir: PathBuf, kdf: KdfParams, config: DaemonConfig) -> Self {
+        Self::new(data_dir, Arc::new(NodeLauncher { kdf, config }))
+    }
+
+    /// The unlock screen's state, while it is shown.
+    pub fn unlock_state(&self) -> Option<&UnlockState> {
+        match &self.screen {
+            Screen::Unlock { form, .. } => Some(form),
+            Screen::Main(_) => None,
+        }
+    }
+
+    /// The main window's state, once unlocked.
+    pub fn state(&self) -> Option<&AppState> {
+        match &self.screen {
+            Screen::Main(main) => Some(&main.state),
+            Screen::Unlock { .. } => None,
+        }
     }
 
     /// Blocks until the unlock worker has answered (or `timeout` passed),
     /// then applies its answer. For tests: the app itself never blocks.
-    pub fn wait_for_worker(&mut self, timeout: std::time::Duration) {
-        if let Some(receiver) = self.worker.take() {
+    pub fn wait_for_worker(&mut self, timeout: Duration) {
+        if let Screen::Unlock { worker, .. } = &mut self.screen
+            && let Some(receiver) = worker.take()
+        {
             let result = receiver
                 .recv_timeout(timeout)
                 .unwrap_or_else(|_| Err("unlocking took too long".to_owned()));
-            self.state.apply(UnlockEvent::Finished(result));
+            self.finish_unlock(result);
         }
     }
 
-    fn start_unlock(&mut self, ctx: &egui::Context, passphrase: String, creating: bool) {
+    /// Applies the node's updates as they come until `done` holds or
+    /// `timeout` passes; whether it holds. For tests: the app itself never
+    /// blocks.
+    pub fn wait_until(&mut self, timeout: Duration, done: impl Fn(&AppState) -> bool) -> bool {
+        let Screen::Main(main) = &mut self.screen else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            main.state.apply(Update::Tick { now: now_millis() });
+            if done(&main.state) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match main
+                .updates
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(update) => main.state.apply(update),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return done(&main.state),
+            }
+        }
+    }
+
+    /// Runs an intent as if the user had done it (for tests and scripts).
+    pub fn perform(&mut self, intent: Intent) {
+        if let Screen::Main(main) = &mut self.screen {
+            main.run_intents(vec![intent]);
+        }
+    }
+
+    fn start_unlock(&mut self, ctx: &egui::Context, passphrase: String, name: String) {
+        let Screen::Unlock { form, worker } = &mut self.screen else {
+            return;
+        };
         let (sender, receiver) = channel();
-        let data_dir = self.data_dir.clone();
-        let kdf = self.kdf;
+        let args = LaunchArgs {
+            data_dir: self.data_dir.clone(),
+            passphrase,
+            creating: form.creating,
+            name,
+        };
+        let launcher = self.launcher.clone();
+        let repaint = ctx.clone();
+        let waker: Waker = Arc::new(move || repaint.request_repaint());
         let ctx = ctx.clone();
         std::thread::spawn(move || {
-            let result = if creating {
-                Account::create(&data_dir, &passphrase, kdf)
-            } else {
-                Account::open(&data_dir, &passphrase)
-            };
-            let message = result
-                .map(|account| summarize(&account))
-                .map_err(|error: AccountError| error.to_string());
-            // The app may have closed meanwhile; then nobody needs the answer.
-            let _ = sender.send(message);
+            let result = launcher.launch(args, waker);
+            // The app may have closed meanwhile; then nobody needs the answer
+            // (and dropping the connection stops the node).
+            let _ = sender.send(result);
             ctx.request_repaint();
         });
-        self.worker = Some(receiver);
+        *worker = Some(receiver);
     }
 
     fn poll_worker(&mut self) {
-        let Some(receiver) = &self.worker else {
+        let Screen::Unlock {
+            worker: Some(receiver),
+            ..
+        } = &self.screen
+        else {
             return;
         };
         let result = match receiver.try_recv() {
@@ -199,8 +273,35 @@ impl KithApp {
             Err(TryRecvError::Empty) => return,
             Err(TryRecvError::Disconnected) => Err("unlocking stopped unexpectedly".to_owned()),
         };
-        self.worker = None;
-        self.state.apply(UnlockEvent::Finished(result));
+        if let Screen::Unlock { worker, .. } = &mut self.screen {
+            *worker = None;
+        }
+        self.finish_unlock(result);
+    }
+
+    fn finish_unlock(&mut self, result: Result<Connection, String>) {
+        match result {
+            Ok(connection) => {
+                let me = connection.me;
+                let mut state = AppState::new(me.peer, me.public_key, me.name);
+                state.utc_offset_secs = utc_offset_secs();
+                state.apply(Update::Tick { now: now_millis() });
+                self.screen = Screen::Main(Box::new(MainWindow {
+                    state,
+                    backend: connection.backend,
+                    updates: connection.updates,
+                    local: Local::default(),
+                    title: String::new(),
+                }));
+            }
+            Err(message) => {
+                if let Screen::Unlock { form, .. } = &mut self.screen {
+                    form.apply(UnlockEvent::Finished(Err(message)));
+                    // An account may exist now even if starting failed.
+                    form.creating = !Account::exists(&self.data_dir);
+                }
+            }
+        }
     }
 }
 
@@ -214,124 +315,265 @@ impl KithApp {
     /// Draws one frame and handles its input.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll_worker();
-        let mut submit = false;
-        egui::CentralPanel::default().show(ui, |ui| match &mut self.state {
-            UnlockState::Locked {
-                creating,
-                passphrase,
-                error,
-                busy,
-            } => {
-                ui.heading(if *creating {
-                    "Welcome to kith"
-                } else {
-                    "Unlock kith"
-                });
-                ui.label(if *creating {
-                    "Choose a passphrase. It encrypts everything kith keeps on this device."
-                } else {
-                    "Enter your passphrase."
-                });
-                let label = ui.label("Passphrase");
-                let field = ui
-                    .add_enabled(
-                        !*busy,
-                        egui::TextEdit::singleline(passphrase).password(true),
-                    )
-                    .labelled_by(label.id);
-                let pressed_enter =
-                    field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
-                let button = ui.add_enabled(
-                    !*busy && !passphrase.is_empty(),
-                    egui::Button::new(if *creating {
-                        "Create account"
-                    } else {
-                        "Unlock"
-                    }),
-                );
-                submit = (button.clicked() || pressed_enter) && !passphrase.is_empty();
-                if *busy {
-                    ui.spinner();
-                }
-                if let Some(error) = error {
-                    ui.colored_label(ui.visuals().error_fg_color, error.as_str());
-                }
-            }
-            UnlockState::Unlocked {
-                account,
-                contact_key,
-            } => {
-                ui.heading("You");
-                ui.label("Your peer id");
-                ui.monospace(&account.peer_id);
-                ui.label("Your public key (give it to a contact to compare safety numbers)");
-                ui.monospace(&account.public_key);
-                ui.separator();
-                ui.heading("Verify a contact");
-                let label = ui.label("Their public key");
-                ui.text_edit_singleline(contact_key).labelled_by(label.id);
-                if !contact_key.trim().is_empty() {
-                    match contact_safety_number(account, contact_key) {
-                        Ok(number) => {
-                            ui.label("Safety number: read it aloud together; it must match.");
-                            ui.monospace(number);
-                        }
-                        Err(problem) => {
-                            ui.colored_label(ui.visuals().error_fg_color, problem);
-                        }
+        match &mut self.screen {
+            Screen::Unlock { form, .. } => {
+                if unlock_screen(ui, form) {
+                    let creating = form.creating;
+                    if let Some((passphrase, name)) = form.apply(UnlockEvent::Submitted) {
+                        let name = if creating { name } else { String::new() };
+                        let ctx = ui.ctx().clone();
+                        self.start_unlock(&ctx, passphrase, name);
                     }
                 }
             }
+            Screen::Main(main) => main.show(ui),
+        }
+    }
+}
+
+/// Draws the unlock screen; whether the user submitted it.
+fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
+    let mut submit = false;
+    egui::CentralPanel::default().show(ui, |ui| {
+        ui.add_space(ui.available_height() * 0.12);
+        ui.vertical_centered(|ui| {
+            ui.set_max_width(380.0);
+            ui.heading(if form.creating {
+                "Welcome to kith"
+            } else {
+                "Unlock kith"
+            });
+            ui.add_space(6.0);
+            ui.label(if form.creating {
+                "Choose the name people nearby will see, and a passphrase. The passphrase \
+                 encrypts everything kith keeps on this device."
+            } else {
+                "Enter your passphrase."
+            });
+            ui.add_space(10.0);
+            let busy = form.busy;
+            let mut enter = false;
+            if form.creating {
+                let label = ui.label("Your name");
+                ui.add_enabled(
+                    !busy,
+                    egui::TextEdit::singleline(&mut form.name)
+                        .hint_text("e.g. Sam")
+                        .char_limit(backend::MAX_NAME_CHARS),
+                )
+                .labelled_by(label.id);
+            }
+            let label = ui.label("Passphrase");
+            let field = ui
+                .add_enabled(
+                    !busy,
+                    egui::TextEdit::singleline(&mut form.passphrase).password(true),
+                )
+                .labelled_by(label.id);
+            enter |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if form.creating {
+                let label = ui.label("Passphrase again");
+                let field = ui
+                    .add_enabled(
+                        !busy,
+                        egui::TextEdit::singleline(&mut form.repeat).password(true),
+                    )
+                    .labelled_by(label.id);
+                enter |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                if let Some(hint) = form.strength() {
+                    ui.weak(hint);
+                }
+                if !form.repeat.is_empty() && form.repeat != form.passphrase {
+                    ui.weak("The two passphrases differ.");
+                }
+            }
+            ui.add_space(6.0);
+            let button = ui.add_enabled(
+                !busy && form.problem().is_none(),
+                egui::Button::new(if form.creating {
+                    "Create account"
+                } else {
+                    "Unlock"
+                }),
+            );
+            submit = (button.clicked() || enter) && form.problem().is_none();
+            if busy {
+                ui.spinner();
+            }
+            if let Some(error) = &form.error {
+                ui.colored_label(ui.visuals().error_fg_color, error.as_str());
+            }
         });
-        if submit {
-            let creating = matches!(self.state, UnlockState::Locked { creating: true, .. });
-            if let Some(passphrase) = self.state.apply(UnlockEvent::Submitted) {
-                let ctx = ui.ctx().clone();
-                self.start_unlock(&ctx, passphrase, creating);
+    });
+    submit
+}
+
+impl MainWindow {
+    fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.state.apply(Update::Tick { now: now_millis() });
+        while let Ok(update) = self.updates.try_recv() {
+            self.state.apply(update);
+        }
+        // Toasts fade, mutes end and "last seen" moves with the clock.
+        ctx.request_repaint_after(self.state.next_change());
+        let title = self.state.title();
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+        let state = &self.state;
+        let local = &mut self.local;
+        let mut intents = Vec::new();
+        egui::Panel::left("sidebar")
+            .resizable(true)
+            .default_size(300.0)
+            .min_size(220.0)
+            .show(ui, |ui| {
+                intents.extend(views::sidebar::show(ui, state, local));
+                ui.with_layout(egui::Layout::bottom_up(egui::Align::Min), |ui| {
+                    ui.add_space(4.0);
+                    let me = if state.my_name.is_empty() {
+                        "You".to_owned()
+                    } else {
+                        state.my_name.clone()
+                    };
+                    if ui
+                        .button(format!("👤 {me}"))
+                        .on_hover_text("Your identity and safety numbers")
+                        .clicked()
+                    {
+                        intents.push(Intent::OpenDialog(Dialog::Me));
+                    }
+                });
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            let room = state.open.and_then(|r| state.rooms.get(&r));
+            let Some(room) = room else {
+                ui.centered_and_justified(|ui| {
+                    ui.weak("Pick a room or a person on the left, or make a room with + Room.");
+                });
+                return;
+            };
+            egui::Panel::top("chat header").show(ui, |ui| {
+                ui.add_space(4.0);
+                intents.extend(views::chat::header(ui, state, room));
+                ui.add_space(2.0);
+            });
+            egui::Panel::bottom("composer").show(ui, |ui| {
+                intents.extend(views::composer::show(ui, state, room, local));
+            });
+            egui::CentralPanel::default().show(ui, |ui| {
+                intents.extend(views::chat::show(ui, state, room, local));
+            });
+        });
+        intents.extend(views::dialogs::show(&ctx, state, local));
+        intents.extend(views::dialogs::toasts(&ctx, state));
+        self.run_intents(intents);
+        // Whatever arrives in the open room while the window has focus is read.
+        if ctx.input(|i| i.focused)
+            && let Some(request) = self.state.mark_open_read()
+        {
+            self.backend.submit(request);
+        }
+    }
+
+    fn run_intents(&mut self, intents: Vec<Intent>) {
+        for intent in intents {
+            for request in self.state.handle_intent(intent) {
+                self.backend.submit(request);
             }
         }
     }
 }
 
+/// The local time zone's offset from UTC now, in seconds.
+fn utc_offset_secs() -> i64 {
+    // SAFETY: `time` with a null pointer only returns the time;
+    // `localtime_r` writes into the `tm` we own and reads the zone files.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            0
+        } else {
+            tm.tm_gmtoff
+        }
+    }
+}
+
+/// The interface of the default route, if it can multicast (for mDNS):
+/// what the app uses when none is chosen.
+pub fn default_interface() -> Option<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let name = routes.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let name = fields.next()?;
+        (fields.next()? == "00000000").then(|| name.to_owned())
+    })?;
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    const IFF_MULTICAST: u32 = 0x1000;
+    (flags & IFF_MULTICAST != 0).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-
-    fn summary(seed: u64) -> Box<AccountSummary> {
-        let identity =
-            crate::proto::crypto::Identity::generate(&mut rand::rngs::StdRng::seed_from_u64(seed));
-        Box::new(AccountSummary::new(identity.public()))
-    }
 
     #[test]
     fn unlock_flow() {
-        let mut state = UnlockState::new(true);
-        if let UnlockState::Locked { passphrase, .. } = &mut state {
-            passphrase.push_str("secret");
-        }
-        assert_eq!(state.apply(UnlockEvent::Submitted), Some("secret".into()));
+        let mut state = UnlockState::new(false);
+        assert!(state.creating);
+        state.passphrase.push_str("secret words here");
+        state.name.push_str("Sam");
+        // Typed once only: nothing starts.
+        assert_eq!(state.apply(UnlockEvent::Submitted), None);
+        assert_eq!(state.problem(), Some("The two passphrases differ."));
+        state.repeat.push_str("secret words here");
+        assert_eq!(state.strength(), Some("Strong."));
+        assert_eq!(
+            state.apply(UnlockEvent::Submitted),
+            Some(("secret words here".into(), "Sam".into()))
+        );
         // A second submit while busy starts nothing.
         assert_eq!(state.apply(UnlockEvent::Submitted), None);
         state.apply(UnlockEvent::Finished(Err("wrong passphrase".into())));
-        assert!(matches!(
-            &state,
-            UnlockState::Locked { error: Some(e), busy: false, .. } if e == "wrong passphrase"
-        ));
-        state.apply(UnlockEvent::Submitted);
-        state.apply(UnlockEvent::Finished(Ok(summary(1))));
-        assert!(matches!(state, UnlockState::Unlocked { .. }));
+        assert_eq!(state.error.as_deref(), Some("wrong passphrase"));
+        assert!(!state.busy);
+        assert_eq!(state.passphrase, "");
+    }
+
+    #[test]
+    fn passphrase_strength_hints() {
+        let mut state = UnlockState::new(false);
+        state.passphrase = "abc".into();
+        assert!(state.strength().is_some_and(|s| s.starts_with("Weak")));
+        state.passphrase = "abcdefghijkl".into();
+        assert!(state.strength().is_some_and(|s| s.starts_with("Fair")));
+        let unlocking = UnlockState {
+            passphrase: "abc".into(),
+            ..UnlockState::new(true)
+        };
+        assert_eq!(unlocking.strength(), None);
+        assert_eq!(unlocking.problem(), None);
     }
 
     #[test]
     fn safety_number_with_pasted_key() {
-        let me = summary(1);
-        let them = summary(2);
-        let number = contact_safety_number(&me, &them.public_key).expect("valid key");
+        use rand::SeedableRng;
+        let key = |seed| {
+            let identity = crate::proto::crypto::Identity::generate(
+                &mut rand::rngs::StdRng::seed_from_u64(seed),
+            );
+            crate::proto::ids::PeerId(identity.public().to_bytes()).to_hex()
+        };
+        let (me, them) = (key(1), key(2));
+        let number = views::dialogs::safety_number_with(&me, &them).expect("valid keys");
         assert_eq!(
             number,
-            contact_safety_number(&them, &me.public_key).expect("valid key")
+            views::dialogs::safety_number_with(&them, &me).expect("valid keys")
         );
-        assert!(contact_safety_number(&me, "abc").is_err());
+        assert!(views::dialogs::safety_number_with(&me, "abc").is_err());
     }
 }

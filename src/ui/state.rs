@@ -109,7 +109,9 @@ pub struct MessageInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
     /// The wall clock moved on (mute expiry, toast fading).
-    Tick { now: Millis },
+    Tick {
+        now: Millis,
+    },
     /// Every room, replacing the list (activity and unread counts kept).
     Rooms(Vec<RoomInfo>),
     /// Every person known, replacing the list.
@@ -118,7 +120,10 @@ pub enum Update {
     Blocked(Vec<PeerId>),
     /// A message arrived. `muted`: the room or sender is muted, so it is
     /// neither counted nor notified.
-    Received { message: MessageInfo, muted: bool },
+    Received {
+        message: MessageInfo,
+        muted: bool,
+    },
     /// A page of older messages of `room` (oldest first); `complete`: there
     /// is nothing older.
     History {
@@ -127,15 +132,31 @@ pub enum Update {
         complete: bool,
     },
     /// Our message `local` was stored and handed to the network as `id`.
-    Sent { local: u64, id: MessageId },
+    Sent {
+        local: u64,
+        id: MessageId,
+    },
     /// Our message `local` could not be sent.
-    SendFailed { local: u64, error: String },
+    SendFailed {
+        local: u64,
+        error: String,
+    },
     /// `to` stored our message `id`.
-    Delivered { to: PeerId, id: MessageId },
+    Delivered {
+        to: PeerId,
+        id: MessageId,
+    },
     /// The node gave up on delivering `id` to `to` for now; it stays queued.
-    Undelivered { to: PeerId, id: MessageId },
-    PeerOnline { peer: PeerId },
-    PeerOffline { peer: PeerId },
+    Undelivered {
+        to: PeerId,
+        id: MessageId,
+    },
+    PeerOnline {
+        peer: PeerId,
+    },
+    PeerOffline {
+        peer: PeerId,
+    },
     /// An admin invites us to a room.
     Invited {
         room: RoomId,
@@ -143,11 +164,18 @@ pub enum Update {
         from: PeerId,
     },
     /// A room we created (open it).
-    RoomCreated { room: RoomId, name: String },
+    RoomCreated {
+        room: RoomId,
+        name: String,
+    },
     /// The room's admin removed us.
-    Removed { room: RoomId },
+    Removed {
+        room: RoomId,
+    },
     /// Someone new wrote to us.
-    ContactRequest { peer: PeerId },
+    ContactRequest {
+        peer: PeerId,
+    },
     /// Something failed: a sentence for the user.
     Error(String),
     /// Something worth a short note (not an error).
@@ -170,13 +198,25 @@ pub enum Intent {
     AcceptRequest(PeerId),
     /// Decline a contact request (which blocks, as `kith decline` does).
     DeclineRequest(PeerId),
-    AnswerInvite { room: RoomId, accept: bool },
+    AnswerInvite {
+        room: RoomId,
+        accept: bool,
+    },
     Leave(RoomId),
-    Remove { room: RoomId, peer: PeerId },
+    Remove {
+        room: RoomId,
+        peer: PeerId,
+    },
     OpenDialog(Dialog),
     CloseDialog,
-    CreateRoom { name: String, members: Vec<PeerId> },
-    AddToRoom { room: RoomId, peers: Vec<PeerId> },
+    CreateRoom {
+        name: String,
+        members: Vec<PeerId>,
+    },
+    AddToRoom {
+        room: RoomId,
+        peers: Vec<PeerId>,
+    },
     /// The top of the open room's history is visible: load the page before.
     LoadOlder,
     DismissToast(u64),
@@ -558,22 +598,20 @@ impl AppState {
                 }
                 self.toast(format!("Not sent: {error}"), true);
             }
-            Update::Delivered { to, id } => {
-                match self.own_message_mut_by_id(id) {
-                    Some(Own {
-                        delivery: Delivery::Sent { delivered, waiting },
-                        recipients,
-                        ..
-                    }) => {
-                        delivered.insert(to);
-                        *waiting = recipients.iter().any(|r| !delivered.contains(r)) && *waiting;
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.early_receipts.entry(id).or_default().insert(to);
-                    }
+            Update::Delivered { to, id } => match self.own_message_mut_by_id(id) {
+                Some(Own {
+                    delivery: Delivery::Sent { delivered, waiting },
+                    recipients,
+                    ..
+                }) => {
+                    delivered.insert(to);
+                    *waiting = recipients.iter().any(|r| !delivered.contains(r)) && *waiting;
                 }
-            }
+                Some(_) => {}
+                None => {
+                    self.early_receipts.entry(id).or_default().insert(to);
+                }
+            },
             Update::Undelivered { id, .. } => {
                 if let Some(Own {
                     delivery: Delivery::Sent { waiting, .. },
@@ -629,7 +667,9 @@ impl AppState {
                     })
                 });
                 entry.last_activity = entry.last_activity.max(self.now);
-                self.open_room(room);
+                // A room just made has no history to load.
+                self.histories.entry(room).or_default().complete = true;
+                self.open = Some(room);
             }
             Update::Removed { room } => {
                 if let Some(room) = self.rooms.get_mut(&room) {
@@ -971,6 +1011,28 @@ impl AppState {
         }
     }
 
+    /// How long until the screen changes by itself: a toast fades, a mute
+    /// ends, or "last seen" moves on (at most half a minute).
+    pub fn next_change(&self) -> std::time::Duration {
+        let mut next: Millis = 30_000;
+        if !self.toasts.is_empty() {
+            next = 100;
+        }
+        let ends = self
+            .rooms
+            .values()
+            .filter_map(|r| r.info.muted)
+            .chain(self.people.values().filter_map(|p| p.info.muted));
+        for mute in ends {
+            if let MuteUntil::Until(end) = mute
+                && end > self.now
+            {
+                next = next.min(end - self.now);
+            }
+        }
+        std::time::Duration::from_millis(next)
+    }
+
     /// Whether `peer` is blocked.
     pub fn is_blocked(&self, peer: PeerId) -> bool {
         self.people.get(&peer).is_some_and(|p| p.blocked)
@@ -989,10 +1051,7 @@ impl AppState {
             .direct
             .and_then(|peer| self.people.get(&peer))
             .and_then(|p| p.info.muted);
-        room.info
-            .muted
-            .or(person)
-            .filter(|m| m.active(self.now))
+        room.info.muted.or(person).filter(|m| m.active(self.now))
     }
 
     /// What mute and the menus address for a room: a direct chat's person.
@@ -1047,10 +1106,10 @@ impl AppState {
             .filter(|p| !p.blocked && p.info.relation == relation)
             .collect();
         people.sort_by(|a, b| {
-            b.info
-                .online
-                .cmp(&a.info.online)
-                .then_with(|| self.display_name(a.info.id).cmp(&self.display_name(b.info.id)))
+            b.info.online.cmp(&a.info.online).then_with(|| {
+                self.display_name(a.info.id)
+                    .cmp(&self.display_name(b.info.id))
+            })
         });
         people
     }
@@ -1130,7 +1189,11 @@ impl AppState {
             Delivery::Failed(_) => "not sent".to_owned(),
             Delivery::Sent { delivered, waiting } => {
                 let n = own.recipients.len();
-                let k = own.recipients.iter().filter(|r| delivered.contains(r)).count();
+                let k = own
+                    .recipients
+                    .iter()
+                    .filter(|r| delivered.contains(r))
+                    .count();
                 if group && n > 0 && k > 0 {
                     format!("delivered to {k} of {n}")
                 } else if n > 0 && k == n {

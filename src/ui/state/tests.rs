@@ -210,7 +210,12 @@ fn people_presence_last_seen_nearby_requests_and_blocked() {
         Some("last seen 2 h ago")
     );
     // A refresh without a last-seen time keeps ours.
-    state.apply(Update::People(vec![person(1, "Sam", Relation::Contact, false)]));
+    state.apply(Update::People(vec![person(
+        1,
+        "Sam",
+        Relation::Contact,
+        false,
+    )]));
     assert_eq!(state.people[&peer(1)].info.last_seen, Some(T0));
     state.apply(Update::PeerOnline { peer: peer(1) });
     assert_eq!(state.last_seen_label(&state.people[&peer(1)]), None);
@@ -234,7 +239,12 @@ fn people_presence_last_seen_nearby_requests_and_blocked() {
     assert!(state.people_with(Relation::Request).is_empty());
     assert_eq!(state.blocked_people().len(), 1);
     // Blocked stays blocked across a refresh that no longer lists it.
-    state.apply(Update::People(vec![person(1, "Sam", Relation::Contact, true)]));
+    state.apply(Update::People(vec![person(
+        1,
+        "Sam",
+        Relation::Contact,
+        true,
+    )]));
     assert!(state.is_blocked(peer(5)));
     state.apply(Update::Blocked(vec![]));
     assert!(!state.is_blocked(peer(5)));
@@ -311,12 +321,18 @@ fn own_messages_go_queued_sent_delivered_k_of_n() {
         local: 1,
         id: msg_id(7),
     });
-    assert_eq!(state.delivery_label(&own(&state), true), "delivered to 1 of 2");
+    assert_eq!(
+        state.delivery_label(&own(&state), true),
+        "delivered to 1 of 2"
+    );
     state.apply(Update::Delivered {
         to: peer(2),
         id: msg_id(7),
     });
-    assert_eq!(state.delivery_label(&own(&state), true), "delivered to 2 of 2");
+    assert_eq!(
+        state.delivery_label(&own(&state), true),
+        "delivered to 2 of 2"
+    );
     assert_eq!(state.delivery_label(&own(&state), false), "delivered");
 
     // A direct message: "sent", then "delivered".
@@ -446,7 +462,11 @@ fn opening_an_empty_room_asks_for_the_newest_page() {
             limit: HISTORY_PAGE,
         }]
     );
-    assert!(state.handle_intent(Intent::OpenRoom(room_id(10))).is_empty());
+    assert!(
+        state
+            .handle_intent(Intent::OpenRoom(room_id(10)))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -479,7 +499,12 @@ fn dialogs_new_room_invitations_and_leaving() {
         name: "book club".into(),
         from: peer(1),
     });
-    assert!(state.toasts.iter().any(|t| t.text == "Sam invites you to book club"));
+    assert!(
+        state
+            .toasts
+            .iter()
+            .any(|t| t.text == "Sam invites you to book club")
+    );
     assert_eq!(
         state.cannot_send(room_id(13)),
         Some("Accept the invitation to write here.")

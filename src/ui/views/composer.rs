@@ -1,0 +1,56 @@
+//! The composer: Enter sends, Shift+Enter starts a new line; disabled with
+//! the reason when nothing can be sent to the room.
+
+use super::Local;
+use crate::ui::state::{AppState, Intent, Room};
+use egui::{Key, Modifiers};
+
+/// The composer's accessible name, for tests and screen readers.
+pub const LABEL: &str = "Write a message";
+
+/// Draws the composer for `room`.
+pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local) -> Vec<Intent> {
+    let mut out = Vec::new();
+    let reason = state.cannot_send(room.info.id);
+    let id = ui.make_persistent_id(("composer", room.info.id));
+    let focused = ui.memory(|m| m.has_focus(id));
+    // Take a plain Enter before the text field turns it into a new line.
+    let enter = focused
+        && reason.is_none()
+        && ui.input_mut(|i| {
+            !i.modifiers.shift && !i.modifiers.alt && i.consume_key(Modifiers::NONE, Key::Enter)
+        });
+    let draft = local.drafts.entry(room.info.id).or_default();
+    ui.add_space(4.0);
+    let label = ui.label(egui::RichText::new(LABEL).small().weak());
+    let hint = match reason {
+        Some(reason) => reason.to_owned(),
+        None => format!(
+            "Write to {}…   (Enter sends, Shift+Enter new line)",
+            state.room_name(room)
+        ),
+    };
+    ui.horizontal(|ui| {
+        let field = ui
+            .add_enabled(
+                reason.is_none(),
+                egui::TextEdit::multiline(draft)
+                    .id(id)
+                    .hint_text(hint)
+                    .desired_rows(2)
+                    .desired_width(ui.available_width() - 60.0),
+            )
+            .labelled_by(label.id);
+        let send = ui.add_enabled(
+            reason.is_none() && !draft.trim().is_empty(),
+            egui::Button::new("Send"),
+        );
+        if (enter || send.clicked()) && !draft.trim().is_empty() {
+            out.push(Intent::Send(std::mem::take(draft)));
+            local.scroll_to_end = true;
+            field.request_focus();
+        }
+    });
+    ui.add_space(4.0);
+    out
+}

@@ -1,0 +1,390 @@
+//! The main window driven headless with egui_kittest over a fake backend:
+//! widgets are found by their accessible labels, clicked and typed into as
+//! a person would, and the result is checked on `AppState` and on the
+//! requests the window sent to the node.
+#![cfg(feature = "gui")]
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::proto::node::direct_room;
+use kith::ui::KithApp;
+use kith::ui::backend::{FakeBackend, FakeLauncher, Me, now_millis};
+use kith::ui::state::{
+    MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, Update,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn peer(n: u8) -> PeerId {
+    PeerId([n; 32])
+}
+
+const KITCHEN: RoomId = RoomId([10; 32]);
+const OPS: RoomId = RoomId([11; 32]);
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kith-ui-app-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn person(n: u8, name: &str, relation: Relation, online: bool) -> PersonInfo {
+    PersonInfo {
+        id: peer(n),
+        public_key: String::new(),
+        name: name.to_owned(),
+        relation,
+        online,
+        last_seen: (!online).then(|| now_millis() - 2 * 3_600_000),
+        muted: None,
+    }
+}
+
+fn group(id: RoomId, name: &str, members: &[u8]) -> RoomInfo {
+    RoomInfo {
+        id,
+        name: name.to_owned(),
+        direct: None,
+        admin: Some(peer(0)),
+        members: members.iter().map(|m| peer(*m)).collect(),
+        muted: None,
+        invited: false,
+    }
+}
+
+fn received(room: RoomId, from: u8, n: u8, minutes_ago: u64, text: &str) -> Update {
+    Update::Received {
+        message: MessageInfo {
+            room,
+            from: peer(from),
+            id: MessageId([n; 32]),
+            timestamp: now_millis() - minutes_ago * 60_000,
+            text: text.to_owned(),
+        },
+        muted: false,
+    }
+}
+
+struct App {
+    harness: Harness<'static, KithApp>,
+    fake: FakeBackend,
+}
+
+impl App {
+    fn state(&self) -> &kith::ui::state::AppState {
+        self.harness.state().state().expect("unlocked")
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.fake.take_requests()
+    }
+}
+
+/// Creates an account through the first screen, then fills the fake node
+/// with people, two rooms and three messages.
+fn unlocked_app(name: &str) -> App {
+    let dir = temp_dir(name);
+    let launcher = FakeLauncher::new(Me {
+        peer: peer(0),
+        public_key: "00".repeat(32),
+        name: String::new(),
+    });
+    let app = KithApp::new(dir, launcher.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1000.0, 660.0))
+        // Scrolling animates over a few frames.
+        .with_max_steps(32)
+        .build_ui_state(|ui, app: &mut KithApp| app.show(ui), app);
+    harness.get_by_label("Welcome to kith");
+    for (label, text) in [
+        ("Your name", "Robin"),
+        ("Passphrase", "four random words here"),
+        ("Passphrase again", "four random words here"),
+    ] {
+        harness.get_by_label(label).focus();
+        harness.run();
+        harness.get_by_label(label).type_text(text);
+        harness.run();
+    }
+    harness.get_by_label("Strong.");
+    harness.get_by_label("Create account").click();
+    harness.step();
+    harness.state_mut().wait_for_worker(Duration::from_secs(10));
+    harness.run();
+    assert_eq!(harness.state().state().expect("unlocked").my_name, "Robin");
+    let fake = launcher.backend().expect("the fake was handed out");
+    fake.push(Update::People(vec![
+        person(1, "Sam", Relation::Contact, true),
+        person(2, "Alex", Relation::Contact, false),
+        person(3, "Lee", Relation::Nearby, true),
+        person(4, "Pat", Relation::Request, true),
+    ]));
+    fake.push(Update::Rooms(vec![
+        group(KITCHEN, "kitchen", &[0, 1, 2]),
+        group(OPS, "ops", &[0, 1]),
+    ]));
+    fake.push(received(OPS, 1, 1, 30, "deploy at 6?"));
+    fake.push(received(KITCHEN, 1, 2, 3, "dinner at 8?"));
+    fake.push(received(KITCHEN, 2, 3, 2, "works for me"));
+    harness.run();
+    App { harness, fake }
+}
+
+#[test]
+fn sidebar_shows_rooms_by_activity_people_nearby_and_requests() {
+    let app = unlocked_app("sidebar");
+    let h = &app.harness;
+    h.get_by_label("# kitchen");
+    h.get_by_label("# ops");
+    h.get_by_label("Sam");
+    h.get_by_label("last seen 2 h ago");
+    h.get_by_label("Lee");
+    h.get_by_label("Pat wrote to you");
+    let state = app.state();
+    assert_eq!(state.room_name(state.sorted_rooms()[0]), "kitchen");
+    assert_eq!(state.total_unread(), 3);
+    assert_eq!(state.title(), "kith — 3 unread");
+    h.get_by_label("2");
+    h.get_by_label("Alex: works for me");
+}
+
+#[test]
+fn open_a_room_read_it_and_send_with_enter() {
+    let mut app = unlocked_app("send");
+    app.harness.get_by_label("# kitchen").click();
+    app.harness.run();
+    assert_eq!(app.state().open, Some(KITCHEN));
+    assert_eq!(app.state().total_unread(), 1);
+    assert!(app.requests().contains(&Request::MarkRead {
+        room: KITCHEN,
+        up_to: Some(MessageId([3; 32])),
+    }));
+    app.harness.get_by_label("new messages");
+    app.harness.get_by_label("dinner at 8?");
+
+    app.harness.get_by_label("Write a message").focus();
+    app.harness.run();
+    app.harness
+        .get_by_label("Write a message")
+        .type_text("I'll bring");
+    // Shift+Enter: a new line, nothing sent.
+    app.harness
+        .key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
+    app.harness.run();
+    app.harness
+        .get_by_label("Write a message")
+        .type_text("bread");
+    app.harness.run();
+    assert!(
+        !app.requests()
+            .iter()
+            .any(|r| matches!(r, Request::SendRoom { .. }))
+    );
+    app.harness.key_press(egui::Key::Enter);
+    app.harness.run();
+    let sent: Vec<Request> = app
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r, Request::SendRoom { .. }))
+        .collect();
+    assert_eq!(
+        sent,
+        [Request::SendRoom {
+            local: 1,
+            room: KITCHEN,
+            text: "I'll bring\nbread".into(),
+        }]
+    );
+    // The fake stored it at once: "sent"; then Sam's receipt.
+    app.harness.get_by_label_contains("sent");
+    app.fake.push(Update::Delivered {
+        to: peer(1),
+        id: FakeBackend::message_id(1),
+    });
+    app.harness.run();
+    app.harness.get_by_label_contains("delivered to 1 of 2");
+    // The composer is empty again.
+    assert_eq!(
+        app.harness
+            .get_by_label("Write a message")
+            .value()
+            .as_deref(),
+        Some("")
+    );
+}
+
+#[test]
+fn mute_a_room_from_its_context_menu_then_unmute() {
+    let mut app = unlocked_app("mute");
+    app.harness.get_by_label("# ops").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Mute").hover();
+    app.harness.run();
+    app.harness.get_by_label("1 hour").click();
+    app.harness.run();
+    let requests = app.requests();
+    let Some(Request::Mute {
+        target: Target::Room(room),
+        until: Some(MuteUntil::Until(end)),
+    }) = requests.last()
+    else {
+        panic!("no mute request: {requests:?}");
+    };
+    assert_eq!(*room, OPS);
+    let hour_later = now_millis() + 3_600_000;
+    assert!(end.abs_diff(hour_later) < 60_000);
+    // No badge, "until HH:MM" instead; the title counts kitchen only.
+    let state = app.state();
+    assert_eq!(state.badge(&state.rooms[&OPS]), None);
+    assert_eq!(state.total_unread(), 2);
+    app.harness.get_by_label_contains("🔕 until");
+
+    app.harness.get_by_label("# ops").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Unmute").click();
+    app.harness.run();
+    assert_eq!(
+        app.requests().last(),
+        Some(&Request::Mute {
+            target: Target::Room(OPS),
+            until: None,
+        })
+    );
+    assert_eq!(app.state().total_unread(), 3);
+}
+
+#[test]
+fn message_someone_nearby_accept_a_request_and_block_from_the_menu() {
+    let mut app = unlocked_app("people");
+    app.harness.get_by_label("Message").click();
+    app.harness.run();
+    let lee = direct_room(peer(0), peer(3));
+    assert_eq!(app.state().open, Some(lee));
+    // In the sidebar and as the chat's heading.
+    assert_eq!(app.harness.get_all_by_label("@ Lee").count(), 2);
+
+    app.harness.get_by_label("Accept").click();
+    app.harness.run();
+    assert!(app.requests().contains(&Request::Accept { peer: peer(4) }));
+    assert!(app.harness.query_by_label("Pat wrote to you").is_none());
+
+    app.harness.get_by_label("Sam").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Block").click();
+    app.harness.run();
+    assert!(app.requests().contains(&Request::Block {
+        peer: peer(1),
+        blocked: true,
+    }));
+    assert!(app.state().is_blocked(peer(1)));
+    // Sam is now under the collapsed "Blocked" section, not in People.
+    app.harness.get_by_label("Blocked (1)");
+    // Sam's next message never appears.
+    app.fake.push(received(KITCHEN, 1, 9, 0, "still here"));
+    app.harness.run();
+    assert!(app.harness.query_by_label("still here").is_none());
+    assert_eq!(app.state().total_unread(), 3);
+}
+
+#[test]
+fn new_room_dialog_creates_a_room_with_picked_members() {
+    let mut app = unlocked_app("new-room");
+    app.harness.get_by_label("+ Room").click();
+    app.harness.run();
+    app.harness.get_by_label("Room name").focus();
+    app.harness.run();
+    app.harness.get_by_label("Room name").type_text("trip");
+    app.harness.run();
+    let checkbox = egui::accesskit::Role::CheckBox;
+    app.harness.get_by_role_and_label(checkbox, "Sam").click();
+    app.harness.get_by_role_and_label(checkbox, "Lee").click();
+    app.harness.run();
+    app.harness.get_by_label("Create room").click();
+    app.harness.run();
+    let requests = app.requests();
+    assert!(
+        requests.contains(&Request::CreateRoom {
+            name: "trip".into(),
+            members: vec![peer(1), peer(3)],
+        }),
+        "{requests:?}"
+    );
+    // The fake created it; the window opened it.
+    let room = FakeBackend::room_id("trip");
+    assert_eq!(app.state().open, Some(room));
+    assert!(app.state().dialog.is_none());
+    assert_eq!(app.harness.get_all_by_label("# trip").count(), 2);
+}
+
+#[test]
+fn errors_are_toasts_and_the_title_counts_unread() {
+    let mut app = unlocked_app("toast");
+    app.fake.push(Update::Error(
+        "Could not leave the room: the daemon has stopped".into(),
+    ));
+    app.harness.run();
+    app.harness
+        .get_by_label("Could not leave the room: the daemon has stopped");
+    assert_eq!(app.state().title(), "kith — 3 unread");
+}
+
+#[test]
+fn scrolling_to_the_top_loads_every_page_in_order() {
+    let mut app = unlocked_app("history");
+    let history: Vec<MessageInfo> = (0..500u32)
+        .map(|i| {
+            let mut id = [7; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            MessageInfo {
+                room: OPS,
+                from: peer(1 + (i % 2) as u8),
+                id: MessageId(id),
+                timestamp: now_millis() - 3_600_000 + u64::from(i),
+                text: format!("message {i}"),
+            }
+        })
+        .collect();
+    app.fake.set_history(OPS, history);
+    app.harness.get_by_label("# ops").click();
+    app.harness.run();
+    // Each time the top shows, the page before is loaded.
+    for _ in 0..20 {
+        if app.state().histories[&OPS].complete {
+            break;
+        }
+        app.harness
+            .get_all_by_label_contains("message ")
+            .next()
+            .expect("a message is shown")
+            .scroll_to_me();
+        app.harness.run();
+    }
+    let loaded = &app.state().histories[&OPS];
+    assert!(loaded.complete);
+    let texts: Vec<&str> = loaded.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts.len(), 501);
+    assert_eq!(texts[0], "message 0");
+    assert_eq!(texts[499], "message 499");
+    assert!(texts.contains(&"deploy at 6?"));
+}
+
+#[test]
+fn the_main_window_snapshot() {
+    let mut app = unlocked_app("snapshot");
+    app.harness.get_by_label("# kitchen").click();
+    app.harness.run();
+    app.harness.get_by_label("Write a message").focus();
+    app.harness.run();
+    app.harness
+        .get_by_label("Write a message")
+        .type_text("I'll bring bread");
+    app.harness.key_press(egui::Key::Enter);
+    app.harness.run();
+    app.fake.push(Update::Delivered {
+        to: peer(1),
+        id: FakeBackend::message_id(1),
+    });
+    app.harness.run();
+    app.harness.get_by_label_contains("delivered to 1 of 2");
+}
