@@ -128,11 +128,18 @@ pub fn run(data_dir: PathBuf, config: DaemonConfig) -> Result<(), eframe::Error>
     )
 }
 
+/// The wall clock the window reads, in milliseconds since the epoch;
+/// injectable so that tests (and snapshot images) do not depend on today.
+pub type Clock = Arc<dyn Fn() -> state::Millis + Send + Sync>;
+
 /// The app: the unlock screen, then the main window.
 pub struct KithApp {
     data_dir: PathBuf,
     launcher: Arc<dyn Launcher>,
     screen: Screen,
+    clock: Clock,
+    /// The local time zone's offset; `None`: the system's.
+    utc_offset: Option<i64>,
 }
 
 enum Screen {
@@ -150,6 +157,7 @@ pub struct MainWindow {
     updates: Receiver<Update>,
     local: Local,
     title: String,
+    clock: Clock,
 }
 
 impl KithApp {
@@ -162,7 +170,17 @@ impl KithApp {
             },
             data_dir,
             launcher,
+            clock: Arc::new(now_millis),
+            utc_offset: None,
         }
+    }
+
+    /// Reads time from `clock` in `utc_offset_secs`' time zone instead of
+    /// the system's.
+    pub fn with_clock(mut self, clock: Clock, utc_offset_secs: i64) -> Self {
+        self.clock = clock;
+        self.utc_offset = Some(utc_offset_secs);
+        self
     }
 
     /// An app that runs a real node with `config`; `kdf` is used only when
@@ -209,7 +227,9 @@ impl KithApp {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            main.state.apply(Update::Tick { now: now_millis() });
+            main.state.apply(Update::Tick {
+                now: (main.clock)(),
+            });
             if done(&main.state) {
                 return true;
             }
@@ -284,14 +304,17 @@ impl KithApp {
             Ok(connection) => {
                 let me = connection.me;
                 let mut state = AppState::new(me.peer, me.public_key, me.name);
-                state.utc_offset_secs = utc_offset_secs();
-                state.apply(Update::Tick { now: now_millis() });
+                state.utc_offset_secs = self.utc_offset.unwrap_or_else(utc_offset_secs);
+                state.apply(Update::Tick {
+                    now: (self.clock)(),
+                });
                 self.screen = Screen::Main(Box::new(MainWindow {
                     state,
                     backend: connection.backend,
                     updates: connection.updates,
                     local: Local::default(),
                     title: String::new(),
+                    clock: self.clock.clone(),
                 }));
             }
             Err(message) => {
@@ -411,7 +434,9 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
 impl MainWindow {
     fn show(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        self.state.apply(Update::Tick { now: now_millis() });
+        self.state.apply(Update::Tick {
+            now: (self.clock)(),
+        });
         while let Ok(update) = self.updates.try_recv() {
             self.state.apply(update);
         }
