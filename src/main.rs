@@ -298,7 +298,15 @@ fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data.clone().unwrap_or_else(default_data_dir);
     match cli.command.unwrap_or(Command::App(AppArgs::default())) {
         Command::Registry(args) => run_registry(args, cli.data),
-        Command::App(args) => run_app(data_dir, args),
+        Command::App(args) => {
+            // Given a passphrase (file or environment), the app unlocks at
+            // once; otherwise it asks in its window.
+            let passphrase = (cli.passphrase_file.is_some()
+                || std::env::var_os("KITH_PASSPHRASE").is_some())
+            .then(|| passphrase(&cli.passphrase_file))
+            .transpose()?;
+            run_app(data_dir, args, passphrase)
+        }
         Command::Init => {
             let passphrase = passphrase(&cli.passphrase_file)?;
             let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
@@ -690,7 +698,7 @@ fn passphrase(file: &Option<PathBuf>) -> Result<String> {
 }
 
 #[cfg(feature = "gui")]
-fn run_app(data_dir: PathBuf, args: AppArgs) -> Result<()> {
+fn run_app(data_dir: PathBuf, args: AppArgs, passphrase: Option<String>) -> Result<()> {
     let peers = args
         .peers
         .iter()
@@ -716,11 +724,11 @@ fn run_app(data_dir: PathBuf, args: AppArgs) -> Result<()> {
         config.net.unicast_bind = listen;
     }
     config.discovery.interfaces = interfaces;
-    kith::ui::run(data_dir, config)
+    kith::ui::run(data_dir, config, passphrase)
         .map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
 }
 
 #[cfg(not(feature = "gui"))]
-fn run_app(_data_dir: PathBuf, _args: AppArgs) -> Result<()> {
+fn run_app(_data_dir: PathBuf, _args: AppArgs, _passphrase: Option<String>) -> Result<()> {
     bail!("this kith was built without the desktop app (--no-default-features); see `kith --help`")
 }

@@ -129,6 +129,12 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
             .is_some_and(|h| h.messages.iter().any(|m| m.text == "hello Bob"))
     });
     assert_eq!(state(&bob).total_unread(), 1);
+    // Times are wall-clock milliseconds (not the envelope's hybrid clock).
+    let arrived = state(&bob).histories[&chat].messages[0].timestamp;
+    assert!(
+        arrived.abs_diff(kith::ui::backend::now_millis()) < 60_000,
+        "{arrived}"
+    );
     assert_eq!(state(&bob).title(), "kith — 1 unread");
     let name = state(&bob).room_name(&state(&bob).rooms[&chat]);
     bob.get_by_label(&format!("@ {name}")).click();

@@ -251,7 +251,9 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                     room,
                     from,
                     id,
-                    timestamp,
+                    // A hybrid-logical-clock timestamp: milliseconds above
+                    // a counter.
+                    timestamp: crate::proto::hlc::millis(timestamp),
                     text,
                 },
                 muted,

@@ -109,7 +109,12 @@ impl UnlockState {
 
 /// Runs the desktop app on the calling thread until its window closes.
 /// `config` is how the node runs (sockets, discovery, control socket).
-pub fn run(data_dir: PathBuf, config: DaemonConfig) -> Result<(), eframe::Error> {
+/// With `passphrase`, an existing account is unlocked at once.
+pub fn run(
+    data_dir: PathBuf,
+    config: DaemonConfig,
+    passphrase: Option<String>,
+) -> Result<(), eframe::Error> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("kith")
@@ -124,7 +129,11 @@ pub fn run(data_dir: PathBuf, config: DaemonConfig) -> Result<(), eframe::Error>
     eframe::run_native(
         "kith",
         options,
-        Box::new(move |_creation| Ok(Box::new(KithApp::new(data_dir, launcher)))),
+        Box::new(move |_creation| {
+            Ok(Box::new(
+                KithApp::new(data_dir, launcher).unlocking_with(passphrase),
+            ))
+        }),
     )
 }
 
@@ -140,6 +149,9 @@ pub struct KithApp {
     clock: Clock,
     /// The local time zone's offset; `None`: the system's.
     utc_offset: Option<i64>,
+    /// A passphrase to unlock with at once (`kith app` with
+    /// `KITH_PASSPHRASE` or `--passphrase-file`).
+    auto_unlock: Option<String>,
 }
 
 enum Screen {
@@ -172,7 +184,15 @@ impl KithApp {
             launcher,
             clock: Arc::new(now_millis),
             utc_offset: None,
+            auto_unlock: None,
         }
+    }
+
+    /// Unlocks with `passphrase` on the first frame, if the account
+    /// exists (creating one still asks for a name and the passphrase twice).
+    pub fn unlocking_with(mut self, passphrase: Option<String>) -> Self {
+        self.auto_unlock = passphrase.filter(|p| !p.is_empty());
+        self
     }
 
     /// Reads time from `clock` in `utc_offset_secs`' time zone instead of
@@ -338,9 +358,18 @@ impl KithApp {
     /// Draws one frame and handles its input.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll_worker();
+        let auto = match &mut self.screen {
+            Screen::Unlock { form, .. } if !form.creating => self.auto_unlock.take(),
+            _ => None,
+        };
         match &mut self.screen {
             Screen::Unlock { form, .. } => {
-                if unlock_screen(ui, form) {
+                let mut submit = unlock_screen(ui, form);
+                if let Some(passphrase) = auto {
+                    form.passphrase = passphrase;
+                    submit = true;
+                }
+                if submit {
                     let creating = form.creating;
                     if let Some((passphrase, name)) = form.apply(UnlockEvent::Submitted) {
                         let name = if creating { name } else { String::new() };
