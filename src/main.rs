@@ -173,6 +173,9 @@ struct AppArgs {
     /// networks where mDNS is blocked
     #[arg(long = "peer", value_name = "PUBLICKEYHEX@IP:PORT")]
     peers: Vec<String>,
+    /// Do not announce or browse mDNS
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(clap::Args)]
@@ -724,6 +727,7 @@ fn run_app(data_dir: PathBuf, args: AppArgs, passphrase: Option<String>) -> Resu
         config.net.unicast_bind = listen;
     }
     config.discovery.interfaces = interfaces;
+    config.discovery.mdns = !args.no_mdns;
     kith::ui::run(data_dir, config, passphrase)
         .map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
 }
