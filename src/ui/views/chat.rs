@@ -4,8 +4,10 @@
 //! Reaching the top asks for the page before.
 
 use super::{Local, context_menu, person_color};
-use crate::ui::state::{AppState, Delivery, Dialog, Intent, Message, Room};
+use crate::proto::ids::{MessageId, RoomId};
+use crate::ui::state::{AppState, Delivery, Dialog, History, Intent, Message, Room};
 use egui::{Align, Layout, RichText};
+use std::collections::HashMap;
 
 /// Consecutive messages from one author within this long share a header.
 const GROUP_MILLIS: u64 = 5 * 60_000;
@@ -59,60 +61,187 @@ pub fn header(ui: &mut egui::Ui, state: &AppState, room: &Room) -> Vec<Intent> {
     out
 }
 
-/// Draws the loaded messages of the open room.
+/// Measured heights of the open room's rows, so that only the rows in view
+/// are laid out: each row is measured when first drawn (at this width) and
+/// estimated before.
+#[derive(Debug, Default)]
+pub struct RowHeights {
+    room: Option<RoomId>,
+    width: f32,
+    heights: HashMap<RowKey, f32>,
+    /// The first message and how many there were last frame, and the
+    /// scroll offset then: to keep the view still when a page is prepended.
+    first: Option<RowKey>,
+    count: usize,
+    offset: f32,
+}
+
+/// A row: its message (id, or local number while queued) and what it
+/// draws besides the message (separator, divider, author line).
+type RowKey = (Option<MessageId>, u64, u8);
+
+/// One row of the chat: a message, with what goes above it.
+struct Row<'a> {
+    message: &'a Message,
+    new_day: bool,
+    divider: bool,
+    continued: bool,
+}
+
+impl Row<'_> {
+    fn key(&self) -> RowKey {
+        let flags =
+            u8::from(self.new_day) | u8::from(self.divider) << 1 | u8::from(self.continued) << 2;
+        let local = self.message.own.as_ref().map_or(0, |o| o.local);
+        (self.message.id, local, flags)
+    }
+
+    fn estimate(&self) -> f32 {
+        let mut height = if self.continued { 26.0 } else { 52.0 };
+        height += 24.0 * f32::from(u8::from(self.new_day) + u8::from(self.divider));
+        height + 16.0 * self.message.text.lines().count().saturating_sub(1) as f32
+    }
+}
+
+/// Height of what is drawn above the first message.
+const TOP: f32 = 32.0;
+
+/// Draws the loaded messages of the open room; only rows in view are laid
+/// out. Reaching the top asks for the page before.
 pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local) -> Vec<Intent> {
     let mut out = Vec::new();
     let Some(history) = state.histories.get(&room.info.id) else {
         return out;
     };
     let group = room.info.direct.is_none();
-    let scroll = egui::ScrollArea::vertical()
+    let rows = rows(state, history);
+    let width = ui.available_width();
+    let cache = &mut local.heights;
+    if cache.room != Some(room.info.id) || (cache.width - width).abs() > 0.5 {
+        *cache = RowHeights {
+            room: Some(room.info.id),
+            width,
+            ..RowHeights::default()
+        };
+    }
+    let mut tops = Vec::with_capacity(rows.len() + 1);
+    let mut y = TOP + if room.info.invited { 70.0 } else { 0.0 };
+    for row in &rows {
+        tops.push(y);
+        y += cache
+            .heights
+            .get(&row.key())
+            .copied()
+            .unwrap_or_else(|| row.estimate());
+    }
+    let total = y + 8.0;
+    // A page came in above: keep the rows in view where they were.
+    let first = rows.first().map(Row::key);
+    let mut scroll = egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .stick_to_bottom(true);
+    if cache.first.is_some() && first != cache.first && rows.len() > cache.count {
+        let added = rows.len() - cache.count;
+        if rows.get(added).map(Row::key) == cache.first {
+            scroll = scroll.vertical_scroll_offset(cache.offset + tops[added] - tops[0]);
+        }
+    }
+    cache.first = first;
+    cache.count = rows.len();
     let scroll_to_end = std::mem::take(&mut local.scroll_to_end);
-    let output = scroll.show(ui, |ui| {
-        ui.add_space(4.0);
-        if history.loading {
-            ui.vertical_centered(|ui| ui.spinner());
-        } else if history.complete {
-            ui.vertical_centered(|ui| ui.weak("Beginning of the conversation"));
-        }
-        if room.info.invited {
-            invitation(ui, state, room, &mut out);
-        }
-        let mut previous: Option<&Message> = None;
-        for (index, message) in history.messages.iter().enumerate() {
-            let day = state.local_day(message.timestamp);
-            let new_day = previous.is_none_or(|p| state.local_day(p.timestamp) != day);
-            if new_day {
-                separator(ui, &state.long_date(message.timestamp), false);
+    let output = scroll.show_viewport(ui, |ui, viewport| {
+        ui.set_width(width);
+        ui.set_height(total);
+        let origin = ui.min_rect().min;
+        let top = egui::Rect::from_min_size(origin, egui::vec2(width, TOP));
+        ui.scope_builder(egui::UiBuilder::new().max_rect(top), |ui| {
+            ui.add_space(4.0);
+            if history.loading {
+                ui.vertical_centered(|ui| ui.spinner());
+            } else if history.complete {
+                ui.vertical_centered(|ui| ui.weak("Beginning of the conversation"));
             }
-            let divider = history.divider == Some(index);
-            if divider {
-                separator(ui, "new messages", true);
+            if room.info.invited {
+                invitation(ui, state, room, &mut out);
             }
-            let continued = !new_day
-                && !divider
-                && previous.is_some_and(|p| {
-                    p.from == message.from
-                        && message.timestamp.saturating_sub(p.timestamp) < GROUP_MILLIS
-                });
-            row(ui, state, room, message, continued, group, &mut out);
-            previous = Some(message);
+        });
+        let first_visible = tops
+            .partition_point(|t| *t < viewport.min.y)
+            .saturating_sub(1);
+        let mut changed = false;
+        for (index, row) in rows.iter().enumerate().skip(first_visible) {
+            let y = tops[index];
+            if y > viewport.max.y {
+                break;
+            }
+            let rect =
+                egui::Rect::from_min_size(origin + egui::vec2(0.0, y), egui::vec2(width, 4000.0));
+            let drawn = ui.scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
+                if row.new_day {
+                    separator(ui, &state.long_date(row.message.timestamp), false);
+                }
+                if row.divider {
+                    separator(ui, "new messages", true);
+                }
+                draw_row(ui, state, room, row.message, row.continued, group, &mut out);
+            });
+            let height = drawn.response.rect.height();
+            let known = cache.heights.insert(row.key(), height);
+            changed |= known.is_none_or(|h| (h - height).abs() > 0.5);
+        }
+        if changed {
+            // Rows below move once the real heights are known.
+            ui.ctx().request_repaint();
+        }
+        if rows.is_empty() && !history.loading {
+            let rect = egui::Rect::from_min_size(
+                origin + egui::vec2(0.0, TOP + 20.0),
+                egui::vec2(width, 30.0),
+            );
+            ui.scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
+                ui.vertical_centered(|ui| ui.weak("No messages yet. Say hello!"));
+            });
         }
         if scroll_to_end {
-            ui.scroll_to_cursor(Some(Align::BOTTOM));
-        }
-        if history.messages.is_empty() && !history.loading {
-            ui.add_space(20.0);
-            ui.vertical_centered(|ui| ui.weak("No messages yet. Say hello!"));
+            let bottom = egui::Rect::from_min_size(
+                origin + egui::vec2(0.0, total - 1.0),
+                egui::vec2(1.0, 1.0),
+            );
+            ui.scroll_to_rect(bottom, Some(Align::BOTTOM));
         }
     });
+    cache.offset = output.state.clamped_offset().y;
     // The top is visible: load the page before (the state asks only once).
     if output.state.clamped_offset().y <= 1.0 && !history.complete && !history.loading {
         out.push(Intent::LoadOlder);
     }
     out
+}
+
+/// The rows of a history: day separators, the "new messages" divider, and
+/// whether the author line is shared with the message before.
+fn rows<'a>(state: &AppState, history: &'a History) -> Vec<Row<'a>> {
+    let mut rows = Vec::with_capacity(history.messages.len());
+    let mut previous: Option<&Message> = None;
+    for (index, message) in history.messages.iter().enumerate() {
+        let new_day = previous
+            .is_none_or(|p| state.local_day(p.timestamp) != state.local_day(message.timestamp));
+        let divider = history.divider == Some(index);
+        let continued = !new_day
+            && !divider
+            && previous.is_some_and(|p| {
+                p.from == message.from
+                    && message.timestamp.saturating_sub(p.timestamp) < GROUP_MILLIS
+            });
+        rows.push(Row {
+            message,
+            new_day,
+            divider,
+            continued,
+        });
+        previous = Some(message);
+    }
+    rows
 }
 
 fn invitation(ui: &mut egui::Ui, state: &AppState, room: &Room, out: &mut Vec<Intent>) {
@@ -163,7 +292,7 @@ fn separator(ui: &mut egui::Ui, text: &str, accent: bool) {
     ui.add_space(2.0);
 }
 
-fn row(
+fn draw_row(
     ui: &mut egui::Ui,
     state: &AppState,
     room: &Room,

@@ -26,6 +26,8 @@ pub struct Local {
     pub search: String,
     /// Scroll the chat to its end on the next frame (after sending).
     pub scroll_to_end: bool,
+    /// The open room's measured row heights.
+    pub heights: chat::RowHeights,
 }
 
 /// A stable colour for a person's name, readable on light and dark.
