@@ -302,8 +302,10 @@ fn draw_row(
     out: &mut Vec<Intent>,
 ) {
     let dark = ui.visuals().dark_mode;
+    // A message's lines sit close together; the space goes between authors.
+    ui.spacing_mut().item_spacing.y = 1.0;
     if !continued {
-        ui.add_space(6.0);
+        ui.add_space(10.0);
         ui.horizontal(|ui| {
             let name = state.display_name(message.from);
             let author = ui.add(
@@ -322,7 +324,8 @@ fn draw_row(
             ui.weak(state.clock(message.timestamp));
         });
     }
-    ui.horizontal(|ui| {
+    ui.add_space(2.0);
+    ui.horizontal_top(|ui| {
         ui.add_space(12.0);
         let own = message.own.as_ref();
         let width = ui.available_width() - if own.is_some() { 150.0 } else { 0.0 };
