@@ -291,6 +291,27 @@ fn message_someone_nearby_accept_a_request_and_block_from_the_menu() {
 }
 
 #[test]
+fn a_contact_request_is_accepted_from_the_banner_in_their_chat() {
+    let mut app = unlocked_app("request");
+    let pat = direct_room(peer(0), peer(4));
+    app.fake
+        .push(received(pat, 4, 20, 1, "hi, I'm Pat from 3rd floor"));
+    app.fake.push(Update::ContactRequest { peer: peer(4) });
+    app.harness.run();
+    app.harness.get_by_label("@ Pat").click();
+    app.harness.run();
+    app.harness.get_by_label("hi, I'm Pat from 3rd floor");
+    app.harness.get_by_label("Accept request").click();
+    app.harness.run();
+    assert!(app.requests().contains(&Request::Accept { peer: peer(4) }));
+    assert_eq!(
+        app.state().people[&peer(4)].info.relation,
+        Relation::Contact
+    );
+    assert!(app.harness.query_by_label("Accept request").is_none());
+}
+
+#[test]
 fn new_room_dialog_creates_a_room_with_picked_members() {
     let mut app = unlocked_app("new-room");
     app.harness.get_by_label("+ Room").click();

@@ -125,7 +125,8 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
         };
     }
     let mut tops = Vec::with_capacity(rows.len() + 1);
-    let mut y = TOP + if room.info.invited { 70.0 } else { 0.0 };
+    let banner = room.info.invited || is_request(state, room);
+    let mut y = TOP + if banner { 70.0 } else { 0.0 };
     for row in &rows {
         tops.push(y);
         y += cache
@@ -164,6 +165,7 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
             if room.info.invited {
                 invitation(ui, state, room, &mut out);
             }
+            request_banner(ui, state, room, &mut out);
         });
         let first_visible = tops
             .partition_point(|t| *t < viewport.min.y)
@@ -242,6 +244,35 @@ fn rows<'a>(state: &AppState, history: &'a History) -> Vec<Row<'a>> {
         previous = Some(message);
     }
     rows
+}
+
+/// A direct chat with someone who wrote first and is not accepted yet.
+fn is_request(state: &AppState, room: &Room) -> bool {
+    room.info
+        .direct
+        .and_then(|p| state.people.get(&p))
+        .is_some_and(|p| p.info.relation == crate::ui::state::Relation::Request && !p.blocked)
+}
+
+/// "Pat wants to talk to you" with Accept and Decline, above their messages.
+fn request_banner(ui: &mut egui::Ui, state: &AppState, room: &Room, out: &mut Vec<Intent>) {
+    let Some(peer) = room.info.direct.filter(|_| is_request(state, room)) else {
+        return;
+    };
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.label(format!(
+            "{} wants to talk to you. Accept to make them a contact; decline to block them.",
+            state.display_name(peer)
+        ));
+        ui.horizontal(|ui| {
+            if ui.button("Accept request").clicked() {
+                out.push(Intent::AcceptRequest(peer));
+            }
+            if ui.button("Decline request").clicked() {
+                out.push(Intent::DeclineRequest(peer));
+            }
+        });
+    });
 }
 
 fn invitation(ui: &mut egui::Ui, state: &AppState, room: &Room, out: &mut Vec<Intent>) {
