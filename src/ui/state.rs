@@ -1086,9 +1086,16 @@ impl AppState {
     }
 
     /// Rooms and direct chats, most recently active first (invitations
-    /// among them by the time they came).
+    /// among them by the time they came). A direct chat with nothing in it
+    /// is left out unless open: the person is under People.
     pub fn sorted_rooms(&self) -> Vec<&Room> {
-        let mut rooms: Vec<&Room> = self.rooms.values().collect();
+        let mut rooms: Vec<&Room> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                r.info.direct.is_none() || r.last_activity > 0 || self.open == Some(r.info.id)
+            })
+            .collect();
         rooms.sort_by(|a, b| {
             b.last_activity
                 .cmp(&a.last_activity)

@@ -572,6 +572,47 @@ fn dates_and_clock_times() {
 }
 
 #[test]
+fn empty_direct_chats_are_listed_only_while_open() {
+    let mut state = state();
+    let alex = direct_room(peer(0), peer(2));
+    state.apply(Update::Rooms(vec![
+        group(10, "kitchen", &[0, 1, 2]),
+        RoomInfo {
+            id: alex,
+            name: "Alex".into(),
+            direct: Some(peer(2)),
+            admin: None,
+            members: vec![peer(0), peer(2)],
+            muted: None,
+            invited: false,
+        },
+    ]));
+    let listed = |state: &AppState| -> Vec<String> {
+        state
+            .sorted_rooms()
+            .iter()
+            .map(|r| state.room_name(r))
+            .collect()
+    };
+    assert_eq!(listed(&state), ["kitchen"]);
+    state.handle_intent(Intent::Message(peer(2)));
+    assert_eq!(listed(&state), ["Alex", "kitchen"]);
+    state.handle_intent(Intent::OpenRoom(room_id(10)));
+    assert_eq!(listed(&state), ["kitchen"]);
+    state.apply(Update::Received {
+        message: MessageInfo {
+            room: alex,
+            from: peer(2),
+            id: msg_id(1),
+            timestamp: T0,
+            text: "hi".into(),
+        },
+        muted: false,
+    });
+    assert_eq!(listed(&state), ["Alex", "kitchen"]);
+}
+
+#[test]
 fn a_first_direct_message_creates_the_chat_named_after_the_sender() {
     let mut state = state();
     let room = direct_room(peer(0), peer(2));
