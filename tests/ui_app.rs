@@ -390,7 +390,8 @@ fn scrolling_to_the_top_loads_every_page_in_order() {
             source: egui::MouseWheelSource::Wheel,
             modifiers: egui::Modifiers::NONE,
         });
-        app.harness.run();
+        // Wheel scrolling animates over a few dozen frames.
+        app.harness.run_steps(60);
     }
     let loaded = &app.state().histories[&OPS];
     assert!(loaded.complete);

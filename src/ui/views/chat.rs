@@ -71,7 +71,7 @@ pub struct RowHeights {
     heights: HashMap<RowKey, f32>,
     /// The first message and how many there were last frame, and the
     /// scroll offset then: to keep the view still when a page is prepended.
-    first: Option<RowKey>,
+    first: Option<(Option<MessageId>, u64)>,
     count: usize,
     offset: f32,
 }
@@ -89,6 +89,12 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// Which message the row shows, whatever goes above it.
+    fn message_key(&self) -> (Option<MessageId>, u64) {
+        let local = self.message.own.as_ref().map_or(0, |o| o.local);
+        (self.message.id, local)
+    }
+
     fn key(&self) -> RowKey {
         let flags =
             u8::from(self.new_day) | u8::from(self.divider) << 1 | u8::from(self.continued) << 2;
@@ -137,13 +143,13 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
     }
     let total = y + 8.0;
     // A page came in above: keep the rows in view where they were.
-    let first = rows.first().map(Row::key);
+    let first = rows.first().map(Row::message_key);
     let mut scroll = egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .stick_to_bottom(true);
     if cache.first.is_some() && first != cache.first && rows.len() > cache.count {
         let added = rows.len() - cache.count;
-        if rows.get(added).map(Row::key) == cache.first {
+        if rows.get(added).map(Row::message_key) == cache.first {
             scroll = scroll.vertical_scroll_offset(cache.offset + tops[added] - tops[0]);
         }
     }
