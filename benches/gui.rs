@@ -24,7 +24,7 @@ const HISTORY: u32 = 10_000;
 fn message(i: u32, at: u64) -> MessageInfo {
     let mut id = [7; 32];
     id[..4].copy_from_slice(&i.to_be_bytes());
-    let text = if i % 7 == 0 {
+    let text = if i.is_multiple_of(7) {
         format!(
             "message {i}: a longer one that wraps over more than one line in the chat view, \
              as people write when they explain something"
