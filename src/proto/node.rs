@@ -69,6 +69,7 @@ mod control;
 mod group;
 mod history;
 mod openings;
+mod profiles;
 mod rooms;
 mod strangers;
 
@@ -262,11 +263,16 @@ pub enum DropReason {
     /// member could have sealed it in another's name, so those travel
     /// only over the pairwise sessions.
     GroupFeedback,
+    /// A profile record not signed by the peer that sent it (or about
+    /// another peer): see `node/profiles.rs`.
+    ProfileForged,
+    /// A profile record older than the one kept for its peer (a replay).
+    ProfileStale,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 23] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -288,6 +294,8 @@ impl DropReason {
         Self::HandshakeBusy,
         Self::HandshakeLimit,
         Self::GroupFeedback,
+        Self::ProfileForged,
+        Self::ProfileStale,
     ];
 
     fn index(self) -> usize {
@@ -483,6 +491,14 @@ pub enum NodeEvent {
     /// A room brought us a member who was not a contact; it is one now.
     /// The shell should keep its key and look for its address.
     ContactLearned { public: PublicIdentity },
+    /// `peer`'s signed profile, newer than any kept: store `record` (and
+    /// give `seq` back with [`Node::remember_profile`] at start).
+    ProfileReceived {
+        peer: PeerId,
+        seq: u64,
+        name: String,
+        record: Vec<u8>,
+    },
 }
 
 /// A message we sent, as the shell stores it (see
@@ -553,6 +569,9 @@ pub enum NodeError {
     /// does not check out.
     #[error("a stored record is damaged")]
     BadRecord,
+    /// A display name that is refused (see `proto::profile::check_name`).
+    #[error(transparent)]
+    Name(#[from] crate::proto::profile::NameError),
 }
 
 // ---------------------------------------------------------------------------
@@ -813,6 +832,8 @@ pub struct Node {
     wall_anchor: (Instant, u64),
     /// The latest `now` of any input; outputs polled without a time use it.
     now: Instant,
+    /// Our signed profile and the newest kept of each peer.
+    profiles: profiles::Profiles,
 }
 
 impl std::fmt::Debug for Node {
@@ -880,6 +901,7 @@ impl Node {
             stats: NodeStats::default(),
             clock: HybridClock::default(),
             now,
+            profiles: profiles::Profiles::default(),
         }
     }
 
@@ -1525,6 +1547,8 @@ impl Node {
                 self.send_group_key(now, room, peer);
             }
         }
+        // Our name, for a peer that may have restarted or never had it.
+        self.send_profile(now, peer);
         // Anything the reliable layer sent into the void (no session, or
         // sealed under a session the peer lost) goes out again now rather
         // than at its next, possibly backed-off, timeout.
@@ -1834,6 +1858,11 @@ impl Node {
                 }
             }
             Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
+            Control::Profile { record } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.on_profile(receipt, &record);
+            }
             Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
             Control::Origin {
                 room,

@@ -98,6 +98,14 @@ pub enum Control {
         #[serde(with = "serde_bytes")]
         chain_key: [u8; 32],
     },
+    /// The sender's signed profile record (`proto::profile`, versioned in
+    /// its first byte): its display name. At most
+    /// [`crate::proto::profile::MAX_RECORD`] bytes.
+    #[serde(rename = "p")]
+    Profile {
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
 
 /// A member's Ed25519 public key as carried in room control messages.
@@ -181,6 +189,10 @@ impl std::fmt::Debug for Control {
                 .field("sender", sender)
                 .field("start_seq", start_seq)
                 .finish_non_exhaustive(),
+            Control::Profile { record } => f
+                .debug_struct("Profile")
+                .field("len", &record.len())
+                .finish(),
         }
     }
 }
@@ -225,6 +237,9 @@ impl Control {
                 Err(ControlError::Malformed)
             }
             Control::RoomMembers { members, .. } if members.len() > MAX_ROOM_MEMBERS => {
+                Err(ControlError::Malformed)
+            }
+            Control::Profile { record } if record.len() > crate::proto::profile::MAX_RECORD => {
                 Err(ControlError::Malformed)
             }
             _ => Ok(control),
@@ -291,7 +306,10 @@ mod tests {
             Control::Forward {
                 envelope: vec![4, 5],
             },
-            Control::Origin {
+Control::Profile {
+                record: vec![1; 100],
+            },
+                        Control::Origin {
                 room: RoomId([4; 32]),
                 epoch: 2,
                 sender: PeerId([6; 32]),
