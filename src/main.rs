@@ -6,13 +6,14 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::account::{Account, PermissionWarning, default_data_dir};
-use kith::daemon::control::{Client, ListenFormat};
+use kith::daemon::control::{Client, ControlError, ListenFormat};
 use kith::daemon::{self, DaemonConfig, DiscoveryConfig, PeerAddr, RegistryTarget};
 use kith::discovery::InterfaceSpec;
 use kith::discovery::presence::PresenceConfig;
 use kith::net::NetConfig;
 use kith::proto::crypto::{PublicIdentity, safety_number};
 use kith::proto::ids::PeerId;
+use kith::proto::profile::{SignedProfile, check_name};
 use kith::store::KdfParams;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -47,7 +48,19 @@ enum Command {
     /// Open the desktop app (what `kith` alone does)
     App,
     /// Create an account: an encrypted store and a new identity
-    Init,
+    Init {
+        /// Your display name, as contacts and room members see it (1-64
+        /// characters; no control, bidi or invisible characters)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Choose your display name: signed and sent to your contacts and room
+    /// members (through the running daemon, or at its next start)
+    Profile {
+        /// 1-64 characters; no control, bidi or invisible characters
+        #[arg(long)]
+        name: String,
+    },
     /// Print your peer id and public key
     Id,
     /// Print the safety number between you and a contact's public key
@@ -281,12 +294,34 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command.unwrap_or(Command::App) {
         Command::Registry(args) => run_registry(args, cli.data),
         Command::App => run_app(data_dir),
-        Command::Init => {
+        Command::Init { name } => {
+            // Checked first: a refused name creates nothing.
+            let name = name.map(|n| check_name(&n)).transpose()?;
             let passphrase = passphrase(&cli.passphrase_file)?;
-            let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
+            let mut account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
             warn_permissions(account.permission_warnings());
+            if let Some(name) = name {
+                store_profile(&mut account, &name)?;
+            }
             outln!("created a kith account in {}", data_dir.display())?;
             print_identity(&account)
+        }
+        Command::Profile { name } => {
+            let name = check_name(&name)?;
+            match Client::connect(&data_dir) {
+                Ok(client) => {
+                    client.call("profile", &[&name])?;
+                    outln!("you are {name}")?;
+                }
+                Err(ControlError::NotRunning(_)) => {
+                    let mut account =
+                        Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+                    store_profile(&mut account, &name)?;
+                    outln!("you are {name} (sent to your contacts when the daemon next runs)")?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            Ok(())
         }
         Command::Id => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
@@ -653,7 +688,33 @@ fn public_key(hex: &str) -> Result<PublicIdentity> {
 fn print_identity(account: &Account) -> Result<()> {
     let public = account.identity.public();
     outln!("peer id     {}", public.peer_id())?;
-    outln!("public key  {}", PeerId(public.to_bytes()))
+    outln!("public key  {}", PeerId(public.to_bytes()))?;
+    if let Some(profile) = account.store.profile(&public.peer_id())? {
+        outln!("name        {}", profile.name)?;
+    }
+    Ok(())
+}
+
+/// Signs and keeps `name` as our profile in a store no daemon has open;
+/// the daemon sends it at its next start. Numbered after the clock and
+/// above any kept before, so it wins over every earlier one.
+fn store_profile(account: &mut Account, name: &str) -> Result<()> {
+    let me = account.identity.peer_id();
+    let previous = account.store.profile(&me)?.map_or(0, |p| p.seq);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    let seq = u64::try_from(now.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(previous.saturating_add(1));
+    let record = SignedProfile::sign(&account.identity, seq, name)?;
+    account.store.put_profile(&kith::store::StoredProfile {
+        peer: me,
+        seq,
+        name: record.profile.name,
+        record: record.bytes,
+    })?;
+    Ok(())
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<String> {

@@ -153,7 +153,7 @@ fn a_cleanly_stopped_peer_is_offline_within_a_second() {
     let offline = loop {
         let left = (stopped + Duration::from_secs(5)).saturating_duration_since(Instant::now());
         match a_events.recv_timeout(left) {
-            Ok(Event::PeerOffline { peer }) if peer == idb => break Instant::now(),
+            Ok(Event::PeerOffline { peer, .. }) if peer == idb => break Instant::now(),
             Ok(_) => {}
             Err(_) => panic!("A did not show B offline within 5 s of its stop"),
         }
@@ -189,7 +189,7 @@ fn direct_message_round_trip_is_stored_then_delivered() {
     });
     collect_until(
         &a_events,
-        |event| matches!(event, Event::Delivered { to, id: got } if *to == pub_b.peer_id() && *got == id),
+        |event| matches!(event, Event::Delivered { to, id: got, .. } if *to == pub_b.peer_id() && *got == id),
     );
     let peers = a.peers().expect("A answers");
     assert_eq!(peers.len(), 1);
@@ -450,7 +450,7 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         // Invited first; joined once the user says yes.
         collect_until(
             rx,
-            |e| matches!(e, Event::RoomInvited { room: r, name, from } if *r == room && name == "kitchen" && *from == ids[0]),
+            |e| matches!(e, Event::RoomInvited { room: r, name, from, .. } if *r == room && name == "kitchen" && *from == ids[0]),
         );
         assert!(
             node.2.send_room(room, "too early").is_err(),
@@ -671,7 +671,7 @@ fn a_stranger_writes_first_and_is_accepted() {
         .expect("sent");
     collect_until(
         &b_events,
-        |e| matches!(e, Event::ContactRequest { peer } if *peer == pub_a.peer_id()),
+        |e| matches!(e, Event::ContactRequest { peer, .. } if *peer == pub_a.peer_id()),
     );
     collect_until(
         &b_events,

@@ -14,7 +14,8 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed; `nearby` state: announced, not kept alive) | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby DISPLAY_NAME` (blocked peers are not listed; `nearby` state: announced, not kept alive; the display name is the rest of the line: it may hold spaces, never a control character) | `ok` |
+//! | `profile H(NAME)` (our display name) | — | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
@@ -449,7 +450,7 @@ fn answer(
             for peer in request(commands, |reply| Command::Peers { reply })? {
                 writeln!(
                     out,
-                    "{} {} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {}",
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
                     peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
@@ -460,7 +461,8 @@ fn answer(
                         (true, true) => "request",
                         (true, false) => "contact",
                         (false, _) => "nearby",
-                    }
+                    },
+                    peer.display_name,
                 )
                 .map_err(io)?;
             }
@@ -557,6 +559,10 @@ fn answer(
             }
             Ok(Some(String::new()))
         }
+        Request::Profile { name } => {
+            request(commands, |reply| Command::SetProfile { name, reply })??;
+            Ok(Some(String::new()))
+        }
         Request::Accept { peer } => {
             let peer = request(commands, |reply| Command::Accept { peer, reply })??;
             Ok(Some(peer.to_hex()))
@@ -620,6 +626,10 @@ pub enum Request {
     Listen(ListenFormat),
     Stop,
     Discovery,
+    /// Sets our display name.
+    Profile {
+        name: String,
+    },
 }
 
 impl Request {
@@ -694,6 +704,9 @@ impl Request {
             }),
             "stop" => Request::Stop,
             "discovery" => Request::Discovery,
+            "profile" => Request::Profile {
+                name: arg(&mut words, line)?,
+            },
             other => return Err(DaemonError::UnknownRequest(brief(other))),
         })
     }
@@ -742,6 +755,7 @@ impl Request {
             ),
             Request::Stop => "stop".to_owned(),
             Request::Discovery => "discovery".to_owned(),
+            Request::Profile { name } => format!("profile {}", hex(name)),
         }
     }
 }
@@ -1004,6 +1018,9 @@ mod tests {
             Request::Listen(ListenFormat::TextWithMuted),
             Request::Stop,
             Request::Discovery,
+            Request::Profile {
+                name: word("Sam the man"),
+            },
         ] {
             assert_eq!(Request::parse(&request.emit()).ok(), Some(request));
         }

@@ -527,6 +527,15 @@ impl Discovery {
             .filter_map(|(id, s)| Some((*id, s.public.clone()?, s.addr)))
     }
 
+    /// Every peer's announced (mDNS) name, blocked peers left out: only
+    /// hints, since anyone can announce any name.
+    pub(crate) fn announced_names(&self) -> impl Iterator<Item = (PeerId, &str)> + '_ {
+        self.book
+            .iter()
+            .filter(|(id, s)| !s.name.is_empty() && !self.blocked.contains(id))
+            .map(|(id, s)| (*id, s.name.as_str()))
+    }
+
     /// `peer` proved its key by opening a session with us before we saw
     /// it announced: it is nearby.
     pub(crate) fn learned_key(&mut self, peer: PeerId, public: PublicIdentity) {
@@ -737,14 +746,20 @@ impl Discovery {
                         node.set_reachable(now, peer, false);
                     }
                     node.set_reachable(now, peer, true);
-                    out.push(Event::PeerOnline { peer });
+                    out.push(Event::PeerOnline {
+                        peer,
+                        peer_name: String::new(),
+                    });
                 }
                 Some(PresenceEvent::Offline { peer }) => {
                     node.set_reachable(now, peer, false);
                     if let Some(seen) = self.book.get_mut(&peer) {
                         seen.marked_unreachable = true;
                     }
-                    out.push(Event::PeerOffline { peer });
+                    out.push(Event::PeerOffline {
+                        peer,
+                        peer_name: String::new(),
+                    });
                 }
             }
         }

@@ -14,6 +14,7 @@ use super::discovery::{
     Attach, Discovery, DiscoveryConfig, DiscoveryReport, RegistryDrop, is_registry_datagram,
 };
 use super::mutes::MuteTable;
+use super::profiles::{self, ProfileBook};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
@@ -133,6 +134,11 @@ pub(crate) enum Command {
     Discovery {
         reply: Sender<DiscoveryReport>,
     },
+    /// Chooses our display name.
+    SetProfile {
+        name: String,
+        reply: Sender<Result<(), DaemonError>>,
+    },
 }
 
 /// A message the node sealed and queued: at the end of the current batch
@@ -230,7 +236,14 @@ pub(crate) struct NodeDriver {
     /// A group room's members may have changed: discovery is told at the
     /// next pump who to keep alive (see [`NodeDriver::watch_members`]).
     members_changed: bool,
+    /// Display names: signed profiles, mDNS hints, labels.
+    profiles: ProfileBook,
+    /// When the mDNS names are next taken as hints.
+    hints_at: Instant,
 }
+
+/// How often the names discovery heard announced are taken as hints.
+const HINTS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long after a peer comes online its shared rooms are reconciled:
 /// first the live streams (and our outbox) catch up, so the reconciliation
@@ -320,7 +333,11 @@ impl NodeDriver {
             SyncManagerConfig::default(),
             StdRng::from_seed(sync_seed),
         );
+        let mut node = node;
+        let profiles = ProfileBook::restore(&account.store, &mut node)?;
         let mut driver = NodeDriver {
+            profiles,
+            hints_at: now,
             node,
             store: account.store,
             peers: HashMap::new(),
@@ -660,6 +677,10 @@ impl NodeDriver {
                 return only_one(&matches, text, unknown);
             }
         }
+        let named = self.profiles.resolve(text);
+        if !named.is_empty() {
+            return only_one(&named, text, unknown);
+        }
         let named: Vec<PeerId> = self
             .store
             .contacts()?
@@ -919,7 +940,7 @@ impl NodeDriver {
         self.mutes.get(key, wall_clock_millis())
     }
 
-    fn rooms(&self) -> Vec<RoomSummary> {
+    fn rooms(&mut self) -> Vec<RoomSummary> {
         let invited = self
             .node
             .invitations()
@@ -931,28 +952,23 @@ impl NodeDriver {
                 admin: Some(from),
                 epoch: 0,
                 members: Vec::new(),
+                member_names: Vec::new(),
                 muted: None,
                 invited: true,
-            });
+            })
+            .collect::<Vec<_>>();
         let mut rooms = self.joined_rooms();
         rooms.extend(invited);
         rooms
     }
 
-    fn joined_rooms(&self) -> Vec<RoomSummary> {
-        let names: HashMap<PeerId, String> = self
-            .store
-            .contacts()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.peer, c.display_name))
-            .collect();
+    fn joined_rooms(&mut self) -> Vec<RoomSummary> {
         self.node
             .rooms()
             .into_iter()
             .map(|info| {
                 let name = match info.direct {
-                    Some(peer) => names.get(&peer).cloned().unwrap_or_else(|| peer.short()),
+                    Some(peer) => self.profiles.label(&peer),
                     None => info.name.clone(),
                 };
                 RoomSummary {
@@ -961,6 +977,7 @@ impl NodeDriver {
                     direct: info.direct,
                     admin: info.admin,
                     epoch: info.epoch,
+                    member_names: info.members.iter().map(|p| self.profiles.label(p)).collect(),
                     members: info.members,
                     muted: self.mute_of(&info.id.0),
                     invited: false,
@@ -979,10 +996,11 @@ impl NodeDriver {
     /// application's thread first could delay an acknowledgement), and
     /// after every message received before it (reported when the journal
     /// settles).
-    fn publish(&mut self, event: Event) {
+    fn publish(&mut self, mut event: Event) {
         if self.subscribers.is_empty() {
             return;
         }
+        self.profiles.name_event(&mut event);
         if self.waiting.is_empty() {
             self.unpublished.push(event);
         } else {
@@ -1008,10 +1026,10 @@ impl NodeDriver {
         for event in self.discovery.drive(now, &mut self.node) {
             match &event {
                 // Whatever it missed while away, and what we missed.
-                Event::PeerOnline { peer } => {
+                Event::PeerOnline { peer, .. } => {
                     self.syncs_due.push_back((now + SYNC_AFTER_ONLINE, *peer));
                 }
-                Event::PeerOffline { peer } => self.sync.forget_peer(peer),
+                Event::PeerOffline { peer, .. } => self.sync.forget_peer(peer),
                 _ => {}
             }
             self.publish(event);
@@ -1123,7 +1141,10 @@ impl NodeDriver {
             self.store_error("store a contact request", error);
         }
         self.requests.insert(peer);
-        self.publish(Event::ContactRequest { peer });
+        self.publish(Event::ContactRequest {
+            peer,
+            peer_name: String::new(),
+        });
     }
 
     fn on_room_event(&mut self, event: NodeEvent) {
@@ -1135,7 +1156,12 @@ impl NodeDriver {
                 {
                     self.invitations_to_accept.push(room);
                 }
-                self.publish(Event::RoomInvited { room, name, from });
+                self.publish(Event::RoomInvited {
+                    room,
+                    name,
+                    from,
+                    from_name: String::new(),
+                });
             }
             NodeEvent::RoomJoined { room } => {
                 if let Err(error) = self.persist_room(&room) {
@@ -1182,6 +1208,21 @@ impl NodeDriver {
                 let now = Instant::now();
                 if let Err(error) = self.learn_contact(now, public) {
                     self.store_error("store a contact", error);
+                }
+            }
+            NodeEvent::ProfileReceived {
+                peer,
+                seq,
+                name,
+                record,
+            } => {
+                let stored = self.settle().and_then(|()| {
+                    profiles::received(&mut self.store, &mut self.profiles, peer, seq, name, record)
+                });
+                match stored {
+                    Ok(Some(event)) => self.publish(event),
+                    Ok(None) => {}
+                    Err(error) => self.store_error("store a profile", error),
                 }
             }
             _ => {}
@@ -1284,6 +1325,10 @@ impl NodeDriver {
         if self.members_changed {
             self.watch_members(now);
         }
+        if now >= self.hints_at {
+            self.hints_at = now + HINTS_EVERY;
+            self.profiles.set_hints(self.discovery.announced_names());
+        }
         self.pump_events(now);
         for room in std::mem::take(&mut self.invitations_to_accept) {
             if let Err(error) = self.node.accept_invite(now, room) {
@@ -1381,7 +1426,12 @@ impl NodeDriver {
                         // Stored with an empty body: the envelope is kept, so
                         // a later key can still open it.
                         let message = stored(room, from, id, timestamp, Vec::new(), envelope);
-                        self.receive(now, message, receipt, Event::Undecryptable { from, id });
+                        let event = Event::Undecryptable {
+                            from,
+                            from_name: String::new(),
+                            id,
+                        };
+                        self.receive(now, message, receipt, event);
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         self.discovery.activity(now, to);
@@ -1397,17 +1447,29 @@ impl NodeDriver {
                             }
                         }
                         self.status.delivered += 1;
-                        self.publish(Event::Delivered { to, id });
+                        self.publish(Event::Delivered {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
                     }
                     NodeEvent::Undelivered { to, id, .. } => {
-                        self.publish(Event::Undelivered { to, id });
+                        self.publish(Event::Undelivered {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
                     }
                     NodeEvent::Refused { to, id, .. } => {
                         // Not delivered: it stays waiting for `to` (and so
                         // goes into the outbox, sent again at the next
                         // start).
                         self.status.refused += 1;
-                        self.publish(Event::Refused { to, id });
+                        self.publish(Event::Refused {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
                     }
                     NodeEvent::ChainKnown { chain } => self.chains_known.push(chain),
                     // Presence (keep-alives) decides online and offline; the
@@ -1466,6 +1528,7 @@ impl NodeDriver {
         Event::MessageReceived {
             room: message.room,
             from: message.sender,
+            from_name: self.profiles.label(&message.sender),
             id: message.id,
             timestamp: message.timestamp,
             text: String::from_utf8_lossy(&message.body).into_owned(),
@@ -1476,7 +1539,8 @@ impl NodeDriver {
     /// A received message for the store: journaled with the rest of its
     /// round, reported (in order with every other event) once it is in the
     /// database.
-    fn receive(&mut self, now: Instant, message: Message, receipt: Receipt, event: Event) {
+    fn receive(&mut self, now: Instant, message: Message, receipt: Receipt, mut event: Event) {
+        self.profiles.name_event(&mut event);
         // Someone who is not a contact wrote: a contact request, reported
         // before the message.
         self.promote(now, message.sender);
@@ -1798,6 +1862,9 @@ impl Driver for NodeDriver {
                         contact: true,
                         request: self.requests.contains(id),
                         muted: self.mute_of(&id.0),
+                        display_name: String::new(),
+                        name: None,
+                        name_hint: None,
                     })
                     .collect();
                 let nearby: Vec<PeerInfo> = self
@@ -1814,9 +1881,18 @@ impl Driver for NodeDriver {
                         contact: false,
                         request: false,
                         muted: None,
+                        display_name: String::new(),
+                        name: None,
+                        name_hint: None,
                     })
                     .collect();
                 peers.extend(nearby);
+                self.profiles.set_hints(self.discovery.announced_names());
+                for peer in &mut peers {
+                    peer.display_name = self.profiles.label(&peer.peer);
+                    peer.name = self.profiles.name(&peer.peer).map(str::to_owned);
+                    peer.name_hint = self.profiles.hint(&peer.peer).map(str::to_owned);
+                }
                 peers.sort_by_key(|p| p.peer);
                 let _ = reply.send(peers);
             }
@@ -1912,6 +1988,22 @@ impl Driver for NodeDriver {
             Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
             Command::Discovery { reply } => {
                 let _ = reply.send(self.discovery.report(now));
+            }
+            Command::SetProfile { name, reply } => {
+                let result = self.settle().map_err(DaemonError::from).and_then(|()| {
+                    profiles::set_own(
+                        now,
+                        &name,
+                        &mut self.node,
+                        &mut self.store,
+                        &mut self.profiles,
+                    )
+                });
+                let _ = reply.send(result.map(|event| {
+                    if let Some(event) = event {
+                        self.publish(event);
+                    }
+                }));
             }
         }
         self.pump(now);

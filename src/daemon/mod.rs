@@ -40,6 +40,7 @@ pub mod control;
 pub mod discovery;
 mod driver;
 pub mod mutes;
+mod profiles;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -164,35 +165,58 @@ pub enum DaemonError {
 pub enum Event {
     /// A message from `from` in `room` was stored. `muted`: the room or
     /// the sender is muted, so it is not to be notified or counted unread.
+    ///
+    /// Every event that names a peer also carries how it is shown
+    /// (`from_name`, `to_name`, `peer_name`): its display name, with an id
+    /// suffix when another known peer has the same name (`Sam·3f2a`), an
+    /// mDNS hint as `~Name·3f2a`, or its short id when no name is known.
     MessageReceived {
         room: RoomId,
         from: PeerId,
+        from_name: String,
         id: MessageId,
         timestamp: u64,
         text: String,
         muted: bool,
     },
     /// An authentic message we hold no key for was stored unreadable.
-    Undecryptable { from: PeerId, id: MessageId },
+    Undecryptable {
+        from: PeerId,
+        from_name: String,
+        id: MessageId,
+    },
     /// `to` stored our message `id`.
-    Delivered { to: PeerId, id: MessageId },
+    Delivered {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// The node gave up retransmitting `id` to `to` for now; it stays in
     /// the outbox and is queued again at the next start.
-    Undelivered { to: PeerId, id: MessageId },
+    Undelivered {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// `to` received our message `id` but refused to store it (it failed a
     /// check there: see its `kith status` drop counters). Not delivered; it
     /// stays in the outbox and is sent again at the next start.
-    Refused { to: PeerId, id: MessageId },
+    Refused {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// `peer` answered again.
-    PeerOnline { peer: PeerId },
+    PeerOnline { peer: PeerId, peer_name: String },
     /// No answer from `peer` for a while; messages to it stay queued.
-    PeerOffline { peer: PeerId },
+    PeerOffline { peer: PeerId, peer_name: String },
     /// An admin invites us to a group room: `kith room accept` or
     /// `kith room decline` (or [`DaemonHandle::accept_invite`]).
     RoomInvited {
         room: RoomId,
         name: String,
         from: PeerId,
+        from_name: String,
     },
     /// We joined a group room.
     RoomJoined { room: RoomId, name: String },
@@ -202,7 +226,16 @@ pub enum Event {
     RoomRemoved { room: RoomId },
     /// Someone we did not know wrote to us: accept (`kith accept`) or
     /// decline (`kith decline`, which blocks). Its messages follow.
-    ContactRequest { peer: PeerId },
+    ContactRequest { peer: PeerId, peer_name: String },
+    /// `peer` (or we) took a new display name, from a signed profile:
+    /// `name` as chosen, `label` as it is shown from now on, `previous`
+    /// the signed name it had (`None`: its first).
+    PeerRenamed {
+        peer: PeerId,
+        name: String,
+        label: String,
+        previous: Option<String>,
+    },
 }
 
 impl Event {
@@ -213,48 +246,68 @@ impl Event {
             Event::MessageReceived {
                 room,
                 from,
+                from_name,
                 id,
                 timestamp,
                 text,
                 muted,
             } => format!(
-                r#"{{"event":"message","room":"{room}","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
+                json_escape(from_name),
                 json_escape(text),
                 room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
             ),
-            Event::Undecryptable { from, id } => format!(
-                r#"{{"event":"undecryptable","from":"{}","id":"{}"}}"#,
+            Event::Undecryptable {
+                from,
+                from_name,
+                id,
+            } => format!(
+                r#"{{"event":"undecryptable","from":"{}","from_name":"{}","id":"{}"}}"#,
                 from.to_hex(),
+                json_escape(from_name),
                 id.to_hex()
             ),
-            Event::Delivered { to, id } => format!(
-                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+            Event::Delivered { to, to_name, id } => format!(
+                r#"{{"event":"delivered","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::Undelivered { to, id } => format!(
-                r#"{{"event":"undelivered","to":"{}","id":"{}"}}"#,
+            Event::Undelivered { to, to_name, id } => format!(
+                r#"{{"event":"undelivered","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::Refused { to, id } => format!(
-                r#"{{"event":"refused","to":"{}","id":"{}"}}"#,
+            Event::Refused { to, to_name, id } => format!(
+                r#"{{"event":"refused","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::PeerOnline { peer } => {
-                format!(r#"{{"event":"peer_online","peer":"{}"}}"#, peer.to_hex())
-            }
-            Event::PeerOffline { peer } => {
-                format!(r#"{{"event":"peer_offline","peer":"{}"}}"#, peer.to_hex())
-            }
-            Event::RoomInvited { room, name, from } => format!(
-                r#"{{"event":"room_invited","room":"{}","name":"{}","from":"{}"}}"#,
+            Event::PeerOnline { peer, peer_name } => format!(
+                r#"{{"event":"peer_online","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::PeerOffline { peer, peer_name } => format!(
+                r#"{{"event":"peer_offline","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::RoomInvited {
+                room,
+                name,
+                from,
+                from_name,
+            } => format!(
+                r#"{{"event":"room_invited","room":"{}","name":"{}","from":"{}","from_name":"{}"}}"#,
                 PeerId(room.0).to_hex(),
                 json_escape(name),
-                from.to_hex()
+                from.to_hex(),
+                json_escape(from_name)
             ),
             Event::RoomJoined { room, name } => format!(
                 r#"{{"event":"room_joined","room":"{}","name":"{}"}}"#,
@@ -269,9 +322,24 @@ impl Event {
                 r#"{{"event":"room_removed","room":"{}"}}"#,
                 PeerId(room.0).to_hex()
             ),
-            Event::ContactRequest { peer } => format!(
-                r#"{{"event":"contact_request","peer":"{}"}}"#,
-                peer.to_hex()
+            Event::ContactRequest { peer, peer_name } => format!(
+                r#"{{"event":"contact_request","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::PeerRenamed {
+                peer,
+                name,
+                label,
+                previous,
+            } => format!(
+                r#"{{"event":"peer_renamed","peer":"{}","name":"{}","label":"{}","previous":{}}}"#,
+                peer.to_hex(),
+                json_escape(name),
+                json_escape(label),
+                previous
+                    .as_ref()
+                    .map_or_else(|| "null".to_owned(), |p| format!("\"{}\"", json_escape(p)))
             ),
         }
     }
@@ -282,27 +350,35 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::MessageReceived {
-                room, from, text, ..
-            } => write!(f, "[{}] {}: {text}", PeerId(room.0).short(), from.short()),
-            Event::Undecryptable { from, id } => {
-                write!(f, "{}: (unreadable message {})", from.short(), id.short())
+                room,
+                from_name,
+                text,
+                ..
+            } => write!(f, "[{}] {from_name}: {text}", PeerId(room.0).short()),
+            Event::Undecryptable { from_name, id, .. } => {
+                write!(f, "{from_name}: (unreadable message {})", id.short())
             }
-            Event::Delivered { to, id } => write!(f, "delivered {} to {}", id.short(), to.short()),
-            Event::Undelivered { to, id } => {
-                write!(f, "not yet delivered {} to {}", id.short(), to.short())
+            Event::Delivered { to_name, id, .. } => {
+                write!(f, "delivered {} to {to_name}", id.short())
             }
-            Event::Refused { to, id } => write!(
+            Event::Undelivered { to_name, id, .. } => {
+                write!(f, "not yet delivered {} to {to_name}", id.short())
+            }
+            Event::Refused { to_name, id, .. } => write!(
                 f,
-                "not delivered {}: {} refused to store it",
+                "not delivered {}: {to_name} refused to store it",
                 id.short(),
-                to.short()
             ),
-            Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
-            Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
-            Event::RoomInvited { room, name, from } => write!(
+            Event::PeerOnline { peer_name, .. } => write!(f, "{peer_name} is online"),
+            Event::PeerOffline { peer_name, .. } => write!(f, "{peer_name} is offline"),
+            Event::RoomInvited {
+                room,
+                name,
+                from_name,
+                ..
+            } => write!(
                 f,
-                "{} invites you to room {name:?}: kith room accept {}",
-                from.short(),
+                "{from_name} invites you to room {name:?}: kith room accept {}",
                 PeerId(room.0).to_hex()
             ),
             Event::RoomJoined { room, name } => {
@@ -314,12 +390,20 @@ impl fmt::Display for Event {
             Event::RoomRemoved { room } => {
                 write!(f, "removed from room {}", PeerId(room.0).short())
             }
-            Event::ContactRequest { peer } => write!(
+            Event::ContactRequest { peer, peer_name } => write!(
                 f,
-                "{} wants to talk: kith accept {} (or kith decline)",
-                peer.short(),
+                "{peer_name} wants to talk: kith accept {} (or kith decline)",
                 peer.to_hex()
             ),
+            Event::PeerRenamed {
+                peer,
+                label,
+                previous,
+                ..
+            } => match previous {
+                Some(previous) => write!(f, "{previous} ({}) is now {label}", peer.short()),
+                None => write!(f, "{} is {label}", peer.short()),
+            },
         }
     }
 }
@@ -363,6 +447,14 @@ pub struct PeerInfo {
     pub request: bool,
     /// Muted, and until when.
     pub muted: Option<Mute>,
+    /// How it is shown: its signed name (with an id suffix when another
+    /// known peer has the same one), else `~` and its mDNS name with the
+    /// suffix, else its short id.
+    pub display_name: String,
+    /// The name from its signed profile, if one arrived.
+    pub name: Option<String>,
+    /// The name it announced by mDNS: only a hint, anyone can announce any.
+    pub name_hint: Option<String>,
 }
 
 /// A room as `kith rooms` lists it.
@@ -378,6 +470,8 @@ pub struct RoomSummary {
     pub epoch: u32,
     /// Every member, us included (empty for an invitation).
     pub members: Vec<PeerId>,
+    /// How each of `members` is shown (see [`PeerInfo::display_name`]).
+    pub member_names: Vec<String>,
     /// Muted, and until when.
     pub muted: Option<Mute>,
     /// An invitation not answered yet (`admin` is who invited us).
@@ -506,6 +600,12 @@ pub fn start(
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
     let mut config = config;
+    // mDNS announces our display name unless told another.
+    if config.discovery.display_name.is_empty()
+        && let Some(own) = account.store.profile(&public.peer_id())?
+    {
+        config.discovery.display_name = own.name;
+    }
     // Group rooms use the multicast group when there is one.
     config.node.group_multicast |= config.net.multicast_enabled();
     let discovery = config.discovery.clone();
@@ -700,6 +800,16 @@ impl DaemonHandle {
         self.request(|reply| Command::Blocked { reply })
     }
 
+    /// Chooses our display name (1 to 64 characters after trimming; no
+    /// control, bidi or invisible characters): signed, stored, and sent to
+    /// every contact and room member (to those away when they are back).
+    pub fn set_profile(&self, name: &str) -> Result<(), DaemonError> {
+        self.request(|reply| Command::SetProfile {
+            name: name.to_owned(),
+            reply,
+        })?
+    }
+
     /// Counters.
     pub fn status(&self) -> Result<Status, DaemonError> {
         status(&self.net.sender(), &self.net.shared_stats())
@@ -803,15 +913,27 @@ mod tests {
         assert_eq!(json_escape("a\"b\\c\nd\u{1}é"), "a\\\"b\\\\c\\nd\\u0001é");
         let event = Event::Delivered {
             to: PeerId([1; 32]),
+            to_name: "Sam·0101".to_owned(),
             id: MessageId([2; 32]),
         };
         assert_eq!(
             event.to_json(),
             format!(
-                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+                r#"{{"event":"delivered","to":"{}","to_name":"Sam·0101","id":"{}"}}"#,
                 "01".repeat(32),
                 "02".repeat(32)
             )
+        );
+        let renamed = Event::PeerRenamed {
+            peer: PeerId([1; 32]),
+            name: "Sam \"the\" man".to_owned(),
+            label: "Sam".to_owned(),
+            previous: None,
+        };
+        assert!(
+            renamed
+                .to_json()
+                .ends_with(r#""name":"Sam \"the\" man","label":"Sam","previous":null}"#)
         );
     }
 

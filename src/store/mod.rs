@@ -31,6 +31,7 @@ mod invitations;
 mod journal;
 mod keys;
 mod messages;
+mod profiles;
 mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +45,7 @@ pub use batch::{BatchConfig, CommitBatcher};
 pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
+pub use profiles::StoredProfile;
 use keys::{KeyFile, SecretKey};
 
 /// Everything that can go wrong in the store, each with a sentence a user can read.

@@ -51,10 +51,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: V8,
     },
+    Migration {
+        version: 9,
+        sql: V9,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 9;
+
+/// Version 9: display names. Each peer's newest signed profile record (and
+/// ours), with the name and number it holds, so names survive a restart
+/// and an older record is never taken after one.
+const V9: &str = "
+CREATE TABLE profiles (
+    peer          BLOB PRIMARY KEY,
+    seq           INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    record        BLOB NOT NULL
+) WITHOUT ROWID;
+";
 
 /// Version 8: what a group room's id derives from (its founder's peer id
 /// and a nonce, 64 bytes), handed on with every invitation so members can

@@ -656,3 +656,29 @@ fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replace
         .unwrap();
     assert_eq!(left, 0, "a deleted room's rows go with it");
 }
+
+#[test]
+fn profiles_keep_the_newest_record_across_a_reopen() {
+    let (_dir, path) = temp_db("profiles");
+    let peer = PeerId([9; 32]);
+    let profile = |seq: u64, name: &str| StoredProfile {
+        peer,
+        seq,
+        name: name.to_owned(),
+        record: name.as_bytes().to_vec(),
+    };
+    {
+        let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+        assert!(store.put_profile(&profile(5, "Sam")).unwrap());
+        // Older and equal numbers never replace what is kept.
+        assert!(!store.put_profile(&profile(4, "Old Sam")).unwrap());
+        assert!(!store.put_profile(&profile(5, "Other Sam")).unwrap());
+        // Numbers above 2^63 still order as unsigned.
+        assert!(store.put_profile(&profile(u64::MAX - 1, "Newest")).unwrap());
+        assert!(!store.put_profile(&profile(6, "Too late")).unwrap());
+    }
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.profiles().unwrap(), vec![profile(u64::MAX - 1, "Newest")]);
+    assert_eq!(store.profile(&peer).unwrap(), Some(profile(u64::MAX - 1, "Newest")));
+    assert_eq!(store.profile(&PeerId([1; 32])).unwrap(), None);
+}
