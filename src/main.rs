@@ -123,6 +123,24 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Search message text (ignoring case), newest first, through the
+    /// running daemon: every room, or one
+    Search {
+        /// The text to look for
+        text: String,
+        /// Only this room (or this peer's direct chat), as for `send --to`
+        #[arg(long)]
+        room: Option<String>,
+        /// Results older than this cursor (printed after a full page)
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
+        /// At most this many results (1-1000)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON document: {"results":[...],"next":CURSOR|null}
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the running daemon cleanly
     Stop,
     /// Print what discovery sees: interfaces, mDNS, registry state, and
@@ -416,6 +434,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status => print_lines(&data_dir, "status"),
+        Command::Search {
+            text,
+            room,
+            before,
+            limit,
+            json,
+        } => print_search(&data_dir, text, room, before, limit, json),
         Command::Stop => {
             Client::connect(&data_dir)?.request("stop")?;
             Ok(())
@@ -489,6 +514,80 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
             _ => "  (muted for now)".to_owned(),
         };
         outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}")?;
+    }
+    Ok(())
+}
+
+/// `kith search`: one line per message for people, or one JSON document.
+fn print_search(
+    data_dir: &Path,
+    text: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    use kith::daemon::control::{Request, hex_decode};
+    use kith::daemon::json_escape;
+    if !(1..=kith::store::MAX_SEARCH_LIMIT).contains(&limit) {
+        bail!("--limit must be 1 to {}", kith::store::MAX_SEARCH_LIMIT);
+    }
+    let before = before
+        .map(|cursor| {
+            kith::daemon::search::parse_cursor(&cursor)
+                .with_context(|| format!("{cursor:?} is not a cursor printed by kith search"))
+        })
+        .transpose()?;
+    let line = Request::Search {
+        text,
+        room,
+        before,
+        limit,
+    }
+    .emit();
+    let (lines, _) = Client::connect(data_dir)?.request(&line)?;
+    let text_of = |hex: &str| {
+        hex_decode(hex)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut results = Vec::with_capacity(lines.len());
+    let mut next = None;
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [room, id, from, timestamp, cursor, ours, from_name, body] = fields[..] else {
+            bail!("the daemon sent a search line this kith does not understand: {line}");
+        };
+        next = Some(cursor.to_owned());
+        let (from_name, body) = (text_of(from_name), text_of(body));
+        if json {
+            results.push(format!(
+                r#"{{"room":"{room}","id":"{id}","from":"{from}","from_name":"{}","timestamp":{timestamp},"cursor":"{cursor}","ours":{},"text":"{}"}}"#,
+                json_escape(&from_name),
+                ours == "ours",
+                json_escape(&body)
+            ));
+        } else {
+            results.push(format!(
+                "{}  {from_name}: {}",
+                &room[..8.min(room.len())],
+                body.replace('\n', " ⏎ ")
+            ));
+        }
+    }
+    // Only a full page may have more after it.
+    let next = next.filter(|_| lines.len() == limit);
+    if json {
+        let next = next.map_or_else(|| "null".to_owned(), |c| format!("\"{c}\""));
+        outln!(r#"{{"results":[{}],"next":{next}}}"#, results.join(","))?;
+    } else {
+        outln!("ROOM      FROM: TEXT (newest first)")?;
+        for result in results {
+            outln!("{result}")?;
+        }
+        if let Some(cursor) = next {
+            outln!("more: kith search … --before {cursor}")?;
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
 //! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby DISPLAY_NAME` (blocked peers are not listed; `nearby` state: announced, not kept alive; the display name is the rest of the line: it may hold spaces, never a control character) | `ok` |
 //! | `profile H(NAME)` (our display name) | — | `ok` |
+//! | `search H(TEXT) H(ROOM)\|- CURSOR\|- LIMIT` | `ROOM_ID MESSAGE_ID FROM_ID TIMESTAMP CURSOR ours\|theirs H(FROM_NAME) H(TEXT)`, newest first (`CURSOR` is `TIMESTAMP.MESSAGE_ID`, for the next page) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
@@ -563,6 +564,36 @@ fn answer(
             request(commands, |reply| Command::SetProfile { name, reply })??;
             Ok(Some(String::new()))
         }
+        Request::Search {
+            text,
+            room,
+            before,
+            limit,
+        } => {
+            let results = request(commands, |reply| Command::Search {
+                text,
+                room,
+                before,
+                limit,
+                reply,
+            })??;
+            for found in results {
+                writeln!(
+                    out,
+                    "{} {} {} {} {} {} {} {}",
+                    PeerId(found.room.0).to_hex(),
+                    found.id.to_hex(),
+                    found.from.to_hex(),
+                    found.timestamp,
+                    super::search::cursor_text(&found.cursor()),
+                    if found.ours { "ours" } else { "theirs" },
+                    hex_encode(found.from_name.as_bytes()),
+                    hex_encode(found.text.as_bytes()),
+                )
+                .map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
         Request::Accept { peer } => {
             let peer = request(commands, |reply| Command::Accept { peer, reply })??;
             Ok(Some(peer.to_hex()))
@@ -629,6 +660,13 @@ pub enum Request {
     /// Sets our display name.
     Profile {
         name: String,
+    },
+    /// Searches message text.
+    Search {
+        text: String,
+        room: Option<String>,
+        before: Option<crate::store::Position>,
+        limit: usize,
     },
 }
 
@@ -707,6 +745,30 @@ impl Request {
             "profile" => Request::Profile {
                 name: arg(&mut words, line)?,
             },
+            "search" => {
+                let bad = || DaemonError::UnknownRequest(brief(line));
+                let text = arg(&mut words, line)?;
+                let room = match words.next() {
+                    Some("-") => None,
+                    Some(room) => Some(decode_arg(room, line)?),
+                    None => return Err(bad()),
+                };
+                let before = match words.next() {
+                    Some("-") => None,
+                    Some(cursor) => Some(super::search::parse_cursor(cursor).ok_or_else(bad)?),
+                    None => return Err(bad()),
+                };
+                let limit = words
+                    .next()
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(bad)?;
+                Request::Search {
+                    text,
+                    room,
+                    before,
+                    limit,
+                }
+            }
             other => return Err(DaemonError::UnknownRequest(brief(other))),
         })
     }
@@ -756,6 +818,19 @@ impl Request {
             Request::Stop => "stop".to_owned(),
             Request::Discovery => "discovery".to_owned(),
             Request::Profile { name } => format!("profile {}", hex(name)),
+            Request::Search {
+                text,
+                room,
+                before,
+                limit,
+            } => format!(
+                "search {} {} {} {limit}",
+                hex(text),
+                room.as_ref().map_or_else(|| "-".to_owned(), hex),
+                before
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), super::search::cursor_text),
+            ),
         }
     }
 }
@@ -1021,6 +1096,21 @@ mod tests {
             Request::Profile {
                 name: word("Sam the man"),
             },
+            Request::Search {
+                text: word("dinner at"),
+                room: None,
+                before: None,
+                limit: 50,
+            },
+            Request::Search {
+                text: word("dinner"),
+                room: Some(word("kitchen")),
+                before: Some(crate::store::Position {
+                    timestamp: 17,
+                    id: crate::proto::ids::MessageId([3; 32]),
+                }),
+                limit: 1,
+            },
         ] {
             assert_eq!(Request::parse(&request.emit()).ok(), Some(request));
         }
@@ -1039,6 +1129,9 @@ mod tests {
             "mute 6b",
             "mute 6b soon",
             "create 6b  6c",
+            "search 6b",
+            "search 6b - - many",
+            "search 6b - 12.zz 5",
             "é",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} parsed");

@@ -15,6 +15,7 @@ use super::discovery::{
 };
 use super::mutes::MuteTable;
 use super::profiles::{self, ProfileBook};
+use super::search::{SearchJob, SearchResult, Searcher};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
@@ -139,6 +140,15 @@ pub(crate) enum Command {
         name: String,
         reply: Sender<Result<(), DaemonError>>,
     },
+    /// Searches message text (on the search thread, which replies).
+    Search {
+        text: String,
+        /// A room (or peer, for its direct chat) as the user typed it.
+        room: Option<String>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+        reply: Sender<Result<Vec<SearchResult>, DaemonError>>,
+    },
 }
 
 /// A message the node sealed and queued: at the end of the current batch
@@ -240,6 +250,8 @@ pub(crate) struct NodeDriver {
     profiles: ProfileBook,
     /// When the mDNS names are next taken as hints.
     hints_at: Instant,
+    /// The search thread, started at the first search.
+    searcher: Option<Searcher>,
 }
 
 /// How often the names discovery heard announced are taken as hints.
@@ -338,6 +350,7 @@ impl NodeDriver {
         let mut driver = NodeDriver {
             profiles,
             hints_at: now,
+            searcher: None,
             node,
             store: account.store,
             peers: HashMap::new(),
@@ -984,6 +997,45 @@ impl NodeDriver {
                 }
             })
             .collect()
+    }
+
+    /// Hands a search to the search thread (started at the first one),
+    /// with the keys of the rooms it may open; the thread replies.
+    fn search(
+        &mut self,
+        room: Option<&str>,
+        query: crate::store::SearchQuery,
+        reply: Sender<Result<Vec<SearchResult>, DaemonError>>,
+    ) -> Result<(), DaemonError> {
+        if query.text.trim().is_empty() {
+            return Err(DaemonError::Search("nothing to search for".into()));
+        }
+        let room = match room {
+            None => None,
+            // A full id names any room we hold messages of, one we left too.
+            Some(text) => Some(match PeerId::from_hex(text.trim()) {
+                Some(id) => RoomId(id.0),
+                None => match self.resolve_target(text)? {
+                    Target::Room(room) => room,
+                    Target::Peer(peer) => direct_room(self.node.peer_id(), peer),
+                },
+            }),
+        };
+        self.settle()?;
+        if self.searcher.is_none() {
+            self.searcher = Some(Searcher::start(&self.store)?);
+        }
+        let job = SearchJob {
+            scope: self.store.search_scope(room.as_ref()),
+            query,
+            labels: self.profiles.labels(),
+            me: self.node.peer_id(),
+            reply,
+        };
+        if let Some(searcher) = &self.searcher {
+            searcher.submit(job);
+        }
+        Ok(())
     }
 
     /// Adds a listener for every event from now on.
@@ -1988,6 +2040,22 @@ impl Driver for NodeDriver {
             Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
             Command::Discovery { reply } => {
                 let _ = reply.send(self.discovery.report(now));
+            }
+            Command::Search {
+                text,
+                room,
+                before,
+                limit,
+                reply,
+            } => {
+                let query = crate::store::SearchQuery {
+                    text,
+                    before,
+                    limit,
+                };
+                if let Err(error) = self.search(room.as_deref(), query, reply.clone()) {
+                    let _ = reply.send(Err(error));
+                }
             }
             Command::SetProfile { name, reply } => {
                 let result = self.settle().map_err(DaemonError::from).and_then(|()| {

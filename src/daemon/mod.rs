@@ -41,6 +41,7 @@ pub mod discovery;
 mod driver;
 pub mod mutes;
 mod profiles;
+pub mod search;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
+pub use search::SearchResult;
 use driver::{Command, NodeDriver};
 
 /// How long a caller waits for the network thread to answer a command. The
@@ -158,6 +160,9 @@ pub enum DaemonError {
     /// cannot take it (a full disk); nothing of it was sent or stored.
     #[error("the message was not sent: {0}")]
     NotSent(String),
+    /// A search that cannot run (empty text, or the search thread is gone).
+    #[error("search: {0}")]
+    Search(String),
 }
 
 /// What the daemon reports to its listeners.
@@ -409,7 +414,7 @@ impl fmt::Display for Event {
 }
 
 /// Escapes `text` for a JSON string literal.
-fn json_escape(text: &str) -> String {
+pub fn json_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -806,6 +811,40 @@ impl DaemonHandle {
     pub fn set_profile(&self, name: &str) -> Result<(), DaemonError> {
         self.request(|reply| Command::SetProfile {
             name: name.to_owned(),
+            reply,
+        })?
+    }
+
+    /// The newest 50 messages (in every room, or only `room`) whose text
+    /// holds `text`, ignoring case; newest first. See
+    /// [`DaemonHandle::search_page`] for the next pages.
+    pub fn search(
+        &self,
+        text: &str,
+        room: Option<RoomId>,
+    ) -> Result<Vec<SearchResult>, DaemonError> {
+        self.search_page(text, room, None, 50)
+    }
+
+    /// Up to `limit` (at most [`crate::store::MAX_SEARCH_LIMIT`]) messages
+    /// whose text holds `text`, strictly older than `before` (the last
+    /// result's [`SearchResult::cursor`]). Texts are sealed per room, so a
+    /// search opens every message it looks at; it runs on its own thread,
+    /// never on the network loop. Messages stored unreadable are never
+    /// found, nor anything of a room sent after we left it (we never got
+    /// it), while what we could read there is.
+    pub fn search_page(
+        &self,
+        text: &str,
+        room: Option<RoomId>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, DaemonError> {
+        self.request(|reply| Command::Search {
+            text: text.to_owned(),
+            room: room.map(|r| PeerId(r.0).to_hex()),
+            before,
+            limit,
             reply,
         })?
     }

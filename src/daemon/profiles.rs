@@ -155,6 +155,14 @@ impl ProfileBook {
             .collect()
     }
 
+    /// How every named peer is shown now (others show as their short id).
+    pub(crate) fn labels(&mut self) -> HashMap<PeerId, String> {
+        if self.dirty {
+            self.rebuild();
+        }
+        self.labels.clone()
+    }
+
     /// Fills in the display name of the peer an event names.
     pub(crate) fn name_event(&mut self, event: &mut Event) {
         if let Some((peer, slot)) = event.peer_name_slot() {

@@ -55,6 +55,26 @@ fn open_message(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<(Vec<u
     Ok((body.to_vec(), envelope.to_vec()))
 }
 
+/// Opens only the body of what [`seal_message`] sealed, as text; `None`
+/// for a message stored unreadable (empty body). Search reads many rows and
+/// keeps few, so the envelope is not copied.
+pub(super) fn open_body(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<Option<String>> {
+    let plain = key
+        .open(&message_aad(id), sealed)
+        .ok_or(StoreError::Undecryptable("message"))?;
+    let (len, rest) = plain
+        .split_first_chunk::<4>()
+        .ok_or(StoreError::Undecryptable("message (too short)"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let body = rest
+        .get(..len)
+        .ok_or(StoreError::Undecryptable("message (bad body length)"))?;
+    if body.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(body).into_owned()))
+}
+
 /// A messages row before decryption.
 struct RawMessage {
     id: Vec<u8>,

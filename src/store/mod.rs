@@ -33,6 +33,7 @@ mod keys;
 mod messages;
 mod profiles;
 mod schema;
+mod search;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
 pub use profiles::StoredProfile;
+pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchQuery, SearchScope, StoreReader};
 use keys::{KeyFile, SecretKey};
 
 /// Everything that can go wrong in the store, each with a sentence a user can read.

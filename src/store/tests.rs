@@ -682,3 +682,63 @@ fn profiles_keep_the_newest_record_across_a_reopen() {
     assert_eq!(store.profile(&peer).unwrap(), Some(profile(u64::MAX - 1, "Newest")));
     assert_eq!(store.profile(&PeerId([1; 32])).unwrap(), None);
 }
+
+#[test]
+fn search_finds_readable_text_newest_first_in_pages_on_a_reader() {
+    let (_dir, path) = temp_db("search");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let (kitchen, garden) = (RoomId([1; 32]), RoomId([2; 32]));
+    let mut batch: Vec<Message> = (0..300)
+        .map(|n| {
+            let text = if n % 10 == 0 { format!("Dinner {n}") } else { format!("chat {n}") };
+            message(kitchen, n, text.as_bytes())
+        })
+        .collect();
+    batch.push(message(garden, 1000, b"dinner in the garden"));
+    // Stored unreadable (no key when it came): never a hit.
+    batch.push(message(garden, 1001, b""));
+    store.insert_messages(&batch).unwrap();
+    let query = |before, limit| SearchQuery {
+        text: "DINNER".to_owned(),
+        before,
+        limit,
+    };
+    // On another thread, through a read-only connection.
+    let reader = store.reader().unwrap();
+    let scope = store.search_scope(None);
+    let first = std::thread::spawn(move || reader.search(&scope, &query(None, 5)).unwrap())
+        .join()
+        .unwrap();
+    let texts: Vec<&str> = first.iter().map(|h| h.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["dinner in the garden", "Dinner 290", "Dinner 280", "Dinner 270", "Dinner 260"]
+    );
+    // Page after page, no gap, no repeat, until nothing is left.
+    let mut seen = first.clone();
+    loop {
+        let before = seen.last().map(SearchHit::position);
+        let page = store.search(None, &query(before, 7)).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 31);
+    assert!(seen.windows(2).all(|w| w[0].position() > w[1].position()));
+    // One room only; a word that is nowhere; an empty query.
+    let garden_only = store.search(Some(&garden), &query(None, 50)).unwrap();
+    assert_eq!(garden_only.len(), 1);
+    assert_eq!(garden_only[0].room, garden);
+    let nothing = SearchQuery {
+        text: "breakfast".to_owned(),
+        before: None,
+        limit: 50,
+    };
+    assert!(store.search(None, &nothing).unwrap().is_empty());
+    assert!(store.search(None, &query(None, 0)).unwrap().is_empty());
+    // The reader is read-only.
+    let reader = store.reader().unwrap();
+    assert!(reader.conn.execute_batch("DELETE FROM messages").is_err());
+    assert_eq!(store.search(None, &query(None, 100)).unwrap().len(), 31);
+}
