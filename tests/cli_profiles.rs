@@ -166,6 +166,24 @@ fn a_name_chosen_by_cli_shows_in_the_other_daemons_peers() {
     let line = wait_line(&events, |l| l.contains(r#""event":"message""#));
     assert!(line.contains(r#""from_name":"Alice Smith""#), "{line}");
 
+    // B finds it by searching, named, in JSON and for people.
+    let (ok, out, error) = cli(&data_b, &["search", "HI", "--json"]);
+    assert!(ok, "{error}");
+    assert!(out.starts_with(r#"{"results":[{"room":""#), "{out}");
+    assert!(out.contains(r#""from_name":"Alice Smith""#), "{out}");
+    assert!(out.contains(r#""text":"hi""#) && out.contains(r#""ours":false"#), "{out}");
+    assert!(out.trim_end().ends_with(r#""next":null}"#), "{out}");
+    let (ok, out, error) = cli(&data_b, &["search", "hi", "--limit", "1"]);
+    assert!(ok, "{error}");
+    assert!(out.contains("Alice Smith: hi\n"), "{out}");
+    assert!(out.contains("more: kith search … --before "), "a full page: {out}");
+    let cursor = out.lines().last().and_then(|l| l.split(' ').last()).expect("a cursor");
+    let (ok, out, error) = cli(&data_b, &["search", "hi", "--before", cursor, "--json"]);
+    assert!(ok, "{error}");
+    assert_eq!(out.trim(), r#"{"results":[],"next":null}"#);
+    let (ok, _, error) = cli(&data_b, &["search", "hi", "--before", "yesterday"]);
+    assert!(!ok && error.contains("not a cursor"), "{error}");
+
     // Refused names say why and change nothing.
     let (ok, _, error) = cli(&data_a, &["profile", "--name", "Ali\u{200b}ce"]);
     assert!(!ok);

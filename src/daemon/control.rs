@@ -570,13 +570,7 @@ fn answer(
             before,
             limit,
         } => {
-            let results = request(commands, |reply| Command::Search {
-                text,
-                room,
-                before,
-                limit,
-                reply,
-            })??;
+            let results = super::search_request(commands, text, room, before, limit)?;
             for found in results {
                 writeln!(
                     out,

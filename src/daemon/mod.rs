@@ -68,6 +68,10 @@ use driver::{Command, NodeDriver};
 /// or dead loop.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a caller waits for a search: it opens every message it looks
+/// at, on its own thread (a search that is slow is not a stalled loop).
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How the daemon runs.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
@@ -840,13 +844,13 @@ impl DaemonHandle {
         before: Option<crate::store::Position>,
         limit: usize,
     ) -> Result<Vec<SearchResult>, DaemonError> {
-        self.request(|reply| Command::Search {
-            text: text.to_owned(),
-            room: room.map(|r| PeerId(r.0).to_hex()),
+        search_request(
+            &self.net.sender(),
+            text.to_owned(),
+            room.map(|r| PeerId(r.0).to_hex()),
             before,
             limit,
-            reply,
-        })?
+        )
     }
 
     /// Counters.
@@ -930,6 +934,26 @@ fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status
     Ok(status)
 }
 
+/// A search, for the handle and the control socket alike: it may take
+/// longer than other commands (see [`SEARCH_TIMEOUT`]).
+fn search_request(
+    sender: &net::CommandSender<Command>,
+    text: String,
+    room: Option<String>,
+    before: Option<crate::store::Position>,
+    limit: usize,
+) -> Result<Vec<SearchResult>, DaemonError> {
+    let (reply, rx) = mpsc::channel();
+    sender.send(Command::Search {
+        text,
+        room,
+        before,
+        limit,
+        reply,
+    })?;
+    wait_reply(&rx, SEARCH_TIMEOUT)?
+}
+
 /// Sends a command with a reply channel and waits (bounded) for the answer.
 fn request<T>(
     sender: &net::CommandSender<Command>,
@@ -937,7 +961,11 @@ fn request<T>(
 ) -> Result<T, DaemonError> {
     let (tx, rx) = mpsc::channel();
     sender.send(command(tx))?;
-    rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
+    wait_reply(&rx, REPLY_TIMEOUT)
+}
+
+fn wait_reply<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
+    rx.recv_timeout(timeout).map_err(|error| match error {
         RecvTimeoutError::Timeout => DaemonError::NotResponding,
         RecvTimeoutError::Disconnected => DaemonError::Stopped,
     })
