@@ -104,7 +104,11 @@ fn search_bench(dir: &Path) {
         let mut figures = Vec::new();
         for (what, text, limit) in [
             ("a word one message holds (opens all)", "PINEAPPLE", 50),
-            ("a word every message holds, first page of 50", "Apple Pie", 50),
+            (
+                "a word every message holds, first page of 50",
+                "Apple Pie",
+                50,
+            ),
         ] {
             let query = SearchQuery {
                 text: text.to_owned(),

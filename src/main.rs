@@ -332,8 +332,7 @@ fn run(cli: Cli) -> Result<()> {
                     outln!("you are {name}")?;
                 }
                 Err(ControlError::NotRunning(_)) => {
-                    let mut account =
-                        Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+                    let mut account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
                     store_profile(&mut account, &name)?;
                     outln!("you are {name} (sent to your contacts when the daemon next runs)")?;
                 }

@@ -146,9 +146,14 @@ fn a_name_chosen_by_cli_shows_in_the_other_daemons_peers() {
     // The name from `init` arrives as soon as the two have a session.
     let a_hex = pub_a.peer_id().to_hex();
     wait_line(&events, |l| {
-        l.contains(r#""event":"peer_renamed""#) && l.contains(&a_hex) && l.contains(r#""name":"Alice""#)
+        l.contains(r#""event":"peer_renamed""#)
+            && l.contains(&a_hex)
+            && l.contains(r#""name":"Alice""#)
     });
-    assert_eq!(shown_name(&data_b, pub_a.peer_id()).as_deref(), Some("Alice"));
+    assert_eq!(
+        shown_name(&data_b, pub_a.peer_id()).as_deref(),
+        Some("Alice")
+    );
 
     // A renames through its running daemon.
     let (ok, out, error) = cli(&data_a, &["profile", "--name", "Alice Smith"]);
@@ -171,13 +176,23 @@ fn a_name_chosen_by_cli_shows_in_the_other_daemons_peers() {
     assert!(ok, "{error}");
     assert!(out.starts_with(r#"{"results":[{"room":""#), "{out}");
     assert!(out.contains(r#""from_name":"Alice Smith""#), "{out}");
-    assert!(out.contains(r#""text":"hi""#) && out.contains(r#""ours":false"#), "{out}");
+    assert!(
+        out.contains(r#""text":"hi""#) && out.contains(r#""ours":false"#),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with(r#""next":null}"#), "{out}");
     let (ok, out, error) = cli(&data_b, &["search", "hi", "--limit", "1"]);
     assert!(ok, "{error}");
     assert!(out.contains("Alice Smith: hi\n"), "{out}");
-    assert!(out.contains("more: kith search … --before "), "a full page: {out}");
-    let cursor = out.lines().last().and_then(|l| l.split(' ').last()).expect("a cursor");
+    assert!(
+        out.contains("more: kith search … --before "),
+        "a full page: {out}"
+    );
+    let cursor = out
+        .lines()
+        .last()
+        .and_then(|l| l.split(' ').next_back())
+        .expect("a cursor");
     let (ok, out, error) = cli(&data_b, &["search", "hi", "--before", cursor, "--json"]);
     assert!(ok, "{error}");
     assert_eq!(out.trim(), r#"{"results":[],"next":null}"#);

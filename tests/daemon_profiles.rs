@@ -195,12 +195,20 @@ fn names_reach_members_are_told_apart_and_survive_a_restart() {
         _ => None,
     });
     assert_eq!(from_name, a_label);
-    assert!(json.contains(&format!(r#""from_name":"{a_label}""#)), "{json}");
-    assert!(format!("{}", Event::PeerOnline {
-        peer: ids[0],
-        peer_name: a_label.clone()
-    })
-    .contains(&a_label));
+    assert!(
+        json.contains(&format!(r#""from_name":"{a_label}""#)),
+        "{json}"
+    );
+    assert!(
+        format!(
+            "{}",
+            Event::PeerOnline {
+                peer: ids[0],
+                peer_name: a_label.clone()
+            }
+        )
+        .contains(&a_label)
+    );
     // A typed name finds its peer; an ambiguous one does not.
     nodes[1]
         .handle()
@@ -215,7 +223,10 @@ fn names_reach_members_are_told_apart_and_survive_a_restart() {
         let handle = nodes[gone].handle.take().expect("running");
         handle.shutdown().expect("stops cleanly");
     }
-    nodes[0].handle().set_profile("Alice A.").expect("a good name");
+    nodes[0]
+        .handle()
+        .set_profile("Alice A.")
+        .expect("a good name");
     let b = start(
         &nodes[1].dir,
         nodes[1].addr,

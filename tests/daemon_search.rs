@@ -14,9 +14,9 @@ use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
 use kith::net::NetConfig;
 use kith::proto::crypto::PublicIdentity;
+use kith::proto::ids::MessageId;
 use kith::proto::ids::{PeerId, RoomId};
 use kith::store::KdfParams;
-use kith::proto::ids::MessageId;
 
 const PASS: &str = "search test passphrase";
 /// Generous: the machine running the tests may be heavily loaded.
@@ -145,20 +145,25 @@ fn search_finds_one_message_among_100_000_and_pages_without_gaps() {
     let handle = start(&dir, NetConfig::loopback().unicast_bind, Vec::new());
     let started = Instant::now();
     let found = handle.search("NEEDLE", None).expect("searched");
-    eprintln!("search of {N} messages (debug build): {:?}", started.elapsed());
+    eprintln!(
+        "search of {N} messages (debug build): {:?}",
+        started.elapsed()
+    );
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].text, "the Needle in the haystack");
     assert_eq!(found[0].room, room);
     assert_eq!(found[0].timestamp, 1_000_000 + 31_337);
     assert!(!found[0].ours);
     assert_eq!(
-        handle
-            .search("needle", Some(room))
-            .expect("searched")
-            .len(),
+        handle.search("needle", Some(room)).expect("searched").len(),
         1
     );
-    assert!(handle.search("needle", Some(RoomId([1; 32]))).expect("searched").is_empty());
+    assert!(
+        handle
+            .search("needle", Some(RoomId([1; 32])))
+            .expect("searched")
+            .is_empty()
+    );
     assert!(handle.search("  ", None).is_err(), "nothing to search for");
     // "row 9999" and "row 99990" to "row 99999": 11, in pages of 4.
     let mut pages = Vec::new();
@@ -175,7 +180,10 @@ fn search_finds_one_message_among_100_000_and_pages_without_gaps() {
     }
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 3]);
     let texts: Vec<String> = pages.concat().into_iter().map(|r| r.text).collect();
-    let mut want: Vec<String> = (99_990..100_000).rev().map(|n| format!("row {n}")).collect();
+    let mut want: Vec<String> = (99_990..100_000)
+        .rev()
+        .map(|n| format!("row {n}"))
+        .collect();
     want.push("row 9999".to_owned());
     assert_eq!(texts, want);
     handle.shutdown().expect("stops cleanly");
@@ -201,7 +209,10 @@ fn nothing_of_a_room_is_found_from_after_we_were_removed() {
         .expect("sent");
     got(&events[1], "Apple pie before");
     got(&events[2], "Apple pie before");
-    nodes[0].handle().remove_member(room, ids[2]).expect("A removes C");
+    nodes[0]
+        .handle()
+        .remove_member(room, ids[2])
+        .expect("A removes C");
     wait_for(&events[2], |e| {
         matches!(e, Event::RoomRemoved { room: r } if *r == room).then_some(())
     });
@@ -236,7 +247,13 @@ fn nothing_of_a_room_is_found_from_after_we_were_removed() {
         ["Apple pie before"]
     );
     assert_eq!(c[0].from, ids[0]);
-    assert!(nodes[2].handle().search("after", Some(room)).expect("searched").is_empty());
+    assert!(
+        nodes[2]
+            .handle()
+            .search("after", Some(room))
+            .expect("searched")
+            .is_empty()
+    );
     let none: Vec<MessageId> = nodes[2]
         .handle()
         .search("crumble", None)

@@ -752,10 +752,7 @@ impl Request {
                     Some(cursor) => Some(super::search::parse_cursor(cursor).ok_or_else(bad)?),
                     None => return Err(bad()),
                 };
-                let limit = words
-                    .next()
-                    .and_then(|l| l.parse().ok())
-                    .ok_or_else(bad)?;
+                let limit = words.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
                 Request::Search {
                     text,
                     room,

@@ -990,7 +990,11 @@ impl NodeDriver {
                     direct: info.direct,
                     admin: info.admin,
                     epoch: info.epoch,
-                    member_names: info.members.iter().map(|p| self.profiles.label(p)).collect(),
+                    member_names: info
+                        .members
+                        .iter()
+                        .map(|p| self.profiles.label(p))
+                        .collect(),
                     members: info.members,
                     muted: self.mute_of(&info.id.0),
                     invited: false,

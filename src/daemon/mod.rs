@@ -60,8 +60,8 @@ use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
-pub use search::SearchResult;
 use driver::{Command, NodeDriver};
+pub use search::SearchResult;
 
 /// How long a caller waits for the network thread to answer a command. The
 /// thread answers within one loop turn; this only guards against a stalled

@@ -97,7 +97,10 @@ impl ProfileBook {
         if self.dirty {
             self.rebuild();
         }
-        self.labels.get(peer).cloned().unwrap_or_else(|| peer.short())
+        self.labels
+            .get(peer)
+            .cloned()
+            .unwrap_or_else(|| peer.short())
     }
 
     fn rebuild(&mut self) {

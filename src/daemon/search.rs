@@ -142,7 +142,13 @@ mod tests {
             id: MessageId([0xab; 32]),
         };
         assert_eq!(parse_cursor(&cursor_text(&position)), Some(position));
-        for bad in ["", "12", "x.ab", "12.zz", &format!("12.{}", "ab".repeat(31))] {
+        for bad in [
+            "",
+            "12",
+            "x.ab",
+            "12.zz",
+            &format!("12.{}", "ab".repeat(31)),
+        ] {
             assert_eq!(parse_cursor(bad), None, "{bad:?}");
         }
     }

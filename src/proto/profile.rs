@@ -310,9 +310,25 @@ mod tests {
     #[test]
     fn control_bidi_and_invisible_characters_are_refused() {
         for bad in [
-            "Sam\n", "Sa\tm", "Sam\u{0}", "Sam\u{7f}", "Sam\u{85}", "\u{202e}maS", "Sam\u{2066}",
-            "Sam\u{2069}", "Sa\u{200b}m", "Sa\u{200d}m", "Sa\u{2060}m", "\u{feff}Sam", "Sa\u{ad}m",
-            "Sam\u{200f}", "Sam\u{061c}", "Sam\u{3164}", "Sam\u{e0041}", "Sam·3f2a", "Sam\u{2028}",
+            "Sam\n",
+            "Sa\tm",
+            "Sam\u{0}",
+            "Sam\u{7f}",
+            "Sam\u{85}",
+            "\u{202e}maS",
+            "Sam\u{2066}",
+            "Sam\u{2069}",
+            "Sa\u{200b}m",
+            "Sa\u{200d}m",
+            "Sa\u{2060}m",
+            "\u{feff}Sam",
+            "Sa\u{ad}m",
+            "Sam\u{200f}",
+            "Sam\u{061c}",
+            "Sam\u{3164}",
+            "Sam\u{e0041}",
+            "Sam·3f2a",
+            "Sam\u{2028}",
         ] {
             let refused = check_name(bad);
             assert!(

@@ -481,7 +481,10 @@ mod tests {
         assert!(reader.read(96, &mut out));
         assert_eq!(out, plain[204..]);
         assert!(!reader.read(1, &mut out), "the tag is not plaintext");
-        assert!(key.unverified_reader(&sealed[..NONCE_LEN + TAG_LEN - 1]).is_none());
+        assert!(
+            key.unverified_reader(&sealed[..NONCE_LEN + TAG_LEN - 1])
+                .is_none()
+        );
     }
 
     #[test]

@@ -46,9 +46,9 @@ pub use batch::{BatchConfig, CommitBatcher};
 pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
+use keys::{KeyFile, SecretKey};
 pub use profiles::StoredProfile;
 pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchQuery, SearchScope, StoreReader};
-use keys::{KeyFile, SecretKey};
 
 /// Everything that can go wrong in the store, each with a sentence a user can read.
 #[derive(Debug, thiserror::Error)]

@@ -108,9 +108,7 @@ impl Store {
             .room_refs
             .iter()
             .filter(|(id, _)| room.is_none_or(|r| r == *id))
-            .filter_map(|(id, reference)| {
-                Some((*id, *reference, self.keys.rooms.get(id)?.clone()))
-            })
+            .filter_map(|(id, reference)| Some((*id, *reference, self.keys.rooms.get(id)?.clone())))
             .collect();
         SearchScope { rooms }
     }
@@ -168,9 +166,18 @@ fn search_in(
     // The newest `limit` hits overall are among each room's newest `limit`.
     let mut hits = Vec::new();
     for (room, room_ref, key) in &scope.rooms {
-        search_room(conn, *room, *room_ref, key, &needle, query.before, limit, &mut hits)?;
+        search_room(
+            conn,
+            *room,
+            *room_ref,
+            key,
+            &needle,
+            query.before,
+            limit,
+            &mut hits,
+        )?;
     }
-    hits.sort_by(|a: &SearchHit, b| b.position().cmp(&a.position()));
+    hits.sort_by_key(|hit| std::cmp::Reverse(hit.position()));
     hits.truncate(limit);
     Ok(hits)
 }

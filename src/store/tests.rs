@@ -678,8 +678,14 @@ fn profiles_keep_the_newest_record_across_a_reopen() {
         assert!(!store.put_profile(&profile(6, "Too late")).unwrap());
     }
     let store = Store::open(&path, PASS).unwrap();
-    assert_eq!(store.profiles().unwrap(), vec![profile(u64::MAX - 1, "Newest")]);
-    assert_eq!(store.profile(&peer).unwrap(), Some(profile(u64::MAX - 1, "Newest")));
+    assert_eq!(
+        store.profiles().unwrap(),
+        vec![profile(u64::MAX - 1, "Newest")]
+    );
+    assert_eq!(
+        store.profile(&peer).unwrap(),
+        Some(profile(u64::MAX - 1, "Newest"))
+    );
     assert_eq!(store.profile(&PeerId([1; 32])).unwrap(), None);
 }
 
@@ -690,7 +696,11 @@ fn search_finds_readable_text_newest_first_in_pages_on_a_reader() {
     let (kitchen, garden) = (RoomId([1; 32]), RoomId([2; 32]));
     let mut batch: Vec<Message> = (0..300)
         .map(|n| {
-            let text = if n % 10 == 0 { format!("Dinner {n}") } else { format!("chat {n}") };
+            let text = if n % 10 == 0 {
+                format!("Dinner {n}")
+            } else {
+                format!("chat {n}")
+            };
             message(kitchen, n, text.as_bytes())
         })
         .collect();
@@ -712,7 +722,13 @@ fn search_finds_readable_text_newest_first_in_pages_on_a_reader() {
     let texts: Vec<&str> = first.iter().map(|h| h.text.as_str()).collect();
     assert_eq!(
         texts,
-        ["dinner in the garden", "Dinner 290", "Dinner 280", "Dinner 270", "Dinner 260"]
+        [
+            "dinner in the garden",
+            "Dinner 290",
+            "Dinner 280",
+            "Dinner 270",
+            "Dinner 260"
+        ]
     );
     // Page after page, no gap, no repeat, until nothing is left.
     let mut seen = first.clone();

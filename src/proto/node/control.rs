@@ -306,10 +306,10 @@ mod tests {
             Control::Forward {
                 envelope: vec![4, 5],
             },
-Control::Profile {
+            Control::Profile {
                 record: vec![1; 100],
             },
-                        Control::Origin {
+            Control::Origin {
                 room: RoomId([4; 32]),
                 epoch: 2,
                 sender: PeerId([6; 32]),

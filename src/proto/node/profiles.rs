@@ -230,7 +230,10 @@ mod tests {
                             moved = true;
                             match event {
                                 NodeEvent::MessageReceived {
-                                    receipt, from, body, ..
+                                    receipt,
+                                    from,
+                                    body,
+                                    ..
                                 } => {
                                     self.texts[i].push((from, body));
                                     self.nodes[i].confirm_stored(self.now, receipt);
@@ -291,13 +294,17 @@ mod tests {
         let (mut mesh, _room) = room_of_three();
         let now = mesh.now;
         let alice = mesh.id(2);
-        mesh.nodes[2].set_profile(now, "Alice").expect("a good name");
+        mesh.nodes[2]
+            .set_profile(now, "Alice")
+            .expect("a good name");
         mesh.run(Duration::from_millis(500));
         for i in 0..2 {
             assert_eq!(mesh.names(i), vec![(alice, "Alice".to_owned())], "node {i}");
         }
         let now = mesh.now + Duration::from_millis(5);
-        mesh.nodes[2].set_profile(now, "Alice B.").expect("a good name");
+        mesh.nodes[2]
+            .set_profile(now, "Alice B.")
+            .expect("a good name");
         mesh.run(Duration::from_millis(500));
         for i in 0..2 {
             assert_eq!(
@@ -340,10 +347,14 @@ mod tests {
     fn an_older_record_replayed_later_is_dropped_and_counted() {
         let (mut mesh, _room) = room_of_three();
         let now = mesh.now;
-        let old = mesh.nodes[2].set_profile(now, "Alice").expect("a good name");
+        let old = mesh.nodes[2]
+            .set_profile(now, "Alice")
+            .expect("a good name");
         mesh.run(Duration::from_millis(100));
         let now = mesh.now + Duration::from_millis(5);
-        mesh.nodes[2].set_profile(now, "Mallory's victim").expect("good");
+        mesh.nodes[2]
+            .set_profile(now, "Mallory's victim")
+            .expect("good");
         mesh.run(Duration::from_millis(100));
         // Node 2 itself (or anyone replaying its traffic into a new stream
         // position) hands the old record out again.
@@ -413,7 +424,10 @@ mod tests {
             vec![(mallory, b"still here".to_vec())],
             "the stream goes on after the forgeries"
         );
-        assert_eq!(mesh.nodes[0].stats().dropped(DropReason::ControlMalformed), 0);
+        assert_eq!(
+            mesh.nodes[0].stats().dropped(DropReason::ControlMalformed),
+            0
+        );
     }
 
     #[test]
