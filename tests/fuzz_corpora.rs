@@ -22,6 +22,7 @@ use kith::proto::crypto::{
 };
 use kith::proto::ids::{MessageId, PeerId};
 use kith::proto::node::{Control, MemberKey};
+use kith::proto::profile::SignedProfile;
 use kith::proto::reliable::Packet;
 use kith::proto::sync::{Item, Reconciler, SALT_LEN, SortedItems, SyncConfig};
 use kith::proto::wire::{Datagram, Frame, HANDSHAKE_SEALED_LEN};
@@ -221,8 +222,22 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         Control::Forward {
             envelope: single.emit(),
         },
+        Control::Profile {
+            record: SignedProfile::sign(&alice, 1_700_000_000_000, "Alice")
+                .expect("a good name")
+                .bytes,
+        },
     ]
     .map(|control| control.encode());
+    let profiles = [
+        ("Alice", 1),
+        ("Zoë 🦀 李 the longest name of them all ok", u64::MAX),
+    ]
+    .map(|(name, seq)| {
+        SignedProfile::sign(&checks::profile_signer(), seq, name)
+            .expect("a good name")
+            .bytes
+    });
 
     let group_key = SecretKey::from_bytes(checks::GROUP_KEY);
     let mut group_payload = 2u32.to_le_bytes().to_vec();
@@ -339,5 +354,6 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("journal_record", vec![journal_v3, journal_v2]),
         ("control_line", requests.to_vec()),
         ("mdns_txt", vec![txt, txt_without_key]),
+        ("profile_record", profiles.to_vec()),
     ]
 }
