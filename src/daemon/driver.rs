@@ -485,6 +485,7 @@ impl NodeDriver {
             return Err(DaemonError::Blocked(id.to_hex()));
         }
         self.learn_contact(now, peer.public.clone())?;
+        self.node.share_profile(now, id);
         self.discovery
             .want(now, id, Some(peer.public), Some(peer.addr));
         // A static address: send at once; presence probes it and says when
@@ -783,6 +784,8 @@ impl NodeDriver {
                     self.learn_contact(now, public)?;
                 }
                 self.node.queue_direct_message(now, peer, text)?;
+                // Writing to a stranger tells it who we are.
+                self.node.share_profile(now, peer);
                 Ok(vec![peer])
             }
             Target::Room(room) => {
@@ -2035,6 +2038,7 @@ impl Driver for NodeDriver {
                 let result = self.resolve_peer(&peer).and_then(|peer| {
                     self.db()?.set_contact_request(&peer, false)?;
                     self.requests.remove(&peer);
+                    self.node.share_profile(now, peer);
                     Ok(peer)
                 });
                 let _ = reply.send(result);

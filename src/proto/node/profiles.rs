@@ -13,8 +13,13 @@
 //! A record travels only from its owner: one about another peer is
 //! refused as forged, so a member cannot hand around someone else's name
 //! (an old one included).
+//!
+//! A stranger that opened a session with us (see `strangers.rs`) is not
+//! told our name until the shell shares it ([`Node::share_profile`]: the
+//! user accepted it, or wrote to it) or it shares a group room with us, so
+//! nobody learns a name by opening a handshake.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::{Control, DropReason, Node, NodeError, NodeEvent, Receipt};
@@ -28,6 +33,8 @@ pub(super) struct Profiles {
     own: Option<SignedProfile>,
     /// The newest sequence number kept per peer.
     seen: HashMap<PeerId, u64>,
+    /// Strangers met that our profile is withheld from.
+    withheld: HashSet<PeerId>,
 }
 
 impl Node {
@@ -76,6 +83,22 @@ impl Node {
         *seen = (*seen).max(seq);
     }
 
+    /// Tells `peer` our profile from now on, if it was withheld (a
+    /// stranger met): the user accepted it or wrote to it. Cheap to call
+    /// for anyone else (nothing is sent again).
+    pub fn share_profile(&mut self, now: Instant, peer: PeerId) {
+        if self.profiles.withheld.remove(&peer) && self.has_session(&peer) {
+            self.send_profile(now, peer);
+            self.pump_events(now);
+        }
+    }
+
+    /// A stranger completed a handshake with us: our name waits for
+    /// [`Node::share_profile`] (or a group room shared with it).
+    pub(super) fn withhold_profile(&mut self, peer: PeerId) {
+        self.profiles.withheld.insert(peer);
+    }
+
     /// Queues our profile (if any) for `peer` on the pairwise stream.
     /// Backpressure only delays it: the next installed session sends it.
     pub(super) fn send_profile(&mut self, now: Instant, peer: PeerId) {
@@ -83,6 +106,14 @@ impl Node {
             return;
         };
         if self.blocked.contains(&peer) {
+            return;
+        }
+        if self.profiles.withheld.contains(&peer)
+            && !self
+                .rooms
+                .values()
+                .any(|r| r.group().is_some_and(|g| g.members.contains(&peer)))
+        {
             return;
         }
         let control = Control::Profile {
@@ -166,6 +197,11 @@ mod tests {
 
     impl Mesh {
         fn new(count: u64) -> Self {
+            Self::knowing(count, |_, _| true)
+        }
+
+        /// Node `i` has node `j` as a contact where `knows(i, j)`.
+        fn knowing(count: u64, knows: impl Fn(u64, u64) -> bool) -> Self {
             let now = Instant::now();
             let config = NodeConfig {
                 auto_accept_invites: true,
@@ -184,7 +220,7 @@ mod tests {
                 .collect();
             for (i, node) in nodes.iter_mut().enumerate() {
                 for j in 0..count {
-                    if j as usize != i {
+                    if j as usize != i && knows(i as u64, j) {
                         let public = identity(j).public();
                         let id = public.peer_id();
                         node.add_contact(now, public);
@@ -428,6 +464,38 @@ mod tests {
             mesh.nodes[0].stats().dropped(DropReason::ControlMalformed),
             0
         );
+    }
+
+    #[test]
+    fn a_stranger_learns_our_name_only_once_shared() {
+        // Node 1 knows node 0; node 0 has never heard of node 1.
+        let mut mesh = Mesh::knowing(2, |i, _| i == 1);
+        let now = mesh.now;
+        mesh.nodes[0]
+            .set_profile(now, "Alice")
+            .expect("a good name");
+        mesh.nodes[1]
+            .set_profile(now, "Stranger")
+            .expect("a good name");
+        let (alice, stranger) = (mesh.id(0), mesh.id(1));
+        mesh.nodes[1]
+            .send_direct_message(now, alice, "hello, who are you?")
+            .expect("sent");
+        mesh.run(Duration::from_millis(500));
+        assert_eq!(mesh.texts[0].len(), 1, "the stranger's message arrived");
+        // The stranger told us its name; we told it nothing.
+        assert_eq!(mesh.names(0), vec![(stranger, "Stranger".to_owned())]);
+        assert!(mesh.names(1).is_empty());
+        // Once the user accepts it (or writes to it), it is told.
+        let now = mesh.now;
+        mesh.nodes[0].share_profile(now, stranger);
+        mesh.run(Duration::from_millis(500));
+        assert_eq!(mesh.names(1), vec![(alice, "Alice".to_owned())]);
+        // Sharing again sends nothing more.
+        let now = mesh.now;
+        mesh.nodes[0].share_profile(now, stranger);
+        mesh.run(Duration::from_millis(500));
+        assert_eq!(mesh.names(1).len(), 1);
     }
 
     #[test]
