@@ -137,7 +137,7 @@ enum Command {
         /// At most this many results (1-1000)
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// One JSON document: {"results":[...],"next":CURSOR|null}
+        /// One JSON document: {"results":[...],"next":CURSOR|null}; each result has room, id, from, from_name, timestamp (HLC), time_ms, cursor, ours, text
         #[arg(long)]
         json: bool,
     },
@@ -561,8 +561,9 @@ fn print_search(
         let (from_name, body) = (text_of(from_name), text_of(body));
         if json {
             results.push(format!(
-                r#"{{"room":"{room}","id":"{id}","from":"{from}","from_name":"{}","timestamp":{timestamp},"cursor":"{cursor}","ours":{},"text":"{}"}}"#,
+                r#"{{"room":"{room}","id":"{id}","from":"{from}","from_name":"{}","timestamp":{timestamp},"time_ms":{},"cursor":"{cursor}","ours":{},"text":"{}"}}"#,
                 json_escape(&from_name),
+                timestamp.parse().map_or(0, kith::proto::hlc::millis),
                 ours == "ours",
                 json_escape(&body)
             ));

@@ -24,6 +24,8 @@ use crate::store::{Store, StoreError, StoredProfile};
 /// Every name the daemon knows, and the labels made of them.
 #[derive(Debug)]
 pub(crate) struct ProfileBook {
+    /// Us: shown like anyone, never what a typed name means.
+    me: PeerId,
     /// Signed names (ours included).
     names: HashMap<PeerId, String>,
     /// mDNS names of peers (checked like names; defaults left out).
@@ -39,6 +41,7 @@ impl ProfileBook {
     pub(crate) fn restore(store: &Store, node: &mut Node) -> Result<Self, StoreError> {
         let me = node.peer_id();
         let mut book = ProfileBook {
+            me,
             names: HashMap::new(),
             hints: HashMap::new(),
             labels: HashMap::new(),
@@ -144,7 +147,9 @@ impl ProfileBook {
         };
         let exact: Vec<PeerId> = labels
             .iter()
-            .filter(|(peer, label)| *label == text && self.names.contains_key(peer))
+            .filter(|(peer, label)| {
+                *label == text && self.names.contains_key(peer) && **peer != self.me
+            })
             .map(|(peer, _)| *peer)
             .collect();
         if !exact.is_empty() {
@@ -153,7 +158,7 @@ impl ProfileBook {
         let lower = text.to_lowercase();
         self.names
             .iter()
-            .filter(|(_, name)| name.to_lowercase() == lower)
+            .filter(|(peer, name)| **peer != self.me && name.to_lowercase() == lower)
             .map(|(peer, _)| *peer)
             .collect()
     }
@@ -258,6 +263,7 @@ mod tests {
 
     fn book() -> ProfileBook {
         ProfileBook {
+            me: PeerId([0x01; 32]),
             names: HashMap::new(),
             hints: HashMap::new(),
             labels: HashMap::new(),
@@ -291,6 +297,14 @@ mod tests {
         assert_eq!(book.label(&other), "Samuel·9c9c");
         assert_eq!(book.resolve("Samuel·9c9c"), vec![other]);
         assert_eq!(book.resolve("Samuel").len(), 2);
+        // Our own name is shown, never what a typed name means.
+        book.set(PeerId([0x01; 32]), "Samuel".to_owned());
+        assert_eq!(book.label(&other), "Samuel·9c9c");
+        assert_eq!(book.resolve("Samuel").len(), 2);
+        assert!(
+            book.resolve(&format!("Samuel·{}", &PeerId([0x01; 32]).to_hex()[..4]))
+                .is_empty()
+        );
     }
 
     #[test]

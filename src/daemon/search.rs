@@ -23,6 +23,8 @@ pub struct SearchResult {
     pub from: PeerId,
     /// How its author is shown (see [`super::PeerInfo::display_name`]).
     pub from_name: String,
+    /// Its hybrid-logical-clock timestamp (`proto::hlc::millis` gives
+    /// milliseconds since the epoch).
     pub timestamp: u64,
     pub text: String,
     /// Whether we wrote it.
