@@ -1257,6 +1257,7 @@ impl Node {
         for peer in due {
             self.peer_timers(now, peer);
         }
+        self.release_profiles(now);
         self.pump_events(now);
     }
 
@@ -1268,6 +1269,7 @@ impl Node {
             .filter_map(peer_timer)
             .chain(self.reliable.poll_timeout())
             .chain(burst)
+            .chain(self.profiles.poll_timeout())
             .min()
     }
 
@@ -1861,7 +1863,7 @@ impl Node {
             Control::Profile { record } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                self.on_profile(receipt, &record);
+                self.on_profile(now, receipt, &record);
             }
             Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
             Control::Origin {

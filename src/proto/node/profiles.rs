@@ -14,20 +14,33 @@
 //! refused as forged, so a member cannot hand around someone else's name
 //! (an old one included).
 //!
+//! Each peer's records are taken at most [`PROFILE_BURST`] at once and
+//! then one per [`PROFILE_INTERVAL`]: a record over that budget waits
+//! (only the newest one, per peer) instead of costing a signature check
+//! and a store write at once, so a peer cannot make us spend more on its
+//! names than on a trickle, while its last name still arrives.
+//!
 //! A stranger that opened a session with us (see `strangers.rs`) is not
 //! told our name until the shell shares it ([`Node::share_profile`]: the
 //! user accepted it, or wrote to it) or it shares a group room with us, so
 //! nobody learns a name by opening a handshake.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use super::openings::TokenBucket;
 use super::{Control, DropReason, Node, NodeError, NodeEvent, Receipt};
 use crate::proto::ids::PeerId;
 use crate::proto::profile::{ProfileError, SignedProfile};
 
+/// Records of one peer taken at once before the budget applies.
+pub const PROFILE_BURST: u32 = 4;
+
+/// Then one record of a peer per this long.
+pub const PROFILE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// What the node knows of profiles.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Profiles {
     /// Our own record, sent to every peer we hold a session with.
     own: Option<SignedProfile>,
@@ -35,6 +48,17 @@ pub(super) struct Profiles {
     seen: HashMap<PeerId, u64>,
     /// Strangers met that our profile is withheld from.
     withheld: HashSet<PeerId>,
+    /// Each sending peer's budget of records.
+    budgets: HashMap<PeerId, TokenBucket>,
+    /// The newest record over a peer's budget, and when it is looked at.
+    waiting: BTreeMap<PeerId, (Instant, Vec<u8>)>,
+}
+
+impl Profiles {
+    /// When a waiting record is due.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.waiting.values().map(|(at, _)| *at).min()
+    }
 }
 
 impl Node {
@@ -125,9 +149,59 @@ impl Node {
     }
 
     /// A profile record from `receipt.from` on our pairwise stream (the
-    /// stream is confirmed already: a record is not a message).
-    pub(super) fn on_profile(&mut self, receipt: Receipt, record: &[u8]) {
+    /// stream is confirmed already: a record is not a message). Over the
+    /// peer's budget it waits, replacing one that waited before it (a
+    /// later record on the peer's ordered stream is its newer one).
+    pub(super) fn on_profile(&mut self, now: Instant, receipt: Receipt, record: &[u8]) {
         let from = receipt.from;
+        let budget = self.profiles.budgets.entry(from).or_insert_with(|| {
+            TokenBucket::new(
+                now,
+                1.0 / PROFILE_INTERVAL.as_secs_f64(),
+                f64::from(PROFILE_BURST),
+            )
+        });
+        if self.profiles.waiting.contains_key(&from) || !budget.take(now) {
+            let due = self
+                .profiles
+                .waiting
+                .get(&from)
+                .map_or(now + PROFILE_INTERVAL, |(at, _)| *at);
+            self.profiles.waiting.insert(from, (due, record.to_vec()));
+            return;
+        }
+        self.take_profile(from, record);
+    }
+
+    /// Looks at the waiting records that are due, as the budgets allow.
+    pub(super) fn release_profiles(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .profiles
+            .waiting
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            let ready = self
+                .profiles
+                .budgets
+                .get_mut(&peer)
+                .is_none_or(|budget| budget.take(now));
+            if !ready {
+                if let Some(waiting) = self.profiles.waiting.get_mut(&peer) {
+                    waiting.0 = now + PROFILE_INTERVAL;
+                }
+                continue;
+            }
+            if let Some((_, record)) = self.profiles.waiting.remove(&peer) {
+                self.take_profile(peer, &record);
+            }
+        }
+    }
+
+    /// Checks a record from `from` and keeps it if it is its newest.
+    fn take_profile(&mut self, from: PeerId, record: &[u8]) {
         let Some(public) = self.public_of(&from) else {
             self.stats.count(DropReason::UnknownPeer);
             return;
@@ -464,6 +538,29 @@ mod tests {
             mesh.nodes[0].stats().dropped(DropReason::ControlMalformed),
             0
         );
+    }
+
+    #[test]
+    fn a_burst_of_renames_costs_a_bounded_amount_and_the_last_still_arrives() {
+        let (mut mesh, _room) = room_of_three();
+        let alice = mesh.id(2);
+        for n in 0..12u64 {
+            let now = mesh.now + Duration::from_millis(n);
+            mesh.nodes[2]
+                .set_profile(now, &format!("Alice {n}"))
+                .expect("a good name");
+        }
+        mesh.run(Duration::from_millis(100));
+        let burst = usize::try_from(super::PROFILE_BURST).expect("small");
+        assert_eq!(mesh.names(0).len(), burst, "the burst, then a wait");
+        mesh.run(super::PROFILE_INTERVAL * 2);
+        assert_eq!(mesh.names(0).len(), burst + 1, "only the newest waited");
+        assert_eq!(
+            mesh.names(0).last(),
+            Some(&(alice, "Alice 11".to_owned())),
+            "the last name arrives"
+        );
+        assert_eq!(mesh.nodes[0].stats().dropped(DropReason::ProfileStale), 0);
     }
 
     #[test]
