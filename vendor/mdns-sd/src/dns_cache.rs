@@ -117,6 +117,20 @@ impl DnsCache {
         self.ptr.get(ty_domain)
     }
 
+    /// kith patch: whether `ty_domain` has an unexpired PTR to `instance`.
+    pub(crate) fn has_live_ptr(&self, ty_domain: &str, instance: &str, now: Instant) -> bool {
+        self.ptr.get(ty_domain).is_some_and(|records| {
+            records.iter().any(|record| {
+                !record.record.get_record().is_expired(now)
+                    && record
+                        .record
+                        .any()
+                        .downcast_ref::<DnsPointer>()
+                        .is_some_and(|ptr| ptr.alias().eq_ignore_ascii_case(instance))
+            })
+        })
+    }
+
     pub(crate) fn get_srv(&self, fullname: &str) -> Option<&Vec<DnsRecordIntf>> {
         self.srv.get(fullname)
     }
@@ -518,6 +532,7 @@ impl DnsCache {
     pub(crate) fn refresh_due_srv_txt(
         &mut self,
         ty_domain: &str,
+        no_refresh: &HashSet<String>,
     ) -> (HashMap<String, Vec<RRType>>, HashSet<Instant>) {
         let now = Instant::now();
 
@@ -534,6 +549,8 @@ impl DnsCache {
                     .downcast_ref::<DnsPointer>()
                     .map(|ptr| ptr.alias())
             })
+            // kith patch: see `ServiceDaemon::set_refresh`.
+            .filter(|alias| !no_refresh.contains(&alias.to_lowercase()))
             .collect();
 
         let mut refresh_due: HashMap<String, Vec<RRType>> = HashMap::new();
@@ -582,6 +599,7 @@ impl DnsCache {
     pub(crate) fn refresh_due_hosts(
         &mut self,
         ty_domain: &str,
+        no_refresh: &HashSet<String>,
     ) -> (HashSet<String>, HashSet<Instant>) {
         let now = Instant::now();
 
@@ -598,6 +616,8 @@ impl DnsCache {
                     .downcast_ref::<DnsPointer>()
                     .map(|ptr| ptr.alias())
             })
+            // kith patch: see `ServiceDaemon::set_refresh`.
+            .filter(|alias| !no_refresh.contains(&alias.to_lowercase()))
             .collect();
 
         // Collect hostnames we have browsers for by SRV records.

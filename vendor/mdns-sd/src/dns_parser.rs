@@ -465,8 +465,24 @@ pub struct DnsRecord {
     /// See https://datatracker.ietf.org/doc/html/rfc6762#section-5.2
     refresh: Instant,
 
+    /// kith patch: the random delay added to every refresh point, below 2 %
+    /// of the TTL (RFC 6762 §5.2), so that hosts that cached a record from
+    /// the same packet do not all query for it at the same instant (the
+    /// first answer then refreshes every cache and the others stay silent).
+    refresh_jitter: Duration,
+
     /// If conflict resolution decides to change the name, this is the new one.
     new_name: Option<String>,
+}
+
+/// kith patch: a random delay in `[0, 2 % of ttl)`, see `DnsRecord::refresh_jitter`.
+fn refresh_jitter(ttl: u32) -> Duration {
+    // 2 % of `ttl` seconds in milliseconds.
+    let span = u64::from(ttl) * 20;
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(fastrand::u64(0..span))
 }
 
 impl DnsRecord {
@@ -476,7 +492,8 @@ impl DnsRecord {
         // From RFC 6762 section 5.2:
         // "... The querier should plan to issue a query at 80% of the record
         // lifetime, and then if no answer is received, at 85%, 90%, and 95%."
-        let refresh = get_expiration_time(created, ttl, 80);
+        let refresh_jitter = refresh_jitter(ttl);
+        let refresh = get_expiration_time(created, ttl, 80) + refresh_jitter;
 
         let expires = get_expiration_time(created, ttl, 100);
 
@@ -486,8 +503,14 @@ impl DnsRecord {
             created,
             expires,
             refresh,
+            refresh_jitter,
             new_name: None,
         }
+    }
+
+    /// kith patch: the refresh point at `percent` of the lifetime, jittered.
+    fn refresh_at(&self, percent: u32) -> Instant {
+        get_expiration_time(self.created, self.ttl, percent) + self.refresh_jitter
     }
 
     pub const fn get_ttl(&self) -> u32 {
@@ -551,12 +574,12 @@ impl DnsRecord {
         //
         // If the answer is received in time, 'refresh' will be reset outside
         // this function, back to 80% of the new TTL.
-        if self.refresh == get_expiration_time(self.created, self.ttl, 80) {
-            self.refresh = get_expiration_time(self.created, self.ttl, 85);
-        } else if self.refresh == get_expiration_time(self.created, self.ttl, 85) {
-            self.refresh = get_expiration_time(self.created, self.ttl, 90);
-        } else if self.refresh == get_expiration_time(self.created, self.ttl, 90) {
-            self.refresh = get_expiration_time(self.created, self.ttl, 95);
+        if self.refresh == self.refresh_at(80) {
+            self.refresh = self.refresh_at(85);
+        } else if self.refresh == self.refresh_at(85) {
+            self.refresh = self.refresh_at(90);
+        } else if self.refresh == self.refresh_at(90) {
+            self.refresh = self.refresh_at(95);
         } else {
             self.refresh_no_more();
         }
@@ -602,8 +625,9 @@ impl DnsRecord {
         self.ttl = other.ttl;
         self.created = other.created;
         self.expires = get_expiration_time(self.created, self.ttl, 100);
+        self.refresh_jitter = refresh_jitter(self.ttl);
         self.refresh = if self.ttl > 1 {
-            get_expiration_time(self.created, self.ttl, 80)
+            self.refresh_at(80)
         } else {
             // If TTL is 1, it means this record is expiring,
             // then we set refresh to the same time as expires.

@@ -753,6 +753,21 @@ impl ServiceDaemon {
         self.send_cmd(Command::SetOption(DaemonOption::AcceptUnsolicited(accept)))
     }
 
+    /// kith patch: stops (`refresh == false`) or resumes the cache refresh
+    /// queries (RFC 6762 §5.2) for the SRV, TXT and address records of the
+    /// browsed instance `fullname`, for an application that has its own
+    /// proof that the instance is alive and so no interest in re-resolving
+    /// it. While stopped, those records are evicted silently when their TTL
+    /// runs out: the instance is reported removed only by a goodbye or the
+    /// expiry of its PTR record, and it is not queried to resolve it again.
+    /// A new announcement of the instance is reported as usual.
+    pub fn set_refresh(&self, fullname: &str, refresh: bool) -> Result<()> {
+        self.send_cmd(Command::SetOption(DaemonOption::Refresh(
+            fullname.to_lowercase(),
+            refresh,
+        )))
+    }
+
     /// Include or exclude Apple P2P interfaces, e.g. "awdl0", "llw0".
     /// By default, they are excluded.
     pub fn include_apple_p2p(&self, include: bool) -> Result<()> {
@@ -1210,6 +1225,10 @@ struct Zeroconf {
 
     include_apple_p2p: bool,
 
+    /// kith patch: lower-case instance names not to refresh, see
+    /// `ServiceDaemon::set_refresh`.
+    no_refresh: HashSet<String>,
+
     cmd_sender: Sender<Command>,
 
     /// Same `Waker` the public handles use. Kept here so it outlives those
@@ -1428,6 +1447,7 @@ impl Zeroconf {
             multicast_loop_v6: true,
             accept_unsolicited: false,
             include_apple_p2p: false,
+            no_refresh: HashSet::new(),
             cmd_sender,
             waker,
 
@@ -1745,7 +1765,16 @@ impl Zeroconf {
             let now = Instant::now();
 
             // Notify service listeners about the expired records.
-            let expired_services = self.cache.evict_expired_services(now);
+            let mut expired_services = self.cache.evict_expired_services(now);
+            // kith patch: an instance not refreshed (see `set_refresh`) whose
+            // PTR is still alive only lost records nobody asked for again.
+            for (ty_domain, instances) in expired_services.iter_mut() {
+                instances.retain(|instance| {
+                    !(self.no_refresh.contains(&instance.to_lowercase())
+                        && self.cache.has_live_ptr(ty_domain, instance, now))
+                });
+            }
+            expired_services.retain(|_, instances| !instances.is_empty());
             if !expired_services.is_empty() {
                 debug!(
                     "run: send {} service removal to listeners",
@@ -1762,7 +1791,11 @@ impl Zeroconf {
                     HostnameResolutionEvent::AddressesRemoved(hostname.clone(), addrs),
                 );
                 let instances = self.cache.get_instances_on_host(&hostname);
-                let instance_set: HashSet<String> = instances.into_iter().collect();
+                // kith patch: see `set_refresh`: not resolved again.
+                let instance_set: HashSet<String> = instances
+                    .into_iter()
+                    .filter(|instance| !self.no_refresh.contains(&instance.to_lowercase()))
+                    .collect();
                 self.resolve_updated_instances(&instance_set);
             }
 
@@ -1791,6 +1824,13 @@ impl Zeroconf {
             DaemonOption::MulticastLoopV6(on) => self.set_multicast_loop_v6(on),
             DaemonOption::AcceptUnsolicited(accept) => self.set_accept_unsolicited(accept),
             DaemonOption::IncludeAppleP2P(enable) => self.set_apple_p2p(enable),
+            DaemonOption::Refresh(fullname, refresh) => {
+                if refresh {
+                    self.no_refresh.remove(&fullname);
+                } else {
+                    self.no_refresh.insert(fullname);
+                }
+            }
             #[cfg(test)]
             DaemonOption::TestDownInterface(ifname) => {
                 self.test_down_interfaces.insert(ifname);
@@ -4281,7 +4321,10 @@ impl Zeroconf {
     }
 
     fn exec_command_register_resend(&mut self, fullname: String, if_index: u32) -> MyResult<()> {
-        let Some(info) = self.my_services.get_mut(&fullname) else {
+        // kith patch: `my_services` is keyed by the lower-cased name; the
+        // resend is queued with the name as registered, so a name with any
+        // upper-case letter never got its second announcement.
+        let Some(info) = self.my_services.get_mut(&fullname.to_lowercase()) else {
             trace!("announce: cannot find such service {}", fullname);
             return Ok(());
         };
@@ -4379,7 +4422,7 @@ impl Zeroconf {
                 new_timers.extend(refreshed_timers);
             }
 
-            let (instances, timers) = self.cache.refresh_due_srv_txt(ty_domain);
+            let (instances, timers) = self.cache.refresh_due_srv_txt(ty_domain, &self.no_refresh);
             for (instance, types) in instances {
                 trace!("sending refresh query for: {}", instance);
                 let query_vec = types
@@ -4390,7 +4433,7 @@ impl Zeroconf {
                 query_srv_count += 1;
             }
             new_timers.extend(timers);
-            let (hostnames, timers) = self.cache.refresh_due_hosts(ty_domain);
+            let (hostnames, timers) = self.cache.refresh_due_hosts(ty_domain, &self.no_refresh);
             for hostname in hostnames.iter() {
                 trace!("sending refresh queries for A and AAAA:  {}", hostname);
                 self.send_query_vec(&[(hostname, RRType::A), (hostname, RRType::AAAA)]);
@@ -4737,6 +4780,8 @@ enum DaemonOption {
     MulticastLoopV6(bool),
     AcceptUnsolicited(bool),
     IncludeAppleP2P(bool),
+    /// kith patch: see `ServiceDaemon::set_refresh`.
+    Refresh(String, bool),
     #[cfg(test)]
     TestDownInterface(String),
     #[cfg(test)]
