@@ -378,8 +378,15 @@ fn idle_traffic_figures() {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     // (lan number, hosts, everybody a contact)
     let plan: [(u8, u8, bool); 4] = [(1, 5, false), (2, 20, false), (3, 5, true), (4, 20, true)];
+    // KITH_BENCH_MDNS_LANS=2,4 runs only those LANs of the plan.
+    let only: Option<Vec<u8>> = std::env::var("KITH_BENCH_MDNS_LANS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     let mut lans = Vec::new();
     for (lan, n, contacts) in plan {
+        if only.as_ref().is_some_and(|only| !only.contains(&lan)) {
+            continue;
+        }
         match IdleLan::new(lan, n) {
             Ok(built) => lans.push((lan, n, contacts, built)),
             Err(reason) => {

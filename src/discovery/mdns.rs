@@ -1,8 +1,9 @@
 //! mDNS/DNS-SD announcement and browsing of `_kith._udp.local.`.
 //!
-//! [`MdnsDiscovery`] runs an `mdns-sd` daemon restricted to the configured
-//! interfaces. It announces this node with instance name = display name and
-//! TXT records `id=<64 hex peer id>`, `v=<wire version>` and (when
+//! [`MdnsDiscovery`] runs an `mdns-sd` daemon (vendored with patches, see
+//! `vendor/mdns-sd/KITH-PATCHES.md`) restricted to the configured
+//! interfaces. It announces this node with instance name = display name +
+//! ` [<8 hex of the peer id>]` (see [`instance_name_for`]) and TXT records `id=<64 hex peer id>`, `v=<wire version>` and (when
 //! configured) `pk=<64 hex public key>`, with the SRV record carrying the
 //! node's UDP port; it browses for the same type and sends
 //! every validated resolution as a [`DiscoveryEvent`] into a
@@ -39,6 +40,18 @@
 //!   announcement is registered again, which sends a fresh unsolicited
 //!   response with the cache-flush bit on every selected interface, so peers
 //!   replace the address set at once.
+//! - One name at a time, and we know it. Instance names are unique by
+//!   construction; if someone else announces ours anyway, `mdns-sd`'s
+//!   probing moves us to `<name> (2)` on that interface, and we then
+//!   register again under that name on every interface (goodbyes for the
+//!   old one first). [`MdnsDiscovery::instance_name`] is the name announced
+//!   now. The start-up announcement goes out twice, a second apart.
+//! - Named interfaces are used in one address family
+//!   ([`MdnsConfig::family`], IPv4 by default), not IPv4 and IPv6 at once.
+//! - Idle traffic: peers proven alive by other means
+//!   ([`MdnsDiscovery::set_alive`]) and we ourselves are not re-queried at
+//!   the end of their records' TTL; other peers are, with jitter, so one
+//!   query and its multicast answer refresh every cache on the LAN.
 //! - [`MdnsDiscovery::shutdown`] (also run on drop) unregisters first, which
 //!   makes `mdns-sd` send goodbye packets (TTL 0) so peers see
 //!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon and joins
@@ -824,6 +837,10 @@ impl Bridge {
             service.get_property_val(TXT_VERSION),
         )?;
         if peer_id == self.own {
+            if let Some(daemon) = &self.daemon {
+                // We know we are alive: never re-query our own records.
+                let _ = daemon.set_refresh(&service.fullname, false);
+            }
             return Ok(None);
         }
         let public_key = validate_public_key(peer_id, service.get_property_val(TXT_PUBLIC_KEY))?

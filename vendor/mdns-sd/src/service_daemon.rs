@@ -3584,9 +3584,65 @@ impl Zeroconf {
     }
 
     /// Handle incoming query packets, figure out whether and what to respond.
+    /// kith patch: RFC 6762 §7.3 duplicate question suppression, for our
+    /// browse queries. Another host asked the PTR question of a type we
+    /// browse, and its Known-Answer Section holds no instance we would not
+    /// list in ours: every answer it draws (multicast) is one ours would
+    /// draw, so ours counts as sent now and the next one backs off as usual.
+    /// Without this every browsing host repeats the same query on the same
+    /// schedule, and idle traffic grows with the number of hosts.
+    fn suppress_duplicate_browse(&mut self, msg: &DnsIncoming, querier_ip: IpAddr) {
+        let own = self
+            .my_intfs
+            .values()
+            .any(|intf| intf.addrs.iter().any(|addr| addr.ip() == querier_ip));
+        if own {
+            return;
+        }
+        let now = Instant::now();
+        let mut timers = Vec::new();
+        for question in msg.questions() {
+            let ty = question.entry_name();
+            if question.entry_type() != RRType::PTR || !self.service_queriers.contains_key(ty) {
+                continue;
+            }
+            let ours: HashSet<String> = self
+                .cache
+                .get_ptr(ty)
+                .into_iter()
+                .flatten()
+                .filter(|record| !record.record.get_record().is_expired(now))
+                .filter_map(|record| record.record.any().downcast_ref::<DnsPointer>())
+                .map(|ptr| ptr.alias().to_lowercase())
+                .collect();
+            let covered = msg
+                .answers()
+                .iter()
+                .filter(|record| record.get_type() == RRType::PTR && record.get_name() == ty)
+                .filter_map(|record| record.any().downcast_ref::<DnsPointer>())
+                .all(|ptr| ours.contains(&ptr.alias().to_lowercase()));
+            if !covered {
+                continue;
+            }
+            for rerun in self.retransmissions.iter_mut() {
+                if let Command::Browse(rerun_ty, next_delay, false, _) = &mut rerun.command {
+                    if rerun_ty.as_str() == ty {
+                        rerun.next_time = now + Duration::from_secs(u64::from(*next_delay));
+                        *next_delay = cmp::min(next_delay.saturating_mul(2), 60 * 60);
+                        timers.push(rerun.next_time);
+                    }
+                }
+            }
+        }
+        for timer in timers {
+            self.add_timer(timer);
+        }
+    }
+
     fn handle_query(&mut self, msg: DnsIncoming, if_index: u32, querier_addr: SocketAddr) {
         let querier_ip = querier_addr.ip();
         let is_ipv4 = querier_ip.is_ipv4();
+        self.suppress_duplicate_browse(&msg, querier_ip);
 
         let mut out = DnsOutgoing::new(FLAGS_QR_RESPONSE | FLAGS_AA);
         let mut delayed = false;
