@@ -5,6 +5,16 @@
 //! `cargo bench --no-default-features --bench discovery`. Plain `main`: the
 //! mDNS part re-executes this binary under `unshare -rn` and prints what the
 //! child measured; if namespaces are unavailable it says so and goes on.
+//!
+//! Then idle mDNS traffic (issue 18 item 9): 5 and 20 real `kith daemon`s
+//! in network namespaces on a bridge each (strangers to each other, and
+//! everybody everybody's contact), left to settle for
+//! `KITH_BENCH_MDNS_SETTLE_SECS` (120), then the mDNS frames entering each
+//! bridge are counted for `KITH_BENCH_MDNS_WINDOW_SECS` (180) with nftables
+//! counters and printed per minute beside the goal (20 hosts ≤ 3× 5 hosts).
+//! Needs root and `nft`; says SKIPPED otherwise. `KITH_BENCH_MDNS_IDLE_ONLY=1`
+//! runs only this part, `KITH_BENCH_MDNS_LANS=2,4` only some of the LANs,
+//! `KITH_BENCH_MDNS_DAEMON_ARGS` adds daemon arguments. About 5 minutes.
 
 use kith::discovery::mdns::{MdnsConfig, MdnsDiscovery};
 use kith::discovery::presence::{Presence, PresenceConfig};
