@@ -4479,23 +4479,52 @@ impl Zeroconf {
             }
 
             let (instances, timers) = self.cache.refresh_due_srv_txt(ty_domain, &self.no_refresh);
+            new_timers.extend(timers);
+            let (mut hostnames, timers) =
+                self.cache.refresh_due_hosts(ty_domain, &self.no_refresh);
+            new_timers.extend(timers);
+            // kith patch: an instance's SRV and its host's addresses are
+            // asked for in one query (and answered in one response, which
+            // refreshes both in every cache on the link); upstream their
+            // refresh points drifted apart and each cost a query and an
+            // answer of its own.
             for (instance, types) in instances {
                 trace!("sending refresh query for: {}", instance);
-                let query_vec = types
+                let host = self.cache.get_srv(&instance).and_then(|records| {
+                    records.first().and_then(|record| {
+                        record
+                            .record
+                            .any()
+                            .downcast_ref::<DnsSrv>()
+                            .map(|srv| srv.host().to_string())
+                    })
+                });
+                let mut query_vec = types
                     .into_iter()
                     .map(|ty| (instance.as_str(), ty))
                     .collect::<Vec<_>>();
+                if let Some(host) = &host {
+                    query_vec.push((host, RRType::A));
+                    query_vec.push((host, RRType::AAAA));
+                    hostnames.retain(|due| !due.eq_ignore_ascii_case(host));
+                    query_addr_count += 2;
+                }
                 self.send_query_vec(&query_vec);
                 query_srv_count += 1;
             }
-            new_timers.extend(timers);
-            let (hostnames, timers) = self.cache.refresh_due_hosts(ty_domain, &self.no_refresh);
             for hostname in hostnames.iter() {
                 trace!("sending refresh queries for A and AAAA:  {}", hostname);
-                self.send_query_vec(&[(hostname, RRType::A), (hostname, RRType::AAAA)]);
+                let instances: Vec<String> = self
+                    .cache
+                    .get_instances_on_host(hostname)
+                    .into_iter()
+                    .filter(|instance| !self.no_refresh.contains(&instance.to_lowercase()))
+                    .collect();
+                let mut query_vec = vec![(hostname.as_str(), RRType::A), (hostname, RRType::AAAA)];
+                query_vec.extend(instances.iter().map(|i| (i.as_str(), RRType::SRV)));
+                self.send_query_vec(&query_vec);
                 query_addr_count += 2;
             }
-            new_timers.extend(timers);
         }
 
         for timer in new_timers {
