@@ -52,10 +52,10 @@
 //!   ([`MdnsDiscovery::set_alive`]) and we ourselves are not re-queried at
 //!   the end of their records' TTL; other peers are, with jitter, so one
 //!   query and its multicast answer refresh every cache on the LAN.
-//! - [`MdnsDiscovery::shutdown`] (also run on drop) unregisters first, which
-//!   makes `mdns-sd` send goodbye packets (TTL 0) so peers see
-//!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon and joins
-//!   the bridge threads.
+//! - [`MdnsDiscovery::shutdown`] (also run on drop) stops and joins the
+//!   bridge threads, then unregisters the name announced last, which makes
+//!   `mdns-sd` send goodbye packets (TTL 0) so peers see
+//!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon.
 
 use super::{
     DiscoveryError, DiscoveryEvent, InterfaceSpec, Subnet, address_allowed, interface_subnets,
@@ -536,9 +536,14 @@ impl MdnsDiscovery {
             return Ok(());
         };
         let mut first_error = None;
-        // The monitor thread may re-register us under a new name; stop it
-        // first so that the name unregistered is the last one.
+        // The monitor thread may be registering us under a new name: stop
+        // the threads first (they look at the flag every BRIDGE_POLL), so
+        // that the name unregistered is the last one.
         active.stop.store(true, Ordering::Relaxed);
+        for thread in active.threads {
+            // A bridge thread only panics on a bug; shutdown still completes.
+            let _ = thread.join();
+        }
         let fullname = lock(&self.shared).fullname.clone();
         // Unregister before stopping: this is what sends the goodbyes.
         match active.daemon.unregister(&fullname) {
@@ -554,10 +559,6 @@ impl MdnsDiscovery {
             Err(e) => {
                 first_error.get_or_insert(e);
             }
-        }
-        for thread in active.threads {
-            // A bridge thread only panics on a bug; shutdown still completes.
-            let _ = thread.join();
         }
         match first_error {
             Some(e) => Err(e.into()),
