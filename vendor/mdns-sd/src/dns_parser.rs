@@ -439,6 +439,14 @@ pub struct DnsQuestion {
     pub(crate) entry: DnsEntry,
 }
 
+impl DnsQuestion {
+    /// kith patch: whether the question asks for a unicast response (the
+    /// QU bit, RFC 6762 §5.4): its answers reach only the querier.
+    pub(crate) const fn is_qu(&self) -> bool {
+        self.entry.cache_flush
+    }
+}
+
 impl DnsEntryExt for DnsQuestion {
     fn entry_name(&self) -> &str {
         &self.entry.name

@@ -3603,7 +3603,11 @@ impl Zeroconf {
         let mut timers = Vec::new();
         for question in msg.questions() {
             let ty = question.entry_name();
-            if question.entry_type() != RRType::PTR || !self.service_queriers.contains_key(ty) {
+            // A QU question's answers go to the querier alone: no help to us.
+            if question.entry_type() != RRType::PTR
+                || question.is_qu()
+                || !self.service_queriers.contains_key(ty)
+            {
                 continue;
             }
             let ours: HashSet<String> = self
