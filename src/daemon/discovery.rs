@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Command, wall_clock_millis};
 use super::{DaemonError, Event};
-use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery};
+use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery, MdnsFamily};
 use crate::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
 use crate::discovery::{DiscoveryEvent, InterfaceSpec};
 use crate::net::CommandSender;
@@ -213,8 +213,15 @@ impl DiscoveryReport {
         match &self.mdns {
             None => out.push("mdns off".to_owned()),
             Some((name, c)) => out.push(format!(
-                "mdns on name={name:?} found={} lost={} rejected={} own={} address_changes={} errors={}",
-                c.found, c.lost, c.rejected, c.own_ignored, c.address_changes, c.daemon_errors
+                "mdns on name={name:?} found={} lost={} rejected={} own={} address_changes={} \
+                 renamed={} errors={}",
+                c.found,
+                c.lost,
+                c.rejected,
+                c.own_ignored,
+                c.address_changes,
+                c.renamed,
+                c.daemon_errors
             )),
         }
         let longest = self
@@ -297,6 +304,12 @@ pub(crate) fn prepare(
             config.interfaces.clone(),
         );
         mdns_config.public_key = Some(public.to_bytes());
+        // Announce the addresses peers can use: those of our socket's family.
+        mdns_config.family = if local_addr.is_ipv6() {
+            MdnsFamily::V6
+        } else {
+            MdnsFamily::V4
+        };
         let (tx, rx) = mpsc::channel();
         let wake = Box::new(move || {
             // Fails only once the loop has stopped; nobody to wake then.
@@ -746,6 +759,10 @@ impl Discovery {
                         node.set_reachable(now, peer, false);
                     }
                     node.set_reachable(now, peer, true);
+                    // Proven alive: mDNS need not re-query its announcement.
+                    if let Some((mdns, _)) = &self.mdns {
+                        mdns.set_alive(peer, true);
+                    }
                     out.push(Event::PeerOnline {
                         peer,
                         peer_name: String::new(),
@@ -753,6 +770,9 @@ impl Discovery {
                 }
                 Some(PresenceEvent::Offline { peer }) => {
                     node.set_reachable(now, peer, false);
+                    if let Some((mdns, _)) = &self.mdns {
+                        mdns.set_alive(peer, false);
+                    }
                     if let Some(seen) = self.book.get_mut(&peer) {
                         seen.marked_unreachable = true;
                     }
