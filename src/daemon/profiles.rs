@@ -81,12 +81,12 @@ impl ProfileBook {
         Some(previous)
     }
 
-    /// Takes the names discovery heard announced. A name that is only the
-    /// default (`kith <short id>`) or would not pass as a display name is
-    /// no hint.
+    /// Takes the names discovery heard announced. A name that is only a
+    /// default (`kith`, or `kith <short id>` from older versions) or would
+    /// not pass as a display name is no hint.
     pub(crate) fn set_hints<'a>(&mut self, announced: impl Iterator<Item = (PeerId, &'a str)>) {
         let hints: HashMap<PeerId, String> = announced
-            .filter(|(peer, name)| *name != format!("kith {}", peer.short()))
+            .filter(|(peer, name)| *name != "kith" && *name != format!("kith {}", peer.short()))
             .filter_map(|(peer, name)| Some((peer, check_name(name).ok()?)))
             .collect();
         if hints != self.hints {
@@ -277,6 +277,8 @@ mod tests {
         let mut book = book();
         assert_eq!(book.label(&sam), sam.short());
         book.set_hints([(sam, "Sam"), (other, "kith 9c9c9c9c")].into_iter());
+        assert_eq!(book.label(&other), other.short());
+        book.set_hints([(sam, "Sam"), (other, "kith")].into_iter());
         assert_eq!(book.label(&sam), "~Sam·3f3f");
         // The default instance name is no hint.
         assert_eq!(book.label(&other), other.short());
