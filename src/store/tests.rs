@@ -852,3 +852,43 @@ fn a_deleted_rooms_rows_are_in_no_page_of_the_database_or_its_wal() {
     assert!(kept_rows.iter().all(|row| after.found(row)));
 }
 
+/// Settled journal records are overwritten, not only left behind an older
+/// generation (whose records anyone with the passphrase could still open):
+/// after settling, the journal file holds nothing past its header; and what
+/// an older version left there is wiped at the next open.
+#[test]
+fn settled_journal_records_are_wiped_from_the_file() {
+    let (_dir, path) = temp_db("journal-wiped");
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let after_header = |path: &Path| std::fs::read(journal_path(path)).unwrap()[journal::HEADER..].to_vec();
+    for n in 0..3 {
+        store
+            .journal_messages_and_chains(
+                vec![message(room, n, b"journaled, then settled")],
+                chain_snapshots(room, 7).to_vec(),
+            )
+            .unwrap();
+    }
+    assert!(
+        after_header(&path).iter().any(|b| *b != 0),
+        "the records are in the file before settling"
+    );
+    store.settle().unwrap();
+    assert!(after_header(&path).iter().all(|b| *b == 0));
+
+    // Leftovers of an older generation (as an older version left them):
+    // wiped when the store opens.
+    store
+        .journal_messages_and_chains(vec![message(room, 10, b"left over")], vec![])
+        .unwrap();
+    let leftover = std::fs::read(journal_path(&path)).unwrap();
+    store.settle().unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(journal_path(&path)).unwrap();
+    bytes[journal::HEADER..].copy_from_slice(&leftover[journal::HEADER..]);
+    std::fs::write(journal_path(&path), &bytes).unwrap();
+    let store = Store::open(&path, PASS).unwrap();
+    assert!(store.is_settled(), "an older generation's record does not open");
+    assert!(after_header(&path).iter().all(|b| *b == 0));
+}
