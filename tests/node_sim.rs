@@ -18,7 +18,9 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kith::proto::crypto::{
-    ChainId, ChainSnapshot, Envelope, Identity, SecretKey, open_group_frame, seal_group_frame,
+    ChainId, ChainRole, ChainSnapshot, Envelope, Identity, ReceiverChain, SecretKey,
+    SenderKeyDistribution, open_envelope, open_envelope_from_origin, open_group_frame,
+    seal_group_frame,
 };
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::proto::node::{DropReason, GroupKey, Node, NodeConfig, NodeEvent, Receipt, direct_room};
@@ -594,6 +596,16 @@ impl Net {
                 let peer = &mut self.peers[i];
                 let at = peer.pending_store.back().map_or(now, |s| s.0);
                 peer.pending_chains.push_back((at, updates));
+            }
+            // As the daemon does: a forgotten origin is deleted after
+            // everything stored before it, so no older copy comes back.
+            for chain in self.peers[i].node.take_forgotten_origins() {
+                let key = (chain, ChainRole::Receiving.to_u8());
+                let peer = &mut self.peers[i];
+                peer.chains.remove(&key);
+                for (_, snapshots) in peer.pending_chains.iter_mut() {
+                    snapshots.retain(|s| (s.chain, s.role.to_u8()) != key);
+                }
             }
             let peer = &mut self.peers[i];
             while !peer.store_paused && peer.pending_chains.front().is_some_and(|c| c.0 <= now) {
@@ -2130,4 +2142,125 @@ fn a_sender_restarted_a_hundred_times_is_read_by_everyone_exactly_once() {
         rejected += peer.node.stats().dropped(DropReason::EnvelopeRejected);
     }
     assert_eq!(rejected, 0, "no genuine message rejected");
+}
+
+/// Whether anything of chain `chain` in a store (every snapshot of it, as a
+/// thief holding the store and its passphrase would use them) opens
+/// `envelope`.
+fn store_opens(
+    chains: &HashMap<(ChainId, u8), ChainSnapshot>,
+    chain: ChainId,
+    envelope: &Envelope,
+    author: &kith::proto::crypto::PublicIdentity,
+) -> bool {
+    chains.values().filter(|s| s.chain == chain).any(|snapshot| {
+        let distribution = SenderKeyDistribution {
+            chain,
+            start_seq: snapshot.next_seq,
+            chain_key: snapshot.chain_key.clone(),
+        };
+        let from_key = open_envelope_from_origin(envelope, author, &distribution).is_ok();
+        let from_state = ReceiverChain::from_snapshot(snapshot)
+            .is_ok_and(|mut followed| open_envelope(envelope, author, &mut followed).is_ok());
+        from_key || from_state
+    })
+}
+
+/// Issue 17, item 7: the origin of a chain (its first key, which opens
+/// every message of it) is forgotten, in memory and in the store, once
+/// every member holds the chain; what is left in the sender's and the
+/// receiver's stores then opens none of the messages already read, while
+/// restarts of both still lose nothing.
+#[test]
+fn a_chains_origin_is_forgotten_once_every_member_holds_the_chain() {
+    let seed = 2200;
+    let mut net = Net::new(seed, 3, Link::lossy(0.02));
+    let room = create_room(&mut net, &[1, 2]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..3).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 3))
+    }));
+    let (a, b) = (0, 1);
+    let epoch = net.peers[a].node.room(&room).expect("member").epoch;
+    let direct_chain = ChainId {
+        room: direct_room(net.ids[a], net.ids[b]),
+        epoch: 0,
+        sender: net.ids[a],
+    };
+    let room_chain = ChainId {
+        room,
+        epoch,
+        sender: net.ids[a],
+    };
+    let origin_key = |chain| (chain, ChainRole::Receiving.to_u8());
+    assert!(net.peers[a].node.holds_origin(&direct_chain));
+    let origins_before: HashMap<_, _> = net.peers[a]
+        .chains
+        .iter()
+        .filter(|(k, _)| **k == origin_key(direct_chain) || **k == origin_key(room_chain))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(origins_before.len(), 2, "both origins stored at first");
+
+    let rooms = [room];
+    let mut outbox = Vec::new();
+    send_both(&mut net, &mut outbox, a, b, room, 20, "first");
+    assert!(net.run_until(Duration::from_secs(60), |n| all_stored(n, &outbox)));
+    net.run_for(Duration::from_millis(500));
+    let author = identity(seed, a).public();
+    let captured: Vec<Envelope> = outbox
+        .iter()
+        .map(|m| Envelope::parse(&m.envelope).expect("ours"))
+        .collect();
+    for chain in [direct_chain, room_chain] {
+        assert!(!net.peers[a].node.holds_origin(&chain), "forgotten in memory");
+        assert!(
+            !net.peers[a].chains.contains_key(&origin_key(chain)),
+            "deleted from the store"
+        );
+        let first = captured
+            .iter()
+            .find(|e| {
+                (e.header.room, e.header.epoch, e.header.sender)
+                    == (chain.room, chain.epoch, chain.sender)
+            })
+            .expect("a message of the chain");
+        assert!(
+            store_opens(&origins_before, chain, first, &author),
+            "the origin would have opened it"
+        );
+        for thief in [a, 1, 2] {
+            assert!(
+                !store_opens(&net.peers[thief].chains, chain, first, &author),
+                "{thief}'s store opens a message already read"
+            );
+        }
+    }
+
+    // Restarts of the sender and of a receiver lose nothing, and the
+    // origins do not come back.
+    for round in 0..6 {
+        restart_from_store(&mut net, seed, a, &rooms, &outbox);
+        if round % 2 == 1 {
+            restart_from_store(&mut net, seed, b, &rooms, &outbox);
+        }
+        send_both(&mut net, &mut outbox, a, b, room, 3, &format!("round {round}"));
+        net.run_for(Duration::from_millis(if round % 3 == 2 { 1 } else { 100 }));
+    }
+    send_both(&mut net, &mut outbox, b, a, room, 3, "reply");
+    assert!(net.run_until(Duration::from_secs(120), |n| all_stored(n, &outbox)));
+    for message in &outbox {
+        for to in &message.to {
+            let copies: Vec<&Stored> = net.peers[*to]
+                .stored
+                .iter()
+                .filter(|s| s.id == message.id)
+                .collect();
+            assert_eq!(copies.len(), 1, "stored exactly once at {to}");
+            assert_eq!(copies[0].body.as_deref(), Some(message.body.as_slice()));
+        }
+    }
+    for chain in [direct_chain, room_chain] {
+        assert!(!net.peers[a].node.holds_origin(&chain));
+        assert!(!net.peers[a].chains.contains_key(&origin_key(chain)));
+    }
 }

@@ -17,7 +17,7 @@ use super::mutes::MuteTable;
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::{ChainId, ChainSnapshot};
+use crate::proto::crypto::{ChainId, ChainRole, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
@@ -1258,6 +1258,19 @@ impl NodeDriver {
             && let Err(error) = self.db().and_then(|db| db.put_chains(&chains))
         {
             self.store_error("store chain state", error);
+        }
+        // Origins every member holds the chain of: deleted (after the
+        // journal settled, so no older copy of them comes back).
+        let forgotten: Vec<(ChainId, ChainRole)> = self
+            .node
+            .take_forgotten_origins()
+            .into_iter()
+            .map(|chain| (chain, ChainRole::Receiving))
+            .collect();
+        if !forgotten.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten))
+        {
+            self.store_error("forget chain origins", error);
         }
     }
 

@@ -786,6 +786,9 @@ pub struct Node {
     forward_work: HashMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
     forwarded_origins: HashSet<(ChainId, PeerId)>,
+    /// What each member holds of our chains whose origins we keep, so
+    /// they are forgotten once nobody needs them (see `chains.rs`).
+    origin_progress: chains::OriginProgress,
     /// Chains that moved since the shell last took their snapshots.
     dirty_chains: BTreeSet<(ChainId, chains::Dirty)>,
     held: VecDeque<HeldEnvelope>,
@@ -866,6 +869,7 @@ impl Node {
                 openings::ALL_OPENINGS_BURST,
             ),
             forwarded_origins: HashSet::new(),
+            origin_progress: chains::OriginProgress::default(),
             forward_work: HashMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
@@ -1076,7 +1080,8 @@ impl Node {
         let chain = chain_of(&parsed);
         self.origin_known(&chain)?;
         // The peer may never have got this chain's key: its origin goes
-        // first, on the same stream.
+        // first, on the same stream. (Unless the origin was forgotten: then
+        // every member held the chain already, see `chains.rs`.)
         self.send_origin(now, chain, to);
         let id = parsed.id();
         let direct = direct_room(self.me, to);
@@ -1087,6 +1092,7 @@ impl Node {
         self.reliable
             .send(now, direct, id, &payload)
             .map_err(send_error)?;
+        self.own_message_sent(chain, id, &[to]);
         self.pump_events(now);
         Ok(id)
     }
@@ -1100,7 +1106,8 @@ impl Node {
             return Ok(());
         };
         // The direct room's stream is the pairwise stream with its peer.
-        self.queue_pairwise(now, peer, &key)?;
+        let id = self.queue_pairwise(now, peer, &key)?;
+        self.origin_control_sent(id, &key, peer);
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.key_sent = true;
         }
@@ -1708,17 +1715,26 @@ impl Node {
                 } => self.on_received(now, Receipt { room, from, seq }, &payload),
                 Event::Delivered { room, to, id } => {
                     // One per recipient; a control message has one.
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_control_stored(id);
+                    } else {
+                        self.own_message_resolved(id, to, true);
                         self.events.push_back(NodeEvent::Delivered { room, to, id });
                     }
                 }
                 Event::Refused { room, to, id } => {
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_progress.control_lost(&id);
+                    } else {
+                        // Refused for good: nothing the origin could mend.
+                        self.own_message_resolved(id, to, false);
                         self.events.push_back(NodeEvent::Refused { room, to, id });
                     }
                 }
                 Event::Undelivered { room, to, id } => {
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_progress.control_lost(&id);
+                    } else {
                         self.events
                             .push_back(NodeEvent::Undelivered { room, to, id });
                     }

@@ -16,14 +16,33 @@
 //!   the repeat.
 //! - **Receiving**: another member's chain as we follow it (position,
 //!   skipped keys, replay window).
+//!
+//! # Forgetting origins
+//!
+//! An origin opens every message of its chain, past and future, so it is
+//! kept only while a member may still need it: it is forgotten (dropped
+//! from memory, and [`Node::take_forgotten_origins`] tells the shell to
+//! delete it from the store) once every member the chain is for has
+//! - confirmed storing a key control that carried the origin itself, and
+//!   then a message of the chain (the receiver commits the chain state
+//!   that opened a message with it, so its copy of the chain is durable),
+//! - and confirmed or refused every message of the chain we sent it.
+//!
+//! From then on each member opens whatever we send on the chain from its
+//! own state, so after a restart the outbox goes out without the origin,
+//! and so do resends of the chain's envelopes ([`Node::resend_envelope`]
+//! accepts a chain whose sending state we held). A member that loses its
+//! own store can no longer read what it had not stored of that chain; that
+//! is the price of not keeping a key that opens everything.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::{Followed, Node, NodeError, RoomKind, control_from_distribution};
+use super::{Control, Followed, Node, NodeError, RoomKind, control_from_distribution};
 use crate::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, ReceiverChain, SenderChain, SenderKeyDistribution,
 };
-use crate::proto::ids::PeerId;
+use crate::proto::ids::{MessageId, PeerId};
 
 /// Positions a chain restored from a version-1 snapshot (the exact
 /// position of its last seal, as older versions wrote it) moves ahead, in
@@ -51,6 +70,53 @@ pub(super) enum Dirty {
     Sending,
     Origin,
     Receiving,
+}
+
+/// What the members hold of our chains whose origins we still keep.
+#[derive(Default)]
+pub(super) struct OriginProgress {
+    /// Per chain and member.
+    members: HashMap<(ChainId, PeerId), MemberProgress>,
+    /// Key controls in flight that carry an origin, and to whom.
+    controls: HashMap<MessageId, (ChainId, PeerId)>,
+    /// Our messages in flight on such chains.
+    messages: HashMap<MessageId, ChainId>,
+    /// Origins forgotten since the shell last took them.
+    forgotten: Vec<ChainId>,
+    /// Our chains whose sending state we held in this life or restored:
+    /// their envelopes may go out again without an origin.
+    known: HashSet<ChainId>,
+}
+
+/// One member's progress with one of our chains.
+#[derive(Default)]
+struct MemberProgress {
+    /// It confirmed storing a key control that carried the origin.
+    origin_stored: bool,
+    /// And afterwards a message of the chain.
+    message_after: bool,
+    /// Our messages of the chain it has not confirmed or refused yet.
+    outstanding: HashSet<MessageId>,
+}
+
+impl MemberProgress {
+    fn holds_chain(&self) -> bool {
+        self.origin_stored && self.message_after && self.outstanding.is_empty()
+    }
+}
+
+impl OriginProgress {
+    /// A key control was not stored (refused, or given up on).
+    pub(super) fn control_lost(&mut self, id: &MessageId) {
+        self.controls.remove(id);
+    }
+
+    fn forget(&mut self, chain: &ChainId) {
+        self.members.retain(|(c, _), _| c != chain);
+        self.controls.retain(|_, (c, _)| c != chain);
+        self.messages.retain(|_, c| c != chain);
+        self.forgotten.push(*chain);
+    }
 }
 
 /// Identifies a distribution: the same start and key give the same digest.
@@ -124,11 +190,15 @@ impl Node {
                         continue;
                     };
                     if room.chain.chain() != chain {
+                        // An older epoch's: we sealed on it, and its
+                        // envelopes may go out again.
+                        self.origin_progress.known.insert(chain);
                         continue;
                     }
                     let Ok(mut restored) = SenderChain::from_snapshot(&snapshot) else {
                         continue;
                     };
+                    self.origin_progress.known.insert(chain);
                     if snapshot.reserved {
                         // Nothing at or after it was sealed: go on from
                         // there, and reserve again only when sealing. (The
@@ -146,6 +216,12 @@ impl Node {
                     }
                     room.chain = restored;
                     self.restored.insert(chain.room);
+                    // The origin of the fresh chain the room was made with
+                    // is not this chain's: the stored origin (a later
+                    // snapshot of this chain, if it was not forgotten)
+                    // takes its place.
+                    self.origins.remove(&chain);
+                    self.dirty_chains.remove(&(chain, Dirty::Origin));
                 }
                 ChainRole::Receiving if chain.sender == self.me => {
                     self.origins.insert(chain, snapshot);
@@ -187,8 +263,14 @@ impl Node {
                     .filter(|p| *p != self.me)
                     .collect(),
             };
-            let restored = self.restored.remove(&room) && self.origins.contains_key(&chain);
-            if restored {
+            let restored = self.restored.remove(&room);
+            if restored && !self.origins.contains_key(&chain) {
+                // Its origin was forgotten: every member held the chain
+                // then, and follows it from its own store.
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.key_sent = true;
+                }
+            } else if restored {
                 if let Some(state) = self.rooms.get_mut(&room) {
                     state.key_sent = true;
                 }
@@ -223,11 +305,144 @@ impl Node {
             chain_key: origin.chain_key.clone(),
         };
         let control = control_from_distribution(&distribution);
-        if self.queue_pairwise(now, peer, &control).is_err() {
-            // Not sent: the next resend tries again.
-            self.origin_sent.remove(&(chain, peer));
-            self.stats.control_not_queued += 1;
+        match self.queue_pairwise(now, peer, &control) {
+            Ok(id) => self.origin_control_sent(id, &control, peer),
+            Err(_) => {
+                // Not sent: the next resend tries again.
+                self.origin_sent.remove(&(chain, peer));
+                self.stats.control_not_queued += 1;
+            }
         }
+    }
+
+    /// Notes a key control of ours queued to `peer`: if it carries the
+    /// origin of our chain, its "stored" counts towards forgetting it.
+    pub(super) fn origin_control_sent(&mut self, id: MessageId, control: &Control, peer: PeerId) {
+        let Control::SenderKey {
+            room,
+            epoch,
+            start_seq,
+            ..
+        } = control
+        else {
+            return;
+        };
+        let chain = ChainId {
+            room: *room,
+            epoch: *epoch,
+            sender: self.me,
+        };
+        if self
+            .origins
+            .get(&chain)
+            .is_some_and(|origin| origin.next_seq == *start_seq)
+        {
+            self.origin_progress.controls.insert(id, (chain, peer));
+        }
+    }
+
+    /// A control of ours was stored by its recipient.
+    pub(super) fn origin_control_stored(&mut self, id: MessageId) {
+        if let Some((chain, peer)) = self.origin_progress.controls.remove(&id) {
+            self.origin_progress
+                .members
+                .entry((chain, peer))
+                .or_default()
+                .origin_stored = true;
+        }
+    }
+
+    /// Our message `id` of `chain` went to `recipients`.
+    pub(super) fn own_message_sent(&mut self, chain: ChainId, id: MessageId, recipients: &[PeerId]) {
+        if !self.origins.contains_key(&chain) {
+            return;
+        }
+        self.origin_progress.messages.insert(id, chain);
+        for peer in recipients {
+            self.origin_progress
+                .members
+                .entry((chain, *peer))
+                .or_default()
+                .outstanding
+                .insert(id);
+        }
+    }
+
+    /// `to` stored our message `id` (or refused it for good).
+    pub(super) fn own_message_resolved(&mut self, id: MessageId, to: PeerId, stored: bool) {
+        let Some(chain) = self.origin_progress.messages.get(&id).copied() else {
+            return;
+        };
+        if let Some(member) = self.origin_progress.members.get_mut(&(chain, to)) {
+            member.outstanding.remove(&id);
+            if stored && member.origin_stored {
+                member.message_after = true;
+            }
+        }
+        let progress = &self.origin_progress;
+        if !progress
+            .members
+            .iter()
+            .any(|((c, _), m)| *c == chain && m.outstanding.contains(&id))
+        {
+            self.origin_progress.messages.remove(&id);
+        }
+        self.forget_origin_if_held(chain);
+    }
+
+    /// The members our chain `chain` is for: those of its room who were
+    /// in it by its epoch (see [`Node::shared_epoch`]).
+    pub(super) fn origin_needed_by(&self, chain: &ChainId) -> Vec<PeerId> {
+        let Some(state) = self.rooms.get(&chain.room) else {
+            return Vec::new();
+        };
+        match &state.kind {
+            RoomKind::Direct { peer } => vec![*peer],
+            RoomKind::Group(group) => group
+                .members
+                .iter()
+                .copied()
+                .filter(|p| *p != self.me && self.shared_epoch(&chain.room, p) <= chain.epoch)
+                .collect(),
+        }
+    }
+
+    /// Forgets the origin of our chain `chain` once every member it is for
+    /// holds the chain (see the module docs).
+    fn forget_origin_if_held(&mut self, chain: ChainId) {
+        if !self.origins.contains_key(&chain) {
+            return;
+        }
+        let needed_by = self.origin_needed_by(&chain);
+        if needed_by.is_empty() {
+            return;
+        }
+        let held = needed_by.iter().all(|peer| {
+            self.origin_progress
+                .members
+                .get(&(chain, *peer))
+                .is_some_and(MemberProgress::holds_chain)
+        });
+        if held {
+            // Dropping the snapshot wipes its key.
+            self.origins.remove(&chain);
+            self.dirty_chains.remove(&(chain, Dirty::Origin));
+            self.origin_sent.retain(|(c, _)| *c != chain);
+            self.origin_progress.known.insert(chain);
+            self.origin_progress.forget(&chain);
+        }
+    }
+
+    /// Origins of our chains forgotten since the last call: the shell
+    /// deletes them from its store (after anything journaled before is
+    /// settled, so no older copy comes back).
+    pub fn take_forgotten_origins(&mut self) -> Vec<ChainId> {
+        std::mem::take(&mut self.origin_progress.forgotten)
+    }
+
+    /// Whether we still keep the origin of our chain `chain`.
+    pub fn holds_origin(&self, chain: &ChainId) -> bool {
+        self.origins.contains_key(chain)
     }
 
     /// Records a new sending chain of ours: its origin and position are due
@@ -237,15 +452,17 @@ impl Node {
         let origin =
             ReceiverChain::from_distribution(&distribution).snapshot(distribution.start_seq);
         let id = chain.chain();
+        self.origin_progress.known.insert(id);
         self.origins.insert(id, origin);
         self.dirty_chains.insert((id, Dirty::Origin));
         self.dirty_chains.insert((id, Dirty::Sending));
     }
 
     /// Whether we know the origin of the chain `envelope` was sealed on,
-    /// so [`Node::resend_envelope`] can make it readable.
+    /// so [`Node::resend_envelope`] can make it readable, or forgot it
+    /// because every member holds the chain.
     pub(super) fn origin_known(&self, chain: &ChainId) -> Result<(), NodeError> {
-        if self.origins.contains_key(chain) {
+        if self.origins.contains_key(chain) || self.origin_progress.known.contains(chain) {
             Ok(())
         } else {
             Err(NodeError::UnknownChain)

@@ -1181,15 +1181,24 @@ impl Node {
             return;
         };
         let key = control_from_distribution(&state.chain.distribution());
-        self.send_pairwise(now, peer, &key);
+        if let Some(id) = self.send_pairwise(now, peer, &key) {
+            self.origin_control_sent(id, &key, peer);
+        }
     }
 
     /// Queues a control message on the direct-room stream with `peer`.
     /// Like `queue_pairwise`, for controls whose loss is only counted.
-    pub(super) fn send_pairwise(&mut self, now: Instant, peer: PeerId, control: &Control) {
-        if self.queue_pairwise(now, peer, control).is_err() {
+    pub(super) fn send_pairwise(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        control: &Control,
+    ) -> Option<crate::proto::ids::MessageId> {
+        let queued = self.queue_pairwise(now, peer, control);
+        if queued.is_err() {
             self.stats.control_not_queued += 1;
         }
+        queued.ok()
     }
 }
 
