@@ -59,7 +59,15 @@
 //! A retransmitted message 1 is answered with the same message 2. When both
 //! sides open at once, the handshake of the lower peer id wins: the higher
 //! side abandons its own and answers. The previous session stays usable for
-//! receiving, so packets in flight across a re-handshake are not lost.
+//! receiving, so packets in flight across a re-handshake are not lost, for
+//! [`NodeConfig::previous_session_grace`]; then its keys are dropped.
+//!
+//! Sessions are replaced by a fresh handshake every
+//! [`NodeConfig::rekey_after`] (the lower peer id first; the other side
+//! waits an eighth longer, so both rarely open at once): each session's
+//! keys come from its own ephemeral X25519 exchange, so keys taken from a
+//! node's memory open only the traffic of the current and previous
+//! session, never what was sent before them.
 //!
 //! Multicast rooms (issue 7) are not handled yet: group frames are counted
 //! and dropped, and the design keeps rooms separate from peers so they fit.
@@ -185,6 +193,14 @@ pub struct NodeConfig {
     /// Whether peers that are not contacts may open a session with us (to
     /// send a first message: a contact request).
     pub accept_strangers: bool,
+    /// How long a pairwise session is used before a fresh handshake
+    /// replaces it (the peer with the lower id starts it; the other after
+    /// an eighth more, should the first not), so stolen session keys open
+    /// at most this long a stretch of recorded traffic.
+    pub rekey_after: Duration,
+    /// How long the session a handshake replaced still opens frames (those
+    /// in flight across the change); its keys are dropped then.
+    pub previous_session_grace: Duration,
     /// Wall-clock milliseconds since the Unix epoch at the `now` given to
     /// [`Node::new`]; message timestamps are derived from it. The shell can
     /// re-anchor it with [`Node::set_wall_clock`].
@@ -204,6 +220,8 @@ impl Default for NodeConfig {
             auto_accept_invites: false,
             group_multicast: false,
             group_key_grace: Duration::from_secs(5),
+            rekey_after: Duration::from_secs(30 * 60),
+            previous_session_grace: Duration::from_secs(10),
             wall_clock_millis: 0,
         }
     }
@@ -321,6 +339,9 @@ pub struct NodeStats {
     pub handshakes_answered: u64,
     /// Sessions established, as initiator or responder.
     pub sessions_established: u64,
+    /// Handshakes we started to replace a session that was due
+    /// ([`NodeConfig::rekey_after`]).
+    pub rekeys_started: u64,
     /// Sealed frames emitted.
     pub sealed_sent: u64,
     /// Sealed frames that opened.
@@ -619,8 +640,13 @@ struct Peer {
     reachable: bool,
     session: Option<PairwiseSession>,
     /// The session before the current one, kept for receiving only so that
-    /// packets in flight across a re-handshake still open.
+    /// packets in flight across a re-handshake still open, until
+    /// `previous_until`.
     previous: Option<PairwiseSession>,
+    previous_until: Option<Instant>,
+    /// When the current session is due to be replaced (see
+    /// [`NodeConfig::rekey_after`]).
+    rekey_at: Option<Instant>,
     handshake: Handshake,
     /// As initiator: message 3, resent until the new session is proven.
     finish: Option<Retry>,
@@ -907,6 +933,18 @@ impl Node {
         self.peers.get(peer).is_some_and(|p| p.session.is_some())
     }
 
+    /// The ids of the sessions with `peer` whose keys we hold: the current
+    /// one, and the one it replaced while that still opens frames.
+    pub fn session_ids(&self, peer: &PeerId) -> Vec<[u8; 16]> {
+        self.peers.get(peer).map_or_else(Vec::new, |p| {
+            p.session
+                .iter()
+                .chain(p.previous.iter())
+                .map(PairwiseSession::session_id)
+                .collect()
+        })
+    }
+
     /// Envelopes currently waiting for their sender key.
     pub fn held_len(&self) -> usize {
         self.held.len()
@@ -928,6 +966,8 @@ impl Node {
                 reachable: false,
                 session: None,
                 previous: None,
+                previous_until: None,
+                rekey_at: None,
                 handshake: Handshake::Idle,
                 finish: None,
                 openings: openings::TokenBucket::new(
@@ -1500,6 +1540,15 @@ impl Node {
         };
         state.previous = state.session.replace(session);
         let replaced = state.previous.is_some();
+        state.previous_until = replaced.then(|| now + self.config.previous_session_grace);
+        // The lower id rekeys first; the other side only if that failed to
+        // happen, so both rarely open at once.
+        let rekey_after = if self.me < peer {
+            self.config.rekey_after
+        } else {
+            self.config.rekey_after + self.config.rekey_after / 8
+        };
+        state.rekey_at = Some(now + rekey_after);
         // Whoever completed a handshake with us is reachable right now.
         state.reachable = true;
         let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
@@ -1666,6 +1715,19 @@ impl Node {
         };
         let mut resend = Vec::new();
         let mut restart = false;
+        if state.previous_until.is_some_and(|until| until <= now) {
+            // Its frames in flight have had their time: dropping the
+            // session wipes its keys.
+            state.previous = None;
+            state.previous_until = None;
+        }
+        if rekey_due(state).is_some_and(|at| at <= now) {
+            // A fresh handshake; the current session carries traffic until
+            // it completes.
+            state.rekey_at = None;
+            self.stats.rekeys_started += 1;
+            restart = true;
+        }
         if let Handshake::Initiating {
             initiator,
             retry,
@@ -2093,7 +2155,22 @@ fn peer_timer(peer: &Peer) -> Option<Instant> {
         _ => None,
     };
     let finish = peer.finish.as_ref().map(|f| f.at);
-    handshake.into_iter().chain(finish).min()
+    handshake
+        .into_iter()
+        .chain(finish)
+        .chain(peer.previous_until)
+        .chain(rekey_due(peer))
+        .min()
+}
+
+/// When `peer`'s session is to be replaced: only while it has one, is
+/// reachable and no handshake runs.
+fn rekey_due(peer: &Peer) -> Option<Instant> {
+    if peer.session.is_some() && peer.reachable && matches!(peer.handshake, Handshake::Idle) {
+        peer.rekey_at
+    } else {
+        None
+    }
 }
 
 fn control_from_distribution(distribution: &SenderKeyDistribution) -> Control {
