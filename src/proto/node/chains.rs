@@ -182,6 +182,22 @@ impl Node {
     /// are no longer current (an older epoch) still restore origins and
     /// followed chains, so old envelopes stay readable.
     pub fn restore_chains(&mut self, snapshots: Vec<ChainSnapshot>) {
+        // The origin of the fresh chain a room was made with is not that
+        // of the chain restored in its place: the stored origin (if it was
+        // not forgotten) takes its place, whatever order they come in.
+        for snapshot in &snapshots {
+            let chain = snapshot.chain;
+            let replaced = snapshot.role == ChainRole::Sending
+                && SenderChain::from_snapshot(snapshot).is_ok()
+                && self
+                    .rooms
+                    .get(&chain.room)
+                    .is_some_and(|room| room.chain.chain() == chain);
+            if replaced {
+                self.origins.remove(&chain);
+                self.dirty_chains.remove(&(chain, Dirty::Origin));
+            }
+        }
         for snapshot in snapshots {
             let chain = snapshot.chain;
             match snapshot.role {
@@ -216,12 +232,6 @@ impl Node {
                     }
                     room.chain = restored;
                     self.restored.insert(chain.room);
-                    // The origin of the fresh chain the room was made with
-                    // is not this chain's: the stored origin (a later
-                    // snapshot of this chain, if it was not forgotten)
-                    // takes its place.
-                    self.origins.remove(&chain);
-                    self.dirty_chains.remove(&(chain, Dirty::Origin));
                 }
                 ChainRole::Receiving if chain.sender == self.me => {
                     self.origins.insert(chain, snapshot);
