@@ -555,6 +555,7 @@ impl NodeDriver {
                     .iter()
                     .filter_map(|m| Some((m.peer, u32::try_from(m.joined_epoch).ok()?)))
                     .collect(),
+                successor: self.store.room_successor(&room.id)?,
             };
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
@@ -583,6 +584,8 @@ impl NodeDriver {
             created_at: wall_clock_millis(),
         })?;
         self.db()?.set_group(room, &admin, info.epoch)?;
+        self.db()?
+            .set_room_successor(room, info.successor.as_ref())?;
         if let Some(founding) = &info.founding {
             self.db()?.set_room_founding(room, &founding.to_bytes())?;
         }

@@ -700,6 +700,10 @@ struct Group {
     /// us: the epoch we joined in). A member may read, and is handed, only
     /// the history of epochs from then on.
     joined: BTreeMap<PeerId, u32>,
+    /// Who takes over when the admin leaves, as the admin named it
+    /// (`Control::RoomSuccessor`); `None` when it named nobody yet (an
+    /// older admin): then the lowest remaining peer id does.
+    successor: Option<PeerId>,
 }
 
 /// A group key of the epoch before the current one, kept for a grace.
@@ -1901,6 +1905,17 @@ impl Node {
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
                 let update = rooms::Update::new(room, epoch, members, group_key);
                 if let Err(reason) = self.on_members(now, receipt.from, update) {
+                    self.stats.count(reason);
+                }
+            }
+            Control::RoomSuccessor {
+                room,
+                epoch,
+                successor,
+            } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                if let Err(reason) = self.on_successor(receipt.from, room, epoch, successor) {
                     self.stats.count(reason);
                 }
             }

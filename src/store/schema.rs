@@ -51,10 +51,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: V8,
     },
+    Migration {
+        version: 9,
+        sql: V9,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 9;
+
+/// Version 9: who takes over a group room when its admin leaves, as the
+/// admin named it (a peer id); NULL where it named nobody (rooms kept
+/// before, or an older admin): the lowest remaining peer id then.
+const V9: &str = "
+ALTER TABLE rooms ADD COLUMN successor BLOB;
+";
 
 /// Version 8: what a group room's id derives from (its founder's peer id
 /// and a nonce, 64 bytes), handed on with every invitation so members can

@@ -233,10 +233,15 @@ fn contact_keys_and_group_state_survive_a_reopen() {
         .unwrap();
     assert_eq!(store.group(&room).unwrap(), None, "direct until told");
     store.set_group(&room, &peer, 4).unwrap();
+    assert_eq!(store.room_successor(&room).unwrap(), None, "nobody named");
+    store
+        .set_room_successor(&room, Some(&PeerId([6; 32])))
+        .unwrap();
     drop(store);
     let store = Store::open(&path, PASS).unwrap();
     assert_eq!(store.contact_keys().unwrap(), vec![(peer, [3; 32])]);
     assert_eq!(store.group(&room).unwrap(), Some((peer, 4)));
+    assert_eq!(store.room_successor(&room).unwrap(), Some(PeerId([6; 32])));
     assert_eq!(store.group(&RoomId([9; 32])).unwrap(), None);
     drop(store);
     let mut store = Store::open(&path, PASS).unwrap();

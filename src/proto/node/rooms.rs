@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
+use rand::RngExt;
 
 use super::chains::{Dirty, origin_digest};
 use super::{
@@ -102,6 +103,10 @@ pub struct RoomInfo {
     /// `members`); empty for a direct room. Restoring a room, a member not
     /// listed starts at the current epoch.
     pub joined: Vec<(PeerId, u32)>,
+    /// For a group room, who takes over when the admin leaves, as the
+    /// admin named it; `None` if it named nobody (the lowest remaining
+    /// peer id takes over then).
+    pub successor: Option<PeerId>,
 }
 
 /// A group room's multicast frame key. `Debug` does not print it.
@@ -123,6 +128,8 @@ pub(super) struct Invitation {
     name: String,
     update: Update,
     founding: RoomFounding,
+    /// Who the admin named to take over, if it did since inviting us.
+    successor: Option<PeerId>,
 }
 
 /// A member list from the admin: an invite's or a new epoch's.
@@ -209,6 +216,7 @@ impl Node {
                     group_key: None,
                     founding: None,
                     joined: Vec::new(),
+                    successor: None,
                 }
             }
             RoomKind::Group(group) => RoomInfo {
@@ -221,6 +229,7 @@ impl Node {
                 group_key: Some(GroupKey(*group.group_key.as_bytes())),
                 founding: group.founding,
                 joined: group.joined.iter().map(|(p, e)| (*p, *e)).collect(),
+                successor: group.successor,
             },
         })
     }
@@ -269,8 +278,10 @@ impl Node {
                 previous_key: None,
                 joined: BTreeMap::new(),
                 founding: Some(founding),
+                successor: None,
             },
         );
+        self.name_successor(&room);
         for peer in self.others(&room) {
             self.send_invite(now, room, peer);
             self.send_group_key(now, room, peer);
@@ -408,6 +419,9 @@ impl Node {
         // A founding that does not give this id is ignored (as if an older
         // version had kept the room): the room stays, it takes no one new.
         let founding = info.founding.filter(|f| f.room_id() == info.id);
+        let successor = info
+            .successor
+            .filter(|s| *s != admin && members.contains(s));
         let joined = info
             .joined
             .iter()
@@ -425,6 +439,7 @@ impl Node {
                 previous_key: None,
                 joined,
                 founding,
+                successor,
             },
         );
         Ok(())
@@ -496,12 +511,13 @@ impl Node {
                     name,
                     update,
                     founding,
+                    successor: None,
                 },
             );
             self.dirty_invitations.insert(room);
             return Ok(());
         }
-        self.join(now, from, name, update, founding);
+        self.join(now, from, name, update, founding, None);
         Ok(())
     }
 
@@ -513,6 +529,7 @@ impl Node {
         name: String,
         update: Update,
         founding: RoomFounding,
+        successor: Option<PeerId>,
     ) {
         let room = update.room;
         let Ok(publics) = member_keys(&update.members) else {
@@ -531,6 +548,7 @@ impl Node {
                 previous_key: None,
                 joined: BTreeMap::new(),
                 founding: Some(founding),
+                successor,
             },
         );
         for peer in self.others(&room) {
@@ -643,6 +661,7 @@ impl Node {
                 name,
                 update,
                 founding,
+                successor: None,
             },
         );
         for key in record
@@ -685,6 +704,7 @@ impl Node {
             invitation.name,
             invitation.update,
             invitation.founding,
+            invitation.successor,
         );
         self.pump_events(now);
         Ok(())
@@ -725,15 +745,22 @@ impl Node {
             self.dirty_invitations.insert(room);
             return Ok(());
         }
-        let current = self
-            .group(&room)
-            .filter(|g| g.admin == from)
-            .ok_or(DropReason::Foreign)?;
+        let current = self.group(&room).ok_or(DropReason::Foreign)?;
+        let publics = member_keys(&update.members)?;
+        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
+        // The successor the admin named runs the room once the admin is
+        // gone, also for a member that never heard the admin leave (its
+        // leave went to some members only): a list from the successor
+        // without the admin in it says so.
+        let took_over = current.admin != from
+            && current.successor == Some(from)
+            && !ids.contains(&current.admin);
+        if current.admin != from && !took_over {
+            return Err(DropReason::Foreign);
+        }
         if epoch <= current.epoch {
             return Err(DropReason::Foreign);
         }
-        let publics = member_keys(&update.members)?;
-        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
         if !ids.contains(&self.me) {
             self.forget_room(room);
             self.events.push_back(NodeEvent::RoomRemoved { room });
@@ -746,9 +773,17 @@ impl Node {
         self.learn_contacts(now, publics);
         let until = now + self.config.group_key_grace;
         if let Some(group) = self.group_mut(&room) {
+            if took_over {
+                group.admin = from;
+                group.successor = None;
+            }
             group.advance_epoch(epoch, update.group_key, until);
             group.members = ids;
             group.note_joined();
+            if group.successor.is_some_and(|s| !group.members.contains(&s)) {
+                // Named for an earlier epoch; the admin names another.
+                group.successor = None;
+            }
         }
         self.rekey(now, room);
         self.apply_early_keys(now, room);
@@ -769,8 +804,18 @@ impl Node {
         }
         group.note_joined();
         if group.admin == from {
-            // Every member picks the same successor without a message.
-            group.admin = group.members.first().copied().unwrap_or(me);
+            // The successor the admin named in its last member list, the
+            // same for every member who had that list; only for an admin
+            // that named nobody (an older version) the lowest remaining
+            // peer id, which a member could have ground its key for.
+            group.admin = group
+                .successor
+                .take()
+                .filter(|s| group.members.contains(s))
+                .or_else(|| group.members.first().copied())
+                .unwrap_or(me);
+        } else if group.successor == Some(from) {
+            group.successor = None;
         }
         let now_admin = group.admin == me;
         if now_admin {
@@ -923,6 +968,75 @@ impl Node {
             group.advance_epoch(epoch, key, until);
             group.note_joined();
         }
+        self.name_successor(room);
+    }
+
+    /// As admin: keeps the successor we named while it is a member, else
+    /// names one of the members who have been in the room longest, at
+    /// random (so neither a key ground to sort first nor a late join puts
+    /// anyone next in line).
+    fn name_successor(&mut self, room: &RoomId) {
+        let me = self.me;
+        let Some(group) = self.group(room).filter(|g| g.admin == me) else {
+            return;
+        };
+        if group
+            .successor
+            .is_some_and(|s| s != me && group.members.contains(&s))
+        {
+            return;
+        }
+        let others: Vec<(PeerId, u32)> = group
+            .members
+            .iter()
+            .filter(|p| **p != me)
+            .map(|p| (*p, group.joined.get(p).copied().unwrap_or(group.epoch)))
+            .collect();
+        let Some(earliest) = others.iter().map(|(_, e)| *e).min() else {
+            return;
+        };
+        let longest: Vec<PeerId> = others
+            .into_iter()
+            .filter(|(_, e)| *e == earliest)
+            .map(|(p, _)| p)
+            .collect();
+        let pick = longest[self.rng.random_range(0..longest.len())];
+        if let Some(group) = self.group_mut(room) {
+            group.successor = Some(pick);
+        }
+    }
+
+    /// The admin named `successor` for `room`'s epoch `epoch`.
+    pub(super) fn on_successor(
+        &mut self,
+        from: PeerId,
+        room: RoomId,
+        epoch: u32,
+        successor: PeerId,
+    ) -> Result<(), DropReason> {
+        if let Some(invitation) = self.invitations.get_mut(&room) {
+            if invitation.from != from
+                || invitation.update.epoch != epoch
+                || successor == from
+            {
+                return Err(DropReason::Foreign);
+            }
+            invitation.successor = Some(successor);
+            return Ok(());
+        }
+        let group = self
+            .group_mut(&room)
+            .filter(|g| g.admin == from && g.epoch == epoch)
+            .ok_or(DropReason::Foreign)?;
+        if successor == from || !group.members.contains(&successor) {
+            return Err(DropReason::Foreign);
+        }
+        if group.successor != Some(successor) {
+            group.successor = Some(successor);
+            // For the shell to keep.
+            self.events.push_back(NodeEvent::RoomChanged { room });
+        }
+        Ok(())
     }
 
     /// The first epoch of `room` whose history `peer` may have: the later
@@ -1157,6 +1271,25 @@ impl Node {
             nonce: founding.nonce,
         };
         self.send_pairwise(now, peer, &invite);
+        self.send_successor(now, room, peer);
+    }
+
+    /// As admin: tells `peer` who takes over `room` when we leave, right
+    /// after the invite or member list of the epoch (same stream, so in
+    /// order).
+    fn send_successor(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some(group) = self.group(&room) else {
+            return;
+        };
+        let Some(successor) = group.successor else {
+            return;
+        };
+        let control = Control::RoomSuccessor {
+            room,
+            epoch: group.epoch,
+            successor,
+        };
+        self.send_pairwise(now, peer, &control);
     }
 
     fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
@@ -1173,6 +1306,7 @@ impl Node {
             group_key,
         };
         self.send_pairwise(now, peer, &members);
+        self.send_successor(now, room, peer);
     }
 
     /// Our current chain in `room`, to `peer` over the pairwise stream.
