@@ -1410,7 +1410,8 @@ fn a_chains_origin_leaves_the_store_once_the_peer_holds_the_chain() {
             addr: a.local_addr(),
         }],
     );
-    a.add_peer(pub_b.clone(), b.local_addr()).expect("B is A's peer");
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B is A's peer");
     let b_events = b.events().expect("B is running");
     let id = a.send(pub_b.peer_id(), "after the restart").expect("sent");
     collect_until(&b_events, |event| {

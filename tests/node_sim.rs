@@ -140,6 +140,8 @@ struct Net {
     /// Restarts so far: each run of a node gets its own randomness (its
     /// reliable session ids), as a real restart does.
     restarts: u64,
+    /// Every node's configuration, again after a restart.
+    config: NodeConfig,
 }
 
 /// A group message and who was a member (besides its author) when it was
@@ -236,6 +238,7 @@ impl Net {
             side: vec![0; n],
             accept_invites: true,
             restarts: 0,
+            config,
         }
     }
 
@@ -247,7 +250,7 @@ impl Net {
         self.restarts += 1;
         let mut node = Node::new(
             identity(seed, i),
-            NodeConfig::default(),
+            self.config.clone(),
             StdRng::seed_from_u64(seed * 31 + 77 + (self.restarts - 1) * 1_000_003),
             now,
         );
@@ -1261,7 +1264,10 @@ fn admin_leaves_and_the_successor_it_named_takes_over() {
         .room(&room)
         .and_then(|r| r.successor)
         .expect("the admin names a successor");
-    assert!(first.iter().any(|i| net.ids[*i] == named), "one of the first members");
+    assert!(
+        first.iter().any(|i| net.ids[*i] == named),
+        "one of the first members"
+    );
     assert!(net.run_until(Duration::from_secs(30), |n| {
         (1..4).all(|i| {
             n.peers[i]
@@ -1277,9 +1283,10 @@ fn admin_leaves_and_the_successor_it_named_takes_over() {
     let successor = net.index[&named];
     assert!(net.run_until(Duration::from_secs(30), |n| {
         (1..4).all(|i| {
-            n.peers[i].node.room(&room).is_some_and(|r| {
-                r.members.len() == 3 && r.admin == Some(named) && r.epoch == 2
-            })
+            n.peers[i]
+                .node
+                .room(&room)
+                .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 2)
         })
     }));
     // The new admin names its own successor.
@@ -1347,9 +1354,10 @@ fn a_leave_seen_by_only_some_members_does_not_split_the_room() {
     net.side[missed] = 0;
     assert!(net.run_until(Duration::from_secs(60), |n| {
         (1..4).all(|i| {
-            n.peers[i].node.room(&room).is_some_and(|r| {
-                r.members.len() == 3 && r.admin == Some(named) && r.epoch == 1
-            })
+            n.peers[i]
+                .node
+                .room(&room)
+                .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 1)
         })
     }));
     for i in 1..4 {
@@ -2238,17 +2246,20 @@ fn store_opens(
     envelope: &Envelope,
     author: &kith::proto::crypto::PublicIdentity,
 ) -> bool {
-    chains.values().filter(|s| s.chain == chain).any(|snapshot| {
-        let distribution = SenderKeyDistribution {
-            chain,
-            start_seq: snapshot.next_seq,
-            chain_key: snapshot.chain_key.clone(),
-        };
-        let from_key = open_envelope_from_origin(envelope, author, &distribution).is_ok();
-        let from_state = ReceiverChain::from_snapshot(snapshot)
-            .is_ok_and(|mut followed| open_envelope(envelope, author, &mut followed).is_ok());
-        from_key || from_state
-    })
+    chains
+        .values()
+        .filter(|s| s.chain == chain)
+        .any(|snapshot| {
+            let distribution = SenderKeyDistribution {
+                chain,
+                start_seq: snapshot.next_seq,
+                chain_key: snapshot.chain_key.clone(),
+            };
+            let from_key = open_envelope_from_origin(envelope, author, &distribution).is_ok();
+            let from_state = ReceiverChain::from_snapshot(snapshot)
+                .is_ok_and(|mut followed| open_envelope(envelope, author, &mut followed).is_ok());
+            from_key || from_state
+        })
 }
 
 /// Issue 17, item 7: the origin of a chain (its first key, which opens
@@ -2306,7 +2317,10 @@ fn origin_forgotten(seed: u64) {
         .map(|m| Envelope::parse(&m.envelope).expect("ours"))
         .collect();
     for chain in [direct_chain, room_chain] {
-        assert!(!net.peers[a].node.holds_origin(&chain), "forgotten in memory");
+        assert!(
+            !net.peers[a].node.holds_origin(&chain),
+            "forgotten in memory"
+        );
         assert!(
             !net.peers[a].chains.contains_key(&origin_key(chain)),
             "deleted from the store"
@@ -2337,7 +2351,15 @@ fn origin_forgotten(seed: u64) {
         if round % 2 == 1 {
             restart_from_store(&mut net, seed, b, &rooms, &outbox);
         }
-        send_both(&mut net, &mut outbox, a, b, room, 3, &format!("round {round}"));
+        send_both(
+            &mut net,
+            &mut outbox,
+            a,
+            b,
+            room,
+            3,
+            &format!("round {round}"),
+        );
         net.run_for(Duration::from_millis(if round % 3 == 2 { 1 } else { 100 }));
     }
     send_both(&mut net, &mut outbox, b, a, room, 3, "reply");
@@ -2356,5 +2378,118 @@ fn origin_forgotten(seed: u64) {
     for chain in [direct_chain, room_chain] {
         assert!(!net.peers[a].node.holds_origin(&chain));
         assert!(!net.peers[a].chains.contains_key(&origin_key(chain)));
+    }
+}
+
+/// Sends one direct message from `from` to `to`, keeps it as the outbox
+/// would, and waits until it is stored (chat pace).
+fn chat(net: &mut Net, outbox: &mut Vec<Outgoing>, from: usize, to: usize, text: &str) -> Envelope {
+    let now = net.now;
+    let sent = net.peers[from]
+        .node
+        .send_direct_message(now, net.ids[to], text)
+        .expect("direct");
+    outbox.push(Outgoing {
+        from,
+        to: vec![to],
+        id: sent.id,
+        body: text.as_bytes().to_vec(),
+        envelope: sent.envelope.clone(),
+    });
+    net.drain(from);
+    assert!(net.run_until(Duration::from_secs(60), |n| all_stored(n, outbox)));
+    // A moment to read it: the acknowledgements reach the sender.
+    net.run_for(Duration::from_millis(20));
+    Envelope::parse(&sent.envelope).expect("ours")
+}
+
+/// Issue 17, item 7: a direct chat's sending chain is replaced by a fresh
+/// one after `rotate_after_messages` messages and after `rotate_after`
+/// (once the peer holds the chain and every message of it); the peer reads
+/// everything, restarts lose nothing, and a chain state stolen from the
+/// peer's store opens nothing sent after the next rotation.
+#[test]
+fn direct_chains_rotate_and_a_stolen_chain_state_stops_opening_the_chat() {
+    let config = NodeConfig {
+        rotate_after_messages: 8,
+        rotate_after: Duration::from_secs(600),
+        ..NodeConfig::default()
+    };
+    for seed in 2300..2304 {
+        rotation(seed, config.clone());
+    }
+}
+
+fn rotation(seed: u64, config: NodeConfig) {
+    let mut net = Net::with_config(seed, 2, Link::lossy(0.02), config);
+    let (a, b) = (0, 1);
+    let chain = ChainId {
+        room: direct_room(net.ids[a], net.ids[b]),
+        epoch: 0,
+        sender: net.ids[a],
+    };
+    let author = identity(seed, a).public();
+    let mut outbox = Vec::new();
+    let mut envelopes = Vec::new();
+    for k in 0..5 {
+        envelopes.push(chat(&mut net, &mut outbox, a, b, &format!("early {k}")));
+    }
+    // A thief copies B's store now: it follows A's chain from here on.
+    let stolen: HashMap<(ChainId, u8), ChainSnapshot> = net.peers[b]
+        .chains
+        .iter()
+        .filter(|(k, _)| k.0 == chain)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert!(!stolen.is_empty());
+    let mut after_theft = Vec::new();
+    for k in 0..20 {
+        after_theft.push(chat(&mut net, &mut outbox, a, b, &format!("later {k}")));
+    }
+    let rotated = net.peers[a].node.stats().chains_rotated;
+    assert!(rotated >= 2, "rotated {rotated} times after 25 messages");
+    assert!(
+        store_opens(&stolen, chain, &after_theft[0], &author),
+        "the stolen state opened what came before the rotation"
+    );
+    assert!(
+        !store_opens(&stolen, chain, after_theft.last().expect("sent"), &author),
+        "nor what came after it"
+    );
+    // On a schedule too.
+    net.run_for(Duration::from_secs(601));
+    chat(&mut net, &mut outbox, a, b, "ten minutes later");
+    assert_eq!(net.peers[a].node.stats().chains_rotated, rotated + 1);
+
+    // Restarts of both lose nothing.
+    for round in 0..4 {
+        restart_from_store(&mut net, seed, a, &[], &outbox);
+        if round % 2 == 1 {
+            restart_from_store(&mut net, seed, b, &[], &outbox);
+        }
+        for k in 0..5 {
+            chat(&mut net, &mut outbox, a, b, &format!("round {round} {k}"));
+        }
+    }
+    chat(&mut net, &mut outbox, b, a, "reply");
+    for message in &outbox {
+        for to in &message.to {
+            let copies: Vec<&Stored> = net.peers[*to]
+                .stored
+                .iter()
+                .filter(|s| s.id == message.id)
+                .collect();
+            assert_eq!(copies.len(), 1, "stored exactly once at {to}");
+            assert_eq!(copies[0].body.as_deref(), Some(message.body.as_slice()));
+        }
+    }
+    // Nothing in either store opens the first messages.
+    for thief in [a, b] {
+        assert!(!store_opens(
+            &net.peers[thief].chains,
+            chain,
+            &envelopes[0],
+            &author
+        ));
     }
 }

@@ -201,6 +201,14 @@ pub struct NodeConfig {
     /// How long the session a handshake replaced still opens frames (those
     /// in flight across the change); its keys are dropped then.
     pub previous_session_grace: Duration,
+    /// How long our sending chain of a direct room is used before a fresh
+    /// one replaces it (at the next send, once the peer holds the chain
+    /// and has every message of it): the new key travels under the
+    /// current pairwise session, so someone who copied a chain key earlier
+    /// loses the chat from then on.
+    pub rotate_after: Duration,
+    /// The same after this many messages on one chain.
+    pub rotate_after_messages: u64,
     /// Wall-clock milliseconds since the Unix epoch at the `now` given to
     /// [`Node::new`]; message timestamps are derived from it. The shell can
     /// re-anchor it with [`Node::set_wall_clock`].
@@ -222,6 +230,8 @@ impl Default for NodeConfig {
             group_key_grace: Duration::from_secs(5),
             rekey_after: Duration::from_secs(30 * 60),
             previous_session_grace: Duration::from_secs(10),
+            rotate_after: Duration::from_secs(60 * 60),
+            rotate_after_messages: 1_000,
             wall_clock_millis: 0,
         }
     }
@@ -342,6 +352,9 @@ pub struct NodeStats {
     /// Handshakes we started to replace a session that was due
     /// ([`NodeConfig::rekey_after`]).
     pub rekeys_started: u64,
+    /// Our sending chains replaced by fresh ones
+    /// ([`NodeConfig::rotate_after`]).
+    pub chains_rotated: u64,
     /// Sealed frames emitted.
     pub sealed_sent: u64,
     /// Sealed frames that opened.
@@ -669,6 +682,10 @@ struct RoomState {
     /// after it was ever sealed. Sealing there first asks for a new one
     /// (see [`chains::RESERVE_AHEAD`]); 0 until the first is taken.
     reserved: u64,
+    /// When our current chain key was drawn (or restored) and the position
+    /// it starts at: when it is due to be rotated.
+    chain_since: Instant,
+    chain_start: u64,
 }
 
 enum RoomKind {
@@ -1003,6 +1020,8 @@ impl Node {
                 chain,
                 key_sent: false,
                 reserved: 0,
+                chain_since: now,
+                chain_start: 0,
             },
         );
         // A member of a room restored without its key: now it can have ours.

@@ -765,7 +765,11 @@ mod thief {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         if let Ok(wal) = std::fs::read(wal) {
-            for frame in wal.get(WAL_HEADER..).unwrap_or(&[]).chunks(FRAME_HEADER + PAGE) {
+            for frame in wal
+                .get(WAL_HEADER..)
+                .unwrap_or(&[])
+                .chunks(FRAME_HEADER + PAGE)
+            {
                 if frame.len() < FRAME_HEADER + PAGE {
                     break;
                 }
@@ -866,7 +870,8 @@ fn settled_journal_records_are_wiped_from_the_file() {
     let (_dir, path) = temp_db("journal-wiped");
     let room = RoomId([1; 32]);
     let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let after_header = |path: &Path| std::fs::read(journal_path(path)).unwrap()[journal::HEADER..].to_vec();
+    let after_header =
+        |path: &Path| std::fs::read(journal_path(path)).unwrap()[journal::HEADER..].to_vec();
     for n in 0..3 {
         store
             .journal_messages_and_chains(
@@ -894,6 +899,9 @@ fn settled_journal_records_are_wiped_from_the_file() {
     bytes[journal::HEADER..].copy_from_slice(&leftover[journal::HEADER..]);
     std::fs::write(journal_path(&path), &bytes).unwrap();
     let store = Store::open(&path, PASS).unwrap();
-    assert!(store.is_settled(), "an older generation's record does not open");
+    assert!(
+        store.is_settled(),
+        "an older generation's record does not open"
+    );
     assert!(after_header(&path).iter().all(|b| *b == 0));
 }

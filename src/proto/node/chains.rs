@@ -23,13 +23,14 @@
 //! kept only while a member may still need it: it is forgotten (dropped
 //! from memory, and [`Node::take_forgotten_origins`] tells the shell to
 //! delete it from the store) once every member the chain is for has
-//! - confirmed storing a key control that carried the origin itself, and
-//!   then a message of the chain (the receiver commits the chain state
-//!   that opened a message with it, so its copy of the chain is durable),
-//! - and confirmed or refused every message of the chain we sent it.
+//! confirmed storing a key control that carried the origin itself, and
+//! then a message of the chain (the receiver commits the chain state that
+//! opened a message with it, so its copy of the chain is durable, from the
+//! origin on).
 //!
 //! From then on each member opens whatever we send on the chain from its
-//! own state, so after a restart the outbox goes out without the origin,
+//! own state (positions ahead of it, or kept as skipped keys, up to
+//! `MAX_SKIP`), so after a restart the outbox goes out without the origin,
 //! and so do resends of the chain's envelopes ([`Node::resend_envelope`]
 //! accepts a chain whose sending state we held). A member that loses its
 //! own store can no longer read what it had not stored of that chain; that
@@ -40,9 +41,9 @@ use std::time::Instant;
 
 use super::{Control, Followed, Node, NodeError, RoomKind, control_from_distribution};
 use crate::proto::crypto::{
-    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SenderChain, SenderKeyDistribution,
+    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SecretKey, SenderChain, SenderKeyDistribution,
 };
-use crate::proto::ids::{MessageId, PeerId};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 /// Positions a chain restored from a version-1 snapshot (the exact
 /// position of its last seal, as older versions wrote it) moves ahead, in
@@ -101,7 +102,7 @@ struct MemberProgress {
 
 impl MemberProgress {
     fn holds_chain(&self) -> bool {
-        self.origin_stored && self.message_after && self.outstanding.is_empty()
+        self.origin_stored && self.message_after
     }
 }
 
@@ -112,9 +113,8 @@ impl OriginProgress {
     }
 
     fn forget(&mut self, chain: &ChainId) {
-        self.members.retain(|(c, _), _| c != chain);
+        // The messages in flight stay tracked (see `Node::rotate_if_due`).
         self.controls.retain(|_, (c, _)| c != chain);
-        self.messages.retain(|_, c| c != chain);
         self.forgotten.push(*chain);
     }
 }
@@ -150,19 +150,78 @@ impl Node {
     /// persists these before the datagrams of the round leave, so no
     /// message key sealed in it can be handed out again after a crash.
     /// Empty on all but about one round in `RESERVE_AHEAD` seals.
+    ///
+    /// A new chain's origin comes with its first reservation: after a
+    /// crash the origin is handed out again, so a member that never got
+    /// the new key (it was in flight) can still read what was sealed.
     pub fn take_reservations(&mut self) -> Vec<ChainSnapshot> {
-        let due: Vec<ChainId> = self
+        let due: Vec<(ChainId, Dirty)> = self
             .dirty_chains
             .iter()
-            .filter(|(_, kind)| *kind == Dirty::Sending)
-            .map(|(chain, _)| *chain)
+            .filter(|(_, kind)| *kind != Dirty::Receiving)
+            .copied()
             .collect();
         due.into_iter()
-            .filter_map(|chain| {
-                self.dirty_chains.remove(&(chain, Dirty::Sending));
-                self.reserve(chain)
+            .filter_map(|(chain, kind)| {
+                self.dirty_chains.remove(&(chain, kind));
+                match kind {
+                    Dirty::Sending => self.reserve(chain),
+                    _ => self.origins.get(&chain).cloned(),
+                }
             })
             .collect()
+    }
+
+    /// Replaces our sending chain of direct room `room` by a fresh one if
+    /// it is due ([`NodeConfig::rotate_after`], or
+    /// `rotate_after_messages`) and may go: its origin is forgotten (the
+    /// peer holds the chain) and none of our messages of it are
+    /// unconfirmed, so nothing sealed on it will ever need its keys
+    /// again. The fresh key goes ahead of the next message on the same
+    /// ordered stream, under the current pairwise session; the peer then
+    /// follows the new chain (a newer distribution replaces the one it
+    /// follows) and forgets the old one.
+    pub(super) fn rotate_if_due(&mut self, now: Instant, room: RoomId) {
+        let Some(state) = self.rooms.get(&room) else {
+            return;
+        };
+        let Some(peer) = state.direct_peer() else {
+            return;
+        };
+        let chain = state.chain.chain();
+        let next = state.chain.next_seq();
+        let due = now >= state.chain_since + self.config.rotate_after
+            || next.saturating_sub(state.chain_start) >= self.config.rotate_after_messages;
+        // (Not while the shell has yet to delete the forgotten origin: it
+        // would delete the new one, stored under the same chain.)
+        let settled = !self.origins.contains_key(&chain)
+            && !self.origin_progress.forgotten.contains(&chain)
+            && self
+                .origin_progress
+                .members
+                .get(&(chain, peer))
+                .is_none_or(|m| m.outstanding.is_empty());
+        if !due || !settled {
+            return;
+        }
+        let fresh = SenderChain::restore(chain, next, SecretKey::random(&mut self.rng));
+        // What the peer held of the old key says nothing of the new one.
+        self.origin_progress.members.retain(|(c, _), _| *c != chain);
+        self.origin_progress
+            .controls
+            .retain(|_, (c, _)| *c != chain);
+        self.origin_sent.retain(|(c, _)| *c != chain);
+        self.adopt_chain(&fresh);
+        if let Some(state) = self.rooms.get_mut(&room) {
+            // Dropping the old chain wipes its key.
+            state.chain = fresh;
+            state.key_sent = false;
+            // The next seal reserves on the new chain first.
+            state.reserved = 0;
+            state.chain_since = now;
+            state.chain_start = next;
+        }
+        self.stats.chains_rotated += 1;
     }
 
     /// A new reservation for our chain `chain`, `RESERVE_AHEAD` past where
@@ -230,6 +289,8 @@ impl Node {
                     } else {
                         continue;
                     }
+                    room.chain_start = restored.next_seq();
+                    room.chain_since = self.now;
                     room.chain = restored;
                     self.restored.insert(chain.room);
                 }
@@ -363,10 +424,14 @@ impl Node {
     }
 
     /// Our message `id` of `chain` went to `recipients`.
-    pub(super) fn own_message_sent(&mut self, chain: ChainId, id: MessageId, recipients: &[PeerId]) {
-        if !self.origins.contains_key(&chain) {
-            return;
-        }
+    pub(super) fn own_message_sent(
+        &mut self,
+        chain: ChainId,
+        id: MessageId,
+        recipients: &[PeerId],
+    ) {
+        // Tracked after the origin is forgotten too: a chain is rotated
+        // only when none of its messages is unconfirmed.
         self.origin_progress.messages.insert(id, chain);
         for peer in recipients {
             self.origin_progress

@@ -15,9 +15,9 @@
 //!   that makes its sender a member: such keys wait in a bounded buffer
 //!   (`early_keys`), and envelopes wait for their key as in direct rooms.
 
+use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
-use rand::RngExt;
 
 use super::chains::{Dirty, origin_digest};
 use super::{
@@ -1015,10 +1015,7 @@ impl Node {
         successor: PeerId,
     ) -> Result<(), DropReason> {
         if let Some(invitation) = self.invitations.get_mut(&room) {
-            if invitation.from != from
-                || invitation.update.epoch != epoch
-                || successor == from
-            {
+            if invitation.from != from || invitation.update.epoch != epoch || successor == from {
                 return Err(DropReason::Foreign);
             }
             invitation.successor = Some(successor);
@@ -1158,6 +1155,8 @@ impl Node {
                 chain,
                 key_sent: true,
                 reserved: 0,
+                chain_since: self.now,
+                chain_start: 0,
             },
         );
     }

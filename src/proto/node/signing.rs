@@ -190,6 +190,7 @@ impl Node {
             return Err(NodeError::TooLarge(text.len()));
         }
         let room_id = direct_room(self.me, to);
+        self.rotate_if_due(now, room_id);
         let key_sent = self
             .rooms
             .get(&room_id)

@@ -1477,7 +1477,11 @@ fn idle_restarts_do_not_move_a_restored_chain() {
 fn sealed_from_a(wire: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
     wire.iter()
         .filter(|(from_a, bytes)| {
-            *from_a && matches!(Datagram::parse(bytes).map(|d| d.frame), Ok(Frame::Sealed { .. }))
+            *from_a
+                && matches!(
+                    Datagram::parse(bytes).map(|d| d.frame),
+                    Ok(Frame::Sealed { .. })
+                )
         })
         .map(|(_, bytes)| bytes.clone())
         .collect()
@@ -1514,7 +1518,10 @@ fn sessions_are_rekeyed_on_a_timer_and_the_old_keys_dropped() {
         let text = format!("after rekey {round}");
         a.send_direct(now, idb, &text).expect("send");
         let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
-        let got: Vec<Vec<u8>> = received(&trace.b_events).into_iter().map(|(b, _)| b).collect();
+        let got: Vec<Vec<u8>> = received(&trace.b_events)
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
         assert_eq!(got, vec![text.into_bytes()]);
         confirm_all(&mut b, now, &trace.b_events);
     }
@@ -1529,7 +1536,10 @@ fn sessions_are_rekeyed_on_a_timer_and_the_old_keys_dropped() {
     assert_eq!(b.session_ids(&ida).len(), 1);
     let unknown = b.stats().dropped(DropReason::UnknownSession);
     for frame in &recorded {
-        assert_eq!(b.handle_datagram(now, frame), Err(DropReason::UnknownSession));
+        assert_eq!(
+            b.handle_datagram(now, frame),
+            Err(DropReason::UnknownSession)
+        );
     }
     assert_eq!(
         b.stats().dropped(DropReason::UnknownSession),
