@@ -2493,3 +2493,41 @@ fn rotation(seed: u64, config: NodeConfig) {
         ));
     }
 }
+
+/// Issue 17, item 9, rooms kept before admins named successors: restored
+/// without one, the admin names one at start and every member learns it.
+#[test]
+fn an_admin_restored_without_a_successor_names_one_at_start() {
+    let seed = 2400;
+    let mut net = Net::new(seed, 4, Link::lossy(0.05));
+    let room = create_room(&mut net, &[1, 2, 3]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (1..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
+    }));
+    // As an older version kept it: no successor.
+    let mut info = net.peers[0].node.room(&room).expect("admin");
+    info.successor = None;
+    net.restart(seed, 0);
+    let now = net.now;
+    net.peers[0]
+        .node
+        .restore_room(now, &info, &[])
+        .expect("restore");
+    let saved: Vec<ChainSnapshot> = net.peers[0].chains.values().cloned().collect();
+    net.peers[0].node.restore_chains(saved);
+    net.peers[0].node.resume(now);
+    net.drain(0);
+    let named = net.peers[0]
+        .node
+        .room(&room)
+        .and_then(|r| r.successor)
+        .expect("named at start");
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (1..4).all(|i| {
+            n.peers[i]
+                .node
+                .room(&room)
+                .is_some_and(|r| r.successor == Some(named))
+        })
+    }));
+}

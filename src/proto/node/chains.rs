@@ -354,6 +354,31 @@ impl Node {
                 }
             }
         }
+        // Rooms we run that were kept before admins named successors:
+        // name one now, so a leave of ours no longer falls back on the
+        // lowest peer id.
+        let me = self.me;
+        let unnamed: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| {
+                state
+                    .group()
+                    .is_some_and(|g| g.admin == me && g.successor.is_none())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for room in unnamed {
+            self.name_successor(&room);
+            if self.group(&room).is_some_and(|g| g.successor.is_some()) {
+                for peer in self.others(&room) {
+                    self.send_successor(now, room, peer);
+                }
+                // For the shell to keep.
+                self.events
+                    .push_back(super::NodeEvent::RoomChanged { room });
+            }
+        }
         self.pump_events(now);
     }
 

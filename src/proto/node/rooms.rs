@@ -975,7 +975,7 @@ impl Node {
     /// names one of the members who have been in the room longest, at
     /// random (so neither a key ground to sort first nor a late join puts
     /// anyone next in line).
-    fn name_successor(&mut self, room: &RoomId) {
+    pub(super) fn name_successor(&mut self, room: &RoomId) {
         let me = self.me;
         let Some(group) = self.group(room).filter(|g| g.admin == me) else {
             return;
@@ -1112,7 +1112,7 @@ impl Node {
     }
 
     /// Members of `room` other than us.
-    fn others(&self, room: &RoomId) -> Vec<PeerId> {
+    pub(super) fn others(&self, room: &RoomId) -> Vec<PeerId> {
         self.group(room)
             .map(|g| {
                 g.members
@@ -1276,7 +1276,7 @@ impl Node {
     /// As admin: tells `peer` who takes over `room` when we leave, right
     /// after the invite or member list of the epoch (same stream, so in
     /// order).
-    fn send_successor(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+    pub(super) fn send_successor(&mut self, now: Instant, room: RoomId, peer: PeerId) {
         let Some(group) = self.group(&room) else {
             return;
         };
