@@ -2531,3 +2531,59 @@ fn an_admin_restored_without_a_successor_names_one_at_start() {
         })
     }));
 }
+
+/// Issue 17, item 7: the admin of a group room in use starts its next
+/// epoch (same members) after `group_rotate_after`, so every member seals
+/// with a fresh chain: what a thief copied from a member's store before
+/// opens nothing said afterwards, everyone still reads everything, and an
+/// idle room is left alone.
+#[test]
+fn a_group_room_in_use_gets_fresh_chains_after_its_period() {
+    let seed = 2500;
+    let config = NodeConfig {
+        group_rotate_after: Duration::from_secs(600),
+        ..NodeConfig::default()
+    };
+    let mut net = Net::with_config(seed, 3, Link::lossy(0.02), config);
+    let room = create_room(&mut net, &[1, 2]);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..3).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 3))
+    }));
+    for i in 0..3 {
+        net.send_room(i, room, &format!("before {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    let stolen = net.peers[1].chains.clone();
+    net.run_for(Duration::from_secs(601));
+    let epoch = |net: &Net, i: usize| net.peers[i].node.room(&room).expect("member").epoch;
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        (0..3).all(|i| epoch(n, i) == 1)
+    }));
+    for i in 0..3 {
+        net.send_room(i, room, &format!("after {i}"));
+    }
+    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
+    net.check_room_messages();
+    for sent in net
+        .room_sent
+        .iter()
+        .filter(|s| s.body.starts_with(b"after"))
+    {
+        let envelope = Envelope::parse(&sent.envelope).expect("ours");
+        let author = identity(seed, sent.from).public();
+        let chain = ChainId {
+            room,
+            epoch: envelope.header.epoch,
+            sender: envelope.header.sender,
+        };
+        assert_eq!(chain.epoch, 1);
+        assert!(!store_opens(&stolen, chain, &envelope, &author));
+    }
+    // Used in epoch 1, so epoch 2 follows; with nothing said in it, no
+    // epoch 3.
+    assert!(net.run_until(Duration::from_secs(700), |n| {
+        (0..3).all(|i| epoch(n, i) == 2)
+    }));
+    net.run_for(Duration::from_secs(1300));
+    assert!((0..3).all(|i| epoch(&net, i) == 2));
+}

@@ -209,6 +209,11 @@ pub struct NodeConfig {
     pub rotate_after: Duration,
     /// The same after this many messages on one chain.
     pub rotate_after_messages: u64,
+    /// How long an epoch of a group room we run lasts once messages were
+    /// sent in it: then we start the next one (same members), and every
+    /// member seals with a fresh chain handed out under the current
+    /// pairwise sessions.
+    pub group_rotate_after: Duration,
     /// Wall-clock milliseconds since the Unix epoch at the `now` given to
     /// [`Node::new`]; message timestamps are derived from it. The shell can
     /// re-anchor it with [`Node::set_wall_clock`].
@@ -232,6 +237,7 @@ impl Default for NodeConfig {
             previous_session_grace: Duration::from_secs(10),
             rotate_after: Duration::from_secs(60 * 60),
             rotate_after_messages: 1_000,
+            group_rotate_after: Duration::from_secs(24 * 60 * 60),
             wall_clock_millis: 0,
         }
     }
@@ -721,6 +727,11 @@ struct Group {
     /// (`Control::RoomSuccessor`); `None` when it named nobody yet (an
     /// older admin): then the lowest remaining peer id does.
     successor: Option<PeerId>,
+    /// When the current epoch began (as we saw it), and whether messages
+    /// were sent in it since: an admin rotates an epoch in use after
+    /// [`NodeConfig::group_rotate_after`].
+    epoch_since: Instant,
+    epoch_active: bool,
 }
 
 /// A group key of the epoch before the current one, kept for a grace.
@@ -1295,6 +1306,7 @@ impl Node {
         self.in_burst = false;
         self.verify_unverified(now);
         self.expire_group_keys(now);
+        self.rotate_group_epochs(now);
         self.reliable.handle_timeout(now);
         let due: Vec<PeerId> = self
             .peers
@@ -1316,6 +1328,7 @@ impl Node {
             .filter_map(peer_timer)
             .chain(self.reliable.poll_timeout())
             .chain(burst)
+            .chain(self.group_rotation_due())
             .min()
     }
 
@@ -1861,6 +1874,9 @@ impl Node {
                 false
             }
         };
+        if let Some(group) = self.group_mut(&receipt.room) {
+            group.epoch_active = true;
+        }
         if !is_direct && !matches!(control, Control::Message { .. }) {
             self.reject(now, receipt, DropReason::Foreign);
             return;

@@ -279,6 +279,8 @@ impl Node {
                 joined: BTreeMap::new(),
                 founding: Some(founding),
                 successor: None,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
         self.name_successor(&room);
@@ -440,6 +442,8 @@ impl Node {
                 joined,
                 founding,
                 successor,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
         Ok(())
@@ -549,6 +553,8 @@ impl Node {
                 joined: BTreeMap::new(),
                 founding: Some(founding),
                 successor,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
         for peer in self.others(&room) {
@@ -777,6 +783,8 @@ impl Node {
                 group.admin = from;
                 group.successor = None;
             }
+            group.epoch_since = now;
+            group.epoch_active = false;
             group.advance_epoch(epoch, update.group_key, until);
             group.members = ids;
             group.note_joined();
@@ -967,8 +975,57 @@ impl Node {
             let epoch = group.epoch + 1;
             group.advance_epoch(epoch, key, until);
             group.note_joined();
+            group.epoch_since = now;
+            group.epoch_active = false;
         }
         self.name_successor(room);
+    }
+
+    /// When the next epoch of a group room we run is due (see
+    /// [`NodeConfig::group_rotate_after`]).
+    pub(super) fn group_rotation_due(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .filter_map(RoomState::group)
+            .filter(|g| g.admin == self.me && g.epoch_active)
+            .map(|g| g.epoch_since + self.config.group_rotate_after)
+            .min()
+    }
+
+    /// As admin: starts the next epoch (same members) of every group room
+    /// whose epoch is due, so every member's chain is replaced by a fresh
+    /// one handed out under the current pairwise sessions. A room with a
+    /// member whose key we do not know waits (its member list could not
+    /// name it).
+    pub(super) fn rotate_group_epochs(&mut self, now: Instant) {
+        let me = self.me;
+        let after = self.config.group_rotate_after;
+        let due: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| {
+                state.group().is_some_and(|g| {
+                    g.admin == me && g.epoch_active && g.epoch_since + after <= now
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for room in due {
+            if self.check_member_keys(&room, None).is_err() {
+                if let Some(group) = self.group_mut(&room) {
+                    // Tried again after another period.
+                    group.epoch_since = now;
+                }
+                continue;
+            }
+            self.next_epoch(now, &room, |_| {});
+            for member in self.others(&room) {
+                self.send_members(now, room, member);
+            }
+            self.rekey(now, room);
+            self.stats.chains_rotated += 1;
+            self.events.push_back(NodeEvent::RoomChanged { room });
+        }
     }
 
     /// As admin: keeps the successor we named while it is a member, else

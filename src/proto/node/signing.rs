@@ -170,6 +170,9 @@ impl Node {
         self.reliable
             .send(now, room_id, sent.id, &payload)
             .map_err(send_error)?;
+        if let Some(group) = self.group_mut(&room_id) {
+            group.epoch_active = true;
+        }
         let chain = super::chain_of(&envelope);
         let recipients = self.origin_needed_by(&chain);
         self.own_message_sent(chain, sent.id, &recipients);
