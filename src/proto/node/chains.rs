@@ -80,8 +80,9 @@ pub(super) struct OriginProgress {
     members: HashMap<(ChainId, PeerId), MemberProgress>,
     /// Key controls in flight that carry an origin, and to whom.
     controls: HashMap<MessageId, (ChainId, PeerId)>,
-    /// Our messages in flight on such chains.
-    messages: HashMap<MessageId, ChainId>,
+    /// Our messages in flight, with their chain and how many recipients
+    /// have yet to confirm or refuse them.
+    messages: HashMap<MessageId, (ChainId, usize)>,
     /// Origins forgotten since the shell last took them.
     forgotten: Vec<ChainId>,
     /// Our chains whose sending state we held in this life or restored:
@@ -457,35 +458,45 @@ impl Node {
     ) {
         // Tracked after the origin is forgotten too: a chain is rotated
         // only when none of its messages is unconfirmed.
-        self.origin_progress.messages.insert(id, chain);
+        let mut added = 0;
         for peer in recipients {
-            self.origin_progress
+            if self
+                .origin_progress
                 .members
                 .entry((chain, *peer))
                 .or_default()
                 .outstanding
-                .insert(id);
+                .insert(id)
+            {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.origin_progress
+                .messages
+                .entry(id)
+                .or_insert((chain, 0))
+                .1 += added;
         }
     }
 
     /// `to` stored our message `id` (or refused it for good).
     pub(super) fn own_message_resolved(&mut self, id: MessageId, to: PeerId, stored: bool) {
-        let Some(chain) = self.origin_progress.messages.get(&id).copied() else {
+        let Some((chain, _)) = self.origin_progress.messages.get(&id).copied() else {
             return;
         };
+        let mut resolved = false;
         if let Some(member) = self.origin_progress.members.get_mut(&(chain, to)) {
-            member.outstanding.remove(&id);
+            resolved = member.outstanding.remove(&id);
             if stored && member.origin_stored {
                 member.message_after = true;
             }
         }
-        let progress = &self.origin_progress;
-        if !progress
-            .members
-            .iter()
-            .any(|((c, _), m)| *c == chain && m.outstanding.contains(&id))
-        {
-            self.origin_progress.messages.remove(&id);
+        if resolved && let Some((_, count)) = self.origin_progress.messages.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.origin_progress.messages.remove(&id);
+            }
         }
         self.forget_origin_if_held(chain);
     }
