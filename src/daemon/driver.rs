@@ -19,7 +19,7 @@ use super::search::{SearchJob, SearchResult, Searcher};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::{ChainId, ChainSnapshot};
+use crate::proto::crypto::{ChainId, ChainRole, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
@@ -586,6 +586,7 @@ impl NodeDriver {
                     .iter()
                     .filter_map(|m| Some((m.peer, u32::try_from(m.joined_epoch).ok()?)))
                     .collect(),
+                successor: self.store.room_successor(&room.id)?,
             };
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
@@ -614,6 +615,8 @@ impl NodeDriver {
             created_at: wall_clock_millis(),
         })?;
         self.db()?.set_group(room, &admin, info.epoch)?;
+        self.db()?
+            .set_room_successor(room, info.successor.as_ref())?;
         if let Some(founding) = &info.founding {
             self.db()?.set_room_founding(room, &founding.to_bytes())?;
         }
@@ -1358,6 +1361,19 @@ impl NodeDriver {
             && let Err(error) = self.db().and_then(|db| db.put_chains(&chains))
         {
             self.store_error("store chain state", error);
+        }
+        // Origins every member holds the chain of: deleted (after the
+        // journal settled, so no older copy of them comes back).
+        let forgotten: Vec<(ChainId, ChainRole)> = self
+            .node
+            .take_forgotten_origins()
+            .into_iter()
+            .map(|chain| (chain, ChainRole::Receiving))
+            .collect();
+        if !forgotten.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten))
+        {
+            self.store_error("forget chain origins", error);
         }
     }
 

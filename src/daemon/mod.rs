@@ -555,6 +555,8 @@ impl Status {
             ("handshakes_started", node.handshakes_started),
             ("handshakes_answered", node.handshakes_answered),
             ("sessions_established", node.sessions_established),
+            ("rekeys_started", node.rekeys_started),
+            ("chains_rotated", node.chains_rotated),
             ("sealed_sent", node.sealed_sent),
             ("sealed_received", node.sealed_received),
             ("batch_verified", node.batch_verified),

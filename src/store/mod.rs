@@ -818,6 +818,33 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps who takes over a group room when its admin leaves (`None`:
+    /// nobody named).
+    pub fn set_room_successor(&mut self, room: &RoomId, successor: Option<&PeerId>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET successor = ?2 WHERE room = ?1",
+            params![room.as_bytes(), successor.map(|p| p.as_bytes().as_slice())],
+        )?;
+        Ok(())
+    }
+
+    /// Who takes over a group room when its admin leaves, if the admin
+    /// named someone (rooms kept before schema 10 have none).
+    pub fn room_successor(&self, room: &RoomId) -> Result<Option<PeerId>> {
+        let bytes: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row(
+                "SELECT successor FROM rooms WHERE room = ?1",
+                params![room.as_bytes()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(bytes
+            .flatten()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(PeerId))
+    }
+
     /// Keeps what a group room's id derives from (founder and nonce).
     pub fn set_room_founding(&mut self, room: &RoomId, founding: &[u8; 64]) -> Result<()> {
         self.conn.execute(

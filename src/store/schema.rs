@@ -55,10 +55,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 9,
         sql: V9,
     },
+    Migration {
+        version: 10,
+        sql: V10,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 9;
+pub(crate) const LATEST: u32 = 10;
+
+/// Version 10: who takes over a group room when its admin leaves, as the
+/// admin named it (a peer id); NULL where it named nobody (rooms kept
+/// before, or an older admin): the lowest remaining peer id then.
+const V10: &str = "
+ALTER TABLE rooms ADD COLUMN successor BLOB;
+";
 
 /// Version 9: display names. Each peer's newest signed profile record (and
 /// ours), with the name and number it holds, so names survive a restart

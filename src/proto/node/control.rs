@@ -73,6 +73,15 @@ pub enum Control {
     /// The sender leaves the room.
     #[serde(rename = "l")]
     RoomLeave { room: RoomId },
+    /// The admin names who takes over when it leaves: sent after every
+    /// invite and member list, for that epoch. (A peer of an older version
+    /// does not decode it and drops it, as any unknown control.)
+    #[serde(rename = "n")]
+    RoomSuccessor {
+        room: RoomId,
+        epoch: u32,
+        successor: PeerId,
+    },
     /// One message of a history reconciliation of `room` (`proto::sync`).
     #[serde(rename = "s")]
     Sync {
@@ -167,6 +176,16 @@ impl std::fmt::Debug for Control {
                 .field("members", &members.len())
                 .finish_non_exhaustive(),
             Control::RoomLeave { room } => f.debug_struct("RoomLeave").field("room", room).finish(),
+            Control::RoomSuccessor {
+                room,
+                epoch,
+                successor,
+            } => f
+                .debug_struct("RoomSuccessor")
+                .field("room", room)
+                .field("epoch", epoch)
+                .field("successor", successor)
+                .finish(),
             Control::Sync { room, payload } => f
                 .debug_struct("Sync")
                 .field("room", room)
@@ -294,6 +313,12 @@ mod tests {
             group_key: [7; 32],
         };
         assert_eq!(Control::decode(&update.encode()), Ok(update));
+        let successor = Control::RoomSuccessor {
+            room: RoomId([4; 32]),
+            epoch: 4,
+            successor: PeerId([6; 32]),
+        };
+        assert_eq!(Control::decode(&successor.encode()), Ok(successor));
         let leave = Control::RoomLeave {
             room: RoomId([4; 32]),
         };
