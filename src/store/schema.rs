@@ -51,10 +51,30 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: V8,
     },
+    Migration {
+        version: 9,
+        sql: V9,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 9;
+
+/// Version 9: how far the user has read each room, as the position (in
+/// the room's (timestamp, id) order) of the newest message read. Rooms with
+/// history when this version arrives count as read up to their newest
+/// message, so an upgrade does not make every old message unread.
+const V9: &str = "
+CREATE TABLE read_markers (
+    room          BLOB PRIMARY KEY,
+    ts            INTEGER NOT NULL,
+    id            BLOB NOT NULL
+) WITHOUT ROWID;
+INSERT INTO read_markers (room, ts, id)
+    SELECT r.room, m.ts, m.id FROM room_refs r JOIN messages m
+    ON m.seq = (SELECT seq FROM messages WHERE room_ref = r.ref
+                ORDER BY ts DESC, id DESC LIMIT 1);
+";
 
 /// Version 8: what a group room's id derives from (its founder's peer id
 /// and a nonce, 64 bytes), handed on with every invitation so members can
