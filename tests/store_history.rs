@@ -138,7 +138,9 @@ fn unread_counts_others_after_the_marker_and_markers_persist() {
     let me = PeerId([9; 32]);
     {
         let mut store = create(&dir);
-        let mut batch: Vec<Message> = (0..10u64).map(|n| message(room, n, 100 + n, b"x")).collect();
+        let mut batch: Vec<Message> = (0..10u64)
+            .map(|n| message(room, n, 100 + n, b"x"))
+            .collect();
         // Two of them are ours.
         batch[8].sender = me;
         batch[9].sender = me;
@@ -149,7 +151,10 @@ fn unread_counts_others_after_the_marker_and_markers_persist() {
         assert_eq!(store.count_unread(&room, Some(&marker), &me).unwrap(), 4);
         let (newest_cursor, newest) = store.newest_in_room(&room).unwrap().unwrap();
         assert_eq!(newest, position(&batch[9]));
-        assert_eq!(store.cursor_of(&room, &newest).unwrap(), Some(newest_cursor));
+        assert_eq!(
+            store.cursor_of(&room, &newest).unwrap(),
+            Some(newest_cursor)
+        );
         assert_eq!(store.count_unread(&room, Some(&newest), &me).unwrap(), 0);
     }
     let store = Store::open(&dir.db(), "pass").unwrap();

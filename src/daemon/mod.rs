@@ -36,9 +36,11 @@
 //!
 //! Limits: see the daemon section of `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod control;
 pub mod discovery;
 mod driver;
+pub mod json;
 pub mod mutes;
 
 use std::fmt;
@@ -47,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+
 use std::time::Duration;
 
 use crate::account::{Account, AccountError};
@@ -57,8 +60,13 @@ use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
 use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
+use api::ReplyTo;
+pub use api::{
+    Delivery, HistoryPage, HistoryRow, Reply, Request, RequestId, ResolveKind, SubscribeOptions,
+    Subscription, Target, Update,
+};
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
-use driver::{Command, NodeDriver};
+use driver::{Command, NodeDriver, Sink};
 
 /// How long a caller waits for the network thread to answer a command. The
 /// thread answers within one loop turn; this only guards against a stalled
@@ -157,6 +165,12 @@ pub enum DaemonError {
     /// cannot take it (a full disk); nothing of it was sent or stored.
     #[error("the message was not sent: {0}")]
     NotSent(String),
+    /// A cursor that names no message of the room asked about.
+    #[error("cursor {0} is not a message of that room")]
+    NotInRoom(u64),
+    /// The daemon answered with something else than was asked (a bug).
+    #[error("the daemon gave an unexpected answer")]
+    BadReply,
 }
 
 /// What the daemon reports to its listeners.
@@ -164,6 +178,7 @@ pub enum DaemonError {
 pub enum Event {
     /// A message from `from` in `room` was stored. `muted`: the room or
     /// the sender is muted, so it is not to be notified or counted unread.
+    /// `cursor` is where it is stored (see [`SubscribeOptions::since`]).
     MessageReceived {
         room: RoomId,
         from: PeerId,
@@ -171,9 +186,17 @@ pub enum Event {
         timestamp: u64,
         text: String,
         muted: bool,
+        cursor: u64,
     },
-    /// An authentic message we hold no key for was stored unreadable.
-    Undecryptable { from: PeerId, id: MessageId },
+    /// An authentic message we hold no key for was stored unreadable (a
+    /// `MessageReceived` of it follows if its key arrives).
+    Undecryptable {
+        room: RoomId,
+        from: PeerId,
+        id: MessageId,
+        timestamp: u64,
+        cursor: u64,
+    },
     /// `to` stored our message `id`.
     Delivered { to: PeerId, id: MessageId },
     /// The node gave up retransmitting `id` to `to` for now; it stays in
@@ -203,6 +226,40 @@ pub enum Event {
     /// Someone we did not know wrote to us: accept (`kith accept`) or
     /// decline (`kith decline`, which blocks). Its messages follow.
     ContactRequest { peer: PeerId },
+    /// A room's unread count changed (a message came, the read marker
+    /// moved, a mute changed). `unread_muted` of them are in a muted room
+    /// or from a muted sender: counted, not to be notified.
+    UnreadChanged {
+        room: RoomId,
+        unread: u64,
+        unread_muted: u64,
+    },
+    /// Our message `id` in `room` is now stored by `delivered` of its `of`
+    /// recipients ("delivered to k of n").
+    Receipt {
+        room: RoomId,
+        id: MessageId,
+        delivered: usize,
+        of: usize,
+    },
+}
+
+impl Event {
+    /// The store cursor of a message event (`None` for other events).
+    pub fn cursor(&self) -> Option<u64> {
+        match self {
+            Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } => {
+                Some(*cursor)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_cursor(&mut self, value: u64) {
+        if let Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } = self {
+            *cursor = value;
+        }
+    }
 }
 
 impl Event {
@@ -217,17 +274,27 @@ impl Event {
                 timestamp,
                 text,
                 muted,
+                cursor,
             } => format!(
-                r#"{{"event":"message","room":"{room}","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","id":"{id}","timestamp":{timestamp},"time_ms":{},"text":"{}","muted":{muted},"cursor":{cursor}}}"#,
+                crate::proto::hlc::millis(*timestamp),
                 json_escape(text),
                 room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
             ),
-            Event::Undecryptable { from, id } => format!(
-                r#"{{"event":"undecryptable","from":"{}","id":"{}"}}"#,
+            Event::Undecryptable {
+                room,
+                from,
+                id,
+                timestamp,
+                cursor,
+            } => format!(
+                r#"{{"event":"undecryptable","room":"{}","from":"{}","id":"{}","timestamp":{timestamp},"time_ms":{},"cursor":{cursor}}}"#,
+                PeerId(room.0).to_hex(),
                 from.to_hex(),
-                id.to_hex()
+                id.to_hex(),
+                crate::proto::hlc::millis(*timestamp),
             ),
             Event::Delivered { to, id } => format!(
                 r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
@@ -273,6 +340,24 @@ impl Event {
                 r#"{{"event":"contact_request","peer":"{}"}}"#,
                 peer.to_hex()
             ),
+            Event::UnreadChanged {
+                room,
+                unread,
+                unread_muted,
+            } => format!(
+                r#"{{"event":"unread","room":"{}","unread":{unread},"unread_muted":{unread_muted}}}"#,
+                PeerId(room.0).to_hex()
+            ),
+            Event::Receipt {
+                room,
+                id,
+                delivered,
+                of,
+            } => format!(
+                r#"{{"event":"receipt","room":"{}","id":"{}","delivered":{delivered},"of":{of}}}"#,
+                PeerId(room.0).to_hex(),
+                id.to_hex()
+            ),
         }
     }
 }
@@ -284,9 +369,13 @@ impl fmt::Display for Event {
             Event::MessageReceived {
                 room, from, text, ..
             } => write!(f, "[{}] {}: {text}", PeerId(room.0).short(), from.short()),
-            Event::Undecryptable { from, id } => {
-                write!(f, "{}: (unreadable message {})", from.short(), id.short())
-            }
+            Event::Undecryptable { room, from, id, .. } => write!(
+                f,
+                "[{}] {}: (unreadable message {})",
+                PeerId(room.0).short(),
+                from.short(),
+                id.short()
+            ),
             Event::Delivered { to, id } => write!(f, "delivered {} to {}", id.short(), to.short()),
             Event::Undelivered { to, id } => {
                 write!(f, "not yet delivered {} to {}", id.short(), to.short())
@@ -320,6 +409,12 @@ impl fmt::Display for Event {
                 peer.short(),
                 peer.to_hex()
             ),
+            Event::UnreadChanged { room, unread, .. } => {
+                write!(f, "room {} has {unread} unread", PeerId(room.0).short())
+            }
+            Event::Receipt {
+                id, delivered, of, ..
+            } => write!(f, "{} delivered to {delivered} of {of}", id.short()),
         }
     }
 }
@@ -382,6 +477,11 @@ pub struct RoomSummary {
     pub muted: Option<Mute>,
     /// An invitation not answered yet (`admin` is who invited us).
     pub invited: bool,
+    /// Messages from others after our read marker.
+    pub unread: u64,
+    /// Of `unread`, those in a muted room or from a muted sender (counted
+    /// but flagged: not to be notified).
+    pub unread_muted: u64,
 }
 
 /// Counters for `kith status`.
@@ -511,7 +611,7 @@ pub fn start(
     let discovery = config.discovery.clone();
     let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
     let (events_tx, events_rx) = mpsc::channel();
-    driver.subscribe(events_tx);
+    driver.subscribe(Sink::Events(events_tx), None, None);
     let net = net::spawn(config.net, driver)?;
     // mDNS announces our port, known only now that the socket is bound.
     let attach = discovery::prepare(&discovery, &public, net.local_addr(), net.sender())?;
@@ -533,6 +633,7 @@ pub fn start(
             handle.net.sender(),
             handle.stop_requester(),
             handle.net.shared_stats(),
+            handle.public.peer_id(),
         )?;
         handle.control = Some(server);
     }
@@ -569,12 +670,14 @@ impl DaemonHandle {
     /// Sends `text` to `to` (a peer id, or a peer's public key read as an
     /// id). Returns once the message is queued and stored.
     pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&to.to_hex(), text)
+        // An id, or a public key read as one.
+        let to = self.resolve(&to.to_hex(), ResolveKind::Peer)?;
+        self.submit(to, text)?.wait()
     }
 
     /// Sends `text` to every member of group `room`.
     pub fn send_room(&self, room: RoomId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&PeerId(room.0).to_hex(), text)
+        self.submit(Target::Room(room), text)?.wait()
     }
 
     /// Sends `text` to a peer or group room named as a user would: an id,
@@ -588,121 +691,162 @@ impl DaemonHandle {
     /// messages keeps several under way; the daemon seals and sends each at
     /// once and stores a burst of them in one transaction.
     pub fn submit_to(&self, to: &str, text: &str) -> Result<PendingSend, DaemonError> {
+        let target = self.resolve(to, ResolveKind::Target)?;
+        self.submit(target, text)
+    }
+
+    /// Queues `text` for `to` without waiting; see [`DaemonHandle::submit_to`].
+    pub fn submit(&self, to: Target, text: &str) -> Result<PendingSend, DaemonError> {
         let (reply, rx) = mpsc::channel();
-        self.net.sender().send(Command::Send {
-            to: to.to_owned(),
-            text: text.to_owned(),
-            reply,
+        self.net.sender().send(Command::Request {
+            request: Request::Send {
+                to,
+                text: text.to_owned(),
+            },
+            reply: ReplyTo::Channel(reply),
         })?;
         Ok(PendingSend(rx))
     }
 
+    /// Turns text a person typed (an id, a public key, a hex prefix, a
+    /// name) into an id of `kind`.
+    pub fn resolve(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        match self.ask(Request::Resolve {
+            text: text.to_owned(),
+            kind,
+        })? {
+            Reply::Target(target) => Ok(target),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
     /// Creates a group room with us as admin and invites `members`.
     pub fn create_room(&self, name: &str, members: &[PeerId]) -> Result<RoomId, DaemonError> {
-        self.request(|reply| Command::CreateRoom {
+        match self.ask(Request::CreateRoom {
             name: name.to_owned(),
-            members: members.iter().map(PeerId::to_hex).collect(),
-            reply,
-        })?
+            members: members.to_vec(),
+        })? {
+            Reply::Room(room) => Ok(room),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Adds `peer` to group `room` (we must be its admin).
     pub fn invite(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Invite {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::Invite { room, peer }).map(drop)
     }
 
     /// Removes `peer` from group `room` (we must be its admin).
     pub fn remove_member(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::RemoveMember {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::RemoveMember { room, peer }).map(drop)
     }
 
     /// Accepts (`true`) or declines an invitation to `room`.
     pub fn answer_invite(&self, room: RoomId, accept: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AnswerInvite {
-            room: PeerId(room.0).to_hex(),
-            accept,
-            reply,
-        })?
+        self.ask(Request::AnswerInvite { room, accept }).map(drop)
     }
 
     /// Leaves group `room`.
     pub fn leave(&self, room: RoomId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Leave {
-            room: PeerId(room.0).to_hex(),
-            reply,
-        })?
+        self.ask(Request::Leave { room }).map(drop)
     }
 
-    /// Every room: group rooms and direct chats.
+    /// Every room: group rooms and direct chats, with unread counts.
+    /// Answered from memory: cheap to ask every second.
     pub fn rooms(&self) -> Result<Vec<RoomSummary>, DaemonError> {
-        self.request(|reply| Command::Rooms { reply })
+        match self.ask(Request::Rooms)? {
+            Reply::Rooms(rooms) => Ok(rooms),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// A page of `room`'s history, newest first in (timestamp, id) order:
+    /// up to `limit` messages older than the one at cursor `before` (the
+    /// newest with `None`). Pass the page's `next` as `before` for the
+    /// page after.
+    pub fn history(
+        &self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, DaemonError> {
+        match self.ask(Request::History {
+            room,
+            before,
+            limit,
+        })? {
+            Reply::History(page) => Ok(page),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// Marks `room` read up to the message at cursor `up_to` (its newest
+    /// message with `None`); persists. Returns what is still unread.
+    pub fn mark_read(&self, room: RoomId, up_to: Option<u64>) -> Result<u64, DaemonError> {
+        match self.ask(Request::MarkRead { room, up_to })? {
+            Reply::Unread(unread) => Ok(unread),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Blocks (or with `false` unblocks) `peer`: it is never shown, probed
     /// or answered, and its datagrams are dropped before any cryptography.
     /// Persists.
     pub fn block(&self, peer: PeerId, blocked: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Block {
-            peer: peer.to_hex(),
-            blocked,
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Block { peer, blocked }).map(drop)
     }
 
     /// Mutes a room or a peer (`target` as for [`DaemonHandle::send_to`])
     /// until `mute` ends, or unmutes it with `None`. Persists.
     pub fn mute(&self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Mute {
-            target: target.to_owned(),
-            mute,
-            reply,
-        })?
+        let target = self.resolve(target, ResolveKind::Target)?;
+        self.ask(Request::Mute { target, mute }).map(drop)
     }
 
     /// Adds (or re-addresses) a peer and queues its outbox.
     pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AddPeer {
-            peer: Box::new(PeerAddr { public, addr }),
-            reply,
-        })?
+        self.ask(Request::AddPeer(PeerAddr { public, addr }))
+            .map(drop)
     }
 
     /// The peer table.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, DaemonError> {
-        self.request(|reply| Command::Peers { reply })
+        match self.ask(Request::Peers)? {
+            Reply::Peers(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// What discovery sees: interfaces, peers, registry state.
     pub fn discovery(&self) -> Result<DiscoveryReport, DaemonError> {
-        self.request(|reply| Command::Discovery { reply })
+        match self.ask(Request::Discovery)? {
+            Reply::Discovery(report) => Ok(*report),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Accepts a contact request.
     pub fn accept(&self, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Accept {
-            peer: peer.to_hex(),
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Accept { peer }).map(drop)
     }
 
     /// The peers we blocked.
     pub fn blocked(&self) -> Result<Vec<PeerId>, DaemonError> {
-        self.request(|reply| Command::Blocked { reply })
+        match self.ask(Request::Blocked)? {
+            Reply::Blocked(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Counters.
     pub fn status(&self) -> Result<Status, DaemonError> {
         status(&self.net.sender(), &self.net.shared_stats())
+    }
+
+    /// Asks `request` and waits (bounded) for its answer: the blocking
+    /// form of [`Subscription::request`].
+    pub fn ask(&self, request: Request) -> Result<Reply, DaemonError> {
+        ask(&self.net.sender(), request)
     }
 
     /// A stream of events: the first call gets every event since start,
@@ -722,8 +866,38 @@ impl DaemonHandle {
         // Waits until the subscription is in place: the network thread may
         // take datagrams before commands, and an event of something the
         // caller does next must not be published before it is.
-        self.request(|reply| Command::Subscribe { events: tx, reply })?;
+        subscribe(&self.net.sender(), Sink::Events(tx), None, None)?;
         Ok(rx)
+    }
+
+    /// Subscribes to [`Update`]s: events, the replies to requests made
+    /// with [`Subscription::request`], and (with
+    /// [`SubscribeOptions::since`]) a replay of what was stored after a
+    /// cursor first. Returns once the subscription is in place, so the
+    /// events of anything done afterwards reach it. The waker, if any, is
+    /// called on the network thread after each batch of updates.
+    pub fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, DaemonError> {
+        let (tx, rx) = mpsc::channel();
+        let sender = self.net.sender();
+        let id = subscribe(&sender, Sink::Updates(tx), options.since, options.waker)?;
+        Ok(Subscription {
+            id,
+            updates: rx,
+            commands: sender,
+            next_request: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// [`DaemonHandle::subscribe`] with a waker and no replay: what a UI
+    /// wants (`waker` is typically `move || ctx.request_repaint()`).
+    pub fn subscribe_with_waker(
+        &self,
+        waker: Box<dyn Fn() + Send>,
+    ) -> Result<Subscription, DaemonError> {
+        self.subscribe(SubscribeOptions {
+            waker: Some(waker),
+            since: None,
+        })
     }
 
     /// A handle other threads can use to ask for a stop.
@@ -751,24 +925,18 @@ impl DaemonHandle {
             None => Ok(()),
         }
     }
-
-    fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, DaemonError> {
-        request(&self.net.sender(), command)
-    }
 }
 
 /// A message handed to the daemon by [`DaemonHandle::submit_to`].
-pub struct PendingSend(Receiver<Result<MessageId, DaemonError>>);
+pub struct PendingSend(Receiver<Result<Reply, DaemonError>>);
 
 impl PendingSend {
     /// Waits (bounded) until the message is queued and stored; its id.
     pub fn wait(self) -> Result<MessageId, DaemonError> {
-        self.0
-            .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|error| match error {
-                RecvTimeoutError::Timeout => DaemonError::NotResponding,
-                RecvTimeoutError::Disconnected => DaemonError::Stopped,
-            })?
+        match wait_reply(&self.0)? {
+            Reply::Sent(id) => Ok(id),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 }
 
@@ -776,18 +944,45 @@ impl PendingSend {
 /// read directly. The one way to build a [`Status`], for the handle and
 /// the control socket alike.
 fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status, DaemonError> {
-    let mut status = request(sender, |reply| Command::Status { reply })?;
+    let Reply::Status(mut status) = ask(sender, Request::Status)? else {
+        return Err(DaemonError::BadReply);
+    };
     status.net = net.snapshot();
-    Ok(status)
+    Ok(*status)
 }
 
-/// Sends a command with a reply channel and waits (bounded) for the answer.
-fn request<T>(
-    sender: &net::CommandSender<Command>,
-    command: impl FnOnce(Sender<T>) -> Command,
-) -> Result<T, DaemonError> {
+/// Sends a request and waits (bounded) for the answer.
+fn ask(sender: &net::CommandSender<Command>, request: Request) -> Result<Reply, DaemonError> {
     let (tx, rx) = mpsc::channel();
-    sender.send(command(tx))?;
+    sender.send(Command::Request {
+        request,
+        reply: ReplyTo::Channel(tx),
+    })?;
+    wait_reply(&rx)
+}
+
+fn wait_reply(rx: &Receiver<Result<Reply, DaemonError>>) -> Result<Reply, DaemonError> {
+    rx.recv_timeout(REPLY_TIMEOUT)
+        .map_err(|error| match error {
+            RecvTimeoutError::Timeout => DaemonError::NotResponding,
+            RecvTimeoutError::Disconnected => DaemonError::Stopped,
+        })?
+}
+
+/// Adds a subscriber and waits (bounded) until it is in place; its id.
+fn subscribe(
+    sender: &net::CommandSender<Command>,
+    sink: Sink,
+    since: Option<u64>,
+    waker: Option<Box<dyn Fn() + Send>>,
+) -> Result<u64, DaemonError> {
+    let (reply, rx) = mpsc::channel();
+    sender.send(Command::Subscribe {
+        sink,
+        since,
+        waker,
+        reply,
+    })?;
     rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
         RecvTimeoutError::Timeout => DaemonError::NotResponding,
         RecvTimeoutError::Disconnected => DaemonError::Stopped,

@@ -111,9 +111,9 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?
             }
         };
-        let mut deliveries = self
-            .conn
-            .prepare_cached("SELECT peer, state FROM deliveries WHERE message = ?1 ORDER BY peer")?;
+        let mut deliveries = self.conn.prepare_cached(
+            "SELECT peer, state FROM deliveries WHERE message = ?1 ORDER BY peer",
+        )?;
         raws.into_iter()
             .map(|(seq, raw)| {
                 let rows = deliveries
@@ -287,7 +287,12 @@ impl Store {
     /// How many messages of `room` not written by `me` come after `after`
     /// in (timestamp, id) order (all of them with `None`). Walks the room's
     /// index from the marker on, so it costs what is unread, not the room.
-    pub fn count_unread(&self, room: &RoomId, after: Option<&Position>, me: &PeerId) -> Result<u64> {
+    pub fn count_unread(
+        &self,
+        room: &RoomId,
+        after: Option<&Position>,
+        me: &PeerId,
+    ) -> Result<u64> {
         let Some(&room_ref) = self.room_refs.get(room) else {
             return Ok(0);
         };
@@ -309,10 +314,56 @@ impl Store {
                 )?,
             None => self
                 .conn
-                .prepare_cached("SELECT count(*) FROM messages WHERE room_ref = ?1 AND sender != ?2")?
+                .prepare_cached(
+                    "SELECT count(*) FROM messages WHERE room_ref = ?1 AND sender != ?2",
+                )?
                 .query_row(params![room_ref, me.as_bytes()], |row| row.get(0))?,
         };
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Like [`Store::count_unread`], by sender (so muted senders can be
+    /// told apart), in no particular order.
+    pub fn unread_by_sender(
+        &self,
+        room: &RoomId,
+        after: Option<&Position>,
+        me: &PeerId,
+    ) -> Result<Vec<(PeerId, u64)>> {
+        let Some(&room_ref) = self.room_refs.get(room) else {
+            return Ok(Vec::new());
+        };
+        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?));
+        let rows = match after {
+            Some(after) => self
+                .conn
+                .prepare_cached(
+                    "SELECT sender, count(*) FROM messages
+                     WHERE room_ref = ?1 AND (ts, id) > (?2, ?3) AND sender != ?4
+                     GROUP BY sender",
+                )?
+                .query_map(
+                    params![
+                        room_ref,
+                        ts_to_sql(after.timestamp),
+                        after.id.as_bytes(),
+                        me.as_bytes()
+                    ],
+                    row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT sender, count(*) FROM messages
+                     WHERE room_ref = ?1 AND sender != ?2 GROUP BY sender",
+                )?
+                .query_map(params![room_ref, me.as_bytes()], row)?
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        rows.into_iter()
+            .map(|(sender, count)| Ok((PeerId(id32(sender)?), u64::try_from(count).unwrap_or(0))))
+            .collect()
     }
 
     /// SQLite's plan for the history page query (for the tests that check
@@ -324,7 +375,9 @@ impl Store {
              WHERE room_ref = ?1 AND (ts, id) < (?2, ?3) ORDER BY ts DESC, id DESC LIMIT ?4",
         )?;
         let rows = stmt
-            .query_map(params![1, 0, vec![0u8; 32], 50], |row| row.get::<_, String>(3))?
+            .query_map(params![1, 0, vec![0u8; 32], 50], |row| {
+                row.get::<_, String>(3)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -41,7 +41,11 @@ fn seal_message(key: &SecretKey, message: &Message) -> Result<Vec<u8>> {
 }
 
 /// Opens what [`seal_message`] sealed: `(body, envelope)`.
-pub(super) fn open_message(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+pub(super) fn open_message(
+    key: &SecretKey,
+    id: &MessageId,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let undecryptable = StoreError::Undecryptable("message");
     let plain = key.open(&message_aad(id), sealed).ok_or(undecryptable)?;
     let (len, rest) = plain
