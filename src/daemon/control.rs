@@ -1274,6 +1274,32 @@ mod tests {
             Request::Listen(ListenFormat::TextWithMuted),
             Request::Stop,
             Request::Discovery,
+            Request::ListenSince(ListenFormat::Json, 42),
+            Request::Json(Listing::Peers),
+            Request::Json(Listing::Rooms),
+            Request::Json(Listing::Status),
+            Request::Json(Listing::Discovery),
+            Request::Json(Listing::Blocked),
+            Request::History {
+                room: word("kitchen"),
+                before: None,
+                limit: 50,
+                json: true,
+            },
+            Request::History {
+                room: word("kitchen"),
+                before: Some(7),
+                limit: 1,
+                json: false,
+            },
+            Request::Read {
+                room: word("kitchen"),
+                up_to: None,
+            },
+            Request::Read {
+                room: word("kitchen"),
+                up_to: Some(9),
+            },
         ] {
             assert_eq!(Request::parse(&request.emit()).ok(), Some(request));
         }
@@ -1293,6 +1319,15 @@ mod tests {
             "mute 6b soon",
             "create 6b  6c",
             "é",
+            "listen json since",
+            "listen json since x",
+            "listen json until 3",
+            "json frobs",
+            "history 6b",
+            "history 6b 50 - xml",
+            "history 6b x - json",
+            "read 6b",
+            "read 6b -3",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} parsed");
         }

@@ -1010,6 +1010,70 @@ mod tests {
         );
     }
 
+    /// Every event's JSON line is one valid JSON object naming its kind,
+    /// whatever the text holds.
+    #[test]
+    fn every_event_is_valid_json() {
+        let (room, peer, id) = (RoomId([1; 32]), PeerId([2; 32]), MessageId([3; 32]));
+        let tricky = "quote \" backslash \\ newline \n nul \u{0} bidi \u{202e} é".to_owned();
+        let events = [
+            Event::MessageReceived {
+                room,
+                from: peer,
+                id,
+                timestamp: 5 << 16,
+                text: tricky.clone(),
+                muted: true,
+                cursor: 9,
+            },
+            Event::Undecryptable {
+                room,
+                from: peer,
+                id,
+                timestamp: 1,
+                cursor: 2,
+            },
+            Event::Delivered { to: peer, id },
+            Event::Undelivered { to: peer, id },
+            Event::Refused { to: peer, id },
+            Event::PeerOnline { peer },
+            Event::PeerOffline { peer },
+            Event::RoomInvited {
+                room,
+                name: tricky.clone(),
+                from: peer,
+            },
+            Event::RoomJoined {
+                room,
+                name: tricky.clone(),
+            },
+            Event::RoomChanged { room },
+            Event::RoomRemoved { room },
+            Event::ContactRequest { peer },
+            Event::UnreadChanged {
+                room,
+                unread: 3,
+                unread_muted: 1,
+            },
+            Event::Receipt {
+                room,
+                id,
+                delivered: 1,
+                of: 2,
+            },
+        ];
+        for event in events {
+            let value: serde_json::Value =
+                serde_json::from_str(&event.to_json()).expect("valid JSON");
+            assert!(value["event"].is_string(), "{value}");
+            if let Event::MessageReceived { .. } = event {
+                assert_eq!(value["text"], tricky.as_str());
+                assert_eq!(value["cursor"], 9);
+                assert_eq!(value["time_ms"], 5);
+            }
+        }
+    }
+
     #[test]
     fn peer_addr_parses_key_at_address() {
         let public = crate::proto::crypto::Identity::generate(&mut rand::rng()).public();
