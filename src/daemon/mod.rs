@@ -43,6 +43,7 @@ mod driver;
 pub mod json;
 pub mod mutes;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -581,6 +582,9 @@ pub struct DaemonHandle {
     first_events: Mutex<Option<Receiver<Event>>>,
     public: PublicIdentity,
     data_dir: PathBuf,
+    /// Full 64-hex targets already resolved (an id keeps its meaning), so
+    /// a device sending many messages to one id pays for the lookup once.
+    resolved: Mutex<HashMap<String, Target>>,
 }
 
 /// Asks a daemon to stop from another thread (a signal watcher, the control
@@ -625,6 +629,7 @@ pub fn start(
         first_events: Mutex::new(Some(events_rx)),
         public,
         data_dir: data_dir.to_owned(),
+        resolved: Mutex::new(HashMap::new()),
     };
     if config.control_socket {
         let server = control::ControlServer::start(
@@ -671,7 +676,7 @@ impl DaemonHandle {
     /// id). Returns once the message is queued and stored.
     pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
         // An id, or a public key read as one.
-        let to = self.resolve(&to.to_hex(), ResolveKind::Peer)?;
+        let to = self.resolve_cached(&to.to_hex(), ResolveKind::Peer)?;
         self.submit(to, text)?.wait()
     }
 
@@ -691,8 +696,28 @@ impl DaemonHandle {
     /// messages keeps several under way; the daemon seals and sends each at
     /// once and stores a burst of them in one transaction.
     pub fn submit_to(&self, to: &str, text: &str) -> Result<PendingSend, DaemonError> {
-        let target = self.resolve(to, ResolveKind::Target)?;
+        let target = self.resolve_cached(to, ResolveKind::Target)?;
         self.submit(target, text)
+    }
+
+    /// [`DaemonHandle::resolve`], remembering full 64-hex ids.
+    fn resolve_cached(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        let full = PeerId::from_hex(text.trim()).is_some();
+        let key = format!("{kind:?} {}", text.trim().to_ascii_lowercase());
+        // A poisoned lock only means a panic elsewhere; the map is valid.
+        let cache = || {
+            self.resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if full && let Some(target) = cache().get(&key) {
+            return Ok(*target);
+        }
+        let target = self.resolve(text, kind)?;
+        if full {
+            cache().insert(key, target);
+        }
+        Ok(target)
     }
 
     /// Queues `text` for `to` without waiting; see [`DaemonHandle::submit_to`].
