@@ -80,10 +80,7 @@ fn history_pages(dir: &Path, size: u64) {
     let batch = 10_000u64.min(size);
     for first in (0..size).step_by(batch as usize) {
         let messages: Vec<_> = (first..first + batch)
-            .map(|n| Message {
-                room,
-                ..message(n)
-            })
+            .map(|n| Message { room, ..message(n) })
             .collect();
         store.insert_messages(&messages).expect("insert");
     }

@@ -36,7 +36,7 @@
 //!   [`Update::CaughtUp`], then live events: no gap and no repeat.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use super::driver::Command;
@@ -94,7 +94,7 @@ pub enum Request {
     /// Accepts a contact request; [`Reply::Peer`].
     Accept { peer: PeerId },
     /// Adds (or re-addresses) a peer; [`Reply::Done`].
-    AddPeer(PeerAddr),
+    AddPeer(Box<PeerAddr>),
     /// [`Reply::Peers`].
     Peers,
     /// [`Reply::Rooms`], with unread counts.
@@ -265,10 +265,7 @@ impl Subscription {
     /// The next update, if one is waiting. `None` also when the daemon has
     /// stopped (then [`Subscription::recv_timeout`] says so).
     pub fn try_recv(&self) -> Option<Update> {
-        match self.updates.try_recv() {
-            Ok(update) => Some(update),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.updates.try_recv().ok()
     }
 
     /// Waits up to `timeout` for the next update.

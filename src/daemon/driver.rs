@@ -781,7 +781,7 @@ impl NodeDriver {
                 Ok(vec![peer])
             }
             Target::Room(room) => {
-                if !self.node.room(&room).is_some_and(|r| r.admin.is_some()) {
+                if self.node.room(&room).is_none_or(|r| r.admin.is_none()) {
                     return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
                 }
                 self.node.queue_room_message(now, room, text)?;
@@ -2034,7 +2034,7 @@ impl NodeDriver {
         Ok(match request {
             Request::Send { .. } => return Err(DaemonError::BadReply),
             Request::AddPeer(peer) => {
-                self.add_peer(now, peer)?;
+                self.add_peer(now, *peer)?;
                 Reply::Done
             }
             Request::Peers => Reply::Peers(self.peers()),

@@ -830,7 +830,7 @@ impl DaemonHandle {
 
     /// Adds (or re-addresses) a peer and queues its outbox.
     pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
-        self.ask(Request::AddPeer(PeerAddr { public, addr }))
+        self.ask(Request::AddPeer(Box::new(PeerAddr { public, addr })))
             .map(drop)
     }
 
