@@ -1492,15 +1492,33 @@ impl NodeDriver {
     /// Messages for `peer` that wait for its acknowledgement: the stored
     /// outbox and those too recent to be in it.
     fn outbox_len(&self, peer: &PeerId) -> usize {
-        // Outbox entries are written through `db`, so none waits in the
-        // journal.
-        let stored = self.store.outbox(peer).map_or(0, |o| o.len());
+        // Read without settling (a listing must not cost a transaction):
+        // delivery states gathered since the last settling are applied
+        // here on top of the stored outbox.
+        let mut outbox: HashSet<MessageId> = self
+            .store
+            .outbox(peer)
+            .map(|keys| keys.into_iter().map(|k| k.id).collect())
+            .unwrap_or_default();
+        for (key, to, state) in &self.delivery_updates {
+            if to != peer {
+                continue;
+            }
+            match state {
+                DeliveryState::Pending => {
+                    outbox.insert(key.id);
+                }
+                DeliveryState::Delivered | DeliveryState::Read => {
+                    outbox.remove(&key.id);
+                }
+            }
+        }
         let recent = self
             .inflight
             .values()
             .filter(|i| !i.in_outbox && i.waiting.contains(peer))
             .count();
-        stored + recent
+        outbox.len() + recent
     }
 
     /// Keeps unanswered invitations in the store as they come and go.
