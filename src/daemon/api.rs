@@ -28,8 +28,9 @@
 //!   a person (names, hex prefixes) is turned into ids by
 //!   [`Request::Resolve`] at the edge (the CLI, the control socket).
 //! - **Cheap reads.** `Rooms`, `Peers`, `Status`, `Blocked`, `Discovery`
-//!   are answered from memory (no store transaction), so asking every second
-//!   costs next to nothing; unread counts are kept up to date in memory.
+//!   never settle the store's journal (no transaction); `Rooms` (with its
+//!   unread counts, kept up to date in memory) and `Status` touch no SQL at
+//!   all, so asking every second costs next to nothing.
 //! - **Catching up.** With [`SubscribeOptions::since`], every message
 //!   stored after that cursor is replayed first (as `MessageReceived` /
 //!   `Undecryptable` events, each with its cursor), then

@@ -178,7 +178,8 @@ pub enum DaemonError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message from `from` in `room` was stored. `muted`: the room or
-    /// the sender is muted, so it is not to be notified or counted unread.
+    /// the sender is muted, so it is not to be notified (it is counted
+    /// unread, flagged: see [`RoomSummary::unread_muted`]).
     /// `cursor` is where it is stored (see [`SubscribeOptions::since`]).
     MessageReceived {
         room: RoomId,
