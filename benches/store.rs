@@ -12,7 +12,10 @@
 //!   daemon does once at start; afterwards it keeps them in memory, so
 //!   listing rooms costs no query).
 //!
-//! `cargo bench --bench store -- history` runs only the last two.
+//! - `DaemonHandle::rooms()` of a daemon with 1000 rooms (what a UI asks
+//!   every second).
+//!
+//! `cargo bench --bench store -- history` runs only the last three.
 //!
 //! The databases live under Cargo's target tmp dir (a real disk, not tmpfs)
 //! and are deleted afterwards. Page cache is warm for the open figures.
@@ -185,6 +188,69 @@ fn unread_counts(dir: &Path) {
     );
 }
 
+/// `DaemonHandle::rooms()` of a daemon with 1000 direct chats, 10 unread
+/// in each: what a UI asks every second.
+fn daemon_rooms(dir: &Path) {
+    use kith::account::Account;
+    use kith::daemon::{self, DaemonConfig};
+    use kith::net::NetConfig;
+    use kith::proto::crypto::Identity;
+    use kith::proto::node::direct_room;
+    use kith::store::Contact;
+
+    let data = dir.join("rooms-daemon");
+    let _ = std::fs::remove_dir_all(&data);
+    let account = Account::create(&data, PASS, KdfParams::default()).expect("account");
+    let me = account.identity.public().peer_id();
+    let mut store = account.store;
+    let mut rng = rand::rng();
+    for n in 0..1000u64 {
+        let public = Identity::generate(&mut rng).public();
+        let peer = public.peer_id();
+        store
+            .upsert_contact(&Contact {
+                peer,
+                display_name: format!("peer {n}"),
+                verified: false,
+            })
+            .expect("contact");
+        store
+            .set_contact_key(&peer, &public.to_bytes())
+            .expect("key");
+        let room = direct_room(me, peer);
+        let messages: Vec<_> = (0..10u64)
+            .map(|i| Message {
+                room,
+                sender: peer,
+                ..message(n * 100 + i)
+            })
+            .collect();
+        store.insert_messages(&messages).expect("insert");
+    }
+    drop(store);
+    let start = Instant::now();
+    let config = DaemonConfig {
+        net: NetConfig::loopback(),
+        ..DaemonConfig::default()
+    };
+    let handle = daemon::start(&data, PASS, config).expect("the daemon starts");
+    let started = start.elapsed();
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let rooms = handle.rooms().expect("rooms");
+        samples.push(start.elapsed());
+        assert_eq!(rooms.iter().map(|r| r.unread).sum::<u64>(), 10_000);
+    }
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    println!(
+        "DaemonHandle::rooms() with 1000 rooms and their unread counts: p50 {p50:.2?} p99 {p99:.2?} (goal: cheap every second, ≤ 10 ms) [daemon start {started:.2?}]"
+    );
+    handle.shutdown().expect("stops");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 fn main() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
     std::fs::create_dir_all(&dir).expect("target tmp dir is writable");
@@ -193,6 +259,7 @@ fn main() {
         history_pages(&dir, size);
     }
     unread_counts(&dir);
+    daemon_rooms(&dir);
     if only_history {
         let _ = std::fs::remove_dir_all(&dir);
         return;
