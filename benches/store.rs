@@ -10,8 +10,7 @@
 //!   p99 (goal ≤ 5 ms);
 //! - unread counts of 1000 rooms counted from their read markers (what a
 //!   daemon does once at start; afterwards it keeps them in memory, so
-//!   listing rooms costs no query).
-//!
+//!   listing rooms costs no query);
 //! - `DaemonHandle::rooms()` of a daemon with 1000 rooms (what a UI asks
 //!   every second).
 //!
