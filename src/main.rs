@@ -62,7 +62,11 @@ enum Command {
         name: String,
     },
     /// Print your peer id and public key
-    Id,
+    Id {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the safety number between you and a contact's public key
     Verify {
         /// The contact's public key: 64 hexadecimal characters (`kith id` on their side)
@@ -81,9 +85,40 @@ enum Command {
     },
     /// List the daemon's peers: id, public key, address, online|offline|nearby
     /// (nearby: announced, not kept alive), outbox size, muted, relation
-    Peers,
-    /// List rooms: group rooms and direct chats
-    Rooms,
+    Peers {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rooms: group rooms and direct chats, with unread counts
+    Rooms {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a room's messages, newest first, a page at a time
+    History {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        room: String,
+        /// Messages per page (at most 1000)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only messages older than this cursor (the first column; the
+        /// last line of a page says which cursor gives the next page)
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<u64>,
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a room read (up to its newest message, or --up-to CURSOR)
+    Read {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        room: String,
+        /// Read up to this message's cursor (see `kith history`)
+        #[arg(long, value_name = "CURSOR")]
+        up_to: Option<u64>,
+    },
     /// Create a group room, invite to it, remove from it, or leave it
     #[command(subcommand)]
     Room(RoomCommand),
@@ -112,7 +147,11 @@ enum Command {
         target: String,
     },
     /// Print the daemon's counters (messages, datagrams, drops by reason)
-    Status,
+    Status {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the daemon's events as they happen
     Listen {
         /// One JSON object per line, for scripts (muted messages included,
@@ -122,6 +161,11 @@ enum Command {
         /// Also print messages from muted rooms and peers
         #[arg(long)]
         all: bool,
+        /// First replay every message stored after this cursor (every
+        /// message event carries its cursor; 0 replays everything), then
+        /// go live: nothing missed while away, nothing twice
+        #[arg(long, value_name = "CURSOR")]
+        since: Option<u64>,
     },
     /// Search message text (ignoring case), newest first, through the
     /// running daemon: every room, or one
@@ -145,9 +189,17 @@ enum Command {
     Stop,
     /// Print what discovery sees: interfaces, mDNS, registry state, and
     /// every peer heard or sighted (address, source, when last heard)
-    Discovery,
+    Discovery {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// List the peers you blocked
-    Blocked,
+    Blocked {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Accept a contact request (someone you did not know wrote to you)
     Accept {
         /// The peer, as for `send --to`
@@ -340,10 +392,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Id => {
+        Command::Id { json } => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
             warn_permissions(account.permission_warnings());
-            print_identity(&account)
+            if json {
+                let public = account.identity.public();
+                outln!(
+                    "{}",
+                    kith::daemon::json::id(&public.peer_id(), &public.to_bytes())
+                )
+            } else {
+                print_identity(&account)
+            }
         }
         Command::Verify { public_key } => {
             let key = PeerId::from_hex(public_key.trim())
@@ -363,8 +423,10 @@ fn run(cli: Cli) -> Result<()> {
             let passphrase = passphrase(&cli.passphrase_file)?;
             run_daemon(&data_dir, &passphrase, args)
         }
-        Command::Discovery => print_lines(&data_dir, "discovery"),
-        Command::Blocked => print_lines(&data_dir, "blocked"),
+        Command::Discovery { json: true } => print_json(&data_dir, "discovery"),
+        Command::Discovery { json: false } => print_lines(&data_dir, "discovery", None),
+        Command::Blocked { json: true } => print_json(&data_dir, "blocked"),
+        Command::Blocked { json: false } => print_lines(&data_dir, "blocked", Some("PEER")),
         Command::Accept { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("accept", &[&peer])?;
             outln!("accepted {id}")?;
@@ -380,8 +442,25 @@ fn run(cli: Cli) -> Result<()> {
             outln!("{id}")?;
             Ok(())
         }
-        Command::Peers => print_lines(&data_dir, "peers"),
-        Command::Rooms => print_rooms(&data_dir),
+        Command::Peers { json: true } => print_json(&data_dir, "peers"),
+        Command::Peers { json: false } => print_lines(
+            &data_dir,
+            "peers",
+            Some("PEER PUBLIC_KEY ADDRESS STATE OUTBOX MUTED RELATION"),
+        ),
+        Command::Rooms { json: true } => print_json(&data_dir, "rooms"),
+        Command::Rooms { json: false } => print_rooms(&data_dir),
+        Command::History {
+            room,
+            limit,
+            before,
+            json,
+        } => print_history(&data_dir, &room, limit, before, json),
+        Command::Read { room, up_to } => {
+            let line = kith::daemon::control::Request::Read { room, up_to }.emit();
+            let (_, unread) = Client::connect(&data_dir)?.request(&line)?;
+            outln!("{unread} unread")
+        }
         Command::Room(command) => {
             let client = Client::connect(&data_dir)?;
             let (_, value) = match &command {
@@ -432,7 +511,8 @@ fn run(cli: Cli) -> Result<()> {
             Client::connect(&data_dir)?.call("unmute", &[&target])?;
             Ok(())
         }
-        Command::Status => print_lines(&data_dir, "status"),
+        Command::Status { json: true } => print_json(&data_dir, "status"),
+        Command::Status { json: false } => print_lines(&data_dir, "status", Some("COUNTER VALUE")),
         Command::Search {
             text,
             room,
@@ -444,7 +524,7 @@ fn run(cli: Cli) -> Result<()> {
             Client::connect(&data_dir)?.request("stop")?;
             Ok(())
         }
-        Command::Listen { json, all } => {
+        Command::Listen { json, all, since } => {
             let format = match (json, all) {
                 (true, _) => ListenFormat::Json,
                 (false, true) => ListenFormat::TextWithMuted,
@@ -454,7 +534,7 @@ fn run(cli: Cli) -> Result<()> {
             // The client reports the closure's error as its own; this tells
             // a closed stdout apart from a lost daemon.
             let mut stdout_closed = false;
-            let listened = Client::connect(&data_dir)?.listen(format, |line| {
+            let listened = Client::connect(&data_dir)?.listen_since(format, since, |line| {
                 let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
                 stdout_closed = written
                     .as_ref()
@@ -499,9 +579,21 @@ fn parse_duration(text: &str) -> Result<Option<Duration>> {
 /// `kith rooms`: one line per room, for people.
 fn print_rooms(data_dir: &Path) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request("rooms")?;
+    outln!("ROOM  KIND  MEMBERS  EPOCH  UNREAD  NAME")?;
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
-        let [id, kind, epoch, members, mute, _admin, name] = fields[..] else {
+        let [
+            id,
+            kind,
+            epoch,
+            members,
+            mute,
+            _admin,
+            name,
+            unread,
+            unread_muted,
+        ] = fields[..]
+        else {
             bail!("the daemon sent a room line this kith does not understand: {line}");
         };
         let name = kith::daemon::control::hex_decode(name)
@@ -512,7 +604,11 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
             "forever" => "  (muted)".to_owned(),
             _ => "  (muted for now)".to_owned(),
         };
-        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}")?;
+        let unread = match (unread, unread_muted) {
+            (total, "0") => total.to_owned(),
+            (total, muted) => format!("{total} ({muted} muted)"),
+        };
+        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {unread} unread  {name}{mute}")?;
     }
     Ok(())
 }
@@ -592,10 +688,72 @@ fn print_search(
     Ok(())
 }
 
-fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
+/// Prints a listing's data lines under `header` (a row naming the columns).
+fn print_lines(data_dir: &Path, request: &str, header: Option<&str>) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request(request)?;
+    if let Some(header) = header {
+        outln!("{header}")?;
+    }
     for line in lines {
         outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// Prints the one JSON document a `json LISTING` request answers with.
+fn print_json(data_dir: &Path, listing: &str) -> Result<()> {
+    let (lines, _) = Client::connect(data_dir)?.request(&format!("json {listing}"))?;
+    for line in lines {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// `kith history`: a page of a room's messages, newest first.
+fn print_history(
+    data_dir: &Path,
+    room: &str,
+    limit: usize,
+    before: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let line = kith::daemon::control::Request::History {
+        room: room.to_owned(),
+        before,
+        limit,
+        json,
+    }
+    .emit();
+    let (lines, next) = Client::connect(data_dir)?.request(&line)?;
+    if json {
+        for line in lines {
+            outln!("{line}")?;
+        }
+        return Ok(());
+    }
+    let text = |word: &str| match word {
+        "-" => None,
+        hex => {
+            kith::daemon::control::hex_decode(hex).map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    outln!("CURSOR  TIME  AUTHOR  DELIVERED  TEXT")?;
+    for line in lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [cursor, _id, author, millis, ours, delivered, name, body] = fields[..] else {
+            bail!("the daemon sent a history line this kith does not understand: {line}");
+        };
+        let who = match (ours, text(name)) {
+            ("ours", _) => "you".to_owned(),
+            (_, Some(name)) => name,
+            (_, None) => author.chars().take(8).collect(),
+        };
+        let delivered = if ours == "ours" { delivered } else { "-" };
+        let body = text(body).unwrap_or_else(|| "(unreadable)".to_owned());
+        outln!("{cursor}  {millis}  {who}  {delivered}  {body}")?;
+    }
+    if !next.is_empty() {
+        outln!("(older: kith history {room} --before {next})")?;
     }
     Ok(())
 }

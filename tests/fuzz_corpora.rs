@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kith::daemon::control::{ListenFormat, Request};
+use kith::daemon::control::{ListenFormat, Listing, Request};
 use kith::proto::crypto::{
     ChainId, Identity, Initiator, OutgoingMessage, ReceiverChain, Responder, SecretKey,
     SenderChain, seal_envelope, seal_group_frame, seal_unsigned, sign_batch,
@@ -321,6 +321,18 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         },
         Request::Listen(ListenFormat::Json),
         Request::Peers,
+        Request::ListenSince(ListenFormat::Text, 1234),
+        Request::Json(Listing::Rooms),
+        Request::History {
+            room: "kitchen".to_owned(),
+            before: Some(99),
+            limit: 50,
+            json: true,
+        },
+        Request::Read {
+            room: "kitchen".to_owned(),
+            up_to: None,
+        },
     ]
     .map(|request| request.emit().into_bytes());
 

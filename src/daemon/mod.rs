@@ -36,19 +36,23 @@
 //!
 //! Limits: see the daemon section of `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod control;
 pub mod discovery;
 mod driver;
+pub mod json;
 pub mod mutes;
 mod profiles;
 pub mod search;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+
 use std::time::Duration;
 
 use crate::account::{Account, AccountError};
@@ -59,8 +63,13 @@ use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
 use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
+use api::ReplyTo;
+pub use api::{
+    Delivery, HistoryPage, HistoryRow, Reply, Request, RequestId, ResolveKind, SubscribeOptions,
+    Subscription, Target, Update,
+};
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
-use driver::{Command, NodeDriver};
+use driver::{Command, NodeDriver, Sink};
 pub use search::SearchResult;
 
 /// How long a caller waits for the network thread to answer a command. The
@@ -167,13 +176,21 @@ pub enum DaemonError {
     /// A search that cannot run (empty text, or the search thread is gone).
     #[error("search: {0}")]
     Search(String),
+    /// A cursor that names no message of the room asked about.
+    #[error("cursor {0} is not a message of that room")]
+    NotInRoom(u64),
+    /// The daemon answered with something else than was asked (a bug).
+    #[error("the daemon gave an unexpected answer")]
+    BadReply,
 }
 
 /// What the daemon reports to its listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message from `from` in `room` was stored. `muted`: the room or
-    /// the sender is muted, so it is not to be notified or counted unread.
+    /// the sender is muted, so it is not to be notified (it is counted
+    /// unread, flagged: see [`RoomSummary::unread_muted`]).
+    /// `cursor` is where it is stored (see [`SubscribeOptions::since`]).
     ///
     /// Every event that names a peer also carries how it is shown
     /// (`from_name`, `to_name`, `peer_name`): its display name, with an id
@@ -187,12 +204,17 @@ pub enum Event {
         timestamp: u64,
         text: String,
         muted: bool,
+        cursor: u64,
     },
-    /// An authentic message we hold no key for was stored unreadable.
+    /// An authentic message we hold no key for was stored unreadable (a
+    /// `MessageReceived` of it follows if its key arrives).
     Undecryptable {
+        room: RoomId,
         from: PeerId,
         from_name: String,
         id: MessageId,
+        timestamp: u64,
+        cursor: u64,
     },
     /// `to` stored our message `id`.
     Delivered {
@@ -245,6 +267,40 @@ pub enum Event {
         label: String,
         previous: Option<String>,
     },
+    /// A room's unread count changed (a message came, the read marker
+    /// moved, a mute changed). `unread_muted` of them are in a muted room
+    /// or from a muted sender: counted, not to be notified.
+    UnreadChanged {
+        room: RoomId,
+        unread: u64,
+        unread_muted: u64,
+    },
+    /// Our message `id` in `room` is now stored by `delivered` of its `of`
+    /// recipients ("delivered to k of n").
+    Receipt {
+        room: RoomId,
+        id: MessageId,
+        delivered: usize,
+        of: usize,
+    },
+}
+
+impl Event {
+    /// The store cursor of a message event (`None` for other events).
+    pub fn cursor(&self) -> Option<u64> {
+        match self {
+            Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } => {
+                Some(*cursor)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_cursor(&mut self, value: u64) {
+        if let Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } = self {
+            *cursor = value;
+        }
+    }
 }
 
 impl Event {
@@ -260,23 +316,30 @@ impl Event {
                 timestamp,
                 text,
                 muted,
+                cursor,
             } => format!(
-                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"time_ms":{},"text":"{}","muted":{muted},"cursor":{cursor}}}"#,
                 json_escape(from_name),
+                crate::proto::hlc::millis(*timestamp),
                 json_escape(text),
                 room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
             ),
             Event::Undecryptable {
+                room,
                 from,
                 from_name,
                 id,
+                timestamp,
+                cursor,
             } => format!(
-                r#"{{"event":"undecryptable","from":"{}","from_name":"{}","id":"{}"}}"#,
+                r#"{{"event":"undecryptable","room":"{}","from":"{}","from_name":"{}","id":"{}","timestamp":{timestamp},"time_ms":{},"cursor":{cursor}}}"#,
+                PeerId(room.0).to_hex(),
                 from.to_hex(),
                 json_escape(from_name),
-                id.to_hex()
+                id.to_hex(),
+                crate::proto::hlc::millis(*timestamp),
             ),
             Event::Delivered { to, to_name, id } => format!(
                 r#"{{"event":"delivered","to":"{}","to_name":"{}","id":"{}"}}"#,
@@ -350,6 +413,24 @@ impl Event {
                     .as_ref()
                     .map_or_else(|| "null".to_owned(), |p| format!("\"{}\"", json_escape(p)))
             ),
+            Event::UnreadChanged {
+                room,
+                unread,
+                unread_muted,
+            } => format!(
+                r#"{{"event":"unread","room":"{}","unread":{unread},"unread_muted":{unread_muted}}}"#,
+                PeerId(room.0).to_hex()
+            ),
+            Event::Receipt {
+                room,
+                id,
+                delivered,
+                of,
+            } => format!(
+                r#"{{"event":"receipt","room":"{}","id":"{}","delivered":{delivered},"of":{of}}}"#,
+                PeerId(room.0).to_hex(),
+                id.to_hex()
+            ),
         }
     }
 }
@@ -364,9 +445,17 @@ impl fmt::Display for Event {
                 text,
                 ..
             } => write!(f, "[{}] {from_name}: {text}", PeerId(room.0).short()),
-            Event::Undecryptable { from_name, id, .. } => {
-                write!(f, "{from_name}: (unreadable message {})", id.short())
-            }
+            Event::Undecryptable {
+                room,
+                from_name,
+                id,
+                ..
+            } => write!(
+                f,
+                "[{}] {from_name}: (unreadable message {})",
+                PeerId(room.0).short(),
+                id.short()
+            ),
             Event::Delivered { to_name, id, .. } => {
                 write!(f, "delivered {} to {to_name}", id.short())
             }
@@ -413,6 +502,12 @@ impl fmt::Display for Event {
                 Some(previous) => write!(f, "{previous} ({}) is now {label}", peer.short()),
                 None => write!(f, "{} is {label}", peer.short()),
             },
+            Event::UnreadChanged { room, unread, .. } => {
+                write!(f, "room {} has {unread} unread", PeerId(room.0).short())
+            }
+            Event::Receipt {
+                id, delivered, of, ..
+            } => write!(f, "{} delivered to {delivered} of {of}", id.short()),
         }
     }
 }
@@ -485,6 +580,11 @@ pub struct RoomSummary {
     pub muted: Option<Mute>,
     /// An invitation not answered yet (`admin` is who invited us).
     pub invited: bool,
+    /// Messages from others after our read marker.
+    pub unread: u64,
+    /// Of `unread`, those in a muted room or from a muted sender (counted
+    /// but flagged: not to be notified).
+    pub unread_muted: u64,
 }
 
 /// Counters for `kith status`.
@@ -586,6 +686,9 @@ pub struct DaemonHandle {
     first_events: Mutex<Option<Receiver<Event>>>,
     public: PublicIdentity,
     data_dir: PathBuf,
+    /// Full 64-hex targets already resolved (an id keeps its meaning), so
+    /// a device sending many messages to one id pays for the lookup once.
+    resolved: Mutex<HashMap<String, Target>>,
 }
 
 /// Asks a daemon to stop from another thread (a signal watcher, the control
@@ -622,7 +725,7 @@ pub fn start(
     let discovery = config.discovery.clone();
     let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
     let (events_tx, events_rx) = mpsc::channel();
-    driver.subscribe(events_tx);
+    driver.subscribe(Sink::Events(events_tx), None, None);
     let net = net::spawn(config.net, driver)?;
     // mDNS announces our port, known only now that the socket is bound.
     let attach = discovery::prepare(&discovery, &public, net.local_addr(), net.sender())?;
@@ -636,6 +739,7 @@ pub fn start(
         first_events: Mutex::new(Some(events_rx)),
         public,
         data_dir: data_dir.to_owned(),
+        resolved: Mutex::new(HashMap::new()),
     };
     if config.control_socket {
         let server = control::ControlServer::start(
@@ -644,6 +748,7 @@ pub fn start(
             handle.net.sender(),
             handle.stop_requester(),
             handle.net.shared_stats(),
+            handle.public.peer_id(),
         )?;
         handle.control = Some(server);
     }
@@ -680,12 +785,14 @@ impl DaemonHandle {
     /// Sends `text` to `to` (a peer id, or a peer's public key read as an
     /// id). Returns once the message is queued and stored.
     pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&to.to_hex(), text)
+        // An id, or a public key read as one.
+        let to = self.resolve_cached(&to.to_hex(), ResolveKind::Peer)?;
+        self.submit(to, text)?.wait()
     }
 
     /// Sends `text` to every member of group `room`.
     pub fn send_room(&self, room: RoomId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&PeerId(room.0).to_hex(), text)
+        self.submit(Target::Room(room), text)?.wait()
     }
 
     /// Sends `text` to a peer or group room named as a user would: an id,
@@ -699,123 +806,178 @@ impl DaemonHandle {
     /// messages keeps several under way; the daemon seals and sends each at
     /// once and stores a burst of them in one transaction.
     pub fn submit_to(&self, to: &str, text: &str) -> Result<PendingSend, DaemonError> {
+        let target = self.resolve_cached(to, ResolveKind::Target)?;
+        self.submit(target, text)
+    }
+
+    /// [`DaemonHandle::resolve`], remembering full 64-hex ids.
+    fn resolve_cached(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        let full = PeerId::from_hex(text.trim()).is_some();
+        let key = format!("{kind:?} {}", text.trim().to_ascii_lowercase());
+        // A poisoned lock only means a panic elsewhere; the map is valid.
+        let cache = || {
+            self.resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if full && let Some(target) = cache().get(&key) {
+            return Ok(*target);
+        }
+        let target = self.resolve(text, kind)?;
+        if full {
+            cache().insert(key, target);
+        }
+        Ok(target)
+    }
+
+    /// Queues `text` for `to` without waiting; see [`DaemonHandle::submit_to`].
+    pub fn submit(&self, to: Target, text: &str) -> Result<PendingSend, DaemonError> {
         let (reply, rx) = mpsc::channel();
-        self.net.sender().send(Command::Send {
-            to: to.to_owned(),
-            text: text.to_owned(),
-            reply,
+        self.net.sender().send(Command::Request {
+            request: Request::Send {
+                to,
+                text: text.to_owned(),
+            },
+            reply: ReplyTo::Channel(reply),
         })?;
         Ok(PendingSend(rx))
     }
 
+    /// Turns text a person typed (an id, a public key, a hex prefix, a
+    /// name) into an id of `kind`.
+    pub fn resolve(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        match self.ask(Request::Resolve {
+            text: text.to_owned(),
+            kind,
+        })? {
+            Reply::Target(target) => Ok(target),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
     /// Creates a group room with us as admin and invites `members`.
     pub fn create_room(&self, name: &str, members: &[PeerId]) -> Result<RoomId, DaemonError> {
-        self.request(|reply| Command::CreateRoom {
+        match self.ask(Request::CreateRoom {
             name: name.to_owned(),
-            members: members.iter().map(PeerId::to_hex).collect(),
-            reply,
-        })?
+            members: members.to_vec(),
+        })? {
+            Reply::Room(room) => Ok(room),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Adds `peer` to group `room` (we must be its admin).
     pub fn invite(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Invite {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::Invite { room, peer }).map(drop)
     }
 
     /// Removes `peer` from group `room` (we must be its admin).
     pub fn remove_member(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::RemoveMember {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::RemoveMember { room, peer }).map(drop)
     }
 
     /// Accepts (`true`) or declines an invitation to `room`.
     pub fn answer_invite(&self, room: RoomId, accept: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AnswerInvite {
-            room: PeerId(room.0).to_hex(),
-            accept,
-            reply,
-        })?
+        self.ask(Request::AnswerInvite { room, accept }).map(drop)
     }
 
     /// Leaves group `room`.
     pub fn leave(&self, room: RoomId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Leave {
-            room: PeerId(room.0).to_hex(),
-            reply,
-        })?
+        self.ask(Request::Leave { room }).map(drop)
     }
 
-    /// Every room: group rooms and direct chats.
+    /// Every room: group rooms and direct chats, with unread counts.
+    /// Answered from memory: cheap to ask every second.
     pub fn rooms(&self) -> Result<Vec<RoomSummary>, DaemonError> {
-        self.request(|reply| Command::Rooms { reply })
+        match self.ask(Request::Rooms)? {
+            Reply::Rooms(rooms) => Ok(rooms),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// A page of `room`'s history, newest first in (timestamp, id) order:
+    /// up to `limit` messages older than the one at cursor `before` (the
+    /// newest with `None`). Pass the page's `next` as `before` for the
+    /// page after.
+    pub fn history(
+        &self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, DaemonError> {
+        match self.ask(Request::History {
+            room,
+            before,
+            limit,
+        })? {
+            Reply::History(page) => Ok(page),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// Marks `room` read up to the message at cursor `up_to` (its newest
+    /// message with `None`); persists. Returns what is still unread.
+    pub fn mark_read(&self, room: RoomId, up_to: Option<u64>) -> Result<u64, DaemonError> {
+        match self.ask(Request::MarkRead { room, up_to })? {
+            Reply::Unread(unread) => Ok(unread),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Blocks (or with `false` unblocks) `peer`: it is never shown, probed
     /// or answered, and its datagrams are dropped before any cryptography.
     /// Persists.
     pub fn block(&self, peer: PeerId, blocked: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Block {
-            peer: peer.to_hex(),
-            blocked,
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Block { peer, blocked }).map(drop)
     }
 
     /// Mutes a room or a peer (`target` as for [`DaemonHandle::send_to`])
     /// until `mute` ends, or unmutes it with `None`. Persists.
     pub fn mute(&self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Mute {
-            target: target.to_owned(),
-            mute,
-            reply,
-        })?
+        let target = self.resolve(target, ResolveKind::Target)?;
+        self.ask(Request::Mute { target, mute }).map(drop)
     }
 
     /// Adds (or re-addresses) a peer and queues its outbox.
     pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AddPeer {
-            peer: Box::new(PeerAddr { public, addr }),
-            reply,
-        })?
+        self.ask(Request::AddPeer(Box::new(PeerAddr { public, addr })))
+            .map(drop)
     }
 
     /// The peer table.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, DaemonError> {
-        self.request(|reply| Command::Peers { reply })
+        match self.ask(Request::Peers)? {
+            Reply::Peers(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// What discovery sees: interfaces, peers, registry state.
     pub fn discovery(&self) -> Result<DiscoveryReport, DaemonError> {
-        self.request(|reply| Command::Discovery { reply })
+        match self.ask(Request::Discovery)? {
+            Reply::Discovery(report) => Ok(*report),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Accepts a contact request.
     pub fn accept(&self, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Accept {
-            peer: peer.to_hex(),
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Accept { peer }).map(drop)
     }
 
     /// The peers we blocked.
     pub fn blocked(&self) -> Result<Vec<PeerId>, DaemonError> {
-        self.request(|reply| Command::Blocked { reply })
+        match self.ask(Request::Blocked)? {
+            Reply::Blocked(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Chooses our display name (1 to 64 characters after trimming; no
     /// control, bidi or invisible characters): signed, stored, and sent to
     /// every contact and room member (to those away when they are back).
     pub fn set_profile(&self, name: &str) -> Result<(), DaemonError> {
-        self.request(|reply| Command::SetProfile {
+        request(&self.net.sender(), |reply| Command::SetProfile {
             name: name.to_owned(),
             reply,
         })?
@@ -860,6 +1022,12 @@ impl DaemonHandle {
         status(&self.net.sender(), &self.net.shared_stats())
     }
 
+    /// Asks `request` and waits (bounded) for its answer: the blocking
+    /// form of [`Subscription::request`].
+    pub fn ask(&self, request: Request) -> Result<Reply, DaemonError> {
+        ask(&self.net.sender(), request)
+    }
+
     /// A stream of events: the first call gets every event since start,
     /// later calls every event from then on. Any number may be open.
     pub fn events(&self) -> Result<Receiver<Event>, DaemonError> {
@@ -877,8 +1045,38 @@ impl DaemonHandle {
         // Waits until the subscription is in place: the network thread may
         // take datagrams before commands, and an event of something the
         // caller does next must not be published before it is.
-        self.request(|reply| Command::Subscribe { events: tx, reply })?;
+        subscribe(&self.net.sender(), Sink::Events(tx), None, None)?;
         Ok(rx)
+    }
+
+    /// Subscribes to [`Update`]s: events, the replies to requests made
+    /// with [`Subscription::request`], and (with
+    /// [`SubscribeOptions::since`]) a replay of what was stored after a
+    /// cursor first. Returns once the subscription is in place, so the
+    /// events of anything done afterwards reach it. The waker, if any, is
+    /// called on the network thread after each batch of updates.
+    pub fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, DaemonError> {
+        let (tx, rx) = mpsc::channel();
+        let sender = self.net.sender();
+        let id = subscribe(&sender, Sink::Updates(tx), options.since, options.waker)?;
+        Ok(Subscription {
+            id,
+            updates: rx,
+            commands: sender,
+            next_request: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// [`DaemonHandle::subscribe`] with a waker and no replay: what a UI
+    /// wants (`waker` is typically `move || ctx.request_repaint()`).
+    pub fn subscribe_with_waker(
+        &self,
+        waker: Box<dyn Fn() + Send>,
+    ) -> Result<Subscription, DaemonError> {
+        self.subscribe(SubscribeOptions {
+            waker: Some(waker),
+            since: None,
+        })
     }
 
     /// A handle other threads can use to ask for a stop.
@@ -906,24 +1104,18 @@ impl DaemonHandle {
             None => Ok(()),
         }
     }
-
-    fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, DaemonError> {
-        request(&self.net.sender(), command)
-    }
 }
 
 /// A message handed to the daemon by [`DaemonHandle::submit_to`].
-pub struct PendingSend(Receiver<Result<MessageId, DaemonError>>);
+pub struct PendingSend(Receiver<Result<Reply, DaemonError>>);
 
 impl PendingSend {
     /// Waits (bounded) until the message is queued and stored; its id.
     pub fn wait(self) -> Result<MessageId, DaemonError> {
-        self.0
-            .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|error| match error {
-                RecvTimeoutError::Timeout => DaemonError::NotResponding,
-                RecvTimeoutError::Disconnected => DaemonError::Stopped,
-            })?
+        match wait_reply(&self.0)? {
+            Reply::Sent(id) => Ok(id),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 }
 
@@ -931,9 +1123,11 @@ impl PendingSend {
 /// read directly. The one way to build a [`Status`], for the handle and
 /// the control socket alike.
 fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status, DaemonError> {
-    let mut status = request(sender, |reply| Command::Status { reply })?;
+    let Reply::Status(mut status) = ask(sender, Request::Status)? else {
+        return Err(DaemonError::BadReply);
+    };
     status.net = net.snapshot();
-    Ok(status)
+    Ok(*status)
 }
 
 /// A search, for the handle and the control socket alike: it may take
@@ -953,7 +1147,7 @@ fn search_request(
         limit,
         reply,
     })?;
-    wait_reply(&rx, SEARCH_TIMEOUT)?
+    wait_for(&rx, SEARCH_TIMEOUT)?
 }
 
 /// Sends a command with a reply channel and waits (bounded) for the answer.
@@ -963,11 +1157,49 @@ fn request<T>(
 ) -> Result<T, DaemonError> {
     let (tx, rx) = mpsc::channel();
     sender.send(command(tx))?;
-    wait_reply(&rx, REPLY_TIMEOUT)
+    wait_for(&rx, REPLY_TIMEOUT)
 }
 
-fn wait_reply<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
+fn wait_for<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
     rx.recv_timeout(timeout).map_err(|error| match error {
+        RecvTimeoutError::Timeout => DaemonError::NotResponding,
+        RecvTimeoutError::Disconnected => DaemonError::Stopped,
+    })
+}
+
+/// Sends a request and waits (bounded) for the answer.
+fn ask(sender: &net::CommandSender<Command>, request: Request) -> Result<Reply, DaemonError> {
+    let (tx, rx) = mpsc::channel();
+    sender.send(Command::Request {
+        request,
+        reply: ReplyTo::Channel(tx),
+    })?;
+    wait_reply(&rx)
+}
+
+fn wait_reply(rx: &Receiver<Result<Reply, DaemonError>>) -> Result<Reply, DaemonError> {
+    rx.recv_timeout(REPLY_TIMEOUT)
+        .map_err(|error| match error {
+            RecvTimeoutError::Timeout => DaemonError::NotResponding,
+            RecvTimeoutError::Disconnected => DaemonError::Stopped,
+        })?
+}
+
+/// Adds a subscriber and waits (bounded) until it is in place; its id.
+fn subscribe(
+    sender: &net::CommandSender<Command>,
+    sink: Sink,
+    since: Option<u64>,
+    waker: Option<Box<dyn Fn() + Send>>,
+) -> Result<u64, DaemonError> {
+    let (reply, rx) = mpsc::channel();
+    sender.send(Command::Subscribe {
+        sink,
+        since,
+        waker,
+        reply,
+    })?;
+    rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
         RecvTimeoutError::Timeout => DaemonError::NotResponding,
         RecvTimeoutError::Disconnected => DaemonError::Stopped,
     })
@@ -1004,6 +1236,100 @@ mod tests {
                 .to_json()
                 .ends_with(r#""name":"Sam \"the\" man","label":"Sam","previous":null}"#)
         );
+    }
+
+    /// Every event's JSON line is one valid JSON object naming its kind,
+    /// whatever the text holds.
+    #[test]
+    fn every_event_is_valid_json() {
+        let (room, peer, id) = (RoomId([1; 32]), PeerId([2; 32]), MessageId([3; 32]));
+        let tricky = "quote \" backslash \\ newline \n nul \u{0} bidi \u{202e} é".to_owned();
+        let events = [
+            Event::MessageReceived {
+                room,
+                from: peer,
+                from_name: tricky.clone(),
+                id,
+                timestamp: 5 << 16,
+                text: tricky.clone(),
+                muted: true,
+                cursor: 9,
+            },
+            Event::Undecryptable {
+                room,
+                from: peer,
+                from_name: "Sam·0202".to_owned(),
+                id,
+                timestamp: 1,
+                cursor: 2,
+            },
+            Event::Delivered {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::Undelivered {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::Refused {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::PeerOnline {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::PeerOffline {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::RoomInvited {
+                room,
+                name: tricky.clone(),
+                from: peer,
+                from_name: tricky.clone(),
+            },
+            Event::RoomJoined {
+                room,
+                name: tricky.clone(),
+            },
+            Event::RoomChanged { room },
+            Event::RoomRemoved { room },
+            Event::ContactRequest {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::PeerRenamed {
+                peer,
+                name: tricky.clone(),
+                label: tricky.clone(),
+                previous: Some(tricky.clone()),
+            },
+            Event::UnreadChanged {
+                room,
+                unread: 3,
+                unread_muted: 1,
+            },
+            Event::Receipt {
+                room,
+                id,
+                delivered: 1,
+                of: 2,
+            },
+        ];
+        for event in events {
+            let value: serde_json::Value =
+                serde_json::from_str(&event.to_json()).expect("valid JSON");
+            assert!(value["event"].is_string(), "{value}");
+            if let Event::MessageReceived { .. } = event {
+                assert_eq!(value["text"], tricky.as_str());
+                assert_eq!(value["cursor"], 9);
+                assert_eq!(value["time_ms"], 5);
+            }
+        }
     }
 
     #[test]

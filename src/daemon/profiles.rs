@@ -252,7 +252,9 @@ impl Event {
             Event::PeerRenamed { .. }
             | Event::RoomJoined { .. }
             | Event::RoomChanged { .. }
-            | Event::RoomRemoved { .. } => None,
+            | Event::RoomRemoved { .. }
+            | Event::UnreadChanged { .. }
+            | Event::Receipt { .. } => None,
         }
     }
 }

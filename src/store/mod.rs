@@ -27,6 +27,7 @@
 
 mod batch;
 mod chains;
+mod history;
 mod invitations;
 mod journal;
 mod keys;
@@ -43,6 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
+pub use history::HistoryEntry;
 pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
@@ -326,8 +328,9 @@ pub struct Store {
     /// What the journal holds, in order (so settling need not read it).
     unsettled: Vec<JournalRecord>,
     /// Ids of journaled messages that turned out new when they reached the
-    /// database, for the next [`Store::settle`] to report.
-    settled_fresh: Vec<MessageId>,
+    /// database, with their row numbers (cursors), for the next
+    /// [`Store::settle`] to report.
+    settled_fresh: Vec<(MessageId, u64)>,
 }
 
 impl std::fmt::Debug for Store {
