@@ -24,6 +24,7 @@ use kith::proto::crypto::{
 };
 use kith::proto::ids::{PeerId, RoomId};
 use kith::proto::node::Control;
+use kith::proto::profile::{SignedProfile, check_name};
 use kith::proto::reliable::{Config, Packet, Reliable, RoomConfig};
 use kith::proto::sync;
 use kith::proto::wire::Datagram;
@@ -49,7 +50,13 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("journal_record", journal_record),
     ("control_line", control_line),
     ("mdns_txt", mdns_txt),
+    ("profile_record", profile_record),
 ];
+
+/// The identity whose profile records [`profile_record`] accepts.
+pub fn profile_signer() -> Identity {
+    Identity::from_secret_bytes(&[0x11; 32])
+}
 
 /// A `kt` datagram (`proto::wire`), the outermost layer of peer traffic.
 pub fn datagram(data: &[u8]) -> bool {
@@ -255,5 +262,22 @@ pub fn mdns_txt(data: &[u8]) -> bool {
         Ok(None) => assert!(public_key.is_none()),
         Err(_) => return false,
     }
+    true
+}
+
+/// A profile record (`proto::profile`), as a peer hands it over: checked
+/// against [`profile_signer`], the key the receiver holds for the sender.
+/// Whatever it accepts holds a name that passes the name rules. The name
+/// rules themselves take any text.
+pub fn profile_record(data: &[u8]) -> bool {
+    let _ = check_name(&String::from_utf8_lossy(data));
+    let Ok(record) = SignedProfile::verify(data, &profile_signer().public()) else {
+        return false;
+    };
+    assert_eq!(record.bytes, data);
+    assert_eq!(
+        check_name(&record.profile.name),
+        Ok(record.profile.name.clone())
+    );
     true
 }

@@ -6,13 +6,14 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith::account::{Account, PermissionWarning, default_data_dir};
-use kith::daemon::control::{Client, ListenFormat};
+use kith::daemon::control::{Client, ControlError, ListenFormat};
 use kith::daemon::{self, DaemonConfig, DiscoveryConfig, PeerAddr, RegistryTarget};
 use kith::discovery::InterfaceSpec;
 use kith::discovery::presence::PresenceConfig;
 use kith::net::NetConfig;
 use kith::proto::crypto::{PublicIdentity, safety_number};
 use kith::proto::ids::PeerId;
+use kith::proto::profile::{SignedProfile, check_name};
 use kith::store::KdfParams;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -47,9 +48,25 @@ enum Command {
     /// Open the desktop app (what `kith` alone does)
     App(AppArgs),
     /// Create an account: an encrypted store and a new identity
-    Init,
+    Init {
+        /// Your display name, as contacts and room members see it (1-64
+        /// characters; no control, bidi or invisible characters)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Choose your display name: signed and sent to your contacts and room
+    /// members (through the running daemon, or at its next start)
+    Profile {
+        /// 1-64 characters; no control, bidi or invisible characters
+        #[arg(long)]
+        name: String,
+    },
     /// Print your peer id and public key
-    Id,
+    Id {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the safety number between you and a contact's public key
     Verify {
         /// The contact's public key: 64 hexadecimal characters (`kith id` on their side)
@@ -68,9 +85,40 @@ enum Command {
     },
     /// List the daemon's peers: id, public key, address, online|offline|nearby
     /// (nearby: announced, not kept alive), outbox size, muted, relation
-    Peers,
-    /// List rooms: group rooms and direct chats
-    Rooms,
+    Peers {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rooms: group rooms and direct chats, with unread counts
+    Rooms {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a room's messages, newest first, a page at a time
+    History {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        room: String,
+        /// Messages per page (at most 1000)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only messages older than this cursor (the first column; the
+        /// last line of a page says which cursor gives the next page)
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<u64>,
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a room read (up to its newest message, or --up-to CURSOR)
+    Read {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        room: String,
+        /// Read up to this message's cursor (see `kith history`)
+        #[arg(long, value_name = "CURSOR")]
+        up_to: Option<u64>,
+    },
     /// Create a group room, invite to it, remove from it, or leave it
     #[command(subcommand)]
     Room(RoomCommand),
@@ -99,7 +147,11 @@ enum Command {
         target: String,
     },
     /// Print the daemon's counters (messages, datagrams, drops by reason)
-    Status,
+    Status {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the daemon's events as they happen
     Listen {
         /// One JSON object per line, for scripts (muted messages included,
@@ -109,14 +161,45 @@ enum Command {
         /// Also print messages from muted rooms and peers
         #[arg(long)]
         all: bool,
+        /// First replay every message stored after this cursor (every
+        /// message event carries its cursor; 0 replays everything), then
+        /// go live: nothing missed while away, nothing twice
+        #[arg(long, value_name = "CURSOR")]
+        since: Option<u64>,
+    },
+    /// Search message text (ignoring case), newest first, through the
+    /// running daemon: every room, or one
+    Search {
+        /// The text to look for
+        text: String,
+        /// Only this room (or this peer's direct chat), as for `send --to`
+        #[arg(long)]
+        room: Option<String>,
+        /// Results older than this cursor (printed after a full page)
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
+        /// At most this many results (1-1000)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON document: {"results":[...],"next":CURSOR|null}; each result has room, id, from, from_name, timestamp (HLC), time_ms, cursor, ours, text
+        #[arg(long)]
+        json: bool,
     },
     /// Stop the running daemon cleanly
     Stop,
     /// Print what discovery sees: interfaces, mDNS, registry state, and
     /// every peer heard or sighted (address, source, when last heard)
-    Discovery,
+    Discovery {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// List the peers you blocked
-    Blocked,
+    Blocked {
+        /// Print one JSON document (see README, "JSON output")
+        #[arg(long)]
+        json: bool,
+    },
     /// Accept a contact request (someone you did not know wrote to you)
     Accept {
         /// The peer, as for `send --to`
@@ -310,17 +393,46 @@ fn run(cli: Cli) -> Result<()> {
             .transpose()?;
             run_app(data_dir, args, passphrase)
         }
-        Command::Init => {
+        Command::Init { name } => {
+            // Checked first: a refused name creates nothing.
+            let name = name.map(|n| check_name(&n)).transpose()?;
             let passphrase = passphrase(&cli.passphrase_file)?;
-            let account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
+            let mut account = Account::create(&data_dir, &passphrase, KdfParams::default())?;
             warn_permissions(account.permission_warnings());
+            if let Some(name) = name {
+                store_profile(&mut account, &name)?;
+            }
             outln!("created a kith account in {}", data_dir.display())?;
             print_identity(&account)
         }
-        Command::Id => {
+        Command::Profile { name } => {
+            let name = check_name(&name)?;
+            match Client::connect(&data_dir) {
+                Ok(client) => {
+                    client.call("profile", &[&name])?;
+                    outln!("you are {name}")?;
+                }
+                Err(ControlError::NotRunning(_)) => {
+                    let mut account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
+                    store_profile(&mut account, &name)?;
+                    outln!("you are {name} (sent to your contacts when the daemon next runs)")?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            Ok(())
+        }
+        Command::Id { json } => {
             let account = Account::open(&data_dir, &passphrase(&cli.passphrase_file)?)?;
             warn_permissions(account.permission_warnings());
-            print_identity(&account)
+            if json {
+                let public = account.identity.public();
+                outln!(
+                    "{}",
+                    kith::daemon::json::id(&public.peer_id(), &public.to_bytes())
+                )
+            } else {
+                print_identity(&account)
+            }
         }
         Command::Verify { public_key } => {
             let key = PeerId::from_hex(public_key.trim())
@@ -340,8 +452,10 @@ fn run(cli: Cli) -> Result<()> {
             let passphrase = passphrase(&cli.passphrase_file)?;
             run_daemon(&data_dir, &passphrase, args)
         }
-        Command::Discovery => print_lines(&data_dir, "discovery"),
-        Command::Blocked => print_lines(&data_dir, "blocked"),
+        Command::Discovery { json: true } => print_json(&data_dir, "discovery"),
+        Command::Discovery { json: false } => print_lines(&data_dir, "discovery", None),
+        Command::Blocked { json: true } => print_json(&data_dir, "blocked"),
+        Command::Blocked { json: false } => print_lines(&data_dir, "blocked", Some("PEER")),
         Command::Accept { peer } => {
             let (_, id) = Client::connect(&data_dir)?.call("accept", &[&peer])?;
             outln!("accepted {id}")?;
@@ -357,8 +471,25 @@ fn run(cli: Cli) -> Result<()> {
             outln!("{id}")?;
             Ok(())
         }
-        Command::Peers => print_lines(&data_dir, "peers"),
-        Command::Rooms => print_rooms(&data_dir),
+        Command::Peers { json: true } => print_json(&data_dir, "peers"),
+        Command::Peers { json: false } => print_lines(
+            &data_dir,
+            "peers",
+            Some("PEER PUBLIC_KEY ADDRESS STATE OUTBOX MUTED RELATION"),
+        ),
+        Command::Rooms { json: true } => print_json(&data_dir, "rooms"),
+        Command::Rooms { json: false } => print_rooms(&data_dir),
+        Command::History {
+            room,
+            limit,
+            before,
+            json,
+        } => print_history(&data_dir, &room, limit, before, json),
+        Command::Read { room, up_to } => {
+            let line = kith::daemon::control::Request::Read { room, up_to }.emit();
+            let (_, unread) = Client::connect(&data_dir)?.request(&line)?;
+            outln!("{unread} unread")
+        }
         Command::Room(command) => {
             let client = Client::connect(&data_dir)?;
             let (_, value) = match &command {
@@ -409,12 +540,20 @@ fn run(cli: Cli) -> Result<()> {
             Client::connect(&data_dir)?.call("unmute", &[&target])?;
             Ok(())
         }
-        Command::Status => print_lines(&data_dir, "status"),
+        Command::Status { json: true } => print_json(&data_dir, "status"),
+        Command::Status { json: false } => print_lines(&data_dir, "status", Some("COUNTER VALUE")),
+        Command::Search {
+            text,
+            room,
+            before,
+            limit,
+            json,
+        } => print_search(&data_dir, text, room, before, limit, json),
         Command::Stop => {
             Client::connect(&data_dir)?.request("stop")?;
             Ok(())
         }
-        Command::Listen { json, all } => {
+        Command::Listen { json, all, since } => {
             let format = match (json, all) {
                 (true, _) => ListenFormat::Json,
                 (false, true) => ListenFormat::TextWithMuted,
@@ -424,7 +563,7 @@ fn run(cli: Cli) -> Result<()> {
             // The client reports the closure's error as its own; this tells
             // a closed stdout apart from a lost daemon.
             let mut stdout_closed = false;
-            let listened = Client::connect(&data_dir)?.listen(format, |line| {
+            let listened = Client::connect(&data_dir)?.listen_since(format, since, |line| {
                 let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
                 stdout_closed = written
                     .as_ref()
@@ -469,9 +608,21 @@ fn parse_duration(text: &str) -> Result<Option<Duration>> {
 /// `kith rooms`: one line per room, for people.
 fn print_rooms(data_dir: &Path) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request("rooms")?;
+    outln!("ROOM  KIND  MEMBERS  EPOCH  UNREAD  NAME")?;
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
-        let [id, kind, epoch, members, mute, _admin, name] = fields[..] else {
+        let [
+            id,
+            kind,
+            epoch,
+            members,
+            mute,
+            _admin,
+            name,
+            unread,
+            unread_muted,
+        ] = fields[..]
+        else {
             bail!("the daemon sent a room line this kith does not understand: {line}");
         };
         let name = kith::daemon::control::hex_decode(name)
@@ -482,15 +633,156 @@ fn print_rooms(data_dir: &Path) -> Result<()> {
             "forever" => "  (muted)".to_owned(),
             _ => "  (muted for now)".to_owned(),
         };
-        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {name}{mute}")?;
+        let unread = match (unread, unread_muted) {
+            (total, "0") => total.to_owned(),
+            (total, muted) => format!("{total} ({muted} muted)"),
+        };
+        outln!("{id}  {kind:6}  {members} members  epoch {epoch}  {unread} unread  {name}{mute}")?;
     }
     Ok(())
 }
 
-fn print_lines(data_dir: &Path, request: &str) -> Result<()> {
+/// `kith search`: one line per message for people, or one JSON document.
+fn print_search(
+    data_dir: &Path,
+    text: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    use kith::daemon::control::{Request, hex_decode};
+    use kith::daemon::json_escape;
+    if !(1..=kith::store::MAX_SEARCH_LIMIT).contains(&limit) {
+        bail!("--limit must be 1 to {}", kith::store::MAX_SEARCH_LIMIT);
+    }
+    let before = before
+        .map(|cursor| {
+            kith::daemon::search::parse_cursor(&cursor)
+                .with_context(|| format!("{cursor:?} is not a cursor printed by kith search"))
+        })
+        .transpose()?;
+    let line = Request::Search {
+        text,
+        room,
+        before,
+        limit,
+    }
+    .emit();
+    let (lines, _) = Client::connect(data_dir)?.request(&line)?;
+    let text_of = |hex: &str| {
+        hex_decode(hex)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut results = Vec::with_capacity(lines.len());
+    let mut next = None;
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [room, id, from, timestamp, cursor, ours, from_name, body] = fields[..] else {
+            bail!("the daemon sent a search line this kith does not understand: {line}");
+        };
+        next = Some(cursor.to_owned());
+        let (from_name, body) = (text_of(from_name), text_of(body));
+        if json {
+            results.push(format!(
+                r#"{{"room":"{room}","id":"{id}","from":"{from}","from_name":"{}","timestamp":{timestamp},"time_ms":{},"cursor":"{cursor}","ours":{},"text":"{}"}}"#,
+                json_escape(&from_name),
+                timestamp.parse().map_or(0, kith::proto::hlc::millis),
+                ours == "ours",
+                json_escape(&body)
+            ));
+        } else {
+            results.push(format!(
+                "{}  {from_name}: {}",
+                &room[..8.min(room.len())],
+                body.replace('\n', " ⏎ ")
+            ));
+        }
+    }
+    // Only a full page may have more after it.
+    let next = next.filter(|_| lines.len() == limit);
+    if json {
+        let next = next.map_or_else(|| "null".to_owned(), |c| format!("\"{c}\""));
+        outln!(r#"{{"results":[{}],"next":{next}}}"#, results.join(","))?;
+    } else {
+        outln!("ROOM      FROM: TEXT (newest first)")?;
+        for result in results {
+            outln!("{result}")?;
+        }
+        if let Some(cursor) = next {
+            outln!("more: kith search … --before {cursor}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints a listing's data lines under `header` (a row naming the columns).
+fn print_lines(data_dir: &Path, request: &str, header: Option<&str>) -> Result<()> {
     let (lines, _) = Client::connect(data_dir)?.request(request)?;
+    if let Some(header) = header {
+        outln!("{header}")?;
+    }
     for line in lines {
         outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// Prints the one JSON document a `json LISTING` request answers with.
+fn print_json(data_dir: &Path, listing: &str) -> Result<()> {
+    let (lines, _) = Client::connect(data_dir)?.request(&format!("json {listing}"))?;
+    for line in lines {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// `kith history`: a page of a room's messages, newest first.
+fn print_history(
+    data_dir: &Path,
+    room: &str,
+    limit: usize,
+    before: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let line = kith::daemon::control::Request::History {
+        room: room.to_owned(),
+        before,
+        limit,
+        json,
+    }
+    .emit();
+    let (lines, next) = Client::connect(data_dir)?.request(&line)?;
+    if json {
+        for line in lines {
+            outln!("{line}")?;
+        }
+        return Ok(());
+    }
+    let text = |word: &str| match word {
+        "-" => None,
+        hex => {
+            kith::daemon::control::hex_decode(hex).map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    outln!("CURSOR  TIME  AUTHOR  DELIVERED  TEXT")?;
+    for line in lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [cursor, _id, author, millis, ours, delivered, name, body] = fields[..] else {
+            bail!("the daemon sent a history line this kith does not understand: {line}");
+        };
+        let who = match (ours, text(name)) {
+            ("ours", _) => "you".to_owned(),
+            (_, Some(name)) => name,
+            (_, None) => author.chars().take(8).collect(),
+        };
+        let delivered = if ours == "ours" { delivered } else { "-" };
+        let body = text(body).unwrap_or_else(|| "(unreadable)".to_owned());
+        outln!("{cursor}  {millis}  {who}  {delivered}  {body}")?;
+    }
+    if !next.is_empty() {
+        outln!("(older: kith history {room} --before {next})")?;
     }
     Ok(())
 }
@@ -682,7 +974,33 @@ fn public_key(hex: &str) -> Result<PublicIdentity> {
 fn print_identity(account: &Account) -> Result<()> {
     let public = account.identity.public();
     outln!("peer id     {}", public.peer_id())?;
-    outln!("public key  {}", PeerId(public.to_bytes()))
+    outln!("public key  {}", PeerId(public.to_bytes()))?;
+    if let Some(profile) = account.store.profile(&public.peer_id())? {
+        outln!("name        {}", profile.name)?;
+    }
+    Ok(())
+}
+
+/// Signs and keeps `name` as our profile in a store no daemon has open;
+/// the daemon sends it at its next start. Numbered after the clock and
+/// above any kept before, so it wins over every earlier one.
+fn store_profile(account: &mut Account, name: &str) -> Result<()> {
+    let me = account.identity.peer_id();
+    let previous = account.store.profile(&me)?.map_or(0, |p| p.seq);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    let seq = u64::try_from(now.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(previous.saturating_add(1));
+    let record = SignedProfile::sign(&account.identity, seq, name)?;
+    account.store.put_profile(&kith::store::StoredProfile {
+        peer: me,
+        seq,
+        name: record.profile.name,
+        record: record.bytes,
+    })?;
+    Ok(())
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<String> {

@@ -12,7 +12,7 @@ use common::TempDir;
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
 use kith::net::NetConfig;
-use kith::proto::crypto::PublicIdentity;
+use kith::proto::crypto::{ChainRole, PublicIdentity};
 use kith::proto::ids::{MessageId, PeerId};
 use kith::proto::node::direct_room;
 use kith::store::{DeliveryState, KdfParams, Member};
@@ -153,7 +153,7 @@ fn a_cleanly_stopped_peer_is_offline_within_a_second() {
     let offline = loop {
         let left = (stopped + Duration::from_secs(5)).saturating_duration_since(Instant::now());
         match a_events.recv_timeout(left) {
-            Ok(Event::PeerOffline { peer }) if peer == idb => break Instant::now(),
+            Ok(Event::PeerOffline { peer, .. }) if peer == idb => break Instant::now(),
             Ok(_) => {}
             Err(_) => panic!("A did not show B offline within 5 s of its stop"),
         }
@@ -189,7 +189,7 @@ fn direct_message_round_trip_is_stored_then_delivered() {
     });
     collect_until(
         &a_events,
-        |event| matches!(event, Event::Delivered { to, id: got } if *to == pub_b.peer_id() && *got == id),
+        |event| matches!(event, Event::Delivered { to, id: got, .. } if *to == pub_b.peer_id() && *got == id),
     );
     let peers = a.peers().expect("A answers");
     assert_eq!(peers.len(), 1);
@@ -450,7 +450,7 @@ fn group_room_create_chat_remove_block_mute_and_restart() {
         // Invited first; joined once the user says yes.
         collect_until(
             rx,
-            |e| matches!(e, Event::RoomInvited { room: r, name, from } if *r == room && name == "kitchen" && *from == ids[0]),
+            |e| matches!(e, Event::RoomInvited { room: r, name, from, .. } if *r == room && name == "kitchen" && *from == ids[0]),
         );
         assert!(
             node.2.send_room(room, "too early").is_err(),
@@ -671,7 +671,7 @@ fn a_stranger_writes_first_and_is_accepted() {
         .expect("sent");
     collect_until(
         &b_events,
-        |e| matches!(e, Event::ContactRequest { peer } if *peer == pub_a.peer_id()),
+        |e| matches!(e, Event::ContactRequest { peer, .. } if *peer == pub_a.peer_id()),
     );
     collect_until(
         &b_events,
@@ -1366,4 +1366,63 @@ fn invitations_are_accepted_by_themselves_only_from_contacts() {
     for handle in [a, c, stranger] {
         handle.shutdown().expect("stops cleanly");
     }
+}
+
+/// Issue 17, item 7: once the peer stored our chain's key and a message of
+/// it, the chain's origin (which opens every message of it) leaves the
+/// store; both restart and still read each other.
+#[test]
+fn a_chains_origin_leaves_the_store_once_the_peer_holds_the_chain() {
+    let ((dir_a, pub_a, a), (dir_b, pub_b, b)) = connected_pair("origin-forgotten");
+    let a_events = a.events().expect("A is running");
+    for text in ["one", "two", "three"] {
+        let id = a.send(pub_b.peer_id(), text).expect("B is a peer");
+        collect_until(
+            &a_events,
+            |event| matches!(event, Event::Delivered { id: got, .. } if *got == id),
+        );
+    }
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+    let room = direct_room(pub_a.peer_id(), pub_b.peer_id());
+    {
+        let account = Account::open(&dir_a.path().join("data"), PASS).expect("A's store reopens");
+        let chains = account.store.chains().expect("readable");
+        assert!(
+            chains
+                .iter()
+                .any(|c| c.chain.room == room && c.role == ChainRole::Sending),
+            "the sending chain is kept"
+        );
+        assert!(
+            !chains.iter().any(|c| c.chain.room == room
+                && c.chain.sender == pub_a.peer_id()
+                && c.role == ChainRole::Receiving),
+            "the origin is gone"
+        );
+    }
+    let a = start(&dir_a, loopback(), Vec::new());
+    let b = start(
+        &dir_b,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B is A's peer");
+    let b_events = b.events().expect("B is running");
+    let id = a.send(pub_b.peer_id(), "after the restart").expect("sent");
+    collect_until(&b_events, |event| {
+        matches!(event, Event::MessageReceived { id: got, text, .. }
+            if *got == id && text == "after the restart")
+    });
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+    let texts: Vec<String> = stored_texts(&dir_b, pub_b.peer_id(), pub_a.peer_id())
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(texts, ["one", "two", "three", "after the restart"]);
 }

@@ -373,7 +373,7 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
             .find(|l| l.starts_with(&other.id.to_hex()))
             .unwrap_or_else(|| panic!("alice lists {}:\n{peers}", other.id.short()));
         assert!(
-            line.contains(" nearby ") && line.ends_with("nearby"),
+            line.contains(" nearby ") && line.split(' ').nth(6) == Some("nearby"),
             "{line}"
         );
     }
@@ -434,7 +434,7 @@ fn three_hosts_discover_each_other_by_mdns_and_follow_a_link_down_and_up() {
         .find(|l| l.starts_with(&carol_hex))
         .expect("carol stays listed");
     assert!(
-        line.contains(" offline ") && line.ends_with("contact"),
+        line.contains(" offline ") && line.split(' ').nth(6) == Some("contact"),
         "{line}"
     );
 
@@ -584,4 +584,51 @@ fn two_hosts_without_mdns_find_each_other_through_the_registry() {
         "{b_line}"
     );
     println!("a's kith discovery:\n{report}");
+}
+
+/// The `mdns on name="..."` of `kith discovery`: the name we are announced
+/// under now.
+fn announced_name(node: &Node) -> String {
+    let report = cli(&node.data, &["discovery"]);
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("mdns on name=\""))
+        .unwrap_or_else(|| panic!("no mdns line in kith discovery:\n{report}"));
+    let rest = &line["mdns on name=\"".len()..];
+    rest[..rest.find('"').expect("the name is quoted")].to_owned()
+}
+
+#[test]
+fn two_daemons_given_one_name_are_announced_apart_and_show_it() {
+    let test = "mdns name test";
+    let Some(lan) = lan_or_skip(test, 'n', 5, 2) else {
+        return;
+    };
+    let args = ["--interface", "eth0", "--name", "twin"].map(String::from);
+    let nodes: Vec<Node> = lan
+        .hosts
+        .iter()
+        .zip(["twin-a", "twin-b"])
+        .map(|(host, dir)| start_node(host, identity(dir), &args))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    wait_listed(&nodes[0], &nodes[1].id, "nearby", deadline);
+    wait_listed(&nodes[1], &nodes[0].id, "nearby", deadline);
+    // Past the second announcement and any renaming.
+    std::thread::sleep(Duration::from_secs(2));
+    let names: Vec<String> = nodes.iter().map(announced_name).collect();
+    println!("discovery figure: two daemons named twin announce {names:?}");
+    for (node, name) in nodes.iter().zip(&names) {
+        assert_eq!(*name, format!("twin [{}]", node.id.short()));
+    }
+    // Each shows the other by the name its user gave.
+    for (node, other) in [(&nodes[0], &nodes[1]), (&nodes[1], &nodes[0])] {
+        let report = cli(&node.data, &["discovery"]);
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("peer {}", other.id.to_hex())))
+            .unwrap_or_else(|| panic!("the other twin in kith discovery:\n{report}"));
+        assert!(line.contains("name=\"twin\""), "{line}");
+        assert!(report.contains(" renamed=0 "), "{report}");
+    }
 }

@@ -993,7 +993,9 @@ fn mdns_interop_with_avahi() {
             .expect("avahi-browse runs");
         last = String::from_utf8_lossy(&out.stdout).into_owned();
         seen = last.lines().any(|line| {
-            line.starts_with("=;v0;IPv4;KithNode;_kith._udp;local;")
+            // avahi escapes the space and brackets of "KithNode [c1c1c1c1]".
+            line.starts_with("=;v0;IPv4;KithNode")
+                && line.contains(&format!("{}\\093;_kith._udp;local;", kith_id.short()))
                 && line.contains(";10.77.0.2;7001;")
                 && line.contains(&wanted_txt)
                 && line.contains(&format!("\"v={}\"", wire::VERSION))
@@ -1009,4 +1011,256 @@ fn mdns_interop_with_avahi() {
         avahi_to_kith.as_millis(),
         kith_to_avahi.as_millis()
     );
+}
+
+// ------------------------------------------------------- names (issue 18)
+
+/// A third party on `lo` browsing `_kith._udp`: which instance names it
+/// resolved, and the peer id (TXT `id`) each carried.
+struct Observer {
+    daemon: mdns_sd::ServiceDaemon,
+    events: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    /// Lower-cased fullname → the `id` it announced ("" if none).
+    seen: std::collections::HashMap<String, String>,
+}
+
+impl Observer {
+    fn start() -> Self {
+        let daemon = mdns_sd::ServiceDaemon::new().expect("observer daemon starts");
+        daemon
+            .disable_interface(mdns_sd::IfKind::All)
+            .expect("queued");
+        daemon.enable_interface("lo").expect("queued");
+        let events = daemon.browse(SERVICE_TYPE).expect("queued");
+        Self {
+            daemon,
+            events,
+            seen: Default::default(),
+        }
+    }
+
+    /// Takes in what was resolved or removed during `for`.
+    fn watch(&mut self, for_: Duration) {
+        let end = Instant::now() + for_;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(mdns_sd::ServiceEvent::ServiceResolved(service)) => {
+                    let id = service
+                        .get_property_val_str("id")
+                        .unwrap_or_default()
+                        .to_owned();
+                    self.seen.insert(service.fullname.to_lowercase(), id);
+                }
+                Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, fullname)) => {
+                    self.seen.remove(&fullname.to_lowercase());
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Every instance name announced now with `id`.
+    fn names_of(&self, id: PeerId) -> Vec<String> {
+        let hex = id.to_hex();
+        let mut names: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|(_, announced)| **announced == hex)
+            .map(|(fullname, _)| fullname.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        let _ = self.daemon.shutdown();
+    }
+}
+
+fn fullname_of(instance: &str) -> String {
+    format!("{instance}.{SERVICE_TYPE}").to_lowercase()
+}
+
+#[test]
+fn mdns_two_nodes_given_one_name_announce_distinct_names_they_know() {
+    if !in_child() {
+        run_in_private_netns(
+            "mdns_two_nodes_given_one_name_announce_distinct_names_they_know",
+            "-rn",
+        );
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    let mut observer = Observer::start();
+    let (a_id, b_id) = (peer(0xa1), peer(0xa2));
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, rx_b) = mpsc::channel();
+    let mut a = MdnsDiscovery::start(lo_config(a_id, "Alice", 7001), tx_a, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let mut b = MdnsDiscovery::start(lo_config(b_id, "Alice", 7002), tx_b, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    // Each finds the other, shown by the name its user gave.
+    for (rx, id) in [(&rx_a, b_id), (&rx_b, a_id)] {
+        wait_for(rx, "the other Alice", |e| {
+            matches!(e, DiscoveryEvent::PeerFound { peer_id, display_name, .. }
+                if *peer_id == id && display_name == "Alice")
+        });
+    }
+    // Long enough for any probing, renaming and re-announcing to settle.
+    observer.watch(Duration::from_secs(4));
+    let (a_names, b_names) = (observer.names_of(a_id), observer.names_of(b_id));
+    println!("mdns figure: one display name, two nodes: announced as {a_names:?} and {b_names:?}");
+    assert_eq!(a_names, vec![fullname_of(&a.instance_name())], "node a");
+    assert_eq!(b_names, vec![fullname_of(&b.instance_name())], "node b");
+    assert_ne!(a_names, b_names);
+    assert_eq!(a.counters().renamed + b.counters().renamed, 0);
+    a.shutdown().expect("clean shutdown");
+    b.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn mdns_a_name_taken_by_another_is_given_up_and_the_new_one_reported() {
+    if !in_child() {
+        run_in_private_netns(
+            "mdns_a_name_taken_by_another_is_given_up_and_the_new_one_reported",
+            "-rn",
+        );
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    let id = peer(0xa1);
+    let wanted = kith::discovery::mdns::instance_name_for(&id, "Alice");
+    // Someone else already announces exactly the name this node will want.
+    let squatter = mdns_sd::ServiceDaemon::new().expect("squatter daemon starts");
+    squatter
+        .disable_interface(mdns_sd::IfKind::All)
+        .expect("queued");
+    squatter.enable_interface("lo").expect("queued");
+    let squatter_events = squatter.monitor().expect("queued");
+    let info = mdns_sd::ServiceInfo::new(
+        SERVICE_TYPE,
+        &wanted,
+        "squatter.local.",
+        "127.0.0.1",
+        9000,
+        &[("note", "not kith")][..],
+    )
+    .expect("valid service info");
+    squatter.register(info).expect("queued");
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match squatter_events.recv_timeout(left) {
+            Ok(mdns_sd::DaemonEvent::Announce(..)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the squatter never announced: {e}"),
+        }
+    }
+
+    let mut observer = Observer::start();
+    let (tx, _rx) = mpsc::channel();
+    let mut node = MdnsDiscovery::start(lo_config(id, "Alice", 7001), tx, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let deadline = Instant::now() + FIND_TIMEOUT;
+    while node.counters().renamed == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no rename reported: {:?}",
+            node.counters()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    observer.watch(Duration::from_secs(4));
+    let names = observer.names_of(id);
+    let announced = node.instance_name();
+    println!(
+        "mdns figure: wanted {wanted:?}, taken; announced as {names:?}, reported {announced:?}"
+    );
+    assert_ne!(announced, wanted);
+    assert!(announced.starts_with(&wanted), "{announced:?}");
+    assert_eq!(names, vec![fullname_of(&announced)]);
+    node.shutdown().expect("clean shutdown");
+    let _ = squatter.shutdown();
+}
+
+/// DNS responses seen on `lo` that announce `label` (carry it and at
+/// least 3 answers: PTR, SRV, TXT and addresses go out together in an
+/// announcement, an answer to a query is usually one record).
+fn count_announcements(socket: &std::net::UdpSocket, label: &str, for_: Duration) -> usize {
+    let mut needle = vec![u8::try_from(label.len()).expect("a label is at most 63 bytes")];
+    needle.extend_from_slice(label.as_bytes());
+    let mut count = 0;
+    let mut buf = [0u8; 9000];
+    let end = Instant::now() + for_;
+    while Instant::now() < end {
+        let Ok(len) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let packet = &buf[..len];
+        if len < 12 || packet[2] & 0x80 == 0 {
+            continue; // Too short, or a query.
+        }
+        let answers = u16::from_be_bytes([packet[6], packet[7]]);
+        if answers >= 3 && packet.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn mdns_a_node_announces_itself_at_least_twice_at_start() {
+    if !in_child() {
+        run_in_private_netns(
+            "mdns_a_node_announces_itself_at_least_twice_at_start",
+            "-rn",
+        );
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    // A plain socket in the mDNS group, beside the daemons (they set
+    // SO_REUSEPORT too), sees every multicast packet on `lo`.
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .expect("a UDP socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    let any: std::net::SocketAddr = "0.0.0.0:5353".parse().expect("literal");
+    socket.bind(&any.into()).expect("bind 5353");
+    socket
+        .join_multicast_v4(
+            &"224.0.0.251".parse().expect("literal"),
+            &"127.0.0.1".parse().expect("literal"),
+        )
+        .expect("join the mDNS group");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let socket: std::net::UdpSocket = socket.into();
+
+    let id = peer(0xa1);
+    let (tx, _rx) = mpsc::channel();
+    let mut node = MdnsDiscovery::start(lo_config(id, "Alice", 7001), tx, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let label = node.instance_name();
+    // Probing takes ~750 ms, the announcements then go one second apart.
+    let count = count_announcements(&socket, &label, Duration::from_secs(5));
+    println!("mdns figure: {count} announcements in the first 5 s");
+    assert!(count >= 2, "{count} announcements at start");
+    node.shutdown().expect("clean shutdown");
 }

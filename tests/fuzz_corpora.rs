@@ -15,13 +15,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kith::daemon::control::{ListenFormat, Request};
+use kith::daemon::control::{ListenFormat, Listing, Request};
 use kith::proto::crypto::{
     ChainId, Identity, Initiator, OutgoingMessage, ReceiverChain, Responder, SecretKey,
     SenderChain, seal_envelope, seal_group_frame, seal_unsigned, sign_batch,
 };
 use kith::proto::ids::{MessageId, PeerId};
 use kith::proto::node::{Control, MemberKey};
+use kith::proto::profile::SignedProfile;
 use kith::proto::reliable::Packet;
 use kith::proto::sync::{Item, Reconciler, SALT_LEN, SortedItems, SyncConfig};
 use kith::proto::wire::{Datagram, Frame, HANDSHAKE_SEALED_LEN};
@@ -221,8 +222,22 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         Control::Forward {
             envelope: single.emit(),
         },
+        Control::Profile {
+            record: SignedProfile::sign(&alice, 1_700_000_000_000, "Alice")
+                .expect("a good name")
+                .bytes,
+        },
     ]
     .map(|control| control.encode());
+    let profiles = [
+        ("Alice", 1),
+        ("Zoë 🦀 李 the longest name of them all ok", u64::MAX),
+    ]
+    .map(|(name, seq)| {
+        SignedProfile::sign(&checks::profile_signer(), seq, name)
+            .expect("a good name")
+            .bytes
+    });
 
     let group_key = SecretKey::from_bytes(checks::GROUP_KEY);
     let mut group_payload = 2u32.to_le_bytes().to_vec();
@@ -306,6 +321,18 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         },
         Request::Listen(ListenFormat::Json),
         Request::Peers,
+        Request::ListenSince(ListenFormat::Text, 1234),
+        Request::Json(Listing::Rooms),
+        Request::History {
+            room: "kitchen".to_owned(),
+            before: Some(99),
+            limit: 50,
+            json: true,
+        },
+        Request::Read {
+            room: "kitchen".to_owned(),
+            up_to: None,
+        },
     ]
     .map(|request| request.emit().into_bytes());
 
@@ -339,5 +366,6 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("journal_record", vec![journal_v3, journal_v2]),
         ("control_line", requests.to_vec()),
         ("mdns_txt", vec![txt, txt_without_key]),
+        ("profile_record", profiles.to_vec()),
     ]
 }

@@ -14,7 +14,9 @@
 //! | request | data lines | final |
 //! | --- | --- | --- |
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
-//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby` (blocked peers are not listed; `nearby` state: announced, not kept alive) | `ok` |
+//! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby DISPLAY_NAME` (blocked peers are not listed; `nearby` state: announced, not kept alive; the display name is the rest of the line: it may hold spaces, never a control character) | `ok` |
+//! | `profile H(NAME)` (our display name) | — | `ok` |
+//! | `search H(TEXT) H(ROOM)\|- CURSOR\|- LIMIT` | `ROOM_ID MESSAGE_ID FROM_ID TIMESTAMP CURSOR ours\|theirs H(FROM_NAME) H(TEXT)`, newest first (`CURSOR` is `TIMESTAMP.MESSAGE_ID`, for the next page) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |
@@ -52,11 +54,12 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::api::{Reply, Request as Ask, ResolveKind, Target, Update};
 use super::discovery::presence_word;
-use super::driver::Command;
-use super::{DaemonError, StopRequester, request};
+use super::driver::{Command, Sink};
+use super::{DaemonError, StopRequester, ask, json, request};
 use crate::net::{CommandSender, NetStats};
-use crate::proto::ids::PeerId;
+use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::node::MAX_TEXT;
 use crate::store::Mute;
 
@@ -104,6 +107,8 @@ struct Shared {
     stop: StopRequester,
     net: Arc<NetStats>,
     config: ControlConfig,
+    /// Our peer id (a peer's direct room is named after both ids).
+    me: PeerId,
 }
 
 /// Path of the control socket of the daemon serving `data_dir`.
@@ -125,6 +130,7 @@ impl ControlServer {
         commands: CommandSender<Command>,
         stop: StopRequester,
         net: Arc<NetStats>,
+        me: PeerId,
     ) -> Result<Self, DaemonError> {
         let path = socket_path(data_dir);
         let error = |e| DaemonError::ControlSocket(path.clone(), e);
@@ -145,6 +151,7 @@ impl ControlServer {
             stop,
             net,
             config,
+            me,
         });
         let thread = std::thread::Builder::new()
             .name("kith-control".into())
@@ -346,8 +353,13 @@ fn serve(stream: &UnixStream, shared: &Shared) -> io::Result<()> {
         Err(error) => return writeln!(out, "err {error}").and(out.flush()),
     };
     // `listen` keeps the connection: it is served here, not by `answer`.
-    if let Request::Listen(format) = request {
-        return match listen(stream, format, shared, &mut out) {
+    let listening = match request {
+        Request::Listen(format) => Some((format, None)),
+        Request::ListenSince(format, since) => Some((format, Some(since))),
+        _ => None,
+    };
+    if let Some((format, since)) = listening {
+        return match listen(stream, format, since, shared, &mut out) {
             Ok(()) => Ok(()),
             Err(ListenEnd::Refused(error)) => writeln!(out, "err {error}").and(out.flush()),
             Err(ListenEnd::Io(error)) => Err(error),
@@ -374,23 +386,33 @@ enum ListenEnd {
 fn listen(
     stream: &UnixStream,
     format: ListenFormat,
+    since: Option<u64>,
     shared: &Shared,
     out: &mut impl Write,
 ) -> Result<(), ListenEnd> {
     let (tx, rx) = std::sync::mpsc::channel();
     // "ok" only once the subscription is in place, so a client that acts
     // after reading it sees the events of what it does.
-    super::request(&shared.commands, |reply| Command::Subscribe {
-        events: tx,
-        reply,
-    })
-    .map_err(ListenEnd::Refused)?;
+    super::subscribe(&shared.commands, Sink::Updates(tx), since, None)
+        .map_err(ListenEnd::Refused)?;
     writeln!(out, "ok").map_err(ListenEnd::Io)?;
     out.flush().map_err(ListenEnd::Io)?;
     let check = shared.config.idle_timeout.min(HANGUP_CHECK);
     loop {
         let event = match rx.recv_timeout(check) {
-            Ok(event) => event,
+            Ok(Update::Event(event)) => event,
+            Ok(Update::CaughtUp { cursor }) => {
+                // The replay is over; live events follow.
+                if format == ListenFormat::Json {
+                    writeln!(out, r#"{{"event":"caught_up","cursor":{cursor}}}"#)
+                } else {
+                    writeln!(out, "(caught up at cursor {cursor}; live from here)")
+                }
+                .and_then(|()| out.flush())
+                .map_err(ListenEnd::Io)?;
+                continue;
+            }
+            Ok(Update::Reply(..)) => continue,
             Err(RecvTimeoutError::Timeout) => {
                 if hung_up(stream) {
                     return Ok(());
@@ -431,6 +453,48 @@ fn hung_up(stream: &UnixStream) -> bool {
     gone || stream.set_nonblocking(false).is_err()
 }
 
+/// Turns what the user typed into an id of `kind`: names and prefixes are
+/// matched here, at the edge; the daemon's requests carry ids.
+fn resolve(
+    commands: &CommandSender<Command>,
+    text: &str,
+    kind: ResolveKind,
+) -> Result<Target, DaemonError> {
+    match ask(
+        commands,
+        Ask::Resolve {
+            text: text.to_owned(),
+            kind,
+        },
+    )? {
+        Reply::Target(target) => Ok(target),
+        _ => Err(DaemonError::BadReply),
+    }
+}
+
+fn resolve_peer(commands: &CommandSender<Command>, text: &str) -> Result<PeerId, DaemonError> {
+    match resolve(commands, text, ResolveKind::Peer)? {
+        Target::Peer(peer) => Ok(peer),
+        Target::Room(_) => Err(DaemonError::UnknownPeer(text.to_owned())),
+    }
+}
+
+fn resolve_room(
+    commands: &CommandSender<Command>,
+    text: &str,
+    kind: ResolveKind,
+) -> Result<RoomId, DaemonError> {
+    match resolve(commands, text, kind)? {
+        Target::Room(room) => Ok(room),
+        Target::Peer(_) => Err(DaemonError::UnknownRoom(text.to_owned())),
+    }
+}
+
+/// One JSON document on one data line.
+fn json_line(out: &mut impl Write, value: &serde_json::Value) -> Result<(), DaemonError> {
+    writeln!(out, "{value}").map_err(|e| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e))
+}
+
 /// Handles one request (any but `listen`); `Ok(None)` means the answer
 /// was written already.
 fn answer(
@@ -440,16 +504,40 @@ fn answer(
 ) -> Result<Option<String>, DaemonError> {
     let (commands, stop) = (&shared.commands, &shared.stop);
     let io = |e: io::Error| DaemonError::ControlSocket(PathBuf::from(SOCKET_FILE), e);
+    let done = |reply: Reply| match reply {
+        Reply::Done => Ok(Some(String::new())),
+        Reply::Peer(peer) => Ok(Some(peer.to_hex())),
+        Reply::Room(room) => Ok(Some(PeerId(room.0).to_hex())),
+        Reply::Sent(id) => Ok(Some(id.to_hex())),
+        Reply::Unread(unread) => Ok(Some(unread.to_string())),
+        _ => Err(DaemonError::BadReply),
+    };
+    let peers = || match ask(commands, Ask::Peers)? {
+        Reply::Peers(peers) => Ok(peers),
+        _ => Err(DaemonError::BadReply),
+    };
+    let rooms = || match ask(commands, Ask::Rooms)? {
+        Reply::Rooms(rooms) => Ok(rooms),
+        _ => Err(DaemonError::BadReply),
+    };
+    let blocked = || match ask(commands, Ask::Blocked)? {
+        Reply::Blocked(blocked) => Ok(blocked),
+        _ => Err(DaemonError::BadReply),
+    };
+    let discovery = || match ask(commands, Ask::Discovery)? {
+        Reply::Discovery(report) => Ok(report),
+        _ => Err(DaemonError::BadReply),
+    };
     match parsed {
         Request::Send { to, text } => {
-            let id = request(commands, |reply| Command::Send { to, text, reply })??;
-            Ok(Some(id.to_hex()))
+            let to = resolve(commands, &to, ResolveKind::Target)?;
+            done(ask(commands, Ask::Send { to, text })?)
         }
         Request::Peers => {
-            for peer in request(commands, |reply| Command::Peers { reply })? {
+            for peer in peers()? {
                 writeln!(
                     out,
-                    "{} {} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {}",
                     peer.peer.to_hex(),
                     PeerId(peer.public.to_bytes()).to_hex(),
                     peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
@@ -460,80 +548,114 @@ fn answer(
                         (true, true) => "request",
                         (true, false) => "contact",
                         (false, _) => "nearby",
-                    }
+                    },
+                    peer.display_name,
                 )
                 .map_err(io)?;
             }
             Ok(Some(String::new()))
         }
         Request::Rooms => {
-            for room in request(commands, |reply| Command::Rooms { reply })? {
+            for room in rooms()? {
                 writeln!(
                     out,
-                    "{} {} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {} {}",
                     PeerId(room.id.0).to_hex(),
-                    match (room.direct.is_some(), room.invited) {
-                        (true, _) => "direct",
-                        (false, true) => "invited",
-                        (false, false) => "group",
-                    },
+                    json::room_kind(&room),
                     room.epoch,
                     room.members.len(),
                     mute_word(room.muted),
                     room.admin.map_or("-".to_owned(), |a| a.to_hex()),
                     hex_encode(room.name.as_bytes()),
+                    room.unread,
+                    room.unread_muted,
                 )
                 .map_err(io)?;
             }
             Ok(Some(String::new()))
         }
+        Request::Json(listing) => {
+            let value = match listing {
+                Listing::Peers => json::peers(&peers()?),
+                Listing::Rooms => json::rooms(&rooms()?),
+                Listing::Blocked => json::blocked(&blocked()?),
+                Listing::Discovery => json::discovery(&*discovery()?),
+                Listing::Status => json::status(&super::status(commands, &shared.net)?),
+            };
+            json_line(out, &value)?;
+            Ok(Some(String::new()))
+        }
+        Request::History {
+            room,
+            before,
+            limit,
+            json: as_json,
+        } => {
+            let room = resolve(commands, &room, ResolveKind::Target)?;
+            let room = match room {
+                Target::Room(room) => room,
+                // A peer's direct chat.
+                Target::Peer(peer) => crate::proto::node::direct_room(shared.me, peer),
+            };
+            let Reply::History(page) = ask(
+                commands,
+                Ask::History {
+                    room,
+                    before,
+                    limit,
+                },
+            )?
+            else {
+                return Err(DaemonError::BadReply);
+            };
+            if as_json {
+                json_line(out, &json::history(&page))?;
+            } else {
+                for row in &page.rows {
+                    writeln!(out, "{}", history_line(row)).map_err(io)?;
+                }
+            }
+            Ok(Some(page.next.map_or_else(String::new, |n| n.to_string())))
+        }
+        Request::Read { room, up_to } => {
+            let room = match resolve(commands, &room, ResolveKind::Target)? {
+                Target::Room(room) => room,
+                Target::Peer(peer) => crate::proto::node::direct_room(shared.me, peer),
+            };
+            done(ask(commands, Ask::MarkRead { room, up_to })?)
+        }
         Request::Create { name, members } => {
-            let room = request(commands, |reply| Command::CreateRoom {
-                name,
-                members,
-                reply,
-            })??;
-            Ok(Some(PeerId(room.0).to_hex()))
+            let members = members
+                .iter()
+                .map(|m| resolve_peer(commands, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            done(ask(commands, Ask::CreateRoom { name, members })?)
         }
         Request::Invite { room, peer } => {
-            request(commands, |reply| Command::Invite { room, peer, reply })??;
-            Ok(Some(String::new()))
+            let room = resolve_room(commands, &room, ResolveKind::Room)?;
+            let peer = resolve_peer(commands, &peer)?;
+            done(ask(commands, Ask::Invite { room, peer })?)
         }
         Request::Remove { room, peer } => {
-            request(commands, |reply| Command::RemoveMember {
-                room,
-                peer,
-                reply,
-            })??;
-            Ok(Some(String::new()))
+            let room = resolve_room(commands, &room, ResolveKind::Room)?;
+            let peer = resolve_peer(commands, &peer)?;
+            done(ask(commands, Ask::RemoveMember { room, peer })?)
         }
         Request::Answer { room, accept } => {
-            request(commands, |reply| Command::AnswerInvite {
-                room,
-                accept,
-                reply,
-            })??;
-            Ok(Some(String::new()))
+            let room = resolve_room(commands, &room, ResolveKind::Invitation)?;
+            done(ask(commands, Ask::AnswerInvite { room, accept })?)
         }
         Request::Leave { room } => {
-            request(commands, |reply| Command::Leave { room, reply })??;
-            Ok(Some(String::new()))
+            let room = resolve_room(commands, &room, ResolveKind::Room)?;
+            done(ask(commands, Ask::Leave { room })?)
         }
         Request::Block { peer, blocked } => {
-            let peer = request(commands, |reply| Command::Block {
-                peer,
-                blocked,
-                reply,
-            })??;
-            Ok(Some(peer.to_hex()))
+            let peer = resolve_peer(commands, &peer)?;
+            done(ask(commands, Ask::Block { peer, blocked })?)
         }
         Request::Mute { target, mute } => {
-            request(commands, |reply| Command::Mute {
-                target,
-                mute,
-                reply,
-            })??;
-            Ok(Some(String::new()))
+            let target = resolve(commands, &target, ResolveKind::Target)?;
+            done(ask(commands, Ask::Mute { target, mute })?)
         }
         Request::Status => {
             let status = super::status(commands, &shared.net)?;
@@ -551,24 +673,96 @@ fn answer(
             Ok(None)
         }
         Request::Discovery => {
-            let report = request(commands, |reply| Command::Discovery { reply })?;
-            for line in report.lines() {
+            for line in discovery()?.lines() {
                 writeln!(out, "{line}").map_err(io)?;
             }
             Ok(Some(String::new()))
         }
+        Request::Profile { name } => {
+            request(commands, |reply| Command::SetProfile { name, reply })??;
+            Ok(Some(String::new()))
+        }
+        Request::Search {
+            text,
+            room,
+            before,
+            limit,
+        } => {
+            let results = super::search_request(commands, text, room, before, limit)?;
+            for found in results {
+                writeln!(
+                    out,
+                    "{} {} {} {} {} {} {} {}",
+                    PeerId(found.room.0).to_hex(),
+                    found.id.to_hex(),
+                    found.from.to_hex(),
+                    found.timestamp,
+                    super::search::cursor_text(&found.cursor()),
+                    if found.ours { "ours" } else { "theirs" },
+                    hex_encode(found.from_name.as_bytes()),
+                    hex_encode(found.text.as_bytes()),
+                )
+                .map_err(io)?;
+            }
+            Ok(Some(String::new()))
+        }
         Request::Accept { peer } => {
-            let peer = request(commands, |reply| Command::Accept { peer, reply })??;
-            Ok(Some(peer.to_hex()))
+            let peer = resolve_peer(commands, &peer)?;
+            done(ask(commands, Ask::Accept { peer })?)
         }
         Request::Blocked => {
-            for peer in request(commands, |reply| Command::Blocked { reply })? {
+            for peer in blocked()? {
                 writeln!(out, "{}", peer.to_hex()).map_err(io)?;
             }
             Ok(Some(String::new()))
         }
         // `serve` handles a subscription itself; nothing reaches here.
-        Request::Listen(_) => Err(DaemonError::UnknownRequest("listen".to_owned())),
+        Request::Listen(_) | Request::ListenSince(..) => {
+            Err(DaemonError::UnknownRequest("listen".to_owned()))
+        }
+    }
+}
+
+/// A history row as a `history` data line: `CURSOR MESSAGE_ID AUTHOR
+/// TIME_MS ours|theirs DELIVERED/OF H(AUTHOR_NAME)|- H(TEXT)|-` (text `-`:
+/// unreadable).
+fn history_line(row: &super::HistoryRow) -> String {
+    let (delivered, of) = row.delivered();
+    format!(
+        "{} {} {} {} {} {delivered}/{of} {} {}",
+        row.cursor,
+        row.id.to_hex(),
+        row.author.to_hex(),
+        row.millis(),
+        if row.ours { "ours" } else { "theirs" },
+        row.author_name
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |n| hex_encode(n.as_bytes())),
+        row.text
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |t| hex_encode(t.as_bytes())),
+    )
+}
+
+/// A listing `--json` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Peers,
+    Rooms,
+    Status,
+    Discovery,
+    Blocked,
+}
+
+impl Listing {
+    fn word(self) -> &'static str {
+        match self {
+            Listing::Peers => "peers",
+            Listing::Rooms => "rooms",
+            Listing::Status => "status",
+            Listing::Discovery => "discovery",
+            Listing::Blocked => "blocked",
+        }
     }
 }
 
@@ -618,8 +812,38 @@ pub enum Request {
     },
     Status,
     Listen(ListenFormat),
+    /// `listen FORMAT since CURSOR`: replay what was stored after `CURSOR`,
+    /// then go live.
+    ListenSince(ListenFormat, u64),
     Stop,
     Discovery,
+    /// Sets our display name.
+    Profile {
+        name: String,
+    },
+    /// Searches message text.
+    Search {
+        text: String,
+        room: Option<String>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+    },
+    /// `json LISTING`: one JSON document as the only data line.
+    Json(Listing),
+    /// `history H(ROOM) LIMIT BEFORE|- json|text`: data lines (see
+    /// `history_line`) or one JSON document; `ok NEXT` (the `before` of
+    /// the next page, empty at the start of the room).
+    History {
+        room: String,
+        before: Option<u64>,
+        limit: usize,
+        json: bool,
+    },
+    /// `read H(ROOM) UP_TO|-`: `ok UNREAD`.
+    Read {
+        room: String,
+        up_to: Option<u64>,
+    },
 }
 
 impl Request {
@@ -686,14 +910,79 @@ impl Request {
                 mute: None,
             },
             "status" => Request::Status,
-            "listen" => Request::Listen(match words.next().unwrap_or("json") {
-                "json" => ListenFormat::Json,
-                "text" => ListenFormat::Text,
-                "all" => ListenFormat::TextWithMuted,
+            "listen" => {
+                let format = match words.next().unwrap_or("json") {
+                    "json" => ListenFormat::Json,
+                    "text" => ListenFormat::Text,
+                    "all" => ListenFormat::TextWithMuted,
+                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
+                };
+                match (words.next(), words.next()) {
+                    (None, _) => Request::Listen(format),
+                    (Some("since"), Some(cursor)) => Request::ListenSince(
+                        format,
+                        cursor
+                            .parse()
+                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
+                    ),
+                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
+                }
+            }
+            "json" => Request::Json(match words.next().unwrap_or_default() {
+                "peers" => Listing::Peers,
+                "rooms" => Listing::Rooms,
+                "status" => Listing::Status,
+                "discovery" => Listing::Discovery,
+                "blocked" => Listing::Blocked,
                 _ => return Err(DaemonError::UnknownRequest(brief(line))),
             }),
+            "history" => {
+                let bad = || DaemonError::UnknownRequest(brief(line));
+                let room = arg(&mut words, line)?;
+                let limit = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+                let before = optional_number(words.next(), line)?;
+                let json = match words.next() {
+                    Some("json") => true,
+                    Some("text") => false,
+                    _ => return Err(bad()),
+                };
+                Request::History {
+                    room,
+                    before,
+                    limit,
+                    json,
+                }
+            }
+            "read" => Request::Read {
+                room: arg(&mut words, line)?,
+                up_to: optional_number(words.next(), line)?,
+            },
             "stop" => Request::Stop,
             "discovery" => Request::Discovery,
+            "profile" => Request::Profile {
+                name: arg(&mut words, line)?,
+            },
+            "search" => {
+                let bad = || DaemonError::UnknownRequest(brief(line));
+                let text = arg(&mut words, line)?;
+                let room = match words.next() {
+                    Some("-") => None,
+                    Some(room) => Some(decode_arg(room, line)?),
+                    None => return Err(bad()),
+                };
+                let before = match words.next() {
+                    Some("-") => None,
+                    Some(cursor) => Some(super::search::parse_cursor(cursor).ok_or_else(bad)?),
+                    None => return Err(bad()),
+                };
+                let limit = words.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
+                Request::Search {
+                    text,
+                    room,
+                    before,
+                    limit,
+                }
+            }
             other => return Err(DaemonError::UnknownRequest(brief(other))),
         })
     }
@@ -740,9 +1029,55 @@ impl Request {
                     ListenFormat::TextWithMuted => "all",
                 }
             ),
+            Request::ListenSince(format, since) => {
+                format!("{} since {since}", Request::Listen(*format).emit())
+            }
             Request::Stop => "stop".to_owned(),
             Request::Discovery => "discovery".to_owned(),
+            Request::Profile { name } => format!("profile {}", hex(name)),
+            Request::Search {
+                text,
+                room,
+                before,
+                limit,
+            } => format!(
+                "search {} {} {} {limit}",
+                hex(text),
+                room.as_ref().map_or_else(|| "-".to_owned(), hex),
+                before
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), super::search::cursor_text),
+            ),
+            Request::Json(listing) => format!("json {}", listing.word()),
+            Request::History {
+                room,
+                before,
+                limit,
+                json,
+            } => format!(
+                "history {} {limit} {} {}",
+                hex(room),
+                before.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+                if *json { "json" } else { "text" }
+            ),
+            Request::Read { room, up_to } => format!(
+                "read {} {}",
+                hex(room),
+                up_to.map_or_else(|| "-".to_owned(), |b| b.to_string())
+            ),
         }
+    }
+}
+
+/// A number, or `-` for none.
+fn optional_number(word: Option<&str>, line: &str) -> Result<Option<u64>, DaemonError> {
+    match word {
+        Some("-") => Ok(None),
+        Some(number) => number
+            .parse()
+            .map(Some)
+            .map_err(|_| DaemonError::UnknownRequest(brief(line))),
+        None => Err(DaemonError::UnknownRequest(brief(line))),
     }
 }
 
@@ -874,12 +1209,27 @@ impl Client {
     pub fn listen(
         self,
         format: ListenFormat,
+        each: impl FnMut(&str) -> io::Result<()>,
+    ) -> Result<(), ControlError> {
+        self.listen_since(format, None, each)
+    }
+
+    /// [`Client::listen`], first replaying every message stored after
+    /// cursor `since` (then a `caught_up` line), with no gap or repeat.
+    pub fn listen_since(
+        self,
+        format: ListenFormat,
+        since: Option<u64>,
         mut each: impl FnMut(&str) -> io::Result<()>,
     ) -> Result<(), ControlError> {
         let mut reader = self.reader;
+        let request = match since {
+            Some(since) => Request::ListenSince(format, since),
+            None => Request::Listen(format),
+        };
         // A daemon that refused at once (too many connections) may have
         // closed before the request is written: read its reason anyway.
-        let written = writeln!(reader.get_mut(), "{}", Request::Listen(format).emit());
+        let written = writeln!(reader.get_mut(), "{}", request.emit());
         let mut first = String::new();
         reader.read_line(&mut first)?;
         written?;
@@ -1004,6 +1354,50 @@ mod tests {
             Request::Listen(ListenFormat::TextWithMuted),
             Request::Stop,
             Request::Discovery,
+            Request::Profile {
+                name: word("Sam the man"),
+            },
+            Request::Search {
+                text: word("dinner at"),
+                room: None,
+                before: None,
+                limit: 50,
+            },
+            Request::Search {
+                text: word("dinner"),
+                room: Some(word("kitchen")),
+                before: Some(crate::store::Position {
+                    timestamp: 17,
+                    id: crate::proto::ids::MessageId([3; 32]),
+                }),
+                limit: 1,
+            },
+            Request::ListenSince(ListenFormat::Json, 42),
+            Request::Json(Listing::Peers),
+            Request::Json(Listing::Rooms),
+            Request::Json(Listing::Status),
+            Request::Json(Listing::Discovery),
+            Request::Json(Listing::Blocked),
+            Request::History {
+                room: word("kitchen"),
+                before: None,
+                limit: 50,
+                json: true,
+            },
+            Request::History {
+                room: word("kitchen"),
+                before: Some(7),
+                limit: 1,
+                json: false,
+            },
+            Request::Read {
+                room: word("kitchen"),
+                up_to: None,
+            },
+            Request::Read {
+                room: word("kitchen"),
+                up_to: Some(9),
+            },
         ] {
             assert_eq!(Request::parse(&request.emit()).ok(), Some(request));
         }
@@ -1022,7 +1416,19 @@ mod tests {
             "mute 6b",
             "mute 6b soon",
             "create 6b  6c",
+            "search 6b",
+            "search 6b - - many",
+            "search 6b - 12.zz 5",
             "é",
+            "listen json since",
+            "listen json since x",
+            "listen json until 3",
+            "json frobs",
+            "history 6b",
+            "history 6b 50 - xml",
+            "history 6b x - json",
+            "read 6b",
+            "read 6b -3",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} parsed");
         }

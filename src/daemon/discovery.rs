@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Command, wall_clock_millis};
 use super::{DaemonError, Event};
-use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery};
+use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery, MdnsFamily};
 use crate::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
 use crate::discovery::{DiscoveryEvent, InterfaceSpec};
 use crate::net::CommandSender;
@@ -213,8 +213,15 @@ impl DiscoveryReport {
         match &self.mdns {
             None => out.push("mdns off".to_owned()),
             Some((name, c)) => out.push(format!(
-                "mdns on name={name:?} found={} lost={} rejected={} own={} address_changes={} errors={}",
-                c.found, c.lost, c.rejected, c.own_ignored, c.address_changes, c.daemon_errors
+                "mdns on name={name:?} found={} lost={} rejected={} own={} address_changes={} \
+                 renamed={} errors={}",
+                c.found,
+                c.lost,
+                c.rejected,
+                c.own_ignored,
+                c.address_changes,
+                c.renamed,
+                c.daemon_errors
             )),
         }
         let longest = self
@@ -297,6 +304,12 @@ pub(crate) fn prepare(
             config.interfaces.clone(),
         );
         mdns_config.public_key = Some(public.to_bytes());
+        // Announce the addresses peers can use: those of our socket's family.
+        mdns_config.family = if local_addr.is_ipv6() {
+            MdnsFamily::V6
+        } else {
+            MdnsFamily::V4
+        };
         let (tx, rx) = mpsc::channel();
         let wake = Box::new(move || {
             // Fails only once the loop has stopped; nobody to wake then.
@@ -527,6 +540,15 @@ impl Discovery {
             .filter_map(|(id, s)| Some((*id, s.public.clone()?, s.addr)))
     }
 
+    /// Every peer's announced (mDNS) name, blocked peers left out: only
+    /// hints, since anyone can announce any name.
+    pub(crate) fn announced_names(&self) -> impl Iterator<Item = (PeerId, &str)> + '_ {
+        self.book
+            .iter()
+            .filter(|(id, s)| !s.name.is_empty() && !self.blocked.contains(id))
+            .map(|(id, s)| (*id, s.name.as_str()))
+    }
+
     /// `peer` proved its key by opening a session with us before we saw
     /// it announced: it is nearby.
     pub(crate) fn learned_key(&mut self, peer: PeerId, public: PublicIdentity) {
@@ -737,14 +759,27 @@ impl Discovery {
                         node.set_reachable(now, peer, false);
                     }
                     node.set_reachable(now, peer, true);
-                    out.push(Event::PeerOnline { peer });
+                    // Proven alive: mDNS need not re-query its announcement.
+                    if let Some((mdns, _)) = &self.mdns {
+                        mdns.set_alive(peer, true);
+                    }
+                    out.push(Event::PeerOnline {
+                        peer,
+                        peer_name: String::new(),
+                    });
                 }
                 Some(PresenceEvent::Offline { peer }) => {
                     node.set_reachable(now, peer, false);
+                    if let Some((mdns, _)) = &self.mdns {
+                        mdns.set_alive(peer, false);
+                    }
                     if let Some(seen) = self.book.get_mut(&peer) {
                         seen.marked_unreachable = true;
                     }
-                    out.push(Event::PeerOffline { peer });
+                    out.push(Event::PeerOffline {
+                        peer,
+                        peer_name: String::new(),
+                    });
                 }
             }
         }

@@ -10,14 +10,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::discovery::{
-    Attach, Discovery, DiscoveryConfig, DiscoveryReport, RegistryDrop, is_registry_datagram,
+use super::api::{
+    Delivery, HistoryPage, HistoryRow, MAX_PAGE, Reply, ReplyTo, Request, ResolveKind, Target,
+    Update,
 };
+use super::discovery::{Attach, Discovery, DiscoveryConfig, RegistryDrop, is_registry_datagram};
 use super::mutes::MuteTable;
+use super::profiles::{self, ProfileBook};
+use super::search::{SearchJob, SearchResult, Searcher};
 use super::{DaemonError, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::account::Account;
 use crate::net::{Destination, Driver, Transmit, Via};
-use crate::proto::crypto::{ChainId, ChainSnapshot};
+use crate::proto::crypto::{ChainId, ChainRole, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
@@ -27,7 +31,7 @@ use crate::proto::reliable;
 use crate::proto::sync::{Item, SortedItems};
 use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
-    Contact, DeliveryState, Member, Message, MessageKey, Mute, Room as StoredRoom, Store,
+    Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
     StoreError,
 };
 
@@ -47,6 +51,9 @@ struct Inflight {
     waiting: Vec<PeerId>,
     /// Whether its `Pending` deliveries are in the store (the outbox).
     in_outbox: bool,
+    /// How many recipients it had when sent (0: not known, a message
+    /// from the stored outbox).
+    recipients: usize,
 }
 
 /// How many of the newest stored messages per peer seed the node's
@@ -54,86 +61,88 @@ struct Inflight {
 const REMEMBER_PER_PEER: usize = 4096;
 
 /// What the daemon handle and the control socket ask of the network thread.
-/// Peers and rooms are named as the user typed them (see
-/// [`NodeDriver::resolve_peer`] and [`NodeDriver::resolve_target`]).
+/// Requests are typed: text a person typed is turned into ids by
+/// [`Request::Resolve`] at the edge (see [`NodeDriver::resolve`]).
 pub(crate) enum Command {
-    Send {
-        to: String,
-        text: String,
-        reply: Sender<Result<MessageId, DaemonError>>,
-    },
-    AddPeer {
-        peer: Box<PeerAddr>,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    Peers {
-        reply: Sender<Vec<PeerInfo>>,
-    },
-    Status {
-        reply: Sender<Status>,
-    },
-    /// Adds a subscriber; `reply` answers once it is in place, so an
-    /// event of anything the caller does afterwards reaches it.
+    /// A request, answered through `reply`.
+    Request { request: Request, reply: ReplyTo },
+    /// Adds a subscriber; `reply` answers with its id once it is in place,
+    /// so an event of anything the caller does afterwards reaches it.
     Subscribe {
-        events: Sender<Event>,
-        reply: Sender<()>,
-    },
-    Rooms {
-        reply: Sender<Vec<RoomSummary>>,
-    },
-    CreateRoom {
-        name: String,
-        members: Vec<String>,
-        reply: Sender<Result<RoomId, DaemonError>>,
-    },
-    Invite {
-        room: String,
-        peer: String,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    RemoveMember {
-        room: String,
-        peer: String,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    Leave {
-        room: String,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    Block {
-        peer: String,
-        blocked: bool,
-        reply: Sender<Result<PeerId, DaemonError>>,
-    },
-    Mute {
-        target: String,
-        /// `None` unmutes.
-        mute: Option<Mute>,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    Blocked {
-        reply: Sender<Vec<PeerId>>,
-    },
-    /// Accepts or declines an invitation to a room.
-    AnswerInvite {
-        room: String,
-        accept: bool,
-        reply: Sender<Result<(), DaemonError>>,
-    },
-    /// Accepts a contact request.
-    Accept {
-        peer: String,
-        reply: Sender<Result<PeerId, DaemonError>>,
+        sink: Sink,
+        /// Replay what was stored after this cursor first.
+        since: Option<u64>,
+        waker: Option<Box<dyn Fn() + Send>>,
+        reply: Sender<u64>,
     },
     /// mDNS queued events for the loop (sent by its bridge thread).
     DiscoveryWake,
     /// The socket is bound: start mDNS and the registry.
     AttachDiscovery(Box<Attach>),
-    /// What `kith discovery` shows.
-    Discovery {
-        reply: Sender<DiscoveryReport>,
+    /// Chooses our display name.
+    SetProfile {
+        name: String,
+        reply: Sender<Result<(), DaemonError>>,
+    },
+    /// Searches message text (on the search thread, which replies).
+    Search {
+        text: String,
+        /// A room (or peer, for its direct chat) as the user typed it.
+        room: Option<String>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+        reply: Sender<Result<Vec<SearchResult>, DaemonError>>,
     },
 }
+
+/// Where a subscriber's events go.
+pub(crate) enum Sink {
+    /// Events only ([`super::DaemonHandle::events`]).
+    Events(Sender<Event>),
+    /// Events, replies and the end of a replay ([`super::Subscription`]).
+    Updates(Sender<Update>),
+}
+
+/// A listener.
+struct Subscriber {
+    id: u64,
+    sink: Sink,
+    waker: Option<Box<dyn Fn() + Send>>,
+    /// Replaying what was stored after a cursor: `(since, replayed up to)`.
+    /// Message events stored after `since` are left out meanwhile: the
+    /// replay reads them from the store.
+    replay: Option<(u64, u64)>,
+}
+
+impl Subscriber {
+    /// Queues `update`; `false` once the subscriber is gone.
+    fn send(&self, update: Update) -> bool {
+        match (&self.sink, update) {
+            (Sink::Events(tx), Update::Event(event)) => tx.send(event).is_ok(),
+            // A plain event channel gets no replies or replay ends.
+            (Sink::Events(_), _) => true,
+            (Sink::Updates(tx), update) => tx.send(update).is_ok(),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            waker();
+        }
+    }
+}
+
+/// A room's unread messages (see [`NodeDriver::unread`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Unread {
+    count: u64,
+    /// Of `count`, those in a muted room or from a muted sender.
+    muted: u64,
+}
+
+/// Messages replayed per loop turn to a subscriber catching up, so a long
+/// replay never holds the network loop for long.
+const REPLAY_CHUNK: usize = 256;
 
 /// A message the node sealed and queued: at the end of the current batch
 /// of commands it is signed with the batch's other messages, sent, and its
@@ -143,14 +152,14 @@ struct UnsavedSend {
     /// The text, as stored.
     body: Vec<u8>,
     recipients: Vec<PeerId>,
-    reply: Sender<Result<MessageId, DaemonError>>,
+    reply: ReplyTo,
 }
 
 /// A signed send whose datagrams are queued; stored once they are out.
 struct SignedSend {
     message: Message,
     recipients: Vec<PeerId>,
-    reply: Sender<Result<MessageId, DaemonError>>,
+    reply: ReplyTo,
 }
 
 /// A contact. Its address and presence live in [`Discovery`].
@@ -172,7 +181,15 @@ pub(crate) struct NodeDriver {
     delivery_updates: Vec<(MessageKey, PeerId, DeliveryState)>,
     /// Muted rooms and peers (by their 32-byte id).
     mutes: MuteTable,
-    subscribers: Vec<Sender<Event>>,
+    subscribers: Vec<Subscriber>,
+    /// The id the next subscriber gets.
+    next_subscriber: u64,
+    /// How far the user read each room (persisted).
+    read_markers: HashMap<RoomId, Position>,
+    /// Each room's unread messages and how many of them are muted (the
+    /// room, or their sender, was muted when they came), kept up to date
+    /// so listing rooms costs no query.
+    unread: HashMap<RoomId, Unread>,
     /// Events for the subscribers, sent at `Driver::sent`.
     unpublished: Vec<Event>,
     status: Status,
@@ -230,7 +247,16 @@ pub(crate) struct NodeDriver {
     /// A group room's members may have changed: discovery is told at the
     /// next pump who to keep alive (see [`NodeDriver::watch_members`]).
     members_changed: bool,
+    /// Display names: signed profiles, mDNS hints, labels.
+    profiles: ProfileBook,
+    /// When the mDNS names are next taken as hints.
+    hints_at: Instant,
+    /// The search thread, started at the first search.
+    searcher: Option<Searcher>,
 }
+
+/// How often the names discovery heard announced are taken as hints.
+const HINTS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long after a peer comes online its shared rooms are reconciled:
 /// first the live streams (and our outbox) catch up, so the reconciliation
@@ -320,7 +346,12 @@ impl NodeDriver {
             SyncManagerConfig::default(),
             StdRng::from_seed(sync_seed),
         );
+        let mut node = node;
+        let profiles = ProfileBook::restore(&account.store, &mut node)?;
         let mut driver = NodeDriver {
+            profiles,
+            hints_at: now,
+            searcher: None,
             node,
             store: account.store,
             peers: HashMap::new(),
@@ -331,6 +362,9 @@ impl NodeDriver {
             delivery_updates: Vec::new(),
             mutes: MuteTable::default(),
             subscribers: Vec::new(),
+            next_subscriber: 0,
+            read_markers: HashMap::new(),
+            unread: HashMap::new(),
             unpublished: Vec::new(),
             status: Status::default(),
             discovery,
@@ -353,6 +387,7 @@ impl NodeDriver {
             members_changed: true,
         };
         driver.requests = driver.store.contact_requests()?.into_iter().collect();
+        driver.read_markers = driver.store.read_markers()?;
         for peer in driver.store.blocked()? {
             driver
                 .discovery
@@ -383,6 +418,9 @@ impl NodeDriver {
         }
         driver.restore_rooms(now)?;
         driver.watch_members(now);
+        for room in driver.node.rooms() {
+            driver.recount_unread(room.id)?;
+        }
         for (room, record) in driver.store.invitations()? {
             if driver.node.restore_invitation(&record).is_err() {
                 eprintln!("kith daemon: dropping a damaged stored invitation to {room:?}");
@@ -455,6 +493,7 @@ impl NodeDriver {
             return Err(DaemonError::Blocked(id.to_hex()));
         }
         self.learn_contact(now, peer.public.clone())?;
+        self.node.share_profile(now, id);
         self.discovery
             .want(now, id, Some(peer.public), Some(peer.addr));
         // A static address: send at once; presence probes it and says when
@@ -493,6 +532,7 @@ impl NodeDriver {
                                 key,
                                 waiting: Vec::new(),
                                 in_outbox: true,
+                                recipients: 0,
                             })
                             .waiting
                             .push(peer);
@@ -555,6 +595,7 @@ impl NodeDriver {
                     .iter()
                     .filter_map(|m| Some((m.peer, u32::try_from(m.joined_epoch).ok()?)))
                     .collect(),
+                successor: self.store.room_successor(&room.id)?,
             };
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
@@ -583,6 +624,8 @@ impl NodeDriver {
             created_at: wall_clock_millis(),
         })?;
         self.db()?.set_group(room, &admin, info.epoch)?;
+        self.db()?
+            .set_room_successor(room, info.successor.as_ref())?;
         if let Some(founding) = &info.founding {
             self.db()?.set_room_founding(room, &founding.to_bytes())?;
         }
@@ -660,6 +703,10 @@ impl NodeDriver {
                 return only_one(&matches, text, unknown);
             }
         }
+        let named = self.profiles.resolve(text);
+        if !named.is_empty() {
+            return only_one(&named, text, unknown);
+        }
         let named: Vec<PeerId> = self
             .store
             .contacts()?
@@ -730,16 +777,26 @@ impl NodeDriver {
         }
     }
 
+    /// Text a person typed, as an id of `kind`.
+    fn resolve(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        match kind {
+            ResolveKind::Peer => self.resolve_peer(text).map(Target::Peer),
+            ResolveKind::Room => self.resolve_room(text).map(Target::Room),
+            ResolveKind::Target => self.resolve_target(text),
+            ResolveKind::Invitation => self.resolve_invitation(text).map(Target::Room),
+        }
+    }
+
     /// Seals `text` for `to` and queues it; the stored copy is committed by
     /// [`NodeDriver::commit_sends`] with the rest of the batch. Returns its
     /// recipients.
     fn prepare_send(
         &mut self,
         now: Instant,
-        to: &str,
+        to: Target,
         text: &str,
     ) -> Result<Vec<PeerId>, DaemonError> {
-        match self.resolve_target(to)? {
+        match to {
             Target::Peer(peer) => {
                 if !self.peers.contains_key(&peer)
                     && let Some(public) = self.discovery.public_of(&peer)
@@ -749,9 +806,14 @@ impl NodeDriver {
                     self.learn_contact(now, public)?;
                 }
                 self.node.queue_direct_message(now, peer, text)?;
+                // Writing to a stranger tells it who we are.
+                self.node.share_profile(now, peer);
                 Ok(vec![peer])
             }
             Target::Room(room) => {
+                if self.node.room(&room).is_none_or(|r| r.admin.is_none()) {
+                    return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
+                }
                 self.node.queue_room_message(now, room, text)?;
                 let me = self.node.peer_id();
                 Ok(self
@@ -793,14 +855,13 @@ impl NodeDriver {
                         reply: send.reply,
                     });
                 }
-                Some(Err(error)) => {
-                    let _ = send.reply.send(Err(error.into()));
-                }
-                None => {
-                    let _ = send.reply.send(Err(DaemonError::NotStored(
+                Some(Err(error)) => self.reply(send.reply, Err(error.into())),
+                None => self.reply(
+                    send.reply,
+                    Err(DaemonError::NotStored(
                         "the message was not signed".to_owned(),
-                    )));
-                }
+                    )),
+                ),
             }
         }
     }
@@ -834,19 +895,20 @@ impl NodeDriver {
                         id,
                         Inflight {
                             key,
+                            recipients: recipients.len(),
                             waiting: recipients,
                             in_outbox: false,
                         },
                     );
                     self.outbox_due.push_back((now + OUTBOX_AFTER, id));
-                    let _ = reply.send(Ok(id));
+                    self.reply(reply, Ok(Reply::Sent(id)));
                 }
             }
             Err(error) => {
                 let why = error.to_string();
                 self.store_error("store sent messages", error);
                 for (_, reply) in waiting {
-                    let _ = reply.send(Err(DaemonError::NotStored(why.clone())));
+                    self.reply(reply, Err(DaemonError::NotStored(why.clone())));
                 }
             }
         }
@@ -856,19 +918,14 @@ impl NodeDriver {
         &mut self,
         now: Instant,
         name: &str,
-        members: &[String],
+        members: &[PeerId],
     ) -> Result<RoomId, DaemonError> {
-        let members = members
-            .iter()
-            .map(|m| self.resolve_peer(m))
-            .collect::<Result<Vec<_>, _>>()?;
-        let room = self.node.create_room(now, name, &members)?;
+        let room = self.node.create_room(now, name, members)?;
         self.persist_room(&room)?;
         Ok(room)
     }
 
-    fn block(&mut self, now: Instant, peer: &str, blocked: bool) -> Result<PeerId, DaemonError> {
-        let peer = self.resolve_peer(peer)?;
+    fn block(&mut self, now: Instant, peer: PeerId, blocked: bool) -> Result<PeerId, DaemonError> {
         if peer == self.node.peer_id() {
             return Err(DaemonError::UnknownPeer("our own id".to_owned()));
         }
@@ -885,8 +942,8 @@ impl NodeDriver {
         Ok(peer)
     }
 
-    fn mute(&mut self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
-        let key = match self.resolve_target(target)? {
+    fn mute(&mut self, target: Target, mute: Option<Mute>) -> Result<(), DaemonError> {
+        let key = match target {
             Target::Room(room) => room.0,
             Target::Peer(peer) => peer.0,
         };
@@ -919,7 +976,7 @@ impl NodeDriver {
         self.mutes.get(key, wall_clock_millis())
     }
 
-    fn rooms(&self) -> Vec<RoomSummary> {
+    fn rooms(&mut self) -> Vec<RoomSummary> {
         let invited = self
             .node
             .invitations()
@@ -931,47 +988,254 @@ impl NodeDriver {
                 admin: Some(from),
                 epoch: 0,
                 members: Vec::new(),
+                member_names: Vec::new(),
                 muted: None,
                 invited: true,
-            });
+                unread: 0,
+                unread_muted: 0,
+            })
+            .collect::<Vec<_>>();
         let mut rooms = self.joined_rooms();
         rooms.extend(invited);
         rooms
     }
 
-    fn joined_rooms(&self) -> Vec<RoomSummary> {
-        let names: HashMap<PeerId, String> = self
-            .store
-            .contacts()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c.peer, c.display_name))
-            .collect();
+    fn joined_rooms(&mut self) -> Vec<RoomSummary> {
         self.node
             .rooms()
             .into_iter()
             .map(|info| {
                 let name = match info.direct {
-                    Some(peer) => names.get(&peer).cloned().unwrap_or_else(|| peer.short()),
+                    Some(peer) => self.profiles.label(&peer),
                     None => info.name.clone(),
                 };
+                let unread = self.unread.get(&info.id).copied().unwrap_or_default();
                 RoomSummary {
                     id: info.id,
                     name,
                     direct: info.direct,
                     admin: info.admin,
                     epoch: info.epoch,
+                    member_names: info
+                        .members
+                        .iter()
+                        .map(|p| self.profiles.label(p))
+                        .collect(),
                     members: info.members,
                     muted: self.mute_of(&info.id.0),
                     invited: false,
+                    unread: unread.count,
+                    unread_muted: unread.muted,
                 }
             })
             .collect()
     }
 
-    /// Adds a listener for every event from now on.
-    pub(crate) fn subscribe(&mut self, tx: Sender<Event>) {
-        self.subscribers.push(tx);
+    /// Hands a search to the search thread (started at the first one),
+    /// with the keys of the rooms it may open; the thread replies.
+    fn search(
+        &mut self,
+        room: Option<&str>,
+        query: crate::store::SearchQuery,
+        reply: Sender<Result<Vec<SearchResult>, DaemonError>>,
+    ) -> Result<(), DaemonError> {
+        if query.text.trim().is_empty() {
+            return Err(DaemonError::Search("nothing to search for".into()));
+        }
+        let room = match room {
+            None => None,
+            // A full id names any room we hold messages of, one we left too.
+            Some(text) => Some(match PeerId::from_hex(text.trim()) {
+                Some(id) => RoomId(id.0),
+                None => match self.resolve_target(text)? {
+                    Target::Room(room) => room,
+                    Target::Peer(peer) => direct_room(self.node.peer_id(), peer),
+                },
+            }),
+        };
+        self.settle()?;
+        if self.searcher.is_none() {
+            self.searcher = Some(Searcher::start(&self.store)?);
+        }
+        let job = SearchJob {
+            scope: self.store.search_scope(room.as_ref()),
+            query,
+            labels: self.profiles.labels(),
+            me: self.node.peer_id(),
+            reply,
+        };
+        if let Some(searcher) = &self.searcher {
+            searcher.submit(job);
+        }
+        Ok(())
+    }
+
+    /// Counts `room`'s unread messages again from its read marker (at
+    /// start, when the marker moved, when a mute changed) and reports a
+    /// change.
+    fn recount_unread(&mut self, room: RoomId) -> Result<Unread, DaemonError> {
+        let me = self.node.peer_id();
+        let by_sender = self
+            .store
+            .unread_by_sender(&room, self.read_markers.get(&room), &me)?;
+        let now = wall_clock_millis();
+        let room_muted = self.mutes.get(&room.0, now).is_some();
+        let mut unread = Unread::default();
+        for (sender, count) in by_sender {
+            unread.count += count;
+            if room_muted || self.mutes.get(&sender.0, now).is_some() {
+                unread.muted += count;
+            }
+        }
+        self.set_unread(room, unread);
+        Ok(unread)
+    }
+
+    /// Records `room`'s unread count, with an event when it changed.
+    fn set_unread(&mut self, room: RoomId, unread: Unread) {
+        let old = self.unread.insert(room, unread).unwrap_or_default();
+        if old != unread {
+            self.publish(Event::UnreadChanged {
+                room,
+                unread: unread.count,
+                unread_muted: unread.muted,
+            });
+        }
+    }
+
+    /// Moves `room`'s read marker forward to the message at `up_to` (its
+    /// newest message with `None`); returns what is still unread.
+    fn mark_read(&mut self, room: RoomId, up_to: Option<u64>) -> Result<u64, DaemonError> {
+        if self.node.room(&room).is_none() {
+            return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
+        }
+        let position = match up_to {
+            Some(cursor) => self
+                .store
+                .position_of(&room, cursor)?
+                .ok_or(DaemonError::NotInRoom(cursor))?,
+            None => match self.store.newest_in_room(&room)? {
+                Some((_, position)) => position,
+                None => return Ok(0),
+            },
+        };
+        if self
+            .read_markers
+            .get(&room)
+            .is_some_and(|marker| *marker >= position)
+        {
+            return Ok(self.unread.get(&room).map_or(0, |u| u.count));
+        }
+        self.store.set_read_marker(&room, &position)?;
+        self.read_markers.insert(room, position);
+        Ok(self.recount_unread(room)?.count)
+    }
+
+    /// A page of `room`'s history: the store's page, with names and, for
+    /// our messages, each recipient's delivery (see [`Delivery`]).
+    fn history(
+        &mut self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, DaemonError> {
+        if self.node.room(&room).is_none() && self.store.newest_in_room(&room)?.is_none() {
+            return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let me = self.node.peer_id();
+        let labels = self.profiles.labels();
+        let entries = self.store.history(&room, before, limit)?;
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|e| e.cursor))
+            .flatten();
+        let rows = entries
+            .into_iter()
+            .map(|entry| {
+                let ours = entry.message.sender == me;
+                let mut deliveries: Vec<(PeerId, Delivery)> = Vec::new();
+                if ours {
+                    for (peer, state) in &entry.deliveries {
+                        let delivery = match state {
+                            DeliveryState::Pending => Delivery::Queued,
+                            DeliveryState::Delivered | DeliveryState::Read => Delivery::Stored,
+                        };
+                        deliveries.push((*peer, delivery));
+                    }
+                    // Recipients without a row yet: sent within the last
+                    // second and not acknowledged (see `OUTBOX_AFTER`).
+                    if let Some(inflight) = self.inflight.get(&entry.message.id) {
+                        for peer in &inflight.waiting {
+                            if !deliveries.iter().any(|(p, _)| p == peer) {
+                                deliveries.push((*peer, Delivery::Sent));
+                            }
+                        }
+                    }
+                    deliveries.sort_by_key(|(peer, _)| *peer);
+                }
+                let readable = entry.readable();
+                let message = entry.message;
+                HistoryRow {
+                    cursor: entry.cursor,
+                    id: message.id,
+                    author: message.sender,
+                    author_name: if ours {
+                        None
+                    } else {
+                        Some(
+                            labels
+                                .get(&message.sender)
+                                .cloned()
+                                .unwrap_or_else(|| message.sender.short()),
+                        )
+                    },
+                    timestamp: message.timestamp,
+                    text: readable.then(|| String::from_utf8_lossy(&message.body).into_owned()),
+                    ours,
+                    deliveries,
+                }
+            })
+            .collect();
+        Ok(HistoryPage { room, rows, next })
+    }
+
+    /// Adds a listener for every event from now on (after replaying what
+    /// was stored after `since`, if given); returns its id.
+    pub(crate) fn subscribe(
+        &mut self,
+        sink: Sink,
+        since: Option<u64>,
+        waker: Option<Box<dyn Fn() + Send>>,
+    ) -> u64 {
+        let id = self.next_subscriber;
+        self.next_subscriber += 1;
+        self.subscribers.push(Subscriber {
+            id,
+            sink,
+            waker,
+            replay: since.map(|since| (since, since)),
+        });
+        id
+    }
+
+    /// Answers a request: on its caller's channel, or in its subscriber's
+    /// stream of updates.
+    fn reply(&mut self, to: ReplyTo, result: Result<Reply, DaemonError>) {
+        match to {
+            ReplyTo::Channel(tx) => {
+                // A caller that stopped waiting is not an error here.
+                let _ = tx.send(result);
+            }
+            ReplyTo::Subscriber(id, request) => {
+                if let Some(index) = self.subscribers.iter().position(|s| s.id == id) {
+                    if self.subscribers[index].send(Update::Reply(request, result)) {
+                        self.subscribers[index].wake();
+                    } else {
+                        self.subscribers.remove(index);
+                    }
+                }
+            }
+        }
     }
 
     /// Queues `event` for the subscribers; they get it at `Driver::sent`,
@@ -979,10 +1243,11 @@ impl NodeDriver {
     /// application's thread first could delay an acknowledgement), and
     /// after every message received before it (reported when the journal
     /// settles).
-    fn publish(&mut self, event: Event) {
+    fn publish(&mut self, mut event: Event) {
         if self.subscribers.is_empty() {
             return;
         }
+        self.profiles.name_event(&mut event);
         if self.waiting.is_empty() {
             self.unpublished.push(event);
         } else {
@@ -992,8 +1257,95 @@ impl NodeDriver {
     }
 
     fn deliver_events(&mut self) {
-        for event in std::mem::take(&mut self.unpublished) {
-            self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+        let events = std::mem::take(&mut self.unpublished);
+        if !events.is_empty() {
+            self.subscribers.retain(|subscriber| {
+                let mut sent = false;
+                for event in &events {
+                    // A subscriber catching up reads stored messages
+                    // from the store, in order; their live events would
+                    // repeat them or come ahead of older ones.
+                    if let (Some((since, _)), Some(cursor)) = (subscriber.replay, event.cursor())
+                        && cursor > since
+                    {
+                        continue;
+                    }
+                    if !subscriber.send(Update::Event(event.clone())) {
+                        return false;
+                    }
+                    sent = true;
+                }
+                if sent {
+                    subscriber.wake();
+                }
+                true
+            });
+        }
+        self.replay_step();
+    }
+
+    /// Hands each subscriber that is catching up the next chunk of what
+    /// was stored after its cursor; one that reaches the end is told
+    /// ([`Update::CaughtUp`]) and from then on gets live events. Every
+    /// message stored before the last chunk was read is in a chunk, every
+    /// one stored after reaches it live: no gap and no repeat.
+    fn replay_step(&mut self) {
+        let me = self.node.peer_id();
+        for index in 0..self.subscribers.len() {
+            let Some((since, done_up_to)) = self.subscribers[index].replay else {
+                continue;
+            };
+            let chunk = match self.store.stored_after(done_up_to, REPLAY_CHUNK) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    self.store_error("replay stored messages", error);
+                    Vec::new()
+                }
+            };
+            let finished = chunk.len() < REPLAY_CHUNK;
+            let mut last = done_up_to;
+            let mut updates = Vec::with_capacity(chunk.len() + 1);
+            for (cursor, message) in chunk {
+                last = cursor;
+                // Live events report messages of others; so does the
+                // replay.
+                if message.sender == me {
+                    continue;
+                }
+                let mut event = if message.body.is_empty() {
+                    Event::Undecryptable {
+                        room: message.room,
+                        from: message.sender,
+                        from_name: self.profiles.label(&message.sender),
+                        id: message.id,
+                        timestamp: message.timestamp,
+                        cursor: 0,
+                    }
+                } else {
+                    self.received_event(&message)
+                };
+                event.set_cursor(cursor);
+                updates.push(Update::Event(event));
+            }
+            let subscriber = &mut self.subscribers[index];
+            if finished {
+                subscriber.replay = None;
+                updates.push(Update::CaughtUp { cursor: last });
+            } else {
+                subscriber.replay = Some((since, last));
+            }
+            let mut alive = true;
+            for update in updates {
+                if !subscriber.send(update) {
+                    alive = false;
+                    break;
+                }
+            }
+            subscriber.wake();
+            if !alive {
+                // Dropped at the next delivery.
+                subscriber.replay = None;
+            }
         }
     }
 
@@ -1008,10 +1360,10 @@ impl NodeDriver {
         for event in self.discovery.drive(now, &mut self.node) {
             match &event {
                 // Whatever it missed while away, and what we missed.
-                Event::PeerOnline { peer } => {
+                Event::PeerOnline { peer, .. } => {
                     self.syncs_due.push_back((now + SYNC_AFTER_ONLINE, *peer));
                 }
-                Event::PeerOffline { peer } => self.sync.forget_peer(peer),
+                Event::PeerOffline { peer, .. } => self.sync.forget_peer(peer),
                 _ => {}
             }
             self.publish(event);
@@ -1123,7 +1475,10 @@ impl NodeDriver {
             self.store_error("store a contact request", error);
         }
         self.requests.insert(peer);
-        self.publish(Event::ContactRequest { peer });
+        self.publish(Event::ContactRequest {
+            peer,
+            peer_name: String::new(),
+        });
     }
 
     fn on_room_event(&mut self, event: NodeEvent) {
@@ -1135,7 +1490,12 @@ impl NodeDriver {
                 {
                     self.invitations_to_accept.push(room);
                 }
-                self.publish(Event::RoomInvited { room, name, from });
+                self.publish(Event::RoomInvited {
+                    room,
+                    name,
+                    from,
+                    from_name: String::new(),
+                });
             }
             NodeEvent::RoomJoined { room } => {
                 if let Err(error) = self.persist_room(&room) {
@@ -1184,6 +1544,21 @@ impl NodeDriver {
                     self.store_error("store a contact", error);
                 }
             }
+            NodeEvent::ProfileReceived {
+                peer,
+                seq,
+                name,
+                record,
+            } => {
+                let stored = self.settle().and_then(|()| {
+                    profiles::received(&mut self.store, &mut self.profiles, peer, seq, name, record)
+                });
+                match stored {
+                    Ok(Some(event)) => self.publish(event),
+                    Ok(None) => {}
+                    Err(error) => self.store_error("store a profile", error),
+                }
+            }
             _ => {}
         }
     }
@@ -1209,18 +1584,44 @@ impl NodeDriver {
         }
     }
 
+    /// How many recipients a message in `room` has: its other members.
+    fn recipients_of(&self, room: &RoomId) -> usize {
+        let me = self.node.peer_id();
+        self.node
+            .room(room)
+            .map_or(1, |r| r.members.iter().filter(|p| **p != me).count().max(1))
+    }
+
     /// Messages for `peer` that wait for its acknowledgement: the stored
     /// outbox and those too recent to be in it.
     fn outbox_len(&self, peer: &PeerId) -> usize {
-        // Outbox entries are written through `db`, so none waits in the
-        // journal.
-        let stored = self.store.outbox(peer).map_or(0, |o| o.len());
+        // Read without settling (a listing must not cost a transaction):
+        // delivery states gathered since the last settling are applied
+        // here on top of the stored outbox.
+        let mut outbox: HashSet<MessageId> = self
+            .store
+            .outbox(peer)
+            .map(|keys| keys.into_iter().map(|k| k.id).collect())
+            .unwrap_or_default();
+        for (key, to, state) in &self.delivery_updates {
+            if to != peer {
+                continue;
+            }
+            match state {
+                DeliveryState::Pending => {
+                    outbox.insert(key.id);
+                }
+                DeliveryState::Delivered | DeliveryState::Read => {
+                    outbox.remove(&key.id);
+                }
+            }
+        }
         let recent = self
             .inflight
             .values()
             .filter(|i| !i.in_outbox && i.waiting.contains(peer))
             .count();
-        stored + recent
+        outbox.len() + recent
     }
 
     /// Keeps unanswered invitations in the store as they come and go.
@@ -1259,6 +1660,19 @@ impl NodeDriver {
         {
             self.store_error("store chain state", error);
         }
+        // Origins every member holds the chain of: deleted (after the
+        // journal settled, so no older copy of them comes back).
+        let forgotten: Vec<(ChainId, ChainRole)> = self
+            .node
+            .take_forgotten_origins()
+            .into_iter()
+            .map(|chain| (chain, ChainRole::Receiving))
+            .collect();
+        if !forgotten.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten))
+        {
+            self.store_error("forget chain origins", error);
+        }
     }
 
     /// Drains the node's events: commits every received message of this
@@ -1283,6 +1697,10 @@ impl NodeDriver {
     fn pump(&mut self, now: Instant) {
         if self.members_changed {
             self.watch_members(now);
+        }
+        if now >= self.hints_at {
+            self.hints_at = now + HINTS_EVERY;
+            self.profiles.set_hints(self.discovery.announced_names());
         }
         self.pump_events(now);
         for room in std::mem::take(&mut self.invitations_to_accept) {
@@ -1331,7 +1749,13 @@ impl NodeDriver {
                 };
             for message in opened.iter().filter(|m| upgraded.contains(&m.id)) {
                 self.status.messages_received += 1;
-                let event = self.received_event(message);
+                let mut event = self.received_event(message);
+                if let Ok(Some(cursor)) = self
+                    .store
+                    .cursor_of(&message.room, &message.key().position())
+                {
+                    event.set_cursor(cursor);
+                }
                 self.publish(event);
             }
         }
@@ -1381,33 +1805,76 @@ impl NodeDriver {
                         // Stored with an empty body: the envelope is kept, so
                         // a later key can still open it.
                         let message = stored(room, from, id, timestamp, Vec::new(), envelope);
-                        self.receive(now, message, receipt, Event::Undecryptable { from, id });
+                        let event = Event::Undecryptable {
+                            room,
+                            from,
+                            from_name: String::new(),
+                            id,
+                            timestamp,
+                            cursor: 0,
+                        };
+                        self.receive(now, message, receipt, event);
                     }
                     NodeEvent::Delivered { to, id, .. } => {
                         self.discovery.activity(now, to);
+                        let mut receipt = None;
                         if let Some(inflight) = self.inflight.get_mut(&id) {
                             self.delivery_updates.push((
                                 inflight.key,
                                 to,
                                 DeliveryState::Delivered,
                             ));
+                            let before = inflight.waiting.len();
                             inflight.waiting.retain(|peer| *peer != to);
+                            if inflight.waiting.len() < before {
+                                receipt = Some((
+                                    inflight.key.room,
+                                    inflight.recipients,
+                                    inflight.waiting.len(),
+                                ));
+                            }
                             if inflight.waiting.is_empty() {
                                 self.inflight.remove(&id);
                             }
                         }
                         self.status.delivered += 1;
-                        self.publish(Event::Delivered { to, id });
+                        self.publish(Event::Delivered {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
+                        if let Some((room, recipients, waiting)) = receipt {
+                            let of = if recipients > 0 {
+                                recipients
+                            } else {
+                                self.recipients_of(&room)
+                            }
+                            .max(waiting + 1);
+                            self.publish(Event::Receipt {
+                                room,
+                                id,
+                                delivered: of - waiting,
+                                of,
+                            });
+                        }
                     }
                     NodeEvent::Undelivered { to, id, .. } => {
-                        self.publish(Event::Undelivered { to, id });
+                        self.publish(Event::Undelivered {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
                     }
                     NodeEvent::Refused { to, id, .. } => {
                         // Not delivered: it stays waiting for `to` (and so
                         // goes into the outbox, sent again at the next
                         // start).
                         self.status.refused += 1;
-                        self.publish(Event::Refused { to, id });
+                        self.publish(Event::Refused {
+                            to,
+                            to_name: String::new(),
+                            id,
+                        });
                     }
                     NodeEvent::ChainKnown { chain } => self.chains_known.push(chain),
                     // Presence (keep-alives) decides online and offline; the
@@ -1466,17 +1933,21 @@ impl NodeDriver {
         Event::MessageReceived {
             room: message.room,
             from: message.sender,
+            from_name: self.profiles.label(&message.sender),
             id: message.id,
             timestamp: message.timestamp,
             text: String::from_utf8_lossy(&message.body).into_owned(),
             muted: self.is_muted(&message.room, &message.sender),
+            // Known once it is in the database (see `settle_with`).
+            cursor: 0,
         }
     }
 
     /// A received message for the store: journaled with the rest of its
     /// round, reported (in order with every other event) once it is in the
     /// database.
-    fn receive(&mut self, now: Instant, message: Message, receipt: Receipt, event: Event) {
+    fn receive(&mut self, now: Instant, message: Message, receipt: Receipt, mut event: Event) {
+        self.profiles.name_event(&mut event);
         // Someone who is not a contact wrote: a contact request, reported
         // before the message.
         self.promote(now, message.sender);
@@ -1538,10 +2009,11 @@ impl NodeDriver {
         &mut self,
         deliveries: &[(MessageKey, PeerId, DeliveryState)],
     ) -> Result<(), StoreError> {
-        let mut fresh: HashSet<MessageId> = if self.store.is_settled() && deliveries.is_empty() {
-            HashSet::new()
+        let mut fresh: HashMap<MessageId, u64> = if self.store.is_settled() && deliveries.is_empty()
+        {
+            HashMap::new()
         } else {
-            match self.store.settle_and_set_deliveries(deliveries) {
+            match self.store.settle_with_cursors(deliveries) {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
                     // Still journaled, so still durable: try again later,
@@ -1576,10 +2048,38 @@ impl NodeDriver {
         // before its author's key arrived) takes its place, and is reported
         // then.
         let mut readable_again = Vec::new();
+        let mut cursors = vec![0u64; waiting.len()];
+        let me = self.node.peer_id();
+        let mut unread_changed: Vec<RoomId> = Vec::new();
         for (index, entry) in waiting.iter().enumerate() {
             match entry {
-                Waiting::Message { message, .. } if fresh.remove(&message.id) => {
+                Waiting::Message { message, event, .. } if fresh.contains_key(&message.id) => {
                     report[index] = true;
+                    cursors[index] = fresh.remove(&message.id).unwrap_or_default();
+                    // A new message of someone else after the marker is
+                    // unread.
+                    let after_marker = self
+                        .read_markers
+                        .get(&message.room)
+                        .is_none_or(|marker| message.key().position() > *marker);
+                    if message.sender != me && after_marker {
+                        let unread = self.unread.entry(message.room).or_default();
+                        unread.count += 1;
+                        let muted = match event {
+                            Event::MessageReceived { muted, .. } => *muted,
+                            _ => self.mutes.is_muted(
+                                &message.room.0,
+                                &message.sender.0,
+                                wall_clock_millis(),
+                            ),
+                        };
+                        if muted {
+                            unread.muted += 1;
+                        }
+                        if !unread_changed.contains(&message.room) {
+                            unread_changed.push(message.room);
+                        }
+                    }
                 }
                 Waiting::Message { message, .. } if !message.body.is_empty() => {
                     readable_again.push((index, message.clone()));
@@ -1595,16 +2095,25 @@ impl NodeDriver {
                     let mut upgraded: HashSet<MessageId> = ids.into_iter().collect();
                     for (index, message) in readable_again {
                         report[index] = upgraded.remove(&message.id);
+                        if report[index] {
+                            cursors[index] = self
+                                .store
+                                .cursor_of(&message.room, &message.key().position())
+                                .ok()
+                                .flatten()
+                                .unwrap_or_default();
+                        }
                     }
                 }
                 Err(error) => self.store_error("replace unreadable messages", error),
             }
         }
-        for (entry, report) in waiting.into_iter().zip(report) {
+        for ((entry, report), cursor) in waiting.into_iter().zip(report).zip(cursors) {
             match entry {
-                Waiting::Message { event, .. } if report => {
+                Waiting::Message { mut event, .. } if report => {
                     self.status.messages_received += 1;
                     if !self.subscribers.is_empty() {
+                        event.set_cursor(cursor);
                         self.unpublished.push(event);
                     }
                 }
@@ -1612,7 +2121,199 @@ impl NodeDriver {
                 Waiting::Message { .. } => {}
             }
         }
+        if !self.subscribers.is_empty() {
+            for room in unread_changed {
+                let unread = self.unread.get(&room).copied().unwrap_or_default();
+                self.unpublished.push(Event::UnreadChanged {
+                    room,
+                    unread: unread.count,
+                    unread_muted: unread.muted,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Carries out one request and answers it (a send is answered once it
+    /// is stored, at the end of its batch).
+    fn handle_request(&mut self, now: Instant, request: Request, reply: ReplyTo) {
+        // Reads of what lives in memory need no store; everything else
+        // sees the sends before it, and every message and delivery state,
+        // in the database (no transaction when nothing waits).
+        let in_memory = matches!(
+            request,
+            Request::Send { .. }
+                | Request::Peers
+                | Request::Rooms
+                | Request::Status
+                | Request::Blocked
+                | Request::Discovery
+                | Request::Resolve { .. }
+        );
+        if !in_memory {
+            self.commit_sends(now);
+            if let Err(error) = self.write_deliveries() {
+                self.store_error("store journaled messages and deliveries", error);
+            }
+        }
+        if let Request::Send { to, text } = request {
+            if let Some(why) = self.disk_full.clone() {
+                // Refused before it goes out: a message sent and not stored
+                // would be missing from our history and never sent again.
+                self.reply(reply, Err(DaemonError::NotSent(why)));
+                return;
+            }
+            match self.prepare_send(now, to, &text) {
+                Ok(recipients) => {
+                    for peer in &recipients {
+                        self.discovery.activity(now, *peer);
+                    }
+                    self.unsaved_sends.push(UnsavedSend {
+                        body: text.into_bytes(),
+                        recipients,
+                        reply,
+                    });
+                }
+                Err(error) => self.reply(reply, Err(error)),
+            }
+            return;
+        }
+        let result = self.answer(now, request);
+        self.reply(reply, result);
+    }
+
+    /// The answer to any request but a send.
+    fn answer(&mut self, now: Instant, request: Request) -> Result<Reply, DaemonError> {
+        Ok(match request {
+            Request::Send { .. } => return Err(DaemonError::BadReply),
+            Request::AddPeer(peer) => {
+                self.add_peer(now, *peer)?;
+                Reply::Done
+            }
+            Request::Peers => Reply::Peers(self.peers()),
+            Request::Status => {
+                let mut status = self.status.clone();
+                status.node = self.node.stats().clone();
+                status.sync = self.sync.stats().clone();
+                Reply::Status(Box::new(status))
+            }
+            Request::Rooms => Reply::Rooms(self.rooms()),
+            Request::CreateRoom { name, members } => {
+                Reply::Room(self.create_room(now, &name, &members)?)
+            }
+            Request::Invite { room, peer } => {
+                self.node.invite(now, room, peer)?;
+                self.persist_room(&room)?;
+                Reply::Done
+            }
+            Request::RemoveMember { room, peer } => {
+                self.node.remove_member(now, room, peer)?;
+                self.persist_room(&room)?;
+                Reply::Done
+            }
+            Request::Leave { room } => {
+                self.node.leave_room(now, room)?;
+                self.members_changed = true;
+                self.db()?.leave_group(&room)?;
+                Reply::Done
+            }
+            Request::Block { peer, blocked } => Reply::Peer(self.block(now, peer, blocked)?),
+            Request::Mute { target, mute } => {
+                self.mute(target, mute)?;
+                // The muted share of unread counts follows the mute.
+                let rooms: Vec<RoomId> = match target {
+                    Target::Room(room) => vec![room],
+                    Target::Peer(_) => self
+                        .unread
+                        .iter()
+                        .filter(|(_, u)| u.count > 0)
+                        .map(|(room, _)| *room)
+                        .collect(),
+                };
+                for room in rooms {
+                    self.recount_unread(room)?;
+                }
+                Reply::Done
+            }
+            Request::Blocked => Reply::Blocked(self.store.blocked()?),
+            Request::AnswerInvite { room, accept } => {
+                if accept {
+                    self.node.accept_invite(now, room)?;
+                } else {
+                    self.node.decline_invite(now, room)?;
+                }
+                Reply::Done
+            }
+            Request::Accept { peer } => {
+                if !self.peers.contains_key(&peer) {
+                    return Err(DaemonError::UnknownPeer(peer.to_hex()));
+                }
+                self.db()?.set_contact_request(&peer, false)?;
+                self.requests.remove(&peer);
+                self.node.share_profile(now, peer);
+                Reply::Peer(peer)
+            }
+            Request::Discovery => Reply::Discovery(Box::new(self.discovery.report(now))),
+            Request::History {
+                room,
+                before,
+                limit,
+            } => Reply::History(self.history(room, before, limit)?),
+            Request::MarkRead { room, up_to } => Reply::Unread(self.mark_read(room, up_to)?),
+            Request::Resolve { text, kind } => Reply::Target(self.resolve(&text, kind)?),
+        })
+    }
+
+    /// The peer table: contacts, then peers found nearby; blocked ones
+    /// left out.
+    fn peers(&mut self) -> Vec<PeerInfo> {
+        let mut peers: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| !self.node.is_blocked(id))
+            .map(|(id, entry)| PeerInfo {
+                peer: *id,
+                public: entry.public.clone(),
+                addr: self.discovery.addr_of(id),
+                online: self.discovery.is_online(id),
+                watched: self.discovery.is_watched(id),
+                outbox: self.outbox_len(id),
+                contact: true,
+                request: self.requests.contains(id),
+                muted: self.mute_of(&id.0),
+                display_name: String::new(),
+                name: None,
+                name_hint: None,
+            })
+            .collect();
+        let nearby: Vec<PeerInfo> = self
+            .discovery
+            .nearby()
+            .filter(|(id, _, _)| !self.peers.contains_key(id))
+            .map(|(id, public, addr)| PeerInfo {
+                peer: id,
+                public,
+                addr,
+                online: self.discovery.is_online(&id),
+                watched: self.discovery.is_watched(&id),
+                outbox: 0,
+                contact: false,
+                request: false,
+                muted: None,
+                display_name: String::new(),
+                name: None,
+                name_hint: None,
+            })
+            .collect();
+        peers.extend(nearby);
+        self.profiles.set_hints(self.discovery.announced_names());
+        for peer in &mut peers {
+            peer.display_name = self.profiles.label(&peer.peer);
+            peer.name = self.profiles.name(&peer.peer).map(str::to_owned);
+            peer.name_hint = self.profiles.hint(&peer.peer).map(str::to_owned);
+        }
+        peers.sort_by_key(|p| p.peer);
+        peers
     }
 }
 
@@ -1638,12 +2339,6 @@ fn only_one<T: Copy>(
         [] => Err(none()),
         _ => Err(DaemonError::Ambiguous(text.to_owned())),
     }
-}
-
-/// Where a message goes.
-enum Target {
-    Peer(PeerId),
-    Room(RoomId),
 }
 
 /// A received message as the store keeps it.
@@ -1747,171 +2442,51 @@ impl Driver for NodeDriver {
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
-        // A caller that stopped waiting for a reply is not an error here,
-        // so failed reply sends are ignored.
-        if !matches!(command, Command::Send { .. }) {
-            // Whatever else is asked sees the sends before it, and every
-            // message and delivery state, in the database.
-            self.commit_sends(now);
-            if let Err(error) = self.write_deliveries() {
-                self.store_error("store journaled messages and deliveries", error);
-            }
-        }
         match command {
-            Command::Send { reply, .. } if self.disk_full.is_some() => {
-                // Refused before it goes out: a message sent and not stored
-                // would be missing from our history and never sent again.
-                let why = self.disk_full.clone().unwrap_or_default();
-                let _ = reply.send(Err(DaemonError::NotSent(why)));
-            }
-            Command::Send { to, text, reply } => match self.prepare_send(now, &to, &text) {
-                Ok(recipients) => {
-                    for peer in &recipients {
-                        self.discovery.activity(now, *peer);
-                    }
-                    self.unsaved_sends.push(UnsavedSend {
-                        body: text.into_bytes(),
-                        recipients,
-                        reply,
-                    });
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-            },
-            Command::AddPeer { peer, reply } => {
-                let result = self.add_peer(now, *peer);
-                let _ = reply.send(result);
-            }
-            Command::Peers { reply } => {
-                let mut peers: Vec<PeerInfo> = self
-                    .peers
-                    .iter()
-                    .filter(|(id, _)| !self.node.is_blocked(id))
-                    .map(|(id, entry)| PeerInfo {
-                        peer: *id,
-                        public: entry.public.clone(),
-                        addr: self.discovery.addr_of(id),
-                        online: self.discovery.is_online(id),
-                        watched: self.discovery.is_watched(id),
-                        outbox: self.outbox_len(id),
-                        contact: true,
-                        request: self.requests.contains(id),
-                        muted: self.mute_of(&id.0),
-                    })
-                    .collect();
-                let nearby: Vec<PeerInfo> = self
-                    .discovery
-                    .nearby()
-                    .filter(|(id, _, _)| !self.peers.contains_key(id))
-                    .map(|(id, public, addr)| PeerInfo {
-                        peer: id,
-                        public,
-                        addr,
-                        online: self.discovery.is_online(&id),
-                        watched: self.discovery.is_watched(&id),
-                        outbox: 0,
-                        contact: false,
-                        request: false,
-                        muted: None,
-                    })
-                    .collect();
-                peers.extend(nearby);
-                peers.sort_by_key(|p| p.peer);
-                let _ = reply.send(peers);
-            }
-            Command::Status { reply } => {
-                let mut status = self.status.clone();
-                status.node = self.node.stats().clone();
-                status.sync = self.sync.stats().clone();
-                let _ = reply.send(status);
-            }
-            Command::Subscribe { events, reply } => {
-                self.subscribe(events);
-                let _ = reply.send(());
-            }
-            Command::Rooms { reply } => {
-                let _ = reply.send(self.rooms());
-            }
-            Command::CreateRoom {
-                name,
-                members,
+            Command::Request { request, reply } => self.handle_request(now, request, reply),
+            Command::Subscribe {
+                sink,
+                since,
+                waker,
                 reply,
             } => {
-                let result = self.create_room(now, &name, &members);
-                let _ = reply.send(result);
-            }
-            Command::Invite { room, peer, reply } => {
-                let result = self.resolve_room(&room).and_then(|room| {
-                    let peer = self.resolve_peer(&peer)?;
-                    self.node.invite(now, room, peer)?;
-                    self.persist_room(&room)
-                });
-                let _ = reply.send(result);
-            }
-            Command::RemoveMember { room, peer, reply } => {
-                let result = self.resolve_room(&room).and_then(|room| {
-                    let peer = self.resolve_peer(&peer)?;
-                    self.node.remove_member(now, room, peer)?;
-                    self.persist_room(&room)
-                });
-                let _ = reply.send(result);
-            }
-            Command::Leave { room, reply } => {
-                let result = self.resolve_room(&room).and_then(|room| {
-                    self.node.leave_room(now, room)?;
-                    self.members_changed = true;
-                    Ok(self.db()?.leave_group(&room)?)
-                });
-                let _ = reply.send(result);
-            }
-            Command::Block {
-                peer,
-                blocked,
-                reply,
-            } => {
-                let result = self.block(now, &peer, blocked);
-                let _ = reply.send(result);
-            }
-            Command::Mute {
-                target,
-                mute,
-                reply,
-            } => {
-                let result = self.mute(&target, mute);
-                let _ = reply.send(result);
-            }
-            Command::Blocked { reply } => {
-                let _ = reply.send(self.db().and_then(|db| db.blocked()).unwrap_or_default());
-            }
-            Command::AnswerInvite {
-                room,
-                accept,
-                reply,
-            } => {
-                let result = self.resolve_invitation(&room).and_then(|room| {
-                    if accept {
-                        self.node.accept_invite(now, room)?;
-                    } else {
-                        self.node.decline_invite(now, room)?;
-                    }
-                    Ok(())
-                });
-                let _ = reply.send(result);
-            }
-            Command::Accept { peer, reply } => {
-                let result = self.resolve_peer(&peer).and_then(|peer| {
-                    self.db()?.set_contact_request(&peer, false)?;
-                    self.requests.remove(&peer);
-                    Ok(peer)
-                });
-                let _ = reply.send(result);
+                let id = self.subscribe(sink, since, waker);
+                let _ = reply.send(id);
             }
             // The events are drained by `pump` below.
             Command::DiscoveryWake => {}
             Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
-            Command::Discovery { reply } => {
-                let _ = reply.send(self.discovery.report(now));
+            Command::Search {
+                text,
+                room,
+                before,
+                limit,
+                reply,
+            } => {
+                let query = crate::store::SearchQuery {
+                    text,
+                    before,
+                    limit,
+                };
+                if let Err(error) = self.search(room.as_deref(), query, reply.clone()) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Command::SetProfile { name, reply } => {
+                let result = self.settle().map_err(DaemonError::from).and_then(|()| {
+                    profiles::set_own(
+                        now,
+                        &name,
+                        &mut self.node,
+                        &mut self.store,
+                        &mut self.profiles,
+                    )
+                });
+                let _ = reply.send(result.map(|event| {
+                    if let Some(event) = event {
+                        self.publish(event);
+                    }
+                }));
             }
         }
         self.pump(now);
@@ -1997,6 +2572,11 @@ impl Driver for NodeDriver {
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
             Some(self.next_sync),
+            // A subscriber catching up gets its next chunk at the next turn.
+            self.subscribers
+                .iter()
+                .any(|s| s.replay.is_some())
+                .then(Instant::now),
         ]
         .into_iter()
         .flatten()

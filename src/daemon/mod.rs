@@ -36,17 +36,23 @@
 //!
 //! Limits: see the daemon section of `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod control;
 pub mod discovery;
 mod driver;
+pub mod json;
 pub mod mutes;
+mod profiles;
+pub mod search;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+
 use std::time::Duration;
 
 use crate::account::{Account, AccountError};
@@ -57,13 +63,23 @@ use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
 use crate::proto::syncer::SyncStats;
 use crate::store::{Mute, StoreError};
 
+use api::ReplyTo;
+pub use api::{
+    Delivery, HistoryPage, HistoryRow, Reply, Request, RequestId, ResolveKind, SubscribeOptions,
+    Subscription, Target, Update,
+};
 pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
-use driver::{Command, NodeDriver};
+use driver::{Command, NodeDriver, Sink};
+pub use search::SearchResult;
 
 /// How long a caller waits for the network thread to answer a command. The
 /// thread answers within one loop turn; this only guards against a stalled
 /// or dead loop.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for a search: it opens every message it looks
+/// at, on its own thread (a search that is slow is not a stalled loop).
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How the daemon runs.
 #[derive(Debug, Clone, Default)]
@@ -157,42 +173,81 @@ pub enum DaemonError {
     /// cannot take it (a full disk); nothing of it was sent or stored.
     #[error("the message was not sent: {0}")]
     NotSent(String),
+    /// A search that cannot run (empty text, or the search thread is gone).
+    #[error("search: {0}")]
+    Search(String),
+    /// A cursor that names no message of the room asked about.
+    #[error("cursor {0} is not a message of that room")]
+    NotInRoom(u64),
+    /// The daemon answered with something else than was asked (a bug).
+    #[error("the daemon gave an unexpected answer")]
+    BadReply,
 }
 
 /// What the daemon reports to its listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message from `from` in `room` was stored. `muted`: the room or
-    /// the sender is muted, so it is not to be notified or counted unread.
+    /// the sender is muted, so it is not to be notified (it is counted
+    /// unread, flagged: see [`RoomSummary::unread_muted`]).
+    /// `cursor` is where it is stored (see [`SubscribeOptions::since`]).
+    ///
+    /// Every event that names a peer also carries how it is shown
+    /// (`from_name`, `to_name`, `peer_name`): its display name, with an id
+    /// suffix when another known peer has the same name (`Sam·3f2a`), an
+    /// mDNS hint as `~Name·3f2a`, or its short id when no name is known.
     MessageReceived {
         room: RoomId,
         from: PeerId,
+        from_name: String,
         id: MessageId,
         timestamp: u64,
         text: String,
         muted: bool,
+        cursor: u64,
     },
-    /// An authentic message we hold no key for was stored unreadable.
-    Undecryptable { from: PeerId, id: MessageId },
+    /// An authentic message we hold no key for was stored unreadable (a
+    /// `MessageReceived` of it follows if its key arrives).
+    Undecryptable {
+        room: RoomId,
+        from: PeerId,
+        from_name: String,
+        id: MessageId,
+        timestamp: u64,
+        cursor: u64,
+    },
     /// `to` stored our message `id`.
-    Delivered { to: PeerId, id: MessageId },
+    Delivered {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// The node gave up retransmitting `id` to `to` for now; it stays in
     /// the outbox and is queued again at the next start.
-    Undelivered { to: PeerId, id: MessageId },
+    Undelivered {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// `to` received our message `id` but refused to store it (it failed a
     /// check there: see its `kith status` drop counters). Not delivered; it
     /// stays in the outbox and is sent again at the next start.
-    Refused { to: PeerId, id: MessageId },
+    Refused {
+        to: PeerId,
+        to_name: String,
+        id: MessageId,
+    },
     /// `peer` answered again.
-    PeerOnline { peer: PeerId },
+    PeerOnline { peer: PeerId, peer_name: String },
     /// No answer from `peer` for a while; messages to it stay queued.
-    PeerOffline { peer: PeerId },
+    PeerOffline { peer: PeerId, peer_name: String },
     /// An admin invites us to a group room: `kith room accept` or
     /// `kith room decline` (or [`DaemonHandle::accept_invite`]).
     RoomInvited {
         room: RoomId,
         name: String,
         from: PeerId,
+        from_name: String,
     },
     /// We joined a group room.
     RoomJoined { room: RoomId, name: String },
@@ -202,7 +257,50 @@ pub enum Event {
     RoomRemoved { room: RoomId },
     /// Someone we did not know wrote to us: accept (`kith accept`) or
     /// decline (`kith decline`, which blocks). Its messages follow.
-    ContactRequest { peer: PeerId },
+    ContactRequest { peer: PeerId, peer_name: String },
+    /// `peer` (or we) took a new display name, from a signed profile:
+    /// `name` as chosen, `label` as it is shown from now on, `previous`
+    /// the signed name it had (`None`: its first).
+    PeerRenamed {
+        peer: PeerId,
+        name: String,
+        label: String,
+        previous: Option<String>,
+    },
+    /// A room's unread count changed (a message came, the read marker
+    /// moved, a mute changed). `unread_muted` of them are in a muted room
+    /// or from a muted sender: counted, not to be notified.
+    UnreadChanged {
+        room: RoomId,
+        unread: u64,
+        unread_muted: u64,
+    },
+    /// Our message `id` in `room` is now stored by `delivered` of its `of`
+    /// recipients ("delivered to k of n").
+    Receipt {
+        room: RoomId,
+        id: MessageId,
+        delivered: usize,
+        of: usize,
+    },
+}
+
+impl Event {
+    /// The store cursor of a message event (`None` for other events).
+    pub fn cursor(&self) -> Option<u64> {
+        match self {
+            Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } => {
+                Some(*cursor)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_cursor(&mut self, value: u64) {
+        if let Event::MessageReceived { cursor, .. } | Event::Undecryptable { cursor, .. } = self {
+            *cursor = value;
+        }
+    }
 }
 
 impl Event {
@@ -213,48 +311,75 @@ impl Event {
             Event::MessageReceived {
                 room,
                 from,
+                from_name,
                 id,
                 timestamp,
                 text,
                 muted,
+                cursor,
             } => format!(
-                r#"{{"event":"message","room":"{room}","from":"{from}","id":"{id}","timestamp":{timestamp},"text":"{}","muted":{muted}}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"time_ms":{},"text":"{}","muted":{muted},"cursor":{cursor}}}"#,
+                json_escape(from_name),
+                crate::proto::hlc::millis(*timestamp),
                 json_escape(text),
                 room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
             ),
-            Event::Undecryptable { from, id } => format!(
-                r#"{{"event":"undecryptable","from":"{}","id":"{}"}}"#,
+            Event::Undecryptable {
+                room,
+                from,
+                from_name,
+                id,
+                timestamp,
+                cursor,
+            } => format!(
+                r#"{{"event":"undecryptable","room":"{}","from":"{}","from_name":"{}","id":"{}","timestamp":{timestamp},"time_ms":{},"cursor":{cursor}}}"#,
+                PeerId(room.0).to_hex(),
                 from.to_hex(),
-                id.to_hex()
+                json_escape(from_name),
+                id.to_hex(),
+                crate::proto::hlc::millis(*timestamp),
             ),
-            Event::Delivered { to, id } => format!(
-                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+            Event::Delivered { to, to_name, id } => format!(
+                r#"{{"event":"delivered","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::Undelivered { to, id } => format!(
-                r#"{{"event":"undelivered","to":"{}","id":"{}"}}"#,
+            Event::Undelivered { to, to_name, id } => format!(
+                r#"{{"event":"undelivered","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::Refused { to, id } => format!(
-                r#"{{"event":"refused","to":"{}","id":"{}"}}"#,
+            Event::Refused { to, to_name, id } => format!(
+                r#"{{"event":"refused","to":"{}","to_name":"{}","id":"{}"}}"#,
                 to.to_hex(),
+                json_escape(to_name),
                 id.to_hex()
             ),
-            Event::PeerOnline { peer } => {
-                format!(r#"{{"event":"peer_online","peer":"{}"}}"#, peer.to_hex())
-            }
-            Event::PeerOffline { peer } => {
-                format!(r#"{{"event":"peer_offline","peer":"{}"}}"#, peer.to_hex())
-            }
-            Event::RoomInvited { room, name, from } => format!(
-                r#"{{"event":"room_invited","room":"{}","name":"{}","from":"{}"}}"#,
+            Event::PeerOnline { peer, peer_name } => format!(
+                r#"{{"event":"peer_online","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::PeerOffline { peer, peer_name } => format!(
+                r#"{{"event":"peer_offline","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::RoomInvited {
+                room,
+                name,
+                from,
+                from_name,
+            } => format!(
+                r#"{{"event":"room_invited","room":"{}","name":"{}","from":"{}","from_name":"{}"}}"#,
                 PeerId(room.0).to_hex(),
                 json_escape(name),
-                from.to_hex()
+                from.to_hex(),
+                json_escape(from_name)
             ),
             Event::RoomJoined { room, name } => format!(
                 r#"{{"event":"room_joined","room":"{}","name":"{}"}}"#,
@@ -269,9 +394,42 @@ impl Event {
                 r#"{{"event":"room_removed","room":"{}"}}"#,
                 PeerId(room.0).to_hex()
             ),
-            Event::ContactRequest { peer } => format!(
-                r#"{{"event":"contact_request","peer":"{}"}}"#,
-                peer.to_hex()
+            Event::ContactRequest { peer, peer_name } => format!(
+                r#"{{"event":"contact_request","peer":"{}","peer_name":"{}"}}"#,
+                peer.to_hex(),
+                json_escape(peer_name)
+            ),
+            Event::PeerRenamed {
+                peer,
+                name,
+                label,
+                previous,
+            } => format!(
+                r#"{{"event":"peer_renamed","peer":"{}","name":"{}","label":"{}","previous":{}}}"#,
+                peer.to_hex(),
+                json_escape(name),
+                json_escape(label),
+                previous
+                    .as_ref()
+                    .map_or_else(|| "null".to_owned(), |p| format!("\"{}\"", json_escape(p)))
+            ),
+            Event::UnreadChanged {
+                room,
+                unread,
+                unread_muted,
+            } => format!(
+                r#"{{"event":"unread","room":"{}","unread":{unread},"unread_muted":{unread_muted}}}"#,
+                PeerId(room.0).to_hex()
+            ),
+            Event::Receipt {
+                room,
+                id,
+                delivered,
+                of,
+            } => format!(
+                r#"{{"event":"receipt","room":"{}","id":"{}","delivered":{delivered},"of":{of}}}"#,
+                PeerId(room.0).to_hex(),
+                id.to_hex()
             ),
         }
     }
@@ -282,27 +440,43 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::MessageReceived {
-                room, from, text, ..
-            } => write!(f, "[{}] {}: {text}", PeerId(room.0).short(), from.short()),
-            Event::Undecryptable { from, id } => {
-                write!(f, "{}: (unreadable message {})", from.short(), id.short())
-            }
-            Event::Delivered { to, id } => write!(f, "delivered {} to {}", id.short(), to.short()),
-            Event::Undelivered { to, id } => {
-                write!(f, "not yet delivered {} to {}", id.short(), to.short())
-            }
-            Event::Refused { to, id } => write!(
+                room,
+                from_name,
+                text,
+                ..
+            } => write!(f, "[{}] {from_name}: {text}", PeerId(room.0).short()),
+            Event::Undecryptable {
+                room,
+                from_name,
+                id,
+                ..
+            } => write!(
                 f,
-                "not delivered {}: {} refused to store it",
-                id.short(),
-                to.short()
+                "[{}] {from_name}: (unreadable message {})",
+                PeerId(room.0).short(),
+                id.short()
             ),
-            Event::PeerOnline { peer } => write!(f, "{} is online", peer.short()),
-            Event::PeerOffline { peer } => write!(f, "{} is offline", peer.short()),
-            Event::RoomInvited { room, name, from } => write!(
+            Event::Delivered { to_name, id, .. } => {
+                write!(f, "delivered {} to {to_name}", id.short())
+            }
+            Event::Undelivered { to_name, id, .. } => {
+                write!(f, "not yet delivered {} to {to_name}", id.short())
+            }
+            Event::Refused { to_name, id, .. } => write!(
                 f,
-                "{} invites you to room {name:?}: kith room accept {}",
-                from.short(),
+                "not delivered {}: {to_name} refused to store it",
+                id.short(),
+            ),
+            Event::PeerOnline { peer_name, .. } => write!(f, "{peer_name} is online"),
+            Event::PeerOffline { peer_name, .. } => write!(f, "{peer_name} is offline"),
+            Event::RoomInvited {
+                room,
+                name,
+                from_name,
+                ..
+            } => write!(
+                f,
+                "{from_name} invites you to room {name:?}: kith room accept {}",
                 PeerId(room.0).to_hex()
             ),
             Event::RoomJoined { room, name } => {
@@ -314,18 +488,32 @@ impl fmt::Display for Event {
             Event::RoomRemoved { room } => {
                 write!(f, "removed from room {}", PeerId(room.0).short())
             }
-            Event::ContactRequest { peer } => write!(
+            Event::ContactRequest { peer, peer_name } => write!(
                 f,
-                "{} wants to talk: kith accept {} (or kith decline)",
-                peer.short(),
+                "{peer_name} wants to talk: kith accept {} (or kith decline)",
                 peer.to_hex()
             ),
+            Event::PeerRenamed {
+                peer,
+                label,
+                previous,
+                ..
+            } => match previous {
+                Some(previous) => write!(f, "{previous} ({}) is now {label}", peer.short()),
+                None => write!(f, "{} is {label}", peer.short()),
+            },
+            Event::UnreadChanged { room, unread, .. } => {
+                write!(f, "room {} has {unread} unread", PeerId(room.0).short())
+            }
+            Event::Receipt {
+                id, delivered, of, ..
+            } => write!(f, "{} delivered to {delivered} of {of}", id.short()),
         }
     }
 }
 
 /// Escapes `text` for a JSON string literal.
-fn json_escape(text: &str) -> String {
+pub fn json_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -363,6 +551,14 @@ pub struct PeerInfo {
     pub request: bool,
     /// Muted, and until when.
     pub muted: Option<Mute>,
+    /// How it is shown: its signed name (with an id suffix when another
+    /// known peer has the same one), else `~` and its mDNS name with the
+    /// suffix, else its short id.
+    pub display_name: String,
+    /// The name from its signed profile, if one arrived.
+    pub name: Option<String>,
+    /// The name it announced by mDNS: only a hint, anyone can announce any.
+    pub name_hint: Option<String>,
 }
 
 /// A room as `kith rooms` lists it.
@@ -378,10 +574,17 @@ pub struct RoomSummary {
     pub epoch: u32,
     /// Every member, us included (empty for an invitation).
     pub members: Vec<PeerId>,
+    /// How each of `members` is shown (see [`PeerInfo::display_name`]).
+    pub member_names: Vec<String>,
     /// Muted, and until when.
     pub muted: Option<Mute>,
     /// An invitation not answered yet (`admin` is who invited us).
     pub invited: bool,
+    /// Messages from others after our read marker.
+    pub unread: u64,
+    /// Of `unread`, those in a muted room or from a muted sender (counted
+    /// but flagged: not to be notified).
+    pub unread_muted: u64,
 }
 
 /// Counters for `kith status`.
@@ -452,6 +655,8 @@ impl Status {
             ("handshakes_started", node.handshakes_started),
             ("handshakes_answered", node.handshakes_answered),
             ("sessions_established", node.sessions_established),
+            ("rekeys_started", node.rekeys_started),
+            ("chains_rotated", node.chains_rotated),
             ("sealed_sent", node.sealed_sent),
             ("sealed_received", node.sealed_received),
             ("batch_verified", node.batch_verified),
@@ -481,6 +686,9 @@ pub struct DaemonHandle {
     first_events: Mutex<Option<Receiver<Event>>>,
     public: PublicIdentity,
     data_dir: PathBuf,
+    /// Full 64-hex targets already resolved (an id keeps its meaning), so
+    /// a device sending many messages to one id pays for the lookup once.
+    resolved: Mutex<HashMap<String, Target>>,
 }
 
 /// Asks a daemon to stop from another thread (a signal watcher, the control
@@ -506,12 +714,18 @@ pub fn start(
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
     let mut config = config;
+    // mDNS announces our display name unless told another.
+    if config.discovery.display_name.is_empty()
+        && let Some(own) = account.store.profile(&public.peer_id())?
+    {
+        config.discovery.display_name = own.name;
+    }
     // Group rooms use the multicast group when there is one.
     config.node.group_multicast |= config.net.multicast_enabled();
     let discovery = config.discovery.clone();
     let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
     let (events_tx, events_rx) = mpsc::channel();
-    driver.subscribe(events_tx);
+    driver.subscribe(Sink::Events(events_tx), None, None);
     let net = net::spawn(config.net, driver)?;
     // mDNS announces our port, known only now that the socket is bound.
     let attach = discovery::prepare(&discovery, &public, net.local_addr(), net.sender())?;
@@ -525,6 +739,7 @@ pub fn start(
         first_events: Mutex::new(Some(events_rx)),
         public,
         data_dir: data_dir.to_owned(),
+        resolved: Mutex::new(HashMap::new()),
     };
     if config.control_socket {
         let server = control::ControlServer::start(
@@ -533,6 +748,7 @@ pub fn start(
             handle.net.sender(),
             handle.stop_requester(),
             handle.net.shared_stats(),
+            handle.public.peer_id(),
         )?;
         handle.control = Some(server);
     }
@@ -569,12 +785,14 @@ impl DaemonHandle {
     /// Sends `text` to `to` (a peer id, or a peer's public key read as an
     /// id). Returns once the message is queued and stored.
     pub fn send(&self, to: PeerId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&to.to_hex(), text)
+        // An id, or a public key read as one.
+        let to = self.resolve_cached(&to.to_hex(), ResolveKind::Peer)?;
+        self.submit(to, text)?.wait()
     }
 
     /// Sends `text` to every member of group `room`.
     pub fn send_room(&self, room: RoomId, text: &str) -> Result<MessageId, DaemonError> {
-        self.send_to(&PeerId(room.0).to_hex(), text)
+        self.submit(Target::Room(room), text)?.wait()
     }
 
     /// Sends `text` to a peer or group room named as a user would: an id,
@@ -588,121 +806,226 @@ impl DaemonHandle {
     /// messages keeps several under way; the daemon seals and sends each at
     /// once and stores a burst of them in one transaction.
     pub fn submit_to(&self, to: &str, text: &str) -> Result<PendingSend, DaemonError> {
+        let target = self.resolve_cached(to, ResolveKind::Target)?;
+        self.submit(target, text)
+    }
+
+    /// [`DaemonHandle::resolve`], remembering full 64-hex ids.
+    fn resolve_cached(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        let full = PeerId::from_hex(text.trim()).is_some();
+        let key = format!("{kind:?} {}", text.trim().to_ascii_lowercase());
+        // A poisoned lock only means a panic elsewhere; the map is valid.
+        let cache = || {
+            self.resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if full && let Some(target) = cache().get(&key) {
+            return Ok(*target);
+        }
+        let target = self.resolve(text, kind)?;
+        if full {
+            cache().insert(key, target);
+        }
+        Ok(target)
+    }
+
+    /// Queues `text` for `to` without waiting; see [`DaemonHandle::submit_to`].
+    pub fn submit(&self, to: Target, text: &str) -> Result<PendingSend, DaemonError> {
         let (reply, rx) = mpsc::channel();
-        self.net.sender().send(Command::Send {
-            to: to.to_owned(),
-            text: text.to_owned(),
-            reply,
+        self.net.sender().send(Command::Request {
+            request: Request::Send {
+                to,
+                text: text.to_owned(),
+            },
+            reply: ReplyTo::Channel(reply),
         })?;
         Ok(PendingSend(rx))
     }
 
+    /// Turns text a person typed (an id, a public key, a hex prefix, a
+    /// name) into an id of `kind`.
+    pub fn resolve(&self, text: &str, kind: ResolveKind) -> Result<Target, DaemonError> {
+        match self.ask(Request::Resolve {
+            text: text.to_owned(),
+            kind,
+        })? {
+            Reply::Target(target) => Ok(target),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
     /// Creates a group room with us as admin and invites `members`.
     pub fn create_room(&self, name: &str, members: &[PeerId]) -> Result<RoomId, DaemonError> {
-        self.request(|reply| Command::CreateRoom {
+        match self.ask(Request::CreateRoom {
             name: name.to_owned(),
-            members: members.iter().map(PeerId::to_hex).collect(),
-            reply,
-        })?
+            members: members.to_vec(),
+        })? {
+            Reply::Room(room) => Ok(room),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Adds `peer` to group `room` (we must be its admin).
     pub fn invite(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Invite {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::Invite { room, peer }).map(drop)
     }
 
     /// Removes `peer` from group `room` (we must be its admin).
     pub fn remove_member(&self, room: RoomId, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::RemoveMember {
-            room: PeerId(room.0).to_hex(),
-            peer: peer.to_hex(),
-            reply,
-        })?
+        self.ask(Request::RemoveMember { room, peer }).map(drop)
     }
 
     /// Accepts (`true`) or declines an invitation to `room`.
     pub fn answer_invite(&self, room: RoomId, accept: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AnswerInvite {
-            room: PeerId(room.0).to_hex(),
-            accept,
-            reply,
-        })?
+        self.ask(Request::AnswerInvite { room, accept }).map(drop)
     }
 
     /// Leaves group `room`.
     pub fn leave(&self, room: RoomId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Leave {
-            room: PeerId(room.0).to_hex(),
-            reply,
-        })?
+        self.ask(Request::Leave { room }).map(drop)
     }
 
-    /// Every room: group rooms and direct chats.
+    /// Every room: group rooms and direct chats, with unread counts.
+    /// Answered from memory: cheap to ask every second.
     pub fn rooms(&self) -> Result<Vec<RoomSummary>, DaemonError> {
-        self.request(|reply| Command::Rooms { reply })
+        match self.ask(Request::Rooms)? {
+            Reply::Rooms(rooms) => Ok(rooms),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// A page of `room`'s history, newest first in (timestamp, id) order:
+    /// up to `limit` messages older than the one at cursor `before` (the
+    /// newest with `None`). Pass the page's `next` as `before` for the
+    /// page after.
+    pub fn history(
+        &self,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, DaemonError> {
+        match self.ask(Request::History {
+            room,
+            before,
+            limit,
+        })? {
+            Reply::History(page) => Ok(page),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// Marks `room` read up to the message at cursor `up_to` (its newest
+    /// message with `None`); persists. Returns what is still unread.
+    pub fn mark_read(&self, room: RoomId, up_to: Option<u64>) -> Result<u64, DaemonError> {
+        match self.ask(Request::MarkRead { room, up_to })? {
+            Reply::Unread(unread) => Ok(unread),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Blocks (or with `false` unblocks) `peer`: it is never shown, probed
     /// or answered, and its datagrams are dropped before any cryptography.
     /// Persists.
     pub fn block(&self, peer: PeerId, blocked: bool) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Block {
-            peer: peer.to_hex(),
-            blocked,
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Block { peer, blocked }).map(drop)
     }
 
     /// Mutes a room or a peer (`target` as for [`DaemonHandle::send_to`])
     /// until `mute` ends, or unmutes it with `None`. Persists.
     pub fn mute(&self, target: &str, mute: Option<Mute>) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Mute {
-            target: target.to_owned(),
-            mute,
-            reply,
-        })?
+        let target = self.resolve(target, ResolveKind::Target)?;
+        self.ask(Request::Mute { target, mute }).map(drop)
     }
 
     /// Adds (or re-addresses) a peer and queues its outbox.
     pub fn add_peer(&self, public: PublicIdentity, addr: SocketAddr) -> Result<(), DaemonError> {
-        self.request(|reply| Command::AddPeer {
-            peer: Box::new(PeerAddr { public, addr }),
-            reply,
-        })?
+        self.ask(Request::AddPeer(Box::new(PeerAddr { public, addr })))
+            .map(drop)
     }
 
     /// The peer table.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, DaemonError> {
-        self.request(|reply| Command::Peers { reply })
+        match self.ask(Request::Peers)? {
+            Reply::Peers(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// What discovery sees: interfaces, peers, registry state.
     pub fn discovery(&self) -> Result<DiscoveryReport, DaemonError> {
-        self.request(|reply| Command::Discovery { reply })
+        match self.ask(Request::Discovery)? {
+            Reply::Discovery(report) => Ok(*report),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 
     /// Accepts a contact request.
     pub fn accept(&self, peer: PeerId) -> Result<(), DaemonError> {
-        self.request(|reply| Command::Accept {
-            peer: peer.to_hex(),
-            reply,
-        })?
-        .map(|_| ())
+        self.ask(Request::Accept { peer }).map(drop)
     }
 
     /// The peers we blocked.
     pub fn blocked(&self) -> Result<Vec<PeerId>, DaemonError> {
-        self.request(|reply| Command::Blocked { reply })
+        match self.ask(Request::Blocked)? {
+            Reply::Blocked(peers) => Ok(peers),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// Chooses our display name (1 to 64 characters after trimming; no
+    /// control, bidi or invisible characters): signed, stored, and sent to
+    /// every contact and room member (to those away when they are back).
+    pub fn set_profile(&self, name: &str) -> Result<(), DaemonError> {
+        request(&self.net.sender(), |reply| Command::SetProfile {
+            name: name.to_owned(),
+            reply,
+        })?
+    }
+
+    /// The newest 50 messages (in every room, or only `room`) whose text
+    /// holds `text`, ignoring case; newest first. See
+    /// [`DaemonHandle::search_page`] for the next pages.
+    pub fn search(
+        &self,
+        text: &str,
+        room: Option<RoomId>,
+    ) -> Result<Vec<SearchResult>, DaemonError> {
+        self.search_page(text, room, None, 50)
+    }
+
+    /// Up to `limit` (at most [`crate::store::MAX_SEARCH_LIMIT`]) messages
+    /// whose text holds `text`, strictly older than `before` (the last
+    /// result's [`SearchResult::cursor`]). Texts are sealed per room, so a
+    /// search opens every message it looks at; it runs on its own thread,
+    /// never on the network loop. Messages stored unreadable are never
+    /// found, nor anything of a room sent after we left it (we never got
+    /// it), while what we could read there is.
+    pub fn search_page(
+        &self,
+        text: &str,
+        room: Option<RoomId>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, DaemonError> {
+        search_request(
+            &self.net.sender(),
+            text.to_owned(),
+            room.map(|r| PeerId(r.0).to_hex()),
+            before,
+            limit,
+        )
     }
 
     /// Counters.
     pub fn status(&self) -> Result<Status, DaemonError> {
         status(&self.net.sender(), &self.net.shared_stats())
+    }
+
+    /// Asks `request` and waits (bounded) for its answer: the blocking
+    /// form of [`Subscription::request`].
+    pub fn ask(&self, request: Request) -> Result<Reply, DaemonError> {
+        ask(&self.net.sender(), request)
     }
 
     /// A stream of events: the first call gets every event since start,
@@ -722,8 +1045,38 @@ impl DaemonHandle {
         // Waits until the subscription is in place: the network thread may
         // take datagrams before commands, and an event of something the
         // caller does next must not be published before it is.
-        self.request(|reply| Command::Subscribe { events: tx, reply })?;
+        subscribe(&self.net.sender(), Sink::Events(tx), None, None)?;
         Ok(rx)
+    }
+
+    /// Subscribes to [`Update`]s: events, the replies to requests made
+    /// with [`Subscription::request`], and (with
+    /// [`SubscribeOptions::since`]) a replay of what was stored after a
+    /// cursor first. Returns once the subscription is in place, so the
+    /// events of anything done afterwards reach it. The waker, if any, is
+    /// called on the network thread after each batch of updates.
+    pub fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, DaemonError> {
+        let (tx, rx) = mpsc::channel();
+        let sender = self.net.sender();
+        let id = subscribe(&sender, Sink::Updates(tx), options.since, options.waker)?;
+        Ok(Subscription {
+            id,
+            updates: rx,
+            commands: sender,
+            next_request: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// [`DaemonHandle::subscribe`] with a waker and no replay: what a UI
+    /// wants (`waker` is typically `move || ctx.request_repaint()`).
+    pub fn subscribe_with_waker(
+        &self,
+        waker: Box<dyn Fn() + Send>,
+    ) -> Result<Subscription, DaemonError> {
+        self.subscribe(SubscribeOptions {
+            waker: Some(waker),
+            since: None,
+        })
     }
 
     /// A handle other threads can use to ask for a stop.
@@ -751,24 +1104,18 @@ impl DaemonHandle {
             None => Ok(()),
         }
     }
-
-    fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, DaemonError> {
-        request(&self.net.sender(), command)
-    }
 }
 
 /// A message handed to the daemon by [`DaemonHandle::submit_to`].
-pub struct PendingSend(Receiver<Result<MessageId, DaemonError>>);
+pub struct PendingSend(Receiver<Result<Reply, DaemonError>>);
 
 impl PendingSend {
     /// Waits (bounded) until the message is queued and stored; its id.
     pub fn wait(self) -> Result<MessageId, DaemonError> {
-        self.0
-            .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|error| match error {
-                RecvTimeoutError::Timeout => DaemonError::NotResponding,
-                RecvTimeoutError::Disconnected => DaemonError::Stopped,
-            })?
+        match wait_reply(&self.0)? {
+            Reply::Sent(id) => Ok(id),
+            _ => Err(DaemonError::BadReply),
+        }
     }
 }
 
@@ -776,9 +1123,31 @@ impl PendingSend {
 /// read directly. The one way to build a [`Status`], for the handle and
 /// the control socket alike.
 fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status, DaemonError> {
-    let mut status = request(sender, |reply| Command::Status { reply })?;
+    let Reply::Status(mut status) = ask(sender, Request::Status)? else {
+        return Err(DaemonError::BadReply);
+    };
     status.net = net.snapshot();
-    Ok(status)
+    Ok(*status)
+}
+
+/// A search, for the handle and the control socket alike: it may take
+/// longer than other commands (see [`SEARCH_TIMEOUT`]).
+fn search_request(
+    sender: &net::CommandSender<Command>,
+    text: String,
+    room: Option<String>,
+    before: Option<crate::store::Position>,
+    limit: usize,
+) -> Result<Vec<SearchResult>, DaemonError> {
+    let (reply, rx) = mpsc::channel();
+    sender.send(Command::Search {
+        text,
+        room,
+        before,
+        limit,
+        reply,
+    })?;
+    wait_for(&rx, SEARCH_TIMEOUT)?
 }
 
 /// Sends a command with a reply channel and waits (bounded) for the answer.
@@ -788,6 +1157,48 @@ fn request<T>(
 ) -> Result<T, DaemonError> {
     let (tx, rx) = mpsc::channel();
     sender.send(command(tx))?;
+    wait_for(&rx, REPLY_TIMEOUT)
+}
+
+fn wait_for<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
+    rx.recv_timeout(timeout).map_err(|error| match error {
+        RecvTimeoutError::Timeout => DaemonError::NotResponding,
+        RecvTimeoutError::Disconnected => DaemonError::Stopped,
+    })
+}
+
+/// Sends a request and waits (bounded) for the answer.
+fn ask(sender: &net::CommandSender<Command>, request: Request) -> Result<Reply, DaemonError> {
+    let (tx, rx) = mpsc::channel();
+    sender.send(Command::Request {
+        request,
+        reply: ReplyTo::Channel(tx),
+    })?;
+    wait_reply(&rx)
+}
+
+fn wait_reply(rx: &Receiver<Result<Reply, DaemonError>>) -> Result<Reply, DaemonError> {
+    rx.recv_timeout(REPLY_TIMEOUT)
+        .map_err(|error| match error {
+            RecvTimeoutError::Timeout => DaemonError::NotResponding,
+            RecvTimeoutError::Disconnected => DaemonError::Stopped,
+        })?
+}
+
+/// Adds a subscriber and waits (bounded) until it is in place; its id.
+fn subscribe(
+    sender: &net::CommandSender<Command>,
+    sink: Sink,
+    since: Option<u64>,
+    waker: Option<Box<dyn Fn() + Send>>,
+) -> Result<u64, DaemonError> {
+    let (reply, rx) = mpsc::channel();
+    sender.send(Command::Subscribe {
+        sink,
+        since,
+        waker,
+        reply,
+    })?;
     rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
         RecvTimeoutError::Timeout => DaemonError::NotResponding,
         RecvTimeoutError::Disconnected => DaemonError::Stopped,
@@ -803,16 +1214,122 @@ mod tests {
         assert_eq!(json_escape("a\"b\\c\nd\u{1}é"), "a\\\"b\\\\c\\nd\\u0001é");
         let event = Event::Delivered {
             to: PeerId([1; 32]),
+            to_name: "Sam·0101".to_owned(),
             id: MessageId([2; 32]),
         };
         assert_eq!(
             event.to_json(),
             format!(
-                r#"{{"event":"delivered","to":"{}","id":"{}"}}"#,
+                r#"{{"event":"delivered","to":"{}","to_name":"Sam·0101","id":"{}"}}"#,
                 "01".repeat(32),
                 "02".repeat(32)
             )
         );
+        let renamed = Event::PeerRenamed {
+            peer: PeerId([1; 32]),
+            name: "Sam \"the\" man".to_owned(),
+            label: "Sam".to_owned(),
+            previous: None,
+        };
+        assert!(
+            renamed
+                .to_json()
+                .ends_with(r#""name":"Sam \"the\" man","label":"Sam","previous":null}"#)
+        );
+    }
+
+    /// Every event's JSON line is one valid JSON object naming its kind,
+    /// whatever the text holds.
+    #[test]
+    fn every_event_is_valid_json() {
+        let (room, peer, id) = (RoomId([1; 32]), PeerId([2; 32]), MessageId([3; 32]));
+        let tricky = "quote \" backslash \\ newline \n nul \u{0} bidi \u{202e} é".to_owned();
+        let events = [
+            Event::MessageReceived {
+                room,
+                from: peer,
+                from_name: tricky.clone(),
+                id,
+                timestamp: 5 << 16,
+                text: tricky.clone(),
+                muted: true,
+                cursor: 9,
+            },
+            Event::Undecryptable {
+                room,
+                from: peer,
+                from_name: "Sam·0202".to_owned(),
+                id,
+                timestamp: 1,
+                cursor: 2,
+            },
+            Event::Delivered {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::Undelivered {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::Refused {
+                to: peer,
+                to_name: tricky.clone(),
+                id,
+            },
+            Event::PeerOnline {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::PeerOffline {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::RoomInvited {
+                room,
+                name: tricky.clone(),
+                from: peer,
+                from_name: tricky.clone(),
+            },
+            Event::RoomJoined {
+                room,
+                name: tricky.clone(),
+            },
+            Event::RoomChanged { room },
+            Event::RoomRemoved { room },
+            Event::ContactRequest {
+                peer,
+                peer_name: tricky.clone(),
+            },
+            Event::PeerRenamed {
+                peer,
+                name: tricky.clone(),
+                label: tricky.clone(),
+                previous: Some(tricky.clone()),
+            },
+            Event::UnreadChanged {
+                room,
+                unread: 3,
+                unread_muted: 1,
+            },
+            Event::Receipt {
+                room,
+                id,
+                delivered: 1,
+                of: 2,
+            },
+        ];
+        for event in events {
+            let value: serde_json::Value =
+                serde_json::from_str(&event.to_json()).expect("valid JSON");
+            assert!(value["event"].is_string(), "{value}");
+            if let Event::MessageReceived { .. } = event {
+                assert_eq!(value["text"], tricky.as_str());
+                assert_eq!(value["cursor"], 9);
+                assert_eq!(value["time_ms"], 5);
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! mDNS/DNS-SD announcement and browsing of `_kith._udp.local.`.
 //!
-//! [`MdnsDiscovery`] runs an `mdns-sd` daemon restricted to the configured
-//! interfaces. It announces this node with instance name = display name and
-//! TXT records `id=<64 hex peer id>`, `v=<wire version>` and (when
+//! [`MdnsDiscovery`] runs an `mdns-sd` daemon (vendored with patches, see
+//! `vendor/mdns-sd/KITH-PATCHES.md`) restricted to the configured
+//! interfaces. It announces this node with instance name = display name +
+//! ` [<8 hex of the peer id>]` (see [`instance_name_for`]) and TXT records `id=<64 hex peer id>`, `v=<wire version>` and (when
 //! configured) `pk=<64 hex public key>`, with the SRV record carrying the
 //! node's UDP port; it browses for the same type and sends
 //! every validated resolution as a [`DiscoveryEvent`] into a
@@ -39,10 +40,22 @@
 //!   announcement is registered again, which sends a fresh unsolicited
 //!   response with the cache-flush bit on every selected interface, so peers
 //!   replace the address set at once.
-//! - [`MdnsDiscovery::shutdown`] (also run on drop) unregisters first, which
-//!   makes `mdns-sd` send goodbye packets (TTL 0) so peers see
-//!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon and joins
-//!   the bridge threads.
+//! - One name at a time, and we know it. Instance names are unique by
+//!   construction; if someone else announces ours anyway, `mdns-sd`'s
+//!   probing moves us to `<name> (2)` on that interface, and we then
+//!   register again under that name on every interface (goodbyes for the
+//!   old one first). [`MdnsDiscovery::instance_name`] is the name announced
+//!   now. The start-up announcement goes out twice, a second apart.
+//! - Named interfaces are used in one address family
+//!   ([`MdnsConfig::family`], IPv4 by default), not IPv4 and IPv6 at once.
+//! - Idle traffic: peers proven alive by other means
+//!   ([`MdnsDiscovery::set_alive`]) and we ourselves are not re-queried at
+//!   the end of their records' TTL; other peers are, with jitter, so one
+//!   query and its multicast answer refresh every cache on the LAN.
+//! - [`MdnsDiscovery::shutdown`] (also run on drop) stops and joins the
+//!   bridge threads, then unregisters the name announced last, which makes
+//!   `mdns-sd` send goodbye packets (TTL 0) so peers see
+//!   [`DiscoveryEvent::PeerLost`] immediately, then stops the daemon.
 
 use super::{
     DiscoveryError, DiscoveryEvent, InterfaceSpec, Subnet, address_allowed, interface_subnets,
@@ -50,12 +63,15 @@ use super::{
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use crate::proto::wire;
-use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
-use std::collections::HashMap;
+use mdns_sd::{
+    DaemonEvent, IfKind, IfPredicate, RRType, ResolvedService, ServiceDaemon, ServiceEvent,
+    ServiceInfo,
+};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,6 +80,10 @@ pub const SERVICE_TYPE: &str = "_kith._udp.local.";
 
 /// An instance name is one DNS label: at most 63 bytes.
 pub const MAX_INSTANCE_NAME: usize = 63;
+
+/// The part of an instance name a display name may fill: the rest is
+/// [`instance_suffix`] (` [` + 8 hex digits + `]`).
+pub const MAX_NAME_IN_INSTANCE: usize = MAX_INSTANCE_NAME - 11;
 
 /// How many announcements the bridge remembers at once (fullname → peer id,
 /// needed to turn a removal into [`DiscoveryEvent::PeerLost`]).
@@ -105,6 +125,22 @@ pub struct MdnsConfig {
     /// us yet can talk to us (its blake3 hash must be `peer_id`). `None`:
     /// not announced.
     pub public_key: Option<[u8; 32]>,
+    /// Which addresses of an interface given by name are announced and
+    /// browsed on. Default IPv4 only.
+    pub family: MdnsFamily,
+}
+
+/// The address family mDNS uses on interfaces given by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MdnsFamily {
+    /// IPv4 only (224.0.0.251): the default, as kith's socket is IPv4 by
+    /// default and IPv6 addresses would be of no use to peers.
+    #[default]
+    V4,
+    /// IPv6 only (ff02::fb), for a node whose socket is IPv6.
+    V6,
+    /// Both: every packet goes out twice.
+    Both,
 }
 
 impl MdnsConfig {
@@ -125,6 +161,7 @@ impl MdnsConfig {
                 mdns_sd::IP_CHECK_INTERVAL_IN_SECS_DEFAULT,
             )),
             public_key: None,
+            family: MdnsFamily::default(),
         }
     }
 }
@@ -236,6 +273,8 @@ pub struct MdnsCounters {
     pub reannounced: u64,
     /// Errors the daemon reported.
     pub daemon_errors: u64,
+    /// Times a name conflict made the daemon announce us under another name.
+    pub renamed: u64,
 }
 
 #[derive(Default)]
@@ -247,6 +286,7 @@ struct Counters {
     address_changes: AtomicU64,
     reannounced: AtomicU64,
     daemon_errors: AtomicU64,
+    renamed: AtomicU64,
 }
 
 impl Counters {
@@ -263,6 +303,7 @@ impl Counters {
             address_changes: self.address_changes.load(Ordering::Relaxed),
             reannounced: self.reannounced.load(Ordering::Relaxed),
             daemon_errors: self.daemon_errors.load(Ordering::Relaxed),
+            renamed: self.renamed.load(Ordering::Relaxed),
         }
     }
 }
@@ -270,17 +311,62 @@ impl Counters {
 /// The running daemon and its bridge threads.
 struct Active {
     daemon: ServiceDaemon,
-    fullname: String,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// What the handle and the bridge threads share.
+#[derive(Default)]
+struct Shared {
+    /// The instance name we are announced under now.
+    announced: String,
+    /// The full name of our registration (`<announced>._kith._udp.local.`).
+    fullname: String,
+    /// Lower-cased fullname → the peer id it announced, for every
+    /// announcement we reported (needed to turn a removal into
+    /// [`DiscoveryEvent::PeerLost`], and to find a peer's names).
+    tracked: HashMap<String, PeerId>,
+    /// Peers proven alive by other means (see [`MdnsDiscovery::set_alive`]).
+    alive: HashSet<PeerId>,
+}
+
+/// Locks the shared state; a bridge thread that panicked while holding it
+/// left nothing half-written that matters more than going on.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// mDNS discovery on the configured interfaces; see the module docs.
 pub struct MdnsDiscovery {
     interfaces: Vec<InterfaceSpec>,
-    instance_name: String,
     counters: Arc<Counters>,
+    shared: Arc<Mutex<Shared>>,
     active: Option<Active>,
+}
+
+/// The suffix that makes our instance name unique: ` [` + the first 8 hex
+/// digits of the peer id + `]`.
+pub fn instance_suffix(peer_id: &PeerId) -> String {
+    format!(" [{}]", peer_id.short())
+}
+
+/// The instance name a node announces: its display name (sanitised, cut to
+/// [`MAX_NAME_IN_INSTANCE`] bytes; `kith` if empty) and [`instance_suffix`].
+/// Two nodes never choose the same one, whatever names their users gave
+/// them, so mDNS name conflicts (and the renaming they force) only come
+/// from someone announcing a name that is not theirs.
+pub fn instance_name_for(peer_id: &PeerId, display_name: &str) -> String {
+    let mut name = sanitize_display_name(display_name);
+    let mut end = name.len().min(MAX_NAME_IN_INSTANCE);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    let name = name.trim_end();
+    let name = if name.is_empty() { "kith" } else { name };
+    format!("{name}{}", instance_suffix(peer_id))
 }
 
 impl MdnsDiscovery {
@@ -292,24 +378,27 @@ impl MdnsDiscovery {
         wake: Wake,
     ) -> Result<Self, DiscoveryError> {
         let own = config.peer_id;
-        let mut instance_name = sanitize_display_name(&config.display_name);
-        if instance_name.is_empty() {
-            // An instance name cannot be empty; fall back to something that
-            // still tells peers apart.
-            instance_name = format!("kith {}", own.short());
-        }
+        let instance_name = instance_name_for(&own, &config.display_name);
         let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Mutex::new(Shared {
+            announced: instance_name.clone(),
+            ..Shared::default()
+        }));
         let mut this = Self {
             interfaces: config.interfaces.clone(),
-            instance_name,
             counters: counters.clone(),
+            shared: shared.clone(),
             active: None,
         };
         if config.interfaces.is_empty() {
             return Ok(this);
         }
 
-        let kinds: Vec<IfKind> = config.interfaces.iter().map(if_kind).collect();
+        let kinds: Vec<IfKind> = config
+            .interfaces
+            .iter()
+            .flat_map(|spec| if_kinds(spec, config.family))
+            .collect();
         let daemon = ServiceDaemon::new_with_port(config.mdns_port)?;
         let setup = || -> Result<_, DiscoveryError> {
             // Commands run in order on the daemon thread: the selection is
@@ -318,7 +407,7 @@ impl MdnsDiscovery {
             daemon.enable_interface(kinds.clone())?;
             let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
             daemon.set_ip_check_interval(secs)?;
-            let info = service_info(&config, &this.instance_name, kinds.clone())?;
+            let info = service_info(&config, &instance_name, kinds.clone())?;
             let monitor = daemon.monitor()?;
             daemon.register(info.clone())?;
             let browse = daemon.browse(SERVICE_TYPE)?;
@@ -332,16 +421,22 @@ impl MdnsDiscovery {
                 return Err(e);
             }
         };
-        let fullname = info.get_fullname().to_owned();
+        lock(&shared).fullname = info.get_fullname().to_owned();
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let spawned = std::thread::Builder::new()
             .name("kith-mdns-browse".into())
             .spawn({
-                let (stop, counters) = (stop.clone(), counters.clone());
-                let interfaces = config.interfaces.clone();
-                move || run_browse(browse, own, interfaces, events, wake, counters, stop)
+                let bridge = Bridge {
+                    own,
+                    counters: counters.clone(),
+                    shared: shared.clone(),
+                    subnets: Subnets::new(config.interfaces.clone()),
+                    daemon: Some(daemon.clone()),
+                };
+                let stop = stop.clone();
+                move || run_browse(browse, bridge, events, wake, stop)
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -353,12 +448,19 @@ impl MdnsDiscovery {
         let spawned = std::thread::Builder::new()
             .name("kith-mdns-monitor".into())
             .spawn({
-                let (stop, counters, daemon) = (stop.clone(), counters.clone(), daemon.clone());
-                move || run_monitor(monitor, daemon, info, counters, stop)
+                let monitor_state = Monitor {
+                    daemon: daemon.clone(),
+                    info,
+                    config: config.clone(),
+                    kinds,
+                    counters: counters.clone(),
+                    shared: shared.clone(),
+                };
+                let stop = stop.clone();
+                move || run_monitor(monitor, monitor_state, stop)
             });
         let active = Active {
             daemon,
-            fullname,
             stop,
             threads,
         };
@@ -388,9 +490,37 @@ impl MdnsDiscovery {
         &self.interfaces
     }
 
-    /// The instance name we announce (the sanitised display name).
-    pub fn instance_name(&self) -> &str {
-        &self.instance_name
+    /// The instance name we are announced under now: the display name and
+    /// [`instance_suffix`] (see [`instance_name_for`]), or the name the
+    /// daemon moved us to after a conflict (someone else announced ours).
+    pub fn instance_name(&self) -> String {
+        lock(&self.shared).announced.clone()
+    }
+
+    /// `peer` is (`true`) or is no longer (`false`) proven alive by other
+    /// means (kith: authenticated keep-alives). While it is, its
+    /// announcement is not re-queried when its records near the end of
+    /// their TTL (RFC 6762 §5.2 refresh): that re-querying, by every node
+    /// for every peer, is what made idle mDNS traffic grow with the square
+    /// of the nodes. Its records then run out silently; a goodbye, or a new
+    /// announcement (a restart, an address change), is still reported.
+    pub fn set_alive(&self, peer: PeerId, alive: bool) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        let mut shared = lock(&self.shared);
+        let changed = if alive {
+            shared.alive.insert(peer)
+        } else {
+            shared.alive.remove(&peer)
+        };
+        if !changed {
+            return;
+        }
+        for (fullname, _) in shared.tracked.iter().filter(|(_, id)| **id == peer) {
+            // Fails only once the daemon stopped; nothing to refresh then.
+            let _ = active.daemon.set_refresh(fullname, !alive);
+        }
     }
 
     /// What the bridge saw so far.
@@ -406,14 +536,22 @@ impl MdnsDiscovery {
             return Ok(());
         };
         let mut first_error = None;
+        // The monitor thread may be registering us under a new name: stop
+        // the threads first (they look at the flag every BRIDGE_POLL), so
+        // that the name unregistered is the last one.
+        active.stop.store(true, Ordering::Relaxed);
+        for thread in active.threads {
+            // A bridge thread only panics on a bug; shutdown still completes.
+            let _ = thread.join();
+        }
+        let fullname = lock(&self.shared).fullname.clone();
         // Unregister before stopping: this is what sends the goodbyes.
-        match active.daemon.unregister(&active.fullname) {
+        match active.daemon.unregister(&fullname) {
             Ok(done) => {
                 let _ = done.recv_timeout(SHUTDOWN_WAIT);
             }
             Err(e) => first_error = Some(e),
         }
-        active.stop.store(true, Ordering::Relaxed);
         match active.daemon.shutdown() {
             Ok(done) => {
                 let _ = done.recv_timeout(SHUTDOWN_WAIT);
@@ -421,10 +559,6 @@ impl MdnsDiscovery {
             Err(e) => {
                 first_error.get_or_insert(e);
             }
-        }
-        for thread in active.threads {
-            // A bridge thread only panics on a bug; shutdown still completes.
-            let _ = thread.join();
         }
         match first_error {
             Some(e) => Err(e.into()),
@@ -439,10 +573,20 @@ impl Drop for MdnsDiscovery {
     }
 }
 
-fn if_kind(spec: &InterfaceSpec) -> IfKind {
-    match spec {
-        InterfaceSpec::Name(name) => IfKind::Name(name.clone()),
-        InterfaceSpec::Addr(addr) => IfKind::Addr(IpAddr::V4(*addr)),
+/// What `mdns-sd` is told to use for one configured interface. A name
+/// selects every address of the interface in `mdns-sd`, IPv6 included;
+/// unless IPv6 is asked for, a predicate keeps its IPv4 addresses only.
+fn if_kinds(spec: &InterfaceSpec, family: MdnsFamily) -> Vec<IfKind> {
+    match (spec, family) {
+        (InterfaceSpec::Addr(addr), _) => vec![IfKind::Addr(IpAddr::V4(*addr))],
+        (InterfaceSpec::Name(name), MdnsFamily::Both) => vec![IfKind::Name(name.clone())],
+        (InterfaceSpec::Name(name), family) => {
+            let name = name.clone();
+            let v6 = family == MdnsFamily::V6;
+            vec![IfKind::Predicate(IfPredicate::new(move |intf| {
+                intf.name == name && intf.ip().is_ipv6() == v6
+            }))]
+        }
     }
 }
 
@@ -479,19 +623,11 @@ fn service_info(
 /// Drains the browse receiver into the node's channel.
 fn run_browse(
     browse: mdns_sd::Receiver<ServiceEvent>,
-    own: PeerId,
-    interfaces: Vec<InterfaceSpec>,
+    mut bridge: Bridge,
     events: Sender<DiscoveryEvent>,
     wake: Wake,
-    counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut bridge = Bridge {
-        own,
-        tracked: HashMap::new(),
-        counters,
-        subnets: Subnets::new(interfaces),
-    };
     while !stop.load(Ordering::Relaxed) {
         let event = match browse.recv_timeout(BRIDGE_POLL) {
             Ok(event) => event,
@@ -509,32 +645,106 @@ fn run_browse(
     }
 }
 
-/// Re-announces on address changes and counts daemon errors.
-fn run_monitor(
-    monitor: mdns_sd::Receiver<DaemonEvent>,
+/// The monitor thread's state: what it needs to announce us again.
+struct Monitor {
     daemon: ServiceDaemon,
+    /// Our registration as it stands (its name follows renames).
     info: ServiceInfo,
+    config: MdnsConfig,
+    kinds: Vec<IfKind>,
     counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Monitor {
+    /// The daemon resolved a conflict over our instance name by moving us
+    /// to `new_fullname` on the interface where it happened. We adopt that
+    /// name everywhere: the old registration goes (goodbyes for it) and the
+    /// service is registered again under the new name, so that no two
+    /// interfaces announce us under two names and `instance_name` says the
+    /// name peers see.
+    fn renamed(&mut self, new_fullname: &str) {
+        let Some(instance) = instance_of(new_fullname) else {
+            return;
+        };
+        let old = lock(&self.shared).fullname.clone();
+        if old.eq_ignore_ascii_case(new_fullname) {
+            return;
+        }
+        Counters::bump(&self.counters.renamed);
+        let Ok(info) = service_info(&self.config, instance, self.kinds.clone()) else {
+            Counters::bump(&self.counters.daemon_errors);
+            return;
+        };
+        // Commands run in order on the daemon thread: the old name's
+        // goodbyes go out before the new name is probed.
+        if let Ok(done) = self.daemon.unregister(&old) {
+            let _ = done.recv_timeout(SHUTDOWN_WAIT);
+        }
+        if self.daemon.register(info.clone()).is_err() {
+            Counters::bump(&self.counters.daemon_errors);
+        }
+        let mut shared = lock(&self.shared);
+        shared.fullname = info.get_fullname().to_owned();
+        shared.announced = instance.to_owned();
+        self.info = info;
+    }
+
+    fn handle(&mut self, event: DaemonEvent) {
+        match event {
+            DaemonEvent::IpAdd(_) | DaemonEvent::IpDel(_) => {
+                Counters::bump(&self.counters.address_changes);
+                // Registering the same service again announces the current
+                // address set on every selected interface (see module docs).
+                if self.daemon.register(self.info.clone()).is_ok() {
+                    Counters::bump(&self.counters.reannounced);
+                }
+            }
+            // A conflict over the instance name (SRV and TXT carry it); our
+            // host name is ours alone (`kith-<id>.local.`) and a conflict
+            // over it changes nothing peers show.
+            DaemonEvent::NameChange(change)
+                if matches!(change.rr_type, RRType::SRV | RRType::TXT) =>
+            {
+                self.renamed(&change.new_name);
+            }
+            DaemonEvent::Announce(fullname, _) => {
+                // The name the daemon just announced us under.
+                let mut shared = lock(&self.shared);
+                if fullname.eq_ignore_ascii_case(&shared.fullname)
+                    && let Some(instance) = instance_of(&fullname)
+                {
+                    shared.announced = instance.to_owned();
+                }
+            }
+            DaemonEvent::Error(_) => Counters::bump(&self.counters.daemon_errors),
+            _ => {}
+        }
+    }
+}
+
+/// Re-announces on address changes, follows renames and counts daemon
+/// errors.
+fn run_monitor(monitor: mdns_sd::Receiver<DaemonEvent>, mut state: Monitor, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let event = match monitor.recv_timeout(BRIDGE_POLL) {
             Ok(event) => event,
             Err(mdns_sd::RecvTimeoutError::Timeout) => continue,
             Err(mdns_sd::RecvTimeoutError::Disconnected) => return,
         };
-        match event {
-            DaemonEvent::IpAdd(_) | DaemonEvent::IpDel(_) => {
-                Counters::bump(&counters.address_changes);
-                // Registering the same service again announces the current
-                // address set on every selected interface (see module docs).
-                if daemon.register(info.clone()).is_ok() {
-                    Counters::bump(&counters.reannounced);
-                }
-            }
-            DaemonEvent::Error(_) => Counters::bump(&counters.daemon_errors),
-            _ => {}
-        }
+        state.handle(event);
+    }
+}
+
+/// The instance label of `<instance>._kith._udp.local.`, as received (see
+/// [`display_name_of`]); `None` for another service type.
+fn instance_of(fullname: &str) -> Option<&str> {
+    let suffix = format!(".{SERVICE_TYPE}");
+    let at = fullname.len().checked_sub(suffix.len())?;
+    if fullname.is_char_boundary(at) && fullname[at..].eq_ignore_ascii_case(&suffix) {
+        Some(&fullname[..at])
+    } else {
+        None
     }
 }
 
@@ -577,13 +787,16 @@ impl Subnets {
     }
 }
 
-/// The pure part of the browse bridge: mDNS events in, discovery events out.
+/// The browse bridge: mDNS events in, discovery events out.
 struct Bridge {
     own: PeerId,
-    /// Lower-cased fullname → the peer id it announced.
-    tracked: HashMap<String, PeerId>,
     counters: Arc<Counters>,
+    /// `tracked` and `alive` live here.
+    shared: Arc<Mutex<Shared>>,
     subnets: Subnets,
+    /// Told not to re-query the announcements of peers proven alive;
+    /// `None` in unit tests.
+    daemon: Option<ServiceDaemon>,
 }
 
 impl Bridge {
@@ -604,7 +817,13 @@ impl Bridge {
                 }
             },
             ServiceEvent::ServiceRemoved(_, fullname) => {
-                let peer_id = self.tracked.remove(&fullname.to_lowercase())?;
+                let key = fullname.to_lowercase();
+                let peer_id = lock(&self.shared).tracked.remove(&key)?;
+                if let Some(daemon) = &self.daemon {
+                    // Gone: the daemon need not remember it (no-op if it
+                    // was refreshed anyway).
+                    let _ = daemon.set_refresh(&key, true);
+                }
                 Counters::bump(&self.counters.lost);
                 Some(DiscoveryEvent::PeerLost { peer_id })
             }
@@ -619,6 +838,10 @@ impl Bridge {
             service.get_property_val(TXT_VERSION),
         )?;
         if peer_id == self.own {
+            if let Some(daemon) = &self.daemon {
+                // We know we are alive: never re-query our own records.
+                let _ = daemon.set_refresh(&service.fullname, false);
+            }
             return Ok(None);
         }
         let public_key = validate_public_key(peer_id, service.get_property_val(TXT_PUBLIC_KEY))?
@@ -640,39 +863,49 @@ impl Bridge {
         addresses.sort();
         addresses.dedup();
         let key = service.fullname.to_lowercase();
-        if !self.tracked.contains_key(&key) && self.tracked.len() >= MAX_TRACKED {
+        let mut shared = lock(&self.shared);
+        if !shared.tracked.contains_key(&key) && shared.tracked.len() >= MAX_TRACKED {
             return Err(Rejection::TooMany);
         }
         // A name that now carries a different id is a different peer; the
         // old one's loss is not reported separately because the new
         // sighting says nothing about whether the old peer is still there.
-        self.tracked.insert(key, peer_id);
+        shared.tracked.insert(key.clone(), peer_id);
+        if let Some(daemon) = &self.daemon {
+            // A new announcement of a peer proven alive (a restart, a new
+            // name) is not re-queried either; any other one is.
+            let _ = daemon.set_refresh(&key, !shared.alive.contains(&peer_id));
+        }
         Ok(Some(DiscoveryEvent::PeerFound {
             peer_id,
             public_key,
             addresses,
             port: service.port,
-            display_name: display_name_of(&service.fullname),
+            display_name: display_name_of(&service.fullname, &peer_id),
         }))
     }
 }
 
 /// The instance part of `<instance>._kith._udp.local.`, sanitised for
-/// display. `mdns-sd` joins received labels with `.` without escaping
-/// anything, so the instance label is everything before the service type,
-/// dots and backslashes included, taken as it is.
-fn display_name_of(fullname: &str) -> String {
-    let suffix = format!(".{SERVICE_TYPE}");
-    let split = fullname.len().checked_sub(suffix.len());
-    let instance = match split {
+/// display, without the [`instance_suffix`] of `peer_id` (the peer id is
+/// shown beside it anyway). `mdns-sd` joins received labels with `.`
+/// without escaping anything, so the instance label is everything before
+/// the service type, dots and backslashes included, taken as it is.
+fn display_name_of(fullname: &str, peer_id: &PeerId) -> String {
+    let instance = instance_of(fullname).unwrap_or(fullname);
+    let suffix = instance_suffix(peer_id);
+    let split = instance.len().checked_sub(suffix.len());
+    let name = match split {
         Some(at)
-            if fullname.is_char_boundary(at) && fullname[at..].eq_ignore_ascii_case(&suffix) =>
+            if at > 0
+                && instance.is_char_boundary(at)
+                && instance[at..].eq_ignore_ascii_case(&suffix) =>
         {
-            &fullname[..at]
+            &instance[..at]
         }
-        _ => fullname,
+        _ => instance,
     };
-    sanitize_display_name(instance)
+    sanitize_display_name(name)
 }
 
 #[cfg(test)]
@@ -681,9 +914,48 @@ mod tests {
 
     #[test]
     fn display_name_is_the_instance_label_as_received() {
-        assert_eq!(display_name_of("J. Smith._kith._udp.local."), "J. Smith");
-        assert_eq!(display_name_of("a\\b._KITH._udp.local."), "a\\b");
-        assert_eq!(display_name_of("odd"), "odd");
-        assert_eq!(display_name_of("._kith._udp.local."), "");
+        let id = PeerId([0xab; 32]);
+        assert_eq!(
+            display_name_of("J. Smith._kith._udp.local.", &id),
+            "J. Smith"
+        );
+        assert_eq!(display_name_of("a\\b._KITH._udp.local.", &id), "a\\b");
+        assert_eq!(display_name_of("odd", &id), "odd");
+        assert_eq!(display_name_of("._kith._udp.local.", &id), "");
+        // Our suffix goes, for the id it names only.
+        assert_eq!(
+            display_name_of("Alice [abababab]._kith._udp.local.", &id),
+            "Alice"
+        );
+        assert_eq!(
+            display_name_of("Alice [ABABABAB]._kith._udp.local.", &id),
+            "Alice"
+        );
+        let other = PeerId([0xcd; 32]);
+        assert_eq!(
+            display_name_of("Alice [abababab]._kith._udp.local.", &other),
+            "Alice [abababab]"
+        );
+        // A name that is only the suffix stays whole.
+        assert_eq!(
+            display_name_of(" [abababab]._kith._udp.local.", &id),
+            "[abababab]"
+        );
+    }
+
+    #[test]
+    fn instance_names_carry_the_peer_id_and_fit_one_label() {
+        let id = PeerId([0x12; 32]);
+        assert_eq!(instance_name_for(&id, "Alice"), "Alice [12121212]");
+        assert_eq!(instance_name_for(&id, "  "), "kith [12121212]");
+        let long = "é".repeat(40);
+        let name = instance_name_for(&id, &long);
+        assert!(name.len() <= MAX_INSTANCE_NAME, "{}", name.len());
+        assert!(name.ends_with(" [12121212]"), "{name}");
+        // Same display name, different peers: different instance names.
+        assert_ne!(
+            instance_name_for(&id, "Alice"),
+            instance_name_for(&PeerId([0x13; 32]), "Alice")
+        );
     }
 }

@@ -129,6 +129,12 @@ impl Identity {
         self.sign(REGISTRY_SIG_DOMAIN, message).to_bytes()
     }
 
+    /// Signs a profile record (`proto::profile`) under its own domain, so
+    /// it can never pass as any other signature, nor the other way round.
+    pub fn sign_profile(&self, record: &[u8]) -> [u8; 64] {
+        self.sign(PROFILE_SIG_DOMAIN, record).to_bytes()
+    }
+
     /// Signs `message` after a domain-separation prefix, so a signature made
     /// for one purpose can never be replayed as another.
     fn sign(&self, domain: &[u8], message: &[u8]) -> Signature {
@@ -184,6 +190,15 @@ impl PublicIdentity {
         )
     }
 
+    /// Checks a signature made with [`Identity::sign_profile`].
+    pub fn verify_profile(&self, record: &[u8], signature: &[u8; 64]) -> bool {
+        self.verify(
+            PROFILE_SIG_DOMAIN,
+            record,
+            &Signature::from_bytes(signature),
+        )
+    }
+
     /// Checks a signature made with [`Identity::sign`] under `domain`.
     ///
     /// Uses RFC 8032 cofactorless verification with a canonical `S` (which
@@ -203,6 +218,9 @@ impl PublicIdentity {
 
 /// Domain of registry signatures (see [`Identity::sign_registry`]).
 const REGISTRY_SIG_DOMAIN: &[u8] = b"kith registry v1\0";
+
+/// Domain of profile signatures (see [`Identity::sign_profile`]).
+const PROFILE_SIG_DOMAIN: &[u8] = b"kith profile v1\0";
 
 /// The peer id of an Ed25519 public key.
 pub fn peer_id_of(public_key: &[u8; 32]) -> PeerId {

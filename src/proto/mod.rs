@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod hlc;
 pub mod ids;
 pub mod node;
+pub mod profile;
 pub mod reliable;
 pub mod sim;
 pub mod sync;

@@ -59,7 +59,15 @@
 //! A retransmitted message 1 is answered with the same message 2. When both
 //! sides open at once, the handshake of the lower peer id wins: the higher
 //! side abandons its own and answers. The previous session stays usable for
-//! receiving, so packets in flight across a re-handshake are not lost.
+//! receiving, so packets in flight across a re-handshake are not lost, for
+//! [`NodeConfig::previous_session_grace`]; then its keys are dropped.
+//!
+//! Sessions are replaced by a fresh handshake every
+//! [`NodeConfig::rekey_after`] (the lower peer id first; the other side
+//! waits an eighth longer, so both rarely open at once): each session's
+//! keys come from its own ephemeral X25519 exchange, so keys taken from a
+//! node's memory open only the traffic of the current and previous
+//! session, never what was sent before them.
 //!
 //! Multicast rooms (issue 7) are not handled yet: group frames are counted
 //! and dropped, and the design keeps rooms separate from peers so they fit.
@@ -69,6 +77,7 @@ mod control;
 mod group;
 mod history;
 mod openings;
+mod profiles;
 mod rooms;
 mod strangers;
 
@@ -185,6 +194,27 @@ pub struct NodeConfig {
     /// Whether peers that are not contacts may open a session with us (to
     /// send a first message: a contact request).
     pub accept_strangers: bool,
+    /// How long a pairwise session is used before a fresh handshake
+    /// replaces it (the peer with the lower id starts it; the other after
+    /// an eighth more, should the first not), so stolen session keys open
+    /// at most this long a stretch of recorded traffic.
+    pub rekey_after: Duration,
+    /// How long the session a handshake replaced still opens frames (those
+    /// in flight across the change); its keys are dropped then.
+    pub previous_session_grace: Duration,
+    /// How long our sending chain of a direct room is used before a fresh
+    /// one replaces it (at the next send, once the peer holds the chain
+    /// and has every message of it): the new key travels under the
+    /// current pairwise session, so someone who copied a chain key earlier
+    /// loses the chat from then on.
+    pub rotate_after: Duration,
+    /// The same after this many messages on one chain.
+    pub rotate_after_messages: u64,
+    /// How long an epoch of a group room we run lasts once messages were
+    /// sent in it: then we start the next one (same members), and every
+    /// member seals with a fresh chain handed out under the current
+    /// pairwise sessions.
+    pub group_rotate_after: Duration,
     /// Wall-clock milliseconds since the Unix epoch at the `now` given to
     /// [`Node::new`]; message timestamps are derived from it. The shell can
     /// re-anchor it with [`Node::set_wall_clock`].
@@ -204,6 +234,11 @@ impl Default for NodeConfig {
             auto_accept_invites: false,
             group_multicast: false,
             group_key_grace: Duration::from_secs(5),
+            rekey_after: Duration::from_secs(30 * 60),
+            previous_session_grace: Duration::from_secs(10),
+            rotate_after: Duration::from_secs(60 * 60),
+            rotate_after_messages: 1_000,
+            group_rotate_after: Duration::from_secs(24 * 60 * 60),
             wall_clock_millis: 0,
         }
     }
@@ -262,11 +297,16 @@ pub enum DropReason {
     /// member could have sealed it in another's name, so those travel
     /// only over the pairwise sessions.
     GroupFeedback,
+    /// A profile record not signed by the peer that sent it (or about
+    /// another peer): see `node/profiles.rs`.
+    ProfileForged,
+    /// A profile record older than the one kept for its peer (a replay).
+    ProfileStale,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 23] = [
         Self::TooLarge,
         Self::Truncated,
         Self::BadMagic,
@@ -288,6 +328,8 @@ impl DropReason {
         Self::HandshakeBusy,
         Self::HandshakeLimit,
         Self::GroupFeedback,
+        Self::ProfileForged,
+        Self::ProfileStale,
     ];
 
     fn index(self) -> usize {
@@ -321,6 +363,12 @@ pub struct NodeStats {
     pub handshakes_answered: u64,
     /// Sessions established, as initiator or responder.
     pub sessions_established: u64,
+    /// Handshakes we started to replace a session that was due
+    /// ([`NodeConfig::rekey_after`]).
+    pub rekeys_started: u64,
+    /// Our sending chains replaced by fresh ones
+    /// ([`NodeConfig::rotate_after`]).
+    pub chains_rotated: u64,
     /// Sealed frames emitted.
     pub sealed_sent: u64,
     /// Sealed frames that opened.
@@ -483,6 +531,14 @@ pub enum NodeEvent {
     /// A room brought us a member who was not a contact; it is one now.
     /// The shell should keep its key and look for its address.
     ContactLearned { public: PublicIdentity },
+    /// `peer`'s signed profile, newer than any kept: store `record` (and
+    /// give `seq` back with [`Node::remember_profile`] at start).
+    ProfileReceived {
+        peer: PeerId,
+        seq: u64,
+        name: String,
+        record: Vec<u8>,
+    },
 }
 
 /// A message we sent, as the shell stores it (see
@@ -553,6 +609,9 @@ pub enum NodeError {
     /// does not check out.
     #[error("a stored record is damaged")]
     BadRecord,
+    /// A display name that is refused (see `proto::profile::check_name`).
+    #[error(transparent)]
+    Name(#[from] crate::proto::profile::NameError),
 }
 
 // ---------------------------------------------------------------------------
@@ -619,8 +678,13 @@ struct Peer {
     reachable: bool,
     session: Option<PairwiseSession>,
     /// The session before the current one, kept for receiving only so that
-    /// packets in flight across a re-handshake still open.
+    /// packets in flight across a re-handshake still open, until
+    /// `previous_until`.
     previous: Option<PairwiseSession>,
+    previous_until: Option<Instant>,
+    /// When the current session is due to be replaced (see
+    /// [`NodeConfig::rekey_after`]).
+    rekey_at: Option<Instant>,
     handshake: Handshake,
     /// As initiator: message 3, resent until the new session is proven.
     finish: Option<Retry>,
@@ -643,6 +707,10 @@ struct RoomState {
     /// after it was ever sealed. Sealing there first asks for a new one
     /// (see [`chains::RESERVE_AHEAD`]); 0 until the first is taken.
     reserved: u64,
+    /// When our current chain key was drawn (or restored) and the position
+    /// it starts at: when it is due to be rotated.
+    chain_since: Instant,
+    chain_start: u64,
 }
 
 enum RoomKind {
@@ -674,6 +742,15 @@ struct Group {
     /// us: the epoch we joined in). A member may read, and is handed, only
     /// the history of epochs from then on.
     joined: BTreeMap<PeerId, u32>,
+    /// Who takes over when the admin leaves, as the admin named it
+    /// (`Control::RoomSuccessor`); `None` when it named nobody yet (an
+    /// older admin): then the lowest remaining peer id does.
+    successor: Option<PeerId>,
+    /// When the current epoch began (as we saw it), and whether messages
+    /// were sent in it since: an admin rotates an epoch in use after
+    /// [`NodeConfig::group_rotate_after`].
+    epoch_since: Instant,
+    epoch_active: bool,
 }
 
 /// A group key of the epoch before the current one, kept for a grace.
@@ -786,6 +863,9 @@ pub struct Node {
     forward_work: HashMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
     forwarded_origins: HashSet<(ChainId, PeerId)>,
+    /// What each member holds of our chains whose origins we keep, so
+    /// they are forgotten once nobody needs them (see `chains.rs`).
+    origin_progress: chains::OriginProgress,
     /// Chains that moved since the shell last took their snapshots.
     dirty_chains: BTreeSet<(ChainId, chains::Dirty)>,
     held: VecDeque<HeldEnvelope>,
@@ -813,6 +893,8 @@ pub struct Node {
     wall_anchor: (Instant, u64),
     /// The latest `now` of any input; outputs polled without a time use it.
     now: Instant,
+    /// Our signed profile and the newest kept of each peer.
+    profiles: profiles::Profiles,
 }
 
 impl std::fmt::Debug for Node {
@@ -866,6 +948,7 @@ impl Node {
                 openings::ALL_OPENINGS_BURST,
             ),
             forwarded_origins: HashSet::new(),
+            origin_progress: chains::OriginProgress::default(),
             forward_work: HashMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
@@ -880,6 +963,7 @@ impl Node {
             stats: NodeStats::default(),
             clock: HybridClock::default(),
             now,
+            profiles: profiles::Profiles::default(),
         }
     }
 
@@ -903,6 +987,18 @@ impl Node {
         self.peers.get(peer).is_some_and(|p| p.session.is_some())
     }
 
+    /// The ids of the sessions with `peer` whose keys we hold: the current
+    /// one, and the one it replaced while that still opens frames.
+    pub fn session_ids(&self, peer: &PeerId) -> Vec<[u8; 16]> {
+        self.peers.get(peer).map_or_else(Vec::new, |p| {
+            p.session
+                .iter()
+                .chain(p.previous.iter())
+                .map(PairwiseSession::session_id)
+                .collect()
+        })
+    }
+
     /// Envelopes currently waiting for their sender key.
     pub fn held_len(&self) -> usize {
         self.held.len()
@@ -924,6 +1020,8 @@ impl Node {
                 reachable: false,
                 session: None,
                 previous: None,
+                previous_until: None,
+                rekey_at: None,
                 handshake: Handshake::Idle,
                 finish: None,
                 openings: openings::TokenBucket::new(
@@ -955,6 +1053,8 @@ impl Node {
                 chain,
                 key_sent: false,
                 reserved: 0,
+                chain_since: now,
+                chain_start: 0,
             },
         );
         // A member of a room restored without its key: now it can have ours.
@@ -1076,7 +1176,8 @@ impl Node {
         let chain = chain_of(&parsed);
         self.origin_known(&chain)?;
         // The peer may never have got this chain's key: its origin goes
-        // first, on the same stream.
+        // first, on the same stream. (Unless the origin was forgotten: then
+        // every member held the chain already, see `chains.rs`.)
         self.send_origin(now, chain, to);
         let id = parsed.id();
         let direct = direct_room(self.me, to);
@@ -1087,6 +1188,7 @@ impl Node {
         self.reliable
             .send(now, direct, id, &payload)
             .map_err(send_error)?;
+        self.own_message_sent(chain, id, &[to]);
         self.pump_events(now);
         Ok(id)
     }
@@ -1100,7 +1202,8 @@ impl Node {
             return Ok(());
         };
         // The direct room's stream is the pairwise stream with its peer.
-        self.queue_pairwise(now, peer, &key)?;
+        let id = self.queue_pairwise(now, peer, &key)?;
+        self.origin_control_sent(id, &key, peer);
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.key_sent = true;
         }
@@ -1225,6 +1328,7 @@ impl Node {
         self.in_burst = false;
         self.verify_unverified(now);
         self.expire_group_keys(now);
+        self.rotate_group_epochs(now);
         self.reliable.handle_timeout(now);
         let due: Vec<PeerId> = self
             .peers
@@ -1235,6 +1339,7 @@ impl Node {
         for peer in due {
             self.peer_timers(now, peer);
         }
+        self.release_profiles(now);
         self.pump_events(now);
     }
 
@@ -1246,6 +1351,8 @@ impl Node {
             .filter_map(peer_timer)
             .chain(self.reliable.poll_timeout())
             .chain(burst)
+            .chain(self.profiles.poll_timeout())
+            .chain(self.group_rotation_due())
             .min()
     }
 
@@ -1493,6 +1600,15 @@ impl Node {
         };
         state.previous = state.session.replace(session);
         let replaced = state.previous.is_some();
+        state.previous_until = replaced.then(|| now + self.config.previous_session_grace);
+        // The lower id rekeys first; the other side only if that failed to
+        // happen, so both rarely open at once.
+        let rekey_after = if self.me < peer {
+            self.config.rekey_after
+        } else {
+            self.config.rekey_after + self.config.rekey_after / 8
+        };
+        state.rekey_at = Some(now + rekey_after);
         // Whoever completed a handshake with us is reachable right now.
         state.reachable = true;
         let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
@@ -1525,6 +1641,8 @@ impl Node {
                 self.send_group_key(now, room, peer);
             }
         }
+        // Our name, for a peer that may have restarted or never had it.
+        self.send_profile(now, peer);
         // Anything the reliable layer sent into the void (no session, or
         // sealed under a session the peer lost) goes out again now rather
         // than at its next, possibly backed-off, timeout.
@@ -1659,6 +1777,19 @@ impl Node {
         };
         let mut resend = Vec::new();
         let mut restart = false;
+        if state.previous_until.is_some_and(|until| until <= now) {
+            // Its frames in flight have had their time: dropping the
+            // session wipes its keys.
+            state.previous = None;
+            state.previous_until = None;
+        }
+        if rekey_due(state).is_some_and(|at| at <= now) {
+            // A fresh handshake; the current session carries traffic until
+            // it completes.
+            state.rekey_at = None;
+            self.stats.rekeys_started += 1;
+            restart = true;
+        }
         if let Handshake::Initiating {
             initiator,
             retry,
@@ -1708,17 +1839,26 @@ impl Node {
                 } => self.on_received(now, Receipt { room, from, seq }, &payload),
                 Event::Delivered { room, to, id } => {
                     // One per recipient; a control message has one.
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_control_stored(id);
+                    } else {
+                        self.own_message_resolved(id, to, true);
                         self.events.push_back(NodeEvent::Delivered { room, to, id });
                     }
                 }
                 Event::Refused { room, to, id } => {
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_progress.control_lost(&id);
+                    } else {
+                        // Refused for good: nothing the origin could mend.
+                        self.own_message_resolved(id, to, false);
                         self.events.push_back(NodeEvent::Refused { room, to, id });
                     }
                 }
                 Event::Undelivered { room, to, id } => {
-                    if !self.controls.remove(&id) {
+                    if self.controls.remove(&id) {
+                        self.origin_progress.control_lost(&id);
+                    } else {
                         self.events
                             .push_back(NodeEvent::Undelivered { room, to, id });
                     }
@@ -1760,6 +1900,9 @@ impl Node {
                 false
             }
         };
+        if let Some(group) = self.group_mut(&receipt.room) {
+            group.epoch_active = true;
+        }
         if !is_direct && !matches!(control, Control::Message { .. }) {
             self.reject(now, receipt, DropReason::Foreign);
             return;
@@ -1826,6 +1969,17 @@ impl Node {
                     self.stats.count(reason);
                 }
             }
+            Control::RoomSuccessor {
+                room,
+                epoch,
+                successor,
+            } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                if let Err(reason) = self.on_successor(receipt.from, room, epoch, successor) {
+                    self.stats.count(reason);
+                }
+            }
             Control::RoomLeave { room } => {
                 self.reliable
                     .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
@@ -1834,6 +1988,11 @@ impl Node {
                 }
             }
             Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
+            Control::Profile { record } => {
+                self.reliable
+                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.on_profile(now, receipt, &record);
+            }
             Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
             Control::Origin {
                 room,
@@ -2077,7 +2236,22 @@ fn peer_timer(peer: &Peer) -> Option<Instant> {
         _ => None,
     };
     let finish = peer.finish.as_ref().map(|f| f.at);
-    handshake.into_iter().chain(finish).min()
+    handshake
+        .into_iter()
+        .chain(finish)
+        .chain(peer.previous_until)
+        .chain(rekey_due(peer))
+        .min()
+}
+
+/// When `peer`'s session is to be replaced: only while it has one, is
+/// reachable and no handshake runs.
+fn rekey_due(peer: &Peer) -> Option<Instant> {
+    if peer.session.is_some() && peer.reachable && matches!(peer.handshake, Handshake::Idle) {
+        peer.rekey_at
+    } else {
+        None
+    }
 }
 
 fn control_from_distribution(distribution: &SenderKeyDistribution) -> Control {

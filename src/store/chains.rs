@@ -121,6 +121,28 @@ impl Store {
         )? > 0)
     }
 
+    /// Deletes these chains' snapshots for good, in one transaction, then
+    /// checkpoints: `secure_delete` zeroes their rows in the database
+    /// pages, and the emptied WAL keeps no older copy of them. (Chains whose
+    /// keys must not outlive their use: a thief of the store and
+    /// passphrase finds nothing of them.)
+    pub fn forget_chains(&mut self, chains: &[(ChainId, ChainRole)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (chain, role) in chains {
+            tx.execute(
+                "DELETE FROM chains WHERE room = ?1 AND epoch = ?2 AND sender = ?3 AND role = ?4",
+                params![
+                    chain.room.as_bytes(),
+                    chain.epoch,
+                    chain.sender.as_bytes(),
+                    role.to_u8()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        self.checkpoint()
+    }
+
     fn open_chain(&self, chain: &ChainId, role: ChainRole, sealed: &[u8]) -> Result<ChainSnapshot> {
         let key = self
             .keys

@@ -20,10 +20,20 @@
 //! records one after another, each `length (4, LE) ‖ nonce (24) ‖
 //! XChaCha20-Poly1305(record)` under a key derived from the store's master
 //! key, with the generation and the record's offset as associated data.
-//! Emptying the journal bumps the generation, so the old records (still in
-//! the file) no longer open; reading stops at the first record that does
-//! not open: the end, a record torn by a crash while it was copied (it was
-//! never reported durable), or an older generation's.
+//! Emptying the journal overwrites the settled records with zeros and bumps
+//! the generation; reading stops at the first record that does not open:
+//! the end, a record torn by a crash while it was copied (it was never
+//! reported durable), or an older generation's.
+//!
+//! Settled records are wiped, not only made unreadable by the generation:
+//! the journal's key never changes, so anyone holding the store's
+//! passphrase could open an old generation's records (messages deleted
+//! since, and the chain keys that sealed or opened them) with the old
+//! generation in the associated data. Opening the journal wipes whatever
+//! lies after the records it found (leftovers of older versions, torn
+//! records). The file's blocks are overwritten in place (allocated once,
+//! never moved); a copy-on-write file system or an SSD's remapping may
+//! still keep the old blocks, which no file-level wipe can reach.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -44,7 +54,7 @@ use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub const JOURNAL_BYTES: usize = 1 << 20;
 
 const MAGIC: &[u8; 16] = b"kith journal v1\0";
-const HEADER: usize = MAGIC.len() + 8;
+pub(super) const HEADER: usize = MAGIC.len() + 8;
 /// Length prefix, nonce and tag around a record's plaintext.
 const FRAMING: usize = 4 + 24 + 16;
 /// Version byte inside every record (3: each row's epoch; 2: rows sealed
@@ -301,6 +311,11 @@ impl Journal {
             journal.end = next;
         }
         journal.records = found.len();
+        // Nothing after the current records is readable any more, but an
+        // older generation's records (written before settled records were
+        // wiped, or torn) would open under their old generation.
+        let end = journal.end;
+        journal.map[end..].fill(0);
         Ok((journal, found))
     }
 
@@ -337,12 +352,17 @@ impl Journal {
         Ok(true)
     }
 
-    /// Forgets every record (they are in the database now): the next
-    /// generation starts empty and the old records no longer open.
+    /// Forgets every record (they are in the database now): they are
+    /// overwritten with zeros, and the next generation starts empty.
     pub fn clear(&mut self) {
         if self.records == 0 && self.end == HEADER {
             return;
         }
+        // A crash in the middle leaves the records cut short, which is
+        // harmless: they are in the database already, and reading stops at
+        // the first one that does not open.
+        let end = self.end;
+        self.map[HEADER..end].fill(0);
         self.generation += 1;
         self.map[MAGIC.len()..HEADER].copy_from_slice(&self.generation.to_le_bytes());
         self.end = HEADER;

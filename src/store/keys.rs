@@ -138,6 +138,29 @@ impl SecretKey {
         out
     }
 
+    /// Reads the plaintext of what [`SecretKey::seal`] produced from its
+    /// start *without checking its tag*: only for deciding which sealed
+    /// values are worth opening (search), never for anything shown or
+    /// kept; [`SecretKey::open`] checks what is kept. (The rows it reads
+    /// come through SQLCipher, whose pages are authenticated.) `None` if
+    /// `sealed` is too short to be sealed at all.
+    pub(crate) fn unverified_reader<'a>(&self, sealed: &'a [u8]) -> Option<UnverifiedReader<'a>> {
+        use chacha20::cipher::{KeyIvInit, StreamCipherSeek};
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let nonce = chacha20::XNonce::try_from(nonce).ok()?;
+        let mut cipher = chacha20::XChaCha20::new(&self.0.into(), &nonce);
+        // XChaCha20-Poly1305 takes block 0 for the Poly1305 key and
+        // encrypts from block 1 on.
+        cipher.seek(64u64);
+        Some(UnverifiedReader {
+            cipher,
+            rest: &rest[..rest.len() - TAG_LEN],
+        })
+    }
+
     /// Opens what [`SecretKey::seal`] produced; `None` if the key, the
     /// associated data or any byte is wrong.
     pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
@@ -157,6 +180,29 @@ impl SecretKey {
             )
             .ok()
             .map(Zeroizing::new)
+    }
+}
+
+/// See [`SecretKey::unverified_reader`].
+pub(crate) struct UnverifiedReader<'a> {
+    cipher: chacha20::XChaCha20,
+    /// Ciphertext not read yet (the tag left off).
+    rest: &'a [u8],
+}
+
+impl UnverifiedReader<'_> {
+    /// Replaces `out` with the next `len` bytes of plaintext; `false` (and
+    /// `out` empty) if fewer are left.
+    pub(crate) fn read(&mut self, len: usize, out: &mut Vec<u8>) -> bool {
+        use chacha20::cipher::StreamCipher;
+        out.clear();
+        let Some((now, later)) = self.rest.split_at_checked(len) else {
+            return false;
+        };
+        out.extend_from_slice(now);
+        self.cipher.apply_keystream(out);
+        self.rest = later;
+        true
     }
 }
 
@@ -420,6 +466,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unverified_reads_give_the_sealed_plaintext() {
+        let key = SecretKey::random();
+        let plain: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let sealed = key.seal(b"aad", &plain);
+        let mut reader = key.unverified_reader(&sealed).expect("long enough");
+        let mut out = Vec::new();
+        assert!(reader.read(4, &mut out));
+        assert_eq!(out, plain[..4]);
+        assert!(reader.read(200, &mut out));
+        assert_eq!(out, plain[4..204]);
+        assert!(reader.read(96, &mut out));
+        assert_eq!(out, plain[204..]);
+        assert!(!reader.read(1, &mut out), "the tag is not plaintext");
+        assert!(
+            key.unverified_reader(&sealed[..NONCE_LEN + TAG_LEN - 1])
+                .is_none()
+        );
+    }
 
     #[test]
     fn seal_open_round_trip_and_negative_cases() {

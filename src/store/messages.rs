@@ -19,7 +19,7 @@ use super::{
 use crate::proto::crypto::ChainSnapshot;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
-const MESSAGE_COLUMNS: &str = "SELECT id, sender, sender_seq, ts, sealed FROM messages";
+pub(super) const MESSAGE_COLUMNS: &str = "SELECT id, sender, sender_seq, ts, sealed FROM messages";
 
 /// Associated data of a sealed message: binds the ciphertext to its id, so
 /// rows cannot be swapped.
@@ -41,7 +41,11 @@ fn seal_message(key: &SecretKey, message: &Message) -> Result<Vec<u8>> {
 }
 
 /// Opens what [`seal_message`] sealed: `(body, envelope)`.
-fn open_message(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+pub(super) fn open_message(
+    key: &SecretKey,
+    id: &MessageId,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let undecryptable = StoreError::Undecryptable("message");
     let plain = key.open(&message_aad(id), sealed).ok_or(undecryptable)?;
     let (len, rest) = plain
@@ -55,17 +59,52 @@ fn open_message(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<(Vec<u
     Ok((body.to_vec(), envelope.to_vec()))
 }
 
+/// Opens only the body of what [`seal_message`] sealed, as text; `None`
+/// for a message stored unreadable (empty body). Search reads many rows and
+/// keeps few, so the envelope is not copied.
+pub(super) fn open_body(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Result<Option<String>> {
+    let plain = key
+        .open(&message_aad(id), sealed)
+        .ok_or(StoreError::Undecryptable("message"))?;
+    let (len, rest) = plain
+        .split_first_chunk::<4>()
+        .ok_or(StoreError::Undecryptable("message (too short)"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let body = rest
+        .get(..len)
+        .ok_or(StoreError::Undecryptable("message (bad body length)"))?;
+    if body.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// Reads the body of what [`seal_message`] sealed into `out` without
+/// checking the seal, to decide whether the row is worth opening with
+/// [`open_body`] (see [`SecretKey::unverified_reader`]). `false` if it does
+/// not even have the shape of one.
+pub(super) fn peek_body(key: &SecretKey, sealed: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(mut reader) = key.unverified_reader(sealed) else {
+        return false;
+    };
+    if !reader.read(4, out) {
+        return false;
+    }
+    let len = u32::from_le_bytes([out[0], out[1], out[2], out[3]]) as usize;
+    reader.read(len, out)
+}
+
 /// A messages row before decryption.
-struct RawMessage {
-    id: Vec<u8>,
-    sender: Vec<u8>,
-    sender_seq: i64,
-    ts: i64,
-    sealed: Vec<u8>,
+pub(super) struct RawMessage {
+    pub(super) id: Vec<u8>,
+    pub(super) sender: Vec<u8>,
+    pub(super) sender_seq: i64,
+    pub(super) ts: i64,
+    pub(super) sealed: Vec<u8>,
 }
 
 impl RawMessage {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get(0)?,
             sender: row.get(1)?,
@@ -255,7 +294,11 @@ impl Store {
         chains: &[ChainSnapshot],
     ) -> Result<Vec<MessageId>> {
         let rows = self.seal_rows(messages, chains)?;
-        self.write_rows_chains_deliveries(&rows, chains, &[])
+        Ok(self
+            .write_rows_chains_deliveries(&rows, chains, &[])?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Seals `messages` for their rows, first making sure every room of
@@ -281,7 +324,7 @@ impl Store {
         rows: &[SealedRow],
         chains: &[ChainSnapshot],
         deliveries: &[(MessageKey, PeerId, DeliveryState)],
-    ) -> Result<Vec<MessageId>> {
+    ) -> Result<Vec<(MessageId, u64)>> {
         // Journaled chain states of a room deleted since have no key any more.
         self.ensure_room_keys(chains.iter().map(|snapshot| snapshot.chain.room))?;
         let mut added = HashMap::new();
@@ -304,7 +347,10 @@ impl Store {
         }
         tx.commit()?;
         self.room_refs.extend(added);
-        Ok(fresh.into_iter().map(|(id, _)| id).collect())
+        Ok(fresh
+            .into_iter()
+            .map(|(id, seq)| (id, u64_from_sql(seq)))
+            .collect())
     }
 
     /// Makes `messages`, and the chain states that sealed or opened them,
@@ -356,6 +402,19 @@ impl Store {
         &mut self,
         deliveries: &[(MessageKey, PeerId, DeliveryState)],
     ) -> Result<Vec<MessageId>> {
+        Ok(self
+            .settle_with_cursors(deliveries)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// [`Store::settle_and_set_deliveries`], returning each new message's
+    /// cursor (its row number, see [`Store::history`]) with its id.
+    pub fn settle_with_cursors(
+        &mut self,
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<Vec<(MessageId, u64)>> {
         self.commit_unsettled(deliveries)?;
         Ok(std::mem::take(&mut self.settled_fresh))
     }
@@ -671,7 +730,7 @@ impl Store {
             .collect()
     }
 
-    fn decrypt(&self, room: &RoomId, raw: RawMessage) -> Result<Message> {
+    pub(super) fn decrypt(&self, room: &RoomId, raw: RawMessage) -> Result<Message> {
         let id = MessageId(id32(raw.id)?);
         let (body, envelope) = open_message(self.room_key(room)?, &id, &raw.sealed)?;
         Ok(Message {

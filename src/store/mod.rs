@@ -27,11 +27,14 @@
 
 mod batch;
 mod chains;
+mod history;
 mod invitations;
 mod journal;
 mod keys;
 mod messages;
+mod profiles;
 mod schema;
+mod search;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -41,10 +44,13 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
+pub use history::HistoryEntry;
 pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};
 pub use keys::{KdfParams, key_file_path};
 use keys::{KeyFile, SecretKey};
+pub use profiles::StoredProfile;
+pub use search::{MAX_SEARCH_LIMIT, SearchHit, SearchQuery, SearchScope, StoreReader};
 
 /// Everything that can go wrong in the store, each with a sentence a user can read.
 #[derive(Debug, thiserror::Error)]
@@ -322,8 +328,9 @@ pub struct Store {
     /// What the journal holds, in order (so settling need not read it).
     unsettled: Vec<JournalRecord>,
     /// Ids of journaled messages that turned out new when they reached the
-    /// database, for the next [`Store::settle`] to report.
-    settled_fresh: Vec<MessageId>,
+    /// database, with their row numbers (cursors), for the next
+    /// [`Store::settle`] to report.
+    settled_fresh: Vec<(MessageId, u64)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -812,6 +819,33 @@ impl Store {
             params![room.as_bytes(), admin.as_bytes(), epoch],
         )?;
         Ok(())
+    }
+
+    /// Keeps who takes over a group room when its admin leaves (`None`:
+    /// nobody named).
+    pub fn set_room_successor(&mut self, room: &RoomId, successor: Option<&PeerId>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET successor = ?2 WHERE room = ?1",
+            params![room.as_bytes(), successor.map(|p| p.as_bytes().as_slice())],
+        )?;
+        Ok(())
+    }
+
+    /// Who takes over a group room when its admin leaves, if the admin
+    /// named someone (rooms kept before schema 10 have none).
+    pub fn room_successor(&self, room: &RoomId) -> Result<Option<PeerId>> {
+        let bytes: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row(
+                "SELECT successor FROM rooms WHERE room = ?1",
+                params![room.as_bytes()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(bytes
+            .flatten()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(PeerId))
     }
 
     /// Keeps what a group room's id derives from (founder and nonce).

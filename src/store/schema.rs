@@ -51,10 +51,57 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: V8,
     },
+    Migration {
+        version: 9,
+        sql: V9,
+    },
+    Migration {
+        version: 10,
+        sql: V10,
+    },
+    Migration {
+        version: 11,
+        sql: V11,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 11;
+
+/// Version 11: how far the user has read each room, as the position (in
+/// the room's (timestamp, id) order) of the newest message read. Rooms with
+/// history when this version arrives count as read up to their newest
+/// message, so an upgrade does not make every old message unread.
+const V11: &str = "
+CREATE TABLE read_markers (
+    room          BLOB PRIMARY KEY,
+    ts            INTEGER NOT NULL,
+    id            BLOB NOT NULL
+) WITHOUT ROWID;
+INSERT INTO read_markers (room, ts, id)
+    SELECT r.room, m.ts, m.id FROM room_refs r JOIN messages m
+    ON m.seq = (SELECT seq FROM messages WHERE room_ref = r.ref
+                ORDER BY ts DESC, id DESC LIMIT 1);
+";
+
+/// Version 10: who takes over a group room when its admin leaves, as the
+/// admin named it (a peer id); NULL where it named nobody (rooms kept
+/// before, or an older admin): the lowest remaining peer id then.
+const V10: &str = "
+ALTER TABLE rooms ADD COLUMN successor BLOB;
+";
+
+/// Version 9: display names. Each peer's newest signed profile record (and
+/// ours), with the name and number it holds, so names survive a restart
+/// and an older record is never taken after one.
+const V9: &str = "
+CREATE TABLE profiles (
+    peer          BLOB PRIMARY KEY,
+    seq           INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    record        BLOB NOT NULL
+) WITHOUT ROWID;
+";
 
 /// Version 8: what a group room's id derives from (its founder's peer id
 /// and a nonce, 64 bytes), handed on with every invitation so members can

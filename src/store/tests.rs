@@ -233,10 +233,15 @@ fn contact_keys_and_group_state_survive_a_reopen() {
         .unwrap();
     assert_eq!(store.group(&room).unwrap(), None, "direct until told");
     store.set_group(&room, &peer, 4).unwrap();
+    assert_eq!(store.room_successor(&room).unwrap(), None, "nobody named");
+    store
+        .set_room_successor(&room, Some(&PeerId([6; 32])))
+        .unwrap();
     drop(store);
     let store = Store::open(&path, PASS).unwrap();
     assert_eq!(store.contact_keys().unwrap(), vec![(peer, [3; 32])]);
     assert_eq!(store.group(&room).unwrap(), Some((peer, 4)));
+    assert_eq!(store.room_successor(&room).unwrap(), Some(PeerId([6; 32])));
     assert_eq!(store.group(&RoomId([9; 32])).unwrap(), None);
     drop(store);
     let mut store = Store::open(&path, PASS).unwrap();
@@ -655,4 +660,350 @@ fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replace
         .query_row("SELECT count(*) FROM unreadable", [], |row| row.get(0))
         .unwrap();
     assert_eq!(left, 0, "a deleted room's rows go with it");
+}
+
+#[test]
+fn profiles_keep_the_newest_record_across_a_reopen() {
+    let (_dir, path) = temp_db("profiles");
+    let peer = PeerId([9; 32]);
+    let profile = |seq: u64, name: &str| StoredProfile {
+        peer,
+        seq,
+        name: name.to_owned(),
+        record: name.as_bytes().to_vec(),
+    };
+    {
+        let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+        assert!(store.put_profile(&profile(5, "Sam")).unwrap());
+        // Older and equal numbers never replace what is kept.
+        assert!(!store.put_profile(&profile(4, "Old Sam")).unwrap());
+        assert!(!store.put_profile(&profile(5, "Other Sam")).unwrap());
+        // Numbers above 2^63 still order as unsigned.
+        assert!(store.put_profile(&profile(u64::MAX - 1, "Newest")).unwrap());
+        assert!(!store.put_profile(&profile(6, "Too late")).unwrap());
+    }
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(
+        store.profiles().unwrap(),
+        vec![profile(u64::MAX - 1, "Newest")]
+    );
+    assert_eq!(
+        store.profile(&peer).unwrap(),
+        Some(profile(u64::MAX - 1, "Newest"))
+    );
+    assert_eq!(store.profile(&PeerId([1; 32])).unwrap(), None);
+}
+
+#[test]
+fn search_finds_readable_text_newest_first_in_pages_on_a_reader() {
+    let (_dir, path) = temp_db("search");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let (kitchen, garden) = (RoomId([1; 32]), RoomId([2; 32]));
+    let mut batch: Vec<Message> = (0..300)
+        .map(|n| {
+            let text = if n % 10 == 0 {
+                format!("Dinner {n}")
+            } else {
+                format!("chat {n}")
+            };
+            message(kitchen, n, text.as_bytes())
+        })
+        .collect();
+    batch.push(message(garden, 1000, b"dinner in the garden"));
+    // Stored unreadable (no key when it came): never a hit.
+    batch.push(message(garden, 1001, b""));
+    store.insert_messages(&batch).unwrap();
+    let query = |before, limit| SearchQuery {
+        text: "DINNER".to_owned(),
+        before,
+        limit,
+    };
+    // On another thread, through a read-only connection.
+    let reader = store.reader().unwrap();
+    let scope = store.search_scope(None);
+    let first = std::thread::spawn(move || reader.search(&scope, &query(None, 5)).unwrap())
+        .join()
+        .unwrap();
+    let texts: Vec<&str> = first.iter().map(|h| h.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "dinner in the garden",
+            "Dinner 290",
+            "Dinner 280",
+            "Dinner 270",
+            "Dinner 260"
+        ]
+    );
+    // Page after page, no gap, no repeat, until nothing is left.
+    let mut seen = first.clone();
+    loop {
+        let before = seen.last().map(SearchHit::position);
+        let page = store.search(None, &query(before, 7)).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 31);
+    assert!(seen.windows(2).all(|w| w[0].position() > w[1].position()));
+    // One room only; a word that is nowhere; an empty query.
+    let garden_only = store.search(Some(&garden), &query(None, 50)).unwrap();
+    assert_eq!(garden_only.len(), 1);
+    assert_eq!(garden_only[0].room, garden);
+    let nothing = SearchQuery {
+        text: "breakfast".to_owned(),
+        before: None,
+        limit: 50,
+    };
+    assert!(store.search(None, &nothing).unwrap().is_empty());
+    assert!(store.search(None, &query(None, 0)).unwrap().is_empty());
+    // The reader is read-only.
+    let reader = store.reader().unwrap();
+    assert!(reader.conn.execute_batch("DELETE FROM messages").is_err());
+    assert_eq!(store.search(None, &query(None, 100)).unwrap().len(), 31);
+}
+
+// --- what a thief of the store and passphrase finds ------------------------
+
+/// Reads the store's files as someone holding its passphrase would: every
+/// page of the database and of its WAL decrypted with the SQLCipher key,
+/// free pages and old WAL frames included (what SQL no longer shows).
+mod thief {
+    use std::path::Path;
+
+    /// SQLCipher 4's page layout: 4096-byte pages, each ending in a 16-byte
+    /// IV and an HMAC, the two rounded up to the AES block (48 bytes with
+    /// HMAC-SHA256, 80 with SHA-512). Page 1 starts with the 16-byte salt
+    /// in the clear.
+    const PAGE: usize = 4096;
+    const SALT: usize = 16;
+    const WAL_HEADER: usize = 32;
+    const FRAME_HEADER: usize = 24;
+
+    /// The raw SQLCipher key of an open store.
+    pub fn key(store: &super::Store) -> [u8; 32] {
+        let pragma = store.keys.keys.sqlcipher_key_pragma();
+        let hex = pragma
+            .split("x'")
+            .nth(1)
+            .and_then(|rest| rest.get(..64))
+            .expect("the key pragma holds 64 hex digits");
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+        key
+    }
+
+    fn aes_256_cbc_decrypt(key: &[u8; 32], iv: &[u8], data: &[u8]) -> Vec<u8> {
+        use openssl_sys as ffi;
+        assert_eq!(data.len() % 16, 0);
+        let mut out = vec![0u8; data.len() + 16];
+        let mut written = 0;
+        // SAFETY: a fresh cipher context used and freed here; every buffer
+        // outlives the calls, `out` has room for the input plus a block as
+        // EVP_DecryptUpdate requires, and the lengths fit a c_int (pages).
+        unsafe {
+            let ctx = ffi::EVP_CIPHER_CTX_new();
+            assert!(!ctx.is_null());
+            assert_eq!(
+                ffi::EVP_DecryptInit_ex(
+                    ctx,
+                    ffi::EVP_aes_256_cbc(),
+                    std::ptr::null_mut(),
+                    key.as_ptr(),
+                    iv.as_ptr()
+                ),
+                1
+            );
+            ffi::EVP_CIPHER_CTX_set_padding(ctx, 0);
+            assert_eq!(
+                ffi::EVP_DecryptUpdate(
+                    ctx,
+                    out.as_mut_ptr(),
+                    &mut written,
+                    data.as_ptr(),
+                    data.len() as i32
+                ),
+                1
+            );
+            ffi::EVP_CIPHER_CTX_free(ctx);
+        }
+        out.truncate(written as usize);
+        out
+    }
+
+    /// One encrypted page, decrypted (page 1's salt kept in front).
+    fn decrypt_page(key: &[u8; 32], page: &[u8], first: bool, reserved: usize) -> Vec<u8> {
+        let offset = if first { SALT } else { 0 };
+        let iv = &page[PAGE - reserved..PAGE - reserved + 16];
+        let mut plain = page[..offset].to_vec();
+        plain.extend(aes_256_cbc_decrypt(key, iv, &page[offset..PAGE - reserved]));
+        plain
+    }
+
+    /// Every page of the database file and every frame of its WAL,
+    /// decrypted. Checks that page 1 decrypts to SQLite's header fields,
+    /// so a wrong key or layout fails here instead of finding nothing.
+    pub fn pages(db: &Path, key: &[u8; 32]) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(db).unwrap();
+        assert_eq!(bytes.len() % PAGE, 0);
+        // The reserved size that decrypts page 1 to SQLite's header: page
+        // size 4096 and the payload fractions every database has (64, 32,
+        // 32), which a wrong key or layout does not give.
+        let reserved = [48, 80]
+            .into_iter()
+            .find(|reserved| {
+                let first = decrypt_page(key, &bytes[..PAGE], true, *reserved);
+                first[16..18] == [0x10, 0x00] && first[21..24] == [64, 32, 32]
+            })
+            .expect("page 1 decrypts to SQLite's header");
+        let mut pages: Vec<Vec<u8>> = bytes
+            .chunks(PAGE)
+            .enumerate()
+            .map(|(i, page)| decrypt_page(key, page, i == 0, reserved))
+            .collect();
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        if let Ok(wal) = std::fs::read(wal) {
+            for frame in wal
+                .get(WAL_HEADER..)
+                .unwrap_or(&[])
+                .chunks(FRAME_HEADER + PAGE)
+            {
+                if frame.len() < FRAME_HEADER + PAGE {
+                    break;
+                }
+                let pgno = u32::from_be_bytes(frame[..4].try_into().unwrap());
+                pages.push(decrypt_page(
+                    key,
+                    &frame[FRAME_HEADER..],
+                    pgno == 1,
+                    reserved,
+                ));
+            }
+        }
+        pages
+    }
+
+    /// Every 16 bytes at any offset of any page, to look bytes up fast.
+    pub struct Index(std::collections::HashSet<[u8; 16]>);
+
+    impl Index {
+        pub fn new(pages: &[Vec<u8>]) -> Index {
+            Index(
+                pages
+                    .iter()
+                    .flat_map(|page| page.windows(16))
+                    .map(|w| w.try_into().unwrap())
+                    .collect(),
+            )
+        }
+
+        /// Whether some page holds the first 16 bytes of `needle`.
+        pub fn found(&self, needle: &[u8]) -> bool {
+            let head: [u8; 16] = needle[..16].try_into().unwrap();
+            self.0.contains(&head)
+        }
+    }
+}
+
+/// The sealed rows of `room` as the database holds them.
+fn sealed_rows(store: &Store, room: &RoomId) -> Vec<Vec<u8>> {
+    let room_ref = store.room_refs[room];
+    let mut stmt = store
+        .conn
+        .prepare("SELECT sealed FROM messages WHERE room_ref = ?1")
+        .unwrap();
+    stmt.query_map([room_ref], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// `secure_delete` zeroes what a delete frees and the delete's checkpoint
+/// empties the WAL: someone with the store and its passphrase finds none
+/// of a deleted chat's rows in any page, free pages and WAL included,
+/// while the rows of a chat still there are found (the check sees
+/// through the encryption).
+#[test]
+fn a_deleted_rooms_rows_are_in_no_page_of_the_database_or_its_wal() {
+    let (_dir, path) = temp_db("thief-deleted-room");
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let (deleted, kept) = (RoomId([1; 32]), RoomId([2; 32]));
+    let deleted_messages: Vec<Message> = (0..200)
+        .map(|n| message(deleted, n, format!("secret {n} ").repeat(30).as_bytes()))
+        .collect();
+    let kept_messages: Vec<Message> = (0..20)
+        .map(|n| message(kept, 1_000 + n, format!("kept {n} ").repeat(30).as_bytes()))
+        .collect();
+    store.insert_messages(&deleted_messages).unwrap();
+    store.insert_messages(&kept_messages).unwrap();
+    // Moved into the database file first, so the rows are in its pages
+    // and not only in the WAL.
+    store.checkpoint().unwrap();
+    let deleted_rows = sealed_rows(&store, &deleted);
+    let kept_rows = sealed_rows(&store, &kept);
+    assert_eq!(deleted_rows.len(), 200);
+    let key = thief::key(&store);
+    let before = thief::Index::new(&thief::pages(&path, &key));
+    assert!(
+        deleted_rows.iter().all(|row| before.found(row)),
+        "the thief's view finds rows while they are there"
+    );
+
+    store.delete_room(&deleted).unwrap();
+    let after = thief::Index::new(&thief::pages(&path, &key));
+    for row in &deleted_rows {
+        for window in row.chunks_exact(16) {
+            assert!(!after.found(window), "a deleted row's bytes remain");
+        }
+    }
+    assert!(kept_rows.iter().all(|row| after.found(row)));
+}
+
+/// Settled journal records are overwritten, not only left behind an older
+/// generation (whose records anyone with the passphrase could still open):
+/// after settling, the journal file holds nothing past its header; and what
+/// an older version left there is wiped at the next open.
+#[test]
+fn settled_journal_records_are_wiped_from_the_file() {
+    let (_dir, path) = temp_db("journal-wiped");
+    let room = RoomId([1; 32]);
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let after_header =
+        |path: &Path| std::fs::read(journal_path(path)).unwrap()[journal::HEADER..].to_vec();
+    for n in 0..3 {
+        store
+            .journal_messages_and_chains(
+                vec![message(room, n, b"journaled, then settled")],
+                chain_snapshots(room, 7).to_vec(),
+            )
+            .unwrap();
+    }
+    assert!(
+        after_header(&path).iter().any(|b| *b != 0),
+        "the records are in the file before settling"
+    );
+    store.settle().unwrap();
+    assert!(after_header(&path).iter().all(|b| *b == 0));
+
+    // Leftovers of an older generation (as an older version left them):
+    // wiped when the store opens.
+    store
+        .journal_messages_and_chains(vec![message(room, 10, b"left over")], vec![])
+        .unwrap();
+    let leftover = std::fs::read(journal_path(&path)).unwrap();
+    store.settle().unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(journal_path(&path)).unwrap();
+    bytes[journal::HEADER..].copy_from_slice(&leftover[journal::HEADER..]);
+    std::fs::write(journal_path(&path), &bytes).unwrap();
+    let store = Store::open(&path, PASS).unwrap();
+    assert!(
+        store.is_settled(),
+        "an older generation's record does not open"
+    );
+    assert!(after_header(&path).iter().all(|b| *b == 0));
 }

@@ -246,6 +246,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 timestamp,
                 text,
                 muted,
+                ..
             } => out.send(Update::Received {
                 message: MessageInfo {
                     room,
@@ -259,25 +260,33 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 muted,
             }),
             Event::Undecryptable { .. } => {}
-            Event::Delivered { to, id } => out.send(Update::Delivered { to, id }),
-            Event::Undelivered { to, id } | Event::Refused { to, id } => {
+            Event::Delivered { to, id, .. } => out.send(Update::Delivered { to, id }),
+            Event::Undelivered { to, id, .. } | Event::Refused { to, id, .. } => {
                 out.send(Update::Undelivered { to, id });
             }
-            Event::PeerOnline { peer } => {
+            Event::PeerOnline { peer, .. } => {
                 out.send(Update::PeerOnline { peer });
                 refresh();
             }
-            Event::PeerOffline { peer } => out.send(Update::PeerOffline { peer }),
-            Event::RoomInvited { room, name, from } => {
+            Event::PeerOffline { peer, .. } => out.send(Update::PeerOffline { peer }),
+            Event::RoomInvited {
+                room, name, from, ..
+            } => {
                 out.send(Update::Invited { room, name, from });
                 refresh();
             }
-            Event::RoomJoined { .. } | Event::RoomChanged { .. } => refresh(),
-            Event::RoomRemoved { room } => {
+            Event::RoomJoined { .. } | Event::RoomChanged { .. } | Event::PeerRenamed { .. } => {
+                refresh();
+            }
+            // The window keeps its own unread counts and delivery states
+            // for now; the daemon's read markers and receipts are not read
+            // yet.
+            Event::UnreadChanged { .. } | Event::Receipt { .. } => {}
+            Event::RoomRemoved { room, .. } => {
                 out.send(Update::Removed { room });
                 refresh();
             }
-            Event::ContactRequest { peer } => {
+            Event::ContactRequest { peer, .. } => {
                 out.send(Update::ContactRequest { peer });
                 refresh();
             }

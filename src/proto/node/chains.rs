@@ -16,14 +16,34 @@
 //!   the repeat.
 //! - **Receiving**: another member's chain as we follow it (position,
 //!   skipped keys, replay window).
+//!
+//! # Forgetting origins
+//!
+//! An origin opens every message of its chain, past and future, so it is
+//! kept only while a member may still need it: it is forgotten (dropped
+//! from memory, and [`Node::take_forgotten_origins`] tells the shell to
+//! delete it from the store) once every member the chain is for has
+//! confirmed storing a key control that carried the origin itself, and
+//! then a message of the chain (the receiver commits the chain state that
+//! opened a message with it, so its copy of the chain is durable, from the
+//! origin on).
+//!
+//! From then on each member opens whatever we send on the chain from its
+//! own state (positions ahead of it, or kept as skipped keys, up to
+//! `MAX_SKIP`), so after a restart the outbox goes out without the origin,
+//! and so do resends of the chain's envelopes ([`Node::resend_envelope`]
+//! accepts a chain whose sending state we held). A member that loses its
+//! own store can no longer read what it had not stored of that chain; that
+//! is the price of not keeping a key that opens everything.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::{Followed, Node, NodeError, RoomKind, control_from_distribution};
+use super::{Control, Followed, Node, NodeError, RoomKind, control_from_distribution};
 use crate::proto::crypto::{
-    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SenderChain, SenderKeyDistribution,
+    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SecretKey, SenderChain, SenderKeyDistribution,
 };
-use crate::proto::ids::PeerId;
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 /// Positions a chain restored from a version-1 snapshot (the exact
 /// position of its last seal, as older versions wrote it) moves ahead, in
@@ -51,6 +71,53 @@ pub(super) enum Dirty {
     Sending,
     Origin,
     Receiving,
+}
+
+/// What the members hold of our chains whose origins we still keep.
+#[derive(Default)]
+pub(super) struct OriginProgress {
+    /// Per chain and member.
+    members: HashMap<(ChainId, PeerId), MemberProgress>,
+    /// Key controls in flight that carry an origin, and to whom.
+    controls: HashMap<MessageId, (ChainId, PeerId)>,
+    /// Our messages in flight, with their chain and how many recipients
+    /// have yet to confirm or refuse them.
+    messages: HashMap<MessageId, (ChainId, usize)>,
+    /// Origins forgotten since the shell last took them.
+    forgotten: Vec<ChainId>,
+    /// Our chains whose sending state we held in this life or restored:
+    /// their envelopes may go out again without an origin.
+    known: HashSet<ChainId>,
+}
+
+/// One member's progress with one of our chains.
+#[derive(Default)]
+struct MemberProgress {
+    /// It confirmed storing a key control that carried the origin.
+    origin_stored: bool,
+    /// And afterwards a message of the chain.
+    message_after: bool,
+    /// Our messages of the chain it has not confirmed or refused yet.
+    outstanding: HashSet<MessageId>,
+}
+
+impl MemberProgress {
+    fn holds_chain(&self) -> bool {
+        self.origin_stored && self.message_after
+    }
+}
+
+impl OriginProgress {
+    /// A key control was not stored (refused, or given up on).
+    pub(super) fn control_lost(&mut self, id: &MessageId) {
+        self.controls.remove(id);
+    }
+
+    fn forget(&mut self, chain: &ChainId) {
+        // The messages in flight stay tracked (see `Node::rotate_if_due`).
+        self.controls.retain(|_, (c, _)| c != chain);
+        self.forgotten.push(*chain);
+    }
 }
 
 /// Identifies a distribution: the same start and key give the same digest.
@@ -84,19 +151,78 @@ impl Node {
     /// persists these before the datagrams of the round leave, so no
     /// message key sealed in it can be handed out again after a crash.
     /// Empty on all but about one round in `RESERVE_AHEAD` seals.
+    ///
+    /// A new chain's origin comes with its first reservation: after a
+    /// crash the origin is handed out again, so a member that never got
+    /// the new key (it was in flight) can still read what was sealed.
     pub fn take_reservations(&mut self) -> Vec<ChainSnapshot> {
-        let due: Vec<ChainId> = self
+        let due: Vec<(ChainId, Dirty)> = self
             .dirty_chains
             .iter()
-            .filter(|(_, kind)| *kind == Dirty::Sending)
-            .map(|(chain, _)| *chain)
+            .filter(|(_, kind)| *kind != Dirty::Receiving)
+            .copied()
             .collect();
         due.into_iter()
-            .filter_map(|chain| {
-                self.dirty_chains.remove(&(chain, Dirty::Sending));
-                self.reserve(chain)
+            .filter_map(|(chain, kind)| {
+                self.dirty_chains.remove(&(chain, kind));
+                match kind {
+                    Dirty::Sending => self.reserve(chain),
+                    _ => self.origins.get(&chain).cloned(),
+                }
             })
             .collect()
+    }
+
+    /// Replaces our sending chain of direct room `room` by a fresh one if
+    /// it is due ([`NodeConfig::rotate_after`], or
+    /// `rotate_after_messages`) and may go: its origin is forgotten (the
+    /// peer holds the chain) and none of our messages of it are
+    /// unconfirmed, so nothing sealed on it will ever need its keys
+    /// again. The fresh key goes ahead of the next message on the same
+    /// ordered stream, under the current pairwise session; the peer then
+    /// follows the new chain (a newer distribution replaces the one it
+    /// follows) and forgets the old one.
+    pub(super) fn rotate_if_due(&mut self, now: Instant, room: RoomId) {
+        let Some(state) = self.rooms.get(&room) else {
+            return;
+        };
+        let Some(peer) = state.direct_peer() else {
+            return;
+        };
+        let chain = state.chain.chain();
+        let next = state.chain.next_seq();
+        let due = now >= state.chain_since + self.config.rotate_after
+            || next.saturating_sub(state.chain_start) >= self.config.rotate_after_messages;
+        // (Not while the shell has yet to delete the forgotten origin: it
+        // would delete the new one, stored under the same chain.)
+        let settled = !self.origins.contains_key(&chain)
+            && !self.origin_progress.forgotten.contains(&chain)
+            && self
+                .origin_progress
+                .members
+                .get(&(chain, peer))
+                .is_none_or(|m| m.outstanding.is_empty());
+        if !due || !settled {
+            return;
+        }
+        let fresh = SenderChain::restore(chain, next, SecretKey::random(&mut self.rng));
+        // What the peer held of the old key says nothing of the new one.
+        self.origin_progress.members.retain(|(c, _), _| *c != chain);
+        self.origin_progress
+            .controls
+            .retain(|_, (c, _)| *c != chain);
+        self.origin_sent.retain(|(c, _)| *c != chain);
+        self.adopt_chain(&fresh);
+        if let Some(state) = self.rooms.get_mut(&room) {
+            // Dropping the old chain wipes its key.
+            state.chain = fresh;
+            state.key_sent = false;
+            // The next seal reserves on the new chain first.
+            state.reserved = 0;
+            state.chain_since = now;
+            state.chain_start = next;
+        }
+        self.stats.chains_rotated += 1;
     }
 
     /// A new reservation for our chain `chain`, `RESERVE_AHEAD` past where
@@ -116,6 +242,22 @@ impl Node {
     /// are no longer current (an older epoch) still restore origins and
     /// followed chains, so old envelopes stay readable.
     pub fn restore_chains(&mut self, snapshots: Vec<ChainSnapshot>) {
+        // The origin of the fresh chain a room was made with is not that
+        // of the chain restored in its place: the stored origin (if it was
+        // not forgotten) takes its place, whatever order they come in.
+        for snapshot in &snapshots {
+            let chain = snapshot.chain;
+            let replaced = snapshot.role == ChainRole::Sending
+                && SenderChain::from_snapshot(snapshot).is_ok()
+                && self
+                    .rooms
+                    .get(&chain.room)
+                    .is_some_and(|room| room.chain.chain() == chain);
+            if replaced {
+                self.origins.remove(&chain);
+                self.dirty_chains.remove(&(chain, Dirty::Origin));
+            }
+        }
         for snapshot in snapshots {
             let chain = snapshot.chain;
             match snapshot.role {
@@ -124,11 +266,15 @@ impl Node {
                         continue;
                     };
                     if room.chain.chain() != chain {
+                        // An older epoch's: we sealed on it, and its
+                        // envelopes may go out again.
+                        self.origin_progress.known.insert(chain);
                         continue;
                     }
                     let Ok(mut restored) = SenderChain::from_snapshot(&snapshot) else {
                         continue;
                     };
+                    self.origin_progress.known.insert(chain);
                     if snapshot.reserved {
                         // Nothing at or after it was sealed: go on from
                         // there, and reserve again only when sealing. (The
@@ -144,6 +290,8 @@ impl Node {
                     } else {
                         continue;
                     }
+                    room.chain_start = restored.next_seq();
+                    room.chain_since = self.now;
                     room.chain = restored;
                     self.restored.insert(chain.room);
                 }
@@ -187,8 +335,14 @@ impl Node {
                     .filter(|p| *p != self.me)
                     .collect(),
             };
-            let restored = self.restored.remove(&room) && self.origins.contains_key(&chain);
-            if restored {
+            let restored = self.restored.remove(&room);
+            if restored && !self.origins.contains_key(&chain) {
+                // Its origin was forgotten: every member held the chain
+                // then, and follows it from its own store.
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.key_sent = true;
+                }
+            } else if restored {
                 if let Some(state) = self.rooms.get_mut(&room) {
                     state.key_sent = true;
                 }
@@ -199,6 +353,31 @@ impl Node {
                 for peer in members {
                     self.send_group_key(now, room, peer);
                 }
+            }
+        }
+        // Rooms we run that were kept before admins named successors:
+        // name one now, so a leave of ours no longer falls back on the
+        // lowest peer id.
+        let me = self.me;
+        let unnamed: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| {
+                state
+                    .group()
+                    .is_some_and(|g| g.admin == me && g.successor.is_none())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for room in unnamed {
+            self.name_successor(&room);
+            if self.group(&room).is_some_and(|g| g.successor.is_some()) {
+                for peer in self.others(&room) {
+                    self.send_successor(now, room, peer);
+                }
+                // For the shell to keep.
+                self.events
+                    .push_back(super::NodeEvent::RoomChanged { room });
             }
         }
         self.pump_events(now);
@@ -223,11 +402,158 @@ impl Node {
             chain_key: origin.chain_key.clone(),
         };
         let control = control_from_distribution(&distribution);
-        if self.queue_pairwise(now, peer, &control).is_err() {
-            // Not sent: the next resend tries again.
-            self.origin_sent.remove(&(chain, peer));
-            self.stats.control_not_queued += 1;
+        match self.queue_pairwise(now, peer, &control) {
+            Ok(id) => self.origin_control_sent(id, &control, peer),
+            Err(_) => {
+                // Not sent: the next resend tries again.
+                self.origin_sent.remove(&(chain, peer));
+                self.stats.control_not_queued += 1;
+            }
         }
+    }
+
+    /// Notes a key control of ours queued to `peer`: if it carries the
+    /// origin of our chain, its "stored" counts towards forgetting it.
+    pub(super) fn origin_control_sent(&mut self, id: MessageId, control: &Control, peer: PeerId) {
+        let Control::SenderKey {
+            room,
+            epoch,
+            start_seq,
+            ..
+        } = control
+        else {
+            return;
+        };
+        let chain = ChainId {
+            room: *room,
+            epoch: *epoch,
+            sender: self.me,
+        };
+        if self
+            .origins
+            .get(&chain)
+            .is_some_and(|origin| origin.next_seq == *start_seq)
+        {
+            self.origin_progress.controls.insert(id, (chain, peer));
+        }
+    }
+
+    /// A control of ours was stored by its recipient.
+    pub(super) fn origin_control_stored(&mut self, id: MessageId) {
+        if let Some((chain, peer)) = self.origin_progress.controls.remove(&id) {
+            self.origin_progress
+                .members
+                .entry((chain, peer))
+                .or_default()
+                .origin_stored = true;
+        }
+    }
+
+    /// Our message `id` of `chain` went to `recipients`.
+    pub(super) fn own_message_sent(
+        &mut self,
+        chain: ChainId,
+        id: MessageId,
+        recipients: &[PeerId],
+    ) {
+        // Tracked after the origin is forgotten too: a chain is rotated
+        // only when none of its messages is unconfirmed.
+        let mut added = 0;
+        for peer in recipients {
+            if self
+                .origin_progress
+                .members
+                .entry((chain, *peer))
+                .or_default()
+                .outstanding
+                .insert(id)
+            {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.origin_progress
+                .messages
+                .entry(id)
+                .or_insert((chain, 0))
+                .1 += added;
+        }
+    }
+
+    /// `to` stored our message `id` (or refused it for good).
+    pub(super) fn own_message_resolved(&mut self, id: MessageId, to: PeerId, stored: bool) {
+        let Some((chain, _)) = self.origin_progress.messages.get(&id).copied() else {
+            return;
+        };
+        let mut resolved = false;
+        if let Some(member) = self.origin_progress.members.get_mut(&(chain, to)) {
+            resolved = member.outstanding.remove(&id);
+            if stored && member.origin_stored {
+                member.message_after = true;
+            }
+        }
+        if resolved && let Some((_, count)) = self.origin_progress.messages.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.origin_progress.messages.remove(&id);
+            }
+        }
+        self.forget_origin_if_held(chain);
+    }
+
+    /// The members our chain `chain` is for: those of its room who were
+    /// in it by its epoch (see [`Node::shared_epoch`]).
+    pub(super) fn origin_needed_by(&self, chain: &ChainId) -> Vec<PeerId> {
+        let Some(state) = self.rooms.get(&chain.room) else {
+            return Vec::new();
+        };
+        match &state.kind {
+            RoomKind::Direct { peer } => vec![*peer],
+            RoomKind::Group(group) => group
+                .members
+                .iter()
+                .copied()
+                .filter(|p| *p != self.me && self.shared_epoch(&chain.room, p) <= chain.epoch)
+                .collect(),
+        }
+    }
+
+    /// Forgets the origin of our chain `chain` once every member it is for
+    /// holds the chain (see the module docs).
+    fn forget_origin_if_held(&mut self, chain: ChainId) {
+        if !self.origins.contains_key(&chain) {
+            return;
+        }
+        let needed_by = self.origin_needed_by(&chain);
+        if needed_by.is_empty() {
+            return;
+        }
+        let held = needed_by.iter().all(|peer| {
+            self.origin_progress
+                .members
+                .get(&(chain, *peer))
+                .is_some_and(MemberProgress::holds_chain)
+        });
+        if held {
+            // Dropping the snapshot wipes its key.
+            self.origins.remove(&chain);
+            self.dirty_chains.remove(&(chain, Dirty::Origin));
+            self.origin_sent.retain(|(c, _)| *c != chain);
+            self.origin_progress.known.insert(chain);
+            self.origin_progress.forget(&chain);
+        }
+    }
+
+    /// Origins of our chains forgotten since the last call: the shell
+    /// deletes them from its store (after anything journaled before is
+    /// settled, so no older copy comes back).
+    pub fn take_forgotten_origins(&mut self) -> Vec<ChainId> {
+        std::mem::take(&mut self.origin_progress.forgotten)
+    }
+
+    /// Whether we still keep the origin of our chain `chain`.
+    pub fn holds_origin(&self, chain: &ChainId) -> bool {
+        self.origins.contains_key(chain)
     }
 
     /// Records a new sending chain of ours: its origin and position are due
@@ -237,15 +563,17 @@ impl Node {
         let origin =
             ReceiverChain::from_distribution(&distribution).snapshot(distribution.start_seq);
         let id = chain.chain();
+        self.origin_progress.known.insert(id);
         self.origins.insert(id, origin);
         self.dirty_chains.insert((id, Dirty::Origin));
         self.dirty_chains.insert((id, Dirty::Sending));
     }
 
     /// Whether we know the origin of the chain `envelope` was sealed on,
-    /// so [`Node::resend_envelope`] can make it readable.
+    /// so [`Node::resend_envelope`] can make it readable, or forgot it
+    /// because every member holds the chain.
     pub(super) fn origin_known(&self, chain: &ChainId) -> Result<(), NodeError> {
-        if self.origins.contains_key(chain) {
+        if self.origins.contains_key(chain) || self.origin_progress.known.contains(chain) {
             Ok(())
         } else {
             Err(NodeError::UnknownChain)

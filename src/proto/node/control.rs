@@ -73,6 +73,15 @@ pub enum Control {
     /// The sender leaves the room.
     #[serde(rename = "l")]
     RoomLeave { room: RoomId },
+    /// The admin names who takes over when it leaves: sent after every
+    /// invite and member list, for that epoch. (A peer of an older version
+    /// does not decode it and drops it, as any unknown control.)
+    #[serde(rename = "n")]
+    RoomSuccessor {
+        room: RoomId,
+        epoch: u32,
+        successor: PeerId,
+    },
     /// One message of a history reconciliation of `room` (`proto::sync`).
     #[serde(rename = "s")]
     Sync {
@@ -97,6 +106,14 @@ pub enum Control {
         start_seq: u64,
         #[serde(with = "serde_bytes")]
         chain_key: [u8; 32],
+    },
+    /// The sender's signed profile record (`proto::profile`, versioned in
+    /// its first byte): its display name. At most
+    /// [`crate::proto::profile::MAX_RECORD`] bytes.
+    #[serde(rename = "p")]
+    Profile {
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
     },
 }
 
@@ -159,6 +176,16 @@ impl std::fmt::Debug for Control {
                 .field("members", &members.len())
                 .finish_non_exhaustive(),
             Control::RoomLeave { room } => f.debug_struct("RoomLeave").field("room", room).finish(),
+            Control::RoomSuccessor {
+                room,
+                epoch,
+                successor,
+            } => f
+                .debug_struct("RoomSuccessor")
+                .field("room", room)
+                .field("epoch", epoch)
+                .field("successor", successor)
+                .finish(),
             Control::Sync { room, payload } => f
                 .debug_struct("Sync")
                 .field("room", room)
@@ -181,6 +208,10 @@ impl std::fmt::Debug for Control {
                 .field("sender", sender)
                 .field("start_seq", start_seq)
                 .finish_non_exhaustive(),
+            Control::Profile { record } => f
+                .debug_struct("Profile")
+                .field("len", &record.len())
+                .finish(),
         }
     }
 }
@@ -225,6 +256,9 @@ impl Control {
                 Err(ControlError::Malformed)
             }
             Control::RoomMembers { members, .. } if members.len() > MAX_ROOM_MEMBERS => {
+                Err(ControlError::Malformed)
+            }
+            Control::Profile { record } if record.len() > crate::proto::profile::MAX_RECORD => {
                 Err(ControlError::Malformed)
             }
             _ => Ok(control),
@@ -279,6 +313,12 @@ mod tests {
             group_key: [7; 32],
         };
         assert_eq!(Control::decode(&update.encode()), Ok(update));
+        let successor = Control::RoomSuccessor {
+            room: RoomId([4; 32]),
+            epoch: 4,
+            successor: PeerId([6; 32]),
+        };
+        assert_eq!(Control::decode(&successor.encode()), Ok(successor));
         let leave = Control::RoomLeave {
             room: RoomId([4; 32]),
         };
@@ -290,6 +330,9 @@ mod tests {
             },
             Control::Forward {
                 envelope: vec![4, 5],
+            },
+            Control::Profile {
+                record: vec![1; 100],
             },
             Control::Origin {
                 room: RoomId([4; 32]),

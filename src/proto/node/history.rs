@@ -341,7 +341,7 @@ impl Node {
         now: Instant,
         peer: PeerId,
         control: &Control,
-    ) -> Result<(), NodeError> {
+    ) -> Result<MessageId, NodeError> {
         if !self.peers.contains_key(&peer) {
             return Err(NodeError::UnknownPeer(peer));
         }
@@ -352,6 +352,6 @@ impl Node {
             .send(now, direct, id, &bytes)
             .map_err(super::send_error)?;
         self.controls.insert(id);
-        Ok(())
+        Ok(id)
     }
 }

@@ -15,6 +15,7 @@
 //!   that makes its sender a member: such keys wait in a bounded buffer
 //!   (`early_keys`), and envelopes wait for their key as in direct rooms.
 
+use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -102,6 +103,10 @@ pub struct RoomInfo {
     /// `members`); empty for a direct room. Restoring a room, a member not
     /// listed starts at the current epoch.
     pub joined: Vec<(PeerId, u32)>,
+    /// For a group room, who takes over when the admin leaves, as the
+    /// admin named it; `None` if it named nobody (the lowest remaining
+    /// peer id takes over then).
+    pub successor: Option<PeerId>,
 }
 
 /// A group room's multicast frame key. `Debug` does not print it.
@@ -123,6 +128,8 @@ pub(super) struct Invitation {
     name: String,
     update: Update,
     founding: RoomFounding,
+    /// Who the admin named to take over, if it did since inviting us.
+    successor: Option<PeerId>,
 }
 
 /// A member list from the admin: an invite's or a new epoch's.
@@ -209,6 +216,7 @@ impl Node {
                     group_key: None,
                     founding: None,
                     joined: Vec::new(),
+                    successor: None,
                 }
             }
             RoomKind::Group(group) => RoomInfo {
@@ -221,6 +229,7 @@ impl Node {
                 group_key: Some(GroupKey(*group.group_key.as_bytes())),
                 founding: group.founding,
                 joined: group.joined.iter().map(|(p, e)| (*p, *e)).collect(),
+                successor: group.successor,
             },
         })
     }
@@ -269,8 +278,12 @@ impl Node {
                 previous_key: None,
                 joined: BTreeMap::new(),
                 founding: Some(founding),
+                successor: None,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
+        self.name_successor(&room);
         for peer in self.others(&room) {
             self.send_invite(now, room, peer);
             self.send_group_key(now, room, peer);
@@ -408,6 +421,9 @@ impl Node {
         // A founding that does not give this id is ignored (as if an older
         // version had kept the room): the room stays, it takes no one new.
         let founding = info.founding.filter(|f| f.room_id() == info.id);
+        let successor = info
+            .successor
+            .filter(|s| *s != admin && members.contains(s));
         let joined = info
             .joined
             .iter()
@@ -425,6 +441,9 @@ impl Node {
                 previous_key: None,
                 joined,
                 founding,
+                successor,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
         Ok(())
@@ -496,12 +515,13 @@ impl Node {
                     name,
                     update,
                     founding,
+                    successor: None,
                 },
             );
             self.dirty_invitations.insert(room);
             return Ok(());
         }
-        self.join(now, from, name, update, founding);
+        self.join(now, from, name, update, founding, None);
         Ok(())
     }
 
@@ -513,6 +533,7 @@ impl Node {
         name: String,
         update: Update,
         founding: RoomFounding,
+        successor: Option<PeerId>,
     ) {
         let room = update.room;
         let Ok(publics) = member_keys(&update.members) else {
@@ -531,6 +552,9 @@ impl Node {
                 previous_key: None,
                 joined: BTreeMap::new(),
                 founding: Some(founding),
+                successor,
+                epoch_since: now,
+                epoch_active: false,
             },
         );
         for peer in self.others(&room) {
@@ -643,6 +667,7 @@ impl Node {
                 name,
                 update,
                 founding,
+                successor: None,
             },
         );
         for key in record
@@ -685,6 +710,7 @@ impl Node {
             invitation.name,
             invitation.update,
             invitation.founding,
+            invitation.successor,
         );
         self.pump_events(now);
         Ok(())
@@ -725,15 +751,22 @@ impl Node {
             self.dirty_invitations.insert(room);
             return Ok(());
         }
-        let current = self
-            .group(&room)
-            .filter(|g| g.admin == from)
-            .ok_or(DropReason::Foreign)?;
+        let current = self.group(&room).ok_or(DropReason::Foreign)?;
+        let publics = member_keys(&update.members)?;
+        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
+        // The successor the admin named runs the room once the admin is
+        // gone, also for a member that never heard the admin leave (its
+        // leave went to some members only): a list from the successor
+        // without the admin in it says so.
+        let took_over = current.admin != from
+            && current.successor == Some(from)
+            && !ids.contains(&current.admin);
+        if current.admin != from && !took_over {
+            return Err(DropReason::Foreign);
+        }
         if epoch <= current.epoch {
             return Err(DropReason::Foreign);
         }
-        let publics = member_keys(&update.members)?;
-        let ids: BTreeSet<PeerId> = publics.iter().map(PublicIdentity::peer_id).collect();
         if !ids.contains(&self.me) {
             self.forget_room(room);
             self.events.push_back(NodeEvent::RoomRemoved { room });
@@ -746,9 +779,19 @@ impl Node {
         self.learn_contacts(now, publics);
         let until = now + self.config.group_key_grace;
         if let Some(group) = self.group_mut(&room) {
+            if took_over {
+                group.admin = from;
+                group.successor = None;
+            }
+            group.epoch_since = now;
+            group.epoch_active = false;
             group.advance_epoch(epoch, update.group_key, until);
             group.members = ids;
             group.note_joined();
+            if group.successor.is_some_and(|s| !group.members.contains(&s)) {
+                // Named for an earlier epoch; the admin names another.
+                group.successor = None;
+            }
         }
         self.rekey(now, room);
         self.apply_early_keys(now, room);
@@ -769,8 +812,18 @@ impl Node {
         }
         group.note_joined();
         if group.admin == from {
-            // Every member picks the same successor without a message.
-            group.admin = group.members.first().copied().unwrap_or(me);
+            // The successor the admin named in its last member list, the
+            // same for every member who had that list; only for an admin
+            // that named nobody (an older version) the lowest remaining
+            // peer id, which a member could have ground its key for.
+            group.admin = group
+                .successor
+                .take()
+                .filter(|s| group.members.contains(s))
+                .or_else(|| group.members.first().copied())
+                .unwrap_or(me);
+        } else if group.successor == Some(from) {
+            group.successor = None;
         }
         let now_admin = group.admin == me;
         if now_admin {
@@ -922,7 +975,122 @@ impl Node {
             let epoch = group.epoch + 1;
             group.advance_epoch(epoch, key, until);
             group.note_joined();
+            group.epoch_since = now;
+            group.epoch_active = false;
         }
+        self.name_successor(room);
+    }
+
+    /// When the next epoch of a group room we run is due (see
+    /// [`NodeConfig::group_rotate_after`]).
+    pub(super) fn group_rotation_due(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .filter_map(RoomState::group)
+            .filter(|g| g.admin == self.me && g.epoch_active)
+            .map(|g| g.epoch_since + self.config.group_rotate_after)
+            .min()
+    }
+
+    /// As admin: starts the next epoch (same members) of every group room
+    /// whose epoch is due, so every member's chain is replaced by a fresh
+    /// one handed out under the current pairwise sessions. A room with a
+    /// member whose key we do not know waits (its member list could not
+    /// name it).
+    pub(super) fn rotate_group_epochs(&mut self, now: Instant) {
+        let me = self.me;
+        let after = self.config.group_rotate_after;
+        let due: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, state)| {
+                state.group().is_some_and(|g| {
+                    g.admin == me && g.epoch_active && g.epoch_since + after <= now
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for room in due {
+            if self.check_member_keys(&room, None).is_err() {
+                if let Some(group) = self.group_mut(&room) {
+                    // Tried again after another period.
+                    group.epoch_since = now;
+                }
+                continue;
+            }
+            self.next_epoch(now, &room, |_| {});
+            for member in self.others(&room) {
+                self.send_members(now, room, member);
+            }
+            self.rekey(now, room);
+            self.stats.chains_rotated += 1;
+            self.events.push_back(NodeEvent::RoomChanged { room });
+        }
+    }
+
+    /// As admin: keeps the successor we named while it is a member, else
+    /// names one of the members who have been in the room longest, at
+    /// random (so neither a key ground to sort first nor a late join puts
+    /// anyone next in line).
+    pub(super) fn name_successor(&mut self, room: &RoomId) {
+        let me = self.me;
+        let Some(group) = self.group(room).filter(|g| g.admin == me) else {
+            return;
+        };
+        if group
+            .successor
+            .is_some_and(|s| s != me && group.members.contains(&s))
+        {
+            return;
+        }
+        let others: Vec<(PeerId, u32)> = group
+            .members
+            .iter()
+            .filter(|p| **p != me)
+            .map(|p| (*p, group.joined.get(p).copied().unwrap_or(group.epoch)))
+            .collect();
+        let Some(earliest) = others.iter().map(|(_, e)| *e).min() else {
+            return;
+        };
+        let longest: Vec<PeerId> = others
+            .into_iter()
+            .filter(|(_, e)| *e == earliest)
+            .map(|(p, _)| p)
+            .collect();
+        let pick = longest[self.rng.random_range(0..longest.len())];
+        if let Some(group) = self.group_mut(room) {
+            group.successor = Some(pick);
+        }
+    }
+
+    /// The admin named `successor` for `room`'s epoch `epoch`.
+    pub(super) fn on_successor(
+        &mut self,
+        from: PeerId,
+        room: RoomId,
+        epoch: u32,
+        successor: PeerId,
+    ) -> Result<(), DropReason> {
+        if let Some(invitation) = self.invitations.get_mut(&room) {
+            if invitation.from != from || invitation.update.epoch != epoch || successor == from {
+                return Err(DropReason::Foreign);
+            }
+            invitation.successor = Some(successor);
+            return Ok(());
+        }
+        let group = self
+            .group_mut(&room)
+            .filter(|g| g.admin == from && g.epoch == epoch)
+            .ok_or(DropReason::Foreign)?;
+        if successor == from || !group.members.contains(&successor) {
+            return Err(DropReason::Foreign);
+        }
+        if group.successor != Some(successor) {
+            group.successor = Some(successor);
+            // For the shell to keep.
+            self.events.push_back(NodeEvent::RoomChanged { room });
+        }
+        Ok(())
     }
 
     /// The first epoch of `room` whose history `peer` may have: the later
@@ -1001,7 +1169,7 @@ impl Node {
     }
 
     /// Members of `room` other than us.
-    fn others(&self, room: &RoomId) -> Vec<PeerId> {
+    pub(super) fn others(&self, room: &RoomId) -> Vec<PeerId> {
         self.group(room)
             .map(|g| {
                 g.members
@@ -1044,6 +1212,8 @@ impl Node {
                 chain,
                 key_sent: true,
                 reserved: 0,
+                chain_since: self.now,
+                chain_start: 0,
             },
         );
     }
@@ -1157,6 +1327,25 @@ impl Node {
             nonce: founding.nonce,
         };
         self.send_pairwise(now, peer, &invite);
+        self.send_successor(now, room, peer);
+    }
+
+    /// As admin: tells `peer` who takes over `room` when we leave, right
+    /// after the invite or member list of the epoch (same stream, so in
+    /// order).
+    pub(super) fn send_successor(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some(group) = self.group(&room) else {
+            return;
+        };
+        let Some(successor) = group.successor else {
+            return;
+        };
+        let control = Control::RoomSuccessor {
+            room,
+            epoch: group.epoch,
+            successor,
+        };
+        self.send_pairwise(now, peer, &control);
     }
 
     fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
@@ -1173,6 +1362,7 @@ impl Node {
             group_key,
         };
         self.send_pairwise(now, peer, &members);
+        self.send_successor(now, room, peer);
     }
 
     /// Our current chain in `room`, to `peer` over the pairwise stream.
@@ -1181,15 +1371,24 @@ impl Node {
             return;
         };
         let key = control_from_distribution(&state.chain.distribution());
-        self.send_pairwise(now, peer, &key);
+        if let Some(id) = self.send_pairwise(now, peer, &key) {
+            self.origin_control_sent(id, &key, peer);
+        }
     }
 
     /// Queues a control message on the direct-room stream with `peer`.
     /// Like `queue_pairwise`, for controls whose loss is only counted.
-    pub(super) fn send_pairwise(&mut self, now: Instant, peer: PeerId, control: &Control) {
-        if self.queue_pairwise(now, peer, control).is_err() {
+    pub(super) fn send_pairwise(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        control: &Control,
+    ) -> Option<crate::proto::ids::MessageId> {
+        let queued = self.queue_pairwise(now, peer, control);
+        if queued.is_err() {
             self.stats.control_not_queued += 1;
         }
+        queued.ok()
     }
 }
 

@@ -170,6 +170,12 @@ impl Node {
         self.reliable
             .send(now, room_id, sent.id, &payload)
             .map_err(send_error)?;
+        if let Some(group) = self.group_mut(&room_id) {
+            group.epoch_active = true;
+        }
+        let chain = super::chain_of(&envelope);
+        let recipients = self.origin_needed_by(&chain);
+        self.own_message_sent(chain, sent.id, &recipients);
         Ok(sent)
     }
 
@@ -187,6 +193,7 @@ impl Node {
             return Err(NodeError::TooLarge(text.len()));
         }
         let room_id = direct_room(self.me, to);
+        self.rotate_if_due(now, room_id);
         let key_sent = self
             .rooms
             .get(&room_id)

@@ -111,6 +111,8 @@ impl Node {
                 }
                 self.add_contact(now, public.clone());
                 self.events.push_back(NodeEvent::StrangerMet { public });
+                // Not told our name by opening a handshake.
+                self.withhold_profile(from);
                 self.install_session(now, from, session);
                 Ok(Some(from))
             }

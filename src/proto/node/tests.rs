@@ -190,10 +190,12 @@ fn message_round_trip_and_delivered_only_after_store() {
     assert_eq!(delivered(&second.a_events), vec![id]);
     assert_eq!(a.stats().total_dropped(), 0, "{:?}", a.stats());
     assert_eq!(b.stats().total_dropped(), 0, "{:?}", b.stats());
-    // Everything settled: no timers left running.
+    // Everything settled: no timers left running but the sessions' rekey,
+    // half an hour out.
     let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(10));
-    assert_eq!(a.poll_timeout(), None);
-    assert_eq!(b.poll_timeout(), None);
+    let far = now + NodeConfig::default().rekey_after - Duration::from_secs(60);
+    assert!(a.poll_timeout().is_some_and(|t| t > far));
+    assert!(b.poll_timeout().is_some_and(|t| t > far));
 }
 
 #[test]
@@ -1469,4 +1471,78 @@ fn idle_restarts_do_not_move_a_restored_chain() {
         keep(restarted.take_chain_updates(), &mut store);
     }
     assert_eq!(sending(&store), reserved, "100 idle starts moved nothing");
+}
+
+/// The sealed frames of `wire` that A sent.
+fn sealed_from_a(wire: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
+    wire.iter()
+        .filter(|(from_a, bytes)| {
+            *from_a
+                && matches!(
+                    Datagram::parse(bytes).map(|d| d.frame),
+                    Ok(Frame::Sealed { .. })
+                )
+        })
+        .map(|(_, bytes)| bytes.clone())
+        .collect()
+}
+
+/// Issue 17, item 7: a pairwise session is replaced by a fresh handshake
+/// every `rekey_after` (the lower id starts it), traffic goes on across
+/// the change, and once the grace is over the old session's keys are gone:
+/// frames recorded under it open with nothing the node holds.
+#[test]
+fn sessions_are_rekeyed_on_a_timer_and_the_old_keys_dropped() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let (ida, idb) = (a.peer_id(), b.peer_id());
+    let config = NodeConfig::default();
+    let first = a.session_ids(&idb);
+    assert_eq!(first.len(), 1);
+    assert_eq!(b.session_ids(&ida), first);
+    // Traffic recorded under the first session.
+    a.send_direct(now, idb, "recorded").expect("send");
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    confirm_all(&mut b, now, &trace.b_events);
+    let recorded = sealed_from_a(&trace.wire);
+    assert!(!recorded.is_empty());
+
+    let mut sessions = vec![first[0]];
+    for round in 1..=3 {
+        let trace = run(&mut a, &mut b, &mut now, config.rekey_after);
+        confirm_all(&mut b, now, &trace.b_events);
+        let current = a.session_ids(&idb)[0];
+        assert!(!sessions.contains(&current), "round {round}: a new session");
+        assert_eq!(b.session_ids(&ida)[0], current);
+        sessions.push(current);
+        // Traffic goes on over the new session.
+        let text = format!("after rekey {round}");
+        a.send_direct(now, idb, &text).expect("send");
+        let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+        let got: Vec<Vec<u8>> = received(&trace.b_events)
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(got, vec![text.into_bytes()]);
+        confirm_all(&mut b, now, &trace.b_events);
+    }
+    let rekeys = a.stats().rekeys_started + b.stats().rekeys_started;
+    assert_eq!(rekeys, 3, "one side starts each rekey");
+    assert_eq!(a.stats().rekeys_started, if ida < idb { 3 } else { 0 });
+    // The replaced session still opens frames in flight for a while.
+    assert_eq!(a.session_ids(&idb).len(), 2);
+    let _ = run(&mut a, &mut b, &mut now, config.previous_session_grace);
+    // Past the grace only the current session's keys are held.
+    assert_eq!(a.session_ids(&idb).len(), 1);
+    assert_eq!(b.session_ids(&ida).len(), 1);
+    let unknown = b.stats().dropped(DropReason::UnknownSession);
+    for frame in &recorded {
+        assert_eq!(
+            b.handle_datagram(now, frame),
+            Err(DropReason::UnknownSession)
+        );
+    }
+    assert_eq!(
+        b.stats().dropped(DropReason::UnknownSession),
+        unknown + recorded.len() as u64
+    );
 }

@@ -1,0 +1,270 @@
+//! Search through in-process daemons on 127.0.0.1: one message found in a
+//! room of 100 000, pages with no gap or repeat, and nothing of a room we
+//! were removed from after we were (only what we could read). Every wait
+//! is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use kith::account::Account;
+use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
+use kith::net::NetConfig;
+use kith::proto::crypto::PublicIdentity;
+use kith::proto::ids::MessageId;
+use kith::proto::ids::{PeerId, RoomId};
+use kith::store::KdfParams;
+
+const PASS: &str = "search test passphrase";
+/// Generous: the machine running the tests may be heavily loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Member {
+    /// Held so the data directory lives as long as the daemon.
+    _dir: TempDir,
+    public: PublicIdentity,
+    handle: Option<DaemonHandle>,
+}
+
+impl Member {
+    fn handle(&self) -> &DaemonHandle {
+        self.handle.as_ref().expect("running")
+    }
+}
+
+fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
+    let config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: bind,
+            ..NetConfig::loopback()
+        },
+        peers,
+        ..DaemonConfig::default()
+    };
+    daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
+}
+
+/// Three daemons that know each other's addresses.
+fn trio(name: &str) -> Vec<Member> {
+    let accounts: Vec<(TempDir, PublicIdentity)> = (0..3)
+        .map(|i| {
+            let dir = TempDir::new(&format!("{name}-{i}"));
+            let account = Account::create(
+                &dir.path().join("data"),
+                PASS,
+                KdfParams::insecure_fast_for_tests(),
+            )
+            .expect("a fresh temp dir takes an account");
+            let public = account.identity.public();
+            (dir, public)
+        })
+        .collect();
+    // Reserve three addresses first, so every daemon can be told the others'.
+    let probes: Vec<DaemonHandle> = accounts
+        .iter()
+        .map(|(dir, _)| start(dir, NetConfig::loopback().unicast_bind, Vec::new()))
+        .collect();
+    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
+    for probe in probes {
+        probe.shutdown().expect("stops cleanly");
+    }
+    let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
+    accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (dir, public))| {
+            let handle = start(&dir, addrs[i], common::mesh_peers(&publics, &addrs, i));
+            Member {
+                _dir: dir,
+                public,
+                handle: Some(handle),
+            }
+        })
+        .collect()
+}
+
+/// Waits for an event `pick` accepts; panics after [`WAIT`].
+#[track_caller]
+fn wait_for<T>(rx: &Receiver<Event>, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no expected event within {WAIT:?}: {e}"));
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+fn join_room(nodes: &[Member], events: &[Receiver<Event>]) -> RoomId {
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.public.peer_id()).collect();
+    let room = nodes[0]
+        .handle()
+        .create_room("kitchen", &[ids[1], ids[2]])
+        .expect("A creates the room");
+    for (node, rx) in nodes[1..].iter().zip(&events[1..]) {
+        wait_for(rx, |e| {
+            matches!(e, Event::RoomInvited { room: r, .. } if *r == room).then_some(())
+        });
+        node.handle().answer_invite(room, true).expect("accept");
+        wait_for(rx, |e| {
+            matches!(e, Event::RoomJoined { room: r, .. } if *r == room).then_some(())
+        });
+    }
+    room
+}
+
+#[test]
+fn search_finds_one_message_among_100_000_and_pages_without_gaps() {
+    const N: u64 = 100_000;
+    let dir = TempDir::new("search-100k");
+    let data = dir.path().join("data");
+    let room = RoomId([0x5a; 32]);
+    {
+        let mut account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
+            .expect("a fresh temp dir takes an account");
+        let messages: Vec<_> = (0..N)
+            .map(|n| {
+                let text = if n == 31_337 {
+                    "the Needle in the haystack".to_owned()
+                } else {
+                    format!("row {n}")
+                };
+                common::message(room, n, 1_000_000 + n, text.as_bytes())
+            })
+            .collect();
+        for chunk in messages.chunks(10_000) {
+            account.store.insert_messages(chunk).expect("stored");
+        }
+    }
+    let handle = start(&dir, NetConfig::loopback().unicast_bind, Vec::new());
+    let started = Instant::now();
+    let found = handle.search("NEEDLE", None).expect("searched");
+    eprintln!(
+        "search of {N} messages (debug build): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].text, "the Needle in the haystack");
+    assert_eq!(found[0].room, room);
+    assert_eq!(found[0].timestamp, 1_000_000 + 31_337);
+    assert!(!found[0].ours);
+    assert_eq!(
+        handle.search("needle", Some(room)).expect("searched").len(),
+        1
+    );
+    assert!(
+        handle
+            .search("needle", Some(RoomId([1; 32])))
+            .expect("searched")
+            .is_empty()
+    );
+    assert!(handle.search("  ", None).is_err(), "nothing to search for");
+    // "row 9999" and "row 99990" to "row 99999": 11, in pages of 4.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = handle
+            .search_page("ROW 9999", None, before, 4)
+            .expect("searched");
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|r| r.cursor());
+        pages.push(page);
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 3]);
+    let texts: Vec<String> = pages.concat().into_iter().map(|r| r.text).collect();
+    let mut want: Vec<String> = (99_990..100_000)
+        .rev()
+        .map(|n| format!("row {n}"))
+        .collect();
+    want.push("row 9999".to_owned());
+    assert_eq!(texts, want);
+    handle.shutdown().expect("stops cleanly");
+}
+
+#[test]
+fn nothing_of_a_room_is_found_from_after_we_were_removed() {
+    let mut nodes = trio("search-removed");
+    let ids: Vec<PeerId> = nodes.iter().map(|n| n.public.peer_id()).collect();
+    let events: Vec<Receiver<Event>> = nodes
+        .iter()
+        .map(|n| n.handle().events().expect("events"))
+        .collect();
+    let room = join_room(&nodes, &events);
+    let got = |rx: &Receiver<Event>, want: &str| {
+        wait_for(rx, |e| {
+            matches!(e, Event::MessageReceived { text, .. } if text == want).then_some(())
+        })
+    };
+    nodes[0]
+        .handle()
+        .send_room(room, "Apple pie before")
+        .expect("sent");
+    got(&events[1], "Apple pie before");
+    got(&events[2], "Apple pie before");
+    nodes[0]
+        .handle()
+        .remove_member(room, ids[2])
+        .expect("A removes C");
+    wait_for(&events[2], |e| {
+        matches!(e, Event::RoomRemoved { room: r } if *r == room).then_some(())
+    });
+    wait_for(&events[1], |e| {
+        matches!(e, Event::RoomChanged { room: r } if *r == room).then_some(())
+    });
+    nodes[0]
+        .handle()
+        .send_room(room, "apple pie after")
+        .expect("sent");
+    nodes[1]
+        .handle()
+        .send_room(room, "APPLE crumble after")
+        .expect("sent");
+    got(&events[1], "apple pie after");
+    got(&events[0], "APPLE crumble after");
+    // B reads everything, newest first, its own message flagged.
+    let b: Vec<(String, bool)> = nodes[1]
+        .handle()
+        .search("apple", None)
+        .expect("searched")
+        .into_iter()
+        .map(|r| (r.text, r.ours))
+        .collect();
+    assert_eq!(b.len(), 3);
+    assert!(b.contains(&("APPLE crumble after".to_owned(), true)));
+    assert_eq!(b.last(), Some(&("Apple pie before".to_owned(), false)));
+    // C keeps what it could read, and nothing from after.
+    let c = nodes[2].handle().search("apple", None).expect("searched");
+    assert_eq!(
+        c.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        ["Apple pie before"]
+    );
+    assert_eq!(c[0].from, ids[0]);
+    assert!(
+        nodes[2]
+            .handle()
+            .search("after", Some(room))
+            .expect("searched")
+            .is_empty()
+    );
+    let none: Vec<MessageId> = nodes[2]
+        .handle()
+        .search("crumble", None)
+        .expect("searched")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(none.is_empty());
+    for node in nodes.iter_mut() {
+        if let Some(handle) = node.handle.take() {
+            handle.shutdown().expect("stops cleanly");
+        }
+    }
+}
