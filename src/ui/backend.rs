@@ -455,7 +455,13 @@ fn person_info(
     PersonInfo {
         id: peer.peer,
         public_key: PeerId(peer.public.to_bytes()).to_hex(),
-        name: sighting.map(|s| s.name.clone()).unwrap_or_default(),
+        // The signed profile name first; else what it announced by mDNS.
+        name: peer
+            .name
+            .clone()
+            .or_else(|| peer.name_hint.clone())
+            .or_else(|| sighting.map(|s| s.name.clone()))
+            .unwrap_or_default(),
         relation,
         // A nearby peer is not probed, so never "online"; being announced
         // is its presence.
@@ -709,6 +715,9 @@ mod tests {
             contact: true,
             request: false,
             muted: Some(Mute::Until(5)),
+            display_name: String::new(),
+            name: None,
+            name_hint: None,
         };
         let seen = daemon::discovery::SeenPeer {
             peer: public.peer_id(),
@@ -724,6 +733,12 @@ mod tests {
         };
         let person = person_info(&info, Some(&seen), 100_000);
         assert_eq!(person.name, "Lee");
+        // A signed profile name wins over what mDNS says.
+        let signed = PeerInfo {
+            name: Some("Lee Chen".into()),
+            ..info.clone()
+        };
+        assert_eq!(person_info(&signed, Some(&seen), 0).name, "Lee Chen");
         assert_eq!(person.relation, Relation::Contact);
         assert_eq!(person.last_seen, Some(40_000));
         assert_eq!(person.muted, Some(MuteUntil::Until(5)));
