@@ -38,6 +38,8 @@ fn message(i: u32, at: u64) -> MessageInfo {
         id: MessageId(id),
         timestamp: at,
         text,
+        cursor: None,
+        deliveries: None,
     }
 }
 

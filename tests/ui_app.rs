@@ -65,6 +65,8 @@ fn received(room: RoomId, from: u8, n: u8, minutes_ago: u64, text: &str) -> Upda
             id: MessageId([n; 32]),
             timestamp: NOW - minutes_ago * 60_000,
             text: text.to_owned(),
+            cursor: None,
+            deliveries: None,
         },
         muted: false,
     }
@@ -366,6 +368,8 @@ fn scrolling_to_the_top_loads_every_page_in_order() {
                 id: MessageId(id),
                 timestamp: NOW - 3_600_000 + u64::from(i),
                 text: format!("message {i}"),
+                cursor: None,
+                deliveries: None,
             }
         })
         .collect();

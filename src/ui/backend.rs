@@ -10,7 +10,7 @@
 //! node without one, for tests.
 
 use super::state::{
-    MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, Update,
+    MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
@@ -246,6 +246,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 timestamp,
                 text,
                 muted,
+                cursor,
                 ..
             } => out.send(Update::Received {
                 message: MessageInfo {
@@ -256,10 +257,32 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                     // a counter.
                     timestamp: crate::proto::hlc::millis(timestamp),
                     text,
+                    cursor: Some(cursor),
+                    deliveries: None,
                 },
                 muted,
             }),
-            Event::Undecryptable { .. } => {}
+            // Shown as such; its text replaces it if the key comes.
+            Event::Undecryptable {
+                room,
+                from,
+                id,
+                timestamp,
+                cursor,
+                ..
+            } => out.send(Update::Received {
+                message: MessageInfo {
+                    room,
+                    from,
+                    id,
+                    timestamp: crate::proto::hlc::millis(timestamp),
+                    text: UNREADABLE.to_owned(),
+                    cursor: Some(cursor),
+                    deliveries: None,
+                },
+                // Nothing to read: not worth a notification.
+                muted: true,
+            }),
             Event::Delivered { to, id, .. } => out.send(Update::Delivered { to, id }),
             Event::Undelivered { to, id, .. } | Event::Refused { to, id, .. } => {
                 out.send(Update::Undelivered { to, id });
@@ -278,10 +301,18 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
             Event::RoomJoined { .. } | Event::RoomChanged { .. } | Event::PeerRenamed { .. } => {
                 refresh();
             }
-            // The window keeps its own unread counts and delivery states
-            // for now; the daemon's read markers and receipts are not read
-            // yet.
-            Event::UnreadChanged { .. } | Event::Receipt { .. } => {}
+            // The node keeps the read markers: its counts are the badges.
+            Event::UnreadChanged {
+                room,
+                unread,
+                unread_muted,
+            } => out.send(Update::Unread {
+                room,
+                unread: badge_count(unread, unread_muted),
+            }),
+            Event::Receipt {
+                id, delivered, of, ..
+            } => out.send(Update::Receipt { id, delivered, of }),
             Event::RoomRemoved { room, .. } => {
                 out.send(Update::Removed { room });
                 refresh();
@@ -351,17 +382,38 @@ impl Worker {
             Request::Accept { peer } => handle
                 .accept(peer)
                 .map_err(|e| format!("Could not accept: {e}")),
-            // Read markers are not kept by this node yet: the window keeps
-            // its own counts for the session.
-            Request::MarkRead { .. } => return,
-            // This node keeps history in its store but does not serve pages
-            // to the window yet: what arrives while the app runs is shown.
-            Request::LoadHistory { room, .. } => {
-                self.out.send(Update::History {
-                    room,
-                    messages: Vec::new(),
-                    complete: true,
-                });
+            // Persisted; the new count comes back as `UnreadChanged`.
+            Request::MarkRead { room, up_to } => {
+                if let Err(error) = handle.mark_read(room, up_to) {
+                    self.out
+                        .send(Update::Error(format!("Could not mark as read: {error}")));
+                }
+                return;
+            }
+            Request::LoadHistory {
+                room,
+                before,
+                limit,
+            } => {
+                match handle.history(room, before, limit) {
+                    Ok(page) => self.out.send(Update::History {
+                        room,
+                        complete: page.next.is_none(),
+                        messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
+                    }),
+                    Err(error) => {
+                        // Not asked again by itself: the next scroll to the
+                        // top retries.
+                        self.out.send(Update::History {
+                            room,
+                            messages: Vec::new(),
+                            complete: false,
+                        });
+                        self.out.send(Update::Error(format!(
+                            "Could not read the history: {error}"
+                        )));
+                    }
+                }
                 return;
             }
             Request::Refresh => {
@@ -408,13 +460,44 @@ impl Worker {
                     .collect();
                 self.out.send(Update::Blocked(blocked));
                 self.out.send(Update::People(people));
+                let unread: Vec<Update> = rooms
+                    .iter()
+                    .map(|r| Update::Unread {
+                        room: r.id,
+                        unread: badge_count(r.unread, r.unread_muted),
+                    })
+                    .collect();
                 self.out
                     .send(Update::Rooms(rooms.into_iter().map(room_info).collect()));
+                for update in unread {
+                    self.out.send(update);
+                }
             }
             Err(error) => self
                 .out
                 .send(Update::Error(format!("Could not read the node: {error}"))),
         }
+    }
+}
+
+/// The badge's number: unread messages that were not muted when they came
+/// (a muted room shows none at all: see `AppState::badge`).
+fn badge_count(unread: u64, unread_muted: u64) -> usize {
+    usize::try_from(unread.saturating_sub(unread_muted)).unwrap_or(usize::MAX)
+}
+
+/// A history row as the window shows it: an unreadable one says so, ours
+/// carries how far it got with each recipient.
+fn row_info(room: RoomId, row: daemon::HistoryRow) -> MessageInfo {
+    let timestamp = row.millis();
+    MessageInfo {
+        room,
+        from: row.author,
+        id: row.id,
+        timestamp,
+        text: row.text.unwrap_or_else(|| UNREADABLE.to_owned()),
+        cursor: Some(row.cursor),
+        deliveries: row.ours.then_some(row.deliveries),
     }
 }
 
@@ -473,7 +556,8 @@ fn person_info(
 
 /// A backend without a node, for tests: it records every request and
 /// answers like a node would (sends are stored at once, rooms are created,
-/// history is served from pages given to it).
+/// history is served from pages given to it, newest first by cursor; with
+/// [`FakeBackend::set_unread`] it keeps read markers as the node does).
 #[derive(Clone)]
 pub struct FakeBackend {
     inner: Arc<Mutex<FakeInner>>,
@@ -484,6 +568,8 @@ struct FakeInner {
     requests: Vec<Request>,
     next_id: u32,
     history: HashMap<RoomId, Vec<MessageInfo>>,
+    /// Unread counts, once the test gave one: then `MarkRead` zeroes them.
+    unread: Option<HashMap<RoomId, usize>>,
 }
 
 impl FakeBackend {
@@ -496,6 +582,7 @@ impl FakeBackend {
                     requests: Vec::new(),
                     next_id: 1,
                     history: HashMap::new(),
+                    unread: None,
                 })),
                 out: Outbox { tx, waker },
             },
@@ -513,9 +600,33 @@ impl FakeBackend {
         std::mem::take(&mut self.lock().requests)
     }
 
-    /// Stored history of `room`, oldest first, served in pages.
+    /// Stored history of `room`, oldest first, served in pages. Messages
+    /// without a cursor get their place (1, 2, …) as one.
     pub fn set_history(&self, room: RoomId, messages: Vec<MessageInfo>) {
+        let messages = messages
+            .into_iter()
+            .zip(1..)
+            .map(|(mut m, n)| {
+                m.cursor = m.cursor.or(Some(n));
+                m
+            })
+            .collect();
         self.lock().history.insert(room, messages);
+    }
+
+    /// Keeps read markers from now on, as the node does: `room` has
+    /// `unread` messages (sent as [`Update::Unread`]) until marked read.
+    pub fn set_unread(&self, room: RoomId, unread: usize) {
+        self.lock()
+            .unread
+            .get_or_insert_with(HashMap::new)
+            .insert(room, unread);
+        self.out.send(Update::Unread { room, unread });
+    }
+
+    /// The unread count kept for `room` (`None`: no markers kept).
+    pub fn unread(&self, room: RoomId) -> Option<usize> {
+        self.lock().unread.as_ref()?.get(&room).copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FakeInner> {
@@ -562,14 +673,25 @@ impl Backend for FakeBackend {
                     limit,
                 } => {
                     let all = inner.history.get(&room).cloned().unwrap_or_default();
-                    let end = before
-                        .and_then(|b| all.iter().position(|m| m.id == b))
-                        .unwrap_or(all.len());
+                    let end = before.map_or(all.len(), |b| {
+                        all.iter()
+                            .position(|m| m.cursor.is_some_and(|c| c >= b))
+                            .unwrap_or(all.len())
+                    });
                     let start = end.saturating_sub(limit);
+                    // Newest first, as the node pages.
+                    let mut messages = all[start..end].to_vec();
+                    messages.reverse();
                     Some(Update::History {
                         room,
-                        messages: all[start..end].to_vec(),
+                        messages,
                         complete: start == 0,
+                    })
+                }
+                Request::MarkRead { room, .. } => {
+                    inner.unread.as_mut().map(|unread| {
+                        unread.insert(room, 0);
+                        Update::Unread { room, unread: 0 }
                     })
                 }
                 _ => None,
@@ -672,6 +794,8 @@ mod tests {
                     id: FakeBackend::message_id(1000 + i),
                     timestamp: u64::from(i),
                     text: format!("m{i}"),
+                    cursor: None,
+                    deliveries: None,
                 })
                 .collect(),
         );

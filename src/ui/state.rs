@@ -103,7 +103,18 @@ pub struct MessageInfo {
     pub id: MessageId,
     pub timestamp: Millis,
     pub text: String,
+    /// Where the node stored it (pages and read markers go by it); `None`
+    /// when not known.
+    pub cursor: Option<u64>,
+    /// For our own message from history: each recipient and how far it
+    /// got. `None` for others' messages.
+    pub deliveries: Option<Vec<(PeerId, RowDelivery)>>,
 }
+
+pub use crate::daemon::api::Delivery as RowDelivery;
+
+/// Shown for a message stored unreadable (its key never arrived).
+pub const UNREADABLE: &str = "(unreadable message)";
 
 /// Everything the node tells the window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,8 +135,8 @@ pub enum Update {
         message: MessageInfo,
         muted: bool,
     },
-    /// A page of older messages of `room` (oldest first); `complete`: there
-    /// is nothing older.
+    /// A page of older messages of `room` (any order: they are merged by
+    /// time and id, repeats dropped); `complete`: there is nothing older.
     History {
         room: RoomId,
         messages: Vec<MessageInfo>,
@@ -145,6 +156,18 @@ pub enum Update {
     Delivered {
         to: PeerId,
         id: MessageId,
+    },
+    /// Our message `id` is stored by `delivered` of its `of` recipients.
+    Receipt {
+        id: MessageId,
+        delivered: usize,
+        of: usize,
+    },
+    /// The node's unread count of `room` (read markers it keeps): from
+    /// then on the node's counts replace the window's own.
+    Unread {
+        room: RoomId,
+        unread: usize,
     },
     /// The node gave up on delivering `id` to `to` for now; it stays queued.
     Undelivered {
@@ -267,16 +290,17 @@ pub enum Request {
     Accept {
         peer: PeerId,
     },
-    /// Everything in `room` up to `up_to` has been seen.
+    /// Everything in `room` up to the message at cursor `up_to` (all of
+    /// it when `None`) has been seen.
     MarkRead {
         room: RoomId,
-        up_to: Option<MessageId>,
+        up_to: Option<u64>,
     },
-    /// A page of at most `limit` messages older than `before` (the newest
-    /// page when `None`).
+    /// A page of at most `limit` messages older than the one at cursor
+    /// `before` (the newest page when `None`).
     LoadHistory {
         room: RoomId,
-        before: Option<MessageId>,
+        before: Option<u64>,
         limit: usize,
     },
     /// Rooms, people and blocked peers again.
@@ -340,6 +364,9 @@ pub struct Own {
     pub delivery: Delivery,
     /// Who it was sent to (everyone else in the room when written).
     pub recipients: Vec<PeerId>,
+    /// The node's latest "delivered to k of n" (from a receipt); counts
+    /// over `delivered` when known.
+    pub receipt: Option<(usize, usize)>,
 }
 
 /// A message in a room's loaded history.
@@ -351,6 +378,8 @@ pub struct Message {
     pub timestamp: Millis,
     pub text: String,
     pub own: Option<Own>,
+    /// Where the node stored it, when known.
+    pub cursor: Option<u64>,
 }
 
 /// The loaded part of a room's history, oldest first.
@@ -363,6 +392,12 @@ pub struct History {
     pub loading: bool,
     /// Index of the first message that was unread when the room was opened.
     pub divider: Option<usize>,
+    /// The newest page was asked for (live messages alone do not make a
+    /// loaded history).
+    pub started: bool,
+    /// Unread when the room was opened before its first page came (to
+    /// place the divider then).
+    unread_at_open: usize,
     ids: HashSet<MessageId>,
 }
 
@@ -371,6 +406,15 @@ impl History {
         if let Some(id) = message.id
             && !self.ids.insert(id)
         {
+            // Its key came: the unreadable message gets its text.
+            if let Some(shown) = self
+                .messages
+                .iter_mut()
+                .find(|m| m.id == Some(id) && m.text == UNREADABLE)
+            {
+                shown.text = message.text;
+                shown.cursor = shown.cursor.or(message.cursor);
+            }
             return false;
         }
         // Live messages arrive in order; one with an older timestamp (a
@@ -380,33 +424,96 @@ impl History {
             .iter()
             .rposition(|m| m.timestamp <= message.timestamp)
             .map_or(0, |i| i + 1);
+        self.insert_at(at, message);
+        true
+    }
+
+    fn insert_at(&mut self, at: usize, message: Message) {
         if let Some(divider) = &mut self.divider
             && at < *divider
         {
             *divider += 1;
         }
         self.messages.insert(at, message);
-        true
     }
 
-    fn prepend(&mut self, page: Vec<MessageInfo>) -> usize {
-        let fresh: Vec<Message> = page
-            .into_iter()
-            .filter(|m| self.ids.insert(m.id))
-            .map(|m| Message {
-                id: Some(m.id),
-                from: m.from,
-                timestamp: m.timestamp,
-                text: m.text,
-                own: None,
-            })
-            .collect();
-        let added = fresh.len();
-        if let Some(divider) = &mut self.divider {
-            *divider += added;
+    /// Merges a page from the node: each message not shown yet goes to
+    /// its place in (timestamp, id) order; one already shown (live, or our
+    /// own once sent) only gains its cursor. Returns how many were added.
+    fn merge(&mut self, page: Vec<MessageInfo>, me: PeerId) -> usize {
+        let mut page = page;
+        page.sort_by(|a, b| (a.timestamp, a.id).cmp(&(b.timestamp, b.id)));
+        let mut added = 0;
+        for info in page {
+            if !self.ids.insert(info.id) {
+                if let Some(shown) = self.messages.iter_mut().find(|m| m.id == Some(info.id)) {
+                    shown.cursor = shown.cursor.or(info.cursor);
+                }
+                continue;
+            }
+            let key = (info.timestamp, info.id);
+            // After every message that sorts before it (a queued one of
+            // ours, without id yet, sorts by time alone).
+            let at = self
+                .messages
+                .iter()
+                .rposition(|m| match m.id {
+                    Some(id) => (m.timestamp, id) <= key,
+                    None => m.timestamp <= info.timestamp,
+                })
+                .map_or(0, |i| i + 1);
+            let own = info.deliveries.map(|deliveries| {
+                let recipients: Vec<PeerId> = deliveries.iter().map(|(p, _)| *p).collect();
+                let delivered: BTreeSet<PeerId> = deliveries
+                    .iter()
+                    .filter(|(_, d)| *d == RowDelivery::Stored)
+                    .map(|(p, _)| *p)
+                    .collect();
+                let waiting = deliveries.iter().any(|(_, d)| *d == RowDelivery::Queued);
+                Own {
+                    local: 0,
+                    delivery: Delivery::Sent { delivered, waiting },
+                    recipients,
+                    receipt: None,
+                }
+            });
+            let own = own.or_else(|| {
+                // Ours, written from another device or before the list of
+                // recipients was kept.
+                (info.from == me).then(|| Own {
+                    local: 0,
+                    delivery: Delivery::Sent {
+                        delivered: BTreeSet::new(),
+                        waiting: false,
+                    },
+                    recipients: Vec::new(),
+                    receipt: None,
+                })
+            });
+            self.insert_at(
+                at,
+                Message {
+                    id: Some(info.id),
+                    from: info.from,
+                    timestamp: info.timestamp,
+                    text: info.text,
+                    own,
+                    cursor: info.cursor,
+                },
+            );
+            added += 1;
         }
-        self.messages.splice(0..0, fresh);
         added
+    }
+
+    /// The oldest loaded message's cursor (where the next page ends).
+    pub fn oldest_cursor(&self) -> Option<u64> {
+        self.messages.iter().filter_map(|m| m.cursor).min()
+    }
+
+    /// The newest loaded message's cursor (how far it has been read).
+    pub fn newest_cursor(&self) -> Option<u64> {
+        self.messages.iter().filter_map(|m| m.cursor).max()
     }
 
     /// The oldest loaded message's id (where the next page ends).
@@ -446,6 +553,11 @@ pub struct AppState {
     next_toast: u64,
     /// Receipts that arrived before our node's answer to the send.
     early_receipts: HashMap<MessageId, BTreeSet<PeerId>>,
+    /// "Delivered to k of n" that arrived before our node's answer.
+    early_counts: HashMap<MessageId, (usize, usize)>,
+    /// The node keeps read markers and sends its unread counts
+    /// ([`Update::Unread`]): the window stops counting by itself.
+    unread_from_node: bool,
 }
 
 impl AppState {
@@ -466,6 +578,8 @@ impl AppState {
             next_local: 1,
             next_toast: 1,
             early_receipts: HashMap::new(),
+            early_counts: HashMap::new(),
+            unread_from_node: false,
         }
     }
 
@@ -561,10 +675,16 @@ impl AppState {
                 messages,
                 complete,
             } => {
+                let me = self.me;
                 let history = self.histories.entry(room).or_default();
                 history.loading = false;
+                history.started = true;
                 history.complete = complete;
-                history.prepend(messages);
+                history.merge(messages, me);
+                let unread = std::mem::take(&mut history.unread_at_open);
+                if unread > 0 && history.divider.is_none() && self.open == Some(room) {
+                    history.divider = Some(history.messages.len().saturating_sub(unread));
+                }
                 if let Some(last) = history.messages.last()
                     && let Some(room) = self.rooms.get_mut(&room)
                     && room.last_activity < last.timestamp
@@ -583,6 +703,11 @@ impl AppState {
                             waiting: false,
                         };
                     }
+                }
+                if let Some((delivered, of)) = self.early_counts.remove(&id)
+                    && let Some(own) = self.own_message_mut_by_id(id)
+                {
+                    own.receipt = Some((delivered, of));
                 }
                 for history in self.histories.values_mut() {
                     if history.messages.iter().any(|m| m.id == Some(id)) {
@@ -612,6 +737,18 @@ impl AppState {
                     self.early_receipts.entry(id).or_default().insert(to);
                 }
             },
+            Update::Receipt { id, delivered, of } => match self.own_message_mut_by_id(id) {
+                Some(own) => own.receipt = Some((delivered, of)),
+                None => {
+                    self.early_counts.insert(id, (delivered, of));
+                }
+            },
+            Update::Unread { room, unread } => {
+                self.unread_from_node = true;
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.unread = unread;
+                }
+            }
             Update::Undelivered { id, .. } => {
                 if let Some(Own {
                     delivery: Delivery::Sent { waiting, .. },
@@ -810,9 +947,16 @@ impl AppState {
                     return Vec::new();
                 }
                 history.loading = true;
+                // Before anything was asked, the newest page (live messages
+                // alone say nothing of what is older).
+                let before = if history.started {
+                    history.oldest_cursor()
+                } else {
+                    None
+                };
                 vec![Request::LoadHistory {
                     room,
-                    before: history.oldest_id(),
+                    before,
                     limit: HISTORY_PAGE,
                 }]
             }
@@ -827,9 +971,16 @@ impl AppState {
         self.open = Some(room);
         let unread = self.rooms.get(&room).map_or(0, |r| r.unread);
         let history = self.histories.entry(room).or_default();
-        history.divider = (unread > 0).then(|| history.messages.len().saturating_sub(unread));
+        history.divider = None;
+        history.unread_at_open = 0;
+        if history.started || history.complete {
+            history.divider =
+                (unread > 0).then(|| history.messages.len().saturating_sub(unread));
+        }
         let mut requests = Vec::new();
-        if history.messages.is_empty() && !history.complete && !history.loading {
+        if !history.started && !history.complete && !history.loading {
+            // The divider is placed once the page is in.
+            history.unread_at_open = unread;
             history.loading = true;
             requests.push(Request::LoadHistory {
                 room,
@@ -847,10 +998,13 @@ impl AppState {
             return None;
         }
         entry.unread = 0;
+        // Up to the newest message shown; everything when none is known
+        // yet (the first page is on its way: it holds the newest).
         let up_to = self
             .histories
             .get(&room)
-            .and_then(|h| h.messages.iter().rev().find_map(|m| m.id));
+            .filter(|h| h.started)
+            .and_then(History::newest_cursor);
         Some(Request::MarkRead { room, up_to })
     }
 
@@ -912,7 +1066,9 @@ impl AppState {
                 local,
                 delivery: Delivery::Queued,
                 recipients,
+                receipt: None,
             }),
+            cursor: None,
         });
         vec![request]
     }
@@ -954,7 +1110,7 @@ impl AppState {
         });
         room.last_activity = room.last_activity.max(message.timestamp);
         room.preview = Some((message.from, preview(&message.text)));
-        if !muted && self.open != Some(room_id) {
+        if !muted && self.open != Some(room_id) && !self.unread_from_node {
             room.unread += 1;
         }
         self.histories.entry(room_id).or_default().push(Message {
@@ -963,6 +1119,7 @@ impl AppState {
             timestamp: message.timestamp,
             text: message.text,
             own: None,
+            cursor: message.cursor,
         });
     }
 
@@ -1195,12 +1352,20 @@ impl AppState {
             Delivery::Queued => "queued".to_owned(),
             Delivery::Failed(_) => "not sent".to_owned(),
             Delivery::Sent { delivered, waiting } => {
-                let n = own.recipients.len();
-                let k = own
+                let mut n = own.recipients.len();
+                let mut k = own
                     .recipients
                     .iter()
                     .filter(|r| delivered.contains(r))
                     .count();
+                // The node's receipt counts recipients the window may not
+                // know (our message from history, a room that changed).
+                if let Some((stored, of)) = own.receipt
+                    && of > 0
+                {
+                    n = of;
+                    k = k.max(stored).min(n);
+                }
                 if group && n > 0 && k > 0 {
                     format!("delivered to {k} of {n}")
                 } else if n > 0 && k == n {

@@ -50,6 +50,8 @@ fn message(room: u8, from: u8, id: u32, at: Millis, text: &str) -> Update {
             id: msg_id(id),
             timestamp: at,
             text: text.to_owned(),
+            cursor: None,
+            deliveries: None,
         },
         muted: false,
     }
@@ -108,10 +110,16 @@ fn unread_badges_title_and_opening_marks_read() {
     let requests = state.handle_intent(Intent::OpenRoom(room_id(10)));
     assert!(requests.contains(&Request::MarkRead {
         room: room_id(10),
-        up_to: Some(msg_id(2)),
+        up_to: None,
     }));
     assert_eq!(state.title(), "kith");
-    // The divider sits before the first of the two that were unread.
+    // The newest page comes (holding nothing more here); the divider sits
+    // before the first of the two that were unread.
+    state.apply(Update::History {
+        room: room_id(10),
+        messages: Vec::new(),
+        complete: true,
+    });
     assert_eq!(state.histories[&room_id(10)].divider, Some(0));
     // While the room is open, new messages are not counted.
     state.apply(message(10, 1, 3, T0 + 2, "three"));
@@ -125,6 +133,8 @@ fn unread_badges_title_and_opening_marks_read() {
             id: msg_id(4),
             timestamp: T0 + 3,
             text: "quiet".into(),
+            cursor: None,
+            deliveries: None,
         },
         muted: true,
     });
@@ -382,48 +392,43 @@ fn own_messages_go_queued_sent_delivered_k_of_n() {
     assert!(state.handle_intent(Intent::Send("  \n ".into())).is_empty());
 }
 
+fn row(i: u32, from: u8, text: &str) -> MessageInfo {
+    MessageInfo {
+        room: room_id(10),
+        from: peer(from),
+        id: msg_id(i),
+        timestamp: T0 + u64::from(i),
+        text: text.to_owned(),
+        cursor: Some(u64::from(i) + 1000),
+        deliveries: None,
+    }
+}
+
+/// A page as the node sends it: newest first.
+fn page(ids: std::ops::Range<u32>) -> Vec<MessageInfo> {
+    ids.rev().map(|i| row(i, 2, &format!("m{i}"))).collect()
+}
+
 #[test]
 fn history_pages_load_once_in_order_without_duplicates() {
     let mut state = state();
-    state.apply(message(10, 1, 100, T0 + 100, "live"));
+    // A live message came before the room was ever opened: it says nothing
+    // of what is older, so opening still asks for the newest page.
+    state.apply(Update::Received {
+        message: row(100, 1, "live"),
+        muted: false,
+    });
     let requests = state.handle_intent(Intent::OpenRoom(room_id(10)));
-    // Something is loaded already: the first page is asked for only when
-    // the top is reached.
-    assert!(
-        !requests
-            .iter()
-            .any(|r| matches!(r, Request::LoadHistory { .. }))
-    );
-    let requests = state.handle_intent(Intent::LoadOlder);
-    assert_eq!(
-        requests,
-        [Request::LoadHistory {
-            room: room_id(10),
-            before: Some(msg_id(100)),
-            limit: HISTORY_PAGE,
-        }]
-    );
+    assert!(requests.contains(&Request::LoadHistory {
+        room: room_id(10),
+        before: None,
+        limit: HISTORY_PAGE,
+    }));
     // While it is under way, no second request.
     assert!(state.handle_intent(Intent::LoadOlder).is_empty());
-    let page = |ids: std::ops::Range<u32>| {
-        ids.map(|i| MessageInfo {
-            room: room_id(10),
-            from: peer(2),
-            id: msg_id(i),
-            timestamp: T0 + u64::from(i),
-            text: format!("m{i}"),
-        })
-        .collect::<Vec<_>>()
-    };
     // The page overlaps the live message: it is kept once.
-    let mut first = page(50..100);
-    first.push(MessageInfo {
-        room: room_id(10),
-        from: peer(1),
-        id: msg_id(100),
-        timestamp: T0 + 100,
-        text: "live".into(),
-    });
+    let mut first = page(51..100);
+    first.insert(0, row(100, 1, "live"));
     state.apply(Update::History {
         room: room_id(10),
         messages: first,
@@ -433,13 +438,13 @@ fn history_pages_load_once_in_order_without_duplicates() {
         state.handle_intent(Intent::LoadOlder),
         [Request::LoadHistory {
             room: room_id(10),
-            before: Some(msg_id(50)),
+            before: Some(1051),
             limit: HISTORY_PAGE,
         }]
     );
     state.apply(Update::History {
         room: room_id(10),
-        messages: page(0..50),
+        messages: page(0..51),
         complete: true,
     });
     let history = &state.histories[&room_id(10)];
@@ -449,6 +454,179 @@ fn history_pages_load_once_in_order_without_duplicates() {
     assert_eq!(texts[99], "m99");
     assert_eq!(texts[100], "live");
     assert!(state.handle_intent(Intent::LoadOlder).is_empty());
+}
+
+#[test]
+fn pages_merge_with_live_and_own_messages_by_time_then_id() {
+    let mut state = state();
+    state.apply(Update::Tick { now: T0 + 50 });
+    state.handle_intent(Intent::OpenRoom(room_id(10)));
+    // Ours, not yet stored: it stays where it was written.
+    state.handle_intent(Intent::Send("mine".into()));
+    // A live message, then a page holding it again, an older one with the
+    // same time (ordered by id) and one in between.
+    state.apply(Update::Received {
+        message: row(60, 1, "live"),
+        muted: false,
+    });
+    let mut same_time = row(7, 2, "same time, lower id");
+    same_time.timestamp = T0 + 60;
+    state.apply(Update::History {
+        room: room_id(10),
+        messages: vec![
+            row(60, 1, "live"),
+            same_time,
+            row(40, 2, "before mine"),
+            row(55, 2, "after mine"),
+        ],
+        complete: true,
+    });
+    let history = &state.histories[&room_id(10)];
+    let texts: Vec<&str> = history.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "before mine",
+            "mine",
+            "after mine",
+            "same time, lower id",
+            "live"
+        ]
+    );
+    // The live message gained nothing twice and kept its cursor.
+    assert_eq!(
+        history
+            .messages
+            .iter()
+            .filter(|m| m.id == Some(msg_id(60)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn history_rows_show_unreadable_messages_and_our_delivery_state() {
+    let mut state = state();
+    state.handle_intent(Intent::OpenRoom(room_id(10)));
+    let mut unreadable = row(1, 2, UNREADABLE);
+    unreadable.text = UNREADABLE.to_owned();
+    let mut ours = row(2, 0, "ours");
+    ours.deliveries = Some(vec![
+        (peer(1), RowDelivery::Stored),
+        (peer(2), RowDelivery::Queued),
+    ]);
+    let mut queued = row(3, 0, "queued");
+    queued.deliveries = Some(vec![
+        (peer(1), RowDelivery::Queued),
+        (peer(2), RowDelivery::Queued),
+    ]);
+    state.apply(Update::History {
+        room: room_id(10),
+        messages: vec![queued, ours, unreadable],
+        complete: true,
+    });
+    let messages = &state.histories[&room_id(10)].messages;
+    assert_eq!(messages[0].text, "(unreadable message)");
+    let own = |i: usize| messages[i].own.clone().expect("ours");
+    assert_eq!(state.delivery_label(&own(1), true), "delivered to 1 of 2");
+    assert_eq!(state.delivery_label(&own(2), true), "waiting");
+    // The key came: the same message, now readable, replaces its text.
+    state.apply(Update::Received {
+        message: row(1, 2, "now readable"),
+        muted: false,
+    });
+    let messages = &state.histories[&room_id(10)].messages;
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[0].text, "now readable");
+    // A receipt from the node: delivered to both.
+    state.apply(Update::Receipt {
+        id: msg_id(3),
+        delivered: 2,
+        of: 2,
+    });
+    let own = state.histories[&room_id(10)].messages[2]
+        .own
+        .clone()
+        .expect("ours");
+    assert_eq!(state.delivery_label(&own, true), "delivered to 2 of 2");
+}
+
+#[test]
+fn receipts_for_a_message_not_yet_acknowledged_are_kept() {
+    let mut state = state();
+    state.handle_intent(Intent::OpenRoom(room_id(10)));
+    state.handle_intent(Intent::Send("hello".into()));
+    state.apply(Update::Receipt {
+        id: msg_id(9),
+        delivered: 1,
+        of: 2,
+    });
+    state.apply(Update::Sent {
+        local: 1,
+        id: msg_id(9),
+    });
+    let own = state.histories[&room_id(10)]
+        .messages
+        .last()
+        .and_then(|m| m.own.clone())
+        .expect("ours");
+    assert_eq!(state.delivery_label(&own, true), "delivered to 1 of 2");
+}
+
+#[test]
+fn the_nodes_unread_counts_replace_the_windows_own() {
+    let mut state = state();
+    state.apply(Update::Unread {
+        room: room_id(10),
+        unread: 3,
+    });
+    assert_eq!(state.badge(&state.rooms[&room_id(10)]), Some(3));
+    // A message after that is counted by the node, not twice here.
+    state.apply(Update::Received {
+        message: row(5, 1, "new"),
+        muted: false,
+    });
+    assert_eq!(state.rooms[&room_id(10)].unread, 3);
+    state.apply(Update::Unread {
+        room: room_id(10),
+        unread: 4,
+    });
+    assert_eq!(state.title(), "kith — 4 unread");
+    // Opening asks for the newest page and marks everything read (the
+    // page is not in yet); the divider goes above the 4 unread once it is.
+    let requests = state.handle_intent(Intent::OpenRoom(room_id(10)));
+    assert!(requests.contains(&Request::MarkRead {
+        room: room_id(10),
+        up_to: None,
+    }));
+    assert_eq!(state.rooms[&room_id(10)].unread, 0);
+    state.apply(Update::History {
+        room: room_id(10),
+        messages: page(0..6),
+        complete: true,
+    });
+    let history = &state.histories[&room_id(10)];
+    assert_eq!(history.divider, Some(2));
+    // Once loaded, marking read goes up to the newest cursor shown.
+    state.handle_intent(Intent::OpenRoom(room_id(11)));
+    state.apply(Update::Unread {
+        room: room_id(10),
+        unread: 1,
+    });
+    assert_eq!(
+        state.handle_intent(Intent::OpenRoom(room_id(10))),
+        [Request::MarkRead {
+            room: room_id(10),
+            up_to: Some(1005),
+        }]
+    );
+    // A muted room shows no number, whatever the node counts.
+    state.apply(Update::Unread {
+        room: room_id(10),
+        unread: 2,
+    });
+    state.handle_intent(Intent::Mute(Target::Room(room_id(10)), Some(3_600_000)));
+    assert_eq!(state.badge(&state.rooms[&room_id(10)]), None);
 }
 
 #[test]
@@ -606,6 +784,8 @@ fn empty_direct_chats_are_listed_only_while_open() {
             id: msg_id(1),
             timestamp: T0,
             text: "hi".into(),
+            cursor: None,
+            deliveries: None,
         },
         muted: false,
     });
@@ -623,6 +803,8 @@ fn a_first_direct_message_creates_the_chat_named_after_the_sender() {
             id: msg_id(1),
             timestamp: T0,
             text: "hello\nsecond line".into(),
+            cursor: None,
+            deliveries: None,
         },
         muted: false,
     });
