@@ -39,6 +39,7 @@ fn message(i: u32, at: u64) -> MessageInfo {
         timestamp: at,
         text,
         cursor: None,
+        hlc: 0,
         deliveries: None,
     }
 }

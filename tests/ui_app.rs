@@ -66,6 +66,7 @@ fn received(room: RoomId, from: u8, n: u8, minutes_ago: u64, text: &str) -> Upda
             timestamp: NOW - minutes_ago * 60_000,
             text: text.to_owned(),
             cursor: None,
+            hlc: 0,
             deliveries: None,
         },
         muted: false,
@@ -164,7 +165,7 @@ fn open_a_room_read_it_and_send_with_enter() {
     assert_eq!(app.state().total_unread(), 1);
     assert!(app.requests().contains(&Request::MarkRead {
         room: KITCHEN,
-        up_to: Some(MessageId([3; 32])),
+        up_to: None,
     }));
     app.harness.get_by_label("new messages");
     app.harness.get_by_label("dinner at 8?");
@@ -369,6 +370,7 @@ fn scrolling_to_the_top_loads_every_page_in_order() {
                 timestamp: NOW - 3_600_000 + u64::from(i),
                 text: format!("message {i}"),
                 cursor: None,
+                hlc: 0,
                 deliveries: None,
             }
         })

@@ -123,10 +123,12 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
 
     // Bob's window shows it, unread, in a chat named after Alice.
     let chat = direct_room(alice_id, bob_id);
-    wait(&mut bob, "Bob has the message", |s| {
+    // The count is the node's: its event follows the message.
+    wait(&mut bob, "Bob has the message, unread", |s| {
         s.histories
             .get(&chat)
             .is_some_and(|h| h.messages.iter().any(|m| m.text == "hello Bob"))
+            && s.total_unread() == 1
     });
     assert_eq!(state(&bob).total_unread(), 1);
     // Times are wall-clock milliseconds (not the envelope's hybrid clock).

@@ -10,12 +10,13 @@
 //! node without one, for tests.
 
 use super::state::{
-    MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, UNREADABLE, Update,
+    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target,
+    UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -176,7 +177,11 @@ impl DaemonBackend {
         let worker = std::thread::Builder::new()
             .name("kith-ui-worker".into())
             .spawn(move || {
-                let mut worker = Worker { handle, out };
+                let mut worker = Worker {
+                    handle,
+                    out,
+                    primed: HashSet::new(),
+                };
                 worker.refresh();
                 loop {
                     match jobs_rx.recv_timeout(REFRESH_EVERY) {
@@ -258,6 +263,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                     timestamp: crate::proto::hlc::millis(timestamp),
                     text,
                     cursor: Some(cursor),
+                    hlc: timestamp,
                     deliveries: None,
                 },
                 muted,
@@ -278,6 +284,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                     timestamp: crate::proto::hlc::millis(timestamp),
                     text: UNREADABLE.to_owned(),
                     cursor: Some(cursor),
+                    hlc: timestamp,
                     deliveries: None,
                 },
                 // Nothing to read: not worth a notification.
@@ -329,6 +336,9 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
 struct Worker {
     handle: DaemonHandle,
     out: Outbox,
+    /// Rooms whose newest page was sent unasked (for the sidebar's order
+    /// and previews, and what came while the app was closed).
+    primed: HashSet<RoomId>,
 }
 
 impl Worker {
@@ -460,6 +470,8 @@ impl Worker {
                     .collect();
                 self.out.send(Update::Blocked(blocked));
                 self.out.send(Update::People(people));
+                let room_ids: Vec<RoomId> =
+                    rooms.iter().filter(|r| !r.invited).map(|r| r.id).collect();
                 let unread: Vec<Update> = rooms
                     .iter()
                     .map(|r| Update::Unread {
@@ -472,6 +484,7 @@ impl Worker {
                 for update in unread {
                     self.out.send(update);
                 }
+                self.prime(&room_ids);
             }
             Err(error) => self
                 .out
@@ -497,7 +510,31 @@ fn row_info(room: RoomId, row: daemon::HistoryRow) -> MessageInfo {
         timestamp,
         text: row.text.unwrap_or_else(|| UNREADABLE.to_owned()),
         cursor: Some(row.cursor),
+        hlc: row.timestamp,
         deliveries: row.ours.then_some(row.deliveries),
+    }
+}
+
+impl Worker {
+    /// Sends the newest page of each room not seen yet: what was written
+    /// while the app was closed shows in the sidebar (by last activity,
+    /// with its preview) before the room is opened.
+    fn prime(&mut self, rooms: &[RoomId]) {
+        for &room in rooms {
+            if self.primed.contains(&room) {
+                continue;
+            }
+            // On failure, tried again at the next refresh (opening the
+            // room asks too).
+            if let Ok(page) = self.handle.history(room, None, HISTORY_PAGE) {
+                self.primed.insert(room);
+                self.out.send(Update::History {
+                    room,
+                    complete: page.next.is_none(),
+                    messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
+                });
+            }
+        }
     }
 }
 
@@ -688,12 +725,10 @@ impl Backend for FakeBackend {
                         complete: start == 0,
                     })
                 }
-                Request::MarkRead { room, .. } => {
-                    inner.unread.as_mut().map(|unread| {
-                        unread.insert(room, 0);
-                        Update::Unread { room, unread: 0 }
-                    })
-                }
+                Request::MarkRead { room, .. } => inner.unread.as_mut().map(|unread| {
+                    unread.insert(room, 0);
+                    Update::Unread { room, unread: 0 }
+                }),
                 _ => None,
             }
         };
@@ -759,6 +794,7 @@ impl<T: Launcher + ?Sized> Launcher for Arc<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::node::direct_room;
     use crate::ui::state::{AppState, Intent};
 
     fn no_wake() -> Waker {
@@ -795,6 +831,7 @@ mod tests {
                     timestamp: u64::from(i),
                     text: format!("m{i}"),
                     cursor: None,
+                    hlc: 0,
                     deliveries: None,
                 })
                 .collect(),
@@ -824,6 +861,75 @@ mod tests {
             Some(Request::SendRoom { .. })
         ));
         let _ = no_wake();
+    }
+
+    #[test]
+    fn the_fake_keeps_read_markers_like_the_node() {
+        let (fake, updates) = FakeBackend::new(no_wake());
+        let me = PeerId([0; 32]);
+        let sam = PeerId([1; 32]);
+        let room = direct_room(me, sam);
+        fake.set_history(
+            room,
+            (0..3)
+                .map(|i| MessageInfo {
+                    room,
+                    from: sam,
+                    id: FakeBackend::message_id(500 + i),
+                    timestamp: 1_000 + u64::from(i),
+                    text: format!("away {i}"),
+                    cursor: None,
+                    hlc: 0,
+                    deliveries: None,
+                })
+                .collect(),
+        );
+        fake.set_unread(room, 3);
+        let drain = |state: &mut AppState| {
+            while let Ok(update) = updates.try_recv() {
+                state.apply(update);
+            }
+        };
+        assert_eq!(fake.unread(room), Some(3));
+        let mut state = AppState::new(me, String::new(), "Me".into());
+        drain(&mut state);
+        state.apply(Update::Rooms(vec![RoomInfo {
+            id: room,
+            name: String::new(),
+            direct: Some(sam),
+            admin: None,
+            members: vec![me, sam],
+            muted: None,
+            invited: false,
+        }]));
+        state.apply(Update::Unread { room, unread: 3 });
+        assert_eq!(state.badge(&state.rooms[&room]), Some(3));
+        // Opening asks for the newest page and marks the room read; the
+        // fake answers both as the node does.
+        for request in state.handle_intent(Intent::OpenRoom(room)) {
+            fake.submit(request);
+        }
+        drain(&mut state);
+        assert_eq!(fake.unread(room), Some(0));
+        assert_eq!(state.rooms[&room].unread, 0);
+        let texts: Vec<&str> = state.histories[&room]
+            .messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect();
+        assert_eq!(texts, ["away 0", "away 1", "away 2"]);
+        assert_eq!(state.histories[&room].divider, Some(0));
+        // Paged by cursor, newest first.
+        fake.submit(Request::LoadHistory {
+            room,
+            before: Some(3),
+            limit: 1,
+        });
+        assert!(matches!(
+            updates.try_recv(),
+            Ok(Update::History { messages, complete: false, .. })
+                if messages.len() == 1 && messages[0].text == "away 1"
+        ));
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct MessageInfo {
     pub from: PeerId,
     pub id: MessageId,
     pub timestamp: Millis,
+    /// The hybrid-logical-clock timestamp it was written with (0: not
+    /// known): orders messages written within the same millisecond.
+    pub hlc: u64,
     pub text: String,
     /// Where the node stored it (pages and read markers go by it); `None`
     /// when not known.
@@ -380,6 +383,20 @@ pub struct Message {
     pub own: Option<Own>,
     /// Where the node stored it, when known.
     pub cursor: Option<u64>,
+    /// Its hybrid-logical-clock timestamp (0: not known).
+    pub hlc: u64,
+}
+
+impl Message {
+    /// Whether it is shown above `other` (or at the same place): by time,
+    /// then hybrid clock, then id; a message without id (ours, queued) by
+    /// time alone.
+    fn not_after(&self, other: &Message) -> bool {
+        match (self.id, other.id) {
+            (Some(a), Some(b)) => (self.timestamp, self.hlc, a) <= (other.timestamp, other.hlc, b),
+            _ => self.timestamp <= other.timestamp,
+        }
+    }
 }
 
 /// The loaded part of a room's history, oldest first.
@@ -419,13 +436,17 @@ impl History {
         }
         // Live messages arrive in order; one with an older timestamp (a
         // forwarded one) is placed by time.
-        let at = self
-            .messages
-            .iter()
-            .rposition(|m| m.timestamp <= message.timestamp)
-            .map_or(0, |i| i + 1);
+        let at = self.place(&message);
         self.insert_at(at, message);
         true
+    }
+
+    /// Where `message` goes: after every message not after it.
+    fn place(&self, message: &Message) -> usize {
+        self.messages
+            .iter()
+            .rposition(|m| m.not_after(message))
+            .map_or(0, |i| i + 1)
     }
 
     fn insert_at(&mut self, at: usize, message: Message) {
@@ -442,7 +463,7 @@ impl History {
     /// own once sent) only gains its cursor. Returns how many were added.
     fn merge(&mut self, page: Vec<MessageInfo>, me: PeerId) -> usize {
         let mut page = page;
-        page.sort_by(|a, b| (a.timestamp, a.id).cmp(&(b.timestamp, b.id)));
+        page.sort_by(|a, b| (a.timestamp, a.hlc, a.id).cmp(&(b.timestamp, b.hlc, b.id)));
         let mut added = 0;
         for info in page {
             if !self.ids.insert(info.id) {
@@ -451,17 +472,6 @@ impl History {
                 }
                 continue;
             }
-            let key = (info.timestamp, info.id);
-            // After every message that sorts before it (a queued one of
-            // ours, without id yet, sorts by time alone).
-            let at = self
-                .messages
-                .iter()
-                .rposition(|m| match m.id {
-                    Some(id) => (m.timestamp, id) <= key,
-                    None => m.timestamp <= info.timestamp,
-                })
-                .map_or(0, |i| i + 1);
             let own = info.deliveries.map(|deliveries| {
                 let recipients: Vec<PeerId> = deliveries.iter().map(|(p, _)| *p).collect();
                 let delivered: BTreeSet<PeerId> = deliveries
@@ -490,17 +500,17 @@ impl History {
                     receipt: None,
                 })
             });
-            self.insert_at(
-                at,
-                Message {
-                    id: Some(info.id),
-                    from: info.from,
-                    timestamp: info.timestamp,
-                    text: info.text,
-                    own,
-                    cursor: info.cursor,
-                },
-            );
+            let message = Message {
+                id: Some(info.id),
+                from: info.from,
+                timestamp: info.timestamp,
+                text: info.text,
+                own,
+                cursor: info.cursor,
+                hlc: info.hlc,
+            };
+            let at = self.place(&message);
+            self.insert_at(at, message);
             added += 1;
         }
         added
@@ -974,8 +984,7 @@ impl AppState {
         history.divider = None;
         history.unread_at_open = 0;
         if history.started || history.complete {
-            history.divider =
-                (unread > 0).then(|| history.messages.len().saturating_sub(unread));
+            history.divider = (unread > 0).then(|| history.messages.len().saturating_sub(unread));
         }
         let mut requests = Vec::new();
         if !history.started && !history.complete && !history.loading {
@@ -1069,6 +1078,7 @@ impl AppState {
                 receipt: None,
             }),
             cursor: None,
+            hlc: 0,
         });
         vec![request]
     }
@@ -1120,6 +1130,7 @@ impl AppState {
             text: message.text,
             own: None,
             cursor: message.cursor,
+            hlc: message.hlc,
         });
     }
 
@@ -1188,6 +1199,12 @@ impl AppState {
             }
         }
         std::time::Duration::from_millis(next)
+    }
+
+    /// Whether the unread counts are the node's (its read markers), not
+    /// counted by the window.
+    pub fn unread_from_node(&self) -> bool {
+        self.unread_from_node
     }
 
     /// Whether `peer` is blocked.

@@ -51,6 +51,7 @@ fn message(room: u8, from: u8, id: u32, at: Millis, text: &str) -> Update {
             timestamp: at,
             text: text.to_owned(),
             cursor: None,
+            hlc: 0,
             deliveries: None,
         },
         muted: false,
@@ -134,6 +135,7 @@ fn unread_badges_title_and_opening_marks_read() {
             timestamp: T0 + 3,
             text: "quiet".into(),
             cursor: None,
+            hlc: 0,
             deliveries: None,
         },
         muted: true,
@@ -400,6 +402,7 @@ fn row(i: u32, from: u8, text: &str) -> MessageInfo {
         timestamp: T0 + u64::from(i),
         text: text.to_owned(),
         cursor: Some(u64::from(i) + 1000),
+        hlc: 0,
         deliveries: None,
     }
 }
@@ -785,6 +788,7 @@ fn empty_direct_chats_are_listed_only_while_open() {
             timestamp: T0,
             text: "hi".into(),
             cursor: None,
+            hlc: 0,
             deliveries: None,
         },
         muted: false,
@@ -804,6 +808,7 @@ fn a_first_direct_message_creates_the_chat_named_after_the_sender() {
             timestamp: T0,
             text: "hello\nsecond line".into(),
             cursor: None,
+            hlc: 0,
             deliveries: None,
         },
         muted: false,
@@ -812,4 +817,33 @@ fn a_first_direct_message_creates_the_chat_named_after_the_sender() {
     assert_eq!(state.room_name(chat), "Alex");
     assert_eq!(chat.preview, Some((peer(2), "hello…".to_owned())));
     assert_eq!(state.badge(chat), Some(1));
+}
+
+#[test]
+fn messages_of_the_same_millisecond_keep_their_hybrid_clock_order() {
+    let mut state = state();
+    state.handle_intent(Intent::OpenRoom(room_id(10)));
+    // Written in this order within one millisecond; the ids sort the
+    // other way.
+    let written = |id: u32, counter: u64, text: &str| {
+        let mut m = row(id, 1, text);
+        m.timestamp = T0;
+        m.hlc = (T0 << 16) | counter;
+        m
+    };
+    state.apply(Update::History {
+        room: room_id(10),
+        messages: vec![written(1, 2, "third"), written(3, 0, "first")],
+        complete: true,
+    });
+    state.apply(Update::Received {
+        message: written(2, 1, "second"),
+        muted: false,
+    });
+    let texts: Vec<&str> = state.histories[&room_id(10)]
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(texts, ["first", "second", "third"]);
 }
