@@ -463,7 +463,7 @@ impl History {
     /// own once sent) only gains its cursor. Returns how many were added.
     fn merge(&mut self, page: Vec<MessageInfo>, me: PeerId) -> usize {
         let mut page = page;
-        page.sort_by(|a, b| (a.timestamp, a.hlc, a.id).cmp(&(b.timestamp, b.hlc, b.id)));
+        page.sort_by_key(|m| (m.timestamp, m.hlc, m.id));
         let mut added = 0;
         for info in page {
             if !self.ids.insert(info.id) {
@@ -952,6 +952,9 @@ impl AppState {
                 let Some(room) = self.open else {
                     return Vec::new();
                 };
+                if self.rooms.get(&room).is_some_and(|r| r.info.invited) {
+                    return Vec::new();
+                }
                 let history = self.histories.entry(room).or_default();
                 if history.loading || history.complete {
                     return Vec::new();
@@ -980,6 +983,9 @@ impl AppState {
     fn open_room(&mut self, room: RoomId) -> Vec<Request> {
         self.open = Some(room);
         let unread = self.rooms.get(&room).map_or(0, |r| r.unread);
+        // An invitation has no history to read yet (its newest page comes
+        // once we are in).
+        let invited = self.rooms.get(&room).is_some_and(|r| r.info.invited);
         let history = self.histories.entry(room).or_default();
         history.divider = None;
         history.unread_at_open = 0;
@@ -987,7 +993,7 @@ impl AppState {
             history.divider = (unread > 0).then(|| history.messages.len().saturating_sub(unread));
         }
         let mut requests = Vec::new();
-        if !history.started && !history.complete && !history.loading {
+        if !history.started && !history.complete && !history.loading && !invited {
             // The divider is placed once the page is in.
             history.unread_at_open = unread;
             history.loading = true;

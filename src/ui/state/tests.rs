@@ -847,3 +847,20 @@ fn messages_of_the_same_millisecond_keep_their_hybrid_clock_order() {
         .collect();
     assert_eq!(texts, ["first", "second", "third"]);
 }
+
+#[test]
+fn an_invitation_asks_for_no_history() {
+    let mut state = state();
+    state.apply(Update::Invited {
+        room: room_id(20),
+        name: "trip".into(),
+        from: peer(1),
+    });
+    let requests = state.handle_intent(Intent::OpenRoom(room_id(20)));
+    assert!(
+        !requests
+            .iter()
+            .any(|r| matches!(r, Request::LoadHistory { .. }))
+    );
+    assert!(state.handle_intent(Intent::LoadOlder).is_empty());
+}
