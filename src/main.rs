@@ -475,7 +475,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peers { json: false } => print_lines(
             &data_dir,
             "peers",
-            Some("PEER PUBLIC_KEY ADDRESS STATE OUTBOX MUTED RELATION"),
+            Some("PEER PUBLIC_KEY ADDRESS STATE OUTBOX MUTED RELATION NAME"),
         ),
         Command::Rooms { json: true } => print_json(&data_dir, "rooms"),
         Command::Rooms { json: false } => print_rooms(&data_dir),
@@ -779,12 +779,39 @@ fn print_history(
         };
         let delivered = if ours == "ours" { delivered } else { "-" };
         let body = text(body).unwrap_or_else(|| "(unreadable)".to_owned());
-        outln!("{cursor}  {millis}  {who}  {delivered}  {body}")?;
+        let time = millis
+            .parse()
+            .map_or_else(|_| millis.to_owned(), local_time);
+        outln!("{cursor}  {time}  {who}  {delivered}  {body}")?;
     }
     if !next.is_empty() {
         outln!("(older: kith history {room} --before {next})")?;
     }
     Ok(())
+}
+
+/// `millis` since the epoch as local `YYYY-MM-DD HH:MM:SS`, for people
+/// (`--json` keeps the milliseconds).
+fn local_time(millis: i64) -> String {
+    let secs: libc::time_t = millis.div_euclid(1000);
+    // SAFETY: `tm` is a plain C struct for which all zeroes is a valid
+    // value; `localtime_r` only writes into it and reads `secs`.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return millis.to_string();
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// Runs the daemon in the foreground. SIGINT and SIGTERM are caught with a
