@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod trio;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
