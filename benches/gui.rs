@@ -1,21 +1,88 @@
-//! The desktop app's UI pass, headless (egui_kittest, no rendering): time
-//! per frame while scrolling up through a 10 000-message room (pages of 50
-//! loaded as the top shows) and while 1 000 messages a second arrive; and
-//! the process's resident memory after both. Figures are printed beside
-//! the goals of issue 15. The node is the fake backend: what is measured
-//! is the window's own work (layout, state), not the store.
+//! The desktop app, headless (egui_kittest), figures printed beside the
+//! goals of issue 15:
 //!
-//! Not measured here yet: cold start to the first chat frame with a
-//! 100 000-message store (it needs the daemon's history API).
+//! 1. `cold`: cold start to the first chat frame with a real node and a
+//!    100 000-message room, production Argon2id included: the passphrase
+//!    is submitted, the store opens, the node starts, the room appears in
+//!    the sidebar, it is clicked and its last page is laid out (and then
+//!    drawn once by wgpu, a software renderer here). Then the resident
+//!    memory with that room open, and where the heap goes (a counting
+//!    allocator: live bytes after each step).
+//! 2. `scroll`: the UI pass per frame while scrolling up through a
+//!    10 000-message room (pages of 50 loaded as the top shows) and while
+//!    1 000 messages a second arrive, over the fake backend: what is
+//!    measured is the window's own work (layout, state), not the store.
+//!
+//! Run: `cargo bench --bench gui` (name sections after `--` to run only
+//! those). The store of section 1 is built once per run in a temp dir.
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use kith::account::{Account, KdfParams};
+use kith::daemon::DaemonConfig;
+use kith::proto::crypto::Identity;
 use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::store::Message;
 use kith::ui::KithApp;
-use kith::ui::backend::{FakeLauncher, Me};
-use kith::ui::state::{MessageInfo, PersonInfo, Relation, RoomInfo, Update};
+use kith::ui::backend::{FakeLauncher, InterfaceSource, Me, NodeLauncher};
+use kith::ui::state::{HISTORY_PAGE, MessageInfo, PersonInfo, Relation, RoomInfo, Update};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Counts the heap's live bytes, to tell where memory goes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// counter only adds and subtracts the sizes it was asked for.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
+/// Whether the command line asks for `section` (no names: every section).
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == section)
+}
 
 const NOW: u64 = 1_796_148_000_000;
 const ROOM: RoomId = RoomId([10; 32]);
@@ -74,6 +141,187 @@ fn resident_mib() -> f64 {
 }
 
 fn main() {
+    if wanted("cold") {
+        cold_start();
+    }
+    if wanted("scroll") {
+        scroll_and_arrivals();
+    }
+}
+
+const PASS: &str = "gui bench passphrase";
+const COLD_MESSAGES: u64 = 100_000;
+
+/// Section 1: see the module docs.
+fn cold_start() {
+    let dir = std::env::temp_dir().join(format!("kith-bench-gui-cold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let room = match build_store(&dir) {
+        Ok(room) => room,
+        Err(error) => {
+            println!("cold start: cannot build the store: {error}");
+            return;
+        }
+    };
+    println!(
+        "built a store with {COLD_MESSAGES} messages in one room in {:.1?} (not timed below)",
+        started.elapsed()
+    );
+    let heap_before = heap_mib();
+    let rss_before = resident_mib();
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::default(),
+        config,
+        interfaces: InterfaceSource::Configured,
+    });
+    let app = KithApp::new(dir.clone(), launcher);
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1000.0, 660.0))
+        .wgpu()
+        .build_ui_state(|ui, app: &mut KithApp| app.show(ui), app);
+    harness.get_by_label("Passphrase").focus();
+    harness.run();
+    harness.get_by_label("Passphrase").type_text(PASS);
+    harness.run();
+    let heap_window = heap_mib();
+    let rss_window = resident_mib();
+
+    let deadline = Duration::from_secs(120);
+    let t0 = Instant::now();
+    harness.get_by_label("Unlock").click();
+    // Frames as the window draws them while it waits (the spinner turns).
+    let mut step_until =
+        |harness: &mut Harness<'static, KithApp>, done: &dyn Fn(&KithApp) -> bool| -> bool {
+            while !done(harness.state()) {
+                if t0.elapsed() > deadline {
+                    return false;
+                }
+                harness.step();
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            true
+        };
+    if !step_until(&mut harness, &|app| app.state().is_some()) {
+        println!("cold start: the account did not unlock within {deadline:?}");
+        return;
+    }
+    let unlocked = t0.elapsed();
+    let listed = |app: &KithApp| {
+        app.state().is_some_and(|s| {
+            s.rooms.contains_key(&room) && s.histories.get(&room).is_some_and(|h| h.started)
+        })
+    };
+    if !step_until(&mut harness, &listed) {
+        println!("cold start: the room never showed in the sidebar");
+        return;
+    }
+    let shown = t0.elapsed();
+    harness.get_by_label("# kitchen").click();
+    harness.step();
+    let page_open = |app: &KithApp| {
+        app.state().is_some_and(|s| {
+            s.open == Some(room)
+                && s.histories
+                    .get(&room)
+                    .is_some_and(|h| h.messages.len() >= HISTORY_PAGE)
+        })
+    };
+    if !step_until(&mut harness, &page_open) {
+        println!("cold start: the room's last page never showed");
+        return;
+    }
+    // One more frame lays the page out (the click's frame may have run
+    // before the page was merged).
+    harness.step();
+    let first_frame = t0.elapsed();
+    let last = format!("message {}", COLD_MESSAGES - 1);
+    let drawn = harness.query_by_label_contains(&last).is_some();
+    let render = Instant::now();
+    let rendered = harness.render().map(|_| render.elapsed());
+    let total = t0.elapsed();
+    println!(
+        "cold start, {COLD_MESSAGES}-message room, production Argon2id: unlocked {:.0} ms, room \
+         in sidebar {:.0} ms, first chat frame {:.0} ms{} (goal <= 1000 ms)",
+        unlocked.as_secs_f64() * 1e3,
+        shown.as_secs_f64() * 1e3,
+        first_frame.as_secs_f64() * 1e3,
+        if drawn {
+            ""
+        } else {
+            " (its last message not found!)"
+        },
+    );
+    match rendered {
+        Ok(took) => println!(
+            "  + drawing that frame with wgpu (software renderer here): {:.0} ms, total {:.0} ms",
+            took.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        ),
+        Err(error) => println!("  (not drawn: {error})"),
+    }
+    println!(
+        "resident memory with that room open: {:.0} MiB (goal <= 150 MB; headless, wgpu \
+         test renderer loaded)",
+        resident_mib()
+    );
+    println!(
+        "  heap (live bytes): {:.1} MiB before the window, {:.1} MiB on the unlock screen, \
+         {:.1} MiB with the room open",
+        heap_before,
+        heap_window,
+        heap_mib()
+    );
+    println!(
+        "  resident: {:.0} MiB before the window, {:.0} MiB on the unlock screen",
+        rss_before, rss_window
+    );
+    drop(harness);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An account (production Argon2id) with a group room holding
+/// [`COLD_MESSAGES`] messages; the room's id.
+fn build_store(dir: &Path) -> Result<RoomId, String> {
+    drop(Account::create(dir, PASS, KdfParams::default()).map_err(|e| e.to_string())?);
+    let member = Identity::generate(&mut rand::rng()).public();
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
+    let handle = kith::daemon::start(dir, PASS, config).map_err(|e| e.to_string())?;
+    // Nobody listens there: the invitation just waits in the outbox.
+    handle
+        .add_peer(member.clone(), "127.0.0.1:9".parse().expect("literal"))
+        .map_err(|e| e.to_string())?;
+    let room = handle
+        .create_room("kitchen", &[member.peer_id()])
+        .map_err(|e| e.to_string())?;
+    handle.shutdown().map_err(|e| e.to_string())?;
+    let mut account = Account::open(dir, PASS).map_err(|e| e.to_string())?;
+    let sender = member.peer_id();
+    for first in (0..COLD_MESSAGES).step_by(1_000) {
+        let batch: Vec<Message> = (first..first + 1_000)
+            .map(|n| Message {
+                id: MessageId(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+                room,
+                sender,
+                sender_seq: n + 1,
+                timestamp: (NOW - 100_000_000 + n * 1_000) << 16,
+                body: format!("message {n}").into_bytes(),
+                envelope: vec![b'e'; 300],
+            })
+            .collect();
+        account
+            .store
+            .insert_messages(&batch)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(room)
+}
+
+/// Section 2: see the module docs.
+fn scroll_and_arrivals() {
     let dir = std::env::temp_dir().join(format!("kith-bench-gui-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let launcher = FakeLauncher::new(Me {

@@ -248,8 +248,9 @@ struct AppArgs {
     /// Address to listen on [default: 0.0.0.0:47474]
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// LAN interface (name or IPv4 address) for mDNS (repeatable)
-    /// [default: the default route's interface, if it can multicast]
+    /// LAN interface (name or IPv4 address) for mDNS (repeatable); wins
+    /// over the choice saved at first run or in Settings [default: that
+    /// choice, else the default route's interface if it can multicast]
     #[arg(long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
     /// A peer to talk to, as PUBLICKEYHEX@IP:PORT (repeatable), for
@@ -1052,16 +1053,13 @@ fn run_app(data_dir: PathBuf, args: AppArgs, passphrase: Option<String>) -> Resu
         .iter()
         .map(|peer| peer.parse::<PeerAddr>())
         .collect::<Result<Vec<_>, _>>()?;
-    let mut interfaces = args
+    // None given: the app uses the choice saved at first run (or in its
+    // Settings), else the default route's interface.
+    let interfaces = args
         .interfaces
         .iter()
         .map(|iface| iface.parse::<InterfaceSpec>())
         .collect::<Result<Vec<_>, _>>()?;
-    if interfaces.is_empty()
-        && let Some(name) = kith::ui::default_interface()
-    {
-        interfaces.push(InterfaceSpec::Name(name));
-    }
     let mut config = DaemonConfig {
         peers,
         // So that `kith send/listen/peers` work against the running app.

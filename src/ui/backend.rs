@@ -9,9 +9,10 @@
 //! here ever runs in the frame callback. [`FakeBackend`] answers like a
 //! node without one, for tests.
 
+use super::settings::{self, AppSettings};
 use super::state::{
-    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target,
-    UNREADABLE, Update,
+    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, SettingsRequest,
+    SettingsUpdate, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
@@ -36,6 +37,21 @@ pub struct Connection {
     pub backend: Box<dyn Backend>,
     pub updates: Receiver<Update>,
     pub me: Me,
+    /// How the node runs, for the Settings dialog.
+    pub node: NodeInfo,
+}
+
+/// How the node was started (shown in the Settings dialog).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The address it listens on.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The interfaces mDNS uses now.
+    pub interfaces: Vec<String>,
+    /// They came from the command line (`--interface`), not the saved choice.
+    pub from_command_line: bool,
+    /// The choices saved in the data directory.
+    pub saved: AppSettings,
 }
 
 /// Who we are.
@@ -56,6 +72,9 @@ pub struct LaunchArgs {
     pub creating: bool,
     /// The display name chosen at creation (empty when unlocking).
     pub name: String,
+    /// The LAN interfaces picked at creation (saved for later launches);
+    /// `None` when unlocking.
+    pub interfaces: Option<Vec<String>>,
 }
 
 /// Opens an account and starts whatever answers requests. Runs on a worker
@@ -76,6 +95,19 @@ pub struct NodeLauncher {
     pub kdf: KdfParams,
     /// Sockets, discovery and control socket; the display name is filled in.
     pub config: DaemonConfig,
+    /// Where the mDNS interfaces come from.
+    pub interfaces: InterfaceSource,
+}
+
+/// Where the node's mDNS interfaces come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterfaceSource {
+    /// Exactly those of the config (`--interface` on the command line;
+    /// tests): the saved choice is not used.
+    Configured,
+    /// The choice saved in the data directory (picked at first run or in
+    /// Settings); never chosen: the default route's interface.
+    Saved,
 }
 
 impl Launcher for NodeLauncher {
@@ -91,12 +123,35 @@ impl Launcher for NodeLauncher {
                 std::fs::write(args.data_dir.join(NAME_FILE), &name)
                     .map_err(|e| format!("cannot save your name: {e}"))?;
             }
+            if let Some(interfaces) = &args.interfaces {
+                let settings = AppSettings {
+                    interfaces: Some(interfaces.clone()),
+                    ..AppSettings::load(&args.data_dir)
+                };
+                settings
+                    .save(&args.data_dir)
+                    .map_err(|e| format!("cannot save your choice of interfaces: {e}"))?;
+            }
         }
         let name = read_name(&args.data_dir);
+        let saved = AppSettings::load(&args.data_dir);
         let mut config = self.config.clone();
         if config.discovery.display_name.is_empty() {
             config.discovery.display_name = name.clone();
         }
+        if self.interfaces == InterfaceSource::Saved {
+            config.discovery.interfaces = saved
+                .interfaces_or(settings::default_interface())
+                .iter()
+                .filter_map(|name| name.parse().ok())
+                .collect();
+        }
+        let interfaces = config
+            .discovery
+            .interfaces
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
             let text = e.to_string();
             if text.contains("control socket")
@@ -111,16 +166,31 @@ impl Launcher for NodeLauncher {
                 text
             }
         })?;
+        // The name chosen at creation becomes the signed profile that
+        // contacts and room members receive (mDNS only hints at it).
+        if args.creating
+            && !name.is_empty()
+            && let Err(error) = handle.set_profile(&name)
+        {
+            eprintln!("kith: your name was not signed into your profile: {error}");
+        }
         let me = Me {
             peer: handle.peer_id(),
             public_key: PeerId(handle.public().to_bytes()).to_hex(),
             name,
+        };
+        let node = NodeInfo {
+            listen: Some(handle.local_addr()),
+            interfaces,
+            from_command_line: self.interfaces == InterfaceSource::Configured,
+            saved,
         };
         let (backend, updates) = DaemonBackend::spawn(handle, waker).map_err(|e| e.to_string())?;
         Ok(Connection {
             backend: Box::new(backend),
             updates,
             me,
+            node,
         })
     }
 }
@@ -430,6 +500,10 @@ impl Worker {
                 self.refresh();
                 return;
             }
+            Request::Settings(request) => {
+                self.handle_settings(request);
+                return;
+            }
         };
         if let Err(error) = result {
             self.out.send(Update::Error(error));
@@ -516,6 +590,36 @@ fn row_info(room: RoomId, row: daemon::HistoryRow) -> MessageInfo {
 }
 
 impl Worker {
+    fn handle_settings(&self, request: SettingsRequest) {
+        match request {
+            SettingsRequest::Rename(name) => match self.handle.set_profile(&name) {
+                Ok(()) => {
+                    // What mDNS announces from the next start.
+                    let short: String = name.chars().take(MAX_NAME_CHARS).collect();
+                    if let Err(error) =
+                        std::fs::write(self.handle.data_dir().join(NAME_FILE), short)
+                    {
+                        self.out.send(Update::Error(format!(
+                            "Your new name is sent, but not saved for mDNS: {error}"
+                        )));
+                    }
+                    self.out
+                        .send(Update::Settings(SettingsUpdate::Renamed(name)));
+                }
+                Err(error) => self.out.send(Update::Error(format!(
+                    "Could not change your name: {error}"
+                ))),
+            },
+            SettingsRequest::Save(settings) => {
+                if let Err(error) = settings.save(self.handle.data_dir()) {
+                    self.out.send(Update::Error(format!(
+                        "Could not save the settings: {error}"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Sends the newest page of each room not seen yet: what was written
     /// while the app was closed shows in the sidebar (by last activity,
     /// with its preview) before the room is opened.
@@ -729,6 +833,9 @@ impl Backend for FakeBackend {
                     unread.insert(room, 0);
                     Update::Unread { room, unread: 0 }
                 }),
+                Request::Settings(SettingsRequest::Rename(name)) => {
+                    Some(Update::Settings(SettingsUpdate::Renamed(name)))
+                }
                 _ => None,
             }
         };
@@ -777,10 +884,20 @@ impl Launcher for FakeLauncher {
         if args.creating {
             me.name = args.name;
         }
+        let node = NodeInfo {
+            listen: None,
+            interfaces: args.interfaces.clone().unwrap_or_default(),
+            from_command_line: false,
+            saved: AppSettings {
+                interfaces: args.interfaces,
+                ..AppSettings::default()
+            },
+        };
         Ok(Connection {
             backend: Box::new(fake),
             updates,
             me,
+            node,
         })
     }
 }

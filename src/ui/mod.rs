@@ -15,13 +15,18 @@
 //! arrive as messages that wake the window.
 
 pub mod backend;
+pub mod settings;
 pub mod state;
 pub mod views;
 
 use crate::account::{Account, KdfParams};
 use crate::daemon::DaemonConfig;
-use backend::{Backend, Connection, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis};
-use state::{AppState, Dialog, Intent, Update};
+use backend::{
+    Backend, Connection, InterfaceSource, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis,
+};
+use settings::{AppSettings, LanInterface, Theme, WindowGeometry};
+use state::{AppState, Dialog, Intent, SettingsState, Update};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError, channel};
@@ -41,6 +46,13 @@ pub struct UnlockState {
     pub error: Option<String>,
     /// A worker is unlocking.
     pub busy: bool,
+    /// The machine's interfaces, to pick the LAN(s) to find people on
+    /// (creating only).
+    pub interfaces: Vec<LanInterface>,
+    /// The interfaces ticked.
+    pub picked: BTreeSet<String>,
+    /// Interfaces given with `--interface`: used this run instead.
+    pub command_line: Vec<String>,
 }
 
 /// Inputs to [`UnlockState::apply`].
@@ -115,23 +127,49 @@ pub fn run(
     config: DaemonConfig,
     passphrase: Option<String>,
 ) -> Result<(), eframe::Error> {
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("kith")
+        .with_inner_size([1000.0, 660.0])
+        .with_min_inner_size(settings::MIN_WINDOW);
+    if let Some(geometry) = WindowGeometry::load(&data_dir) {
+        viewport = viewport.with_inner_size(geometry.size);
+        if let Some(position) = geometry.position {
+            viewport = viewport.with_position(position);
+        }
+    }
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("kith")
-            .with_inner_size([1000.0, 660.0])
-            .with_min_inner_size([560.0, 380.0]),
+        viewport,
         ..Default::default()
     };
+    // `--interface` on the command line wins over the saved choice.
+    let command_line: Vec<String> = config
+        .discovery
+        .interfaces
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let launcher = Arc::new(NodeLauncher {
         kdf: KdfParams::default(),
+        interfaces: if command_line.is_empty() {
+            InterfaceSource::Saved
+        } else {
+            InterfaceSource::Configured
+        },
         config,
     });
     eframe::run_native(
         "kith",
         options,
         Box::new(move |_creation| {
+            let default_route = std::fs::read_to_string("/proc/net/route")
+                .ok()
+                .and_then(|routes| settings::default_route_interface(&routes));
             Ok(Box::new(
-                KithApp::new(data_dir, launcher).unlocking_with(passphrase),
+                KithApp::new(data_dir, launcher)
+                    .with_interfaces(settings::list_interfaces(), default_route.as_deref())
+                    .with_command_line_interfaces(command_line)
+                    .remembering_window()
+                    .unlocking_with(passphrase),
             ))
         }),
     )
@@ -152,6 +190,15 @@ pub struct KithApp {
     /// A passphrase to unlock with at once (`kith app` with
     /// `KITH_PASSPHRASE` or `--passphrase-file`).
     auto_unlock: Option<String>,
+    /// The choices saved in the data directory (the theme applies before
+    /// unlocking too).
+    saved: AppSettings,
+    /// The machine's interfaces (for the Settings dialog).
+    interfaces: Vec<LanInterface>,
+    /// The window's size and place, saved when the app closes (the real
+    /// window only).
+    window: Option<WindowGeometry>,
+    remember_window: bool,
 }
 
 enum Screen {
@@ -180,12 +227,50 @@ impl KithApp {
                 form: UnlockState::new(Account::exists(&data_dir)),
                 worker: None,
             },
+            saved: AppSettings::load(&data_dir),
             data_dir,
             launcher,
             clock: Arc::new(now_millis),
             utc_offset: None,
             auto_unlock: None,
+            interfaces: Vec::new(),
+            window: None,
+            remember_window: false,
         }
+    }
+
+    /// Lists `interfaces` (the machine's) on the first-run screen and in
+    /// Settings; on first run, ticks those [`settings::preselect`] picks
+    /// with `default_route` (the default route's interface).
+    pub fn with_interfaces(
+        mut self,
+        interfaces: Vec<LanInterface>,
+        default_route: Option<&str>,
+    ) -> Self {
+        if let Screen::Unlock { form, .. } = &mut self.screen {
+            form.picked = settings::preselect(&interfaces, default_route)
+                .into_iter()
+                .collect();
+            form.interfaces = interfaces.clone();
+        }
+        self.interfaces = interfaces;
+        self
+    }
+
+    /// Interfaces given with `--interface` (used instead of the saved
+    /// choice; the first-run screen says so).
+    pub fn with_command_line_interfaces(mut self, interfaces: Vec<String>) -> Self {
+        if let Screen::Unlock { form, .. } = &mut self.screen {
+            form.command_line = interfaces;
+        }
+        self
+    }
+
+    /// Saves the window's size and place in the data directory when the
+    /// app closes (the real window; not tests).
+    pub fn remembering_window(mut self) -> Self {
+        self.remember_window = true;
+        self
     }
 
     /// Unlocks with `passphrase` on the first frame, if the account
@@ -206,7 +291,14 @@ impl KithApp {
     /// An app that runs a real node with `config`; `kdf` is used only when
     /// creating an account.
     pub fn with_node(data_dir: PathBuf, kdf: KdfParams, config: DaemonConfig) -> Self {
-        Self::new(data_dir, Arc::new(NodeLauncher { kdf, config }))
+        Self::new(
+            data_dir,
+            Arc::new(NodeLauncher {
+                kdf,
+                config,
+                interfaces: InterfaceSource::Configured,
+            }),
+        )
     }
 
     /// The unlock screen's state, while it is shown.
@@ -285,6 +377,7 @@ impl KithApp {
             passphrase,
             creating: form.creating,
             name,
+            interfaces: form.creating.then(|| form.picked.iter().cloned().collect()),
         };
         let launcher = self.launcher.clone();
         let repaint = ctx.clone();
@@ -328,6 +421,20 @@ impl KithApp {
                 state.apply(Update::Tick {
                     now: (self.clock)(),
                 });
+                let node = connection.node;
+                state.settings = SettingsState {
+                    data_dir: self.data_dir.display().to_string(),
+                    listen: node.listen.map(|addr| addr.to_string()),
+                    interfaces_in_use: node.interfaces,
+                    from_command_line: node.from_command_line,
+                    // The launcher read the interfaces; the theme was
+                    // read when the app opened (and is on screen already).
+                    saved: AppSettings {
+                        theme: self.saved.theme,
+                        ..node.saved
+                    },
+                    available: self.interfaces.clone(),
+                };
                 self.screen = Screen::Main(Box::new(MainWindow {
                     state,
                     backend: connection.backend,
@@ -358,6 +465,14 @@ impl KithApp {
     /// Draws one frame and handles its input.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll_worker();
+        let theme = match &self.screen {
+            Screen::Main(main) => main.state.settings.saved.theme,
+            Screen::Unlock { .. } => self.saved.theme,
+        };
+        apply_theme(ui.ctx(), theme);
+        if self.remember_window {
+            self.window = current_geometry(ui.ctx()).or(self.window);
+        }
         let auto = match &mut self.screen {
             Screen::Unlock { form, .. } if !form.creating => self.auto_unlock.take(),
             _ => None,
@@ -381,6 +496,46 @@ impl KithApp {
             Screen::Main(main) => main.show(ui),
         }
     }
+}
+
+impl Drop for KithApp {
+    /// Remembers the window's size and place for the next start.
+    fn drop(&mut self) {
+        if let Some(geometry) = self.window.filter(|_| self.remember_window)
+            && let Err(error) = geometry.save(&self.data_dir)
+        {
+            eprintln!("kith: the window's size was not saved: {error}");
+        }
+    }
+}
+
+/// Switches egui to `theme` if it is not on already.
+fn apply_theme(ctx: &egui::Context, theme: Theme) {
+    let wanted = match theme {
+        Theme::System => egui::ThemePreference::System,
+        Theme::Light => egui::ThemePreference::Light,
+        Theme::Dark => egui::ThemePreference::Dark,
+    };
+    if ctx.options(|o| o.theme_preference) != wanted {
+        ctx.set_theme(wanted);
+    }
+}
+
+/// The window's inner size and outer place now, when the platform tells
+/// (and the window is not minimised, maximised or full screen, whose
+/// sizes are not the one to come back to).
+fn current_geometry(ctx: &egui::Context) -> Option<WindowGeometry> {
+    ctx.input(|i| {
+        let viewport = i.viewport();
+        let special = viewport.minimized == Some(true)
+            || viewport.maximized == Some(true)
+            || viewport.fullscreen == Some(true);
+        let inner = viewport.inner_rect.filter(|_| !special)?;
+        Some(WindowGeometry {
+            size: [inner.width(), inner.height()],
+            position: viewport.outer_rect.map(|r| [r.min.x, r.min.y]),
+        })
+    })
 }
 
 /// Draws the unlock screen; whether the user submitted it.
@@ -438,6 +593,15 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
                 if !form.repeat.is_empty() && form.repeat != form.passphrase {
                     ui.weak("The two passphrases differ.");
                 }
+                ui.add_space(8.0);
+                interface_picker(ui, &form.interfaces, &mut form.picked, !busy);
+                if !form.command_line.is_empty() {
+                    ui.weak(format!(
+                        "This time kith uses {} (--interface); your choice here is kept for \
+                         later starts.",
+                        form.command_line.join(", ")
+                    ));
+                }
             }
             ui.add_space(6.0);
             let button = ui.add_enabled(
@@ -458,6 +622,54 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
         });
     });
     submit
+}
+
+/// The machine's LAN interfaces as check boxes ("eth0 · 192.168.1.20"),
+/// loopback left out; `picked` holds the names ticked.
+pub fn interface_picker(
+    ui: &mut egui::Ui,
+    interfaces: &[LanInterface],
+    picked: &mut BTreeSet<String>,
+    enabled: bool,
+) {
+    ui.label("Find people on");
+    let shown: Vec<&LanInterface> = interfaces.iter().filter(|i| !i.loopback).collect();
+    if shown.is_empty() {
+        ui.weak(
+            "No network found. You can still add people by address, and pick a network \
+             later in Settings.",
+        );
+        return;
+    }
+    egui::ScrollArea::vertical()
+        .id_salt("interfaces")
+        .max_height(110.0)
+        .show(ui, |ui| {
+            for iface in shown {
+                let mut on = picked.contains(&iface.name);
+                let label = if iface.multicast {
+                    iface.label()
+                } else {
+                    format!("{} (cannot announce here)", iface.label())
+                };
+                let response = ui
+                    .add_enabled(enabled, egui::Checkbox::new(&mut on, label))
+                    .on_hover_text(
+                        "kith announces itself and finds people with mDNS on the networks \
+                         ticked here.",
+                    );
+                if response.changed() {
+                    if on {
+                        picked.insert(iface.name.clone());
+                    } else {
+                        picked.remove(&iface.name);
+                    }
+                }
+            }
+        });
+    if picked.is_empty() {
+        ui.weak("None ticked: nobody nearby finds you; people need your address.");
+    }
 }
 
 impl MainWindow {
@@ -492,13 +704,22 @@ impl MainWindow {
                     } else {
                         state.my_name.clone()
                     };
-                    if ui
-                        .button(format!("👤 {me}"))
-                        .on_hover_text("Your identity and safety numbers")
-                        .clicked()
-                    {
-                        intents.push(Intent::OpenDialog(Dialog::Me));
-                    }
+                    ui.horizontal(|ui| {
+                        if ui
+                            .button(format!("👤 {me}"))
+                            .on_hover_text("Your identity and safety numbers")
+                            .clicked()
+                        {
+                            intents.push(Intent::OpenDialog(Dialog::Me));
+                        }
+                        if ui
+                            .button("⚙ Settings")
+                            .on_hover_text("Your name, networks and theme")
+                            .clicked()
+                        {
+                            intents.push(Intent::OpenDialog(Dialog::Settings));
+                        }
+                    });
                 });
             });
         egui::CentralPanel::default().show(ui, |ui| {
@@ -559,16 +780,7 @@ fn utc_offset_secs() -> i64 {
 /// The interface of the default route, if it can multicast (for mDNS):
 /// what the app uses when none is chosen.
 pub fn default_interface() -> Option<String> {
-    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-    let name = routes.lines().skip(1).find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let name = fields.next()?;
-        (fields.next()? == "00000000").then(|| name.to_owned())
-    })?;
-    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).ok()?;
-    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
-    const IFF_MULTICAST: u32 = 0x1000;
-    (flags & IFF_MULTICAST != 0).then_some(name)
+    settings::default_interface()
 }
 
 #[cfg(test)]

@@ -206,6 +206,8 @@ pub enum Update {
     Error(String),
     /// Something worth a short note (not an error).
     Info(String),
+    /// Settings (see the settings block below).
+    Settings(SettingsUpdate),
 }
 
 /// What the user asked for, as the views report it.
@@ -246,6 +248,8 @@ pub enum Intent {
     /// The top of the open room's history is visible: load the page before.
     LoadOlder,
     DismissToast(u64),
+    /// Settings (see the settings block below).
+    Settings(SettingsIntent),
 }
 
 /// What the app asks the node for.
@@ -308,6 +312,8 @@ pub enum Request {
     },
     /// Rooms, people and blocked peers again.
     Refresh,
+    /// Settings (see the settings block below).
+    Settings(SettingsRequest),
 }
 
 /// The one dialog that may be open.
@@ -321,6 +327,8 @@ pub enum Dialog {
     Me,
     /// A room's members and settings.
     Details(RoomId),
+    /// The app's settings: name, interfaces, theme.
+    Settings,
 }
 
 /// A room as the sidebar shows it.
@@ -568,6 +576,8 @@ pub struct AppState {
     /// The node keeps read markers and sends its unread counts
     /// ([`Update::Unread`]): the window stops counting by itself.
     unread_from_node: bool,
+    /// What the Settings dialog shows.
+    pub settings: SettingsState,
 }
 
 impl AppState {
@@ -590,6 +600,7 @@ impl AppState {
             early_receipts: HashMap::new(),
             early_counts: HashMap::new(),
             unread_from_node: false,
+            settings: SettingsState::default(),
         }
     }
 
@@ -840,6 +851,7 @@ impl AppState {
             }
             Update::Error(text) => self.toast(text, true),
             Update::Info(text) => self.toast(text, false),
+            Update::Settings(update) => self.apply_settings(update),
         }
     }
 
@@ -977,6 +989,7 @@ impl AppState {
                 self.toasts.retain(|t| t.id != id);
                 Vec::new()
             }
+            Intent::Settings(intent) => self.handle_settings(intent),
         }
     }
 
@@ -1486,5 +1499,129 @@ fn preview(text: &str) -> String {
     out
 }
 
+// ─── Settings: name, interfaces, theme (issue 15, first run and settings) ───
+
+pub use super::settings::{AppSettings, LanInterface, Theme};
+
+/// What the Settings dialog shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettingsState {
+    /// Where the account lives.
+    pub data_dir: String,
+    /// The address this node listens on, once known.
+    pub listen: Option<String>,
+    /// The interfaces mDNS uses in this run.
+    pub interfaces_in_use: Vec<String>,
+    /// This run's interfaces came from `--interface` on the command line
+    /// (the saved choice is used when it names none).
+    pub from_command_line: bool,
+    /// What is saved in the data directory (interfaces and theme).
+    pub saved: AppSettings,
+    /// The machine's interfaces, for picking.
+    pub available: Vec<LanInterface>,
+}
+
+/// What the user changes in the Settings dialog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingsIntent {
+    /// Our display name (the signed profile contacts receive).
+    Rename(String),
+    /// The interfaces to use from the next start.
+    SetInterfaces(Vec<String>),
+    SetTheme(Theme),
+}
+
+/// What the node (or its worker) does for the Settings dialog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingsRequest {
+    /// Sign and send our new profile name; answered by
+    /// [`SettingsUpdate::Renamed`] or an error.
+    Rename(String),
+    /// Write the settings file of the data directory.
+    Save(AppSettings),
+}
+
+/// Answers for the Settings dialog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingsUpdate {
+    /// Our name is now this.
+    Renamed(String),
+}
+
+/// Longest display name, in characters (as the node's profiles allow).
+pub const MAX_PROFILE_NAME: usize = 64;
+
+impl AppState {
+    fn handle_settings(&mut self, intent: SettingsIntent) -> Vec<Request> {
+        match intent {
+            SettingsIntent::Rename(name) => {
+                let name = name.trim().to_owned();
+                if name.is_empty() || name.chars().count() > MAX_PROFILE_NAME {
+                    self.toast(
+                        format!("A name has 1 to {MAX_PROFILE_NAME} characters."),
+                        true,
+                    );
+                    return Vec::new();
+                }
+                if name == self.my_name {
+                    return Vec::new();
+                }
+                vec![Request::Settings(SettingsRequest::Rename(name))]
+            }
+            SettingsIntent::SetInterfaces(mut names) => {
+                names.sort();
+                names.dedup();
+                if self.settings.saved.interfaces.as_ref() == Some(&names) {
+                    return Vec::new();
+                }
+                self.settings.saved.interfaces = Some(names);
+                self.toast(
+                    "Saved. kith uses these interfaces from its next start.".to_owned(),
+                    false,
+                );
+                vec![Request::Settings(SettingsRequest::Save(
+                    self.settings.saved.clone(),
+                ))]
+            }
+            SettingsIntent::SetTheme(theme) => {
+                if self.settings.saved.theme == theme {
+                    return Vec::new();
+                }
+                self.settings.saved.theme = theme;
+                vec![Request::Settings(SettingsRequest::Save(
+                    self.settings.saved.clone(),
+                ))]
+            }
+        }
+    }
+
+    fn apply_settings(&mut self, update: SettingsUpdate) {
+        match update {
+            SettingsUpdate::Renamed(name) => {
+                self.toast(format!("You are now {name}."), false);
+                self.my_name = name;
+            }
+        }
+    }
+
+    /// Whether the interfaces saved differ from those in use (a restart
+    /// would change them; not when the command line chose).
+    pub fn interfaces_need_restart(&self) -> bool {
+        !self.settings.from_command_line
+            && self
+                .settings
+                .saved
+                .interfaces
+                .as_ref()
+                .is_some_and(|saved| {
+                    let mut in_use = self.settings.interfaces_in_use.clone();
+                    in_use.sort();
+                    *saved != in_use
+                })
+    }
+}
+
+#[cfg(test)]
+mod settings_tests;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
         Dialog::Verify(_) => "Verify",
         Dialog::Me => "You",
         Dialog::Details(_) => "Room details",
+        Dialog::Settings => "Settings",
     };
     let mut open = true;
     egui::Window::new(title)
@@ -31,8 +32,9 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
             Dialog::NewRoom => new_room(ui, state, local, &mut out),
             Dialog::AddToRoom(room) => add_to_room(ui, state, *room, local, &mut out),
             Dialog::Verify(peer) => verify(ui, state, *peer),
-            Dialog::Me => me(ui, state, local),
+            Dialog::Me => me(ui, state, local, &mut out),
             Dialog::Details(room) => details(ui, state, *room, &mut out),
+            Dialog::Settings => out.extend(super::settings::show(ui, state, local)),
         });
     if !open || ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
         out.push(Intent::CloseDialog);
@@ -45,6 +47,9 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
     }) {
         local.new_room_name.clear();
         local.picked.clear();
+    }
+    if out.iter().any(|i| matches!(i, Intent::CloseDialog)) {
+        local.settings = None;
     }
     out
 }
@@ -175,10 +180,15 @@ fn verify(ui: &mut egui::Ui, state: &AppState, peer: PeerId) {
     }
 }
 
-fn me(ui: &mut egui::Ui, state: &AppState, local: &mut Local) {
-    if !state.my_name.is_empty() {
-        ui.heading(&state.my_name);
-    }
+fn me(ui: &mut egui::Ui, state: &AppState, local: &mut Local, out: &mut Vec<Intent>) {
+    ui.horizontal(|ui| {
+        if !state.my_name.is_empty() {
+            ui.heading(&state.my_name);
+        }
+        if ui.button("Settings…").clicked() {
+            out.push(Intent::OpenDialog(Dialog::Settings));
+        }
+    });
     ui.label("Your peer id");
     ui.monospace(state.me.to_hex());
     ui.label("Your public key (give it to a contact to compare safety numbers)");

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod composer;
 pub mod dialogs;
+pub mod settings;
 pub mod sidebar;
 
 use super::state::{AppState, Intent, MUTE_CHOICES, Relation, Target};
@@ -28,6 +29,8 @@ pub struct Local {
     pub scroll_to_end: bool,
     /// The open room's measured row heights.
     pub heights: chat::RowHeights,
+    /// The Settings dialog's edits, while it is open.
+    pub settings: Option<settings::Draft>,
 }
 
 /// A stable colour for a person's name, readable on light and dark.

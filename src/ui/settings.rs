@@ -1,0 +1,491 @@
+//! What the desktop app keeps outside the encrypted store, as small plain
+//! files in the data directory (nothing in them is secret, and they must
+//! be readable before the passphrase is typed): the LAN interfaces chosen
+//! at first run, the theme, and the window's size and place. And the
+//! machine's interfaces, for the first-run screen and the Settings dialog.
+//!
+//! The files are `key = value` lines; an unknown key, a bad value or an
+//! unreadable file is ignored (the defaults apply), never an error: the
+//! app must open even if someone edited them by hand.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The interfaces and the theme.
+pub const SETTINGS_FILE: &str = "app-settings";
+/// The window's size and place.
+pub const WINDOW_FILE: &str = "app-window";
+/// Longer files are not read (they are a few lines).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// Light, dark, or as the system says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+impl Theme {
+    /// Every choice, as the Settings dialog lists them.
+    pub const ALL: [(Theme, &'static str); 3] = [
+        (Theme::System, "As the system"),
+        (Theme::Light, "Light"),
+        (Theme::Dark, "Dark"),
+    ];
+
+    fn word(self) -> &'static str {
+        match self {
+            Theme::System => "system",
+            Theme::Light => "light",
+            Theme::Dark => "dark",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "system" => Some(Theme::System),
+            "light" => Some(Theme::Light),
+            "dark" => Some(Theme::Dark),
+            _ => None,
+        }
+    }
+}
+
+/// The choices saved in [`SETTINGS_FILE`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppSettings {
+    /// The interfaces mDNS announces and browses on, by name. `None`: never
+    /// chosen (the default route's interface is used); empty: none (people
+    /// are found only by `--peer`, added addresses or the registry).
+    pub interfaces: Option<Vec<String>>,
+    pub theme: Theme,
+}
+
+impl AppSettings {
+    /// Reads the settings of `data_dir`; the defaults where there are none.
+    pub fn load(data_dir: &Path) -> Self {
+        Self::parse(&read_small(&data_dir.join(SETTINGS_FILE)).unwrap_or_default())
+    }
+
+    /// Saves them in `data_dir` (replacing the file at once, so that a
+    /// crash leaves the old or the new one).
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        write_replacing(&data_dir.join(SETTINGS_FILE), &self.emit())
+    }
+
+    /// Reads the file's text (see the module docs for what is ignored).
+    pub fn parse(text: &str) -> Self {
+        let fields = fields(text);
+        AppSettings {
+            interfaces: fields.get("interfaces").map(|list| {
+                list.split_whitespace()
+                    .filter(|name| valid_interface_name(name))
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            theme: fields
+                .get("theme")
+                .and_then(|word| Theme::parse(word))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The file's text.
+    pub fn emit(&self) -> String {
+        let mut out = String::from(
+            "# The kith desktop app's choices (plain text, not secret; see README).\n",
+        );
+        if let Some(interfaces) = &self.interfaces {
+            out.push_str(&format!("interfaces = {}\n", interfaces.join(" ")));
+        }
+        out.push_str(&format!("theme = {}\n", self.theme.word()));
+        out
+    }
+
+    /// The interfaces to use when the command line names none: the saved
+    /// choice, else `default` (the default route's interface, if any).
+    pub fn interfaces_or(&self, default: Option<String>) -> Vec<String> {
+        match &self.interfaces {
+            Some(chosen) => chosen.clone(),
+            None => default.into_iter().collect(),
+        }
+    }
+}
+
+/// The window's size and place, in points, saved in [`WINDOW_FILE`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowGeometry {
+    /// The inner size (what the app draws in).
+    pub size: [f32; 2],
+    /// The outer top-left corner on the screen, when known.
+    pub position: Option<[f32; 2]>,
+}
+
+/// The smallest window the app allows.
+pub const MIN_WINDOW: [f32; 2] = [560.0, 380.0];
+/// Larger sizes or places are taken for a damaged file.
+const MAX_WINDOW: f32 = 16_384.0;
+
+impl WindowGeometry {
+    /// Reads the saved geometry of `data_dir`, if it is sane.
+    pub fn load(data_dir: &Path) -> Option<Self> {
+        Self::parse(&read_small(&data_dir.join(WINDOW_FILE))?)
+    }
+
+    /// Saves it in `data_dir`.
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        write_replacing(&data_dir.join(WINDOW_FILE), &self.emit())
+    }
+
+    /// Reads the file's text; `None` without a sane size.
+    pub fn parse(text: &str) -> Option<Self> {
+        let fields = fields(text);
+        let pair = |key: &str| -> Option<[f32; 2]> {
+            let mut numbers = fields.get(key)?.split_whitespace().map(str::parse::<f32>);
+            let pair = [numbers.next()?.ok()?, numbers.next()?.ok()?];
+            (numbers.next().is_none() && pair.iter().all(|n| n.is_finite())).then_some(pair)
+        };
+        let size = pair("size")?;
+        if size[0] < MIN_WINDOW[0]
+            || size[1] < MIN_WINDOW[1]
+            || size.iter().any(|n| *n > MAX_WINDOW)
+        {
+            return None;
+        }
+        // A place far off any screen is dropped (the window manager then
+        // places the window); a little off the left or top edge is allowed.
+        let position = pair("position").filter(|p| {
+            p.iter()
+                .all(|n| (-size[0].max(size[1])..MAX_WINDOW).contains(n))
+        });
+        Some(WindowGeometry { size, position })
+    }
+
+    /// The file's text.
+    pub fn emit(&self) -> String {
+        let mut out = format!("size = {} {}\n", self.size[0], self.size[1]);
+        if let Some([x, y]) = self.position {
+            out.push_str(&format!("position = {x} {y}\n"));
+        }
+        out
+    }
+}
+
+/// One network interface of this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LanInterface {
+    pub name: String,
+    /// Its addresses, IPv4 first.
+    pub addrs: Vec<IpAddr>,
+    /// It can multicast (mDNS needs that).
+    pub multicast: bool,
+    pub loopback: bool,
+}
+
+impl LanInterface {
+    /// "eth0 · 192.168.1.20, fe80::1": how the lists show it.
+    pub fn label(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(IpAddr::to_string).collect();
+        if addrs.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} · {}", self.name, addrs.join(", "))
+        }
+    }
+
+    /// Whether it looks like a container's or a VM's bridge (not a LAN
+    /// people are on).
+    fn virtual_bridge(&self) -> bool {
+        [
+            "docker", "veth", "virbr", "br-", "vmnet", "vboxnet", "lxc", "cni",
+        ]
+        .iter()
+        .any(|prefix| self.name.starts_with(prefix))
+    }
+
+    fn private_v4(&self) -> bool {
+        self.addrs.iter().any(|a| match a {
+            IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+            IpAddr::V6(_) => false,
+        })
+    }
+}
+
+/// The machine's interfaces with their addresses (loopback last), as
+/// the first-run screen and the Settings dialog list them.
+pub fn list_interfaces() -> Vec<LanInterface> {
+    let Ok(all) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    let mut by_name: Vec<LanInterface> = Vec::new();
+    for iface in all {
+        let ip = iface.ip();
+        let index = match by_name.iter().position(|i| i.name == iface.name) {
+            Some(index) => index,
+            None => {
+                let flags = interface_flags(&iface.name).unwrap_or(0);
+                by_name.push(LanInterface {
+                    multicast: flags & IFF_MULTICAST != 0,
+                    loopback: iface.is_loopback() || flags & IFF_LOOPBACK != 0,
+                    name: iface.name.clone(),
+                    addrs: Vec::new(),
+                });
+                by_name.len() - 1
+            }
+        };
+        by_name[index].addrs.push(ip);
+    }
+    for iface in &mut by_name {
+        iface.addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+    }
+    by_name.sort_by_key(|i| i.loopback);
+    by_name
+}
+
+const IFF_LOOPBACK: u32 = 0x8;
+const IFF_MULTICAST: u32 = 0x1000;
+
+/// The interface's flags from `/sys/class/net` (Linux).
+fn interface_flags(name: &str) -> Option<u32> {
+    if !valid_interface_name(name) {
+        return None;
+    }
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).ok()?;
+    u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// Whether `name` can be an interface name (as Linux allows, and as the
+/// settings file stores them: no whitespace).
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// The interface of the default route in `/proc/net/route`'s text (the
+/// one with the lowest metric when there are several).
+pub fn default_route_interface(routes: &str) -> Option<String> {
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (name, destination, flags, metric, mask) = (
+                fields.first()?,
+                fields.get(1)?,
+                fields.get(3)?,
+                fields.get(6)?,
+                fields.get(7)?,
+            );
+            const RTF_UP: u32 = 0x1;
+            let up = u32::from_str_radix(flags, 16).ok()? & RTF_UP != 0;
+            if !up || *destination != "00000000" || *mask != "00000000" {
+                return None;
+            }
+            Some((metric.parse::<u32>().ok()?, (*name).to_owned()))
+        })
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// The interface of this machine's default route, if it can multicast.
+pub fn default_interface() -> Option<String> {
+    let name = default_route_interface(&std::fs::read_to_string("/proc/net/route").ok()?)?;
+    (interface_flags(&name)? & IFF_MULTICAST != 0).then_some(name)
+}
+
+/// What the first-run screen ticks: the default route's interface if it
+/// can multicast; without one, every interface that can and holds a
+/// private IPv4 address (a LAN), leaving out loopback and container or VM
+/// bridges. Possibly nothing.
+pub fn preselect(interfaces: &[LanInterface], default_route: Option<&str>) -> Vec<String> {
+    let usable = |i: &&LanInterface| i.multicast && !i.loopback && !i.addrs.is_empty();
+    if let Some(default) = default_route
+        && let Some(iface) = interfaces.iter().filter(usable).find(|i| i.name == default)
+    {
+        return vec![iface.name.clone()];
+    }
+    interfaces
+        .iter()
+        .filter(usable)
+        .filter(|i| !i.virtual_bridge() && i.private_v4())
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+fn fields(text: &str) -> BTreeMap<&str, &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim(), value.trim()))
+        .collect()
+}
+
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_FILE_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, addr: &str, multicast: bool) -> LanInterface {
+        LanInterface {
+            name: name.into(),
+            addrs: vec![addr.parse().expect("literal")],
+            multicast,
+            loopback: name == "lo",
+        }
+    }
+
+    #[test]
+    fn settings_round_trip_and_tolerate_damage() {
+        let settings = AppSettings {
+            interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
+            theme: Theme::Dark,
+        };
+        assert_eq!(AppSettings::parse(&settings.emit()), settings);
+        // Chosen, but none: kept as an empty choice, not "never chosen".
+        let none = AppSettings {
+            interfaces: Some(Vec::new()),
+            theme: Theme::System,
+        };
+        assert_eq!(AppSettings::parse(&none.emit()), none);
+        assert_eq!(
+            none.interfaces_or(Some("eth0".into())),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            AppSettings::default().interfaces_or(Some("eth0".into())),
+            ["eth0"]
+        );
+        // Hand-edited: unknown keys, a bad theme and a bad name are ignored.
+        let edited = AppSettings::parse(
+            "colour = red\ntheme = purple\n interfaces = eth0 a/b  wlan0 \nno equals sign",
+        );
+        assert_eq!(
+            edited,
+            AppSettings {
+                interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
+                theme: Theme::System,
+            }
+        );
+        assert_eq!(
+            AppSettings::parse("\u{0}\u{ff}garbage"),
+            AppSettings::default()
+        );
+    }
+
+    #[test]
+    fn settings_files_save_and_load() {
+        let dir = std::env::temp_dir().join(format!("kith-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        assert_eq!(AppSettings::load(&dir), AppSettings::default());
+        assert_eq!(WindowGeometry::load(&dir), None);
+        let settings = AppSettings {
+            interfaces: Some(vec!["eth0".into()]),
+            theme: Theme::Light,
+        };
+        settings.save(&dir).expect("save");
+        assert_eq!(AppSettings::load(&dir), settings);
+        let geometry = WindowGeometry {
+            size: [1200.0, 800.0],
+            position: Some([40.0, 30.0]),
+        };
+        geometry.save(&dir).expect("save");
+        assert_eq!(WindowGeometry::load(&dir), Some(geometry));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn window_geometry_refuses_what_cannot_be_a_window() {
+        let parse = WindowGeometry::parse;
+        assert_eq!(
+            parse("size = 800 600"),
+            Some(WindowGeometry {
+                size: [800.0, 600.0],
+                position: None
+            })
+        );
+        assert_eq!(parse("size = 10 10"), None);
+        assert_eq!(parse("size = NaN 600"), None);
+        assert_eq!(parse("size = 800 600 3"), None);
+        assert_eq!(parse("size = 1e9 600"), None);
+        assert_eq!(parse("position = 0 0"), None);
+        // Far off the screen: the size stays, the place goes.
+        assert_eq!(
+            parse("size = 800 600\nposition = 99999 5").and_then(|g| g.position),
+            None
+        );
+        assert_eq!(
+            parse("size = 800 600\nposition = -20 5").and_then(|g| g.position),
+            Some([-20.0, 5.0])
+        );
+    }
+
+    #[test]
+    fn default_route_is_read_from_proc_net_route() {
+        let routes = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_route_interface(routes).as_deref(), Some("eth0"));
+        // A route that is down does not count; no default route at all.
+        let down = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth0\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert_eq!(default_route_interface(down), None);
+        assert_eq!(default_route_interface(""), None);
+        assert_eq!(default_route_interface("header\ngarbage line"), None);
+    }
+
+    #[test]
+    fn preselection_prefers_the_default_route_then_private_lans() {
+        let list = vec![
+            iface("eth0", "192.168.1.20", true),
+            iface("docker0", "172.17.0.1", true),
+            iface("wlan0", "10.0.0.7", true),
+            iface("tun0", "10.8.0.2", false),
+            iface("lo", "127.0.0.1", false),
+        ];
+        assert_eq!(preselect(&list, Some("wlan0")), ["wlan0"]);
+        // The default route's interface cannot multicast: the LANs instead.
+        assert_eq!(preselect(&list, Some("tun0")), ["eth0", "wlan0"]);
+        assert_eq!(preselect(&list, None), ["eth0", "wlan0"]);
+        // A public address only: nothing is guessed.
+        let public = vec![iface("eth0", "203.0.113.5", true)];
+        assert_eq!(preselect(&public, None), Vec::<String>::new());
+        assert_eq!(preselect(&public, Some("eth0")), ["eth0"]);
+        assert_eq!(list[0].label(), "eth0 · 192.168.1.20");
+    }
+
+    #[test]
+    fn this_machine_lists_its_interfaces() {
+        // Every Linux machine has a loopback interface with 127.0.0.1.
+        let list = list_interfaces();
+        let lo = list
+            .iter()
+            .find(|i| i.loopback)
+            .expect("a loopback interface");
+        assert!(lo.addrs.contains(&"127.0.0.1".parse().expect("literal")));
+        assert!(list.last().is_some_and(|i| i.loopback));
+    }
+}

@@ -1,0 +1,105 @@
+//! The Settings dialog's rules, checked on plain data.
+
+use super::*;
+
+fn state() -> AppState {
+    let mut state = AppState::new(PeerId([0; 32]), String::new(), "Robin".into());
+    state.apply(Update::Tick { now: 1_000 });
+    state.settings.interfaces_in_use = vec!["eth0".into()];
+    state
+}
+
+#[test]
+fn renaming_asks_the_node_and_takes_the_name_it_confirms() {
+    let mut state = state();
+    let requests = state.handle_intent(Intent::Settings(SettingsIntent::Rename(
+        "  Robin Hood ".into(),
+    )));
+    assert_eq!(
+        requests,
+        [Request::Settings(SettingsRequest::Rename(
+            "Robin Hood".into()
+        ))]
+    );
+    // Not before the node signed it.
+    assert_eq!(state.my_name, "Robin");
+    state.apply(Update::Settings(SettingsUpdate::Renamed(
+        "Robin Hood".into(),
+    )));
+    assert_eq!(state.my_name, "Robin Hood");
+    assert!(
+        state
+            .toasts
+            .iter()
+            .any(|t| t.text == "You are now Robin Hood.")
+    );
+    // The same name again asks nothing.
+    let same = state.handle_intent(Intent::Settings(SettingsIntent::Rename(
+        "Robin Hood".into(),
+    )));
+    assert!(same.is_empty());
+}
+
+#[test]
+fn an_empty_or_long_name_is_refused_with_a_toast() {
+    let mut state = state();
+    for name in ["   ", &"x".repeat(MAX_PROFILE_NAME + 1)] {
+        let requests =
+            state.handle_intent(Intent::Settings(SettingsIntent::Rename(name.to_owned())));
+        assert!(requests.is_empty(), "{name:?}");
+    }
+    assert_eq!(state.toasts.iter().filter(|t| t.error).count(), 2);
+    assert_eq!(state.my_name, "Robin");
+}
+
+#[test]
+fn interfaces_are_saved_for_the_next_start() {
+    let mut state = state();
+    assert!(!state.interfaces_need_restart());
+    let requests = state.handle_intent(Intent::Settings(SettingsIntent::SetInterfaces(vec![
+        "wlan0".into(),
+        "eth0".into(),
+        "wlan0".into(),
+    ])));
+    let saved = AppSettings {
+        interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
+        theme: Theme::System,
+    };
+    assert_eq!(
+        requests,
+        [Request::Settings(SettingsRequest::Save(saved.clone()))]
+    );
+    assert_eq!(state.settings.saved, saved);
+    // In use is still eth0 alone: a restart would change it.
+    assert!(state.interfaces_need_restart());
+    assert!(state.toasts.iter().any(|t| t.text.contains("next start")));
+    // Saving the same again asks nothing.
+    let again = state.handle_intent(Intent::Settings(SettingsIntent::SetInterfaces(vec![
+        "eth0".into(),
+        "wlan0".into(),
+    ])));
+    assert!(again.is_empty());
+    // The command line wins: no restart would change what it chose.
+    state.settings.from_command_line = true;
+    assert!(!state.interfaces_need_restart());
+}
+
+#[test]
+fn the_theme_is_saved_with_the_interfaces() {
+    let mut state = state();
+    state.settings.saved.interfaces = Some(vec!["eth0".into()]);
+    let requests = state.handle_intent(Intent::Settings(SettingsIntent::SetTheme(Theme::Dark)));
+    assert_eq!(
+        requests,
+        [Request::Settings(SettingsRequest::Save(AppSettings {
+            interfaces: Some(vec!["eth0".into()]),
+            theme: Theme::Dark,
+        }))]
+    );
+    assert_eq!(state.settings.saved.theme, Theme::Dark);
+    assert!(
+        state
+            .handle_intent(Intent::Settings(SettingsIntent::SetTheme(Theme::Dark)))
+            .is_empty()
+    );
+}

@@ -1,0 +1,280 @@
+//! First run picks the LAN interfaces, and the Settings dialog: driven
+//! headless with egui_kittest, over a fake backend and over a real node on
+//! loopback (which never uses mDNS here: no interface of this machine is
+//! ever given to it).
+#![cfg(feature = "gui")]
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use kith::account::KdfParams;
+use kith::daemon::DaemonConfig;
+use kith::proto::ids::PeerId;
+use kith::ui::KithApp;
+use kith::ui::backend::{FakeLauncher, InterfaceSource, Me, NodeLauncher};
+use kith::ui::settings::{AppSettings, LanInterface, Theme};
+use kith::ui::state::{Request, SettingsRequest};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The window's clock: Tuesday 1 December 2026, 18:00 UTC.
+const NOW: u64 = 1_796_148_000_000;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kith-ui-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A machine with a wired LAN (the default route), Wi-Fi, a container
+/// bridge and loopback. Names no real interface: nothing here is used.
+fn interfaces() -> Vec<LanInterface> {
+    let iface = |name: &str, addrs: &[&str], multicast: bool| LanInterface {
+        name: name.into(),
+        addrs: addrs.iter().map(|a| a.parse().expect("literal")).collect(),
+        multicast,
+        loopback: name == "lo",
+    };
+    vec![
+        iface("enp0s31f6", &["192.168.1.20", "fe80::1"], true),
+        iface("wlp2s0", &["10.0.0.7"], true),
+        iface("docker0", &["172.17.0.1"], true),
+        iface("lo", &["127.0.0.1"], false),
+    ]
+}
+
+type App = Harness<'static, KithApp>;
+
+fn harness(app: KithApp) -> App {
+    Harness::builder()
+        .with_size(egui::vec2(1000.0, 660.0))
+        // A real node's updates each wake the window.
+        .with_max_steps(64)
+        .build_ui_state(|ui, app: &mut KithApp| app.show(ui), app)
+}
+
+fn type_into(harness: &mut App, label: &str, text: &str) {
+    harness.get_by_label(label).focus();
+    harness.run();
+    harness.get_by_label(label).type_text(text);
+    harness.run();
+}
+
+fn create_account(harness: &mut App, name: &str) {
+    type_into(harness, "Your name", name);
+    type_into(harness, "Passphrase", "four random words here");
+    type_into(harness, "Passphrase again", "four random words here");
+    harness.get_by_label("Create account").click();
+    harness.step();
+    harness.state_mut().wait_for_worker(Duration::from_secs(30));
+    harness.run();
+}
+
+fn checkbox(harness: &App, label: &str) -> bool {
+    let node = harness.get_by_role_and_label(egui::accesskit::Role::CheckBox, label);
+    node.accesskit_node().toggled() == Some(egui::accesskit::Toggled::True)
+}
+
+fn fake_app(dir: &Path) -> (KithApp, Arc<FakeLauncher>) {
+    let launcher = FakeLauncher::new(Me {
+        peer: PeerId([0; 32]),
+        public_key: "00".repeat(32),
+        name: String::new(),
+    });
+    let app = KithApp::new(dir.to_owned(), launcher.clone())
+        .with_clock(Arc::new(|| NOW), 0)
+        .with_interfaces(interfaces(), Some("enp0s31f6"));
+    (app, launcher)
+}
+
+#[test]
+fn first_run_lists_interfaces_and_preselects_the_default_route() {
+    let dir = temp_dir("first-run-pick");
+    let (app, _launcher) = fake_app(&dir);
+    let mut app = harness(app);
+    app.run();
+    app.get_by_label("Find people on");
+    assert!(checkbox(&app, "enp0s31f6 · 192.168.1.20, fe80::1"));
+    assert!(!checkbox(&app, "wlp2s0 · 10.0.0.7"));
+    assert!(!checkbox(&app, "docker0 · 172.17.0.1"));
+    // Loopback is no LAN: not offered.
+    assert!(app.query_by_label_contains("127.0.0.1").is_none());
+    // Pick Wi-Fi instead.
+    app.get_by_label("enp0s31f6 · 192.168.1.20, fe80::1")
+        .click();
+    app.get_by_label("wlp2s0 · 10.0.0.7").click();
+    app.run();
+    create_account(&mut app, "Robin");
+    let state = app.state().state().expect("unlocked");
+    assert_eq!(
+        state.settings.saved.interfaces.as_deref(),
+        Some(&["wlp2s0".to_owned()][..])
+    );
+    drop(app);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn first_run_with_no_interface_ticked_says_what_that_means() {
+    let dir = temp_dir("first-run-none");
+    let (app, _launcher) = fake_app(&dir);
+    let mut app = harness(app);
+    app.get_by_label("enp0s31f6 · 192.168.1.20, fe80::1")
+        .click();
+    app.run();
+    app.get_by_label("None ticked: nobody nearby finds you; people need your address.");
+    // And with no network at all, it says so instead of an empty list.
+    let (app, _launcher) = fake_app(&dir);
+    let mut app = harness(app.with_interfaces(Vec::new(), None));
+    app.run();
+    app.get_by_label_contains("No network found.");
+}
+
+/// With a real node: the pick is saved in the data directory; a later
+/// start uses the saved choice (here: none, so mDNS stays off), and the
+/// Settings dialog shows that, the listen address and the data directory.
+#[test]
+fn the_choice_is_saved_and_used_by_later_starts() {
+    let dir = temp_dir("first-run-saved");
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
+    let app = KithApp::with_node(
+        dir.clone(),
+        KdfParams::insecure_fast_for_tests(),
+        config.clone(),
+    )
+    .with_interfaces(interfaces(), Some("enp0s31f6"));
+    let mut app = harness(app);
+    // Nothing ticked: nothing of this machine is ever used by the test.
+    app.get_by_label("enp0s31f6 · 192.168.1.20, fe80::1")
+        .click();
+    app.run();
+    create_account(&mut app, "Robin");
+    assert!(app.state().state().is_some(), "unlocked");
+    drop(app);
+    assert_eq!(
+        AppSettings::load(&dir),
+        AppSettings {
+            interfaces: Some(Vec::new()),
+            theme: Theme::System,
+        }
+    );
+
+    // A later start that follows the saved choice.
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::insecure_fast_for_tests(),
+        config,
+        interfaces: InterfaceSource::Saved,
+    });
+    let mut app = harness(
+        KithApp::new(dir.clone(), launcher).with_interfaces(interfaces(), Some("enp0s31f6")),
+    );
+    type_into(&mut app, "Passphrase", "four random words here");
+    app.get_by_label("Unlock").click();
+    app.step();
+    app.state_mut().wait_for_worker(Duration::from_secs(30));
+    app.run();
+    let settings = app.state().state().expect("unlocked").settings.clone();
+    assert_eq!(settings.interfaces_in_use, Vec::<String>::new());
+    assert!(!settings.from_command_line);
+    let listen = settings.listen.clone().expect("the node's address");
+    assert!(listen.starts_with("127.0.0.1:"), "{listen}");
+    app.get_by_label("⚙ Settings").click();
+    app.run();
+    app.get_by_label("In use now: none (mDNS is off).");
+    app.get_by_label(&format!("This node listens on {listen} (UDP)."));
+    app.get_by_label(&dir.display().to_string());
+
+    // Renaming goes through the node's signed profile.
+    app.get_by_label("Name").focus();
+    app.run();
+    app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    app.run();
+    app.get_by_label("Name").type_text("Robin Hood");
+    app.run();
+    app.get_by_label("Save name").click();
+    app.run();
+    assert!(
+        app.state_mut()
+            .wait_until(Duration::from_secs(10), |s| s.my_name == "Robin Hood")
+    );
+    drop(app);
+    assert_eq!(kith::ui::backend::read_name(&dir), "Robin Hood");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn settings_dialog_changes_name_networks_and_theme() {
+    // Shown in the snapshot, so the same on every machine; the fake
+    // backend writes nothing there.
+    let dir = PathBuf::from("/home/robin/.local/share/kith");
+    let (app, launcher) = fake_app(&dir);
+    let mut app = harness(app);
+    create_account(&mut app, "Robin");
+    let fake = launcher.backend().expect("unlocked");
+    // From the "You" dialog, as from the button beside it.
+    app.get_by_label("👤 Robin").click();
+    app.run();
+    app.get_by_label("Settings…").click();
+    app.run();
+    app.get_by_label("In use now: enp0s31f6.");
+    app.get_by_label("Takes effect the next time kith starts.");
+
+    app.get_by_label("Name").focus();
+    app.run();
+    app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    app.run();
+    app.get_by_label("Name").type_text("Robin Hood");
+    app.run();
+    app.get_by_label("Save name").click();
+    app.run();
+    assert_eq!(app.state().state().expect("unlocked").my_name, "Robin Hood");
+
+    app.get_by_label("wlp2s0 · 10.0.0.7").click();
+    app.run();
+    app.get_by_label("Save networks").click();
+    app.run();
+    app.get_by_label("In use now: enp0s31f6. Restart kith to use the saved choice.");
+
+    assert_eq!(
+        app.ctx.options(|o| o.theme_preference),
+        egui::ThemePreference::System
+    );
+    app.get_by_label("Light").click();
+    app.run();
+    assert_eq!(app.ctx.theme(), egui::Theme::Light);
+    app.hover_at(egui::pos2(900.0, 100.0));
+    app.run();
+    app.snapshot("settings");
+
+    let requests = fake.take_requests();
+    assert!(
+        requests.contains(&Request::Settings(SettingsRequest::Rename(
+            "Robin Hood".into()
+        )))
+    );
+    assert!(
+        requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
+            interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
+            theme: Theme::System,
+        })))
+    );
+    assert!(
+        requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
+            interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
+            theme: Theme::Light,
+        })))
+    );
+    drop(app);
+    assert!(!dir.exists(), "the fake wrote into {}", dir.display());
+}
+
+/// The first-run screen with its interface list, as an image.
+#[test]
+fn snapshot_of_first_run() {
+    let dir = temp_dir("snapshot-first-run");
+    let (app, _launcher) = fake_app(&dir);
+    let mut app = harness(app);
+    app.run();
+    app.snapshot("first_run");
+}
