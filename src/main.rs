@@ -1071,8 +1071,35 @@ fn run_app(data_dir: PathBuf, args: AppArgs, passphrase: Option<String>) -> Resu
     }
     config.discovery.interfaces = interfaces;
     config.discovery.mdns = !args.no_mdns;
-    kith::ui::run(data_dir, config, passphrase)
-        .map_err(|error| anyhow::anyhow!("the desktop app failed: {error}"))
+    let renderer = match std::env::var("KITH_RENDERER").as_deref() {
+        Err(_) | Ok("" | "wgpu") => kith::ui::Renderer::Wgpu,
+        Ok("glow") => kith::ui::Renderer::Glow,
+        Ok(other) => bail!("KITH_RENDERER is wgpu or glow, not {other:?}"),
+    };
+    match kith::ui::run(data_dir, config, passphrase, renderer) {
+        Ok(()) => Ok(()),
+        // wgpu found no adapter (no Vulkan driver): start again with glow.
+        // A new process, because a window system connection cannot be
+        // opened twice in one; nothing was unlocked yet, the window never
+        // showed.
+        Err(error)
+            if kith::ui::renderer_failed(&error) && std::env::var_os("KITH_RENDERER").is_none() =>
+        {
+            eprintln!("kith: wgpu could not start ({error}); trying OpenGL (KITH_RENDERER=glow)");
+            let exe = std::env::current_exe().context("cannot find this program to restart it")?;
+            let status = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("KITH_RENDERER", "glow")
+                .status()
+                .context("cannot restart with the glow renderer")?;
+            if status.success() {
+                Ok(())
+            } else {
+                bail!("the desktop app failed with wgpu ({error}) and with glow ({status})")
+            }
+        }
+        Err(error) => Err(anyhow::anyhow!("the desktop app failed: {error}")),
+    }
 }
 
 #[cfg(not(feature = "gui"))]

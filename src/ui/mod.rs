@@ -119,6 +119,23 @@ impl UnlockState {
     }
 }
 
+/// What draws the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Renderer {
+    /// wgpu on Vulkan (Metal, DX12): the default. It alone, without
+    /// wgpu's OpenGL backend, so that one driver stack is loaded, not two
+    /// (`WGPU_BACKEND` still chooses).
+    #[default]
+    Wgpu,
+    /// OpenGL through glow: where wgpu finds no adapter.
+    Glow,
+}
+
+/// Whether `error` means wgpu could not start (then the glow renderer may).
+pub fn renderer_failed(error: &eframe::Error) -> bool {
+    matches!(error, eframe::Error::Wgpu(_))
+}
+
 /// Runs the desktop app on the calling thread until its window closes.
 /// `config` is how the node runs (sockets, discovery, control socket).
 /// With `passphrase`, an existing account is unlocked at once.
@@ -126,6 +143,7 @@ pub fn run(
     data_dir: PathBuf,
     config: DaemonConfig,
     passphrase: Option<String>,
+    renderer: Renderer,
 ) -> Result<(), eframe::Error> {
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("kith")
@@ -137,10 +155,23 @@ pub fn run(
             viewport = viewport.with_position(position);
         }
     }
-    let options = eframe::NativeOptions {
+    let mut options = eframe::NativeOptions {
         viewport,
+        renderer: match renderer {
+            Renderer::Wgpu => eframe::Renderer::Wgpu,
+            Renderer::Glow => eframe::Renderer::Glow,
+        },
         ..Default::default()
     };
+    // wgpu's default is Vulkan and OpenGL together, which loads both driver
+    // stacks (with Mesa's software renderers, two copies of their state:
+    // about 50 MB more private memory). Vulkan alone, unless WGPU_BACKEND
+    // says; without a Vulkan adapter `kith app` falls back to glow.
+    if let eframe::egui_wgpu::WgpuSetup::CreateNew(setup) = &mut options.wgpu_options.wgpu_setup
+        && eframe::wgpu::Backends::from_env().is_none()
+    {
+        setup.instance_descriptor.backends = eframe::wgpu::Backends::PRIMARY;
+    }
     // `--interface` on the command line wins over the saved choice.
     let command_line: Vec<String> = config
         .discovery
@@ -594,7 +625,13 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
                     ui.weak("The two passphrases differ.");
                 }
                 ui.add_space(8.0);
-                interface_picker(ui, &form.interfaces, &mut form.picked, !busy);
+                // As wide as the fields above, and under them.
+                let width = ui.spacing().text_edit_width;
+                ui.allocate_ui_with_layout(
+                    egui::vec2(width, 0.0),
+                    egui::Layout::top_down(egui::Align::Min),
+                    |ui| interface_picker(ui, &form.interfaces, &mut form.picked, !busy),
+                );
                 if !form.command_line.is_empty() {
                     ui.weak(format!(
                         "This time kith uses {} (--interface); your choice here is kept for \
@@ -633,7 +670,12 @@ pub fn interface_picker(
     enabled: bool,
 ) {
     ui.label("Find people on");
-    let shown: Vec<&LanInterface> = interfaces.iter().filter(|i| !i.loopback).collect();
+    // Interfaces without IPv4 (kith listens on IPv4 by default) are no
+    // use, unless chosen before.
+    let shown: Vec<&LanInterface> = interfaces
+        .iter()
+        .filter(|i| !i.loopback && (i.has_ipv4() || picked.contains(&i.name)))
+        .collect();
     if shown.is_empty() {
         ui.weak(
             "No network found. You can still add people by address, and pick a network \
@@ -645,30 +687,42 @@ pub fn interface_picker(
         .id_salt("interfaces")
         .max_height(110.0)
         .show(ui, |ui| {
-            for iface in shown {
-                let mut on = picked.contains(&iface.name);
-                let label = if iface.multicast {
-                    iface.label()
-                } else {
-                    format!("{} (cannot announce here)", iface.label())
-                };
-                let response = ui
-                    .add_enabled(enabled, egui::Checkbox::new(&mut on, label))
-                    .on_hover_text(
-                        "kith announces itself and finds people with mDNS on the networks \
-                         ticked here.",
-                    );
-                if response.changed() {
-                    if on {
-                        picked.insert(iface.name.clone());
-                    } else {
-                        picked.remove(&iface.name);
-                    }
-                }
-            }
+            // Left-aligned, also inside the centred first-run screen.
+            ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                interface_rows(ui, &shown, picked, enabled);
+            });
         });
     if picked.is_empty() {
         ui.weak("None ticked: nobody nearby finds you; people need your address.");
+    }
+}
+
+fn interface_rows(
+    ui: &mut egui::Ui,
+    shown: &[&LanInterface],
+    picked: &mut BTreeSet<String>,
+    enabled: bool,
+) {
+    for iface in shown {
+        let mut on = picked.contains(&iface.name);
+        let label = if iface.multicast {
+            iface.label()
+        } else {
+            format!("{} (cannot announce here)", iface.label())
+        };
+        let response = ui
+            .add_enabled(enabled, egui::Checkbox::new(&mut on, label))
+            .on_hover_text(
+                "kith announces itself and finds people with mDNS on the networks \
+                         ticked here.",
+            );
+        if response.changed() {
+            if on {
+                picked.insert(iface.name.clone());
+            } else {
+                picked.remove(&iface.name);
+            }
+        }
     }
 }
 

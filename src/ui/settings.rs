@@ -186,14 +186,26 @@ pub struct LanInterface {
 }
 
 impl LanInterface {
-    /// "eth0 · 192.168.1.20, fe80::1": how the lists show it.
+    /// "eth0 · 192.168.1.20": how the lists show it (its IPv6 addresses
+    /// only when it has no IPv4 one: kith listens on IPv4 by default).
     pub fn label(&self) -> String {
-        let addrs: Vec<String> = self.addrs.iter().map(IpAddr::to_string).collect();
+        let v4 = self.has_ipv4();
+        let addrs: Vec<String> = self
+            .addrs
+            .iter()
+            .filter(|a| a.is_ipv4() || !v4)
+            .map(IpAddr::to_string)
+            .collect();
         if addrs.is_empty() {
             self.name.clone()
         } else {
             format!("{} · {}", self.name, addrs.join(", "))
         }
+    }
+
+    /// Whether it has an IPv4 address.
+    pub fn has_ipv4(&self) -> bool {
+        self.addrs.iter().any(IpAddr::is_ipv4)
     }
 
     /// Whether it looks like a container's or a VM's bridge (not a LAN
@@ -475,6 +487,10 @@ mod tests {
         assert_eq!(preselect(&public, None), Vec::<String>::new());
         assert_eq!(preselect(&public, Some("eth0")), ["eth0"]);
         assert_eq!(list[0].label(), "eth0 · 192.168.1.20");
+        let mut both = iface("eth1", "fe80::1", true);
+        assert_eq!(both.label(), "eth1 · fe80::1");
+        both.addrs.push("10.1.2.3".parse().expect("literal"));
+        assert_eq!(both.label(), "eth1 · 10.1.2.3");
     }
 
     #[test]
