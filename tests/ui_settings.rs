@@ -275,3 +275,38 @@ fn snapshot_of_first_run() {
     app.run();
     app.snapshot("first_run");
 }
+
+/// An account made with `kith init --name` (no name file, a signed
+/// profile) shows its name, and `--no-mdns` shows as no interface in use.
+#[test]
+fn an_account_made_by_the_cli_shows_its_profile_name() {
+    let dir = temp_dir("cli-account");
+    drop(
+        kith::account::Account::create(&dir, "correct horse", KdfParams::insecure_fast_for_tests())
+            .expect("create"),
+    );
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
+    let daemon = kith::daemon::start(&dir, "correct horse", config.clone()).expect("daemon");
+    daemon.set_profile("Kim").expect("profile");
+    daemon.shutdown().expect("shutdown");
+    // Named, but mDNS is off: nothing of this machine is used.
+    config.discovery.interfaces = vec!["lo".parse().expect("literal")];
+    config.discovery.mdns = false;
+    let mut app = harness(KithApp::with_node(
+        dir.clone(),
+        KdfParams::insecure_fast_for_tests(),
+        config,
+    ));
+    type_into(&mut app, "Passphrase", "correct horse");
+    app.get_by_label("Unlock").click();
+    app.step();
+    app.state_mut().wait_for_worker(Duration::from_secs(30));
+    app.run();
+    let state = app.state().state().expect("unlocked");
+    assert_eq!(state.my_name, "Kim");
+    assert!(state.settings.interfaces_in_use.is_empty());
+    app.get_by_label("👤 Kim");
+    drop(app);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -689,6 +689,9 @@ pub struct DaemonHandle {
     /// Full 64-hex targets already resolved (an id keeps its meaning), so
     /// a device sending many messages to one id pays for the lookup once.
     resolved: Mutex<HashMap<String, Target>>,
+    /// Our signed profile's name when the daemon started (the desktop app
+    /// shows it for accounts made with `kith init --name`).
+    own_name: Option<String>,
 }
 
 /// Asks a daemon to stop from another thread (a signal watcher, the control
@@ -714,11 +717,15 @@ pub fn start(
     let account = Account::open(data_dir, passphrase)?;
     let public = account.identity.public();
     let mut config = config;
+    let own_name = account
+        .store
+        .profile(&public.peer_id())?
+        .map(|own| own.name);
     // mDNS announces our display name unless told another.
     if config.discovery.display_name.is_empty()
-        && let Some(own) = account.store.profile(&public.peer_id())?
+        && let Some(own) = &own_name
     {
-        config.discovery.display_name = own.name;
+        config.discovery.display_name = own.clone();
     }
     // Group rooms use the multicast group when there is one.
     config.node.group_multicast |= config.net.multicast_enabled();
@@ -740,6 +747,7 @@ pub fn start(
         public,
         data_dir: data_dir.to_owned(),
         resolved: Mutex::new(HashMap::new()),
+        own_name,
     };
     if config.control_socket {
         let server = control::ControlServer::start(
@@ -775,6 +783,11 @@ impl DaemonHandle {
     /// used so far, if the platform can tell.
     pub fn network_cpu_time(&self) -> Option<std::time::Duration> {
         self.net.thread_cpu_time()
+    }
+
+    /// Our signed profile's name when the daemon started, if we chose one.
+    pub fn own_name(&self) -> Option<&str> {
+        self.own_name.as_deref()
     }
 
     /// The data directory this daemon serves.

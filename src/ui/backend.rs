@@ -146,12 +146,17 @@ impl Launcher for NodeLauncher {
                 .filter_map(|name| name.parse().ok())
                 .collect();
         }
-        let interfaces = config
-            .discovery
-            .interfaces
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        // With `--no-mdns`, none is in use whatever is named.
+        let interfaces = if config.discovery.mdns {
+            config
+                .discovery
+                .interfaces
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
             let text = e.to_string();
             if text.contains("control socket")
@@ -174,6 +179,13 @@ impl Launcher for NodeLauncher {
         {
             eprintln!("kith: your name was not signed into your profile: {error}");
         }
+        // An account made with `kith init --name` has no name file: its
+        // signed profile names it.
+        let name = if name.is_empty() {
+            handle.own_name().unwrap_or_default().to_owned()
+        } else {
+            name
+        };
         let me = Me {
             peer: handle.peer_id(),
             public_key: PeerId(handle.public().to_bytes()).to_hex(),
