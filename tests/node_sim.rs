@@ -23,7 +23,9 @@ use kith::proto::crypto::{
     seal_group_frame,
 };
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::proto::node::{DropReason, GroupKey, Node, NodeConfig, NodeEvent, Receipt, direct_room};
+use kith::proto::node::{
+    DropReason, GroupKey, Heard, Node, NodeConfig, NodeEvent, Receipt, direct_room,
+};
 use kith::proto::reliable::{Destination, Packet};
 use kith::proto::sync::{Item, SortedItems};
 use kith::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
@@ -367,7 +369,7 @@ impl Net {
     }
 
     /// Injects raw bytes as if `from` had sent them to `to` (an attacker).
-    fn inject(&mut self, to: usize, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
+    fn inject(&mut self, to: usize, bytes: &[u8]) -> Result<Heard, DropReason> {
         let now = self.now;
         let result = self.peers[to].node.handle_datagram(now, bytes);
         self.drain(to);
@@ -984,7 +986,7 @@ fn forged_and_relabelled_traffic_is_dropped_and_counted() {
                 "{result:?}"
             );
             // The genuine frame still opens: failed checks moved nothing.
-            assert_eq!(net.inject(1, &bytes), Ok(Some(net.ids[0])));
+            assert_eq!(net.inject(1, &bytes), Ok(Heard::Proven(net.ids[0])));
         }
         net.run_for(Duration::from_millis(50));
     }

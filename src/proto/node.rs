@@ -244,6 +244,38 @@ impl Default for NodeConfig {
     }
 }
 
+/// Who sent a datagram that [`Node::handle_datagram`] accepted, and whether
+/// that is proven, so the shell never parses an untrusted datagram a second
+/// time to learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Heard {
+    /// The datagram proved it came from this peer: a sealed frame that
+    /// opened under its session, or a handshake message that verified. The
+    /// shell may learn the datagram's source address for the peer.
+    Proven(PeerId),
+    /// The datagram only names this peer as its sender (a handshake message
+    /// 1, a group frame): the shell may answer to its source address, and
+    /// must not learn that address for the peer.
+    Claimed(PeerId),
+}
+
+impl Heard {
+    /// The peer the datagram came from, proven or claimed.
+    pub fn peer(self) -> PeerId {
+        match self {
+            Heard::Proven(peer) | Heard::Claimed(peer) => peer,
+        }
+    }
+
+    /// The peer, if the datagram proved it.
+    pub fn proven(self) -> Option<PeerId> {
+        match self {
+            Heard::Proven(peer) => Some(peer),
+            Heard::Claimed(_) => None,
+        }
+    }
+}
+
 /// Why a datagram or a payload inside it was dropped. Each reason has its
 /// own counter in [`NodeStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1236,17 +1268,13 @@ impl Node {
         self.pump_events(now);
     }
 
-    /// Handles one untrusted datagram. `Ok(Some(peer))` when the datagram
-    /// proved to come from `peer` (a sealed frame that opened, or a
-    /// handshake message that verified), so the shell may learn the
-    /// datagram's source address for it; `Ok(None)` when it was accepted
-    /// unauthenticated (a handshake message 1). `Err` names why it was
-    /// dropped (it is already counted); the shell may log it and carry on.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        bytes: &[u8],
-    ) -> Result<Option<PeerId>, DropReason> {
+    /// Handles one untrusted datagram. `Ok` says who sent it: a
+    /// [`Heard::Proven`] peer (a sealed frame that opened, or a handshake
+    /// message that verified), whose source address the shell may learn, or
+    /// a [`Heard::Claimed`] one (accepted unauthenticated, e.g. a handshake
+    /// message 1). `Err` names why it was dropped (it is already counted);
+    /// the shell may log it and carry on.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         self.advance(now);
         let result = self.on_datagram(now, bytes);
         if let Err(reason) = result {
@@ -1258,7 +1286,7 @@ impl Node {
 
     /// Probes `peer` for presence: an authenticated keep-alive if a session
     /// exists (the peer answers, and the answer surfaces as
-    /// `Ok(Some(peer))` from [`Node::handle_datagram`]), otherwise a
+    /// `Ok(Heard::Proven(peer))` from [`Node::handle_datagram`]), otherwise a
     /// handshake, whose answer proves the peer just as well. Marks the peer
     /// reachable, since the shell only probes addresses it has.
     pub fn keepalive(&mut self, now: Instant, peer: PeerId) {
@@ -1374,19 +1402,34 @@ impl Node {
 
     // --- receiving datagrams -------------------------------------------------
 
-    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
         let from = datagram.from;
+        let proven = self.on_frame(now, from, datagram.frame)?;
+        // Every handler proves `from` or nothing: a frame is never taken
+        // for a peer other than the one it names.
+        Ok(match proven {
+            Some(peer) => Heard::Proven(peer),
+            None => Heard::Claimed(from),
+        })
+    }
+
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        frame: Frame,
+    ) -> Result<Option<PeerId>, DropReason> {
         // Before anything costs work: the claim alone is enough to drop.
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
         }
-        if let Frame::Group { room, payload } = datagram.frame {
+        if let Frame::Group { room, payload } = frame {
             return self.on_group_frame(now, from, room, &payload);
         }
         // A message 3 goes to the handshake we answered as a contact if there
         // is one, else to one a stranger opened before it became a contact.
-        let stranger_finishing = matches!(datagram.frame, Frame::HandshakeFinish { .. })
+        let stranger_finishing = matches!(frame, Frame::HandshakeFinish { .. })
             && self.strangers.contains_key(&from)
             && !self
                 .peers
@@ -1395,9 +1438,9 @@ impl Node {
         if !self.peers.contains_key(&from) || stranger_finishing {
             // (A stranger may have become a contact, e.g. by discovery,
             // while the handshake it opened was under way.)
-            return self.on_stranger(now, from, datagram.frame);
+            return self.on_stranger(now, from, frame);
         }
-        match datagram.frame {
+        match frame {
             Frame::HandshakeInit { ephemeral } => self.on_init(now, from, ephemeral).map(|()| None),
             Frame::HandshakeResponse { ephemeral, sealed } => self
                 .on_response(now, from, HandshakeResponse { ephemeral, sealed })

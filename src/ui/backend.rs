@@ -192,7 +192,7 @@ impl DaemonBackend {
                 }
                 // Flushes the outbox and the journal.
                 if let Err(error) = worker.handle.shutdown() {
-                    eprintln!("kith: the node did not stop cleanly: {error}");
+                    log::error!("the node did not stop cleanly: {error}");
                 }
             })
             .map_err(|e| daemon::DaemonError::Discovery(format!("cannot start a thread: {e}")))?;
