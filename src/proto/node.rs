@@ -81,7 +81,7 @@ mod profiles;
 mod rooms;
 mod strangers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -866,35 +866,35 @@ pub struct Node {
     reliable: Reliable,
     /// Ordered, so timers fire in the same order on every run of a seed.
     peers: BTreeMap<PeerId, Peer>,
-    blocked: HashSet<PeerId>,
-    rooms: HashMap<RoomId, RoomState>,
+    blocked: BTreeSet<PeerId>,
+    rooms: BTreeMap<RoomId, RoomState>,
     /// Group sender keys that arrived before we knew their room or epoch
     /// (another member's key can overtake the admin's invite or member
     /// list, which travel on a different stream), oldest first, bounded.
     early_keys: VecDeque<SenderKeyDistribution>,
     /// Other members' chains, with the position each distribution started
     /// at (an envelope below it was sealed before we had the key).
-    receivers: HashMap<ChainId, Followed>,
+    receivers: BTreeMap<ChainId, Followed>,
     /// Our chains as first handed out, by chain (see `chains.rs`).
-    origins: HashMap<ChainId, ChainSnapshot>,
+    origins: BTreeMap<ChainId, ChainSnapshot>,
     /// Origins handed to a peer in this life of the node.
-    origin_sent: HashSet<(ChainId, PeerId)>,
+    origin_sent: BTreeSet<(ChainId, PeerId)>,
     /// Rooms whose sending chain came back from the store.
-    restored: HashSet<RoomId>,
+    restored: BTreeSet<RoomId>,
     /// Where other members' chains started (the distribution we follow
     /// them from), to open envelopes forwarded to us later.
-    follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    follow_origins: BTreeMap<ChainId, SenderKeyDistribution>,
     /// Invitations the user has not answered.
-    invitations: HashMap<RoomId, rooms::Invitation>,
+    invitations: BTreeMap<RoomId, rooms::Invitation>,
     /// Half-open handshakes strangers started with us.
-    strangers: HashMap<PeerId, strangers::Stranger>,
+    strangers: BTreeMap<PeerId, strangers::Stranger>,
     stranger_budget: openings::TokenBucket,
     /// Openings in any contact's name we may still answer.
     all_openings: openings::TokenBucket,
     /// Ratchet steps each forwarding member made us spend this second.
-    forward_work: HashMap<PeerId, (Instant, u64)>,
+    forward_work: BTreeMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
-    forwarded_origins: HashSet<(ChainId, PeerId)>,
+    forwarded_origins: BTreeSet<(ChainId, PeerId)>,
     /// What each member holds of our chains whose origins we keep, so
     /// they are forgotten once nobody needs them (see `chains.rs`).
     origin_progress: chains::OriginProgress,
@@ -914,7 +914,7 @@ pub struct Node {
     queued: Vec<UnsignedEnvelope>,
     /// Ids of our control messages in flight (keys, invites, member
     /// lists): their acknowledgements are not the shell's business.
-    controls: HashSet<MessageId>,
+    controls: BTreeSet<MessageId>,
     /// Counts control messages sent, so that each gets its own id even
     /// when the same bytes go out twice.
     control_count: u64,
@@ -962,33 +962,33 @@ impl Node {
             rng,
             reliable,
             peers: BTreeMap::new(),
-            blocked: HashSet::new(),
-            rooms: HashMap::new(),
+            blocked: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             early_keys: VecDeque::new(),
-            receivers: HashMap::new(),
-            origins: HashMap::new(),
-            origin_sent: HashSet::new(),
-            restored: HashSet::new(),
+            receivers: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            origin_sent: BTreeSet::new(),
+            restored: BTreeSet::new(),
             dirty_chains: BTreeSet::new(),
-            follow_origins: HashMap::new(),
-            strangers: HashMap::new(),
-            invitations: HashMap::new(),
+            follow_origins: BTreeMap::new(),
+            strangers: BTreeMap::new(),
+            invitations: BTreeMap::new(),
             stranger_budget: strangers::stranger_budget(now),
             all_openings: openings::TokenBucket::new(
                 now,
                 openings::ALL_OPENINGS_RATE,
                 openings::ALL_OPENINGS_BURST,
             ),
-            forwarded_origins: HashSet::new(),
+            forwarded_origins: BTreeSet::new(),
             origin_progress: chains::OriginProgress::default(),
-            forward_work: HashMap::new(),
+            forward_work: BTreeMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
             in_burst: false,
             unverified: Vec::new(),
             checked: signing::CheckedSignatures::default(),
             queued: Vec::new(),
-            controls: HashSet::new(),
+            controls: BTreeSet::new(),
             control_count,
             transmits: VecDeque::new(),
             events: VecDeque::new(),

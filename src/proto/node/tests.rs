@@ -6,6 +6,7 @@ use super::*;
 use crate::proto::crypto::{OutgoingMessage, seal_envelope};
 use crate::proto::reliable::{MAX_CHUNK, MAX_FRAGS, MAX_PACKET, MAX_RANGES, MAX_SEQ, Packet};
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 fn identity(seed: u64) -> Identity {
     Identity::generate(&mut StdRng::seed_from_u64(seed))
