@@ -66,6 +66,8 @@ pub struct SimNode {
     pending_store: VecDeque<(Instant, RoomId, PeerId, u64)>,
     /// Every other event, waiting for [`Endpoint::poll_event`].
     others: VecDeque<Event>,
+    /// Something happened since `peak` was last brought up to date.
+    dirty: bool,
 }
 
 impl SimNode {
@@ -80,6 +82,7 @@ impl SimNode {
             store_paused: false,
             pending_store: VecDeque::new(),
             others: VecDeque::new(),
+            dirty: false,
         }
     }
 
@@ -134,6 +137,15 @@ impl SimNode {
             if !progressed {
                 break;
             }
+            self.dirty = true;
+        }
+    }
+
+    /// Brings `peak` up to date, once per drain that did something (the
+    /// sums cost a walk over every stream).
+    fn note_peak(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
         }
         let usage = self.endpoint.buffer_usage();
         let peak = &mut self.peak;
@@ -154,22 +166,29 @@ impl Endpoint for SimNode {
         // Errors are counted in the endpoint's stats; the network just
         // carries bytes.
         let _ = self.endpoint.handle_datagram(now, from, via, bytes);
+        self.dirty = true;
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             self.endpoint.handle_timeout(now);
+            self.dirty = true;
         }
         self.pump(now);
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Outgoing> {
         self.pump(now);
-        self.endpoint.poll_transmit(now).map(|t| Outgoing {
-            destination: t.destination,
-            kind: Some(t.kind),
-            bytes: t.bytes,
+        let Some(transmit) = self.endpoint.poll_transmit(now) else {
+            self.note_peak();
+            return None;
+        };
+        self.dirty = true;
+        Some(Outgoing {
+            destination: transmit.destination,
+            kind: Some(transmit.kind),
+            bytes: transmit.bytes,
         })
     }
 
@@ -318,6 +337,7 @@ impl Sim {
             .collect();
         let now = self.now();
         self.nodes[from].endpoint.send(now, room, id, &payload)?;
+        self.nodes[from].dirty = true;
         self.sent.push((from, room, id));
         self.net.drain(&mut self.nodes, from);
         Ok(id)
