@@ -10,11 +10,13 @@ use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::proto::node::direct_room;
 use kith::ui::KithApp;
 use kith::ui::backend::{FakeBackend, FakeLauncher, Me};
+use kith::ui::notify::Recorder;
 use kith::ui::state::{
     MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, Update,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 fn peer(n: u8) -> PeerId {
@@ -91,13 +93,18 @@ impl App {
 /// Creates an account through the first screen, then fills the fake node
 /// with people, two rooms and three messages.
 fn unlocked_app(name: &str) -> App {
+    unlocked_app_with(name, |app| app)
+}
+
+/// [`unlocked_app`], the app first changed by `setup` (a clock, a notifier).
+fn unlocked_app_with(name: &str, setup: impl FnOnce(KithApp) -> KithApp) -> App {
     let dir = temp_dir(name);
     let launcher = FakeLauncher::new(Me {
         peer: peer(0),
         public_key: "00".repeat(32),
         name: String::new(),
     });
-    let app = KithApp::new(dir, launcher.clone()).with_clock(Arc::new(|| NOW), 0);
+    let app = setup(KithApp::new(dir, launcher.clone()).with_clock(Arc::new(|| NOW), 0));
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1000.0, 660.0))
         // Scrolling animates over a few frames.
@@ -474,4 +481,56 @@ fn snapshots_of_the_main_window_and_new_room_dialog() {
         .click();
     app.harness.run();
     app.harness.snapshot("new_room");
+}
+
+#[test]
+fn a_message_while_unfocused_raises_a_notification_unless_muted() {
+    let clock = Arc::new(AtomicU64::new(NOW));
+    let notes = Recorder::default();
+    let (time, recorder) = (clock.clone(), notes.clone());
+    let mut app = unlocked_app_with("notify", move |app| {
+        app.with_clock(Arc::new(move || time.load(Ordering::SeqCst)), 0)
+            .with_notifier(Arc::new(recorder))
+    });
+    // The window has focus while it is set up: nothing was notified.
+    assert_eq!(notes.take(), []);
+    app.harness.input_mut().focused = false;
+    app.harness.run();
+    app.fake.push(received(KITCHEN, 1, 20, 0, "are you there?"));
+    app.harness.run();
+    let shown = notes.take();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].title, "Sam in kitchen");
+    assert_eq!(shown[0].body, "are you there?");
+
+    // Muted for 15 minutes from the sidebar: nothing, and no badge.
+    app.harness.get_by_label("# kitchen").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Mute").hover();
+    app.harness.run();
+    app.harness.get_by_label("15 minutes").click();
+    app.harness.run();
+    for (n, minutes) in [(21, 1), (22, 14)] {
+        clock.store(NOW + minutes * 60_000, Ordering::SeqCst);
+        app.fake.push(received(KITCHEN, 2, n, 0, "muted chatter"));
+        app.harness.run();
+    }
+    assert_eq!(notes.take(), []);
+    assert_eq!(app.state().badge(&app.state().rooms[&KITCHEN]), None);
+
+    // The mute ends: notified again.
+    clock.store(NOW + 15 * 60_000, Ordering::SeqCst);
+    app.fake
+        .push(received(KITCHEN, 1, 23, 0, "dinner is ready"));
+    app.harness.run();
+    let shown = notes.take();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].body, "dinner is ready");
+
+    // With the window focused, nothing.
+    app.harness.input_mut().focused = true;
+    clock.store(NOW + 16 * 60_000, Ordering::SeqCst);
+    app.fake.push(received(OPS, 1, 24, 0, "seen on screen"));
+    app.harness.run();
+    assert_eq!(notes.take(), []);
 }

@@ -11,6 +11,11 @@ use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::direct_room;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+// Desktop notifications: their own file, so that the rules stay apart
+// from the rest of the window's.
+mod notify;
+pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};
+
 /// Milliseconds since the Unix epoch (wall clock).
 pub type Millis = u64;
 
@@ -559,6 +564,8 @@ pub struct AppState {
     pub histories: HashMap<RoomId, History>,
     pub dialog: Option<Dialog>,
     pub toasts: Vec<Toast>,
+    /// Desktop notifications (see `state/notify.rs`).
+    pub notify: Notifications,
     next_local: u64,
     next_toast: u64,
     /// Receipts that arrived before our node's answer to the send.
@@ -585,6 +592,7 @@ impl AppState {
             histories: HashMap::new(),
             dialog: None,
             toasts: Vec::new(),
+            notify: Notifications::default(),
             next_local: 1,
             next_toast: 1,
             early_receipts: HashMap::new(),
@@ -1109,6 +1117,11 @@ impl AppState {
         if from_blocked {
             return;
         }
+        // Muted at the window's clock as well: what comes during a mute is
+        // not counted after it ends either (as the node counts).
+        let muted = muted
+            || self.peer_muted(message.from)
+            || self.rooms.get(&room_id).is_some_and(|r| self.room_muted(r));
         let me = self.me;
         let room = self.rooms.entry(room_id).or_insert_with(|| {
             // A first direct message creates the chat; a group message for
@@ -1129,6 +1142,7 @@ impl AppState {
         if !muted && self.open != Some(room_id) && !self.unread_from_node {
             room.unread += 1;
         }
+        self.consider_notifying(&message, muted);
         self.histories.entry(room_id).or_default().push(Message {
             id: Some(message.id),
             from: message.from,
@@ -1478,9 +1492,14 @@ fn civil(secs: i64) -> (usize, i64, usize, i64) {
 
 /// The first line of a message, cut to a sidebar's width.
 fn preview(text: &str) -> String {
+    preview_chars(text, 40)
+}
+
+/// The first line of a message, cut to `chars` characters.
+fn preview_chars(text: &str, chars: usize) -> String {
     let line = text.lines().next().unwrap_or("");
-    let mut out: String = line.chars().take(40).collect();
-    if line.chars().count() > 40 || text.lines().nth(1).is_some() {
+    let mut out: String = line.chars().take(chars).collect();
+    if line.chars().count() > chars || text.lines().nth(1).is_some() {
         out.push('…');
     }
     out
