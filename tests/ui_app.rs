@@ -534,3 +534,81 @@ fn a_message_while_unfocused_raises_a_notification_unless_muted() {
     app.harness.run();
     assert_eq!(notes.take(), []);
 }
+
+#[test]
+fn search_every_room_then_open_a_result_far_back_in_its_history() {
+    let mut app = unlocked_app("search");
+    let history: Vec<MessageInfo> = (0..600u32)
+        .map(|i| {
+            let mut id = [8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            MessageInfo {
+                room: OPS,
+                from: peer(1 + (i % 2) as u8),
+                id: MessageId(id),
+                timestamp: NOW - 3_600_000 + u64::from(i),
+                text: if i == 30 {
+                    "the wifi password is on the fridge".to_owned()
+                } else {
+                    format!("message {i}")
+                },
+                cursor: None,
+                hlc: 0,
+                deliveries: None,
+            }
+        })
+        .collect();
+    app.fake.set_history(OPS, history);
+    // Typed in the sidebar's box, then "Messages with …".
+    app.harness.get_by_label("🔍").focus();
+    app.harness.run();
+    app.harness.get_by_label("🔍").type_text("WIFI");
+    app.harness.run();
+    app.harness.get_by_label("🔍 Messages with “WIFI”").click();
+    app.harness.run();
+    let requests = app.requests();
+    assert!(
+        requests.iter().any(|r| matches!(r,
+            Request::Search { text, room: None, .. } if text == "WIFI")),
+        "{requests:?}"
+    );
+    assert_eq!(app.state().search.hits.len(), 1);
+    app.harness.get_by_label("1 message");
+
+    // A click opens ops at that message, 570 messages back.
+    app.harness
+        .get_by_label("the wifi password is on the fridge")
+        .click();
+    app.harness.run();
+    let state = app.state();
+    assert_eq!(state.open, Some(OPS));
+    assert!(
+        state.histories[&OPS]
+            .messages
+            .iter()
+            .any(|m| m.text.starts_with("the wifi"))
+    );
+    // The chat shows it (only rows in view are laid out) beside the result.
+    assert_eq!(
+        app.harness
+            .get_all_by_label("the wifi password is on the fridge")
+            .count(),
+        2
+    );
+    assert!(app.harness.query_by_label("message 599").is_none());
+    app.harness.snapshot("search");
+
+    // Only this room: a search from the header's 🔍.
+    app.harness.get_by_label("In # ops").click();
+    app.harness.run();
+    assert!(app.requests().iter().any(|r| matches!(
+        r,
+        Request::Search {
+            room: Some(OPS),
+            ..
+        }
+    )));
+    app.harness.get_by_label("×").click();
+    app.harness.run();
+    assert!(!app.state().search.open);
+}

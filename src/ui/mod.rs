@@ -484,8 +484,8 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
 }
 
 impl MainWindow {
-    /// Takes the node's updates and shows the notifications the state
-    /// decided on.
+    /// Takes the node's updates, sends what the state decided on by
+    /// itself, and shows the notifications it decided on.
     fn pump(&mut self, ctx: &egui::Context) {
         self.state.apply(Update::Tick {
             now: (self.clock)(),
@@ -494,6 +494,9 @@ impl MainWindow {
         self.state.set_focused(focused);
         while let Ok(update) = self.updates.try_recv() {
             self.state.apply(update);
+        }
+        for request in self.state.poll_requests() {
+            self.backend.submit(request);
         }
         for notification in self.state.poll_notifications() {
             self.notifier.notify(notification);
@@ -535,6 +538,15 @@ impl MainWindow {
                     }
                 });
             });
+        if state.search.open {
+            egui::Panel::right("search")
+                .resizable(true)
+                .default_size(320.0)
+                .min_size(240.0)
+                .show(ui, |ui| {
+                    intents.extend(views::search::show(ui, state, local));
+                });
+        }
         egui::CentralPanel::default().show(ui, |ui| {
             let room = state.open.and_then(|r| state.rooms.get(&r));
             let Some(room) = room else {

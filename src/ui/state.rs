@@ -11,10 +11,12 @@ use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::direct_room;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-// Desktop notifications: their own file, so that the rules stay apart
-// from the rest of the window's.
+// Desktop notifications and message search: their own files, so that the
+// rules stay apart from the rest of the window's.
 mod notify;
+mod search;
 pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};
+pub use search::{SEARCH_LIMIT, Search, SearchHit, snippet};
 
 /// Milliseconds since the Unix epoch (wall clock).
 pub type Millis = u64;
@@ -211,6 +213,12 @@ pub enum Update {
     Error(String),
     /// Something worth a short note (not an error).
     Info(String),
+    /// The answer to search number `seq`: the hits, newest first, or why
+    /// it failed.
+    SearchAnswer {
+        seq: u64,
+        answer: Result<Vec<SearchHit>, String>,
+    },
 }
 
 /// What the user asked for, as the views report it.
@@ -251,6 +259,19 @@ pub enum Intent {
     /// The top of the open room's history is visible: load the page before.
     LoadOlder,
     DismissToast(u64),
+    /// Show the search panel over a room (`None`: every room).
+    OpenSearch(Option<RoomId>),
+    CloseSearch,
+    /// Search message text in a room (`None`: every room).
+    Search {
+        text: String,
+        room: Option<RoomId>,
+    },
+    /// Open a search result's room at its message.
+    OpenHit {
+        room: RoomId,
+        id: MessageId,
+    },
 }
 
 /// What the app asks the node for.
@@ -313,6 +334,14 @@ pub enum Request {
     },
     /// Rooms, people and blocked peers again.
     Refresh,
+    /// Messages whose text holds `text` (in `room`, or every room), newest
+    /// first; answered by `SearchAnswer` with the same `seq`.
+    Search {
+        seq: u64,
+        text: String,
+        room: Option<RoomId>,
+        limit: usize,
+    },
 }
 
 /// The one dialog that may be open.
@@ -566,6 +595,8 @@ pub struct AppState {
     pub toasts: Vec<Toast>,
     /// Desktop notifications (see `state/notify.rs`).
     pub notify: Notifications,
+    /// The search panel (see `state/search.rs`).
+    pub search: Search,
     next_local: u64,
     next_toast: u64,
     /// Receipts that arrived before our node's answer to the send.
@@ -593,6 +624,7 @@ impl AppState {
             dialog: None,
             toasts: Vec::new(),
             notify: Notifications::default(),
+            search: Search::default(),
             next_local: 1,
             next_toast: 1,
             early_receipts: HashMap::new(),
@@ -709,6 +741,9 @@ impl AppState {
                 {
                     room.last_activity = last.timestamp;
                     room.preview = Some((last.from, preview(&last.text)));
+                }
+                if let Some(request) = self.continue_seek() {
+                    self.search.requests.push(request);
                 }
             }
             Update::Sent { local, id } => {
@@ -848,13 +883,17 @@ impl AppState {
             }
             Update::Error(text) => self.toast(text, true),
             Update::Info(text) => self.toast(text, false),
+            Update::SearchAnswer { seq, answer } => self.search_answered(seq, answer),
         }
     }
 
     /// Turns what the user did into state changes and node requests.
     pub fn handle_intent(&mut self, intent: Intent) -> Vec<Request> {
         match intent {
-            Intent::OpenRoom(room) => self.open_room(room),
+            Intent::OpenRoom(room) => {
+                self.search.target = None;
+                self.open_room(room)
+            }
             Intent::Message(peer) => {
                 let room = direct_room(self.me, peer);
                 let me = self.me;
@@ -985,6 +1024,16 @@ impl AppState {
                 self.toasts.retain(|t| t.id != id);
                 Vec::new()
             }
+            Intent::OpenSearch(room) => {
+                self.open_search(room);
+                Vec::new()
+            }
+            Intent::CloseSearch => {
+                self.close_search();
+                Vec::new()
+            }
+            Intent::Search { text, room } => self.start_search(text, room),
+            Intent::OpenHit { room, id } => self.open_hit(room, id),
         }
     }
 

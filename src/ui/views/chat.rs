@@ -56,6 +56,13 @@ pub fn header(ui: &mut egui::Ui, state: &AppState, room: &Room) -> Vec<Intent> {
             if room.info.direct.is_none() && ui.button("ℹ").on_hover_text("Details").clicked() {
                 out.push(Intent::OpenDialog(Dialog::Details(room.info.id)));
             }
+            if ui
+                .button("🔍")
+                .on_hover_text("Search this conversation")
+                .clicked()
+            {
+                out.push(Intent::OpenSearch(Some(room.info.id)));
+            }
         });
     });
     out
@@ -156,6 +163,22 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
     cache.first = first;
     cache.count = rows.len();
     let scroll_to_end = std::mem::take(&mut local.scroll_to_end);
+    // A search result opened here: bring it into view (for a few frames,
+    // while the rows around it are measured).
+    let target = state.search.target;
+    if let Some(id) = target
+        && local.scrolled_to.is_none_or(|(done, _)| done != id)
+    {
+        local.scrolled_to = Some((id, 3));
+    }
+    let target_row = target.and_then(|id| rows.iter().position(|r| r.message.id == Some(id)));
+    let scroll_to_target = match (&mut local.scrolled_to, target_row) {
+        (Some((_, frames)), Some(index)) if *frames > 0 => {
+            *frames -= 1;
+            Some(index)
+        }
+        _ => None,
+    };
     let output = scroll.show_viewport(ui, |ui, viewport| {
         ui.set_width(width);
         ui.set_height(total);
@@ -184,6 +207,8 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
             }
             let rect =
                 egui::Rect::from_min_size(origin + egui::vec2(0.0, y), egui::vec2(width, 4000.0));
+            let marked = target_row == Some(index);
+            let background = ui.painter().add(egui::Shape::Noop);
             let drawn = ui.scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
                 if row.new_day {
                     separator(ui, &state.long_date(row.message.timestamp), false);
@@ -193,6 +218,17 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
                 }
                 draw_row(ui, state, room, row.message, row.continued, group, &mut out);
             });
+            if marked {
+                // The search result opened: behind the row, tinted.
+                let fill = ui.visuals().selection.bg_fill.gamma_multiply(0.35);
+                let drawn = drawn.response.rect;
+                let across = egui::Rect::from_x_y_ranges(
+                    origin.x..=origin.x + width,
+                    drawn.min.y - 2.0..=drawn.max.y + 2.0,
+                );
+                ui.painter()
+                    .set(background, egui::Shape::rect_filled(across, 4.0, fill));
+            }
             let height = drawn.response.rect.height();
             let known = cache.heights.insert(row.key(), height);
             changed |= known.is_none_or(|h| (h - height).abs() > 0.5);
@@ -210,7 +246,18 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
                 ui.vertical_centered(|ui| ui.weak("No messages yet. Say hello!"));
             });
         }
-        if scroll_to_end {
+        if let Some(index) = scroll_to_target {
+            let height = tops.get(index + 1).map_or(40.0, |next| next - tops[index]);
+            let rect = egui::Rect::from_min_size(
+                origin + egui::vec2(0.0, tops[index]),
+                egui::vec2(width, height),
+            );
+            ui.scroll_to_rect_animation(
+                rect,
+                Some(Align::Center),
+                egui::style::ScrollAnimation::none(),
+            );
+        } else if scroll_to_end {
             let bottom = egui::Rect::from_min_size(
                 origin + egui::vec2(0.0, total - 1.0),
                 egui::vec2(1.0, 1.0),
@@ -414,3 +461,4 @@ fn draw_row(
         }
     });
 }
+

@@ -9,14 +9,20 @@ use egui::{Align, Layout, RichText};
 pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Intent> {
     let mut out = Vec::new();
     ui.add_space(4.0);
+    let mut search_messages = false;
     ui.horizontal(|ui| {
         let label = ui.label("🔍");
-        ui.add(
-            egui::TextEdit::singleline(&mut local.search)
-                .hint_text("Search…")
-                .desired_width(ui.available_width() - 70.0),
-        )
-        .labelled_by(label.id);
+        let field = ui
+            .add(
+                egui::TextEdit::singleline(&mut local.search)
+                    .hint_text("Search…")
+                    .desired_width(ui.available_width() - 70.0),
+            )
+            .labelled_by(label.id);
+        // Enter searches the messages too (typing filters names).
+        search_messages |= field.lost_focus()
+            && ui.input(|i| i.key_pressed(egui::Key::Enter))
+            && !local.search.trim().is_empty();
         if ui
             .button("+ Room")
             .on_hover_text("Make a room and pick who is in it")
@@ -25,6 +31,19 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
             out.push(Intent::OpenDialog(Dialog::NewRoom));
         }
     });
+    if !local.search.trim().is_empty() {
+        search_messages |= ui
+            .button(format!("🔍 Messages with “{}”", local.search.trim()))
+            .on_hover_text("Search the text of messages in every room")
+            .clicked();
+    }
+    if search_messages {
+        local.search_text = local.search.trim().to_owned();
+        out.push(Intent::Search {
+            text: local.search_text.clone(),
+            room: None,
+        });
+    }
     let filter = local.search.trim().to_lowercase();
     let matches = |name: &str| filter.is_empty() || name.to_lowercase().contains(&filter);
     ui.add_space(4.0);
