@@ -483,6 +483,17 @@ fn snapshots_of_the_main_window_and_new_room_dialog() {
     app.harness.snapshot("new_room");
 }
 
+/// Runs `steps` frames and gathers what the app asked of the platform
+/// (copy, open a link) in any of them.
+fn commands(harness: &mut Harness<'static, KithApp>, steps: usize) -> Vec<egui::OutputCommand> {
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        harness.step();
+        out.extend(harness.output().platform_output.commands.iter().cloned());
+    }
+    out
+}
+
 #[test]
 fn a_message_while_unfocused_raises_a_notification_unless_muted() {
     let clock = Arc::new(AtomicU64::new(NOW));
@@ -611,4 +622,62 @@ fn search_every_room_then_open_a_result_far_back_in_its_history() {
     app.harness.get_by_label("×").click();
     app.harness.run();
     assert!(!app.state().search.open);
+}
+
+#[test]
+fn copy_a_message_and_open_only_web_links() {
+    let mut app = unlocked_app("links");
+    app.fake.push(received(
+        KITCHEN,
+        1,
+        30,
+        0,
+        "recipe at https://example.org/bread. not file:///etc/passwd",
+    ));
+    app.harness.get_by_label("# kitchen").click();
+    app.harness.run();
+    // One link, the web one.
+    let links: Vec<_> = app
+        .harness
+        .get_all_by_role(egui::accesskit::Role::Link)
+        .collect();
+    assert_eq!(links.len(), 1);
+    app.harness
+        .get_by_role_and_label(egui::accesskit::Role::Link, "https://example.org/bread")
+        .click();
+    let opened: Vec<String> = commands(&mut app.harness, 3)
+        .into_iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::OpenUrl(open) => Some(open.url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, ["https://example.org/bread"]);
+    app.harness.run();
+
+    // Right-click the text: Copy text puts the whole message on the clipboard.
+    app.harness
+        .get_by_label_contains("not file:///etc/passwd")
+        .click_secondary();
+    app.harness.run();
+    app.harness.snapshot("message_menu");
+    app.harness.get_by_label("Copy text").click();
+    let copied: Vec<String> = commands(&mut app.harness, 3)
+        .into_iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::CopyText(text) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copied,
+        ["recipe at https://example.org/bread. not file:///etc/passwd"]
+    );
+    // A plain message has the same menu.
+    app.harness.run();
+    app.harness.get_by_label("dinner at 8?").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Copy text").click();
+    let copied: Vec<_> = commands(&mut app.harness, 3);
+    assert!(copied.contains(&egui::OutputCommand::CopyText("dinner at 8?".into())));
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 // Desktop notifications and message search: their own files, so that the
 // rules stay apart from the rest of the window's.
+pub mod links;
 mod notify;
 mod search;
 pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};

@@ -5,7 +5,7 @@
 
 use super::{Local, context_menu, person_color};
 use crate::proto::ids::{MessageId, RoomId};
-use crate::ui::state::{AppState, Delivery, Dialog, History, Intent, Message, Room};
+use crate::ui::state::{AppState, Delivery, Dialog, History, Intent, Message, Room, links};
 use egui::{Align, Layout, RichText};
 use std::collections::HashMap;
 
@@ -416,9 +416,7 @@ fn draw_row(
         ui.allocate_ui_with_layout(
             egui::vec2(width.max(80.0), 0.0),
             Layout::top_down(Align::Min),
-            |ui| {
-                ui.add(egui::Label::new(&message.text).wrap().selectable(true));
-            },
+            |ui| message_text(ui, &message.text),
         );
         if let Some(own) = own {
             ui.with_layout(Layout::right_to_left(Align::Min), |ui| {
@@ -462,3 +460,44 @@ fn draw_row(
     });
 }
 
+/// A message's text: selectable, web links clickable (opened in the
+/// browser on a click), and a menu to copy it (right-click).
+fn message_text(ui: &mut egui::Ui, text: &str) {
+    let menu = |response: egui::Response, link: Option<&str>| {
+        response.context_menu(|ui| {
+            if ui.button("Copy text").clicked() {
+                ui.ctx().copy_text(text.to_owned());
+                ui.close();
+            }
+            if let Some(url) = link
+                && ui.button("Copy link").clicked()
+            {
+                ui.ctx().copy_text(url.to_owned());
+                ui.close();
+            }
+        });
+    };
+    if !links::has_link(text) {
+        let response = ui.add(egui::Label::new(text).wrap().selectable(true));
+        menu(response, None);
+        return;
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 0.0;
+        for piece in links::pieces(text) {
+            match piece {
+                links::Piece::Text(plain) => {
+                    let response = ui.add(egui::Label::new(plain).wrap().selectable(true));
+                    menu(response, None);
+                }
+                links::Piece::Link { text, url } => {
+                    // Only http(s) links are made: nothing else is ever opened.
+                    let response = ui
+                        .add(egui::Hyperlink::from_label_and_url(text, &url))
+                        .on_hover_text(&url);
+                    menu(response, Some(&url));
+                }
+            }
+        }
+    });
+}
