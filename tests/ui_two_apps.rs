@@ -180,8 +180,9 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
 }
 
 /// Three apps: Alice makes a room with Bob and Carol from the New room
-/// dialog and writes; both windows show it under her name and hers says
-/// "delivered to 2 of 2". Then Alice blocks Bob from the sidebar: his next
+/// dialog and writes; both windows show it under her name (Carol finds it
+/// with the sidebar's search too) and hers says "delivered to 2 of 2".
+/// Then Alice blocks Bob from the sidebar: his next
 /// messages (which Carol gets) never appear at Alice, and Bob sees Alice
 /// offline.
 #[test]
@@ -281,6 +282,28 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
         // The author line (the People list has her name too).
         assert!(other.get_all_by_label("Alice").count() >= 2);
     }
+    // Carol finds it with the sidebar's search: the node's own search, run
+    // beside the window's other requests.
+    carol
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
+        .focus();
+    carol.run();
+    carol
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
+        .type_text("HELLO");
+    carol.run();
+    carol.get_by_label("🔍 Messages with “HELLO”").click();
+    carol.run();
+    wait(carol, "the search answers", |s| {
+        !s.search.busy && !s.search.hits.is_empty()
+    });
+    let hits = &state(carol).search.hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].room, hits[0].from, hits[0].text.as_str()),
+        (room, ids[0], "hello both")
+    );
+    carol.get_by_label("1 message");
     wait(alice, "delivered to 2 of 2", |s| {
         s.histories[&room]
             .messages
