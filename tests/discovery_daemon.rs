@@ -224,13 +224,18 @@ fn key_hex(public: &PublicIdentity) -> String {
 }
 
 fn start_node(host: &Host, who: Identity, extra: &[String]) -> Node {
+    start_node_at(host, &format!("{}:47474", host.addr), who, extra)
+}
+
+/// [`start_node`] with the daemon's socket bound at `listen`.
+fn start_node_at(host: &Host, listen: &str, who: Identity, extra: &[String]) -> Node {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &host.netns, env!("CARGO_BIN_EXE_kith")])
         .arg("--data")
         .arg(&who.data)
         .env("KITH_PASSPHRASE", PASS)
-        .args(["daemon", "--listen", &format!("{}:47474", host.addr)])
+        .args(["daemon", "--listen", listen])
         .args(["--keepalive-secs", &KEEPALIVE_SECS.to_string()])
         .args(["--keepalive-max-secs", &KEEPALIVE_MAX_SECS.to_string()])
         .args(extra);
@@ -631,4 +636,68 @@ fn two_daemons_given_one_name_are_announced_apart_and_show_it() {
         assert!(line.contains("name=\"twin\""), "{line}");
         assert!(report.contains(" renamed=0 "), "{report}");
     }
+}
+
+/// IPv6 on a link with nothing but link-local addresses (fe80::/64, no
+/// router, the IPv4 addresses removed): a daemon listening on `[::]`
+/// announces and browses mDNS over IPv6 only (ff02::fb), finds the other
+/// by it (no registry, no `--peer`), and the contacts come online.
+#[test]
+fn two_contacts_on_ipv6_link_local_only_find_each_other_and_come_online() {
+    let test = "mdns ipv6 daemon test";
+    let Some(lan) = lan_or_skip(test, 's', 3, 2) else {
+        return;
+    };
+    for host in &lan.hosts {
+        let ns = host.netns.as_str();
+        // The IPv4 address goes, so that only IPv6 can carry anything.
+        ip(&["-n", ns, "addr", "flush", "dev", "eth0", "scope", "global"])
+            .expect("flush eth0's global addresses");
+    }
+    // Link-local addresses appear once duplicate address detection ends.
+    let deadline = Instant::now() + WAIT;
+    for host in &lan.hosts {
+        loop {
+            let addrs = ip(&["-n", &host.netns, "-6", "addr", "show", "dev", "eth0"])
+                .expect("ip addr show");
+            if addrs.contains("fe80::") && !addrs.contains("tentative") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no usable link-local address:\n{addrs}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (alice, bob) = (identity("alice6"), identity("bob6"));
+    let keys = [key_hex(&alice.public), key_hex(&bob.public)];
+    let nodes: Vec<Node> = lan
+        .hosts
+        .iter()
+        .zip([alice, bob])
+        .enumerate()
+        .map(|(i, (host, who))| {
+            let args = [
+                "--interface",
+                "eth0",
+                "--name",
+                if i == 0 { "alice" } else { "bob" },
+                "--contact",
+                &keys[1 - i],
+            ]
+            .map(String::from);
+            start_node_at(host, "[::]:47474", who, &args)
+        })
+        .collect();
+    let start = Instant::now();
+    let deadline = start + WAIT;
+    wait_online(&nodes[0], &nodes[1].id, deadline);
+    wait_online(&nodes[1], &nodes[0].id, deadline);
+    let discovery = cli(&nodes[0].data, &["discovery"]);
+    assert!(discovery.contains("fe80::"), "{discovery}");
+    println!(
+        "discovery figure: ipv6 link-local, both contacts online {} ms after start",
+        ms(start.elapsed())
+    );
 }
