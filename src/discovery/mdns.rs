@@ -50,8 +50,16 @@
 //!   ([`MdnsConfig::family`], IPv4 by default), not IPv4 and IPv6 at once.
 //! - Idle traffic: peers proven alive by other means
 //!   ([`MdnsDiscovery::set_alive`]) and we ourselves are not re-queried at
-//!   the end of their records' TTL; other peers are, with jitter, so one
-//!   query and its multicast answer refresh every cache on the LAN.
+//!   the end of their records' TTL; other peers are, with jitter, all in
+//!   one query per round, so one query and one multicast answer per peer
+//!   refresh every cache on the LAN. Our SRV/A TTL grows with the nodes
+//!   on the link ([`RecordTtl`]), which keeps those rounds' traffic near
+//!   constant up to about 20 nodes.
+//! - A peer that vanishes without a goodbye is reported lost
+//!   ([`DiscoveryEvent::PeerLost`]) when its SRV record expires
+//!   unanswered: within its TTL, at most [`RecordTtl::max`] of kith nodes
+//!   at their defaults (peers we keep alive by other means excepted: their
+//!   records run out silently).
 //! - [`MdnsDiscovery::shutdown`] (also run on drop) stops and joins the
 //!   bridge threads, then unregisters the name announced last, which makes
 //!   `mdns-sd` send goodbye packets (TTL 0) so peers see
