@@ -1317,7 +1317,7 @@ fn srv_ttls(packet: &[u8]) -> Option<Vec<(u16, u32)>> {
 
 /// The TTL of the records in the liveness test: short, so that several
 /// refresh rounds take seconds.
-const SHORT_TTL: u32 = 3;
+const SHORT_TTL: u32 = 5;
 
 #[test]
 fn mdns_a_vanished_stranger_is_lost_within_its_record_ttl_and_live_ones_stay() {
