@@ -36,7 +36,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -797,6 +797,7 @@ impl Discovery {
                     peer_id,
                     public_key,
                     addresses,
+                    scope_ids,
                     port,
                     display_name,
                 } => {
@@ -805,7 +806,18 @@ impl Discovery {
                     }
                     let addresses: Vec<SocketAddr> = addresses
                         .into_iter()
-                        .map(|ip| SocketAddr::new(ip, port))
+                        .map(|ip| match ip {
+                            // A link-local address goes out of the
+                            // interface it was heard on.
+                            IpAddr::V6(v6) => {
+                                let scope = scope_ids
+                                    .iter()
+                                    .find(|(addr, _)| *addr == v6)
+                                    .map_or(0, |(_, scope)| *scope);
+                                SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope))
+                            }
+                            IpAddr::V4(_) => SocketAddr::new(ip, port),
+                        })
                         .collect();
                     let addresses = self.same_family(addresses);
                     // The bridge checked that the key is valid and hashes
@@ -1087,6 +1099,7 @@ mod tests {
                     peer_id: public.peer_id(),
                     public_key: Some(public.to_bytes()),
                     addresses: vec![addr.ip()],
+                    scope_ids: Vec::new(),
                     port: addr.port(),
                     display_name: String::new(),
                 })

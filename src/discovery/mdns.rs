@@ -72,11 +72,11 @@ use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use crate::proto::wire;
 use mdns_sd::{
-    DaemonEvent, IfKind, IfPredicate, RRType, ResolvedService, ServiceDaemon, ServiceEvent,
-    ServiceInfo,
+    DaemonEvent, IfKind, IfPredicate, RRType, ResolvedService, ScopedIp, ServiceDaemon,
+    ServiceEvent, ServiceInfo,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -964,6 +964,16 @@ impl Bridge {
         }
         addresses.sort();
         addresses.dedup();
+        let scope_ids: Vec<(Ipv6Addr, u32)> = service
+            .addresses
+            .iter()
+            .filter_map(|ip| match ip {
+                ScopedIp::V6(v6) if addresses.contains(&IpAddr::V6(*v6.addr())) => {
+                    is_link_local_v6(*v6.addr()).then(|| (*v6.addr(), v6.scope_id().index))
+                }
+                _ => None,
+            })
+            .collect();
         let key = service.fullname.to_lowercase();
         let mut shared = lock(&self.shared);
         if !shared.tracked.contains_key(&key) && shared.tracked.len() >= MAX_TRACKED {
@@ -987,10 +997,16 @@ impl Bridge {
             peer_id,
             public_key,
             addresses,
+            scope_ids,
             port: service.port,
             display_name: display_name_of(&service.fullname, &peer_id),
         }))
     }
+}
+
+/// fe80::/10.
+fn is_link_local_v6(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The instance part of `<instance>._kith._udp.local.`, sanitised for
