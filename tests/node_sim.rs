@@ -1777,7 +1777,7 @@ fn forge_group_frame(
         &key,
         &[7; 24],
         &group_aad(&claimed, &room, epoch),
-        &packet.encode(),
+        &kith::proto::wire::pad(&packet.encode(), kith::proto::wire::GROUP_OVERHEAD),
     )
     .expect("sealing cannot fail");
     let mut payload = epoch.to_le_bytes().to_vec();
@@ -1809,9 +1809,10 @@ fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> 
             if head != epoch.to_le_bytes() {
                 return None;
             }
-            let packet =
+            let padded =
                 open_group_frame(&key, &group_aad(&net.ids[i], &room, epoch), sealed).ok()?;
-            match Packet::decode(&packet).ok()? {
+            let packet = kith::proto::wire::unpad(&padded).ok()?;
+            match Packet::decode(packet).ok()? {
                 Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
                 _ => None,
             }

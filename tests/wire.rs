@@ -25,7 +25,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (
             proptest::array::uniform16(any::<u8>()),
             any::<u64>(),
-            proptest::collection::vec(any::<u8>(), 16..=MAX_FRAME_PAYLOAD)
+            proptest::collection::vec(any::<u8>(), 16..=MAX_SEALED_CIPHERTEXT)
         )
             .prop_map(|(session, counter, ciphertext)| Frame::Sealed {
                 session,
@@ -34,7 +34,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             }),
         (
             id32(),
-            proptest::collection::vec(any::<u8>(), 1..=MAX_FRAME_PAYLOAD)
+            proptest::collection::vec(any::<u8>(), 1..=MAX_GROUP_PAYLOAD)
         )
             .prop_map(|(room, payload)| Frame::Group {
                 room: RoomId(room),
@@ -148,19 +148,26 @@ fn largest_frames_fit_one_datagram() {
         frame: Frame::Sealed {
             session: [0xff; 16],
             counter: u64::MAX,
-            ciphertext: vec![0xff; MAX_FRAME_PAYLOAD],
+            ciphertext: vec![0xff; MAX_SEALED_CIPHERTEXT],
         },
     };
     let group = Datagram {
         from: PeerId([0xff; 32]),
         frame: Frame::Group {
             room: RoomId([0xff; 32]),
-            payload: vec![0xff; MAX_FRAME_PAYLOAD],
+            payload: vec![0xff; MAX_GROUP_PAYLOAD],
         },
     };
     for datagram in [sealed, group] {
         let bytes = datagram.emit().expect("largest frame still fits");
-        assert!(bytes.len() <= MAX_DATAGRAM);
+        assert_eq!(bytes.len(), MAX_DATAGRAM);
+        let mut more = datagram.clone();
+        match &mut more.frame {
+            Frame::Sealed { ciphertext, .. } => ciphertext.push(0),
+            Frame::Group { payload, .. } => payload.push(0),
+            _ => unreachable!("only sealed and group frames here"),
+        }
+        assert!(more.emit().is_err());
     }
 }
 

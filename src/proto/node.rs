@@ -346,7 +346,8 @@ impl From<&WireError> for DropReason {
             WireError::UnknownVersion(_) => DropReason::UnknownVersion,
             WireError::Malformed(_)
             | WireError::TrailingBytes(_)
-            | WireError::FieldLength { .. } => DropReason::Malformed,
+            | WireError::FieldLength { .. }
+            | WireError::BadPadding => DropReason::Malformed,
         }
     }
 }
@@ -1561,19 +1562,21 @@ impl Node {
             return Err(DropReason::UnknownSession);
         };
         let aad = wire::sealed_aad(&from, &session_id, counter);
-        let plaintext = session
+        let padded = session
             .open(counter, &aad, ciphertext)
             .map_err(|e| match e {
                 CryptoError::Replay | CryptoError::TooOld => DropReason::Replayed,
                 _ => DropReason::Forged,
             })?;
+        // Authentic, so only the peer can have padded it wrongly.
+        let plaintext = wire::unpad(&padded).map_err(|e| DropReason::from(&e))?;
         self.stats.sealed_received += 1;
         if is_current {
             // The responder finished: message 3 need not be resent.
             state.finish = None;
         }
         state.reachable = true;
-        match plaintext.as_slice() {
+        match plaintext {
             [] => {
                 // A keep-alive probe: answer it so the prober hears us.
                 self.stats.keepalives_answered += 1;
@@ -1588,7 +1591,7 @@ impl Node {
             _ => {}
         }
         self.reliable
-            .handle_datagram(now, from, Via::Unicast, &plaintext)
+            .handle_datagram(now, from, Via::Unicast, plaintext)
             .map(|_| Some(from))
             .map_err(|_| DropReason::ReliableRejected)
     }
@@ -1705,7 +1708,10 @@ impl Node {
         let session_id = session.session_id();
         let counter = session.next_counter();
         let aad = wire::sealed_aad(&me, &session_id, counter);
-        let Ok((sealed_counter, ciphertext)) = session.seal(&aad, packet) else {
+        // Padded to a size bucket, so the datagram's size tells an observer
+        // little about what it carries.
+        let padded = wire::pad(packet, wire::SEALED_OVERHEAD);
+        let Ok((sealed_counter, ciphertext)) = session.seal(&aad, &padded) else {
             // Only a 2^64-message session fails here; the reliable layer
             // resends, and a new session will be needed anyway.
             return;

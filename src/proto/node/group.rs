@@ -22,6 +22,7 @@ use super::{DropReason, Frame, Node, NodeTransmit, RoomKind};
 use crate::proto::crypto::{open_group_frame, seal_group_frame};
 use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::reliable::{Destination, PacketError};
+use crate::proto::wire;
 
 /// What binds a frame to its sender, room and epoch.
 fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
@@ -41,7 +42,9 @@ impl Node {
         };
         let mut nonce = [0u8; 24];
         self.rng.fill_bytes(&mut nonce);
-        let Ok(sealed) = seal_group_frame(&key, &nonce, &group_aad(&self.me, &room, epoch), packet)
+        let padded = wire::pad(packet, wire::GROUP_OVERHEAD);
+        let Ok(sealed) =
+            seal_group_frame(&key, &nonce, &group_aad(&self.me, &room, epoch), &padded)
         else {
             return;
         };
@@ -89,11 +92,12 @@ impl Node {
                 _ => return Err(DropReason::GroupUnsupported),
             }
         };
-        let packet = open_group_frame(key, &group_aad(&from, &room, epoch), sealed)
+        let padded = open_group_frame(key, &group_aad(&from, &room, epoch), sealed)
             .map_err(|_| DropReason::Forged)?;
+        let packet = wire::unpad(&padded).map_err(|_| DropReason::Malformed)?;
         self.stats.group_received += 1;
         self.reliable
-            .handle_group_datagram(now, from, room, &packet)
+            .handle_group_datagram(now, from, room, packet)
             .map_err(|error| match error {
                 PacketError::FeedbackInGroup => DropReason::GroupFeedback,
                 _ => DropReason::ReliableRejected,

@@ -146,11 +146,19 @@ fn worst_case_reliable_packets_fit_a_sealed_frame() {
             frame: Frame::Sealed {
                 session: [0xff; 16],
                 counter: u64::MAX,
-                ciphertext: vec![0xff; len + TAG_LEN],
+                ciphertext: vec![
+                    0xff;
+                    wire::pad(&vec![0xff; len], wire::SEALED_OVERHEAD).len() + TAG_LEN
+                ],
             },
         };
         let bytes = datagram.emit().expect("a sealed worst-case packet fits");
         assert!(bytes.len() <= wire::MAX_DATAGRAM, "{} bytes", bytes.len());
+        let group = wire::pad(&vec![0xff; len], wire::GROUP_OVERHEAD).len();
+        assert!(
+            group + wire::GROUP_OVERHEAD <= wire::MAX_DATAGRAM,
+            "{group} bytes of padded group plaintext"
+        );
     }
 }
 
@@ -1545,4 +1553,51 @@ fn sessions_are_rekeyed_on_a_timer_and_the_old_keys_dropped() {
         b.stats().dropped(DropReason::UnknownSession),
         unknown + recorded.len() as u64
     );
+}
+
+/// Padding: an observer sees a size bucket, not a message's length.
+#[test]
+fn messages_of_different_lengths_in_one_bucket_give_equal_datagrams() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let short = direct_datagrams(&mut a, &b, now, &["hi"]);
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    let long = direct_datagrams(
+        &mut a,
+        &b,
+        now,
+        &[&"a longer reply, still a chat line".repeat(3)],
+    );
+    assert_eq!((short.len(), long.len()), (1, 1));
+    assert_eq!(short[0].len(), long[0].len(), "same bucket, same size");
+    assert!(
+        wire::SIZE_BUCKETS.contains(&short[0].len()),
+        "{}",
+        short[0].len()
+    );
+    // ACKs and keep-alives are padded too, and every sealed datagram of
+    // the run fills a bucket exactly.
+    a.keepalive(now, b.peer_id());
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    let sealed: Vec<usize> = trace
+        .wire
+        .iter()
+        .filter(|(_, bytes)| {
+            matches!(
+                Datagram::parse(bytes),
+                Ok(Datagram {
+                    frame: Frame::Sealed { .. },
+                    ..
+                })
+            )
+        })
+        .map(|(_, bytes)| bytes.len())
+        .collect();
+    assert!(!sealed.is_empty());
+    assert!(
+        sealed.iter().all(|len| wire::SIZE_BUCKETS.contains(len)),
+        "{sealed:?}"
+    );
+    // A message a bucket larger takes the next bucket.
+    let big = direct_datagrams(&mut a, &b, now, &[&"x".repeat(400)]);
+    assert!(big[0].len() > long[0].len() && wire::SIZE_BUCKETS.contains(&big[0].len()));
 }
