@@ -196,7 +196,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ciphertext: vec![8; 40],
         },
         Frame::Group {
-            room,
+            tag: [5; 16],
             payload: vec![2; 60],
         },
     ]

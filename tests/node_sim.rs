@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use kith::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, Envelope, Identity, ReceiverChain, SecretKey,
-    SenderKeyDistribution, open_envelope, open_envelope_from_origin, open_group_frame,
-    seal_group_frame,
+    SenderKeyDistribution, open_envelope, open_envelope_from_origin,
 };
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::proto::node::{DropReason, GroupKey, Node, NodeConfig, NodeEvent, Receipt, direct_room};
+use kith::proto::node::{
+    DropReason, GroupKey, Node, NodeConfig, NodeEvent, Receipt, direct_room, group_tag,
+    open_group_payload, seal_group_payload,
+};
 use kith::proto::reliable::{Destination, Packet};
 use kith::proto::sync::{Item, SortedItems};
 use kith::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
@@ -1753,18 +1755,14 @@ fn forged_and_foreign_group_frames_are_dropped() {
     net.check_room_messages();
 }
 
-/// What a group frame's AEAD binds (as `proto/node/group.rs` builds it):
-/// anyone holding the epoch's key can seal a frame in any member's name.
-fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
-    let mut aad = b"kith group frame v1".to_vec();
-    aad.extend_from_slice(&sender.0);
-    aad.extend_from_slice(&room.0);
-    aad.extend_from_slice(&epoch.to_le_bytes());
-    aad
+/// The tag of `key`'s group frames: every simulation here runs within the
+/// first tag period (wall clock 0 plus well under ten minutes).
+fn tag_of(key: &GroupKey) -> [u8; 16] {
+    group_tag(&SecretKey::from_bytes(key.0), 0)
 }
 
 /// A group frame of `room` carrying `packet`, sealed under `key` (of
-/// `epoch`) in `claimed`'s name.
+/// `epoch`) in `claimed`'s name: anyone holding the epoch's key can.
 fn forge_group_frame(
     claimed: PeerId,
     room: RoomId,
@@ -1772,19 +1770,20 @@ fn forge_group_frame(
     key: &GroupKey,
     packet: &Packet,
 ) -> Vec<u8> {
-    let key = SecretKey::from_bytes(key.0);
-    let sealed = seal_group_frame(
-        &key,
+    let tag = tag_of(key);
+    let payload = seal_group_payload(
+        &SecretKey::from_bytes(key.0),
         &[7; 24],
-        &group_aad(&claimed, &room, epoch),
-        &kith::proto::wire::pad(&packet.encode(), kith::proto::wire::GROUP_OVERHEAD),
+        &claimed,
+        &room,
+        epoch,
+        &tag,
+        &packet.encode(),
     )
     .expect("sealing cannot fail");
-    let mut payload = epoch.to_le_bytes().to_vec();
-    payload.extend_from_slice(&sealed);
     Datagram {
         from: claimed,
-        frame: Frame::Group { room, payload },
+        frame: Frame::Group { tag, payload },
     }
     .emit()
     .expect("a valid frame")
@@ -1793,26 +1792,25 @@ fn forge_group_frame(
 /// The reliable session of node `i`, read from one of its group frames of
 /// `epoch`, as anyone holding that epoch's key can.
 fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> u64 {
+    let tag = tag_of(key);
     let key = SecretKey::from_bytes(key.0);
     net.wire
         .iter()
         .filter(|(from, _, _)| *from == i)
         .find_map(|(_, _, bytes)| {
             let Ok(Datagram {
-                frame: Frame::Group { payload, .. },
+                frame: Frame::Group { tag: seen, payload },
                 ..
             }) = Datagram::parse(bytes)
             else {
                 return None;
             };
-            let (head, sealed) = payload.split_at_checked(4)?;
-            if head != epoch.to_le_bytes() {
+            if seen != tag {
                 return None;
             }
-            let padded =
-                open_group_frame(&key, &group_aad(&net.ids[i], &room, epoch), sealed).ok()?;
-            let packet = kith::proto::wire::unpad(&padded).ok()?;
-            match Packet::decode(packet).ok()? {
+            let packet =
+                open_group_payload(&key, &net.ids[i], &room, epoch, &tag, &payload).ok()?;
+            match Packet::decode(&packet).ok()? {
                 Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
                 _ => None,
             }
@@ -1890,8 +1888,8 @@ fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
                 && *to == 2
                 && matches!(
                     Datagram::parse(bytes),
-                    Ok(Datagram { frame: Frame::Group { ref payload, .. }, .. })
-                        if payload.starts_with(&0u32.to_le_bytes())
+                    Ok(Datagram { frame: Frame::Group { tag, .. }, .. })
+                        if tag == tag_of(&old_key)
                 )
         })
         .map(|(_, _, bytes)| bytes.clone())

@@ -4,7 +4,7 @@
 use kith::proto::crypto::{
     ENVELOPE_HEADER_LEN, Envelope, EnvelopeParseError, MAX_BATCH_DEPTH, MAX_ENVELOPE_LEN,
 };
-use kith::proto::ids::{PeerId, RoomId};
+use kith::proto::ids::PeerId;
 use kith::proto::wire::*;
 use proptest::prelude::*;
 
@@ -33,13 +33,10 @@ fn frame() -> impl Strategy<Value = Frame> {
                 ciphertext
             }),
         (
-            id32(),
-            proptest::collection::vec(any::<u8>(), 1..=MAX_GROUP_PAYLOAD)
+            proptest::array::uniform16(any::<u8>()),
+            proptest::collection::vec(any::<u8>(), MIN_GROUP_PAYLOAD..=MAX_GROUP_PAYLOAD)
         )
-            .prop_map(|(room, payload)| Frame::Group {
-                room: RoomId(room),
-                payload
-            }),
+            .prop_map(|(tag, payload)| Frame::Group { tag, payload }),
     ]
 }
 
@@ -154,7 +151,7 @@ fn largest_frames_fit_one_datagram() {
     let group = Datagram {
         from: PeerId([0xff; 32]),
         frame: Frame::Group {
-            room: RoomId([0xff; 32]),
+            tag: [0xff; 16],
             payload: vec![0xff; MAX_GROUP_PAYLOAD],
         },
     };

@@ -90,6 +90,7 @@ use rand::{Rng, SeedableRng};
 pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
+pub use self::group::{GROUP_TAG_PERIOD_MS, group_tag, open_group_payload, seal_group_payload};
 pub use self::history::FORWARD_STEPS_PER_SECOND;
 pub use self::openings::{
     ALL_OPENINGS_BURST, ALL_OPENINGS_RATE, CONTACT_OPENING_BURST, CONTACT_OPENING_RATE,
@@ -896,6 +897,8 @@ pub struct Node {
     now: Instant,
     /// Our signed profile and the newest kept of each peer.
     profiles: profiles::Profiles,
+    /// Group frame tags to their rooms.
+    group_tags: group::GroupTags,
 }
 
 impl std::fmt::Debug for Node {
@@ -965,6 +968,7 @@ impl Node {
             clock: HybridClock::default(),
             now,
             profiles: profiles::Profiles::default(),
+            group_tags: group::GroupTags::default(),
         }
     }
 
@@ -1382,8 +1386,8 @@ impl Node {
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
         }
-        if let Frame::Group { room, payload } = datagram.frame {
-            return self.on_group_frame(now, from, room, &payload);
+        if let Frame::Group { tag, payload } = datagram.frame {
+            return self.on_group_frame(now, from, tag, &payload);
         }
         // A message 3 goes to the handshake we answered as a contact if there
         // is one, else to one a stranger opened before it became a contact.
@@ -1411,7 +1415,7 @@ impl Node {
                 counter,
                 ciphertext,
             } => self.on_sealed(now, from, session, counter, &ciphertext),
-            Frame::Group { room, payload } => self.on_group_frame(now, from, room, &payload),
+            Frame::Group { tag, payload } => self.on_group_frame(now, from, tag, &payload),
         }
     }
 

@@ -10,7 +10,7 @@
 //! | `r` | `HandshakeResponse` | from (32) ‖ ephemeral (32) ‖ sealed (112) |
 //! | `f` | `HandshakeFinish` | from (32) ‖ sealed (112) |
 //! | `s` | `Sealed` | from (32) ‖ session (16) ‖ counter (8, BE) ‖ ciphertext |
-//! | `g` | `Group` | from (32) ‖ room (32) ‖ payload |
+//! | `g` | `Group` | from (32) ‖ tag (16) ‖ payload (nonce ‖ ciphertext) |
 //!
 //! Parsing is written for hostile input, in this order: the total size is
 //! capped at [`MAX_DATAGRAM`] before anything is read, the magic and
@@ -24,7 +24,7 @@
 //! the bucket, not the message's length.
 
 use crate::proto::crypto::{HandshakeFinish, HandshakeInit, HandshakeResponse, TAG_LEN};
-use crate::proto::ids::{PeerId, RoomId};
+use crate::proto::ids::PeerId;
 use serde::Serialize;
 use std::io::Cursor;
 
@@ -47,7 +47,9 @@ pub const SEALED_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 32 + 16 + 8;
 /// Largest ciphertext of a [`Frame::Sealed`]: what fills a datagram.
 pub const MAX_SEALED_CIPHERTEXT: usize = MAX_DATAGRAM - SEALED_HEADER_LEN;
 /// Bytes of a [`Frame::Group`] datagram before its payload.
-pub const GROUP_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 32 + 32;
+pub const GROUP_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 32 + 16;
+/// Shortest payload of a [`Frame::Group`]: a nonce and an AEAD tag.
+pub const MIN_GROUP_PAYLOAD: usize = 24 + TAG_LEN;
 /// Largest payload of a [`Frame::Group`]: what fills a datagram.
 pub const MAX_GROUP_PAYLOAD: usize = MAX_DATAGRAM - GROUP_HEADER_LEN;
 /// Size of the sealed identity payload in handshake messages 2 and 3:
@@ -61,9 +63,8 @@ pub const SIZE_BUCKETS: [usize; 5] = [128, 256, 512, 1024, MAX_DATAGRAM];
 /// kind, from, session, counter and the AEAD tag.
 pub const SEALED_OVERHEAD: usize = SEALED_HEADER_LEN + TAG_LEN;
 /// Bytes of a [`Frame::Group`] datagram besides its plaintext: preamble,
-/// kind, from, room, then in the payload the epoch (4), the nonce (24) and
-/// the AEAD tag.
-pub const GROUP_OVERHEAD: usize = GROUP_HEADER_LEN + 4 + 24 + TAG_LEN;
+/// kind, from, tag, then in the payload the nonce and the AEAD tag.
+pub const GROUP_OVERHEAD: usize = GROUP_HEADER_LEN + MIN_GROUP_PAYLOAD;
 
 /// Why bytes are not a valid datagram. Callers drop the datagram and count
 /// the reason; the variant names the counter.
@@ -120,9 +121,11 @@ pub enum Frame {
         counter: u64,
         ciphertext: Vec<u8>,
     },
-    /// Traffic sent once to a room's multicast group. The payload carries
-    /// signed envelopes (or pieces of them), which authenticate themselves.
-    Group { room: RoomId, payload: Vec<u8> },
+    /// Traffic sent once to a room's multicast group, sealed under the
+    /// room's epoch key. The tag lets members find the room and epoch
+    /// without naming them (`proto::node::group_tag`); the payload is a
+    /// nonce and the ciphertext of a padded reliable packet.
+    Group { tag: [u8; 16], payload: Vec<u8> },
 }
 
 const KIND_INIT: u8 = b'i';
@@ -166,7 +169,12 @@ impl Frame {
                 TAG_LEN,
                 MAX_SEALED_CIPHERTEXT,
             ),
-            Frame::Group { payload, .. } => check("payload", payload.len(), 1, MAX_GROUP_PAYLOAD),
+            Frame::Group { payload, .. } => check(
+                "payload",
+                payload.len(),
+                MIN_GROUP_PAYLOAD,
+                MAX_GROUP_PAYLOAD,
+            ),
         }
     }
 }
@@ -214,8 +222,8 @@ impl Datagram {
                 out.extend_from_slice(&counter.to_be_bytes());
                 out.extend_from_slice(ciphertext);
             }
-            Frame::Group { room, payload } => {
-                out.extend_from_slice(&room.0);
+            Frame::Group { tag, payload } => {
+                out.extend_from_slice(tag);
                 out.extend_from_slice(payload);
             }
         }
@@ -263,9 +271,9 @@ impl Datagram {
                 }
             }
             KIND_GROUP => {
-                let (room, rest) = take::<32>(rest)?;
+                let (tag, rest) = take::<16>(rest)?;
                 Frame::Group {
-                    room: RoomId(room),
+                    tag,
                     payload: rest.to_vec(),
                 }
             }

@@ -1601,3 +1601,108 @@ fn messages_of_different_lengths_in_one_bucket_give_equal_datagrams() {
     let big = direct_datagrams(&mut a, &b, now, &[&"x".repeat(400)]);
     assert!(big[0].len() > long[0].len() && wire::SIZE_BUCKETS.contains(&big[0].len()));
 }
+
+/// A's group frames in `trace` (multicast ones: A sends nothing else to
+/// the group), as (tag, bytes).
+fn group_frames(wire: &[(bool, Vec<u8>)]) -> Vec<([u8; 16], Vec<u8>)> {
+    wire.iter()
+        .filter(|(from_a, _)| *from_a)
+        .filter_map(|(_, bytes)| match Datagram::parse(bytes) {
+            Ok(Datagram {
+                frame: Frame::Group { tag, .. },
+                ..
+            }) => Some((tag, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Group frames name no room: a tag derived from the epoch's key and the
+/// wall-clock period stands in, so an observer cannot tell rooms apart or
+/// link a room's frames across epochs or periods; members still find the
+/// room by the tag and read on.
+#[test]
+fn group_frames_carry_a_rotating_tag_instead_of_the_room() {
+    let start = Instant::now();
+    let mut now = start;
+    let config = NodeConfig {
+        group_multicast: true,
+        group_rotate_after: Duration::from_secs(30 * 60),
+        ..NodeConfig::default()
+    };
+    let mut a = Node::new(
+        identity(1),
+        config.clone(),
+        StdRng::seed_from_u64(1001),
+        now,
+    );
+    let mut b = Node::new(identity(2), config, StdRng::seed_from_u64(1002), now);
+    let (pa, pb) = (identity(1).public(), identity(2).public());
+    a.add_contact(now, pb.clone());
+    b.add_contact(now, pa.clone());
+    a.set_reachable(now, pb.peer_id(), true);
+    b.set_reachable(now, pa.peer_id(), true);
+    let room = a.create_room(now, "tags", &[b.peer_id()]).expect("room");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    b.accept_invite(now, room).expect("accept");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    let period = |now: Instant| now.duration_since(start).as_millis() as u64 / GROUP_TAG_PERIOD_MS;
+    let key = |node: &Node| {
+        SecretKey::from_bytes(node.room(&room).and_then(|r| r.group_key).expect("key").0)
+    };
+    let send = |a: &mut Node, b: &mut Node, now: &mut Instant, text: &str| {
+        a.send_room_message(*now, room, text).expect("send");
+        let trace = run(a, b, now, Duration::from_secs(1));
+        confirm_all(b, *now, &trace.b_events);
+        assert!(
+            received(&trace.b_events)
+                .iter()
+                .any(|(body, _)| body == text.as_bytes()),
+            "B reads {text:?}"
+        );
+        group_frames(&trace.wire)
+    };
+
+    let first = send(&mut a, &mut b, &mut now, "one");
+    assert!(!first.is_empty(), "the room speaks multicast");
+    let epoch0 = key(&a);
+    for (tag, bytes) in &first {
+        assert_eq!(*tag, group_tag(&epoch0, period(now)));
+        assert!(
+            !bytes.windows(32).any(|w| w == room.0),
+            "a group frame holds the room id"
+        );
+    }
+
+    // The next period: same room and epoch, another tag.
+    let _ = run(
+        &mut a,
+        &mut b,
+        &mut now,
+        Duration::from_millis(GROUP_TAG_PERIOD_MS),
+    );
+    let second = send(&mut a, &mut b, &mut now, "two");
+    assert_eq!(a.room(&room).map(|r| r.epoch), Some(0));
+    assert!(
+        second
+            .iter()
+            .all(|(tag, _)| *tag == group_tag(&epoch0, period(now)))
+    );
+    assert!(
+        second
+            .iter()
+            .all(|(tag, _)| first.iter().all(|(old, _)| old != tag))
+    );
+
+    // The next epoch (the admin's rotation): another key, another tag.
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(31 * 60));
+    let epoch1 = key(&a);
+    assert_eq!(a.room(&room).map(|r| r.epoch), Some(1));
+    assert_eq!(b.room(&room).map(|r| r.epoch), Some(1));
+    let third = send(&mut a, &mut b, &mut now, "three");
+    assert!(!third.is_empty());
+    for (tag, _) in &third {
+        assert_eq!(*tag, group_tag(&epoch1, period(now)));
+        assert_ne!(*tag, group_tag(&epoch0, period(now)));
+    }
+}
