@@ -200,7 +200,14 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             payload: vec![2; 60],
         },
     ]
-    .map(|frame| Datagram { from, frame }.emit().expect("fits"));
+    .map(|frame| {
+        Datagram {
+            from: frame.names_sender().then_some(from),
+            frame,
+        }
+        .emit()
+        .expect("fits")
+    });
 
     let controls = [
         Control::SenderKey {

@@ -977,14 +977,26 @@ fn forged_and_relabelled_traffic_is_dropped_and_counted() {
             if result == Err(DropReason::Forged) {
                 forged += 1;
             }
-            // Node 2, a contact of B, claims A's frame as its own.
+            // Node 2, a contact of B, claims A's frame as its own: with
+            // no sender id on the wire, by moving it to its own session.
             let mut relabelled = Datagram::parse(&bytes).expect("own frames are valid");
-            relabelled.from = net.ids[2];
-            let result = net.inject(1, &relabelled.emit().expect("valid frame"));
-            assert!(
-                matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
-                "{result:?}"
-            );
+            assert_eq!(relabelled.from, None, "sealed frames name no sender");
+            for session in net.peers[2].node.session_ids(&b) {
+                if let Frame::Sealed { session: s, .. } = &mut relabelled.frame {
+                    *s = session;
+                }
+                let result = net.inject(1, &relabelled.emit().expect("valid frame"));
+                assert!(
+                    matches!(
+                        result,
+                        Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+                    ),
+                    "{result:?}"
+                );
+                if result == Err(DropReason::Forged) {
+                    forged += 1;
+                }
+            }
             // The genuine frame still opens: failed checks moved nothing.
             assert_eq!(net.inject(1, &bytes), Ok(Some(net.ids[0])));
         }
@@ -1733,18 +1745,24 @@ fn forged_and_foreign_group_frames_are_dropped() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     assert_eq!(net.inject(1, &flipped), Err(DropReason::Forged));
-    // The same frame claimed by a non-member (node 3 is not in the room).
-    let mut relabelled = Datagram::parse(&group_frame).expect("valid");
-    relabelled.from = net.ids[3];
+    // The sender travels inside the ciphertext only, so nobody without
+    // the key can claim the frame for another; with the key (an insider),
+    // a frame claiming a non-member (node 3 is not in the room) is dropped.
+    assert!(!group_frame.windows(32).any(|w| w == net.ids[0].0));
+    let key = net.peers[0]
+        .node
+        .room(&room)
+        .and_then(|r| r.group_key)
+        .expect("a group key");
+    let heartbeat = Packet::Heartbeat {
+        room,
+        session: 1,
+        low: 0,
+        next: 0,
+    };
     assert_eq!(
-        net.inject(1, &relabelled.emit().expect("valid")),
+        net.inject(1, &forge_group_frame(net.ids[3], room, 0, &key, &heartbeat)),
         Err(DropReason::GroupUnsupported)
-    );
-    // Claimed by another member: the AEAD binds the sender, so it fails.
-    relabelled.from = net.ids[2];
-    assert_eq!(
-        net.inject(1, &relabelled.emit().expect("valid")),
-        Err(DropReason::Forged)
     );
     // The non-member itself never reads the room's frames.
     assert_eq!(
@@ -1782,7 +1800,7 @@ fn forge_group_frame(
     )
     .expect("sealing cannot fail");
     Datagram {
-        from: claimed,
+        from: None,
         frame: Frame::Group { tag, payload },
     }
     .emit()
@@ -1808,8 +1826,10 @@ fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> 
             if seen != tag {
                 return None;
             }
-            let packet =
-                open_group_payload(&key, &net.ids[i], &room, epoch, &tag, &payload).ok()?;
+            let (sender, packet) = open_group_payload(&key, &room, epoch, &tag, &payload).ok()?;
+            if sender != net.ids[i] {
+                return None;
+            }
             match Packet::decode(&packet).ok()? {
                 Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
                 _ => None,

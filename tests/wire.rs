@@ -42,7 +42,7 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 fn datagram() -> impl Strategy<Value = Datagram> {
     (id32(), frame()).prop_map(|(from, frame)| Datagram {
-        from: PeerId(from),
+        from: frame.names_sender().then_some(PeerId(from)),
         frame,
     })
 }
@@ -141,7 +141,7 @@ proptest! {
 #[test]
 fn largest_frames_fit_one_datagram() {
     let sealed = Datagram {
-        from: PeerId([0xff; 32]),
+        from: None,
         frame: Frame::Sealed {
             session: [0xff; 16],
             counter: u64::MAX,
@@ -149,7 +149,7 @@ fn largest_frames_fit_one_datagram() {
         },
     };
     let group = Datagram {
-        from: PeerId([0xff; 32]),
+        from: None,
         frame: Frame::Group {
             tag: [0xff; 16],
             payload: vec![0xff; MAX_GROUP_PAYLOAD],

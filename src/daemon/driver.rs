@@ -2393,11 +2393,14 @@ impl Driver for NodeDriver {
                 Ok(None) => {
                     // A handshake opening, not proven yet: its answer may
                     // go back where it came from, nothing else.
-                    if let Ok(datagram) = crate::proto::wire::Datagram::parse(bytes) {
+                    if let Ok(crate::proto::wire::Datagram {
+                        from: Some(peer), ..
+                    }) = crate::proto::wire::Datagram::parse(bytes)
+                    {
                         if self.provisional.len() >= MAX_PROVISIONAL {
                             self.provisional.clear();
                         }
-                        self.provisional.insert(datagram.from, from);
+                        self.provisional.insert(peer, from);
                     }
                 }
                 Err(_) => {}

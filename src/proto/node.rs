@@ -384,6 +384,12 @@ pub struct NodeStats {
     /// Handshake messages 1 ignored because our own simultaneous handshake
     /// wins (lower peer id).
     pub simultaneous_opens: u64,
+    /// Handshakes that finished with a session id another peer's session
+    /// already has (a replayed opening of ours); the session is refused.
+    pub session_id_clashes: u64,
+    /// Fresh handshakes offered because our sealed frames went unanswered
+    /// for [`SILENCE_REHANDSHAKE`].
+    pub silence_rehandshakes: u64,
     /// Keep-alive probes sent ([`Node::keepalive`]).
     pub keepalives_sent: u64,
     /// Keep-alive probes from peers that we answered.
@@ -687,6 +693,12 @@ struct Peer {
     /// When the current session is due to be replaced (see
     /// [`NodeConfig::rekey_after`]).
     rekey_at: Option<Instant>,
+    /// Since when our sealed frames to the peer have gone unanswered (no
+    /// authenticated frame from it since the first of them). Past
+    /// [`SILENCE_REHANDSHAKE`] we offer a fresh handshake: sealed frames do
+    /// not name their sender, so a peer that lost our session cannot tell
+    /// us who it needs a new one with.
+    silent_since: Option<Instant>,
     handshake: Handshake,
     /// As initiator: message 3, resent until the new session is proven.
     finish: Option<Retry>,
@@ -899,6 +911,9 @@ pub struct Node {
     profiles: profiles::Profiles,
     /// Group frame tags to their rooms.
     group_tags: group::GroupTags,
+    /// Session ids to the peers they belong to (current and previous
+    /// sessions): sealed frames carry no sender id.
+    session_index: BTreeMap<[u8; 16], PeerId>,
 }
 
 impl std::fmt::Debug for Node {
@@ -969,6 +984,7 @@ impl Node {
             now,
             profiles: profiles::Profiles::default(),
             group_tags: group::GroupTags::default(),
+            session_index: BTreeMap::new(),
         }
     }
 
@@ -1027,6 +1043,7 @@ impl Node {
                 previous: None,
                 previous_until: None,
                 rekey_at: None,
+                silent_since: None,
                 handshake: Handshake::Idle,
                 finish: None,
                 openings: openings::TokenBucket::new(
@@ -1117,6 +1134,7 @@ impl Node {
             state.finish = None;
             state.pending.clear();
         }
+        self.reindex_sessions(peer);
     }
 
     /// Lifts a block. Messages queued before it resume once the peer is
@@ -1283,6 +1301,8 @@ impl Node {
         }
         if state.session.is_some() {
             self.stats.keepalives_sent += 1;
+            // A probe is answered: silence from here on is news.
+            state.silent_since.get_or_insert(now);
             self.seal_to(peer, &[]);
         } else if matches!(state.handshake, Handshake::Idle) {
             self.start_handshake(now, peer, true);
@@ -1381,13 +1401,40 @@ impl Node {
 
     fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
         let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
-        let from = datagram.from;
+        let from = match (datagram.from, datagram.frame) {
+            (Some(from), frame) => (from, frame),
+            (None, Frame::Group { tag, payload }) => {
+                return self.on_group_frame(now, tag, &payload);
+            }
+            (
+                None,
+                Frame::Sealed {
+                    session,
+                    counter,
+                    ciphertext,
+                },
+            ) => {
+                // The session says who sent it; no id travels.
+                let from = *self
+                    .session_index
+                    .get(&session)
+                    .ok_or(DropReason::UnknownSession)?;
+                if self.blocked.contains(&from) {
+                    return Err(DropReason::Blocked);
+                }
+                return self.on_sealed(now, from, session, counter, &ciphertext);
+            }
+            // `parse` puts `from` on every handshake frame.
+            (None, _) => return Err(DropReason::Malformed),
+        };
+        let (from, frame) = from;
+        let datagram = Datagram {
+            from: Some(from),
+            frame,
+        };
         // Before anything costs work: the claim alone is enough to drop.
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
-        }
-        if let Frame::Group { tag, payload } = datagram.frame {
-            return self.on_group_frame(now, from, tag, &payload);
         }
         // A message 3 goes to the handshake we answered as a contact if there
         // is one, else to one a stranger opened before it became a contact.
@@ -1410,12 +1457,8 @@ impl Node {
             Frame::HandshakeFinish { sealed } => self
                 .on_finish(now, from, HandshakeFinish { sealed })
                 .map(|()| Some(from)),
-            Frame::Sealed {
-                session,
-                counter,
-                ciphertext,
-            } => self.on_sealed(now, from, session, counter, &ciphertext),
-            Frame::Group { tag, payload } => self.on_group_frame(now, from, tag, &payload),
+            // Handled above: they do not name their sender.
+            Frame::Sealed { .. } | Frame::Group { .. } => Err(DropReason::Malformed),
         }
     }
 
@@ -1553,16 +1596,11 @@ impl Node {
                 .filter(|s| s.session_id() == session_id)
         };
         let Some(session) = session else {
-            let finishing = matches!(&state.handshake,
-                Handshake::Responding { session_id: pending, .. } if *pending == session_id);
-            let restart =
-                !finishing && matches!(state.handshake, Handshake::Idle) && state.reachable;
-            if restart {
-                // The peer speaks a session we do not know: we restarted, or
-                // our copy was replaced. Re-handshaking is the way back; it
-                // is rate-limited because it only starts from Idle.
-                self.start_handshake(now, from, false);
-            }
+            // Indexed but no longer held (dropped since): nothing opens it.
+            // A frame of a session we never had (we restarted, or a message
+            // 3 was lost) does not even get here, as no id travels to tell
+            // us whose it is; the peer, hearing nothing back, offers a
+            // fresh handshake ([`SILENCE_REHANDSHAKE`]).
             return Err(DropReason::UnknownSession);
         };
         let aad = wire::sealed_aad(&from, &session_id, counter);
@@ -1575,6 +1613,7 @@ impl Node {
         // Authentic, so only the peer can have padded it wrongly.
         let plaintext = wire::unpad(&padded).map_err(|e| DropReason::from(&e))?;
         self.stats.sealed_received += 1;
+        state.silent_since = None;
         if is_current {
             // The responder finished: message 3 need not be resent.
             state.finish = None;
@@ -1600,8 +1639,31 @@ impl Node {
             .map_err(|_| DropReason::ReliableRejected)
     }
 
+    /// Points the session index at `peer`'s current and previous session
+    /// only (after either changed).
+    fn reindex_sessions(&mut self, peer: PeerId) {
+        self.session_index.retain(|_, owner| *owner != peer);
+        if let Some(state) = self.peers.get(&peer) {
+            for session in state.session.iter().chain(state.previous.iter()) {
+                self.session_index.insert(session.session_id(), peer);
+            }
+        }
+    }
+
     fn install_session(&mut self, now: Instant, peer: PeerId, session: PairwiseSession) {
         self.stats.sessions_established += 1;
+        if self
+            .session_index
+            .get(&session.session_id())
+            .is_some_and(|owner| *owner != peer)
+        {
+            // Another peer's session has this id: only the initiator of
+            // both (who holds the ephemeral secret) could make that
+            // happen, so it is someone replaying our own handshake.
+            // Keep the first; this one would take its frames.
+            self.stats.session_id_clashes += 1;
+            return;
+        }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -1618,6 +1680,10 @@ impl Node {
         state.rekey_at = Some(now + rekey_after);
         // Whoever completed a handshake with us is reachable right now.
         state.reachable = true;
+        self.reindex_sessions(peer);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
         for packet in pending {
             self.seal_to(peer, &packet);
@@ -1678,6 +1744,10 @@ impl Node {
             return;
         };
         if state.session.is_some() {
+            if transmit.kind == reliable::PacketKind::Data {
+                // Data is acknowledged: silence from here on is news.
+                state.silent_since.get_or_insert(self.now);
+            }
             self.seal_to(peer, &transmit.bytes);
             return;
         }
@@ -1737,7 +1807,7 @@ impl Node {
     /// bug: it is asserted in debug builds and yields nothing in release.
     fn emit_frame(&self, frame: Frame) -> Vec<u8> {
         let datagram = Datagram {
-            from: self.me,
+            from: frame.names_sender().then_some(self.me),
             frame,
         };
         match datagram.emit() {
@@ -1787,11 +1857,20 @@ impl Node {
         };
         let mut resend = Vec::new();
         let mut restart = false;
+        let mut dropped_previous = false;
         if state.previous_until.is_some_and(|until| until <= now) {
             // Its frames in flight have had their time: dropping the
             // session wipes its keys.
             state.previous = None;
             state.previous_until = None;
+            dropped_previous = true;
+        }
+        let mut silent = false;
+        if silence_due(state).is_some_and(|at| at <= now) {
+            // The peer may have lost our session (it restarted, or never
+            // finished the handshake); if it is there it answers this.
+            state.silent_since = None;
+            silent = true;
         }
         if rekey_due(state).is_some_and(|at| at <= now) {
             // A fresh handshake; the current session carries traffic until
@@ -1830,8 +1909,14 @@ impl Node {
         for bytes in resend {
             self.emit_raw(peer, bytes);
         }
+        if dropped_previous {
+            self.reindex_sessions(peer);
+        }
         if restart {
             self.start_handshake(now, peer, false);
+        } else if silent {
+            self.stats.silence_rehandshakes += 1;
+            self.start_handshake(now, peer, true);
         }
     }
 
@@ -2251,7 +2336,22 @@ fn peer_timer(peer: &Peer) -> Option<Instant> {
         .chain(finish)
         .chain(peer.previous_until)
         .chain(rekey_due(peer))
+        .chain(silence_due(peer))
         .min()
+}
+
+/// How long our sealed frames may go unanswered before we offer the peer
+/// a fresh handshake (a probe: message 1 once, nothing if unanswered).
+pub const SILENCE_REHANDSHAKE: Duration = Duration::from_secs(1);
+
+/// When `peer`'s silence calls for a fresh handshake: only while we have a
+/// session and no handshake runs.
+fn silence_due(peer: &Peer) -> Option<Instant> {
+    if peer.session.is_some() && matches!(peer.handshake, Handshake::Idle) {
+        peer.silent_since.map(|since| since + SILENCE_REHANDSHAKE)
+    } else {
+        None
+    }
 }
 
 /// When `peer`'s session is to be replaced: only while it has one, is

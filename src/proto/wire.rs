@@ -9,8 +9,12 @@
 //! | `i` | `HandshakeInit` | from (32) ‖ ephemeral (32) |
 //! | `r` | `HandshakeResponse` | from (32) ‖ ephemeral (32) ‖ sealed (112) |
 //! | `f` | `HandshakeFinish` | from (32) ‖ sealed (112) |
-//! | `s` | `Sealed` | from (32) ‖ session (16) ‖ counter (8, BE) ‖ ciphertext |
-//! | `g` | `Group` | from (32) ‖ tag (16) ‖ payload (nonce ‖ ciphertext) |
+//! | `s` | `Sealed` | session (16) ‖ counter (8, BE) ‖ ciphertext |
+//! | `g` | `Group` | tag (16) ‖ payload (nonce ‖ ciphertext) |
+//!
+//! Only handshake frames name their sender (`from`): a sealed frame's
+//! session already tells the receiver who sent it, and a group frame's
+//! sender travels inside its ciphertext.
 //!
 //! Parsing is written for hostile input, in this order: the total size is
 //! capped at [`MAX_DATAGRAM`] before anything is read, the magic and
@@ -43,11 +47,11 @@ pub const PREAMBLE_LEN: usize = MAGIC.len() + 1;
 /// still fits the largest bucket.
 pub const MAX_FRAME_PAYLOAD: usize = MAX_DATAGRAM - 100;
 /// Bytes of a [`Frame::Sealed`] datagram before its ciphertext.
-pub const SEALED_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 32 + 16 + 8;
+pub const SEALED_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 16 + 8;
 /// Largest ciphertext of a [`Frame::Sealed`]: what fills a datagram.
 pub const MAX_SEALED_CIPHERTEXT: usize = MAX_DATAGRAM - SEALED_HEADER_LEN;
 /// Bytes of a [`Frame::Group`] datagram before its payload.
-pub const GROUP_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 32 + 16;
+pub const GROUP_HEADER_LEN: usize = PREAMBLE_LEN + 1 + 16;
 /// Shortest payload of a [`Frame::Group`]: a nonce and an AEAD tag.
 pub const MIN_GROUP_PAYLOAD: usize = 24 + TAG_LEN;
 /// Largest payload of a [`Frame::Group`]: what fills a datagram.
@@ -60,10 +64,11 @@ pub const HANDSHAKE_SEALED_LEN: usize = 32 + 64 + TAG_LEN;
 /// the datagram cap, which nothing exceeds.
 pub const SIZE_BUCKETS: [usize; 5] = [128, 256, 512, 1024, MAX_DATAGRAM];
 /// Bytes of a [`Frame::Sealed`] datagram besides its plaintext: preamble,
-/// kind, from, session, counter and the AEAD tag.
+/// kind, session, counter and the AEAD tag.
 pub const SEALED_OVERHEAD: usize = SEALED_HEADER_LEN + TAG_LEN;
-/// Bytes of a [`Frame::Group`] datagram besides its plaintext: preamble,
-/// kind, from, tag, then in the payload the nonce and the AEAD tag.
+/// Bytes of a [`Frame::Group`] datagram besides its plaintext (the sender
+/// and the packet): preamble, kind, tag, then in the payload the nonce and
+/// the AEAD tag.
 pub const GROUP_OVERHEAD: usize = GROUP_HEADER_LEN + MIN_GROUP_PAYLOAD;
 
 /// Why bytes are not a valid datagram. Callers drop the datagram and count
@@ -88,14 +93,16 @@ pub enum WireError {
     BadPadding,
 }
 
-/// One datagram: who claims to send it and what it carries.
+/// One datagram: what it carries and, for a handshake, who claims to send
+/// it.
 ///
 /// `from` is a claim, not a proof: it lets a receiver drop a blocked peer's
-/// traffic before spending any work on it, and pick the session whose keys
-/// then authenticate the frame.
+/// handshake before spending any work on it, and pick the handshake whose
+/// keys then authenticate the sender. It is present exactly on handshake
+/// frames ([`Frame::names_sender`]); sealed and group frames leave it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram {
-    pub from: PeerId,
+    pub from: Option<PeerId>,
     pub frame: Frame,
 }
 
@@ -146,6 +153,17 @@ impl Frame {
         }
     }
 
+    /// Whether the frame names its sender in the clear: handshake frames
+    /// do; a sealed frame's session and a group frame's ciphertext say it.
+    pub fn names_sender(&self) -> bool {
+        matches!(
+            self,
+            Frame::HandshakeInit { .. }
+                | Frame::HandshakeResponse { .. }
+                | Frame::HandshakeFinish { .. }
+        )
+    }
+
     /// Checks every variable-length field against its cap.
     fn validate(&self) -> Result<(), WireError> {
         let check = |field: &'static str, len: usize, min: usize, max: usize| {
@@ -194,6 +212,9 @@ impl Datagram {
     /// means a bug in the caller (it built an oversized frame).
     pub fn emit(&self) -> Result<Vec<u8>, WireError> {
         self.frame.validate()?;
+        if self.from.is_some() != self.frame.names_sender() {
+            return Err(WireError::Malformed("from on the wrong frame kind".into()));
+        }
         let mut out = Vec::with_capacity(MAX_DATAGRAM);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
@@ -205,7 +226,9 @@ impl Datagram {
             Frame::Group { .. } => KIND_GROUP,
         };
         out.push(kind);
-        out.extend_from_slice(&self.from.0);
+        if let Some(from) = &self.from {
+            out.extend_from_slice(&from.0);
+        }
         match &self.frame {
             Frame::HandshakeInit { ephemeral } => out.extend_from_slice(ephemeral),
             Frame::HandshakeResponse { ephemeral, sealed } => {
@@ -237,8 +260,13 @@ impl Datagram {
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
         let body = datagram_body(bytes, MAGIC, VERSION)?;
         let (&kind, rest) = body.split_first().ok_or(WireError::Truncated)?;
-        let (from, rest) = take::<32>(rest)?;
-        let from = PeerId(from);
+        let (from, rest) = match kind {
+            KIND_INIT | KIND_RESPONSE | KIND_FINISH => {
+                let (from, rest) = take::<32>(rest)?;
+                (Some(PeerId(from)), rest)
+            }
+            _ => (None, rest),
+        };
         let frame = match kind {
             KIND_INIT => {
                 let (ephemeral, rest) = take::<32>(rest)?;
@@ -398,7 +426,8 @@ pub fn decode_exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Wi
 }
 
 /// Associated data for a [`Frame::Sealed`]: everything that travels in the
-/// clear, so none of it can be changed without the AEAD noticing.
+/// clear, so none of it can be changed without the AEAD noticing, and the
+/// sender, which does not travel but both sides know.
 pub fn sealed_aad(from: &PeerId, session: &[u8; 16], counter: u64) -> [u8; 59] {
     let mut aad = [0u8; 59];
     aad[..2].copy_from_slice(&MAGIC);
@@ -445,7 +474,7 @@ mod tests {
     #[test]
     fn handshake_init_is_small() {
         let datagram = Datagram {
-            from: peer(1),
+            from: Some(peer(1)),
             frame: Frame::HandshakeInit { ephemeral: [7; 32] },
         };
         let bytes = datagram.emit().expect("valid frame");
@@ -457,7 +486,7 @@ mod tests {
     #[test]
     fn rejects_preamble_errors() {
         let good = Datagram {
-            from: peer(1),
+            from: Some(peer(1)),
             frame: Frame::HandshakeInit { ephemeral: [7; 32] },
         }
         .emit()
@@ -488,7 +517,7 @@ mod tests {
     #[test]
     fn oversized_fields_are_rejected_both_ways() {
         let datagram = Datagram {
-            from: peer(1),
+            from: None,
             frame: Frame::Sealed {
                 session: [0; 16],
                 counter: 0,
@@ -503,7 +532,7 @@ mod tests {
             })
         ));
         let short = Datagram {
-            from: peer(1),
+            from: Some(peer(1)),
             frame: Frame::HandshakeFinish { sealed: vec![1; 5] },
         };
         assert!(matches!(
@@ -513,6 +542,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn only_handshakes_name_their_sender() {
+        let sealed = Frame::Sealed {
+            session: [1; 16],
+            counter: 9,
+            ciphertext: vec![2; 40],
+        };
+        let named = Datagram {
+            from: Some(peer(7)),
+            frame: sealed.clone(),
+        };
+        assert!(named.emit().is_err());
+        let bytes = Datagram {
+            from: None,
+            frame: sealed,
+        }
+        .emit()
+        .expect("valid");
+        assert!(!bytes.windows(32).any(|w| w == [7; 32]));
+        let init = Datagram {
+            from: None,
+            frame: Frame::HandshakeInit { ephemeral: [3; 32] },
+        };
+        assert!(init.emit().is_err());
     }
 
     #[test]
@@ -526,7 +581,7 @@ mod tests {
             Err(WireError::Malformed(_))
         ));
         let good = Datagram {
-            from: peer(1),
+            from: Some(peer(1)),
             frame: Frame::HandshakeFinish {
                 sealed: vec![3; HANDSHAKE_SEALED_LEN],
             },

@@ -1,10 +1,11 @@
 //! Multicast group frames: a group room's reliable packets sent once to
 //! the LAN's multicast group instead of once per member.
 //!
-//! A frame is `tag (16) ‖ nonce (24) ‖ XChaCha20-Poly1305(padded packet)`
-//! under the room's epoch key, which the admin hands out with every member
-//! list over the pairwise channels, with `sender ‖ room ‖ epoch ‖ tag` as
-//! associated data. Neither the room nor the epoch travels: the tag
+//! A frame is `tag (16) ‖ nonce (24) ‖ XChaCha20-Poly1305(padded (sender
+//! ‖ packet))` under the room's epoch key, which the admin hands out with
+//! every member list over the pairwise channels, with `room ‖ epoch ‖ tag`
+//! as associated data. Neither the room, the epoch nor the sender travels
+//! in the clear (the sender only inside the ciphertext): the tag
 //! ([`group_tag`]) derives from the epoch's key and the wall-clock period
 //! ([`GROUP_TAG_PERIOD_MS`]), so an observer cannot tell which room a frame
 //! belongs to, nor link a room's frames across epochs or periods, while a
@@ -47,18 +48,17 @@ pub fn group_tag(key: &SecretKey, period: u64) -> [u8; 16] {
     tag
 }
 
-/// What binds a frame to its sender, room, epoch and tag.
-fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32, tag: &[u8; 16]) -> Vec<u8> {
-    let mut aad = b"kith group frame v2".to_vec();
-    aad.extend_from_slice(&sender.0);
+/// What binds a frame to its room, epoch and tag (the sender is inside).
+fn group_aad(room: &RoomId, epoch: u32, tag: &[u8; 16]) -> Vec<u8> {
+    let mut aad = b"kith group frame v3".to_vec();
     aad.extend_from_slice(&room.0);
     aad.extend_from_slice(&epoch.to_le_bytes());
     aad.extend_from_slice(tag);
     aad
 }
 
-/// Seals `packet` (padded) as a group frame's payload: what a member does,
-/// public so tests mount attacks with the real format.
+/// Seals `sender ‖ packet` (padded) as a group frame's payload: what a
+/// member does, public so tests mount attacks with the real format.
 pub fn seal_group_payload(
     key: &SecretKey,
     nonce: &[u8; 24],
@@ -68,22 +68,28 @@ pub fn seal_group_payload(
     tag: &[u8; 16],
     packet: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let padded = wire::pad(packet, wire::GROUP_OVERHEAD);
-    seal_group_frame(key, nonce, &group_aad(sender, room, epoch, tag), &padded)
+    let mut plaintext = Vec::with_capacity(32 + packet.len());
+    plaintext.extend_from_slice(&sender.0);
+    plaintext.extend_from_slice(packet);
+    let padded = wire::pad(&plaintext, wire::GROUP_OVERHEAD);
+    seal_group_frame(key, nonce, &group_aad(room, epoch, tag), &padded)
 }
 
-/// Opens what [`seal_group_payload`] made and strips the padding.
+/// Opens what [`seal_group_payload`] made: the claimed sender (a member
+/// of the room sealed it, not necessarily that one) and the packet.
 pub fn open_group_payload(
     key: &SecretKey,
-    sender: &PeerId,
     room: &RoomId,
     epoch: u32,
     tag: &[u8; 16],
     payload: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    let padded = open_group_frame(key, &group_aad(sender, room, epoch, tag), payload)?;
-    let packet = wire::unpad(&padded).map_err(|_| CryptoError::Unauthentic)?;
-    Ok(packet.to_vec())
+) -> Result<(PeerId, Vec<u8>), CryptoError> {
+    let padded = open_group_frame(key, &group_aad(room, epoch, tag), payload)?;
+    let plaintext = wire::unpad(&padded).map_err(|_| CryptoError::Unauthentic)?;
+    let (sender, packet) = plaintext
+        .split_first_chunk::<32>()
+        .ok_or(CryptoError::Unauthentic)?;
+    Ok((PeerId(*sender), packet.to_vec()))
 }
 
 /// Which room and epoch each tag a member accepts now belongs to: the
@@ -167,14 +173,9 @@ impl Node {
     pub(super) fn on_group_frame(
         &mut self,
         now: Instant,
-        from: PeerId,
         tag: [u8; 16],
         payload: &[u8],
     ) -> Result<Option<PeerId>, DropReason> {
-        if from == self.me {
-            // Our own frame, looped back by the host.
-            return Ok(None);
-        }
         let (room, epoch) = self
             .room_of_tag(now, &tag)
             .ok_or(DropReason::GroupUnsupported)?;
@@ -184,9 +185,6 @@ impl Node {
             group.previous_key = None;
         }
         let group = self.group(&room).ok_or(DropReason::GroupUnsupported)?;
-        if !group.members.contains(&from) {
-            return Err(DropReason::GroupUnsupported);
-        }
         let key = if epoch == group.epoch {
             &group.group_key
         } else {
@@ -195,8 +193,20 @@ impl Node {
                 _ => return Err(DropReason::GroupUnsupported),
             }
         };
-        let packet = open_group_payload(key, &from, &room, epoch, &tag, payload)
-            .map_err(|_| DropReason::Forged)?;
+        let (from, packet) =
+            open_group_payload(key, &room, epoch, &tag, payload).map_err(|_| DropReason::Forged)?;
+        if from == self.me {
+            // Our own frame, looped back by the host.
+            return Ok(None);
+        }
+        // The sender is known only now: a blocked one costs a group
+        // frame's AEAD, nothing more.
+        if self.blocked.contains(&from) {
+            return Err(DropReason::Blocked);
+        }
+        if !group.members.contains(&from) {
+            return Err(DropReason::GroupUnsupported);
+        }
         self.stats.group_received += 1;
         self.reliable
             .handle_group_datagram(now, from, room, &packet)

@@ -142,7 +142,7 @@ fn worst_case_reliable_packets_fit_a_sealed_frame() {
         let len = packet.encode().len();
         assert!(len <= MAX_PACKET);
         let datagram = Datagram {
-            from: PeerId([0xff; 32]),
+            from: None,
             frame: Frame::Sealed {
                 session: [0xff; 16],
                 counter: u64::MAX,
@@ -278,6 +278,53 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     assert!(received(&events(&mut b)).is_empty());
 }
 
+/// The session id of a sealed frame.
+fn sealed_session(bytes: &[u8]) -> [u8; 16] {
+    match Datagram::parse(bytes) {
+        Ok(Datagram {
+            frame: Frame::Sealed { session, .. },
+            ..
+        }) => session,
+        other => panic!("not a sealed frame: {other:?}"),
+    }
+}
+
+/// A sealed frame moved to another session id (what an attacker can do
+/// now that no sender id travels).
+fn with_session(bytes: &[u8], session: [u8; 16]) -> Vec<u8> {
+    let Ok(Datagram {
+        frame: Frame::Sealed {
+            counter,
+            ciphertext,
+            ..
+        },
+        ..
+    }) = Datagram::parse(bytes)
+    else {
+        panic!("not a sealed frame");
+    };
+    Datagram {
+        from: None,
+        frame: Frame::Sealed {
+            session,
+            counter,
+            ciphertext,
+        },
+    }
+    .emit()
+    .expect("valid frame")
+}
+
+/// M's first sealed frame in a trace where M is the first node.
+fn m_trace_first(trace: &Run) -> Vec<u8> {
+    trace
+        .wire
+        .iter()
+        .find(|(from_m, bytes)| *from_m && Datagram::parse(bytes).is_ok_and(|d| d.from.is_none()))
+        .map(|(_, bytes)| bytes.clone())
+        .expect("M sent a sealed frame")
+}
+
 #[test]
 fn a_third_party_cannot_speak_as_a_contact() {
     let mut now = Instant::now();
@@ -307,11 +354,18 @@ fn a_third_party_cannot_speak_as_a_contact() {
                 )
         })
         .expect("A sent sealed frames");
-    let mut relabelled = Datagram::parse(a_frame).expect("valid");
-    relabelled.from = m.peer_id();
-    let result = b.handle_datagram(now, &relabelled.emit().expect("valid"));
+    // No sender id travels: the session id is the label to swap.
+    let (a_session, m_session) = (
+        sealed_session(a_frame),
+        sealed_session(&m_trace_first(&m_trace)),
+    );
+    let relabelled = with_session(a_frame, m_session);
+    let result = b.handle_datagram(now, &relabelled);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     let (_, m_frame) = m_trace
@@ -329,11 +383,13 @@ fn a_third_party_cannot_speak_as_a_contact() {
                 )
         })
         .expect("M sent sealed frames");
-    let mut spoofed = Datagram::parse(m_frame).expect("valid");
-    spoofed.from = a.peer_id();
-    let result = b.handle_datagram(now, &spoofed.emit().expect("valid"));
+    let spoofed = with_session(m_frame, a_session);
+    let result = b.handle_datagram(now, &spoofed);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     assert!(
@@ -418,7 +474,12 @@ fn a_stranger_meets_us_by_sending_a_message() {
     b.block(a.peer_id());
     a.send_direct(now, b.peer_id(), "again").expect("send");
     for t in transmits(&mut a) {
-        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+        // Blocking dropped B's session with A, so nothing says whose the
+        // frame is: dropped before any cryptography either way.
+        assert_eq!(
+            b.handle_datagram(now, &t.bytes),
+            Err(DropReason::UnknownSession)
+        );
     }
 }
 
@@ -466,7 +527,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
 fn forged_init(claimed: PeerId, rng: &mut StdRng) -> Vec<u8> {
     let (_, init) = Initiator::start(rng, None);
     Datagram {
-        from: claimed,
+        from: Some(claimed),
         frame: Frame::from(&init),
     }
     .emit()
@@ -796,7 +857,12 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     b.block(a.peer_id());
     a.keepalive(now, idb);
     for t in transmits(&mut a) {
-        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+        // Blocking dropped B's session with A, so nothing says whose the
+        // frame is: dropped before any cryptography either way.
+        assert_eq!(
+            b.handle_datagram(now, &t.bytes),
+            Err(DropReason::UnknownSession)
+        );
     }
     assert!(transmits(&mut b).is_empty());
 }
@@ -821,20 +887,26 @@ fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
     assert!(a.leaving(later, idb));
     let bye = transmits(&mut a);
     assert_eq!(bye.len(), 1, "one sealed datagram");
-    let mut relabelled = Datagram::parse(&bye[0].bytes).expect("valid");
-    relabelled.from = m.peer_id();
-    let result = b.handle_datagram(later, &relabelled.emit().expect("valid"));
-    assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
-        "{result:?}"
-    );
+    let a_session = sealed_session(&bye[0].bytes);
     assert!(m.leaving(later, idb));
     let m_bye = transmits(&mut m);
-    let mut spoofed = Datagram::parse(&m_bye[0].bytes).expect("valid");
-    spoofed.from = ida;
-    let result = b.handle_datagram(later, &spoofed.emit().expect("valid"));
+    let m_session = sealed_session(&m_bye[0].bytes);
+    let relabelled = with_session(&bye[0].bytes, m_session);
+    let result = b.handle_datagram(later, &relabelled);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
+        "{result:?}"
+    );
+    let spoofed = with_session(&m_bye[0].bytes, a_session);
+    let result = b.handle_datagram(later, &spoofed);
+    assert!(
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     assert!(
@@ -1672,6 +1744,10 @@ fn group_frames_carry_a_rotating_tag_instead_of_the_room() {
             !bytes.windows(32).any(|w| w == room.0),
             "a group frame holds the room id"
         );
+        assert!(
+            !bytes.windows(32).any(|w| w == a.peer_id().0),
+            "a group frame holds its sender's id"
+        );
     }
 
     // The next period: same room and epoch, another tag.
@@ -1705,4 +1781,25 @@ fn group_frames_carry_a_rotating_tag_instead_of_the_room() {
         assert_eq!(*tag, group_tag(&epoch1, period(now)));
         assert_ne!(*tag, group_tag(&epoch0, period(now)));
     }
+}
+
+/// Sealed frames name no sender: the session id tells the receiver whose
+/// keys open it, so the peer id appears only in handshakes.
+#[test]
+fn sealed_frames_carry_no_sender_id() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let ida = a.peer_id();
+    let datagrams = direct_datagrams(&mut a, &b, now, &["no name on the envelope"]);
+    a.keepalive(now, b.peer_id());
+    let mut all = datagrams.clone();
+    all.extend(transmits(&mut a).into_iter().map(|t| t.bytes));
+    for bytes in &all {
+        assert!(Datagram::parse(bytes).is_ok_and(|d| d.from.is_none()));
+        assert!(!bytes.windows(32).any(|w| w == ida.0), "A's id in clear");
+    }
+    // B still knows who sent it.
+    for bytes in &datagrams {
+        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(ida)));
+    }
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
 }
