@@ -149,6 +149,7 @@ fn padding_bytes(payload: usize, count: u64) -> (u64, u64) {
 }
 
 fn main() {
+    padding_rows();
     println!("reliable: {MESSAGES} messages of {PAYLOAD} B in a {NODES}-node multicast room");
     println!(
         "{:<26} {:>7} {:>7} {:>6} {:>6} {:>6} {:>9} {:>11} {:>10}",
@@ -192,6 +193,11 @@ fn main() {
         "core CPU per message, 1:1 lossless, sender + receiver: {:?}",
         core_cpu_per_message()
     );
+}
+
+/// What padding to size buckets costs in bytes (printed first: it is a
+/// count, not a timing).
+fn padding_rows() {
     println!(
         "padding to {:?}-byte buckets, 1:1 lossless, data + ACK datagrams:",
         wire::SIZE_BUCKETS
