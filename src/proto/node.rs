@@ -27,9 +27,10 @@
 //!
 //! - **Authenticated, confidential transport.** Every reliable packet to a
 //!   peer travels sealed under the pairwise session with that peer (AEAD
-//!   associated data = the frame's cleartext header, [`wire::sealed_aad`]);
-//!   nothing reaches the reliable layer unless it opened under a session
-//!   whose handshake proved the claimed peer id.
+//!   associated data = the frame's cleartext header and the sender's id,
+//!   [`wire::sealed_aad`]; the id itself does not travel, the session id
+//!   names the peer); nothing reaches the reliable layer unless it opened
+//!   under a session whose handshake proved that peer id.
 //! - **Exactly once, in order, stored before delivered.** Per sender, direct
 //!   messages surface once each as [`NodeEvent::MessageReceived`] in send
 //!   order; the sender learns [`NodeEvent::Delivered`] only after the
