@@ -51,7 +51,7 @@ fn room_run(link: LinkConfig, rate: u64, seed: u64) -> Outcome {
     sim.run_for(Duration::from_secs(5));
     let wall = started.elapsed();
     Outcome {
-        wire: sim.wire,
+        wire: sim.wire(),
         virtual_time: sim.elapsed(),
         wall,
     }

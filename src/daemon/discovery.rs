@@ -6,7 +6,7 @@
 //! ```text
 //!  mDNS thread ──DiscoveryEvent──▶ channel ──(Command::DiscoveryWake)──┐
 //!  registry datagrams ("kr") ─────────────────────────────────────────┤
-//!  node datagrams ("kt") → Node::handle_datagram → Ok(Some(peer)) ─────┤
+//!  node datagrams ("kt") → Node::handle_datagram → Heard::Proven(peer) ┤
 //!                                                                      ▼
 //!            Discovery { book, Presence, RegistryClient, MdnsDiscovery }
 //!                 │ keep-alives: Node::keepalive (to the book's address)
@@ -446,8 +446,8 @@ impl Discovery {
         let published = published_addresses(attach.local_addr, &self.config.interfaces);
         if let Some(link) = &mut self.registry {
             if published.is_empty() {
-                eprintln!(
-                    "kith daemon: no address to publish to the registry; listen on a specific \
+                log::warn!(
+                    "no address to publish to the registry; listen on a specific \
                      address or name an --interface"
                 );
                 return;
@@ -459,7 +459,7 @@ impl Discovery {
                     link.outbox.push_back(bytes);
                     link.last_sent = Some(now);
                 }
-                Err(error) => eprintln!("kith daemon: cannot register: {error}"),
+                Err(error) => log::warn!("cannot register: {error}"),
             }
         }
     }
@@ -1023,7 +1023,7 @@ mod tests {
 
     use super::*;
     use crate::discovery::mdns::{MdnsConfig, MdnsDiscovery};
-    use crate::proto::node::NodeConfig;
+    use crate::proto::node::{Heard, NodeConfig};
     use crate::proto::reliable::Destination;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -1307,7 +1307,7 @@ mod tests {
                     self.received[to] += 1;
                     let host = &mut self.hosts[to];
                     host.now = self.now;
-                    if let Ok(Some(peer)) = host.node.handle_datagram(self.now, &bytes) {
+                    if let Ok(Heard::Proven(peer)) = host.node.handle_datagram(self.now, &bytes) {
                         host.discovery.heard(self.now, peer, from);
                     }
                     self.route(to);

@@ -82,7 +82,7 @@ mod profiles;
 mod rooms;
 mod strangers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -242,6 +242,38 @@ impl Default for NodeConfig {
             rotate_after_messages: 1_000,
             group_rotate_after: Duration::from_secs(24 * 60 * 60),
             wall_clock_millis: 0,
+        }
+    }
+}
+
+/// Who sent a datagram that [`Node::handle_datagram`] accepted, and whether
+/// that is proven, so the shell never parses an untrusted datagram a second
+/// time to learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Heard {
+    /// The datagram proved it came from this peer: a sealed frame that
+    /// opened under its session, or a handshake message that verified. The
+    /// shell may learn the datagram's source address for the peer.
+    Proven(PeerId),
+    /// The datagram only names this peer as its sender (a handshake message
+    /// 1, a group frame): the shell may answer to its source address, and
+    /// must not learn that address for the peer.
+    Claimed(PeerId),
+}
+
+impl Heard {
+    /// The peer the datagram came from, proven or claimed.
+    pub fn peer(self) -> PeerId {
+        match self {
+            Heard::Proven(peer) | Heard::Claimed(peer) => peer,
+        }
+    }
+
+    /// The peer, if the datagram proved it.
+    pub fn proven(self) -> Option<PeerId> {
+        match self {
+            Heard::Proven(peer) => Some(peer),
+            Heard::Claimed(_) => None,
         }
     }
 }
@@ -849,35 +881,35 @@ pub struct Node {
     reliable: Reliable,
     /// Ordered, so timers fire in the same order on every run of a seed.
     peers: BTreeMap<PeerId, Peer>,
-    blocked: HashSet<PeerId>,
-    rooms: HashMap<RoomId, RoomState>,
+    blocked: BTreeSet<PeerId>,
+    rooms: BTreeMap<RoomId, RoomState>,
     /// Group sender keys that arrived before we knew their room or epoch
     /// (another member's key can overtake the admin's invite or member
     /// list, which travel on a different stream), oldest first, bounded.
     early_keys: VecDeque<SenderKeyDistribution>,
     /// Other members' chains, with the position each distribution started
     /// at (an envelope below it was sealed before we had the key).
-    receivers: HashMap<ChainId, Followed>,
+    receivers: BTreeMap<ChainId, Followed>,
     /// Our chains as first handed out, by chain (see `chains.rs`).
-    origins: HashMap<ChainId, ChainSnapshot>,
+    origins: BTreeMap<ChainId, ChainSnapshot>,
     /// Origins handed to a peer in this life of the node.
-    origin_sent: HashSet<(ChainId, PeerId)>,
+    origin_sent: BTreeSet<(ChainId, PeerId)>,
     /// Rooms whose sending chain came back from the store.
-    restored: HashSet<RoomId>,
+    restored: BTreeSet<RoomId>,
     /// Where other members' chains started (the distribution we follow
     /// them from), to open envelopes forwarded to us later.
-    follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    follow_origins: BTreeMap<ChainId, SenderKeyDistribution>,
     /// Invitations the user has not answered.
-    invitations: HashMap<RoomId, rooms::Invitation>,
+    invitations: BTreeMap<RoomId, rooms::Invitation>,
     /// Half-open handshakes strangers started with us.
-    strangers: HashMap<PeerId, strangers::Stranger>,
+    strangers: BTreeMap<PeerId, strangers::Stranger>,
     stranger_budget: openings::TokenBucket,
     /// Openings in any contact's name we may still answer.
     all_openings: openings::TokenBucket,
     /// Ratchet steps each forwarding member made us spend this second.
-    forward_work: HashMap<PeerId, (Instant, u64)>,
+    forward_work: BTreeMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
-    forwarded_origins: HashSet<(ChainId, PeerId)>,
+    forwarded_origins: BTreeSet<(ChainId, PeerId)>,
     /// What each member holds of our chains whose origins we keep, so
     /// they are forgotten once nobody needs them (see `chains.rs`).
     origin_progress: chains::OriginProgress,
@@ -897,7 +929,7 @@ pub struct Node {
     queued: Vec<UnsignedEnvelope>,
     /// Ids of our control messages in flight (keys, invites, member
     /// lists): their acknowledgements are not the shell's business.
-    controls: HashSet<MessageId>,
+    controls: BTreeSet<MessageId>,
     /// Counts control messages sent, so that each gets its own id even
     /// when the same bytes go out twice.
     control_count: u64,
@@ -950,33 +982,33 @@ impl Node {
             rng,
             reliable,
             peers: BTreeMap::new(),
-            blocked: HashSet::new(),
-            rooms: HashMap::new(),
+            blocked: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             early_keys: VecDeque::new(),
-            receivers: HashMap::new(),
-            origins: HashMap::new(),
-            origin_sent: HashSet::new(),
-            restored: HashSet::new(),
+            receivers: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            origin_sent: BTreeSet::new(),
+            restored: BTreeSet::new(),
             dirty_chains: BTreeSet::new(),
-            follow_origins: HashMap::new(),
-            strangers: HashMap::new(),
-            invitations: HashMap::new(),
+            follow_origins: BTreeMap::new(),
+            strangers: BTreeMap::new(),
+            invitations: BTreeMap::new(),
             stranger_budget: strangers::stranger_budget(now),
             all_openings: openings::TokenBucket::new(
                 now,
                 openings::ALL_OPENINGS_RATE,
                 openings::ALL_OPENINGS_BURST,
             ),
-            forwarded_origins: HashSet::new(),
+            forwarded_origins: BTreeSet::new(),
             origin_progress: chains::OriginProgress::default(),
-            forward_work: HashMap::new(),
+            forward_work: BTreeMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
             in_burst: false,
             unverified: Vec::new(),
             checked: signing::CheckedSignatures::default(),
             queued: Vec::new(),
-            controls: HashSet::new(),
+            controls: BTreeSet::new(),
             control_count,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -1260,17 +1292,13 @@ impl Node {
         self.pump_events(now);
     }
 
-    /// Handles one untrusted datagram. `Ok(Some(peer))` when the datagram
-    /// proved to come from `peer` (a sealed frame that opened, or a
-    /// handshake message that verified), so the shell may learn the
-    /// datagram's source address for it; `Ok(None)` when it was accepted
-    /// unauthenticated (a handshake message 1). `Err` names why it was
-    /// dropped (it is already counted); the shell may log it and carry on.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        bytes: &[u8],
-    ) -> Result<Option<PeerId>, DropReason> {
+    /// Handles one untrusted datagram. `Ok` says who sent it: a
+    /// [`Heard::Proven`] peer (a sealed frame that opened, or a handshake
+    /// message that verified), whose source address the shell may learn, or
+    /// a [`Heard::Claimed`] one (accepted unauthenticated, e.g. a handshake
+    /// message 1). `Err` names why it was dropped (it is already counted);
+    /// the shell may log it and carry on.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         self.advance(now);
         let result = self.on_datagram(now, bytes);
         if let Err(reason) = result {
@@ -1282,7 +1310,7 @@ impl Node {
 
     /// Probes `peer` for presence: an authenticated keep-alive if a session
     /// exists (the peer answers, and the answer surfaces as
-    /// `Ok(Some(peer))` from [`Node::handle_datagram`]), otherwise a
+    /// `Ok(Heard::Proven(peer))` from [`Node::handle_datagram`]), otherwise a
     /// handshake, whose answer proves the peer just as well. Marks the peer
     /// reachable, since the shell only probes addresses it has.
     pub fn keepalive(&mut self, now: Instant, peer: PeerId) {
@@ -1400,12 +1428,14 @@ impl Node {
 
     // --- receiving datagrams -------------------------------------------------
 
-    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
-        let from = match (datagram.from, datagram.frame) {
+        let (from, frame) = match (datagram.from, datagram.frame) {
             (Some(from), frame) => (from, frame),
             (None, Frame::Group { tag, payload }) => {
-                return self.on_group_frame(now, tag, &payload);
+                // A member sealed it; the sender it names inside is a claim.
+                let sender = self.on_group_frame(now, tag, &payload)?;
+                return Ok(Heard::Claimed(sender));
             }
             (
                 None,
@@ -1423,23 +1453,38 @@ impl Node {
                 if self.blocked.contains(&from) {
                     return Err(DropReason::Blocked);
                 }
-                return self.on_sealed(now, from, session, counter, &ciphertext);
+                let proven = self.on_sealed(now, from, session, counter, &ciphertext)?;
+                return Ok(match proven {
+                    Some(peer) => Heard::Proven(peer),
+                    None => Heard::Claimed(from),
+                });
             }
             // `parse` puts `from` on every handshake frame.
             (None, _) => return Err(DropReason::Malformed),
         };
-        let (from, frame) = from;
-        let datagram = Datagram {
-            from: Some(from),
-            frame,
-        };
+        let proven = self.on_frame(now, from, frame)?;
+        // Every handler proves `from` or nothing: a frame is never taken
+        // for a peer other than the one it names.
+        Ok(match proven {
+            Some(peer) => Heard::Proven(peer),
+            None => Heard::Claimed(from),
+        })
+    }
+
+    /// A handshake frame, which names its sender.
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        frame: Frame,
+    ) -> Result<Option<PeerId>, DropReason> {
         // Before anything costs work: the claim alone is enough to drop.
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
         }
         // A message 3 goes to the handshake we answered as a contact if there
         // is one, else to one a stranger opened before it became a contact.
-        let stranger_finishing = matches!(datagram.frame, Frame::HandshakeFinish { .. })
+        let stranger_finishing = matches!(frame, Frame::HandshakeFinish { .. })
             && self.strangers.contains_key(&from)
             && !self
                 .peers
@@ -1448,9 +1493,9 @@ impl Node {
         if !self.peers.contains_key(&from) || stranger_finishing {
             // (A stranger may have become a contact, e.g. by discovery,
             // while the handshake it opened was under way.)
-            return self.on_stranger(now, from, datagram.frame);
+            return self.on_stranger(now, from, frame);
         }
-        match datagram.frame {
+        match frame {
             Frame::HandshakeInit { ephemeral } => self.on_init(now, from, ephemeral).map(|()| None),
             Frame::HandshakeResponse { ephemeral, sealed } => self
                 .on_response(now, from, HandshakeResponse { ephemeral, sealed })

@@ -15,12 +15,14 @@
 //! arrive as messages that wake the window.
 
 pub mod backend;
+pub mod notify;
 pub mod state;
 pub mod views;
 
 use crate::account::{Account, KdfParams};
 use crate::daemon::DaemonConfig;
 use backend::{Backend, Connection, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis};
+use notify::Notifier;
 use state::{AppState, Dialog, Intent, Update};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,7 +133,9 @@ pub fn run(
         options,
         Box::new(move |_creation| {
             Ok(Box::new(
-                KithApp::new(data_dir, launcher).unlocking_with(passphrase),
+                KithApp::new(data_dir, launcher)
+                    .unlocking_with(passphrase)
+                    .with_notifier(Arc::new(notify::DesktopNotifier::start())),
             ))
         }),
     )
@@ -152,6 +156,8 @@ pub struct KithApp {
     /// A passphrase to unlock with at once (`kith app` with
     /// `KITH_PASSPHRASE` or `--passphrase-file`).
     auto_unlock: Option<String>,
+    /// Shows desktop notifications (none unless given).
+    notifier: Arc<dyn Notifier>,
 }
 
 enum Screen {
@@ -170,6 +176,7 @@ pub struct MainWindow {
     local: Local,
     title: String,
     clock: Clock,
+    notifier: Arc<dyn Notifier>,
 }
 
 impl KithApp {
@@ -185,7 +192,14 @@ impl KithApp {
             clock: Arc::new(now_millis),
             utc_offset: None,
             auto_unlock: None,
+            notifier: Arc::new(notify::Silent),
         }
+    }
+
+    /// Shows desktop notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Unlocks with `passphrase` on the first frame, if the account
@@ -335,6 +349,7 @@ impl KithApp {
                     local: Local::default(),
                     title: String::new(),
                     clock: self.clock.clone(),
+                    notifier: self.notifier.clone(),
                 }));
             }
             Err(message) => {
@@ -349,6 +364,14 @@ impl KithApp {
 }
 
 impl eframe::App for KithApp {
+    /// Also called while the window is hidden (minimised): messages are
+    /// taken and notified then too.
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if let Screen::Main(main) = &mut self.screen {
+            main.pump(ctx);
+        }
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
     }
@@ -461,14 +484,28 @@ fn unlock_screen(ui: &mut egui::Ui, form: &mut UnlockState) -> bool {
 }
 
 impl MainWindow {
-    fn show(&mut self, ui: &mut egui::Ui) {
-        let ctx = ui.ctx().clone();
+    /// Takes the node's updates, sends what the state decided on by
+    /// itself, and shows the notifications it decided on.
+    fn pump(&mut self, ctx: &egui::Context) {
         self.state.apply(Update::Tick {
             now: (self.clock)(),
         });
+        let focused = ctx.input(|i| i.focused && i.viewport().minimized != Some(true));
+        self.state.set_focused(focused);
         while let Ok(update) = self.updates.try_recv() {
             self.state.apply(update);
         }
+        for request in self.state.poll_requests() {
+            self.backend.submit(request);
+        }
+        for notification in self.state.poll_notifications() {
+            self.notifier.notify(notification);
+        }
+    }
+
+    fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.pump(&ctx);
         // Toasts fade, mutes end and "last seen" moves with the clock.
         ctx.request_repaint_after(self.state.next_change());
         let title = self.state.title();
@@ -501,6 +538,15 @@ impl MainWindow {
                     }
                 });
             });
+        if state.search.open {
+            egui::Panel::right("search")
+                .resizable(true)
+                .default_size(320.0)
+                .min_size(240.0)
+                .show(ui, |ui| {
+                    intents.extend(views::search::show(ui, state, local));
+                });
+        }
         egui::CentralPanel::default().show(ui, |ui| {
             let room = state.open.and_then(|r| state.rooms.get(&r));
             let Some(room) = room else {

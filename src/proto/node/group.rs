@@ -175,7 +175,7 @@ impl Node {
         now: Instant,
         tag: [u8; 16],
         payload: &[u8],
-    ) -> Result<Option<PeerId>, DropReason> {
+    ) -> Result<PeerId, DropReason> {
         let (room, epoch) = self
             .room_of_tag(now, &tag)
             .ok_or(DropReason::GroupUnsupported)?;
@@ -197,7 +197,7 @@ impl Node {
             open_group_payload(key, &room, epoch, &tag, payload).map_err(|_| DropReason::Forged)?;
         if from == self.me {
             // Our own frame, looped back by the host.
-            return Ok(None);
+            return Ok(from);
         }
         // The sender is known only now: a blocked one costs a group
         // frame's AEAD, nothing more.
@@ -214,8 +214,9 @@ impl Node {
                 PacketError::FeedbackInGroup => DropReason::GroupFeedback,
                 _ => DropReason::ReliableRejected,
             })?;
-        // Membership, not identity: nothing the shell should learn from.
-        Ok(None)
+        // Membership, not identity: a claim the shell must not learn an
+        // address from.
+        Ok(from)
     }
 
     /// Drops every previous epoch's group key whose grace ran out (a frame

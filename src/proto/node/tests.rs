@@ -6,6 +6,7 @@ use super::*;
 use crate::proto::crypto::{OutgoingMessage, seal_envelope};
 use crate::proto::reliable::{MAX_CHUNK, MAX_FRAGS, MAX_PACKET, MAX_RANGES, MAX_SEQ, Packet};
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 fn identity(seed: u64) -> Identity {
     Identity::generate(&mut StdRng::seed_from_u64(seed))
@@ -247,7 +248,7 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     assert_eq!(b.handle_datagram(now, &flipped), Err(DropReason::Forged));
     assert_eq!(
         b.handle_datagram(now, &fresh[0].bytes),
-        Ok(Some(a.peer_id()))
+        Ok(Heard::Proven(a.peer_id()))
     );
     assert_eq!(received(&events(&mut b)).len(), 1);
     // And in the counter field instead: a fresh counter, but the AAD and
@@ -495,7 +496,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
         stranger.keepalive(now, b.peer_id());
         for t in transmits(&mut stranger) {
             match b.handle_datagram(now, &t.bytes) {
-                Ok(None) => answered += 1,
+                Ok(Heard::Claimed(_)) => answered += 1,
                 Err(DropReason::StrangerLimit) => limited += 1,
                 other => panic!("unexpected {other:?}"),
             }
@@ -513,7 +514,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
         stranger.add_contact(later, identity(2).public());
         stranger.keepalive(later, b.peer_id());
         for t in transmits(&mut stranger) {
-            if b.handle_datagram(later, &t.bytes) == Ok(None) {
+            if matches!(b.handle_datagram(later, &t.bytes), Ok(Heard::Claimed(_))) {
                 more += 1;
             }
         }
@@ -828,9 +829,15 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     a.keepalive(now, idb);
     let init = transmits(&mut a);
     assert_eq!(init.len(), 1);
-    assert_eq!(b.handle_datagram(now, &init[0].bytes), Ok(None));
+    assert_eq!(
+        b.handle_datagram(now, &init[0].bytes),
+        Ok(Heard::Claimed(a.peer_id()))
+    );
     let response = transmits(&mut b);
-    assert_eq!(a.handle_datagram(now, &response[0].bytes), Ok(Some(idb)));
+    assert_eq!(
+        a.handle_datagram(now, &response[0].bytes),
+        Ok(Heard::Proven(idb))
+    );
     run(&mut a, &mut b, &mut now, Duration::from_millis(500));
     assert!(a.has_session(&idb) && b.has_session(&a.peer_id()));
     // With a session: one sealed probe, one sealed answer, nothing else.
@@ -839,11 +846,14 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     assert_eq!(probe.len(), 1);
     assert_eq!(
         b.handle_datagram(now, &probe[0].bytes),
-        Ok(Some(a.peer_id()))
+        Ok(Heard::Proven(a.peer_id()))
     );
     let answer = transmits(&mut b);
     assert_eq!(answer.len(), 1);
-    assert_eq!(a.handle_datagram(now, &answer[0].bytes), Ok(Some(idb)));
+    assert_eq!(
+        a.handle_datagram(now, &answer[0].bytes),
+        Ok(Heard::Proven(idb))
+    );
     assert!(transmits(&mut a).is_empty(), "an answer is never answered");
     assert_eq!(a.stats().keepalives_sent, 1);
     assert_eq!(b.stats().keepalives_answered, 1);
@@ -919,7 +929,10 @@ fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
     // (A frame of an unknown session may start a handshake; not ours to test.)
     transmits(&mut b);
     // The real one is reported once, naming A, and is not answered.
-    assert_eq!(b.handle_datagram(later, &bye[0].bytes), Ok(Some(ida)));
+    assert_eq!(
+        b.handle_datagram(later, &bye[0].bytes),
+        Ok(Heard::Proven(ida))
+    );
     assert_eq!(events(&mut b), vec![NodeEvent::PeerLeaving { peer: ida }]);
     assert!(transmits(&mut b).is_empty(), "a goodbye is not answered");
     // A replay is refused by the session.
@@ -1799,7 +1812,7 @@ fn sealed_frames_carry_no_sender_id() {
     }
     // B still knows who sent it.
     for bytes in &datagrams {
-        assert_eq!(b.handle_datagram(now, bytes), Ok(Some(ida)));
+        assert_eq!(b.handle_datagram(now, bytes), Ok(Heard::Proven(ida)));
     }
     let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
 }

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod composer;
 pub mod dialogs;
+pub mod search;
 pub mod sidebar;
 
 use super::state::{AppState, Intent, MUTE_CHOICES, Relation, Target};
@@ -28,6 +29,11 @@ pub struct Local {
     pub scroll_to_end: bool,
     /// The open room's measured row heights.
     pub heights: chat::RowHeights,
+    /// The search panel's text.
+    pub search_text: String,
+    /// The search result last scrolled to, and for how many more frames
+    /// to keep it in view (row heights settle as rows are measured).
+    pub scrolled_to: Option<(crate::proto::ids::MessageId, u8)>,
 }
 
 /// A stable colour for a person's name, readable on light and dark.
