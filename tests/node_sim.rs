@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use kith::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, Envelope, Identity, ReceiverChain, SecretKey,
-    SenderKeyDistribution, open_envelope, open_envelope_from_origin, open_group_frame,
-    seal_group_frame,
+    SenderKeyDistribution, open_envelope, open_envelope_from_origin,
 };
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::proto::node::{
-    DropReason, GroupKey, Heard, Node, NodeConfig, NodeEvent, Receipt, direct_room,
+    DropReason, GroupKey, Heard, Node, NodeConfig, NodeEvent, Receipt, direct_room, group_tag,
+    open_group_payload, seal_group_payload,
 };
 use kith::proto::reliable::{Packet, Via};
 use kith::proto::sim::{self, Captured, Endpoint, LinkConfig, Network};
@@ -966,14 +966,26 @@ fn forged_and_relabelled_traffic_is_dropped_and_counted() {
             if result == Err(DropReason::Forged) {
                 forged += 1;
             }
-            // Node 2, a contact of B, claims A's frame as its own.
+            // Node 2, a contact of B, claims A's frame as its own: with
+            // no sender id on the wire, by moving it to its own session.
             let mut relabelled = Datagram::parse(&bytes).expect("own frames are valid");
-            relabelled.from = net.ids[2];
-            let result = net.inject(1, &relabelled.emit().expect("valid frame"));
-            assert!(
-                matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
-                "{result:?}"
-            );
+            assert_eq!(relabelled.from, None, "sealed frames name no sender");
+            for session in net.peers[2].node.session_ids(&b) {
+                if let Frame::Sealed { session: s, .. } = &mut relabelled.frame {
+                    *s = session;
+                }
+                let result = net.inject(1, &relabelled.emit().expect("valid frame"));
+                assert!(
+                    matches!(
+                        result,
+                        Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+                    ),
+                    "{result:?}"
+                );
+                if result == Err(DropReason::Forged) {
+                    forged += 1;
+                }
+            }
             // The genuine frame still opens: failed checks moved nothing.
             assert_eq!(net.inject(1, &bytes), Ok(Heard::Proven(net.ids[0])));
         }
@@ -1726,18 +1738,24 @@ fn forged_and_foreign_group_frames_are_dropped() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     assert_eq!(net.inject(1, &flipped), Err(DropReason::Forged));
-    // The same frame claimed by a non-member (node 3 is not in the room).
-    let mut relabelled = Datagram::parse(&group_frame).expect("valid");
-    relabelled.from = net.ids[3];
+    // The sender travels inside the ciphertext only, so nobody without
+    // the key can claim the frame for another; with the key (an insider),
+    // a frame claiming a non-member (node 3 is not in the room) is dropped.
+    assert!(!group_frame.windows(32).any(|w| w == net.ids[0].0));
+    let key = net.peers[0]
+        .node
+        .room(&room)
+        .and_then(|r| r.group_key)
+        .expect("a group key");
+    let heartbeat = Packet::Heartbeat {
+        room,
+        session: 1,
+        low: 0,
+        next: 0,
+    };
     assert_eq!(
-        net.inject(1, &relabelled.emit().expect("valid")),
+        net.inject(1, &forge_group_frame(net.ids[3], room, 0, &key, &heartbeat)),
         Err(DropReason::GroupUnsupported)
-    );
-    // Claimed by another member: the AEAD binds the sender, so it fails.
-    relabelled.from = net.ids[2];
-    assert_eq!(
-        net.inject(1, &relabelled.emit().expect("valid")),
-        Err(DropReason::Forged)
     );
     // The non-member itself never reads the room's frames.
     assert_eq!(
@@ -1748,18 +1766,14 @@ fn forged_and_foreign_group_frames_are_dropped() {
     net.check_room_messages();
 }
 
-/// What a group frame's AEAD binds (as `proto/node/group.rs` builds it):
-/// anyone holding the epoch's key can seal a frame in any member's name.
-fn group_aad(sender: &PeerId, room: &RoomId, epoch: u32) -> Vec<u8> {
-    let mut aad = b"kith group frame v1".to_vec();
-    aad.extend_from_slice(&sender.0);
-    aad.extend_from_slice(&room.0);
-    aad.extend_from_slice(&epoch.to_le_bytes());
-    aad
+/// The tag of `key`'s group frames: every simulation here runs within the
+/// first tag period (wall clock 0 plus well under ten minutes).
+fn tag_of(key: &GroupKey) -> [u8; 16] {
+    group_tag(&SecretKey::from_bytes(key.0), 0)
 }
 
 /// A group frame of `room` carrying `packet`, sealed under `key` (of
-/// `epoch`) in `claimed`'s name.
+/// `epoch`) in `claimed`'s name: anyone holding the epoch's key can.
 fn forge_group_frame(
     claimed: PeerId,
     room: RoomId,
@@ -1767,19 +1781,20 @@ fn forge_group_frame(
     key: &GroupKey,
     packet: &Packet,
 ) -> Vec<u8> {
-    let key = SecretKey::from_bytes(key.0);
-    let sealed = seal_group_frame(
-        &key,
+    let tag = tag_of(key);
+    let payload = seal_group_payload(
+        &SecretKey::from_bytes(key.0),
         &[7; 24],
-        &group_aad(&claimed, &room, epoch),
+        &claimed,
+        &room,
+        epoch,
+        &tag,
         &packet.encode(),
     )
     .expect("sealing cannot fail");
-    let mut payload = epoch.to_le_bytes().to_vec();
-    payload.extend_from_slice(&sealed);
     Datagram {
-        from: claimed,
-        frame: Frame::Group { room, payload },
+        from: None,
+        frame: Frame::Group { tag, payload },
     }
     .emit()
     .expect("a valid frame")
@@ -1788,24 +1803,26 @@ fn forge_group_frame(
 /// The reliable session of node `i`, read from one of its group frames of
 /// `epoch`, as anyone holding that epoch's key can.
 fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> u64 {
+    let tag = tag_of(key);
     let key = SecretKey::from_bytes(key.0);
     net.wire()
         .iter()
         .filter(|(from, _, _)| *from == i)
         .find_map(|(_, _, bytes)| {
             let Ok(Datagram {
-                frame: Frame::Group { payload, .. },
+                frame: Frame::Group { tag: seen, payload },
                 ..
             }) = Datagram::parse(bytes)
             else {
                 return None;
             };
-            let (head, sealed) = payload.split_at_checked(4)?;
-            if head != epoch.to_le_bytes() {
+            if seen != tag {
                 return None;
             }
-            let packet =
-                open_group_frame(&key, &group_aad(&net.ids[i], &room, epoch), sealed).ok()?;
+            let (sender, packet) = open_group_payload(&key, &room, epoch, &tag, &payload).ok()?;
+            if sender != net.ids[i] {
+                return None;
+            }
             match Packet::decode(&packet).ok()? {
                 Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
                 _ => None,
@@ -1884,8 +1901,8 @@ fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
                 && *to == 2
                 && matches!(
                     Datagram::parse(bytes),
-                    Ok(Datagram { frame: Frame::Group { ref payload, .. }, .. })
-                        if payload.starts_with(&0u32.to_le_bytes())
+                    Ok(Datagram { frame: Frame::Group { tag, .. }, .. })
+                        if tag == tag_of(&old_key)
                 )
         })
         .map(|(_, _, bytes)| bytes.clone())

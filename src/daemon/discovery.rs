@@ -695,6 +695,10 @@ impl Discovery {
                 .collect();
             for peer in wanted {
                 let bytes = link.client.lookup(peer);
+                if bytes.is_empty() {
+                    // The registry's key cannot seal a lookup.
+                    continue;
+                }
                 link.outbox.push_back(bytes);
                 link.lookups += 1;
             }
