@@ -64,6 +64,9 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
     );
 
     let v = Some(Some(version.as_bytes()));
+    // A version other than ours, and ours with a leading zero.
+    let other_version = wire::VERSION.wrapping_add(1).to_string();
+    let padded_version = format!("0{version}");
     let too_long = format!("{id}0");
     let cases: [(TxtValue, TxtValue, Rejection); 9] = [
         (None, v, Rejection::MissingId),
@@ -75,12 +78,12 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
         (Some(Some(id.as_bytes())), None, Rejection::MissingVersion),
         (
             Some(Some(id.as_bytes())),
-            Some(Some(b"2")),
+            Some(Some(other_version.as_bytes())),
             Rejection::BadVersion,
         ),
         (
             Some(Some(id.as_bytes())),
-            Some(Some(b"01")),
+            Some(Some(padded_version.as_bytes())),
             Rejection::BadVersion,
         ),
     ];
