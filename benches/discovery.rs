@@ -6,15 +6,21 @@
 //! mDNS part re-executes this binary under `unshare -rn` and prints what the
 //! child measured; if namespaces are unavailable it says so and goes on.
 //!
-//! Then idle mDNS traffic (issue 18 item 9): 5 and 20 real `kith daemon`s
+//! Then idle traffic (issue 18 items 4 and 9): 5 and 20 real `kith daemon`s
 //! in network namespaces on a bridge each (strangers to each other, and
 //! everybody everybody's contact), left to settle for
-//! `KITH_BENCH_MDNS_SETTLE_SECS` (120), then the mDNS frames entering each
-//! bridge are counted for `KITH_BENCH_MDNS_WINDOW_SECS` (180) with nftables
-//! counters and printed per minute beside the goal (20 hosts ≤ 3× 5 hosts).
-//! Needs root and `nft`; says SKIPPED otherwise. `KITH_BENCH_MDNS_IDLE_ONLY=1`
-//! runs only this part, `KITH_BENCH_MDNS_LANS=2,4` only some of the LANs,
-//! `KITH_BENCH_MDNS_DAEMON_ARGS` adds daemon arguments. About 5 minutes.
+//! `KITH_BENCH_MDNS_SETTLE_SECS` (120), then the mDNS frames and the kith
+//! datagrams entering each bridge are counted for
+//! `KITH_BENCH_MDNS_WINDOW_SECS` (576: a whole number of mDNS refresh
+//! rounds on both sizes of link, 6 × 96 s and 4 × 144 s, since a round's
+//! packets go out together) with nftables counters and printed per minute
+//! beside the goal (mDNS: 20 hosts ≤ 3× 5 hosts). Last, one daemon of each
+//! stranger LAN is killed (SIGKILL: no goodbye) and the time until it left
+//! another's `kith peers` is printed beside its bound (the longest mDNS
+//! record TTL, 180 s). Needs root and `nft`; says SKIPPED otherwise.
+//! `KITH_BENCH_MDNS_IDLE_ONLY=1` runs only this part,
+//! `KITH_BENCH_MDNS_LANS=2,4` only some of the LANs,
+//! `KITH_BENCH_MDNS_DAEMON_ARGS` adds daemon arguments. About 15 minutes.
 
 use kith::discovery::mdns::{MdnsConfig, MdnsDiscovery};
 use kith::discovery::presence::{Presence, PresenceConfig};
@@ -165,6 +171,11 @@ fn wait(rx: &Receiver<DiscoveryEvent>, pred: impl Fn(&DiscoveryEvent) -> bool) {
 /// Goal (issue 18 item 9): idle mDNS packets/min at 20 hosts ≤ this many
 /// times those at 5 hosts.
 const IDLE_GOAL_RATIO: f64 = 3.0;
+/// Bound on how long a stranger that vanished without a goodbye stays in
+/// `kith peers`: the longest TTL of its mDNS records (`RecordTtl::max`).
+const VANISH_BOUND: Duration = Duration::from_secs(180);
+/// The daemons' UDP port.
+const KITH_PORT: u16 = 47474;
 const IDLE_PASS: &str = "discovery bench passphrase";
 
 /// Runs `ip` with `args`; `Err` carries its complaint.
@@ -201,6 +212,8 @@ struct IdleLan {
     netns: Vec<String>,
     daemons: Vec<std::process::Child>,
     dirs: Vec<std::path::PathBuf>,
+    /// Each host's public key (hex), as `kith peers` shows it.
+    keys: Vec<String>,
 }
 
 impl IdleLan {
@@ -213,6 +226,7 @@ impl IdleLan {
             netns: Vec::new(),
             daemons: Vec::new(),
             dirs: Vec::new(),
+            keys: Vec::new(),
         };
         ip(&["link", "add", &this.bridge, "type", "bridge"])?;
         ip(&["link", "set", &this.bridge, "up"])?;
@@ -262,7 +276,7 @@ impl IdleLan {
                 .args([
                     "daemon",
                     "--listen",
-                    &format!("10.78.{lan}.{}:47474", i + 1),
+                    &format!("10.78.{lan}.{}:{KITH_PORT}", i + 1),
                 ])
                 .args(["--interface", "eth0", "--name", "bench"])
                 .args(extra)
@@ -279,7 +293,29 @@ impl IdleLan {
             let child = command.spawn().map_err(|e| format!("kith daemon: {e}"))?;
             self.daemons.push(child);
         }
+        self.keys = keys;
         Ok(())
+    }
+
+    /// Kills the last host's daemon (SIGKILL: no goodbye) and returns its key.
+    fn kill_last(&mut self) -> Option<String> {
+        let child = self.daemons.last_mut()?;
+        child.kill().ok()?;
+        let _ = child.wait();
+        self.keys.last().cloned()
+    }
+
+    /// Whether host 1's `kith peers` lists `key` (`None`: cannot tell).
+    fn first_lists(&self, key: &str) -> Option<bool> {
+        let out = Command::new(env!("CARGO_BIN_EXE_kith"))
+            .arg("--data")
+            .arg(self.dirs.first()?)
+            .arg("peers")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).contains(key))
     }
 }
 
@@ -326,10 +362,10 @@ impl Counters {
             ],
         )?;
         for (_, lan) in lans {
-            for family in ["ip", "ip6"] {
-                // Every frame enters the bridge through a host's port.
+            // Every frame enters the bridge through a host's port.
+            for (family, port) in [("ip", 5353), ("ip6", 5353), ("ip", KITH_PORT)] {
                 let rule = format!(
-                    "iifname \"{}*\" ether type {family} udp dport 5353 counter",
+                    "iifname \"{}*\" ether type {family} udp dport {port} counter",
                     lan.port_prefix
                 );
                 run_tool("nft", &["add", "rule", "bridge", &this.table, "pre", &rule])?;
@@ -338,12 +374,14 @@ impl Counters {
         Ok(this)
     }
 
-    /// (IPv4, IPv6) packets counted so far on `bridge`.
-    fn read(&self, prefix: &str) -> (u64, u64) {
+    /// (mDNS over IPv4, mDNS over IPv6, kith datagrams) counted so far on
+    /// the LAN whose ports start with `prefix`.
+    fn read(&self, prefix: &str) -> (u64, u64, u64) {
         let listing =
             run_tool("nft", &["list", "table", "bridge", &self.table]).unwrap_or_default();
         let mut v4 = 0;
         let mut v6 = 0;
+        let mut kith = 0;
         for line in listing.lines() {
             if !line.contains(&format!("\"{prefix}*\"")) {
                 continue;
@@ -354,13 +392,15 @@ impl Counters {
                 .nth(1)
                 .and_then(|w| w.parse::<u64>().ok())
                 .unwrap_or(0);
-            if line.contains("ether type ip6") {
+            if line.contains(&format!("dport {KITH_PORT}")) {
+                kith += packets;
+            } else if line.contains("ether type ip6") {
                 v6 += packets;
             } else {
                 v4 += packets;
             }
         }
-        (v4, v6)
+        (v4, v6, kith)
     }
 }
 
@@ -381,7 +421,7 @@ fn idle_traffic_figures() {
             .unwrap_or(default)
     };
     let settle = Duration::from_secs(env_secs("KITH_BENCH_MDNS_SETTLE_SECS", 120));
-    let window = Duration::from_secs(env_secs("KITH_BENCH_MDNS_WINDOW_SECS", 180));
+    let window = Duration::from_secs(env_secs("KITH_BENCH_MDNS_WINDOW_SECS", 576));
     let extra: Vec<String> = std::env::var("KITH_BENCH_MDNS_DAEMON_ARGS")
         .map(|v| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
@@ -428,16 +468,17 @@ fn idle_traffic_figures() {
         window.as_secs()
     );
     std::thread::sleep(settle);
-    let before: Vec<(u64, u64)> = lans
+    let before: Vec<(u64, u64, u64)> = lans
         .iter()
         .map(|(_, _, _, l)| counters.read(&l.port_prefix))
         .collect();
     std::thread::sleep(window);
     let minutes = window.as_secs_f64() / 60.0;
     let mut per_min = Vec::new();
-    for ((_, n, contacts, built), (v4_0, v6_0)) in lans.iter().zip(before) {
-        let (v4, v6) = counters.read(&built.port_prefix);
+    for ((_, n, contacts, built), (v4_0, v6_0, kith_0)) in lans.iter().zip(before) {
+        let (v4, v6, kith) = counters.read(&built.port_prefix);
         let (v4, v6) = ((v4 - v4_0) as f64 / minutes, (v6 - v6_0) as f64 / minutes);
+        let kith = (kith - kith_0) as f64 / minutes;
         let who = if *contacts {
             "all contacts"
         } else {
@@ -445,8 +486,9 @@ fn idle_traffic_figures() {
         };
         println!(
             "mdns idle traffic: {n:>2} hosts, {who:<12}: {:>7.1} mDNS packets/min \
-             (IPv4 {v4:.1}, IPv6 {v6:.1})",
-            v4 + v6
+             (IPv4 {v4:.1}, IPv6 {v6:.1}); {kith:.1} kith datagrams/min ({:.2} per host)",
+            v4 + v6,
+            kith / f64::from(*n)
         );
         per_min.push((*n, *contacts, v4 + v6));
     }
@@ -455,9 +497,12 @@ fn idle_traffic_figures() {
             per_min
                 .iter()
                 .find(|(m, c, _)| *m == n && *c == contacts)
-                .map_or(0.0, |(_, _, v)| *v)
+                .map(|(_, _, v)| *v)
         };
-        let (five, twenty) = (at(5), at(20));
+        // Both sizes were measured (`KITH_BENCH_MDNS_LANS` may leave some out).
+        let (Some(five), Some(twenty)) = (at(5), at(20)) else {
+            continue;
+        };
         let ratio = if five > 0.0 {
             twenty / five
         } else {
@@ -475,6 +520,55 @@ fn idle_traffic_figures() {
             } else {
                 "  GOAL MISSED"
             }
+        );
+    }
+    vanished_stranger_figures(&mut lans);
+}
+
+/// Kills one daemon on each LAN of strangers, without a goodbye, and
+/// prints how long it stays in host 1's `kith peers`.
+fn vanished_stranger_figures(lans: &mut [(u8, u8, bool, IdleLan)]) {
+    let killed_at = Instant::now();
+    let mut waiting: Vec<(u8, &IdleLan, String)> = Vec::new();
+    for (_, n, contacts, built) in lans.iter_mut() {
+        if *contacts {
+            continue;
+        }
+        match built.kill_last() {
+            Some(key) => waiting.push((*n, &*built, key)),
+            None => println!("mdns vanished stranger: {n:>2} hosts: SKIPPED (cannot kill)"),
+        }
+    }
+    let deadline = killed_at + VANISH_BOUND + Duration::from_secs(60);
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(|(n, lan, key)| match lan.first_lists(key) {
+            Some(true) => true,
+            Some(false) => {
+                let after = killed_at.elapsed();
+                println!(
+                    "mdns vanished stranger: {n:>2} hosts: left kith peers after {} s \
+                     (goal <= {} s){}",
+                    after.as_secs(),
+                    VANISH_BOUND.as_secs(),
+                    if after <= VANISH_BOUND + Duration::from_secs(2) {
+                        ""
+                    } else {
+                        "  GOAL MISSED"
+                    }
+                );
+                false
+            }
+            None => {
+                println!("mdns vanished stranger: {n:>2} hosts: SKIPPED (kith peers failed)");
+                false
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (n, _, _) in waiting {
+        println!(
+            "mdns vanished stranger: {n:>2} hosts: still listed after {} s  GOAL MISSED",
+            killed_at.elapsed().as_secs()
         );
     }
 }

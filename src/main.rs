@@ -329,6 +329,7 @@ struct RegistryArgs {
 }
 
 fn main() {
+    install_logger();
     if let Err(error) = run(Cli::parse()) {
         // `kith peers | head -1`: the reader has what it wanted. Quiet and
         // successful, as a program killed by SIGPIPE looks to a shell
@@ -339,6 +340,58 @@ fn main() {
         eprintln!("kith: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// Prints the library's log records on standard error, one line each, as
+/// `kith daemon: …` for the daemon's records and `kith: …` for the rest.
+///
+/// Only kith's own records: dependencies (mdns-sd) log at length about
+/// packets a user has no use for. Warnings and errors show by default;
+/// `KITH_LOG` (`off`, `error`, `warn`, `info`, `debug`, `trace`) changes that.
+struct StderrLogger;
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn install_logger() {
+    let level = std::env::var("KITH_LOG")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    // Fails only if a logger is already installed, and `main` installs one.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// The prefix of a log line from `target` (a module path).
+fn log_prefix(target: &str) -> &'static str {
+    if target == "kith::daemon" || target.starts_with("kith::daemon::") {
+        "kith daemon"
+    } else {
+        "kith"
+    }
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+            && (metadata.target() == "kith" || metadata.target().starts_with("kith::"))
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            use std::io::Write as _;
+            // Nowhere to report a failed write to standard error.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}: {}",
+                log_prefix(record.target()),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// Standard output was closed by its reader (EPIPE).

@@ -243,3 +243,45 @@ fn the_registry_prints_its_counters_when_stopped_by_sigterm() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_daemon_warning_is_one_stderr_line_naming_the_daemon() {
+    let dir = TempDir::new("cli-warning");
+    let data = account(&dir);
+    let key = PeerId(Identity::generate(&mut rand::rng()).public().to_bytes()).to_hex();
+    // A wildcard listen address and only an interface that does not exist
+    // leave no address to publish to the registry: the daemon warns (from
+    // deep in the library, through `log`) and carries on. Nothing is sent
+    // to the registry's loopback address before a registration.
+    let child = kith(&data)
+        .args(["daemon", "--listen", "0.0.0.0:0", "--no-mdns"])
+        .args(["--interface", "kith-none0", "--registry", "127.0.0.1:9"])
+        .args(["--registry-key", &key])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the kith binary runs");
+    let mut child = KillOnDrop(Some(child));
+    let stderr = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stderr.take())
+        .expect("stderr was piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = lines
+        .recv_timeout(WAIT)
+        .expect("the daemon warns on stderr");
+    assert_eq!(
+        line,
+        "kith daemon: no address to publish to the registry; listen on a specific address \
+         or name an --interface"
+    );
+    drop(child);
+}

@@ -1057,3 +1057,46 @@ proptest! {
         }
     }
 }
+
+/// A request sealed to an identity (a registry lookup) opens only with
+/// that identity's key, unmodified, and its answer only under the key the
+/// sealer kept; the ephemeral key cannot be swapped.
+#[test]
+fn sealed_requests_open_only_for_their_recipient() {
+    let mut rng = StdRng::seed_from_u64(77);
+    let registry = Identity::generate(&mut rng);
+    let other = Identity::generate(&mut rng);
+    let (ephemeral, sealed, key) =
+        seal_request(&registry.public(), [9; 32], b"aad", b"who is alice").expect("seals");
+    let (plaintext, their_key) = registry
+        .open_request(&ephemeral, b"aad", &sealed)
+        .expect("opens");
+    assert_eq!(plaintext, b"who is alice");
+    assert!(other.open_request(&ephemeral, b"aad", &sealed).is_err());
+    assert!(
+        registry
+            .open_request(&ephemeral, b"other", &sealed)
+            .is_err()
+    );
+    let mut flipped = sealed.clone();
+    flipped[0] ^= 1;
+    assert!(registry.open_request(&ephemeral, b"aad", &flipped).is_err());
+    let (other_ephemeral, _, _) =
+        seal_request(&registry.public(), [8; 32], b"aad", b"x").expect("seals");
+    assert!(
+        registry
+            .open_request(&other_ephemeral, b"aad", &sealed)
+            .is_err()
+    );
+    // The answer: sealed by the registry, opened by the asker only.
+    let answer = seal_answer(&their_key, b"a", b"at 10.0.0.2").expect("seals");
+    assert_eq!(
+        open_sealed_answer(&key, b"a", &answer).expect("opens"),
+        b"at 10.0.0.2"
+    );
+    let (_, _, stranger_key) =
+        seal_request(&registry.public(), [7; 32], b"aad", b"x").expect("seals");
+    assert!(open_sealed_answer(&stranger_key, b"a", &answer).is_err());
+    // A low-order ephemeral key is refused before any decryption.
+    assert!(registry.open_request(&[0; 32], b"aad", &sealed).is_err());
+}

@@ -224,13 +224,18 @@ fn key_hex(public: &PublicIdentity) -> String {
 }
 
 fn start_node(host: &Host, who: Identity, extra: &[String]) -> Node {
+    start_node_at(host, &format!("{}:47474", host.addr), who, extra)
+}
+
+/// [`start_node`] with the daemon's socket bound at `listen`.
+fn start_node_at(host: &Host, listen: &str, who: Identity, extra: &[String]) -> Node {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &host.netns, env!("CARGO_BIN_EXE_kith")])
         .arg("--data")
         .arg(&who.data)
         .env("KITH_PASSPHRASE", PASS)
-        .args(["daemon", "--listen", &format!("{}:47474", host.addr)])
+        .args(["daemon", "--listen", listen])
         .args(["--keepalive-secs", &KEEPALIVE_SECS.to_string()])
         .args(["--keepalive-max-secs", &KEEPALIVE_MAX_SECS.to_string()])
         .args(extra);
@@ -631,4 +636,134 @@ fn two_daemons_given_one_name_are_announced_apart_and_show_it() {
         assert!(line.contains("name=\"twin\""), "{line}");
         assert!(report.contains(" renamed=0 "), "{report}");
     }
+}
+
+/// Flushes the IPv4 addresses of `host`'s `dev` and waits (bounded) until
+/// it has a usable (not tentative) IPv6 link-local address.
+fn link_local_only(host: &Host, dev: &str) {
+    ip(&[
+        "-n",
+        &host.netns,
+        "addr",
+        "flush",
+        "dev",
+        dev,
+        "scope",
+        "global",
+    ])
+    .expect("flush the global addresses");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let addrs = ip(&["-n", &host.netns, "-6", "addr", "show", "dev", dev]).expect("ip addr");
+        if addrs.contains("fe80::") && !addrs.contains("tentative") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no usable link-local address:\n{addrs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon on two IPv6 links (link-local only) keeps alive a contact on
+/// the second: the contact's announced fe80:: address must be used on the
+/// interface it was heard on (its scope id), not wherever the kernel's
+/// first fe80::/64 route points (the first link). The contact has no
+/// contacts itself, so it never writes first: only our probes can bring
+/// it online.
+#[test]
+fn a_contact_on_the_second_of_two_ipv6_links_is_reached_on_that_link() {
+    let test = "mdns ipv6 scope daemon test";
+    let Some(first) = lan_or_skip(test, 'f', 4, 1) else {
+        return;
+    };
+    let Some(second) = lan_or_skip(test, 'g', 5, 1) else {
+        return;
+    };
+    let (alice_host, bob_host) = (&first.hosts[0], &second.hosts[0]);
+    // Alice's second link: a veth into the second LAN's bridge (it goes
+    // with her namespace).
+    let port = format!("kv{}h", std::process::id());
+    let ns = alice_host.netns.as_str();
+    ip(&[
+        "link", "add", &port, "type", "veth", "peer", "name", "eth1", "netns", ns,
+    ])
+    .expect("a second veth");
+    ip(&["link", "set", &port, "master", &second.bridge]).expect("into the bridge");
+    ip(&["link", "set", &port, "up"]).expect("up");
+    ip(&["-n", ns, "link", "set", "eth1", "up", "multicast", "on"]).expect("eth1 up");
+    link_local_only(alice_host, "eth0");
+    link_local_only(alice_host, "eth1");
+    link_local_only(bob_host, "eth0");
+
+    let (alice, bob) = (identity("alice-scope"), identity("bob-scope"));
+    let bob_key = key_hex(&bob.public);
+    let alice_args = [
+        "--interface",
+        "eth0",
+        "--interface",
+        "eth1",
+        "--name",
+        "alice",
+        "--contact",
+        &bob_key,
+    ]
+    .map(String::from);
+    let bob_args = ["--interface", "eth0", "--name", "bob"].map(String::from);
+    let alice = start_node_at(alice_host, "[::]:47474", alice, &alice_args);
+    let bob = start_node_at(bob_host, "[::]:47474", bob, &bob_args);
+    let start = Instant::now();
+    wait_online(&alice, &bob.id, start + WAIT);
+    println!(
+        "discovery figure: ipv6 link-local on the second of two links, contact online {} ms \
+         after start",
+        ms(start.elapsed())
+    );
+}
+
+/// IPv6 on a link with nothing but link-local addresses (fe80::/64, no
+/// router, the IPv4 addresses removed): a daemon listening on `[::]`
+/// announces and browses mDNS over IPv6 only (ff02::fb), finds the other
+/// by it (no registry, no `--peer`), and the contacts come online.
+#[test]
+fn two_contacts_on_ipv6_link_local_only_find_each_other_and_come_online() {
+    let test = "mdns ipv6 daemon test";
+    let Some(lan) = lan_or_skip(test, 's', 3, 2) else {
+        return;
+    };
+    // The IPv4 addresses go, so that only IPv6 can carry anything.
+    for host in &lan.hosts {
+        link_local_only(host, "eth0");
+    }
+    let (alice, bob) = (identity("alice6"), identity("bob6"));
+    let keys = [key_hex(&alice.public), key_hex(&bob.public)];
+    let nodes: Vec<Node> = lan
+        .hosts
+        .iter()
+        .zip([alice, bob])
+        .enumerate()
+        .map(|(i, (host, who))| {
+            let args = [
+                "--interface",
+                "eth0",
+                "--name",
+                if i == 0 { "alice" } else { "bob" },
+                "--contact",
+                &keys[1 - i],
+            ]
+            .map(String::from);
+            start_node_at(host, "[::]:47474", who, &args)
+        })
+        .collect();
+    let start = Instant::now();
+    let deadline = start + WAIT;
+    wait_online(&nodes[0], &nodes[1].id, deadline);
+    wait_online(&nodes[1], &nodes[0].id, deadline);
+    let discovery = cli(&nodes[0].data, &["discovery"]);
+    assert!(discovery.contains("fe80::"), "{discovery}");
+    println!(
+        "discovery figure: ipv6 link-local, both contacts online {} ms after start",
+        ms(start.elapsed())
+    );
 }

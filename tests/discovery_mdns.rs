@@ -20,8 +20,8 @@
 //! directly.
 
 use kith::discovery::mdns::{
-    MdnsConfig, MdnsDiscovery, Rejection, SERVICE_TYPE, sanitize_display_name, validate_public_key,
-    validate_txt,
+    MdnsConfig, MdnsDiscovery, RecordTtl, Rejection, SERVICE_TYPE, sanitize_display_name,
+    validate_public_key, validate_txt,
 };
 use kith::discovery::{DiscoveryEvent, InterfaceSpec};
 use kith::proto::crypto::Identity;
@@ -64,6 +64,9 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
     );
 
     let v = Some(Some(version.as_bytes()));
+    // A version other than ours, and ours with a leading zero.
+    let other_version = wire::VERSION.wrapping_add(1).to_string();
+    let padded_version = format!("0{version}");
     let too_long = format!("{id}0");
     let cases: [(TxtValue, TxtValue, Rejection); 9] = [
         (None, v, Rejection::MissingId),
@@ -75,12 +78,12 @@ fn txt_validation_accepts_exactly_a_peer_id_and_our_version() {
         (Some(Some(id.as_bytes())), None, Rejection::MissingVersion),
         (
             Some(Some(id.as_bytes())),
-            Some(Some(b"2")),
+            Some(Some(other_version.as_bytes())),
             Rejection::BadVersion,
         ),
         (
             Some(Some(id.as_bytes())),
-            Some(Some(b"01")),
+            Some(Some(padded_version.as_bytes())),
             Rejection::BadVersion,
         ),
     ];
@@ -1230,8 +1233,23 @@ fn mdns_a_node_announces_itself_at_least_twice_at_start() {
         println!("SKIPPED mdns test: {reason}");
         return;
     }
-    // A plain socket in the mDNS group, beside the daemons (they set
-    // SO_REUSEPORT too), sees every multicast packet on `lo`.
+    let socket = mdns_group_socket();
+
+    let id = peer(0xa1);
+    let (tx, _rx) = mpsc::channel();
+    let mut node = MdnsDiscovery::start(lo_config(id, "Alice", 7001), tx, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let label = node.instance_name();
+    // Probing takes ~750 ms, the announcements then go one second apart.
+    let count = count_announcements(&socket, &label, Duration::from_secs(5));
+    println!("mdns figure: {count} announcements in the first 5 s");
+    assert!(count >= 2, "{count} announcements at start");
+    node.shutdown().expect("clean shutdown");
+}
+
+/// A plain socket in the mDNS group on `lo`, beside the daemons (they set
+/// SO_REUSEPORT too): it sees every multicast packet there.
+fn mdns_group_socket() -> std::net::UdpSocket {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -1251,16 +1269,218 @@ fn mdns_a_node_announces_itself_at_least_twice_at_start() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
-    let socket: std::net::UdpSocket = socket.into();
+    socket.into()
+}
 
-    let id = peer(0xa1);
-    let (tx, _rx) = mpsc::channel();
-    let mut node = MdnsDiscovery::start(lo_config(id, "Alice", 7001), tx, Box::new(|| {}))
+/// Past a DNS name at `at` in `packet` (labels, ending in a zero byte or
+/// a compression pointer).
+fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len & 0xc0 == 0xc0 {
+            return Some(at + 2);
+        }
+        at += 1 + len;
+    }
+}
+
+/// (port, TTL) of every SRV record in a DNS response; `None` for a query
+/// or a packet that does not parse.
+fn srv_ttls(packet: &[u8]) -> Option<Vec<(u16, u32)>> {
+    let word = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
+    };
+    if packet.len() < 12 || packet[2] & 0x80 == 0 {
+        return None;
+    }
+    let questions = word(4)?;
+    let records = u32::from(word(6)?) + u32::from(word(8)?) + u32::from(word(10)?);
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(packet, at)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..records {
+        at = skip_name(packet, at)?;
+        let ty = word(at)?;
+        let ttl = (u32::from(word(at + 4)?) << 16) | u32::from(word(at + 6)?);
+        let len = usize::from(word(at + 8)?);
+        let rdata = at + 10;
+        if ty == 33 {
+            // SRV: priority, weight, port, target.
+            out.push((word(rdata + 4)?, ttl));
+        }
+        at = rdata + len;
+    }
+    Some(out)
+}
+
+/// The TTL of the records in the liveness test: short, so that several
+/// refresh rounds take seconds.
+const SHORT_TTL: u32 = 5;
+
+#[test]
+fn mdns_a_vanished_stranger_is_lost_within_its_record_ttl_and_live_ones_stay() {
+    let name = "mdns_a_vanished_stranger_is_lost_within_its_record_ttl_and_live_ones_stay";
+    if !in_child() {
+        let ran = run_in_private_netns(name, "-rn");
+        assert!(
+            ran || !in_ci(),
+            "CI=true, yet the mDNS liveness test could not run (see SKIPPED above)"
+        );
+        return;
+    }
+    if let Err(reason) = prepare_private_loopback() {
+        println!("SKIPPED mdns test: {reason}");
+        return;
+    }
+    // Everything multicast on `lo`, time-stamped, for the whole test.
+    let socket = mdns_group_socket();
+    let packets = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, Vec<u8>)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sniffer = std::thread::spawn({
+        let (packets, stop) = (packets.clone(), stop.clone());
+        move || {
+            let mut buf = [0u8; 9000];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(len) = socket.recv(&mut buf) {
+                    let mut seen = packets.lock().expect("sniffer lock");
+                    seen.push((Instant::now(), buf[..len].to_vec()));
+                }
+            }
+        }
+    });
+
+    // Alice with the default record TTL; Bob with a short one; Carol is a
+    // stranger speaking plain mdns-sd (a valid kith announcement), whose
+    // records live SHORT_TTL seconds unless she answers again.
+    let (alice_id, bob_id, carol_id) = (peer(0xa1), peer(0xb0), peer(0xc0));
+    let (tx_a, rx_a) = mpsc::channel();
+    let (tx_b, rx_b) = mpsc::channel();
+    let mut alice = MdnsDiscovery::start(lo_config(alice_id, "Alice", 7001), tx_a, Box::new(|| {}))
         .expect("mdns-sd starts in the namespace");
-    let label = node.instance_name();
-    // Probing takes ~750 ms, the announcements then go one second apart.
-    let count = count_announcements(&socket, &label, Duration::from_secs(5));
-    println!("mdns figure: {count} announcements in the first 5 s");
-    assert!(count >= 2, "{count} announcements at start");
-    node.shutdown().expect("clean shutdown");
+    let mut bob_config = lo_config(bob_id, "Bob", 7002);
+    bob_config.record_ttl = RecordTtl::fixed(Duration::from_secs(u64::from(SHORT_TTL)));
+    let mut bob = MdnsDiscovery::start(bob_config, tx_b, Box::new(|| {}))
+        .expect("mdns-sd starts in the namespace");
+    let carol = mdns_sd::ServiceDaemon::new().expect("raw daemon starts");
+    carol
+        .disable_interface(mdns_sd::IfKind::All)
+        .expect("queued");
+    carol.enable_interface("lo").expect("queued");
+    let carol_hex = carol_id.to_hex();
+    let version = wire::VERSION.to_string();
+    let txt = [("id", carol_hex.as_str()), ("v", version.as_str())];
+    let mut info = mdns_sd::ServiceInfo::new(
+        SERVICE_TYPE,
+        "Carol",
+        "carol.local.",
+        "127.0.0.1",
+        7003,
+        &txt[..],
+    )
+    .expect("valid service info");
+    info.set_host_ttl(SHORT_TTL);
+    carol.register(info).expect("queued");
+
+    for (rx, who, others) in [
+        (&rx_a, "Alice", [bob_id, carol_id]),
+        (&rx_b, "Bob", [alice_id, carol_id]),
+    ] {
+        let mut missing: Vec<PeerId> = others.to_vec();
+        while !missing.is_empty() {
+            let event = wait_for(rx, &format!("{missing:?} found by {who}"), |e| {
+                matches!(e, DiscoveryEvent::PeerFound { .. })
+            });
+            if let DiscoveryEvent::PeerFound { peer_id, .. } = event {
+                missing.retain(|id| *id != peer_id);
+            }
+        }
+    }
+
+    // Four lifetimes of Bob's and Carol's records: they are asked for
+    // again and answer, and nobody loses anybody.
+    let rounds = Duration::from_secs(u64::from(4 * SHORT_TTL));
+    let deadline = Instant::now() + rounds;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        for rx in [&rx_a, &rx_b] {
+            if let Ok(event) = rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                assert!(
+                    !matches!(event, DiscoveryEvent::PeerLost { .. }),
+                    "a live peer was lost: {event:?}"
+                );
+            }
+        }
+    }
+
+    // Carol vanishes without a word (as if she crashed or left the link).
+    let gone = Instant::now();
+    carol
+        .disable_interface(mdns_sd::IfKind::All)
+        .expect("queued");
+    let bound = Duration::from_secs(u64::from(SHORT_TTL)) + Duration::from_secs(2);
+    let mut lost = Vec::new();
+    for (rx, who) in [(&rx_a, "Alice"), (&rx_b, "Bob")] {
+        let deadline = gone + bound;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(DiscoveryEvent::PeerLost { peer_id }) if peer_id == carol_id => break,
+                Ok(DiscoveryEvent::PeerLost { peer_id }) => {
+                    panic!("{who} lost {peer_id:?}, who is still there")
+                }
+                Ok(_) => {}
+                Err(_) => panic!("{who} still shows Carol {bound:?} after she vanished"),
+            }
+        }
+        lost.push(gone.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sniffer.join().expect("the sniffer does not panic");
+    let packets = std::mem::take(&mut *packets.lock().expect("sniffer lock"));
+
+    // Each node's records carry the TTL chosen for it: Bob's the short one,
+    // Alice's the default for a link of three nodes (RFC 6762's 120 s).
+    let ttls = |port: u16| -> Vec<u32> {
+        let mut ttls: Vec<u32> = packets
+            .iter()
+            .filter_map(|(_, p)| srv_ttls(p))
+            .flatten()
+            .filter(|(p, ttl)| *p == port && *ttl > 0)
+            .map(|(_, ttl)| ttl)
+            .collect();
+        ttls.sort_unstable();
+        ttls.dedup();
+        ttls
+    };
+    assert_eq!(ttls(7002), [SHORT_TTL], "Bob's SRV TTLs");
+    assert_eq!(ttls(7001), [120], "Alice's SRV TTLs");
+    // Carol was silent once gone: she was lost by expiry, not a goodbye.
+    let after: Vec<&Vec<u8>> = packets
+        .iter()
+        .filter(|(at, p)| {
+            *at > gone + Duration::from_millis(200)
+                && srv_ttls(p).is_some_and(|srv| srv.iter().any(|(port, _)| *port == 7003))
+        })
+        .map(|(_, p)| p)
+        .collect();
+    assert!(after.is_empty(), "Carol spoke after she vanished");
+    let queries = packets
+        .iter()
+        .filter(|(_, p)| p.len() >= 12 && p[2] & 0x80 == 0)
+        .count();
+
+    bob.shutdown().expect("clean shutdown");
+    alice.shutdown().expect("clean shutdown");
+    let _ = carol.shutdown();
+    println!(
+        "mdns figure: vanished stranger lost after {} ms (Alice) and {} ms (Bob), record TTL {SHORT_TTL} s; \
+         {queries} queries in {} s",
+        lost[0].as_millis(),
+        lost[1].as_millis(),
+        (gone.elapsed() + rounds).as_secs()
+    );
 }

@@ -196,11 +196,18 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ciphertext: vec![8; 40],
         },
         Frame::Group {
-            room,
+            tag: [5; 16],
             payload: vec![2; 60],
         },
     ]
-    .map(|frame| Datagram { from, frame }.emit().expect("fits"));
+    .map(|frame| {
+        Datagram {
+            from: frame.names_sender().then_some(from),
+            frame,
+        }
+        .emit()
+        .expect("fits")
+    });
 
     let controls = [
         Control::SenderKey {
@@ -340,12 +347,13 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let mut txt = vec![0b10_10_10];
     txt.extend_from_slice(from.to_hex().as_bytes());
     txt.push(0);
-    txt.extend_from_slice(b"1");
+    txt.extend_from_slice(kith::proto::wire::VERSION.to_string().as_bytes());
     txt.push(0);
     txt.extend_from_slice(PeerId(alice.public().to_bytes()).to_hex().as_bytes());
     let mut txt_without_key = vec![0b00_10_10];
     txt_without_key.extend_from_slice(from.to_hex().to_uppercase().as_bytes());
-    txt_without_key.extend_from_slice(b"\x001");
+    txt_without_key.push(0);
+    txt_without_key.extend_from_slice(kith::proto::wire::VERSION.to_string().as_bytes());
 
     vec![
         ("datagram", datagrams.to_vec()),

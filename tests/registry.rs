@@ -2,10 +2,10 @@
 //! lookup, forgery and replay refusal, expiry, restart, flooding and
 //! malformed input.
 
-use kith::proto::crypto::Identity;
+use kith::proto::crypto::{Identity, seal_answer};
 use kith::proto::ids::PeerId;
 use kith::registry::wire::{
-    Addresses, Answer, Message, Registration, SignedAnswer, SignedRegistration,
+    Addresses, Answer, LookupRequest, Message, Registration, SignedAnswer, SignedRegistration,
 };
 use kith::registry::{
     ClientEvent, RateLimit, RegistryClient, RegistryClientConfig, RegistryConfig, RegistryError,
@@ -383,8 +383,29 @@ fn answers_not_signed_by_the_pinned_registry_are_refused() {
     let mut bob = client(3, &honest);
     let bytes = bob.lookup(identity(2).peer_id());
     impostor.handle_datagram(start, UNIX_MS, addr(3, 1), &bytes);
-    let reply = impostor.poll_transmit().expect("the impostor answers");
-    assert!(bob.handle_datagram(start, UNIX_MS, &reply.payload).is_err());
+    // The lookup is sealed to the pinned registry: the impostor cannot
+    // even read it.
+    assert!(impostor.poll_transmit().is_none());
+    // Sealed under the lookup's key (as the pinned registry would) but
+    // signed by another key: refused.
+    let Ok(Message::SealedLookup { ephemeral, sealed }) = Message::parse(&bytes) else {
+        panic!("not a lookup")
+    };
+    let (request, key) = identity(1)
+        .open_request(&ephemeral, &LookupRequest::aad(b'l'), &sealed)
+        .expect("sealed to the pinned registry");
+    let LookupRequest { query, peer } = LookupRequest::parse(&request).expect("a lookup");
+    let body = Answer::NotFound { query, peer }.emit();
+    let signature = identity(99).sign_registry(&Answer::signed_message(&body));
+    let padded = SignedAnswer { body, signature }.padded().expect("fits");
+    let sealed = seal_answer(&key, &LookupRequest::aad(b'a'), &padded).expect("seals");
+    let forged = Message::SealedAnswer { ephemeral, sealed }
+        .emit()
+        .expect("fits");
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &forged),
+        Err(RegistryError::BadSignature)
+    ));
 
     // An unsolicited (replayed) answer is refused as well.
     let bytes = bob.lookup(identity(2).peer_id());
@@ -409,9 +430,13 @@ fn signed_registration(bytes: &[u8]) -> SignedRegistration {
 /// send: a correctly signed `Found` answer to `lookup`, carrying any
 /// registration it ever saw.
 fn found_answer(lookup: &[u8], registration: SignedRegistration) -> Vec<u8> {
-    let Ok(Message::Lookup { query, .. }) = Message::parse(lookup) else {
+    let Ok(Message::SealedLookup { ephemeral, sealed }) = Message::parse(lookup) else {
         panic!("not a lookup")
     };
+    let (request, key) = identity(1)
+        .open_request(&ephemeral, &LookupRequest::aad(b'l'), &sealed)
+        .expect("sealed to the registry's key");
+    let LookupRequest { query, .. } = LookupRequest::parse(&request).expect("a lookup");
     let body = Answer::Found {
         query,
         registration,
@@ -419,7 +444,9 @@ fn found_answer(lookup: &[u8], registration: SignedRegistration) -> Vec<u8> {
     }
     .emit();
     let signature = identity(1).sign_registry(&Answer::signed_message(&body));
-    Message::Answer(SignedAnswer { body, signature })
+    let padded = SignedAnswer { body, signature }.padded().expect("fits");
+    let sealed = seal_answer(&key, &LookupRequest::aad(b'a'), &padded).expect("seals");
+    Message::SealedAnswer { ephemeral, sealed }
         .emit()
         .expect("fits")
 }
@@ -684,16 +711,16 @@ proptest! {
 #[test]
 fn wire_checks_size_magic_version_and_trailing_bytes() {
     use kith::proto::wire::WireError;
-    let message = Message::Lookup {
-        peer: PeerId([1; 32]),
-        query: 7,
+    let message = Message::SealedLookup {
+        ephemeral: [1; 32],
+        sealed: vec![7; 60],
     };
     let bytes = message.emit().expect("fits");
     assert_eq!(Message::parse(&bytes), Ok(message));
 
     let mut version = bytes.clone();
-    version[2] = 2;
-    assert_eq!(Message::parse(&version), Err(WireError::UnknownVersion(2)));
+    version[2] = 1;
+    assert_eq!(Message::parse(&version), Err(WireError::UnknownVersion(1)));
     let mut magic = bytes.clone();
     magic[..2].copy_from_slice(b"kt");
     assert_eq!(Message::parse(&magic), Err(WireError::BadMagic));
@@ -707,4 +734,67 @@ fn wire_checks_size_magic_version_and_trailing_bytes() {
     registry.handle_datagram(start, UNIX_MS, addr(9, 9), &magic);
     assert_eq!(registry.counters().unknown_version, 1);
     assert_eq!(registry.counters().malformed, 1);
+}
+
+/// A passive observer of lookups and their answers learns neither whom a
+/// client looks for nor anything of the answer: the looked-up id and key
+/// appear in no datagram, and found and not-found answers are the same
+/// size. Only the registry's key opens a lookup.
+#[test]
+fn lookups_and_answers_are_sealed_to_the_registry() {
+    let start = Instant::now();
+    let mut registry = registry(RegistryConfig::default());
+    let mut alice = client(2, &registry);
+    let mut bob = client(3, &registry);
+    let alice_id = identity(2).peer_id();
+    let alice_key = identity(2).public().to_bytes();
+    let bytes = alice.register(start, UNIX_MS);
+    registry.handle_datagram(start, UNIX_MS, addr(2, 1), &bytes);
+    let reply = registry.poll_transmit().expect("registered");
+    assert!(
+        alice
+            .handle_datagram(start, UNIX_MS, &reply.payload)
+            .is_ok()
+    );
+
+    let lookup = bob.lookup(alice_id);
+    let missing = bob.lookup(identity(7).peer_id());
+    for bytes in [&lookup, &missing] {
+        assert!(!bytes.windows(32).any(|w| w == alice_id.0));
+        assert!(!bytes.windows(32).any(|w| w == identity(7).peer_id().0));
+    }
+    assert_eq!(lookup.len(), missing.len(), "a lookup's size says nothing");
+    // Only the registry's key opens it: another registry drops it.
+    let mut other = RegistryState::new(identity(99), [1; 32], RegistryConfig::default());
+    other.handle_datagram(start, UNIX_MS, addr(3, 1), &lookup);
+    assert!(other.poll_transmit().is_none());
+    assert_eq!(other.counters().malformed, 1);
+
+    registry.handle_datagram(start, UNIX_MS, addr(3, 1), &lookup);
+    let found = registry.poll_transmit().expect("answered").payload;
+    registry.handle_datagram(start, UNIX_MS, addr(3, 1), &missing);
+    let not_found = registry.poll_transmit().expect("answered").payload;
+    assert_eq!(
+        found.len(),
+        not_found.len(),
+        "found and not found look alike"
+    );
+    for bytes in [&found, &not_found] {
+        assert!(!bytes.windows(32).any(|w| w == alice_id.0 || w == alice_key));
+    }
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &found),
+        Ok(Some(ClientEvent::Found { peer, .. })) if peer == alice_id
+    ));
+    assert!(matches!(
+        bob.handle_datagram(start, UNIX_MS, &not_found),
+        Ok(Some(ClientEvent::NotFound { .. }))
+    ));
+    // A replayed answer, and an answer to another client's lookup, open
+    // nothing.
+    assert!(bob.handle_datagram(start, UNIX_MS, &found).is_err());
+    let carol_lookup = client(4, &registry).lookup(alice_id);
+    registry.handle_datagram(start, UNIX_MS, addr(4, 1), &carol_lookup);
+    let carols = registry.poll_transmit().expect("answered").payload;
+    assert!(bob.handle_datagram(start, UNIX_MS, &carols).is_err());
 }

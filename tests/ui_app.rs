@@ -10,11 +10,13 @@ use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::proto::node::direct_room;
 use kith::ui::KithApp;
 use kith::ui::backend::{FakeBackend, FakeLauncher, Me};
+use kith::ui::notify::Recorder;
 use kith::ui::state::{
     MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, Target, Update,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 fn peer(n: u8) -> PeerId {
@@ -91,13 +93,18 @@ impl App {
 /// Creates an account through the first screen, then fills the fake node
 /// with people, two rooms and three messages.
 fn unlocked_app(name: &str) -> App {
+    unlocked_app_with(name, |app| app)
+}
+
+/// [`unlocked_app`], the app first changed by `setup` (a clock, a notifier).
+fn unlocked_app_with(name: &str, setup: impl FnOnce(KithApp) -> KithApp) -> App {
     let dir = temp_dir(name);
     let launcher = FakeLauncher::new(Me {
         peer: peer(0),
         public_key: "00".repeat(32),
         name: String::new(),
     });
-    let app = KithApp::new(dir, launcher.clone()).with_clock(Arc::new(|| NOW), 0);
+    let app = setup(KithApp::new(dir, launcher.clone()).with_clock(Arc::new(|| NOW), 0));
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1000.0, 660.0))
         // Scrolling animates over a few frames.
@@ -474,4 +481,203 @@ fn snapshots_of_the_main_window_and_new_room_dialog() {
         .click();
     app.harness.run();
     app.harness.snapshot("new_room");
+}
+
+/// Runs `steps` frames and gathers what the app asked of the platform
+/// (copy, open a link) in any of them.
+fn commands(harness: &mut Harness<'static, KithApp>, steps: usize) -> Vec<egui::OutputCommand> {
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        harness.step();
+        out.extend(harness.output().platform_output.commands.iter().cloned());
+    }
+    out
+}
+
+#[test]
+fn a_message_while_unfocused_raises_a_notification_unless_muted() {
+    let clock = Arc::new(AtomicU64::new(NOW));
+    let notes = Recorder::default();
+    let (time, recorder) = (clock.clone(), notes.clone());
+    let mut app = unlocked_app_with("notify", move |app| {
+        app.with_clock(Arc::new(move || time.load(Ordering::SeqCst)), 0)
+            .with_notifier(Arc::new(recorder))
+    });
+    // The window has focus while it is set up: nothing was notified.
+    assert_eq!(notes.take(), []);
+    app.harness.input_mut().focused = false;
+    app.harness.run();
+    app.fake.push(received(KITCHEN, 1, 20, 0, "are you there?"));
+    app.harness.run();
+    let shown = notes.take();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].title, "Sam in kitchen");
+    assert_eq!(shown[0].body, "are you there?");
+
+    // Muted for 15 minutes from the sidebar: nothing, and no badge.
+    app.harness.get_by_label("# kitchen").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Mute").hover();
+    app.harness.run();
+    app.harness.get_by_label("15 minutes").click();
+    app.harness.run();
+    for (n, minutes) in [(21, 1), (22, 14)] {
+        clock.store(NOW + minutes * 60_000, Ordering::SeqCst);
+        app.fake.push(received(KITCHEN, 2, n, 0, "muted chatter"));
+        app.harness.run();
+    }
+    assert_eq!(notes.take(), []);
+    assert_eq!(app.state().badge(&app.state().rooms[&KITCHEN]), None);
+
+    // The mute ends: notified again.
+    clock.store(NOW + 15 * 60_000, Ordering::SeqCst);
+    app.fake
+        .push(received(KITCHEN, 1, 23, 0, "dinner is ready"));
+    app.harness.run();
+    let shown = notes.take();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].body, "dinner is ready");
+
+    // With the window focused, nothing.
+    app.harness.input_mut().focused = true;
+    clock.store(NOW + 16 * 60_000, Ordering::SeqCst);
+    app.fake.push(received(OPS, 1, 24, 0, "seen on screen"));
+    app.harness.run();
+    assert_eq!(notes.take(), []);
+}
+
+#[test]
+fn search_every_room_then_open_a_result_far_back_in_its_history() {
+    let mut app = unlocked_app("search");
+    let history: Vec<MessageInfo> = (0..600u32)
+        .map(|i| {
+            let mut id = [8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            MessageInfo {
+                room: OPS,
+                from: peer(1 + (i % 2) as u8),
+                id: MessageId(id),
+                timestamp: NOW - 3_600_000 + u64::from(i),
+                text: if i == 30 {
+                    "the wifi password is on the fridge".to_owned()
+                } else {
+                    format!("message {i}")
+                },
+                cursor: None,
+                hlc: 0,
+                deliveries: None,
+            }
+        })
+        .collect();
+    app.fake.set_history(OPS, history);
+    // Typed in the sidebar's box, then "Messages with …".
+    app.harness.get_by_label("🔍").focus();
+    app.harness.run();
+    app.harness.get_by_label("🔍").type_text("WIFI");
+    app.harness.run();
+    app.harness.get_by_label("🔍 Messages with “WIFI”").click();
+    app.harness.run();
+    let requests = app.requests();
+    assert!(
+        requests.iter().any(|r| matches!(r,
+            Request::Search { text, room: None, .. } if text == "WIFI")),
+        "{requests:?}"
+    );
+    assert_eq!(app.state().search.hits.len(), 1);
+    app.harness.get_by_label("1 message");
+
+    // A click opens ops at that message, 570 messages back.
+    app.harness
+        .get_by_label("the wifi password is on the fridge")
+        .click();
+    app.harness.run();
+    let state = app.state();
+    assert_eq!(state.open, Some(OPS));
+    assert!(
+        state.histories[&OPS]
+            .messages
+            .iter()
+            .any(|m| m.text.starts_with("the wifi"))
+    );
+    // The chat shows it (only rows in view are laid out) beside the result.
+    assert_eq!(
+        app.harness
+            .get_all_by_label("the wifi password is on the fridge")
+            .count(),
+        2
+    );
+    assert!(app.harness.query_by_label("message 599").is_none());
+    app.harness.snapshot("search");
+
+    // Only this room: a search from the header's 🔍.
+    app.harness.get_by_label("In # ops").click();
+    app.harness.run();
+    assert!(app.requests().iter().any(|r| matches!(
+        r,
+        Request::Search {
+            room: Some(OPS),
+            ..
+        }
+    )));
+    app.harness.get_by_label("×").click();
+    app.harness.run();
+    assert!(!app.state().search.open);
+}
+
+#[test]
+fn copy_a_message_and_open_only_web_links() {
+    let mut app = unlocked_app("links");
+    app.fake.push(received(
+        KITCHEN,
+        1,
+        30,
+        0,
+        "recipe at https://example.org/bread. not file:///etc/passwd",
+    ));
+    app.harness.get_by_label("# kitchen").click();
+    app.harness.run();
+    // One link, the web one.
+    let links: Vec<_> = app
+        .harness
+        .get_all_by_role(egui::accesskit::Role::Link)
+        .collect();
+    assert_eq!(links.len(), 1);
+    app.harness
+        .get_by_role_and_label(egui::accesskit::Role::Link, "https://example.org/bread")
+        .click();
+    let opened: Vec<String> = commands(&mut app.harness, 3)
+        .into_iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::OpenUrl(open) => Some(open.url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, ["https://example.org/bread"]);
+    app.harness.run();
+
+    // Right-click the text: Copy text puts the whole message on the clipboard.
+    app.harness
+        .get_by_label_contains("not file:///etc/passwd")
+        .click_secondary();
+    app.harness.run();
+    app.harness.snapshot("message_menu");
+    app.harness.get_by_label("Copy text").click();
+    let copied: Vec<String> = commands(&mut app.harness, 3)
+        .into_iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::CopyText(text) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copied,
+        ["recipe at https://example.org/bread. not file:///etc/passwd"]
+    );
+    // A plain message has the same menu.
+    app.harness.run();
+    app.harness.get_by_label("dinner at 8?").click_secondary();
+    app.harness.run();
+    app.harness.get_by_label("Copy text").click();
+    let copied: Vec<_> = commands(&mut app.harness, 3);
+    assert!(copied.contains(&egui::OutputCommand::CopyText("dinner at 8?".into())));
 }

@@ -6,103 +6,40 @@
 //! the sidebar and Alice's next message raises no badge.
 #![cfg(feature = "gui")]
 
-use egui_kittest::Harness;
+mod ui_support;
+
 use egui_kittest::kittest::Queryable;
-use kith::account::{Account, KdfParams};
-use kith::daemon::{DaemonConfig, PeerAddr};
-use kith::proto::crypto::PublicIdentity;
+use kith::daemon::PeerAddr;
 use kith::proto::node::direct_room;
-use kith::ui::KithApp;
-use kith::ui::state::{AppState, Delivery, Relation};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use kith::ui::state::{Delivery, Intent, Relation};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kith-ui-two-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// A loopback port free now (the node binds it a moment later).
-fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback port")
-}
-
-fn account(dir: &Path, name: &str) -> PublicIdentity {
-    let account = Account::create(dir, "pass phrase", KdfParams::insecure_fast_for_tests())
-        .expect("create the account");
-    std::fs::write(dir.join(kith::ui::backend::NAME_FILE), name).expect("name file");
-    account.identity.public()
-}
-
-fn app(dir: &Path, listen: SocketAddr, other: PeerAddr) -> Harness<'static, KithApp> {
-    let mut config = DaemonConfig::default();
-    config.net.unicast_bind = listen;
-    config.peers = vec![other];
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1000.0, 660.0))
-        .with_max_steps(32)
-        .build_ui_state(
-            |ui, app: &mut KithApp| app.show(ui),
-            KithApp::with_node(dir.to_owned(), KdfParams::insecure_fast_for_tests(), config),
-        );
-    harness.get_by_label("Passphrase").focus();
-    harness.run();
-    harness.get_by_label("Passphrase").type_text("pass phrase");
-    harness.run();
-    harness.get_by_label("Unlock").click();
-    harness.step();
-    harness.state_mut().wait_for_worker(WAIT);
-    harness.run();
-    assert!(harness.state().state().is_some(), "unlocked");
-    harness
-}
-
-/// Lets the app take the node's updates until `done` holds, then draws.
-fn wait(harness: &mut Harness<'static, KithApp>, what: &str, done: impl Fn(&AppState) -> bool) {
-    let held = harness.state_mut().wait_until(WAIT, done);
-    assert!(held, "timed out waiting until {what}");
-    harness.run();
-}
-
-fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
-    harness.state().state().expect("unlocked")
-}
-
-fn type_and_enter(harness: &mut Harness<'static, KithApp>, text: &str) {
-    harness.get_by_label("Write a message").focus();
-    harness.run();
-    harness.get_by_label("Write a message").type_text(text);
-    harness.key_press(egui::Key::Enter);
-    harness.run();
-}
+use ui_support::{account, app, config, free_port, state, temp_dir, type_and_enter, wait};
 
 #[test]
 fn alice_writes_bob_reads_then_a_room_then_mute() {
-    let (alice_dir, bob_dir) = (temp_dir("alice"), temp_dir("bob"));
+    let (alice_dir, bob_dir) = (temp_dir("two-alice"), temp_dir("two-bob"));
     let alice_key = account(&alice_dir, "Alice");
     let bob_key = account(&bob_dir, "Bob");
     let (alice_addr, bob_addr) = (free_port(), free_port());
     let mut alice = app(
         &alice_dir,
-        alice_addr,
-        PeerAddr {
-            public: bob_key.clone(),
-            addr: bob_addr,
-        },
+        config(
+            alice_addr,
+            vec![PeerAddr {
+                public: bob_key.clone(),
+                addr: bob_addr,
+            }],
+        ),
     );
     let mut bob = app(
         &bob_dir,
-        bob_addr,
-        PeerAddr {
-            public: alice_key.clone(),
-            addr: alice_addr,
-        },
+        config(
+            bob_addr,
+            vec![PeerAddr {
+                public: alice_key.clone(),
+                addr: alice_addr,
+            }],
+        ),
     );
     let (alice_id, bob_id) = (alice_key.peer_id(), bob_key.peer_id());
 
@@ -238,6 +175,198 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
     drop(alice);
     drop(bob);
     for dir in [alice_dir, bob_dir] {
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+}
+
+/// Three apps: Alice makes a room with Bob and Carol from the New room
+/// dialog and writes; both windows show it under her name (Carol finds it
+/// with the sidebar's search too) and hers says "delivered to 2 of 2".
+/// Then Alice blocks Bob from the sidebar: his next
+/// messages (which Carol gets) never appear at Alice, and Bob sees Alice
+/// offline.
+#[test]
+fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
+    let names = ["Alice", "Bob", "Carol"];
+    let dirs: Vec<_> = names
+        .iter()
+        .map(|n| temp_dir(&format!("three-{n}")))
+        .collect();
+    let keys: Vec<_> = dirs.iter().zip(names).map(|(d, n)| account(d, n)).collect();
+    let addrs: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let ids: Vec<_> = keys.iter().map(|k| k.peer_id()).collect();
+    let mut apps: Vec<_> = (0..3)
+        .map(|i| {
+            let peers = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| PeerAddr {
+                    public: keys[j].clone(),
+                    addr: addrs[j],
+                })
+                .collect();
+            let mut config = config(addrs[i], peers);
+            // Offline is noticed within seconds, not a minute.
+            config.discovery.presence.keepalive_interval = Duration::from_millis(300);
+            config.discovery.presence.max_keepalive_interval = Duration::from_millis(600);
+            app(&dirs[i], config)
+        })
+        .collect();
+    let [alice, bob, carol] = &mut apps[..] else {
+        unreachable!("three apps")
+    };
+
+    // Alice: + Room, a name, tick Bob and Carol, Create room.
+    // Their signed names arrive with their first packets.
+    wait(alice, "Bob and Carol are listed by name", |s| {
+        s.display_name(ids[1]) == "Bob" && s.display_name(ids[2]) == "Carol"
+    });
+    alice.get_by_label("+ Room").click();
+    alice.run();
+    alice.get_by_label("Room name").focus();
+    alice.run();
+    alice.get_by_label("Room name").type_text("trio");
+    alice.run();
+    for name in ["Bob", "Carol"] {
+        alice
+            .get_by_role_and_label(egui::accesskit::Role::CheckBox, name)
+            .click();
+        alice.run();
+    }
+    alice.get_by_label("Create room").click();
+    alice.run();
+    wait(alice, "the room is made", |s| {
+        s.open
+            .and_then(|r| s.rooms.get(&r))
+            .is_some_and(|r| r.info.name == "trio")
+    });
+    let room = state(alice).open.expect("the new room is open");
+
+    // Bob and Carol accept in their windows.
+    for other in [&mut *bob, &mut *carol] {
+        wait(other, "invited", |s| {
+            s.rooms.get(&room).is_some_and(|r| r.info.invited)
+        });
+        other.get_by_label("# trio").click();
+        other.run();
+        other.get_by_label("Accept invitation").click();
+        other.run();
+        wait(other, "in the room", |s| {
+            s.rooms
+                .get(&room)
+                .is_some_and(|r| !r.info.invited && r.info.members.len() == 3)
+        });
+    }
+    wait(alice, "Alice sees both in the room", |s| {
+        s.rooms
+            .get(&room)
+            .is_some_and(|r| r.info.members.len() == 3)
+    });
+
+    // Alice writes; both windows show it under her name.
+    type_and_enter(alice, "hello both");
+    for other in [&mut *bob, &mut *carol] {
+        wait(other, "the message arrives", |s| {
+            s.histories
+                .get(&room)
+                .is_some_and(|h| h.messages.iter().any(|m| m.text == "hello both"))
+        });
+        other.get_by_label("hello both");
+        let shown = state(other);
+        let message = shown.histories[&room]
+            .messages
+            .iter()
+            .find(|m| m.text == "hello both")
+            .expect("shown");
+        assert_eq!(message.from, ids[0]);
+        assert_eq!(shown.display_name(ids[0]), "Alice");
+        // The author line (the People list has her name too).
+        assert!(other.get_all_by_label("Alice").count() >= 2);
+    }
+    // Carol finds it with the sidebar's search: the node's own search, run
+    // beside the window's other requests.
+    carol
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
+        .focus();
+    carol.run();
+    carol
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
+        .type_text("HELLO");
+    carol.run();
+    carol.get_by_label("🔍 Messages with “HELLO”").click();
+    carol.run();
+    wait(carol, "the search answers", |s| {
+        !s.search.busy && !s.search.hits.is_empty()
+    });
+    let hits = &state(carol).search.hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].room, hits[0].from, hits[0].text.as_str()),
+        (room, ids[0], "hello both")
+    );
+    carol.get_by_label("1 message");
+    wait(alice, "delivered to 2 of 2", |s| {
+        s.histories[&room]
+            .messages
+            .iter()
+            .filter_map(|m| m.own.as_ref())
+            .any(|o| s.delivery_label(o, true) == "delivered to 2 of 2")
+    });
+    alice.get_by_label_contains("delivered to 2 of 2");
+    wait(bob, "Bob sees Alice online", |s| {
+        s.people.get(&ids[0]).is_some_and(|p| p.info.online)
+    });
+
+    // Alice blocks Bob from the People list.
+    alice.get_by_label("Bob").click_secondary();
+    alice.run();
+    alice.get_by_label("Block").click();
+    alice.run();
+    assert!(state(alice).is_blocked(ids[1]));
+    alice.get_by_label("Blocked (1)");
+
+    // Bob writes to the room and to Alice; Carol gets the room message.
+    assert_eq!(state(bob).open, Some(room), "still open since he accepted");
+    type_and_enter(bob, "can you hear me?");
+    wait(carol, "Carol has Bob's message", |s| {
+        s.histories
+            .get(&room)
+            .is_some_and(|h| h.messages.iter().any(|m| m.text == "can you hear me?"))
+    });
+    // Carol has it, Alice does not.
+    wait(bob, "delivered to 1 of 2", |s| {
+        s.histories[&room]
+            .messages
+            .iter()
+            .filter_map(|m| m.own.as_ref())
+            .any(|o| s.delivery_label(o, true) == "delivered to 1 of 2")
+    });
+    bob.state_mut().perform(Intent::Message(ids[0]));
+    bob.run();
+    type_and_enter(bob, "Alice?");
+    // Bob sees Alice offline: she no longer answers him.
+    wait(bob, "Bob sees Alice offline", |s| {
+        s.people.get(&ids[0]).is_some_and(|p| !p.info.online)
+    });
+    assert!(bob.get_all_by_label_contains("last seen").count() >= 1);
+    // Alice would have had the room message when Carol did, and the direct
+    // one before Bob saw her go silent (a moment more for anything in
+    // flight): she has neither, nor any trace.
+    alice
+        .state_mut()
+        .wait_until(Duration::from_secs(2), |_| false);
+    alice.run();
+    let seen = state(alice);
+    for history in seen.histories.values() {
+        assert!(
+            !history.messages.iter().any(|m| m.from == ids[1]),
+            "a message from the blocked Bob appeared"
+        );
+    }
+    assert_eq!(seen.total_unread(), 0);
+    assert!(alice.query_by_label("can you hear me?").is_none());
+
+    drop(apps);
+    for dir in dirs {
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 }

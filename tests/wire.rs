@@ -4,7 +4,7 @@
 use kith::proto::crypto::{
     ENVELOPE_HEADER_LEN, Envelope, EnvelopeParseError, MAX_BATCH_DEPTH, MAX_ENVELOPE_LEN,
 };
-use kith::proto::ids::{PeerId, RoomId};
+use kith::proto::ids::PeerId;
 use kith::proto::wire::*;
 use proptest::prelude::*;
 
@@ -25,7 +25,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (
             proptest::array::uniform16(any::<u8>()),
             any::<u64>(),
-            proptest::collection::vec(any::<u8>(), 16..=MAX_FRAME_PAYLOAD)
+            proptest::collection::vec(any::<u8>(), 16..=MAX_SEALED_CIPHERTEXT)
         )
             .prop_map(|(session, counter, ciphertext)| Frame::Sealed {
                 session,
@@ -33,19 +33,16 @@ fn frame() -> impl Strategy<Value = Frame> {
                 ciphertext
             }),
         (
-            id32(),
-            proptest::collection::vec(any::<u8>(), 1..=MAX_FRAME_PAYLOAD)
+            proptest::array::uniform16(any::<u8>()),
+            proptest::collection::vec(any::<u8>(), MIN_GROUP_PAYLOAD..=MAX_GROUP_PAYLOAD)
         )
-            .prop_map(|(room, payload)| Frame::Group {
-                room: RoomId(room),
-                payload
-            }),
+            .prop_map(|(tag, payload)| Frame::Group { tag, payload }),
     ]
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {
     (id32(), frame()).prop_map(|(from, frame)| Datagram {
-        from: PeerId(from),
+        from: frame.names_sender().then_some(PeerId(from)),
         frame,
     })
 }
@@ -144,23 +141,30 @@ proptest! {
 #[test]
 fn largest_frames_fit_one_datagram() {
     let sealed = Datagram {
-        from: PeerId([0xff; 32]),
+        from: None,
         frame: Frame::Sealed {
             session: [0xff; 16],
             counter: u64::MAX,
-            ciphertext: vec![0xff; MAX_FRAME_PAYLOAD],
+            ciphertext: vec![0xff; MAX_SEALED_CIPHERTEXT],
         },
     };
     let group = Datagram {
-        from: PeerId([0xff; 32]),
+        from: None,
         frame: Frame::Group {
-            room: RoomId([0xff; 32]),
-            payload: vec![0xff; MAX_FRAME_PAYLOAD],
+            tag: [0xff; 16],
+            payload: vec![0xff; MAX_GROUP_PAYLOAD],
         },
     };
     for datagram in [sealed, group] {
         let bytes = datagram.emit().expect("largest frame still fits");
-        assert!(bytes.len() <= MAX_DATAGRAM);
+        assert_eq!(bytes.len(), MAX_DATAGRAM);
+        let mut more = datagram.clone();
+        match &mut more.frame {
+            Frame::Sealed { ciphertext, .. } => ciphertext.push(0),
+            Frame::Group { payload, .. } => payload.push(0),
+            _ => unreachable!("only sealed and group frames here"),
+        }
+        assert!(more.emit().is_err());
     }
 }
 

@@ -211,7 +211,7 @@ fn accept_loop(listener: UnixListener, stopping: Arc<AtomicBool>, shared: Arc<Sh
                 let _ = serve(&stream, &shared);
             });
         if let Err(error) = spawned {
-            eprintln!("kith daemon: cannot serve a control client: {error}");
+            log::error!("cannot serve a control client: {error}");
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //!  mDNS thread ──DiscoveryEvent──▶ channel ──(Command::DiscoveryWake)──┐
 //!  registry datagrams ("kr") ─────────────────────────────────────────┤
-//!  node datagrams ("kt") → Node::handle_datagram → Ok(Some(peer)) ─────┤
+//!  node datagrams ("kt") → Node::handle_datagram → Heard::Proven(peer) ┤
 //!                                                                      ▼
 //!            Discovery { book, Presence, RegistryClient, MdnsDiscovery }
 //!                 │ keep-alives: Node::keepalive (to the book's address)
@@ -36,7 +36,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -446,8 +446,8 @@ impl Discovery {
         let published = published_addresses(attach.local_addr, &self.config.interfaces);
         if let Some(link) = &mut self.registry {
             if published.is_empty() {
-                eprintln!(
-                    "kith daemon: no address to publish to the registry; listen on a specific \
+                log::warn!(
+                    "no address to publish to the registry; listen on a specific \
                      address or name an --interface"
                 );
                 return;
@@ -459,7 +459,7 @@ impl Discovery {
                     link.outbox.push_back(bytes);
                     link.last_sent = Some(now);
                 }
-                Err(error) => eprintln!("kith daemon: cannot register: {error}"),
+                Err(error) => log::warn!("cannot register: {error}"),
             }
         }
     }
@@ -695,6 +695,10 @@ impl Discovery {
                 .collect();
             for peer in wanted {
                 let bytes = link.client.lookup(peer);
+                if bytes.is_empty() {
+                    // The registry's key cannot seal a lookup.
+                    continue;
+                }
                 link.outbox.push_back(bytes);
                 link.lookups += 1;
             }
@@ -797,6 +801,7 @@ impl Discovery {
                     peer_id,
                     public_key,
                     addresses,
+                    scope_ids,
                     port,
                     display_name,
                 } => {
@@ -805,7 +810,18 @@ impl Discovery {
                     }
                     let addresses: Vec<SocketAddr> = addresses
                         .into_iter()
-                        .map(|ip| SocketAddr::new(ip, port))
+                        .map(|ip| match ip {
+                            // A link-local address goes out of the
+                            // interface it was heard on.
+                            IpAddr::V6(v6) => {
+                                let scope = scope_ids
+                                    .iter()
+                                    .find(|(addr, _)| *addr == v6)
+                                    .map_or(0, |(_, scope)| *scope);
+                                SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope))
+                            }
+                            IpAddr::V4(_) => SocketAddr::new(ip, port),
+                        })
                         .collect();
                     let addresses = self.same_family(addresses);
                     // The bridge checked that the key is valid and hashes
@@ -1019,7 +1035,7 @@ mod tests {
 
     use super::*;
     use crate::discovery::mdns::{MdnsConfig, MdnsDiscovery};
-    use crate::proto::node::NodeConfig;
+    use crate::proto::node::{Heard, NodeConfig};
     use crate::proto::reliable::Destination;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -1087,6 +1103,7 @@ mod tests {
                     peer_id: public.peer_id(),
                     public_key: Some(public.to_bytes()),
                     addresses: vec![addr.ip()],
+                    scope_ids: Vec::new(),
                     port: addr.port(),
                     display_name: String::new(),
                 })
@@ -1141,6 +1158,46 @@ mod tests {
             peak = peak.max(last + 1 - first);
         }
         (peak, times.len())
+    }
+
+    /// mDNS reports a peer lost when its goodbye arrives, or when its
+    /// records ran out unanswered (it vanished: at most the record TTL,
+    /// see `RecordTtl`). A stranger then leaves the nearby list at once; a
+    /// contact stays in the book, kept probed where it was last seen.
+    #[test]
+    fn a_lost_stranger_leaves_nearby_and_a_lost_contact_stays() {
+        let start = Instant::now();
+        let mut host = Host::new(1, start);
+        let stranger = identity(2).public();
+        let contact = identity(3).public();
+        let stranger_addr: SocketAddr = "10.77.0.2:7000".parse().expect("literal");
+        let contact_addr: SocketAddr = "10.77.0.3:7000".parse().expect("literal");
+        host.discovery
+            .want(start, contact.peer_id(), Some(contact.clone()), None);
+        host.announce(&stranger, stranger_addr);
+        host.announce(&contact, contact_addr);
+        let nearby =
+            |host: &Host| -> Vec<PeerId> { host.discovery.nearby().map(|(id, _, _)| id).collect() };
+        assert_eq!(nearby(&host), [stranger.peer_id()]);
+        assert!(host.discovery.report(host.now).peers.len() == 2);
+
+        for peer in [stranger.peer_id(), contact.peer_id()] {
+            host.mdns_tx
+                .send(DiscoveryEvent::PeerLost { peer_id: peer })
+                .expect("the receiver is held by discovery");
+        }
+        host.pump();
+        assert!(nearby(&host).is_empty(), "a lost stranger is not nearby");
+        let peers = host.discovery.report(host.now).peers;
+        assert_eq!(peers.len(), 1, "{peers:?}");
+        assert_eq!(peers[0].peer, contact.peer_id());
+        assert_eq!(
+            host.discovery.addr_of(&contact.peer_id()),
+            Some(contact_addr)
+        );
+        // It comes back: nearby again.
+        host.announce(&stranger, stranger_addr);
+        assert_eq!(nearby(&host), [stranger.peer_id()]);
     }
 
     #[test]
@@ -1303,7 +1360,7 @@ mod tests {
                     self.received[to] += 1;
                     let host = &mut self.hosts[to];
                     host.now = self.now;
-                    if let Ok(Some(peer)) = host.node.handle_datagram(self.now, &bytes) {
+                    if let Ok(Heard::Proven(peer)) = host.node.handle_datagram(self.now, &bytes) {
                         host.discovery.heard(self.now, peer, from);
                     }
                     self.route(to);

@@ -25,7 +25,8 @@ use crate::proto::crypto::{ChainId, ChainRole, ChainSnapshot};
 use crate::proto::crypto::{Envelope, Identity, PublicIdentity};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{
-    GroupKey, Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomFounding, RoomInfo, direct_room,
+    GroupKey, Heard, Node, NodeConfig, NodeError, NodeEvent, Receipt, RoomFounding, RoomInfo,
+    direct_room,
 };
 use crate::proto::reliable;
 use crate::proto::sync::{Item, SortedItems};
@@ -397,7 +398,7 @@ impl NodeDriver {
         for (peer, key) in driver.store.contact_keys()? {
             match PublicIdentity::from_bytes(&key) {
                 Ok(public) if public.peer_id() == peer => driver.learn_contact(now, public)?,
-                _ => eprintln!("kith daemon: ignoring a stored contact with a bad key"),
+                _ => log::warn!("ignoring a stored contact with a bad key"),
             }
         }
         for peer in peers {
@@ -423,7 +424,7 @@ impl NodeDriver {
         }
         for (room, record) in driver.store.invitations()? {
             if driver.node.restore_invitation(&record).is_err() {
-                eprintln!("kith daemon: dropping a damaged stored invitation to {room:?}");
+                log::warn!("dropping a damaged stored invitation to {room:?}");
                 driver.store.put_invitations(&[(room, None)])?;
             }
         }
@@ -538,7 +539,7 @@ impl NodeDriver {
                             .push(peer);
                         self.status.messages_sent += 1;
                     }
-                    Err(error) => eprintln!("kith daemon: cannot resend a message: {error}"),
+                    Err(error) => log::warn!("cannot resend a message: {error}"),
                 }
             }
         }
@@ -567,8 +568,8 @@ impl NodeDriver {
                     .or_else(|| self.peers.get(&member.peer).map(|e| e.public.clone()));
                 match public {
                     Some(public) => keys.push(public),
-                    None => eprintln!(
-                        "kith daemon: room {:?}: member {} cannot be reached until its key is \
+                    None => log::warn!(
+                        "room {:?}: member {} cannot be reached until its key is \
                          learned again",
                         room.name,
                         member.peer.short()
@@ -600,7 +601,7 @@ impl NodeDriver {
             if let Err(error) = self.node.restore_room(now, &info, &keys) {
                 // Only a room we are not a member of ends here; its rows
                 // and history stay in the store.
-                eprintln!("kith daemon: cannot restore a room: {error}");
+                log::error!("cannot restore a room: {error}");
             }
         }
         Ok(())
@@ -1351,7 +1352,7 @@ impl NodeDriver {
 
     fn store_error(&mut self, what: &str, error: impl std::fmt::Display) {
         self.status.store_errors += 1;
-        eprintln!("kith daemon: could not {what}: {error}");
+        log::error!("could not {what}: {error}");
     }
 
     /// Runs discovery's output: keep-alives into the node, online/offline
@@ -1427,7 +1428,7 @@ impl NodeDriver {
                     payload,
                 } => {
                     if let Err(error) = self.node.send_sync(now, peer, room, payload) {
-                        eprintln!("kith daemon: cannot send a sync message: {error}");
+                        log::warn!("cannot send a sync message: {error}");
                     }
                 }
                 SyncAction::Forward { peer, room, ids } => {
@@ -1445,7 +1446,7 @@ impl NodeDriver {
                         if let Ok(Some(envelope)) = self.db().and_then(|db| db.envelope(&key))
                             && let Err(error) = self.node.forward(now, peer, &envelope)
                         {
-                            eprintln!("kith daemon: cannot forward a message: {error}");
+                            log::warn!("cannot forward a message: {error}");
                         }
                     }
                     self.sync_sets.insert((room, min_epoch), set);
@@ -1705,7 +1706,7 @@ impl NodeDriver {
         self.pump_events(now);
         for room in std::mem::take(&mut self.invitations_to_accept) {
             if let Err(error) = self.node.accept_invite(now, room) {
-                eprintln!("kith daemon: cannot accept an invitation: {error}");
+                log::warn!("cannot accept an invitation: {error}");
             }
             self.pump_events(now);
         }
@@ -2385,20 +2386,18 @@ impl Driver for NodeDriver {
             }
         } else {
             match self.node.handle_datagram(now, bytes) {
-                Ok(Some(peer)) => {
+                Ok(Heard::Proven(peer)) => {
                     // Authenticated: the peer is there, at this address.
                     self.provisional.remove(&peer);
                     self.discovery.heard(now, peer, from);
                 }
-                Ok(None) => {
+                Ok(Heard::Claimed(peer)) => {
                     // A handshake opening, not proven yet: its answer may
                     // go back where it came from, nothing else.
-                    if let Ok(datagram) = crate::proto::wire::Datagram::parse(bytes) {
-                        if self.provisional.len() >= MAX_PROVISIONAL {
-                            self.provisional.clear();
-                        }
-                        self.provisional.insert(datagram.from, from);
+                    if self.provisional.len() >= MAX_PROVISIONAL {
+                        self.provisional.clear();
                     }
+                    self.provisional.insert(peer, from);
                 }
                 Err(_) => {}
             }

@@ -1030,6 +1030,12 @@ impl DaemonHandle {
         )
     }
 
+    /// A handle for searching from another thread: a window runs its
+    /// searches (which may take a while) beside its other requests.
+    pub fn search_client(&self) -> SearchClient {
+        SearchClient(self.net.sender())
+    }
+
     /// Counters.
     pub fn status(&self) -> Result<Status, DaemonError> {
         status(&self.net.sender(), &self.net.shared_stats())
@@ -1116,6 +1122,30 @@ impl DaemonHandle {
             Some(error) => Err(error.into()),
             None => Ok(()),
         }
+    }
+}
+
+/// Searches from any thread (see [`DaemonHandle::search_client`]); a
+/// search fails with an error once the daemon has stopped.
+#[derive(Clone)]
+pub struct SearchClient(net::CommandSender<Command>);
+
+impl SearchClient {
+    /// [`DaemonHandle::search_page`], from this thread.
+    pub fn search_page(
+        &self,
+        text: &str,
+        room: Option<RoomId>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, DaemonError> {
+        search_request(
+            &self.0,
+            text.to_owned(),
+            room.map(|r| PeerId(r.0).to_hex()),
+            before,
+            limit,
+        )
     }
 }
 

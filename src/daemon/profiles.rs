@@ -50,7 +50,7 @@ impl ProfileBook {
         for stored in store.profiles()? {
             if stored.peer == me {
                 if node.restore_profile(&stored.record).is_err() {
-                    eprintln!("kith daemon: ignoring a damaged stored profile of ours");
+                    log::warn!("ignoring a damaged stored profile of ours");
                     continue;
                 }
             } else {

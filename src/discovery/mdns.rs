@@ -50,8 +50,16 @@
 //!   ([`MdnsConfig::family`], IPv4 by default), not IPv4 and IPv6 at once.
 //! - Idle traffic: peers proven alive by other means
 //!   ([`MdnsDiscovery::set_alive`]) and we ourselves are not re-queried at
-//!   the end of their records' TTL; other peers are, with jitter, so one
-//!   query and its multicast answer refresh every cache on the LAN.
+//!   the end of their records' TTL; other peers are, with jitter, all in
+//!   one query per round, so one query and one multicast answer per peer
+//!   refresh every cache on the LAN. Our SRV/A TTL grows with the nodes
+//!   on the link ([`RecordTtl`]), which keeps those rounds' traffic near
+//!   constant up to about 20 nodes.
+//! - A peer that vanishes without a goodbye is reported lost
+//!   ([`DiscoveryEvent::PeerLost`]) when its SRV record expires
+//!   unanswered: within its TTL, at most [`RecordTtl::max`] of kith nodes
+//!   at their defaults (peers we keep alive by other means excepted: their
+//!   records run out silently).
 //! - [`MdnsDiscovery::shutdown`] (also run on drop) stops and joins the
 //!   bridge threads, then unregisters the name announced last, which makes
 //!   `mdns-sd` send goodbye packets (TTL 0) so peers see
@@ -64,11 +72,11 @@ use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::PeerId;
 use crate::proto::wire;
 use mdns_sd::{
-    DaemonEvent, IfKind, IfPredicate, RRType, ResolvedService, ServiceDaemon, ServiceEvent,
-    ServiceInfo,
+    DaemonEvent, IfKind, IfPredicate, RRType, ResolvedService, ScopedIp, ServiceDaemon,
+    ServiceEvent, ServiceInfo,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -128,6 +136,66 @@ pub struct MdnsConfig {
     /// Which addresses of an interface given by name are announced and
     /// browsed on. Default IPv4 only.
     pub family: MdnsFamily,
+    /// The TTL of our SRV and address records, by the number of kith
+    /// nodes on the link: how long a node that vanished without a goodbye
+    /// stays nearby for those who do not keep it alive.
+    pub record_ttl: RecordTtl,
+}
+
+/// The TTL of our SRV and address records: [`RecordTtl::per_host`] times
+/// the kith nodes seen on the link (us included), within
+/// [`RecordTtl::min`]..=[`RecordTtl::max`].
+///
+/// Every node that does not keep us alive otherwise (a stranger) asks for
+/// those records again at 80 % of their TTL, and all nodes' questions
+/// for all instances go out together (one query and one answer per node
+/// per round, see `vendor/mdns-sd/KITH-PATCHES.md`): a round costs about
+/// N + 2 packets on a link of N nodes. Lengthening the TTL with N keeps a
+/// link's idle mDNS traffic near `60 / (0.8 × per_host)` packets per
+/// minute (about 8 at the defaults) until the TTL reaches `max`; from
+/// there it grows with N, each node costing the least a bounded
+/// detection allows (one answer per round). The price: a node that
+/// vanished without a goodbye leaves the others' nearby lists after at
+/// most the TTL, 2 minutes on a small link and 3 on a large one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordTtl {
+    /// The TTL on a link of a few nodes (RFC 6762 §10 recommends 120 s).
+    pub min: Duration,
+    /// The longest TTL: the bound on how long a vanished node stays
+    /// nearby.
+    pub max: Duration,
+    /// TTL per node on the link, between `min` and `max`.
+    pub per_host: Duration,
+}
+
+impl Default for RecordTtl {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_secs(120),
+            max: Duration::from_secs(180),
+            per_host: Duration::from_secs(9),
+        }
+    }
+}
+
+impl RecordTtl {
+    /// The same TTL whatever the link's size.
+    pub fn fixed(ttl: Duration) -> Self {
+        Self {
+            min: ttl,
+            max: ttl,
+            per_host: ttl,
+        }
+    }
+
+    /// The TTL in whole seconds (at least 1) for a link of `hosts` kith
+    /// nodes, us included.
+    pub fn secs_for(&self, hosts: usize) -> u32 {
+        let hosts = u32::try_from(hosts).unwrap_or(u32::MAX);
+        let scaled = self.per_host.saturating_mul(hosts);
+        let ttl = scaled.clamp(self.min, self.max.max(self.min));
+        u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1)
+    }
 }
 
 /// The address family mDNS uses on interfaces given by name.
@@ -162,6 +230,7 @@ impl MdnsConfig {
             )),
             public_key: None,
             family: MdnsFamily::default(),
+            record_ttl: RecordTtl::default(),
         }
     }
 }
@@ -328,6 +397,22 @@ struct Shared {
     tracked: HashMap<String, PeerId>,
     /// Peers proven alive by other means (see [`MdnsDiscovery::set_alive`]).
     alive: HashSet<PeerId>,
+    /// The TTL (seconds) of our SRV and address records now (see
+    /// [`RecordTtl`]).
+    record_ttl: u32,
+}
+
+impl Shared {
+    /// The TTL our records should have now: `rule` for the nodes we track
+    /// and us. `Some` when it differs from the one they have (and takes
+    /// it as theirs).
+    fn retune_ttl(&mut self, rule: &RecordTtl) -> Option<u32> {
+        let ttl = rule.secs_for(self.tracked.len() + 1);
+        (ttl != self.record_ttl).then(|| {
+            self.record_ttl = ttl;
+            ttl
+        })
+    }
 }
 
 /// Locks the shared state; a bridge thread that panicked while holding it
@@ -382,6 +467,7 @@ impl MdnsDiscovery {
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Mutex::new(Shared {
             announced: instance_name.clone(),
+            record_ttl: config.record_ttl.secs_for(1),
             ..Shared::default()
         }));
         let mut this = Self {
@@ -407,7 +493,8 @@ impl MdnsDiscovery {
             daemon.enable_interface(kinds.clone())?;
             let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
             daemon.set_ip_check_interval(secs)?;
-            let info = service_info(&config, &instance_name, kinds.clone())?;
+            let ttl = config.record_ttl.secs_for(1);
+            let info = service_info(&config, &instance_name, kinds.clone(), ttl)?;
             let monitor = daemon.monitor()?;
             daemon.register(info.clone())?;
             let browse = daemon.browse(SERVICE_TYPE)?;
@@ -434,6 +521,7 @@ impl MdnsDiscovery {
                     shared: shared.clone(),
                     subnets: Subnets::new(config.interfaces.clone()),
                     daemon: Some(daemon.clone()),
+                    record_ttl: config.record_ttl,
                 };
                 let stop = stop.clone();
                 move || run_browse(browse, bridge, events, wake, stop)
@@ -594,6 +682,7 @@ fn service_info(
     config: &MdnsConfig,
     instance_name: &str,
     kinds: Vec<IfKind>,
+    record_ttl: u32,
 ) -> Result<ServiceInfo, DiscoveryError> {
     let id = config.peer_id.to_hex();
     // One host name per peer, so two nodes on one machine (or one namespace)
@@ -617,6 +706,7 @@ fn service_info(
     )?
     .enable_addr_auto();
     info.set_interfaces(kinds);
+    info.set_host_ttl(record_ttl);
     Ok(info)
 }
 
@@ -672,7 +762,8 @@ impl Monitor {
             return;
         }
         Counters::bump(&self.counters.renamed);
-        let Ok(info) = service_info(&self.config, instance, self.kinds.clone()) else {
+        let ttl = lock(&self.shared).record_ttl;
+        let Ok(info) = service_info(&self.config, instance, self.kinds.clone(), ttl) else {
             Counters::bump(&self.counters.daemon_errors);
             return;
         };
@@ -695,7 +786,9 @@ impl Monitor {
             DaemonEvent::IpAdd(_) | DaemonEvent::IpDel(_) => {
                 Counters::bump(&self.counters.address_changes);
                 // Registering the same service again announces the current
-                // address set on every selected interface (see module docs).
+                // address set on every selected interface (see module docs),
+                // with the record TTL in force now.
+                self.info.set_host_ttl(lock(&self.shared).record_ttl);
                 if self.daemon.register(self.info.clone()).is_ok() {
                     Counters::bump(&self.counters.reannounced);
                 }
@@ -797,6 +890,8 @@ struct Bridge {
     /// Told not to re-query the announcements of peers proven alive;
     /// `None` in unit tests.
     daemon: Option<ServiceDaemon>,
+    /// How our records' TTL follows the number of nodes tracked.
+    record_ttl: RecordTtl,
 }
 
 impl Bridge {
@@ -818,11 +913,18 @@ impl Bridge {
             },
             ServiceEvent::ServiceRemoved(_, fullname) => {
                 let key = fullname.to_lowercase();
-                let peer_id = lock(&self.shared).tracked.remove(&key)?;
+                let mut shared = lock(&self.shared);
+                let peer_id = shared.tracked.remove(&key)?;
+                let retuned = shared.retune_ttl(&self.record_ttl);
+                let ours = shared.fullname.clone();
+                drop(shared);
                 if let Some(daemon) = &self.daemon {
                     // Gone: the daemon need not remember it (no-op if it
                     // was refreshed anyway).
                     let _ = daemon.set_refresh(&key, true);
+                    if let Some(ttl) = retuned {
+                        let _ = daemon.set_host_ttl(&ours, ttl);
+                    }
                 }
                 Counters::bump(&self.counters.lost);
                 Some(DiscoveryEvent::PeerLost { peer_id })
@@ -862,6 +964,16 @@ impl Bridge {
         }
         addresses.sort();
         addresses.dedup();
+        let scope_ids: Vec<(Ipv6Addr, u32)> = service
+            .addresses
+            .iter()
+            .filter_map(|ip| match ip {
+                ScopedIp::V6(v6) if addresses.contains(&IpAddr::V6(*v6.addr())) => {
+                    is_link_local_v6(*v6.addr()).then(|| (*v6.addr(), v6.scope_id().index))
+                }
+                _ => None,
+            })
+            .collect();
         let key = service.fullname.to_lowercase();
         let mut shared = lock(&self.shared);
         if !shared.tracked.contains_key(&key) && shared.tracked.len() >= MAX_TRACKED {
@@ -871,19 +983,30 @@ impl Bridge {
         // old one's loss is not reported separately because the new
         // sighting says nothing about whether the old peer is still there.
         shared.tracked.insert(key.clone(), peer_id);
+        let retuned = shared.retune_ttl(&self.record_ttl);
         if let Some(daemon) = &self.daemon {
             // A new announcement of a peer proven alive (a restart, a new
             // name) is not re-queried either; any other one is.
             let _ = daemon.set_refresh(&key, !shared.alive.contains(&peer_id));
+            if let Some(ttl) = retuned {
+                // Fails only once the daemon stopped.
+                let _ = daemon.set_host_ttl(&shared.fullname, ttl);
+            }
         }
         Ok(Some(DiscoveryEvent::PeerFound {
             peer_id,
             public_key,
             addresses,
+            scope_ids,
             port: service.port,
             display_name: display_name_of(&service.fullname, &peer_id),
         }))
     }
+}
+
+/// fe80::/10.
+fn is_link_local_v6(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The instance part of `<instance>._kith._udp.local.`, sanitised for
@@ -957,5 +1080,52 @@ mod tests {
             instance_name_for(&id, "Alice"),
             instance_name_for(&PeerId([0x13; 32]), "Alice")
         );
+    }
+
+    #[test]
+    fn record_ttl_grows_with_the_link_between_its_bounds() {
+        let rule = RecordTtl::default();
+        // Small links: RFC 6762's 120 s, as upstream.
+        assert_eq!(rule.secs_for(1), 120);
+        assert_eq!(rule.secs_for(5), 120);
+        assert_eq!(rule.secs_for(13), 120);
+        // Then 9 s per node, which holds a round (one query, one answer
+        // per node, every 80 % of the TTL) near 8 packets a minute...
+        assert_eq!(rule.secs_for(14), 126);
+        assert_eq!(rule.secs_for(19), 171);
+        // ... up to the bound on how long a vanished node stays nearby.
+        assert_eq!(rule.secs_for(20), 180);
+        assert_eq!(rule.secs_for(1000), 180);
+        assert_eq!(rule.secs_for(usize::MAX), 180);
+        let fixed = RecordTtl::fixed(Duration::from_secs(3));
+        assert_eq!((fixed.secs_for(1), fixed.secs_for(500)), (3, 3));
+        // Never 0 (a goodbye) and never below `min`, even if misconfigured.
+        assert_eq!(RecordTtl::fixed(Duration::ZERO).secs_for(4), 1);
+        let inverted = RecordTtl {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(30),
+            per_host: Duration::from_secs(1),
+        };
+        assert_eq!(inverted.secs_for(100), 60);
+    }
+
+    #[test]
+    fn record_ttl_is_retuned_as_peers_come_and_go() {
+        let rule = RecordTtl::default();
+        let mut shared = Shared {
+            record_ttl: rule.secs_for(1),
+            ..Shared::default()
+        };
+        let name = |i: usize| format!("p{i}._kith._udp.local.");
+        // 12 peers and us: still 120 s, nothing to change.
+        for i in 0..12 {
+            shared.tracked.insert(name(i), PeerId([i as u8; 32]));
+            assert_eq!(shared.retune_ttl(&rule), None);
+        }
+        shared.tracked.insert(name(12), PeerId([12; 32]));
+        assert_eq!(shared.retune_ttl(&rule), Some(126));
+        assert_eq!(shared.retune_ttl(&rule), None, "told once");
+        shared.tracked.remove(&name(12));
+        assert_eq!(shared.retune_ttl(&rule), Some(120));
     }
 }

@@ -35,6 +35,11 @@ pub enum DiscoveryEvent {
         public_key: Option<[u8; 32]>,
         /// Its addresses on the configured interfaces, sorted, deduplicated.
         addresses: Vec<IpAddr>,
+        /// For each IPv6 link-local address among `addresses`, the index of
+        /// the interface it was heard on: such an address means nothing
+        /// without it (with several IPv6 interfaces the kernel would pick
+        /// one by its routes).
+        scope_ids: Vec<(Ipv6Addr, u32)>,
         /// The UDP port of its kith socket.
         port: u16,
         /// The instance name it announced (sanitised).

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod node;
 pub mod profile;
 pub mod reliable;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod sync;
 pub mod syncer;

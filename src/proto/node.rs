@@ -27,9 +27,10 @@
 //!
 //! - **Authenticated, confidential transport.** Every reliable packet to a
 //!   peer travels sealed under the pairwise session with that peer (AEAD
-//!   associated data = the frame's cleartext header, [`wire::sealed_aad`]);
-//!   nothing reaches the reliable layer unless it opened under a session
-//!   whose handshake proved the claimed peer id.
+//!   associated data = the frame's cleartext header and the sender's id,
+//!   [`wire::sealed_aad`]; the id itself does not travel, the session id
+//!   names the peer); nothing reaches the reliable layer unless it opened
+//!   under a session whose handshake proved that peer id.
 //! - **Exactly once, in order, stored before delivered.** Per sender, direct
 //!   messages surface once each as [`NodeEvent::MessageReceived`] in send
 //!   order; the sender learns [`NodeEvent::Delivered`] only after the
@@ -81,7 +82,7 @@ mod profiles;
 mod rooms;
 mod strangers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -90,6 +91,7 @@ use rand::{Rng, SeedableRng};
 pub use self::control::{
     CONTROL_VERSION, Control, ControlError, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey,
 };
+pub use self::group::{GROUP_TAG_PERIOD_MS, group_tag, open_group_payload, seal_group_payload};
 pub use self::history::FORWARD_STEPS_PER_SECOND;
 pub use self::openings::{
     ALL_OPENINGS_BURST, ALL_OPENINGS_RATE, CONTACT_OPENING_BURST, CONTACT_OPENING_RATE,
@@ -244,6 +246,38 @@ impl Default for NodeConfig {
     }
 }
 
+/// Who sent a datagram that [`Node::handle_datagram`] accepted, and whether
+/// that is proven, so the shell never parses an untrusted datagram a second
+/// time to learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Heard {
+    /// The datagram proved it came from this peer: a sealed frame that
+    /// opened under its session, or a handshake message that verified. The
+    /// shell may learn the datagram's source address for the peer.
+    Proven(PeerId),
+    /// The datagram only names this peer as its sender (a handshake message
+    /// 1, a group frame): the shell may answer to its source address, and
+    /// must not learn that address for the peer.
+    Claimed(PeerId),
+}
+
+impl Heard {
+    /// The peer the datagram came from, proven or claimed.
+    pub fn peer(self) -> PeerId {
+        match self {
+            Heard::Proven(peer) | Heard::Claimed(peer) => peer,
+        }
+    }
+
+    /// The peer, if the datagram proved it.
+    pub fn proven(self) -> Option<PeerId> {
+        match self {
+            Heard::Proven(peer) => Some(peer),
+            Heard::Claimed(_) => None,
+        }
+    }
+}
+
 /// Why a datagram or a payload inside it was dropped. Each reason has its
 /// own counter in [`NodeStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -346,7 +380,8 @@ impl From<&WireError> for DropReason {
             WireError::UnknownVersion(_) => DropReason::UnknownVersion,
             WireError::Malformed(_)
             | WireError::TrailingBytes(_)
-            | WireError::FieldLength { .. } => DropReason::Malformed,
+            | WireError::FieldLength { .. }
+            | WireError::BadPadding => DropReason::Malformed,
         }
     }
 }
@@ -382,6 +417,12 @@ pub struct NodeStats {
     /// Handshake messages 1 ignored because our own simultaneous handshake
     /// wins (lower peer id).
     pub simultaneous_opens: u64,
+    /// Handshakes that finished with a session id another peer's session
+    /// already has (a replayed opening of ours); the session is refused.
+    pub session_id_clashes: u64,
+    /// Fresh handshakes offered because our sealed frames went unanswered
+    /// for [`SILENCE_REHANDSHAKE`].
+    pub silence_rehandshakes: u64,
     /// Keep-alive probes sent ([`Node::keepalive`]).
     pub keepalives_sent: u64,
     /// Keep-alive probes from peers that we answered.
@@ -685,6 +726,12 @@ struct Peer {
     /// When the current session is due to be replaced (see
     /// [`NodeConfig::rekey_after`]).
     rekey_at: Option<Instant>,
+    /// Since when our sealed frames to the peer have gone unanswered (no
+    /// authenticated frame from it since the first of them). Past
+    /// [`SILENCE_REHANDSHAKE`] we offer a fresh handshake: sealed frames do
+    /// not name their sender, so a peer that lost our session cannot tell
+    /// us who it needs a new one with.
+    silent_since: Option<Instant>,
     handshake: Handshake,
     /// As initiator: message 3, resent until the new session is proven.
     finish: Option<Retry>,
@@ -834,35 +881,35 @@ pub struct Node {
     reliable: Reliable,
     /// Ordered, so timers fire in the same order on every run of a seed.
     peers: BTreeMap<PeerId, Peer>,
-    blocked: HashSet<PeerId>,
-    rooms: HashMap<RoomId, RoomState>,
+    blocked: BTreeSet<PeerId>,
+    rooms: BTreeMap<RoomId, RoomState>,
     /// Group sender keys that arrived before we knew their room or epoch
     /// (another member's key can overtake the admin's invite or member
     /// list, which travel on a different stream), oldest first, bounded.
     early_keys: VecDeque<SenderKeyDistribution>,
     /// Other members' chains, with the position each distribution started
     /// at (an envelope below it was sealed before we had the key).
-    receivers: HashMap<ChainId, Followed>,
+    receivers: BTreeMap<ChainId, Followed>,
     /// Our chains as first handed out, by chain (see `chains.rs`).
-    origins: HashMap<ChainId, ChainSnapshot>,
+    origins: BTreeMap<ChainId, ChainSnapshot>,
     /// Origins handed to a peer in this life of the node.
-    origin_sent: HashSet<(ChainId, PeerId)>,
+    origin_sent: BTreeSet<(ChainId, PeerId)>,
     /// Rooms whose sending chain came back from the store.
-    restored: HashSet<RoomId>,
+    restored: BTreeSet<RoomId>,
     /// Where other members' chains started (the distribution we follow
     /// them from), to open envelopes forwarded to us later.
-    follow_origins: HashMap<ChainId, SenderKeyDistribution>,
+    follow_origins: BTreeMap<ChainId, SenderKeyDistribution>,
     /// Invitations the user has not answered.
-    invitations: HashMap<RoomId, rooms::Invitation>,
+    invitations: BTreeMap<RoomId, rooms::Invitation>,
     /// Half-open handshakes strangers started with us.
-    strangers: HashMap<PeerId, strangers::Stranger>,
+    strangers: BTreeMap<PeerId, strangers::Stranger>,
     stranger_budget: openings::TokenBucket,
     /// Openings in any contact's name we may still answer.
     all_openings: openings::TokenBucket,
     /// Ratchet steps each forwarding member made us spend this second.
-    forward_work: HashMap<PeerId, (Instant, u64)>,
+    forward_work: BTreeMap<PeerId, (Instant, u64)>,
     /// Third members' origins already forwarded to a peer.
-    forwarded_origins: HashSet<(ChainId, PeerId)>,
+    forwarded_origins: BTreeSet<(ChainId, PeerId)>,
     /// What each member holds of our chains whose origins we keep, so
     /// they are forgotten once nobody needs them (see `chains.rs`).
     origin_progress: chains::OriginProgress,
@@ -882,7 +929,7 @@ pub struct Node {
     queued: Vec<UnsignedEnvelope>,
     /// Ids of our control messages in flight (keys, invites, member
     /// lists): their acknowledgements are not the shell's business.
-    controls: HashSet<MessageId>,
+    controls: BTreeSet<MessageId>,
     /// Counts control messages sent, so that each gets its own id even
     /// when the same bytes go out twice.
     control_count: u64,
@@ -895,6 +942,11 @@ pub struct Node {
     now: Instant,
     /// Our signed profile and the newest kept of each peer.
     profiles: profiles::Profiles,
+    /// Group frame tags to their rooms.
+    group_tags: group::GroupTags,
+    /// Session ids to the peers they belong to (current and previous
+    /// sessions): sealed frames carry no sender id.
+    session_index: BTreeMap<[u8; 16], PeerId>,
 }
 
 impl std::fmt::Debug for Node {
@@ -930,33 +982,33 @@ impl Node {
             rng,
             reliable,
             peers: BTreeMap::new(),
-            blocked: HashSet::new(),
-            rooms: HashMap::new(),
+            blocked: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             early_keys: VecDeque::new(),
-            receivers: HashMap::new(),
-            origins: HashMap::new(),
-            origin_sent: HashSet::new(),
-            restored: HashSet::new(),
+            receivers: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            origin_sent: BTreeSet::new(),
+            restored: BTreeSet::new(),
             dirty_chains: BTreeSet::new(),
-            follow_origins: HashMap::new(),
-            strangers: HashMap::new(),
-            invitations: HashMap::new(),
+            follow_origins: BTreeMap::new(),
+            strangers: BTreeMap::new(),
+            invitations: BTreeMap::new(),
             stranger_budget: strangers::stranger_budget(now),
             all_openings: openings::TokenBucket::new(
                 now,
                 openings::ALL_OPENINGS_RATE,
                 openings::ALL_OPENINGS_BURST,
             ),
-            forwarded_origins: HashSet::new(),
+            forwarded_origins: BTreeSet::new(),
             origin_progress: chains::OriginProgress::default(),
-            forward_work: HashMap::new(),
+            forward_work: BTreeMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
             in_burst: false,
             unverified: Vec::new(),
             checked: signing::CheckedSignatures::default(),
             queued: Vec::new(),
-            controls: HashSet::new(),
+            controls: BTreeSet::new(),
             control_count,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -964,6 +1016,8 @@ impl Node {
             clock: HybridClock::default(),
             now,
             profiles: profiles::Profiles::default(),
+            group_tags: group::GroupTags::default(),
+            session_index: BTreeMap::new(),
         }
     }
 
@@ -1022,6 +1076,7 @@ impl Node {
                 previous: None,
                 previous_until: None,
                 rekey_at: None,
+                silent_since: None,
                 handshake: Handshake::Idle,
                 finish: None,
                 openings: openings::TokenBucket::new(
@@ -1112,6 +1167,7 @@ impl Node {
             state.finish = None;
             state.pending.clear();
         }
+        self.reindex_sessions(peer);
     }
 
     /// Lifts a block. Messages queued before it resume once the peer is
@@ -1236,17 +1292,13 @@ impl Node {
         self.pump_events(now);
     }
 
-    /// Handles one untrusted datagram. `Ok(Some(peer))` when the datagram
-    /// proved to come from `peer` (a sealed frame that opened, or a
-    /// handshake message that verified), so the shell may learn the
-    /// datagram's source address for it; `Ok(None)` when it was accepted
-    /// unauthenticated (a handshake message 1). `Err` names why it was
-    /// dropped (it is already counted); the shell may log it and carry on.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        bytes: &[u8],
-    ) -> Result<Option<PeerId>, DropReason> {
+    /// Handles one untrusted datagram. `Ok` says who sent it: a
+    /// [`Heard::Proven`] peer (a sealed frame that opened, or a handshake
+    /// message that verified), whose source address the shell may learn, or
+    /// a [`Heard::Claimed`] one (accepted unauthenticated, e.g. a handshake
+    /// message 1). `Err` names why it was dropped (it is already counted);
+    /// the shell may log it and carry on.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         self.advance(now);
         let result = self.on_datagram(now, bytes);
         if let Err(reason) = result {
@@ -1258,7 +1310,7 @@ impl Node {
 
     /// Probes `peer` for presence: an authenticated keep-alive if a session
     /// exists (the peer answers, and the answer surfaces as
-    /// `Ok(Some(peer))` from [`Node::handle_datagram`]), otherwise a
+    /// `Ok(Heard::Proven(peer))` from [`Node::handle_datagram`]), otherwise a
     /// handshake, whose answer proves the peer just as well. Marks the peer
     /// reachable, since the shell only probes addresses it has.
     pub fn keepalive(&mut self, now: Instant, peer: PeerId) {
@@ -1278,6 +1330,8 @@ impl Node {
         }
         if state.session.is_some() {
             self.stats.keepalives_sent += 1;
+            // A probe is answered: silence from here on is news.
+            state.silent_since.get_or_insert(now);
             self.seal_to(peer, &[]);
         } else if matches!(state.handshake, Handshake::Idle) {
             self.start_handshake(now, peer, true);
@@ -1374,19 +1428,63 @@ impl Node {
 
     // --- receiving datagrams -------------------------------------------------
 
-    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<PeerId>, DropReason> {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<Heard, DropReason> {
         let datagram = Datagram::parse(bytes).map_err(|e| DropReason::from(&e))?;
-        let from = datagram.from;
+        let (from, frame) = match (datagram.from, datagram.frame) {
+            (Some(from), frame) => (from, frame),
+            (None, Frame::Group { tag, payload }) => {
+                // A member sealed it; the sender it names inside is a claim.
+                let sender = self.on_group_frame(now, tag, &payload)?;
+                return Ok(Heard::Claimed(sender));
+            }
+            (
+                None,
+                Frame::Sealed {
+                    session,
+                    counter,
+                    ciphertext,
+                },
+            ) => {
+                // The session says who sent it; no id travels.
+                let from = *self
+                    .session_index
+                    .get(&session)
+                    .ok_or(DropReason::UnknownSession)?;
+                if self.blocked.contains(&from) {
+                    return Err(DropReason::Blocked);
+                }
+                let proven = self.on_sealed(now, from, session, counter, &ciphertext)?;
+                return Ok(match proven {
+                    Some(peer) => Heard::Proven(peer),
+                    None => Heard::Claimed(from),
+                });
+            }
+            // `parse` puts `from` on every handshake frame.
+            (None, _) => return Err(DropReason::Malformed),
+        };
+        let proven = self.on_frame(now, from, frame)?;
+        // Every handler proves `from` or nothing: a frame is never taken
+        // for a peer other than the one it names.
+        Ok(match proven {
+            Some(peer) => Heard::Proven(peer),
+            None => Heard::Claimed(from),
+        })
+    }
+
+    /// A handshake frame, which names its sender.
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        frame: Frame,
+    ) -> Result<Option<PeerId>, DropReason> {
         // Before anything costs work: the claim alone is enough to drop.
         if self.blocked.contains(&from) {
             return Err(DropReason::Blocked);
         }
-        if let Frame::Group { room, payload } = datagram.frame {
-            return self.on_group_frame(now, from, room, &payload);
-        }
         // A message 3 goes to the handshake we answered as a contact if there
         // is one, else to one a stranger opened before it became a contact.
-        let stranger_finishing = matches!(datagram.frame, Frame::HandshakeFinish { .. })
+        let stranger_finishing = matches!(frame, Frame::HandshakeFinish { .. })
             && self.strangers.contains_key(&from)
             && !self
                 .peers
@@ -1395,9 +1493,9 @@ impl Node {
         if !self.peers.contains_key(&from) || stranger_finishing {
             // (A stranger may have become a contact, e.g. by discovery,
             // while the handshake it opened was under way.)
-            return self.on_stranger(now, from, datagram.frame);
+            return self.on_stranger(now, from, frame);
         }
-        match datagram.frame {
+        match frame {
             Frame::HandshakeInit { ephemeral } => self.on_init(now, from, ephemeral).map(|()| None),
             Frame::HandshakeResponse { ephemeral, sealed } => self
                 .on_response(now, from, HandshakeResponse { ephemeral, sealed })
@@ -1405,12 +1503,8 @@ impl Node {
             Frame::HandshakeFinish { sealed } => self
                 .on_finish(now, from, HandshakeFinish { sealed })
                 .map(|()| Some(from)),
-            Frame::Sealed {
-                session,
-                counter,
-                ciphertext,
-            } => self.on_sealed(now, from, session, counter, &ciphertext),
-            Frame::Group { room, payload } => self.on_group_frame(now, from, room, &payload),
+            // Handled above: they do not name their sender.
+            Frame::Sealed { .. } | Frame::Group { .. } => Err(DropReason::Malformed),
         }
     }
 
@@ -1548,32 +1642,30 @@ impl Node {
                 .filter(|s| s.session_id() == session_id)
         };
         let Some(session) = session else {
-            let finishing = matches!(&state.handshake,
-                Handshake::Responding { session_id: pending, .. } if *pending == session_id);
-            let restart =
-                !finishing && matches!(state.handshake, Handshake::Idle) && state.reachable;
-            if restart {
-                // The peer speaks a session we do not know: we restarted, or
-                // our copy was replaced. Re-handshaking is the way back; it
-                // is rate-limited because it only starts from Idle.
-                self.start_handshake(now, from, false);
-            }
+            // Indexed but no longer held (dropped since): nothing opens it.
+            // A frame of a session we never had (we restarted, or a message
+            // 3 was lost) does not even get here, as no id travels to tell
+            // us whose it is; the peer, hearing nothing back, offers a
+            // fresh handshake ([`SILENCE_REHANDSHAKE`]).
             return Err(DropReason::UnknownSession);
         };
         let aad = wire::sealed_aad(&from, &session_id, counter);
-        let plaintext = session
+        let padded = session
             .open(counter, &aad, ciphertext)
             .map_err(|e| match e {
                 CryptoError::Replay | CryptoError::TooOld => DropReason::Replayed,
                 _ => DropReason::Forged,
             })?;
+        // Authentic, so only the peer can have padded it wrongly.
+        let plaintext = wire::unpad(&padded).map_err(|e| DropReason::from(&e))?;
         self.stats.sealed_received += 1;
+        state.silent_since = None;
         if is_current {
             // The responder finished: message 3 need not be resent.
             state.finish = None;
         }
         state.reachable = true;
-        match plaintext.as_slice() {
+        match plaintext {
             [] => {
                 // A keep-alive probe: answer it so the prober hears us.
                 self.stats.keepalives_answered += 1;
@@ -1588,13 +1680,36 @@ impl Node {
             _ => {}
         }
         self.reliable
-            .handle_datagram(now, from, Via::Unicast, &plaintext)
+            .handle_datagram(now, from, Via::Unicast, plaintext)
             .map(|_| Some(from))
             .map_err(|_| DropReason::ReliableRejected)
     }
 
+    /// Points the session index at `peer`'s current and previous session
+    /// only (after either changed).
+    fn reindex_sessions(&mut self, peer: PeerId) {
+        self.session_index.retain(|_, owner| *owner != peer);
+        if let Some(state) = self.peers.get(&peer) {
+            for session in state.session.iter().chain(state.previous.iter()) {
+                self.session_index.insert(session.session_id(), peer);
+            }
+        }
+    }
+
     fn install_session(&mut self, now: Instant, peer: PeerId, session: PairwiseSession) {
         self.stats.sessions_established += 1;
+        if self
+            .session_index
+            .get(&session.session_id())
+            .is_some_and(|owner| *owner != peer)
+        {
+            // Another peer's session has this id: only the initiator of
+            // both (who holds the ephemeral secret) could make that
+            // happen, so it is someone replaying our own handshake.
+            // Keep the first; this one would take its frames.
+            self.stats.session_id_clashes += 1;
+            return;
+        }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -1611,6 +1726,10 @@ impl Node {
         state.rekey_at = Some(now + rekey_after);
         // Whoever completed a handshake with us is reachable right now.
         state.reachable = true;
+        self.reindex_sessions(peer);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let pending: Vec<Vec<u8>> = state.pending.drain(..).collect();
         for packet in pending {
             self.seal_to(peer, &packet);
@@ -1671,6 +1790,10 @@ impl Node {
             return;
         };
         if state.session.is_some() {
+            if transmit.kind == reliable::PacketKind::Data {
+                // Data is acknowledged: silence from here on is news.
+                state.silent_since.get_or_insert(self.now);
+            }
             self.seal_to(peer, &transmit.bytes);
             return;
         }
@@ -1705,7 +1828,10 @@ impl Node {
         let session_id = session.session_id();
         let counter = session.next_counter();
         let aad = wire::sealed_aad(&me, &session_id, counter);
-        let Ok((sealed_counter, ciphertext)) = session.seal(&aad, packet) else {
+        // Padded to a size bucket, so the datagram's size tells an observer
+        // little about what it carries.
+        let padded = wire::pad(packet, wire::SEALED_OVERHEAD);
+        let Ok((sealed_counter, ciphertext)) = session.seal(&aad, &padded) else {
             // Only a 2^64-message session fails here; the reliable layer
             // resends, and a new session will be needed anyway.
             return;
@@ -1727,7 +1853,7 @@ impl Node {
     /// bug: it is asserted in debug builds and yields nothing in release.
     fn emit_frame(&self, frame: Frame) -> Vec<u8> {
         let datagram = Datagram {
-            from: self.me,
+            from: frame.names_sender().then_some(self.me),
             frame,
         };
         match datagram.emit() {
@@ -1777,11 +1903,20 @@ impl Node {
         };
         let mut resend = Vec::new();
         let mut restart = false;
+        let mut dropped_previous = false;
         if state.previous_until.is_some_and(|until| until <= now) {
             // Its frames in flight have had their time: dropping the
             // session wipes its keys.
             state.previous = None;
             state.previous_until = None;
+            dropped_previous = true;
+        }
+        let mut silent = false;
+        if silence_due(state).is_some_and(|at| at <= now) {
+            // The peer may have lost our session (it restarted, or never
+            // finished the handshake); if it is there it answers this.
+            state.silent_since = None;
+            silent = true;
         }
         if rekey_due(state).is_some_and(|at| at <= now) {
             // A fresh handshake; the current session carries traffic until
@@ -1820,8 +1955,14 @@ impl Node {
         for bytes in resend {
             self.emit_raw(peer, bytes);
         }
+        if dropped_previous {
+            self.reindex_sessions(peer);
+        }
         if restart {
             self.start_handshake(now, peer, false);
+        } else if silent {
+            self.stats.silence_rehandshakes += 1;
+            self.start_handshake(now, peer, true);
         }
     }
 
@@ -2241,7 +2382,22 @@ fn peer_timer(peer: &Peer) -> Option<Instant> {
         .chain(finish)
         .chain(peer.previous_until)
         .chain(rekey_due(peer))
+        .chain(silence_due(peer))
         .min()
+}
+
+/// How long our sealed frames may go unanswered before we offer the peer
+/// a fresh handshake (a probe: message 1 once, nothing if unanswered).
+pub const SILENCE_REHANDSHAKE: Duration = Duration::from_secs(1);
+
+/// When `peer`'s silence calls for a fresh handshake: only while we have a
+/// session and no handshake runs.
+fn silence_due(peer: &Peer) -> Option<Instant> {
+    if peer.session.is_some() && matches!(peer.handshake, Handshake::Idle) {
+        peer.silent_since.map(|since| since + SILENCE_REHANDSHAKE)
+    } else {
+        None
+    }
 }
 
 /// When `peer`'s session is to be replaced: only while it has one, is

@@ -66,7 +66,7 @@
 //! [`Reliable::poll_timeout`] (or the next input) and call
 //! [`Reliable::handle_timeout`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -914,9 +914,12 @@ pub struct Reliable {
     config: Config,
     rng: StdRng,
     session: u64,
-    peers: HashMap<PeerId, PeerState>,
+    // Every map that is walked is ordered, so a seed reproduces a
+    // simulated run datagram for datagram; the two hash sets only answer
+    // "seen?" and are never walked.
+    peers: BTreeMap<PeerId, PeerState>,
     rooms: BTreeMap<RoomId, Room>,
-    streams: HashMap<(RoomId, PeerId), RecvStream>,
+    streams: BTreeMap<(RoomId, PeerId), RecvStream>,
     /// Recently delivered ids, oldest first, and the same ids as a set.
     recent: VecDeque<MessageId>,
     recent_set: HashSet<MessageId>,
@@ -949,9 +952,9 @@ impl Reliable {
             config,
             rng,
             session,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             rooms: BTreeMap::new(),
-            streams: HashMap::new(),
+            streams: BTreeMap::new(),
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
             control: VecDeque::new(),
@@ -1026,7 +1029,7 @@ impl Reliable {
         let Some(state) = self.rooms.get_mut(&room) else {
             return;
         };
-        let wanted: HashSet<PeerId> = members.into_iter().filter(|p| *p != self.me).collect();
+        let wanted: BTreeSet<PeerId> = members.into_iter().filter(|p| *p != self.me).collect();
         state.members.retain(|peer, _| wanted.contains(peer));
         let base = state.next_seq();
         for peer in wanted {
@@ -2419,8 +2422,8 @@ fn data_packet(
 /// by a packet that is not `authenticated` as `from`'s (any member can seal
 /// a group frame in `from`'s name, and a switch retires the real session).
 fn stream_entry<'a>(
-    streams: &'a mut HashMap<(RoomId, PeerId), RecvStream>,
-    peers: &mut HashMap<PeerId, PeerState>,
+    streams: &'a mut BTreeMap<(RoomId, PeerId), RecvStream>,
+    peers: &mut BTreeMap<PeerId, PeerState>,
     stats: &mut Stats,
     (room, from): (RoomId, PeerId),
     (session, authenticated): (u64, bool),

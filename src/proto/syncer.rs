@@ -15,7 +15,7 @@
 //! per session (a failing session is dropped and counted), idle sessions
 //! expire, and at most [`SyncManagerConfig::max_sessions`] run at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -91,7 +91,7 @@ pub struct SyncManager {
     me: PeerId,
     config: SyncManagerConfig,
     rng: StdRng,
-    sessions: HashMap<(RoomId, PeerId), Session>,
+    sessions: BTreeMap<(RoomId, PeerId), Session>,
     actions: VecDeque<SyncAction>,
     stats: SyncStats,
     /// Opens sessions with a shared secret: fresh per session, and small
@@ -105,7 +105,7 @@ impl SyncManager {
             me,
             config,
             rng,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             actions: VecDeque::new(),
             stats: SyncStats::default(),
             next_nonce: 0,

@@ -1,8 +1,11 @@
 //! The registry client core: sans-IO, like the rest of the protocol.
 
 use super::RegistryError;
-use super::wire::{Addresses, Answer, Message, Registration, SignedRegistration, Token};
-use crate::proto::crypto::{Identity, PublicIdentity};
+use super::wire::{
+    Addresses, Answer, LookupRequest, Message, Registration, SignedAnswer, SignedRegistration,
+    Token,
+};
+use crate::proto::crypto::{Identity, PublicIdentity, SecretKey, open_sealed_answer, seal_request};
 use crate::proto::ids::PeerId;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -128,7 +131,9 @@ pub struct RegistryClient {
     /// unpredictable without an RNG inside the core.
     nonce_key: [u8; 32],
     counter: u64,
-    pending: VecDeque<(u64, PeerId)>,
+    /// Lookups under way: query number, peer, the ephemeral key that
+    /// names the sealed lookup, and the key its answer is sealed under.
+    pending: VecDeque<(u64, PeerId, [u8; 32], SecretKey)>,
     counters: ClientCounters,
 }
 
@@ -205,18 +210,31 @@ impl RegistryClient {
         emit(&Message::Register(SignedRegistration { body, signature }))
     }
 
-    /// A lookup for `peer`; the answer arrives as a [`ClientEvent`].
+    /// A lookup for `peer`, sealed to the registry's key (only the
+    /// registry learns whom we look for); the answer arrives as a
+    /// [`ClientEvent`]. Empty only if the registry's key is unusable for
+    /// key agreement (a low-order point), which nothing is sent to.
     pub fn lookup(&mut self, peer: PeerId) -> Vec<u8> {
         let query = u64::from_le_bytes(
             self.next_secret()[..8]
                 .try_into()
                 .expect("invariant: a blake3 output has at least 8 bytes"),
         );
+        let ephemeral_secret = self.next_secret();
+        let request = LookupRequest { peer, query }.emit();
+        let Ok((ephemeral, sealed, key)) = seal_request(
+            &self.registry,
+            ephemeral_secret,
+            &LookupRequest::aad(b'l'),
+            &request,
+        ) else {
+            return Vec::new();
+        };
         if self.pending.len() >= self.config.max_pending_lookups {
             self.pending.pop_front();
         }
-        self.pending.push_back((query, peer));
-        emit(&Message::Lookup { peer, query })
+        self.pending.push_back((query, peer, ephemeral, key));
+        emit(&Message::SealedLookup { ephemeral, sealed })
     }
 
     /// Asks the registry to forget us now, if we are registered.
@@ -299,13 +317,27 @@ impl RegistryClient {
     ) -> Result<Option<ClientEvent>, RegistryError> {
         match Message::parse(bytes)? {
             Message::Answer(signed) => {
-                if !self
-                    .registry
-                    .verify_registry(&Answer::signed_message(&signed.body), &signed.signature)
-                {
-                    return Err(RegistryError::BadSignature);
+                let answer = self.verify(&signed)?;
+                if !matches!(answer, Answer::Registered { .. }) {
+                    // Lookups are answered sealed only.
+                    return Err(RegistryError::Unexpected);
                 }
-                self.handle_answer(now, unix_ms, Answer::parse(&signed.body)?)
+                self.handle_answer(now, unix_ms, answer)
+            }
+            Message::SealedAnswer { ephemeral, sealed } => {
+                let (_, _, _, key) = self
+                    .pending
+                    .iter()
+                    .find(|(_, _, e, _)| *e == ephemeral)
+                    .ok_or(RegistryError::Unexpected)?;
+                let padded = open_sealed_answer(key, &LookupRequest::aad(b'a'), &sealed)
+                    .map_err(|_| RegistryError::BadSignature)?;
+                let signed = SignedAnswer::parse_padded(&padded)?;
+                let answer = self.verify(&signed)?;
+                if matches!(answer, Answer::Registered { .. }) {
+                    return Err(RegistryError::Unexpected);
+                }
+                self.handle_answer(now, unix_ms, answer)
             }
             Message::KeepAliveAck { peer, token } => match &mut self.phase {
                 Phase::Registered {
@@ -333,8 +365,19 @@ impl RegistryClient {
             Message::Register(_)
             | Message::KeepAlive { .. }
             | Message::Unregister { .. }
-            | Message::Lookup { .. } => Err(RegistryError::Unexpected),
+            | Message::SealedLookup { .. } => Err(RegistryError::Unexpected),
         }
+    }
+
+    /// The registry's signature over an answer, then the answer.
+    fn verify(&self, signed: &SignedAnswer) -> Result<Answer, RegistryError> {
+        if !self
+            .registry
+            .verify_registry(&Answer::signed_message(&signed.body), &signed.signature)
+        {
+            return Err(RegistryError::BadSignature);
+        }
+        Ok(Answer::parse(&signed.body)?)
     }
 
     fn handle_answer(
@@ -449,7 +492,7 @@ impl RegistryClient {
         let index = self
             .pending
             .iter()
-            .position(|&(q, p)| q == query && p == peer)
+            .position(|(q, p, _, _)| *q == query && *p == peer)
             .ok_or(RegistryError::Unexpected)?;
         self.pending.remove(index);
         Ok(())

@@ -1,9 +1,10 @@
 //! The registry's sans-IO core: datagrams and time in, datagrams out.
 
 use super::wire::{
-    Answer, MAX_SIGNED_BODY, Message, Registration, SignedAnswer, SignedRegistration, Token,
+    Answer, LookupRequest, MAX_SIGNED_BODY, Message, Registration, SignedAnswer,
+    SignedRegistration, Token,
 };
-use crate::proto::crypto::{Identity, PublicIdentity};
+use crate::proto::crypto::{Identity, PublicIdentity, seal_answer};
 use crate::proto::ids::PeerId;
 use crate::proto::wire::WireError;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -360,8 +361,13 @@ impl RegistryState {
                     self.counters.bad_token += 1;
                 }
             }
-            Message::Lookup { peer, query } => self.handle_lookup(now, source, peer, query),
-            Message::Answer(_) | Message::KeepAliveAck { .. } | Message::UnknownPeer { .. } => {
+            Message::SealedLookup { ephemeral, sealed } => {
+                self.handle_sealed_lookup(now, source, ephemeral, &sealed);
+            }
+            Message::Answer(_)
+            | Message::SealedAnswer { .. }
+            | Message::KeepAliveAck { .. }
+            | Message::UnknownPeer { .. } => {
                 self.counters.unexpected += 1;
             }
         }
@@ -459,9 +465,40 @@ impl RegistryState {
         self.send(source, &reply);
     }
 
-    fn handle_lookup(&mut self, now: Instant, source: SocketAddr, peer: PeerId, query: u64) {
+    /// A lookup sealed to our key: opened (one X25519 and an AEAD, bounded
+    /// by the per-source rate limit like everything else), answered sealed
+    /// under the same exchange. One that does not open is malformed.
+    fn handle_sealed_lookup(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        ephemeral: [u8; 32],
+        sealed: &[u8],
+    ) {
+        let Ok((plaintext, key)) =
+            self.identity
+                .open_request(&ephemeral, &LookupRequest::aad(b'l'), sealed)
+        else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let Ok(LookupRequest { peer, query }) = LookupRequest::parse(&plaintext) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let answer = self.lookup_answer(now, peer, query);
+        let Some(padded) = self.sign(&answer).padded() else {
+            return;
+        };
+        let Ok(sealed) = seal_answer(&key, &LookupRequest::aad(b'a'), &padded) else {
+            return;
+        };
+        self.send(source, &Message::SealedAnswer { ephemeral, sealed });
+    }
+
+    fn lookup_answer(&mut self, now: Instant, peer: PeerId, query: u64) -> Answer {
         self.counters.lookups += 1;
-        let answer = match self.entries.get(&peer) {
+        match self.entries.get(&peer) {
             None => Answer::NotFound { query, peer },
             Some(entry) => {
                 let age = now.saturating_duration_since(entry.last_seen);
@@ -480,8 +517,7 @@ impl RegistryState {
                     }
                 }
             }
-        };
-        self.answer(source, &answer);
+        }
     }
 
     /// Makes space for one new entry: evicts the oldest entry if it has
@@ -524,16 +560,18 @@ impl RegistryState {
     }
 
     fn answer(&mut self, destination: SocketAddr, answer: &Answer) {
+        let signed = self.sign(answer);
+        self.send(destination, &Message::Answer(signed));
+    }
+
+    fn sign(&self, answer: &Answer) -> SignedAnswer {
         let body = answer.emit();
         debug_assert!(
             body.len() <= MAX_SIGNED_BODY,
             "answers embed at most one capped registration"
         );
         let signature = self.identity.sign_registry(&Answer::signed_message(&body));
-        self.send(
-            destination,
-            &Message::Answer(SignedAnswer { body, signature }),
-        );
+        SignedAnswer { body, signature }
     }
 
     fn send(&mut self, destination: SocketAddr, message: &Message) {

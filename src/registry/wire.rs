@@ -23,8 +23,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// First two bytes of every registry datagram.
 pub const MAGIC: [u8; 2] = *b"kr";
-/// The registry wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// The registry wire version this build speaks. Version 2: lookups and
+/// their answers sealed to the registry's key.
+pub const VERSION: u8 = 2;
 /// Bytes before the body.
 pub const PREAMBLE_LEN: usize = MAGIC.len() + 1;
 /// Most addresses one registration may carry.
@@ -41,6 +42,13 @@ pub const MAX_REGISTRATION_BODY: usize = 400;
 pub const REGISTRATION_LABEL: &[u8] = b"register\0";
 /// Signature label of a registry answer (inside the registry domain).
 pub const ANSWER_LABEL: &[u8] = b"answer\0";
+/// Largest sealed lookup: a [`LookupRequest`] (about 50 bytes) and its tag.
+pub const MAX_SEALED_LOOKUP: usize = 96;
+/// Size of every sealed answer's plaintext: a [`SignedAnswer`] padded
+/// (`0x80`, then zeros) to this, so found and not-found look alike.
+pub const SEALED_ANSWER_PLAINTEXT: usize = 800;
+/// Size of every sealed answer: its plaintext and the AEAD tag.
+pub const SEALED_ANSWER_LEN: usize = SEALED_ANSWER_PLAINTEXT + crate::proto::crypto::TAG_LEN;
 
 /// A keep-alive token: proves a keep-alive belongs to the registration the
 /// registry answered, without a signature per keep-alive.
@@ -66,9 +74,26 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         token: Token,
     },
-    /// Client → registry: "where is this peer?" `query` pairs the answer.
-    #[serde(rename = "l")]
-    Lookup { peer: PeerId, query: u64 },
+    /// Client → registry: "where is this peer?", a [`LookupRequest`]
+    /// sealed to the registry's key from a fresh ephemeral X25519 key
+    /// (`proto::crypto::seal_request`), so only the registry learns whom.
+    #[serde(rename = "sl")]
+    SealedLookup {
+        #[serde(with = "serde_bytes")]
+        ephemeral: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
+    /// Registry → client: the [`SignedAnswer`] to a sealed lookup, padded
+    /// to [`SEALED_ANSWER_PLAINTEXT`] and sealed under that lookup's key;
+    /// `ephemeral` names the lookup.
+    #[serde(rename = "sa")]
+    SealedAnswer {
+        #[serde(with = "serde_bytes")]
+        ephemeral: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
     /// Registry → client: a signed [`Answer`].
     #[serde(rename = "a")]
     Answer(SignedAnswer),
@@ -127,6 +152,68 @@ pub struct SignedAnswer {
     pub body: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub signature: [u8; 64],
+}
+
+/// What a sealed lookup carries: the peer asked for, and a secret query
+/// number that pairs the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub peer: PeerId,
+    pub query: u64,
+}
+
+impl LookupRequest {
+    /// The MessagePack encoding that is sealed.
+    pub fn emit(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("invariant: a lookup always encodes to MessagePack")
+    }
+
+    /// Decodes an opened (so authentic, but still outside) request.
+    pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.len() > MAX_SEALED_LOOKUP {
+            return Err(WireError::TooLarge(bytes.len()));
+        }
+        decode_exact(bytes)
+    }
+
+    /// Associated data of a sealed lookup (`b'l'`) or answer (`b'a'`):
+    /// the format and the direction. (The ephemeral key beside it is bound
+    /// by the key, which derives from it.)
+    pub fn aad(direction: u8) -> [u8; 4] {
+        [MAGIC[0], MAGIC[1], VERSION, direction]
+    }
+}
+
+impl SignedAnswer {
+    /// The padded plaintext of a sealed answer; `None` if it does not fit
+    /// (it always does: answers embed at most one capped registration).
+    pub fn padded(&self) -> Option<Vec<u8>> {
+        let mut out = rmp_serde::to_vec(self).ok()?;
+        if out.len() >= SEALED_ANSWER_PLAINTEXT {
+            return None;
+        }
+        out.push(0x80);
+        out.resize(SEALED_ANSWER_PLAINTEXT, 0);
+        Some(out)
+    }
+
+    /// Decodes an opened sealed answer's plaintext, padding checked.
+    pub fn parse_padded(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.len() != SEALED_ANSWER_PLAINTEXT {
+            return Err(WireError::FieldLength {
+                field: "answer",
+                len: bytes.len(),
+            });
+        }
+        let signed: Self = decode_exact(crate::proto::wire::unpad(bytes)?)?;
+        if signed.body.len() > MAX_SIGNED_BODY {
+            return Err(WireError::FieldLength {
+                field: "body",
+                len: signed.body.len(),
+            });
+        }
+        Ok(signed)
+    }
 }
 
 /// What the registry signs.
@@ -272,6 +359,18 @@ impl Message {
         let body = match self {
             Message::Register(signed) => &signed.body,
             Message::Answer(signed) => &signed.body,
+            Message::SealedLookup { sealed, .. } if sealed.len() > MAX_SEALED_LOOKUP => {
+                return Err(WireError::FieldLength {
+                    field: "sealed",
+                    len: sealed.len(),
+                });
+            }
+            Message::SealedAnswer { sealed, .. } if sealed.len() != SEALED_ANSWER_LEN => {
+                return Err(WireError::FieldLength {
+                    field: "sealed",
+                    len: sealed.len(),
+                });
+            }
             _ => return Ok(()),
         };
         if body.len() > MAX_SIGNED_BODY {

@@ -11,8 +11,8 @@
 
 use super::settings::{self, AppSettings};
 use super::state::{
-    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, SettingsRequest,
-    SettingsUpdate, Target, UNREADABLE, Update,
+    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, SearchHit,
+    SettingsRequest, SettingsUpdate, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
@@ -263,6 +263,7 @@ impl DaemonBackend {
                     handle,
                     out,
                     primed: HashSet::new(),
+                    searches: None,
                 };
                 worker.refresh();
                 loop {
@@ -274,7 +275,7 @@ impl DaemonBackend {
                 }
                 // Flushes the outbox and the journal.
                 if let Err(error) = worker.handle.shutdown() {
-                    eprintln!("kith: the node did not stop cleanly: {error}");
+                    log::error!("the node did not stop cleanly: {error}");
                 }
             })
             .map_err(|e| daemon::DaemonError::Discovery(format!("cannot start a thread: {e}")))?;
@@ -421,6 +422,8 @@ struct Worker {
     /// Rooms whose newest page was sent unasked (for the sidebar's order
     /// and previews, and what came while the app was closed).
     primed: HashSet<RoomId>,
+    /// The search thread's queue, once a search was asked for.
+    searches: Option<Sender<SearchJob>>,
 }
 
 impl Worker {
@@ -516,6 +519,20 @@ impl Worker {
                 self.handle_settings(request);
                 return;
             }
+            Request::Search {
+                seq,
+                text,
+                room,
+                limit,
+            } => {
+                self.search(SearchJob {
+                    seq,
+                    text,
+                    room,
+                    limit,
+                });
+                return;
+            }
         };
         if let Err(error) = result {
             self.out.send(Update::Error(error));
@@ -576,6 +593,77 @@ impl Worker {
                 .out
                 .send(Update::Error(format!("Could not read the node: {error}"))),
         }
+    }
+}
+
+/// A search for the search thread.
+struct SearchJob {
+    seq: u64,
+    text: String,
+    room: Option<RoomId>,
+    limit: usize,
+}
+
+impl Worker {
+    /// Hands a search to the search thread (started on first use): a
+    /// search opens every message it looks at and may take a while, and
+    /// sends, pages and refreshes must not wait for it.
+    fn search(&mut self, job: SearchJob) {
+        let job = match &self.searches {
+            None => job,
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                // The thread is gone: start another.
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+        };
+        let (tx, rx) = channel::<SearchJob>();
+        let client = self.handle.search_client();
+        let out = self.out.clone();
+        let started = std::thread::Builder::new()
+            .name("kith-ui-search".into())
+            .spawn(move || run_searches(&rx, &client, &out));
+        match started {
+            Ok(_) => {
+                // The receiver is alive: the thread just started.
+                let _ = tx.send(job);
+                self.searches = Some(tx);
+            }
+            Err(error) => self.out.send(Update::SearchAnswer {
+                seq: job.seq,
+                answer: Err(format!("Could not search: {error}")),
+            }),
+        }
+    }
+}
+
+/// The search thread: answers the newest query waiting (older ones are
+/// stale: the window drops their answers anyway). Ends when the worker
+/// drops its queue.
+fn run_searches(jobs: &Receiver<SearchJob>, client: &daemon::SearchClient, out: &Outbox) {
+    while let Ok(mut job) = jobs.recv() {
+        while let Ok(newer) = jobs.try_recv() {
+            job = newer;
+        }
+        let answer = client
+            .search_page(&job.text, job.room, None, job.limit)
+            .map(|results| {
+                results
+                    .into_iter()
+                    .map(|r| SearchHit {
+                        room: r.room,
+                        id: r.id,
+                        from: r.from,
+                        timestamp: crate::proto::hlc::millis(r.timestamp),
+                        text: r.text,
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("Could not search: {e}"));
+        out.send(Update::SearchAnswer {
+            seq: job.seq,
+            answer,
+        });
     }
 }
 
@@ -847,6 +935,35 @@ impl Backend for FakeBackend {
                 }),
                 Request::Settings(SettingsRequest::Rename(name)) => {
                     Some(Update::Settings(SettingsUpdate::Renamed(name)))
+                }
+                // Over the history given to it, newest first, as the node.
+                Request::Search {
+                    seq,
+                    text,
+                    room,
+                    limit,
+                } => {
+                    let needle = text.to_lowercase();
+                    let mut hits: Vec<SearchHit> = inner
+                        .history
+                        .values()
+                        .flatten()
+                        .filter(|m| room.is_none_or(|r| m.room == r))
+                        .filter(|m| m.text.to_lowercase().contains(&needle))
+                        .map(|m| SearchHit {
+                            room: m.room,
+                            id: m.id,
+                            from: m.from,
+                            timestamp: m.timestamp,
+                            text: m.text.clone(),
+                        })
+                        .collect();
+                    hits.sort_by_key(|h| std::cmp::Reverse((h.timestamp, h.id)));
+                    hits.truncate(limit);
+                    Some(Update::SearchAnswer {
+                        seq,
+                        answer: Ok(hits),
+                    })
                 }
                 _ => None,
             }

@@ -15,6 +15,7 @@
 //! arrive as messages that wake the window.
 
 pub mod backend;
+pub mod notify;
 pub mod settings;
 pub mod state;
 pub mod views;
@@ -24,6 +25,7 @@ use crate::daemon::DaemonConfig;
 use backend::{
     Backend, Connection, InterfaceSource, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis,
 };
+use notify::Notifier;
 use settings::{AppSettings, LanInterface, Theme, WindowGeometry};
 use state::{AppState, Dialog, Intent, SettingsState, Update};
 use std::collections::BTreeSet;
@@ -200,7 +202,8 @@ pub fn run(
                     .with_interfaces(settings::list_interfaces(), default_route.as_deref())
                     .with_command_line_interfaces(command_line)
                     .remembering_window()
-                    .unlocking_with(passphrase),
+                    .unlocking_with(passphrase)
+                    .with_notifier(Arc::new(notify::DesktopNotifier::start())),
             ))
         }),
     )
@@ -230,6 +233,8 @@ pub struct KithApp {
     /// window only).
     window: Option<WindowGeometry>,
     remember_window: bool,
+    /// Shows desktop notifications (none unless given).
+    notifier: Arc<dyn Notifier>,
 }
 
 enum Screen {
@@ -248,6 +253,7 @@ pub struct MainWindow {
     local: Local,
     title: String,
     clock: Clock,
+    notifier: Arc<dyn Notifier>,
 }
 
 impl KithApp {
@@ -267,6 +273,7 @@ impl KithApp {
             interfaces: Vec::new(),
             window: None,
             remember_window: false,
+            notifier: Arc::new(notify::Silent),
         }
     }
 
@@ -301,6 +308,12 @@ impl KithApp {
     /// app closes (the real window; not tests).
     pub fn remembering_window(mut self) -> Self {
         self.remember_window = true;
+        self
+    }
+
+    /// Shows desktop notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
         self
     }
 
@@ -473,6 +486,7 @@ impl KithApp {
                     local: Local::default(),
                     title: String::new(),
                     clock: self.clock.clone(),
+                    notifier: self.notifier.clone(),
                 }));
             }
             Err(message) => {
@@ -487,6 +501,14 @@ impl KithApp {
 }
 
 impl eframe::App for KithApp {
+    /// Also called while the window is hidden (minimised): messages are
+    /// taken and notified then too.
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if let Screen::Main(main) = &mut self.screen {
+            main.pump(ctx);
+        }
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
     }
@@ -727,14 +749,28 @@ fn interface_rows(
 }
 
 impl MainWindow {
-    fn show(&mut self, ui: &mut egui::Ui) {
-        let ctx = ui.ctx().clone();
+    /// Takes the node's updates, sends what the state decided on by
+    /// itself, and shows the notifications it decided on.
+    fn pump(&mut self, ctx: &egui::Context) {
         self.state.apply(Update::Tick {
             now: (self.clock)(),
         });
+        let focused = ctx.input(|i| i.focused && i.viewport().minimized != Some(true));
+        self.state.set_focused(focused);
         while let Ok(update) = self.updates.try_recv() {
             self.state.apply(update);
         }
+        for request in self.state.poll_requests() {
+            self.backend.submit(request);
+        }
+        for notification in self.state.poll_notifications() {
+            self.notifier.notify(notification);
+        }
+    }
+
+    fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.pump(&ctx);
         // Toasts fade, mutes end and "last seen" moves with the clock.
         ctx.request_repaint_after(self.state.next_change());
         let title = self.state.title();
@@ -776,6 +812,15 @@ impl MainWindow {
                     });
                 });
             });
+        if state.search.open {
+            egui::Panel::right("search")
+                .resizable(true)
+                .default_size(320.0)
+                .min_size(240.0)
+                .show(ui, |ui| {
+                    intents.extend(views::search::show(ui, state, local));
+                });
+        }
         egui::CentralPanel::default().show(ui, |ui| {
             let room = state.open.and_then(|r| state.rooms.get(&r));
             let Some(room) = room else {

@@ -11,6 +11,14 @@ use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::direct_room;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+// Desktop notifications and message search: their own files, so that the
+// rules stay apart from the rest of the window's.
+pub mod links;
+mod notify;
+mod search;
+pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};
+pub use search::{SEARCH_LIMIT, Search, SearchHit, snippet};
+
 /// Milliseconds since the Unix epoch (wall clock).
 pub type Millis = u64;
 
@@ -208,6 +216,12 @@ pub enum Update {
     Info(String),
     /// Settings (see the settings block below).
     Settings(SettingsUpdate),
+    /// The answer to search number `seq`: the hits, newest first, or why
+    /// it failed.
+    SearchAnswer {
+        seq: u64,
+        answer: Result<Vec<SearchHit>, String>,
+    },
 }
 
 /// What the user asked for, as the views report it.
@@ -250,6 +264,19 @@ pub enum Intent {
     DismissToast(u64),
     /// Settings (see the settings block below).
     Settings(SettingsIntent),
+    /// Show the search panel over a room (`None`: every room).
+    OpenSearch(Option<RoomId>),
+    CloseSearch,
+    /// Search message text in a room (`None`: every room).
+    Search {
+        text: String,
+        room: Option<RoomId>,
+    },
+    /// Open a search result's room at its message.
+    OpenHit {
+        room: RoomId,
+        id: MessageId,
+    },
 }
 
 /// What the app asks the node for.
@@ -314,6 +341,14 @@ pub enum Request {
     Refresh,
     /// Settings (see the settings block below).
     Settings(SettingsRequest),
+    /// Messages whose text holds `text` (in `room`, or every room), newest
+    /// first; answered by `SearchAnswer` with the same `seq`.
+    Search {
+        seq: u64,
+        text: String,
+        room: Option<RoomId>,
+        limit: usize,
+    },
 }
 
 /// The one dialog that may be open.
@@ -567,6 +602,10 @@ pub struct AppState {
     pub histories: HashMap<RoomId, History>,
     pub dialog: Option<Dialog>,
     pub toasts: Vec<Toast>,
+    /// Desktop notifications (see `state/notify.rs`).
+    pub notify: Notifications,
+    /// The search panel (see `state/search.rs`).
+    pub search: Search,
     next_local: u64,
     next_toast: u64,
     /// Receipts that arrived before our node's answer to the send.
@@ -595,6 +634,8 @@ impl AppState {
             histories: HashMap::new(),
             dialog: None,
             toasts: Vec::new(),
+            notify: Notifications::default(),
+            search: Search::default(),
             next_local: 1,
             next_toast: 1,
             early_receipts: HashMap::new(),
@@ -712,6 +753,9 @@ impl AppState {
                 {
                     room.last_activity = last.timestamp;
                     room.preview = Some((last.from, preview(&last.text)));
+                }
+                if let Some(request) = self.continue_seek() {
+                    self.search.requests.push(request);
                 }
             }
             Update::Sent { local, id } => {
@@ -852,13 +896,17 @@ impl AppState {
             Update::Error(text) => self.toast(text, true),
             Update::Info(text) => self.toast(text, false),
             Update::Settings(update) => self.apply_settings(update),
+            Update::SearchAnswer { seq, answer } => self.search_answered(seq, answer),
         }
     }
 
     /// Turns what the user did into state changes and node requests.
     pub fn handle_intent(&mut self, intent: Intent) -> Vec<Request> {
         match intent {
-            Intent::OpenRoom(room) => self.open_room(room),
+            Intent::OpenRoom(room) => {
+                self.search.target = None;
+                self.open_room(room)
+            }
             Intent::Message(peer) => {
                 let room = direct_room(self.me, peer);
                 let me = self.me;
@@ -990,6 +1038,16 @@ impl AppState {
                 Vec::new()
             }
             Intent::Settings(intent) => self.handle_settings(intent),
+            Intent::OpenSearch(room) => {
+                self.open_search(room);
+                Vec::new()
+            }
+            Intent::CloseSearch => {
+                self.close_search();
+                Vec::new()
+            }
+            Intent::Search { text, room } => self.start_search(text, room),
+            Intent::OpenHit { room, id } => self.open_hit(room, id),
         }
     }
 
@@ -1122,6 +1180,11 @@ impl AppState {
         if from_blocked {
             return;
         }
+        // Muted at the window's clock as well: what comes during a mute is
+        // not counted after it ends either (as the node counts).
+        let muted = muted
+            || self.peer_muted(message.from)
+            || self.rooms.get(&room_id).is_some_and(|r| self.room_muted(r));
         let me = self.me;
         let room = self.rooms.entry(room_id).or_insert_with(|| {
             // A first direct message creates the chat; a group message for
@@ -1142,6 +1205,7 @@ impl AppState {
         if !muted && self.open != Some(room_id) && !self.unread_from_node {
             room.unread += 1;
         }
+        self.consider_notifying(&message, muted);
         self.histories.entry(room_id).or_default().push(Message {
             id: Some(message.id),
             from: message.from,
@@ -1491,9 +1555,14 @@ fn civil(secs: i64) -> (usize, i64, usize, i64) {
 
 /// The first line of a message, cut to a sidebar's width.
 fn preview(text: &str) -> String {
+    preview_chars(text, 40)
+}
+
+/// The first line of a message, cut to `chars` characters.
+fn preview_chars(text: &str, chars: usize) -> String {
     let line = text.lines().next().unwrap_or("");
-    let mut out: String = line.chars().take(40).collect();
-    if line.chars().count() > 40 || text.lines().nth(1).is_some() {
+    let mut out: String = line.chars().take(chars).collect();
+    if line.chars().count() > chars || text.lines().nth(1).is_some() {
         out.push('…');
     }
     out

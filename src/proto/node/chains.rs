@@ -36,7 +36,7 @@
 //! own store can no longer read what it had not stored of that chain; that
 //! is the price of not keeping a key that opens everything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::{Control, Followed, Node, NodeError, RoomKind, control_from_distribution};
@@ -77,17 +77,17 @@ pub(super) enum Dirty {
 #[derive(Default)]
 pub(super) struct OriginProgress {
     /// Per chain and member.
-    members: HashMap<(ChainId, PeerId), MemberProgress>,
+    members: BTreeMap<(ChainId, PeerId), MemberProgress>,
     /// Key controls in flight that carry an origin, and to whom.
-    controls: HashMap<MessageId, (ChainId, PeerId)>,
+    controls: BTreeMap<MessageId, (ChainId, PeerId)>,
     /// Our messages in flight, with their chain and how many recipients
     /// have yet to confirm or refuse them.
-    messages: HashMap<MessageId, (ChainId, usize)>,
+    messages: BTreeMap<MessageId, (ChainId, usize)>,
     /// Origins forgotten since the shell last took them.
     forgotten: Vec<ChainId>,
     /// Our chains whose sending state we held in this life or restored:
     /// their envelopes may go out again without an origin.
-    known: HashSet<ChainId>,
+    known: BTreeSet<ChainId>,
 }
 
 /// One member's progress with one of our chains.
@@ -98,7 +98,7 @@ struct MemberProgress {
     /// And afterwards a message of the chain.
     message_after: bool,
     /// Our messages of the chain it has not confirmed or refused yet.
-    outstanding: HashSet<MessageId>,
+    outstanding: BTreeSet<MessageId>,
 }
 
 impl MemberProgress {

@@ -25,7 +25,7 @@
 //! user accepted it, or wrote to it) or it shares a group room with us, so
 //! nobody learns a name by opening a handshake.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::openings::TokenBucket;
@@ -45,11 +45,11 @@ pub(super) struct Profiles {
     /// Our own record, sent to every peer we hold a session with.
     own: Option<SignedProfile>,
     /// The newest sequence number kept per peer.
-    seen: HashMap<PeerId, u64>,
+    seen: BTreeMap<PeerId, u64>,
     /// Strangers met that our profile is withheld from.
-    withheld: HashSet<PeerId>,
+    withheld: BTreeSet<PeerId>,
     /// Each sending peer's budget of records.
-    budgets: HashMap<PeerId, TokenBucket>,
+    budgets: BTreeMap<PeerId, TokenBucket>,
     /// The newest record over a peer's budget, and when it is looked at.
     waiting: BTreeMap<PeerId, (Instant, Vec<u8>)>,
 }

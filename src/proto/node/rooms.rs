@@ -1116,6 +1116,8 @@ impl Node {
     }
 
     pub(super) fn group_mut(&mut self, room: &RoomId) -> Option<&mut Group> {
+        // Whatever changes may be its keys.
+        self.group_tags.touch();
         match &mut self.rooms.get_mut(room)?.kind {
             RoomKind::Group(group) => Some(group),
             RoomKind::Direct { .. } => None,
@@ -1182,6 +1184,7 @@ impl Node {
     }
 
     fn start_group(&mut self, room: RoomId, mut group: Group) {
+        self.group_tags.touch();
         group.note_joined();
         let chain = SenderChain::new(
             &mut self.rng,

@@ -6,6 +6,7 @@ use super::*;
 use crate::proto::crypto::{OutgoingMessage, seal_envelope};
 use crate::proto::reliable::{MAX_CHUNK, MAX_FRAGS, MAX_PACKET, MAX_RANGES, MAX_SEQ, Packet};
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 fn identity(seed: u64) -> Identity {
     Identity::generate(&mut StdRng::seed_from_u64(seed))
@@ -142,15 +143,23 @@ fn worst_case_reliable_packets_fit_a_sealed_frame() {
         let len = packet.encode().len();
         assert!(len <= MAX_PACKET);
         let datagram = Datagram {
-            from: PeerId([0xff; 32]),
+            from: None,
             frame: Frame::Sealed {
                 session: [0xff; 16],
                 counter: u64::MAX,
-                ciphertext: vec![0xff; len + TAG_LEN],
+                ciphertext: vec![
+                    0xff;
+                    wire::pad(&vec![0xff; len], wire::SEALED_OVERHEAD).len() + TAG_LEN
+                ],
             },
         };
         let bytes = datagram.emit().expect("a sealed worst-case packet fits");
         assert!(bytes.len() <= wire::MAX_DATAGRAM, "{} bytes", bytes.len());
+        let group = wire::pad(&vec![0xff; len], wire::GROUP_OVERHEAD).len();
+        assert!(
+            group + wire::GROUP_OVERHEAD <= wire::MAX_DATAGRAM,
+            "{group} bytes of padded group plaintext"
+        );
     }
 }
 
@@ -239,7 +248,7 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     assert_eq!(b.handle_datagram(now, &flipped), Err(DropReason::Forged));
     assert_eq!(
         b.handle_datagram(now, &fresh[0].bytes),
-        Ok(Some(a.peer_id()))
+        Ok(Heard::Proven(a.peer_id()))
     );
     assert_eq!(received(&events(&mut b)).len(), 1);
     // And in the counter field instead: a fresh counter, but the AAD and
@@ -268,6 +277,53 @@ fn replayed_and_bit_flipped_datagrams_are_dropped_and_counted() {
     .expect("valid frame");
     assert_eq!(b.handle_datagram(now, &moved), Err(DropReason::Forged));
     assert!(received(&events(&mut b)).is_empty());
+}
+
+/// The session id of a sealed frame.
+fn sealed_session(bytes: &[u8]) -> [u8; 16] {
+    match Datagram::parse(bytes) {
+        Ok(Datagram {
+            frame: Frame::Sealed { session, .. },
+            ..
+        }) => session,
+        other => panic!("not a sealed frame: {other:?}"),
+    }
+}
+
+/// A sealed frame moved to another session id (what an attacker can do
+/// now that no sender id travels).
+fn with_session(bytes: &[u8], session: [u8; 16]) -> Vec<u8> {
+    let Ok(Datagram {
+        frame: Frame::Sealed {
+            counter,
+            ciphertext,
+            ..
+        },
+        ..
+    }) = Datagram::parse(bytes)
+    else {
+        panic!("not a sealed frame");
+    };
+    Datagram {
+        from: None,
+        frame: Frame::Sealed {
+            session,
+            counter,
+            ciphertext,
+        },
+    }
+    .emit()
+    .expect("valid frame")
+}
+
+/// M's first sealed frame in a trace where M is the first node.
+fn m_trace_first(trace: &Run) -> Vec<u8> {
+    trace
+        .wire
+        .iter()
+        .find(|(from_m, bytes)| *from_m && Datagram::parse(bytes).is_ok_and(|d| d.from.is_none()))
+        .map(|(_, bytes)| bytes.clone())
+        .expect("M sent a sealed frame")
 }
 
 #[test]
@@ -299,11 +355,18 @@ fn a_third_party_cannot_speak_as_a_contact() {
                 )
         })
         .expect("A sent sealed frames");
-    let mut relabelled = Datagram::parse(a_frame).expect("valid");
-    relabelled.from = m.peer_id();
-    let result = b.handle_datagram(now, &relabelled.emit().expect("valid"));
+    // No sender id travels: the session id is the label to swap.
+    let (a_session, m_session) = (
+        sealed_session(a_frame),
+        sealed_session(&m_trace_first(&m_trace)),
+    );
+    let relabelled = with_session(a_frame, m_session);
+    let result = b.handle_datagram(now, &relabelled);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     let (_, m_frame) = m_trace
@@ -321,11 +384,13 @@ fn a_third_party_cannot_speak_as_a_contact() {
                 )
         })
         .expect("M sent sealed frames");
-    let mut spoofed = Datagram::parse(m_frame).expect("valid");
-    spoofed.from = a.peer_id();
-    let result = b.handle_datagram(now, &spoofed.emit().expect("valid"));
+    let spoofed = with_session(m_frame, a_session);
+    let result = b.handle_datagram(now, &spoofed);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     assert!(
@@ -410,7 +475,12 @@ fn a_stranger_meets_us_by_sending_a_message() {
     b.block(a.peer_id());
     a.send_direct(now, b.peer_id(), "again").expect("send");
     for t in transmits(&mut a) {
-        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+        // Blocking dropped B's session with A, so nothing says whose the
+        // frame is: dropped before any cryptography either way.
+        assert_eq!(
+            b.handle_datagram(now, &t.bytes),
+            Err(DropReason::UnknownSession)
+        );
     }
 }
 
@@ -426,7 +496,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
         stranger.keepalive(now, b.peer_id());
         for t in transmits(&mut stranger) {
             match b.handle_datagram(now, &t.bytes) {
-                Ok(None) => answered += 1,
+                Ok(Heard::Claimed(_)) => answered += 1,
                 Err(DropReason::StrangerLimit) => limited += 1,
                 other => panic!("unexpected {other:?}"),
             }
@@ -444,7 +514,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
         stranger.add_contact(later, identity(2).public());
         stranger.keepalive(later, b.peer_id());
         for t in transmits(&mut stranger) {
-            if b.handle_datagram(later, &t.bytes) == Ok(None) {
+            if matches!(b.handle_datagram(later, &t.bytes), Ok(Heard::Claimed(_))) {
                 more += 1;
             }
         }
@@ -458,7 +528,7 @@ fn strangers_are_answered_at_a_bounded_rate() {
 fn forged_init(claimed: PeerId, rng: &mut StdRng) -> Vec<u8> {
     let (_, init) = Initiator::start(rng, None);
     Datagram {
-        from: claimed,
+        from: Some(claimed),
         frame: Frame::from(&init),
     }
     .emit()
@@ -759,9 +829,15 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     a.keepalive(now, idb);
     let init = transmits(&mut a);
     assert_eq!(init.len(), 1);
-    assert_eq!(b.handle_datagram(now, &init[0].bytes), Ok(None));
+    assert_eq!(
+        b.handle_datagram(now, &init[0].bytes),
+        Ok(Heard::Claimed(a.peer_id()))
+    );
     let response = transmits(&mut b);
-    assert_eq!(a.handle_datagram(now, &response[0].bytes), Ok(Some(idb)));
+    assert_eq!(
+        a.handle_datagram(now, &response[0].bytes),
+        Ok(Heard::Proven(idb))
+    );
     run(&mut a, &mut b, &mut now, Duration::from_millis(500));
     assert!(a.has_session(&idb) && b.has_session(&a.peer_id()));
     // With a session: one sealed probe, one sealed answer, nothing else.
@@ -770,11 +846,14 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     assert_eq!(probe.len(), 1);
     assert_eq!(
         b.handle_datagram(now, &probe[0].bytes),
-        Ok(Some(a.peer_id()))
+        Ok(Heard::Proven(a.peer_id()))
     );
     let answer = transmits(&mut b);
     assert_eq!(answer.len(), 1);
-    assert_eq!(a.handle_datagram(now, &answer[0].bytes), Ok(Some(idb)));
+    assert_eq!(
+        a.handle_datagram(now, &answer[0].bytes),
+        Ok(Heard::Proven(idb))
+    );
     assert!(transmits(&mut a).is_empty(), "an answer is never answered");
     assert_eq!(a.stats().keepalives_sent, 1);
     assert_eq!(b.stats().keepalives_answered, 1);
@@ -788,7 +867,12 @@ fn keepalive_starts_a_handshake_then_probes_and_is_answered() {
     b.block(a.peer_id());
     a.keepalive(now, idb);
     for t in transmits(&mut a) {
-        assert_eq!(b.handle_datagram(now, &t.bytes), Err(DropReason::Blocked));
+        // Blocking dropped B's session with A, so nothing says whose the
+        // frame is: dropped before any cryptography either way.
+        assert_eq!(
+            b.handle_datagram(now, &t.bytes),
+            Err(DropReason::UnknownSession)
+        );
     }
     assert!(transmits(&mut b).is_empty());
 }
@@ -813,20 +897,26 @@ fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
     assert!(a.leaving(later, idb));
     let bye = transmits(&mut a);
     assert_eq!(bye.len(), 1, "one sealed datagram");
-    let mut relabelled = Datagram::parse(&bye[0].bytes).expect("valid");
-    relabelled.from = m.peer_id();
-    let result = b.handle_datagram(later, &relabelled.emit().expect("valid"));
-    assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
-        "{result:?}"
-    );
+    let a_session = sealed_session(&bye[0].bytes);
     assert!(m.leaving(later, idb));
     let m_bye = transmits(&mut m);
-    let mut spoofed = Datagram::parse(&m_bye[0].bytes).expect("valid");
-    spoofed.from = ida;
-    let result = b.handle_datagram(later, &spoofed.emit().expect("valid"));
+    let m_session = sealed_session(&m_bye[0].bytes);
+    let relabelled = with_session(&bye[0].bytes, m_session);
+    let result = b.handle_datagram(later, &relabelled);
     assert!(
-        matches!(result, Err(DropReason::UnknownSession | DropReason::Forged)),
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
+        "{result:?}"
+    );
+    let spoofed = with_session(&m_bye[0].bytes, a_session);
+    let result = b.handle_datagram(later, &spoofed);
+    assert!(
+        matches!(
+            result,
+            Err(DropReason::UnknownSession | DropReason::Forged | DropReason::Replayed)
+        ),
         "{result:?}"
     );
     assert!(
@@ -839,7 +929,10 @@ fn leaving_reaches_only_as_the_authenticated_peer_and_only_once() {
     // (A frame of an unknown session may start a handshake; not ours to test.)
     transmits(&mut b);
     // The real one is reported once, naming A, and is not answered.
-    assert_eq!(b.handle_datagram(later, &bye[0].bytes), Ok(Some(ida)));
+    assert_eq!(
+        b.handle_datagram(later, &bye[0].bytes),
+        Ok(Heard::Proven(ida))
+    );
     assert_eq!(events(&mut b), vec![NodeEvent::PeerLeaving { peer: ida }]);
     assert!(transmits(&mut b).is_empty(), "a goodbye is not answered");
     // A replay is refused by the session.
@@ -1545,4 +1638,181 @@ fn sessions_are_rekeyed_on_a_timer_and_the_old_keys_dropped() {
         b.stats().dropped(DropReason::UnknownSession),
         unknown + recorded.len() as u64
     );
+}
+
+/// Padding: an observer sees a size bucket, not a message's length.
+#[test]
+fn messages_of_different_lengths_in_one_bucket_give_equal_datagrams() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let short = direct_datagrams(&mut a, &b, now, &["hi"]);
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    let long = direct_datagrams(
+        &mut a,
+        &b,
+        now,
+        &[&"a longer reply, still a chat line".repeat(3)],
+    );
+    assert_eq!((short.len(), long.len()), (1, 1));
+    assert_eq!(short[0].len(), long[0].len(), "same bucket, same size");
+    assert!(
+        wire::SIZE_BUCKETS.contains(&short[0].len()),
+        "{}",
+        short[0].len()
+    );
+    // ACKs and keep-alives are padded too, and every sealed datagram of
+    // the run fills a bucket exactly.
+    a.keepalive(now, b.peer_id());
+    let trace = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
+    let sealed: Vec<usize> = trace
+        .wire
+        .iter()
+        .filter(|(_, bytes)| {
+            matches!(
+                Datagram::parse(bytes),
+                Ok(Datagram {
+                    frame: Frame::Sealed { .. },
+                    ..
+                })
+            )
+        })
+        .map(|(_, bytes)| bytes.len())
+        .collect();
+    assert!(!sealed.is_empty());
+    assert!(
+        sealed.iter().all(|len| wire::SIZE_BUCKETS.contains(len)),
+        "{sealed:?}"
+    );
+    // A message a bucket larger takes the next bucket.
+    let big = direct_datagrams(&mut a, &b, now, &[&"x".repeat(400)]);
+    assert!(big[0].len() > long[0].len() && wire::SIZE_BUCKETS.contains(&big[0].len()));
+}
+
+/// A's group frames in `trace` (multicast ones: A sends nothing else to
+/// the group), as (tag, bytes).
+fn group_frames(wire: &[(bool, Vec<u8>)]) -> Vec<([u8; 16], Vec<u8>)> {
+    wire.iter()
+        .filter(|(from_a, _)| *from_a)
+        .filter_map(|(_, bytes)| match Datagram::parse(bytes) {
+            Ok(Datagram {
+                frame: Frame::Group { tag, .. },
+                ..
+            }) => Some((tag, bytes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Group frames name no room: a tag derived from the epoch's key and the
+/// wall-clock period stands in, so an observer cannot tell rooms apart or
+/// link a room's frames across epochs or periods; members still find the
+/// room by the tag and read on.
+#[test]
+fn group_frames_carry_a_rotating_tag_instead_of_the_room() {
+    let start = Instant::now();
+    let mut now = start;
+    let config = NodeConfig {
+        group_multicast: true,
+        group_rotate_after: Duration::from_secs(30 * 60),
+        ..NodeConfig::default()
+    };
+    let mut a = Node::new(
+        identity(1),
+        config.clone(),
+        StdRng::seed_from_u64(1001),
+        now,
+    );
+    let mut b = Node::new(identity(2), config, StdRng::seed_from_u64(1002), now);
+    let (pa, pb) = (identity(1).public(), identity(2).public());
+    a.add_contact(now, pb.clone());
+    b.add_contact(now, pa.clone());
+    a.set_reachable(now, pb.peer_id(), true);
+    b.set_reachable(now, pa.peer_id(), true);
+    let room = a.create_room(now, "tags", &[b.peer_id()]).expect("room");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    b.accept_invite(now, room).expect("accept");
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_millis(300));
+    let period = |now: Instant| now.duration_since(start).as_millis() as u64 / GROUP_TAG_PERIOD_MS;
+    let key = |node: &Node| {
+        SecretKey::from_bytes(node.room(&room).and_then(|r| r.group_key).expect("key").0)
+    };
+    let send = |a: &mut Node, b: &mut Node, now: &mut Instant, text: &str| {
+        a.send_room_message(*now, room, text).expect("send");
+        let trace = run(a, b, now, Duration::from_secs(1));
+        confirm_all(b, *now, &trace.b_events);
+        assert!(
+            received(&trace.b_events)
+                .iter()
+                .any(|(body, _)| body == text.as_bytes()),
+            "B reads {text:?}"
+        );
+        group_frames(&trace.wire)
+    };
+
+    let first = send(&mut a, &mut b, &mut now, "one");
+    assert!(!first.is_empty(), "the room speaks multicast");
+    let epoch0 = key(&a);
+    for (tag, bytes) in &first {
+        assert_eq!(*tag, group_tag(&epoch0, period(now)));
+        assert!(
+            !bytes.windows(32).any(|w| w == room.0),
+            "a group frame holds the room id"
+        );
+        assert!(
+            !bytes.windows(32).any(|w| w == a.peer_id().0),
+            "a group frame holds its sender's id"
+        );
+    }
+
+    // The next period: same room and epoch, another tag.
+    let _ = run(
+        &mut a,
+        &mut b,
+        &mut now,
+        Duration::from_millis(GROUP_TAG_PERIOD_MS),
+    );
+    let second = send(&mut a, &mut b, &mut now, "two");
+    assert_eq!(a.room(&room).map(|r| r.epoch), Some(0));
+    assert!(
+        second
+            .iter()
+            .all(|(tag, _)| *tag == group_tag(&epoch0, period(now)))
+    );
+    assert!(
+        second
+            .iter()
+            .all(|(tag, _)| first.iter().all(|(old, _)| old != tag))
+    );
+
+    // The next epoch (the admin's rotation): another key, another tag.
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(31 * 60));
+    let epoch1 = key(&a);
+    assert_eq!(a.room(&room).map(|r| r.epoch), Some(1));
+    assert_eq!(b.room(&room).map(|r| r.epoch), Some(1));
+    let third = send(&mut a, &mut b, &mut now, "three");
+    assert!(!third.is_empty());
+    for (tag, _) in &third {
+        assert_eq!(*tag, group_tag(&epoch1, period(now)));
+        assert_ne!(*tag, group_tag(&epoch0, period(now)));
+    }
+}
+
+/// Sealed frames name no sender: the session id tells the receiver whose
+/// keys open it, so the peer id appears only in handshakes.
+#[test]
+fn sealed_frames_carry_no_sender_id() {
+    let (mut a, mut b, mut now) = warmed_pair();
+    let ida = a.peer_id();
+    let datagrams = direct_datagrams(&mut a, &b, now, &["no name on the envelope"]);
+    a.keepalive(now, b.peer_id());
+    let mut all = datagrams.clone();
+    all.extend(transmits(&mut a).into_iter().map(|t| t.bytes));
+    for bytes in &all {
+        assert!(Datagram::parse(bytes).is_ok_and(|d| d.from.is_none()));
+        assert!(!bytes.windows(32).any(|w| w == ida.0), "A's id in clear");
+    }
+    // B still knows who sent it.
+    for bytes in &datagrams {
+        assert_eq!(b.handle_datagram(now, bytes), Ok(Heard::Proven(ida)));
+    }
+    let _ = run(&mut a, &mut b, &mut now, Duration::from_secs(1));
 }

@@ -290,6 +290,33 @@ fn trailing_bytes_are_rejected() {
 }
 
 #[test]
+fn a_packet_with_trailing_bytes_is_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.send(now, room_id(), msg(1), b"x")
+        .expect("queue is empty");
+    let transmits = all_transmits(&mut a, now);
+    let mut padded = transmits[0].bytes.clone();
+    padded.push(0xc0);
+    assert_eq!(
+        b.handle_datagram(now, peer(1), Via::Unicast, &padded),
+        Err(PacketError::Malformed)
+    );
+    assert_eq!(b.stats().malformed, 1);
+    assert!(all_events(&mut b).is_empty(), "nothing of it surfaces");
+    // The exact packet still goes through: the padded copy moved nothing.
+    b.handle_datagram(now, peer(1), Via::Unicast, &transmits[0].bytes)
+        .expect("the exact packet is accepted");
+    assert_eq!(b.stats().malformed, 1);
+    assert!(
+        all_events(&mut b)
+            .iter()
+            .any(|event| matches!(event, Event::Received { .. })),
+        "the exact packet is delivered"
+    );
+}
+
+#[test]
 fn count_and_range_caps_are_enforced() {
     let too_many = Packet::Nack {
         room: room_id(),

@@ -5,7 +5,7 @@
 
 use super::{Local, context_menu, person_color};
 use crate::proto::ids::{MessageId, RoomId};
-use crate::ui::state::{AppState, Delivery, Dialog, History, Intent, Message, Room};
+use crate::ui::state::{AppState, Delivery, Dialog, History, Intent, Message, Room, links};
 use egui::{Align, Layout, RichText};
 use std::collections::HashMap;
 
@@ -55,6 +55,13 @@ pub fn header(ui: &mut egui::Ui, state: &AppState, room: &Room) -> Vec<Intent> {
                 .show(|ui| context_menu(ui, state, Some(room.info.id), None, &mut out));
             if room.info.direct.is_none() && ui.button("ℹ").on_hover_text("Details").clicked() {
                 out.push(Intent::OpenDialog(Dialog::Details(room.info.id)));
+            }
+            if ui
+                .button("🔍")
+                .on_hover_text("Search this conversation")
+                .clicked()
+            {
+                out.push(Intent::OpenSearch(Some(room.info.id)));
             }
         });
     });
@@ -156,6 +163,22 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
     cache.first = first;
     cache.count = rows.len();
     let scroll_to_end = std::mem::take(&mut local.scroll_to_end);
+    // A search result opened here: bring it into view (for a few frames,
+    // while the rows around it are measured).
+    let target = state.search.target;
+    if let Some(id) = target
+        && local.scrolled_to.is_none_or(|(done, _)| done != id)
+    {
+        local.scrolled_to = Some((id, 3));
+    }
+    let target_row = target.and_then(|id| rows.iter().position(|r| r.message.id == Some(id)));
+    let scroll_to_target = match (&mut local.scrolled_to, target_row) {
+        (Some((_, frames)), Some(index)) if *frames > 0 => {
+            *frames -= 1;
+            Some(index)
+        }
+        _ => None,
+    };
     let output = scroll.show_viewport(ui, |ui, viewport| {
         ui.set_width(width);
         ui.set_height(total);
@@ -184,6 +207,8 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
             }
             let rect =
                 egui::Rect::from_min_size(origin + egui::vec2(0.0, y), egui::vec2(width, 4000.0));
+            let marked = target_row == Some(index);
+            let background = ui.painter().add(egui::Shape::Noop);
             let drawn = ui.scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
                 if row.new_day {
                     separator(ui, &state.long_date(row.message.timestamp), false);
@@ -193,6 +218,17 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
                 }
                 draw_row(ui, state, room, row.message, row.continued, group, &mut out);
             });
+            if marked {
+                // The search result opened: behind the row, tinted.
+                let fill = ui.visuals().selection.bg_fill.gamma_multiply(0.35);
+                let drawn = drawn.response.rect;
+                let across = egui::Rect::from_x_y_ranges(
+                    origin.x..=origin.x + width,
+                    drawn.min.y - 2.0..=drawn.max.y + 2.0,
+                );
+                ui.painter()
+                    .set(background, egui::Shape::rect_filled(across, 4.0, fill));
+            }
             let height = drawn.response.rect.height();
             let known = cache.heights.insert(row.key(), height);
             changed |= known.is_none_or(|h| (h - height).abs() > 0.5);
@@ -210,7 +246,18 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
                 ui.vertical_centered(|ui| ui.weak("No messages yet. Say hello!"));
             });
         }
-        if scroll_to_end {
+        if let Some(index) = scroll_to_target {
+            let height = tops.get(index + 1).map_or(40.0, |next| next - tops[index]);
+            let rect = egui::Rect::from_min_size(
+                origin + egui::vec2(0.0, tops[index]),
+                egui::vec2(width, height),
+            );
+            ui.scroll_to_rect_animation(
+                rect,
+                Some(Align::Center),
+                egui::style::ScrollAnimation::none(),
+            );
+        } else if scroll_to_end {
             let bottom = egui::Rect::from_min_size(
                 origin + egui::vec2(0.0, total - 1.0),
                 egui::vec2(1.0, 1.0),
@@ -369,9 +416,7 @@ fn draw_row(
         ui.allocate_ui_with_layout(
             egui::vec2(width.max(80.0), 0.0),
             Layout::top_down(Align::Min),
-            |ui| {
-                ui.add(egui::Label::new(&message.text).wrap().selectable(true));
-            },
+            |ui| message_text(ui, &message.text),
         );
         if let Some(own) = own {
             ui.with_layout(Layout::right_to_left(Align::Min), |ui| {
@@ -411,6 +456,48 @@ fn draw_row(
                 )
                 .on_hover_text(hover);
             });
+        }
+    });
+}
+
+/// A message's text: selectable, web links clickable (opened in the
+/// browser on a click), and a menu to copy it (right-click).
+fn message_text(ui: &mut egui::Ui, text: &str) {
+    let menu = |response: egui::Response, link: Option<&str>| {
+        response.context_menu(|ui| {
+            if ui.button("Copy text").clicked() {
+                ui.ctx().copy_text(text.to_owned());
+                ui.close();
+            }
+            if let Some(url) = link
+                && ui.button("Copy link").clicked()
+            {
+                ui.ctx().copy_text(url.to_owned());
+                ui.close();
+            }
+        });
+    };
+    if !links::has_link(text) {
+        let response = ui.add(egui::Label::new(text).wrap().selectable(true));
+        menu(response, None);
+        return;
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 0.0;
+        for piece in links::pieces(text) {
+            match piece {
+                links::Piece::Text(plain) => {
+                    let response = ui.add(egui::Label::new(plain).wrap().selectable(true));
+                    menu(response, None);
+                }
+                links::Piece::Link { text, url } => {
+                    // Only http(s) links are made: nothing else is ever opened.
+                    let response = ui
+                        .add(egui::Hyperlink::from_label_and_url(text, &url))
+                        .on_hover_text(&url);
+                    menu(response, Some(&url));
+                }
+            }
         }
     });
 }

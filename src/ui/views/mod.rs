@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod composer;
 pub mod dialogs;
+pub mod search;
 pub mod settings;
 pub mod sidebar;
 
@@ -31,6 +32,11 @@ pub struct Local {
     pub heights: chat::RowHeights,
     /// The Settings dialog's edits, while it is open.
     pub settings: Option<settings::Draft>,
+    /// The search panel's text.
+    pub search_text: String,
+    /// The search result last scrolled to, and for how many more frames
+    /// to keep it in view (row heights settle as rows are measured).
+    pub scrolled_to: Option<(crate::proto::ids::MessageId, u8)>,
 }
 
 /// A stable colour for a person's name, readable on light and dark.

@@ -9,14 +9,20 @@ use egui::{Align, Layout, RichText};
 pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Intent> {
     let mut out = Vec::new();
     ui.add_space(4.0);
+    let mut search_messages = false;
     ui.horizontal(|ui| {
         let label = ui.label("🔍");
-        ui.add(
-            egui::TextEdit::singleline(&mut local.search)
-                .hint_text("Search…")
-                .desired_width(ui.available_width() - 70.0),
-        )
-        .labelled_by(label.id);
+        let field = ui
+            .add(
+                egui::TextEdit::singleline(&mut local.search)
+                    .hint_text("Search…")
+                    .desired_width(ui.available_width() - 70.0),
+            )
+            .labelled_by(label.id);
+        // Enter searches the messages too (typing filters names).
+        search_messages |= field.lost_focus()
+            && ui.input(|i| i.key_pressed(egui::Key::Enter))
+            && !local.search.trim().is_empty();
         if ui
             .button("+ Room")
             .on_hover_text("Make a room and pick who is in it")
@@ -25,33 +31,55 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
             out.push(Intent::OpenDialog(Dialog::NewRoom));
         }
     });
+    if !local.search.trim().is_empty() {
+        search_messages |= ui
+            .button(format!("🔍 Messages with “{}”", local.search.trim()))
+            .on_hover_text("Search the text of messages in every room")
+            .clicked();
+    }
+    if search_messages {
+        local.search_text = local.search.trim().to_owned();
+        out.push(Intent::Search {
+            text: local.search_text.clone(),
+            room: None,
+        });
+    }
     let filter = local.search.trim().to_lowercase();
     let matches = |name: &str| filter.is_empty() || name.to_lowercase().contains(&filter);
     ui.add_space(4.0);
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            heading(ui, "ROOMS");
-            let rooms = state.sorted_rooms();
-            if rooms.is_empty() {
+            // While filtering, a section with no match is left out.
+            let filtering = !filter.is_empty();
+            let rooms: Vec<_> = state
+                .sorted_rooms()
+                .into_iter()
+                .filter(|r| matches(&state.room_name(r)))
+                .collect();
+            if !(filtering && rooms.is_empty()) {
+                heading(ui, "ROOMS");
+            }
+            if rooms.is_empty() && !filtering {
                 ui.weak("No rooms yet: message someone, or + Room.");
             }
             for room in rooms {
-                if matches(&state.room_name(room)) {
-                    room_row(ui, state, room, &mut out);
-                }
+                room_row(ui, state, room, &mut out);
             }
 
-            heading(ui, "PEOPLE");
-            let contacts = state.people_with(Relation::Contact);
-            if contacts.is_empty() {
+            let contacts: Vec<_> = state
+                .people_with(Relation::Contact)
+                .into_iter()
+                .filter(|p| matches(&state.display_name(p.info.id)))
+                .collect();
+            if !(filtering && contacts.is_empty()) {
+                heading(ui, "PEOPLE");
+            }
+            if contacts.is_empty() && !filtering {
                 ui.weak("Nobody yet.");
             }
             for person in contacts {
                 let name = state.display_name(person.info.id);
-                if !matches(&name) {
-                    continue;
-                }
                 let row = ui.horizontal(|ui| {
                     presence_dot(ui, person.info.online);
                     let label = ui.add(
@@ -77,14 +105,15 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
                 });
             }
 
-            let nearby = state.people_with(Relation::Nearby);
+            let nearby: Vec<_> = state
+                .people_with(Relation::Nearby)
+                .into_iter()
+                .filter(|p| matches(&state.display_name(p.info.id)))
+                .collect();
             if !nearby.is_empty() {
                 heading(ui, "NEARBY");
                 for person in nearby {
                     let name = state.display_name(person.info.id);
-                    if !matches(&name) {
-                        continue;
-                    }
                     let row = ui.horizontal(|ui| {
                         presence_dot(ui, person.info.online);
                         let label = ui.label(&name);
@@ -105,7 +134,11 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
                 }
             }
 
-            let requests = state.people_with(Relation::Request);
+            let requests: Vec<_> = state
+                .people_with(Relation::Request)
+                .into_iter()
+                .filter(|p| matches(&state.display_name(p.info.id)))
+                .collect();
             if !requests.is_empty() {
                 heading(ui, "REQUESTS");
                 for person in requests {

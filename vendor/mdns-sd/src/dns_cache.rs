@@ -594,6 +594,83 @@ impl DnsCache {
         (refresh_due, new_timers)
     }
 
+    /// kith patch: the instances of `ty_domain` whose SRV or TXT record has
+    /// lived at least `percent` % of its TTL (and has refresh points left),
+    /// with those record types: asked for along with any refresh query
+    /// that goes out anyway (see `ServiceDaemon::refresh_active_services`),
+    /// so that one query per round refreshes every instance. Instances in
+    /// `no_refresh` are left out.
+    pub(crate) fn refresh_along(
+        &self,
+        ty_domain: &str,
+        no_refresh: &HashSet<String>,
+        now: Instant,
+        percent: u32,
+    ) -> Vec<(String, Vec<RRType>)> {
+        let aged = |records: Option<&Vec<DnsRecordIntf>>| {
+            records.into_iter().flatten().any(|record| {
+                let record = record.record.get_record();
+                !record.is_expired(now)
+                    && record.get_refresh_time() < record.get_expire_time()
+                    && record.lived_percent(now, percent)
+            })
+        };
+        let mut along = Vec::new();
+        for ptr in self.ptr.get(ty_domain).into_iter().flatten() {
+            if ptr.record.get_record().is_expired(now) {
+                continue;
+            }
+            let Some(instance) = ptr
+                .record
+                .any()
+                .downcast_ref::<DnsPointer>()
+                .map(|ptr| ptr.alias())
+            else {
+                continue;
+            };
+            if no_refresh.contains(&instance.to_lowercase()) {
+                continue;
+            }
+            let mut types = Vec::new();
+            if aged(self.srv.get(instance)) {
+                types.push(RRType::SRV);
+            }
+            if aged(self.txt.get(instance)) {
+                types.push(RRType::TXT);
+            }
+            if !types.is_empty() {
+                along.push((instance.to_string(), types));
+            }
+        }
+        along
+    }
+
+    /// kith patch: the QM question `name`/`qtype` was asked on the link;
+    /// see `DnsRecord::refresh_asked`. Returns the refresh points that
+    /// moved (they need timers).
+    pub(crate) fn refresh_asked(
+        &mut self,
+        name: &str,
+        qtype: RRType,
+        now: Instant,
+    ) -> Vec<Instant> {
+        let records = match qtype {
+            RRType::SRV => self.srv.get_mut(name),
+            RRType::TXT => self.txt.get_mut(name),
+            RRType::A | RRType::AAAA => self.addr.get_mut(&name.to_lowercase()),
+            _ => None,
+        };
+        records
+            .into_iter()
+            .flatten()
+            .filter(|record| record.record.get_type() == qtype)
+            .filter_map(|record| {
+                let record = record.record.get_record_mut();
+                record.refresh_asked(now).then(|| record.get_refresh_time())
+            })
+            .collect()
+    }
+
     /// Returns the set of `host`, where refreshing the A / AAAA records is due
     /// for a `ty_domain`.
     pub(crate) fn refresh_due_hosts(

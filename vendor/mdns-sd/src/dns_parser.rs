@@ -576,6 +576,12 @@ impl DnsRecord {
             self.entry.ty
         );
 
+        self.next_refresh_point();
+        true
+    }
+
+    /// Moves `refresh` to the next planned query point.
+    fn next_refresh_point(&mut self) {
         // From RFC 6762 section 5.2:
         // "... The querier should plan to issue a query at 80% of the record
         // lifetime, and then if no answer is received, at 85%, 90%, and 95%."
@@ -591,8 +597,28 @@ impl DnsRecord {
         } else {
             self.refresh_no_more();
         }
+    }
 
+    /// kith patch: the question this record answers was just asked on the
+    /// link (QM) by another host (RFC 6762 §7.3 duplicate question
+    /// suppression), or by us along with another record's refresh. If we
+    /// were about to ask it (our next refresh point is less than 5 % of
+    /// the lifetime away, the spacing of the points), that counts as our
+    /// query: the answer it draws refreshes us too, and if none comes our
+    /// next point still asks. Returns whether the refresh point moved.
+    pub fn refresh_asked(&mut self, now: Instant) -> bool {
+        let window = Duration::from_millis(u64::from(self.ttl) * 50);
+        if self.is_expired(now) || self.refresh >= self.expires || self.refresh > now + window {
+            return false;
+        }
+        self.next_refresh_point();
         true
+    }
+
+    /// kith patch: whether at least `percent` % of the lifetime has passed
+    /// (see `DnsCache::refresh_along`).
+    pub fn lived_percent(&self, now: Instant, percent: u32) -> bool {
+        now >= get_expiration_time(self.created, self.ttl, percent)
     }
 
     /// Return the absolute time for this record being created

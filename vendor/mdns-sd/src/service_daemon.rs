@@ -768,6 +768,17 @@ impl ServiceDaemon {
         )))
     }
 
+    /// kith patch: changes the TTL of the SRV and address records of our
+    /// registered service `fullname` (see `ServiceInfo::set_host_ttl`)
+    /// without announcing anything: answers from now on carry it, and
+    /// other hosts' caches take it with the next answer they hear.
+    pub fn set_host_ttl(&self, fullname: &str, ttl: u32) -> Result<()> {
+        self.send_cmd(Command::SetOption(DaemonOption::HostTtl(
+            fullname.to_lowercase(),
+            ttl,
+        )))
+    }
+
     /// Include or exclude Apple P2P interfaces, e.g. "awdl0", "llw0".
     /// By default, they are excluded.
     pub fn include_apple_p2p(&self, include: bool) -> Result<()> {
@@ -1829,6 +1840,11 @@ impl Zeroconf {
                     self.no_refresh.remove(&fullname);
                 } else {
                     self.no_refresh.insert(fullname);
+                }
+            }
+            DaemonOption::HostTtl(fullname, ttl) => {
+                if let Some(info) = self.my_services.get_mut(&fullname) {
+                    info._set_host_ttl(ttl);
                 }
             }
             #[cfg(test)]
@@ -3643,10 +3659,46 @@ impl Zeroconf {
         }
     }
 
+    /// kith patch: RFC 6762 §7.3 duplicate question suppression, for our
+    /// cache refresh queries: another host asked (QM) for an SRV, TXT or
+    /// address record we were about to refresh, so the multicast answer
+    /// will refresh ours too and our own query counts as sent (see
+    /// `DnsRecord::refresh_asked`). Unique records never appear
+    /// as known answers (RFC 6762 §7.1), so the other query draws every
+    /// answer ours would.
+    fn suppress_duplicate_refresh(&mut self, msg: &DnsIncoming, querier_addr: SocketAddr) {
+        let querier_ip = querier_addr.ip();
+        let own = self
+            .my_intfs
+            .values()
+            .any(|intf| intf.addrs.iter().any(|addr| addr.ip() == querier_ip));
+        // Not our own query, nor a probe (RFC 6762 §8.1), nor a legacy
+        // querier's (answered by unicast, §6.7).
+        if own || msg.num_authorities() > 0 || self.is_legacy_querier(querier_addr) {
+            return;
+        }
+        let now = Instant::now();
+        let mut timers = Vec::new();
+        for question in msg.questions() {
+            if question.is_qu() {
+                continue;
+            }
+            timers.extend(self.cache.refresh_asked(
+                question.entry_name(),
+                question.entry_type(),
+                now,
+            ));
+        }
+        for timer in timers {
+            self.add_timer(timer);
+        }
+    }
+
     fn handle_query(&mut self, msg: DnsIncoming, if_index: u32, querier_addr: SocketAddr) {
         let querier_ip = querier_addr.ip();
         let is_ipv4 = querier_ip.is_ipv4();
         self.suppress_duplicate_browse(&msg, querier_ip);
+        self.suppress_duplicate_refresh(&msg, querier_addr);
 
         let mut out = DnsOutgoing::new(FLAGS_QR_RESPONSE | FLAGS_AA);
         let mut delayed = false;
@@ -4472,23 +4524,43 @@ impl Zeroconf {
         let mut query_srv_count = 0;
         let mut new_timers = HashSet::new();
         let mut query_addr_count = 0;
+        let now = Instant::now();
 
         for ty_domain in self.service_queriers.keys() {
+            // kith patch: everything of this type that is due goes out in
+            // one query (the PTR, every instance's SRV/TXT and its host's
+            // addresses), and with it every instance whose records are
+            // past `REFRESH_ALONG_PERCENT` of their lifetime. Answers to it
+            // refresh every cache on the link at once, so the instances'
+            // refresh points fall together and the next round again needs
+            // one query for all: a round costs one query plus one answer
+            // per instance, instead of a query and an answer per instance.
+            let mut query: Vec<(String, RRType)> = Vec::new();
+            // Questions whose records were due (their refresh point moved
+            // on already).
+            let mut due: HashSet<(String, u16)> = HashSet::new();
+
             let refreshed_timers = self.cache.refresh_due_ptr(ty_domain);
             if !refreshed_timers.is_empty() {
                 trace!("sending refresh query for PTR: {}", ty_domain);
-                self.send_query(ty_domain, RRType::PTR);
+                query.push((ty_domain.clone(), RRType::PTR));
                 query_ptr_count += 1;
                 new_timers.extend(refreshed_timers);
             }
 
             let (instances, timers) = self.cache.refresh_due_srv_txt(ty_domain, &self.no_refresh);
             new_timers.extend(timers);
-            let (mut hostnames, timers) =
-                self.cache.refresh_due_hosts(ty_domain, &self.no_refresh);
+            let (mut hostnames, timers) = self.cache.refresh_due_hosts(ty_domain, &self.no_refresh);
             new_timers.extend(timers);
+            for (instance, types) in &instances {
+                due.extend(types.iter().map(|ty| (instance.to_lowercase(), *ty as u16)));
+            }
+            for host in &hostnames {
+                due.insert((host.to_lowercase(), RRType::A as u16));
+                due.insert((host.to_lowercase(), RRType::AAAA as u16));
+            }
             // kith patch: an instance's SRV and its host's addresses are
-            // asked for in one query (and answered in one response, which
+            // asked for together (and answered in one response, which
             // refreshes both in every cache on the link); upstream their
             // refresh points drifted apart and each cost a query and an
             // answer of its own.
@@ -4503,32 +4575,64 @@ impl Zeroconf {
                             .map(|srv| srv.host().to_string())
                     })
                 });
-                let mut query_vec = types
-                    .into_iter()
-                    .map(|ty| (instance.as_str(), ty))
-                    .collect::<Vec<_>>();
-                if let Some(host) = &host {
-                    query_vec.push((host, RRType::A));
-                    query_vec.push((host, RRType::AAAA));
-                    hostnames.retain(|due| !due.eq_ignore_ascii_case(host));
+                query.extend(types.into_iter().map(|ty| (instance.clone(), ty)));
+                if let Some(host) = host {
+                    hostnames.retain(|due| !due.eq_ignore_ascii_case(&host));
+                    query.push((host.clone(), RRType::A));
+                    query.push((host, RRType::AAAA));
                     query_addr_count += 2;
                 }
-                self.send_query_vec(&query_vec);
                 query_srv_count += 1;
             }
-            for hostname in hostnames.iter() {
+            for hostname in hostnames {
                 trace!("sending refresh queries for A and AAAA:  {}", hostname);
                 let instances: Vec<String> = self
                     .cache
-                    .get_instances_on_host(hostname)
+                    .get_instances_on_host(&hostname)
                     .into_iter()
                     .filter(|instance| !self.no_refresh.contains(&instance.to_lowercase()))
                     .collect();
-                let mut query_vec = vec![(hostname.as_str(), RRType::A), (hostname, RRType::AAAA)];
-                query_vec.extend(instances.iter().map(|i| (i.as_str(), RRType::SRV)));
-                self.send_query_vec(&query_vec);
+                query.push((hostname.clone(), RRType::A));
+                query.push((hostname, RRType::AAAA));
+                query.extend(instances.into_iter().map(|i| (i, RRType::SRV)));
                 query_addr_count += 2;
             }
+            if query.is_empty() {
+                continue;
+            }
+            // The SRV answers carry the hosts' addresses as additional
+            // records, so the instances asked along need no address
+            // questions of their own.
+            for (instance, types) in
+                self.cache
+                    .refresh_along(ty_domain, &self.no_refresh, now, REFRESH_ALONG_PERCENT)
+            {
+                for ty in types {
+                    if !query
+                        .iter()
+                        .any(|(name, qtype)| *qtype == ty && name.eq_ignore_ascii_case(&instance))
+                    {
+                        query.push((instance.clone(), ty));
+                    }
+                }
+            }
+            let mut seen = HashSet::new();
+            query.retain(|(name, qtype)| seen.insert((name.to_lowercase(), *qtype as u16)));
+            // A record asked for here whose own refresh point is near
+            // counts as asked (as it would for another host's query, see
+            // `suppress_duplicate_refresh`): otherwise, while the answer
+            // does not come (the peer vanished), an SRV and its host's
+            // addresses would drift onto refresh points of their own.
+            for (name, qtype) in &query {
+                if !due.contains(&(name.to_lowercase(), *qtype as u16)) {
+                    new_timers.extend(self.cache.refresh_asked(name, *qtype, now));
+                }
+            }
+            let query_vec: Vec<(&str, RRType)> = query
+                .iter()
+                .map(|(name, qtype)| (name.as_str(), *qtype))
+                .collect();
+            self.send_query_vec(&query_vec);
         }
 
         for timer in new_timers {
@@ -4540,6 +4644,13 @@ impl Zeroconf {
         self.increase_counter(Counter::CacheRefreshAddr, query_addr_count);
     }
 }
+
+/// kith patch: a refresh query also asks for every instance whose records
+/// have lived this share (%) of their TTL (see `refresh_active_services`).
+/// At most 40 keeps two groups of instances from refreshing apart for
+/// ever: of two groups refreshed at 80 % of the TTL, whichever goes first
+/// finds the other at least 40 % through (they are at most 80 % apart).
+const REFRESH_ALONG_PERCENT: u32 = 40;
 
 /// Adds one or more answers of a service for incoming msg and RR entry name.
 fn add_answer_of_service(
@@ -4871,6 +4982,8 @@ enum DaemonOption {
     IncludeAppleP2P(bool),
     /// kith patch: see `ServiceDaemon::set_refresh`.
     Refresh(String, bool),
+    /// kith patch: see `ServiceDaemon::set_host_ttl`.
+    HostTtl(String, u32),
     #[cfg(test)]
     TestDownInterface(String),
     #[cfg(test)]

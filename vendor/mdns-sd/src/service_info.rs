@@ -488,6 +488,14 @@ impl ServiceInfo {
         self.host_ttl = ttl;
     }
 
+    /// kith patch: the TTL (seconds) of the SRV and address records we
+    /// announce and answer with (default 120, RFC 6762 §10): how long
+    /// others keep them without hearing from us, so how soon they notice
+    /// we vanished without a goodbye. See also `ServiceDaemon::set_host_ttl`.
+    pub fn set_host_ttl(&mut self, ttl: u32) {
+        self.host_ttl = ttl;
+    }
+
     /// other_ttl is for PTR and TXT records.
     pub(crate) fn _set_other_ttl(&mut self, ttl: u32) {
         self.other_ttl = ttl;

@@ -1,0 +1,106 @@
+//! Helpers for the tests that run desktop apps with real nodes on
+//! loopback, each app with its own data directory and node, driven
+//! headless with egui_kittest.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use kith::account::{Account, KdfParams};
+use kith::daemon::{DaemonConfig, PeerAddr};
+use kith::proto::crypto::PublicIdentity;
+use kith::proto::profile::SignedProfile;
+use kith::store::StoredProfile;
+use kith::ui::KithApp;
+use kith::ui::state::AppState;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Generous: the machine running the tests may be heavily loaded.
+pub const WAIT: Duration = Duration::from_secs(45);
+pub const PASS: &str = "pass phrase";
+
+/// A fresh directory for one app, unique to this test process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kith-ui-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A loopback port free now (the node binds it a moment later).
+pub fn free_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free loopback port")
+}
+
+/// An account in `dir` whose display name is `name`: announced by mDNS
+/// and, signed, sent to contacts (as `kith init --name` stores it).
+pub fn account(dir: &Path, name: &str) -> PublicIdentity {
+    let mut account = Account::create(dir, PASS, KdfParams::insecure_fast_for_tests())
+        .expect("create the account");
+    std::fs::write(dir.join(kith::ui::backend::NAME_FILE), name).expect("name file");
+    let record = SignedProfile::sign(&account.identity, 1, name).expect("a valid name");
+    account
+        .store
+        .put_profile(&StoredProfile {
+            peer: account.identity.peer_id(),
+            seq: 1,
+            name: record.profile.name,
+            record: record.bytes,
+        })
+        .expect("store the profile");
+    account.identity.public()
+}
+
+/// A node listening on `listen` that knows `peers` (a configured peer is a
+/// contact).
+pub fn config(listen: SocketAddr, peers: Vec<PeerAddr>) -> DaemonConfig {
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = listen;
+    config.peers = peers;
+    config
+}
+
+/// The app for `dir`, unlocked through its first screen.
+pub fn app(dir: &Path, config: DaemonConfig) -> Harness<'static, KithApp> {
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1000.0, 660.0))
+        .with_max_steps(32)
+        .build_ui_state(
+            |ui, app: &mut KithApp| app.show(ui),
+            KithApp::with_node(dir.to_owned(), KdfParams::insecure_fast_for_tests(), config),
+        );
+    harness.get_by_label("Passphrase").focus();
+    harness.run();
+    harness.get_by_label("Passphrase").type_text(PASS);
+    harness.run();
+    harness.get_by_label("Unlock").click();
+    harness.step();
+    harness.state_mut().wait_for_worker(WAIT);
+    harness.run();
+    assert!(harness.state().state().is_some(), "unlocked");
+    harness
+}
+
+/// Lets the app take the node's updates until `done` holds, then draws.
+#[track_caller]
+pub fn wait(harness: &mut Harness<'static, KithApp>, what: &str, done: impl Fn(&AppState) -> bool) {
+    let held = harness.state_mut().wait_until(WAIT, done);
+    assert!(held, "timed out waiting until {what}");
+    harness.run();
+}
+
+pub fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
+    harness.state().state().expect("unlocked")
+}
+
+/// Types `text` into the composer and presses Enter.
+pub fn type_and_enter(harness: &mut Harness<'static, KithApp>, text: &str) {
+    harness.get_by_label("Write a message").focus();
+    harness.run();
+    harness.get_by_label("Write a message").type_text(text);
+    harness.key_press(egui::Key::Enter);
+    harness.run();
+}
