@@ -177,7 +177,7 @@ impl Launcher for NodeLauncher {
             && !name.is_empty()
             && let Err(error) = handle.set_profile(&name)
         {
-            eprintln!("kith: your name was not signed into your profile: {error}");
+            log::warn!("your name was not signed into your profile: {error}");
         }
         // An account made with `kith init --name` has no name file: its
         // signed profile names it.

@@ -557,7 +557,7 @@ impl Drop for KithApp {
         if let Some(geometry) = self.window.filter(|_| self.remember_window)
             && let Err(error) = geometry.save(&self.data_dir)
         {
-            eprintln!("kith: the window's size was not saved: {error}");
+            log::warn!("the window's size was not saved: {error}");
         }
     }
 }
