@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::ids::{MessageId, PeerId, RoomId};
-use super::sync::{ItemSet, Reconciler, SALT_LEN, SyncConfig, is_opening};
+use super::{ItemSet, Reconciler, SALT_LEN, SyncConfig, is_opening};
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 /// Tunables.
 #[derive(Debug, Clone)]
