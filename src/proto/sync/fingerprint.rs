@@ -4,6 +4,7 @@
 use super::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN};
 use crate::proto::ids::MessageId;
 
+/// Count and sum modulo 2^256 of ids: what a range fingerprint is built
 /// from. Adding and subtracting are exact, so prefix sums give any range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Accumulator {

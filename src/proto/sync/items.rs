@@ -112,8 +112,6 @@ impl Range {
     };
 }
 
-/// Count and sum modulo 2^256 of ids: what a range fingerprint is built
-
 /// The local side's set, as the reconciler sees it. The node implements it
 /// over the store; [`SortedItems`] is the in-memory implementation.
 pub trait ItemSet {
