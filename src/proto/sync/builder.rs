@@ -2,8 +2,8 @@
 //! the size budget.
 
 use super::codec::{Digest, Message, Mode, Opening, bound_len, bound_timestamp, varint_len};
+use super::config::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN};
 use super::items::Bound;
-use super::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN};
 use crate::proto::ids::MessageId;
 
 /// Builds the messages of one outgoing round within the size budget.

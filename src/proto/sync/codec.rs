@@ -1,9 +1,11 @@
 //! The sync message wire format (version 2): [`Message::emit`] and the
 //! bounded, untrusted [`Message::parse`].
 
+use super::config::{
+    FINGERPRINT_LEN, MAX_SYNC_MESSAGE, SALT_LEN, SHORT_ID_LEN, SYNC_VERSION, SyncError,
+};
 use super::fingerprint::ShortId;
 use super::items::Bound;
-use super::{FINGERPRINT_LEN, MAX_SYNC_MESSAGE, SALT_LEN, SHORT_ID_LEN, SYNC_VERSION, SyncError};
 use crate::proto::ids::MessageId;
 
 /// How one range of a message is to be handled.

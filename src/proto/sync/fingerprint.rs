@@ -1,7 +1,7 @@
 //! Range fingerprints: the [`Accumulator`] of a range's ids, and the
 //! per-session keys that salt its fingerprint and the short ids of lists.
 
-use super::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN};
+use super::config::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN};
 use crate::proto::ids::MessageId;
 
 /// Count and sum modulo 2^256 of ids: what a range fingerprint is built

@@ -5,9 +5,9 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use super::builder::Builder;
 use super::codec::{Digest, Message, Mode, Opening};
+use super::config::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN, SyncConfig, SyncError};
 use super::fingerprint::{Keys, ShortId, shared_salt};
 use super::items::{Bound, ItemSet, Range};
-use super::{FINGERPRINT_LEN, SALT_LEN, SHORT_ID_LEN, SyncConfig, SyncError};
 use crate::proto::ids::MessageId;
 
 /// Whose turn it is.
