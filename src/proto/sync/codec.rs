@@ -269,57 +269,16 @@ impl Message {
         } else {
             None
         };
-        let mut start = Bound::MIN;
-        let mut ranges = Vec::new();
-        if flags & FLAG_RANGES != 0 {
-            let (first, mode) = reader.bound(0)?;
-            if mode != 0 {
-                return Err(SyncError::Malformed("start bound carries a mode"));
-            }
-            if first == Bound::Infinity {
-                return Err(SyncError::Malformed("start bound is infinity"));
-            }
-            start = first;
-            // Each range takes at least two bytes.
-            let count = reader.count(2)?;
-            if count == 0 {
-                return Err(SyncError::Malformed("empty range list"));
-            }
-            ranges.reserve(count);
-            let mut prev = start;
-            for _ in 0..count {
-                let (upper, mode) = reader.bound(bound_timestamp(&prev, 0))?;
-                if !prev.less_than(&upper) {
-                    return Err(SyncError::Malformed("bounds do not increase"));
-                }
-                let mode = match mode {
-                    MODE_SKIP => Mode::Skip,
-                    MODE_FINGERPRINT => {
-                        let mut fp = [0u8; FINGERPRINT_LEN];
-                        fp.copy_from_slice(reader.take(FINGERPRINT_LEN)?);
-                        Mode::Fingerprint(fp)
-                    }
-                    MODE_LIST => Mode::List(reader.shorts()?),
-                    MODE_NEED => Mode::Need(reader.shorts()?),
-                    _ => return Err(SyncError::Malformed("unknown range mode")),
-                };
-                ranges.push((upper, mode));
-                prev = upper;
-            }
-        }
-        let mut ids = Vec::new();
-        if flags & FLAG_IDS != 0 {
-            let count = reader.count(32)?;
-            if count == 0 {
-                return Err(SyncError::Malformed("empty id list"));
-            }
-            ids.reserve(count);
-            for _ in 0..count {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(reader.take(32)?);
-                ids.push(MessageId(id));
-            }
-        }
+        let (start, ranges) = if flags & FLAG_RANGES != 0 {
+            reader.ranges()?
+        } else {
+            (Bound::MIN, Vec::new())
+        };
+        let ids = if flags & FLAG_IDS != 0 {
+            reader.ids()?
+        } else {
+            Vec::new()
+        };
         let rest = bytes.len() - reader.pos;
         if rest != 0 {
             return Err(SyncError::TrailingBytes(rest));
@@ -374,6 +333,64 @@ impl<'a> Reader<'a> {
             return Err(SyncError::Malformed("count exceeds the message"));
         }
         Ok(count as usize)
+    }
+
+    /// The start bound and the ranges after it, each bound above the
+    /// previous one.
+    fn ranges(&mut self) -> Result<(Bound, Vec<(Bound, Mode)>), SyncError> {
+        let (start, mode) = self.bound(0)?;
+        if mode != 0 {
+            return Err(SyncError::Malformed("start bound carries a mode"));
+        }
+        if start == Bound::Infinity {
+            return Err(SyncError::Malformed("start bound is infinity"));
+        }
+        // Each range takes at least two bytes.
+        let count = self.count(2)?;
+        if count == 0 {
+            return Err(SyncError::Malformed("empty range list"));
+        }
+        let mut ranges = Vec::with_capacity(count);
+        let mut prev = start;
+        for _ in 0..count {
+            let (upper, mode) = self.bound(bound_timestamp(&prev, 0))?;
+            if !prev.less_than(&upper) {
+                return Err(SyncError::Malformed("bounds do not increase"));
+            }
+            ranges.push((upper, self.mode(mode)?));
+            prev = upper;
+        }
+        Ok((start, ranges))
+    }
+
+    /// The payload of a range with mode `code`.
+    fn mode(&mut self, code: u8) -> Result<Mode, SyncError> {
+        match code {
+            MODE_SKIP => Ok(Mode::Skip),
+            MODE_FINGERPRINT => {
+                let mut fp = [0u8; FINGERPRINT_LEN];
+                fp.copy_from_slice(self.take(FINGERPRINT_LEN)?);
+                Ok(Mode::Fingerprint(fp))
+            }
+            MODE_LIST => Ok(Mode::List(self.shorts()?)),
+            MODE_NEED => Ok(Mode::Need(self.shorts()?)),
+            _ => Err(SyncError::Malformed("unknown range mode")),
+        }
+    }
+
+    /// A non-empty list of full ids.
+    fn ids(&mut self) -> Result<Vec<MessageId>, SyncError> {
+        let count = self.count(32)?;
+        if count == 0 {
+            return Err(SyncError::Malformed("empty id list"));
+        }
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(self.take(32)?);
+            ids.push(MessageId(id));
+        }
+        Ok(ids)
     }
 
     fn shorts(&mut self) -> Result<Vec<ShortId>, SyncError> {
