@@ -30,8 +30,7 @@ use kith::proto::node::{
 };
 use kith::proto::reliable::{Packet, Via};
 use kith::proto::sim::{self, Captured, Endpoint, LinkConfig, Network};
-use kith::proto::sync::{Item, SortedItems};
-use kith::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
+use kith::proto::sync::{Item, SortedItems, SyncAction, SyncManager, SyncManagerConfig};
 use kith::proto::wire::{Datagram, Frame};
 use proptest::prelude::*;
 use rand::rngs::StdRng;

@@ -29,8 +29,7 @@ use crate::proto::node::{
     direct_room,
 };
 use crate::proto::reliable;
-use crate::proto::sync::{Item, SortedItems};
-use crate::proto::syncer::{SyncAction, SyncManager, SyncManagerConfig};
+use crate::proto::sync::{Item, SortedItems, SyncAction, SyncManager, SyncManagerConfig};
 use crate::store::{
     Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
     StoreError,

@@ -60,7 +60,7 @@ use crate::net::{self, NetConfig, NetError, NetHandle, NetStats, NetStatsSnapsho
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
-use crate::proto::syncer::SyncStats;
+use crate::proto::sync::SyncStats;
 use crate::store::{Mute, StoreError};
 
 use api::ReplyTo;

@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::ids::{MessageId, PeerId, RoomId};
-use super::sync::{ItemSet, Reconciler, SALT_LEN, SyncConfig, is_opening};
+use super::codec::is_opening;
+use super::config::{SALT_LEN, SyncConfig};
+use super::items::ItemSet;
+use super::reconciler::Reconciler;
+use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -287,7 +290,7 @@ impl SyncManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::sync::{Item, SortedItems};
+    use crate::proto::sync::items::{Item, SortedItems};
     use rand::SeedableRng;
 
     fn set(range: std::ops::Range<u8>) -> SortedItems {
