@@ -14,10 +14,4 @@ pub mod reliable;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod sync;
-/// The old home of the session manager, kept so existing paths build: use
-/// [`sync::SyncManager`] and its neighbours in [`sync`].
-#[doc(hidden)]
-pub mod syncer {
-    pub use super::sync::{SyncAction, SyncManager, SyncManagerConfig, SyncStats};
-}
 pub mod wire;

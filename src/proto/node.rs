@@ -559,7 +559,7 @@ pub enum NodeEvent {
     /// and get nothing sent in it from now on.
     RoomRemoved { room: RoomId },
     /// A reconciliation message of `room` from `peer`, for the shell's
-    /// [`crate::proto::syncer::SyncManager`].
+    /// [`crate::proto::sync::SyncManager`].
     SyncReceived {
         room: RoomId,
         peer: PeerId,

@@ -1,5 +1,5 @@
 //! History between members: the transport for set reconciliation
-//! ([`crate::proto::sync`], driven by [`crate::proto::syncer`]) and the
+//! ([`crate::proto::sync`], driven by [`crate::proto::sync::SyncManager`]) and the
 //! forwarding of envelopes a member missed.
 //!
 //! - Reconciliation messages ([`Control::Sync`]) travel on the pairwise
