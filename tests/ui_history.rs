@@ -6,93 +6,22 @@
 //! still gone and the history is still there.
 #![cfg(feature = "gui")]
 
-use egui_kittest::Harness;
+mod ui_support;
+
 use egui_kittest::kittest::Queryable;
-use kith::account::{Account, KdfParams};
-use kith::daemon::{self, DaemonConfig, DaemonHandle, PeerAddr};
-use kith::proto::crypto::PublicIdentity;
+use kith::daemon::{self, DaemonHandle, PeerAddr};
 use kith::proto::node::direct_room;
-use kith::ui::KithApp;
 use kith::ui::state::AppState;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+use ui_support::{PASS, WAIT, account, app, config, free_port, state, temp_dir, wait};
 
-const WAIT: Duration = Duration::from_secs(20);
 const TEXTS: [&str; 3] = ["first while away", "second while away", "third while away"];
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kith-ui-hist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback port")
-}
-
-fn account(dir: &Path, name: &str) -> PublicIdentity {
-    let account = Account::create(dir, "pass phrase", KdfParams::insecure_fast_for_tests())
-        .expect("create the account");
-    std::fs::write(dir.join(kith::ui::backend::NAME_FILE), name).expect("name file");
-    account.identity.public()
-}
-
-fn config(listen: SocketAddr, other: PeerAddr) -> DaemonConfig {
-    let mut config = DaemonConfig::default();
-    config.net.unicast_bind = listen;
-    config.peers = vec![other];
-    config
-}
 
 /// A node without a window.
 fn node(dir: &Path, listen: SocketAddr, other: PeerAddr) -> DaemonHandle {
-    daemon::start(dir, "pass phrase", config(listen, other)).expect("start the node")
-}
-
-fn app(dir: &Path, listen: SocketAddr, other: PeerAddr) -> Harness<'static, KithApp> {
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1000.0, 660.0))
-        .with_max_steps(32)
-        .build_ui_state(
-            |ui, app: &mut KithApp| app.show(ui),
-            KithApp::with_node(
-                dir.to_owned(),
-                KdfParams::insecure_fast_for_tests(),
-                config(listen, other),
-            ),
-        );
-    harness.get_by_label("Passphrase").focus();
-    harness.run();
-    harness.get_by_label("Passphrase").type_text("pass phrase");
-    harness.run();
-    harness.get_by_label("Unlock").click();
-    harness.step();
-    harness.state_mut().wait_for_worker(WAIT);
-    harness.run();
-    assert!(harness.state().state().is_some(), "unlocked");
-    harness
-}
-
-fn wait(harness: &mut Harness<'static, KithApp>, what: &str, done: impl Fn(&AppState) -> bool) {
-    let held = harness.state_mut().wait_until(WAIT, done);
-    if !held && let Some(s) = harness.state().state() {
-        for (room, h) in &s.histories {
-            let texts: Vec<&str> = h.messages.iter().map(|m| m.text.as_str()).collect();
-            eprintln!("{room:?}: {texts:?} complete {}", h.complete);
-        }
-        for room in s.rooms.values() {
-            eprintln!("{:?} unread {}", room.info.id, room.unread);
-        }
-    }
-    assert!(held, "timed out waiting until {what}");
-    harness.run();
-}
-
-fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
-    harness.state().state().expect("unlocked")
+    daemon::start(dir, PASS, config(listen, vec![other])).expect("start the node")
 }
 
 fn shows_history(s: &AppState, room: kith::proto::ids::RoomId) -> bool {
@@ -104,7 +33,7 @@ fn shows_history(s: &AppState, room: kith::proto::ids::RoomId) -> bool {
 
 #[test]
 fn history_and_read_markers_survive_app_restarts() {
-    let (alice_dir, bob_dir) = (temp_dir("alice"), temp_dir("bob"));
+    let (alice_dir, bob_dir) = (temp_dir("hist-alice"), temp_dir("hist-bob"));
     let alice_key = account(&alice_dir, "Alice");
     let bob_key = account(&bob_dir, "Bob");
     let (alice_addr, bob_addr) = (free_port(), free_port());
@@ -135,13 +64,13 @@ fn history_and_read_markers_survive_app_restarts() {
             Instant::now() < deadline,
             "Bob's node never stored all three"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     bob_node.shutdown().expect("Bob's node stops");
 
     // Bob starts his app: the chat is listed with its history and a badge
     // of 3 before he opens it.
-    let mut bob = app(&bob_dir, bob_addr, to_alice.clone());
+    let mut bob = app(&bob_dir, config(bob_addr, vec![to_alice.clone()]));
     wait(&mut bob, "the history and the node's count are in", |s| {
         shows_history(s, chat) && s.rooms.get(&chat).is_some_and(|r| s.badge(r) == Some(3))
     });
@@ -166,7 +95,7 @@ fn history_and_read_markers_survive_app_restarts() {
     drop(bob);
 
     // After a restart the read marker holds and the history is there.
-    let mut bob = app(&bob_dir, bob_addr, to_alice.clone());
+    let mut bob = app(&bob_dir, config(bob_addr, vec![to_alice.clone()]));
     wait(&mut bob, "the history is back", |s| shows_history(s, chat));
     // The node's count came before the page (same channel, in order).
     assert!(state(&bob).unread_from_node());

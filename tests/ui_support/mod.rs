@@ -88,6 +88,16 @@ pub fn app(dir: &Path, config: DaemonConfig) -> Harness<'static, KithApp> {
 #[track_caller]
 pub fn wait(harness: &mut Harness<'static, KithApp>, what: &str, done: impl Fn(&AppState) -> bool) {
     let held = harness.state_mut().wait_until(WAIT, done);
+    if !held && let Some(s) = harness.state().state() {
+        // What the app had instead, to tell a slow node from a wrong view.
+        for (room, h) in &s.histories {
+            let texts: Vec<&str> = h.messages.iter().map(|m| m.text.as_str()).collect();
+            eprintln!("{room:?}: {texts:?} complete {}", h.complete);
+        }
+        for room in s.rooms.values() {
+            eprintln!("{:?} unread {}", room.info.id, room.unread);
+        }
+    }
     assert!(held, "timed out waiting until {what}");
     harness.run();
 }
