@@ -328,8 +328,16 @@ fn wait_online(node: &Node, peer: &PeerId, deadline: Instant) {
         return;
     }
     let hex = peer.to_hex();
-    wait_event(node, &["peer_online", &hex], deadline)
-        .unwrap_or_else(|e| panic!("{} never saw {} online: {e}", node.id.short(), peer.short()));
+    if let Err(e) = wait_event(node, &["peer_online", &hex], deadline) {
+        // What it knew instead: found by mDNS or not, at which address.
+        panic!(
+            "{} never saw {} online: {e}\npeers:\n{}\ndiscovery:\n{}",
+            node.id.short(),
+            peer.short(),
+            cli(&node.data, &["peers"]),
+            cli(&node.data, &["discovery"]),
+        );
+    }
 }
 
 fn ms(d: Duration) -> u128 {

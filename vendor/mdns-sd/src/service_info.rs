@@ -412,7 +412,7 @@ impl ServiceInfo {
     pub(crate) fn get_addrs_on_my_intf_v4(&self, my_intf: &MyIntf) -> Vec<IpAddr> {
         self.addresses
             .iter()
-            .filter(|a| a.is_ipv4() && my_intf.addrs.iter().any(|x| valid_ip_on_intf(a, x)))
+            .filter(|a| a.is_ipv4() && my_intf.addrs.iter().any(|x| published_on_intf(a, x)))
             .copied()
             .collect()
     }
@@ -420,7 +420,7 @@ impl ServiceInfo {
     pub(crate) fn get_addrs_on_my_intf_v6(&self, my_intf: &MyIntf) -> Vec<IpAddr> {
         self.addresses
             .iter()
-            .filter(|a| a.is_ipv6() && my_intf.addrs.iter().any(|x| valid_ip_on_intf(a, x)))
+            .filter(|a| a.is_ipv6() && my_intf.addrs.iter().any(|x| published_on_intf(a, x)))
             .copied()
             .collect()
     }
@@ -1001,6 +1001,23 @@ fn decode_txt_unique(txt: &[u8]) -> Vec<TxtProperty> {
 }
 
 /// Returns true if `addr` is in the same network of `intf`.
+/// Whether our own address `addr` is announced on the interface holding
+/// `if_addr`. (kith patch 9) Every interface's link-local subnet is the same
+/// (fe80::/64, 169.254/16), so a subnet match would announce one link's
+/// link-local address on every link, where it reaches nobody: a link-local
+/// address goes out only on the interface that has it.
+fn published_on_intf(addr: &IpAddr, if_addr: &IfAddr) -> bool {
+    let link_local = match addr {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if link_local {
+        if_addr.ip() == *addr
+    } else {
+        valid_ip_on_intf(addr, if_addr)
+    }
+}
+
 pub(crate) fn valid_ip_on_intf(addr: &IpAddr, if_addr: &IfAddr) -> bool {
     match (addr, if_addr) {
         (IpAddr::V4(addr), IfAddr::V4(if_v4)) => {
