@@ -544,6 +544,27 @@ fn a_message_while_unfocused_raises_a_notification_unless_muted() {
     app.fake.push(received(OPS, 1, 24, 0, "seen on screen"));
     app.harness.run();
     assert_eq!(notes.take(), []);
+
+    // A click on kitchen's notification opens kitchen, window in front.
+    assert_ne!(app.state().open, Some(KITCHEN));
+    notes.click(KITCHEN);
+    app.harness.step();
+    let asked: Vec<egui::ViewportCommand> = app
+        .harness
+        .output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .map(|v| v.commands.clone())
+        .unwrap_or_default();
+    assert!(
+        asked
+            .iter()
+            .any(|c| matches!(c, egui::ViewportCommand::Focus)),
+        "{asked:?}"
+    );
+    app.harness.run();
+    assert_eq!(app.state().open, Some(KITCHEN));
+    app.harness.get_by_label("dinner is ready");
 }
 
 #[test]
