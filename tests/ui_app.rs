@@ -544,6 +544,27 @@ fn a_message_while_unfocused_raises_a_notification_unless_muted() {
     app.fake.push(received(OPS, 1, 24, 0, "seen on screen"));
     app.harness.run();
     assert_eq!(notes.take(), []);
+
+    // A click on kitchen's notification opens kitchen, window in front.
+    assert_ne!(app.state().open, Some(KITCHEN));
+    notes.click(KITCHEN);
+    app.harness.step();
+    let asked: Vec<egui::ViewportCommand> = app
+        .harness
+        .output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .map(|v| v.commands.clone())
+        .unwrap_or_default();
+    assert!(
+        asked
+            .iter()
+            .any(|c| matches!(c, egui::ViewportCommand::Focus)),
+        "{asked:?}"
+    );
+    app.harness.run();
+    assert_eq!(app.state().open, Some(KITCHEN));
+    app.harness.get_by_label("dinner is ready");
 }
 
 #[test]
@@ -622,6 +643,60 @@ fn search_every_room_then_open_a_result_far_back_in_its_history() {
     app.harness.get_by_label("×").click();
     app.harness.run();
     assert!(!app.state().search.open);
+}
+
+#[test]
+fn more_results_fetches_the_next_page_of_a_search() {
+    let mut app = unlocked_app("search_more");
+    // 60 matches: the newest 50 first, then the 10 older on More.
+    let history: Vec<MessageInfo> = (0..60u32)
+        .map(|i| {
+            let mut id = [9; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            MessageInfo {
+                room: OPS,
+                from: peer(1),
+                id: MessageId(id),
+                timestamp: NOW - 3_600_000 + u64::from(i) * 1_000,
+                text: format!("deploy note {i}"),
+                cursor: None,
+                hlc: 0,
+                deliveries: None,
+            }
+        })
+        .collect();
+    app.fake.set_history(OPS, history);
+    app.harness.get_by_label("🔍").focus();
+    app.harness.run();
+    app.harness.get_by_label("🔍").type_text("deploy");
+    app.harness.run();
+    app.harness
+        .get_by_label("🔍 Messages with “deploy”")
+        .click();
+    app.harness.run();
+    assert_eq!(app.state().search.hits.len(), 50);
+    app.harness.get_by_label("The newest 50 messages");
+    assert!(app.harness.query_by_label("deploy note 10").is_some());
+    assert!(app.harness.query_by_label("deploy note 9").is_none());
+
+    let more = app.harness.get_by_label("More results");
+    more.scroll_to_me();
+    app.harness.run();
+    app.harness.get_by_label("More results").click();
+    app.harness.run();
+    let asked = app.requests();
+    assert!(
+        asked.iter().any(|r| matches!(r,
+            Request::Search { text, before: Some(_), .. } if text == "deploy")),
+        "{asked:?}"
+    );
+    // The 51st: appended after the first 50, and no More after the last.
+    let state = app.state();
+    assert_eq!(state.search.hits.len(), 60);
+    assert_eq!(state.search.hits[50].text, "deploy note 9");
+    app.harness.get_by_label("60 messages");
+    assert!(app.harness.query_by_label("deploy note 9").is_some());
+    assert!(app.harness.query_by_label("More results").is_none());
 }
 
 #[test]

@@ -523,12 +523,14 @@ impl Worker {
                 seq,
                 text,
                 room,
+                before,
                 limit,
             } => {
                 self.search(SearchJob {
                     seq,
                     text,
                     room,
+                    before,
                     limit,
                 });
                 return;
@@ -601,6 +603,7 @@ struct SearchJob {
     seq: u64,
     text: String,
     room: Option<RoomId>,
+    before: Option<crate::store::Position>,
     limit: usize,
 }
 
@@ -646,11 +649,12 @@ fn run_searches(jobs: &Receiver<SearchJob>, client: &daemon::SearchClient, out: 
             job = newer;
         }
         let answer = client
-            .search_page(&job.text, job.room, None, job.limit)
+            .search_page(&job.text, job.room, job.before, job.limit)
             .map(|results| {
                 results
                     .into_iter()
                     .map(|r| SearchHit {
+                        cursor: r.cursor(),
                         room: r.room,
                         id: r.id,
                         from: r.from,
@@ -941,6 +945,7 @@ impl Backend for FakeBackend {
                     seq,
                     text,
                     room,
+                    before,
                     limit,
                 } => {
                     let needle = text.to_lowercase();
@@ -956,9 +961,14 @@ impl Backend for FakeBackend {
                             from: m.from,
                             timestamp: m.timestamp,
                             text: m.text.clone(),
+                            cursor: crate::store::Position {
+                                timestamp: m.timestamp,
+                                id: m.id,
+                            },
                         })
+                        .filter(|h| before.is_none_or(|b| h.cursor < b))
                         .collect();
-                    hits.sort_by_key(|h| std::cmp::Reverse((h.timestamp, h.id)));
+                    hits.sort_by_key(|h| std::cmp::Reverse(h.cursor));
                     hits.truncate(limit);
                     Some(Update::SearchAnswer {
                         seq,

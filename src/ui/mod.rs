@@ -193,7 +193,7 @@ pub fn run(
     eframe::run_native(
         "kith",
         options,
-        Box::new(move |_creation| {
+        Box::new(move |creation| {
             let default_route = std::fs::read_to_string("/proc/net/route")
                 .ok()
                 .and_then(|routes| settings::default_route_interface(&routes));
@@ -203,7 +203,10 @@ pub fn run(
                     .with_command_line_interfaces(command_line)
                     .remembering_window()
                     .unlocking_with(passphrase)
-                    .with_notifier(Arc::new(notify::DesktopNotifier::start())),
+                    .with_notifier(Arc::new(notify::DesktopNotifier::start({
+                        let ctx = creation.egui_ctx.clone();
+                        Arc::new(move || ctx.request_repaint())
+                    }))),
             ))
         }),
     )
@@ -765,6 +768,14 @@ impl MainWindow {
         }
         for notification in self.state.poll_notifications() {
             self.notifier.notify(notification);
+        }
+        // A click on a notification: its room, in a window brought forward.
+        for room in self.notifier.clicked() {
+            for request in self.state.open_from_notification(room) {
+                self.backend.submit(request);
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+            ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
         }
     }
 

@@ -7,10 +7,18 @@
 //! it hangs, notifications are skipped silently (and counted). Text from
 //! the network is stripped of control and direction-changing characters
 //! and its markup escaped (servers read `<a href>` and `<img>` in bodies).
+//!
+//! A click on a notification opens its room: each shown notification is
+//! waited on by a short-lived thread of its own (it ends when the server
+//! says the notification was clicked or closed), at most
+//! [`MAX_WAITING`] at once; past that a notification is shown without the
+//! click action. The click is handed to the window through
+//! [`Notifier::clicked`], and the window is woken.
 
 use super::state::Notification;
+use crate::proto::ids::RoomId;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +26,12 @@ use std::time::{Duration, Instant};
 /// Shows notifications; `notify` never blocks.
 pub trait Notifier: Send + Sync {
     fn notify(&self, notification: Notification);
+
+    /// The rooms whose notification was clicked since the last call,
+    /// oldest first.
+    fn clicked(&self) -> Vec<RoomId> {
+        Vec::new()
+    }
 }
 
 /// Shows nothing (tests, and where notifications are off).
@@ -32,9 +46,18 @@ impl Notifier for Silent {
 #[derive(Clone, Debug, Default)]
 pub struct Recorder {
     shown: Arc<Mutex<Vec<Notification>>>,
+    clicks: Arc<Mutex<Vec<RoomId>>>,
 }
 
 impl Recorder {
+    /// As if the user clicked `room`'s notification.
+    pub fn click(&self, room: RoomId) {
+        self.clicks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(room);
+    }
+
     /// Everything shown so far, and forgets it.
     pub fn take(&self) -> Vec<Notification> {
         std::mem::take(
@@ -53,10 +76,23 @@ impl Notifier for Recorder {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(notification);
     }
+
+    fn clicked(&self) -> Vec<RoomId> {
+        std::mem::take(
+            &mut *self
+                .clicks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// Notifications waiting for the sending thread; more are dropped.
 const QUEUE: usize = 8;
+/// Shown notifications waited on for a click at once (a thread each).
+pub const MAX_WAITING: usize = 4;
+/// Clicks kept until the window takes them.
+const MAX_CLICKS: usize = 16;
 /// After a failure (no notification service), nothing is tried for this long.
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
@@ -72,33 +108,105 @@ pub struct NotifierStats {
     pub skipped: AtomicU64,
 }
 
-/// Sends one notification, blocking; an error is a sentence.
-pub type SendFn = Box<dyn Fn(&Notification) -> Result<(), String> + Send>;
+/// Sends one notification, blocking; an error is a sentence. A click on
+/// it is reported to the [`Clicks`].
+pub type SendFn = Box<dyn Fn(&Notification, &Clicks) -> Result<(), String> + Send>;
+
+/// Where clicks on notifications go: kept for the window, which is woken.
+#[derive(Clone)]
+pub struct Clicks {
+    rooms: Arc<Mutex<Vec<RoomId>>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A place among the [`MAX_WAITING`] waiters; freed when dropped.
+pub struct WaitSlot(Arc<AtomicUsize>);
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Clicks {
+    fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Clicks {
+            rooms: Arc::default(),
+            wake,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// `room`'s notification was clicked: kept (the oldest dropped past
+    /// [`MAX_CLICKS`]) and the window woken.
+    pub fn report(&self, room: RoomId) {
+        {
+            let mut rooms = self
+                .rooms
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rooms.len() >= MAX_CLICKS {
+                rooms.remove(0);
+            }
+            rooms.push(room);
+        }
+        (self.wake)();
+    }
+
+    /// A place to wait for a click, unless [`MAX_WAITING`] wait already.
+    pub fn slot(&self) -> Option<WaitSlot> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaitSlot(self.waiting.clone()))
+    }
+
+    fn take(&self) -> Vec<RoomId> {
+        std::mem::take(
+            &mut *self
+                .rooms
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
 
 /// Desktop notifications over D-Bus, sent from a thread of their own.
 pub struct DesktopNotifier {
     queue: Option<SyncSender<Notification>>,
     stats: Arc<NotifierStats>,
+    clicks: Clicks,
 }
 
 impl DesktopNotifier {
-    /// Notifications through the desktop's notification server.
-    pub fn start() -> Self {
-        Self::with_sender(Box::new(show_on_desktop))
+    /// Notifications through the desktop's notification server; `wake`
+    /// (typically `ctx.request_repaint()`) is called after a click.
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Self::with_sender_waking(Box::new(show_on_desktop), wake)
     }
 
     /// Notifications through `send` (tests give one that fails or hangs).
     pub fn with_sender(send: SendFn) -> Self {
+        Self::with_sender_waking(send, Arc::new(|| {}))
+    }
+
+    fn with_sender_waking(send: SendFn, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
         let (queue, jobs) = sync_channel(QUEUE);
         let stats = Arc::new(NotifierStats::default());
         let thread_stats = stats.clone();
+        let clicks = Clicks::new(wake);
+        let thread_clicks = clicks.clone();
         let started = std::thread::Builder::new()
             .name("kith-notify".into())
-            .spawn(move || run(&jobs, &send, &thread_stats));
+            .spawn(move || run(&jobs, &send, &thread_stats, &thread_clicks));
         DesktopNotifier {
             // Without the thread every notification is skipped.
             queue: started.ok().map(|_| queue),
             stats,
+            clicks,
         }
     }
 
@@ -121,9 +229,13 @@ impl Notifier for DesktopNotifier {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    fn clicked(&self) -> Vec<RoomId> {
+        self.clicks.take()
+    }
 }
 
-fn run(jobs: &Receiver<Notification>, send: &SendFn, stats: &NotifierStats) {
+fn run(jobs: &Receiver<Notification>, send: &SendFn, stats: &NotifierStats, clicks: &Clicks) {
     let mut paused_until: Option<Instant> = None;
     // Ends when the window drops its notifier.
     while let Ok(notification) = jobs.recv() {
@@ -132,7 +244,7 @@ fn run(jobs: &Receiver<Notification>, send: &SendFn, stats: &NotifierStats) {
             continue;
         }
         // A panic in the D-Bus code must not end notifications for good.
-        match catch_unwind(AssertUnwindSafe(|| send(&notification))) {
+        match catch_unwind(AssertUnwindSafe(|| send(&notification, clicks))) {
             Ok(Ok(())) => {
                 stats.shown.fetch_add(1, Ordering::Relaxed);
                 paused_until = None;
@@ -145,15 +257,37 @@ fn run(jobs: &Receiver<Notification>, send: &SendFn, stats: &NotifierStats) {
     }
 }
 
-/// Shows `notification` through the desktop's notification server.
-fn show_on_desktop(notification: &Notification) -> Result<(), String> {
-    notify_rust::Notification::new()
+/// Shows `notification` through the desktop's notification server; a
+/// thread of its own waits for a click on it (a server ends the wait when
+/// the notification is clicked, dismissed or expires).
+fn show_on_desktop(notification: &Notification, clicks: &Clicks) -> Result<(), String> {
+    let slot = clicks.slot();
+    let mut shown = notify_rust::Notification::new();
+    shown
         .appname("kith")
         .summary(&plain(&notification.title))
-        .body(&escape_markup(&plain(&notification.body)))
-        .show()
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .body(&escape_markup(&plain(&notification.body)));
+    if slot.is_some() {
+        // "default": a click on the notification itself.
+        shown.action("default", "Open");
+    }
+    let handle = shown.show().map_err(|e| e.to_string())?;
+    if let Some(slot) = slot {
+        let clicks = clicks.clone();
+        let room = notification.room;
+        // Not started: the handle is dropped and the click goes unheard.
+        let _ = std::thread::Builder::new()
+            .name("kith-notify-click".into())
+            .spawn(move || {
+                let _slot = slot;
+                handle.wait_for_action(|action| {
+                    if action == "default" {
+                        clicks.report(room);
+                    }
+                });
+            });
+    }
+    Ok(())
 }
 
 /// Text without control characters or characters that change the
@@ -217,7 +351,7 @@ mod tests {
         // not fit in the queue is skipped.
         let (release, hang) = channel::<()>();
         let hang = Mutex::new(hang);
-        let notifier = DesktopNotifier::with_sender(Box::new(move |_| {
+        let notifier = DesktopNotifier::with_sender(Box::new(move |_, _| {
             let _ = hang.lock().map(|h| h.recv());
             Ok(())
         }));
@@ -235,7 +369,7 @@ mod tests {
 
     #[test]
     fn no_service_or_a_panic_is_skipped_silently_and_paused() {
-        let notifier = DesktopNotifier::with_sender(Box::new(|n: &Notification| {
+        let notifier = DesktopNotifier::with_sender(Box::new(|n: &Notification, _: &Clicks| {
             if n.title == "Sam 1" {
                 panic!("a bug in the D-Bus code");
             }
@@ -256,10 +390,11 @@ mod tests {
     fn shown_ones_are_counted() {
         let (tx, rx) = channel();
         let tx = Mutex::new(tx);
-        let notifier = DesktopNotifier::with_sender(Box::new(move |n: &Notification| {
-            let _ = tx.lock().map(|tx| tx.send(n.title.clone()));
-            Ok(())
-        }));
+        let notifier =
+            DesktopNotifier::with_sender(Box::new(move |n: &Notification, _: &Clicks| {
+                let _ = tx.lock().map(|tx| tx.send(n.title.clone()));
+                Ok(())
+            }));
         notifier.notify(note(7));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).as_deref(),
@@ -269,6 +404,43 @@ mod tests {
             .shown
             .load(Ordering::Relaxed)
             == 1));
+    }
+
+    #[test]
+    fn a_click_reaches_the_window_and_wakes_it() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        // The server "clicks" each notification at once.
+        let notifier = DesktopNotifier::with_sender_waking(
+            Box::new(|n: &Notification, clicks: &Clicks| {
+                clicks.report(n.room);
+                Ok(())
+            }),
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        notifier.notify(note(3));
+        assert!(until(&notifier.stats(), |_| woken.load(Ordering::Relaxed) == 1));
+        assert_eq!(notifier.clicked(), [RoomId([3; 32])]);
+        assert!(notifier.clicked().is_empty());
+    }
+
+    #[test]
+    fn waiting_for_clicks_and_kept_clicks_are_bounded() {
+        let clicks = Clicks::new(Arc::new(|| {}));
+        let slots: Vec<WaitSlot> = (0..MAX_WAITING).filter_map(|_| clicks.slot()).collect();
+        assert_eq!(slots.len(), MAX_WAITING);
+        // All taken: the next notification is shown without the action.
+        assert!(clicks.slot().is_none());
+        drop(slots);
+        assert!(clicks.slot().is_some());
+        for n in 0..100 {
+            clicks.report(RoomId([n; 32]));
+        }
+        let kept = clicks.take();
+        assert_eq!(kept.len(), MAX_CLICKS);
+        assert_eq!(kept.last(), Some(&RoomId([99; 32])));
     }
 
     #[test]

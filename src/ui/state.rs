@@ -272,6 +272,8 @@ pub enum Intent {
         text: String,
         room: Option<RoomId>,
     },
+    /// The next page of the search's results.
+    MoreResults,
     /// Open a search result's room at its message.
     OpenHit {
         room: RoomId,
@@ -347,6 +349,8 @@ pub enum Request {
         seq: u64,
         text: String,
         room: Option<RoomId>,
+        /// Only results older than this (the last one shown): the next page.
+        before: Option<crate::store::Position>,
         limit: usize,
     },
 }
@@ -1047,6 +1051,7 @@ impl AppState {
                 Vec::new()
             }
             Intent::Search { text, room } => self.start_search(text, room),
+            Intent::MoreResults => self.more_results(),
             Intent::OpenHit { room, id } => self.open_hit(room, id),
         }
     }

@@ -7,7 +7,7 @@
 //! most one notification per [`NOTIFY_QUIET_MILLIS`]: a burst of messages is
 //! one notification, and the badge and the title count the rest.
 
-use super::{AppState, MessageInfo, Millis, preview_chars};
+use super::{AppState, Intent, MessageInfo, Millis, Request, preview_chars};
 use crate::proto::ids::{PeerId, RoomId};
 use std::collections::HashMap;
 
@@ -51,6 +51,15 @@ impl AppState {
     /// The notifications decided since the last call, oldest first.
     pub fn poll_notifications(&mut self) -> Vec<Notification> {
         std::mem::take(&mut self.notify.pending)
+    }
+
+    /// A click on `room`'s notification: the room opens (unless it is gone
+    /// since, or was never ours).
+    pub fn open_from_notification(&mut self, room: RoomId) -> Vec<Request> {
+        match self.rooms.get(&room) {
+            Some(r) if !r.removed => self.handle_intent(Intent::OpenRoom(room)),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether a message's sender is muted now.
@@ -256,6 +265,26 @@ mod tests {
         receive(&mut state, KITCHEN, 1, 5, "a year later");
         assert!(state.poll_notifications().is_empty());
         assert_eq!(state.rooms[&KITCHEN].info.muted, Some(MuteUntil::Forever));
+    }
+
+    #[test]
+    fn a_click_opens_the_room_unless_it_is_gone() {
+        let mut state = state();
+        receive(&mut state, KITCHEN, 1, 1, "dinner?");
+        let shown = state.poll_notifications();
+        assert_eq!(state.open, None);
+        let requests = state.open_from_notification(shown[0].room);
+        assert_eq!(state.open, Some(KITCHEN));
+        // Its newest page is asked for (and it is marked read).
+        assert!(
+            requests
+                .iter()
+                .any(|r| matches!(r, Request::LoadHistory { room: KITCHEN, .. })),
+            "{requests:?}"
+        );
+        // A room we never had (or a forged id) opens nothing.
+        assert!(state.open_from_notification(RoomId([77; 32])).is_empty());
+        assert_eq!(state.open, Some(KITCHEN));
     }
 
     #[test]

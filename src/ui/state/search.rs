@@ -8,6 +8,7 @@
 
 use super::{AppState, HISTORY_PAGE, Millis, Request};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
+use crate::store::Position;
 
 /// Results asked for per search.
 pub const SEARCH_LIMIT: usize = 50;
@@ -26,6 +27,8 @@ pub struct SearchHit {
     /// Wall-clock milliseconds.
     pub timestamp: Millis,
     pub text: String,
+    /// Where the page after it starts (the node's `before`).
+    pub cursor: Position,
 }
 
 /// The search panel.
@@ -45,6 +48,13 @@ pub struct Search {
     pub hits: Vec<SearchHit>,
     /// Why the last search failed, as a sentence.
     pub error: Option<String>,
+    /// The last page was full: older matches may follow ("More results").
+    pub more: bool,
+    /// Where the next page starts: the last result the node gave (blocked
+    /// people's included, though not shown).
+    next: Option<Position>,
+    /// The query under way asks for the next page (its hits are appended).
+    appending: bool,
     /// A result being looked for in its room's history.
     seek: Option<Seek>,
     /// The message to scroll to and mark in the open room.
@@ -68,6 +78,7 @@ impl AppState {
             self.search.room = room;
             self.search.hits.clear();
             self.search.error = None;
+            self.search.more = false;
         }
     }
 
@@ -85,6 +96,9 @@ impl AppState {
         self.search.room = room;
         self.search.error = None;
         self.search.seq += 1;
+        self.search.more = false;
+        self.search.next = None;
+        self.search.appending = false;
         if text.is_empty() {
             self.search.text.clear();
             self.search.hits.clear();
@@ -97,6 +111,29 @@ impl AppState {
             seq: self.search.seq,
             text,
             room,
+            before: None,
+            limit: SEARCH_LIMIT,
+        }]
+    }
+
+    /// The page of results after those shown, appended when it comes.
+    pub(super) fn more_results(&mut self) -> Vec<Request> {
+        let search = &mut self.search;
+        let Some(before) = search.next.filter(|_| search.more && !search.busy) else {
+            return Vec::new();
+        };
+        if search.text.is_empty() {
+            return Vec::new();
+        }
+        search.seq += 1;
+        search.busy = true;
+        search.appending = true;
+        search.error = None;
+        vec![Request::Search {
+            seq: search.seq,
+            text: search.text.clone(),
+            room: search.room,
+            before: Some(before),
             limit: SEARCH_LIMIT,
         }]
     }
@@ -106,17 +143,33 @@ impl AppState {
             return;
         }
         self.search.busy = false;
+        let appending = std::mem::take(&mut self.search.appending);
         match answer {
             Ok(hits) => {
-                // A blocked person's messages are never shown.
-                self.search.hits = hits
-                    .into_iter()
-                    .filter(|h| !self.is_blocked(h.from))
-                    .collect();
+                self.search.more = hits.len() >= SEARCH_LIMIT;
+                if let Some(last) = hits.last() {
+                    self.search.next = Some(last.cursor);
+                }
+                if !appending {
+                    self.search.hits.clear();
+                }
+                // A blocked person's messages are never shown; a page never
+                // repeats a result already shown.
+                for hit in hits {
+                    if !self.is_blocked(hit.from)
+                        && !self.search.hits.iter().any(|h| h.id == hit.id)
+                    {
+                        self.search.hits.push(hit);
+                    }
+                }
                 self.search.error = None;
             }
             Err(error) => {
-                self.search.hits.clear();
+                // A failed next page keeps what is shown (More retries).
+                if !appending {
+                    self.search.hits.clear();
+                    self.search.more = false;
+                }
                 self.search.error = Some(error);
             }
         }
@@ -296,6 +349,10 @@ mod tests {
             from: peer(1),
             timestamp: 1_000 + u64::from(n),
             text: format!("message {n}"),
+            cursor: Position {
+                timestamp: 1_000 + u64::from(n),
+                id: id(n),
+            },
         }
     }
 
@@ -309,6 +366,7 @@ mod tests {
                 seq: 1,
                 text: "dinner".into(),
                 room: None,
+                before: None,
                 limit: SEARCH_LIMIT,
             }]
         );
@@ -343,6 +401,63 @@ mod tests {
             state.search.error.as_deref(),
             Some("Could not search: the node stopped")
         );
+    }
+
+    #[test]
+    fn more_results_asks_for_the_page_after_the_last_and_appends_it() {
+        let mut state = state();
+        state.start_search("message".into(), Some(KITCHEN));
+        // Nothing more before a full page came.
+        assert!(state.more_results().is_empty());
+        // Newest first: 199 down to 150; the oldest one is by a blocked
+        // person, not shown, yet the next page starts after it.
+        state.apply(Update::Blocked(vec![peer(9)]));
+        let mut page: Vec<SearchHit> = (150..200).rev().map(hit).collect();
+        page[49].from = peer(9);
+        state.apply(Update::SearchAnswer {
+            seq: 1,
+            answer: Ok(page),
+        });
+        assert_eq!(state.search.hits.len(), 49);
+        assert!(state.search.more);
+        let asked = state.more_results();
+        assert_eq!(
+            asked,
+            [Request::Search {
+                seq: 2,
+                text: "message".into(),
+                room: Some(KITCHEN),
+                before: Some(hit(150).cursor),
+                limit: SEARCH_LIMIT,
+            }]
+        );
+        // Asked once while under way.
+        assert!(state.more_results().is_empty());
+        // A failed page keeps what is shown; More asks again.
+        state.apply(Update::SearchAnswer {
+            seq: 2,
+            answer: Err("Could not search: busy".into()),
+        });
+        assert_eq!(state.search.hits.len(), 49);
+        assert!(state.search.error.is_some());
+        assert_eq!(state.more_results().len(), 1);
+        // A short page: appended, and nothing more after it.
+        state.apply(Update::SearchAnswer {
+            seq: 3,
+            answer: Ok((140..150).rev().map(hit).collect()),
+        });
+        assert_eq!(state.search.hits.len(), 59);
+        assert_eq!(state.search.hits[49], hit(149));
+        assert_eq!(state.search.hits.last(), Some(&hit(140)));
+        assert!(!state.search.more);
+        assert!(state.more_results().is_empty());
+        // A new query starts over.
+        state.start_search("other".into(), None);
+        state.apply(Update::SearchAnswer {
+            seq: 4,
+            answer: Ok(vec![hit(1)]),
+        });
+        assert_eq!(state.search.hits, [hit(1)]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use egui::text::{LayoutJob, TextFormat};
 
 /// The search field's accessible name.
 pub const LABEL: &str = "Search messages";
+/// The button that fetches the next page of results.
+pub const MORE: &str = "More results";
 /// Characters of a result's text shown.
 const SNIPPET: usize = 90;
 
@@ -71,7 +73,7 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
         ui.weak(match search.hits.len() {
             0 => format!("No messages with “{}”.", search.text),
             1 => "1 message".to_owned(),
-            n if n >= crate::ui::state::SEARCH_LIMIT => format!("The newest {n} messages"),
+            n if search.more => format!("The newest {n} messages"),
             n => format!("{n} messages"),
         });
     }
@@ -87,6 +89,16 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
                     });
                 }
                 ui.add_space(6.0);
+            }
+            // Older matches, a page at a time.
+            if search.more
+                && !search.busy
+                && ui
+                    .button(MORE)
+                    .on_hover_text("Older messages that match")
+                    .clicked()
+            {
+                out.push(Intent::MoreResults);
             }
         });
     out
