@@ -1200,6 +1200,70 @@ mod tests {
         (peak, times.len())
     }
 
+    /// Drains the book's queued actions without applying them.
+    fn actions(book: &mut AddressBook) -> Vec<BookAction> {
+        std::iter::from_fn(|| book.poll_action()).collect()
+    }
+
+    /// The book asks the node for what it needs and never calls it: a
+    /// sighting makes a node contact, only a watched contact is probed, a
+    /// blocked peer's sightings ask nothing.
+    #[test]
+    fn sightings_and_blocks_become_actions_for_the_node() {
+        let start = Instant::now();
+        let mut host = Host::new(1, start);
+        let stranger = identity(2).public();
+        let contact = identity(3).public();
+        host.discovery
+            .want(start, contact.peer_id(), Some(contact.clone()), None);
+        host.tell_mdns(&stranger, "10.77.0.2:7000".parse().expect("literal"));
+        host.tell_mdns(&contact, "10.77.0.3:7000".parse().expect("literal"));
+        host.discovery.drive(start);
+        let first = actions(&mut host.discovery);
+        assert_eq!(
+            first[..2],
+            [
+                BookAction::Contact(stranger.clone()),
+                BookAction::Contact(contact.clone())
+            ]
+        );
+        // Within a minute the contact is probed; the stranger never is.
+        let mut later = first[2..].to_vec();
+        let mut now = start;
+        while now < start + Duration::from_secs(60) {
+            now += Duration::from_millis(100);
+            host.discovery.handle_timeout(now, 0);
+            host.discovery.drive(now);
+            later.extend(actions(&mut host.discovery));
+        }
+        assert!(later.contains(&BookAction::Probe(contact.peer_id())));
+        assert!(
+            later
+                .iter()
+                .all(|a| *a == BookAction::Probe(contact.peer_id())),
+            "{later:?}"
+        );
+
+        host.discovery.set_blocked(now, stranger.peer_id(), true);
+        assert_eq!(
+            actions(&mut host.discovery),
+            [BookAction::Block(stranger.peer_id())]
+        );
+        host.tell_mdns(&stranger, "10.77.0.2:7000".parse().expect("literal"));
+        host.discovery.drive(now);
+        assert!(
+            actions(&mut host.discovery)
+                .iter()
+                .all(|a| *a == BookAction::Probe(contact.peer_id())),
+            "a blocked peer's sighting asks nothing of the node"
+        );
+        host.discovery.set_blocked(now, stranger.peer_id(), false);
+        assert_eq!(
+            actions(&mut host.discovery),
+            [BookAction::Unblock(stranger.peer_id())]
+        );
+    }
+
     /// mDNS reports a peer lost when its goodbye arrives, or when its
     /// records ran out unanswered (it vanished: at most the record TTL,
     /// see `RecordTtl`). A stranger then leaves the nearby list at once; a
