@@ -54,8 +54,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::address_book::presence_word;
 use super::api::{Reply, Request as Ask, ResolveKind, Target, Update};
-use super::discovery::presence_word;
 use super::driver::{Command, Sink};
 use super::{DaemonError, StopRequester, ask, json, request};
 use crate::net::{CommandSender, NetStats};

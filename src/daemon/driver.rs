@@ -5,16 +5,19 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::address_book::{
+    AddressBook, Attach, BookAction, DiscoveryConfig, RegistryDrop, is_registry_datagram,
+};
 use super::api::{
     Delivery, HistoryPage, HistoryRow, MAX_PAGE, Reply, ReplyTo, Request, ResolveKind, Target,
     Update,
 };
-use super::discovery::{Attach, Discovery, DiscoveryConfig, RegistryDrop, is_registry_datagram};
+use super::clock::wall_clock_millis;
 use super::mutes::MuteTable;
 use super::profiles::{self, ProfileBook};
 use super::search::{SearchJob, SearchResult, Searcher};
@@ -162,7 +165,7 @@ struct SignedSend {
     reply: ReplyTo,
 }
 
-/// A contact. Its address and presence live in [`Discovery`].
+/// A contact. Its address and presence live in [`AddressBook`].
 struct PeerEntry {
     public: PublicIdentity,
 }
@@ -194,7 +197,7 @@ pub(crate) struct NodeDriver {
     unpublished: Vec<Event>,
     status: Status,
     /// Address book and presence: mDNS, registry, keep-alives.
-    discovery: Discovery,
+    discovery: AddressBook,
     /// History reconciliation sessions with members.
     sync: SyncManager,
     /// Where peers that are not authenticated yet wrote from: only for
@@ -312,12 +315,6 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// Unproven source addresses kept for answering strangers' handshakes.
 const MAX_PROVISIONAL: usize = 256;
 
-pub(crate) fn wall_clock_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl NodeDriver {
     /// Rebuilds the node from the store: blocks, contacts (with their
     /// keys), the configured peers' addresses, the outbox and the group
@@ -335,7 +332,7 @@ impl NodeDriver {
         let accept_invites = std::mem::replace(&mut config.auto_accept_invites, false);
         // The registry client signs our registrations with the same identity.
         let registry_identity = Identity::from_secret_bytes(&account.identity.secret_bytes());
-        let discovery = Discovery::new(discovery, registry_identity)?;
+        let discovery = AddressBook::new(discovery, registry_identity)?;
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
         let node = Node::new(account.identity, config, StdRng::from_seed(seed), now);
@@ -389,9 +386,8 @@ impl NodeDriver {
         driver.requests = driver.store.contact_requests()?.into_iter().collect();
         driver.read_markers = driver.store.read_markers()?;
         for peer in driver.store.blocked()? {
-            driver
-                .discovery
-                .set_blocked(now, peer, true, &mut driver.node);
+            driver.discovery.set_blocked(now, peer, true);
+            driver.apply_book_actions(now);
         }
         driver.mutes = MuteTable::new(driver.store.mutes()?);
         for (peer, key) in driver.store.contact_keys()? {
@@ -929,8 +925,8 @@ impl NodeDriver {
         if peer == self.node.peer_id() {
             return Err(DaemonError::UnknownPeer("our own id".to_owned()));
         }
-        self.discovery
-            .set_blocked(now, peer, blocked, &mut self.node);
+        self.discovery.set_blocked(now, peer, blocked);
+        self.apply_book_actions(now);
         if blocked {
             self.db()?.block(&peer, wall_clock_millis())?;
             // Declining a request is blocking.
@@ -1354,10 +1350,27 @@ impl NodeDriver {
         log::error!("could not {what}: {error}");
     }
 
+    /// Applies what the address book asked of the node, in order.
+    fn apply_book_actions(&mut self, now: Instant) {
+        while let Some(action) = self.discovery.poll_action() {
+            match action {
+                BookAction::Contact(public) => self.node.add_contact(now, public),
+                BookAction::Probe(peer) => self.node.keepalive(now, peer),
+                BookAction::Reachable(peer, reachable) => {
+                    self.node.set_reachable(now, peer, reachable)
+                }
+                BookAction::Block(peer) => self.node.block(peer),
+                BookAction::Unblock(peer) => self.node.unblock(now, peer),
+            }
+        }
+    }
+
     /// Runs discovery's output: keep-alives into the node, online/offline
     /// to listeners, learned keys of stored contacts into full contacts.
     fn run_discovery(&mut self, now: Instant) {
-        for event in self.discovery.drive(now, &mut self.node) {
+        let events = self.discovery.drive(now);
+        self.apply_book_actions(now);
+        for event in events {
             match &event {
                 // Whatever it missed while away, and what we missed.
                 Event::PeerOnline { peer, .. } => {
@@ -2375,14 +2388,16 @@ impl Driver for NodeDriver {
         self.deferring = true;
         self.node.begin_burst();
         if is_registry_datagram(bytes) {
+            let wall_ms = wall_clock_millis();
             match self
                 .discovery
-                .handle_registry_datagram(now, from, bytes, &mut self.node)
+                .handle_registry_datagram(now, wall_ms, from, bytes)
             {
                 Ok(()) => {}
                 Err(RegistryDrop::NotFromRegistry) => self.status.registry_foreign_dropped += 1,
                 Err(RegistryDrop::Rejected) => self.status.registry_rejected_dropped += 1,
             }
+            self.apply_book_actions(now);
         } else {
             match self.node.handle_datagram(now, bytes) {
                 Ok(Heard::Proven(peer)) => {
@@ -2413,7 +2428,7 @@ impl Driver for NodeDriver {
             }
         }
         self.node.handle_timeout(now);
-        self.discovery.handle_timeout(now);
+        self.discovery.handle_timeout(now, wall_clock_millis());
         self.sync.handle_timeout(now);
         while let Some(&(due, peer)) = self.syncs_due.front() {
             if due > now {
@@ -2453,7 +2468,9 @@ impl Driver for NodeDriver {
             }
             // The events are drained by `pump` below.
             Command::DiscoveryWake => {}
-            Command::AttachDiscovery(attach) => self.discovery.attach(now, *attach),
+            Command::AttachDiscovery(attach) => {
+                self.discovery.attach(now, wall_clock_millis(), *attach)
+            }
             Command::Search {
                 text,
                 room,

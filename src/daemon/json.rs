@@ -9,8 +9,8 @@
 
 use serde_json::{Value, json};
 
+use super::address_book::{DiscoveryReport, presence_word};
 use super::api::{HistoryPage, HistoryRow};
-use super::discovery::{DiscoveryReport, presence_word};
 use super::{PeerInfo, RoomSummary, Status};
 use crate::proto::ids::{PeerId, RoomId};
 use crate::store::Mute;

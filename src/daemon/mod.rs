@@ -36,9 +36,10 @@
 //!
 //! Limits: see the daemon section of `ARCHITECTURE.md`.
 
+pub mod address_book;
 pub mod api;
+mod clock;
 pub mod control;
-pub mod discovery;
 mod driver;
 pub mod json;
 pub mod mutes;
@@ -63,12 +64,12 @@ use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
 use crate::proto::sync::SyncStats;
 use crate::store::{Mute, StoreError};
 
+pub use address_book::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
 use api::ReplyTo;
 pub use api::{
     Delivery, HistoryPage, HistoryRow, Reply, Request, RequestId, ResolveKind, SubscribeOptions,
     Subscription, Target, Update,
 };
-pub use discovery::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
 use driver::{Command, NodeDriver, Sink};
 pub use search::SearchResult;
 
@@ -735,7 +736,12 @@ pub fn start(
     driver.subscribe(Sink::Events(events_tx), None, None);
     let net = net::spawn(config.net, driver)?;
     // mDNS announces our port, known only now that the socket is bound.
-    let attach = discovery::prepare(&discovery, &public, net.local_addr(), net.sender())?;
+    let commands = net.sender();
+    let wake = Box::new(move || {
+        // Fails only once the loop has stopped; nobody to wake then.
+        let _ = commands.send(Command::DiscoveryWake);
+    });
+    let attach = address_book::prepare(&discovery, &public, net.local_addr(), wake)?;
     net.send(Command::AttachDiscovery(Box::new(attach)))?;
     let (stop_tx, stop_rx) = mpsc::channel();
     let mut handle = DaemonHandle {

@@ -767,7 +767,7 @@ fn room_info(room: RoomSummary) -> RoomInfo {
 
 fn person_info(
     peer: &PeerInfo,
-    sighting: Option<&daemon::discovery::SeenPeer>,
+    sighting: Option<&daemon::address_book::SeenPeer>,
     now: u64,
 ) -> PersonInfo {
     let relation = if peer.request {
@@ -1205,7 +1205,7 @@ mod tests {
             name: None,
             name_hint: None,
         };
-        let seen = daemon::discovery::SeenPeer {
+        let seen = daemon::address_book::SeenPeer {
             peer: public.peer_id(),
             name: "Lee".into(),
             addr: None,

@@ -1,16 +1,20 @@
-//! Discovery in the daemon: mDNS sightings, registry answers and
-//! authenticated datagrams feed one address book; [`Presence`] turns them
-//! into `PeerOnline` / `PeerOffline` and asks for keep-alives, which go out
-//! as [`Node::keepalive`] probes.
+//! The daemon's address book: mDNS sightings, registry answers and
+//! authenticated datagrams feed one book of peers; [`Presence`] turns them
+//! into `PeerOnline` / `PeerOffline` and asks for keep-alives. The book
+//! never touches the node: it queues [`BookAction`]s (contact, probe,
+//! reachable, block, unblock) that the driver applies, and it is handed
+//! the wall clock and a wake closure rather than reading or calling the
+//! driver's. (mDNS itself is `crate::discovery`.)
 //!
 //! ```text
-//!  mDNS thread ──DiscoveryEvent──▶ channel ──(Command::DiscoveryWake)──┐
+//!  mDNS thread ──DiscoveryEvent──▶ channel ──(wake closure)───────────┐
 //!  registry datagrams ("kr") ─────────────────────────────────────────┤
 //!  node datagrams ("kt") → Node::handle_datagram → Heard::Proven(peer) ┤
 //!                                                                      ▼
-//!            Discovery { book, Presence, RegistryClient, MdnsDiscovery }
-//!                 │ keep-alives: Node::keepalive (to the book's address)
-//!                 └ online/offline: Node::set_reachable + daemon events
+//!            AddressBook { book, Presence, RegistryClient, MdnsDiscovery }
+//!                 │ poll_action: Contact / Probe / Reachable / Block
+//!                 │   → the driver → Node::add_contact, keepalive, …
+//!                 └ drive: online/offline daemon events
 //! ```
 //!
 //! Guarantees:
@@ -19,7 +23,7 @@
 //!   authenticated (`Ok(Some(peer))` from the node), and offline when its
 //!   keep-alives go unanswered (see [`Presence`]).
 //! - **Only peers we have something to do with are kept alive:** contacts
-//!   and members of our rooms ([`Discovery::set_members`]). Any other peer
+//!   and members of our rooms ([`AddressBook::set_members`]). Any other peer
 //!   is only nearby: known from its announcement, never probed, shown as
 //!   neither online nor offline, until one of us writes.
 //! - **Addresses follow the peer.** The address we send to is the source
@@ -40,15 +44,12 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use super::driver::{Command, wall_clock_millis};
 use super::{DaemonError, Event};
-use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery, MdnsFamily};
+use crate::discovery::mdns::{MdnsConfig, MdnsCounters, MdnsDiscovery, MdnsFamily, Wake};
 use crate::discovery::presence::{KeepAlive, Presence, PresenceConfig, PresenceEvent};
 use crate::discovery::{DiscoveryEvent, InterfaceSpec};
-use crate::net::CommandSender;
 use crate::proto::crypto::{Identity, PublicIdentity};
 use crate::proto::ids::PeerId;
-use crate::proto::node::Node;
 use crate::registry::wire::{MAGIC as REGISTRY_MAGIC, MAX_ADDRESSES};
 use crate::registry::{ClientEvent, RegistryClient, RegistryClientConfig};
 
@@ -288,12 +289,12 @@ pub(crate) struct Attach {
 }
 
 /// Starts mDNS (if configured) for a daemon whose socket is bound at
-/// `local_addr`. Every event wakes the loop with [`Command::DiscoveryWake`].
+/// `local_addr`. Every mDNS event calls `wake`, which wakes the loop.
 pub(crate) fn prepare(
     config: &DiscoveryConfig,
     public: &PublicIdentity,
     local_addr: SocketAddr,
-    commands: CommandSender<Command>,
+    wake: Wake,
 ) -> Result<Attach, DaemonError> {
     let mut mdns = None;
     if config.mdns_enabled() {
@@ -311,10 +312,6 @@ pub(crate) fn prepare(
             MdnsFamily::V4
         };
         let (tx, rx) = mpsc::channel();
-        let wake = Box::new(move || {
-            // Fails only once the loop has stopped; nobody to wake then.
-            let _ = commands.send(Command::DiscoveryWake);
-        });
         let discovery = MdnsDiscovery::start(mdns_config, tx, wake)
             .map_err(|e| DaemonError::Discovery(e.to_string()))?;
         mdns = Some((discovery, rx));
@@ -322,7 +319,30 @@ pub(crate) fn prepare(
     Ok(Attach { local_addr, mdns })
 }
 
-/// Whether a datagram is the registry's (`kr`) rather than the node's (`kt`).
+/// What the address book asks of the node; the driver applies these, in
+/// order, right after the call that queued them (see
+/// [`AddressBook::poll_action`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BookAction {
+    /// Make `public` a node contact, so that its handshakes are answered
+    /// and our probes go out ([`Node::add_contact`]).
+    ///
+    /// [`Node::add_contact`]: crate::proto::node::Node::add_contact
+    Contact(PublicIdentity),
+    /// Send a keep-alive probe to `peer` ([`Node::keepalive`]).
+    ///
+    /// [`Node::keepalive`]: crate::proto::node::Node::keepalive
+    Probe(PeerId),
+    /// Tell the node whether `peer` is reachable ([`Node::set_reachable`]).
+    ///
+    /// [`Node::set_reachable`]: crate::proto::node::Node::set_reachable
+    Reachable(PeerId, bool),
+    /// Block `peer` in the node (its datagrams are dropped unread).
+    Block(PeerId),
+    /// Unblock `peer` in the node.
+    Unblock(PeerId),
+}
+
 /// Why a registry (`kr`) datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RegistryDrop {
@@ -371,8 +391,8 @@ struct RegistryLink {
     dropped: u64,
 }
 
-/// Discovery state owned by the node driver; see the module docs.
-pub(crate) struct Discovery {
+/// The address book, owned by the node driver; see the module docs.
+pub(crate) struct AddressBook {
     config: DiscoveryConfig,
     presence: Presence,
     mdns: Option<(MdnsDiscovery, Receiver<DiscoveryEvent>)>,
@@ -386,11 +406,13 @@ pub(crate) struct Discovery {
     nearby_dropped: u64,
     /// Mirrors the node's block list, so reports never show them.
     blocked: HashSet<PeerId>,
-    /// Members of our group rooms (see [`Discovery::set_members`]).
+    /// Members of our group rooms (see [`AddressBook::set_members`]).
     members: HashSet<PeerId>,
+    /// What the node is to do, oldest first (see [`BookAction`]).
+    actions: VecDeque<BookAction>,
 }
 
-impl Discovery {
+impl AddressBook {
     /// `identity` signs our registrations (a copy of the node's).
     pub(crate) fn new(config: DiscoveryConfig, identity: Identity) -> Result<Self, DaemonError> {
         let presence = Presence::new(config.presence, HashSet::new());
@@ -430,6 +452,7 @@ impl Discovery {
             nearby_dropped: 0,
             blocked: HashSet::new(),
             members: HashSet::new(),
+            actions: VecDeque::new(),
         })
     }
 
@@ -439,7 +462,8 @@ impl Discovery {
     }
 
     /// The socket is bound: start using mDNS, register with the registry.
-    pub(crate) fn attach(&mut self, now: Instant, attach: Attach) {
+    /// `wall_ms` is the wall clock (ms since the Unix epoch) at `now`.
+    pub(crate) fn attach(&mut self, now: Instant, wall_ms: u64, attach: Attach) {
         self.local_addr = Some(attach.local_addr);
         self.mdns = attach.mdns;
         self.next_lookup = Some(now);
@@ -455,7 +479,7 @@ impl Discovery {
             match link.client.set_addresses(published.clone()) {
                 Ok(()) => {
                     link.published = published;
-                    let bytes = link.client.register(now, wall_clock_millis());
+                    let bytes = link.client.register(now, wall_ms);
                     link.outbox.push_back(bytes);
                     link.last_sent = Some(now);
                 }
@@ -581,24 +605,19 @@ impl Discovery {
         self.presence.online_peers().collect()
     }
 
-    /// Blocks or unblocks `peer` everywhere discovery has it.
-    pub(crate) fn set_blocked(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        blocked: bool,
-        node: &mut Node,
-    ) {
+    /// Blocks or unblocks `peer` everywhere discovery has it, and asks the
+    /// node to ([`BookAction::Block`], [`BookAction::Unblock`]).
+    pub(crate) fn set_blocked(&mut self, now: Instant, peer: PeerId, blocked: bool) {
         if blocked {
             self.blocked.insert(peer);
-            node.block(peer);
+            self.actions.push_back(BookAction::Block(peer));
             self.presence.block(peer);
             if self.book.get(&peer).is_some_and(|s| !s.contact) {
                 self.book.remove(&peer);
             }
         } else {
             self.blocked.remove(&peer);
-            node.unblock(now, peer);
+            self.actions.push_back(BookAction::Unblock(peer));
             self.presence.unblock(peer);
             if let Some(seen) = self.book.get(&peer)
                 && !seen.sighted.is_empty()
@@ -609,13 +628,14 @@ impl Discovery {
         }
     }
 
-    /// A `kr` datagram arrived from `from`. `Err` says why it was dropped.
+    /// A `kr` datagram arrived from `from` at `now` (`wall_ms` on the wall
+    /// clock). `Err` says why it was dropped.
     pub(crate) fn handle_registry_datagram(
         &mut self,
         now: Instant,
+        wall_ms: u64,
         from: SocketAddr,
         bytes: &[u8],
-        node: &mut Node,
     ) -> Result<(), RegistryDrop> {
         let Some(link) = &mut self.registry else {
             return Err(RegistryDrop::NotFromRegistry);
@@ -624,7 +644,7 @@ impl Discovery {
             link.dropped += 1;
             return Err(RegistryDrop::NotFromRegistry);
         }
-        let event = match link.client.handle_datagram(now, wall_clock_millis(), bytes) {
+        let event = match link.client.handle_datagram(now, wall_ms, bytes) {
             Ok(event) => event,
             Err(_) => {
                 link.dropped += 1;
@@ -644,7 +664,7 @@ impl Discovery {
             return Ok(());
         };
         link.found += 1;
-        if node.is_blocked(&peer) {
+        if self.blocked.contains(&peer) {
             return Ok(());
         }
         // The client checked the peer's own signature and that the key
@@ -660,18 +680,18 @@ impl Discovery {
             addresses,
             Source::Registry,
             String::new(),
-            node,
         );
         Ok(())
     }
 
-    /// Runs due timers: presence, registry keep-alives, lookups.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Runs due timers: presence, registry keep-alives, lookups. `wall_ms`
+    /// is the wall clock (ms since the Unix epoch) at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
         self.presence.handle_timeout(now);
         let Some(link) = &mut self.registry else {
             return;
         };
-        if let Some(bytes) = link.client.handle_timeout(now, wall_clock_millis()) {
+        if let Some(bytes) = link.client.handle_timeout(now, wall_ms) {
             link.outbox.push_back(bytes);
             link.last_sent = Some(now);
         }
@@ -740,14 +760,21 @@ impl Discovery {
         std::mem::take(&mut self.learned)
     }
 
-    /// Feeds mDNS events in, sends the keep-alives presence asks for, and
-    /// returns the online/offline changes for the daemon's listeners.
-    pub(crate) fn drive(&mut self, now: Instant, node: &mut Node) -> Vec<Event> {
-        self.drain_mdns(now, node);
+    /// What the node is to do next, oldest first. The driver drains these
+    /// after every call that takes `&mut self`, before it reads the node.
+    pub(crate) fn poll_action(&mut self) -> Option<BookAction> {
+        self.actions.pop_front()
+    }
+
+    /// Feeds mDNS events in, queues the keep-alives presence asks for and
+    /// the node's reachability, and returns the online/offline changes for
+    /// the daemon's listeners.
+    pub(crate) fn drive(&mut self, now: Instant) -> Vec<Event> {
+        self.drain_mdns(now);
         let mut out = Vec::new();
         loop {
             while let Some(keepalive) = self.presence.poll_keepalive() {
-                self.probe(now, keepalive, node);
+                self.probe(keepalive);
             }
             match self.presence.poll_event() {
                 None => break,
@@ -760,9 +787,9 @@ impl Discovery {
                         // waited for it; going through unreachable once
                         // makes the node redrive its queue now rather than
                         // at the next (backed-off) retransmission.
-                        node.set_reachable(now, peer, false);
+                        self.actions.push_back(BookAction::Reachable(peer, false));
                     }
-                    node.set_reachable(now, peer, true);
+                    self.actions.push_back(BookAction::Reachable(peer, true));
                     // Proven alive: mDNS need not re-query its announcement.
                     if let Some((mdns, _)) = &self.mdns {
                         mdns.set_alive(peer, true);
@@ -773,7 +800,7 @@ impl Discovery {
                     });
                 }
                 Some(PresenceEvent::Offline { peer }) => {
-                    node.set_reachable(now, peer, false);
+                    self.actions.push_back(BookAction::Reachable(peer, false));
                     if let Some((mdns, _)) = &self.mdns {
                         mdns.set_alive(peer, false);
                     }
@@ -790,7 +817,7 @@ impl Discovery {
         out
     }
 
-    fn drain_mdns(&mut self, now: Instant, node: &mut Node) {
+    fn drain_mdns(&mut self, now: Instant) {
         let mut events = Vec::new();
         if let Some((_, rx)) = &self.mdns {
             events.extend(rx.try_iter());
@@ -805,7 +832,7 @@ impl Discovery {
                     port,
                     display_name,
                 } => {
-                    if node.is_blocked(&peer_id) {
+                    if self.blocked.contains(&peer_id) {
                         continue;
                     }
                     let addresses: Vec<SocketAddr> = addresses
@@ -836,7 +863,6 @@ impl Discovery {
                                 addresses,
                                 Source::Mdns,
                                 display_name,
-                                node,
                             );
                         }
                         None => {
@@ -851,7 +877,6 @@ impl Discovery {
                                     addresses,
                                     Source::Mdns,
                                     display_name,
-                                    node,
                                 );
                             }
                         }
@@ -863,7 +888,6 @@ impl Discovery {
     }
 
     /// Someone (mDNS or the registry) says `peer` is at `addresses`.
-    #[allow(clippy::too_many_arguments)]
     fn sighted(
         &mut self,
         now: Instant,
@@ -872,7 +896,6 @@ impl Discovery {
         addresses: Vec<SocketAddr>,
         source: Source,
         name: String,
-        node: &mut Node,
     ) {
         if addresses.is_empty() {
             return;
@@ -901,7 +924,7 @@ impl Discovery {
         // A node contact, so that its handshakes are answered and our
         // probes go out; it becomes one of the user's contacts only by a
         // message either way.
-        node.add_contact(now, public);
+        self.actions.push_back(BookAction::Contact(public));
         self.presence.found(now, peer, addresses);
     }
 
@@ -922,7 +945,7 @@ impl Discovery {
         }
     }
 
-    fn probe(&mut self, now: Instant, keepalive: KeepAlive, node: &mut Node) {
+    fn probe(&mut self, keepalive: KeepAlive) {
         let online = self.presence.is_online(&keepalive.peer);
         let Some(seen) = self.book.get_mut(&keepalive.peer) else {
             return;
@@ -935,7 +958,7 @@ impl Discovery {
             seen.probes = seen.probes.wrapping_add(1);
         }
         if seen.addr.is_some() {
-            node.keepalive(now, keepalive.peer);
+            self.actions.push_back(BookAction::Probe(keepalive.peer));
         }
     }
 
@@ -1035,7 +1058,7 @@ mod tests {
 
     use super::*;
     use crate::discovery::mdns::{MdnsConfig, MdnsDiscovery};
-    use crate::proto::node::{Heard, NodeConfig};
+    use crate::proto::node::{Heard, Node, NodeConfig};
     use crate::proto::reliable::Destination;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -1044,11 +1067,27 @@ mod tests {
         Identity::generate(&mut StdRng::seed_from_u64(seed))
     }
 
+    /// Drives the address book and applies what it asks of the node, as
+    /// the driver does.
+    fn drive(discovery: &mut AddressBook, node: &mut Node, now: Instant) -> Vec<Event> {
+        let events = discovery.drive(now);
+        while let Some(action) = discovery.poll_action() {
+            match action {
+                BookAction::Contact(public) => node.add_contact(now, public),
+                BookAction::Probe(peer) => node.keepalive(now, peer),
+                BookAction::Reachable(peer, reachable) => node.set_reachable(now, peer, reachable),
+                BookAction::Block(peer) => node.block(peer),
+                BookAction::Unblock(peer) => node.unblock(now, peer),
+            }
+        }
+        events
+    }
+
     /// One node with its discovery, fed mDNS events through the real
     /// channel (an mDNS bridge with no interface starts no daemon).
     struct Host {
         node: Node,
-        discovery: Discovery,
+        discovery: AddressBook,
         mdns_tx: mpsc::Sender<DiscoveryEvent>,
         now: Instant,
         /// Every datagram the node sent: when, and where to.
@@ -1070,13 +1109,14 @@ mod tests {
                 start,
             );
             let mut discovery =
-                Discovery::new(DiscoveryConfig::default(), me).expect("no registry to fail");
+                AddressBook::new(DiscoveryConfig::default(), me).expect("no registry to fail");
             let (tx, rx) = mpsc::channel();
             let config = MdnsConfig::new(node.peer_id(), "test", 7000, Vec::new());
             let mdns = MdnsDiscovery::start(config, tx.clone(), Box::new(|| {}))
                 .expect("without interfaces nothing is started");
             discovery.attach(
                 start,
+                0,
                 Attach {
                     local_addr,
                     mdns: Some((mdns, rx)),
@@ -1111,7 +1151,7 @@ mod tests {
         }
 
         fn pump(&mut self) {
-            self.discovery.drive(self.now, &mut self.node);
+            drive(&mut self.discovery, &mut self.node, self.now);
             while let Some(transmit) = self.node.poll_transmit() {
                 if let Destination::Peer(peer) = transmit.to
                     && let Some(addr) = self.discovery.addr_of(&peer)
@@ -1132,7 +1172,7 @@ mod tests {
                     Some(at) if at <= end => {
                         self.now = self.now.max(at);
                         self.node.handle_timeout(self.now);
-                        self.discovery.handle_timeout(self.now);
+                        self.discovery.handle_timeout(self.now, 0);
                         self.pump();
                     }
                     _ => break,
@@ -1158,6 +1198,70 @@ mod tests {
             peak = peak.max(last + 1 - first);
         }
         (peak, times.len())
+    }
+
+    /// Drains the book's queued actions without applying them.
+    fn actions(book: &mut AddressBook) -> Vec<BookAction> {
+        std::iter::from_fn(|| book.poll_action()).collect()
+    }
+
+    /// The book asks the node for what it needs and never calls it: a
+    /// sighting makes a node contact, only a watched contact is probed, a
+    /// blocked peer's sightings ask nothing.
+    #[test]
+    fn sightings_and_blocks_become_actions_for_the_node() {
+        let start = Instant::now();
+        let mut host = Host::new(1, start);
+        let stranger = identity(2).public();
+        let contact = identity(3).public();
+        host.discovery
+            .want(start, contact.peer_id(), Some(contact.clone()), None);
+        host.tell_mdns(&stranger, "10.77.0.2:7000".parse().expect("literal"));
+        host.tell_mdns(&contact, "10.77.0.3:7000".parse().expect("literal"));
+        host.discovery.drive(start);
+        let first = actions(&mut host.discovery);
+        assert_eq!(
+            first[..2],
+            [
+                BookAction::Contact(stranger.clone()),
+                BookAction::Contact(contact.clone())
+            ]
+        );
+        // Within a minute the contact is probed; the stranger never is.
+        let mut later = first[2..].to_vec();
+        let mut now = start;
+        while now < start + Duration::from_secs(60) {
+            now += Duration::from_millis(100);
+            host.discovery.handle_timeout(now, 0);
+            host.discovery.drive(now);
+            later.extend(actions(&mut host.discovery));
+        }
+        assert!(later.contains(&BookAction::Probe(contact.peer_id())));
+        assert!(
+            later
+                .iter()
+                .all(|a| *a == BookAction::Probe(contact.peer_id())),
+            "{later:?}"
+        );
+
+        host.discovery.set_blocked(now, stranger.peer_id(), true);
+        assert_eq!(
+            actions(&mut host.discovery),
+            [BookAction::Block(stranger.peer_id())]
+        );
+        host.tell_mdns(&stranger, "10.77.0.2:7000".parse().expect("literal"));
+        host.discovery.drive(now);
+        assert!(
+            actions(&mut host.discovery)
+                .iter()
+                .all(|a| *a == BookAction::Probe(contact.peer_id())),
+            "a blocked peer's sighting asks nothing of the node"
+        );
+        host.discovery.set_blocked(now, stranger.peer_id(), false);
+        assert_eq!(
+            actions(&mut host.discovery),
+            [BookAction::Unblock(stranger.peer_id())]
+        );
     }
 
     /// mDNS reports a peer lost when its goodbye arrives, or when its
@@ -1318,7 +1422,7 @@ mod tests {
                 .local_addr
                 .expect("attached at creation");
             let host = &mut self.hosts[i];
-            host.discovery.drive(self.now, &mut host.node);
+            drive(&mut host.discovery, &mut host.node, self.now);
             while let Some(transmit) = host.node.poll_transmit() {
                 self.sent[i] += 1;
                 let Destination::Peer(peer) = transmit.to else {
@@ -1371,7 +1475,7 @@ mod tests {
                         let host = &mut self.hosts[i];
                         host.now = self.now;
                         host.node.handle_timeout(self.now);
-                        host.discovery.handle_timeout(self.now);
+                        host.discovery.handle_timeout(self.now, 0);
                         self.route(i);
                     }
                 }
