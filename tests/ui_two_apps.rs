@@ -45,8 +45,10 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
 
     // Alice sees Bob (a configured peer is a contact) and clicks his name
     // in the People list to write to him.
-    wait(&mut alice, "Bob is listed", |s| {
-        s.people.contains_key(&bob_id)
+    // By the name his signed profile gives (until it arrives he is listed
+    // by his short id, and a name read then goes stale).
+    wait(&mut alice, "Bob is listed by his name", |s| {
+        s.people.contains_key(&bob_id) && s.display_name(bob_id).starts_with("Bob")
     });
     assert_eq!(
         state(&alice).people[&bob_id].info.relation,
@@ -66,6 +68,7 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
             .get(&chat)
             .is_some_and(|h| h.messages.iter().any(|m| m.text == "hello Bob"))
             && s.total_unread() == 1
+            && s.display_name(alice_id).starts_with("Alice")
     });
     assert_eq!(state(&bob).total_unread(), 1);
     // Times are wall-clock milliseconds (not the envelope's hybrid clock).
