@@ -1027,13 +1027,7 @@ impl DaemonHandle {
         before: Option<crate::store::Position>,
         limit: usize,
     ) -> Result<Vec<SearchResult>, DaemonError> {
-        search_request(
-            &self.net.sender(),
-            text.to_owned(),
-            room.map(|r| PeerId(r.0).to_hex()),
-            before,
-            limit,
-        )
+        self.search_client().search_page(text, room, before, limit)
     }
 
     /// A handle for searching from another thread: a window runs its
