@@ -1,0 +1,402 @@
+//! The request line: parsing an untrusted line into a [`Request`] and
+//! emitting the line a client sends, with user text hex-encoded.
+
+use crate::daemon::DaemonError;
+use crate::proto::node::MAX_TEXT;
+use crate::store::Mute;
+
+/// A listing `--json` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Peers,
+    Rooms,
+    Status,
+    Discovery,
+    Blocked,
+}
+
+impl Listing {
+    fn word(self) -> &'static str {
+        match self {
+            Listing::Peers => "peers",
+            Listing::Rooms => "rooms",
+            Listing::Status => "status",
+            Listing::Discovery => "discovery",
+            Listing::Blocked => "blocked",
+        }
+    }
+}
+
+/// One request line, parsed. Targets, names and text are the user's words
+/// as typed (names are resolved by the daemon), already hex-decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Send {
+        to: String,
+        text: String,
+    },
+    Peers,
+    Blocked,
+    Accept {
+        peer: String,
+    },
+    Rooms,
+    Create {
+        name: String,
+        members: Vec<String>,
+    },
+    Invite {
+        room: String,
+        peer: String,
+    },
+    Remove {
+        room: String,
+        peer: String,
+    },
+    /// `join` (accept) or `decline` an invitation.
+    Answer {
+        room: String,
+        accept: bool,
+    },
+    Leave {
+        room: String,
+    },
+    /// `block` (blocked) or `unblock`.
+    Block {
+        peer: String,
+        blocked: bool,
+    },
+    /// `mute` (`Some`) or `unmute` (`None`).
+    Mute {
+        target: String,
+        mute: Option<Mute>,
+    },
+    Status,
+    Listen(ListenFormat),
+    /// `listen FORMAT since CURSOR`: replay what was stored after `CURSOR`,
+    /// then go live.
+    ListenSince(ListenFormat, u64),
+    Stop,
+    Discovery,
+    /// Sets our display name.
+    Profile {
+        name: String,
+    },
+    /// Searches message text.
+    Search {
+        text: String,
+        room: Option<String>,
+        before: Option<crate::store::Position>,
+        limit: usize,
+    },
+    /// `json LISTING`: one JSON document as the only data line.
+    Json(Listing),
+    /// `history H(ROOM) LIMIT BEFORE|- json|text`: data lines (see
+    /// `history_line`) or one JSON document; `ok NEXT` (the `before` of
+    /// the next page, empty at the start of the room).
+    History {
+        room: String,
+        before: Option<u64>,
+        limit: usize,
+        json: bool,
+    },
+    /// `read H(ROOM) UP_TO|-`: `ok UNREAD`.
+    Read {
+        room: String,
+        up_to: Option<u64>,
+    },
+}
+
+impl Request {
+    /// Parses an untrusted request line (newline excluded). Never panics;
+    /// the error is the sentence the client is sent.
+    pub fn parse(line: &str) -> Result<Request, DaemonError> {
+        let mut words = line.split(' ');
+        let verb = words.next().unwrap_or_default();
+        Ok(match verb {
+            "send" => {
+                let to = arg(&mut words, line)?;
+                let text = message_arg(words.next().unwrap_or_default(), line)?;
+                Request::Send { to, text }
+            }
+            "peers" => Request::Peers,
+            "blocked" => Request::Blocked,
+            "accept" => Request::Accept {
+                peer: arg(&mut words, line)?,
+            },
+            "rooms" => Request::Rooms,
+            "create" => Request::Create {
+                name: arg(&mut words, line)?,
+                members: words
+                    .map(|w| decode_arg(w, line))
+                    .collect::<Result<Vec<_>, _>>()?,
+            },
+            "invite" => Request::Invite {
+                room: arg(&mut words, line)?,
+                peer: arg(&mut words, line)?,
+            },
+            "remove" => Request::Remove {
+                room: arg(&mut words, line)?,
+                peer: arg(&mut words, line)?,
+            },
+            "join" | "decline" => Request::Answer {
+                room: arg(&mut words, line)?,
+                accept: verb == "join",
+            },
+            "leave" => Request::Leave {
+                room: arg(&mut words, line)?,
+            },
+            "block" | "unblock" => Request::Block {
+                peer: arg(&mut words, line)?,
+                blocked: verb == "block",
+            },
+            "mute" => {
+                let target = arg(&mut words, line)?;
+                let mute = match words.next() {
+                    Some("forever") => Mute::Indefinitely,
+                    Some(until) => Mute::Until(
+                        until
+                            .parse()
+                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
+                    ),
+                    None => return Err(DaemonError::UnknownRequest(brief(line))),
+                };
+                Request::Mute {
+                    target,
+                    mute: Some(mute),
+                }
+            }
+            "unmute" => Request::Mute {
+                target: arg(&mut words, line)?,
+                mute: None,
+            },
+            "status" => Request::Status,
+            "listen" => {
+                let format = match words.next().unwrap_or("json") {
+                    "json" => ListenFormat::Json,
+                    "text" => ListenFormat::Text,
+                    "all" => ListenFormat::TextWithMuted,
+                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
+                };
+                match (words.next(), words.next()) {
+                    (None, _) => Request::Listen(format),
+                    (Some("since"), Some(cursor)) => Request::ListenSince(
+                        format,
+                        cursor
+                            .parse()
+                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
+                    ),
+                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
+                }
+            }
+            "json" => Request::Json(match words.next().unwrap_or_default() {
+                "peers" => Listing::Peers,
+                "rooms" => Listing::Rooms,
+                "status" => Listing::Status,
+                "discovery" => Listing::Discovery,
+                "blocked" => Listing::Blocked,
+                _ => return Err(DaemonError::UnknownRequest(brief(line))),
+            }),
+            "history" => {
+                let bad = || DaemonError::UnknownRequest(brief(line));
+                let room = arg(&mut words, line)?;
+                let limit = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+                let before = optional_number(words.next(), line)?;
+                let json = match words.next() {
+                    Some("json") => true,
+                    Some("text") => false,
+                    _ => return Err(bad()),
+                };
+                Request::History {
+                    room,
+                    before,
+                    limit,
+                    json,
+                }
+            }
+            "read" => Request::Read {
+                room: arg(&mut words, line)?,
+                up_to: optional_number(words.next(), line)?,
+            },
+            "stop" => Request::Stop,
+            "discovery" => Request::Discovery,
+            "profile" => Request::Profile {
+                name: arg(&mut words, line)?,
+            },
+            "search" => {
+                let bad = || DaemonError::UnknownRequest(brief(line));
+                let text = arg(&mut words, line)?;
+                let room = match words.next() {
+                    Some("-") => None,
+                    Some(room) => Some(decode_arg(room, line)?),
+                    None => return Err(bad()),
+                };
+                let before = match words.next() {
+                    Some("-") => None,
+                    Some(cursor) => {
+                        Some(crate::daemon::search::parse_cursor(cursor).ok_or_else(bad)?)
+                    }
+                    None => return Err(bad()),
+                };
+                let limit = words.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
+                Request::Search {
+                    text,
+                    room,
+                    before,
+                    limit,
+                }
+            }
+            other => return Err(DaemonError::UnknownRequest(brief(other))),
+        })
+    }
+
+    /// The request line (newline excluded), as a client sends it.
+    pub fn emit(&self) -> String {
+        let hex = |text: &String| hex_encode(text.as_bytes());
+        match self {
+            Request::Send { to, text } => format!("send {} {}", hex(to), hex(text)),
+            Request::Peers => "peers".to_owned(),
+            Request::Blocked => "blocked".to_owned(),
+            Request::Accept { peer } => format!("accept {}", hex(peer)),
+            Request::Rooms => "rooms".to_owned(),
+            Request::Create { name, members } => {
+                let mut line = format!("create {}", hex(name));
+                for member in members {
+                    line.push(' ');
+                    line.push_str(&hex(member));
+                }
+                line
+            }
+            Request::Invite { room, peer } => format!("invite {} {}", hex(room), hex(peer)),
+            Request::Remove { room, peer } => format!("remove {} {}", hex(room), hex(peer)),
+            Request::Answer { room, accept } => {
+                let verb = if *accept { "join" } else { "decline" };
+                format!("{verb} {}", hex(room))
+            }
+            Request::Leave { room } => format!("leave {}", hex(room)),
+            Request::Block { peer, blocked } => {
+                let verb = if *blocked { "block" } else { "unblock" };
+                format!("{verb} {}", hex(peer))
+            }
+            Request::Mute { target, mute } => match mute {
+                None => format!("unmute {}", hex(target)),
+                Some(Mute::Indefinitely) => format!("mute {} forever", hex(target)),
+                Some(Mute::Until(until)) => format!("mute {} {until}", hex(target)),
+            },
+            Request::Status => "status".to_owned(),
+            Request::Listen(format) => format!(
+                "listen {}",
+                match format {
+                    ListenFormat::Json => "json",
+                    ListenFormat::Text => "text",
+                    ListenFormat::TextWithMuted => "all",
+                }
+            ),
+            Request::ListenSince(format, since) => {
+                format!("{} since {since}", Request::Listen(*format).emit())
+            }
+            Request::Stop => "stop".to_owned(),
+            Request::Discovery => "discovery".to_owned(),
+            Request::Profile { name } => format!("profile {}", hex(name)),
+            Request::Search {
+                text,
+                room,
+                before,
+                limit,
+            } => format!(
+                "search {} {} {} {limit}",
+                hex(text),
+                room.as_ref().map_or_else(|| "-".to_owned(), hex),
+                before
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), crate::daemon::search::cursor_text),
+            ),
+            Request::Json(listing) => format!("json {}", listing.word()),
+            Request::History {
+                room,
+                before,
+                limit,
+                json,
+            } => format!(
+                "history {} {limit} {} {}",
+                hex(room),
+                before.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+                if *json { "json" } else { "text" }
+            ),
+            Request::Read { room, up_to } => format!(
+                "read {} {}",
+                hex(room),
+                up_to.map_or_else(|| "-".to_owned(), |b| b.to_string())
+            ),
+        }
+    }
+}
+
+/// A number, or `-` for none.
+fn optional_number(word: Option<&str>, line: &str) -> Result<Option<u64>, DaemonError> {
+    match word {
+        Some("-") => Ok(None),
+        Some(number) => number
+            .parse()
+            .map(Some)
+            .map_err(|_| DaemonError::UnknownRequest(brief(line))),
+        None => Err(DaemonError::UnknownRequest(brief(line))),
+    }
+}
+
+/// The next hex-encoded UTF-8 argument of a request.
+fn arg<'a>(words: &mut impl Iterator<Item = &'a str>, line: &str) -> Result<String, DaemonError> {
+    decode_arg(words.next().unwrap_or_default(), line)
+}
+
+/// The text of a `send`: its length is checked before its encoding, so
+/// a message too long is called that whatever it holds.
+fn message_arg(word: &str, line: &str) -> Result<String, DaemonError> {
+    if word.len() / 2 > MAX_TEXT {
+        return Err(DaemonError::MessageTooLong(MAX_TEXT));
+    }
+    decode_arg(word, line)
+}
+
+fn decode_arg(word: &str, line: &str) -> Result<String, DaemonError> {
+    let bytes = hex_decode(word)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| DaemonError::UnknownRequest(brief(line)))?;
+    String::from_utf8(bytes).map_err(|_| DaemonError::NotText)
+}
+
+/// The start of a request, short enough to quote back in an error.
+fn brief(line: &str) -> String {
+    const MAX: usize = 80;
+    match line.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
+}
+
+/// How `kith listen` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenFormat {
+    /// One JSON object per line, muted messages included (flagged).
+    Json,
+    /// Sentences; muted messages left out.
+    Text,
+    /// Sentences, muted messages included.
+    TextWithMuted,
+}
+
+/// Hex of `bytes`, as the protocol carries user text.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of protocol hex; `None` if it is not hex.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
