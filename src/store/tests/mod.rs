@@ -1,11 +1,18 @@
 //! Unit tests that need the store's internals: schema fixtures and the keys
 //! a store holds.
 
+use std::path::Path;
+
+use rusqlite::OpenFlags;
+
 use super::*;
 use crate::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, Identity, OutgoingMessage, ReceiverChain,
     SecretKey as ChainKey, SenderChain, open_envelope, seal_envelope,
 };
+
+mod journal;
+mod thief;
 
 fn temp_db(name: &str) -> (tempdir::TempDir, PathBuf) {
     let dir = tempdir::TempDir::new(name);
@@ -457,161 +464,6 @@ fn new_stores_use_sha256_pages_and_older_sha512_stores_still_open() {
     );
 }
 
-// --- journal ---------------------------------------------------------------
-
-#[test]
-fn journaled_messages_reach_the_database_at_settle_each_reported_new_once() {
-    let (_dir, path) = temp_db("journal-settle");
-    let room = RoomId([1; 32]);
-    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let old = message(room, 1, b"already stored");
-    store
-        .insert_messages_and_chains(std::slice::from_ref(&old), &[])
-        .unwrap();
-    assert!(store.is_settled());
-    let new = message(room, 2, b"new");
-    let chains = chain_snapshots(room, 7);
-    store
-        .journal_messages_and_chains(vec![old.clone(), new.clone()], chains.to_vec())
-        .unwrap();
-    // The same message again in a later record (a resend) is one message.
-    store
-        .journal_messages_and_chains(vec![new.clone()], vec![])
-        .unwrap();
-    assert!(!store.is_settled());
-    assert!(!store.has_message(&new.key()).unwrap(), "not before settle");
-    assert_eq!(store.settle().unwrap(), vec![new.id]);
-    assert!(store.is_settled());
-    assert_eq!(store.message(&new.key()).unwrap(), Some(new));
-    assert_eq!(store.chains().unwrap(), chains.to_vec());
-    assert_eq!(store.settle().unwrap(), vec![], "reported once");
-}
-
-/// A store dropped without settling is a process that died: what it had
-/// journaled is in the database when the store is next opened.
-#[test]
-fn journaled_messages_survive_a_store_that_never_settled() {
-    let (_dir, path) = temp_db("journal-crash");
-    let room = RoomId([1; 32]);
-    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let mut batch: Vec<Message> = (0..3).map(|n| message(room, n, b"kept")).collect();
-    // One stored unreadable: still listed as such after the replay.
-    batch[1].body.clear();
-    let [sending, receiving] = chain_snapshots(room, 7);
-    let mut later = sending.clone();
-    later.next_seq += 5;
-    store
-        .journal_messages_and_chains(batch[..2].to_vec(), vec![sending, receiving.clone()])
-        .unwrap();
-    store
-        .journal_messages_and_chains(batch[2..].to_vec(), vec![later.clone()])
-        .unwrap();
-    drop(store);
-    assert!(
-        std::fs::metadata(journal_path(&path)).unwrap().len() == JOURNAL_BYTES as u64,
-        "the journal is a fixed-size file"
-    );
-    let store = Store::open(&path, PASS).unwrap();
-    assert!(store.is_settled(), "moved into the database at open");
-    for m in &batch {
-        assert_eq!(store.message(&m.key()).unwrap().as_ref(), Some(m));
-    }
-    // In journal order: the later state of a chain wins.
-    assert_eq!(store.chains().unwrap(), vec![later, receiving]);
-    assert_eq!(
-        store.unreadable_messages(&room, &batch[1].sender).unwrap(),
-        vec![batch[1].clone()]
-    );
-}
-
-/// Settled records are not replayed: a room deleted after its messages
-/// were settled stays empty across a reopen.
-#[test]
-fn settled_records_are_not_replayed_after_the_journal_was_emptied() {
-    let (_dir, path) = temp_db("journal-generation");
-    let room = RoomId([1; 32]);
-    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let m = message(room, 1, b"deleted later");
-    store
-        .journal_messages_and_chains(vec![m.clone()], vec![])
-        .unwrap();
-    store.settle().unwrap();
-    store.delete_room(&room).unwrap();
-    drop(store);
-    let store = Store::open(&path, PASS).unwrap();
-    assert!(!store.has_message(&m.key()).unwrap());
-}
-
-/// A record torn by a crash while it was copied (never reported durable)
-/// is cut off; the records before it are kept.
-#[test]
-fn a_torn_journal_record_is_dropped_and_the_ones_before_it_kept() {
-    let (_dir, path) = temp_db("journal-torn");
-    let room = RoomId([1; 32]);
-    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let first = message(room, 1, b"whole");
-    let second = message(room, 2, b"torn");
-    store
-        .journal_messages_and_chains(vec![first.clone()], vec![])
-        .unwrap();
-    store
-        .journal_messages_and_chains(vec![second.clone()], vec![])
-        .unwrap();
-    drop(store);
-    // Damage the second record's last bytes.
-    let mut bytes = std::fs::read(journal_path(&path)).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap();
-    bytes[end] ^= 0xff;
-    std::fs::write(journal_path(&path), &bytes).unwrap();
-    let store = Store::open(&path, PASS).unwrap();
-    assert!(store.has_message(&first.key()).unwrap());
-    assert!(!store.has_message(&second.key()).unwrap());
-}
-
-#[test]
-fn a_foreign_or_damaged_journal_file_holds_nothing_and_is_reused() {
-    let (_dir, path) = temp_db("journal-foreign");
-    let room = RoomId([1; 32]);
-    drop(Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap());
-    for garbage in [vec![0x5a; 100], vec![0xff; JOURNAL_BYTES]] {
-        std::fs::write(journal_path(&path), &garbage).unwrap();
-        let mut store = Store::open(&path, PASS).unwrap();
-        assert!(store.is_settled());
-        let m = message(room, garbage.len() as u64, b"after");
-        store
-            .journal_messages_and_chains(vec![m.clone()], vec![])
-            .unwrap();
-        drop(store);
-        let store = Store::open(&path, PASS).unwrap();
-        assert!(store.has_message(&m.key()).unwrap());
-    }
-}
-
-/// More than the journal holds: each record that does not fit moves the
-/// others into the database first, one larger than the whole journal goes
-/// there directly; every message is durable and reported new once.
-#[test]
-fn a_full_journal_moves_into_the_database_and_keeps_going() {
-    let (_dir, path) = temp_db("journal-full");
-    let room = RoomId([1; 32]);
-    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
-    let body = vec![b'x'; 60_000];
-    let mut all = Vec::new();
-    for n in 0..40 {
-        let m = message(room, n, &body);
-        all.push(m.id);
-        store.journal_messages_and_chains(vec![m], vec![]).unwrap();
-    }
-    let huge: Vec<Message> = (100..120).map(|n| message(room, n, &body)).collect();
-    all.extend(huge.iter().map(|m| m.id));
-    store.journal_messages_and_chains(huge, vec![]).unwrap();
-    let mut fresh = store.settle().unwrap();
-    fresh.sort();
-    all.sort();
-    assert_eq!(fresh, all);
-    assert_eq!(store.messages_in_room(&room, None, 100).unwrap().len(), 60);
-}
-
 #[test]
 fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replaces_them() {
     let (_dir, path) = temp_db("unreadable");
@@ -766,149 +618,6 @@ fn search_finds_readable_text_newest_first_in_pages_on_a_reader() {
 
 // --- what a thief of the store and passphrase finds ------------------------
 
-/// Reads the store's files as someone holding its passphrase would: every
-/// page of the database and of its WAL decrypted with the SQLCipher key,
-/// free pages and old WAL frames included (what SQL no longer shows).
-mod thief {
-    use std::path::Path;
-
-    /// SQLCipher 4's page layout: 4096-byte pages, each ending in a 16-byte
-    /// IV and an HMAC, the two rounded up to the AES block (48 bytes with
-    /// HMAC-SHA256, 80 with SHA-512). Page 1 starts with the 16-byte salt
-    /// in the clear.
-    const PAGE: usize = 4096;
-    const SALT: usize = 16;
-    const WAL_HEADER: usize = 32;
-    const FRAME_HEADER: usize = 24;
-
-    /// The raw SQLCipher key of an open store.
-    pub fn key(store: &super::Store) -> [u8; 32] {
-        let pragma = store.keys.keys.sqlcipher_key_pragma();
-        let hex = pragma
-            .split("x'")
-            .nth(1)
-            .and_then(|rest| rest.get(..64))
-            .expect("the key pragma holds 64 hex digits");
-        let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-        }
-        key
-    }
-
-    fn aes_256_cbc_decrypt(key: &[u8; 32], iv: &[u8], data: &[u8]) -> Vec<u8> {
-        use openssl_sys as ffi;
-        assert_eq!(data.len() % 16, 0);
-        let mut out = vec![0u8; data.len() + 16];
-        let mut written = 0;
-        // SAFETY: a fresh cipher context used and freed here; every buffer
-        // outlives the calls, `out` has room for the input plus a block as
-        // EVP_DecryptUpdate requires, and the lengths fit a c_int (pages).
-        unsafe {
-            let ctx = ffi::EVP_CIPHER_CTX_new();
-            assert!(!ctx.is_null());
-            assert_eq!(
-                ffi::EVP_DecryptInit_ex(
-                    ctx,
-                    ffi::EVP_aes_256_cbc(),
-                    std::ptr::null_mut(),
-                    key.as_ptr(),
-                    iv.as_ptr()
-                ),
-                1
-            );
-            ffi::EVP_CIPHER_CTX_set_padding(ctx, 0);
-            assert_eq!(
-                ffi::EVP_DecryptUpdate(
-                    ctx,
-                    out.as_mut_ptr(),
-                    &mut written,
-                    data.as_ptr(),
-                    data.len() as i32
-                ),
-                1
-            );
-            ffi::EVP_CIPHER_CTX_free(ctx);
-        }
-        out.truncate(written as usize);
-        out
-    }
-
-    /// One encrypted page, decrypted (page 1's salt kept in front).
-    fn decrypt_page(key: &[u8; 32], page: &[u8], first: bool, reserved: usize) -> Vec<u8> {
-        let offset = if first { SALT } else { 0 };
-        let iv = &page[PAGE - reserved..PAGE - reserved + 16];
-        let mut plain = page[..offset].to_vec();
-        plain.extend(aes_256_cbc_decrypt(key, iv, &page[offset..PAGE - reserved]));
-        plain
-    }
-
-    /// Every page of the database file and every frame of its WAL,
-    /// decrypted. Checks that page 1 decrypts to SQLite's header fields,
-    /// so a wrong key or layout fails here instead of finding nothing.
-    pub fn pages(db: &Path, key: &[u8; 32]) -> Vec<Vec<u8>> {
-        let bytes = std::fs::read(db).unwrap();
-        assert_eq!(bytes.len() % PAGE, 0);
-        // The reserved size that decrypts page 1 to SQLite's header: page
-        // size 4096 and the payload fractions every database has (64, 32,
-        // 32), which a wrong key or layout does not give.
-        let reserved = [48, 80]
-            .into_iter()
-            .find(|reserved| {
-                let first = decrypt_page(key, &bytes[..PAGE], true, *reserved);
-                first[16..18] == [0x10, 0x00] && first[21..24] == [64, 32, 32]
-            })
-            .expect("page 1 decrypts to SQLite's header");
-        let mut pages: Vec<Vec<u8>> = bytes
-            .chunks(PAGE)
-            .enumerate()
-            .map(|(i, page)| decrypt_page(key, page, i == 0, reserved))
-            .collect();
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        if let Ok(wal) = std::fs::read(wal) {
-            for frame in wal
-                .get(WAL_HEADER..)
-                .unwrap_or(&[])
-                .chunks(FRAME_HEADER + PAGE)
-            {
-                if frame.len() < FRAME_HEADER + PAGE {
-                    break;
-                }
-                let pgno = u32::from_be_bytes(frame[..4].try_into().unwrap());
-                pages.push(decrypt_page(
-                    key,
-                    &frame[FRAME_HEADER..],
-                    pgno == 1,
-                    reserved,
-                ));
-            }
-        }
-        pages
-    }
-
-    /// Every 16 bytes at any offset of any page, to look bytes up fast.
-    pub struct Index(std::collections::HashSet<[u8; 16]>);
-
-    impl Index {
-        pub fn new(pages: &[Vec<u8>]) -> Index {
-            Index(
-                pages
-                    .iter()
-                    .flat_map(|page| page.windows(16))
-                    .map(|w| w.try_into().unwrap())
-                    .collect(),
-            )
-        }
-
-        /// Whether some page holds the first 16 bytes of `needle`.
-        pub fn found(&self, needle: &[u8]) -> bool {
-            let head: [u8; 16] = needle[..16].try_into().unwrap();
-            self.0.contains(&head)
-        }
-    }
-}
-
 /// The sealed rows of `room` as the database holds them.
 fn sealed_rows(store: &Store, room: &RoomId) -> Vec<Vec<u8>> {
     let room_ref = store.room_refs[room];
@@ -973,7 +682,7 @@ fn settled_journal_records_are_wiped_from_the_file() {
     let room = RoomId([1; 32]);
     let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
     let after_header =
-        |path: &Path| std::fs::read(journal_path(path)).unwrap()[journal::HEADER..].to_vec();
+        |path: &Path| std::fs::read(journal_path(path)).unwrap()[super::journal::HEADER..].to_vec();
     for n in 0..3 {
         store
             .journal_messages_and_chains(
@@ -998,7 +707,7 @@ fn settled_journal_records_are_wiped_from_the_file() {
     store.settle().unwrap();
     drop(store);
     let mut bytes = std::fs::read(journal_path(&path)).unwrap();
-    bytes[journal::HEADER..].copy_from_slice(&leftover[journal::HEADER..]);
+    bytes[super::journal::HEADER..].copy_from_slice(&leftover[super::journal::HEADER..]);
     std::fs::write(journal_path(&path), &bytes).unwrap();
     let store = Store::open(&path, PASS).unwrap();
     assert!(
