@@ -4,9 +4,74 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use kith::account::{Account, PermissionWarning};
-use kith::proto::crypto::PublicIdentity;
+use kith::daemon::control::{Client, ControlError};
+use kith::proto::crypto::{PublicIdentity, safety_number};
 use kith::proto::ids::PeerId;
-use kith::proto::profile::SignedProfile;
+use kith::proto::profile::{SignedProfile, check_name};
+use kith::store::KdfParams;
+
+use super::AccountDir;
+
+/// `kith init`: creates the account, named if a name is given.
+pub(super) fn init(dir: &AccountDir, name: Option<String>) -> Result<()> {
+    // Checked first: a refused name creates nothing.
+    let name = name.map(|n| check_name(&n)).transpose()?;
+    let passphrase = dir.passphrase()?;
+    let mut account = Account::create(&dir.data, &passphrase, KdfParams::default())?;
+    warn_permissions(account.permission_warnings());
+    if let Some(name) = name {
+        store_profile(&mut account, &name)?;
+    }
+    outln!("created a kith account in {}", dir.data.display())?;
+    print_identity(&account)
+}
+
+/// `kith profile`: through the running daemon, or kept in the store for
+/// its next start.
+pub(super) fn profile(dir: &AccountDir, name: &str) -> Result<()> {
+    let name = check_name(name)?;
+    match Client::connect(&dir.data) {
+        Ok(client) => {
+            client.call("profile", &[&name])?;
+            outln!("you are {name}")?;
+        }
+        Err(ControlError::NotRunning(_)) => {
+            let mut account = dir.open()?;
+            store_profile(&mut account, &name)?;
+            outln!("you are {name} (sent to your contacts when the daemon next runs)")?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+/// `kith id`: our peer id and public key.
+pub(super) fn id(dir: &AccountDir, json: bool) -> Result<()> {
+    let account = dir.open()?;
+    warn_permissions(account.permission_warnings());
+    if json {
+        let public = account.identity.public();
+        outln!(
+            "{}",
+            kith::daemon::json::id(&public.peer_id(), &public.to_bytes())
+        )
+    } else {
+        print_identity(&account)
+    }
+}
+
+/// `kith verify`: the safety number shared with a contact.
+pub(super) fn verify(dir: &AccountDir, key: &str) -> Result<()> {
+    let contact = public_key(key)?;
+    let account = dir.open()?;
+    warn_permissions(account.permission_warnings());
+    outln!("contact peer id  {}", contact.peer_id())?;
+    outln!(
+        "safety number    {}",
+        safety_number(&account.identity.public(), &contact)
+    )?;
+    Ok(())
+}
 
 /// Tells the user about account files that other users can open; kith
 /// goes on, since only the user knows whether that is on purpose.

@@ -1,15 +1,106 @@
 //! Subcommands that ask a running daemon through its control socket and
 //! print its answer for people (or as JSON).
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kith::daemon::control::Client;
+use kith::daemon::control::{Client, ListenFormat, Request, hex_decode, hex_encode};
+
+use super::StdoutClosed;
+use super::args::RoomCommand;
+
+/// Sends request `verb` with `args`; prints nothing.
+pub(super) fn call(data_dir: &Path, verb: &str, args: &[&str]) -> Result<()> {
+    Client::connect(data_dir)?.call(verb, args)?;
+    Ok(())
+}
+
+/// Sends request `verb` about `peer`; prints `{said} PEER_ID`.
+pub(super) fn call_and_say(data_dir: &Path, verb: &str, peer: &str, said: &str) -> Result<()> {
+    let (_, id) = Client::connect(data_dir)?.call(verb, &[peer])?;
+    outln!("{said} {id}")
+}
+
+/// `kith send`: prints the message id.
+pub(super) fn send(data_dir: &Path, to: &str, text: &str) -> Result<()> {
+    let id = Client::connect(data_dir)?.send(to, text)?;
+    outln!("{id}")
+}
+
+/// `kith read`: prints how many messages are left unread.
+pub(super) fn read(data_dir: &Path, room: String, up_to: Option<u64>) -> Result<()> {
+    let line = Request::Read { room, up_to }.emit();
+    let (_, unread) = Client::connect(data_dir)?.request(&line)?;
+    outln!("{unread} unread")
+}
+
+/// `kith room ...`: prints the new room's id after `create`.
+pub(super) fn room(data_dir: &Path, command: &RoomCommand) -> Result<()> {
+    let client = Client::connect(data_dir)?;
+    let (_, value) = match command {
+        RoomCommand::Create { name, members } => {
+            let mut args = vec![name.as_str()];
+            args.extend(members.iter().map(String::as_str));
+            client.call("create", &args)?
+        }
+        RoomCommand::Invite { room, peer } => client.call("invite", &[room, peer])?,
+        RoomCommand::Remove { room, peer } => client.call("remove", &[room, peer])?,
+        RoomCommand::Leave { room } => client.call("leave", &[room])?,
+        RoomCommand::Accept { room } => client.call("join", &[room])?,
+        RoomCommand::Decline { room } => client.call("decline", &[room])?,
+    };
+    if !value.is_empty() {
+        outln!("{value}")?;
+    }
+    Ok(())
+}
+
+/// `kith mute`: for `duration` from now (see [`parse_duration`]).
+pub(super) fn mute(data_dir: &Path, target: &str, duration: &str) -> Result<()> {
+    let until = match parse_duration(duration)? {
+        None => "forever".to_owned(),
+        Some(duration) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the system clock is before 1970")?;
+            (now + duration).as_millis().to_string()
+        }
+    };
+    let line = format!("mute {} {until}", hex_encode(target.as_bytes()));
+    Client::connect(data_dir)?.request(&line)?;
+    Ok(())
+}
+
+/// `kith listen`: prints events until the daemon stops or stdout closes.
+pub(super) fn listen(data_dir: &Path, json: bool, all: bool, since: Option<u64>) -> Result<()> {
+    let format = match (json, all) {
+        (true, _) => ListenFormat::Json,
+        (false, true) => ListenFormat::TextWithMuted,
+        (false, false) => ListenFormat::Text,
+    };
+    let mut stdout = std::io::stdout().lock();
+    // The client reports the closure's error as its own; this tells a
+    // closed stdout apart from a lost daemon.
+    let mut stdout_closed = false;
+    let listened = Client::connect(data_dir)?.listen_since(format, since, |line| {
+        let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        stdout_closed = written
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+        written
+    });
+    if stdout_closed {
+        return Err(StdoutClosed.into());
+    }
+    listened?;
+    Ok(())
+}
 
 /// `15m`, `1h`, `8h`, `1w`, any number with s/m/h/d/w, or `forever`
 /// (`None`).
-pub(super) fn parse_duration(text: &str) -> Result<Option<Duration>> {
+fn parse_duration(text: &str) -> Result<Option<Duration>> {
     let text = text.trim();
     if text == "forever" {
         return Ok(None);
@@ -53,7 +144,7 @@ pub(super) fn print_rooms(data_dir: &Path) -> Result<()> {
         else {
             bail!("the daemon sent a room line this kith does not understand: {line}");
         };
-        let name = kith::daemon::control::hex_decode(name)
+        let name = hex_decode(name)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let mute = match mute {
@@ -79,7 +170,6 @@ pub(super) fn print_search(
     limit: usize,
     json: bool,
 ) -> Result<()> {
-    use kith::daemon::control::{Request, hex_decode};
     use kith::daemon::json_escape;
     if !(1..=kith::store::MAX_SEARCH_LIMIT).contains(&limit) {
         bail!("--limit must be 1 to {}", kith::store::MAX_SEARCH_LIMIT);
@@ -174,7 +264,7 @@ pub(super) fn print_history(
     before: Option<u64>,
     json: bool,
 ) -> Result<()> {
-    let line = kith::daemon::control::Request::History {
+    let line = Request::History {
         room: room.to_owned(),
         before,
         limit,
@@ -190,9 +280,7 @@ pub(super) fn print_history(
     }
     let text = |word: &str| match word {
         "-" => None,
-        hex => {
-            kith::daemon::control::hex_decode(hex).map(|b| String::from_utf8_lossy(&b).into_owned())
-        }
+        hex => hex_decode(hex).map(|b| String::from_utf8_lossy(&b).into_owned()),
     };
     outln!("CURSOR  TIME  AUTHOR  DELIVERED  TEXT")?;
     for line in lines {
