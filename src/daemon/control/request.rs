@@ -111,141 +111,56 @@ impl Request {
     /// Parses an untrusted request line (newline excluded). Never panics;
     /// the error is the sentence the client is sent.
     pub fn parse(line: &str) -> Result<Request, DaemonError> {
-        let mut words = line.split(' ');
-        let verb = words.next().unwrap_or_default();
+        let mut split = line.split(' ');
+        let verb = split.next().unwrap_or_default();
+        let mut words = Words { split, line };
         Ok(match verb {
-            "send" => {
-                let to = arg(&mut words, line)?;
-                let text = message_arg(words.next().unwrap_or_default(), line)?;
-                Request::Send { to, text }
-            }
+            "send" => Request::Send {
+                to: words.arg()?,
+                text: message_arg(words.next().unwrap_or_default(), line)?,
+            },
             "peers" => Request::Peers,
             "blocked" => Request::Blocked,
-            "accept" => Request::Accept {
-                peer: arg(&mut words, line)?,
-            },
             "rooms" => Request::Rooms,
-            "create" => Request::Create {
-                name: arg(&mut words, line)?,
-                members: words
-                    .map(|w| decode_arg(w, line))
-                    .collect::<Result<Vec<_>, _>>()?,
-            },
-            "invite" => Request::Invite {
-                room: arg(&mut words, line)?,
-                peer: arg(&mut words, line)?,
-            },
-            "remove" => Request::Remove {
-                room: arg(&mut words, line)?,
-                peer: arg(&mut words, line)?,
-            },
-            "join" | "decline" => Request::Answer {
-                room: arg(&mut words, line)?,
-                accept: verb == "join",
-            },
-            "leave" => Request::Leave {
-                room: arg(&mut words, line)?,
-            },
-            "block" | "unblock" => Request::Block {
-                peer: arg(&mut words, line)?,
-                blocked: verb == "block",
-            },
-            "mute" => {
-                let target = arg(&mut words, line)?;
-                let mute = match words.next() {
-                    Some("forever") => Mute::Indefinitely,
-                    Some(until) => Mute::Until(
-                        until
-                            .parse()
-                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
-                    ),
-                    None => return Err(DaemonError::UnknownRequest(brief(line))),
-                };
-                Request::Mute {
-                    target,
-                    mute: Some(mute),
-                }
-            }
-            "unmute" => Request::Mute {
-                target: arg(&mut words, line)?,
-                mute: None,
-            },
             "status" => Request::Status,
-            "listen" => {
-                let format = match words.next().unwrap_or("json") {
-                    "json" => ListenFormat::Json,
-                    "text" => ListenFormat::Text,
-                    "all" => ListenFormat::TextWithMuted,
-                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
-                };
-                match (words.next(), words.next()) {
-                    (None, _) => Request::Listen(format),
-                    (Some("since"), Some(cursor)) => Request::ListenSince(
-                        format,
-                        cursor
-                            .parse()
-                            .map_err(|_| DaemonError::UnknownRequest(brief(line)))?,
-                    ),
-                    _ => return Err(DaemonError::UnknownRequest(brief(line))),
-                }
-            }
-            "json" => Request::Json(match words.next().unwrap_or_default() {
-                "peers" => Listing::Peers,
-                "rooms" => Listing::Rooms,
-                "status" => Listing::Status,
-                "discovery" => Listing::Discovery,
-                "blocked" => Listing::Blocked,
-                _ => return Err(DaemonError::UnknownRequest(brief(line))),
-            }),
-            "history" => {
-                let bad = || DaemonError::UnknownRequest(brief(line));
-                let room = arg(&mut words, line)?;
-                let limit = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-                let before = optional_number(words.next(), line)?;
-                let json = match words.next() {
-                    Some("json") => true,
-                    Some("text") => false,
-                    _ => return Err(bad()),
-                };
-                Request::History {
-                    room,
-                    before,
-                    limit,
-                    json,
-                }
-            }
-            "read" => Request::Read {
-                room: arg(&mut words, line)?,
-                up_to: optional_number(words.next(), line)?,
-            },
             "stop" => Request::Stop,
             "discovery" => Request::Discovery,
-            "profile" => Request::Profile {
-                name: arg(&mut words, line)?,
+            "accept" => Request::Accept { peer: words.arg()? },
+            "create" => Request::Create {
+                name: words.arg()?,
+                members: words.rest()?,
             },
-            "search" => {
-                let bad = || DaemonError::UnknownRequest(brief(line));
-                let text = arg(&mut words, line)?;
-                let room = match words.next() {
-                    Some("-") => None,
-                    Some(room) => Some(decode_arg(room, line)?),
-                    None => return Err(bad()),
-                };
-                let before = match words.next() {
-                    Some("-") => None,
-                    Some(cursor) => {
-                        Some(crate::daemon::search::parse_cursor(cursor).ok_or_else(bad)?)
-                    }
-                    None => return Err(bad()),
-                };
-                let limit = words.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
-                Request::Search {
-                    text,
-                    room,
-                    before,
-                    limit,
-                }
-            }
+            "invite" => Request::Invite {
+                room: words.arg()?,
+                peer: words.arg()?,
+            },
+            "remove" => Request::Remove {
+                room: words.arg()?,
+                peer: words.arg()?,
+            },
+            "join" | "decline" => Request::Answer {
+                room: words.arg()?,
+                accept: verb == "join",
+            },
+            "leave" => Request::Leave { room: words.arg()? },
+            "block" | "unblock" => Request::Block {
+                peer: words.arg()?,
+                blocked: verb == "block",
+            },
+            "mute" => words.mute()?,
+            "unmute" => Request::Mute {
+                target: words.arg()?,
+                mute: None,
+            },
+            "listen" => words.listen()?,
+            "json" => Request::Json(words.listing()?),
+            "history" => words.history()?,
+            "read" => Request::Read {
+                room: words.arg()?,
+                up_to: words.optional_number()?,
+            },
+            "profile" => Request::Profile { name: words.arg()? },
+            "search" => words.search()?,
             other => return Err(DaemonError::UnknownRequest(brief(other))),
         })
     }
@@ -332,21 +247,134 @@ impl Request {
     }
 }
 
-/// A number, or `-` for none.
-fn optional_number(word: Option<&str>, line: &str) -> Result<Option<u64>, DaemonError> {
-    match word {
-        Some("-") => Ok(None),
-        Some(number) => number
-            .parse()
-            .map(Some)
-            .map_err(|_| DaemonError::UnknownRequest(brief(line))),
-        None => Err(DaemonError::UnknownRequest(brief(line))),
-    }
+/// The words of a request line after its verb; the line is kept to be
+/// quoted back when it is malformed.
+struct Words<'a> {
+    split: std::str::Split<'a, char>,
+    line: &'a str,
 }
 
-/// The next hex-encoded UTF-8 argument of a request.
-fn arg<'a>(words: &mut impl Iterator<Item = &'a str>, line: &str) -> Result<String, DaemonError> {
-    decode_arg(words.next().unwrap_or_default(), line)
+impl<'a> Words<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        self.split.next()
+    }
+
+    /// The request is malformed: its start, quoted back.
+    fn bad(&self) -> DaemonError {
+        DaemonError::UnknownRequest(brief(self.line))
+    }
+
+    /// The next hex-encoded UTF-8 argument.
+    fn arg(&mut self) -> Result<String, DaemonError> {
+        decode_arg(self.next().unwrap_or_default(), self.line)
+    }
+
+    /// Every argument left (none is fine).
+    fn rest(self) -> Result<Vec<String>, DaemonError> {
+        let line = self.line;
+        self.split.map(|w| decode_arg(w, line)).collect()
+    }
+
+    /// The next word as a number.
+    fn number<T: std::str::FromStr>(&mut self) -> Result<T, DaemonError> {
+        let word = self.next();
+        word.and_then(|w| w.parse().ok()).ok_or_else(|| self.bad())
+    }
+
+    /// A number, or `-` for none.
+    fn optional_number(&mut self) -> Result<Option<u64>, DaemonError> {
+        match self.next() {
+            Some("-") => Ok(None),
+            Some(number) => number.parse().map(Some).map_err(|_| self.bad()),
+            None => Err(self.bad()),
+        }
+    }
+
+    /// `mute H(TARGET) UNTIL_MS|forever`.
+    fn mute(&mut self) -> Result<Request, DaemonError> {
+        let target = self.arg()?;
+        let mute = match self.next() {
+            Some("forever") => Mute::Indefinitely,
+            Some(until) => Mute::Until(until.parse().map_err(|_| self.bad())?),
+            None => return Err(self.bad()),
+        };
+        Ok(Request::Mute {
+            target,
+            mute: Some(mute),
+        })
+    }
+
+    /// `listen [json|text|all [since CURSOR]]`.
+    fn listen(&mut self) -> Result<Request, DaemonError> {
+        let format = match self.next().unwrap_or("json") {
+            "json" => ListenFormat::Json,
+            "text" => ListenFormat::Text,
+            "all" => ListenFormat::TextWithMuted,
+            _ => return Err(self.bad()),
+        };
+        match (self.next(), self.next()) {
+            (None, _) => Ok(Request::Listen(format)),
+            (Some("since"), Some(cursor)) => Ok(Request::ListenSince(
+                format,
+                cursor.parse().map_err(|_| self.bad())?,
+            )),
+            _ => Err(self.bad()),
+        }
+    }
+
+    /// The `LISTING` of `json LISTING`.
+    fn listing(&mut self) -> Result<Listing, DaemonError> {
+        Ok(match self.next().unwrap_or_default() {
+            "peers" => Listing::Peers,
+            "rooms" => Listing::Rooms,
+            "status" => Listing::Status,
+            "discovery" => Listing::Discovery,
+            "blocked" => Listing::Blocked,
+            _ => return Err(self.bad()),
+        })
+    }
+
+    /// `history H(ROOM) LIMIT BEFORE|- json|text`.
+    fn history(&mut self) -> Result<Request, DaemonError> {
+        let room = self.arg()?;
+        let limit = self.number()?;
+        let before = self.optional_number()?;
+        let json = match self.next() {
+            Some("json") => true,
+            Some("text") => false,
+            _ => return Err(self.bad()),
+        };
+        Ok(Request::History {
+            room,
+            before,
+            limit,
+            json,
+        })
+    }
+
+    /// `search H(TEXT) H(ROOM)|- CURSOR|- LIMIT`.
+    fn search(&mut self) -> Result<Request, DaemonError> {
+        let text = self.arg()?;
+        let room = match self.next() {
+            Some("-") => None,
+            Some(room) => Some(decode_arg(room, self.line)?),
+            None => return Err(self.bad()),
+        };
+        let before = match self.next() {
+            Some("-") => None,
+            Some(cursor) => {
+                Some(crate::daemon::search::parse_cursor(cursor).ok_or_else(|| self.bad())?)
+            }
+            None => return Err(self.bad()),
+        };
+        let limit = self.number()?;
+        Ok(Request::Search {
+            text,
+            room,
+            before,
+            limit,
+        })
+    }
 }
 
 /// The text of a `send`: its length is checked before its encoding, so
