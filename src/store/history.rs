@@ -80,37 +80,14 @@ impl Store {
         let Some(&room_ref) = self.room_refs.get(room) else {
             return Ok(Vec::new());
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let raws = match before {
-            None => {
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT seq, id, sender, sender_seq, ts, sealed FROM messages
-                     WHERE room_ref = ?1 ORDER BY ts DESC, id DESC LIMIT ?2",
-                )?;
-                stmt.query_map(params![room_ref, limit], raw_with_seq)?
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            Some(before) => {
-                let Some(position) = self.position_of(room, before)? else {
-                    return Ok(Vec::new());
-                };
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT seq, id, sender, sender_seq, ts, sealed FROM messages
-                     WHERE room_ref = ?1 AND (ts, id) < (?2, ?3)
-                     ORDER BY ts DESC, id DESC LIMIT ?4",
-                )?;
-                stmt.query_map(
-                    params![
-                        room_ref,
-                        ts_to_sql(position.timestamp),
-                        position.id.as_bytes(),
-                        limit
-                    ],
-                    raw_with_seq,
-                )?
-                .collect::<Result<Vec<_>, _>>()?
-            }
+        let before = match before {
+            None => None,
+            Some(cursor) => match self.position_of(room, cursor)? {
+                Some(position) => Some(position),
+                None => return Ok(Vec::new()),
+            },
         };
+        let raws = self.page(room_ref, before, limit)?;
         let mut deliveries = self.conn.prepare_cached(
             "SELECT peer, state FROM deliveries WHERE message = ?1 ORDER BY peer",
         )?;
@@ -132,6 +109,47 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The one paging query of a room's messages: up to `limit` rows of
+    /// room `room_ref`, newest first in (timestamp, id) order, strictly
+    /// older than `before` (the newest with `None`), with their row
+    /// numbers, still sealed. Walks the `messages_by_room_time` index.
+    pub(super) fn page(
+        &self,
+        room_ref: i64,
+        before: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<(i64, RawMessage)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raws = match before {
+            None => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT seq, id, sender, sender_seq, ts, sealed FROM messages
+                     WHERE room_ref = ?1 ORDER BY ts DESC, id DESC LIMIT ?2",
+                )?;
+                stmt.query_map(params![room_ref, limit], raw_with_seq)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Some(before) => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT seq, id, sender, sender_seq, ts, sealed FROM messages
+                     WHERE room_ref = ?1 AND (ts, id) < (?2, ?3)
+                     ORDER BY ts DESC, id DESC LIMIT ?4",
+                )?;
+                stmt.query_map(
+                    params![
+                        room_ref,
+                        ts_to_sql(before.timestamp),
+                        before.id.as_bytes(),
+                        limit
+                    ],
+                    raw_with_seq,
+                )?
+                .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(raws)
     }
 
     /// The position in `room` of the message at `cursor`, if that is a

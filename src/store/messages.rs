@@ -505,8 +505,8 @@ impl Store {
     }
 
     /// Up to `limit` messages of `room` strictly before `before` (or the
-    /// newest ones when `None`), newest first. Serves the chat view and
-    /// scrolling back.
+    /// newest ones when `None`), newest first: [`Store::history`] by
+    /// position, without cursors or delivery states (the same query).
     pub fn messages_in_room(
         &self,
         room: &RoomId,
@@ -516,34 +516,9 @@ impl Store {
         let Some(&room_ref) = self.room_refs.get(room) else {
             return Ok(Vec::new());
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let raws = match before {
-            None => {
-                let mut stmt = self.conn.prepare_cached(&format!(
-                    "{MESSAGE_COLUMNS} WHERE room_ref = ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
-                ))?;
-                stmt.query_map(params![room_ref, limit], RawMessage::from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            Some(before) => {
-                let mut stmt = self.conn.prepare_cached(&format!(
-                    "{MESSAGE_COLUMNS} WHERE room_ref = ?1 AND (ts, id) < (?2, ?3)
-                     ORDER BY ts DESC, id DESC LIMIT ?4"
-                ))?;
-                stmt.query_map(
-                    params![
-                        room_ref,
-                        ts_to_sql(before.timestamp),
-                        before.id.as_bytes(),
-                        limit
-                    ],
-                    RawMessage::from_row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?
-            }
-        };
-        raws.into_iter()
-            .map(|raw| self.decrypt(room, raw))
+        self.page(room_ref, before, limit)?
+            .into_iter()
+            .map(|(_, raw)| self.decrypt(room, raw))
             .collect()
     }
 
