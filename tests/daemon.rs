@@ -9,57 +9,14 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
+use common::daemons::{PASS, WAIT, account, collect_until, loopback, start, trio};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
 use kith::net::NetConfig;
 use kith::proto::crypto::{ChainRole, PublicIdentity};
 use kith::proto::ids::{MessageId, PeerId};
 use kith::proto::node::direct_room;
-use kith::store::{DeliveryState, KdfParams, Member};
-
-const PASS: &str = "daemon test passphrase";
-/// Generous: the machine running the tests may be heavily loaded, and a
-/// handshake to a peer that was down backs off to 2 s between attempts.
-const WAIT: Duration = Duration::from_secs(60);
-
-fn account(name: &str) -> (TempDir, PublicIdentity) {
-    let dir = TempDir::new(name);
-    let data = dir.path().join("data");
-    let account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
-        .expect("a fresh temp dir takes an account");
-    (dir, account.identity.public())
-}
-
-fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
-    let config = DaemonConfig {
-        net: NetConfig {
-            unicast_bind: bind,
-            ..NetConfig::loopback()
-        },
-        peers,
-        ..DaemonConfig::default()
-    };
-    daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
-}
-
-fn loopback() -> SocketAddr {
-    NetConfig::loopback().unicast_bind
-}
-
-/// Collects events until `done` says so; panics after [`WAIT`].
-#[track_caller]
-fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no expected event within {WAIT:?}: {e}"));
-        if done(&event) {
-            return;
-        }
-    }
-}
+use kith::store::{DeliveryState, Member};
 
 /// The texts stored in the direct room of `me` and `peer`, oldest first.
 fn stored_texts(dir: &TempDir, me: PeerId, peer: PeerId) -> Vec<(MessageId, String)> {
@@ -398,30 +355,6 @@ fn a_restarted_sender_requeues_its_outbox() {
     assert_eq!(a.peers().expect("A answers")[0].outbox, 0);
     a.shutdown().expect("A stops cleanly");
     b.shutdown().expect("B stops cleanly");
-}
-
-/// Three daemons that know each other's addresses: (dir, public, handle).
-fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
-    let accounts: Vec<(TempDir, PublicIdentity)> =
-        (0..3).map(|i| account(&format!("{name}-{i}"))).collect();
-    // Reserve three addresses first, so every daemon can be told the others'.
-    let probes: Vec<DaemonHandle> = accounts
-        .iter()
-        .map(|(dir, _)| start(dir, loopback(), Vec::new()))
-        .collect();
-    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
-    for probe in probes {
-        probe.shutdown().expect("stops cleanly");
-    }
-    let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
-    accounts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (dir, public))| {
-            let handle = start(&dir, addrs[i], common::mesh_peers(&publics, &addrs, i));
-            (dir, public, handle)
-        })
-        .collect()
 }
 
 /// The trio's ids and event streams, and a room `name` the first one

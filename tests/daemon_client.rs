@@ -6,98 +6,18 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::TempDir;
-use kith::account::Account;
+use common::daemons::{WAIT, account, collect_until, eventually, loopback, start, trio};
 use kith::daemon::{
-    self, DaemonConfig, DaemonHandle, Delivery, Event, PeerAddr, Reply, Request, SubscribeOptions,
-    Update,
+    self, DaemonHandle, Delivery, Event, PeerAddr, Reply, Request, SubscribeOptions, Update,
 };
-use kith::net::NetConfig;
-use kith::proto::crypto::PublicIdentity;
 use kith::proto::ids::{MessageId, PeerId, RoomId};
 use kith::proto::node::direct_room;
-use kith::store::{KdfParams, Mute};
-
-const PASS: &str = "daemon client test passphrase";
-/// Generous: the machine running the tests may be heavily loaded.
-const WAIT: Duration = Duration::from_secs(120);
-
-fn account(name: &str) -> (TempDir, PublicIdentity) {
-    let dir = TempDir::new(name);
-    let data = dir.path().join("data");
-    let account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
-        .expect("a fresh temp dir takes an account");
-    (dir, account.identity.public())
-}
-
-fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
-    let config = DaemonConfig {
-        net: NetConfig {
-            unicast_bind: bind,
-            ..NetConfig::loopback()
-        },
-        peers,
-        ..DaemonConfig::default()
-    };
-    daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
-}
-
-fn loopback() -> SocketAddr {
-    NetConfig::loopback().unicast_bind
-}
-
-#[track_caller]
-fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no expected event within {WAIT:?}: {e}"));
-        if done(&event) {
-            return;
-        }
-    }
-}
-
-/// Polls `check` until it holds; panics after [`WAIT`].
-#[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Three daemons that know each other's addresses.
-fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
-    let accounts: Vec<(TempDir, PublicIdentity)> =
-        (0..3).map(|i| account(&format!("{name}-{i}"))).collect();
-    let probes: Vec<DaemonHandle> = accounts
-        .iter()
-        .map(|(dir, _)| start(dir, loopback(), Vec::new()))
-        .collect();
-    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
-    for probe in probes {
-        probe.shutdown().expect("stops cleanly");
-    }
-    let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
-    accounts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (dir, public))| {
-            let handle = start(&dir, addrs[i], common::mesh_peers(&publics, &addrs, i));
-            (dir, public, handle)
-        })
-        .collect()
-}
+use kith::store::Mute;
 
 /// Every message of `room` as `handle` pages back through it, 50 at a
 /// time: (cursor, id, timestamp).

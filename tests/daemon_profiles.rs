@@ -7,7 +7,8 @@ mod common;
 
 use std::sync::mpsc::Receiver;
 
-use common::trio::{join_room, start, trio, wait_for};
+use common::daemons::{start, wait_for};
+use common::trio::{join_room, trio};
 use kith::daemon::{DaemonHandle, Event};
 use kith::proto::ids::PeerId;
 

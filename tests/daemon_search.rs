@@ -9,7 +9,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use common::TempDir;
-use common::trio::{PASS, join_room, start, trio, wait_for};
+use common::daemons::{PASS, start, wait_for};
+use common::trio::{join_room, trio};
 use kith::account::Account;
 use kith::daemon::Event;
 use kith::net::NetConfig;

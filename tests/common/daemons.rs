@@ -1,0 +1,102 @@
+//! In-process daemons on 127.0.0.1 for the integration tests: accounts,
+//! starting, three that know each other, and bounded waits for events.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use kith::account::Account;
+use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
+use kith::net::NetConfig;
+use kith::proto::crypto::PublicIdentity;
+use kith::store::KdfParams;
+
+use super::TempDir;
+
+pub const PASS: &str = "daemon test passphrase";
+/// Generous: the machine running the tests may be heavily loaded, and a
+/// handshake to a peer that was down backs off to 2 s between attempts.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// A new account in `DIR/data`; its public identity.
+pub fn account(name: &str) -> (TempDir, PublicIdentity) {
+    let dir = TempDir::new(name);
+    let data = dir.path().join("data");
+    let account = Account::create(&data, PASS, KdfParams::insecure_fast_for_tests())
+        .expect("a fresh temp dir takes an account");
+    (dir, account.identity.public())
+}
+
+/// Starts the daemon of the account in `dir`, bound to `bind`, with
+/// `peers` configured.
+pub fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
+    let config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: bind,
+            ..NetConfig::loopback()
+        },
+        peers,
+        ..DaemonConfig::default()
+    };
+    daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
+}
+
+/// 127.0.0.1 on a port the system picks.
+pub fn loopback() -> SocketAddr {
+    NetConfig::loopback().unicast_bind
+}
+
+/// Three daemons that know each other's addresses: (dir, public, handle).
+pub fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
+    let accounts: Vec<(TempDir, PublicIdentity)> =
+        (0..3).map(|i| account(&format!("{name}-{i}"))).collect();
+    // Reserve three addresses first, so every daemon can be told the others'.
+    let probes: Vec<DaemonHandle> = accounts
+        .iter()
+        .map(|(dir, _)| start(dir, loopback(), Vec::new()))
+        .collect();
+    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
+    for probe in probes {
+        probe.shutdown().expect("stops cleanly");
+    }
+    let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
+    accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (dir, public))| {
+            let handle = start(&dir, addrs[i], super::mesh_peers(&publics, &addrs, i));
+            (dir, public, handle)
+        })
+        .collect()
+}
+
+/// Waits for an event `pick` accepts; panics after [`WAIT`].
+#[track_caller]
+pub fn wait_for<T>(rx: &Receiver<Event>, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no expected event within {WAIT:?}: {e}"));
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+/// Collects events until `done` says so; panics after [`WAIT`].
+#[track_caller]
+pub fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
+    wait_for(rx, |event| done(event).then_some(()))
+}
+
+/// Polls `check` until it holds; panics after [`WAIT`].
+#[track_caller]
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
