@@ -85,7 +85,7 @@ use mdns_sd::{IfKind, ServiceDaemon};
 use self::bridge::{Bridge, Subnets};
 pub use self::config::{MdnsConfig, MdnsFamily, RecordTtl};
 pub use self::names::{instance_name_for, instance_suffix, sanitize_display_name};
-use self::threads::{Monitor, if_kinds, run_browse, run_monitor, service_info};
+use self::threads::{Monitor, configure, if_kinds, run_browse, run_monitor};
 pub use self::validate::{Rejection, validate_public_key, validate_txt};
 use super::{DiscoveryError, DiscoveryEvent, InterfaceSpec};
 use crate::proto::ids::PeerId;
@@ -259,21 +259,7 @@ impl MdnsDiscovery {
             .flat_map(|spec| if_kinds(spec, config.family))
             .collect();
         let daemon = ServiceDaemon::new_with_port(config.mdns_port)?;
-        let setup = || -> Result<_, DiscoveryError> {
-            // Commands run in order on the daemon thread: the selection is
-            // in force before the first announcement or query goes out.
-            daemon.disable_interface(IfKind::All)?;
-            daemon.enable_interface(kinds.clone())?;
-            let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
-            daemon.set_ip_check_interval(secs)?;
-            let ttl = config.record_ttl.secs_for(1);
-            let info = service_info(&config, &instance_name, kinds.clone(), ttl)?;
-            let monitor = daemon.monitor()?;
-            daemon.register(info.clone())?;
-            let browse = daemon.browse(SERVICE_TYPE)?;
-            Ok((info, monitor, browse))
-        };
-        let (info, monitor, browse) = match setup() {
+        let (info, monitor, browse) = match configure(&daemon, &config, &instance_name, &kinds) {
             Ok(parts) => parts,
             Err(e) => {
                 // Do not leave the daemon thread running behind an error.

@@ -67,6 +67,36 @@ pub(super) fn service_info(
     Ok(info)
 }
 
+/// Tells a new `mdns-sd` daemon which interfaces to use, then registers
+/// us and starts browsing: our registration, the monitor receiver and the
+/// browse receiver.
+pub(super) fn configure(
+    daemon: &ServiceDaemon,
+    config: &MdnsConfig,
+    instance_name: &str,
+    kinds: &[IfKind],
+) -> Result<
+    (
+        ServiceInfo,
+        mdns_sd::Receiver<DaemonEvent>,
+        mdns_sd::Receiver<ServiceEvent>,
+    ),
+    DiscoveryError,
+> {
+    // Commands run in order on the daemon thread: the selection is in
+    // force before the first announcement or query goes out.
+    daemon.disable_interface(IfKind::All)?;
+    daemon.enable_interface(kinds.to_vec())?;
+    let secs = u32::try_from(config.ip_check_interval.as_secs().max(1)).unwrap_or(u32::MAX);
+    daemon.set_ip_check_interval(secs)?;
+    let ttl = config.record_ttl.secs_for(1);
+    let info = service_info(config, instance_name, kinds.to_vec(), ttl)?;
+    let monitor = daemon.monitor()?;
+    daemon.register(info.clone())?;
+    let browse = daemon.browse(SERVICE_TYPE)?;
+    Ok((info, monitor, browse))
+}
+
 /// Drains the browse receiver into the node's channel.
 pub(super) fn run_browse(
     browse: mdns_sd::Receiver<ServiceEvent>,
