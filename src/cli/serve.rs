@@ -23,6 +23,27 @@ use super::output::stdout_error;
 /// self-pipe so that shutdown (which checkpoints the store) runs on this
 /// thread, not in a signal handler.
 pub(super) fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) -> Result<()> {
+    let config = daemon_config(args)?;
+    let daemon = daemon::start(data_dir, passphrase, config)?;
+    // After the start, so that SQLite's WAL files exist and are checked too.
+    warn_permissions(kith::account::permission_warnings(data_dir));
+    let stop = daemon.stop_requester();
+    signals::on_stop(move || stop.request_stop()).context("cannot install signal handlers")?;
+    // Scripts and tests read these lines to learn the address and identity.
+    // If nobody reads them (stdout closed), the daemon stops cleanly.
+    let printed = outln!("peer id     {}", daemon.peer_id())
+        .and_then(|()| outln!("public key  {}", PeerId(daemon.public().to_bytes())))
+        .and_then(|()| outln!("listening   {}", daemon.local_addr()))
+        .and_then(|()| std::io::stdout().flush().map_err(stdout_error));
+    if printed.is_ok() {
+        daemon.wait_for_stop();
+    }
+    daemon.shutdown()?;
+    printed
+}
+
+/// The daemon's configuration from its command-line options.
+fn daemon_config(args: DaemonArgs) -> Result<DaemonConfig> {
     let peers = args
         .peers
         .iter()
@@ -57,7 +78,7 @@ pub(super) fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) ->
     if args.keepalive_secs == 0 {
         bail!("--keepalive-secs must be at least 1");
     }
-    let config = DaemonConfig {
+    Ok(DaemonConfig {
         net: NetConfig {
             unicast_bind: args.listen,
             multicast_interfaces: args.multicast_interfaces.clone(),
@@ -82,23 +103,7 @@ pub(super) fn run_daemon(data_dir: &Path, passphrase: &str, args: DaemonArgs) ->
             },
             contacts,
         },
-    };
-    let daemon = daemon::start(data_dir, passphrase, config)?;
-    // After the start, so that SQLite's WAL files exist and are checked too.
-    warn_permissions(kith::account::permission_warnings(data_dir));
-    let stop = daemon.stop_requester();
-    signals::on_stop(move || stop.request_stop()).context("cannot install signal handlers")?;
-    // Scripts and tests read these lines to learn the address and identity.
-    // If nobody reads them (stdout closed), the daemon stops cleanly.
-    let printed = outln!("peer id     {}", daemon.peer_id())
-        .and_then(|()| outln!("public key  {}", PeerId(daemon.public().to_bytes())))
-        .and_then(|()| outln!("listening   {}", daemon.local_addr()))
-        .and_then(|()| std::io::stdout().flush().map_err(stdout_error));
-    if printed.is_ok() {
-        daemon.wait_for_stop();
-    }
-    daemon.shutdown()?;
-    printed
+    })
 }
 
 /// SIGINT/SIGTERM → a stop request, through a self-pipe: the handler only
