@@ -57,7 +57,6 @@ use crate::discovery::mdns::MdnsDiscovery;
 use crate::discovery::presence::{Presence, PresenceEvent};
 use crate::proto::crypto::{Identity, PublicIdentity};
 use crate::proto::ids::PeerId;
-use crate::registry::{RegistryClient, RegistryClientConfig};
 
 pub(crate) use self::config::{Attach, prepare};
 pub use self::config::{DiscoveryConfig, RegistryTarget};
@@ -136,30 +135,10 @@ impl AddressBook {
     /// `identity` signs our registrations (a copy of the node's).
     pub(crate) fn new(config: DiscoveryConfig, identity: Identity) -> Result<Self, DaemonError> {
         let presence = Presence::new(config.presence, HashSet::new());
-        let registry = match config.registry {
-            None => None,
-            Some(target) => {
-                let mut seed = [0u8; 32];
-                rand::fill(&mut seed);
-                let client = RegistryClient::new(
-                    identity,
-                    RegistryClientConfig::new(target.public_key),
-                    seed,
-                )
-                .map_err(|e| DaemonError::Discovery(e.to_string()))?;
-                Some(RegistryLink {
-                    client,
-                    addr: target.addr,
-                    outbox: VecDeque::new(),
-                    published: Vec::new(),
-                    last_sent: None,
-                    last_answer: None,
-                    lookups: 0,
-                    found: 0,
-                    dropped: 0,
-                })
-            }
-        };
+        let registry = config
+            .registry
+            .map(|target| RegistryLink::new(target, identity))
+            .transpose()?;
         Ok(Self {
             config,
             presence,
@@ -351,41 +330,7 @@ impl AddressBook {
     /// is the wall clock (ms since the Unix epoch) at `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
         self.presence.handle_timeout(now);
-        let Some(link) = &mut self.registry else {
-            return;
-        };
-        if let Some(bytes) = link.client.handle_timeout(now, wall_ms) {
-            link.outbox.push_back(bytes);
-            link.last_sent = Some(now);
-        }
-        if self.next_lookup.is_some_and(|at| now >= at) {
-            let interval = self.config.presence.offline_after();
-            self.next_lookup = Some(now + interval);
-            // Contacts that are offline and that mDNS has not seen lately.
-            let wanted: Vec<PeerId> = self
-                .book
-                .iter()
-                .filter(|(id, s)| {
-                    let announced_lately = s.announced
-                        && s.last_sighted
-                            .is_some_and(|t| now.saturating_duration_since(t) < interval);
-                    s.contact
-                        && !announced_lately
-                        && !self.blocked.contains(id)
-                        && !self.presence.is_online(id)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for peer in wanted {
-                let bytes = link.client.lookup(peer);
-                if bytes.is_empty() {
-                    // The registry's key cannot seal a lookup.
-                    continue;
-                }
-                link.outbox.push_back(bytes);
-                link.lookups += 1;
-            }
-        }
+        self.registry_timeout(now, wall_ms);
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {

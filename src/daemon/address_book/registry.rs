@@ -5,11 +5,13 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::{AddressBook, Source};
+use super::{AddressBook, RegistryTarget, Source};
+use crate::daemon::DaemonError;
 use crate::discovery::InterfaceSpec;
-use crate::proto::crypto::PublicIdentity;
+use crate::proto::crypto::{Identity, PublicIdentity};
+use crate::proto::ids::PeerId;
 use crate::registry::wire::{MAGIC as REGISTRY_MAGIC, MAX_ADDRESSES};
-use crate::registry::{ClientEvent, RegistryClient};
+use crate::registry::{ClientEvent, RegistryClient, RegistryClientConfig};
 
 /// Why a registry (`kr`) datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,69 @@ pub(super) struct RegistryLink {
     pub(super) dropped: u64,
 }
 
+impl RegistryLink {
+    /// A client of `target`, signing with `identity`, nothing sent yet.
+    pub(super) fn new(target: RegistryTarget, identity: Identity) -> Result<Self, DaemonError> {
+        let mut seed = [0u8; 32];
+        rand::fill(&mut seed);
+        let client =
+            RegistryClient::new(identity, RegistryClientConfig::new(target.public_key), seed)
+                .map_err(|e| DaemonError::Discovery(e.to_string()))?;
+        Ok(RegistryLink {
+            client,
+            addr: target.addr,
+            outbox: VecDeque::new(),
+            published: Vec::new(),
+            last_sent: None,
+            last_answer: None,
+            lookups: 0,
+            found: 0,
+            dropped: 0,
+        })
+    }
+}
+
 impl AddressBook {
+    /// The registry's timers: keep-alives and registration, and lookups of
+    /// contacts that are offline and that mDNS has not seen lately.
+    pub(super) fn registry_timeout(&mut self, now: Instant, wall_ms: u64) {
+        let Some(link) = &mut self.registry else {
+            return;
+        };
+        if let Some(bytes) = link.client.handle_timeout(now, wall_ms) {
+            link.outbox.push_back(bytes);
+            link.last_sent = Some(now);
+        }
+        if self.next_lookup.is_some_and(|at| now >= at) {
+            let interval = self.config.presence.offline_after();
+            self.next_lookup = Some(now + interval);
+            // Contacts that are offline and that mDNS has not seen lately.
+            let wanted: Vec<PeerId> = self
+                .book
+                .iter()
+                .filter(|(id, s)| {
+                    let announced_lately = s.announced
+                        && s.last_sighted
+                            .is_some_and(|t| now.saturating_duration_since(t) < interval);
+                    s.contact
+                        && !announced_lately
+                        && !self.blocked.contains(id)
+                        && !self.presence.is_online(id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in wanted {
+                let bytes = link.client.lookup(peer);
+                if bytes.is_empty() {
+                    // The registry's key cannot seal a lookup.
+                    continue;
+                }
+                link.outbox.push_back(bytes);
+                link.lookups += 1;
+            }
+        }
+    }
+
     /// A `kr` datagram arrived from `from` at `now` (`wall_ms` on the wall
     /// clock). `Err` says why it was dropped.
     pub(crate) fn handle_registry_datagram(
