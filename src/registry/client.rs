@@ -392,58 +392,12 @@ impl RegistryClient {
                 timestamp_ms,
                 token,
                 keepalive_ms,
-            } => {
-                let Phase::Registering {
-                    timestamp_ms: ours, ..
-                } = self.phase
-                else {
-                    return Err(RegistryError::Unexpected);
-                };
-                if peer != self.peer || timestamp_ms != ours {
-                    return Err(RegistryError::Unexpected);
-                }
-                // Follow the registry's interval, within sane bounds, so the
-                // operator can tune it without reconfiguring every client.
-                self.keepalive_interval =
-                    Duration::from_millis(keepalive_ms.clamp(1_000, 3_600_000));
-                self.phase = Phase::Registered {
-                    token,
-                    keepalive_at: now + self.keepalive_interval,
-                    last_ack: now,
-                    refresh_at: now + self.config.refresh_interval,
-                };
-                Ok(Some(ClientEvent::Registered))
-            }
+            } => self.registered(now, peer, timestamp_ms, token, keepalive_ms),
             Answer::Found {
                 query,
                 registration,
                 last_seen_age_ms,
-            } => {
-                let body = Registration::parse(&registration.body)?;
-                let identity = PublicIdentity::from_bytes(&body.public_key)
-                    .map_err(|_| RegistryError::BadPublicKey)?;
-                let peer = identity.peer_id();
-                self.take_pending(query, peer)?;
-                // The registry signed the answer, but the registration is
-                // the peer's: a registry (or whoever holds its key) could
-                // serve one the peer made long ago, or for another
-                // registry, pointing at addresses it no longer holds.
-                self.check_registration(&body, unix_ms)?;
-                // The peer's own signature: the registry cannot invent
-                // addresses for someone else.
-                if !identity.verify_registry(
-                    &Registration::signed_message(&registration.body),
-                    &registration.signature,
-                ) {
-                    return Err(RegistryError::BadSignature);
-                }
-                Ok(Some(ClientEvent::Found {
-                    peer,
-                    public_key: body.public_key,
-                    addresses: body.addresses.as_slice().to_vec(),
-                    last_seen_age: Duration::from_millis(last_seen_age_ms),
-                }))
-            }
+            } => self.found(unix_ms, query, &registration, last_seen_age_ms),
             Answer::Unavailable {
                 query,
                 peer,
@@ -460,6 +414,71 @@ impl RegistryClient {
                 Ok(Some(ClientEvent::NotFound { peer }))
             }
         }
+    }
+
+    /// The registry confirmed the registration we are waiting for.
+    fn registered(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        timestamp_ms: u64,
+        token: Token,
+        keepalive_ms: u64,
+    ) -> Result<Option<ClientEvent>, RegistryError> {
+        let Phase::Registering {
+            timestamp_ms: ours, ..
+        } = self.phase
+        else {
+            return Err(RegistryError::Unexpected);
+        };
+        if peer != self.peer || timestamp_ms != ours {
+            return Err(RegistryError::Unexpected);
+        }
+        // Follow the registry's interval, within sane bounds, so the
+        // operator can tune it without reconfiguring every client.
+        self.keepalive_interval = Duration::from_millis(keepalive_ms.clamp(1_000, 3_600_000));
+        self.phase = Phase::Registered {
+            token,
+            keepalive_at: now + self.keepalive_interval,
+            last_ack: now,
+            refresh_at: now + self.config.refresh_interval,
+        };
+        Ok(Some(ClientEvent::Registered))
+    }
+
+    /// A lookup's answer: the peer's own registration, checked against
+    /// what we asked, its age and the peer's signature.
+    fn found(
+        &mut self,
+        unix_ms: u64,
+        query: u64,
+        registration: &SignedRegistration,
+        last_seen_age_ms: u64,
+    ) -> Result<Option<ClientEvent>, RegistryError> {
+        let body = Registration::parse(&registration.body)?;
+        let identity = PublicIdentity::from_bytes(&body.public_key)
+            .map_err(|_| RegistryError::BadPublicKey)?;
+        let peer = identity.peer_id();
+        self.take_pending(query, peer)?;
+        // The registry signed the answer, but the registration is
+        // the peer's: a registry (or whoever holds its key) could
+        // serve one the peer made long ago, or for another
+        // registry, pointing at addresses it no longer holds.
+        self.check_registration(&body, unix_ms)?;
+        // The peer's own signature: the registry cannot invent
+        // addresses for someone else.
+        if !identity.verify_registry(
+            &Registration::signed_message(&registration.body),
+            &registration.signature,
+        ) {
+            return Err(RegistryError::BadSignature);
+        }
+        Ok(Some(ClientEvent::Found {
+            peer,
+            public_key: body.public_key,
+            addresses: body.addresses.as_slice().to_vec(),
+            last_seen_age: Duration::from_millis(last_seen_age_ms),
+        }))
     }
 
     /// Refuses (and counts) a registration for another registry, or whose
