@@ -703,8 +703,8 @@ pub fn interface_picker(
         .collect();
     if shown.is_empty() {
         ui.weak(
-            "No network found. You can still add people by address, and pick a network \
-             later in Settings.",
+            "No network found. You can still add people by address (🌐 Network, once \
+             you are in), and pick a network later in Settings.",
         );
         return;
     }
@@ -718,7 +718,10 @@ pub fn interface_picker(
             });
         });
     if picked.is_empty() {
-        ui.weak("None ticked: nobody nearby finds you; people need your address.");
+        ui.weak(
+            "None ticked: nobody nearby finds you; add people by address in 🌐 Network \
+             (they need yours too).",
+        );
     }
 }
 
@@ -819,6 +822,13 @@ impl MainWindow {
                             .clicked()
                         {
                             intents.push(Intent::OpenDialog(Dialog::Settings));
+                        }
+                        if ui
+                            .button("🌐 Network")
+                            .on_hover_text("Who is heard and how; add someone by address")
+                            .clicked()
+                        {
+                            intents.push(Intent::OpenDialog(Dialog::Network));
                         }
                     });
                 });

@@ -21,9 +21,15 @@ mod search;
 mod history;
 mod intents;
 mod labels;
+mod network;
 mod settings;
 pub use history::{Delivery, History, Message, Own};
 use labels::{preview, preview_chars};
+pub use network::{
+    HeardPeer, MdnsInfo, NETWORK_REFRESH_MILLIS, NetworkIntent, NetworkReport, NetworkRequest,
+    NetworkState, NetworkUpdate, RegistryInfo, ago_label, drop_label, parse_peer_address,
+    parse_public_key,
+};
 pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};
 pub use search::{SEARCH_LIMIT, Search, SearchHit, snippet};
 pub use settings::{
@@ -234,6 +240,8 @@ pub enum Update {
         seq: u64,
         answer: Result<Vec<SearchHit>, String>,
     },
+    /// The Network panel (see `state/network.rs`).
+    Network(NetworkUpdate),
 }
 
 /// What the user asked for, as the views report it.
@@ -291,6 +299,8 @@ pub enum Intent {
         room: RoomId,
         id: MessageId,
     },
+    /// The Network panel (see `state/network.rs`).
+    Network(NetworkIntent),
 }
 
 /// What the app asks the node for.
@@ -365,6 +375,8 @@ pub enum Request {
         before: Option<crate::store::Position>,
         limit: usize,
     },
+    /// The Network panel (see `state/network.rs`).
+    Network(NetworkRequest),
 }
 
 /// The one dialog that may be open.
@@ -380,6 +392,9 @@ pub enum Dialog {
     Details(RoomId),
     /// The app's settings: name, interfaces, theme.
     Settings,
+    /// What the network looks like: interfaces, mDNS, registry, peers
+    /// heard, drops; and adding a peer by address.
+    Network,
 }
 
 /// A room as the sidebar shows it.
@@ -447,6 +462,8 @@ pub struct AppState {
     unread_from_node: bool,
     /// What the Settings dialog shows.
     pub settings: SettingsState,
+    /// The Network panel (see `state/network.rs`).
+    pub network: NetworkState,
 }
 
 impl AppState {
@@ -472,6 +489,7 @@ impl AppState {
             early_counts: HashMap::new(),
             unread_from_node: false,
             settings: SettingsState::default(),
+            network: NetworkState::default(),
         }
     }
 
@@ -727,6 +745,7 @@ impl AppState {
             Update::Info(text) => self.toast(text, false),
             Update::Settings(update) => self.apply_settings(update),
             Update::SearchAnswer { seq, answer } => self.search_answered(seq, answer),
+            Update::Network(update) => self.apply_network(update),
         }
     }
 }

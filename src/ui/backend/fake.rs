@@ -18,6 +18,8 @@ struct FakeInner {
     history: HashMap<RoomId, Vec<MessageInfo>>,
     /// Unread counts, once the test gave one: then `MarkRead` zeroes them.
     unread: Option<HashMap<RoomId, usize>>,
+    /// What the Network panel is answered.
+    network: crate::ui::state::NetworkReport,
 }
 
 impl FakeBackend {
@@ -31,6 +33,7 @@ impl FakeBackend {
                     next_id: 1,
                     history: HashMap::new(),
                     unread: None,
+                    network: Default::default(),
                 })),
                 out: Outbox { tx, waker },
             },
@@ -70,6 +73,12 @@ impl FakeBackend {
             .get_or_insert_with(HashMap::new)
             .insert(room, unread);
         self.out.send(Update::Unread { room, unread });
+    }
+
+    /// Answers the Network panel with `report` from now on (a peer added
+    /// is listed in it too).
+    pub fn set_network_report(&self, report: crate::ui::state::NetworkReport) {
+        self.lock().network = report;
     }
 
     /// The unread count kept for `room` (`None`: no markers kept).
@@ -140,6 +149,27 @@ impl Backend for FakeBackend {
                     unread.insert(room, 0);
                     Update::Unread { room, unread: 0 }
                 }),
+                Request::Network(NetworkRequest::Report) => {
+                    Some(Update::Network(NetworkUpdate::Report(Ok(inner
+                        .network
+                        .clone()))))
+                }
+                Request::Network(NetworkRequest::AddPeer { key, addr }) => {
+                    inner.network.peers.push(crate::ui::state::HeardPeer {
+                        peer: key,
+                        name: String::new(),
+                        addr: Some(addr.to_string()),
+                        source: Some("direct".to_owned()),
+                        presence: "offline".to_owned(),
+                        heard_ago: None,
+                        sighted_ago: None,
+                        contact: true,
+                    });
+                    Some(Update::Network(NetworkUpdate::Added {
+                        key,
+                        result: Ok(()),
+                    }))
+                }
                 Request::Settings(SettingsRequest::Rename(name)) => {
                     Some(Update::Settings(SettingsUpdate::Renamed(name)))
                 }

@@ -11,8 +11,8 @@
 
 use super::settings::{self, AppSettings};
 use super::state::{
-    HISTORY_PAGE, MessageInfo, MuteUntil, PersonInfo, Relation, Request, RoomInfo, SearchHit,
-    SettingsRequest, SettingsUpdate, Target, UNREADABLE, Update,
+    HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest, NetworkUpdate, PersonInfo, Relation,
+    Request, RoomInfo, SearchHit, SettingsRequest, SettingsUpdate, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // The real node and the fake one, each in its own file.
 mod fake;
+pub mod network;
 mod node;
 pub use fake::{FakeBackend, FakeLauncher};
 pub use node::DaemonBackend;

@@ -287,6 +287,16 @@ impl Worker {
                 self.handle_settings(request);
                 return;
             }
+            Request::Network(request) => {
+                let added = matches!(request, NetworkRequest::AddPeer { .. });
+                self.out
+                    .send(Update::Network(network::answer(&self.handle, request)));
+                // A peer added is listed under People at once.
+                if added {
+                    self.refresh();
+                }
+                return;
+            }
             Request::Search {
                 seq,
                 text,

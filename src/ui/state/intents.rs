@@ -94,6 +94,13 @@ impl AppState {
             }
             Intent::Remove { room, peer } => vec![Request::Remove { room, peer }],
             Intent::OpenDialog(dialog) => {
+                if dialog == Dialog::Network {
+                    // A fresh form; the report is asked for at once.
+                    self.network.add_error = None;
+                    self.network.added = None;
+                    self.network.report = None;
+                    self.network.asked = None;
+                }
                 self.dialog = Some(dialog);
                 Vec::new()
             }
@@ -153,6 +160,7 @@ impl AppState {
             Intent::Search { text, room } => self.start_search(text, room),
             Intent::MoreResults => self.more_results(),
             Intent::OpenHit { room, id } => self.open_hit(room, id),
+            Intent::Network(intent) => self.handle_network(intent),
         }
     }
 

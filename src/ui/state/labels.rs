@@ -11,6 +11,11 @@ impl AppState {
         if !self.toasts.is_empty() {
             next = 100;
         }
+        // The open Network panel asks for a new report (see
+        // `state/network.rs`).
+        if self.dialog == Some(Dialog::Network) {
+            next = next.min(500);
+        }
         let ends = self
             .rooms
             .values()

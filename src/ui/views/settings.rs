@@ -93,6 +93,13 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
         Some(addr) => ui.label(format!("This node listens on {addr} (UDP).")),
         None => ui.label("This node's address is not known yet."),
     };
+    if ui
+        .button("Add a peer by address…")
+        .on_hover_text("Where mDNS is blocked: opens the Network panel")
+        .clicked()
+    {
+        out.push(Intent::OpenDialog(crate::ui::state::Dialog::Network));
+    }
 
     ui.separator();
     ui.strong("Appearance");
