@@ -154,6 +154,7 @@ fn the_choice_is_saved_and_used_by_later_starts() {
         AppSettings {
             interfaces: Some(Vec::new()),
             theme: Theme::System,
+            ..AppSettings::default()
         }
     );
 
@@ -254,12 +255,14 @@ fn settings_dialog_changes_name_networks_and_theme() {
         requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
             theme: Theme::System,
+            ..AppSettings::default()
         })))
     );
     assert!(
         requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
             theme: Theme::Light,
+            ..AppSettings::default()
         })))
     );
     drop(app);

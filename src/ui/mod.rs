@@ -389,6 +389,10 @@ impl KithApp {
             main.state.apply(Update::Tick {
                 now: (main.clock)(),
             });
+            // What the state asks by itself (the Network panel's reports).
+            for request in main.state.poll_requests() {
+                main.backend.submit(request);
+            }
             if done(&main.state) {
                 return true;
             }

@@ -64,6 +64,7 @@ fn interfaces_are_saved_for_the_next_start() {
     let saved = AppSettings {
         interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
         theme: Theme::System,
+        ..AppSettings::default()
     };
     assert_eq!(
         requests,
@@ -94,6 +95,7 @@ fn the_theme_is_saved_with_the_interfaces() {
         [Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["eth0".into()]),
             theme: Theme::Dark,
+            ..AppSettings::default()
         }))]
     );
     assert_eq!(state.settings.saved.theme, Theme::Dark);
