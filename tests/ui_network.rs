@@ -144,7 +144,8 @@ fn network_panel_shows_the_report_and_checks_the_form() {
     app.get_by_label("Peers heard (4)");
     // A contact by the name the window knows; others by what they
     // announced, or their short id.
-    app.get_by_label("Sam");
+    // (In the sidebar and in the panel.)
+    assert_eq!(app.query_all_by_label("Sam").count(), 2);
     app.get_by_label(&format!("~Lee ({})", peer(3).short()));
     app.get_by_label("192.168.1.44:47474");
     app.get_by_label("1 min ago");

@@ -22,6 +22,7 @@ pub mod views;
 
 use crate::account::{Account, KdfParams};
 use crate::daemon::DaemonConfig;
+pub use backend::Given;
 use backend::{
     Backend, Connection, InterfaceSource, LaunchArgs, Launcher, NodeLauncher, Waker, now_millis,
 };
@@ -141,9 +142,12 @@ pub fn renderer_failed(error: &eframe::Error) -> bool {
 /// Runs the desktop app on the calling thread until its window closes.
 /// `config` is how the node runs (sockets, discovery, control socket).
 /// With `passphrase`, an existing account is unlocked at once.
+/// `given`: the node choices the command line made (they win over the
+/// saved ones, as `--interface` does).
 pub fn run(
     data_dir: PathBuf,
     config: DaemonConfig,
+    given: Given,
     passphrase: Option<String>,
     renderer: Renderer,
 ) -> Result<(), eframe::Error> {
@@ -188,6 +192,7 @@ pub fn run(
         } else {
             InterfaceSource::Configured
         },
+        saved_choices: Some(given),
         config,
     });
     eframe::run_native(
@@ -344,6 +349,7 @@ impl KithApp {
                 kdf,
                 config,
                 interfaces: InterfaceSource::Configured,
+                saved_choices: None,
             }),
         )
     }
@@ -485,7 +491,12 @@ impl KithApp {
                         ..node.saved
                     },
                     available: self.interfaces.clone(),
+                    in_use: node.choices,
+                    problem: None,
                 };
+                for note in node.notes {
+                    state.apply(Update::Info(note));
+                }
                 self.screen = Screen::Main(Box::new(MainWindow {
                     state,
                     backend: connection.backend,
@@ -812,14 +823,9 @@ impl MainWindow {
                     } else {
                         state.my_name.clone()
                     };
+                    // Two rows (bottom up): a long name must not push the
+                    // buttons out of the sidebar.
                     ui.horizontal(|ui| {
-                        if ui
-                            .button(format!("👤 {me}"))
-                            .on_hover_text("Your identity and safety numbers")
-                            .clicked()
-                        {
-                            intents.push(Intent::OpenDialog(Dialog::Me));
-                        }
                         if ui
                             .button("⚙ Settings")
                             .on_hover_text("Your name, networks and theme")
@@ -833,6 +839,15 @@ impl MainWindow {
                             .clicked()
                         {
                             intents.push(Intent::OpenDialog(Dialog::Network));
+                        }
+                    });
+                    ui.horizontal(|ui| {
+                        if ui
+                            .button(format!("👤 {me}"))
+                            .on_hover_text("Your identity and safety numbers")
+                            .clicked()
+                        {
+                            intents.push(Intent::OpenDialog(Dialog::Me));
                         }
                     });
                 });

@@ -74,6 +74,21 @@ pub struct AppSettings {
     pub room_multicast: bool,
 }
 
+/// The registry, keep-alive and room multicast a run of the app uses, and
+/// which of them the command line chose (it wins over what is saved).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeChoices {
+    /// The registry's address, `None`: none.
+    pub registry: Option<String>,
+    pub registry_given: bool,
+    /// Seconds between keep-alives while messages flow.
+    pub keepalive_secs: u64,
+    pub keepalive_given: bool,
+    /// The IPv4 addresses group rooms use multicast on (empty: unicast).
+    pub room_multicast: Vec<std::net::Ipv4Addr>,
+    pub room_multicast_given: bool,
+}
+
 /// A registry's address (`host:port`) and its public key (64 hex
 /// characters), both checked.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,8 +33,8 @@ pub use network::{
 pub use notify::{NOTIFY_QUIET_MILLIS, Notification, Notifications};
 pub use search::{SEARCH_LIMIT, Search, SearchHit, snippet};
 pub use settings::{
-    AppSettings, LanInterface, MAX_PROFILE_NAME, SettingsIntent, SettingsRequest, SettingsState,
-    SettingsUpdate, Theme,
+    AppSettings, LanInterface, MAX_PROFILE_NAME, NodeChoices, RegistrySetting, SettingsIntent,
+    SettingsRequest, SettingsState, SettingsUpdate, Theme,
 };
 
 /// Milliseconds since the Unix epoch (wall clock).

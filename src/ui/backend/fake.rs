@@ -264,6 +264,11 @@ impl Launcher for FakeLauncher {
                 interfaces: args.interfaces,
                 ..AppSettings::default()
             },
+            choices: NodeChoices {
+                keepalive_secs: crate::ui::settings::DEFAULT_KEEPALIVE_SECS,
+                ..NodeChoices::default()
+            },
+            notes: Vec::new(),
         };
         Ok(Connection {
             backend: Box::new(fake),

@@ -9,7 +9,7 @@
 //! here ever runs in the frame callback. [`FakeBackend`] answers like a
 //! node without one, for tests.
 
-use super::settings::{self, AppSettings};
+use super::settings::{self, AppSettings, NodeChoices};
 use super::state::{
     HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest, NetworkUpdate, PersonInfo, Relation,
     Request, RoomInfo, SearchHit, SettingsRequest, SettingsUpdate, Target, UNREADABLE, Update,
@@ -59,6 +59,11 @@ pub struct NodeInfo {
     pub from_command_line: bool,
     /// The choices saved in the data directory.
     pub saved: AppSettings,
+    /// The registry, keep-alive and room multicast in use.
+    pub choices: NodeChoices,
+    /// What the user should know about how the node started (a saved
+    /// registry that could not be used, ...): shown as notes.
+    pub notes: Vec<String>,
 }
 
 /// Who we are.
@@ -104,6 +109,19 @@ pub struct NodeLauncher {
     pub config: DaemonConfig,
     /// Where the mDNS interfaces come from.
     pub interfaces: InterfaceSource,
+    /// Whether the registry, keep-alive and room multicast saved in
+    /// Settings apply: `Some` with what the command line gave (which
+    /// wins); `None`: the config is used as it is (tests).
+    pub saved_choices: Option<Given>,
+}
+
+/// Which node choices the command line gave (`kith app --registry`,
+/// `--keepalive-secs`, `--multicast-interface`): they win over Settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Given {
+    pub registry: bool,
+    pub keepalive: bool,
+    pub room_multicast: bool,
 }
 
 /// Where the node's mDNS interfaces come from.
@@ -153,6 +171,23 @@ impl Launcher for NodeLauncher {
                 .filter_map(|name| name.parse().ok())
                 .collect();
         }
+        let mut notes = Vec::new();
+        if let Some(given) = self.saved_choices {
+            apply_saved_choices(&mut config, &saved, given, &mut notes);
+        }
+        let given = self.saved_choices.unwrap_or(Given {
+            registry: true,
+            keepalive: true,
+            room_multicast: true,
+        });
+        let choices = NodeChoices {
+            registry: config.discovery.registry.map(|r| r.addr.to_string()),
+            registry_given: given.registry,
+            keepalive_secs: config.discovery.presence.keepalive_interval.as_secs(),
+            keepalive_given: given.keepalive,
+            room_multicast: config.net.multicast_interfaces.clone(),
+            room_multicast_given: given.room_multicast,
+        };
         // With `--no-mdns`, none is in use whatever is named.
         let interfaces = if config.discovery.mdns {
             config
@@ -203,6 +238,8 @@ impl Launcher for NodeLauncher {
             interfaces,
             from_command_line: self.interfaces == InterfaceSource::Configured,
             saved,
+            choices,
+            notes,
         };
         let (backend, updates) = DaemonBackend::spawn(handle, waker).map_err(|e| e.to_string())?;
         Ok(Connection {
@@ -212,6 +249,93 @@ impl Launcher for NodeLauncher {
             node,
         })
     }
+}
+
+/// Builds the node's registry, keep-alive and room multicast from what
+/// Settings saved, except those the command line gave; what cannot be
+/// used goes to `notes` as a sentence.
+pub fn apply_saved_choices(
+    config: &mut DaemonConfig,
+    saved: &AppSettings,
+    given: Given,
+    notes: &mut Vec<String>,
+) {
+    if !given.registry
+        && let Some(registry) = &saved.registry
+    {
+        match resolve_registry(
+            &registry.addr,
+            &registry.key,
+            config.net.unicast_bind.is_ipv4(),
+        ) {
+            Ok(target) => config.discovery.registry = Some(target),
+            Err(error) => notes.push(format!(
+                "The registry saved in Settings is not used: {error}"
+            )),
+        }
+    }
+    if !given.keepalive
+        && let Some(secs) = saved.keepalive_secs
+    {
+        let presence = &mut config.discovery.presence;
+        presence.keepalive_interval = Duration::from_secs(secs);
+        presence.max_keepalive_interval = presence
+            .max_keepalive_interval
+            .max(presence.keepalive_interval);
+    }
+    if !given.room_multicast && saved.room_multicast {
+        let machine = settings::list_interfaces();
+        let addrs: Vec<std::net::Ipv4Addr> = config
+            .discovery
+            .interfaces
+            .iter()
+            .flat_map(|spec| match spec {
+                crate::discovery::InterfaceSpec::Addr(addr) => vec![*addr],
+                crate::discovery::InterfaceSpec::Name(name) => machine
+                    .iter()
+                    .filter(|i| i.name == *name && i.multicast)
+                    .flat_map(|i| i.addrs.iter())
+                    .filter_map(|a| match a {
+                        std::net::IpAddr::V4(v4) => Some(*v4),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .take(1)
+                    .collect(),
+            })
+            .collect();
+        if addrs.is_empty() || !config.net.unicast_bind.is_ipv4() {
+            notes.push(
+                "Multicast for rooms is on in Settings, but no interface in use has an IPv4 \
+                 address that can multicast: rooms go to each member instead."
+                    .to_owned(),
+            );
+        } else {
+            config.net.multicast_interfaces = addrs;
+        }
+    }
+}
+
+/// A registry's `host:port` (resolved: this may ask DNS) and public key as
+/// the node takes them; `ipv4`: the family of our socket.
+pub fn resolve_registry(
+    addr: &str,
+    key: &str,
+    ipv4: bool,
+) -> Result<crate::daemon::address_book::RegistryTarget, String> {
+    use std::net::ToSocketAddrs;
+    let key = crate::proto::ids::PeerId::from_hex(key.trim())
+        .ok_or_else(|| "a registry key is 64 hexadecimal characters".to_owned())?;
+    crate::proto::crypto::PublicIdentity::from_bytes(&key.0)
+        .map_err(|_| "the registry key is not a valid public key".to_owned())?;
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .find(|a| a.is_ipv4() == ipv4)
+        .ok_or_else(|| format!("{addr:?} has no address of this node's family"))?;
+    Ok(crate::daemon::address_book::RegistryTarget {
+        addr: resolved,
+        public_key: key.0,
+    })
 }
 
 /// The display name saved at creation, or empty.

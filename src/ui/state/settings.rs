@@ -1,8 +1,10 @@
-//! The Settings dialog's state: name, interfaces, theme.
+//! The Settings dialog's state: name, interfaces, registry, keep-alive,
+//! room multicast, theme.
 
 use super::*;
 
-pub use crate::ui::settings::{AppSettings, LanInterface, Theme};
+pub use crate::ui::settings::{AppSettings, LanInterface, NodeChoices, RegistrySetting, Theme};
+use crate::ui::settings::{check_keepalive, check_registry};
 
 /// What the Settings dialog shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +22,11 @@ pub struct SettingsState {
     pub saved: AppSettings,
     /// The machine's interfaces, for picking.
     pub available: Vec<LanInterface>,
+    /// The registry, keep-alive and room multicast this run uses, and
+    /// which of them the command line chose.
+    pub in_use: NodeChoices,
+    /// Why the last change was refused (shown in the dialog).
+    pub problem: Option<String>,
 }
 
 /// What the user changes in the Settings dialog.
@@ -30,6 +37,17 @@ pub enum SettingsIntent {
     /// The interfaces to use from the next start.
     SetInterfaces(Vec<String>),
     SetTheme(Theme),
+    /// The registry's address and key as typed (both empty: none), from
+    /// the next start.
+    SetRegistry {
+        addr: String,
+        key: String,
+    },
+    /// Seconds between keep-alives as typed, from the next start.
+    SetKeepalive(String),
+    /// Group rooms by multicast on the interfaces in use, from the next
+    /// start.
+    SetRoomMulticast(bool),
 }
 
 /// What the node (or its worker) does for the Settings dialog.
@@ -84,6 +102,27 @@ impl AppState {
                     self.settings.saved.clone(),
                 ))]
             }
+            SettingsIntent::SetRegistry { addr, key } => match check_registry(&addr, &key) {
+                Ok(registry) => {
+                    let given = self.settings.in_use.registry_given;
+                    self.save_choice(given, |saved| saved.registry = registry)
+                }
+                Err(problem) => self.refuse(problem),
+            },
+            SettingsIntent::SetKeepalive(text) => match check_keepalive(&text) {
+                Ok(secs) => {
+                    let given = self.settings.in_use.keepalive_given;
+                    // The default is saved as none (it may change).
+                    let secs =
+                        (secs != crate::ui::settings::DEFAULT_KEEPALIVE_SECS).then_some(secs);
+                    self.save_choice(given, |saved| saved.keepalive_secs = secs)
+                }
+                Err(problem) => self.refuse(problem),
+            },
+            SettingsIntent::SetRoomMulticast(on) => {
+                let given = self.settings.in_use.room_multicast_given;
+                self.save_choice(given, |saved| saved.room_multicast = on)
+            }
             SettingsIntent::SetTheme(theme) => {
                 if self.settings.saved.theme == theme {
                     return Vec::new();
@@ -94,6 +133,39 @@ impl AppState {
                 ))]
             }
         }
+    }
+
+    /// Saves a node choice changed by `change`, saying honestly when it
+    /// applies: from the next start, unless the command line (`given`)
+    /// chooses it then too.
+    fn save_choice(&mut self, given: bool, change: impl FnOnce(&mut AppSettings)) -> Vec<Request> {
+        let mut saved = self.settings.saved.clone();
+        change(&mut saved);
+        self.settings.problem = None;
+        if saved == self.settings.saved {
+            return Vec::new();
+        }
+        self.settings.saved = saved;
+        self.toast(
+            if given {
+                "Saved. The command line chooses this for now; kith uses what you saved when \
+                 started without it."
+            } else {
+                "Saved. kith uses this from its next start."
+            }
+            .to_owned(),
+            false,
+        );
+        vec![Request::Settings(SettingsRequest::Save(
+            self.settings.saved.clone(),
+        ))]
+    }
+
+    /// Refuses a change: nothing is saved, the dialog and a toast say why.
+    fn refuse(&mut self, problem: String) -> Vec<Request> {
+        self.settings.problem = Some(problem.clone());
+        self.toast(problem, true);
+        Vec::new()
     }
 
     pub(super) fn apply_settings(&mut self, update: SettingsUpdate) {

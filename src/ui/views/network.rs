@@ -83,7 +83,7 @@ fn finding(ui: &mut egui::Ui, report: &NetworkReport) {
             ui.end_row();
             ui.label("Registry");
             match &report.registry {
-                None => ui.label("none (Settings ▸ Registry)"),
+                None => ui.label("none (one can be set in Settings)"),
                 Some(r) => {
                     let state = if r.registered {
                         "registered"
