@@ -148,7 +148,7 @@ fn network_panel_shows_the_report_and_checks_the_form() {
     assert_eq!(app.query_all_by_label("Sam").count(), 2);
     app.get_by_label(&format!("~Lee ({})", peer(3).short()));
     app.get_by_label("192.168.1.44:47474");
-    app.get_by_label("1 min ago");
+    app.get_by_label("95 s ago");
     app.get_by_label("20 min ago");
     app.get_by_label("1204 datagrams received, 1187 sent.");
     app.get_by_label("our own datagrams echoed back");
@@ -218,7 +218,11 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
     }
     a.get_by_label("Add peer").click();
     a.run();
-    wait(&mut a, "B is added and heard", |s| {
+    let added = a
+        .state_mut()
+        .wait_until(ui_support::WAIT, |s| s.network.added == Some(b_id));
+    assert!(added, "{:?}", state(&a).network);
+    let shown = a.state_mut().wait_until(ui_support::WAIT, |s| {
         s.network.added == Some(b_id)
             && s.network.report.as_ref().is_some_and(|(r, _)| {
                 r.peers
@@ -226,6 +230,7 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
                     .any(|p| p.peer == b_id && p.addr.as_deref() == Some(&b_addr.to_string()))
             })
     });
+    assert!(shown, "{:?}", state(&a).network);
     // The form cleared; B is a contact under People.
     wait(&mut a, "B is a contact", |s| {
         s.people

@@ -155,8 +155,9 @@ impl Backend for FakeBackend {
                         .clone()))))
                 }
                 Request::Network(NetworkRequest::AddPeer { key, addr }) => {
+                    let peer = key.peer_id();
                     inner.network.peers.push(crate::ui::state::HeardPeer {
-                        peer: key,
+                        peer,
                         name: String::new(),
                         addr: Some(addr.to_string()),
                         source: Some("direct".to_owned()),
@@ -166,7 +167,7 @@ impl Backend for FakeBackend {
                         contact: true,
                     });
                     Some(Update::Network(NetworkUpdate::Added {
-                        key,
+                        peer,
                         result: Ok(()),
                     }))
                 }

@@ -4,7 +4,6 @@
 
 use crate::daemon::address_book::{DiscoveryReport, Source};
 use crate::daemon::{DaemonHandle, Status};
-use crate::proto::crypto::PublicIdentity;
 use crate::ui::state::{
     HeardPeer, MdnsInfo, NetworkReport, NetworkRequest, NetworkUpdate, RegistryInfo,
 };
@@ -20,14 +19,10 @@ pub(super) fn answer(handle: &DaemonHandle, request: NetworkRequest) -> NetworkU
                 .map_err(|e| format!("Could not read the network state: {e}")),
         ),
         NetworkRequest::AddPeer { key, addr } => NetworkUpdate::Added {
-            key,
-            result: PublicIdentity::from_bytes(&key.0)
-                .map_err(|_| "That is not a valid public key.".to_owned())
-                .and_then(|public| {
-                    handle
-                        .add_peer(public, addr)
-                        .map_err(|e| format!("Could not add the peer: {e}"))
-                }),
+            peer: key.peer_id(),
+            result: handle
+                .add_peer(key, addr)
+                .map_err(|e| format!("Could not add the peer: {e}")),
         },
     }
 }

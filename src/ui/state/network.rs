@@ -121,15 +121,19 @@ pub enum NetworkRequest {
     /// [`NetworkUpdate::Report`].
     Report,
     /// Add (or re-address) a contact; answered by [`NetworkUpdate::Added`].
-    AddPeer { key: PeerId, addr: SocketAddr },
+    AddPeer {
+        key: PublicIdentity,
+        addr: SocketAddr,
+    },
 }
 
 /// Answers for the Network panel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetworkUpdate {
     Report(Result<NetworkReport, String>),
+    /// `peer` (the key's peer id) was added, or why not.
     Added {
-        key: PeerId,
+        peer: PeerId,
         result: Result<(), String>,
     },
 }
@@ -159,7 +163,7 @@ pub fn parse_peer_address(address: &str) -> Result<SocketAddr, String> {
 
 /// Reads a public key as `kith id` prints it (64 hexadecimal characters);
 /// the error is a sentence for the form.
-pub fn parse_public_key(key: &str) -> Result<PeerId, String> {
+pub fn parse_public_key(key: &str) -> Result<PublicIdentity, String> {
     let key: String = key.split_whitespace().collect();
     if key.is_empty() {
         return Err("Paste their public key: `kith id` or their You dialog shows it.".to_owned());
@@ -171,8 +175,7 @@ pub fn parse_public_key(key: &str) -> Result<PeerId, String> {
         )
     })?;
     PublicIdentity::from_bytes(&id.0)
-        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())?;
-    Ok(id)
+        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())
 }
 
 impl AppState {
@@ -180,7 +183,7 @@ impl AppState {
         match intent {
             NetworkIntent::AddPeer { address, key } => {
                 let checked = parse_public_key(&key).and_then(|key| {
-                    if key.0 == self.my_public_key_bytes() {
+                    if key.peer_id() == self.me {
                         return Err("That is your own key: paste the other person's.".to_owned());
                     }
                     Ok((key, parse_peer_address(&address)?))
@@ -213,16 +216,16 @@ impl AppState {
                     Err(error) => self.network.error = Some(error),
                 }
             }
-            NetworkUpdate::Added { key, result } => {
+            NetworkUpdate::Added { peer, result } => {
                 self.network.adding = false;
                 match result {
                     Ok(()) => {
-                        self.network.added = Some(key);
+                        self.network.added = Some(peer);
                         self.network.add_error = None;
                         self.toast(
                             format!(
                                 "Added {}: it appears under People once it answers.",
-                                key.short()
+                                peer.short()
                             ),
                             false,
                         );
@@ -256,11 +259,6 @@ impl AppState {
             self.network.asked = Some(now);
             Request::Network(NetworkRequest::Report)
         })
-    }
-
-    /// Our public key's bytes (zeros when not known).
-    fn my_public_key_bytes(&self) -> [u8; 32] {
-        PeerId::from_hex(&self.my_key).map_or([0; 32], |id| id.0)
     }
 }
 
@@ -324,7 +322,10 @@ mod tests {
     }
 
     fn state() -> AppState {
-        let mut state = AppState::new(PeerId([0; 32]), key(1), "Robin".into());
+        let me = PublicIdentity::from_bytes(&PeerId::from_hex(&key(1)).expect("hex").0)
+            .expect("a key")
+            .peer_id();
+        let mut state = AppState::new(me, key(1), "Robin".into());
         state.apply(Update::Tick { now: 10_000 });
         state
     }
@@ -410,11 +411,13 @@ mod tests {
         // Good input (spaces around and inside the pasted key are fine).
         let spaced = format!(" {} {} ", &bob[..32], &bob[32..]);
         let requests = add(&mut state, " [fe80::1]:47474 ", &spaced);
-        let id = PeerId::from_hex(&bob).expect("hex");
+        let public =
+            PublicIdentity::from_bytes(&PeerId::from_hex(&bob).expect("hex").0).expect("a key");
+        let id = public.peer_id();
         assert_eq!(
             requests,
             [Request::Network(NetworkRequest::AddPeer {
-                key: id,
+                key: public,
                 addr: "[fe80::1]:47474".parse().expect("literal"),
             })]
         );
@@ -422,7 +425,7 @@ mod tests {
         assert_eq!(state.network.add_error, None);
         // The node refuses: said under the form.
         state.apply(Update::Network(NetworkUpdate::Added {
-            key: id,
+            peer: id,
             result: Err("Could not add the peer: no".into()),
         }));
         assert!(!state.network.adding);
@@ -440,7 +443,7 @@ mod tests {
             NetworkReport::default(),
         ))));
         state.apply(Update::Network(NetworkUpdate::Added {
-            key: id,
+            peer: id,
             result: Ok(()),
         }));
         assert_eq!(state.network.added, Some(id));
