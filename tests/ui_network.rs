@@ -93,21 +93,15 @@ fn network_panel_shows_the_report_and_checks_the_form() {
             |ui, app: &mut KithApp| app.show(ui),
             KithApp::new(dir.clone(), launcher.clone()).with_clock(Arc::new(|| NOW), 0),
         );
-    for (label, text) in [("Passphrase", "four random words here")] {
+    // No account in `dir`: the first screen creates one.
+    for (label, text) in [
+        ("Your name", "Robin"),
+        ("Passphrase", "four random words here"),
+        ("Passphrase again", "four random words here"),
+    ] {
         app.get_by_label(label).focus();
         app.run();
         app.get_by_label(label).type_text(text);
-        app.run();
-    }
-    // No account in `dir`: the first screen creates one.
-    for label in ["Your name", "Passphrase again"] {
-        app.get_by_label(label).focus();
-        app.run();
-        app.get_by_label(label).type_text(if label == "Your name" {
-            "Robin"
-        } else {
-            "four random words here"
-        });
         app.run();
     }
     app.get_by_label("Create account").click();

@@ -149,11 +149,9 @@ impl Backend for FakeBackend {
                     unread.insert(room, 0);
                     Update::Unread { room, unread: 0 }
                 }),
-                Request::Network(NetworkRequest::Report) => {
-                    Some(Update::Network(NetworkUpdate::Report(Ok(inner
-                        .network
-                        .clone()))))
-                }
+                Request::Network(NetworkRequest::Report) => Some(Update::Network(
+                    NetworkUpdate::Report(Ok(Box::new(inner.network.clone()))),
+                )),
                 Request::Network(NetworkRequest::AddPeer { key, addr }) => {
                     let peer = key.peer_id();
                     inner.network.peers.push(crate::ui::state::HeardPeer {

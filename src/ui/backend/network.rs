@@ -15,13 +15,13 @@ pub(super) fn answer(handle: &DaemonHandle, request: NetworkRequest) -> NetworkU
         NetworkRequest::Report => NetworkUpdate::Report(
             handle
                 .discovery()
-                .and_then(|discovery| Ok(report(&discovery, &handle.status()?)))
+                .and_then(|discovery| Ok(Box::new(report(&discovery, &handle.status()?))))
                 .map_err(|e| format!("Could not read the network state: {e}")),
         ),
         NetworkRequest::AddPeer { key, addr } => NetworkUpdate::Added {
             peer: key.peer_id(),
             result: handle
-                .add_peer(key, addr)
+                .add_peer(*key, addr)
                 .map_err(|e| format!("Could not add the peer: {e}")),
         },
     }

@@ -8,7 +8,8 @@ use super::*;
 const REFRESH_EVERY: Duration = Duration::from_secs(3);
 
 enum Job {
-    Request(Request),
+    /// Boxed: a request may be large, the queue holds many.
+    Request(Box<Request>),
     Stop,
 }
 
@@ -50,7 +51,7 @@ impl DaemonBackend {
                 worker.refresh();
                 loop {
                     match jobs_rx.recv_timeout(REFRESH_EVERY) {
-                        Ok(Job::Request(request)) => worker.handle_request(request),
+                        Ok(Job::Request(request)) => worker.handle_request(*request),
                         Err(RecvTimeoutError::Timeout) => worker.refresh(),
                         Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                     }
@@ -74,7 +75,7 @@ impl DaemonBackend {
 impl Backend for DaemonBackend {
     fn submit(&self, request: Request) {
         // Fails only once the worker has stopped, when nothing can be done.
-        let _ = self.jobs.send(Job::Request(request));
+        let _ = self.jobs.send(Job::Request(Box::new(request)));
     }
 }
 
@@ -90,7 +91,7 @@ impl Drop for DaemonBackend {
 
 fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
     let refresh = || {
-        let _ = jobs.send(Job::Request(Request::Refresh));
+        let _ = jobs.send(Job::Request(Box::new(Request::Refresh)));
     };
     // Ends when the node stops (every sender of events is gone).
     while let Ok(event) = events.recv() {

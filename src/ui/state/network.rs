@@ -122,7 +122,7 @@ pub enum NetworkRequest {
     Report,
     /// Add (or re-address) a contact; answered by [`NetworkUpdate::Added`].
     AddPeer {
-        key: PublicIdentity,
+        key: Box<PublicIdentity>,
         addr: SocketAddr,
     },
 }
@@ -130,7 +130,7 @@ pub enum NetworkRequest {
 /// Answers for the Network panel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetworkUpdate {
-    Report(Result<NetworkReport, String>),
+    Report(Result<Box<NetworkReport>, String>),
     /// `peer` (the key's peer id) was added, or why not.
     Added {
         peer: PeerId,
@@ -193,7 +193,10 @@ impl AppState {
                         self.network.add_error = None;
                         self.network.added = None;
                         self.network.adding = true;
-                        vec![Request::Network(NetworkRequest::AddPeer { key, addr })]
+                        vec![Request::Network(NetworkRequest::AddPeer {
+                            key: Box::new(key),
+                            addr,
+                        })]
                     }
                     Err(error) => {
                         self.network.add_error = Some(error);
@@ -210,7 +213,7 @@ impl AppState {
                 self.network.asked = None;
                 match result {
                     Ok(report) => {
-                        self.network.report = Some((report, self.now));
+                        self.network.report = Some((*report, self.now));
                         self.network.error = None;
                     }
                     Err(error) => self.network.error = Some(error),
@@ -348,10 +351,12 @@ mod tests {
         // Under way: not asked again, even later.
         state.apply(Update::Tick { now: 13_000 });
         assert_eq!(state.poll_requests(), []);
-        state.apply(Update::Network(NetworkUpdate::Report(Ok(NetworkReport {
-            interfaces: vec!["eth0".into()],
-            ..NetworkReport::default()
-        }))));
+        state.apply(Update::Network(NetworkUpdate::Report(Ok(Box::new(
+            NetworkReport {
+                interfaces: vec!["eth0".into()],
+                ..NetworkReport::default()
+            },
+        )))));
         assert_eq!(
             state
                 .network
@@ -417,7 +422,7 @@ mod tests {
         assert_eq!(
             requests,
             [Request::Network(NetworkRequest::AddPeer {
-                key: public,
+                key: Box::new(public),
                 addr: "[fe80::1]:47474".parse().expect("literal"),
             })]
         );
@@ -439,9 +444,7 @@ mod tests {
             state.poll_requests(),
             [Request::Network(NetworkRequest::Report)]
         );
-        state.apply(Update::Network(NetworkUpdate::Report(Ok(
-            NetworkReport::default(),
-        ))));
+        state.apply(Update::Network(NetworkUpdate::Report(Ok(Box::default()))));
         state.apply(Update::Network(NetworkUpdate::Added {
             peer: id,
             result: Ok(()),
