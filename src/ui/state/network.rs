@@ -102,8 +102,13 @@ pub struct NetworkState {
     pub adding: bool,
     /// Why the add-a-peer form was refused (shown under it).
     pub add_error: Option<String>,
-    /// The peer last added (the form clears then).
+    /// The peer last added.
     pub added: Option<PeerId>,
+    /// How many peers were added since the app started (the form clears
+    /// when this moves on).
+    pub added_count: u64,
+    /// Where the peer being added is said to listen.
+    adding_addr: Option<SocketAddr>,
 }
 
 /// What the user does in the Network panel.
@@ -193,6 +198,7 @@ impl AppState {
                         self.network.add_error = None;
                         self.network.added = None;
                         self.network.adding = true;
+                        self.network.adding_addr = Some(addr);
                         vec![Request::Network(NetworkRequest::AddPeer {
                             key: Box::new(key),
                             addr,
@@ -224,10 +230,17 @@ impl AppState {
                 match result {
                     Ok(()) => {
                         self.network.added = Some(peer);
+                        self.network.added_count += 1;
                         self.network.add_error = None;
+                        let at = self
+                            .network
+                            .adding_addr
+                            .take()
+                            .map_or(String::new(), |addr| format!(" at {addr}"));
                         self.toast(
                             format!(
-                                "Added {}: it appears under People once it answers.",
+                                "Added {}{at}: write to them under People; they see you as \
+                                 a contact request.",
                                 peer.short()
                             ),
                             false,
@@ -450,7 +463,9 @@ mod tests {
             result: Ok(()),
         }));
         assert_eq!(state.network.added, Some(id));
-        assert!(state.toasts.iter().any(|t| t.text.starts_with("Added ")));
+        assert_eq!(state.network.added_count, 1);
+        let note = format!("Added {} at 10.0.0.2:47474: ", id.short());
+        assert!(state.toasts.iter().any(|t| t.text.starts_with(&note)));
         assert_eq!(
             state.poll_requests(),
             [Request::Network(NetworkRequest::Report)]

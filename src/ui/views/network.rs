@@ -4,7 +4,6 @@
 //! form to add a peer by address and public key where mDNS is blocked.
 
 use super::Local;
-use crate::proto::ids::PeerId;
 use crate::ui::state::{
     AppState, HeardPeer, Intent, NetworkIntent, NetworkReport, ago_label, drop_label,
 };
@@ -14,8 +13,9 @@ use crate::ui::state::{
 pub struct Form {
     pub address: String,
     pub key: String,
-    /// The peer whose addition already cleared the form.
-    pub cleared_for: Option<PeerId>,
+    /// How many additions had cleared the form (see
+    /// `NetworkState::added_count`).
+    pub cleared_at: u64,
 }
 
 /// Draws the panel's content.
@@ -66,11 +66,14 @@ fn finding(ui: &mut egui::Ui, report: &NetworkReport) {
         .spacing([12.0, 4.0])
         .show(ui, |ui| {
             ui.label("Interfaces");
-            if report.interfaces.is_empty() {
-                ui.label("none: nobody is found nearby by mDNS");
-            } else {
-                ui.label(report.interfaces.join(", "));
-            }
+            match (report.interfaces.is_empty(), report.mdns.is_some()) {
+                (true, _) => ui.label("none: nobody is found nearby by mDNS"),
+                (false, true) => ui.label(report.interfaces.join(", ")),
+                (false, false) => ui.label(format!(
+                    "{} (not used: mDNS is off)",
+                    report.interfaces.join(", ")
+                )),
+            };
             ui.end_row();
             ui.label("mDNS");
             match &report.mdns {
@@ -191,12 +194,10 @@ fn traffic(ui: &mut egui::Ui, report: &NetworkReport) {
 
 fn add_peer(ui: &mut egui::Ui, state: &AppState, local: &mut Local, out: &mut Vec<Intent>) {
     let form = &mut local.network;
-    if let Some(added) = state.network.added
-        && form.cleared_for != Some(added)
-    {
+    if form.cleared_at != state.network.added_count {
         form.address.clear();
         form.key.clear();
-        form.cleared_for = Some(added);
+        form.cleared_at = state.network.added_count;
     }
     ui.strong("Add a peer by address");
     ui.weak(
