@@ -262,6 +262,47 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
     });
     drop(a);
     drop(b);
+
+    // A remembers B's address (the node forgets addresses when it stops):
+    // the next start knows where B is without adding B again.
+    let saved = kith::ui::settings::AppSettings::load(&a_dir);
+    assert_eq!(
+        saved.peers,
+        [format!("{}@{b_addr}", PeerId(b_key.to_bytes()).to_hex())]
+    );
+    let mut a_config = config(a_addr, Vec::new());
+    a_config.discovery.mdns = false;
+    let launcher = Arc::new(kith::ui::backend::NodeLauncher {
+        kdf: kith::account::KdfParams::insecure_fast_for_tests(),
+        config: a_config,
+        interfaces: kith::ui::backend::InterfaceSource::Configured,
+        saved_choices: Some(kith::ui::backend::Given::default()),
+    });
+    let mut a = Harness::builder()
+        .with_size(egui::vec2(1000.0, 660.0))
+        .with_max_steps(32)
+        .build_ui_state(
+            |ui, app: &mut KithApp| app.show(ui),
+            KithApp::new(a_dir.clone(), launcher),
+        );
+    a.get_by_label("Passphrase").focus();
+    a.run();
+    a.get_by_label("Passphrase").type_text(ui_support::PASS);
+    a.run();
+    a.get_by_label("Unlock").click();
+    a.step();
+    a.state_mut().wait_for_worker(ui_support::WAIT);
+    a.run();
+    a.get_by_label("🌐 Network").click();
+    a.run();
+    wait(&mut a, "B's address is known again", |s| {
+        s.network.report.as_ref().is_some_and(|(r, _)| {
+            r.peers
+                .iter()
+                .any(|p| p.peer == b_id && p.addr.as_deref() == Some(&b_addr.to_string()))
+        })
+    });
+    drop(a);
     let _ = std::fs::remove_dir_all(&a_dir);
     let _ = std::fs::remove_dir_all(&b_dir);
 }

@@ -72,6 +72,26 @@ pub struct AppSettings {
     /// Group rooms by multicast on the interfaces in use (else unicast to
     /// each member).
     pub room_multicast: bool,
+    /// Peers added by address in the Network panel, as
+    /// `PUBLICKEYHEX@IP:PORT` (what `--peer` takes): the node learns
+    /// their addresses again at every start. At most [`MAX_SAVED_PEERS`].
+    pub peers: Vec<String>,
+}
+
+/// The most peers added by address that are remembered.
+pub const MAX_SAVED_PEERS: usize = 64;
+
+impl AppSettings {
+    /// Remembers `public` at `addr` (replacing its old address); the
+    /// oldest is forgotten past [`MAX_SAVED_PEERS`].
+    pub fn remember_peer(&mut self, public_hex: &str, addr: std::net::SocketAddr) {
+        let prefix = format!("{public_hex}@");
+        self.peers.retain(|p| !p.starts_with(&prefix));
+        self.peers.push(format!("{public_hex}@{addr}"));
+        if self.peers.len() > MAX_SAVED_PEERS {
+            self.peers.remove(0);
+        }
+    }
 }
 
 /// The registry, keep-alive and room multicast a run of the app uses, and
@@ -194,6 +214,16 @@ impl AppSettings {
                 .get("keepalive_secs")
                 .and_then(|secs| check_keepalive(secs).ok()),
             room_multicast: fields.get("room_multicast") == Some(&"on"),
+            peers: fields
+                .get("peers")
+                .map(|list| {
+                    list.split_whitespace()
+                        .filter(|p| p.parse::<crate::daemon::PeerAddr>().is_ok())
+                        .take(MAX_SAVED_PEERS)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -215,6 +245,9 @@ impl AppSettings {
         }
         if self.room_multicast {
             out.push_str("room_multicast = on\n");
+        }
+        if !self.peers.is_empty() {
+            out.push_str(&format!("peers = {}\n", self.peers.join(" ")));
         }
         out
     }
@@ -531,6 +564,14 @@ mod tests {
             "registry = no port\nregistry_key = abc\nkeepalive_secs = 0\nroom_multicast = yes",
         );
         assert_eq!(edited, AppSettings::default());
+        // A peer that does not parse is dropped, the others kept.
+        let peers = AppSettings::parse(&format!(
+            "peers = nonsense {}@10.0.0.2:47474 {}@nowhere",
+            valid_key(),
+            valid_key()
+        ))
+        .peers;
+        assert_eq!(peers, [format!("{}@10.0.0.2:47474", valid_key())]);
         // Half a registry is none.
         assert_eq!(
             AppSettings::parse("registry = 10.0.0.1:47480").registry,
@@ -549,6 +590,7 @@ mod tests {
             }),
             keepalive_secs: Some(12),
             room_multicast: true,
+            peers: vec![format!("{}@10.0.0.2:47474", valid_key())],
         };
         assert_eq!(AppSettings::parse(&settings.emit()), settings);
         // Chosen, but none: kept as an empty choice, not "never chosen".

@@ -274,6 +274,15 @@ pub fn apply_saved_choices(
             )),
         }
     }
+    // Peers added by address in the Network panel (the node forgets
+    // addresses when it stops); `--peer` wins for the same key.
+    for peer in &saved.peers {
+        if let Ok(peer) = peer.parse::<daemon::PeerAddr>()
+            && !config.peers.iter().any(|p| p.public == peer.public)
+        {
+            config.peers.push(peer);
+        }
+    }
     if !given.keepalive
         && let Some(secs) = saved.keepalive_secs
     {

@@ -107,8 +107,11 @@ pub struct NetworkState {
     /// How many peers were added since the app started (the form clears
     /// when this moves on).
     pub added_count: u64,
-    /// Where the peer being added is said to listen.
-    adding_addr: Option<SocketAddr>,
+    /// The key (hex) and address of the peer being added.
+    adding_addr: Option<(String, SocketAddr)>,
+    /// Requests decided while applying an update (saving a peer added),
+    /// handed out by [`AppState::poll_requests`].
+    pending: Vec<Request>,
 }
 
 /// What the user does in the Network panel.
@@ -198,7 +201,7 @@ impl AppState {
                         self.network.add_error = None;
                         self.network.added = None;
                         self.network.adding = true;
-                        self.network.adding_addr = Some(addr);
+                        self.network.adding_addr = Some((PeerId(key.to_bytes()).to_hex(), addr));
                         vec![Request::Network(NetworkRequest::AddPeer {
                             key: Box::new(key),
                             addr,
@@ -232,11 +235,18 @@ impl AppState {
                         self.network.added = Some(peer);
                         self.network.added_count += 1;
                         self.network.add_error = None;
-                        let at = self
-                            .network
-                            .adding_addr
-                            .take()
-                            .map_or(String::new(), |addr| format!(" at {addr}"));
+                        let adding = self.network.adding_addr.take();
+                        let at = adding
+                            .as_ref()
+                            .map_or(String::new(), |(_, addr)| format!(" at {addr}"));
+                        // Remembered for the next starts (the node forgets
+                        // addresses given to it when it stops).
+                        if let Some((key, addr)) = adding {
+                            self.settings.saved.remember_peer(&key, addr);
+                            self.network.pending.push(Request::Settings(
+                                super::SettingsRequest::Save(self.settings.saved.clone()),
+                            ));
+                        }
                         self.toast(
                             format!(
                                 "Added {}{at}: write to them under People; they see you as \
@@ -257,7 +267,13 @@ impl AppState {
 
     /// The next report to ask for, if the Network panel is open and its
     /// report is due (see [`AppState::poll_requests`]).
-    pub(super) fn network_due(&mut self) -> Option<Request> {
+    pub(super) fn network_due(&mut self) -> Vec<Request> {
+        let mut requests = std::mem::take(&mut self.network.pending);
+        requests.extend(self.report_due());
+        requests
+    }
+
+    fn report_due(&mut self) -> Option<Request> {
         if self.dialog != Some(Dialog::Network) {
             return None;
         }
@@ -464,11 +480,22 @@ mod tests {
         }));
         assert_eq!(state.network.added, Some(id));
         assert_eq!(state.network.added_count, 1);
+        // Remembered for the next starts.
+        assert_eq!(
+            state.settings.saved.peers,
+            [format!("{bob}@10.0.0.2:47474")]
+        );
         let note = format!("Added {} at 10.0.0.2:47474: ", id.short());
         assert!(state.toasts.iter().any(|t| t.text.starts_with(&note)));
+        // Saved, and the report asked for at once.
         assert_eq!(
             state.poll_requests(),
-            [Request::Network(NetworkRequest::Report)]
+            [
+                Request::Settings(crate::ui::state::SettingsRequest::Save(
+                    state.settings.saved.clone()
+                )),
+                Request::Network(NetworkRequest::Report)
+            ]
         );
     }
 
