@@ -224,6 +224,7 @@ fn cold_start() {
         kdf: KdfParams::default(),
         config,
         interfaces: InterfaceSource::Configured,
+        saved_choices: None,
     });
     let app = KithApp::new(dir.clone(), launcher);
     let mut harness = Harness::builder()

@@ -10,7 +10,7 @@ use kith::account::KdfParams;
 use kith::daemon::DaemonConfig;
 use kith::proto::ids::PeerId;
 use kith::ui::KithApp;
-use kith::ui::backend::{FakeLauncher, InterfaceSource, Me, NodeLauncher};
+use kith::ui::backend::{FakeLauncher, Given, InterfaceSource, Me, NodeLauncher};
 use kith::ui::settings::{AppSettings, LanInterface, Theme};
 use kith::ui::state::{Request, SettingsRequest};
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ fn first_run_with_no_interface_ticked_says_what_that_means() {
     let mut app = harness(app);
     app.get_by_label("enp0s31f6 · 192.168.1.20").click();
     app.run();
-    app.get_by_label("None ticked: nobody nearby finds you; people need your address.");
+    app.get_by_label("None ticked: nobody nearby finds you; add people by address in 🌐 Network (they need yours too).");
     // And with no network at all, it says so instead of an empty list.
     let (app, _launcher) = fake_app(&dir);
     let mut app = harness(app.with_interfaces(Vec::new(), None));
@@ -133,6 +133,12 @@ fn first_run_with_no_interface_ticked_says_what_that_means() {
 /// Settings dialog shows that, the listen address and the data directory.
 #[test]
 fn the_choice_is_saved_and_used_by_later_starts() {
+    let registry_key = {
+        use rand::SeedableRng;
+        let identity =
+            kith::proto::crypto::Identity::generate(&mut rand::rngs::StdRng::seed_from_u64(9));
+        PeerId(identity.public().to_bytes()).to_hex()
+    };
     let dir = temp_dir("first-run-saved");
     let mut config = DaemonConfig::default();
     config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
@@ -154,14 +160,16 @@ fn the_choice_is_saved_and_used_by_later_starts() {
         AppSettings {
             interfaces: Some(Vec::new()),
             theme: Theme::System,
+            ..AppSettings::default()
         }
     );
 
     // A later start that follows the saved choice.
     let launcher = Arc::new(NodeLauncher {
         kdf: KdfParams::insecure_fast_for_tests(),
-        config,
+        config: config.clone(),
         interfaces: InterfaceSource::Saved,
+        saved_choices: Some(Given::default()),
     });
     let mut app = harness(
         KithApp::new(dir.clone(), launcher).with_interfaces(interfaces(), Some("enp0s31f6")),
@@ -195,8 +203,128 @@ fn the_choice_is_saved_and_used_by_later_starts() {
         app.state_mut()
             .wait_until(Duration::from_secs(10), |s| s.my_name == "Robin Hood")
     );
+
+    // Registry, keep-alive and room multicast: a bad value is refused and
+    // never saved; good ones are saved and used from the next start.
+    app.get_by_label("Keep-alive every (seconds)").focus();
+    app.run();
+    app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    app.get_by_label("Keep-alive every (seconds)")
+        .type_text("0");
+    app.run();
+    app.get_by_label("Save keep-alive").click();
+    app.run();
+    // Said in the dialog and in a toast.
+    let refused = "The keep-alive is a whole number of seconds, 1 to 600.";
+    assert_eq!(app.query_all_by_label(refused).count(), 2);
+    assert_eq!(AppSettings::load(&dir).keepalive_secs, None);
+    app.get_by_label("Keep-alive every (seconds)").focus();
+    app.run();
+    app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    app.get_by_label("Keep-alive every (seconds)")
+        .type_text("12");
+    app.run();
+    app.get_by_label("Save keep-alive").click();
+    app.run();
+    type_into(&mut app, "Registry address", "127.0.0.1");
+    type_into(&mut app, "Registry key", &registry_key);
+    app.get_by_label("Save registry").click();
+    app.run();
+    let refused = "\"127.0.0.1\" has no port: write it as host:port.";
+    assert_eq!(app.query_all_by_label(refused).count(), 2);
+    assert_eq!(AppSettings::load(&dir).registry, None);
+    app.get_by_label("Registry address").focus();
+    app.run();
+    app.get_by_label("Registry address").type_text(":47999");
+    app.run();
+    app.get_by_label("Save registry").click();
+    app.run();
+    app.get_by_label("Multicast for rooms").click();
+    app.run();
+    assert!(
+        app.state_mut()
+            .wait_until(Duration::from_secs(10), |s| s.my_name == "Robin Hood")
+    );
     drop(app);
     assert_eq!(kith::ui::backend::read_name(&dir), "Robin Hood");
+    let saved = AppSettings::load(&dir);
+    assert_eq!(saved.keepalive_secs, Some(12));
+    assert_eq!(
+        saved
+            .registry
+            .as_ref()
+            .map(|r| (r.addr.as_str(), r.key.as_str())),
+        Some(("127.0.0.1:47999", registry_key.as_str()))
+    );
+    assert!(saved.room_multicast);
+
+    // The next start builds the node from them (no interface in use: room
+    // multicast cannot be, and a note says so).
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::insecure_fast_for_tests(),
+        config: config.clone(),
+        interfaces: InterfaceSource::Saved,
+        saved_choices: Some(Given::default()),
+    });
+    let mut app = harness(KithApp::new(dir.clone(), launcher));
+    type_into(&mut app, "Passphrase", "four random words here");
+    app.get_by_label("Unlock").click();
+    app.step();
+    app.state_mut().wait_for_worker(Duration::from_secs(30));
+    app.run();
+    let state = app.state().state().expect("unlocked");
+    assert_eq!(
+        state.settings.in_use.registry.as_deref(),
+        Some("127.0.0.1:47999")
+    );
+    assert_eq!(state.settings.in_use.keepalive_secs, 12);
+    assert!(state.settings.in_use.room_multicast.is_empty());
+    assert!(
+        state
+            .toasts
+            .iter()
+            .any(|t| t.text.starts_with("Multicast for rooms is on in Settings"))
+    );
+    // The node runs with them: its Network panel says so.
+    app.get_by_label("🌐 Network").click();
+    app.run();
+    let shown = app.state_mut().wait_until(Duration::from_secs(10), |s| {
+        s.network.report.as_ref().is_some_and(|(r, _)| {
+            r.keepalive_secs.0 == 12
+                && r.registry
+                    .as_ref()
+                    .is_some_and(|g| g.addr == "127.0.0.1:47999")
+        })
+    });
+    let state = app.state().state().expect("unlocked");
+    assert!(shown, "{:?} {:?}", state.dialog, state.network);
+    drop(app);
+    // The command line wins over what is saved.
+    let mut given = config.clone();
+    given.discovery.presence.keepalive_interval = Duration::from_secs(7);
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::insecure_fast_for_tests(),
+        config: given,
+        interfaces: InterfaceSource::Saved,
+        saved_choices: Some(Given {
+            keepalive: true,
+            ..Given::default()
+        }),
+    });
+    let mut app = harness(KithApp::new(dir.clone(), launcher));
+    type_into(&mut app, "Passphrase", "four random words here");
+    app.get_by_label("Unlock").click();
+    app.step();
+    app.state_mut().wait_for_worker(Duration::from_secs(30));
+    app.run();
+    let state = app.state().state().expect("unlocked");
+    assert_eq!(state.settings.in_use.keepalive_secs, 7);
+    assert!(state.settings.in_use.keepalive_given);
+    assert_eq!(
+        state.settings.in_use.registry.as_deref(),
+        Some("127.0.0.1:47999")
+    );
+    drop(app);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
@@ -254,12 +382,14 @@ fn settings_dialog_changes_name_networks_and_theme() {
         requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
             theme: Theme::System,
+            ..AppSettings::default()
         })))
     );
     assert!(
         requests.contains(&Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["enp0s31f6".into(), "wlp2s0".into()]),
             theme: Theme::Light,
+            ..AppSettings::default()
         })))
     );
     drop(app);

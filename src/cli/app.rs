@@ -37,12 +37,35 @@ pub(super) fn run_app(data_dir: PathBuf, args: AppArgs, passphrase: Option<Strin
     }
     config.discovery.interfaces = interfaces;
     config.discovery.mdns = !args.no_mdns;
+    // These win over what the app's Settings saved.
+    if let (Some(addr), Some(key)) = (&args.registry, &args.registry_key) {
+        config.discovery.registry = Some(
+            kith::ui::backend::resolve_registry(addr, key, config.net.unicast_bind.is_ipv4())
+                .map_err(|e| anyhow::anyhow!("--registry: {e}"))?,
+        );
+    }
+    if let Some(secs) = args.keepalive_secs {
+        if secs == 0 {
+            bail!("--keepalive-secs must be at least 1");
+        }
+        let presence = &mut config.discovery.presence;
+        presence.keepalive_interval = std::time::Duration::from_secs(secs);
+        presence.max_keepalive_interval = presence
+            .max_keepalive_interval
+            .max(presence.keepalive_interval);
+    }
+    config.net.multicast_interfaces = args.multicast_interfaces.clone();
+    let given = kith::ui::Given {
+        registry: args.registry.is_some(),
+        keepalive: args.keepalive_secs.is_some(),
+        room_multicast: !args.multicast_interfaces.is_empty(),
+    };
     let renderer = match std::env::var("KITH_RENDERER").as_deref() {
         Err(_) | Ok("" | "wgpu") => kith::ui::Renderer::Wgpu,
         Ok("glow") => kith::ui::Renderer::Glow,
         Ok(other) => bail!("KITH_RENDERER is wgpu or glow, not {other:?}"),
     };
-    match kith::ui::run(data_dir, config, passphrase, renderer) {
+    match kith::ui::run(data_dir, config, given, passphrase, renderer) {
         Ok(()) => Ok(()),
         // wgpu found no adapter (no Vulkan driver): start again with glow.
         // A new process, because a window system connection cannot be

@@ -243,6 +243,21 @@ pub(crate) struct AppArgs {
     /// Do not announce or browse mDNS
     #[arg(long)]
     pub(crate) no_mdns: bool,
+    /// A registry to register with and look contacts up in, HOST:PORT;
+    /// wins over the one saved in Settings
+    #[arg(long, requires = "registry_key")]
+    pub(crate) registry: Option<String>,
+    /// The registry's public key (64 hexadecimal characters), pinned
+    #[arg(long, requires = "registry")]
+    pub(crate) registry_key: Option<String>,
+    /// Seconds between keep-alives while messages flow; wins over Settings
+    /// [default: as saved in Settings, else 5]
+    #[arg(long)]
+    pub(crate) keepalive_secs: Option<u64>,
+    /// IPv4 address of an interface for group rooms by multicast
+    /// (repeatable); wins over Settings' "multicast for rooms"
+    #[arg(long = "multicast-interface", value_name = "IPV4")]
+    pub(crate) multicast_interfaces: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(clap::Args)]

@@ -1,7 +1,8 @@
 //! What the desktop app keeps outside the encrypted store, as small plain
 //! files in the data directory (nothing in them is secret, and they must
 //! be readable before the passphrase is typed): the LAN interfaces chosen
-//! at first run, the theme, and the window's size and place. And the
+//! at first run, the registry, keep-alive and room multicast choices, the
+//! theme, and the window's size and place. And the
 //! machine's interfaces, for the first-run screen and the Settings dialog.
 //!
 //! The files are `key = value` lines; an unknown key, a bad value or an
@@ -62,6 +63,120 @@ pub struct AppSettings {
     /// are found only by `--peer`, added addresses or the registry).
     pub interfaces: Option<Vec<String>>,
     pub theme: Theme,
+    /// The registry to register with and look contacts up in (`None`:
+    /// none), as [`check_registry`] accepted it.
+    pub registry: Option<RegistrySetting>,
+    /// Seconds between keep-alives while messages flow (`None`: the
+    /// default, [`DEFAULT_KEEPALIVE_SECS`]).
+    pub keepalive_secs: Option<u64>,
+    /// Group rooms by multicast on the interfaces in use (else unicast to
+    /// each member).
+    pub room_multicast: bool,
+    /// Peers added by address in the Network panel, as
+    /// `PUBLICKEYHEX@IP:PORT` (what `--peer` takes): the node learns
+    /// their addresses again at every start. At most [`MAX_SAVED_PEERS`].
+    pub peers: Vec<String>,
+}
+
+/// The most peers added by address that are remembered.
+pub const MAX_SAVED_PEERS: usize = 64;
+
+impl AppSettings {
+    /// Remembers `public` at `addr` (replacing its old address); the
+    /// oldest is forgotten past [`MAX_SAVED_PEERS`].
+    pub fn remember_peer(&mut self, public_hex: &str, addr: std::net::SocketAddr) {
+        let prefix = format!("{public_hex}@");
+        self.peers.retain(|p| !p.starts_with(&prefix));
+        self.peers.push(format!("{public_hex}@{addr}"));
+        if self.peers.len() > MAX_SAVED_PEERS {
+            self.peers.remove(0);
+        }
+    }
+}
+
+/// The registry, keep-alive and room multicast a run of the app uses, and
+/// which of them the command line chose (it wins over what is saved).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeChoices {
+    /// The registry's address, `None`: none.
+    pub registry: Option<String>,
+    pub registry_given: bool,
+    /// Seconds between keep-alives while messages flow.
+    pub keepalive_secs: u64,
+    pub keepalive_given: bool,
+    /// The IPv4 addresses group rooms use multicast on (empty: unicast).
+    pub room_multicast: Vec<std::net::Ipv4Addr>,
+    pub room_multicast_given: bool,
+}
+
+/// A registry's address (`host:port`) and its public key (64 hex
+/// characters), both checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySetting {
+    pub addr: String,
+    pub key: String,
+}
+
+/// The keep-alive interval when none is chosen (as `kith daemon`'s).
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 5;
+/// The longest keep-alive interval the Settings dialog accepts.
+pub const MAX_KEEPALIVE_SECS: u64 = 600;
+
+/// Checks a registry's address and key as typed; both empty is "no
+/// registry". The error is a sentence for the user.
+pub fn check_registry(addr: &str, key: &str) -> Result<Option<RegistrySetting>, String> {
+    let (addr, key) = (addr.trim(), key.split_whitespace().collect::<String>());
+    match (addr.is_empty(), key.is_empty()) {
+        (true, true) => return Ok(None),
+        (true, false) => return Err("Enter the registry's address too, as host:port.".into()),
+        (false, true) => {
+            return Err("Enter the registry's public key too (`kith registry` prints it).".into());
+        }
+        (false, false) => {}
+    }
+    if addr.parse::<std::net::SocketAddr>().is_err() {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{addr:?} has no port: write it as host:port."))?;
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(format!("{port:?} is not a port (1 to 65535)."));
+        }
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !host_ok {
+            return Err(format!("{host:?} is not a host name or IP address."));
+        }
+    } else if addr.ends_with(":0") {
+        return Err("Port 0 is not a port anyone listens on.".into());
+    }
+    let id = crate::proto::ids::PeerId::from_hex(&key).ok_or_else(|| {
+        format!(
+            "A registry key is 64 hexadecimal characters (0-9, a-f); this has {}.",
+            key.chars().count()
+        )
+    })?;
+    crate::proto::crypto::PublicIdentity::from_bytes(&id.0)
+        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())?;
+    Ok(Some(RegistrySetting {
+        addr: addr.to_owned(),
+        key: id.to_hex(),
+    }))
+}
+
+/// Checks a keep-alive interval as typed, in seconds.
+pub fn check_keepalive(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs @ 1..=MAX_KEEPALIVE_SECS) => Ok(secs),
+        _ => Err(format!(
+            "The keep-alive is a whole number of seconds, 1 to {MAX_KEEPALIVE_SECS}."
+        )),
+    }
 }
 
 impl AppSettings {
@@ -90,6 +205,25 @@ impl AppSettings {
                 .get("theme")
                 .and_then(|word| Theme::parse(word))
                 .unwrap_or_default(),
+            // Both or neither, and only if they pass the dialog's checks.
+            registry: match (fields.get("registry"), fields.get("registry_key")) {
+                (Some(addr), Some(key)) => check_registry(addr, key).ok().flatten(),
+                _ => None,
+            },
+            keepalive_secs: fields
+                .get("keepalive_secs")
+                .and_then(|secs| check_keepalive(secs).ok()),
+            room_multicast: fields.get("room_multicast") == Some(&"on"),
+            peers: fields
+                .get("peers")
+                .map(|list| {
+                    list.split_whitespace()
+                        .filter(|p| p.parse::<crate::daemon::PeerAddr>().is_ok())
+                        .take(MAX_SAVED_PEERS)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -102,6 +236,19 @@ impl AppSettings {
             out.push_str(&format!("interfaces = {}\n", interfaces.join(" ")));
         }
         out.push_str(&format!("theme = {}\n", self.theme.word()));
+        if let Some(registry) = &self.registry {
+            out.push_str(&format!("registry = {}\n", registry.addr));
+            out.push_str(&format!("registry_key = {}\n", registry.key));
+        }
+        if let Some(secs) = self.keepalive_secs {
+            out.push_str(&format!("keepalive_secs = {secs}\n"));
+        }
+        if self.room_multicast {
+            out.push_str("room_multicast = on\n");
+        }
+        if !self.peers.is_empty() {
+            out.push_str(&format!("peers = {}\n", self.peers.join(" ")));
+        }
         out
     }
 
@@ -368,17 +515,88 @@ mod tests {
         }
     }
 
+    /// A valid public key, as `kith id` prints one.
+    fn valid_key() -> String {
+        use rand::SeedableRng;
+        let identity =
+            crate::proto::crypto::Identity::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
+        crate::proto::ids::PeerId(identity.public().to_bytes()).to_hex()
+    }
+
+    #[test]
+    fn registry_and_keepalive_are_checked_and_bad_ones_never_read() {
+        let key = valid_key();
+        let key = key.as_str();
+        assert_eq!(check_registry(" ", ""), Ok(None));
+        let ok = |addr: &str| check_registry(addr, key).map(|r| r.map(|r| r.addr));
+        assert_eq!(
+            ok("203.0.113.7:47480"),
+            Ok(Some("203.0.113.7:47480".into()))
+        );
+        assert_eq!(
+            ok(" kith.example.org:47480 "),
+            Ok(Some("kith.example.org:47480".into()))
+        );
+        assert_eq!(
+            ok("[2001:db8::1]:47480"),
+            Ok(Some("[2001:db8::1]:47480".into()))
+        );
+        for (addr, key, problem) in [
+            ("", key, "address too"),
+            ("kith.example.org:47480", "", "public key too"),
+            ("kith.example.org", key, "has no port"),
+            ("kith.example.org:0", key, "is not a port"),
+            ("kith.example.org:99999", key, "is not a port"),
+            ("10.0.0.1:0", key, "Port 0"),
+            ("bad host!:47480", key, "not a host name"),
+            ("-x.org:47480", key, "not a host name"),
+            ("kith.example.org:47480", "abc", "this has 3"),
+        ] {
+            let error = check_registry(addr, key).expect_err(addr);
+            assert!(error.contains(problem), "{addr} {key}: {error}");
+        }
+        assert_eq!(check_keepalive(" 12 "), Ok(12));
+        for bad in ["0", "-1", "601", "five", ""] {
+            assert!(check_keepalive(bad).is_err(), "{bad}");
+        }
+        // A hand-edited file with bad values: they are not used.
+        let edited = AppSettings::parse(
+            "registry = no port\nregistry_key = abc\nkeepalive_secs = 0\nroom_multicast = yes",
+        );
+        assert_eq!(edited, AppSettings::default());
+        // A peer that does not parse is dropped, the others kept.
+        let peers = AppSettings::parse(&format!(
+            "peers = nonsense {}@10.0.0.2:47474 {}@nowhere",
+            valid_key(),
+            valid_key()
+        ))
+        .peers;
+        assert_eq!(peers, [format!("{}@10.0.0.2:47474", valid_key())]);
+        // Half a registry is none.
+        assert_eq!(
+            AppSettings::parse("registry = 10.0.0.1:47480").registry,
+            None
+        );
+    }
+
     #[test]
     fn settings_round_trip_and_tolerate_damage() {
         let settings = AppSettings {
             interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
             theme: Theme::Dark,
+            registry: Some(RegistrySetting {
+                addr: "registry.example.org:47480".into(),
+                key: valid_key(),
+            }),
+            keepalive_secs: Some(12),
+            room_multicast: true,
+            peers: vec![format!("{}@10.0.0.2:47474", valid_key())],
         };
         assert_eq!(AppSettings::parse(&settings.emit()), settings);
         // Chosen, but none: kept as an empty choice, not "never chosen".
         let none = AppSettings {
             interfaces: Some(Vec::new()),
-            theme: Theme::System,
+            ..AppSettings::default()
         };
         assert_eq!(AppSettings::parse(&none.emit()), none);
         assert_eq!(
@@ -397,7 +615,7 @@ mod tests {
             edited,
             AppSettings {
                 interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
-                theme: Theme::System,
+                ..AppSettings::default()
             }
         );
         assert_eq!(
@@ -415,6 +633,7 @@ mod tests {
         let settings = AppSettings {
             interfaces: Some(vec!["eth0".into()]),
             theme: Theme::Light,
+            ..AppSettings::default()
         };
         settings.save(&dir).expect("save");
         assert_eq!(AppSettings::load(&dir), settings);

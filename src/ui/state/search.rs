@@ -236,9 +236,12 @@ impl AppState {
     }
 
     /// Requests the state decided on by itself while applying updates
-    /// (the next history page while looking for a search result).
+    /// (the next history page while looking for a search result) or as
+    /// time passes (the open Network panel's next report).
     pub fn poll_requests(&mut self) -> Vec<Request> {
-        std::mem::take(&mut self.search.requests)
+        let mut requests = std::mem::take(&mut self.search.requests);
+        requests.extend(self.network_due());
+        requests
     }
 }
 

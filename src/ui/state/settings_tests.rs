@@ -64,6 +64,7 @@ fn interfaces_are_saved_for_the_next_start() {
     let saved = AppSettings {
         interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
         theme: Theme::System,
+        ..AppSettings::default()
     };
     assert_eq!(
         requests,
@@ -94,6 +95,7 @@ fn the_theme_is_saved_with_the_interfaces() {
         [Request::Settings(SettingsRequest::Save(AppSettings {
             interfaces: Some(vec!["eth0".into()]),
             theme: Theme::Dark,
+            ..AppSettings::default()
         }))]
     );
     assert_eq!(state.settings.saved.theme, Theme::Dark);
@@ -102,4 +104,85 @@ fn the_theme_is_saved_with_the_interfaces() {
             .handle_intent(Intent::Settings(SettingsIntent::SetTheme(Theme::Dark)))
             .is_empty()
     );
+}
+
+#[test]
+fn registry_keepalive_and_multicast_are_checked_saved_and_said_when_they_apply() {
+    use rand::SeedableRng;
+    let key = {
+        let identity =
+            crate::proto::crypto::Identity::generate(&mut rand::rngs::StdRng::seed_from_u64(3));
+        PeerId(identity.public().to_bytes()).to_hex()
+    };
+    let mut state = state();
+    let set = |state: &mut AppState, intent| state.handle_intent(Intent::Settings(intent));
+    // Refused: nothing saved, the dialog and a toast say why.
+    for intent in [
+        SettingsIntent::SetRegistry {
+            addr: "kith.example.org".into(),
+            key: key.clone(),
+        },
+        SettingsIntent::SetRegistry {
+            addr: "kith.example.org:47480".into(),
+            key: "abc".into(),
+        },
+        SettingsIntent::SetKeepalive("0".into()),
+        SettingsIntent::SetKeepalive("soon".into()),
+    ] {
+        assert_eq!(set(&mut state, intent.clone()), [], "{intent:?}");
+        let problem = state.settings.problem.clone().expect("a reason");
+        assert!(state.toasts.iter().any(|t| t.error && t.text == problem));
+    }
+    assert_eq!(state.settings.saved, AppSettings::default());
+    // Accepted: saved, from the next start.
+    let requests = set(
+        &mut state,
+        SettingsIntent::SetRegistry {
+            addr: " kith.example.org:47480 ".into(),
+            key: key.clone(),
+        },
+    );
+    let registry = Some(RegistrySetting {
+        addr: "kith.example.org:47480".into(),
+        key: key.clone(),
+    });
+    assert_eq!(state.settings.saved.registry, registry);
+    assert_eq!(state.settings.problem, None);
+    assert_eq!(
+        requests,
+        [Request::Settings(SettingsRequest::Save(
+            state.settings.saved.clone()
+        ))]
+    );
+    assert!(
+        state
+            .toasts
+            .iter()
+            .any(|t| t.text == "Saved. kith uses this from its next start.")
+    );
+    set(&mut state, SettingsIntent::SetKeepalive(" 12 ".into()));
+    assert_eq!(state.settings.saved.keepalive_secs, Some(12));
+    // The default is kept as "none chosen".
+    set(&mut state, SettingsIntent::SetKeepalive("5".into()));
+    assert_eq!(state.settings.saved.keepalive_secs, None);
+    // When the command line chose, saving says that it wins for now.
+    state.settings.in_use.room_multicast_given = true;
+    set(&mut state, SettingsIntent::SetRoomMulticast(true));
+    assert!(state.settings.saved.room_multicast);
+    assert!(
+        state
+            .toasts
+            .last()
+            .is_some_and(|t| t.text.starts_with("Saved. The command line chooses this"))
+    );
+    // Unchanged: nothing asked. Both empty: no registry.
+    assert_eq!(set(&mut state, SettingsIntent::SetRoomMulticast(true)), []);
+    set(
+        &mut state,
+        SettingsIntent::SetRegistry {
+            addr: String::new(),
+            key: " ".into(),
+        },
+    );
+    assert_eq!(state.settings.saved.registry, None);
 }

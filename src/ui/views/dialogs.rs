@@ -21,6 +21,7 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
         Dialog::Me => "You",
         Dialog::Details(_) => "Room details",
         Dialog::Settings => "Settings",
+        Dialog::Network => "Network",
     };
     let mut open = true;
     egui::Window::new(title)
@@ -35,6 +36,7 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
             Dialog::Me => me(ui, state, local, &mut out),
             Dialog::Details(room) => details(ui, state, *room, &mut out),
             Dialog::Settings => out.extend(super::settings::show(ui, state, local)),
+            Dialog::Network => out.extend(super::network::show(ui, state, local)),
         });
     if !open || ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
         out.push(Intent::CloseDialog);
@@ -50,6 +52,7 @@ pub fn show(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<Int
     }
     if out.iter().any(|i| matches!(i, Intent::CloseDialog)) {
         local.settings = None;
+        local.network = super::network::Form::default();
     }
     out
 }

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod composer;
 pub mod dialogs;
+pub mod network;
 pub mod search;
 pub mod settings;
 pub mod sidebar;
@@ -37,6 +38,8 @@ pub struct Local {
     /// The search result last scrolled to, and for how many more frames
     /// to keep it in view (row heights settle as rows are measured).
     pub scrolled_to: Option<(crate::proto::ids::MessageId, u8)>,
+    /// The Network panel's add-a-peer form.
+    pub network: network::Form,
 }
 
 /// A stable colour for a person's name, readable on light and dark.
