@@ -80,35 +80,9 @@ impl Node {
     /// peer. Whatever is not handed to the shell for storing is confirmed
     /// here at once: an unconfirmed payload would stall the stream.
     fn on_received(&mut self, now: Instant, receipt: Receipt, payload: &[u8]) {
-        let Ok(control) = Control::decode(payload) else {
-            self.reject(now, receipt, DropReason::ControlMalformed);
+        let Some((control, is_direct)) = self.admit_control(now, receipt, payload) else {
             return;
         };
-        let Some(room) = self.rooms.get(&receipt.room) else {
-            self.reject(now, receipt, DropReason::Foreign);
-            return;
-        };
-        let is_direct = match &room.kind {
-            RoomKind::Direct { peer } => *peer == receipt.from,
-            RoomKind::Group(group) => {
-                // The reliable layer only accepts members' streams; a group
-                // stream carries nothing but envelopes.
-                if !group.members.contains(&receipt.from)
-                    || !matches!(control, Control::Message { .. })
-                {
-                    self.reject(now, receipt, DropReason::Foreign);
-                    return;
-                }
-                false
-            }
-        };
-        if let Some(group) = self.group_mut(&receipt.room) {
-            group.epoch_active = true;
-        }
-        if !is_direct && !matches!(control, Control::Message { .. }) {
-            self.reject(now, receipt, DropReason::Foreign);
-            return;
-        }
         if !matches!(control, Control::Message { .. }) {
             // Messages that came before this control surface before it.
             self.verify_unverified(now);
@@ -120,23 +94,13 @@ impl Node {
                 start_seq,
                 chain_key,
             } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                let distribution = SenderKeyDistribution {
-                    chain: ChainId {
-                        room,
-                        epoch,
-                        sender: receipt.from,
-                    },
-                    start_seq,
-                    chain_key: SecretKey::from_bytes(chain_key),
+                self.confirm(now, receipt);
+                let chain = ChainId {
+                    room,
+                    epoch,
+                    sender: receipt.from,
                 };
-                if room == receipt.room {
-                    self.install_key(now, &distribution);
-                } else {
-                    // A group key travels on the pairwise stream.
-                    self.on_group_key(now, distribution);
-                }
+                self.on_sender_key(now, receipt, distribution(chain, start_seq, chain_key));
             }
             Control::RoomInvite {
                 room,
@@ -148,15 +112,11 @@ impl Node {
                 founder,
                 nonce,
             } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.confirm(now, receipt);
                 let update = rooms::Update::new(room, epoch, members, group_key);
                 let founding = rooms::RoomFounding { founder, nonce };
-                if let Err(reason) =
-                    self.on_invite(now, receipt.from, name, admin, update, founding)
-                {
-                    self.stats.count(reason);
-                }
+                let result = self.on_invite(now, receipt.from, name, admin, update, founding);
+                self.count_failure(result);
             }
             Control::RoomMembers {
                 room,
@@ -164,35 +124,28 @@ impl Node {
                 members,
                 group_key,
             } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.confirm(now, receipt);
                 let update = rooms::Update::new(room, epoch, members, group_key);
-                if let Err(reason) = self.on_members(now, receipt.from, update) {
-                    self.stats.count(reason);
-                }
+                let result = self.on_members(now, receipt.from, update);
+                self.count_failure(result);
             }
             Control::RoomSuccessor {
                 room,
                 epoch,
                 successor,
             } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                if let Err(reason) = self.on_successor(receipt.from, room, epoch, successor) {
-                    self.stats.count(reason);
-                }
+                self.confirm(now, receipt);
+                let result = self.on_successor(receipt.from, room, epoch, successor);
+                self.count_failure(result);
             }
             Control::RoomLeave { room } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                if let Err(reason) = self.on_leave(now, receipt.from, room) {
-                    self.stats.count(reason);
-                }
+                self.confirm(now, receipt);
+                let result = self.on_leave(now, receipt.from, room);
+                self.count_failure(result);
             }
             Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
             Control::Profile { record } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+                self.confirm(now, receipt);
                 self.on_profile(now, receipt, &record);
             }
             Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
@@ -203,54 +156,124 @@ impl Node {
                 start_seq,
                 chain_key,
             } => {
-                self.reliable
-                    .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-                self.on_origin(
-                    receipt.from,
-                    SenderKeyDistribution {
-                        chain: ChainId {
-                            room,
-                            epoch,
-                            sender,
-                        },
-                        start_seq,
-                        chain_key: SecretKey::from_bytes(chain_key),
-                    },
-                );
+                self.confirm(now, receipt);
+                let chain = ChainId {
+                    room,
+                    epoch,
+                    sender,
+                };
+                self.on_origin(receipt.from, distribution(chain, start_seq, chain_key));
             }
-            Control::Message { envelope: bytes } => {
-                let envelope = match Envelope::parse(&bytes) {
-                    // Only the stream's own sender may author in it (members
-                    // forwarding others' envelopes is the sync's job). On
-                    // the pairwise stream that includes its group envelopes
-                    // sent again after a restart ([`Node::resend_envelope`]).
-                    Ok(envelope)
-                        if envelope.header.sender == receipt.from
-                            && (envelope.header.room == receipt.room
-                                || (is_direct
-                                    && self
-                                        .check_shared(&envelope.header.room, &receipt.from)
-                                        .is_ok())) =>
-                    {
-                        envelope
-                    }
-                    _ => {
-                        self.reject(now, receipt, DropReason::EnvelopeRejected);
-                        return;
-                    }
-                };
-                let held = HeldEnvelope {
-                    session_authenticated: is_direct && envelope.header.room == receipt.room,
-                    envelope,
-                    bytes,
-                    receipt,
-                };
-                if self.receivers.contains_key(&chain_of(&held.envelope)) {
-                    self.wait_for_check(now, held);
-                } else {
-                    self.hold(now, held);
+            Control::Message { envelope } => self.on_envelope(now, receipt, envelope, is_direct),
+        }
+    }
+
+    /// Decodes a payload and checks that its stream may carry it: any
+    /// control on the pairwise stream with its peer, nothing but envelopes
+    /// on a group room's stream, and those only from its members. Returns
+    /// the control and whether it came on the pairwise stream; anything else
+    /// is rejected here.
+    fn admit_control(
+        &mut self,
+        now: Instant,
+        receipt: Receipt,
+        payload: &[u8],
+    ) -> Option<(Control, bool)> {
+        let Ok(control) = Control::decode(payload) else {
+            self.reject(now, receipt, DropReason::ControlMalformed);
+            return None;
+        };
+        let Some(room) = self.rooms.get(&receipt.room) else {
+            self.reject(now, receipt, DropReason::Foreign);
+            return None;
+        };
+        let is_direct = match &room.kind {
+            RoomKind::Direct { peer } => *peer == receipt.from,
+            RoomKind::Group(group) => {
+                // The reliable layer only accepts members' streams; a group
+                // stream carries nothing but envelopes.
+                if !group.members.contains(&receipt.from)
+                    || !matches!(control, Control::Message { .. })
+                {
+                    self.reject(now, receipt, DropReason::Foreign);
+                    return None;
                 }
+                false
             }
+        };
+        if let Some(group) = self.group_mut(&receipt.room) {
+            group.epoch_active = true;
+        }
+        if !is_direct && !matches!(control, Control::Message { .. }) {
+            self.reject(now, receipt, DropReason::Foreign);
+            return None;
+        }
+        Some((control, is_direct))
+    }
+
+    /// A sender key on the pairwise stream: the peer's chain of our direct
+    /// room, or of a group room.
+    fn on_sender_key(
+        &mut self,
+        now: Instant,
+        receipt: Receipt,
+        distribution: SenderKeyDistribution,
+    ) {
+        if distribution.chain.room == receipt.room {
+            self.install_key(now, &distribution);
+        } else {
+            // A group key travels on the pairwise stream.
+            self.on_group_key(now, distribution);
+        }
+    }
+
+    /// An envelope on its author's stream: held for its key, or queued for
+    /// its signature check.
+    fn on_envelope(&mut self, now: Instant, receipt: Receipt, bytes: Vec<u8>, is_direct: bool) {
+        let envelope = match Envelope::parse(&bytes) {
+            // Only the stream's own sender may author in it (members
+            // forwarding others' envelopes is the sync's job). On
+            // the pairwise stream that includes its group envelopes
+            // sent again after a restart ([`Node::resend_envelope`]).
+            Ok(envelope)
+                if envelope.header.sender == receipt.from
+                    && (envelope.header.room == receipt.room
+                        || (is_direct
+                            && self
+                                .check_shared(&envelope.header.room, &receipt.from)
+                                .is_ok())) =>
+            {
+                envelope
+            }
+            _ => {
+                self.reject(now, receipt, DropReason::EnvelopeRejected);
+                return;
+            }
+        };
+        let held = HeldEnvelope {
+            session_authenticated: is_direct && envelope.header.room == receipt.room,
+            envelope,
+            bytes,
+            receipt,
+        };
+        if self.receivers.contains_key(&chain_of(&held.envelope)) {
+            self.wait_for_check(now, held);
+        } else {
+            self.hold(now, held);
+        }
+    }
+
+    /// Acknowledges a payload as done with: a control the node consumed
+    /// itself (only envelopes wait for the shell's store).
+    fn confirm(&mut self, now: Instant, receipt: Receipt) {
+        self.reliable
+            .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+    }
+
+    /// Counts why a control that was accepted by its stream changed nothing.
+    fn count_failure(&mut self, result: Result<(), DropReason>) {
+        if let Err(reason) = result {
+            self.stats.count(reason);
         }
     }
 
@@ -397,5 +420,14 @@ impl Node {
             envelope: bytes,
             receipt,
         });
+    }
+}
+
+/// The distribution a key control carries.
+fn distribution(chain: ChainId, start_seq: u64, chain_key: [u8; 32]) -> SenderKeyDistribution {
+    SenderKeyDistribution {
+        chain,
+        start_seq,
+        chain_key: SecretKey::from_bytes(chain_key),
     }
 }
