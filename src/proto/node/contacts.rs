@@ -1,13 +1,11 @@
 //! Contacts: the peers whose handshakes we accept and whom we can write
 //! to, whether the shell can reach them, and blocking.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::peer::Handshake;
 use super::rooms::RoomKind;
-use super::token_bucket::TokenBucket;
-use super::{Node, NodeError, Peer, RoomState, direct_room, openings};
+use super::{Node, NodeError, Peer, RoomState, direct_room};
 use crate::proto::crypto::{ChainId, PublicIdentity, SenderChain};
 use crate::proto::ids::PeerId;
 use crate::proto::reliable::RoomConfig;
@@ -22,26 +20,7 @@ impl Node {
         if peer == self.me || self.peers.contains_key(&peer) {
             return;
         }
-        self.peers.insert(
-            peer,
-            Peer {
-                public,
-                reachable: false,
-                session: None,
-                previous: None,
-                previous_until: None,
-                rekey_at: None,
-                silent_since: None,
-                handshake: Handshake::Idle,
-                finish: None,
-                openings: TokenBucket::new(
-                    now,
-                    openings::CONTACT_OPENING_RATE,
-                    openings::CONTACT_OPENING_BURST,
-                ),
-                pending: VecDeque::new(),
-            },
-        );
+        self.peers.insert(peer, Peer::new(public, now));
         let room = direct_room(self.me, peer);
         // Direct rooms are unicast: a group of two gains nothing from
         // multicast.
@@ -110,11 +89,7 @@ impl Node {
     pub fn block(&mut self, peer: PeerId) {
         self.blocked.insert(peer);
         if let Some(state) = self.peers.get_mut(&peer) {
-            state.session = None;
-            state.previous = None;
-            state.handshake = Handshake::Idle;
-            state.finish = None;
-            state.pending.clear();
+            state.forget_sessions();
         }
         self.reindex_sessions(peer);
     }

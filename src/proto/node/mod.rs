@@ -134,8 +134,8 @@ pub use self::openings::{
     ALL_OPENINGS_BURST, ALL_OPENINGS_RATE, CONTACT_OPENING_BURST, CONTACT_OPENING_RATE,
     OPENING_GRACE,
 };
+use self::peer::Peer;
 pub use self::peer::SILENCE_REHANDSHAKE;
-use self::peer::{Peer, peer_timer};
 use self::rooms::RoomState;
 pub use self::rooms::{GroupKey, RoomFounding, RoomInfo};
 pub use self::stats::{DropReason, NodeStats};
@@ -412,7 +412,7 @@ impl Node {
         let due: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| peer_timer(p).is_some_and(|t| t <= now))
+            .filter(|(_, p)| p.next_timer().is_some_and(|t| t <= now))
             .map(|(id, _)| *id)
             .collect();
         for peer in due {
@@ -427,7 +427,7 @@ impl Node {
         let burst = (!self.unverified.is_empty()).then_some(self.now);
         self.peers
             .values()
-            .filter_map(peer_timer)
+            .filter_map(Peer::next_timer)
             .chain(self.reliable.poll_timeout())
             .chain(burst)
             .chain(self.profiles.poll_timeout())

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::handshake::RESPONDING_TIMEOUT;
 use super::peer::Handshake;
 use super::{DropReason, Node, NodeEvent};
-use crate::proto::crypto::{CryptoError, PairwiseSession};
+use crate::proto::crypto::PairwiseSession;
 use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::reliable::Via;
 use crate::proto::wire;
@@ -83,42 +83,11 @@ impl Node {
         ciphertext: &[u8],
     ) -> Result<Option<PeerId>, DropReason> {
         let state = self.peers.get_mut(&from).ok_or(DropReason::UnknownPeer)?;
-        let is_current = state
-            .session
-            .as_ref()
-            .is_some_and(|s| s.session_id() == session_id);
-        let session = if is_current {
-            state.session.as_mut()
-        } else {
-            state
-                .previous
-                .as_mut()
-                .filter(|s| s.session_id() == session_id)
-        };
-        let Some(session) = session else {
-            // Indexed but no longer held (dropped since): nothing opens it.
-            // A frame of a session we never had (we restarted, or a message
-            // 3 was lost) does not even get here, as no id travels to tell
-            // us whose it is; the peer, hearing nothing back, offers a
-            // fresh handshake ([`SILENCE_REHANDSHAKE`]).
-            return Err(DropReason::UnknownSession);
-        };
-        let aad = wire::sealed_aad(&from, &session_id, counter);
-        let padded = session
-            .open(counter, &aad, ciphertext)
-            .map_err(|e| match e {
-                CryptoError::Replay | CryptoError::TooOld => DropReason::Replayed,
-                _ => DropReason::Forged,
-            })?;
+        let (padded, is_current) = state.open(from, session_id, counter, ciphertext)?;
         // Authentic, so only the peer can have padded it wrongly.
         let plaintext = wire::unpad(&padded).map_err(|e| DropReason::from(&e))?;
         self.stats.sealed_received += 1;
-        state.silent_since = None;
-        if is_current {
-            // The responder finished: message 3 need not be resent.
-            state.finish = None;
-        }
-        state.reachable = true;
+        state.heard(is_current);
         match plaintext {
             [] => {
                 // A keep-alive probe: answer it so the prober hears us.
@@ -167,9 +136,6 @@ impl Node {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        state.previous = state.session.replace(session);
-        let replaced = state.previous.is_some();
-        state.previous_until = replaced.then(|| now + self.config.previous_session_grace);
         // The lower id rekeys first; the other side only if that failed to
         // happen, so both rarely open at once.
         let rekey_after = if self.me < peer {
@@ -177,9 +143,8 @@ impl Node {
         } else {
             self.config.rekey_after + self.config.rekey_after / 8
         };
-        state.rekey_at = Some(now + rekey_after);
-        // Whoever completed a handshake with us is reachable right now.
-        state.reachable = true;
+        let grace = self.config.previous_session_grace;
+        let replaced = state.install(session, now, grace, rekey_after);
         self.reindex_sessions(peer);
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
