@@ -3,8 +3,10 @@
 
 use std::time::Instant;
 
+use super::openings::{CONTACT_OPENING_BURST, CONTACT_OPENING_RATE};
 use super::peer::Handshake;
 use super::rooms::RoomKind;
+use super::token_bucket::TokenBucket;
 use super::{Node, NodeError, Peer, RoomState, direct_room};
 use crate::proto::crypto::{ChainId, PublicIdentity, SenderChain};
 use crate::proto::ids::PeerId;
@@ -20,7 +22,8 @@ impl Node {
         if peer == self.me || self.peers.contains_key(&peer) {
             return;
         }
-        self.peers.insert(peer, Peer::new(public, now));
+        let openings = TokenBucket::new(now, CONTACT_OPENING_RATE, CONTACT_OPENING_BURST);
+        self.peers.insert(peer, Peer::new(public, openings));
         let room = direct_room(self.me, peer);
         // Direct rooms are unicast: a group of two gains nothing from
         // multicast.

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::DropReason;
+use super::Node;
 use super::token_bucket::TokenBucket;
-use super::{Node, openings};
 use crate::proto::crypto::CryptoError;
 use crate::proto::crypto::{Initiator, PairwiseSession, PublicIdentity, Responder};
 use crate::proto::ids::PeerId;
@@ -116,8 +116,9 @@ pub(super) struct DueTimers {
 }
 
 impl Peer {
-    /// A contact just added: unreachable, no session, nothing queued.
-    pub(super) fn new(public: PublicIdentity, now: Instant) -> Self {
+    /// A contact just added: unreachable, no session, nothing queued;
+    /// `openings` limits the handshakes answered in its name.
+    pub(super) fn new(public: PublicIdentity, openings: TokenBucket) -> Self {
         Peer {
             public,
             reachable: false,
@@ -128,11 +129,7 @@ impl Peer {
             silent_since: None,
             handshake: Handshake::Idle,
             finish: None,
-            openings: TokenBucket::new(
-                now,
-                openings::CONTACT_OPENING_RATE,
-                openings::CONTACT_OPENING_BURST,
-            ),
+            openings,
             pending: VecDeque::new(),
         }
     }
