@@ -39,9 +39,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::{Control, Followed, Node, NodeError, RoomKind, control_from_distribution};
+use super::control::control_from_distribution;
+use super::rooms::RoomKind;
+use super::{Control, Node, NodeError};
 use crate::proto::crypto::{
-    ChainId, ChainRole, ChainSnapshot, ReceiverChain, SecretKey, SenderChain, SenderKeyDistribution,
+    ChainId, ChainRole, ChainSnapshot, Envelope, ReceiverChain, SecretKey, SenderChain,
+    SenderKeyDistribution,
 };
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
@@ -118,6 +121,26 @@ impl OriginProgress {
         self.controls.retain(|_, (c, _)| c != chain);
         self.forgotten.push(*chain);
     }
+}
+
+/// The chain an envelope was sealed on.
+pub(super) fn chain_of(envelope: &Envelope) -> ChainId {
+    ChainId {
+        room: envelope.header.room,
+        epoch: envelope.header.epoch,
+        sender: envelope.header.sender,
+    }
+}
+
+/// Another member's chain as we follow it.
+pub(super) struct Followed {
+    pub(super) chain: ReceiverChain,
+    /// Where the distribution we follow from started: an envelope below it
+    /// was sealed before we had the key.
+    pub(super) start: u64,
+    /// Digest of that distribution, so a repeat of it changes nothing.
+    /// `None` for a chain restored from the store.
+    pub(super) origin: Option<[u8; 32]>,
 }
 
 /// Identifies a distribution: the same start and key give the same digest.

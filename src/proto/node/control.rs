@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::proto::crypto::SenderKeyDistribution;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::reliable::MAX_MESSAGE;
 use crate::proto::wire::decode_exact;
@@ -270,6 +271,16 @@ impl Control {
     /// can never collide with an envelope id.
     pub fn control_id(encoded: &[u8]) -> MessageId {
         MessageId(blake3::derive_key("kith control message id v1", encoded))
+    }
+}
+
+/// The key control that hands out `distribution`.
+pub(super) fn control_from_distribution(distribution: &SenderKeyDistribution) -> Control {
+    Control::SenderKey {
+        room: distribution.chain.room,
+        epoch: distribution.chain.epoch,
+        start_seq: distribution.start_seq,
+        chain_key: *distribution.chain_key.as_bytes(),
     }
 }
 

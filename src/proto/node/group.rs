@@ -25,7 +25,8 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use super::{DropReason, Frame, Node, NodeTransmit, RoomKind};
+use super::rooms::RoomKind;
+use super::{DropReason, Frame, Node, NodeTransmit};
 use crate::proto::crypto::{CryptoError, SecretKey, open_group_frame, seal_group_frame};
 use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::reliable::{Destination, PacketError};

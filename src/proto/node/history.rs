@@ -30,9 +30,9 @@ const MAX_FORWARDED_ORIGINS: usize = 1 << 16;
 
 const MAX_ORIGINS_PER_ROOM: usize = 4 * super::control::MAX_ROOM_MEMBERS;
 
-use super::{
-    Control, DropReason, Node, NodeError, NodeEvent, Receipt, RoomKind, chain_of, direct_room,
-};
+use super::chains::chain_of;
+use super::rooms::RoomKind;
+use super::{Control, DropReason, Node, NodeError, NodeEvent, Receipt, direct_room};
 use crate::proto::crypto::{
     ChainId, Envelope, SenderKeyDistribution, open_envelope, open_envelope_from_origin,
 };
@@ -350,7 +350,7 @@ impl Node {
         let id: MessageId = self.next_control_id(&bytes);
         self.reliable
             .send(now, direct, id, &bytes)
-            .map_err(super::send_error)?;
+            .map_err(super::error::send_error)?;
         self.controls.insert(id);
         Ok(id)
     }

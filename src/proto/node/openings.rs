@@ -21,7 +21,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{DropReason, Handshake, Node};
+use super::peer::Handshake;
+use super::{DropReason, Node};
 use crate::proto::ids::PeerId;
 
 /// A handshake we answered is not replaced by another opening in the same
@@ -35,48 +36,6 @@ pub const CONTACT_OPENING_BURST: f64 = 3.0;
 pub const ALL_OPENINGS_RATE: f64 = 20.0;
 /// Openings answered across all contacts in a burst.
 pub const ALL_OPENINGS_BURST: f64 = 40.0;
-
-/// A token bucket with time passed in.
-pub(super) struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl TokenBucket {
-    /// A full bucket of `burst` tokens, refilled at `rate` per second.
-    pub(super) fn new(now: Instant, rate: f64, burst: f64) -> Self {
-        TokenBucket {
-            tokens: burst,
-            at: now,
-            rate,
-            burst,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = self.at.max(now);
-    }
-
-    /// Whether a token is there, without taking it.
-    pub(super) fn ready(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= 1.0
-    }
-
-    /// Takes a token if there is one.
-    pub(super) fn take(&mut self, now: Instant) -> bool {
-        if self.ready(now) {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 impl Node {
     /// Whether a new opening in contact `from`'s name may be answered now

@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::openings::TokenBucket;
+use super::token_bucket::TokenBucket;
 use super::{Control, DropReason, Node, NodeError, NodeEvent, Receipt};
 use crate::proto::ids::PeerId;
 use crate::proto::profile::{ProfileError, SignedProfile};

@@ -13,7 +13,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use super::{HeldEnvelope, KIND_TEXT, MAX_TEXT, Node, NodeError, SentMessage, chains, send_error};
+use super::chains::chain_of;
+use super::error::send_error;
+use super::{HeldEnvelope, KIND_TEXT, MAX_TEXT, Node, NodeError, SentMessage, chains};
 use crate::proto::crypto::{
     Envelope, OutgoingMessage, PublicIdentity, UnsignedEnvelope, seal_unsigned, sign_batch,
     verify_envelopes_batch,
@@ -173,7 +175,7 @@ impl Node {
         if let Some(group) = self.group_mut(&room_id) {
             group.epoch_active = true;
         }
-        let chain = super::chain_of(&envelope);
+        let chain = chain_of(&envelope);
         let recipients = self.origin_needed_by(&chain);
         self.own_message_sent(chain, sent.id, &recipients);
         Ok(sent)

@@ -14,8 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::openings::TokenBucket;
-use super::{DropReason, Frame, Node, NodeEvent, session_id_of};
+use super::handshake::session_id_of;
+use super::token_bucket::TokenBucket;
+use super::{DropReason, Frame, Node, NodeEvent};
 use crate::proto::crypto::{HandshakeFinish, HandshakeInit, Responder};
 use crate::proto::ids::PeerId;
 
