@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::aead::{SecretKey, aead_open, aead_seal};
 use super::error::CryptoError;
 use super::identity::{Identity, PublicIdentity};
-use super::pairwise::{PairwiseSession, Role};
+use super::pairwise::PairwiseSession;
 use crate::proto::ids::PeerId;
 
 const HS_PROTOCOL: &[u8] = b"kith pairwise handshake v1";
@@ -59,8 +59,8 @@ impl Transcript {
 }
 
 /// Key material shared after the ephemeral DH, before identities are known.
-pub(super) struct HandshakeKeys {
-    pub(super) dh: Zeroizing<[u8; 32]>,
+struct HandshakeKeys {
+    dh: Zeroizing<[u8; 32]>,
 }
 
 impl HandshakeKeys {
@@ -72,6 +72,31 @@ impl HandshakeKeys {
         hasher.update(transcript);
         SecretKey(*hasher.finalize().as_bytes())
     }
+
+    /// The session's directional keys for our `role`, (send, receive):
+    /// bound to the DH secret and the full transcript, so to both
+    /// identities.
+    fn session_keys(&self, transcript: &[u8; 32], role: Role) -> (SecretKey, SecretKey) {
+        let derive = |label: &str| {
+            let mut hasher = blake3::Hasher::new_derive_key(label);
+            hasher.update(self.dh.as_ref());
+            hasher.update(transcript);
+            SecretKey(*hasher.finalize().as_bytes())
+        };
+        let initiator_to_responder = derive("kith pairwise initiator-to-responder v1");
+        let responder_to_initiator = derive("kith pairwise responder-to-initiator v1");
+        match role {
+            Role::Initiator => (initiator_to_responder, responder_to_initiator),
+            Role::Responder => (responder_to_initiator, initiator_to_responder),
+        }
+    }
+}
+
+/// Which side of the handshake we are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Initiator,
+    Responder,
 }
 
 fn diffie_hellman(
@@ -181,13 +206,8 @@ impl Initiator {
         let sealed = aead_seal(&initiator_key.0, &[0u8; 24], &[], &our_payload)?;
         transcript.absorb(&our_payload);
 
-        let session = PairwiseSession::derive(
-            &keys,
-            &transcript.hash(),
-            Role::Initiator,
-            responder,
-            self.ephemeral_public,
-        );
+        let (send_key, receive_key) = keys.session_keys(&transcript.hash(), Role::Initiator);
+        let session = PairwiseSession::new(send_key, receive_key, responder, self.ephemeral_public);
         Ok((session, HandshakeFinish { sealed }))
     }
 }
@@ -250,10 +270,10 @@ impl Responder {
             return Err(CryptoError::BadSignature);
         }
         transcript.absorb(&payload);
-        Ok(PairwiseSession::derive(
-            &self.keys,
-            &transcript.hash(),
-            Role::Responder,
+        let (send_key, receive_key) = self.keys.session_keys(&transcript.hash(), Role::Responder);
+        Ok(PairwiseSession::new(
+            send_key,
+            receive_key,
             initiator,
             self.initiator_ephemeral,
         ))

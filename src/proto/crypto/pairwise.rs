@@ -3,15 +3,8 @@
 
 use super::aead::{SecretKey, aead_open, aead_seal};
 use super::error::CryptoError;
-use super::handshake::HandshakeKeys;
 use super::identity::PublicIdentity;
 use super::replay::ReplayWindow;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    Initiator,
-    Responder,
-}
 
 /// An established pairwise channel: one key per direction, a counter nonce
 /// for sending and a replay window for receiving.
@@ -36,25 +29,15 @@ impl PairwiseSession {
         blake3::derive_key(label, &material)
     }
 
-    pub(super) fn derive(
-        keys: &HandshakeKeys,
-        transcript: &[u8; 32],
-        role: Role,
+    /// The session a handshake ended in: its directional keys (derived by
+    /// the handshake from the DH secret and the full transcript), the
+    /// authenticated `peer`, and the initiator's ephemeral key to name it by.
+    pub(super) fn new(
+        send_key: SecretKey,
+        receive_key: SecretKey,
         peer: PublicIdentity,
         initiator_ephemeral: [u8; 32],
     ) -> Self {
-        let derive = |label: &str| {
-            let mut hasher = blake3::Hasher::new_derive_key(label);
-            hasher.update(keys.dh.as_ref());
-            hasher.update(transcript);
-            SecretKey(*hasher.finalize().as_bytes())
-        };
-        let initiator_to_responder = derive("kith pairwise initiator-to-responder v1");
-        let responder_to_initiator = derive("kith pairwise responder-to-initiator v1");
-        let (send_key, receive_key) = match role {
-            Role::Initiator => (initiator_to_responder, responder_to_initiator),
-            Role::Responder => (responder_to_initiator, initiator_to_responder),
-        };
         // The session id names the handshake (via the initiator's ephemeral
         // key) so both sides can tell a new session from an old one.
         let mut session_id = [0u8; 16];

@@ -240,13 +240,7 @@ impl ChainSnapshot {
         let start_seq = u64::from_le_bytes(reader.take()?);
         let chain_key = SecretKey(reader.take()?);
         let flags = if version == SNAPSHOT_VERSION {
-            let [flags] = reader.take::<1>()?;
-            // Version 2 is only written with a known flag set (see
-            // `SNAPSHOT_VERSION`): anything else has no canonical form.
-            if flags == 0 || flags & !(SNAPSHOT_FLAG_ORIGIN | SNAPSHOT_FLAG_RESERVED) != 0 {
-                return Err(SnapshotError::Inconsistent);
-            }
-            flags
+            reader.flags()?
         } else {
             0
         };
@@ -256,29 +250,11 @@ impl ChainSnapshot {
             None
         };
         let reserved = flags & SNAPSHOT_FLAG_RESERVED != 0;
-        let mut skipped = Vec::new();
-        let mut window = ReplayWindow::default();
-        if role == ChainRole::Receiving {
-            window.top = u64::from_le_bytes(reader.take()?);
-            for word in window.bits.iter_mut() {
-                *word = u64::from_le_bytes(reader.take()?);
-            }
-            let count = usize::from(u16::from_le_bytes(reader.take()?));
-            if count as u64 > MAX_SKIP {
-                return Err(SnapshotError::TooManySkipped(count));
-            }
-            // Check the length before allocating for `count` entries.
-            if reader.0.len() < count * SNAPSHOT_SKIPPED_LEN {
-                return Err(SnapshotError::Truncated);
-            }
-            skipped.reserve_exact(count);
-            for _ in 0..count {
-                let seq = u64::from_le_bytes(reader.take()?);
-                let key = SecretKey(reader.take()?);
-                let nonce = reader.take()?;
-                skipped.push((seq, MessageKey { key, nonce }));
-            }
-        }
+        let (window, skipped) = if role == ChainRole::Receiving {
+            (reader.window()?, reader.skipped_keys()?)
+        } else {
+            (ReplayWindow::default(), Vec::new())
+        };
         if !reader.0.is_empty() {
             return Err(SnapshotError::TrailingBytes(reader.0.len()));
         }
@@ -335,6 +311,49 @@ impl Reader<'_> {
             .ok_or(SnapshotError::Truncated)?;
         self.0 = rest;
         Ok(*head)
+    }
+
+    /// The flags byte of a version-2 snapshot. Version 2 is only written
+    /// with a known flag set (see `SNAPSHOT_VERSION`): anything else has
+    /// no canonical form.
+    fn flags(&mut self) -> Result<u8, SnapshotError> {
+        let [flags] = self.take::<1>()?;
+        if flags == 0 || flags & !(SNAPSHOT_FLAG_ORIGIN | SNAPSHOT_FLAG_RESERVED) != 0 {
+            return Err(SnapshotError::Inconsistent);
+        }
+        Ok(flags)
+    }
+
+    /// A receiving chain's replay window: its top and bits.
+    fn window(&mut self) -> Result<ReplayWindow, SnapshotError> {
+        let mut window = ReplayWindow::default();
+        window.top = u64::from_le_bytes(self.take()?);
+        for word in window.bits.iter_mut() {
+            *word = u64::from_le_bytes(self.take()?);
+        }
+        Ok(window)
+    }
+
+    /// A receiving chain's skipped keys: a count (at most `MAX_SKIP`,
+    /// checked against the bytes left before anything is allocated), then
+    /// that many keys.
+    fn skipped_keys(&mut self) -> Result<Vec<(u64, MessageKey)>, SnapshotError> {
+        let count = usize::from(u16::from_le_bytes(self.take()?));
+        if count as u64 > MAX_SKIP {
+            return Err(SnapshotError::TooManySkipped(count));
+        }
+        if self.0.len() < count * SNAPSHOT_SKIPPED_LEN {
+            return Err(SnapshotError::Truncated);
+        }
+        let mut skipped = Vec::new();
+        skipped.reserve_exact(count);
+        for _ in 0..count {
+            let seq = u64::from_le_bytes(self.take()?);
+            let key = SecretKey(self.take()?);
+            let nonce = self.take()?;
+            skipped.push((seq, MessageKey { key, nonce }));
+        }
+        Ok(skipped)
     }
 }
 
