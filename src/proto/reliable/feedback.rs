@@ -22,40 +22,10 @@ impl Reliable {
         let Some(member) = room.members.get_mut(&from) else {
             return;
         };
-        if member.peer_session != Some(ack.receiver_session) {
-            // A new run of the member (or its first ACK): its ACK numbers
-            // start over, and what it had merely received is gone.
-            member.peer_session = Some(ack.receiver_session);
-            member.ack_no = 0;
-            member.largest = None;
-        }
-        if ack.ack_no <= member.ack_no {
+        let Some((old_stored, newest)) = member.take_ack(&ack, sent_upto) else {
             return;
-        }
-        member.ack_no = ack.ack_no;
-        // Never believe more than was sent.
-        let received = ack.received.min(sent_upto);
-        let stored = ack.stored.min(received);
-        // Taken from the newest ACK, not the maximum: a receiver whose
-        // incomplete fragments expired reneges, and must get them again.
-        // Stored messages never go back.
-        member.received = received.max(member.stored);
-        let floor = member.received;
-        member.sacked = ack
-            .ranges
-            .iter()
-            .map(|&(start, end)| (start.max(floor), end.min(sent_upto)))
-            .filter(|(start, end)| start < end)
-            .collect();
-        let old_stored = member.stored;
-        member.stored = member.stored.max(stored);
+        };
         let new_stored = member.stored;
-        let newest = ack
-            .largest
-            .filter(|l| *l < sent_upto && member.largest.is_none_or(|old| *l > old));
-        if newest.is_some() {
-            member.largest = newest;
-        }
         // RTT sample from a newly acknowledged packet sent exactly once
         // (Karn), minus the time the receiver held the ACK back.
         let sample = newest
@@ -172,26 +142,31 @@ impl Reliable {
             }
         }
         if via_group {
-            // Hold the repair briefly: if other members lost the same packet
-            // (a loss near the sender), one repair to the group serves them
-            // all, and members whose NACK back-off has not yet run out see
-            // the gap filled and never NACK (NORM-style suppression).
-            let until = now + self.config.repair_hold;
-            for seq in wanted {
-                let held = self
-                    .held
-                    .entry((room_id, seq))
-                    .or_insert_with(|| HeldRepair {
-                        until,
-                        peers: Vec::new(),
-                    });
-                if !held.peers.contains(&from) {
-                    held.peers.push(from);
-                }
-            }
+            self.hold_repairs(now, room_id, from, wanted);
         } else {
             for seq in wanted {
                 self.queue_repair(room_id, from, seq);
+            }
+        }
+    }
+
+    /// Holds the repairs of multicast packets `from` asked for briefly: if
+    /// other members lost the same packet (a loss near the sender), one
+    /// repair to the group serves them all, and members whose NACK
+    /// back-off has not yet run out see the gap filled and never NACK
+    /// (NORM-style suppression).
+    fn hold_repairs(&mut self, now: Instant, room_id: RoomId, from: PeerId, wanted: Vec<u64>) {
+        let until = now + self.config.repair_hold;
+        for seq in wanted {
+            let held = self
+                .held
+                .entry((room_id, seq))
+                .or_insert_with(|| HeldRepair {
+                    until,
+                    peers: Vec::new(),
+                });
+            if !held.peers.contains(&from) {
+                held.peers.push(from);
             }
         }
     }

@@ -107,7 +107,7 @@ use super::ids::{MessageId, PeerId, RoomId};
 use peer::PeerState;
 use room::{AckInfo, HeldRepair, Member, OutPacket, Room};
 use rtt::Rtt;
-use stream::{Fragment, RecvStream, add_refused, advance_stored, paced_ack, schedule_ack};
+use stream::{Fragment, RecvStream, add_refused};
 
 /// Tokens short of one packet that still count as one: float rounding in
 /// the refill must not leave the bucket a hair below a packet forever.
@@ -324,8 +324,8 @@ impl Reliable {
         if let Some(entry) = stream.unconfirmed.iter_mut().find(|(end, _)| *end == seq) {
             entry.1 = true;
         }
-        if advance_stored(stream) {
-            schedule_ack(stream, paced_ack(stream, now, config_delay));
+        if stream.advance_stored() {
+            stream.schedule_ack(stream.paced_ack(now, config_delay));
         }
         // Delivery may have paused on `max_unconfirmed`.
         self.deliver(now, room, from);
@@ -432,7 +432,26 @@ impl Reliable {
                 return Err(error);
             }
         };
-        let room = match &packet {
+        let room = self.admit(&packet, from, bound_to)?;
+        self.heard(now, from);
+        // A packet over the pairwise session is the claimed sender's own; one
+        // in a group frame may have been sealed by any member of the room.
+        let authenticated = bound_to.is_none();
+        self.dispatch(now, room, from, (via, authenticated), packet);
+        Ok(())
+    }
+
+    /// Checks that `packet` may be handled at all: about a room we are in,
+    /// from one of its members, and, when it came in a group frame
+    /// (`bound_to`), about that frame's room and no ACK or NACK. Counts and
+    /// refuses the rest; returns the packet's room.
+    fn admit(
+        &mut self,
+        packet: &Packet,
+        from: PeerId,
+        bound_to: Option<RoomId>,
+    ) -> Result<RoomId, PacketError> {
+        let room = match packet {
             Packet::Data { room, .. }
             | Packet::Ack { room, .. }
             | Packet::Nack { room, .. }
@@ -454,10 +473,19 @@ impl Reliable {
             self.stats.foreign += 1;
             return Err(PacketError::NotMember);
         }
-        self.heard(now, from);
-        // A packet over the pairwise session is the claimed sender's own; one
-        // in a group frame may have been sealed by any member of the room.
-        let authenticated = bound_to.is_none();
+        Ok(room)
+    }
+
+    /// Hands an admitted packet to the handler of its kind. `origin` says
+    /// how it came and whether it is the claimed sender's own.
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        from: PeerId,
+        (via, authenticated): (Via, bool),
+        packet: Packet,
+    ) {
         match packet {
             Packet::Data {
                 session,
@@ -529,7 +557,6 @@ impl Reliable {
                 session, low, next, ..
             } => self.on_heartbeat(now, room, from, (via, authenticated), session, low, next),
         }
-        Ok(())
     }
 
     /// The next time [`Reliable::handle_timeout`] must be called, if any.

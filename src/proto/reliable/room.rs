@@ -2,7 +2,7 @@
 //! for and what it knows of each.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::config::RoomConfig;
 use super::event::FanOut;
@@ -118,6 +118,48 @@ impl Member {
     pub(super) fn has_received(&self, seq: u64) -> bool {
         seq < self.received || self.sacked.iter().any(|&(s, e)| s <= seq && seq < e)
     }
+
+    /// Takes in a fresh ACK from this member (one that is not older than
+    /// the last, by its `ack_no`, within the member's session): what it
+    /// received, stored and holds. Returns `stored` before it and the
+    /// newly acknowledged largest sequence number, for an RTT sample;
+    /// `None` for a stale ACK.
+    pub(super) fn take_ack(&mut self, ack: &AckInfo, sent_upto: u64) -> Option<(u64, Option<u64>)> {
+        if self.peer_session != Some(ack.receiver_session) {
+            // A new run of the member (or its first ACK): its ACK numbers
+            // start over, and what it had merely received is gone.
+            self.peer_session = Some(ack.receiver_session);
+            self.ack_no = 0;
+            self.largest = None;
+        }
+        if ack.ack_no <= self.ack_no {
+            return None;
+        }
+        self.ack_no = ack.ack_no;
+        // Never believe more than was sent.
+        let received = ack.received.min(sent_upto);
+        let stored = ack.stored.min(received);
+        // Taken from the newest ACK, not the maximum: a receiver whose
+        // incomplete fragments expired reneges, and must get them again.
+        // Stored messages never go back.
+        self.received = received.max(self.stored);
+        let floor = self.received;
+        self.sacked = ack
+            .ranges
+            .iter()
+            .map(|&(start, end)| (start.max(floor), end.min(sent_upto)))
+            .filter(|(start, end)| start < end)
+            .collect();
+        let old_stored = self.stored;
+        self.stored = self.stored.max(stored);
+        let newest = ack
+            .largest
+            .filter(|l| *l < sent_upto && self.largest.is_none_or(|old| *l > old));
+        if newest.is_some() {
+            self.largest = newest;
+        }
+        Some((old_stored, newest))
+    }
 }
 
 /// Our own stream into a room, plus the room's membership.
@@ -157,6 +199,24 @@ impl Room {
                 .members
                 .values()
                 .any(|m| m.fan_out == FanOut::Multicast)
+    }
+
+    /// Whether the packet `seq`, sent now, should ask for its ACK at once.
+    /// A lone packet of a conversation (nothing older held for anyone,
+    /// and the room was quiet for `lone_gap`) asks for its ACK at once;
+    /// a stream of packets keeps the paced ACKs. Without multicast,
+    /// nothing older held is enough: a sender that waits for each
+    /// "delivered" before its next send (stop-and-wait) would otherwise
+    /// wait up to `max_ack_delay` every time. It costs one ACK per
+    /// packet only for streams slower than one packet per round trip;
+    /// a faster stream has older packets held and keeps paced ACKs. (In
+    /// a multicast room every member would answer each group packet.)
+    pub(super) fn lone_packet(&self, seq: u64, now: Instant, lone_gap: Duration) -> bool {
+        seq == self.low
+            && (!self.config.multicast
+                || self
+                    .last_new_data
+                    .is_none_or(|t| now.saturating_duration_since(t) >= lone_gap))
     }
 }
 

@@ -74,6 +74,15 @@ impl Reliable {
             return false;
         };
         self.last_room = Some(room_id);
+        self.build_new(now, room_id);
+        true
+    }
+
+    /// Builds the datagrams of `room_id`'s next new packet: once to the
+    /// group (when members hear it, or as an occasional probe) and a
+    /// unicast copy for each reachable member served by unicast; arms the
+    /// members' retransmission timers and the room's heartbeat.
+    fn build_new(&mut self, now: Instant, room_id: RoomId) {
         let (session, config, peers) = (self.session, &self.config, &self.peers);
         let room = self
             .rooms
@@ -109,20 +118,7 @@ impl Reliable {
             room.heartbeat_at = Some(now + config.heartbeat_interval);
             room.heartbeats = 0;
         }
-        // A lone packet of a conversation (nothing older held for anyone,
-        // and the room was quiet for `lone_gap`) asks for its ACK at once;
-        // a stream of packets keeps the paced ACKs. Without multicast,
-        // nothing older held is enough: a sender that waits for each
-        // "delivered" before its next send (stop-and-wait) would otherwise
-        // wait up to `max_ack_delay` every time. It costs one ACK per
-        // packet only for streams slower than one packet per round trip;
-        // a faster stream has older packets held and keeps paced ACKs. (In
-        // a multicast room every member would answer each group packet.)
-        let ack_now = seq == low
-            && (!room.config.multicast
-                || room
-                    .last_new_data
-                    .is_none_or(|t| now.saturating_duration_since(t) >= config.lone_gap));
+        let ack_now = room.lone_packet(seq, now, config.lone_gap);
         room.last_new_data = Some(now);
         let packet = room
             .packet_mut(seq)
@@ -146,7 +142,6 @@ impl Reliable {
                 bytes,
             });
         }
-        true
     }
 
     /// Builds a unicast repair if it is still needed; `false` if not.

@@ -5,6 +5,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::packet::MAX_RANGES;
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use super::config::Config;
+use super::packet::Packet;
 use super::peer::PeerState;
 use super::stats::Stats;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
@@ -181,27 +186,270 @@ pub(super) fn stream_entry<'a>(
     Some(stream)
 }
 
-/// When a routine ACK is due: at once for news on a stream a lone packet
-/// marked `ack_now`, or if the stream was quiet for `max_ack_delay` (so an
-/// idle chat gets its "delivered" tick without delay), else `max_ack_delay`
-/// after the previous ACK (so a busy stream sends one ACK per interval, not
-/// one per packet).
-pub(super) fn paced_ack(stream: &RecvStream, now: Instant, max_ack_delay: Duration) -> Instant {
-    // Only for news: an ACK that would repeat the last one waits as usual
-    // (so a stream whose store lags cannot keep a timer due).
-    if stream.urgent && stream.dirty {
-        return now;
+/// What [`RecvStream::take_head`] found at the head of the stream.
+pub(super) enum Head {
+    /// The next message is not complete yet.
+    Waiting,
+    /// A head packet that can never be part of a message was dropped; the
+    /// bytes it held.
+    Dropped(usize),
+    /// A complete message, taken out of the buffer: the sequence number of
+    /// its last fragment, its id, its payload and the bytes it held.
+    Complete {
+        seq: u64,
+        id: MessageId,
+        payload: Vec<u8>,
+        bytes: usize,
+    },
+}
+
+impl RecvStream {
+    /// Takes the message at the head of the stream out of the buffer if it
+    /// is complete, or drops a head packet that can never be part of one.
+    pub(super) fn take_head(&mut self) -> Head {
+        let Some(head) = self.buf.get(&self.next) else {
+            return Head::Waiting;
+        };
+        let (id, frags) = (head.id, head.frags);
+        if head.frag != 0 {
+            // Only a broken sender starts a stream mid-message.
+            return Head::Dropped(self.drop_head());
+        }
+        let end = self.next + u64::from(frags);
+        let complete = (self.next..end).all(|s| {
+            self.buf.get(&s).is_some_and(|f| {
+                f.id == id && f.frags == frags && u64::from(f.frag) == s - self.next
+            })
+        });
+        if !complete {
+            let inconsistent = (self.next..end).any(|s| {
+                self.buf
+                    .get(&s)
+                    .is_some_and(|f| f.id != id || f.frags != frags)
+            });
+            if inconsistent {
+                return Head::Dropped(self.drop_head());
+            }
+            return Head::Waiting;
+        }
+        let mut payload = Vec::new();
+        let mut bytes = 0;
+        for s in self.next..end {
+            let f = self.buf.remove(&s).expect("completeness checked above");
+            bytes += f.chunk.len();
+            payload.extend_from_slice(&f.chunk);
+        }
+        self.next = end;
+        Head::Complete {
+            seq: end - 1,
+            id,
+            payload,
+            bytes,
+        }
     }
-    stream
-        .last_ack
-        .map_or(now, |last| (last + max_ack_delay).max(now))
+
+    /// Drops the head packet; returns the bytes it held.
+    fn drop_head(&mut self) -> usize {
+        let bytes = self.buf.remove(&self.next).map_or(0, |f| f.chunk.len());
+        self.next += 1;
+        bytes
+    }
+
+    /// After a delivery pass: acknowledges what is now stored, and re-arms
+    /// the expiry timer and gap detection (a NACK after `nack_delay` plus a
+    /// random share of `nack_jitter`) for what is still missing.
+    pub(super) fn after_delivery(
+        &mut self,
+        now: Instant,
+        progressed: bool,
+        config: &Config,
+        rng: &mut StdRng,
+    ) {
+        if self.advance_stored() {
+            self.schedule_ack(self.paced_ack(now, config.max_ack_delay));
+        }
+        if progressed {
+            self.nack_tries = 0;
+            self.expire_at = (!self.buf.is_empty()).then_some(now + config.reassembly_timeout);
+        }
+        if self.buf.is_empty() {
+            self.expire_at = None;
+        }
+        // Gap detection: anything known to exist that has not arrived.
+        let gap = self.received_upto() < self.known_end();
+        if !gap {
+            self.nack_at = None;
+            self.nack_tries = 0;
+        } else if self.nack_at.is_none() && self.nack_tries <= config.max_retries {
+            let jitter = config.nack_jitter.as_micros() as u64;
+            let extra = if jitter > 0 {
+                rng.random_range(0..jitter)
+            } else {
+                0
+            };
+            self.nack_at = Some(now + config.nack_delay + Duration::from_micros(extra));
+        }
+    }
+
+    /// If the expiry timer is due, frees the incomplete data that waited
+    /// too long (the sender resends it on NACK or timeout) and returns the
+    /// packets and bytes dropped.
+    pub(super) fn expire(&mut self, now: Instant, config: &Config) -> Option<(u64, usize)> {
+        if !self.expire_at.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let dropped = (self.buf.len() as u64, self.buffered_bytes);
+        self.buf.clear();
+        self.buffered_bytes = 0;
+        self.expire_at = None;
+        self.dirty = true;
+        self.schedule_ack(now + config.max_ack_delay);
+        // Re-arm gap detection for what was just dropped.
+        self.nack_at = Some(now + config.nack_delay);
+        self.nack_tries = 0;
+        Some(dropped)
+    }
+
+    /// If the NACK timer is due and something is missing, the NACK to send
+    /// (retried with backoff, at most `max_retries` times).
+    pub(super) fn nack_due(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        config: &Config,
+    ) -> Option<Packet> {
+        if !self.nack_at.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let from_seq = self.received_upto();
+        let end = self.known_end().min(self.next + config.recv_window);
+        let missing = self.missing_ranges(from_seq, end);
+        if missing.is_empty() || self.nack_tries > config.max_retries {
+            self.nack_at = None;
+            return None;
+        }
+        let packet = Packet::Nack {
+            room,
+            session: self.session,
+            missing,
+            mcast_rx: self.mcast_rx,
+        };
+        self.nack_tries += 1;
+        let wait = config
+            .nack_retry
+            .saturating_mul(1 << self.nack_tries.min(16))
+            .min(config.rto_max);
+        self.nack_at = Some(now + wait);
+        Some(packet)
+    }
+
+    /// If the ACK timer is due and something changed since the last ACK,
+    /// the ACK to send. `receiver_session` is our own session.
+    pub(super) fn ack_due(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        receiver_session: u64,
+    ) -> Option<Packet> {
+        if !self.ack_at.is_some_and(|t| t <= now) {
+            return None;
+        }
+        self.ack_at = None;
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        self.since_ack = 0;
+        self.last_ack = Some(now);
+        if self.stored >= self.next {
+            // Everything delivered is reported stored: back to pacing.
+            self.urgent = false;
+        }
+        self.ack_no += 1;
+        let received = self.received_upto();
+        let delay = self
+            .largest_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        Some(Packet::Ack {
+            room,
+            session: self.session,
+            receiver_session,
+            ack_no: self.ack_no,
+            received,
+            ranges: self.arrived_ranges(received),
+            stored: self.stored,
+            largest: self.largest,
+            delay_us: u32::try_from(delay.as_micros()).unwrap_or(u32::MAX),
+            mcast_rx: self.mcast_rx,
+            refused: self.refused.clone(),
+        })
+    }
+
+    /// When a routine ACK is due: at once for news on a stream a lone packet
+    /// marked `ack_now`, or if the stream was quiet for `max_ack_delay` (so an
+    /// idle chat gets its "delivered" tick without delay), else `max_ack_delay`
+    /// after the previous ACK (so a busy stream sends one ACK per interval, not
+    /// one per packet).
+    pub(super) fn paced_ack(&self, now: Instant, max_ack_delay: Duration) -> Instant {
+        // Only for news: an ACK that would repeat the last one waits as usual
+        // (so a stream whose store lags cannot keep a timer due).
+        if self.urgent && self.dirty {
+            return now;
+        }
+        self.last_ack
+            .map_or(now, |last| (last + max_ack_delay).max(now))
+    }
+
+    /// Arms the ACK timer for `due`, or keeps it if it is due earlier.
+    pub(super) fn schedule_ack(&mut self, due: Instant) {
+        self.ack_at = Some(self.ack_at.map_or(due, |t| t.min(due)));
+    }
+
+    /// Moves `stored` over confirmed deliveries; `true` if it moved.
+    pub(super) fn advance_stored(&mut self) -> bool {
+        let before = self.stored;
+        while let Some(&(end, true)) = self.unconfirmed.front() {
+            self.stored = self.stored.max(end + 1);
+            self.unconfirmed.pop_front();
+        }
+        if self.unconfirmed.is_empty() {
+            // Skipped ranges have nothing to confirm.
+            self.stored = self.stored.max(self.next);
+        }
+        if self.stored != before {
+            self.dirty = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The sender no longer has anything below `low`: skip it. Returns the
+    /// buffered bytes freed.
+    pub(super) fn skip_to(&mut self, low: u64, authenticated: bool) -> usize {
+        // The sender has settled everything below `low`: its refusals no longer
+        // need reporting. Only the sender itself says so: a `low` in a group
+        // frame may be another member's forgery.
+        if authenticated {
+            self.refused.retain(|&(_, end)| end > low);
+        }
+        if low <= self.next {
+            return 0;
+        }
+        // Nothing skipped was stored here. If the sender still has any of it
+        // (the `low` was forged), the next ACK must not pass for "stored".
+        add_refused(&mut self.refused, self.next, low);
+        let keep = self.buf.split_off(&low);
+        let dropped: usize = self.buf.values().map(|f| f.chunk.len()).sum();
+        self.buffered_bytes -= dropped;
+        self.buf = keep;
+        self.next = low;
+        self.announced = self.announced.max(low);
+        self.dirty = true;
+        dropped
+    }
 }
 
-pub(super) fn schedule_ack(stream: &mut RecvStream, due: Instant) {
-    stream.ack_at = Some(stream.ack_at.map_or(due, |t| t.min(due)));
-}
-
-/// Moves `stored` over confirmed deliveries; `true` if it moved.
 /// Adds `start..end` to the refused ranges, merging it with its
 /// neighbours; over `MAX_RANGES` the two oldest ranges merge, which may take
 /// in messages that were stored (their senders then send them again, and
@@ -221,49 +469,6 @@ pub(super) fn add_refused(refused: &mut Vec<(u64, u64)>, start: u64, end: u64) {
         let second = refused.remove(1);
         refused[0].1 = second.1;
     }
-}
-
-pub(super) fn advance_stored(stream: &mut RecvStream) -> bool {
-    let before = stream.stored;
-    while let Some(&(end, true)) = stream.unconfirmed.front() {
-        stream.stored = stream.stored.max(end + 1);
-        stream.unconfirmed.pop_front();
-    }
-    if stream.unconfirmed.is_empty() {
-        // Skipped ranges have nothing to confirm.
-        stream.stored = stream.stored.max(stream.next);
-    }
-    if stream.stored != before {
-        stream.dirty = true;
-        true
-    } else {
-        false
-    }
-}
-
-/// The sender no longer has anything below `low`: skip it. Returns the
-/// buffered bytes freed.
-pub(super) fn skip_to(stream: &mut RecvStream, low: u64, authenticated: bool) -> usize {
-    // The sender has settled everything below `low`: its refusals no longer
-    // need reporting. Only the sender itself says so: a `low` in a group
-    // frame may be another member's forgery.
-    if authenticated {
-        stream.refused.retain(|&(_, end)| end > low);
-    }
-    if low <= stream.next {
-        return 0;
-    }
-    // Nothing skipped was stored here. If the sender still has any of it
-    // (the `low` was forged), the next ACK must not pass for "stored".
-    add_refused(&mut stream.refused, stream.next, low);
-    let keep = stream.buf.split_off(&low);
-    let dropped: usize = stream.buf.values().map(|f| f.chunk.len()).sum();
-    stream.buffered_bytes -= dropped;
-    stream.buf = keep;
-    stream.next = low;
-    stream.announced = stream.announced.max(low);
-    stream.dirty = true;
-    dropped
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Bounded queues, fairness between rooms, pacing, and a hostile member
 //! that cannot push any buffer past its bound.
 
-use super::*;
 use super::packet::arb_packet;
+use super::*;
 use proptest::prelude::*;
 
 #[test]
