@@ -67,7 +67,7 @@ pub struct Config {
     /// Out-of-order packets waiting longer than this are dropped (they are
     /// retransmitted on request).
     pub reassembly_timeout: Duration,
-    /// Delivered messages awaiting [`Reliable::confirm_stored`], per stream;
+    /// Delivered messages awaiting [`Reliable::confirm_stored`](super::Reliable::confirm_stored), per stream;
     /// delivery pauses beyond it.
     pub max_unconfirmed: usize,
     /// Recently delivered message ids remembered for duplicate suppression.

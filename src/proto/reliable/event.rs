@@ -19,11 +19,11 @@ pub enum FanOut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A complete message, in per-sender order, never twice. Store it, then
-    /// call [`Reliable::confirm_stored`] with `seq`.
+    /// call [`Reliable::confirm_stored`](super::Reliable::confirm_stored) with `seq`.
     Received {
         room: RoomId,
         from: PeerId,
-        /// Handle for [`Reliable::confirm_stored`].
+        /// Handle for [`Reliable::confirm_stored`](super::Reliable::confirm_stored).
         seq: u64,
         id: MessageId,
         payload: Vec<u8>,
@@ -62,7 +62,7 @@ pub enum Event {
     },
 }
 
-/// Why [`Reliable::send`] refused a message.
+/// Why [`Reliable::send`](super::Reliable::send) refused a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SendError {
     #[error("message of {0} bytes exceeds the {MAX_MESSAGE}-byte limit")]

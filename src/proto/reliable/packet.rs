@@ -74,7 +74,7 @@ pub enum Packet {
         /// Packets of this stream that arrived via the multicast group.
         mcast_rx: u64,
         /// Messages below `stored` that the receiver did *not* store (it
-        /// refused them: see [`Reliable::refuse`]), by the sequence number
+        /// refused them: see [`Reliable::refuse`](super::Reliable::refuse)), by the sequence number
         /// of their last fragment. Left out of the encoding when empty, so
         /// such an ACK reads as it always did.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3,7 +3,7 @@
 /// Counters, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams emitted, indexed by [`PacketKind::index`].
+    /// Datagrams emitted, indexed by [`PacketKind::index`](super::PacketKind::index).
     pub sent: [u64; 4],
     /// Data packets sent again (NACK repairs, timeouts, fan-out changes).
     pub retransmits: u64,

@@ -24,6 +24,6 @@ pub enum Via {
 pub struct Transmit {
     pub destination: Destination,
     pub kind: PacketKind,
-    /// An encoded [`Packet`], at most [`MAX_PACKET`] bytes.
+    /// An encoded [`Packet`](super::Packet), at most [`MAX_PACKET`](super::MAX_PACKET) bytes.
     pub bytes: Vec<u8>,
 }
