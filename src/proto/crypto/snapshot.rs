@@ -326,8 +326,11 @@ impl Reader<'_> {
 
     /// A receiving chain's replay window: its top and bits.
     fn window(&mut self) -> Result<ReplayWindow, SnapshotError> {
-        let mut window = ReplayWindow::default();
-        window.top = u64::from_le_bytes(self.take()?);
+        let top = u64::from_le_bytes(self.take()?);
+        let mut window = ReplayWindow {
+            top,
+            ..ReplayWindow::default()
+        };
         for word in window.bits.iter_mut() {
             *word = u64::from_le_bytes(self.take()?);
         }

@@ -295,7 +295,7 @@ impl RecvStream {
     /// too long (the sender resends it on NACK or timeout) and returns the
     /// packets and bytes dropped.
     pub(super) fn expire(&mut self, now: Instant, config: &Config) -> Option<(u64, usize)> {
-        if !self.expire_at.is_some_and(|t| t <= now) {
+        if self.expire_at.is_none_or(|t| t > now) {
             return None;
         }
         let dropped = (self.buf.len() as u64, self.buffered_bytes);
@@ -318,7 +318,7 @@ impl RecvStream {
         room: RoomId,
         config: &Config,
     ) -> Option<Packet> {
-        if !self.nack_at.is_some_and(|t| t <= now) {
+        if self.nack_at.is_none_or(|t| t > now) {
             return None;
         }
         let from_seq = self.received_upto();
@@ -351,7 +351,7 @@ impl RecvStream {
         room: RoomId,
         receiver_session: u64,
     ) -> Option<Packet> {
-        if !self.ack_at.is_some_and(|t| t <= now) {
+        if self.ack_at.is_none_or(|t| t > now) {
             return None;
         }
         self.ack_at = None;
