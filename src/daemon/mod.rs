@@ -39,12 +39,17 @@
 pub mod address_book;
 pub mod api;
 mod clock;
+mod command;
 pub mod control;
+mod core;
 mod driver;
 pub mod json;
 pub mod mutes;
 mod profiles;
 pub mod search;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+mod subscription;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,10 +73,12 @@ pub use address_book::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
 use api::ReplyTo;
 pub use api::{
     Delivery, HistoryPage, HistoryRow, Reply, Request, RequestId, ResolveKind, SubscribeOptions,
-    Subscription, Target, Update,
+    Target, Update,
 };
-use driver::{Command, NodeDriver, Sink};
+use command::{Command, Sink};
+use driver::NodeDriver;
 pub use search::SearchResult;
+pub use subscription::Subscription;
 
 /// How long a caller waits for the network thread to answer a command. The
 /// thread answers within one loop turn; this only guards against a stalled
@@ -731,7 +738,13 @@ pub fn start(
     // Group rooms use the multicast group when there is one.
     config.node.group_multicast |= config.net.multicast_enabled();
     let discovery = config.discovery.clone();
-    let mut driver = NodeDriver::new(account, config.node, &config.peers, config.discovery)?;
+    let mut driver = NodeDriver::new(
+        account,
+        config.node,
+        &config.peers,
+        config.discovery,
+        clock::Now::read(),
+    )?;
     let (events_tx, events_rx) = mpsc::channel();
     driver.subscribe(Sink::Events(events_tx), None, None);
     let net = net::spawn(config.net, driver)?;
@@ -1117,7 +1130,7 @@ impl DaemonHandle {
             control.stop();
         }
         let shutdown = self.net.shutdown()?;
-        shutdown.driver.flush()?;
+        shutdown.driver.flush(clock::Now::read())?;
         match shutdown.error {
             Some(error) => Err(error.into()),
             None => Ok(()),
