@@ -191,11 +191,9 @@ impl DaemonCore {
                     }
                     // Recipients without a row yet: sent within the last
                     // second and not acknowledged (see `OUTBOX_AFTER`).
-                    if let Some(inflight) = self.inflight.get(&entry.message.id) {
-                        for peer in &inflight.waiting {
-                            if !deliveries.iter().any(|(p, _)| p == peer) {
-                                deliveries.push((*peer, Delivery::Sent));
-                            }
+                    for peer in self.outbox.waiting_for(&entry.message.id) {
+                        if !deliveries.iter().any(|(p, _)| p == peer) {
+                            deliveries.push((*peer, Delivery::Sent));
                         }
                     }
                     deliveries.sort_by_key(|(peer, _)| *peer);

@@ -177,7 +177,7 @@ impl DaemonCore {
         // Delivery states gathered meanwhile (when this settling was not
         // theirs) keep their turn.
         self.settle_at =
-            (!self.delivery_updates.is_empty()).then(|| self.clock.mono + SETTLE_AFTER);
+            (!self.outbox.deliveries.is_empty()).then(|| self.clock.mono + SETTLE_AFTER);
         if !self.waiting.is_empty() {
             self.report_settled(fresh);
         }
@@ -309,11 +309,11 @@ impl DaemonCore {
     /// Settles the journal and records the delivery states gathered since
     /// the last call, in one transaction.
     pub(super) fn write_deliveries(&mut self) -> Result<(), StoreError> {
-        let updates = std::mem::take(&mut self.delivery_updates);
+        let updates = std::mem::take(&mut self.outbox.deliveries);
         if let Err(error) = self.settle_with(&updates) {
             // Kept for the next try, ahead of those gathered since.
-            let later = std::mem::replace(&mut self.delivery_updates, updates);
-            self.delivery_updates.extend(later);
+            let later = std::mem::replace(&mut self.outbox.deliveries, updates);
+            self.outbox.deliveries.extend(later);
             return Err(error);
         }
         Ok(())

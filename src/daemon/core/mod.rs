@@ -68,10 +68,15 @@ use crate::store::{
 
 use events::MAX_PROVISIONAL;
 use history::Unread;
+// The simulator's tests step around these two delays.
+#[cfg(any(test, feature = "sim"))]
 pub(crate) use journal::SETTLE_AFTER;
+#[cfg(not(any(test, feature = "sim")))]
+use journal::SETTLE_AFTER;
 use journal::{Waiting, stored};
+#[cfg(any(test, feature = "sim"))]
 pub(crate) use outbox::OUTBOX_AFTER;
-use outbox::{Inflight, SignedSend, UnsavedSend};
+use outbox::{Outbox, SignedSend, UnsavedSend};
 use restore::PeerEntry;
 use sync::{SYNC_AFTER_ONLINE, SYNC_INTERVAL};
 
@@ -92,13 +97,9 @@ pub(crate) struct DaemonCore {
     node: Node,
     store: Store,
     peers: BTreeMap<PeerId, PeerEntry>,
-    /// Our messages not yet acknowledged by everyone, by id.
-    inflight: HashMap<MessageId, Inflight>,
-    /// Sent messages not in the stored outbox yet, oldest first, with when
-    /// they go into it (see [`OUTBOX_AFTER`]).
-    outbox_due: VecDeque<(Instant, MessageId)>,
-    /// Delivery states to record, in one transaction per round.
-    delivery_updates: Vec<(MessageKey, PeerId, DeliveryState)>,
+    /// Our messages waiting for acknowledgements, and the delivery states
+    /// to write with the next settling.
+    outbox: Outbox,
     /// Muted rooms and peers (by their 32-byte id).
     mutes: MuteTable,
     /// How far the user read each room (persisted).
@@ -303,7 +304,7 @@ impl DaemonCore {
         for event in std::mem::take(&mut self.unpublished) {
             self.outputs.push_back(Output::Event(event));
         }
-        if !self.delivery_updates.is_empty() {
+        if !self.outbox.deliveries.is_empty() {
             self.settle_at.get_or_insert(now + SETTLE_AFTER);
         }
     }
@@ -361,7 +362,7 @@ impl DaemonCore {
     /// When [`DaemonCore::handle_timeout`] is due next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.outbox_due.front().map(|(due, _)| *due),
+            self.outbox.next_due(),
             self.syncs_due.front().map(|(due, _)| *due),
             self.settle_at,
             self.node.poll_timeout(),

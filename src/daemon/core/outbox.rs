@@ -12,17 +12,141 @@ use super::*;
 /// reconciliation with its recipient hands it over all the same.
 pub(crate) const OUTBOX_AFTER: Duration = Duration::from_secs(1);
 
+/// Our messages waiting for acknowledgements: which recipients each
+/// waits for, when each enters the stored outbox, and the delivery states
+/// gathered for the next settling.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// Our messages not yet acknowledged by everyone, by id.
+    inflight: HashMap<MessageId, Inflight>,
+    /// Sent messages not in the stored outbox yet, oldest first, with when
+    /// they go into it (see [`OUTBOX_AFTER`]).
+    due: VecDeque<(Instant, MessageId)>,
+    /// Delivery states to record, in one transaction per settling.
+    pub(super) deliveries: Vec<(MessageKey, PeerId, DeliveryState)>,
+}
+
+impl Outbox {
+    /// Our message `key` was stored at `now`, for `recipients`.
+    pub(super) fn sent(&mut self, now: Instant, key: MessageKey, recipients: Vec<PeerId>) {
+        let id = key.id;
+        self.inflight.insert(
+            id,
+            Inflight {
+                key,
+                recipients: recipients.len(),
+                waiting: recipients,
+                in_outbox: false,
+            },
+        );
+        self.due.push_back((now + OUTBOX_AFTER, id));
+    }
+
+    /// Our message `key` (sent again as `id`) from the stored outbox waits
+    /// for `peer`.
+    pub(super) fn resent(&mut self, id: MessageId, key: MessageKey, peer: PeerId) {
+        self.inflight
+            .entry(id)
+            .or_insert(Inflight {
+                key,
+                waiting: Vec::new(),
+                in_outbox: true,
+                recipients: 0,
+            })
+            .waiting
+            .push(peer);
+    }
+
+    /// Messages unacknowledged [`OUTBOX_AFTER`] after they were stored
+    /// (all of them with `all`) get their `Pending` deliveries.
+    pub(super) fn enter(&mut self, now: Instant, all: bool) {
+        while let Some(&(due, id)) = self.due.front() {
+            if !all && due > now {
+                break;
+            }
+            self.due.pop_front();
+            if let Some(inflight) = self.inflight.get_mut(&id)
+                && !inflight.in_outbox
+            {
+                inflight.in_outbox = true;
+                for peer in &inflight.waiting {
+                    self.deliveries
+                        .push((inflight.key, *peer, DeliveryState::Pending));
+                }
+            }
+        }
+    }
+
+    /// When the next message enters the stored outbox.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.due.front().map(|(due, _)| *due)
+    }
+
+    /// The recipients message `id` still waits for.
+    pub(super) fn waiting_for(&self, id: &MessageId) -> &[PeerId] {
+        self.inflight.get(id).map_or(&[], |i| &i.waiting)
+    }
+
+    /// `to` acknowledged `id`: its `Delivered` state is gathered; for one
+    /// of our waiting messages, `(room, recipients, still waiting)`.
+    pub(super) fn acknowledged(
+        &mut self,
+        id: MessageId,
+        to: PeerId,
+    ) -> Option<(RoomId, usize, usize)> {
+        let inflight = self.inflight.get_mut(&id)?;
+        self.deliveries
+            .push((inflight.key, to, DeliveryState::Delivered));
+        let before = inflight.waiting.len();
+        inflight.waiting.retain(|peer| *peer != to);
+        let receipt = (inflight.waiting.len() < before).then_some((
+            inflight.key.room,
+            inflight.recipients,
+            inflight.waiting.len(),
+        ));
+        if inflight.waiting.is_empty() {
+            self.inflight.remove(&id);
+        }
+        receipt
+    }
+
+    /// Messages for `peer` waiting for its acknowledgement: `stored` (the
+    /// stored outbox, read without settling) with the delivery states
+    /// gathered since applied, and those too recent to be in it.
+    pub(super) fn len_for(&self, peer: &PeerId, mut stored: HashSet<MessageId>) -> usize {
+        for (key, to, state) in &self.deliveries {
+            if to != peer {
+                continue;
+            }
+            match state {
+                DeliveryState::Pending => {
+                    stored.insert(key.id);
+                }
+                DeliveryState::Delivered | DeliveryState::Read => {
+                    stored.remove(&key.id);
+                }
+            }
+        }
+        let recent = self
+            .inflight
+            .values()
+            .filter(|i| !i.in_outbox && i.waiting.contains(peer))
+            .count();
+        stored.len() + recent
+    }
+}
+
 /// One of our messages that not every recipient acknowledged yet.
-pub(super) struct Inflight {
+struct Inflight {
     /// Its stored copy.
-    pub(super) key: MessageKey,
+    key: MessageKey,
     /// Recipients that have not acknowledged it.
-    pub(super) waiting: Vec<PeerId>,
+    waiting: Vec<PeerId>,
     /// Whether its `Pending` deliveries are in the store (the outbox).
-    pub(super) in_outbox: bool,
+    in_outbox: bool,
     /// How many recipients it had when sent (0: not known, a message
     /// from the stored outbox).
-    pub(super) recipients: usize,
+    recipients: usize,
 }
 
 /// A message the node sealed and queued: at the end of the current batch
@@ -148,16 +272,7 @@ impl DaemonCore {
             Ok(()) => {
                 for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
                     let id = key.id;
-                    self.inflight.insert(
-                        id,
-                        Inflight {
-                            key,
-                            recipients: recipients.len(),
-                            waiting: recipients,
-                            in_outbox: false,
-                        },
-                    );
-                    self.outbox_due.push_back((now + OUTBOX_AFTER, id));
+                    self.outbox.sent(now, key, recipients);
                     self.reply(reply, Ok(Reply::Sent(id)));
                 }
             }
@@ -175,21 +290,7 @@ impl DaemonCore {
     /// stored (all of them with `all`) get their `Pending` deliveries,
     /// written with this round's delivery states.
     pub(super) fn enter_outbox(&mut self, now: Instant, all: bool) {
-        while let Some(&(due, id)) = self.outbox_due.front() {
-            if !all && due > now {
-                break;
-            }
-            self.outbox_due.pop_front();
-            if let Some(inflight) = self.inflight.get_mut(&id)
-                && !inflight.in_outbox
-            {
-                inflight.in_outbox = true;
-                for peer in &inflight.waiting {
-                    self.delivery_updates
-                        .push((inflight.key, *peer, DeliveryState::Pending));
-                }
-            }
-        }
+        self.outbox.enter(now, all);
     }
 
     /// How many recipients a message in `room` has: its other members.
@@ -206,30 +307,12 @@ impl DaemonCore {
         // Read without settling (a listing must not cost a transaction):
         // delivery states gathered since the last settling are applied
         // here on top of the stored outbox.
-        let mut outbox: HashSet<MessageId> = self
+        let outbox: HashSet<MessageId> = self
             .store
             .outbox(peer)
             .map(|keys| keys.into_iter().map(|k| k.id).collect())
             .unwrap_or_default();
-        for (key, to, state) in &self.delivery_updates {
-            if to != peer {
-                continue;
-            }
-            match state {
-                DeliveryState::Pending => {
-                    outbox.insert(key.id);
-                }
-                DeliveryState::Delivered | DeliveryState::Read => {
-                    outbox.remove(&key.id);
-                }
-            }
-        }
-        let recent = self
-            .inflight
-            .values()
-            .filter(|i| !i.in_outbox && i.waiting.contains(peer))
-            .count();
-        outbox.len() + recent
+        self.outbox.len_for(peer, outbox)
     }
 
     /// `to` acknowledged our message `id`: its delivery state is recorded
@@ -237,23 +320,7 @@ impl DaemonCore {
     /// "delivered to k of n" when it was one of our waiting messages).
     pub(super) fn on_delivered(&mut self, now: Instant, to: PeerId, id: MessageId) {
         self.discovery.activity(now, to);
-        let mut receipt = None;
-        if let Some(inflight) = self.inflight.get_mut(&id) {
-            self.delivery_updates
-                .push((inflight.key, to, DeliveryState::Delivered));
-            let before = inflight.waiting.len();
-            inflight.waiting.retain(|peer| *peer != to);
-            if inflight.waiting.len() < before {
-                receipt = Some((
-                    inflight.key.room,
-                    inflight.recipients,
-                    inflight.waiting.len(),
-                ));
-            }
-            if inflight.waiting.is_empty() {
-                self.inflight.remove(&id);
-            }
-        }
+        let receipt = self.outbox.acknowledged(id, to);
         self.status.delivered += 1;
         self.publish(Event::Delivered {
             to,

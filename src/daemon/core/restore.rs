@@ -53,9 +53,7 @@ impl DaemonCore {
             peers: BTreeMap::new(),
             accept_invites,
             invitations_to_accept: Vec::new(),
-            inflight: HashMap::new(),
-            outbox_due: VecDeque::new(),
-            delivery_updates: Vec::new(),
+            outbox: Outbox::default(),
             mutes: MuteTable::default(),
             read_markers: HashMap::new(),
             unread: BTreeMap::new(),
@@ -235,16 +233,7 @@ impl DaemonCore {
                 };
                 match result {
                     Ok(id) => {
-                        self.inflight
-                            .entry(id)
-                            .or_insert(Inflight {
-                                key,
-                                waiting: Vec::new(),
-                                in_outbox: true,
-                                recipients: 0,
-                            })
-                            .waiting
-                            .push(peer);
+                        self.outbox.resent(id, key, peer);
                         self.status.messages_sent += 1;
                     }
                     Err(error) => log::warn!("cannot resend a message: {error}"),
