@@ -388,10 +388,9 @@ fn exactly_once_in_order(seed: u64, n: usize, loss: f64, per_pair: usize) {
     c.run_for(Duration::from_millis(500));
     let mut sent: Vec<Vec<MessageId>> = vec![Vec::new(); n];
     for k in 0..per_pair {
-        for from in 0..n {
+        for (from, ours) in sent.iter_mut().enumerate() {
             for to in (0..n).filter(|to| *to != from) {
-                let id = c.send(from, to, &format!("{from}>{to}#{k}"));
-                sent[from].push(id);
+                ours.push(c.send(from, to, &format!("{from}>{to}#{k}")));
             }
             c.run_for(Duration::from_millis(7));
         }
