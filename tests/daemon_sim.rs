@@ -449,3 +449,57 @@ proptest::proptest! {
         exactly_once_in_order(seed, n, loss, per_pair);
     }
 }
+
+/// A room message its author sent while one member was cut off reaches
+/// that member from another member by reconciliation, once the cut heals,
+/// with the author gone: the sync the core schedules when a member comes
+/// online, in virtual time.
+#[test]
+fn a_member_cut_off_gets_the_rooms_messages_from_another_member() {
+    let mut c = Cluster::new(5, 3, quiet());
+    c.run_for(Duration::from_millis(500));
+    let members = vec![c.id(1), c.id(2)];
+    let rid = c.ask(
+        0,
+        Request::CreateRoom {
+            name: "trio".to_owned(),
+            members,
+        },
+    );
+    c.run_for(Duration::from_millis(5));
+    let room = match c.reply(0, rid) {
+        Some(Reply::Room(room)) => *room,
+        other => panic!("no room: {other:?}"),
+    };
+    for i in 1..3 {
+        c.ask(i, Request::AnswerInvite { room, accept: true });
+    }
+    c.run_for(Duration::from_secs(2));
+    c.net.partition(&[&[0, 1], &[2]]);
+    let rid = c.ask(
+        0,
+        Request::Send {
+            to: Target::Room(room),
+            text: "while 2 was away".to_owned(),
+        },
+    );
+    assert!(c.run_until(Duration::from_secs(10), |c| c.reply(0, rid).is_some()));
+    assert!(c.run_until(Duration::from_secs(10), |c| !c.received(1).is_empty()));
+    // The author leaves for good; the cut heals.
+    c.net.set_up(&mut c.hosts, 0, false);
+    c.net.heal();
+    let healed = c.now();
+    assert!(
+        c.run_until(Duration::from_secs(180), |c| !c.received(2).is_empty()),
+        "reconciliation with member 1 brings the message"
+    );
+    let (at, text) = c.received(2).remove(0);
+    assert_eq!(text, "while 2 was away");
+    // Reconciled only once the live streams had their turn: two seconds
+    // after the member was seen online again (SYNC_AFTER_ONLINE).
+    assert!(
+        at - healed >= Duration::from_secs(2),
+        "came {:?} after the heal",
+        at - healed
+    );
+}
