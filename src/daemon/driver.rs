@@ -5,6 +5,7 @@
 //! decides is in [`super::core`].
 
 use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::address_book::DiscoveryConfig;
@@ -13,7 +14,7 @@ use super::clock::Now;
 // Named through the driver by its callers too.
 pub(crate) use super::command::{Command, Sink};
 use super::core::{DaemonCore, Output};
-use super::search::Searcher;
+use super::search::{SearchResult, Searcher};
 use super::{DaemonError, Event, PeerAddr};
 use crate::account::Account;
 use crate::net::{Driver, Transmit, Via};
@@ -206,45 +207,30 @@ impl NodeDriver {
         }
     }
 
-    /// Starts the search thread if needed and hands it the job; it replies.
-    fn search(&mut self, now: Now, command: Command) {
-        let Command::Search {
-            text,
-            room,
-            before,
-            limit,
-            reply,
-        } = command
-        else {
-            return;
-        };
-        let query = crate::store::SearchQuery {
-            text,
-            before,
-            limit,
-        };
-        let started = match self.core.search_job(room.as_deref(), query, reply.clone()) {
-            Ok(job) => {
+    /// Starts the search thread if needed and hands it the core's job;
+    /// the thread replies.
+    fn search(
+        &mut self,
+        room: Option<&str>,
+        query: crate::store::SearchQuery,
+        reply: Sender<Result<Vec<SearchResult>, DaemonError>>,
+    ) {
+        let submitted = self
+            .core
+            .search_job(room, query, reply.clone())
+            .and_then(|job| {
                 if self.searcher.is_none() {
-                    match Searcher::start(self.core.store()) {
-                        Ok(searcher) => self.searcher = Some(searcher),
-                        Err(error) => {
-                            let _ = reply.send(Err(error));
-                            return self.core.handle_wake(now);
-                        }
-                    }
+                    self.searcher = Some(Searcher::start(self.core.store())?);
                 }
                 if let Some(searcher) = &self.searcher {
                     searcher.submit(job);
                 }
                 Ok(())
-            }
-            Err(error) => Err(error),
-        };
-        if let Err(error) = started {
+            });
+        if let Err(error) = submitted {
+            // A caller that stopped waiting is not an error here.
             let _ = reply.send(Err(error));
         }
-        self.core.handle_wake(now);
     }
 }
 
@@ -280,7 +266,21 @@ impl Driver for NodeDriver {
             // The events are drained by the core's pump.
             Command::DiscoveryWake => self.core.handle_wake(now),
             Command::AttachDiscovery(attach) => self.core.handle_attach(now, *attach),
-            search @ Command::Search { .. } => self.search(now, search),
+            Command::Search {
+                text,
+                room,
+                before,
+                limit,
+                reply,
+            } => {
+                let query = crate::store::SearchQuery {
+                    text,
+                    before,
+                    limit,
+                };
+                self.search(room.as_deref(), query, reply);
+                self.core.handle_wake(now);
+            }
             Command::SetProfile { name, reply } => {
                 let result = self.core.handle_set_profile(now, &name);
                 let _ = reply.send(result);
