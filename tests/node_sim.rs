@@ -15,6 +15,11 @@
 //!   dropped and counted, and never reach a store;
 //! - messages to a peer that was offline go out once it is back;
 //! - one seed reproduces a run exactly.
+//!
+//! The model shell lets these scenarios pause stores and inspect the node
+//! directly. Exactly-once in order under loss, offline delivery, restarts
+//! with a held outbox and seed reproducibility also run on the daemon's
+//! real core and store in `tests/daemon_sim.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Guarantees:
-//! - **Never blocks.** [`Subscription::request`] only queues the request
+//! - **Never blocks.** [`Subscription::request`](super::Subscription::request) only queues the request
 //!   and wakes the network thread; the answer comes back as
 //!   [`Update::Reply`] with the [`RequestId`] it returned, in the same
 //!   channel as the events, so one `try_recv` loop sees both in order.
@@ -36,13 +36,7 @@
 //!   `Undecryptable` events, each with its cursor), then
 //!   [`Update::CaughtUp`], then live events: no gap and no repeat.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
-
-use super::driver::Command;
 use super::{DaemonError, DiscoveryReport, Event, PeerAddr, PeerInfo, RoomSummary, Status};
-use crate::net::CommandSender;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::store::Mute;
 
@@ -67,7 +61,7 @@ pub enum ResolveKind {
     Invitation,
 }
 
-/// The id of one request, unique within its [`Subscription`].
+/// The id of one request, unique within its [`Subscription`](super::Subscription).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
@@ -144,12 +138,12 @@ pub enum Reply {
     Unread(u64),
 }
 
-/// What a [`Subscription`] receives.
+/// What a [`Subscription`](super::Subscription) receives.
 #[derive(Debug)]
 pub enum Update {
     /// Something happened.
     Event(Event),
-    /// The answer to a request made with [`Subscription::request`].
+    /// The answer to a request made with [`Subscription::request`](super::Subscription::request).
     Reply(RequestId, Result<Reply, DaemonError>),
     /// The replay asked for with [`SubscribeOptions::since`] is complete:
     /// `cursor` is the last one replayed (or the `since` given, when
@@ -240,47 +234,6 @@ pub struct SubscribeOptions {
     /// Replay every message stored after this cursor before going live
     /// (0: everything stored).
     pub since: Option<u64>,
-}
-
-/// A stream of [`Update`]s and the way to make requests answered in it.
-/// Dropping it ends the subscription.
-pub struct Subscription {
-    pub(crate) id: u64,
-    pub(crate) updates: Receiver<Update>,
-    pub(crate) commands: CommandSender<Command>,
-    pub(crate) next_request: AtomicU64,
-}
-
-impl Subscription {
-    /// Queues `request` and returns at once; its answer arrives as
-    /// [`Update::Reply`] with the returned id.
-    pub fn request(&self, request: Request) -> Result<RequestId, DaemonError> {
-        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
-        self.commands.send(Command::Request {
-            request,
-            reply: ReplyTo::Subscriber(self.id, id),
-        })?;
-        Ok(id)
-    }
-
-    /// The next update, if one is waiting. `None` also when the daemon has
-    /// stopped (then [`Subscription::recv_timeout`] says so).
-    pub fn try_recv(&self) -> Option<Update> {
-        self.updates.try_recv().ok()
-    }
-
-    /// Waits up to `timeout` for the next update.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Update, DaemonError> {
-        self.updates.recv_timeout(timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => DaemonError::NotResponding,
-            RecvTimeoutError::Disconnected => DaemonError::Stopped,
-        })
-    }
-
-    /// The channel itself, for `select`-style use or iteration.
-    pub fn receiver(&self) -> &Receiver<Update> {
-        &self.updates
-    }
 }
 
 /// Where the driver sends a reply.

@@ -1,0 +1,455 @@
+//! Received messages: journaled before they are acknowledged, moved into
+//! the database at the next settling (see [`SETTLE_AFTER`]), reported in
+//! order once there; chain state stored with the messages it opened or
+//! sealed.
+
+use super::*;
+
+/// What waits for the journal to settle, in the order it happened.
+pub(super) enum Waiting {
+    /// A received message: reported once it is in the database, if it
+    /// turned out new or replaced an unreadable copy. Until it is
+    /// `journaled` it cannot be there, and it and what follows it wait.
+    Message {
+        message: Message,
+        event: Event,
+        journaled: bool,
+    },
+    /// Any other event published after such a message: it stays behind it.
+    Other(Event),
+}
+
+impl Waiting {
+    /// A message that is not in the journal yet (so not in the database).
+    fn unjournaled(&self) -> bool {
+        matches!(
+            self,
+            Waiting::Message {
+                journaled: false,
+                ..
+            }
+        )
+    }
+}
+
+/// How long journaled messages wait before they move into the database:
+/// long enough that a message's acknowledgement, and the sender's
+/// "delivered", never wait behind a transaction, short enough that a burst
+/// still makes one transaction of a few milliseconds' messages.
+pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(2);
+
+/// How long after `failures` failed settlings in a row the next one is
+/// tried: doubling from [`SETTLE_AFTER`] up to about a second (a disk that
+/// filled up is retried that often until space is freed).
+pub(super) fn settle_retry_delay(failures: u32) -> Duration {
+    SETTLE_AFTER * 2u32.pow(failures.min(9))
+}
+
+/// A received message as the store keeps it.
+pub(super) fn stored(
+    room: crate::proto::ids::RoomId,
+    from: PeerId,
+    id: MessageId,
+    timestamp: u64,
+    body: Vec<u8>,
+    envelope: Vec<u8>,
+) -> Message {
+    // The node surfaced this envelope after parsing and verifying it, so
+    // it parses; 0 would only lose the chain position, not the message.
+    let sender_seq = Envelope::parse(&envelope).map_or(0, |e| e.header.seq);
+    Message {
+        id,
+        room,
+        sender: from,
+        sender_seq,
+        timestamp,
+        body,
+        envelope,
+    }
+}
+
+impl DaemonCore {
+    /// What subscribers hear of a readable received message.
+    pub(super) fn received_event(&mut self, message: &Message) -> Event {
+        Event::MessageReceived {
+            room: message.room,
+            from: message.sender,
+            from_name: self.profiles.label(&message.sender),
+            id: message.id,
+            timestamp: message.timestamp,
+            text: String::from_utf8_lossy(&message.body).into_owned(),
+            muted: self.is_muted(&message.room, &message.sender),
+            // Known once it is in the database (see `settle_with`).
+            cursor: 0,
+        }
+    }
+
+    /// A received message for the store: journaled with the rest of its
+    /// round, reported (in order with every other event) once it is in the
+    /// database.
+    pub(super) fn receive(
+        &mut self,
+        now: Instant,
+        message: Message,
+        receipt: Receipt,
+        mut event: Event,
+    ) {
+        self.profiles.name_event(&mut event);
+        // Someone who is not a contact wrote: a contact request, reported
+        // before the message.
+        self.promote(now, message.sender);
+        self.uncommitted.push((message.clone(), receipt));
+        self.waiting.push(Waiting::Message {
+            message,
+            event,
+            journaled: false,
+        });
+    }
+
+    /// Makes messages (ours or received) and the chain states that sealed
+    /// or opened them durable in the store's journal: no transaction before
+    /// an acknowledgement or a sender's answer. They move into the database
+    /// at `settle_at`, or before anything else uses the store (`db`).
+    pub(super) fn journal(
+        &mut self,
+        now: Instant,
+        messages: Vec<Message>,
+        chains: Vec<ChainSnapshot>,
+    ) -> Result<(), StoreError> {
+        // Their rooms' item sets change: a reconciliation must not go on
+        // from a set read before (it would find nothing to send).
+        let rooms: HashSet<RoomId> = messages.iter().map(|m| m.room).collect();
+        self.sync_sets.retain(|(room, _), _| !rooms.contains(room));
+        if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
+            self.note_disk_full(&error);
+            return Err(error);
+        }
+        self.settle_at.get_or_insert(now + SETTLE_AFTER);
+        Ok(())
+    }
+
+    /// Remembers that the store cannot grow, if that is what `error` says.
+    pub(super) fn note_disk_full(&mut self, error: &StoreError) {
+        if matches!(error, StoreError::DiskFull(_)) {
+            self.disk_full = Some(error.to_string());
+        }
+    }
+
+    /// The store, with every journaled message moved into the database
+    /// first, so nothing read or written through it misses them or gets
+    /// ahead of them (a chain state written after a journaled one).
+    pub(super) fn db(&mut self) -> Result<&mut Store, StoreError> {
+        self.settle()?;
+        Ok(&mut self.store)
+    }
+
+    /// Moves the journaled messages into the database in one transaction,
+    /// then reports the received ones that were new (a message sent again
+    /// because its acknowledgement was lost is acknowledged again but
+    /// reported once).
+    pub(super) fn settle(&mut self) -> Result<(), StoreError> {
+        self.settle_with(&[])
+    }
+
+    /// [`DaemonCore::settle`], writing `deliveries` in the same transaction.
+    pub(super) fn settle_with(
+        &mut self,
+        deliveries: &[(MessageKey, PeerId, DeliveryState)],
+    ) -> Result<(), StoreError> {
+        let fresh: HashMap<MessageId, u64> = if self.store.is_settled() && deliveries.is_empty() {
+            HashMap::new()
+        } else {
+            match self.store.settle_with_cursors(deliveries) {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(error) => {
+                    // Still journaled, so still durable: try again later,
+                    // later still if it keeps failing.
+                    self.settle_failures = self.settle_failures.saturating_add(1);
+                    self.settle_at =
+                        Some(self.clock.mono + settle_retry_delay(self.settle_failures));
+                    self.note_disk_full(&error);
+                    return Err(error);
+                }
+            }
+        };
+        self.settle_failures = 0;
+        self.disk_full = None;
+        // Delivery states gathered meanwhile (when this settling was not
+        // theirs) keep their turn.
+        self.settle_at =
+            (!self.outbox.deliveries.is_empty()).then(|| self.clock.mono + SETTLE_AFTER);
+        if !self.waiting.is_empty() {
+            self.report_settled(fresh);
+        }
+        Ok(())
+    }
+
+    /// Reports what waited for the settling that just moved the messages
+    /// in `fresh` (id → cursor) into the database: the new ones (and
+    /// readable copies of ones held unreadable) as events with their
+    /// cursors, with every event published behind them, in order; and
+    /// the unread counts they changed.
+    fn report_settled(&mut self, mut fresh: HashMap<MessageId, u64>) {
+        // Messages not journaled yet (this round's) and what follows them
+        // wait for the next settling.
+        let ready = self
+            .waiting
+            .iter()
+            .position(Waiting::unjournaled)
+            .unwrap_or(self.waiting.len());
+        let later = self.waiting.split_off(ready);
+        let waiting = std::mem::replace(&mut self.waiting, later);
+        let mut report = vec![false; waiting.len()];
+        // A readable copy of a message we hold unreadable (forwarded to us
+        // before its author's key arrived) takes its place, and is reported
+        // then.
+        let mut readable_again = Vec::new();
+        let mut cursors = vec![0u64; waiting.len()];
+        let me = self.node.peer_id();
+        let mut unread_changed: Vec<RoomId> = Vec::new();
+        for (index, entry) in waiting.iter().enumerate() {
+            match entry {
+                Waiting::Message { message, event, .. } if fresh.contains_key(&message.id) => {
+                    report[index] = true;
+                    cursors[index] = fresh.remove(&message.id).unwrap_or_default();
+                    if message.sender != me
+                        && self.count_unread(message, event)
+                        && !unread_changed.contains(&message.room)
+                    {
+                        unread_changed.push(message.room);
+                    }
+                }
+                Waiting::Message { message, .. } if !message.body.is_empty() => {
+                    readable_again.push((index, message.clone()));
+                }
+                Waiting::Message { .. } => {}
+                Waiting::Other(_) => report[index] = true,
+            }
+        }
+        if !readable_again.is_empty() {
+            self.upgrade_readable(readable_again, &mut report, &mut cursors);
+        }
+        for ((entry, report), cursor) in waiting.into_iter().zip(report).zip(cursors) {
+            match entry {
+                Waiting::Message { mut event, .. } if report => {
+                    self.status.messages_received += 1;
+                    if self.listening {
+                        event.set_cursor(cursor);
+                        self.unpublished.push(event);
+                    }
+                }
+                Waiting::Other(event) => self.unpublished.push(event),
+                Waiting::Message { .. } => {}
+            }
+        }
+        if self.listening {
+            for room in unread_changed {
+                let unread = self.unread.get(&room).copied().unwrap_or_default();
+                self.unpublished.push(Event::UnreadChanged {
+                    room,
+                    unread: unread.count,
+                    unread_muted: unread.muted,
+                });
+            }
+        }
+    }
+
+    /// Counts a new message of someone else as unread if it is after the
+    /// room's read marker; whether it was.
+    fn count_unread(&mut self, message: &Message, event: &Event) -> bool {
+        let after_marker = self
+            .read_markers
+            .get(&message.room)
+            .is_none_or(|marker| message.key().position() > *marker);
+        if !after_marker {
+            return false;
+        }
+        let muted = match event {
+            Event::MessageReceived { muted, .. } => *muted,
+            _ => self
+                .mutes
+                .is_muted(&message.room.0, &message.sender.0, self.clock.wall_ms),
+        };
+        let unread = self.unread.entry(message.room).or_default();
+        unread.count += 1;
+        if muted {
+            unread.muted += 1;
+        }
+        true
+    }
+
+    /// Stores readable copies of messages held unreadable in their place;
+    /// those that replaced one are reported, with their cursors.
+    fn upgrade_readable(
+        &mut self,
+        readable_again: Vec<(usize, Message)>,
+        report: &mut [bool],
+        cursors: &mut [u64],
+    ) {
+        let messages: Vec<Message> = readable_again.iter().map(|(_, m)| m.clone()).collect();
+        match self.store.upgrade_unreadable(&messages) {
+            Ok(ids) => {
+                let mut upgraded: HashSet<MessageId> = ids.into_iter().collect();
+                for (index, message) in readable_again {
+                    report[index] = upgraded.remove(&message.id);
+                    if report[index] {
+                        cursors[index] = self
+                            .store
+                            .cursor_of(&message.room, &message.key().position())
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                    }
+                }
+            }
+            Err(error) => self.store_error("replace unreadable messages", error),
+        }
+    }
+
+    /// Settles the journal and records the delivery states gathered since
+    /// the last call, in one transaction.
+    pub(super) fn write_deliveries(&mut self) -> Result<(), StoreError> {
+        let updates = std::mem::take(&mut self.outbox.deliveries);
+        if let Err(error) = self.settle_with(&updates) {
+            // Kept for the next try, ahead of those gathered since.
+            let later = std::mem::replace(&mut self.outbox.deliveries, updates);
+            self.outbox.deliveries.extend(later);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Opens what was stored unreadable of the chains whose key arrived
+    /// (their author's messages overtook the key, more than the node holds
+    /// back), stores the readable copies in its place and reports them.
+    pub(super) fn reopen_unreadable(&mut self) {
+        for chain in std::mem::take(&mut self.chains_known) {
+            let stored = match self
+                .db()
+                .and_then(|db| db.unreadable_messages(&chain.room, &chain.sender))
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    self.store_error("read unreadable messages", error);
+                    continue;
+                }
+            };
+            let opened: Vec<Message> = stored
+                .into_iter()
+                .filter_map(|mut message| {
+                    message.body = self.node.open_stored(&message.envelope)?;
+                    Some(message)
+                })
+                .collect();
+            if opened.is_empty() {
+                continue;
+            }
+            // The chain positions they used are stored with the next round.
+            let upgraded: HashSet<MessageId> =
+                match self.db().and_then(|db| db.upgrade_unreadable(&opened)) {
+                    Ok(ids) => ids.into_iter().collect(),
+                    Err(error) => {
+                        self.store_error("replace unreadable messages", error);
+                        continue;
+                    }
+                };
+            for message in opened.iter().filter(|m| upgraded.contains(&m.id)) {
+                self.status.messages_received += 1;
+                let mut event = self.received_event(message);
+                if let Ok(Some(cursor)) = self
+                    .store
+                    .cursor_of(&message.room, &message.key().position())
+                {
+                    event.set_cursor(cursor);
+                }
+                self.publish(event);
+            }
+        }
+    }
+
+    /// Keeps unanswered invitations in the store as they come and go.
+    pub(super) fn save_invitations(&mut self) {
+        let updates = self.node.take_invitation_updates();
+        if !updates.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.put_invitations(&updates))
+        {
+            self.store_error("store invitations", error);
+        }
+    }
+
+    /// Journals the sending chains' new reservations before the datagrams
+    /// of the seals that asked for them leave (see
+    /// `proto::node::chains::RESERVE_AHEAD`): after a crash a chain goes on
+    /// from the last reservation, never from a position already handed out.
+    pub(super) fn save_reservations(&mut self, now: Instant) {
+        let reservations = self.node.take_reservations();
+        if !reservations.is_empty()
+            && let Err(error) = self.journal(now, Vec::new(), reservations)
+        {
+            self.store_error("store chain reservations", error);
+        }
+    }
+
+    /// Stores chain positions that moved outside a message round (keys
+    /// received, rooms created or rekeyed).
+    pub(super) fn save_chains(&mut self) {
+        if !self.unsaved_sends.is_empty() || !self.signed_sends.is_empty() {
+            // They commit the chains with them, in one transaction.
+            return;
+        }
+        let chains = self.node.take_chain_updates();
+        if !chains.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.put_chains(&chains))
+        {
+            self.store_error("store chain state", error);
+        }
+        // Origins every member holds the chain of: deleted (after the
+        // journal settled, so no older copy of them comes back).
+        let forgotten: Vec<(ChainId, ChainRole)> = self
+            .node
+            .take_forgotten_origins()
+            .into_iter()
+            .map(|chain| (chain, ChainRole::Receiving))
+            .collect();
+        if !forgotten.is_empty()
+            && let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten))
+        {
+            self.store_error("forget chain origins", error);
+        }
+    }
+
+    /// Journals this round's received messages (and the chains that
+    /// opened them) in one append, then confirms them to the node, which
+    /// acknowledges them. `false` if the append failed (nothing is
+    /// confirmed then: the senders keep the messages).
+    pub(super) fn journal_received(&mut self, now: Instant) -> bool {
+        let (messages, receipts): (Vec<Message>, Vec<Receipt>) =
+            std::mem::take(&mut self.uncommitted).into_iter().unzip();
+        // The chains that opened them are stored with them, so after a
+        // crash neither is ahead of the other.
+        let chains = self.node.take_chain_updates();
+        if let Err(error) = self.journal(now, messages, chains) {
+            // Not confirmed, so not acknowledged: the sender keeps the
+            // messages and they are not lost. Not stored, so never
+            // reported (they are reported when they come again).
+            self.waiting.retain(|entry| !entry.unjournaled());
+            // Events behind them go out with the next settling.
+            self.settle_at.get_or_insert(now + SETTLE_AFTER);
+            self.store_error("store received messages", error);
+            return false;
+        }
+        for entry in self.waiting.iter_mut().rev() {
+            match entry {
+                Waiting::Message {
+                    journaled: true, ..
+                } => break,
+                Waiting::Message { journaled, .. } => *journaled = true,
+                Waiting::Other(_) => {}
+            }
+        }
+        for receipt in receipts {
+            self.node.confirm_stored(now, receipt);
+        }
+        true
+    }
+}
