@@ -102,6 +102,39 @@ impl Node {
                 };
                 self.on_sender_key(now, receipt, distribution(chain, start_seq, chain_key));
             }
+            Control::RoomInvite { .. }
+            | Control::RoomMembers { .. }
+            | Control::RoomSuccessor { .. }
+            | Control::RoomLeave { .. } => self.on_room_control(now, receipt, control),
+            Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
+            Control::Profile { record } => {
+                self.confirm(now, receipt);
+                self.on_profile(now, receipt, &record);
+            }
+            Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
+            Control::Origin {
+                room,
+                epoch,
+                sender,
+                start_seq,
+                chain_key,
+            } => {
+                self.confirm(now, receipt);
+                let chain = ChainId {
+                    room,
+                    epoch,
+                    sender,
+                };
+                self.on_origin(receipt.from, distribution(chain, start_seq, chain_key));
+            }
+            Control::Message { envelope } => self.on_envelope(now, receipt, envelope, is_direct),
+        }
+    }
+
+    /// A room's admin controls (invitation, member list, successor, leave):
+    /// acknowledged, then handed to the rooms; a refusal is counted.
+    fn on_room_control(&mut self, now: Instant, receipt: Receipt, control: Control) {
+        match control {
             Control::RoomInvite {
                 room,
                 name,
@@ -143,28 +176,8 @@ impl Node {
                 let result = self.on_leave(now, receipt.from, room);
                 self.count_failure(result);
             }
-            Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
-            Control::Profile { record } => {
-                self.confirm(now, receipt);
-                self.on_profile(now, receipt, &record);
-            }
-            Control::Forward { envelope } => self.on_forward(now, receipt, envelope),
-            Control::Origin {
-                room,
-                epoch,
-                sender,
-                start_seq,
-                chain_key,
-            } => {
-                self.confirm(now, receipt);
-                let chain = ChainId {
-                    room,
-                    epoch,
-                    sender,
-                };
-                self.on_origin(receipt.from, distribution(chain, start_seq, chain_key));
-            }
-            Control::Message { envelope } => self.on_envelope(now, receipt, envelope, is_direct),
+            // `on_received` hands only the room controls here.
+            _ => {}
         }
     }
 
