@@ -155,18 +155,29 @@ pub fn check_registry(addr: &str, key: &str) -> Result<Option<RegistrySetting>, 
     } else if addr.ends_with(":0") {
         return Err("Port 0 is not a port anyone listens on.".into());
     }
-    let id = crate::proto::ids::PeerId::from_hex(&key).ok_or_else(|| {
+    let public = public_key_from_hex(&key, "A registry key")?;
+    Ok(Some(RegistrySetting {
+        addr: addr.to_owned(),
+        // The key itself, written as `kith registry` prints it.
+        key: crate::proto::ids::PeerId(public.to_bytes()).to_hex(),
+    }))
+}
+
+/// Reads a public key typed or pasted as 64 hexadecimal characters
+/// (without whitespace); the error is a sentence for the user, naming the
+/// key as `what` ("A public key", "A registry key").
+pub fn public_key_from_hex(
+    key: &str,
+    what: &str,
+) -> Result<crate::proto::crypto::PublicIdentity, String> {
+    let id = crate::proto::ids::PeerId::from_hex(key).ok_or_else(|| {
         format!(
-            "A registry key is 64 hexadecimal characters (0-9, a-f); this has {}.",
+            "{what} is 64 hexadecimal characters (0-9, a-f); this has {}.",
             key.chars().count()
         )
     })?;
     crate::proto::crypto::PublicIdentity::from_bytes(&id.0)
-        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())?;
-    Ok(Some(RegistrySetting {
-        addr: addr.to_owned(),
-        key: id.to_hex(),
-    }))
+        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())
 }
 
 /// Checks a keep-alive interval as typed, in seconds.

@@ -176,14 +176,7 @@ pub fn parse_public_key(key: &str) -> Result<PublicIdentity, String> {
     if key.is_empty() {
         return Err("Paste their public key: `kith id` or their You dialog shows it.".to_owned());
     }
-    let id = PeerId::from_hex(&key).ok_or_else(|| {
-        format!(
-            "A public key is 64 hexadecimal characters (0-9, a-f); this has {}.",
-            key.chars().count()
-        )
-    })?;
-    PublicIdentity::from_bytes(&id.0)
-        .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())
+    crate::ui::settings::public_key_from_hex(&key, "A public key")
 }
 
 impl AppState {
