@@ -193,8 +193,10 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
     assert!(!state(&a).people.contains_key(&b_id));
 
     // A opens the Network panel: mDNS is off, nobody is heard yet.
+    // Steps, not `run`: the panel spins until the node answers, and a
+    // busy machine answers after more frames than `run` allows.
     a.get_by_label("🌐 Network").click();
-    a.run();
+    a.run_steps(2);
     wait(&mut a, "the first report", |s| s.network.report.is_some());
     a.get_by_label("off");
     a.get_by_label("Peers heard (0)");
@@ -211,7 +213,7 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
         a.run();
     }
     a.get_by_label("Add peer").click();
-    a.run();
+    a.run_steps(2);
     let added = a
         .state_mut()
         .wait_until(ui_support::WAIT, |s| s.network.added == Some(b_id));
@@ -252,7 +254,7 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
     });
     // B's panel lists A as heard, by the authenticated datagram (direct).
     b.get_by_label("🌐 Network").click();
-    b.run();
+    b.run_steps(2);
     wait(&mut b, "B hears A", |s| {
         s.network.report.as_ref().is_some_and(|(r, _)| {
             r.peers
@@ -280,7 +282,7 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
     });
     let mut a = Harness::builder()
         .with_size(egui::vec2(1000.0, 660.0))
-        .with_max_steps(32)
+        .with_max_steps(256)
         .build_ui_state(
             |ui, app: &mut KithApp| app.show(ui),
             KithApp::new(a_dir.clone(), launcher),

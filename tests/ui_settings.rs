@@ -48,8 +48,9 @@ type App = Harness<'static, KithApp>;
 fn harness(app: KithApp) -> App {
     Harness::builder()
         .with_size(egui::vec2(1000.0, 660.0))
-        // A real node's updates each wake the window.
-        .with_max_steps(64)
+        // A real node's updates each wake the window, and a spinner waits
+        // for its answers in wall time.
+        .with_max_steps(256)
         .build_ui_state(|ui, app: &mut KithApp| app.show(ui), app)
 }
 

@@ -296,7 +296,8 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
         .type_text("HELLO");
     carol.run();
     carol.get_by_label("🔍 Messages with “HELLO”").click();
-    carol.run();
+    // Steps: the search spins until the node answers.
+    carol.run_steps(2);
     wait(carol, "the search answers", |s| {
         !s.search.busy && !s.search.hits.is_empty()
     });

@@ -67,7 +67,9 @@ pub fn config(listen: SocketAddr, peers: Vec<PeerAddr>) -> DaemonConfig {
 pub fn app(dir: &Path, config: DaemonConfig) -> Harness<'static, KithApp> {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1000.0, 660.0))
-        .with_max_steps(32)
+        // A real node answers in wall time: a spinner waiting for it keeps
+        // repainting, and a loaded machine draws many frames meanwhile.
+        .with_max_steps(256)
         .build_ui_state(
             |ui, app: &mut KithApp| app.show(ui),
             KithApp::with_node(dir.to_owned(), KdfParams::insecure_fast_for_tests(), config),
