@@ -6,215 +6,16 @@
 //! moves it.
 
 mod common;
+mod sim_support;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::TempDir;
-use kith::daemon::sim::{
-    AddressTable, OUTBOX_AFTER, SETTLE_AFTER, SimDaemon, SimDaemonConfig, SimEvent, sim_identity,
-};
-use kith::daemon::{Delivery, Event, HistoryPage, Reply, Request, RequestId, Target};
-use kith::proto::ids::{MessageId, PeerId};
-use kith::proto::node::{NodeConfig, direct_room};
-use kith::proto::sim::{LinkConfig, Network};
-
-/// The wall clock at the start of every run (any fixed date works).
-const START_WALL_MS: u64 = 1_780_000_000_000;
-
-/// N simulated daemons that all know each other.
-struct Cluster {
-    net: Network<SimDaemon>,
-    hosts: Vec<SimDaemon>,
-    configs: Vec<SimDaemonConfig>,
-    table: Arc<AddressTable>,
-    start: Instant,
-    dirs: Vec<TempDir>,
-}
-
-impl Cluster {
-    fn new(seed: u64, n: usize, link: LinkConfig) -> Self {
-        let start = Instant::now();
-        let identity_seeds: Vec<[u8; 32]> = (0..n).map(|i| seed_bytes(seed, i, 1)).collect();
-        let publics: Vec<_> = identity_seeds
-            .iter()
-            .map(|s| sim_identity(*s).public())
-            .collect();
-        let ids: Vec<PeerId> = publics.iter().map(|p| p.peer_id()).collect();
-        let table = Arc::new(AddressTable::new(&ids));
-        let configs: Vec<SimDaemonConfig> = (0..n)
-            .map(|i| SimDaemonConfig {
-                identity_seed: identity_seeds[i],
-                seed: seed_bytes(seed, i, 2),
-                node: NodeConfig::default(),
-                peers: publics
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .filter_map(|(_, p)| SimDaemon::peer_addr(&table, p.clone()))
-                    .collect(),
-            })
-            .collect();
-        let dirs: Vec<TempDir> = (0..n).map(|i| TempDir::new(&format!("sim-{i}"))).collect();
-        let hosts = (0..n)
-            .map(|i| {
-                SimDaemon::open(
-                    dirs[i].path(),
-                    configs[i].clone(),
-                    table.clone(),
-                    start,
-                    START_WALL_MS,
-                    start,
-                )
-                .expect("a simulated daemon starts")
-            })
-            .collect();
-        let mut cluster = Cluster {
-            net: Network::new(seed, link, start, ids),
-            hosts,
-            configs,
-            table,
-            start,
-            dirs,
-        };
-        for i in 0..n {
-            cluster.net.drain(&mut cluster.hosts, i);
-        }
-        cluster
-    }
-
-    fn id(&self, i: usize) -> PeerId {
-        self.net.id(i)
-    }
-
-    fn now(&self) -> Instant {
-        self.net.now()
-    }
-
-    fn ask(&mut self, i: usize, request: Request) -> RequestId {
-        let now = self.now();
-        let id = self.hosts[i].request(now, request);
-        self.net.drain(&mut self.hosts, i);
-        id
-    }
-
-    /// The answer to request `id` of host `i` (it is answered within the
-    /// call for everything but a send, answered once stored).
-    fn reply(&self, i: usize, id: RequestId) -> Option<&Reply> {
-        // The newest: request ids start again after a restart.
-        self.net.events(i).iter().rev().find_map(|e| match e {
-            SimEvent::Reply(_, rid, Ok(reply)) if *rid == id => Some(reply),
-            SimEvent::Reply(_, rid, Err(error)) if *rid == id => panic!("request failed: {error}"),
-            _ => None,
-        })
-    }
-
-    fn send(&mut self, from: usize, to: usize, text: &str) -> MessageId {
-        let to = Target::Peer(self.id(to));
-        let rid = self.ask(
-            from,
-            Request::Send {
-                to,
-                text: text.to_owned(),
-            },
-        );
-        match self.reply(from, rid) {
-            Some(Reply::Sent(id)) => *id,
-            other => panic!("no send reply: {other:?}"),
-        }
-    }
-
-    /// Host `i`'s page of its chat with host `with`.
-    fn history(&mut self, i: usize, with: usize) -> HistoryPage {
-        let room = direct_room(self.id(i), self.id(with));
-        let rid = self.ask(
-            i,
-            Request::History {
-                room,
-                before: None,
-                limit: 100,
-            },
-        );
-        match self.reply(i, rid) {
-            Some(Reply::History(page)) => page.clone(),
-            other => panic!("no history: {other:?}"),
-        }
-    }
-
-    /// How host `i`'s own message `id` stands with its recipient.
-    fn delivery(&mut self, i: usize, with: usize, id: MessageId) -> Option<Delivery> {
-        let page = self.history(i, with);
-        let row = page.rows.into_iter().find(|r| r.id == id)?;
-        row.deliveries.first().map(|(_, d)| *d)
-    }
-
-    /// Texts host `i` was told it received, in order, with when.
-    fn received(&self, i: usize) -> Vec<(Instant, String)> {
-        self.net
-            .events(i)
-            .iter()
-            .filter_map(|e| match e {
-                SimEvent::Event(at, Event::MessageReceived { text, .. }) => {
-                    Some((*at, text.clone()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn delivered(&self, i: usize) -> Vec<MessageId> {
-        self.net
-            .events(i)
-            .iter()
-            .filter_map(|e| match e {
-                SimEvent::Event(_, Event::Delivered { id, .. }) => Some(*id),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn run_for(&mut self, duration: Duration) {
-        self.net.run_for(&mut self.hosts, duration);
-    }
-
-    /// Runs until `done` or `limit` of virtual time; whether `done`.
-    fn run_until(&mut self, limit: Duration, done: impl Fn(&Cluster) -> bool) -> bool {
-        let until = self.now() + limit;
-        while !done(self) {
-            if !self.net.step(&mut self.hosts, until) {
-                return done(self);
-            }
-        }
-        true
-    }
-
-    /// Host `i` crashes (its state is dropped, its store kept) and starts
-    /// again from its store.
-    fn crash_and_restart(&mut self, i: usize) {
-        let now = self.now();
-        // The store is locked while the old host holds it: the old one
-        // goes first, as a killed process does.
-        drop(self.hosts.remove(i));
-        let host = SimDaemon::open(
-            self.dirs[i].path(),
-            self.configs[i].clone(),
-            self.table.clone(),
-            self.start,
-            START_WALL_MS,
-            now,
-        )
-        .expect("a simulated daemon restarts from its store");
-        self.hosts.insert(i, host);
-        self.net.drain(&mut self.hosts, i);
-    }
-}
-
-fn seed_bytes(seed: u64, i: usize, purpose: u8) -> [u8; 32] {
-    let mut bytes = [purpose; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    bytes[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-    bytes
-}
+use kith::daemon::sim::{OUTBOX_AFTER, SETTLE_AFTER, SimEvent};
+use kith::daemon::{Delivery, Event, Reply, Request, Target};
+use kith::proto::ids::MessageId;
+use kith::proto::node::NodeConfig;
+use kith::proto::sim::LinkConfig;
+use sim_support::{Cluster, ClusterConfig};
 
 /// Lets the sessions open and sends a first message from 0 to 1, whose
 /// chain's first key goes with it (its stored acknowledgement is paced).
@@ -396,7 +197,7 @@ fn exactly_once_in_order(seed: u64, n: usize, loss: f64, per_pair: usize) {
         }
     }
     let expected = per_pair * (n - 1);
-    let done = |c: &Cluster| (0..n).all(|i| c.delivered(i).len() >= expected);
+    let done = |c: &mut Cluster| (0..n).all(|i| c.delivered(i).len() >= expected);
     assert!(
         c.run_until(Duration::from_secs(300), done),
         "seed {seed}: every message delivered"
@@ -501,5 +302,103 @@ fn a_member_cut_off_gets_the_rooms_messages_from_another_member() {
         at - healed >= Duration::from_secs(2),
         "came {:?} after the heal",
         at - healed
+    );
+}
+
+/// A room over multicast (one group datagram per message for the whole
+/// LAN, acknowledgements over the pairwise sessions): three members on
+/// lossy links each store every message once, in each author's order; a
+/// member cut off meanwhile gets what it missed once the cut heals.
+#[test]
+fn a_multicast_room_delivers_to_every_member_through_a_partition() {
+    let config = ClusterConfig {
+        node: NodeConfig {
+            group_multicast: true,
+            ..NodeConfig::default()
+        },
+        ..ClusterConfig::default()
+    };
+    let mut c = Cluster::with(9, 3, LinkConfig::lossy(0.1), config);
+    c.net.capture();
+    c.run_for(Duration::from_millis(500));
+    let room = c.create_room(0, "mcast", &[1, 2]);
+    assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&[0, 1, 2], &room, 3)));
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for i in 0..3 {
+            sent.push((i, c.send_room(i, room, &format!("{i} says {round}"))));
+        }
+        c.run_for(Duration::from_millis(50));
+    }
+    c.net.partition(&[&[0, 1], &[2]]);
+    for round in 0..3 {
+        for i in 0..2 {
+            sent.push((
+                i,
+                c.send_room(i, room, &format!("{i} while 2 is away {round}")),
+            ));
+        }
+        c.run_for(Duration::from_millis(50));
+    }
+    c.run_for(Duration::from_secs(5));
+    let held = |c: &mut Cluster, i: usize| -> Vec<MessageId> {
+        c.room_history(i, room).rows.iter().map(|r| r.id).collect()
+    };
+    let away: Vec<MessageId> = sent[9..].iter().map(|(_, id)| *id).collect();
+    assert!(
+        held(&mut c, 2).iter().all(|id| !away.contains(id)),
+        "nothing crosses the cut"
+    );
+    c.net.heal();
+    let want: Vec<MessageId> = sent.iter().map(|(_, id)| *id).collect();
+    let everywhere = |c: &mut Cluster| {
+        (0..3).all(|i| {
+            let mut got = held(c, i);
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            got == want
+        })
+    };
+    assert!(
+        c.run_until(Duration::from_secs(180), everywhere),
+        "every member holds every message after the heal"
+    );
+    for i in 0..3 {
+        let page = c.room_history(i, room);
+        let ids: Vec<MessageId> = page.rows.iter().map(|r| r.id).collect();
+        for author in 0..3 {
+            let theirs: Vec<MessageId> = page
+                .rows
+                .iter()
+                .filter(|r| r.author == c.id(author))
+                .map(|r| r.id)
+                .collect();
+            let wanted: Vec<MessageId> = sent
+                .iter()
+                .filter(|(a, _)| *a == author)
+                .map(|(_, id)| *id)
+                .collect();
+            assert_eq!(
+                theirs, wanted,
+                "host {i}: {author}'s messages once, in order"
+            );
+        }
+        assert!(
+            page.rows.iter().all(|r| r.text.is_some()),
+            "readable at {i}"
+        );
+        assert_eq!(ids.len(), want.len());
+    }
+    let group_sent: u64 = (0..3).map(|i| c.status(i).node.group_sent).sum();
+    let group_received: u64 = (0..3).map(|i| c.status(i).node.group_received).sum();
+    assert!(
+        group_sent > 0 && group_received > 0,
+        "frames went over the group ({group_sent} sent, {group_received} opened)"
+    );
+    assert_eq!(
+        (0..3).map(|i| c.hosts[i].unroutable).sum::<u64>(),
+        0,
+        "every group transmit went on the wire"
     );
 }

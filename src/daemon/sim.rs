@@ -10,6 +10,11 @@
 //! replies as [`SimEvent`]s. Hosts are addressed by an [`AddressTable`]
 //! that gives each peer id a made-up socket address.
 //!
+//! Multicast: the daemon has one group for every room (members of other
+//! rooms drop a frame at its first check), so a group transmit goes to
+//! every host of the table, each over its own simulated link (loss,
+//! partitions, hosts down or deaf to multicast), as on one LAN segment.
+//!
 //! Only built for tests and with the `sim` feature.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -33,6 +38,11 @@ use crate::proto::sim::{Endpoint, Outgoing};
 use crate::store::KdfParams;
 
 const PASSPHRASE: &str = "simulated daemon";
+
+/// What a simulated daemon's group transmits are addressed to: the one
+/// multicast group of the LAN, whatever the room (the core's transmit does
+/// not say which room a group frame is of, and the wire must not either).
+const LAN_GROUP: RoomId = RoomId([0; 32]);
 
 /// Which made-up socket address each simulated host has.
 #[derive(Debug, Default, Clone)]
@@ -102,7 +112,8 @@ pub struct SimDaemon {
     unsent: bool,
     events: VecDeque<SimEvent>,
     next_request: u64,
-    /// Transmits to a group or an unknown address, never put on the wire.
+    /// Transmits to an address no simulated host has, never put on the
+    /// wire.
     pub unroutable: u64,
 }
 
@@ -168,6 +179,17 @@ impl SimDaemon {
         id
     }
 
+    /// Asks `request` at `now` and returns its answer, as a blocking
+    /// client does (nothing is logged): for reads, answered at once.
+    /// Drain the host afterwards, as after [`SimDaemon::request`].
+    pub fn query(&mut self, now: Instant, request: Request) -> Result<Reply, DaemonError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let now = self.input(now);
+        self.core.handle_request(now, request, ReplyTo::Channel(tx));
+        self.take_outputs();
+        rx.try_recv().unwrap_or(Err(DaemonError::Stopped))
+    }
+
     /// Says goodbye and checkpoints the store (a clean stop); drop the
     /// host instead for a crash.
     pub fn shutdown(mut self, now: Instant) -> Result<(), DaemonError> {
@@ -229,14 +251,16 @@ impl Endpoint for SimDaemon {
         loop {
             match self.core.poll_transmit() {
                 Some(transmit) => {
-                    let peer = match transmit.to {
-                        Destination::Addr(addr) => self.table.peer_at(&addr),
-                        Destination::Group => None,
+                    let destination = match transmit.to {
+                        Destination::Addr(addr) => {
+                            self.table.peer_at(&addr).map(reliable::Destination::Peer)
+                        }
+                        Destination::Group => Some(reliable::Destination::Group(LAN_GROUP)),
                     };
-                    match peer {
-                        Some(peer) => {
+                    match destination {
+                        Some(destination) => {
                             return Some(Outgoing {
-                                destination: reliable::Destination::Peer(peer),
+                                destination,
                                 kind: None,
                                 bytes: transmit.bytes,
                             });
@@ -265,8 +289,10 @@ impl Endpoint for SimDaemon {
         self.events.pop_front()
     }
 
+    /// Every host of the table listens to the one group (the network
+    /// leaves out the sender and hosts deaf to multicast).
     fn group_members(&self, _room: &RoomId) -> Vec<PeerId> {
-        Vec::new()
+        self.table.by_peer.keys().copied().collect()
     }
 
     fn end_burst(&mut self, now: Instant) {

@@ -1,0 +1,374 @@
+//! The harness of the simulated-daemon tests: N real daemon cores
+//! ([`SimDaemon`]) over real stores in temp dirs, on the one simulated
+//! network ([`Network`]), in virtual time, asked as a client asks them
+//! ([`Request`]) and checked by what they report ([`SimEvent`]).
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kith::daemon::sim::{AddressTable, SimDaemon, SimDaemonConfig, SimEvent, sim_identity};
+use kith::daemon::{
+    Delivery, Event, HistoryPage, Reply, Request, RequestId, RoomSummary, Status, Target,
+};
+use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::proto::node::{NodeConfig, direct_room};
+use kith::proto::reliable::Via;
+use kith::proto::sim::{Endpoint, LinkConfig, Network};
+
+use crate::common::TempDir;
+
+/// The wall clock at the start of every run (any fixed date works).
+pub const START_WALL_MS: u64 = 1_780_000_000_000;
+
+/// N simulated daemons (by default all contacts of each other).
+pub struct Cluster {
+    pub net: Network<SimDaemon>,
+    pub hosts: Vec<SimDaemon>,
+    pub configs: Vec<SimDaemonConfig>,
+    pub table: Arc<AddressTable>,
+    start: Instant,
+    dirs: Vec<TempDir>,
+}
+
+/// How to build a [`Cluster`] beyond its size and links.
+pub struct ClusterConfig {
+    /// Every daemon's node configuration.
+    pub node: NodeConfig,
+    /// Whether host `i` starts with host `j` as a contact.
+    pub contact: fn(usize, usize) -> bool,
+}
+
+impl Default for ClusterConfig {
+    /// Everyone a contact of everyone.
+    fn default() -> Self {
+        ClusterConfig {
+            node: NodeConfig::default(),
+            contact: |_, _| true,
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(seed: u64, n: usize, link: LinkConfig) -> Self {
+        Self::with(seed, n, link, ClusterConfig::default())
+    }
+
+    /// `n` daemons with `config`.
+    pub fn with(seed: u64, n: usize, link: LinkConfig, config: ClusterConfig) -> Self {
+        let start = Instant::now();
+        let identity_seeds: Vec<[u8; 32]> = (0..n).map(|i| seed_bytes(seed, i, 1)).collect();
+        let publics: Vec<_> = identity_seeds
+            .iter()
+            .map(|s| sim_identity(*s).public())
+            .collect();
+        let ids: Vec<PeerId> = publics.iter().map(|p| p.peer_id()).collect();
+        let table = Arc::new(AddressTable::new(&ids));
+        let configs: Vec<SimDaemonConfig> = (0..n)
+            .map(|i| SimDaemonConfig {
+                identity_seed: identity_seeds[i],
+                seed: seed_bytes(seed, i, 2),
+                node: config.node.clone(),
+                peers: publics
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i && (config.contact)(i, *j))
+                    .filter_map(|(_, p)| SimDaemon::peer_addr(&table, p.clone()))
+                    .collect(),
+            })
+            .collect();
+        let dirs: Vec<TempDir> = (0..n).map(|i| TempDir::new(&format!("sim-{i}"))).collect();
+        let hosts = (0..n)
+            .map(|i| {
+                SimDaemon::open(
+                    dirs[i].path(),
+                    configs[i].clone(),
+                    table.clone(),
+                    start,
+                    START_WALL_MS,
+                    start,
+                )
+                .expect("a simulated daemon starts")
+            })
+            .collect();
+        let mut cluster = Cluster {
+            net: Network::new(seed, link, start, ids),
+            hosts,
+            configs,
+            table,
+            start,
+            dirs,
+        };
+        for i in 0..n {
+            cluster.net.drain(&mut cluster.hosts, i);
+        }
+        cluster
+    }
+
+    pub fn id(&self, i: usize) -> PeerId {
+        self.net.id(i)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    pub fn ask(&mut self, i: usize, request: Request) -> RequestId {
+        let now = self.now();
+        let id = self.hosts[i].request(now, request);
+        self.net.drain(&mut self.hosts, i);
+        id
+    }
+
+    /// The answer to request `id` of host `i` (it is answered within the
+    /// call for everything but a send, answered once stored).
+    pub fn reply(&self, i: usize, id: RequestId) -> Option<&Reply> {
+        // The newest: request ids start again after a restart.
+        self.net.events(i).iter().rev().find_map(|e| match e {
+            SimEvent::Reply(_, rid, Ok(reply)) if *rid == id => Some(reply),
+            SimEvent::Reply(_, rid, Err(error)) if *rid == id => panic!("request failed: {error}"),
+            _ => None,
+        })
+    }
+
+    pub fn send(&mut self, from: usize, to: usize, text: &str) -> MessageId {
+        let to = Target::Peer(self.id(to));
+        let rid = self.ask(
+            from,
+            Request::Send {
+                to,
+                text: text.to_owned(),
+            },
+        );
+        match self.reply(from, rid) {
+            Some(Reply::Sent(id)) => *id,
+            other => panic!("no send reply: {other:?}"),
+        }
+    }
+
+    /// Host `i`'s page of its chat with host `with`.
+    pub fn history(&mut self, i: usize, with: usize) -> HistoryPage {
+        let room = direct_room(self.id(i), self.id(with));
+        let rid = self.ask(
+            i,
+            Request::History {
+                room,
+                before: None,
+                limit: 100,
+            },
+        );
+        match self.reply(i, rid) {
+            Some(Reply::History(page)) => page.clone(),
+            other => panic!("no history: {other:?}"),
+        }
+    }
+
+    /// How host `i`'s own message `id` stands with its recipient.
+    pub fn delivery(&mut self, i: usize, with: usize, id: MessageId) -> Option<Delivery> {
+        let page = self.history(i, with);
+        let row = page.rows.into_iter().find(|r| r.id == id)?;
+        row.deliveries.first().map(|(_, d)| *d)
+    }
+
+    /// Texts host `i` was told it received, in order, with when.
+    pub fn received(&self, i: usize) -> Vec<(Instant, String)> {
+        self.net
+            .events(i)
+            .iter()
+            .filter_map(|e| match e {
+                SimEvent::Event(at, Event::MessageReceived { text, .. }) => {
+                    Some((*at, text.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn delivered(&self, i: usize) -> Vec<MessageId> {
+        self.net
+            .events(i)
+            .iter()
+            .filter_map(|e| match e {
+                SimEvent::Event(_, Event::Delivered { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn run_for(&mut self, duration: Duration) {
+        self.net.run_for(&mut self.hosts, duration);
+    }
+
+    /// Runs until `done` or `limit` of virtual time; whether `done`.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Cluster) -> bool,
+    ) -> bool {
+        let until = self.now() + limit;
+        while !done(self) {
+            if !self.net.step(&mut self.hosts, until) {
+                return done(self);
+            }
+        }
+        true
+    }
+
+    /// Host `i` crashes (its state is dropped, its store kept) and starts
+    /// again from its store.
+    pub fn crash_and_restart(&mut self, i: usize) {
+        let now = self.now();
+        // The store is locked while the old host holds it: the old one
+        // goes first, as a killed process does.
+        drop(self.hosts.remove(i));
+        let host = SimDaemon::open(
+            self.dirs[i].path(),
+            self.configs[i].clone(),
+            self.table.clone(),
+            self.start,
+            START_WALL_MS,
+            now,
+        )
+        .expect("a simulated daemon restarts from its store");
+        self.hosts.insert(i, host);
+        self.net.drain(&mut self.hosts, i);
+    }
+}
+
+pub fn seed_bytes(seed: u64, i: usize, purpose: u8) -> [u8; 32] {
+    let mut bytes = [purpose; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+    bytes
+}
+
+/// Rooms, history and counters, as a client reads them.
+impl Cluster {
+    /// Host `i` creates a group room `name` with `members`; every
+    /// invitation is accepted as it arrives. The room's id.
+    pub fn create_room(&mut self, i: usize, name: &str, members: &[usize]) -> RoomId {
+        let room = self.create_room_unanswered(i, name, members);
+        for &m in members {
+            let invited = |c: &mut Cluster| c.room(m, &room).is_some_and(|r| r.invited);
+            assert!(
+                self.run_until(Duration::from_secs(30), invited),
+                "host {m} is invited"
+            );
+            self.ask(m, Request::AnswerInvite { room, accept: true });
+        }
+        room
+    }
+
+    /// Host `i` creates a group room and invites `members`, who do not
+    /// answer yet.
+    pub fn create_room_unanswered(&mut self, i: usize, name: &str, members: &[usize]) -> RoomId {
+        let members = members.iter().map(|m| self.id(*m)).collect();
+        let rid = self.ask(
+            i,
+            Request::CreateRoom {
+                name: name.to_owned(),
+                members,
+            },
+        );
+        match self.reply(i, rid) {
+            Some(Reply::Room(room)) => *room,
+            other => panic!("no room: {other:?}"),
+        }
+    }
+
+    /// Host `i`'s rooms as it lists them, invitations included.
+    pub fn rooms(&mut self, i: usize) -> Vec<RoomSummary> {
+        match self.query(i, Request::Rooms) {
+            Ok(Reply::Rooms(rooms)) => rooms,
+            other => panic!("no rooms: {other:?}"),
+        }
+    }
+
+    /// Host `i`'s view of `room` (`None`: not a member nor invited).
+    pub fn room(&mut self, i: usize, room: &RoomId) -> Option<RoomSummary> {
+        self.rooms(i).into_iter().find(|r| r.id == *room)
+    }
+
+    /// Whether every host of `hosts` is in `room` with `members` members.
+    pub fn all_in(&mut self, hosts: &[usize], room: &RoomId, members: usize) -> bool {
+        hosts.iter().all(|i| {
+            self.room(*i, room)
+                .is_some_and(|r| !r.invited && r.members.len() == members)
+        })
+    }
+
+    /// Host `i`'s counters.
+    pub fn status(&mut self, i: usize) -> Status {
+        match self.query(i, Request::Status) {
+            Ok(Reply::Status(status)) => *status,
+            other => panic!("no status: {other:?}"),
+        }
+    }
+
+    /// Every message of `room` host `i` holds, oldest first.
+    pub fn room_history(&mut self, i: usize, room: RoomId) -> HistoryPage {
+        let request = Request::History {
+            room,
+            before: None,
+            limit: 100_000,
+        };
+        match self.query(i, request) {
+            Ok(Reply::History(mut page)) => {
+                page.rows.reverse();
+                page
+            }
+            other => panic!("no history: {other:?}"),
+        }
+    }
+
+    /// Host `i`'s message to `room`; the id it got.
+    pub fn send_room(&mut self, i: usize, room: RoomId, text: &str) -> MessageId {
+        let rid = self.ask(
+            i,
+            Request::Send {
+                to: Target::Room(room),
+                text: text.to_owned(),
+            },
+        );
+        match self.reply(i, rid) {
+            Some(Reply::Sent(id)) => *id,
+            other => panic!("no send reply: {other:?}"),
+        }
+    }
+
+    /// Events host `i` reported so far, without their time.
+    pub fn events(&self, i: usize) -> impl Iterator<Item = &Event> {
+        self.net.events(i).iter().filter_map(|e| match e {
+            SimEvent::Event(_, event) => Some(event),
+            SimEvent::Reply(..) => None,
+        })
+    }
+
+    /// Bytes arriving at host `i` as if from host `from`'s address, by
+    /// unicast (an attacker on the LAN can send anything from anywhere).
+    pub fn inject(&mut self, i: usize, from: usize, bytes: &[u8]) {
+        let (now, from) = (self.now(), self.id(from));
+        self.hosts[i].handle_datagram(now, from, Via::Unicast, bytes);
+        self.net.drain(&mut self.hosts, i);
+    }
+
+    /// Host `i` blocks (or unblocks) host `peer`.
+    pub fn block(&mut self, i: usize, peer: usize, blocked: bool) {
+        let peer = self.id(peer);
+        self.ask(i, Request::Block { peer, blocked });
+    }
+
+    /// Asks host `i` something answered at once (the answer is not
+    /// logged, so predicates of `run_until` can ask).
+    pub fn query(
+        &mut self,
+        i: usize,
+        request: Request,
+    ) -> Result<Reply, kith::daemon::DaemonError> {
+        let now = self.now();
+        let reply = self.hosts[i].query(now, request);
+        self.net.drain(&mut self.hosts, i);
+        reply
+    }
+}
