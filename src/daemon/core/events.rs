@@ -33,10 +33,8 @@ impl DaemonCore {
         for event in events {
             match &event {
                 // Whatever it missed while away, and what we missed.
-                Event::PeerOnline { peer, .. } => {
-                    self.syncs_due.push_back((now + SYNC_AFTER_ONLINE, *peer));
-                }
-                Event::PeerOffline { peer, .. } => self.sync.forget_peer(peer),
+                Event::PeerOnline { peer, .. } => self.sync.came_online(now, *peer),
+                Event::PeerOffline { peer, .. } => self.sync.went_offline(peer),
                 _ => {}
             }
             self.publish(event);
@@ -149,11 +147,11 @@ impl DaemonCore {
             while let Some(event) = self.node.poll_event() {
                 self.on_node_event(now, event);
             }
-            if self.uncommitted.is_empty() {
+            if !self.journal.has_uncommitted() {
                 self.save_chains();
                 return;
             }
-            if self.deferring {
+            if self.journal.deferring {
                 // A burst of datagrams is under way: one transaction for
                 // all of it, at `end_burst`.
                 return;

@@ -1,7 +1,8 @@
 //! Received messages: journaled before they are acknowledged, moved into
 //! the database at the next settling (see [`SETTLE_AFTER`]), reported in
 //! order once there; chain state stored with the messages it opened or
-//! sealed.
+//! sealed. [`Journal`] holds what waits and when it settles; the core
+//! moves it into the store and reports it.
 
 use super::*;
 
@@ -43,6 +44,142 @@ pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(2);
 /// filled up is retried that often until space is freed).
 pub(super) fn settle_retry_delay(failures: u32) -> Duration {
     SETTLE_AFTER * 2u32.pow(failures.min(9))
+}
+
+/// The journal's side of the core: received messages on their way into
+/// the store's journal, what waits for the next settling, and when that
+/// comes.
+#[derive(Default)]
+pub(super) struct Journal {
+    /// Received messages not journaled yet (only while `deferring`).
+    uncommitted: Vec<(Message, Receipt)>,
+    /// Inside a burst of datagrams: commits wait for its end.
+    pub(super) deferring: bool,
+    /// Received messages durable in the store's journal (and acknowledged)
+    /// whose reports wait for the settling, and the events published after
+    /// them, in order.
+    waiting: Vec<Waiting>,
+    /// When journaled messages (received or sent) move into the database.
+    settle_at: Option<Instant>,
+    /// Settlings that failed in a row: the next try waits longer (see
+    /// [`settle_retry_delay`]), so a full disk is not retried, and logged,
+    /// every 2 ms.
+    failures: u32,
+    /// Why the store cannot grow (a full disk), until a settling succeeds:
+    /// sends are refused before they go out meanwhile.
+    disk_full: Option<String>,
+}
+
+impl Journal {
+    /// A received message for the next append, reported after the
+    /// settling that follows it.
+    fn receive(&mut self, message: Message, receipt: Receipt, event: Event) {
+        self.uncommitted.push((message.clone(), receipt));
+        self.waiting.push(Waiting::Message {
+            message,
+            event,
+            journaled: false,
+        });
+    }
+
+    /// Whether received messages wait for an append.
+    pub(super) fn has_uncommitted(&self) -> bool {
+        !self.uncommitted.is_empty()
+    }
+
+    /// Keeps `event` behind the received messages waiting to be reported;
+    /// gives it back when none wait.
+    pub(super) fn queue_behind(&mut self, event: Event) -> Option<Event> {
+        if self.waiting.is_empty() {
+            Some(event)
+        } else {
+            self.waiting.push(Waiting::Other(event));
+            None
+        }
+    }
+
+    /// A settling is due at `SETTLE_AFTER` from `now`, unless one is
+    /// already.
+    pub(super) fn schedule(&mut self, now: Instant) {
+        self.settle_at.get_or_insert(now + SETTLE_AFTER);
+    }
+
+    /// When the next settling is due.
+    pub(super) fn settle_at(&self) -> Option<Instant> {
+        self.settle_at
+    }
+
+    /// Whether the settling is due at `now`.
+    pub(super) fn settle_due(&self, now: Instant) -> bool {
+        self.settle_at.is_some_and(|at| at <= now)
+    }
+
+    /// Why sends are refused now (a full disk), if they are.
+    pub(super) fn disk_full(&self) -> Option<&str> {
+        self.disk_full.as_deref()
+    }
+
+    /// Remembers that the store cannot grow, if that is what `error` says.
+    fn note_failure(&mut self, error: &StoreError) {
+        if matches!(error, StoreError::DiskFull(_)) {
+            self.disk_full = Some(error.to_string());
+        }
+    }
+
+    /// A settling failed: what it held is still journaled, so still
+    /// durable; it is tried again later, later still if it keeps failing.
+    fn settle_failed(&mut self, now: Instant, error: &StoreError) {
+        self.failures = self.failures.saturating_add(1);
+        self.settle_at = Some(now + settle_retry_delay(self.failures));
+        self.note_failure(error);
+    }
+
+    /// A settling succeeded; another is due if `more` (delivery states
+    /// gathered meanwhile keep their turn).
+    fn settled(&mut self, now: Instant, more: bool) {
+        self.failures = 0;
+        self.disk_full = None;
+        self.settle_at = more.then(|| now + SETTLE_AFTER);
+    }
+
+    /// The received messages of this round, for one append.
+    fn take_uncommitted(&mut self) -> (Vec<Message>, Vec<Receipt>) {
+        std::mem::take(&mut self.uncommitted).into_iter().unzip()
+    }
+
+    /// This round's messages are in the journal.
+    fn mark_journaled(&mut self) {
+        for entry in self.waiting.iter_mut().rev() {
+            match entry {
+                Waiting::Message {
+                    journaled: true, ..
+                } => break,
+                Waiting::Message { journaled, .. } => *journaled = true,
+                Waiting::Other(_) => {}
+            }
+        }
+    }
+
+    /// This round's append failed: its messages were not confirmed (the
+    /// senders keep them) and are never reported (they are when they come
+    /// again); the events behind them go out with the next settling.
+    fn forget_unjournaled(&mut self, now: Instant) {
+        self.waiting.retain(|entry| !entry.unjournaled());
+        self.schedule(now);
+    }
+
+    /// What the settling that just happened may report: everything up to
+    /// the first message not journaled yet (this round's), which waits with
+    /// what follows it for the next one.
+    fn take_ready(&mut self) -> Vec<Waiting> {
+        let ready = self
+            .waiting
+            .iter()
+            .position(Waiting::unjournaled)
+            .unwrap_or(self.waiting.len());
+        let later = self.waiting.split_off(ready);
+        std::mem::replace(&mut self.waiting, later)
+    }
 }
 
 /// A received message as the store keeps it.
@@ -98,12 +235,7 @@ impl DaemonCore {
         // Someone who is not a contact wrote: a contact request, reported
         // before the message.
         self.promote(now, message.sender);
-        self.uncommitted.push((message.clone(), receipt));
-        self.waiting.push(Waiting::Message {
-            message,
-            event,
-            journaled: false,
-        });
+        self.journal.receive(message, receipt, event);
     }
 
     /// Makes messages (ours or received) and the chain states that sealed
@@ -116,23 +248,14 @@ impl DaemonCore {
         messages: Vec<Message>,
         chains: Vec<ChainSnapshot>,
     ) -> Result<(), StoreError> {
-        // Their rooms' item sets change: a reconciliation must not go on
-        // from a set read before (it would find nothing to send).
         let rooms: HashSet<RoomId> = messages.iter().map(|m| m.room).collect();
-        self.sync_sets.retain(|(room, _), _| !rooms.contains(room));
+        self.sync.rooms_changed(&rooms);
         if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
-            self.note_disk_full(&error);
+            self.journal.note_failure(&error);
             return Err(error);
         }
-        self.settle_at.get_or_insert(now + SETTLE_AFTER);
+        self.journal.schedule(now);
         Ok(())
-    }
-
-    /// Remembers that the store cannot grow, if that is what `error` says.
-    pub(super) fn note_disk_full(&mut self, error: &StoreError) {
-        if matches!(error, StoreError::DiskFull(_)) {
-            self.disk_full = Some(error.to_string());
-        }
     }
 
     /// The store, with every journaled message moved into the database
@@ -162,43 +285,28 @@ impl DaemonCore {
             match self.store.settle_with_cursors(deliveries) {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
-                    // Still journaled, so still durable: try again later,
-                    // later still if it keeps failing.
-                    self.settle_failures = self.settle_failures.saturating_add(1);
-                    self.settle_at =
-                        Some(self.clock.mono + settle_retry_delay(self.settle_failures));
-                    self.note_disk_full(&error);
+                    self.journal.settle_failed(self.clock.mono, &error);
                     return Err(error);
                 }
             }
         };
-        self.settle_failures = 0;
-        self.disk_full = None;
         // Delivery states gathered meanwhile (when this settling was not
         // theirs) keep their turn.
-        self.settle_at =
-            (!self.outbox.deliveries.is_empty()).then(|| self.clock.mono + SETTLE_AFTER);
-        if !self.waiting.is_empty() {
-            self.report_settled(fresh);
+        let more = !self.outbox.deliveries.is_empty();
+        self.journal.settled(self.clock.mono, more);
+        let waiting = self.journal.take_ready();
+        if !waiting.is_empty() {
+            self.report_settled(waiting, fresh);
         }
         Ok(())
     }
 
-    /// Reports what waited for the settling that just moved the messages
-    /// in `fresh` (id → cursor) into the database: the new ones (and
+    /// Reports `waiting`, what waited for the settling that just moved the
+    /// messages in `fresh` (id → cursor) into the database: the new ones (and
     /// readable copies of ones held unreadable) as events with their
     /// cursors, with every event published behind them, in order; and
     /// the unread counts they changed.
-    fn report_settled(&mut self, mut fresh: HashMap<MessageId, u64>) {
-        // Messages not journaled yet (this round's) and what follows them
-        // wait for the next settling.
-        let ready = self
-            .waiting
-            .iter()
-            .position(Waiting::unjournaled)
-            .unwrap_or(self.waiting.len());
-        let later = self.waiting.split_off(ready);
-        let waiting = std::mem::replace(&mut self.waiting, later);
+    fn report_settled(&mut self, waiting: Vec<Waiting>, mut fresh: HashMap<MessageId, u64>) {
         let mut report = vec![false; waiting.len()];
         // A readable copy of a message we hold unreadable (forwarded to us
         // before its author's key arrived) takes its place, and is reported
@@ -423,30 +531,18 @@ impl DaemonCore {
     /// acknowledges them. `false` if the append failed (nothing is
     /// confirmed then: the senders keep the messages).
     pub(super) fn journal_received(&mut self, now: Instant) -> bool {
-        let (messages, receipts): (Vec<Message>, Vec<Receipt>) =
-            std::mem::take(&mut self.uncommitted).into_iter().unzip();
+        let (messages, receipts) = self.journal.take_uncommitted();
         // The chains that opened them are stored with them, so after a
         // crash neither is ahead of the other.
         let chains = self.node.take_chain_updates();
         if let Err(error) = self.journal(now, messages, chains) {
             // Not confirmed, so not acknowledged: the sender keeps the
-            // messages and they are not lost. Not stored, so never
-            // reported (they are reported when they come again).
-            self.waiting.retain(|entry| !entry.unjournaled());
-            // Events behind them go out with the next settling.
-            self.settle_at.get_or_insert(now + SETTLE_AFTER);
+            // messages and they are not lost.
+            self.journal.forget_unjournaled(now);
             self.store_error("store received messages", error);
             return false;
         }
-        for entry in self.waiting.iter_mut().rev() {
-            match entry {
-                Waiting::Message {
-                    journaled: true, ..
-                } => break,
-                Waiting::Message { journaled, .. } => *journaled = true,
-                Waiting::Other(_) => {}
-            }
-        }
+        self.journal.mark_journaled();
         for receipt in receipts {
             self.node.confirm_stored(now, receipt);
         }

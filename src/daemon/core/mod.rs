@@ -60,7 +60,9 @@ use crate::proto::node::{
     direct_room,
 };
 use crate::proto::reliable;
-use crate::proto::sync::{Item, SortedItems, SyncAction, SyncManager, SyncManagerConfig};
+use crate::proto::sync::{
+    Item, SortedItems, SyncAction, SyncManager, SyncManagerConfig, SyncStats,
+};
 use crate::store::{
     Contact, DeliveryState, Member, Message, MessageKey, Mute, Position, Room as StoredRoom, Store,
     StoreError,
@@ -71,14 +73,12 @@ use history::Unread;
 // The simulator's tests step around these two delays.
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use journal::SETTLE_AFTER;
-#[cfg(not(any(test, feature = "sim")))]
-use journal::SETTLE_AFTER;
-use journal::{Waiting, stored};
+use journal::{Journal, stored};
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use outbox::OUTBOX_AFTER;
 use outbox::{Outbox, SignedSend, UnsavedSend};
 use restore::PeerEntry;
-use sync::{SYNC_AFTER_ONLINE, SYNC_INTERVAL};
+use sync::Reconciliation;
 
 /// What the core hands its shell besides datagrams.
 pub(crate) enum Output {
@@ -113,8 +113,8 @@ pub(crate) struct DaemonCore {
     status: Status,
     /// Address book and presence: mDNS, registry, keep-alives.
     discovery: AddressBook,
-    /// History reconciliation sessions with members.
-    sync: SyncManager,
+    /// History reconciliation with members: sessions and schedule.
+    sync: Reconciliation,
     /// Where peers that are not authenticated yet wrote from: only for
     /// answering a stranger's handshake. Bounded.
     provisional: HashMap<PeerId, SocketAddr>,
@@ -126,42 +126,21 @@ pub(crate) struct DaemonCore {
     invitations_to_accept: Vec<RoomId>,
     /// Contacts that wrote first and are not accepted yet.
     requests: HashSet<PeerId>,
-    /// Received messages not journaled yet (only while `deferring`).
-    uncommitted: Vec<(Message, Receipt)>,
-    /// Inside a burst of datagrams: commits wait for `flush`.
-    deferring: bool,
     /// Peers that opened a session with us without being contacts, until
     /// they write (then they are requests). Bounded.
     strangers_met: HashMap<PeerId, PublicIdentity>,
-    /// When every online member is reconciled with again.
-    next_sync: Instant,
-    /// Item sets of rooms with a reconciliation under way.
-    sync_sets: HashMap<(RoomId, u32), SortedItems>,
     /// Sends of this batch of commands, signed together by
     /// [`DaemonCore::sign_sends`].
     unsaved_sends: Vec<UnsavedSend>,
     /// Signed sends whose datagrams are queued, stored by
     /// [`DaemonCore::commit_sends`] once they are out.
     signed_sends: Vec<SignedSend>,
-    /// Received messages durable in the store's journal (and acknowledged)
-    /// whose reports wait for [`DaemonCore::settle`], and the events
-    /// published after them, in order.
-    waiting: Vec<Waiting>,
-    /// When journaled messages (received or sent) move into the database.
-    settle_at: Option<Instant>,
-    /// Settlings that failed in a row: the next try waits longer (see
-    /// [`settle_retry_delay`]), so a full disk is not retried, and logged,
-    /// every 2 ms.
-    settle_failures: u32,
-    /// Why the store cannot grow (a full disk), until a settling succeeds:
-    /// sends are refused before they go out meanwhile.
-    disk_full: Option<String>,
+    /// Received messages on their way into the store, and when the
+    /// journal settles.
+    journal: Journal,
     /// Chains whose key arrived: what was stored unreadable of them is
     /// opened once this round's messages are stored and its datagrams out.
     chains_known: Vec<ChainId>,
-    /// Peers that came online, with when their shared rooms are reconciled
-    /// (see [`SYNC_AFTER_ONLINE`]), oldest first.
-    syncs_due: VecDeque<(Instant, PeerId)>,
     /// A group room's members may have changed: discovery is told at the
     /// next pump who to keep alive (see [`DaemonCore::watch_members`]).
     members_changed: bool,
@@ -188,7 +167,7 @@ impl DaemonCore {
         // one store transaction per burst, not per datagram. Their ACKs
         // wait with them, so "delivered" still means stored. Their
         // signatures are verified together at the end of the burst too.
-        self.deferring = true;
+        self.journal.deferring = true;
         self.node.begin_burst();
         if is_registry_datagram(bytes) {
             match self
@@ -227,7 +206,7 @@ impl DaemonCore {
         self.clock = now;
         let wall_ms = now.wall_ms;
         let now = now.mono;
-        if self.settle_at.is_some_and(|at| at <= now) {
+        if self.journal.settle_due(now) {
             // `write_deliveries` settles first.
             if let Err(error) = self.write_deliveries() {
                 self.store_error("store journaled messages and deliveries", error);
@@ -283,7 +262,7 @@ impl DaemonCore {
         self.sign_sends(now);
         self.save_reservations(now);
         self.node.end_burst(now);
-        self.deferring = false;
+        self.journal.deferring = false;
         self.pump(now);
     }
 
@@ -297,7 +276,7 @@ impl DaemonCore {
         self.clock = now;
         let now = now.mono;
         self.commit_sends(now);
-        if self.uncommitted.is_empty() {
+        if !self.journal.has_uncommitted() {
             // It reads the store, so it waits for the acknowledgements.
             self.reopen_unreadable();
         }
@@ -305,7 +284,7 @@ impl DaemonCore {
             self.outputs.push_back(Output::Event(event));
         }
         if !self.outbox.deliveries.is_empty() {
-            self.settle_at.get_or_insert(now + SETTLE_AFTER);
+            self.journal.schedule(now);
         }
     }
 
@@ -363,12 +342,10 @@ impl DaemonCore {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         [
             self.outbox.next_due(),
-            self.syncs_due.front().map(|(due, _)| *due),
-            self.settle_at,
+            self.journal.settle_at(),
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
-            Some(self.next_sync),
         ]
         .into_iter()
         .flatten()
@@ -405,11 +382,9 @@ impl DaemonCore {
             return;
         }
         self.profiles.name_event(&mut event);
-        if self.waiting.is_empty() {
+        // Messages received before this event are reported before it.
+        if let Some(event) = self.journal.queue_behind(event) {
             self.unpublished.push(event);
-        } else {
-            // Messages received before this event are reported before it.
-            self.waiting.push(Waiting::Other(event));
         }
     }
 }

@@ -34,7 +34,7 @@ impl DaemonCore {
             }
         }
         if let Request::Send { to, text } = request {
-            if let Some(why) = self.disk_full.clone() {
+            if let Some(why) = self.journal.disk_full().map(str::to_owned) {
                 // Refused before it goes out: a message sent and not stored
                 // would be missing from our history and never sent again.
                 self.reply(reply, Err(DaemonError::NotSent(why)));

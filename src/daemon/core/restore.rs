@@ -38,10 +38,13 @@ impl DaemonCore {
         let node_seed: [u8; 32] = rng.random();
         let sync_seed: [u8; 32] = rng.random();
         let mut node = Node::new(account.identity, config, StdRng::from_seed(node_seed), now);
-        let sync = SyncManager::new(
-            node.peer_id(),
-            SyncManagerConfig::default(),
-            StdRng::from_seed(sync_seed),
+        let sync = Reconciliation::new(
+            SyncManager::new(
+                node.peer_id(),
+                SyncManagerConfig::default(),
+                StdRng::from_seed(sync_seed),
+            ),
+            now,
         );
         let profiles = ProfileBook::restore(&account.store, &mut node)?;
         let mut core = DaemonCore {
@@ -61,21 +64,13 @@ impl DaemonCore {
             status: Status::default(),
             discovery,
             sync,
-            next_sync: now + SYNC_INTERVAL,
-            sync_sets: HashMap::new(),
-            waiting: Vec::new(),
-            settle_at: None,
-            settle_failures: 0,
-            disk_full: None,
+            journal: Journal::default(),
             chains_known: Vec::new(),
-            syncs_due: VecDeque::new(),
             unsaved_sends: Vec::new(),
             signed_sends: Vec::new(),
             provisional: HashMap::new(),
             requests: HashSet::new(),
             strangers_met: HashMap::new(),
-            uncommitted: Vec::new(),
-            deferring: false,
             members_changed: true,
             listening: false,
             outputs: VecDeque::new(),

@@ -1,6 +1,8 @@
 //! When to reconcile room histories with whom: a while after a member
 //! comes online and every [`SYNC_INTERVAL`]; the item sets a
-//! reconciliation runs over.
+//! reconciliation runs over. [`Reconciliation`] holds that state and
+//! decides; the core carries out what the reconciler asks (it owns the
+//! node and the store).
 
 use super::*;
 
@@ -14,6 +16,104 @@ pub(super) const SYNC_AFTER_ONLINE: Duration = Duration::from_secs(2);
 /// How often shared rooms are reconciled with every online member, on top
 /// of a reconciliation whenever a member comes online.
 pub(super) const SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// History reconciliation with members: the sessions, the item sets they
+/// run over, and when to reconcile with whom next.
+pub(super) struct Reconciliation {
+    /// The reconciliation sessions.
+    manager: SyncManager,
+    /// Item sets of rooms with a reconciliation under way, by the first
+    /// epoch they hold.
+    sets: HashMap<(RoomId, u32), SortedItems>,
+    /// Peers that came online, with when their shared rooms are reconciled
+    /// (see [`SYNC_AFTER_ONLINE`]), oldest first.
+    due: VecDeque<(Instant, PeerId)>,
+    /// When every online member is reconciled with again.
+    next_round: Instant,
+}
+
+impl Reconciliation {
+    pub(super) fn new(manager: SyncManager, now: Instant) -> Self {
+        Reconciliation {
+            manager,
+            sets: HashMap::new(),
+            due: VecDeque::new(),
+            next_round: now + SYNC_INTERVAL,
+        }
+    }
+
+    /// `peer` answered again: whatever it missed while away, and what we
+    /// missed, once the live streams had their turn.
+    pub(super) fn came_online(&mut self, now: Instant, peer: PeerId) {
+        self.due.push_back((now + SYNC_AFTER_ONLINE, peer));
+    }
+
+    /// `peer` went away: its sessions end.
+    pub(super) fn went_offline(&mut self, peer: &PeerId) {
+        self.manager.forget_peer(peer);
+    }
+
+    /// Messages of `rooms` were stored: their item sets changed, so a
+    /// reconciliation must not go on from a set read before (it would find
+    /// nothing to send).
+    pub(super) fn rooms_changed(&mut self, rooms: &HashSet<RoomId>) {
+        self.sets.retain(|(room, _), _| !rooms.contains(room));
+    }
+
+    /// When [`Reconciliation::take_due`] or the sessions' timers are due.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.due.front().map(|(due, _)| *due),
+            self.manager.poll_timeout(),
+            Some(self.next_round),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the sessions' timers; then the peers to reconcile with now:
+    /// those that came online [`SYNC_AFTER_ONLINE`] ago and are still
+    /// online, and every [`SYNC_INTERVAL`] every one of `known` online.
+    pub(super) fn take_due(
+        &mut self,
+        now: Instant,
+        known: impl Iterator<Item = PeerId>,
+        is_online: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        self.manager.handle_timeout(now);
+        let mut peers = Vec::new();
+        while let Some(&(due, peer)) = self.due.front() {
+            if due > now {
+                break;
+            }
+            self.due.pop_front();
+            if is_online(&peer) {
+                peers.push(peer);
+            }
+        }
+        if now >= self.next_round {
+            self.next_round = now + SYNC_INTERVAL;
+            peers.extend(known.filter(|p| is_online(p)));
+        }
+        peers
+    }
+
+    /// The item set kept for `room` from `min_epoch`, if one is.
+    fn take_set(&mut self, room: &RoomId, min_epoch: u32) -> Option<SortedItems> {
+        self.sets.remove(&(*room, min_epoch))
+    }
+
+    /// Keeps `set` while a session about `room` may use it.
+    fn keep_set(&mut self, room: RoomId, min_epoch: u32, set: SortedItems) {
+        self.sets.insert((room, min_epoch), set);
+    }
+
+    /// The reconciler's counters.
+    pub(super) fn stats(&self) -> &SyncStats {
+        self.manager.stats()
+    }
+}
 
 impl DaemonCore {
     /// The room's messages of epochs from `min_epoch` on, in sync order,
@@ -40,7 +140,7 @@ impl DaemonCore {
     /// misses new messages would make a member who was away miss them too).
     pub(super) fn take_sync_set(&mut self, room: &RoomId, peer: &PeerId) -> (u32, SortedItems) {
         let min_epoch = self.node.shared_epoch(room, peer);
-        let set = match self.sync_sets.remove(&(*room, min_epoch)) {
+        let set = match self.sync.take_set(room, min_epoch) {
             Some(set) => set,
             None => self.room_items(room, min_epoch),
         };
@@ -52,15 +152,15 @@ impl DaemonCore {
         for room in self.node.shared_rooms(&peer) {
             let (min_epoch, set) = self.take_sync_set(&room, &peer);
             let secret = self.node.sync_secret(&peer);
-            self.sync.start(now, room, peer, &set, secret);
-            self.sync_sets.insert((room, min_epoch), set);
+            self.sync.manager.start(now, room, peer, &set, secret);
+            self.sync.keep_set(room, min_epoch, set);
         }
         self.run_sync(now);
     }
 
     /// Carries out the reconciler's actions.
     pub(super) fn run_sync(&mut self, now: Instant) {
-        while let Some(action) = self.sync.poll_action() {
+        while let Some(action) = self.sync.manager.poll_action() {
             match action {
                 SyncAction::Send {
                     peer,
@@ -89,12 +189,12 @@ impl DaemonCore {
                             log::warn!("cannot forward a message: {error}");
                         }
                     }
-                    self.sync_sets.insert((room, min_epoch), set);
+                    self.sync.keep_set(room, min_epoch, set);
                 }
             }
         }
-        let sync = &self.sync;
-        self.sync_sets.retain(|(room, _), _| sync.is_syncing(room));
+        let Reconciliation { manager, sets, .. } = &mut self.sync;
+        sets.retain(|(room, _), _| manager.is_syncing(room));
     }
 
     /// A reconciliation message from `peer` about `room`.
@@ -108,8 +208,9 @@ impl DaemonCore {
         let (min_epoch, set) = self.take_sync_set(&room, &peer);
         let secret = self.node.sync_secret(&peer);
         self.sync
+            .manager
             .handle_message(now, room, peer, payload, &set, secret);
-        self.sync_sets.insert((room, min_epoch), set);
+        self.sync.keep_set(room, min_epoch, set);
         self.run_sync(now);
     }
 
@@ -117,27 +218,12 @@ impl DaemonCore {
     /// that came online [`SYNC_AFTER_ONLINE`] ago, and every online
     /// contact each [`SYNC_INTERVAL`].
     pub(super) fn sync_timers(&mut self, now: Instant) {
-        self.sync.handle_timeout(now);
-        while let Some(&(due, peer)) = self.syncs_due.front() {
-            if due > now {
-                break;
-            }
-            self.syncs_due.pop_front();
-            if self.discovery.is_online(&peer) {
-                self.sync_with(now, peer);
-            }
-        }
-        if now >= self.next_sync {
-            self.next_sync = now + SYNC_INTERVAL;
-            let online: Vec<PeerId> = self
-                .peers
-                .keys()
-                .copied()
-                .filter(|p| self.discovery.is_online(p))
-                .collect();
-            for peer in online {
-                self.sync_with(now, peer);
-            }
+        let discovery = &self.discovery;
+        let due = self
+            .sync
+            .take_due(now, self.peers.keys().copied(), |p| discovery.is_online(p));
+        for peer in due {
+            self.sync_with(now, peer);
         }
     }
 }
