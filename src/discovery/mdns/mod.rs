@@ -85,7 +85,7 @@ use mdns_sd::{IfKind, ServiceDaemon};
 use self::bridge::{Bridge, Subnets};
 pub use self::config::{MdnsConfig, MdnsFamily, RecordTtl};
 pub use self::names::{instance_name_for, instance_suffix, sanitize_display_name};
-use self::threads::{Monitor, configure, if_kinds, run_browse, run_monitor};
+use self::threads::{Monitor, if_kinds, open_daemon, run_browse, run_monitor};
 pub use self::validate::{Rejection, validate_public_key, validate_txt};
 use super::{DiscoveryError, DiscoveryEvent, InterfaceSpec};
 use crate::proto::ids::PeerId;
@@ -180,6 +180,24 @@ struct Active {
     threads: Vec<JoinHandle<()>>,
 }
 
+impl Active {
+    /// Runs `work` on a thread called `name`, with the stop flag; joined
+    /// at shutdown.
+    fn spawn(
+        &mut self,
+        name: &str,
+        work: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+    ) -> Result<(), DiscoveryError> {
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || work(stop))
+            .map_err(DiscoveryError::Thread)?;
+        self.threads.push(thread);
+        Ok(())
+    }
+}
+
 /// What the handle and the bridge threads share.
 #[derive(Default)]
 struct Shared {
@@ -235,94 +253,67 @@ impl MdnsDiscovery {
         events: Sender<DiscoveryEvent>,
         wake: Wake,
     ) -> Result<Self, DiscoveryError> {
-        let own = config.peer_id;
-        let instance_name = instance_name_for(&own, &config.display_name);
-        let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Mutex::new(Shared {
-            announced: instance_name.clone(),
-            record_ttl: config.record_ttl.secs_for(1),
-            ..Shared::default()
-        }));
-        let mut this = Self {
-            interfaces: config.interfaces.clone(),
-            counters: counters.clone(),
-            shared: shared.clone(),
-            active: None,
-        };
+        let instance_name = instance_name_for(&config.peer_id, &config.display_name);
+        let mut this = Self::idle(&config, &instance_name);
         if config.interfaces.is_empty() {
             return Ok(this);
         }
-
         let kinds: Vec<IfKind> = config
             .interfaces
             .iter()
             .flat_map(|spec| if_kinds(spec, config.family))
             .collect();
-        let daemon = ServiceDaemon::new_with_port(config.mdns_port)?;
-        let (info, monitor, browse) = match configure(&daemon, &config, &instance_name, &kinds) {
-            Ok(parts) => parts,
-            Err(e) => {
-                // Do not leave the daemon thread running behind an error.
-                let _ = daemon.shutdown();
-                return Err(e);
-            }
+        let (daemon, info, monitor, browse) = open_daemon(&config, &instance_name, &kinds)?;
+        lock(&this.shared).fullname = info.get_fullname().to_owned();
+        let bridge = Bridge {
+            own: config.peer_id,
+            counters: this.counters.clone(),
+            shared: this.shared.clone(),
+            subnets: Subnets::new(config.interfaces.clone()),
+            daemon: Some(daemon.clone()),
+            record_ttl: config.record_ttl,
         };
-        lock(&shared).fullname = info.get_fullname().to_owned();
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let spawned = std::thread::Builder::new()
-            .name("kith-mdns-browse".into())
-            .spawn({
-                let bridge = Bridge {
-                    own,
-                    counters: counters.clone(),
-                    shared: shared.clone(),
-                    subnets: Subnets::new(config.interfaces.clone()),
-                    daemon: Some(daemon.clone()),
-                    record_ttl: config.record_ttl,
-                };
-                let stop = stop.clone();
-                move || run_browse(browse, bridge, events, wake, stop)
-            });
-        match spawned {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                let _ = daemon.shutdown();
-                return Err(DiscoveryError::Thread(e));
-            }
-        }
-        let spawned = std::thread::Builder::new()
-            .name("kith-mdns-monitor".into())
-            .spawn({
-                let monitor_state = Monitor {
-                    daemon: daemon.clone(),
-                    info,
-                    config: config.clone(),
-                    kinds,
-                    counters: counters.clone(),
-                    shared: shared.clone(),
-                };
-                let stop = stop.clone();
-                move || run_monitor(monitor, monitor_state, stop)
-            });
-        let active = Active {
+        let registration = Monitor {
+            daemon: daemon.clone(),
+            info,
+            config,
+            kinds,
+            counters: this.counters.clone(),
+            shared: this.shared.clone(),
+        };
+        let active = this.active.insert(Active {
             daemon,
-            stop,
-            threads,
-        };
-        match spawned {
-            Ok(handle) => {
-                let mut active = active;
-                active.threads.push(handle);
-                this.active = Some(active);
-                Ok(this)
-            }
-            Err(e) => {
-                this.active = Some(active);
-                let _ = this.shutdown();
-                Err(DiscoveryError::Thread(e))
-            }
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        });
+        let started = active
+            .spawn("kith-mdns-browse", move |stop| {
+                run_browse(browse, bridge, events, wake, stop)
+            })
+            .and_then(|()| {
+                active.spawn("kith-mdns-monitor", move |stop| {
+                    run_monitor(monitor, registration, stop)
+                })
+            });
+        if let Err(e) = started {
+            // Do not leave the daemon or a started thread behind an error.
+            let _ = this.shutdown();
+            return Err(e);
+        }
+        Ok(this)
+    }
+
+    /// The handle before (or without) a running daemon.
+    fn idle(config: &MdnsConfig, instance_name: &str) -> Self {
+        Self {
+            interfaces: config.interfaces.clone(),
+            counters: Arc::new(Counters::default()),
+            shared: Arc::new(Mutex::new(Shared {
+                announced: instance_name.to_owned(),
+                record_ttl: config.record_ttl.secs_for(1),
+                ..Shared::default()
+            })),
+            active: None,
         }
     }
 

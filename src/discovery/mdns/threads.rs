@@ -67,10 +67,36 @@ pub(super) fn service_info(
     Ok(info)
 }
 
+/// A service daemon on `config`'s port with our registration, browse
+/// and monitor set up on `kinds` of interfaces; none left running on an
+/// error.
+pub(super) fn open_daemon(
+    config: &MdnsConfig,
+    instance_name: &str,
+    kinds: &[IfKind],
+) -> Result<
+    (
+        ServiceDaemon,
+        ServiceInfo,
+        mdns_sd::Receiver<DaemonEvent>,
+        mdns_sd::Receiver<ServiceEvent>,
+    ),
+    DiscoveryError,
+> {
+    let daemon = ServiceDaemon::new_with_port(config.mdns_port)?;
+    match configure(&daemon, config, instance_name, kinds) {
+        Ok((info, monitor, browse)) => Ok((daemon, info, monitor, browse)),
+        Err(e) => {
+            let _ = daemon.shutdown();
+            Err(e)
+        }
+    }
+}
+
 /// Tells a new `mdns-sd` daemon which interfaces to use, then registers
 /// us and starts browsing: our registration, the monitor receiver and the
 /// browse receiver.
-pub(super) fn configure(
+fn configure(
     daemon: &ServiceDaemon,
     config: &MdnsConfig,
     instance_name: &str,
