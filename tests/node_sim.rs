@@ -8,9 +8,12 @@
 //! Replayed, bit-flipped and relabelled datagrams are dropped and counted
 //! and never reach the store; a blocked peer never reaches the store and
 //! gets no answer; rooms keep exactly-once per member, members who were
-//! strangers meet through the room, a removed member reads nothing sent
-//! afterwards (even with every group frame in its hands), and a declined
-//! invitation takes the decliner out.
+//! strangers meet through the room, a member who joins later holds only
+//! what was said since, a removed member reads nothing sent afterwards
+//! (even with every group frame in its hands), a declined
+//! invitation takes the decliner out; a partition heals by the
+//! reconciliations the daemons schedule, even with the authors away, and
+//! a blocked member's words are not stored even when forwarded.
 //!
 //! The properties that need the node's insides (chain snapshots as a
 //! store keeps them, a store paused or restored stale, sessions, group keys,
@@ -584,4 +587,157 @@ fn an_invitation_waits_for_an_answer_and_a_declined_one_removes_us() {
         matches!(c.query(3, history), Err(DaemonError::UnknownRoom(_))),
         "no message of the room either"
     );
+}
+
+/// A partition of a room of five into two sides that both chat; one
+/// author of each side leaves before it heals. The three left converge
+/// on every message by the reconciliations the daemons schedule
+/// themselves (a while after a member is back, then every minute): the
+/// absent authors' words are forwarded by those who hold them.
+#[test]
+fn partition_heals_by_reconciliation_even_with_the_authors_away() {
+    for seed in 1300..1302 {
+        let mut c = Cluster::new(seed, 5, LinkConfig::lossy(0.05));
+        c.run_for(Duration::from_millis(500));
+        let room = c.create_room(0, "kitchen", &[1, 2, 3, 4]);
+        let all = [0, 1, 2, 3, 4];
+        assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&all, &room, 5)));
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            sent.push((i, c.send_room(i, room, &format!("hello from {i}"))));
+        }
+        assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
+            c, room, &all, &sent
+        )));
+        c.net.partition(&[&[0, 1], &[2, 3, 4]]);
+        for round in 0..3 {
+            for i in 0..5 {
+                sent.push((
+                    i,
+                    c.send_room(i, room, &format!("{i} in the partition, {round}")),
+                ));
+            }
+            c.run_for(Duration::from_millis(50));
+        }
+        c.run_for(Duration::from_secs(2));
+        c.net.set_up(&mut c.hosts, 1, false);
+        c.net.set_up(&mut c.hosts, 4, false);
+        c.net.heal();
+        let present = [0, 2, 3];
+        assert!(
+            c.run_until(Duration::from_secs(180), |c| room_converged(
+                c, room, &present, &sent
+            )),
+            "seed {seed}: the present members converge"
+        );
+        c.run_for(Duration::from_secs(2));
+        check_room(&mut c, room, &present, &sent);
+        let mut forwarded = 0;
+        for i in present {
+            let status = c.status(i);
+            assert!(
+                status.sync.sessions_completed > 0,
+                "seed {seed}: {i} reconciled"
+            );
+            forwarded += status.node.forwarded;
+        }
+        assert!(
+            forwarded > 0,
+            "seed {seed}: the absent authors' words were forwarded"
+        );
+    }
+}
+
+/// Member 1 blocks member 3: 3's room messages never reach 1's store,
+/// neither from 3 nor forwarded by the others in reconciliation, while
+/// the others' words still arrive and member 2 holds 3's.
+#[test]
+fn a_blocked_members_words_are_never_stored_even_when_forwarded() {
+    let mut c = Cluster::new(1400, 4, LinkConfig::lossy(0.05));
+    c.run_for(Duration::from_millis(500));
+    let room = c.create_room(0, "kitchen", &[1, 2, 3]);
+    let all = [0, 1, 2, 3];
+    assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&all, &room, 4)));
+    c.block(1, 3, true);
+    let mut from_3 = Vec::new();
+    let mut from_0 = Vec::new();
+    for i in 0..5 {
+        from_3.push((
+            3,
+            c.send_room(3, room, &format!("from the blocked one {i}")),
+        ));
+        from_0.push((0, c.send_room(0, room, &format!("from the admin {i}"))));
+    }
+    c.run_for(Duration::from_secs(5));
+    let synced_before = c.status(1).sync.sessions_completed;
+    // Past the next round of reconciliation, where the members who hold
+    // 3's words offer them to 1.
+    c.run_for(Duration::from_secs(70));
+    assert!(
+        c.status(1).sync.sessions_completed > synced_before,
+        "1 reconciled"
+    );
+    assert!(
+        held_from(&mut c, 1, room, 3).is_empty(),
+        "nothing of 3 at 1"
+    );
+    let want: Vec<MessageId> = from_0.iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        held_from(&mut c, 1, room, 0),
+        want,
+        "the others' words arrive"
+    );
+    assert!(c.status(1).node.dropped(DropReason::Blocked) > 0);
+    let want: Vec<MessageId> = from_3.iter().map(|(_, id)| *id).collect();
+    assert_eq!(held_from(&mut c, 2, room, 3), want, "only 1 blocked 3");
+}
+
+/// A member invited later holds only what was said after it joined, even
+/// after rounds of reconciliation with every member (issue 17, high 2:
+/// one round used to hand the newcomer the whole history and its chains'
+/// origins).
+#[test]
+fn new_member_reads_only_what_is_sent_after_joining() {
+    let mut c = Cluster::new(6, 4, quiet());
+    c.run_for(Duration::from_millis(500));
+    let room = c.create_room(0, "kitchen", &[1, 2]);
+    assert!(c.run_until(Duration::from_secs(10), |c| c.all_in(&[0, 1, 2], &room, 3)));
+    let mut history = Vec::new();
+    for i in 0..3 {
+        history.push((i, c.send_room(i, room, &format!("history {i}"))));
+    }
+    assert!(c.run_until(Duration::from_secs(30), |c| {
+        room_converged(c, room, &[0, 1, 2], &history)
+    }));
+    let newcomer = c.id(3);
+    c.ask(
+        0,
+        Request::Invite {
+            room,
+            peer: newcomer,
+        },
+    );
+    assert!(c.run_until(Duration::from_secs(30), |c| {
+        c.room(3, &room).is_some_and(|r| r.invited)
+    }));
+    c.ask(3, Request::AnswerInvite { room, accept: true });
+    let all = [0, 1, 2, 3];
+    assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&all, &room, 4)));
+    let mut welcome = Vec::new();
+    for i in 0..4 {
+        welcome.push((i, c.send_room(i, room, &format!("welcome {i}"))));
+    }
+    assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
+        c, room, &all, &welcome
+    )));
+    // Rounds of reconciliation: after joining, then every minute.
+    let synced_before = c.status(3).sync.sessions_completed;
+    c.run_for(Duration::from_secs(130));
+    assert!(
+        c.status(3).sync.sessions_completed > synced_before,
+        "the newcomer reconciled"
+    );
+    check_room(&mut c, room, &all[3..], &welcome);
+    let everything: RoomSent = history.iter().chain(&welcome).copied().collect();
+    check_room(&mut c, room, &all[..3], &everything);
 }
