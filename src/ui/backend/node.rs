@@ -106,18 +106,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 cursor,
                 ..
             } => out.send(Update::Received {
-                message: MessageInfo {
-                    room,
-                    from,
-                    id,
-                    // A hybrid-logical-clock timestamp: milliseconds above
-                    // a counter.
-                    timestamp: crate::proto::hlc::millis(timestamp),
-                    text,
-                    cursor: Some(cursor),
-                    hlc: timestamp,
-                    deliveries: None,
-                },
+                message: received_info(room, from, id, timestamp, text, cursor),
                 muted,
             }),
             // Shown as such; its text replaces it if the key comes.
@@ -129,16 +118,7 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 cursor,
                 ..
             } => out.send(Update::Received {
-                message: MessageInfo {
-                    room,
-                    from,
-                    id,
-                    timestamp: crate::proto::hlc::millis(timestamp),
-                    text: UNREADABLE.to_owned(),
-                    cursor: Some(cursor),
-                    hlc: timestamp,
-                    deliveries: None,
-                },
+                message: received_info(room, from, id, timestamp, UNREADABLE.to_owned(), cursor),
                 // Nothing to read: not worth a notification.
                 muted: true,
             }),
@@ -454,6 +434,28 @@ fn run_searches(jobs: &Receiver<SearchJob>, client: &daemon::SearchClient, out: 
 /// (a muted room shows none at all: see `AppState::badge`).
 fn badge_count(unread: u64, unread_muted: u64) -> usize {
     usize::try_from(unread.saturating_sub(unread_muted)).unwrap_or(usize::MAX)
+}
+
+/// A message just received as the window shows it (`timestamp` is the
+/// hybrid-logical-clock one: milliseconds above a counter).
+fn received_info(
+    room: RoomId,
+    from: PeerId,
+    id: MessageId,
+    timestamp: u64,
+    text: String,
+    cursor: u64,
+) -> MessageInfo {
+    MessageInfo {
+        room,
+        from,
+        id,
+        timestamp: crate::proto::hlc::millis(timestamp),
+        text,
+        cursor: Some(cursor),
+        hlc: timestamp,
+        deliveries: None,
+    }
 }
 
 /// A history row as the window shows it: an unreadable one says so, ours
