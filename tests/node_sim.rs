@@ -38,7 +38,7 @@ use kith::proto::sim::{Endpoint, LinkConfig};
 use kith::proto::wire::{Datagram, Frame};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim_support::{Cluster, ClusterConfig};
+use sim_support::{Cluster, ClusterConfig, RoomSent};
 
 fn quiet() -> LinkConfig {
     LinkConfig::default()
@@ -62,22 +62,6 @@ fn is_sealed(bytes: &[u8]) -> bool {
             ..
         })
     )
-}
-
-/// Ids of the messages host `i` holds in `room`, oldest first.
-fn held(c: &mut Cluster, i: usize, room: RoomId) -> Vec<MessageId> {
-    c.room_history(i, room).rows.iter().map(|r| r.id).collect()
-}
-
-/// Ids of the messages host `i` holds from `from` in `room`, oldest first.
-fn held_from(c: &mut Cluster, i: usize, room: RoomId, from: usize) -> Vec<MessageId> {
-    let from = c.id(from);
-    c.room_history(i, room)
-        .rows
-        .iter()
-        .filter(|r| r.author == from)
-        .map(|r| r.id)
-        .collect()
 }
 
 fn direct(c: &Cluster, a: usize, b: usize) -> RoomId {
@@ -121,11 +105,7 @@ fn check_exactly_once_in_order(c: &mut Cluster, sent: &[(usize, usize, MessageId
                 .map(|(_, _, id)| *id)
                 .collect();
             let room = direct(c, from, to);
-            assert_eq!(
-                held_from(c, to, room, from),
-                want,
-                "messages {from} -> {to}"
-            );
+            assert_eq!(c.held_from(to, room, from), want, "messages {from} -> {to}");
             let page = c.room_history(to, room);
             assert!(page.rows.iter().all(|r| r.text.is_some()), "readable");
         }
@@ -148,7 +128,7 @@ fn replayed_traffic_is_dropped_and_counted() {
     assert!(c.run_until(Duration::from_secs(120), |c| all_delivered(c, &sent)));
     c.run_for(Duration::from_secs(1));
     let room = direct(&c, 0, 1);
-    let held_before = held(&mut c, 1, room);
+    let held_before = c.held(1, room);
     let replayed_before = c.status(1).node.dropped(DropReason::Replayed);
     let from_0 = |sealed: bool| -> Vec<Vec<u8>> {
         c.net
@@ -169,7 +149,7 @@ fn replayed_traffic_is_dropped_and_counted() {
         c.inject(1, 0, bytes);
     }
     c.run_for(Duration::from_secs(10));
-    assert_eq!(held(&mut c, 1, room), held_before, "nothing new stored");
+    assert_eq!(c.held(1, room), held_before, "nothing new stored");
     sent.push((0, 1, c.send(0, 1, "still here")));
     sent.push((1, 0, c.send(1, 0, "me too")));
     assert!(c.run_until(Duration::from_secs(30), |c| all_delivered(c, &sent)));
@@ -283,7 +263,7 @@ fn blocked_peer_never_reaches_the_store_and_gets_no_answer() {
     }
     c.run_for(Duration::from_secs(30));
     let room = direct(&c, 1, 2);
-    assert!(held(&mut c, 1, room).is_empty(), "nothing from C is stored");
+    assert!(c.held(1, room).is_empty(), "nothing from C is stored");
     assert!(
         c.received(1)
             .iter()
@@ -291,7 +271,7 @@ fn blocked_peer_never_reaches_the_store_and_gets_no_answer() {
     );
     assert!(all_delivered(&c, &from_a));
     let room = direct(&c, 0, 1);
-    assert_eq!(held_from(&mut c, 1, room, 0).len(), 10);
+    assert_eq!(c.held_from(1, room, 0).len(), 10);
     assert!(c.status(1).node.dropped(DropReason::Blocked) > 0);
     assert!(
         !c.net
@@ -329,47 +309,6 @@ fn an_honest_network_counts_no_forgery() {
     }
 }
 
-/// Group messages sent: author and id, in send order.
-type RoomSent = Vec<(usize, MessageId)>;
-
-/// Each member of `members` holds exactly the messages of `sent` it was
-/// meant to (all but `except`), readable, once, in each author's order.
-fn check_room(c: &mut Cluster, room: RoomId, members: &[usize], sent: &RoomSent) {
-    for &i in members {
-        let page = c.room_history(i, room);
-        let ids: Vec<MessageId> = page.rows.iter().map(|r| r.id).collect();
-        let unique: BTreeSet<&MessageId> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len(), "host {i}: nothing twice");
-        for author in 0..c.hosts.len() {
-            let got: Vec<MessageId> = page
-                .rows
-                .iter()
-                .filter(|r| r.author == c.id(author))
-                .map(|r| r.id)
-                .collect();
-            let want: Vec<MessageId> = sent
-                .iter()
-                .filter(|(a, _)| *a == author)
-                .map(|(_, id)| *id)
-                .collect();
-            assert_eq!(got, want, "host {i}: {author}'s messages once, in order");
-        }
-        assert!(
-            page.rows.iter().all(|r| r.text.is_some()),
-            "readable at {i}"
-        );
-    }
-}
-
-/// Whether every one of `members` holds every one of `sent`.
-fn room_converged(c: &mut Cluster, room: RoomId, members: &[usize], sent: &RoomSent) -> bool {
-    let want: BTreeSet<MessageId> = sent.iter().map(|(_, id)| *id).collect();
-    members.iter().all(|i| {
-        let got: BTreeSet<MessageId> = held(c, *i, room).into_iter().collect();
-        want.is_subset(&got)
-    })
-}
-
 /// A room of five, over unicast and over multicast, under loss: every
 /// member holds every message once, in each author's order, and hears
 /// each author's messages delivered; each joined member lists the room's
@@ -394,13 +333,12 @@ fn room_of_five_every_member_stores_every_message_once() {
             c.run_for(Duration::from_millis(20));
         }
         assert!(
-            c.run_until(Duration::from_secs(120), |c| room_converged(
-                c, room, &all, &sent
-            )),
+            c.run_until(Duration::from_secs(120), |c| c
+                .room_converged(room, &all, &sent)),
             "seed {seed}: not everything arrived"
         );
         c.run_for(Duration::from_secs(2));
-        check_room(&mut c, room, &all, &sent);
+        c.check_room(room, &all, &sent);
         for (author, id) in &sent {
             let times = c.delivered(*author).iter().filter(|d| *d == id).count();
             assert_eq!(times, 4, "seed {seed}: delivered once per member");
@@ -450,10 +388,10 @@ fn members_who_were_strangers_meet_through_the_room() {
     for i in 0..4 {
         sent.push((i, c.send_room(i, room, &format!("hello from {i}"))));
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
-        c, room, &all, &sent
-    )));
-    check_room(&mut c, room, &all, &sent);
+    assert!(c.run_until(Duration::from_secs(60), |c| {
+        c.room_converged(room, &all, &sent)
+    }));
+    c.check_room(room, &all, &sent);
     let peers: Vec<PeerId> = match c.query(1, Request::Peers) {
         Ok(Reply::Peers(peers)) => peers.into_iter().map(|p| p.peer).collect(),
         other => panic!("no peers: {other:?}"),
@@ -477,9 +415,9 @@ fn removed_member_cannot_read_anything_sent_after_removal() {
     for i in 0..4 {
         before.push((i, c.send_room(i, room, &format!("before {i}"))));
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
-        c, room, &all, &before
-    )));
+    assert!(c.run_until(Duration::from_secs(60), |c| {
+        c.room_converged(room, &all, &before)
+    }));
     let removed = c.id(3);
     c.ask(
         0,
@@ -506,11 +444,11 @@ fn removed_member_cannot_read_anything_sent_after_removal() {
     let rest = [0, 1, 2];
     let everything: RoomSent = before.iter().chain(&after).copied().collect();
     assert!(c.run_until(Duration::from_secs(60), |c| {
-        room_converged(c, room, &rest, &everything)
+        c.room_converged(room, &rest, &everything)
     }));
     c.run_for(Duration::from_secs(2));
-    check_room(&mut c, room, &rest, &everything);
-    let at_3: BTreeSet<MessageId> = held(&mut c, 3, room).into_iter().collect();
+    c.check_room(room, &rest, &everything);
+    let at_3: BTreeSet<MessageId> = c.held(3, room).into_iter().collect();
     assert!(
         after.iter().all(|(_, id)| !at_3.contains(id)),
         "nothing of the new epoch at the removed member"
@@ -573,10 +511,10 @@ fn an_invitation_waits_for_an_answer_and_a_declined_one_removes_us() {
     for i in 0..3 {
         sent.push((i, c.send_room(i, room, &format!("without 3, from {i}"))));
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
-        c, room, &three, &sent
-    )));
-    check_room(&mut c, room, &three, &sent);
+    assert!(c.run_until(Duration::from_secs(60), |c| {
+        c.room_converged(room, &three, &sent)
+    }));
+    c.check_room(room, &three, &sent);
     assert!(c.room(3, &room).is_none(), "neither room nor invitation");
     let history = Request::History {
         room,
@@ -606,9 +544,9 @@ fn partition_heals_by_reconciliation_even_with_the_authors_away() {
         for i in 0..5 {
             sent.push((i, c.send_room(i, room, &format!("hello from {i}"))));
         }
-        assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
-            c, room, &all, &sent
-        )));
+        assert!(c.run_until(Duration::from_secs(60), |c| {
+            c.room_converged(room, &all, &sent)
+        }));
         c.net.partition(&[&[0, 1], &[2, 3, 4]]);
         for round in 0..3 {
             for i in 0..5 {
@@ -625,13 +563,12 @@ fn partition_heals_by_reconciliation_even_with_the_authors_away() {
         c.net.heal();
         let present = [0, 2, 3];
         assert!(
-            c.run_until(Duration::from_secs(180), |c| room_converged(
-                c, room, &present, &sent
-            )),
+            c.run_until(Duration::from_secs(180), |c| c
+                .room_converged(room, &present, &sent)),
             "seed {seed}: the present members converge"
         );
         c.run_for(Duration::from_secs(2));
-        check_room(&mut c, room, &present, &sent);
+        c.check_room(room, &present, &sent);
         let mut forwarded = 0;
         for i in present {
             let status = c.status(i);
@@ -677,19 +614,12 @@ fn a_blocked_members_words_are_never_stored_even_when_forwarded() {
         c.status(1).sync.sessions_completed > synced_before,
         "1 reconciled"
     );
-    assert!(
-        held_from(&mut c, 1, room, 3).is_empty(),
-        "nothing of 3 at 1"
-    );
+    assert!(c.held_from(1, room, 3).is_empty(), "nothing of 3 at 1");
     let want: Vec<MessageId> = from_0.iter().map(|(_, id)| *id).collect();
-    assert_eq!(
-        held_from(&mut c, 1, room, 0),
-        want,
-        "the others' words arrive"
-    );
+    assert_eq!(c.held_from(1, room, 0), want, "the others' words arrive");
     assert!(c.status(1).node.dropped(DropReason::Blocked) > 0);
     let want: Vec<MessageId> = from_3.iter().map(|(_, id)| *id).collect();
-    assert_eq!(held_from(&mut c, 2, room, 3), want, "only 1 blocked 3");
+    assert_eq!(c.held_from(2, room, 3), want, "only 1 blocked 3");
 }
 
 /// A member invited later holds only what was said after it joined, even
@@ -707,7 +637,7 @@ fn new_member_reads_only_what_is_sent_after_joining() {
         history.push((i, c.send_room(i, room, &format!("history {i}"))));
     }
     assert!(c.run_until(Duration::from_secs(30), |c| {
-        room_converged(c, room, &[0, 1, 2], &history)
+        c.room_converged(room, &[0, 1, 2], &history)
     }));
     let newcomer = c.id(3);
     c.ask(
@@ -727,9 +657,9 @@ fn new_member_reads_only_what_is_sent_after_joining() {
     for i in 0..4 {
         welcome.push((i, c.send_room(i, room, &format!("welcome {i}"))));
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| room_converged(
-        c, room, &all, &welcome
-    )));
+    assert!(c.run_until(Duration::from_secs(60), |c| {
+        c.room_converged(room, &all, &welcome)
+    }));
     // Rounds of reconciliation: after joining, then every minute.
     let synced_before = c.status(3).sync.sessions_completed;
     c.run_for(Duration::from_secs(130));
@@ -737,7 +667,7 @@ fn new_member_reads_only_what_is_sent_after_joining() {
         c.status(3).sync.sessions_completed > synced_before,
         "the newcomer reconciled"
     );
-    check_room(&mut c, room, &all[3..], &welcome);
+    c.check_room(room, &all[3..], &welcome);
     let everything: RoomSent = history.iter().chain(&welcome).copied().collect();
-    check_room(&mut c, room, &all[..3], &everything);
+    c.check_room(room, &all[..3], &everything);
 }

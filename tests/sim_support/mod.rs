@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ use crate::common::TempDir;
 
 /// The wall clock at the start of every run (any fixed date works).
 pub const START_WALL_MS: u64 = 1_780_000_000_000;
+
+/// Group messages sent: author and id, in send order.
+pub type RoomSent = Vec<(usize, MessageId)>;
 
 /// N simulated daemons (by default all contacts of each other).
 pub struct Cluster {
@@ -334,6 +338,65 @@ impl Cluster {
         match self.reply(i, rid) {
             Some(Reply::Sent(id)) => *id,
             other => panic!("no send reply: {other:?}"),
+        }
+    }
+
+    /// Ids of the messages host `i` holds in `room`, oldest first.
+    pub fn held(&mut self, i: usize, room: RoomId) -> Vec<MessageId> {
+        self.room_history(i, room)
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Ids of the messages host `i` holds from `from` in `room`, oldest
+    /// first.
+    pub fn held_from(&mut self, i: usize, room: RoomId, from: usize) -> Vec<MessageId> {
+        let from = self.id(from);
+        self.room_history(i, room)
+            .rows
+            .iter()
+            .filter(|r| r.author == from)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Whether every one of `members` holds every one of `sent`.
+    pub fn room_converged(&mut self, room: RoomId, members: &[usize], sent: &RoomSent) -> bool {
+        let want: BTreeSet<MessageId> = sent.iter().map(|(_, id)| *id).collect();
+        members.iter().all(|i| {
+            let got: BTreeSet<MessageId> = self.held(*i, room).into_iter().collect();
+            want.is_subset(&got)
+        })
+    }
+
+    /// Each of `members` holds exactly the messages of `sent` in `room`,
+    /// readable, once each, in each author's order.
+    pub fn check_room(&mut self, room: RoomId, members: &[usize], sent: &RoomSent) {
+        for &i in members {
+            let page = self.room_history(i, room);
+            let ids: Vec<MessageId> = page.rows.iter().map(|r| r.id).collect();
+            let unique: BTreeSet<&MessageId> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "host {i}: nothing twice");
+            for author in 0..self.hosts.len() {
+                let got: Vec<MessageId> = page
+                    .rows
+                    .iter()
+                    .filter(|r| r.author == self.id(author))
+                    .map(|r| r.id)
+                    .collect();
+                let want: Vec<MessageId> = sent
+                    .iter()
+                    .filter(|(a, _)| *a == author)
+                    .map(|(_, id)| *id)
+                    .collect();
+                assert_eq!(got, want, "host {i}: {author}'s messages once, in order");
+            }
+            assert!(
+                page.rows.iter().all(|r| r.text.is_some()),
+                "readable at {i}"
+            );
         }
     }
 
