@@ -49,6 +49,7 @@ impl DaemonBackend {
                     searches: None,
                 };
                 worker.refresh();
+                files::announce_save_to(&worker.handle, &worker.out);
                 loop {
                     match jobs_rx.recv_timeout(REFRESH_EVERY) {
                         Ok(Job::Request(request)) => worker.handle_request(*request),
@@ -286,6 +287,10 @@ impl Worker {
             }
             Request::Settings(request) => {
                 self.handle_settings(request);
+                return;
+            }
+            Request::File(request) => {
+                files::answer(&self.handle, &self.out, request);
                 return;
             }
             Request::Network(request) => {

@@ -416,7 +416,10 @@ fn draw_row(
         ui.allocate_ui_with_layout(
             egui::vec2(width.max(80.0), 0.0),
             Layout::top_down(Align::Min),
-            |ui| message_text(ui, &message.text),
+            |ui| match state.file_row(message) {
+                Some(file) => super::files::card(ui, message, &file, out),
+                None => message_text(ui, &message.text),
+            },
         );
         if let Some(own) = own {
             ui.with_layout(Layout::right_to_left(Align::Min), |ui| {
