@@ -156,9 +156,9 @@ pub enum FileUpdate {
         file: FileMeta,
         muted: bool,
     },
-    /// File messages in history about to be (or already) shown, and which
-    /// of them are here already (own files, earlier downloads).
-    Known(Vec<(MessageId, FileMeta, Option<PathBuf>)>),
+    /// File messages in history about to be (or already) shown, and how
+    /// far each is on this machine (own files, earlier downloads).
+    Known(Vec<(MessageId, FileMeta, Transfer)>),
     /// Our share number `local` was offered as message `id` (or failed).
     Shared {
         local: u64,
@@ -449,16 +449,25 @@ impl AppState {
                 self.received(message, muted);
             }
             FileUpdate::Known(list) => {
-                for (id, file, here) in list {
+                for (id, file, known) in list {
                     let transfer = self
                         .files
                         .transfers
                         .entry(file.id)
                         .or_insert(Transfer::Offered);
-                    if let Some(path) = here
-                        && !matches!(transfer, Transfer::Available { .. })
-                    {
-                        *transfer = Transfer::Available { path };
+                    // The node's word, unless the window knows better
+                    // already (a later event than the node's list).
+                    let keep = match (&*transfer, &known) {
+                        (Transfer::Available { .. }, _) => true,
+                        (Transfer::Downloading { .. }, Transfer::Offered) => true,
+                        (
+                            Transfer::Downloading { received: a },
+                            Transfer::Downloading { received: b },
+                        ) => a > b,
+                        _ => false,
+                    };
+                    if !keep {
+                        *transfer = known;
                     }
                     self.files.by_message.insert(id, file);
                 }

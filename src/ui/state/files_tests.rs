@@ -305,12 +305,23 @@ fn a_failed_share_shows_why_and_shares_again() {
 fn files_in_history_and_ours_from_before_are_known() {
     let mut state = state();
     state.apply(Update::File(FileUpdate::Known(vec![
-        (msg_id(1), meta(1, "a.txt", 5), None),
-        (msg_id(2), meta(2, "b.txt", 6), Some("/tmp/b.txt".into())),
+        (msg_id(1), meta(1, "a.txt", 5), Transfer::Offered),
+        (
+            msg_id(2),
+            meta(2, "b.txt", 6),
+            Transfer::Available {
+                path: "/tmp/b.txt".into(),
+            },
+        ),
+        (
+            msg_id(3),
+            meta(3, "c.txt", 7),
+            Transfer::Downloading { received: 3 },
+        ),
     ])));
     state.apply(Update::History {
         room: KITCHEN,
-        messages: [(1, "a.txt"), (2, "b.txt")]
+        messages: [(1, "a.txt"), (2, "b.txt"), (3, "c.txt")]
             .into_iter()
             .map(|(n, name)| MessageInfo {
                 room: KITCHEN,
