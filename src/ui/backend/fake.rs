@@ -259,6 +259,11 @@ fn fake_file_answer(request: FileRequest) -> Option<Update> {
             chosen: dir.is_some(),
             dir: dir.unwrap_or_else(|| PathBuf::from("/tmp/kith-downloads")),
         },
+        // Never there: the window's own picker is tested.
+        FileRequest::PickNative { .. } => FileUpdate::NativePicked {
+            path: None,
+            missing: true,
+        },
         FileRequest::Download { .. } | FileRequest::Open { .. } => return None,
     };
     Some(Update::File(update))

@@ -244,6 +244,49 @@ pub fn open_detached(path: PathBuf, reveal: bool, failed: impl FnOnce(String) + 
 pub(super) fn announce_save_to(handle: &DaemonHandle, out: &Outbox) {
     let (dir, chosen) = save_to(handle.data_dir());
     out.send(Update::File(FileUpdate::SaveTo { dir, chosen }));
+    out.send(Update::File(FileUpdate::NativePicker(
+        native_picker_possible(),
+    )));
+}
+
+/// Whether the system's file picker may be there: a display, and the
+/// desktop portal's bus or zenity. (Whether it really is shows only when
+/// it is asked: see [`pick_native`].)
+pub fn native_picker_possible() -> bool {
+    let var = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let display = var("DISPLAY") || var("WAYLAND_DISPLAY");
+    let zenity = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("zenity").is_file()));
+    display && (var("DBUS_SESSION_BUS_ADDRESS") || zenity)
+}
+
+/// A picker that answers "nothing" sooner than this was not shown: nobody
+/// cancels a dialog that fast.
+const NATIVE_MISSING_MILLIS: u128 = 250;
+
+/// Shows the system's file picker on a thread of its own (it blocks until
+/// closed) and sends what was picked.
+pub(super) fn pick_native(dir: Option<PathBuf>, out: Outbox) {
+    let fallback = out.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kith-ui-picker".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let mut dialog = rfd::FileDialog::new().set_title("Share a file");
+            if let Some(dir) = dir.or_else(home_dir) {
+                dialog = dialog.set_directory(dir);
+            }
+            let path = dialog.pick_file();
+            let missing = path.is_none() && started.elapsed().as_millis() < NATIVE_MISSING_MILLIS;
+            out.send(Update::File(FileUpdate::NativePicked { path, missing }));
+        });
+    if spawned.is_err() {
+        // The app's own picker instead.
+        fallback.send(Update::File(FileUpdate::NativePicked {
+            path: None,
+            missing: true,
+        }));
+    }
 }
 
 /// Answers a file request on the node's worker thread.
@@ -271,6 +314,7 @@ pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) 
                 dir,
             }));
         }
+        FileRequest::PickNative { dir } => pick_native(dir, out.clone()),
         FileRequest::SetSaveTo { dir } => match set_save_to(handle.data_dir(), dir.as_deref()) {
             Ok((dir, chosen)) => out.send(Update::File(FileUpdate::SaveTo { dir, chosen })),
             Err(e) => out.send(Update::Error(format!("Could not save where files go: {e}"))),

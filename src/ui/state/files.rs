@@ -90,6 +90,13 @@ pub struct Files {
     pub save_to_chosen: bool,
     /// The directory the picker showed last (it opens there again).
     pub last_dir: Option<PathBuf>,
+    /// The system's file picker may be there (the node's worker said so):
+    /// 📎 opens it; else, or once it turned out missing, the app's own.
+    pub native: bool,
+    /// The system's picker is open, for this room.
+    pub native_open: Option<RoomId>,
+    /// Requests decided on by an update (sent by `poll_requests`).
+    pub(super) requests: Vec<Request>,
 }
 
 /// What the user does with files.
@@ -145,6 +152,9 @@ pub enum FileRequest {
     /// Save downloads in `dir` (`None`: the default) from now on;
     /// answered by [`FileUpdate::SaveTo`].
     SetSaveTo { dir: Option<PathBuf> },
+    /// Open the system's file picker (at `dir`, else where it likes) on a
+    /// thread of its own; answered by [`FileUpdate::NativePicked`].
+    PickNative { dir: Option<PathBuf> },
 }
 
 /// What the node says about files.
@@ -186,6 +196,14 @@ pub enum FileUpdate {
     SaveTo {
         dir: PathBuf,
         chosen: bool,
+    },
+    /// Whether the system's file picker may be there.
+    NativePicker(bool),
+    /// The system's picker closed: the file picked, if any; `missing`: it
+    /// could not be shown (the app's own picker opens instead).
+    NativePicked {
+        path: Option<PathBuf>,
+        missing: bool,
     },
 }
 
@@ -252,6 +270,13 @@ impl AppState {
                 }
                 // Where the last file was picked, else home.
                 let dir = self.files.last_dir.clone();
+                if self.files.native {
+                    if self.files.native_open.is_some() {
+                        return Vec::new();
+                    }
+                    self.files.native_open = Some(room);
+                    return vec![Request::File(FileRequest::PickNative { dir })];
+                }
                 self.files.picker = Some(Picker {
                     room,
                     dir: None,
@@ -514,6 +539,31 @@ impl AppState {
                 if let Some(picker) = &mut self.files.picker {
                     picker.dir = Some(dir);
                     picker.listing = Some(entries);
+                }
+            }
+            FileUpdate::NativePicker(possible) => self.files.native = possible,
+            FileUpdate::NativePicked { path, missing } => {
+                let Some(room) = self.files.native_open.take() else {
+                    return;
+                };
+                if let Some(path) = path {
+                    if let Some(dir) = path.parent() {
+                        self.files.last_dir = Some(dir.to_owned());
+                    }
+                    let requests = self.share(room, path);
+                    self.files.requests.extend(requests);
+                } else if missing {
+                    // Not there after all: the app's own, from now on.
+                    self.files.native = false;
+                    self.files.picker = Some(Picker {
+                        room,
+                        dir: None,
+                        listing: None,
+                    });
+                    let dir = self.files.last_dir.clone();
+                    self.files
+                        .requests
+                        .push(Request::File(FileRequest::List { dir }));
                 }
             }
             FileUpdate::SaveTo { dir, chosen } => {

@@ -391,6 +391,68 @@ fn the_picker_lists_directories_and_shares_into_the_room_it_was_opened_for() {
 }
 
 #[test]
+fn the_system_picker_is_used_when_there_and_the_own_one_when_not() {
+    let mut state = state();
+    state.apply(Update::File(FileUpdate::NativePicker(true)));
+    assert_eq!(
+        state.handle_intent(Intent::File(FileIntent::Attach)),
+        [Request::File(FileRequest::PickNative { dir: None })]
+    );
+    // Open already: a second click opens no second one.
+    assert!(
+        state
+            .handle_intent(Intent::File(FileIntent::Attach))
+            .is_empty()
+    );
+    state.apply(Update::File(FileUpdate::NativePicked {
+        path: Some("/home/me/a.txt".into()),
+        missing: false,
+    }));
+    let requests = state.poll_requests();
+    assert!(
+        matches!(
+            requests.as_slice(),
+            [Request::File(FileRequest::Share { room, path, .. })]
+                if *room == KITCHEN && path == &PathBuf::from("/home/me/a.txt")
+        ),
+        "{requests:?}"
+    );
+    // Cancelled: nothing.
+    state.handle_intent(Intent::File(FileIntent::Attach));
+    state.apply(Update::File(FileUpdate::NativePicked {
+        path: None,
+        missing: false,
+    }));
+    assert!(state.poll_requests().is_empty());
+    assert!(state.files.picker.is_none());
+    // Not there after all: the app's own picker, there and from now on.
+    assert_eq!(
+        state.handle_intent(Intent::File(FileIntent::Attach)),
+        [Request::File(FileRequest::PickNative {
+            dir: Some("/home/me".into())
+        })]
+    );
+    state.apply(Update::File(FileUpdate::NativePicked {
+        path: None,
+        missing: true,
+    }));
+    assert_eq!(
+        state.poll_requests(),
+        [Request::File(FileRequest::List {
+            dir: Some("/home/me".into())
+        })]
+    );
+    assert!(state.files.picker.is_some());
+    state.handle_intent(Intent::File(FileIntent::ClosePicker));
+    assert_eq!(
+        state.handle_intent(Intent::File(FileIntent::Attach)),
+        [Request::File(FileRequest::List {
+            dir: Some("/home/me".into())
+        })]
+    );
+}
+
+#[test]
 fn nothing_is_shared_where_nothing_can_be_sent() {
     let mut state = state();
     state.apply(Update::Removed { room: KITCHEN });
