@@ -32,7 +32,8 @@ use crate::proto::reliable::{self, Via};
 use crate::proto::sim::{Endpoint, Outgoing};
 use crate::store::KdfParams;
 
-const PASSPHRASE: &str = "simulated daemon";
+/// The passphrase of every simulated daemon's store.
+pub const PASSPHRASE: &str = "simulated daemon";
 
 /// Which made-up socket address each simulated host has.
 #[derive(Debug, Default, Clone)]

@@ -79,6 +79,7 @@ impl DaemonCore {
             members_changed: true,
             listening: false,
             outputs: VecDeque::new(),
+            files: files::Files::default(),
         };
         core.restore(now, peers)?;
         Ok(core)
