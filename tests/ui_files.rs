@@ -2,16 +2,22 @@
 //! the fake backend: the 📎 picker shares a file, a dropped file is shared,
 //! a file row shows its name and size, Download turns into progress and
 //! then Open; a failure shows why with Retry; a snapshot of the rows.
+//! Then two apps with real nodes on loopback: Alice drops a file on her
+//! window, Bob downloads it, and the bytes are the same.
 #![cfg(feature = "gui")]
+
+mod ui_support;
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use kith::daemon::PeerAddr;
 use kith::proto::ids::{MessageId, PeerId, RoomId};
+use kith::proto::node::direct_room;
 use kith::ui::KithApp;
 use kith::ui::backend::{FakeBackend, FakeLauncher, Me};
 use kith::ui::state::{
-    FileId, FileMeta, FileRequest, FileUpdate, MessageInfo, PersonInfo, Relation, Request,
-    RoomInfo, Update, file_text,
+    AppState, FileId, FileMeta, FileRequest, FileStatus, FileUpdate, MessageInfo, PersonInfo,
+    Relation, Request, RoomInfo, Update, file_text,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -393,4 +399,123 @@ fn snapshot_of_file_rows() {
     app.harness.get_by_label("⚠ Alex went offline");
     app.harness.get_by_label("menu.pdf");
     app.harness.snapshot("file_rows");
+}
+
+/// Whether `room`'s history in `state` has a file row whose status
+/// `wanted` accepts.
+fn has_file(state: &AppState, room: RoomId, wanted: impl Fn(&FileStatus<'_>) -> bool) -> bool {
+    state.histories.get(&room).is_some_and(|h| {
+        h.messages
+            .iter()
+            .filter_map(|m| state.file_row(m))
+            .any(|row| wanted(&row.status))
+    })
+}
+
+#[test]
+fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
+    use ui_support::{account, app, config, free_port, state, temp_dir, wait};
+    let (alice_dir, bob_dir) = (temp_dir("files-alice"), temp_dir("files-bob"));
+    let alice_key = account(&alice_dir, "Alice");
+    let bob_key = account(&bob_dir, "Bob");
+    // Bob saves to the test's folder (Settings' choice), where a file of
+    // the same name is already: it must stay as it is.
+    let saved = bob_dir.join("saved");
+    std::fs::create_dir_all(&saved).expect("mkdir");
+    std::fs::write(saved.join("notes.bin"), b"Bob's own notes").expect("write");
+    std::fs::write(
+        bob_dir.join(kith::ui::backend::files::SAVE_TO_FILE),
+        saved.to_str().expect("a text path"),
+    )
+    .expect("save the choice");
+    // Bytes that are not all alike, over several chunks.
+    let source = alice_dir.join("outbox").join("notes.bin");
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::create_dir_all(source.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(&source, &bytes).expect("write");
+
+    let (alice_addr, bob_addr) = (free_port(), free_port());
+    let mut alice = app(
+        &alice_dir,
+        config(
+            alice_addr,
+            vec![PeerAddr {
+                public: bob_key.clone(),
+                addr: bob_addr,
+            }],
+        ),
+    );
+    let mut bob = app(
+        &bob_dir,
+        config(
+            bob_addr,
+            vec![PeerAddr {
+                public: alice_key.clone(),
+                addr: alice_addr,
+            }],
+        ),
+    );
+    let (alice_id, bob_id) = (alice_key.peer_id(), bob_key.peer_id());
+    let chat = direct_room(alice_id, bob_id);
+
+    wait(&mut alice, "Bob is listed by his name", |s| {
+        s.people.contains_key(&bob_id) && s.display_name(bob_id).starts_with("Bob")
+    });
+    let bob_name = state(&alice).display_name(bob_id);
+    alice.get_by_label(&bob_name).click();
+    alice.run();
+    // Alice drops the file on her window: her row is there at once and
+    // hers to open once her node has it.
+    alice
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(source.clone())));
+    alice.run_steps(2);
+    wait(&mut alice, "Alice's file is shared", |s| {
+        has_file(s, chat, |f| matches!(f, FileStatus::Available { .. }))
+    });
+    alice.get_by_label("notes.bin");
+    alice.get_by_label("300 kB");
+
+    // Bob's window offers it; he downloads it.
+    wait(&mut bob, "Bob is offered the file", |s| {
+        has_file(s, chat, |f| *f == FileStatus::Offered)
+            && s.display_name(alice_id).starts_with("Alice")
+    });
+    let name = state(&bob).room_name(&state(&bob).rooms[&chat]);
+    bob.get_by_label(&format!("@ {name}")).click();
+    bob.run();
+    bob.get_by_label("notes.bin");
+    bob.get_by_label("⬇ Download").click();
+    bob.run_steps(2);
+    wait(&mut bob, "Bob has the file", |s| {
+        has_file(s, chat, |f| matches!(f, FileStatus::Available { .. }))
+    });
+    let path = state(&bob)
+        .histories
+        .get(&chat)
+        .and_then(|h| {
+            h.messages
+                .iter()
+                .find_map(|m| match state(&bob).file_row(m)?.status {
+                    FileStatus::Available { path } => Some(path.to_owned()),
+                    _ => None,
+                })
+        })
+        .expect("a downloaded file");
+    assert_eq!(path.parent(), Some(saved.as_path()), "{}", path.display());
+    assert_ne!(path, saved.join("notes.bin"), "an existing file is kept");
+    assert_eq!(std::fs::read(&path).expect("read the download"), bytes);
+    assert_eq!(
+        std::fs::read(saved.join("notes.bin")).expect("read"),
+        b"Bob's own notes"
+    );
+    bob.get_by_label("Open");
+    bob.get_by_label("Show in folder");
+
+    drop((alice, bob));
+    let _ = std::fs::remove_dir_all(&alice_dir);
+    let _ = std::fs::remove_dir_all(&bob_dir);
 }

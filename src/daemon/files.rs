@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-pub use crate::proto::files::{CHUNK_SIZE, MAX_CAPTION, MAX_FILE_SIZE, MAX_NAME};
-pub use crate::proto::ids::FileHash;
 use crate::proto::crypto::Envelope;
 use crate::proto::files::FileOffer;
+pub use crate::proto::files::{CHUNK_SIZE, MAX_CAPTION, MAX_FILE_SIZE, MAX_NAME};
+pub use crate::proto::ids::FileHash;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::proto::node::KIND_FILE;
 

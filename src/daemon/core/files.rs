@@ -752,7 +752,10 @@ impl DaemonCore {
     /// The files offered in `room`, with how each stands here.
     pub(super) fn files_in(&self, room: RoomId) -> Result<Vec<FileEntry>, DaemonError> {
         let offers = self.store.offers_in_room(&room)?;
-        Ok(offers.into_iter().map(|stored| self.entry(stored)).collect())
+        Ok(offers
+            .into_iter()
+            .map(|stored| self.entry(stored))
+            .collect())
     }
 
     fn entry(&self, stored: StoredOffer) -> FileEntry {

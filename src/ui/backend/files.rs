@@ -1,10 +1,15 @@
 //! What the window's file sharing needs from this machine, off the frame
-//! thread: listing a directory for the picker, where downloads go (and a
-//! name not taken there), opening a file with the system's program.
+//! thread: sharing and fetching through the node, listing a directory for
+//! the picker, where downloads go, opening a file with the system's
+//! program, the system's file picker. (The node names a download so that
+//! no file already there is replaced: "report (1).pdf".)
 
 use super::Outbox;
-use crate::daemon::DaemonHandle;
-use crate::ui::state::{DirEntry, FileRequest, FileUpdate, Update};
+use crate::daemon::{self, DaemonError, DaemonHandle, FileEntry, FileInfo, FileRef, FileState};
+use crate::proto::ids::{MessageId, RoomId};
+use crate::ui::state::{
+    DirEntry, FileId, FileMeta, FileRequest, FileUpdate, MessageInfo, Transfer, Update, file_text,
+};
 use std::path::{Path, PathBuf};
 
 /// The file in the data directory naming where downloads go (chosen in
@@ -12,8 +17,6 @@ use std::path::{Path, PathBuf};
 pub const SAVE_TO_FILE: &str = "downloads-dir";
 /// Most entries a directory listing shows.
 pub const MAX_LISTING: usize = 2_000;
-/// Longest file name kept, in bytes (as most file systems allow).
-const MAX_NAME_BYTES: usize = 255;
 
 /// The home directory, if known.
 pub fn home_dir() -> Option<PathBuf> {
@@ -108,86 +111,6 @@ pub fn list_dir(dir: &Path) -> Result<Vec<DirEntry>, String> {
             .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
     });
     Ok(entries)
-}
-
-/// A file name from another machine made safe to create here: no path
-/// separators or control characters, not `.` or `..`, not hidden, at most
-/// 255 bytes; never empty.
-pub fn clean_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | '\0' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').trim().to_owned();
-    let mut cleaned = if cleaned.is_empty() {
-        "file".to_owned()
-    } else {
-        cleaned
-    };
-    if cleaned.len() > MAX_NAME_BYTES {
-        // Keep the extension (if short) and cut the stem at a character.
-        let ext = Path::new(&cleaned)
-            .extension()
-            .and_then(|e| e.to_str())
-            .filter(|e| e.len() <= 16)
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
-        let mut stem = String::new();
-        for c in cleaned.chars() {
-            if stem.len() + c.len_utf8() + ext.len() > MAX_NAME_BYTES {
-                break;
-            }
-            stem.push(c);
-        }
-        cleaned = format!("{stem}{ext}");
-    }
-    cleaned
-}
-
-/// The `n`th alternative to `name`: `report (1).pdf`, `archive (2).tar.gz`.
-fn numbered(name: &str, n: u32) -> String {
-    // `.tar.gz` and the like stay whole.
-    let split = match name.find(".tar.") {
-        Some(at) if at > 0 => Some(at),
-        _ => name.rfind('.').filter(|at| *at > 0),
-    };
-    match split {
-        Some(at) => format!("{} ({n}){}", &name[..at], &name[at..]),
-        None => format!("{name} ({n})"),
-    }
-}
-
-/// Creates a new empty file for `name` in `dir` (made if missing), never
-/// touching an existing one: `name`, else `name (1).ext`, `(2)`, ...
-/// Returns its path; the download is written there.
-pub fn reserve(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let name = clean_name(name);
-    for n in 0..10_000 {
-        let candidate = if n == 0 {
-            name.clone()
-        } else {
-            numbered(&name, n)
-        };
-        let path = dir.join(candidate);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(_) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "too many files of that name",
-    ))
 }
 
 /// The program that opens files here, and its arguments for `path` (or,
@@ -292,14 +215,39 @@ pub(super) fn pick_native(dir: Option<PathBuf>, out: Outbox) {
 /// Answers a file request on the node's worker thread.
 pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) {
     match request {
-        FileRequest::Share { local, .. } => out.send(Update::File(FileUpdate::Shared {
+        FileRequest::Share {
             local,
-            result: Err("this node cannot share files yet".to_owned()),
-        })),
-        FileRequest::Download { file, .. } => out.send(Update::File(FileUpdate::DownloadFailed {
-            file: file.id,
-            error: "this node cannot download files yet".to_owned(),
-        })),
+            room,
+            peer,
+            path,
+        } => {
+            let to = match peer {
+                Some(peer) => daemon::Target::Peer(peer),
+                None => daemon::Target::Room(room),
+            };
+            // Reads, hashes and stores the file (blocking the node a while
+            // for a large one; never the window).
+            let result = handle
+                .share_file(to, &path, None)
+                .map_err(|e| share_error(&e))
+                .map(|id| (id, shared_meta(handle, room, id, &path)));
+            out.send(Update::File(FileUpdate::Shared { local, result }));
+        }
+        FileRequest::Download {
+            file, message, dir, ..
+        } => {
+            let dir = match dir {
+                Some(dir) => expand_home(&dir),
+                None => save_to(handle.data_dir()).0,
+            };
+            // The node reports progress, then the copy or why it failed.
+            if let Err(error) = handle.fetch_file(FileRef::Message(message), &dir) {
+                out.send(Update::File(FileUpdate::DownloadFailed {
+                    file: file.id,
+                    error: error.to_string(),
+                }));
+            }
+        }
         FileRequest::Open { path, reveal } => {
             let out = out.clone();
             open_detached(path, reveal, move |error| out.send(Update::Error(error)));
@@ -322,6 +270,98 @@ pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) 
     }
 }
 
+/// Why a share failed, as a sentence.
+fn share_error(error: &DaemonError) -> String {
+    match error {
+        DaemonError::File(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What our just-shared message `id` offers, as the node lists it (from
+/// the file itself if the list does not have it).
+fn shared_meta(handle: &DaemonHandle, room: RoomId, id: MessageId, path: &Path) -> FileMeta {
+    let listed = handle
+        .files(room)
+        .ok()
+        .and_then(|files| files.into_iter().find(|f| f.message == id));
+    match listed {
+        Some(entry) => meta(&entry.info),
+        None => FileMeta {
+            // Named by the message until the node lists it.
+            id: FileId(id.0),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size: std::fs::metadata(path).map_or(0, |m| m.len()),
+        },
+    }
+}
+
+/// A file offer as the window keeps it.
+pub(super) fn meta(info: &FileInfo) -> FileMeta {
+    FileMeta {
+        id: FileId(info.hash.0),
+        name: info.name.clone(),
+        size: info.size,
+    }
+}
+
+/// A file message's text: "📎 name", then its caption on a line of its own.
+pub(super) fn message_text(info: &FileInfo, caption: &str) -> String {
+    let mut text = file_text(&info.name);
+    let caption = caption.trim();
+    if !caption.is_empty() {
+        text.push('\n');
+        text.push_str(caption);
+    }
+    text
+}
+
+/// A message from the node: a file message as its offer, text as text.
+pub(super) fn received(message: MessageInfo, file: Option<FileInfo>, muted: bool) -> Update {
+    match file {
+        Some(info) => Update::File(FileUpdate::Offered {
+            message: MessageInfo {
+                text: message_text(&info, &message.text),
+                ..message
+            },
+            file: meta(&info),
+            muted,
+        }),
+        None => Update::Received { message, muted },
+    }
+}
+
+/// How a file the node lists stands, as the window shows it.
+fn transfer(entry: &FileEntry) -> Transfer {
+    match (&entry.state, &entry.path) {
+        (FileState::Fetching { have }, _) => Transfer::Downloading { received: *have },
+        (FileState::Failed { reason }, _) => Transfer::Failed(reason.clone()),
+        // A complete file with a copy to open; without one, Download
+        // writes a copy at once.
+        (FileState::Complete, Some(path)) => Transfer::Available { path: path.clone() },
+        (FileState::Complete | FileState::Offered, _) => Transfer::Offered,
+    }
+}
+
+/// Before a history page of `room` holding file messages (`ids`): how
+/// each of their files stands here. `None` when the page has none or the
+/// node cannot say (the rows then show Download).
+pub(super) fn known(handle: &DaemonHandle, room: RoomId, ids: &[MessageId]) -> Option<Update> {
+    if ids.is_empty() {
+        return None;
+    }
+    let files = handle.files(room).ok()?;
+    let known = files
+        .iter()
+        .filter(|f| ids.contains(&f.message))
+        .map(|f| (f.message, meta(&f.info), transfer(f)))
+        .collect();
+    Some(Update::File(FileUpdate::Known(known)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,55 +371,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
-    }
-
-    #[test]
-    fn names_from_elsewhere_cannot_leave_the_directory() {
-        assert_eq!(clean_name("../../etc/passwd"), "_.._etc_passwd");
-        assert_eq!(clean_name(".."), "file");
-        assert_eq!(clean_name(".bashrc"), "bashrc");
-        assert_eq!(clean_name("a\\b\nc"), "a_b_c");
-        assert_eq!(clean_name(""), "file");
-        let long = format!("{}.pdf", "é".repeat(300));
-        let cleaned = clean_name(&long);
-        assert!(
-            cleaned.len() <= 255 && cleaned.ends_with(".pdf"),
-            "{cleaned}"
-        );
-    }
-
-    #[test]
-    fn a_download_never_overwrites_an_existing_file() {
-        let dir = temp("reserve");
-        std::fs::write(dir.join("report.pdf"), b"mine").expect("write");
-        let first = reserve(&dir, "report.pdf").expect("reserve");
-        assert_eq!(first, dir.join("report (1).pdf"));
-        let second = reserve(&dir, "report.pdf").expect("reserve");
-        assert_eq!(second, dir.join("report (2).pdf"));
-        assert_eq!(
-            std::fs::read(dir.join("report.pdf")).expect("read"),
-            b"mine"
-        );
-        assert_eq!(
-            reserve(&dir, "a.tar.gz").expect("reserve"),
-            dir.join("a.tar.gz")
-        );
-        assert_eq!(
-            reserve(&dir, "a.tar.gz").expect("reserve"),
-            dir.join("a (1).tar.gz")
-        );
-        assert_eq!(
-            reserve(&dir, "README").expect("reserve"),
-            dir.join("README")
-        );
-        assert_eq!(
-            reserve(&dir, "README").expect("reserve"),
-            dir.join("README (1)")
-        );
-        // Made when missing.
-        let nested = dir.join("new/dir");
-        assert_eq!(reserve(&nested, "x").expect("reserve"), nested.join("x"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -11,9 +11,9 @@
 
 use super::settings::{self, AppSettings, NodeChoices};
 use super::state::{
-    FileRequest, FileUpdate, HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest, NetworkUpdate,
-    PersonInfo, Relation, Request, RoomInfo, SearchHit, SettingsRequest, SettingsUpdate, Target,
-    UNREADABLE, Update,
+    FileId, FileRequest, FileUpdate, HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest,
+    NetworkUpdate, PersonInfo, Relation, Request, RoomInfo, SearchHit, SettingsRequest,
+    SettingsUpdate, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};

@@ -103,11 +103,12 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 id,
                 timestamp,
                 text,
+                file,
                 muted,
                 cursor,
                 ..
-            } => out.send(Update::Received {
-                message: MessageInfo {
+            } => out.send(files::received(
+                MessageInfo {
                     room,
                     from,
                     id,
@@ -119,8 +120,27 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                     hlc: timestamp,
                     deliveries: None,
                 },
+                file,
                 muted,
-            }),
+            )),
+            Event::FileProgress { hash, have, .. } => {
+                out.send(Update::File(FileUpdate::Progress {
+                    file: FileId(hash.0),
+                    received: have,
+                }));
+            }
+            Event::FileComplete { hash, path, .. } => {
+                out.send(Update::File(FileUpdate::Downloaded {
+                    file: FileId(hash.0),
+                    path,
+                }));
+            }
+            Event::FileFailed { hash, reason, .. } => {
+                out.send(Update::File(FileUpdate::DownloadFailed {
+                    file: FileId(hash.0),
+                    error: reason,
+                }));
+            }
             // Shown as such; its text replaces it if the key comes.
             Event::Undecryptable {
                 room,
@@ -261,11 +281,7 @@ impl Worker {
                 limit,
             } => {
                 match handle.history(room, before, limit) {
-                    Ok(page) => self.out.send(Update::History {
-                        room,
-                        complete: page.next.is_none(),
-                        messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
-                    }),
+                    Ok(page) => self.send_page(room, page),
                     Err(error) => {
                         // Not asked again by itself: the next scroll to the
                         // top retries.
@@ -461,16 +477,42 @@ fn badge_count(unread: u64, unread_muted: u64) -> usize {
     usize::try_from(unread.saturating_sub(unread_muted)).unwrap_or(usize::MAX)
 }
 
+impl Worker {
+    /// A history page: first how its files stand here (if it has any),
+    /// then its rows.
+    fn send_page(&self, room: RoomId, page: daemon::HistoryPage) {
+        let with_files: Vec<MessageId> = page
+            .rows
+            .iter()
+            .filter(|r| r.file.is_some())
+            .map(|r| r.id)
+            .collect();
+        if let Some(update) = files::known(&self.handle, room, &with_files) {
+            self.out.send(update);
+        }
+        self.out.send(Update::History {
+            room,
+            complete: page.next.is_none(),
+            messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
+        });
+    }
+}
+
 /// A history row as the window shows it: an unreadable one says so, ours
-/// carries how far it got with each recipient.
+/// carries how far it got with each recipient, a file message reads
+/// "📎 name".
 fn row_info(room: RoomId, row: daemon::HistoryRow) -> MessageInfo {
     let timestamp = row.millis();
+    let text = match (&row.file, row.text) {
+        (Some(file), caption) => files::message_text(file, caption.as_deref().unwrap_or("")),
+        (None, text) => text.unwrap_or_else(|| UNREADABLE.to_owned()),
+    };
     MessageInfo {
         room,
         from: row.author,
         id: row.id,
         timestamp,
-        text: row.text.unwrap_or_else(|| UNREADABLE.to_owned()),
+        text,
         cursor: Some(row.cursor),
         hlc: row.timestamp,
         deliveries: row.ours.then_some(row.deliveries),
@@ -520,11 +562,7 @@ impl Worker {
             // room asks too).
             if let Ok(page) = self.handle.history(room, None, HISTORY_PAGE) {
                 self.primed.insert(room);
-                self.out.send(Update::History {
-                    room,
-                    complete: page.next.is_none(),
-                    messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
-                });
+                self.send_page(room, page);
             }
         }
     }

@@ -417,7 +417,13 @@ fn draw_row(
             egui::vec2(width.max(80.0), 0.0),
             Layout::top_down(Align::Min),
             |ui| match state.file_row(message) {
-                Some(file) => super::files::card(ui, message, &file, out),
+                Some(file) => {
+                    super::files::card(ui, message, &file, out);
+                    // A caption comes after the file's line.
+                    if let Some((_, caption)) = message.text.split_once('\n') {
+                        message_text(ui, caption);
+                    }
+                }
                 None => message_text(ui, &message.text),
             },
         );
