@@ -58,7 +58,15 @@ pub(super) fn fetch(data_dir: &Path, file: &str, to: &Path, wait: bool) -> Resul
     let ask = Request::File { file: file.clone() }.emit();
     let mut shown_have = None;
     loop {
-        let (data, _) = Client::connect(data_dir)?.request(&ask)?;
+        let data = match Client::connect(data_dir)?.request(&ask) {
+            Ok((data, _)) => data,
+            // Checking a large file ties the daemon up for a moment.
+            Err(error) if error.to_string().contains("did not answer in time") => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let value: Value = serde_json::from_str(data.first().map_or("", String::as_str))
             .context("the daemon's answer is not JSON")?;
         let entry = &value["files"][0];

@@ -496,7 +496,7 @@ mod tests {
                 from_name: tricky.clone(),
                 id,
                 timestamp: 5 << 16,
-                text: String::new(),
+                text: tricky.clone(),
                 file: Some(FileInfo {
                     hash: FileHash([4; 32]),
                     name: tricky.clone(),
@@ -504,7 +504,7 @@ mod tests {
                     caption: Some(tricky.clone()),
                 }),
                 muted: false,
-                cursor: 10,
+                cursor: 9,
             },
             Event::Undecryptable {
                 room,
@@ -591,7 +591,12 @@ mod tests {
             let value: serde_json::Value =
                 serde_json::from_str(&event.to_json()).expect("valid JSON");
             assert!(value["event"].is_string(), "{value}");
-            if let Event::MessageReceived { .. } = event {
+            if let Event::MessageReceived { file, .. } = &event {
+                assert_eq!(value["file"].is_null(), file.is_none());
+                if file.is_some() {
+                    assert_eq!(value["file"]["name"], tricky.as_str());
+                    assert_eq!(value["file"]["caption"], tricky.as_str());
+                }
                 assert_eq!(value["text"], tricky.as_str());
                 assert_eq!(value["cursor"], 9);
                 assert_eq!(value["time_ms"], 5);

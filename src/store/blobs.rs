@@ -236,6 +236,70 @@ impl Store {
         Ok(true)
     }
 
+    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
+    /// the chunks: each is decrypted once, hashed and written to the
+    /// export's temporary file. Only if the hash matches does the `.part`
+    /// become the complete blob and the export appear under its name
+    /// (`Ok(Some(path))`); otherwise both are deleted (`Ok(None)`).
+    pub fn finish_blob_into(
+        &mut self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Option<PathBuf>> {
+        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
+        let part = self.blob_path(hash, true);
+        let key = self.blob_key();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&part)
+            .map_err(io_at("file store", &part))?;
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
+        let written = (|| -> Result<bool> {
+            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
+            let mut hasher = blake3::Hasher::new();
+            for index in 0..chunk_count(size) {
+                let Some(plain) = read_slot(&key, &mut file, &part, hash, size, index)? else {
+                    return Ok(false);
+                };
+                hasher.update(&plain);
+                out.write_all(&plain).map_err(io_at("download", &temp))?;
+            }
+            if hasher.finalize().as_bytes() != hash.as_bytes() {
+                return Ok(false);
+            }
+            out.sync_all().map_err(io_at("download", &temp))?;
+            file.sync_all().map_err(io_at("file store", &part))?;
+            Ok(true)
+        })();
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fs::remove_file(&temp);
+                drop(file);
+                let _ = fs::remove_file(&part);
+                return Ok(None);
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&temp);
+                return Err(error);
+            }
+        }
+        drop(file);
+        let blob = self.blob_path(hash, false);
+        fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
+        let target = unique_path(dir, name);
+        if let Err(error) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("download", &target)(error));
+        }
+        Ok(Some(target))
+    }
+
     /// Forgets what was received of `hash` (a fetch that failed its check).
     pub fn discard_blob_part(&self, hash: &FileHash) {
         let _ = fs::remove_file(self.blob_path(hash, true));

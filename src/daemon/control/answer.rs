@@ -420,6 +420,17 @@ fn history_line(row: &HistoryRow) -> String {
             .map_or_else(|| "-".to_owned(), |n| hex_encode(n.as_bytes())),
         row.text
             .as_ref()
+            .map(|text| match &row.file {
+                // A file message reads as what it offers, then its caption.
+                Some(file) => format!(
+                    "[file {} ({} bytes) {}]{}{text}",
+                    file.name,
+                    file.size,
+                    file.hash.to_hex(),
+                    if text.is_empty() { "" } else { " " }
+                ),
+                None => text.clone(),
+            })
             .map_or_else(|| "-".to_owned(), |t| hex_encode(t.as_bytes())),
     )
 }

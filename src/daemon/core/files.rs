@@ -78,6 +78,9 @@ struct Fetch {
     to_dir: PathBuf,
     /// Which chunks are stored.
     have: Vec<bool>,
+    /// No chunk below this one is missing and unasked (where the next
+    /// request starts looking).
+    low: usize,
     have_count: u32,
     /// Chunks asked for and not arrived, with when.
     requested: BTreeMap<u32, Instant>,
@@ -355,6 +358,7 @@ impl DaemonCore {
                 stored,
                 to_dir,
                 have,
+                low: 0,
                 have_count,
                 requested: BTreeMap::new(),
                 sources,
@@ -408,15 +412,20 @@ impl DaemonCore {
         let room = fetch.stored.room;
         let room_free = WINDOW.saturating_sub(fetch.requested.len());
         let mut wanted: Vec<u32> = Vec::new();
-        for (index, have) in fetch.have.iter().enumerate() {
+        let mut low = None;
+        for (index, have) in fetch.have.iter().enumerate().skip(fetch.low) {
             if wanted.len() >= room_free {
                 break;
             }
             let index = index as u32;
             if !*have && !fetch.requested.contains_key(&index) {
+                low.get_or_insert(index as usize);
                 wanted.push(index);
+            } else if !*have {
+                low.get_or_insert(index as usize);
             }
         }
+        fetch.low = low.unwrap_or(fetch.have.len());
         let mut ranges: Vec<(u32, u32)> = Vec::new();
         for index in wanted {
             match ranges.last_mut() {
@@ -450,13 +459,29 @@ impl DaemonCore {
         };
         let stored = fetch.stored;
         let hash = stored.offer.hash;
-        match self.store.finish_blob(&hash, stored.offer.size) {
-            Ok(true) => {
+        let finished = self.store.finish_blob_into(
+            &hash,
+            stored.offer.size,
+            &fetch.to_dir,
+            &stored.offer.name,
+        );
+        match finished {
+            Ok(Some(path)) => {
                 self.status.files.fetches_completed += 1;
                 self.mark_complete(&stored);
-                self.export(&stored, &fetch.to_dir);
+                if let Err(error) =
+                    self.store
+                        .set_offer_state(&stored.message, None, Some(&path), None)
+                {
+                    self.store_error("store a file's state", error);
+                }
+                self.publish(Event::FileComplete {
+                    room: stored.room,
+                    hash,
+                    path,
+                });
             }
-            Ok(false) => {
+            Ok(None) => {
                 self.status.files.hash_mismatches += 1;
                 self.store.discard_blob_part(&hash);
                 self.fetch_failed(
@@ -690,15 +715,12 @@ impl DaemonCore {
             .map(|k| (fetch.source + k) % n.max(1))
             .find(|&i| self.discovery.is_online(&fetch.sources[i]));
         match next {
-            Some(i) if i != fetch.source || fetch.requested.is_empty() => {
+            Some(i) => {
+                // Another member, or (the only one online) the same again:
+                // what it has not sent is asked for anew.
                 fetch.source = i;
                 fetch.requested.clear();
-                self.request_more(now, id);
-            }
-            Some(_) => {
-                // Only the current source is online: ask it again for what
-                // it has not sent (its stream delivers each request once).
-                fetch.requested.clear();
+                fetch.low = 0;
                 self.request_more(now, id);
             }
             // Nobody online: the requests wait in the reliable layer for
