@@ -365,11 +365,31 @@ fn snapshot_of_file_rows() {
     let path = app.dir.join("menu.pdf");
     write(&path, 48_213);
     offer(&app, 1, 1, 9, "holiday-photos.zip", 182_400_000);
+    // A caption goes under its file.
+    let id = MessageId([5; 32]);
+    app.fake.push(Update::File(FileUpdate::Offered {
+        message: MessageInfo {
+            room: KITCHEN,
+            from: peer(1),
+            id,
+            timestamp: NOW - 8 * 60_000,
+            text: format!("{}\nthe menu for Saturday", file_text("menu-saturday.pdf")),
+            cursor: None,
+            hlc: 0,
+            deliveries: None,
+        },
+        file: FileMeta {
+            id: FileId([5; 32]),
+            name: "menu-saturday.pdf".into(),
+            size: 312_000,
+        },
+        muted: false,
+    }));
     offer(&app, 2, 2, 7, "budget 2027.xlsx", 2_400_000);
     offer(&app, 3, 1, 5, "song.mp3", 5_100_000);
     offer(&app, 4, 2, 4, "talk.mkv", 1_250_000_000);
     app.harness.run();
-    // Downloading, done, failed.
+    // Downloading, done, failed (the last three).
     for _ in 0..3 {
         app.harness
             .get_all_by_label("⬇ Download")
@@ -398,6 +418,7 @@ fn snapshot_of_file_rows() {
     app.harness.get_by_label("1.0 MB of 2.4 MB");
     app.harness.get_by_label("⚠ Alex went offline");
     app.harness.get_by_label("menu.pdf");
+    app.harness.get_by_label("the menu for Saturday");
     app.harness.snapshot("file_rows");
 }
 

@@ -155,6 +155,11 @@ pub fn open_detached(path: PathBuf, reveal: bool, failed: impl FnOnce(String) + 
                 Ok(status) => failed(format!(
                     "Could not open {what}: {program} ended with {status}."
                 )),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => failed(format!(
+                    "Could not open {what}: no program opens files here ({program} is not \
+                     installed). It is in {}.",
+                    path.parent().unwrap_or(&path).display()
+                )),
                 Err(e) => failed(format!("Could not open {what}: cannot run {program}: {e}.")),
             }
         });

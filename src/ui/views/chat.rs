@@ -419,6 +419,7 @@ fn draw_row(
             |ui| match state.file_row(message) {
                 Some(file) => {
                     super::files::card(ui, message, &file, out);
+                    ui.add_space(3.0);
                     // A caption comes after the file's line.
                     if let Some((_, caption)) = message.text.split_once('\n') {
                         message_text(ui, caption);

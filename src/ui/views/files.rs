@@ -190,9 +190,10 @@ pub fn picker(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<I
                     ui.weak(dir.display().to_string());
                 }
             });
+            // A steady size while folders are browsed.
             egui::ScrollArea::vertical()
-                .max_height(280.0)
-                .auto_shrink([false, true])
+                .max_height(260.0)
+                .auto_shrink([false, false])
                 .show(ui, |ui| match &picker.listing {
                     None => {
                         ui.weak("Reading…");
