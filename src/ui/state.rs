@@ -27,7 +27,7 @@ mod network;
 mod settings;
 pub use files::{
     DirEntry, FileId, FileIntent, FileMeta, FileRequest, FileRow, FileStatus, FileUpdate, Files,
-    Pending, Picker, Transfer, file_text, size_label,
+    Pending, Picker, Transfer, file_text, plain_name, size_label,
 };
 pub use history::{Delivery, History, Message, Own};
 use labels::{preview, preview_chars};

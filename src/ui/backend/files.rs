@@ -9,6 +9,7 @@ use crate::daemon::{self, DaemonError, DaemonHandle, FileEntry, FileInfo, FileRe
 use crate::proto::ids::{MessageId, RoomId};
 use crate::ui::state::{
     DirEntry, FileId, FileMeta, FileRequest, FileUpdate, MessageInfo, Transfer, Update, file_text,
+    plain_name,
 };
 use std::path::{Path, PathBuf};
 
@@ -308,14 +309,14 @@ fn shared_meta(handle: &DaemonHandle, room: RoomId, id: MessageId, path: &Path) 
 pub(super) fn meta(info: &FileInfo) -> FileMeta {
     FileMeta {
         id: FileId(info.hash.0),
-        name: info.name.clone(),
+        name: plain_name(&info.name),
         size: info.size,
     }
 }
 
 /// A file message's text: "📎 name", then its caption on a line of its own.
 pub(super) fn message_text(info: &FileInfo, caption: &str) -> String {
-    let mut text = file_text(&info.name);
+    let mut text = file_text(&plain_name(&info.name));
     let caption = caption.trim();
     if !caption.is_empty() {
         text.push('\n');

@@ -252,6 +252,24 @@ pub fn size_label(bytes: u64) -> String {
     }
 }
 
+/// A file name from another machine as the window shows it: characters
+/// that reorder or hide text (bidirectional overrides and isolates,
+/// zero-width ones) become `_`, so that "invoice\u{202E}fdp.exe" cannot
+/// pass for a PDF in a notification that lays text out bidirectionally.
+pub fn plain_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{FEFF}' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect()
+}
+
 /// The text a file message carries (previews, notifications, search).
 pub fn file_text(name: &str) -> String {
     format!("📎 {name}")

@@ -525,3 +525,10 @@ fn sizes_read_as_people_write_them() {
     assert_eq!(size_label(3 * 1_000_000_000), "3.0 GB");
     assert_eq!(size_label(u64::MAX), "18447 PB");
 }
+
+#[test]
+fn names_cannot_hide_their_real_extension() {
+    assert_eq!(plain_name("invoice\u{202E}fdp.exe"), "invoice_fdp.exe");
+    assert_eq!(plain_name("a\u{2066}b\u{2069}\u{200B}.txt"), "a_b__.txt");
+    assert_eq!(plain_name("résumé 2027.pdf"), "résumé 2027.pdf");
+}
