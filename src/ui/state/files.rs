@@ -457,9 +457,10 @@ impl AppState {
         let Some((room, from)) = found else {
             return Vec::new();
         };
-        match self.files.transfers.get(&meta.id) {
-            Some(Transfer::Downloading { .. } | Transfer::Available { .. }) => return Vec::new(),
-            _ => {}
+        if let Some(Transfer::Downloading { .. } | Transfer::Available { .. }) =
+            self.files.transfers.get(&meta.id)
+        {
+            return Vec::new();
         }
         self.files
             .transfers
