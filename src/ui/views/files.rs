@@ -28,7 +28,13 @@ pub struct FilesLocal {
     pub save_to: Option<String>,
     /// The directory the field was filled from (a new answer refills it).
     pub save_to_seen: Option<PathBuf>,
+    /// The picker's entry clicked last, and when (egui's clock): a second
+    /// click on it soon after shares it.
+    pub last_click: Option<(PathBuf, f64)>,
 }
+
+/// Two clicks on a file in the picker within this long share it.
+const DOUBLE_CLICK_SECS: f64 = 0.5;
 
 /// An icon by the name's extension.
 pub fn icon(name: &str) -> &'static str {
@@ -224,10 +230,21 @@ pub fn picker(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<I
                             let response = ui.selectable_label(selected, text);
                             if entry.dir && response.clicked() {
                                 out.push(Intent::File(FileIntent::Browse(path)));
-                            } else if response.double_clicked() {
-                                out.push(Intent::File(FileIntent::Share(path)));
                             } else if response.clicked() {
-                                form.path = path.display().to_string();
+                                // Timed here: egui's own double click is
+                                // not reported once the first click has
+                                // changed the row (seen under X11).
+                                let now = ui.input(|i| i.time);
+                                let again = form.last_click.as_ref().is_some_and(|(p, at)| {
+                                    *p == path && now - at < DOUBLE_CLICK_SECS
+                                });
+                                if again || response.double_clicked() {
+                                    form.last_click = None;
+                                    out.push(Intent::File(FileIntent::Share(path)));
+                                } else {
+                                    form.path = path.display().to_string();
+                                    form.last_click = Some((path, now));
+                                }
                             }
                         }
                     }
