@@ -576,3 +576,29 @@ fn a_double_click_in_the_picker_shares_the_file() {
     );
     assert!(app.harness.query_by_label("Share a file").is_none());
 }
+
+#[test]
+fn a_file_that_cannot_be_read_says_why_and_is_shared_again() {
+    let mut app = kitchen("unreadable");
+    let path = app.dir.join("later.txt");
+    app.harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.clone())));
+    app.harness.run();
+    // The fake could not read it: the row says so, and so does a toast.
+    app.harness.get_by_label("later.txt");
+    app.harness.get_by_label_contains("⚠ cannot read");
+    app.harness.get_by_label_contains("Not shared: cannot read");
+    let _ = app.file_requests();
+    write(&path, 1_234);
+    app.harness.get_by_label("Retry").click();
+    app.harness.run();
+    assert!(matches!(
+        app.file_requests().as_slice(),
+        [FileRequest::Share { path: p, .. }] if *p == path
+    ));
+    app.harness.get_by_label("1.2 kB");
+    app.harness.get_by_label("Open");
+    assert!(app.harness.query_by_label("Retry").is_none());
+}
