@@ -543,3 +543,120 @@ fn fetching_an_unknown_file_says_so() {
         other => panic!("expected an error: {other:?}"),
     }
 }
+
+impl Cluster {
+    /// A group room of every host, created by 0 and joined by the others.
+    fn group(&mut self) -> RoomId {
+        let members: Vec<PeerId> = (1..self.hosts.len()).map(|i| self.id(i)).collect();
+        let rid = self.ask(
+            0,
+            Request::CreateRoom {
+                name: "crew".to_owned(),
+                members,
+            },
+        );
+        self.run_for(Duration::from_millis(5));
+        let room = match self.answer(0, rid) {
+            Some(Ok(Reply::Room(room))) => *room,
+            other => panic!("no room: {other:?}"),
+        };
+        for i in 1..self.hosts.len() {
+            self.ask(i, Request::AnswerInvite { room, accept: true });
+        }
+        self.run_for(Duration::from_secs(2));
+        room
+    }
+
+    /// 0 shares a file in a group room; 2 fetches it; then 0 goes away.
+    fn shared_in_group_then_author_gone(&mut self) -> (RoomId, MessageId, FileInfo, Vec<u8>) {
+        let room = self.group();
+        let (path, bytes) = self.make_file("crew.bin", 400 * 1024, 9);
+        let id = self.share(0, Target::Room(room), &path);
+        assert!(
+            self.run_until(Duration::from_secs(30), |c| !c.offered(1).is_empty()
+                && !c.offered(2).is_empty()),
+            "both members hear of the file"
+        );
+        let info = self.offered(1).remove(0).1;
+        let to = downloads(self, "two");
+        self.fetch(2, FileRef::Message(id), &to);
+        assert!(
+            self.run_until(Duration::from_secs(60), |c| !c.completed(2).is_empty()),
+            "member 2 fetches it from the author"
+        );
+        self.net.set_up(&mut self.hosts, 0, false);
+        (room, id, info, bytes)
+    }
+}
+
+/// The author is gone: a member fetches the file from another member who
+/// has it complete.
+#[test]
+fn any_member_that_has_the_file_serves_it() {
+    let mut c = Cluster::new(17, 3, LinkConfig::lossy(0.03));
+    let (_, id, _, bytes) = c.shared_in_group_then_author_gone();
+    let to = downloads(&c, "one");
+    c.fetch(1, FileRef::Message(id), &to);
+    assert!(
+        c.run_until(Duration::from_secs(120), |c| !c.completed(1).is_empty()),
+        "member 1 gets it from member 2: {:?}",
+        c.failed(1)
+    );
+    assert_eq!(std::fs::read(to.join("crew.bin")).unwrap(), bytes);
+    assert!(c.status(2).files.chunks_sent > 0, "member 2 served it");
+}
+
+/// A member whose copy was altered (a hostile or broken member: its
+/// chunks are sealed with the right key, their bytes are wrong) is caught
+/// by the hash: the fetch fails with a sentence, nothing is exported, and
+/// fetching again once the author is back gives the right file.
+#[test]
+fn wrong_bytes_from_a_member_are_caught_by_the_hash() {
+    let mut c = Cluster::new(18, 3, LinkConfig::default());
+    let (room, id, info, bytes) = c.shared_in_group_then_author_gone();
+    c.crash_and_restart(2, |dir| {
+        let account = Account::open(dir, PASSPHRASE).expect("the store opens");
+        let store = &account.store;
+        let blobs = store.blob_dir();
+        std::fs::remove_file(blobs.join(info.hash.to_hex())).expect("member 2 has the file");
+        // Same size, other bytes, written as a modified client would.
+        store.begin_blob(&info.hash, info.size).unwrap();
+        let wrong = vec![0x42u8; info.size as usize];
+        for (i, chunk) in wrong.chunks(kith::daemon::files::CHUNK_SIZE).enumerate() {
+            store
+                .write_blob_chunk(&info.hash, info.size, i as u32, chunk)
+                .unwrap();
+        }
+        std::fs::rename(
+            blobs.join(format!("{}.part", info.hash.to_hex())),
+            blobs.join(info.hash.to_hex()),
+        )
+        .unwrap();
+    });
+    let to = downloads(&c, "one");
+    c.fetch(1, FileRef::Message(id), &to);
+    assert!(
+        c.run_until(Duration::from_secs(120), |c| !c.failed(1).is_empty()),
+        "the fetch fails"
+    );
+    assert!(c.failed(1)[0].contains("did not match"), "{:?}", c.failed(1));
+    assert!(c.completed(1).is_empty());
+    assert!(!to.join("crew.bin").exists(), "nothing is exported");
+    assert_eq!(c.status(1).files.hash_mismatches, 1);
+    let listed = c.files_in(1, room);
+    assert!(
+        matches!(&listed[0].state, FileState::Failed { reason } if reason.contains("did not match")),
+        "{:?}",
+        listed[0].state
+    );
+    // The author is back: fetching again gives the right bytes.
+    c.net.set_up(&mut c.hosts, 0, true);
+    c.run_for(Duration::from_secs(5));
+    c.fetch(1, FileRef::Message(id), &to);
+    assert!(
+        c.run_until(Duration::from_secs(120), |c| !c.completed(1).is_empty()),
+        "the second fetch completes: {:?}",
+        c.failed(1)
+    );
+    assert_eq!(std::fs::read(to.join("crew.bin")).unwrap(), bytes);
+}
