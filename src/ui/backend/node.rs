@@ -201,8 +201,6 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 out.send(Update::ContactRequest { peer });
                 refresh();
             }
-            // File transfers are not shown by the app yet.
-            Event::FileProgress { .. } | Event::FileComplete { .. } | Event::FileFailed { .. } => {}
         }
     }
 }
