@@ -639,7 +639,11 @@ fn wrong_bytes_from_a_member_are_caught_by_the_hash() {
         c.run_until(Duration::from_secs(120), |c| !c.failed(1).is_empty()),
         "the fetch fails"
     );
-    assert!(c.failed(1)[0].contains("did not match"), "{:?}", c.failed(1));
+    assert!(
+        c.failed(1)[0].contains("did not match"),
+        "{:?}",
+        c.failed(1)
+    );
     assert!(c.completed(1).is_empty());
     assert!(!to.join("crew.bin").exists(), "nothing is exported");
     assert_eq!(c.status(1).files.hash_mismatches, 1);

@@ -234,7 +234,7 @@ pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) 
             // Reads, hashes and stores the file (blocking the node a while
             // for a large one; never the window).
             let result = handle
-                .share_file(to, &path, None)
+                .share_file(to, &expand_home(&path), None)
                 .map_err(|e| share_error(&e))
                 .map(|id| (id, shared_meta(handle, room, id, &path)));
             out.send(Update::File(FileUpdate::Shared { local, result }));

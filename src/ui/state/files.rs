@@ -385,6 +385,18 @@ impl AppState {
             self.toast(reason.to_owned(), true);
             return Vec::new();
         }
+        // A path typed in the picker: from the root or home (the node's
+        // worker expands `~`), never from wherever the app was started.
+        if !(path.is_absolute() || path.starts_with("~")) {
+            self.toast(
+                format!(
+                    "{}: give the file's full path (starting with / or ~).",
+                    path.display()
+                ),
+                true,
+            );
+            return Vec::new();
+        }
         let Some(name) = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -453,6 +453,23 @@ fn the_system_picker_is_used_when_there_and_the_own_one_when_not() {
 }
 
 #[test]
+fn a_typed_path_is_full_or_from_home() {
+    let mut state = state();
+    assert!(
+        state
+            .handle_intent(Intent::File(FileIntent::Share("notes.txt".into())))
+            .is_empty()
+    );
+    assert!(state.toasts.iter().any(|t| t.text.contains("full path")));
+    assert!(matches!(
+        state
+            .handle_intent(Intent::File(FileIntent::Share("~/notes.txt".into())))
+            .as_slice(),
+        [Request::File(FileRequest::Share { .. })]
+    ));
+}
+
+#[test]
 fn nothing_is_shared_where_nothing_can_be_sent() {
     let mut state = state();
     state.apply(Update::Removed { room: KITCHEN });
