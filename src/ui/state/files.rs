@@ -551,11 +551,20 @@ impl AppState {
                     self.toast(format!("Not shared: {error}"), true);
                 }
             },
+            // The node's events come in order: progress after a failure is
+            // a new fetch (asked again, or with `kith fetch`).
             FileUpdate::Progress { file, received } => {
-                if let Some(Transfer::Downloading { received: was }) =
-                    self.files.transfers.get_mut(&file)
-                {
-                    *was = (*was).max(received);
+                let transfer = self
+                    .files
+                    .transfers
+                    .entry(file)
+                    .or_insert(Transfer::Offered);
+                match transfer {
+                    Transfer::Downloading { received: was } => *was = (*was).max(received),
+                    Transfer::Available { .. } => {}
+                    Transfer::Offered | Transfer::Failed(_) => {
+                        *transfer = Transfer::Downloading { received };
+                    }
                 }
             }
             FileUpdate::Downloaded { file, path } => {

@@ -172,15 +172,6 @@ fn a_failed_download_shows_why_and_retries() {
         row_status(&state, 1),
         FileStatus::Failed("Sam went offline")
     );
-    // Progress reports after the failure change nothing.
-    state.apply(Update::File(FileUpdate::Progress {
-        file: FileId([7; 32]),
-        received: 10,
-    }));
-    assert_eq!(
-        row_status(&state, 1),
-        FileStatus::Failed("Sam went offline")
-    );
     // Opening a file that is not here asks nothing.
     assert!(
         state
@@ -196,6 +187,46 @@ fn a_failed_download_shows_why_and_retries() {
         row_status(&state, 1),
         FileStatus::Downloading { received: 0 }
     );
+}
+
+#[test]
+fn a_fetch_started_elsewhere_shows_its_progress() {
+    let mut state = state();
+    offered(&mut state, 1, meta(7, "big.iso", 9_000));
+    // `kith fetch` on the same node, or the node retrying by itself.
+    state.apply(Update::File(FileUpdate::Progress {
+        file: FileId([7; 32]),
+        received: 4_000,
+    }));
+    assert_eq!(
+        row_status(&state, 1),
+        FileStatus::Downloading { received: 4_000 }
+    );
+    state.apply(Update::File(FileUpdate::DownloadFailed {
+        file: FileId([7; 32]),
+        error: "gone".into(),
+    }));
+    state.apply(Update::File(FileUpdate::Progress {
+        file: FileId([7; 32]),
+        received: 100,
+    }));
+    assert_eq!(
+        row_status(&state, 1),
+        FileStatus::Downloading { received: 100 }
+    );
+    state.apply(Update::File(FileUpdate::Downloaded {
+        file: FileId([7; 32]),
+        path: "/tmp/big.iso".into(),
+    }));
+    // A late report does not take an available file back.
+    state.apply(Update::File(FileUpdate::Progress {
+        file: FileId([7; 32]),
+        received: 9_000,
+    }));
+    assert!(matches!(
+        row_status(&state, 1),
+        FileStatus::Available { .. }
+    ));
 }
 
 #[test]
