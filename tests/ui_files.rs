@@ -488,8 +488,12 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
         s.people.contains_key(&bob_id) && s.display_name(bob_id).starts_with("Bob")
     });
     let bob_name = state(&alice).display_name(bob_id);
+    // Steps, not `run`: the chat's history spins until the node answers.
     alice.get_by_label(&bob_name).click();
-    alice.run();
+    alice.run_steps(2);
+    wait(&mut alice, "the chat is open", |s| {
+        s.open == Some(chat) && s.histories.get(&chat).is_some_and(|h| !h.loading)
+    });
     // Alice drops the file on her window: her row is there at once and
     // hers to open once her node has it.
     alice
@@ -510,7 +514,10 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
     });
     let name = state(&bob).room_name(&state(&bob).rooms[&chat]);
     bob.get_by_label(&format!("@ {name}")).click();
-    bob.run();
+    bob.run_steps(2);
+    wait(&mut bob, "Bob's chat is open", |s| {
+        s.open == Some(chat) && s.histories.get(&chat).is_some_and(|h| !h.loading)
+    });
     bob.get_by_label("notes.bin");
     bob.get_by_label("⬇ Download").click();
     bob.run_steps(2);
