@@ -30,7 +30,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start(data: &PathBuf, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
+fn start(data: &std::path::Path, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
     let config = DaemonConfig {
         net: NetConfig {
             unicast_bind: bind,
@@ -91,7 +91,9 @@ fn main() {
     );
     let b_events = b.events().expect("events");
     a.send(b_pub.peer_id(), "warm-up").expect("warm-up");
-    wait_for(&b_events, |e| matches!(e, Event::MessageReceived { .. }).then_some(()));
+    wait_for(&b_events, |e| {
+        matches!(e, Event::MessageReceived { .. }).then_some(())
+    });
 
     let mut content = vec![0u8; mib << 20];
     blake3::Hasher::new().finalize_xof().fill(&mut content);
@@ -104,7 +106,11 @@ fn main() {
         .expect("share");
     let share_time = started.elapsed();
     wait_for(&b_events, |e| match e {
-        Event::MessageReceived { id: got, file: Some(_), .. } if *got == id => Some(()),
+        Event::MessageReceived {
+            id: got,
+            file: Some(_),
+            ..
+        } if *got == id => Some(()),
         _ => None,
     });
     let out = root.join("downloads");
@@ -116,7 +122,10 @@ fn main() {
         _ => None,
     });
     let fetch_time = started.elapsed();
-    assert!(std::fs::read(&path).expect("the copy") == content, "the copy is intact");
+    assert!(
+        std::fs::read(&path).expect("the copy") == content,
+        "the copy is intact"
+    );
 
     let mb = content.len() as f64 / 1e6;
     let share_rate = mb / share_time.as_secs_f64();
@@ -131,7 +140,11 @@ fn main() {
         "  fetch to a verified copy on disk:            {:>8.1} ms  {:>7.1} MB/s  goal >= {GOAL_MB_S} MB/s  {}",
         fetch_time.as_secs_f64() * 1e3,
         fetch_rate,
-        if fetch_rate >= GOAL_MB_S { "met" } else { "NOT MET" }
+        if fetch_rate >= GOAL_MB_S {
+            "met"
+        } else {
+            "NOT MET"
+        }
     );
     let _ = a.shutdown();
     let _ = b.shutdown();

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use kith::account::Account;
-use kith::daemon::sim::{AddressTable, PASSPHRASE, SimDaemon, SimDaemonConfig, SimEvent, sim_identity};
+use kith::daemon::sim::{
+    AddressTable, PASSPHRASE, SimDaemon, SimDaemonConfig, SimEvent, sim_identity,
+};
 use kith::daemon::{
     Event, FileEntry, FileHash, FileInfo, FileRef, FileState, Reply, Request, RequestId, Target,
 };
@@ -306,7 +308,10 @@ fn a_file_reaches_the_other_member_under_loss() {
     assert_eq!(std::fs::read(&path).expect("the copy is there"), bytes);
     let progress = c.progress(1);
     assert!(!progress.is_empty(), "progress was reported");
-    assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "progress only grows");
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress only grows"
+    );
     let room = direct_room(c.id(0), c.id(1));
     for i in 0..2 {
         let files = c.files_in(i, room);
@@ -336,7 +341,11 @@ fn a_file_reaches_the_other_member_under_loss() {
     let Some(Ok(Reply::History(page))) = c.answer(1, rid) else {
         panic!("no history");
     };
-    let row = page.rows.iter().find(|r| r.id == id).expect("the file message");
+    let row = page
+        .rows
+        .iter()
+        .find(|r| r.id == id)
+        .expect("the file message");
     assert_eq!(row.file.as_ref(), Some(&info));
     assert_eq!(row.text.as_deref(), Some("have a look"));
 }
@@ -351,7 +360,10 @@ fn an_offline_authors_file_is_fetched_after_it_comes_back() {
     let to = downloads(&c, "b");
     c.fetch(1, FileRef::Message(id), &to);
     c.run_for(Duration::from_secs(30));
-    assert!(c.completed(1).is_empty(), "nothing while the author is away");
+    assert!(
+        c.completed(1).is_empty(),
+        "nothing while the author is away"
+    );
     c.net.set_up(&mut c.hosts, 0, true);
     assert!(
         c.run_until(Duration::from_secs(300), |c| !c.completed(1).is_empty()),
@@ -390,11 +402,32 @@ fn a_fetch_resumes_after_a_restart_and_refetches_a_damaged_chunk() {
     if !done {
         let s0 = c.status(0);
         let s1 = c.status(1);
-        eprintln!("not finished; host 0 {:?}\nhost1 {:?}\nprogress {:?}", s0.files, s1.files, c.progress(1));
-        eprintln!("host 0 counters {:?}", s0.counters().into_iter().filter(|(_, v)| *v > 0).collect::<Vec<_>>());
-        eprintln!("host 1 counters {:?}", s1.counters().into_iter().filter(|(_, v)| *v > 0).collect::<Vec<_>>());
+        eprintln!(
+            "not finished; host 0 {:?}\nhost1 {:?}\nprogress {:?}",
+            s0.files,
+            s1.files,
+            c.progress(1)
+        );
+        eprintln!(
+            "host 0 counters {:?}",
+            s0.counters()
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .collect::<Vec<_>>()
+        );
+        eprintln!(
+            "host 1 counters {:?}",
+            s1.counters()
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .collect::<Vec<_>>()
+        );
     }
-    assert!(done, "the fetch finishes after the restart: {:?}", c.failed(1));
+    assert!(
+        done,
+        "the fetch finishes after the restart: {:?}",
+        c.failed(1)
+    );
     assert_eq!(std::fs::read(to.join("report.bin")).unwrap(), bytes);
     let received = c.status(1).files.chunks_received;
     assert!(received > 0, "chunks came after the restart");
@@ -606,7 +639,11 @@ fn wrong_bytes_from_a_member_are_caught_by_the_hash() {
         c.run_until(Duration::from_secs(120), |c| !c.failed(1).is_empty()),
         "the fetch fails"
     );
-    assert!(c.failed(1)[0].contains("did not match"), "{:?}", c.failed(1));
+    assert!(
+        c.failed(1)[0].contains("did not match"),
+        "{:?}",
+        c.failed(1)
+    );
     assert!(c.completed(1).is_empty());
     assert!(!to.join("crew.bin").exists(), "nothing is exported");
     assert_eq!(c.status(1).files.hash_mismatches, 1);

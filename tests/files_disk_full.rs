@@ -36,15 +36,20 @@ fn is_disk_full(error: &StoreError) -> bool {
 }
 
 fn full_disk(dir: &Path) {
-    let mut store =
-        Store::create(&dir.join("kith.db"), "pw", KdfParams::insecure_fast_for_tests())
-            .expect("the store fits");
+    let mut store = Store::create(
+        &dir.join("kith.db"),
+        "pw",
+        KdfParams::insecure_fast_for_tests(),
+    )
+    .expect("the store fits");
     // The source lives off the tmpfs; 8 MiB cannot fit on it.
     let outside = std::env::temp_dir().join(format!("kith-fdf-{}", std::process::id()));
     let mut content = vec![0u8; 8 * 1024 * 1024];
     blake3::Hasher::new().finalize_xof().fill(&mut content);
     std::fs::write(&outside, &content).expect("the source is written");
-    let error = store.import_blob(&outside).expect_err("no room to share it");
+    let error = store
+        .import_blob(&outside)
+        .expect_err("no room to share it");
     let _ = std::fs::remove_file(&outside);
     assert!(is_disk_full(&error), "sharing: {error}");
     let left: Vec<_> = std::fs::read_dir(store.blob_dir())
@@ -195,4 +200,3 @@ fn mount_tmpfs(dir: &Path) -> bool {
         }
     }
 }
-

@@ -40,7 +40,13 @@ struct Daemon(Child);
 impl Daemon {
     fn start(data: &Path, listen: SocketAddr, peer: &PublicIdentity, at: SocketAddr) -> Self {
         let mut child = kith(data)
-            .args(["daemon", "--no-mdns", "--listen", &listen.to_string(), "--peer"])
+            .args([
+                "daemon",
+                "--no-mdns",
+                "--listen",
+                &listen.to_string(),
+                "--peer",
+            ])
             .arg(format!("{}@{at}", PeerId(peer.to_bytes()).to_hex()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -78,7 +84,10 @@ impl Drop for Daemon {
 
 /// Runs `kith ARGS`; stdout, or a panic with stderr.
 fn ok(data: &Path, args: &[&str]) -> String {
-    let output = kith(data).args(args).output().expect("the kith binary runs");
+    let output = kith(data)
+        .args(args)
+        .output()
+        .expect("the kith binary runs");
     assert!(
         output.status.success(),
         "kith {args:?} failed: {}",
@@ -120,7 +129,13 @@ fn kith_share_on_one_daemon_and_kith_fetch_on_the_other() {
 
     let shared = json(
         &a_data,
-        &["share", &b_id, source.to_str().unwrap(), "--caption", "the numbers"],
+        &[
+            "share",
+            &b_id,
+            source.to_str().unwrap(),
+            "--caption",
+            "the numbers",
+        ],
     );
     let id = shared["id"].as_str().expect("a message id").to_owned();
 
@@ -149,7 +164,11 @@ fn kith_share_on_one_daemon_and_kith_fetch_on_the_other() {
     );
     let path = PathBuf::from(fetched["path"].as_str().expect("a path"));
     assert_eq!(path, downloads.canonicalize().unwrap().join("passwd"));
-    assert_eq!(std::fs::read(&path).unwrap(), content, "the bytes are equal");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        content,
+        "the bytes are equal"
+    );
     let files = json(&b_data, &["files", &a_id]);
     assert_eq!(files["files"][0]["state"], "complete");
 

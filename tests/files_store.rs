@@ -37,7 +37,10 @@ fn an_imported_file_is_encrypted_at_rest_and_exports_whole() {
         !blob.windows(32).any(|w| w == &content[1000..1032]),
         "plaintext found in the blob"
     );
-    assert_eq!(store.read_blob_chunk(&hash, size, 3).unwrap(), content[3 * CHUNK_SIZE..]);
+    assert_eq!(
+        store.read_blob_chunk(&hash, size, 3).unwrap(),
+        content[3 * CHUNK_SIZE..]
+    );
     let out = dir.path().join("out");
     let first = store.export_blob(&hash, size, &out, "report.pdf").unwrap();
     let second = store.export_blob(&hash, size, &out, "report.pdf").unwrap();
@@ -71,17 +74,25 @@ fn received_chunks_complete_only_when_they_match_the_hash() {
     assert_eq!(store.begin_blob(&hash, size).unwrap(), vec![false; 3]);
     store.write_blob_chunk(&hash, size, 2, chunks[2]).unwrap();
     // Resuming finds what was stored.
-    assert_eq!(store.begin_blob(&hash, size).unwrap(), vec![false, false, true]);
+    assert_eq!(
+        store.begin_blob(&hash, size).unwrap(),
+        vec![false, false, true]
+    );
     // A wrong chunk (right length) is only caught by the whole-file hash.
     let wrong = vec![0u8; CHUNK_SIZE];
     store.write_blob_chunk(&hash, size, 0, &wrong).unwrap();
     store.write_blob_chunk(&hash, size, 1, chunks[1]).unwrap();
-    assert!(!store.finish_blob(&hash, size).unwrap(), "a wrong file is refused");
+    assert!(
+        !store.finish_blob(&hash, size).unwrap(),
+        "a wrong file is refused"
+    );
     assert!(!store.blob_exists(&hash), "never complete");
     // Started over, with the right bytes, it completes.
     assert_eq!(store.begin_blob(&hash, size).unwrap(), vec![false; 3]);
     for (i, chunk) in chunks.iter().enumerate() {
-        store.write_blob_chunk(&hash, size, i as u32, chunk).unwrap();
+        store
+            .write_blob_chunk(&hash, size, i as u32, chunk)
+            .unwrap();
     }
     assert!(store.finish_blob(&hash, size).unwrap());
     assert!(store.blob_exists(&hash));
@@ -100,7 +111,9 @@ fn a_chunk_damaged_at_rest_does_not_count_as_stored() {
     let size = content.len() as u64;
     store.begin_blob(&hash, size).unwrap();
     for (i, chunk) in content.chunks(CHUNK_SIZE).enumerate() {
-        store.write_blob_chunk(&hash, size, i as u32, chunk).unwrap();
+        store
+            .write_blob_chunk(&hash, size, i as u32, chunk)
+            .unwrap();
     }
     let part = store.blob_dir().join(format!("{}.part", hash.to_hex()));
     let mut raw = std::fs::read(&part).unwrap();

@@ -15,8 +15,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub(super) fn share(data_dir: &Path, to: &str, path: &Path, caption: Option<String>) -> Result<()> {
     // The daemon may run elsewhere in the file system: it gets an absolute
     // path.
-    let path = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let path =
+        std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
     let line = Request::Share {
         to: to.to_owned(),
         path: path.to_string_lossy().into_owned(),

@@ -308,7 +308,13 @@ impl Store {
     /// Writes the plaintext of complete blob `hash` into directory `dir`
     /// as `name` (made unique there: `name (1).ext`), through a hidden
     /// temporary file renamed when whole. Returns the path.
-    pub fn export_blob(&self, hash: &FileHash, size: u64, dir: &Path, name: &str) -> Result<PathBuf> {
+    pub fn export_blob(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+    ) -> Result<PathBuf> {
         fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
         let source = self.blob_path(hash, false);
         let mut file = File::open(&source).map_err(io_at("file store", &source))?;

@@ -92,7 +92,8 @@ pub struct StoredOffer {
     pub failed: Option<String>,
 }
 
-const OFFER_COLUMNS: &str = "message, room, author, ts, hash, name, size, key, caption, fetch_to, exported, failed";
+const OFFER_COLUMNS: &str =
+    "message, room, author, ts, hash, name, size, key, caption, fetch_to, exported, failed";
 
 fn path_text(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.to_string_lossy().into_owned())

@@ -199,7 +199,11 @@ impl<W: Write> Answerer<'_, W> {
             path: PathBuf::from(path),
             caption,
         };
-        match crate::daemon::ask_within(&self.shared.commands, request, crate::daemon::SHARE_TIMEOUT)? {
+        match crate::daemon::ask_within(
+            &self.shared.commands,
+            request,
+            crate::daemon::SHARE_TIMEOUT,
+        )? {
             Reply::Sent(id) => Ok(Some(id.to_hex())),
             _ => Err(DaemonError::BadReply),
         }

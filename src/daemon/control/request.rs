@@ -113,11 +113,18 @@ pub enum Request {
     },
     /// `fetch HEX H(DIR)`: starts fetching the file of that hash (or file
     /// message id) into directory `DIR`; `ok`.
-    Fetch { file: String, to_dir: String },
+    Fetch {
+        file: String,
+        to_dir: String,
+    },
     /// `files H(ROOM)`: one JSON document (`{"files": [...]}`).
-    Files { room: String },
+    Files {
+        room: String,
+    },
     /// `file HEX`: one JSON document (`{"files": [entry]}`).
-    File { file: String },
+    File {
+        file: String,
+    },
 }
 
 impl Request {

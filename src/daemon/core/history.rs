@@ -222,9 +222,7 @@ impl DaemonCore {
                         Some(offer) => offer.caption.clone().unwrap_or_default(),
                         None => String::from_utf8_lossy(&message.body).into_owned(),
                     }),
-                    file: file
-                        .as_ref()
-                        .map(crate::daemon::files::FileInfo::from),
+                    file: file.as_ref().map(crate::daemon::files::FileInfo::from),
                     ours,
                     deliveries,
                 }

@@ -3,8 +3,8 @@
 //! order once there; chain state stored with the messages it opened or
 //! sealed.
 
-use crate::daemon::files::{FileInfo, file_of};
 use super::*;
+use crate::daemon::files::{FileInfo, file_of};
 
 /// What waits for the journal to settle, in the order it happened.
 pub(super) enum Waiting {

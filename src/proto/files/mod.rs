@@ -249,7 +249,11 @@ impl std::fmt::Debug for FileMessage {
                 first,
                 count,
             } => write!(f, "Get({offer:?}, {first}+{count})"),
-            FileMessage::Chunk { offer, index, sealed } => {
+            FileMessage::Chunk {
+                offer,
+                index,
+                sealed,
+            } => {
                 write!(f, "Chunk({offer:?}, {index}, {} bytes)", sealed.len())
             }
             FileMessage::Unavailable { offer } => write!(f, "Unavailable({offer:?})"),
@@ -385,7 +389,13 @@ pub fn open_chunk(offer: &FileOffer, index: u32, sealed: &[u8]) -> Result<Vec<u8
     }
     let (nonce, aad) = chunk_nonce_aad(&offer.hash, offer.size, index);
     ChaCha20Poly1305::new(&offer.key.into())
-        .decrypt(&nonce, Payload { msg: sealed, aad: &aad })
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        )
         .map_err(|_| FileError::Unauthentic)
 }
 

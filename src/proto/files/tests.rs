@@ -51,7 +51,16 @@ fn offer_refuses_bad_input() {
 
 #[test]
 fn offer_refuses_path_names() {
-    for name in ["../../etc/passwd", "a/b", "a\\b", "..", ".", "", "x\0y", ".hidden"] {
+    for name in [
+        "../../etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        "",
+        "x\0y",
+        ".hidden",
+    ] {
         let mut o = offer(1);
         o.name = name.into();
         assert!(o.emit().is_err(), "{name:?} was emitted");
@@ -62,7 +71,11 @@ fn offer_refuses_path_names() {
         bytes.push(name.len() as u8);
         bytes.extend_from_slice(name.as_bytes());
         bytes.extend_from_slice(&0u16.to_le_bytes());
-        assert_eq!(FileOffer::parse(&bytes), Err(FileError::BadName), "{name:?}");
+        assert_eq!(
+            FileOffer::parse(&bytes),
+            Err(FileError::BadName),
+            "{name:?}"
+        );
     }
 }
 
@@ -139,7 +152,10 @@ fn messages_round_trip_and_refuse_garbage() {
             FileMessage::Unavailable { .. } => bytes.len(),
         };
         for cut in 0..fixed {
-            assert!(FileMessage::parse(&bytes[..cut]).is_err(), "{m:?} cut at {cut}");
+            assert!(
+                FileMessage::parse(&bytes[..cut]).is_err(),
+                "{m:?} cut at {cut}"
+            );
         }
     }
     assert_eq!(
