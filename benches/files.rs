@@ -30,7 +30,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start(data: &PathBuf, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
+fn start(data: &std::path::Path, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHandle {
     let config = DaemonConfig {
         net: NetConfig {
             unicast_bind: bind,

@@ -45,8 +45,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const SERVE_RETRY: Duration = Duration::from_millis(5);
 
 /// File sharing's state in the core.
-#[derive(Default)]
 pub(super) struct Files {
+    /// Draws each offer's key (seeded by the core's seed, like the rest).
+    rng: StdRng,
     /// Fetches under way, by offer message.
     fetches: BTreeMap<MessageId, Fetch>,
     /// Fetches waiting for a free place, oldest first.
@@ -62,6 +63,18 @@ pub(super) struct Files {
 }
 
 impl Files {
+    pub(super) fn new(seed: [u8; 32]) -> Self {
+        Files {
+            rng: StdRng::from_seed(seed),
+            fetches: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            serving: BTreeMap::new(),
+            serve_at: None,
+            shared: HashMap::new(),
+            resumed: false,
+        }
+    }
+
     /// When [`DaemonCore::files_timeout`] is due.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         self.fetches
@@ -186,7 +199,7 @@ impl DaemonCore {
             size,
             hash,
             // A fresh key per offer: it seals the chunks in transit.
-            key: rand::random(),
+            key: self.files.rng.random(),
             caption,
         };
         let body = offer.emit().map_err(file_error)?;
@@ -590,12 +603,9 @@ impl DaemonCore {
         self.files.serve_at = None;
         let peers: Vec<PeerId> = self.files.serving.keys().copied().collect();
         for peer in peers {
-            loop {
-                let Some(&(room, offer, index)) =
-                    self.files.serving.get(&peer).and_then(|q| q.front())
-                else {
-                    break;
-                };
+            while let Some(&(room, offer, index)) =
+                self.files.serving.get(&peer).and_then(|q| q.front())
+            {
                 let chunk = match self.sealed_chunk(&offer, index) {
                     Ok(chunk) => chunk,
                     Err(error) => {
@@ -714,18 +724,14 @@ impl DaemonCore {
         let next = (1..=n)
             .map(|k| (fetch.source + k) % n.max(1))
             .find(|&i| self.discovery.is_online(&fetch.sources[i]));
-        match next {
-            Some(i) => {
-                // Another member, or (the only one online) the same again:
-                // what it has not sent is asked for anew.
-                fetch.source = i;
-                fetch.requested.clear();
-                fetch.low = 0;
-                self.request_more(now, id);
-            }
-            // Nobody online: the requests wait in the reliable layer for
-            // the source to come back.
-            None => {}
+        // Nobody online: the requests wait in the reliable layer for the
+        // source to come back. Otherwise another member, or (the only one
+        // online) the same again: what it has not sent is asked for anew.
+        if let Some(i) = next {
+            fetch.source = i;
+            fetch.requested.clear();
+            fetch.low = 0;
+            self.request_more(now, id);
         }
     }
 
