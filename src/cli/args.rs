@@ -66,6 +66,33 @@ pub(crate) enum Command {
         /// The text to send
         text: String,
     },
+    /// Share a file with a room or a peer: it is offered in a file message,
+    /// and members fetch it from you (prints the message id)
+    Share {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        to: String,
+        /// The file to share (at most 256 MiB)
+        path: PathBuf,
+        /// A short text shown with the file
+        #[arg(long)]
+        caption: Option<String>,
+    },
+    /// List the files shared in a room or direct chat (one JSON document)
+    Files {
+        /// A group room or a peer (its direct chat), as for `send --to`
+        room: String,
+    },
+    /// Fetch a shared file into a directory and wait until it is there
+    Fetch {
+        /// The file's hash or its file message's id (see `kith files`)
+        file: String,
+        /// Where to put the file (created if missing)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Start the fetch and return at once
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// List the daemon's peers: id, public key, address, online|offline|nearby
     /// (nearby: announced, not kept alive), outbox size, muted, relation
     Peers {

@@ -13,6 +13,7 @@ mod account;
 mod app;
 mod args;
 mod client;
+mod files;
 mod output;
 mod serve;
 
@@ -78,6 +79,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Accept { peer } => call_and_say(data, "accept", &peer, "accepted"),
         Command::Decline { peer } => call_and_say(data, "block", &peer, "declined and blocked"),
         Command::Send { to, text } => send(data, &to, &text),
+        Command::Share { to, path, caption } => files::share(data, &to, &path, caption),
+        Command::Files { room } => files::list(data, &room),
+        Command::Fetch { file, to, no_wait } => files::fetch(data, &file, &to, !no_wait),
         Command::Peers { json: true } => print_json(data, "peers"),
         Command::Peers { json: false } => print_lines(
             data,

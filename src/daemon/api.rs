@@ -36,6 +36,9 @@
 //!   `Undecryptable` events, each with its cursor), then
 //!   [`Update::CaughtUp`], then live events: no gap and no repeat.
 
+use std::path::PathBuf;
+
+use super::files::{FileEntry, FileInfo, FileRef};
 use super::{DaemonError, DiscoveryReport, Event, PeerAddr, PeerInfo, RoomSummary, Status};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::store::Mute;
@@ -115,6 +118,23 @@ pub enum Request {
     MarkRead { room: RoomId, up_to: Option<u64> },
     /// Turns text typed by a person into an id; [`Reply::Target`].
     Resolve { text: String, kind: ResolveKind },
+    /// Shares the file at `path` with `to`: it is read, hashed and
+    /// encrypted into the store (on the network thread: ask from a worker
+    /// for a large file), then offered in a file message; [`Reply::Sent`]
+    /// with the message's id.
+    ShareFile {
+        to: Target,
+        path: PathBuf,
+        caption: Option<String>,
+    },
+    /// Fetches a shared file into directory `to_dir`; [`Reply::Done`] once
+    /// it started. [`Event::FileProgress`], then [`Event::FileComplete`]
+    /// (with the path of the copy) or [`Event::FileFailed`] follow.
+    FetchFile { file: FileRef, to_dir: PathBuf },
+    /// The files offered in `room`, oldest first; [`Reply::Files`].
+    Files { room: RoomId },
+    /// How one file stands; [`Reply::Files`] with its one entry.
+    File { file: FileRef },
 }
 
 /// Most rows one history page holds.
@@ -136,6 +156,8 @@ pub enum Reply {
     History(HistoryPage),
     /// Unread messages left in the room after a [`Request::MarkRead`].
     Unread(u64),
+    /// The files of a room ([`Request::Files`]).
+    Files(Vec<FileEntry>),
 }
 
 /// What a [`Subscription`](super::Subscription) receives.
@@ -192,6 +214,9 @@ pub struct HistoryRow {
     /// The text; `None` when the message is stored unreadable (its
     /// author's key has not arrived, or never will).
     pub text: Option<String>,
+    /// For a file message, what it offers (then `text` is its caption, ""
+    /// when it has none); `None` for text.
+    pub file: Option<FileInfo>,
     /// Whether we wrote it.
     pub ours: bool,
     /// For our messages: each recipient and how far it got, by peer id.

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use std::path::PathBuf;
+
+use super::files::{FileHash, FileInfo};
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 
 /// What the daemon reports to its listeners.
@@ -24,6 +27,9 @@ pub enum Event {
         id: MessageId,
         timestamp: u64,
         text: String,
+        /// For a file message, what it offers (then `text` is its
+        /// caption, "" when it has none); `None` for text.
+        file: Option<FileInfo>,
         muted: bool,
         cursor: u64,
     },
@@ -96,6 +102,27 @@ pub enum Event {
         unread: u64,
         unread_muted: u64,
     },
+    /// A fetch of file `hash` of `room` stands at `have` of `size` bytes
+    /// (a few of these a second at most).
+    FileProgress {
+        room: RoomId,
+        hash: FileHash,
+        have: u64,
+        size: u64,
+    },
+    /// File `hash` of `room` arrived whole and matched its hash; `path` is
+    /// the copy the fetch asked for.
+    FileComplete {
+        room: RoomId,
+        hash: FileHash,
+        path: PathBuf,
+    },
+    /// A fetch of file `hash` of `room` failed: `reason` says why.
+    FileFailed {
+        room: RoomId,
+        hash: FileHash,
+        reason: String,
+    },
     /// Our message `id` in `room` is now stored by `delivered` of its `of`
     /// recipients ("delivered to k of n").
     Receipt {
@@ -136,13 +163,15 @@ impl Event {
                 id,
                 timestamp,
                 text,
+                file,
                 muted,
                 cursor,
             } => format!(
-                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"time_ms":{},"text":"{}","muted":{muted},"cursor":{cursor}}}"#,
+                r#"{{"event":"message","room":"{room}","from":"{from}","from_name":"{}","id":"{id}","timestamp":{timestamp},"time_ms":{},"text":"{}","file":{},"muted":{muted},"cursor":{cursor}}}"#,
                 json_escape(from_name),
                 crate::proto::hlc::millis(*timestamp),
                 json_escape(text),
+                file.as_ref().map_or_else(|| "null".to_owned(), file_json),
                 room = PeerId(room.0).to_hex(),
                 from = from.to_hex(),
                 id = id.to_hex(),
@@ -252,14 +281,64 @@ impl Event {
                 PeerId(room.0).to_hex(),
                 id.to_hex()
             ),
+            Event::FileProgress {
+                room,
+                hash,
+                have,
+                size,
+            } => format!(
+                r#"{{"event":"file_progress","room":"{}","hash":"{}","have":{have},"size":{size}}}"#,
+                PeerId(room.0).to_hex(),
+                hash.to_hex()
+            ),
+            Event::FileComplete { room, hash, path } => format!(
+                r#"{{"event":"file_complete","room":"{}","hash":"{}","path":"{}"}}"#,
+                PeerId(room.0).to_hex(),
+                hash.to_hex(),
+                json_escape(&path.to_string_lossy())
+            ),
+            Event::FileFailed { room, hash, reason } => format!(
+                r#"{{"event":"file_failed","room":"{}","hash":"{}","reason":"{}"}}"#,
+                PeerId(room.0).to_hex(),
+                hash.to_hex(),
+                json_escape(reason)
+            ),
         }
     }
+}
+
+/// A file offer as a JSON object: `{"hash","name","size","caption"}`.
+fn file_json(file: &FileInfo) -> String {
+    format!(
+        r#"{{"hash":"{}","name":"{}","size":{},"caption":{}}}"#,
+        file.hash.to_hex(),
+        json_escape(&file.name),
+        file.size,
+        file.caption
+            .as_ref()
+            .map_or_else(|| "null".to_owned(), |c| format!("\"{}\"", json_escape(c)))
+    )
 }
 
 impl fmt::Display for Event {
     /// A short line for people (`kith listen` without `--json`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Event::MessageReceived {
+                room,
+                from_name,
+                text,
+                file: Some(file),
+                ..
+            } => write!(
+                f,
+                "[{}] {from_name}: file {:?} ({} bytes, kith fetch {} --to DIR){}{text}",
+                PeerId(room.0).short(),
+                file.name,
+                file.size,
+                file.hash.to_hex(),
+                if text.is_empty() { "" } else { " " },
+            ),
             Event::MessageReceived {
                 room,
                 from_name,
@@ -329,6 +408,15 @@ impl fmt::Display for Event {
             Event::Receipt {
                 id, delivered, of, ..
             } => write!(f, "{} delivered to {delivered} of {of}", id.short()),
+            Event::FileProgress {
+                hash, have, size, ..
+            } => write!(f, "file {}: {have} of {size} bytes", hash.short()),
+            Event::FileComplete { hash, path, .. } => {
+                write!(f, "file {} complete: {}", hash.short(), path.display())
+            }
+            Event::FileFailed { hash, reason, .. } => {
+                write!(f, "file {} failed: {reason}", hash.short())
+            }
         }
     }
 }
@@ -398,7 +486,24 @@ mod tests {
                 id,
                 timestamp: 5 << 16,
                 text: tricky.clone(),
+                file: None,
                 muted: true,
+                cursor: 9,
+            },
+            Event::MessageReceived {
+                room,
+                from: peer,
+                from_name: tricky.clone(),
+                id,
+                timestamp: 5 << 16,
+                text: tricky.clone(),
+                file: Some(FileInfo {
+                    hash: FileHash([4; 32]),
+                    name: tricky.clone(),
+                    size: 3,
+                    caption: Some(tricky.clone()),
+                }),
+                muted: false,
                 cursor: 9,
             },
             Event::Undecryptable {
@@ -465,12 +570,33 @@ mod tests {
                 delivered: 1,
                 of: 2,
             },
+            Event::FileProgress {
+                room,
+                hash: FileHash([4; 32]),
+                have: 10,
+                size: 20,
+            },
+            Event::FileComplete {
+                room,
+                hash: FileHash([4; 32]),
+                path: PathBuf::from("/tmp/\"odd\" name"),
+            },
+            Event::FileFailed {
+                room,
+                hash: FileHash([4; 32]),
+                reason: "bad \u{1} hash".to_owned(),
+            },
         ];
         for event in events {
             let value: serde_json::Value =
                 serde_json::from_str(&event.to_json()).expect("valid JSON");
             assert!(value["event"].is_string(), "{value}");
-            if let Event::MessageReceived { .. } = event {
+            if let Event::MessageReceived { file, .. } = &event {
+                assert_eq!(value["file"].is_null(), file.is_none());
+                if file.is_some() {
+                    assert_eq!(value["file"]["name"], tricky.as_str());
+                    assert_eq!(value["file"]["caption"], tricky.as_str());
+                }
                 assert_eq!(value["text"], tricky.as_str());
                 assert_eq!(value["cursor"], 9);
                 assert_eq!(value["time_ms"], 5);

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::address_book::{DiscoveryReport, presence_word};
 use super::api::{HistoryPage, HistoryRow};
+use super::files::{FileEntry, FileInfo, FileState};
 use super::{PeerInfo, RoomSummary, Status};
 use crate::proto::ids::{PeerId, RoomId};
 use crate::store::Mute;
@@ -168,6 +169,7 @@ pub fn history_row(row: &HistoryRow) -> Value {
         "timestamp": row.timestamp,
         "time_ms": row.millis(),
         "text": row.text,
+        "file": row.file.as_ref().map(file_info),
         "readable": row.text.is_some(),
         "ours": row.ours,
         "delivered": delivered,
@@ -177,6 +179,48 @@ pub fn history_row(row: &HistoryRow) -> Value {
             "state": state.word(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A file offer: `{"hash", "name", "size", "caption"}`.
+pub fn file_info(file: &FileInfo) -> Value {
+    json!({
+        "hash": file.hash.to_hex(),
+        "name": file.name,
+        "size": file.size,
+        "caption": file.caption,
+    })
+}
+
+/// One shared file: `{"message", "room", "author", "time_ms", "hash",
+/// "name", "size", "caption", "state", "have", "reason", "path"}`.
+pub fn file_entry(entry: &FileEntry) -> Value {
+    let have = match &entry.state {
+        FileState::Complete => entry.info.size,
+        FileState::Fetching { have } => *have,
+        FileState::Offered | FileState::Failed { .. } => 0,
+    };
+    json!({
+        "message": entry.message.to_hex(),
+        "room": room_hex(&entry.room),
+        "author": entry.author.to_hex(),
+        "time_ms": crate::proto::hlc::millis(entry.timestamp),
+        "hash": entry.info.hash.to_hex(),
+        "name": entry.info.name,
+        "size": entry.info.size,
+        "caption": entry.info.caption,
+        "state": entry.state.word(),
+        "have": have,
+        "reason": match &entry.state {
+            FileState::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        },
+        "path": entry.path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+    })
+}
+
+/// `{"files": [entry...]}`, oldest first.
+pub fn files(entries: &[FileEntry]) -> Value {
+    json!({ "files": entries.iter().map(file_entry).collect::<Vec<_>>() })
 }
 
 /// `{"room", "messages": [row...], "next": CURSOR|null}`, newest first.

@@ -44,6 +44,7 @@ pub mod control;
 mod core;
 mod driver;
 mod event;
+pub mod files;
 pub mod json;
 pub mod mutes;
 mod profiles;
@@ -78,6 +79,7 @@ pub use api::{
 use command::{Command, Sink};
 use driver::NodeDriver;
 pub use event::{Event, json_escape};
+pub use files::{FileEntry, FileHash, FileInfo, FileRef, FileState};
 pub use search::SearchResult;
 pub use subscription::Subscription;
 
@@ -185,6 +187,9 @@ pub enum DaemonError {
     /// A search that cannot run (empty text, or the search thread is gone).
     #[error("search: {0}")]
     Search(String),
+    /// A file could not be shared or fetched (why, as a sentence).
+    #[error("file: {0}")]
+    File(String),
     /// A cursor that names no message of the room asked about.
     #[error("cursor {0} is not a message of that room")]
     NotInRoom(u64),
@@ -278,6 +283,32 @@ pub struct Status {
     pub registry_rejected_dropped: u64,
     /// History reconciliation counters.
     pub sync: SyncStats,
+    /// File transfer counters.
+    pub files: FileStats,
+}
+
+/// File transfer counters (see [`Status::files`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Chunks sent to members fetching our files.
+    pub chunks_sent: u64,
+    /// Chunks received, opened and stored.
+    pub chunks_received: u64,
+    /// Chunks that did not open (forged, truncated, wrong place), dropped.
+    pub chunks_bad: u64,
+    /// Chunks nobody asked for (no fetch of theirs under way), dropped.
+    pub chunks_unasked: u64,
+    /// Requests for a file not offered in a room shared with the asker,
+    /// or for chunks outside the file, dropped.
+    pub requests_refused: u64,
+    /// Chunks asked for beyond the per-peer limit, dropped.
+    pub requests_over_limit: u64,
+    /// File protocol messages that did not decode, dropped.
+    pub malformed: u64,
+    /// Fetches whose bytes did not match the file's hash.
+    pub hash_mismatches: u64,
+    /// Fetches finished.
+    pub fetches_completed: u64,
 }
 
 impl Status {
@@ -297,6 +328,15 @@ impl Status {
             ("sync_sessions_failed", self.sync.sessions_failed),
             ("sync_bytes_sent", self.sync.bytes_sent),
             ("sync_ids_pushed", self.sync.ids_pushed),
+            ("file_chunks_sent", self.files.chunks_sent),
+            ("file_chunks_received", self.files.chunks_received),
+            ("file_chunks_bad", self.files.chunks_bad),
+            ("file_chunks_unasked", self.files.chunks_unasked),
+            ("file_requests_refused", self.files.requests_refused),
+            ("file_requests_over_limit", self.files.requests_over_limit),
+            ("file_malformed", self.files.malformed),
+            ("file_hash_mismatches", self.files.hash_mismatches),
+            ("file_fetches_completed", self.files.fetches_completed),
             ("forwarded", node.forwarded),
             ("forwards_opened", node.forwards_opened),
             ("chains_restarted", node.chains_restarted),
@@ -710,6 +750,55 @@ impl DaemonHandle {
         status(&self.net.sender(), &self.net.shared_stats())
     }
 
+    /// Shares the file at `path` with `to` (a room, or a peer's direct
+    /// chat), with an optional caption. Returns the file message's id once
+    /// the file is in the store and the message is queued.
+    pub fn share_file(
+        &self,
+        to: Target,
+        path: &Path,
+        caption: Option<&str>,
+    ) -> Result<MessageId, DaemonError> {
+        let (reply, rx) = mpsc::channel();
+        self.net.sender().send(Command::Request {
+            request: Request::ShareFile {
+                to,
+                path: path.to_owned(),
+                caption: caption.map(str::to_owned),
+            },
+            reply: ReplyTo::Channel(reply),
+        })?;
+        // Reading and encrypting a large file takes a while (about a
+        // second for the largest): waited for longer than `ask` waits.
+        match rx.recv_timeout(SHARE_TIMEOUT) {
+            Ok(Ok(Reply::Sent(id))) => Ok(id),
+            Ok(Ok(_)) => Err(DaemonError::BadReply),
+            Ok(Err(error)) => Err(error),
+            Err(RecvTimeoutError::Timeout) => Err(DaemonError::NotResponding),
+            Err(RecvTimeoutError::Disconnected) => Err(DaemonError::Stopped),
+        }
+    }
+
+    /// Starts fetching a shared file into directory `to_dir`;
+    /// [`Event::FileComplete`] or [`Event::FileFailed`] tells how it ended.
+    pub fn fetch_file(&self, file: FileRef, to_dir: &Path) -> Result<(), DaemonError> {
+        match self.ask(Request::FetchFile {
+            file,
+            to_dir: to_dir.to_owned(),
+        })? {
+            Reply::Done => Ok(()),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    /// The files offered in `room`, oldest first, with how each stands.
+    pub fn files(&self, room: RoomId) -> Result<Vec<FileEntry>, DaemonError> {
+        match self.ask(Request::Files { room })? {
+            Reply::Files(files) => Ok(files),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
     /// Asks `request` and waits (bounded) for its answer: the blocking
     /// form of [`Subscription::request`].
     pub fn ask(&self, request: Request) -> Result<Reply, DaemonError> {
@@ -880,6 +969,27 @@ fn wait_for<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
 }
 
 /// Sends a request and waits (bounded) for the answer.
+/// How long [`DaemonHandle::share_file`] waits for the file to be stored.
+pub(crate) const SHARE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// [`ask`] with a bound of its own (a share reads a whole file first).
+pub(crate) fn ask_within(
+    sender: &net::CommandSender<Command>,
+    request: Request,
+    timeout: Duration,
+) -> Result<Reply, DaemonError> {
+    let (tx, rx) = mpsc::channel();
+    sender.send(Command::Request {
+        request,
+        reply: ReplyTo::Channel(tx),
+    })?;
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => Err(DaemonError::NotResponding),
+        Err(RecvTimeoutError::Disconnected) => Err(DaemonError::Stopped),
+    }
+}
+
 fn ask(sender: &net::CommandSender<Command>, request: Request) -> Result<Reply, DaemonError> {
     let (tx, rx) = mpsc::channel();
     sender.send(Command::Request {

@@ -254,7 +254,10 @@ impl Event {
             | Event::RoomChanged { .. }
             | Event::RoomRemoved { .. }
             | Event::UnreadChanged { .. }
-            | Event::Receipt { .. } => None,
+            | Event::Receipt { .. }
+            | Event::FileProgress { .. }
+            | Event::FileComplete { .. }
+            | Event::FileFailed { .. } => None,
         }
     }
 }

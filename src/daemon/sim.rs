@@ -37,7 +37,8 @@ use crate::proto::reliable::{self, Via};
 use crate::proto::sim::{Endpoint, Outgoing};
 use crate::store::KdfParams;
 
-const PASSPHRASE: &str = "simulated daemon";
+/// The passphrase of every simulated daemon's store.
+pub const PASSPHRASE: &str = "simulated daemon";
 
 /// What a simulated daemon's group transmits are addressed to: the one
 /// multicast group of the LAN, whatever the room (the core's transmit does

@@ -62,6 +62,10 @@ id_type!(
     /// byte string and nobody can make two different messages share an id.
     MessageId
 );
+id_type!(
+    /// A shared file: blake3 of its plaintext content.
+    FileHash
+);
 
 fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

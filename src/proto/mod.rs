@@ -6,6 +6,7 @@
 //! decision testable deterministically.
 
 pub mod crypto;
+pub mod files;
 pub mod hlc;
 pub mod ids;
 pub mod node;

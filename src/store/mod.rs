@@ -26,6 +26,7 @@
 //! The store belongs to the node's IO shell; the UI never calls it.
 
 mod batch;
+mod blobs;
 mod chains;
 mod contacts;
 mod files;
@@ -49,6 +50,7 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
+pub use files::StoredOffer;
 pub use history::HistoryEntry;
 pub use journal::{JOURNAL_BYTES, journal_path};
 use journal::{Journal, JournalRecord};

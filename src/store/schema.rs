@@ -63,10 +63,39 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 11,
         sql: V11,
     },
+    Migration {
+        version: 12,
+        sql: V12,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 11;
+pub(crate) const LATEST: u32 = 12;
+
+/// Version 12: files offered in rooms, one row per file message (the same
+/// file may be offered twice, each offer with its own key). `fetch_to` is
+/// the directory of a fetch asked for and not finished (resumed at start),
+/// `exported` where the last finished fetch put the plaintext, `failed`
+/// why the last fetch failed. The `files` table of version 1 keeps one row
+/// per content hash: whether its bytes are all here.
+const V12: &str = "
+CREATE TABLE file_offers (
+    message       BLOB PRIMARY KEY,
+    room          BLOB NOT NULL,
+    author        BLOB NOT NULL,
+    ts            INTEGER NOT NULL,
+    hash          BLOB NOT NULL,
+    name          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    key           BLOB NOT NULL,
+    caption       TEXT,
+    fetch_to      TEXT,
+    exported      TEXT,
+    failed        TEXT
+) WITHOUT ROWID;
+CREATE INDEX file_offers_by_room ON file_offers (room, ts);
+CREATE INDEX file_offers_by_hash ON file_offers (hash);
+";
 
 /// Version 11: how far the user has read each room, as the position (in
 /// the room's (timestamp, id) order) of the newest message read. Rooms with

@@ -637,6 +637,8 @@ impl MainWindow {
                 intents.extend(views::chat::show(ui, state, room, local));
             });
         });
+        intents.extend(views::files::picker(&ctx, state, local));
+        intents.extend(views::files::dropped(&ctx, state));
         intents.extend(views::dialogs::show(&ctx, state, local));
         intents.extend(views::dialogs::toasts(&ctx, state));
         self.run_intents(intents);

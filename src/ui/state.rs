@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub mod links;
 mod notify;
 mod search;
+// Files shared in rooms: the picker, file rows, downloads.
+mod files;
 // The rest by what it is about: a room's loaded history, what the user
 // does, what the views ask, the Settings dialog.
 mod history;
@@ -23,6 +25,10 @@ mod intents;
 mod labels;
 mod network;
 mod settings;
+pub use files::{
+    DirEntry, FileId, FileIntent, FileMeta, FileRequest, FileRow, FileStatus, FileUpdate, Files,
+    Pending, Picker, Transfer, file_text, plain_name, size_label,
+};
 pub use history::{Delivery, History, Message, Own};
 use labels::{preview, preview_chars};
 pub use network::{
@@ -242,6 +248,8 @@ pub enum Update {
     },
     /// The Network panel (see `state/network.rs`).
     Network(NetworkUpdate),
+    /// Files shared in rooms (see `state/files.rs`).
+    File(FileUpdate),
 }
 
 /// What the user asked for, as the views report it.
@@ -301,6 +309,8 @@ pub enum Intent {
     },
     /// The Network panel (see `state/network.rs`).
     Network(NetworkIntent),
+    /// Files shared in rooms (see `state/files.rs`).
+    File(FileIntent),
 }
 
 /// What the app asks the node for.
@@ -377,6 +387,8 @@ pub enum Request {
     },
     /// The Network panel (see `state/network.rs`).
     Network(NetworkRequest),
+    /// Files shared in rooms (see `state/files.rs`).
+    File(FileRequest),
 }
 
 /// The one dialog that may be open.
@@ -464,6 +476,8 @@ pub struct AppState {
     pub settings: SettingsState,
     /// The Network panel (see `state/network.rs`).
     pub network: NetworkState,
+    /// Files shared in rooms (see `state/files.rs`).
+    pub files: Files,
 }
 
 impl AppState {
@@ -490,6 +504,7 @@ impl AppState {
             unread_from_node: false,
             settings: SettingsState::default(),
             network: NetworkState::default(),
+            files: Files::default(),
         }
     }
 
@@ -746,6 +761,7 @@ impl AppState {
             Update::Settings(update) => self.apply_settings(update),
             Update::SearchAnswer { seq, answer } => self.search_answered(seq, answer),
             Update::Network(update) => self.apply_network(update),
+            Update::File(update) => self.apply_file(update),
         }
     }
 }
@@ -763,6 +779,8 @@ impl Room {
     }
 }
 
+#[cfg(test)]
+mod files_tests;
 #[cfg(test)]
 mod settings_tests;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::daemon::address_book::presence_word;
 use crate::daemon::api::{Reply, Request as Ask, ResolveKind, Target};
 use crate::daemon::driver::Command;
 use crate::daemon::{
-    DaemonError, DiscoveryReport, HistoryRow, PeerInfo, RoomSummary, ask, json, request,
+    DaemonError, DiscoveryReport, FileRef, HistoryRow, PeerInfo, RoomSummary, ask, json, request,
 };
 use crate::proto::ids::{PeerId, RoomId};
 use crate::store::{Mute, Position};
@@ -30,6 +30,10 @@ pub(super) fn answer(parsed: Request, shared: &Shared, out: &mut impl Write) -> 
     let mut answerer = Answerer { shared, out };
     match parsed {
         Request::Send { to, text } => answerer.send(&to, text),
+        Request::Share { to, path, caption } => answerer.share(&to, path, caption),
+        Request::Fetch { file, to_dir } => answerer.fetch(&file, to_dir),
+        Request::Files { room } => answerer.files(&room),
+        Request::File { file } => answerer.file(&file),
         Request::Peers => answerer.peers(),
         Request::Rooms => answerer.rooms(),
         Request::Blocked => answerer.blocked(),
@@ -184,6 +188,51 @@ impl<W: Write> Answerer<'_, W> {
     fn send(&self, to: &str, text: String) -> Outcome {
         let to = self.resolve(to, ResolveKind::Target)?;
         self.done(Ask::Send { to, text })
+    }
+
+    fn share(&self, to: &str, path: String, caption: Option<String>) -> Outcome {
+        let to = self.resolve(to, ResolveKind::Target)?;
+        // Relative to where the client runs is meaningless here: the CLI
+        // sends an absolute path.
+        let request = Ask::ShareFile {
+            to,
+            path: PathBuf::from(path),
+            caption,
+        };
+        match crate::daemon::ask_within(
+            &self.shared.commands,
+            request,
+            crate::daemon::SHARE_TIMEOUT,
+        )? {
+            Reply::Sent(id) => Ok(Some(id.to_hex())),
+            _ => Err(DaemonError::BadReply),
+        }
+    }
+
+    fn fetch(&self, file: &str, to_dir: String) -> Outcome {
+        let file = FileRef::from_hex(file).ok_or(DaemonError::BadReply)?;
+        self.done(Ask::FetchFile {
+            file,
+            to_dir: PathBuf::from(to_dir),
+        })
+    }
+
+    fn files(&mut self, room: &str) -> Outcome {
+        let room = self.chat(room)?;
+        let Reply::Files(files) = self.ask(Ask::Files { room })? else {
+            return Err(DaemonError::BadReply);
+        };
+        self.line(json::files(&files))?;
+        ok()
+    }
+
+    fn file(&mut self, file: &str) -> Outcome {
+        let file = FileRef::from_hex(file).ok_or(DaemonError::BadReply)?;
+        let Reply::Files(files) = self.ask(Ask::File { file })? else {
+            return Err(DaemonError::BadReply);
+        };
+        self.line(json::files(&files))?;
+        ok()
     }
 
     fn peers(&mut self) -> Outcome {
@@ -371,6 +420,17 @@ fn history_line(row: &HistoryRow) -> String {
             .map_or_else(|| "-".to_owned(), |n| hex_encode(n.as_bytes())),
         row.text
             .as_ref()
+            .map(|text| match &row.file {
+                // A file message reads as what it offers, then its caption.
+                Some(file) => format!(
+                    "[file {} ({} bytes) {}]{}{text}",
+                    file.name,
+                    file.size,
+                    file.hash.to_hex(),
+                    if text.is_empty() { "" } else { " " }
+                ),
+                None => text.clone(),
+            })
             .map_or_else(|| "-".to_owned(), |t| hex_encode(t.as_bytes())),
     )
 }

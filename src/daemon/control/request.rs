@@ -105,6 +105,26 @@ pub enum Request {
         room: String,
         up_to: Option<u64>,
     },
+    /// `share H(TARGET) H(PATH) H(CAPTION)|-`: `ok MESSAGE_ID`.
+    Share {
+        to: String,
+        path: String,
+        caption: Option<String>,
+    },
+    /// `fetch HEX H(DIR)`: starts fetching the file of that hash (or file
+    /// message id) into directory `DIR`; `ok`.
+    Fetch {
+        file: String,
+        to_dir: String,
+    },
+    /// `files H(ROOM)`: one JSON document (`{"files": [...]}`).
+    Files {
+        room: String,
+    },
+    /// `file HEX`: one JSON document (`{"files": [entry]}`).
+    File {
+        file: String,
+    },
 }
 
 impl Request {
@@ -161,6 +181,23 @@ impl Request {
             },
             "profile" => Request::Profile { name: words.arg()? },
             "search" => words.search()?,
+            "share" => Request::Share {
+                to: words.arg()?,
+                path: words.arg()?,
+                caption: match words.next() {
+                    Some("-") => None,
+                    Some(word) => Some(decode_arg(word, line)?),
+                    None => return Err(words.bad()),
+                },
+            },
+            "fetch" => Request::Fetch {
+                file: words.hex_id()?,
+                to_dir: words.arg()?,
+            },
+            "files" => Request::Files { room: words.arg()? },
+            "file" => Request::File {
+                file: words.hex_id()?,
+            },
             other => return Err(DaemonError::UnknownRequest(brief(other))),
         })
     }
@@ -243,6 +280,15 @@ impl Request {
                 hex(room),
                 up_to.map_or_else(|| "-".to_owned(), |b| b.to_string())
             ),
+            Request::Share { to, path, caption } => format!(
+                "share {} {} {}",
+                hex(to),
+                hex(path),
+                caption.as_ref().map_or_else(|| "-".to_owned(), hex)
+            ),
+            Request::Fetch { file, to_dir } => format!("fetch {file} {}", hex(to_dir)),
+            Request::Files { room } => format!("files {}", hex(room)),
+            Request::File { file } => format!("file {file}"),
         }
     }
 }
@@ -273,6 +319,15 @@ impl<'a> Words<'a> {
     fn rest(self) -> Result<Vec<String>, DaemonError> {
         let line = self.line;
         self.split.map(|w| decode_arg(w, line)).collect()
+    }
+
+    /// The next word as 64 hex digits (a hash or an id), lower-cased.
+    fn hex_id(&mut self) -> Result<String, DaemonError> {
+        let word = self.next().unwrap_or_default().to_ascii_lowercase();
+        if crate::proto::ids::FileHash::from_hex(&word).is_none() {
+            return Err(self.bad());
+        }
+        Ok(word)
     }
 
     /// The next word as a number.

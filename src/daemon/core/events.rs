@@ -120,6 +120,7 @@ impl DaemonCore {
     }
 
     pub(super) fn pump(&mut self, now: Instant) {
+        self.resume_fetches(now);
         if self.members_changed {
             self.watch_members(now);
         }
@@ -177,6 +178,7 @@ impl DaemonCore {
             } => {
                 self.discovery.activity(now, from);
                 let message = stored(room, from, id, timestamp, body, envelope);
+                self.note_file_message(&message);
                 let event = self.received_event(&message);
                 self.receive(now, message, receipt, event);
             }
@@ -229,6 +231,11 @@ impl DaemonCore {
                 self.discovery.left(peer);
                 self.run_discovery(now);
             }
+            NodeEvent::FileReceived {
+                room,
+                peer,
+                payload,
+            } => self.on_file_message(now, room, peer, &payload),
             other => self.on_room_event(now, other),
         }
     }

@@ -200,6 +200,9 @@ impl DaemonCore {
                 }
                 let readable = entry.readable();
                 let message = entry.message;
+                let file = readable
+                    .then(|| crate::daemon::files::file_of(&message.envelope, &message.body))
+                    .flatten();
                 HistoryRow {
                     cursor: entry.cursor,
                     id: message.id,
@@ -215,7 +218,11 @@ impl DaemonCore {
                         )
                     },
                     timestamp: message.timestamp,
-                    text: readable.then(|| String::from_utf8_lossy(&message.body).into_owned()),
+                    text: readable.then(|| match &file {
+                        Some(offer) => offer.caption.clone().unwrap_or_default(),
+                        None => String::from_utf8_lossy(&message.body).into_owned(),
+                    }),
+                    file: file.as_ref().map(crate::daemon::files::FileInfo::from),
                     ours,
                     deliveries,
                 }

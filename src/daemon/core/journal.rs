@@ -5,6 +5,7 @@
 //! moves it into the store and reports it.
 
 use super::*;
+use crate::daemon::files::{FileInfo, file_of};
 
 /// What waits for the journal to settle, in the order it happened.
 pub(super) enum Waiting {
@@ -120,7 +121,7 @@ impl Journal {
     }
 
     /// Remembers that the store cannot grow, if that is what `error` says.
-    fn note_failure(&mut self, error: &StoreError) {
+    pub(super) fn note_failure(&mut self, error: &StoreError) {
         if matches!(error, StoreError::DiskFull(_)) {
             self.disk_full = Some(error.to_string());
         }
@@ -208,13 +209,20 @@ pub(super) fn stored(
 impl DaemonCore {
     /// What subscribers hear of a readable received message.
     pub(super) fn received_event(&mut self, message: &Message) -> Event {
+        let file = file_of(&message.envelope, &message.body);
+        // A file message's text is its caption.
+        let text = match &file {
+            Some(offer) => offer.caption.clone().unwrap_or_default(),
+            None => String::from_utf8_lossy(&message.body).into_owned(),
+        };
         Event::MessageReceived {
             room: message.room,
             from: message.sender,
             from_name: self.profiles.label(&message.sender),
             id: message.id,
             timestamp: message.timestamp,
-            text: String::from_utf8_lossy(&message.body).into_owned(),
+            text,
+            file: file.as_ref().map(FileInfo::from),
             muted: self.is_muted(&message.room, &message.sender),
             // Known once it is in the database (see `settle_with`).
             cursor: 0,
@@ -463,6 +471,7 @@ impl DaemonCore {
                 };
             for message in opened.iter().filter(|m| upgraded.contains(&m.id)) {
                 self.status.messages_received += 1;
+                self.note_file_message(message);
                 let mut event = self.received_event(message);
                 if let Ok(Some(cursor)) = self
                     .store

@@ -23,6 +23,7 @@
 //! report), [`requests`] (answering a request).
 
 mod events;
+mod files;
 mod history;
 mod journal;
 mod names;
@@ -154,6 +155,8 @@ pub(crate) struct DaemonCore {
     outputs: VecDeque<Output>,
     /// The time of the input being handled, read once by the shell.
     clock: Now,
+    /// File sharing: fetches under way, chunks to serve.
+    files: files::Files,
 }
 
 impl DaemonCore {
@@ -215,6 +218,7 @@ impl DaemonCore {
         self.node.handle_timeout(now);
         self.discovery.handle_timeout(now, wall_ms);
         self.sync_timers(now);
+        self.files_timeout(now);
         self.pump(now);
     }
 
@@ -346,6 +350,7 @@ impl DaemonCore {
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
+            self.files.poll_timeout(),
         ]
         .into_iter()
         .flatten()

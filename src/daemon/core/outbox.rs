@@ -177,6 +177,18 @@ impl DaemonCore {
         to: Target,
         text: &str,
     ) -> Result<Vec<PeerId>, DaemonError> {
+        self.prepare_send_kind(now, to, crate::proto::node::KIND_TEXT, text.as_bytes())
+    }
+
+    /// Like [`DaemonCore::prepare_send`] for a message of envelope `kind`
+    /// whose `body` is encoded already (a file offer).
+    pub(super) fn prepare_send_kind(
+        &mut self,
+        now: Instant,
+        to: Target,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<Vec<PeerId>, DaemonError> {
         match to {
             Target::Peer(peer) => {
                 if !self.peers.contains_key(&peer)
@@ -186,7 +198,7 @@ impl DaemonCore {
                     // meet it.
                     self.learn_contact(now, public)?;
                 }
-                self.node.queue_direct_message(now, peer, text)?;
+                self.node.queue_direct_kind(now, peer, kind, body)?;
                 // Writing to a stranger tells it who we are.
                 self.node.share_profile(now, peer);
                 Ok(vec![peer])
@@ -195,7 +207,7 @@ impl DaemonCore {
                 if self.node.room(&room).is_none_or(|r| r.admin.is_none()) {
                     return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
                 }
-                self.node.queue_room_message(now, room, text)?;
+                self.node.queue_room_kind(now, room, kind, body)?;
                 let me = self.node.peer_id();
                 Ok(self
                     .node
@@ -267,9 +279,20 @@ impl DaemonCore {
         }
         let chains = self.node.take_chain_updates();
         let keys: Vec<MessageKey> = messages.iter().map(Message::key).collect();
+        let files: Vec<Message> = messages
+            .iter()
+            .filter(|m| {
+                crate::daemon::files::envelope_kind(&m.envelope)
+                    == Some(crate::proto::node::KIND_FILE)
+            })
+            .cloned()
+            .collect();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
         match self.journal(now, messages, chains) {
             Ok(()) => {
+                for message in &files {
+                    self.note_file_message(message);
+                }
                 for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
                     let id = key.id;
                     self.outbox.sent(now, key, recipients);

@@ -33,6 +33,14 @@ impl DaemonCore {
                 self.store_error("store journaled messages and deliveries", error);
             }
         }
+        if let Request::ShareFile { to, path, caption } = request {
+            if let Some(why) = self.journal.disk_full().map(str::to_owned) {
+                self.reply(reply, Err(DaemonError::NotSent(why)));
+                return;
+            }
+            self.share_file(now, to, &path, caption, reply);
+            return;
+        }
         if let Request::Send { to, text } = request {
             if let Some(why) = self.journal.disk_full().map(str::to_owned) {
                 // Refused before it goes out: a message sent and not stored
@@ -69,7 +77,15 @@ impl DaemonCore {
     /// The answer to any request but a send.
     pub(super) fn answer(&mut self, now: Instant, request: Request) -> Result<Reply, DaemonError> {
         Ok(match request {
-            Request::Send { .. } => return Err(DaemonError::BadReply),
+            Request::Send { .. } | Request::ShareFile { .. } => {
+                return Err(DaemonError::BadReply);
+            }
+            Request::FetchFile { file, to_dir } => {
+                self.fetch_file(now, file, to_dir)?;
+                Reply::Done
+            }
+            Request::Files { room } => Reply::Files(self.files_in(room)?),
+            Request::File { file } => Reply::Files(vec![self.file_entry(file)?]),
             Request::AddPeer(peer) => {
                 self.add_peer(now, *peer)?;
                 Reply::Done

@@ -37,6 +37,7 @@ impl DaemonCore {
         let mut rng = StdRng::from_seed(seed);
         let node_seed: [u8; 32] = rng.random();
         let sync_seed: [u8; 32] = rng.random();
+        let files_seed: [u8; 32] = rng.random();
         let mut node = Node::new(account.identity, config, StdRng::from_seed(node_seed), now);
         let sync = Reconciliation::new(
             SyncManager::new(
@@ -74,6 +75,7 @@ impl DaemonCore {
             members_changed: true,
             listening: false,
             outputs: VecDeque::new(),
+            files: files::Files::new(files_seed),
         };
         core.restore(now, peers)?;
         Ok(core)

@@ -90,6 +90,14 @@ pub enum Control {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// One message of the file pull protocol about a file offered in
+    /// `room` (`proto::files::FileMessage`, versioned in its first byte).
+    #[serde(rename = "x")]
+    File {
+        room: RoomId,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// A signed envelope of a room we share, by any member: history the
     /// receiver lacked. Its author's signature is what counts.
     #[serde(rename = "f")]
@@ -189,6 +197,11 @@ impl std::fmt::Debug for Control {
                 .finish(),
             Control::Sync { room, payload } => f
                 .debug_struct("Sync")
+                .field("room", room)
+                .field("len", &payload.len())
+                .finish(),
+            Control::File { room, payload } => f
+                .debug_struct("File")
                 .field("room", room)
                 .field("len", &payload.len())
                 .finish(),
@@ -341,6 +354,10 @@ mod tests {
             },
             Control::Forward {
                 envelope: vec![4, 5],
+            },
+            Control::File {
+                room: RoomId([4; 32]),
+                payload: vec![1; 40_000],
             },
             Control::Profile {
                 record: vec![1; 100],

@@ -40,7 +40,7 @@ impl Node {
         to: PeerId,
         text: &str,
     ) -> Result<SentMessage, NodeError> {
-        let room_id = self.prepare_direct(now, to, text)?;
+        let room_id = self.prepare_direct(now, to, text.len())?;
         let wall = self.wall_millis(now);
         self.seal_and_send(now, room_id, wall, text)
     }

@@ -134,6 +134,13 @@ pub enum NodeEvent {
         peer: PeerId,
         payload: Vec<u8>,
     },
+    /// A file-protocol message (`proto::files::FileMessage`, not parsed
+    /// yet: untrusted) about a file of `room` from `peer`, a member of it.
+    FileReceived {
+        room: RoomId,
+        peer: PeerId,
+        payload: Vec<u8>,
+    },
     /// A peer we did not know opened a session with us and proved who it
     /// is; the node takes it as a contact now. If a message of it follows,
     /// the shell shows it as a request to accept or decline (block).

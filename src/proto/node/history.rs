@@ -77,6 +77,46 @@ impl Node {
         Ok(())
     }
 
+    /// Sends one file-protocol message (`proto::files::FileMessage`) about
+    /// a file of `room` to `peer`, a member of it, on our pairwise stream.
+    /// `Err(NodeError::Backpressure)` when the stream is full: try later.
+    pub fn send_file(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        room: RoomId,
+        payload: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        self.advance(now);
+        self.check_shared(&room, &peer)?;
+        self.queue_pairwise(now, peer, &Control::File { room, payload })?;
+        self.pump_events(now);
+        Ok(())
+    }
+
+    /// A file-protocol message from `receipt.from` about a file of `room`:
+    /// confirmed at once (nothing of it is stored as a message), handed to
+    /// the shell only if `room` is shared with the sender.
+    pub(super) fn on_file(
+        &mut self,
+        now: Instant,
+        receipt: Receipt,
+        room: RoomId,
+        payload: Vec<u8>,
+    ) {
+        self.reliable
+            .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
+        if self.check_shared(&room, &receipt.from).is_ok() {
+            self.events.push_back(NodeEvent::FileReceived {
+                room,
+                peer: receipt.from,
+                payload,
+            });
+        } else {
+            self.stats.count(DropReason::Foreign);
+        }
+    }
+
     /// Forwards a stored envelope (ours or another member's) of a room we
     /// share with `peer`.
     pub fn forward(

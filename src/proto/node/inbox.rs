@@ -107,6 +107,7 @@ impl Node {
             | Control::RoomSuccessor { .. }
             | Control::RoomLeave { .. } => self.on_room_control(now, receipt, control),
             Control::Sync { room, payload } => self.on_sync(now, receipt, room, payload),
+            Control::File { room, payload } => self.on_file(now, receipt, room, payload),
             Control::Profile { record } => {
                 self.confirm(now, receipt);
                 self.on_profile(now, receipt, &record);

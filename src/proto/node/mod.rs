@@ -153,6 +153,10 @@ use super::wire::{Datagram, Frame};
 /// Envelope kind byte of a plain UTF-8 text message.
 pub const KIND_TEXT: u8 = 1;
 
+/// Envelope kind byte of a file offer: the body is a
+/// [`crate::proto::files::FileOffer`].
+pub const KIND_FILE: u8 = 2;
+
 /// Largest text (in bytes) one direct message may carry: the reliable
 /// layer's message limit minus the envelope and control framing.
 pub const MAX_TEXT: usize = MAX_MESSAGE - ENVELOPE_OVERHEAD - TAG_LEN - 64;

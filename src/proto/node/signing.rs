@@ -63,8 +63,8 @@ impl Node {
         to: PeerId,
         text: &str,
     ) -> Result<(), NodeError> {
-        let room = self.prepare_direct(now, to, text)?;
-        self.queue(now, room, text)
+        let room = self.prepare_direct(now, to, text.len())?;
+        self.queue(now, room, KIND_TEXT, text.as_bytes())
     }
 
     /// Like [`Node::send_room_message`], but the message waits for
@@ -75,8 +75,34 @@ impl Node {
         room: RoomId,
         text: &str,
     ) -> Result<(), NodeError> {
-        self.prepare_room(now, room, text)?;
-        self.queue(now, room, text)
+        self.prepare_room(now, room, text.len())?;
+        self.queue(now, room, KIND_TEXT, text.as_bytes())
+    }
+
+    /// Like [`Node::queue_direct_message`] for a message of another
+    /// `kind` (e.g. [`super::KIND_FILE`]) whose `body` is already encoded.
+    pub fn queue_direct_kind(
+        &mut self,
+        now: Instant,
+        to: PeerId,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<(), NodeError> {
+        let room = self.prepare_direct(now, to, body.len())?;
+        self.queue(now, room, kind, body)
+    }
+
+    /// Like [`Node::queue_room_message`] for a message of another `kind`
+    /// whose `body` is already encoded.
+    pub fn queue_room_kind(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<(), NodeError> {
+        self.prepare_room(now, room, body.len())?;
+        self.queue(now, room, kind, body)
     }
 
     /// Signs the queued messages (one signature per
@@ -100,10 +126,16 @@ impl Node {
         !self.queued.is_empty()
     }
 
-    /// Seals `text` with our chain in `room_id` for the queue.
-    fn queue(&mut self, now: Instant, room_id: RoomId, text: &str) -> Result<(), NodeError> {
+    /// Seals `body` with our chain in `room_id` for the queue.
+    fn queue(
+        &mut self,
+        now: Instant,
+        room_id: RoomId,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<(), NodeError> {
         let wall = self.wall_millis(now);
-        let unsigned = self.seal_unsigned(room_id, wall, text)?;
+        let unsigned = self.seal_unsigned(room_id, wall, kind, body)?;
         self.queued.push(unsigned);
         Ok(())
     }
@@ -117,7 +149,7 @@ impl Node {
         wall: u64,
         text: &str,
     ) -> Result<SentMessage, NodeError> {
-        let unsigned = self.seal_unsigned(room_id, wall, text)?;
+        let unsigned = self.seal_unsigned(room_id, wall, KIND_TEXT, text.as_bytes())?;
         let envelope = sign_batch(&self.identity, vec![unsigned])
             .pop()
             .ok_or(NodeError::Backpressure)?;
@@ -130,7 +162,8 @@ impl Node {
         &mut self,
         room_id: RoomId,
         wall: u64,
-        text: &str,
+        kind: u8,
+        body: &[u8],
     ) -> Result<UnsignedEnvelope, NodeError> {
         let room = self
             .rooms
@@ -146,9 +179,9 @@ impl Node {
         Ok(seal_unsigned(
             &mut room.chain,
             OutgoingMessage {
-                kind: KIND_TEXT,
+                kind,
                 timestamp,
-                plaintext: text.as_bytes(),
+                plaintext: body,
             },
         )?)
     }
@@ -187,12 +220,12 @@ impl Node {
         &mut self,
         now: Instant,
         to: PeerId,
-        text: &str,
+        len: usize,
     ) -> Result<RoomId, NodeError> {
         self.advance(now);
         self.check_contact(&to)?;
-        if text.len() > MAX_TEXT {
-            return Err(NodeError::TooLarge(text.len()));
+        if len > MAX_TEXT {
+            return Err(NodeError::TooLarge(len));
         }
         let room_id = direct_room(self.me, to);
         self.rotate_if_due(now, room_id);
@@ -214,14 +247,14 @@ impl Node {
         &mut self,
         now: Instant,
         room: RoomId,
-        text: &str,
+        len: usize,
     ) -> Result<(), NodeError> {
         self.advance(now);
         if self.group(&room).is_none() {
             return Err(NodeError::UnknownRoom(room));
         }
-        if text.len() > MAX_TEXT {
-            return Err(NodeError::TooLarge(text.len()));
+        if len > MAX_TEXT {
+            return Err(NodeError::TooLarge(len));
         }
         Ok(())
     }

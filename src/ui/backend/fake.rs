@@ -169,6 +169,7 @@ impl Backend for FakeBackend {
                         result: Ok(()),
                     }))
                 }
+                Request::File(request) => fake_file_answer(request),
                 Request::Settings(SettingsRequest::Rename(name)) => {
                     Some(Update::Settings(SettingsUpdate::Renamed(name)))
                 }
@@ -214,6 +215,58 @@ impl Backend for FakeBackend {
             self.out.send(update);
         }
     }
+}
+
+/// How the fake answers about files: a share is offered at once (its id
+/// the hash of its path, its size read from the disk), directories are
+/// listed for real, a download is only recorded (the test sends its
+/// progress), opening is recorded.
+fn fake_file_answer(request: FileRequest) -> Option<Update> {
+    use crate::ui::state::{FileId, FileMeta};
+    let update = match request {
+        FileRequest::Share { local, path, .. } => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let result = std::fs::metadata(&path)
+                .map(|meta| {
+                    let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+                    let mut id = *hash.as_bytes();
+                    id[0] = 0xf1;
+                    (
+                        MessageId(id),
+                        FileMeta {
+                            id: FileId(*hash.as_bytes()),
+                            name,
+                            size: meta.len(),
+                        },
+                    )
+                })
+                .map_err(|e| format!("cannot read {}: {e}", path.display()));
+            FileUpdate::Shared { local, result }
+        }
+        FileRequest::List { dir } => {
+            let dir = dir
+                .or_else(files::home_dir)
+                .unwrap_or_else(|| PathBuf::from("/"));
+            FileUpdate::Listing {
+                entries: files::list_dir(&dir),
+                dir,
+            }
+        }
+        FileRequest::SetSaveTo { dir } => FileUpdate::SaveTo {
+            chosen: dir.is_some(),
+            dir: dir.unwrap_or_else(|| PathBuf::from("/tmp/kith-downloads")),
+        },
+        // Never there: the window's own picker is tested.
+        FileRequest::PickNative { .. } => FileUpdate::NativePicked {
+            path: None,
+            missing: true,
+        },
+        FileRequest::Download { .. } | FileRequest::Open { .. } => return None,
+    };
+    Some(Update::File(update))
 }
 
 /// A [`Launcher`] that hands out a [`FakeBackend`] (after checking nothing:

@@ -11,8 +11,9 @@
 
 use super::settings::{self, AppSettings, NodeChoices};
 use super::state::{
-    HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest, NetworkUpdate, PersonInfo, Relation,
-    Request, RoomInfo, SearchHit, SettingsRequest, SettingsUpdate, Target, UNREADABLE, Update,
+    FileId, FileRequest, FileUpdate, HISTORY_PAGE, MessageInfo, MuteUntil, NetworkRequest,
+    NetworkUpdate, PersonInfo, Relation, Request, RoomInfo, SearchHit, SettingsRequest,
+    SettingsUpdate, Target, UNREADABLE, Update,
 };
 use crate::account::{Account, KdfParams, Mute};
 use crate::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerInfo, RoomSummary};
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // The real node and the fake one, each in its own file.
 mod fake;
+pub mod files;
 pub mod network;
 mod node;
 pub use fake::{FakeBackend, FakeLauncher};

@@ -49,6 +49,7 @@ impl DaemonBackend {
                     searches: None,
                 };
                 worker.refresh();
+                files::announce_save_to(&worker.handle, &worker.out);
                 loop {
                     match jobs_rx.recv_timeout(REFRESH_EVERY) {
                         Ok(Job::Request(request)) => worker.handle_request(*request),
@@ -102,13 +103,33 @@ fn forward_events(events: &Receiver<Event>, out: &Outbox, jobs: &Sender<Job>) {
                 id,
                 timestamp,
                 text,
+                file,
                 muted,
                 cursor,
                 ..
-            } => out.send(Update::Received {
-                message: received_info(room, from, id, timestamp, text, cursor),
+            } => out.send(files::received(
+                received_info(room, from, id, timestamp, text, cursor),
+                file,
                 muted,
-            }),
+            )),
+            Event::FileProgress { hash, have, .. } => {
+                out.send(Update::File(FileUpdate::Progress {
+                    file: FileId(hash.0),
+                    received: have,
+                }));
+            }
+            Event::FileComplete { hash, path, .. } => {
+                out.send(Update::File(FileUpdate::Downloaded {
+                    file: FileId(hash.0),
+                    path,
+                }));
+            }
+            Event::FileFailed { hash, reason, .. } => {
+                out.send(Update::File(FileUpdate::DownloadFailed {
+                    file: FileId(hash.0),
+                    error: reason,
+                }));
+            }
             // Shown as such; its text replaces it if the key comes.
             Event::Undecryptable {
                 room,
@@ -240,11 +261,7 @@ impl Worker {
                 limit,
             } => {
                 match handle.history(room, before, limit) {
-                    Ok(page) => self.out.send(Update::History {
-                        room,
-                        complete: page.next.is_none(),
-                        messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
-                    }),
+                    Ok(page) => self.send_page(room, page),
                     Err(error) => {
                         // Not asked again by itself: the next scroll to the
                         // top retries.
@@ -266,6 +283,10 @@ impl Worker {
             }
             Request::Settings(request) => {
                 self.handle_settings(request);
+                return;
+            }
+            Request::File(request) => {
+                files::answer(&self.handle, &self.out, request);
                 return;
             }
             Request::Network(request) => {
@@ -458,16 +479,42 @@ fn received_info(
     }
 }
 
+impl Worker {
+    /// A history page: first how its files stand here (if it has any),
+    /// then its rows.
+    fn send_page(&self, room: RoomId, page: daemon::HistoryPage) {
+        let with_files: Vec<MessageId> = page
+            .rows
+            .iter()
+            .filter(|r| r.file.is_some())
+            .map(|r| r.id)
+            .collect();
+        if let Some(update) = files::known(&self.handle, room, &with_files) {
+            self.out.send(update);
+        }
+        self.out.send(Update::History {
+            room,
+            complete: page.next.is_none(),
+            messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
+        });
+    }
+}
+
 /// A history row as the window shows it: an unreadable one says so, ours
-/// carries how far it got with each recipient.
+/// carries how far it got with each recipient, a file message reads
+/// "📎 name".
 fn row_info(room: RoomId, row: daemon::HistoryRow) -> MessageInfo {
     let timestamp = row.millis();
+    let text = match (&row.file, row.text) {
+        (Some(file), caption) => files::message_text(file, caption.as_deref().unwrap_or("")),
+        (None, text) => text.unwrap_or_else(|| UNREADABLE.to_owned()),
+    };
     MessageInfo {
         room,
         from: row.author,
         id: row.id,
         timestamp,
-        text: row.text.unwrap_or_else(|| UNREADABLE.to_owned()),
+        text,
         cursor: Some(row.cursor),
         hlc: row.timestamp,
         deliveries: row.ours.then_some(row.deliveries),
@@ -517,11 +564,7 @@ impl Worker {
             // room asks too).
             if let Ok(page) = self.handle.history(room, None, HISTORY_PAGE) {
                 self.primed.insert(room);
-                self.out.send(Update::History {
-                    room,
-                    complete: page.next.is_none(),
-                    messages: page.rows.into_iter().map(|r| row_info(room, r)).collect(),
-                });
+                self.send_page(room, page);
             }
         }
     }

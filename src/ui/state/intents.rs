@@ -161,6 +161,7 @@ impl AppState {
             Intent::MoreResults => self.more_results(),
             Intent::OpenHit { room, id } => self.open_hit(room, id),
             Intent::Network(intent) => self.handle_network(intent),
+            Intent::File(intent) => self.handle_file(intent),
         }
     }
 

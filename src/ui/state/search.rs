@@ -241,6 +241,7 @@ impl AppState {
     pub fn poll_requests(&mut self) -> Vec<Request> {
         let mut requests = std::mem::take(&mut self.search.requests);
         requests.extend(self.network_due());
+        requests.append(&mut self.files.requests);
         requests
     }
 }

@@ -416,7 +416,17 @@ fn draw_row(
         ui.allocate_ui_with_layout(
             egui::vec2(width.max(80.0), 0.0),
             Layout::top_down(Align::Min),
-            |ui| message_text(ui, &message.text),
+            |ui| match state.file_row(message) {
+                Some(file) => {
+                    super::files::card(ui, message, &file, out);
+                    ui.add_space(3.0);
+                    // A caption comes after the file's line.
+                    if let Some((_, caption)) = message.text.split_once('\n') {
+                        message_text(ui, caption);
+                    }
+                }
+                None => message_text(ui, &message.text),
+            },
         );
         if let Some(own) = own {
             ui.with_layout(Layout::right_to_left(Align::Min), |ui| {

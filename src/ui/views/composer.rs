@@ -31,6 +31,7 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
         ),
     };
     ui.horizontal(|ui| {
+        super::files::attach_button(ui, reason.is_none(), &mut out);
         let field = ui
             .add_enabled(
                 reason.is_none(),

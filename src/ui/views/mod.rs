@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod composer;
 pub mod dialogs;
+pub mod files;
 pub mod network;
 pub mod search;
 pub mod settings;
@@ -40,6 +41,8 @@ pub struct Local {
     pub scrolled_to: Option<(crate::proto::ids::MessageId, u8)>,
     /// The Network panel's add-a-peer form.
     pub network: network::Form,
+    /// The file picker's path and the "Save files to" field.
+    pub files: files::FilesLocal,
 }
 
 /// A stable colour for a person's name, readable on light and dark.

@@ -58,6 +58,8 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, local: &mut Local) -> Vec<Inten
         ui.vertical(|ui| {
             ui.set_width(360.0);
             out.extend(node_choices(ui, state, draft));
+            ui.separator();
+            out.extend(super::files::save_to_setting(ui, state, &mut local.files));
         });
     });
     out

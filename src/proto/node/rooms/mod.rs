@@ -287,7 +287,7 @@ impl Node {
         room: RoomId,
         text: &str,
     ) -> Result<SentMessage, NodeError> {
-        self.prepare_room(now, room, text)?;
+        self.prepare_room(now, room, text.len())?;
         let wall = self.wall_millis(now);
         self.seal_and_send(now, room, wall, text)
     }

@@ -1,0 +1,817 @@
+//! File sharing's decisions: offering a file, serving chunks to members
+//! who ask, fetching a file chunk by chunk, and when to give up on a
+//! source. The bytes go through the store's blob operations
+//! (`store::blobs`), as every other store write of the core does.
+//!
+//! Guarantees:
+//! - A chunk goes only to a peer whose request names a file message of a
+//!   room it shares with us (the node checks the room is shared, the core
+//!   that the offer belongs to that room); anything else is dropped and
+//!   counted. A blocked peer's datagrams never get this far.
+//! - A fetch keeps at most [`WINDOW`] chunks asked for and not arrived; at
+//!   most [`MAX_FETCHES`] fetches run at once (the rest wait their turn);
+//!   at most [`MAX_SERVE_QUEUE`] chunks wait to be sent to one peer.
+//! - A file counts as complete only when all its bytes matched its hash
+//!   (`Store::finish_blob`); a fetch resumes after a restart from the
+//!   chunks already stored.
+//! - A source that says it lacks the file, or stays silent for [`STALL`],
+//!   is left for the next online member (the author first).
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::daemon::files::{FileEntry, FileInfo, FileRef, FileState, file_of};
+use crate::proto::files::{
+    FileMessage, FileOffer, MAX_FILE_SIZE, MAX_GET_CHUNKS, chunk_len, open_chunk, sanitize_name,
+    seal_chunk,
+};
+use crate::proto::ids::FileHash;
+use crate::proto::node::KIND_FILE;
+use crate::store::{FileMeta, StoredOffer};
+
+/// Chunks a fetch keeps asked for and not arrived (16 × 32 KiB = 512 KiB,
+/// inside the reliable layer's send window and reassembly bound).
+pub(super) const WINDOW: usize = 16;
+/// Fetches under way at once; more wait in line.
+pub(super) const MAX_FETCHES: usize = 4;
+/// Chunks waiting to be sent to one peer; a request beyond it is cut.
+pub(super) const MAX_SERVE_QUEUE: usize = 4 * MAX_GET_CHUNKS as usize;
+/// Silence from a source after which a fetch asks someone else.
+pub(super) const STALL: Duration = Duration::from_secs(5);
+/// Least time between two progress events of one fetch.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Wait before chunks the reliable layer refused (a full stream) are
+/// offered to it again.
+const SERVE_RETRY: Duration = Duration::from_millis(5);
+
+/// File sharing's state in the core.
+pub(super) struct Files {
+    /// Draws each offer's key (seeded by the core's seed, like the rest).
+    rng: StdRng,
+    /// Fetches under way, by offer message.
+    fetches: BTreeMap<MessageId, Fetch>,
+    /// Fetches waiting for a free place, oldest first.
+    waiting: VecDeque<(MessageId, PathBuf)>,
+    /// Chunks to send, per peer: (room, offer, index).
+    serving: BTreeMap<PeerId, VecDeque<(RoomId, MessageId, u32)>>,
+    /// When chunks refused by a full stream are tried again.
+    serve_at: Option<Instant>,
+    /// The paths of our shares, until their offers are recorded.
+    shared: HashMap<FileHash, PathBuf>,
+    /// Whether unfinished fetches were taken up after the start.
+    resumed: bool,
+}
+
+impl Files {
+    pub(super) fn new(seed: [u8; 32]) -> Self {
+        Files {
+            rng: StdRng::from_seed(seed),
+            fetches: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            serving: BTreeMap::new(),
+            serve_at: None,
+            shared: HashMap::new(),
+            resumed: false,
+        }
+    }
+
+    /// When [`DaemonCore::files_timeout`] is due.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.fetches
+            .values()
+            .map(|f| f.last_activity + STALL)
+            .chain(self.serve_at)
+            .min()
+    }
+}
+
+/// One fetch under way.
+struct Fetch {
+    stored: StoredOffer,
+    to_dir: PathBuf,
+    /// Which chunks are stored.
+    have: Vec<bool>,
+    /// No chunk below this one is missing and unasked (where the next
+    /// request starts looking).
+    low: usize,
+    have_count: u32,
+    /// Chunks asked for and not arrived, with when.
+    requested: BTreeMap<u32, Instant>,
+    /// Who may hold the file: the author, then the other members.
+    sources: Vec<PeerId>,
+    /// Index into `sources` of the one asked now.
+    source: usize,
+    /// When a chunk last arrived (or the fetch started or moved on).
+    last_activity: Instant,
+    /// When progress was last reported.
+    reported: Option<Instant>,
+}
+
+impl Fetch {
+    fn have_bytes(&self) -> u64 {
+        let size = self.stored.offer.size;
+        self.have
+            .iter()
+            .enumerate()
+            .filter(|(_, have)| **have)
+            .map(|(i, _)| chunk_len(size, i as u32) as u64)
+            .sum()
+    }
+
+    fn source(&self) -> Option<PeerId> {
+        self.sources.get(self.source).copied()
+    }
+}
+
+fn file_error(error: impl std::fmt::Display) -> DaemonError {
+    DaemonError::File(error.to_string())
+}
+
+impl DaemonCore {
+    /// Reads, hashes and stores the file at `path`, then queues its file
+    /// message for `to` (signed and stored with the batch, like text).
+    pub(super) fn share_file(
+        &mut self,
+        now: Instant,
+        to: Target,
+        path: &Path,
+        caption: Option<String>,
+        reply: ReplyTo,
+    ) {
+        let result = self.prepare_share(now, to, path, caption);
+        match result {
+            Ok((body, recipients)) => {
+                for peer in &recipients {
+                    self.discovery.activity(now, *peer);
+                }
+                self.unsaved_sends.push(UnsavedSend {
+                    body,
+                    recipients,
+                    reply,
+                });
+            }
+            Err(error) => self.reply(reply, Err(error)),
+        }
+    }
+
+    fn prepare_share(
+        &mut self,
+        now: Instant,
+        to: Target,
+        path: &Path,
+        caption: Option<String>,
+    ) -> Result<(Vec<u8>, Vec<PeerId>), DaemonError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| file_error(format!("cannot read {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(file_error(format!("{} is not a file", path.display())));
+        }
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(file_error(format!(
+                "{} is {} bytes; at most {} MiB can be shared",
+                path.display(),
+                meta.len(),
+                MAX_FILE_SIZE >> 20
+            )));
+        }
+        let caption = caption.filter(|c| !c.is_empty());
+        if caption
+            .as_ref()
+            .is_some_and(|c| c.len() > crate::proto::files::MAX_CAPTION)
+        {
+            return Err(file_error(format!(
+                "the caption is longer than {} bytes",
+                crate::proto::files::MAX_CAPTION
+            )));
+        }
+        let (hash, size) = self.store.import_blob(path).map_err(|error| {
+            self.journal.note_failure(&error);
+            DaemonError::from(error)
+        })?;
+        let name = sanitize_name(
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let offer = FileOffer {
+            name,
+            size,
+            hash,
+            // A fresh key per offer: it seals the chunks in transit.
+            key: self.files.rng.random(),
+            caption,
+        };
+        let body = offer.emit().map_err(file_error)?;
+        let recipients = self.prepare_send_kind(now, to, KIND_FILE, &body)?;
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        self.files.shared.insert(hash, shown);
+        Ok((body, recipients))
+    }
+
+    /// Records the offer of a file message (ours or received) once it is
+    /// journaled; a file message that does not decode is counted.
+    pub(super) fn note_file_message(&mut self, message: &Message) {
+        let Some(offer) = file_of(&message.envelope, &message.body) else {
+            if !message.body.is_empty()
+                && crate::daemon::files::envelope_kind(&message.envelope) == Some(KIND_FILE)
+            {
+                self.status.files.malformed += 1;
+            }
+            return;
+        };
+        let ours = message.sender == self.node.peer_id();
+        let exported = if ours {
+            self.files.shared.remove(&offer.hash)
+        } else {
+            None
+        };
+        let hash = offer.hash;
+        let stored = StoredOffer {
+            message: message.id,
+            room: message.room,
+            author: message.sender,
+            timestamp: message.timestamp,
+            offer,
+            fetch_to: None,
+            exported,
+            failed: None,
+        };
+        if let Err(error) = self.store.put_offer(&stored) {
+            self.store_error("store a file offer", error);
+            return;
+        }
+        if ours && self.store.blob_exists(&hash) {
+            self.mark_complete(&stored);
+        }
+    }
+
+    fn mark_complete(&mut self, stored: &StoredOffer) {
+        let meta = FileMeta {
+            hash: stored.offer.hash.0,
+            room: stored.room,
+            message: stored.message,
+            name: stored.offer.name.clone(),
+            size: stored.offer.size,
+            complete: true,
+        };
+        if let Err(error) = self.store.put_file(&meta) {
+            self.store_error("store a file's state", error);
+        }
+    }
+
+    /// The offer `file` names: by hash (the oldest offer of it), else the
+    /// same 32 bytes as a message id.
+    fn find_offer(&self, file: FileRef) -> Result<StoredOffer, DaemonError> {
+        let found = match file {
+            FileRef::Message(id) => self.store.offer(&id)?,
+            FileRef::Hash(hash) => match self.store.offers_of(&hash)?.into_iter().next() {
+                Some(offer) => Some(offer),
+                None => self.store.offer(&MessageId(hash.0))?,
+            },
+        };
+        found.ok_or_else(|| file_error("no file with that hash or message id was shared with us"))
+    }
+
+    /// Starts fetching `file` into `to_dir` (or exports it at once when
+    /// its bytes are here).
+    pub(super) fn fetch_file(
+        &mut self,
+        now: Instant,
+        file: FileRef,
+        to_dir: PathBuf,
+    ) -> Result<(), DaemonError> {
+        let stored = self.find_offer(file)?;
+        let hash = stored.offer.hash;
+        if self.store.blob_exists(&hash) {
+            self.export(&stored, &to_dir);
+            return Ok(());
+        }
+        if self
+            .files
+            .fetches
+            .values()
+            .any(|f| f.stored.offer.hash == hash)
+            || self.files.waiting.iter().any(|(m, _)| *m == stored.message)
+        {
+            return Ok(());
+        }
+        self.store
+            .set_offer_state(&stored.message, Some(&to_dir), None, None)?;
+        self.start_fetch(now, stored, to_dir);
+        Ok(())
+    }
+
+    /// Writes the plaintext of a complete file to `to_dir` and reports it.
+    fn export(&mut self, stored: &StoredOffer, to_dir: &Path) {
+        let hash = stored.offer.hash;
+        match self
+            .store
+            .export_blob(&hash, stored.offer.size, to_dir, &stored.offer.name)
+        {
+            Ok(path) => {
+                if let Err(error) =
+                    self.store
+                        .set_offer_state(&stored.message, None, Some(&path), None)
+                {
+                    self.store_error("store a file's state", error);
+                }
+                self.publish(Event::FileComplete {
+                    room: stored.room,
+                    hash,
+                    path,
+                });
+            }
+            Err(error) => self.fetch_failed(stored, error.to_string()),
+        }
+    }
+
+    fn fetch_failed(&mut self, stored: &StoredOffer, reason: String) {
+        log::warn!("file {}: {reason}", stored.offer.hash.short());
+        if let Err(error) = self
+            .store
+            .set_offer_state(&stored.message, None, None, Some(&reason))
+        {
+            self.store_error("store a file's state", error);
+        }
+        self.publish(Event::FileFailed {
+            room: stored.room,
+            hash: stored.offer.hash,
+            reason,
+        });
+    }
+
+    fn start_fetch(&mut self, now: Instant, stored: StoredOffer, to_dir: PathBuf) {
+        if self.files.fetches.len() >= MAX_FETCHES {
+            self.files.waiting.push_back((stored.message, to_dir));
+            return;
+        }
+        let hash = stored.offer.hash;
+        let have = match self.store.begin_blob(&hash, stored.offer.size) {
+            Ok(have) => have,
+            Err(error) => {
+                self.journal.note_failure(&error);
+                self.fetch_failed(&stored, error.to_string());
+                return;
+            }
+        };
+        let me = self.node.peer_id();
+        let mut sources = vec![stored.author];
+        if let Some(room) = self.node.room(&stored.room) {
+            sources.extend(room.members);
+        }
+        sources.retain(|p| *p != me);
+        let mut seen = HashSet::new();
+        sources.retain(|p| seen.insert(*p));
+        let have_count = have.iter().filter(|h| **h).count() as u32;
+        let id = stored.message;
+        self.files.fetches.insert(
+            id,
+            Fetch {
+                stored,
+                to_dir,
+                have,
+                low: 0,
+                have_count,
+                requested: BTreeMap::new(),
+                sources,
+                source: 0,
+                last_activity: now,
+                reported: None,
+            },
+        );
+        self.fetch_step(now, id);
+    }
+
+    /// Finishes a fetch whose chunks are all here, or asks for more.
+    fn fetch_step(&mut self, now: Instant, id: MessageId) {
+        let Some(fetch) = self.files.fetches.get(&id) else {
+            return;
+        };
+        if fetch.have_count as usize == fetch.have.len() {
+            self.finish_fetch(id);
+            return;
+        }
+        self.report_progress(now, id, false);
+        self.request_more(now, id);
+    }
+
+    fn report_progress(&mut self, now: Instant, id: MessageId, force: bool) {
+        let Some(fetch) = self.files.fetches.get_mut(&id) else {
+            return;
+        };
+        if !force && fetch.reported.is_some_and(|at| now < at + PROGRESS_EVERY) {
+            return;
+        }
+        fetch.reported = Some(now);
+        let event = Event::FileProgress {
+            room: fetch.stored.room,
+            hash: fetch.stored.offer.hash,
+            have: fetch.have_bytes(),
+            size: fetch.stored.offer.size,
+        };
+        self.publish(event);
+    }
+
+    /// Asks the current source for missing chunks, up to [`WINDOW`] in
+    /// flight, in ranges of consecutive chunks.
+    fn request_more(&mut self, now: Instant, id: MessageId) {
+        let Some(fetch) = self.files.fetches.get_mut(&id) else {
+            return;
+        };
+        let Some(source) = fetch.source() else {
+            return;
+        };
+        let room = fetch.stored.room;
+        let room_free = WINDOW.saturating_sub(fetch.requested.len());
+        let mut wanted: Vec<u32> = Vec::new();
+        let mut low = None;
+        for (index, have) in fetch.have.iter().enumerate().skip(fetch.low) {
+            if wanted.len() >= room_free {
+                break;
+            }
+            let index = index as u32;
+            if !*have && !fetch.requested.contains_key(&index) {
+                low.get_or_insert(index as usize);
+                wanted.push(index);
+            } else if !*have {
+                low.get_or_insert(index as usize);
+            }
+        }
+        fetch.low = low.unwrap_or(fetch.have.len());
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for index in wanted {
+            match ranges.last_mut() {
+                Some((first, count)) if *first + *count == index && *count < MAX_GET_CHUNKS => {
+                    *count += 1
+                }
+                _ => ranges.push((index, 1)),
+            }
+        }
+        for (first, count) in ranges {
+            let get = FileMessage::Get {
+                offer: id,
+                first,
+                count,
+            };
+            if self.node.send_file(now, source, room, get.emit()).is_err() {
+                // A full stream or a member gone: the stall timer retries.
+                break;
+            }
+            if let Some(fetch) = self.files.fetches.get_mut(&id) {
+                for index in first..first + count {
+                    fetch.requested.insert(index, now);
+                }
+            }
+        }
+    }
+
+    fn finish_fetch(&mut self, id: MessageId) {
+        let Some(fetch) = self.files.fetches.remove(&id) else {
+            return;
+        };
+        let stored = fetch.stored;
+        let hash = stored.offer.hash;
+        let finished = self.store.finish_blob_into(
+            &hash,
+            stored.offer.size,
+            &fetch.to_dir,
+            &stored.offer.name,
+        );
+        match finished {
+            Ok(Some(path)) => {
+                self.status.files.fetches_completed += 1;
+                self.mark_complete(&stored);
+                if let Err(error) =
+                    self.store
+                        .set_offer_state(&stored.message, None, Some(&path), None)
+                {
+                    self.store_error("store a file's state", error);
+                }
+                self.publish(Event::FileComplete {
+                    room: stored.room,
+                    hash,
+                    path,
+                });
+            }
+            Ok(None) => {
+                self.status.files.hash_mismatches += 1;
+                self.store.discard_blob_part(&hash);
+                self.fetch_failed(
+                    &stored,
+                    "the bytes received did not match the file's hash (a member sent wrong data); fetch it again".to_owned(),
+                );
+            }
+            Err(error) => {
+                self.journal.note_failure(&error);
+                self.fetch_failed(&stored, error.to_string());
+            }
+        }
+        self.start_waiting();
+    }
+
+    fn start_waiting(&mut self) {
+        let now = self.clock.mono;
+        while self.files.fetches.len() < MAX_FETCHES {
+            let Some((message, to_dir)) = self.files.waiting.pop_front() else {
+                return;
+            };
+            match self.store.offer(&message) {
+                Ok(Some(stored)) => self.start_fetch(now, stored, to_dir),
+                Ok(None) => {}
+                Err(error) => self.store_error("read a file offer", error),
+            }
+        }
+    }
+
+    /// A file-protocol message from `peer`, a member of `room`.
+    pub(super) fn on_file_message(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        payload: &[u8],
+    ) {
+        if self.node.is_blocked(&peer) {
+            self.status.files.requests_refused += 1;
+            return;
+        }
+        let Ok(message) = FileMessage::parse(payload) else {
+            self.status.files.malformed += 1;
+            return;
+        };
+        match message {
+            FileMessage::Get {
+                offer,
+                first,
+                count,
+            } => self.on_get(now, room, peer, offer, first, count),
+            FileMessage::Chunk {
+                offer,
+                index,
+                sealed,
+            } => self.on_chunk(now, room, peer, offer, index, &sealed),
+            FileMessage::Unavailable { offer } => self.on_unavailable(now, peer, offer),
+        }
+    }
+
+    fn on_get(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        offer: MessageId,
+        first: u32,
+        count: u32,
+    ) {
+        let stored = match self.store.offer(&offer) {
+            Ok(Some(stored)) if stored.room == room => stored,
+            Ok(_) => {
+                // Not a file offered in a room this peer shares with us.
+                self.status.files.requests_refused += 1;
+                return;
+            }
+            Err(error) => {
+                self.store_error("read a file offer", error);
+                return;
+            }
+        };
+        let chunks = stored.offer.chunks();
+        if count == 0 || count > MAX_GET_CHUNKS || first >= chunks {
+            self.status.files.requests_refused += 1;
+            return;
+        }
+        if !self.store.blob_exists(&stored.offer.hash) {
+            let answer = FileMessage::Unavailable { offer }.emit();
+            let _ = self.node.send_file(now, peer, room, answer);
+            return;
+        }
+        let last = first.saturating_add(count).min(chunks);
+        let queue = self.files.serving.entry(peer).or_default();
+        for index in first..last {
+            if queue.len() >= MAX_SERVE_QUEUE {
+                self.status.files.requests_over_limit += 1;
+                continue;
+            }
+            queue.push_back((room, offer, index));
+        }
+        self.serve(now);
+    }
+
+    /// Sends queued chunks until each peer's stream is full.
+    fn serve(&mut self, now: Instant) {
+        self.files.serve_at = None;
+        let peers: Vec<PeerId> = self.files.serving.keys().copied().collect();
+        for peer in peers {
+            while let Some(&(room, offer, index)) =
+                self.files.serving.get(&peer).and_then(|q| q.front())
+            {
+                let chunk = match self.sealed_chunk(&offer, index) {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        log::warn!("cannot serve chunk {index} of {}: {error}", offer.short());
+                        if let Some(queue) = self.files.serving.get_mut(&peer) {
+                            queue.pop_front();
+                        }
+                        continue;
+                    }
+                };
+                let message = FileMessage::Chunk {
+                    offer,
+                    index,
+                    sealed: chunk,
+                };
+                match self.node.send_file(now, peer, room, message.emit()) {
+                    Ok(()) => {
+                        self.status.files.chunks_sent += 1;
+                        if let Some(queue) = self.files.serving.get_mut(&peer) {
+                            queue.pop_front();
+                        }
+                    }
+                    Err(NodeError::Backpressure) => {
+                        self.files.serve_at = Some(now + SERVE_RETRY);
+                        break;
+                    }
+                    Err(_) => {
+                        // No longer a member, or not a contact: drop it all.
+                        self.files.serving.remove(&peer);
+                        break;
+                    }
+                }
+            }
+        }
+        self.files.serving.retain(|_, q| !q.is_empty());
+    }
+
+    fn sealed_chunk(&self, offer: &MessageId, index: u32) -> Result<Vec<u8>, DaemonError> {
+        let stored = self
+            .store
+            .offer(offer)?
+            .ok_or_else(|| file_error("offer gone"))?;
+        let plain = self
+            .store
+            .read_blob_chunk(&stored.offer.hash, stored.offer.size, index)?;
+        seal_chunk(&stored.offer, index, &plain).map_err(file_error)
+    }
+
+    fn on_chunk(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        offer: MessageId,
+        index: u32,
+        sealed: &[u8],
+    ) {
+        let Some(fetch) = self.files.fetches.get_mut(&offer) else {
+            self.status.files.chunks_unasked += 1;
+            return;
+        };
+        if fetch.stored.room != room {
+            self.status.files.chunks_unasked += 1;
+            return;
+        }
+        let plain = match open_chunk(&fetch.stored.offer, index, sealed) {
+            Ok(plain) => plain,
+            Err(_) => {
+                self.status.files.chunks_bad += 1;
+                return;
+            }
+        };
+        if fetch.have[index as usize] {
+            return;
+        }
+        let hash = fetch.stored.offer.hash;
+        let size = fetch.stored.offer.size;
+        if let Err(error) = self.store.write_blob_chunk(&hash, size, index, &plain) {
+            self.journal.note_failure(&error);
+            if let Some(fetch) = self.files.fetches.remove(&offer) {
+                self.fetch_failed(&fetch.stored, error.to_string());
+            }
+            self.start_waiting();
+            return;
+        }
+        self.status.files.chunks_received += 1;
+        if let Some(fetch) = self.files.fetches.get_mut(&offer) {
+            fetch.have[index as usize] = true;
+            fetch.have_count += 1;
+            fetch.requested.remove(&index);
+            fetch.last_activity = now;
+            // A chunk from another member than the one asked is welcome.
+            let _ = peer;
+        }
+        self.fetch_step(now, offer);
+    }
+
+    fn on_unavailable(&mut self, now: Instant, peer: PeerId, offer: MessageId) {
+        let Some(fetch) = self.files.fetches.get_mut(&offer) else {
+            return;
+        };
+        if fetch.source() != Some(peer) {
+            return;
+        }
+        self.next_source(now, offer);
+    }
+
+    /// Moves a fetch on to the next online member that may hold the file
+    /// and asks it again for what is missing.
+    fn next_source(&mut self, now: Instant, id: MessageId) {
+        let Some(fetch) = self.files.fetches.get_mut(&id) else {
+            return;
+        };
+        fetch.last_activity = now;
+        let n = fetch.sources.len();
+        let next = (1..=n)
+            .map(|k| (fetch.source + k) % n.max(1))
+            .find(|&i| self.discovery.is_online(&fetch.sources[i]));
+        // Nobody online: the requests wait in the reliable layer for the
+        // source to come back. Otherwise another member, or (the only one
+        // online) the same again: what it has not sent is asked for anew.
+        if let Some(i) = next {
+            fetch.source = i;
+            fetch.requested.clear();
+            fetch.low = 0;
+            self.request_more(now, id);
+        }
+    }
+
+    /// Timers: sources silent too long, chunks waiting for a full stream,
+    /// fetches to take up after the start.
+    pub(super) fn files_timeout(&mut self, now: Instant) {
+        if self.files.serve_at.is_some_and(|at| at <= now) {
+            self.serve(now);
+        }
+        let stalled: Vec<MessageId> = self
+            .files
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.last_activity + STALL <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            self.next_source(now, id);
+        }
+    }
+
+    /// Takes up the fetches a previous run left unfinished (once, at the
+    /// first pump), from the chunks already stored.
+    pub(super) fn resume_fetches(&mut self, now: Instant) {
+        if self.files.resumed {
+            return;
+        }
+        self.files.resumed = true;
+        match self.store.unfinished_fetches() {
+            Ok(unfinished) => {
+                for stored in unfinished {
+                    let to_dir = stored.fetch_to.clone().unwrap_or_default();
+                    self.start_fetch(now, stored, to_dir);
+                }
+            }
+            Err(error) => self.store_error("read unfinished fetches", error),
+        }
+    }
+
+    /// How the file `file` names stands here.
+    pub(super) fn file_entry(&self, file: FileRef) -> Result<FileEntry, DaemonError> {
+        let stored = self.find_offer(file)?;
+        Ok(self.entry(stored))
+    }
+
+    /// The files offered in `room`, with how each stands here.
+    pub(super) fn files_in(&self, room: RoomId) -> Result<Vec<FileEntry>, DaemonError> {
+        let offers = self.store.offers_in_room(&room)?;
+        Ok(offers
+            .into_iter()
+            .map(|stored| self.entry(stored))
+            .collect())
+    }
+
+    fn entry(&self, stored: StoredOffer) -> FileEntry {
+        {
+            {
+                let state = if self.store.blob_exists(&stored.offer.hash) {
+                    FileState::Complete
+                } else if let Some(fetch) = self.files.fetches.get(&stored.message) {
+                    FileState::Fetching {
+                        have: fetch.have_bytes(),
+                    }
+                } else if stored.fetch_to.is_some() {
+                    FileState::Fetching { have: 0 }
+                } else if let Some(reason) = stored.failed.clone() {
+                    FileState::Failed { reason }
+                } else {
+                    FileState::Offered
+                };
+                FileEntry {
+                    room: stored.room,
+                    message: stored.message,
+                    author: stored.author,
+                    timestamp: stored.timestamp,
+                    info: FileInfo::from(&stored.offer),
+                    state,
+                    path: stored.exported,
+                }
+            }
+        }
+    }
+}
