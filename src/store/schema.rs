@@ -63,10 +63,34 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 11,
         sql: V11,
     },
+    Migration {
+        version: 12,
+        sql: V12,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 11;
+pub(crate) const LATEST: u32 = 12;
+
+/// Version 12: each room's unread messages (those after its read marker,
+/// every room's when it has none), counted per sender and kept exact with
+/// every insert and marker move (see `unread.rs`), so counting them at
+/// start no longer reads every unread row. Counted once here from what is
+/// stored.
+const V12: &str = "
+CREATE TABLE unread_counts (
+    room_ref      INTEGER NOT NULL,
+    sender        BLOB NOT NULL,
+    count         INTEGER NOT NULL,
+    PRIMARY KEY (room_ref, sender)
+) WITHOUT ROWID;
+INSERT INTO unread_counts (room_ref, sender, count)
+    SELECT m.room_ref, m.sender, count(*) FROM messages m
+    JOIN room_refs r ON r.ref = m.room_ref
+    LEFT JOIN read_markers k ON k.room = r.room
+    WHERE k.room IS NULL OR (m.ts, m.id) > (k.ts, k.id)
+    GROUP BY m.room_ref, m.sender;
+";
 
 /// Version 11: how far the user has read each room, as the position (in
 /// the room's (timestamp, id) order) of the newest message read. Rooms with
