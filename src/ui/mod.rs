@@ -698,5 +698,18 @@ mod tests {
             views::dialogs::safety_number_with(&them, &me).expect("valid keys")
         );
         assert!(views::dialogs::safety_number_with(&me, "abc").is_err());
+        // Bad input, either side, says why in the app's words.
+        let why = |mine: &str, theirs: &str| {
+            views::dialogs::safety_number_with(mine, theirs).expect_err("bad key")
+        };
+        assert!(why(&me, "abc").starts_with("A public key is 64 hexadecimal characters"));
+        assert!(why("", &them).contains("this has 0"));
+        assert!(why(&me, &format!("{}x", &them[..63])).contains("'x' is not one of them"));
+        assert!(
+            why(&me, &crate::ui::settings::tests::not_a_point()).contains("not a valid public key")
+        );
+        // A key pasted over two lines is the same key.
+        let pasted = format!("{}\n  {}", &them[..20], &them[20..]);
+        assert_eq!(views::dialogs::safety_number_with(&me, &pasted), Ok(number));
     }
 }

@@ -332,10 +332,7 @@ pub fn resolve_registry(
     ipv4: bool,
 ) -> Result<crate::daemon::address_book::RegistryTarget, String> {
     use std::net::ToSocketAddrs;
-    let key = crate::proto::ids::PeerId::from_hex(key.trim())
-        .ok_or_else(|| "a registry key is 64 hexadecimal characters".to_owned())?;
-    crate::proto::crypto::PublicIdentity::from_bytes(&key.0)
-        .map_err(|_| "the registry key is not a valid public key".to_owned())?;
+    let key = settings::public_key_from_hex(key, "A registry key")?;
     let resolved = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
@@ -343,7 +340,7 @@ pub fn resolve_registry(
         .ok_or_else(|| format!("{addr:?} has no address of this node's family"))?;
     Ok(crate::daemon::address_book::RegistryTarget {
         addr: resolved,
-        public_key: key.0,
+        public_key: key.to_bytes(),
     })
 }
 
