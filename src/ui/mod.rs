@@ -400,6 +400,7 @@ impl KithApp {
                     listen: node.listen.map(|addr| addr.to_string()),
                     interfaces_in_use: node.interfaces,
                     from_command_line: node.from_command_line,
+                    mdns_off: node.mdns_off,
                     // The launcher read the interfaces; the theme was
                     // read when the app opened (and is on screen already).
                     saved: AppSettings {

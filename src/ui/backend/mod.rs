@@ -53,8 +53,12 @@ pub struct Connection {
 pub struct NodeInfo {
     /// The address it listens on.
     pub listen: Option<std::net::SocketAddr>,
-    /// The interfaces mDNS uses now.
+    /// The interfaces this run was given (mDNS uses them unless
+    /// `mdns_off`).
     pub interfaces: Vec<String>,
+    /// mDNS is off in this run (`--no-mdns`): no interface is used to
+    /// find anyone, whatever is named.
+    pub mdns_off: bool,
     /// They came from the command line (`--interface`), not the saved choice.
     pub from_command_line: bool,
     /// The choices saved in the data directory.
@@ -188,17 +192,15 @@ impl Launcher for NodeLauncher {
             room_multicast: config.net.multicast_interfaces.clone(),
             room_multicast_given: given.room_multicast,
         };
-        // With `--no-mdns`, none is in use whatever is named.
-        let interfaces = if config.discovery.mdns {
-            config
-                .discovery
-                .interfaces
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Listed with `--no-mdns` too (`mdns_off` says none is used), so
+        // Settings shows the choice as it stands, not as an empty one.
+        let mdns_off = !config.discovery.mdns;
+        let interfaces = config
+            .discovery
+            .interfaces
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
             let text = e.to_string();
             if text.contains("control socket")
@@ -237,6 +239,7 @@ impl Launcher for NodeLauncher {
             listen: Some(handle.local_addr()),
             interfaces,
             from_command_line: self.interfaces == InterfaceSource::Configured,
+            mdns_off,
             saved,
             choices,
             notes,
