@@ -167,9 +167,12 @@ fn unread_counts_others_after_the_marker_and_markers_persist() {
     assert_eq!(store.count_unread(&room, &me).unwrap(), 4);
 }
 
+/// Unread messages by sender, sorted.
+type BySender = Vec<(PeerId, u64)>;
+
 /// The stored counts per sender, sorted, beside the same counted by
 /// reading every row after the marker: they must always agree.
-fn counts(store: &Store, room: &RoomId) -> (Vec<(PeerId, u64)>, Vec<(PeerId, u64)>) {
+fn counts(store: &Store, room: &RoomId) -> (BySender, BySender) {
     let mut stored = store.unread_by_sender(room).unwrap();
     let mut scanned = store.unread_by_sender_scanned(room).unwrap();
     stored.sort();
