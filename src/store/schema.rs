@@ -320,6 +320,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: LATEST,
         });
     }
+    if current == LATEST {
+        return Ok(());
+    }
+    // A step may read a whole table once (counting what is unread): through
+    // a 1 MiB page cache, so an upgrade does not leave the process holding
+    // a full cache of pages it will not read again.
+    let cache: i64 = conn.query_row("PRAGMA cache_size", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA cache_size = -1024")?;
+    let upgraded = run_steps(conn, current);
+    conn.execute_batch(&format!("PRAGMA cache_size = {cache}"))?;
+    upgraded
+}
+
+/// Runs the steps after version `current`, one transaction each.
+fn run_steps(conn: &mut Connection, current: u32) -> Result<(), StoreError> {
     for step in MIGRATIONS.iter().filter(|step| step.version > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(step.sql)?;
@@ -352,6 +367,17 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(version, LATEST);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_connections_cache_size() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA cache_size = -16384").unwrap();
+        migrate(&mut conn).unwrap();
+        let cache: i64 = conn
+            .query_row("PRAGMA cache_size", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(cache, -16384);
     }
 
     #[test]
