@@ -315,6 +315,33 @@ fn read_markers_and_unread_counts_survive_a_restart() {
     );
     assert_eq!(b.mark_read(room, None).expect("all read"), 0);
     assert_eq!(unread(&b), (0, 0));
+    // Our own messages are never unread for us: A sent six, B replies.
+    assert_eq!(unread(&a), (0, 0), "A's own messages");
+    let a_events = a.events().expect("events");
+    b.send(pub_a.peer_id(), "reply").expect("sent");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::UnreadChanged { room: r, unread: 1, unread_muted: 0 } if *r == room),
+    );
+    assert_eq!(unread(&b), (0, 0), "B's own reply");
+    // All read stays so across a restart, and the next message counts.
+    b.shutdown().expect("B stops");
+    let b = start(
+        &dir_b,
+        b_addr,
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    assert_eq!(unread(&b), (0, 0), "all read, after a restart");
+    let b_events = b.events().expect("events");
+    a.send(pub_b.peer_id(), "after the restart").expect("sent");
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::UnreadChanged { room: r, unread: 1, unread_muted: 1 } if *r == room),
+    );
+    assert_eq!(unread(&b), (1, 1));
     a.shutdown().expect("A stops");
     b.shutdown().expect("B stops");
 }

@@ -397,6 +397,85 @@ fn settings_dialog_changes_name_networks_and_theme() {
     assert!(!dir.exists(), "the fake wrote into {}", dir.display());
 }
 
+/// A node started with mDNS off (`--no-mdns`): the dialog says plainly
+/// that no interface finds anyone in this run, shows the saved choice as
+/// it stands (nothing to save), never asks for a restart that would change
+/// nothing, and saving another choice says it waits for mDNS.
+#[test]
+fn with_mdns_off_the_interface_boxes_say_they_find_nobody_now() {
+    let dir = temp_dir("settings-no-mdns");
+    let mut config = DaemonConfig::default();
+    config.net.unicast_bind = "127.0.0.1:0".parse().expect("literal address");
+    config.discovery.mdns = false;
+    // An account to unlock, made by a first start that saves its choice
+    // (the default route's interface, preselected).
+    let first = KithApp::with_node(
+        dir.clone(),
+        KdfParams::insecure_fast_for_tests(),
+        config.clone(),
+    )
+    .with_interfaces(interfaces(), Some("enp0s31f6"));
+    let mut app = harness(first);
+    create_account(&mut app, "Robin");
+    assert!(app.state().state().is_some(), "unlocked");
+    drop(app);
+    let launcher = Arc::new(NodeLauncher {
+        kdf: KdfParams::insecure_fast_for_tests(),
+        config,
+        interfaces: InterfaceSource::Saved,
+        saved_choices: Some(Given::default()),
+    });
+    let mut app = harness(
+        KithApp::new(dir.clone(), launcher).with_interfaces(interfaces(), Some("enp0s31f6")),
+    );
+    type_into(&mut app, "Passphrase", "four random words here");
+    app.get_by_label("Unlock").click();
+    app.step();
+    app.state_mut().wait_for_worker(Duration::from_secs(30));
+    app.run();
+    let settings = &app.state().state().expect("unlocked").settings;
+    assert!(settings.mdns_off);
+    assert_eq!(settings.interfaces_in_use, ["enp0s31f6"]);
+    app.get_by_label("⚙ Settings").click();
+    app.run();
+    app.get_by_label(
+        "mDNS is off (kith was started with --no-mdns): nobody nearby is found on these \
+         interfaces, and nobody nearby finds you. Add people by address (🌐 Network) or \
+         through a registry.",
+    );
+    app.get_by_label("In use now: none (mDNS is off).");
+    app.get_by_label("For mDNS the next time kith starts without --no-mdns.");
+    assert_eq!(
+        app.query_all_by_label_contains("Restart kith").count(),
+        0,
+        "a restart with --no-mdns would use no interface either"
+    );
+    // The saved choice, ticked as it stands: nothing to save.
+    assert!(checkbox(&app, "enp0s31f6 · 192.168.1.20"));
+    assert!(!checkbox(&app, "wlp2s0 · 10.0.0.7"));
+    assert!(
+        app.get_by_label("Save networks")
+            .accesskit_node()
+            .is_disabled()
+    );
+    app.get_by_label("wlp2s0 · 10.0.0.7").click();
+    app.run();
+    app.get_by_label("Save networks").click();
+    app.run_steps(2);
+    let said = "Saved. kith uses these interfaces for mDNS the next time it starts without \
+                --no-mdns.";
+    assert!(app.state_mut().wait_until(Duration::from_secs(10), |s| {
+        s.toasts.iter().any(|t| t.text == said)
+    }));
+    assert_eq!(app.query_all_by_label_contains("Restart kith").count(), 0);
+    drop(app);
+    assert_eq!(
+        AppSettings::load(&dir).interfaces,
+        Some(vec!["enp0s31f6".into(), "wlp2s0".into()])
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
 /// The first-run screen with its interface list, as an image.
 #[test]
 fn snapshot_of_first_run() {
@@ -436,7 +515,10 @@ fn an_account_made_by_the_cli_shows_its_profile_name() {
     app.run();
     let state = app.state().state().expect("unlocked");
     assert_eq!(state.my_name, "Kim");
-    assert!(state.settings.interfaces_in_use.is_empty());
+    // Listed as named, and flagged: with mDNS off none is used to find
+    // anyone.
+    assert!(state.settings.mdns_off);
+    assert_eq!(state.settings.interfaces_in_use, ["lo"]);
     app.get_by_label("👤 Kim");
     drop(app);
     std::fs::remove_dir_all(&dir).expect("cleanup");

@@ -1,5 +1,6 @@
-//! What a chat client reads: a room's history a page at a time, read
-//! markers and unread counts, and everything stored after a cursor.
+//! What a chat client reads: a room's history a page at a time and
+//! everything stored after a cursor (read markers and unread counts are in
+//! `unread.rs`).
 //!
 //! A message's **cursor** is its row number (`messages.seq`): assigned when
 //! the message reaches the database, increasing in the order messages were
@@ -258,129 +259,6 @@ impl Store {
                         .map(|message| (u64_from_sql(seq), message)),
                 )
             })
-            .collect()
-    }
-
-    /// Every room's read marker: the position of the newest message read.
-    pub fn read_markers(&self) -> Result<HashMap<RoomId, Position>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT room, ts, id FROM read_markers")?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(room, ts, id)| {
-                Ok((
-                    RoomId(id32(room)?),
-                    Position {
-                        timestamp: ts_from_sql(ts),
-                        id: MessageId(id32(id)?),
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    /// Sets `room`'s read marker to `position` (whatever it was).
-    pub fn set_read_marker(&mut self, room: &RoomId, position: &Position) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO read_markers (room, ts, id) VALUES (?1, ?2, ?3)
-             ON CONFLICT (room) DO UPDATE SET ts = excluded.ts, id = excluded.id",
-            params![
-                room.as_bytes(),
-                ts_to_sql(position.timestamp),
-                position.id.as_bytes()
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// How many messages of `room` not written by `me` come after `after`
-    /// in (timestamp, id) order (all of them with `None`). Walks the room's
-    /// index from the marker on, so it costs what is unread, not the room.
-    pub fn count_unread(
-        &self,
-        room: &RoomId,
-        after: Option<&Position>,
-        me: &PeerId,
-    ) -> Result<u64> {
-        let Some(&room_ref) = self.room_refs.get(room) else {
-            return Ok(0);
-        };
-        let count: i64 = match after {
-            Some(after) => self
-                .conn
-                .prepare_cached(
-                    "SELECT count(*) FROM messages
-                     WHERE room_ref = ?1 AND (ts, id) > (?2, ?3) AND sender != ?4",
-                )?
-                .query_row(
-                    params![
-                        room_ref,
-                        ts_to_sql(after.timestamp),
-                        after.id.as_bytes(),
-                        me.as_bytes()
-                    ],
-                    |row| row.get(0),
-                )?,
-            None => self
-                .conn
-                .prepare_cached(
-                    "SELECT count(*) FROM messages WHERE room_ref = ?1 AND sender != ?2",
-                )?
-                .query_row(params![room_ref, me.as_bytes()], |row| row.get(0))?,
-        };
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
-    /// Like [`Store::count_unread`], by sender (so muted senders can be
-    /// told apart), in no particular order.
-    pub fn unread_by_sender(
-        &self,
-        room: &RoomId,
-        after: Option<&Position>,
-        me: &PeerId,
-    ) -> Result<Vec<(PeerId, u64)>> {
-        let Some(&room_ref) = self.room_refs.get(room) else {
-            return Ok(Vec::new());
-        };
-        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?));
-        let rows = match after {
-            Some(after) => self
-                .conn
-                .prepare_cached(
-                    "SELECT sender, count(*) FROM messages
-                     WHERE room_ref = ?1 AND (ts, id) > (?2, ?3) AND sender != ?4
-                     GROUP BY sender",
-                )?
-                .query_map(
-                    params![
-                        room_ref,
-                        ts_to_sql(after.timestamp),
-                        after.id.as_bytes(),
-                        me.as_bytes()
-                    ],
-                    row,
-                )?
-                .collect::<Result<Vec<_>, _>>()?,
-            None => self
-                .conn
-                .prepare_cached(
-                    "SELECT sender, count(*) FROM messages
-                     WHERE room_ref = ?1 AND sender != ?2 GROUP BY sender",
-                )?
-                .query_map(params![room_ref, me.as_bytes()], row)?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        rows.into_iter()
-            .map(|(sender, count)| Ok((PeerId(id32(sender)?), u64::try_from(count).unwrap_or(0))))
             .collect()
     }
 

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::chains::put_chains_in;
 use super::keys::SecretKey;
+use super::unread::NewUnread;
 use super::{
     DeliveryState, JournalRecord, Message, MessageKey, Position, Result, Store, StoreError, id32,
     ts_from_sql, ts_to_sql, u64_from_sql, u64_to_sql,
@@ -240,6 +241,7 @@ fn insert_rows_in(
     rows: &[SealedRow],
 ) -> Result<Vec<(MessageId, i64)>> {
     let mut fresh = Vec::new();
+    let mut unread = NewUnread::default();
     let mut stmt = tx.prepare_cached(
         "INSERT INTO messages (id, room_ref, sender, sender_seq, ts, sealed, epoch)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
@@ -264,8 +266,15 @@ fn insert_rows_in(
                 )?
                 .execute(params![room_ref, row.sender.as_bytes(), seq])?;
             }
+            let position = Position {
+                timestamp: row.timestamp,
+                id: row.id,
+            };
+            unread.inserted(tx, &row.room, room_ref, &row.sender, position)?;
         }
     }
+    // The unread counts change with the rows, in the same transaction.
+    unread.write(tx)?;
     Ok(fresh)
 }
 
@@ -725,6 +734,10 @@ impl Store {
         if let Some(room_ref) = self.room_refs.get(room) {
             tx.execute(
                 "DELETE FROM messages WHERE room_ref = ?1",
+                params![room_ref],
+            )?;
+            tx.execute(
+                "DELETE FROM unread_counts WHERE room_ref = ?1",
                 params![room_ref],
             )?;
             tx.execute("DELETE FROM room_refs WHERE ref = ?1", params![room_ref])?;

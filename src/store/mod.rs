@@ -41,6 +41,7 @@ mod profiles;
 mod rooms;
 mod schema;
 mod search;
+mod unread;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

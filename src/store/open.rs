@@ -137,9 +137,9 @@ pub(super) fn connect(
         row.get::<_, i64>(0)
     })?;
     // A 16 MiB page cache keeps the hot index pages decrypted. It was 64 MiB,
-    // but counting a room's unread messages at start reads all its rows, so a
-    // room of 100 000 unread filled the whole cache and the app's memory grew
-    // by 60 MB; 16 MiB kept the store bench's figures within noise.
+    // but whatever reads a whole room fills it (counting unread messages at
+    // start did, before the counts were stored: 60 MB more for a room of
+    // 100 000 unread); 16 MiB kept the store bench's figures within noise.
     // Checkpointing every 10 000 pages (about 40 MB of WAL) instead of 1 000
     // means ten times fewer fsyncs of the database file under sustained load.
     conn.execute_batch(

@@ -67,10 +67,34 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 12,
         sql: V12,
     },
+    Migration {
+        version: 13,
+        sql: V13,
+    },
 ];
 
 /// The version this build writes.
-pub(crate) const LATEST: u32 = 12;
+pub(crate) const LATEST: u32 = 13;
+
+/// Version 13: each room's unread messages (those after its read marker,
+/// every room's when it has none), counted per sender and kept exact with
+/// every insert and marker move (see `unread.rs`), so counting them at
+/// start no longer reads every unread row. Counted once here from what is
+/// stored.
+const V13: &str = "
+CREATE TABLE unread_counts (
+    room_ref      INTEGER NOT NULL,
+    sender        BLOB NOT NULL,
+    count         INTEGER NOT NULL,
+    PRIMARY KEY (room_ref, sender)
+) WITHOUT ROWID;
+INSERT INTO unread_counts (room_ref, sender, count)
+    SELECT m.room_ref, m.sender, count(*) FROM messages m
+    JOIN room_refs r ON r.ref = m.room_ref
+    LEFT JOIN read_markers k ON k.room = r.room
+    WHERE k.room IS NULL OR (m.ts, m.id) > (k.ts, k.id)
+    GROUP BY m.room_ref, m.sender;
+";
 
 /// Version 12: files offered in rooms, one row per file message (the same
 /// file may be offered twice, each offer with its own key). `fetch_to` is
@@ -325,6 +349,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: LATEST,
         });
     }
+    if current == LATEST {
+        return Ok(());
+    }
+    // A step may read a whole table once (counting what is unread): through
+    // a 1 MiB page cache, so an upgrade does not leave the process holding
+    // a full cache of pages it will not read again.
+    let cache: i64 = conn.query_row("PRAGMA cache_size", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA cache_size = -1024")?;
+    let upgraded = run_steps(conn, current);
+    conn.execute_batch(&format!("PRAGMA cache_size = {cache}"))?;
+    upgraded
+}
+
+/// Runs the steps after version `current`, one transaction each.
+fn run_steps(conn: &mut Connection, current: u32) -> Result<(), StoreError> {
     for step in MIGRATIONS.iter().filter(|step| step.version > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(step.sql)?;
@@ -357,6 +396,17 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(version, LATEST);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_connections_cache_size() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA cache_size = -16384").unwrap();
+        migrate(&mut conn).unwrap();
+        let cache: i64 = conn
+            .query_row("PRAGMA cache_size", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(cache, -16384);
     }
 
     #[test]

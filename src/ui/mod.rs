@@ -400,6 +400,7 @@ impl KithApp {
                     listen: node.listen.map(|addr| addr.to_string()),
                     interfaces_in_use: node.interfaces,
                     from_command_line: node.from_command_line,
+                    mdns_off: node.mdns_off,
                     // The launcher read the interfaces; the theme was
                     // read when the app opened (and is on screen already).
                     saved: AppSettings {
@@ -700,5 +701,18 @@ mod tests {
             views::dialogs::safety_number_with(&them, &me).expect("valid keys")
         );
         assert!(views::dialogs::safety_number_with(&me, "abc").is_err());
+        // Bad input, either side, says why in the app's words.
+        let why = |mine: &str, theirs: &str| {
+            views::dialogs::safety_number_with(mine, theirs).expect_err("bad key")
+        };
+        assert!(why(&me, "abc").starts_with("A public key is 64 hexadecimal characters"));
+        assert!(why("", &them).contains("this has 0"));
+        assert!(why(&me, &format!("{}x", &them[..63])).contains("'x' is not one of them"));
+        assert!(
+            why(&me, &crate::ui::settings::tests::not_a_point()).contains("not a valid public key")
+        );
+        // A key pasted over two lines is the same key.
+        let pasted = format!("{}\n  {}", &them[..20], &them[20..]);
+        assert_eq!(views::dialogs::safety_number_with(&me, &pasted), Ok(number));
     }
 }

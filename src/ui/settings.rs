@@ -164,17 +164,26 @@ pub fn check_registry(addr: &str, key: &str) -> Result<Option<RegistrySetting>, 
 }
 
 /// Reads a public key typed or pasted as 64 hexadecimal characters
-/// (without whitespace); the error is a sentence for the user, naming the
-/// key as `what` ("A public key", "A registry key").
+/// (whitespace anywhere, as a paste over two lines brings, is left out);
+/// the error is a sentence for the user, naming the key as `what` ("A
+/// public key", "A registry key"). The one parser of hex keys in the app:
+/// the add-peer form, the registry setting (and `--registry-key`), and
+/// safety numbers.
 pub fn public_key_from_hex(
     key: &str,
     what: &str,
 ) -> Result<crate::proto::crypto::PublicIdentity, String> {
-    let id = crate::proto::ids::PeerId::from_hex(key).ok_or_else(|| {
-        format!(
-            "{what} is 64 hexadecimal characters (0-9, a-f); this has {}.",
-            key.chars().count()
-        )
+    let key: String = key.split_whitespace().collect();
+    let id = crate::proto::ids::PeerId::from_hex(&key).ok_or_else(|| {
+        match key.chars().find(|c| !c.is_ascii_hexdigit()) {
+            Some(c) if key.chars().count() == 64 => {
+                format!("{what} is 64 hexadecimal characters (0-9, a-f); {c:?} is not one of them.")
+            }
+            _ => format!(
+                "{what} is 64 hexadecimal characters (0-9, a-f); this has {}.",
+                key.chars().count()
+            ),
+        }
     })?;
     crate::proto::crypto::PublicIdentity::from_bytes(&id.0)
         .map_err(|_| "That is not a valid public key: check it was copied whole.".to_owned())
@@ -514,7 +523,7 @@ fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn iface(name: &str, addr: &str, multicast: bool) -> LanInterface {
@@ -532,6 +541,44 @@ mod tests {
         let identity =
             crate::proto::crypto::Identity::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
         crate::proto::ids::PeerId(identity.public().to_bytes()).to_hex()
+    }
+
+    /// 32 bytes that are no Ed25519 public key, as hex.
+    pub(crate) fn not_a_point() -> String {
+        (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|bytes| crate::proto::crypto::PublicIdentity::from_bytes(bytes).is_err())
+            .map(|bytes| crate::proto::ids::PeerId(bytes).to_hex())
+            .expect("invariant: about half of all 32-byte strings are no curve point")
+    }
+
+    #[test]
+    fn hex_keys_are_read_whole_and_bad_ones_say_why() {
+        let key = valid_key();
+        let read = |text: &str| public_key_from_hex(text, "A public key");
+        let bytes =
+            |text: &str| read(text).map(|k| crate::proto::ids::PeerId(k.to_bytes()).to_hex());
+        assert_eq!(bytes(&key), Ok(key.clone()));
+        // Pasted over two lines, with spaces around: the same key.
+        let pasted = format!("  {}\n{} ", &key[..32], &key[32..]);
+        assert_eq!(bytes(&pasted), Ok(key.clone()));
+        assert_eq!(bytes(&key.to_uppercase()), Ok(key.clone()));
+        for (text, problem) in [
+            (String::new(), "this has 0."),
+            ("abc".to_owned(), "this has 3."),
+            (format!("{key}0"), "this has 65."),
+            (format!("{}g", &key[..63]), "'g' is not one of them."),
+            (format!("{}é", &key[..63]), "'é' is not one of them."),
+            (not_a_point(), "not a valid public key"),
+        ] {
+            let error = read(&text).expect_err(&text);
+            assert!(error.contains(problem), "{text:?}: {error}");
+        }
+        assert!(
+            public_key_from_hex("abc", "A registry key")
+                .expect_err("short")
+                .starts_with("A registry key is 64")
+        );
     }
 
     #[test]

@@ -1,15 +1,8 @@
-//! Rooms as a listing shows them, unread counts, history pages, the
-//! replay a catching-up subscriber reads, and search jobs.
+//! Rooms as a listing shows them, unread counts and read markers as the
+//! user moves them, history pages, the replay a catching-up subscriber
+//! reads, and search jobs.
 
 use super::*;
-
-/// A room's unread messages (see [`DaemonCore::unread`]).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Unread {
-    pub(super) count: u64,
-    /// Of `count`, those in a muted room or from a muted sender.
-    pub(super) muted: u64,
-}
 
 /// One chunk of what was stored after a cursor, for a subscriber catching
 /// up (see [`DaemonCore::replay_after`]).
@@ -60,7 +53,7 @@ impl DaemonCore {
                     Some(peer) => self.profiles.label(&peer),
                     None => info.name.clone(),
                 };
-                let unread = self.unread.get(&info.id).copied().unwrap_or_default();
+                let unread = self.unread.get(&info.id);
                 RoomSummary {
                     id: info.id,
                     name,
@@ -93,37 +86,24 @@ impl DaemonCore {
         Ok(room)
     }
 
-    /// Counts `room`'s unread messages again from its read marker (at
-    /// start, when the marker moved, when a mute changed) and reports a
-    /// change.
-    pub(super) fn recount_unread(&mut self, room: RoomId) -> Result<Unread, DaemonError> {
+    /// Takes `room`'s unread count again from the store (at start, when
+    /// the marker moved, when a mute changed) and reports a change.
+    pub(super) fn recount_unread(&mut self, room: RoomId) -> Result<RoomUnread, DaemonError> {
         let me = self.node.peer_id();
-        let by_sender = self
-            .store
-            .unread_by_sender(&room, self.read_markers.get(&room), &me)?;
         let now = self.clock.wall_ms;
         let room_muted = self.mutes.get(&room.0, now).is_some();
-        let mut unread = Unread::default();
-        for (sender, count) in by_sender {
-            unread.count += count;
-            if room_muted || self.mutes.get(&sender.0, now).is_some() {
-                unread.muted += count;
-            }
-        }
-        self.set_unread(room, unread);
-        Ok(unread)
-    }
-
-    /// Records `room`'s unread count, with an event when it changed.
-    pub(super) fn set_unread(&mut self, room: RoomId, unread: Unread) {
-        let old = self.unread.insert(room, unread).unwrap_or_default();
-        if old != unread {
+        let mutes = &self.mutes;
+        let (unread, changed) = self.unread.recount(&self.store, room, &me, |sender| {
+            room_muted || mutes.get(&sender.0, now).is_some()
+        })?;
+        if changed {
             self.publish(Event::UnreadChanged {
                 room,
                 unread: unread.count,
                 unread_muted: unread.muted,
             });
         }
+        Ok(unread)
     }
 
     /// Moves `room`'s read marker forward to the message at `up_to` (its
@@ -146,15 +126,9 @@ impl DaemonCore {
                 None => return Ok(0),
             },
         };
-        if self
-            .read_markers
-            .get(&room)
-            .is_some_and(|marker| *marker >= position)
-        {
-            return Ok(self.unread.get(&room).map_or(0, |u| u.count));
+        if !self.unread.move_marker(&mut self.store, room, position)? {
+            return Ok(self.unread.get(&room).count);
         }
-        self.store.set_read_marker(&room, &position)?;
-        self.read_markers.insert(room, position);
         Ok(self.recount_unread(room)?.count)
     }
 

@@ -360,7 +360,7 @@ impl DaemonCore {
         }
         if self.listening {
             for room in unread_changed {
-                let unread = self.unread.get(&room).copied().unwrap_or_default();
+                let unread = self.unread.get(&room);
                 self.unpublished.push(Event::UnreadChanged {
                     room,
                     unread: unread.count,
@@ -373,25 +373,13 @@ impl DaemonCore {
     /// Counts a new message of someone else as unread if it is after the
     /// room's read marker; whether it was.
     fn count_unread(&mut self, message: &Message, event: &Event) -> bool {
-        let after_marker = self
-            .read_markers
-            .get(&message.room)
-            .is_none_or(|marker| message.key().position() > *marker);
-        if !after_marker {
-            return false;
-        }
         let muted = match event {
             Event::MessageReceived { muted, .. } => *muted,
             _ => self
                 .mutes
                 .is_muted(&message.room.0, &message.sender.0, self.clock.wall_ms),
         };
-        let unread = self.unread.entry(message.room).or_default();
-        unread.count += 1;
-        if muted {
-            unread.muted += 1;
-        }
-        true
+        self.unread.count_new(message, muted)
     }
 
     /// Stores readable copies of messages held unreadable in their place;

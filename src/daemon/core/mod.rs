@@ -18,9 +18,10 @@
 //! contacts, rooms), [`names`] (what a person typed, contacts, blocks,
 //! mutes), [`outbox`] (sends, acknowledgements, the stored outbox),
 //! [`journal`] (received messages: journal, settle, report), [`sync`]
-//! (when to reconcile with whom), [`history`] (rooms, unread counts,
-//! pages, search, replay), [`events`] (what the node and the address book
-//! report), [`requests`] (answering a request).
+//! (when to reconcile with whom), [`history`] (rooms, pages, search,
+//! replay), [`unread`] (read markers and unread counts), [`events`] (what
+//! the node and the address book report), [`requests`] (answering a
+//! request).
 
 mod events;
 mod files;
@@ -31,6 +32,7 @@ mod outbox;
 mod requests;
 mod restore;
 mod sync;
+mod unread;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -70,7 +72,6 @@ use crate::store::{
 };
 
 use events::MAX_PROVISIONAL;
-use history::Unread;
 // The simulator's tests step around these two delays.
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use journal::SETTLE_AFTER;
@@ -80,6 +81,7 @@ pub(crate) use outbox::OUTBOX_AFTER;
 use outbox::{Outbox, SignedSend, UnsavedSend};
 use restore::PeerEntry;
 use sync::Reconciliation;
+use unread::{RoomUnread, Unread};
 
 /// What the core hands its shell besides datagrams.
 pub(crate) enum Output {
@@ -103,12 +105,9 @@ pub(crate) struct DaemonCore {
     outbox: Outbox,
     /// Muted rooms and peers (by their 32-byte id).
     mutes: MuteTable,
-    /// How far the user read each room (persisted).
-    read_markers: HashMap<RoomId, Position>,
-    /// Each room's unread messages and how many of them are muted (the
-    /// room, or their sender, was muted when they came), kept up to date
-    /// so listing rooms costs no query.
-    unread: BTreeMap<RoomId, Unread>,
+    /// Read markers and unread counts, kept up to date so listing rooms
+    /// costs no query.
+    unread: Unread,
     /// Events for the subscribers, handed out at [`DaemonCore::sent`].
     unpublished: Vec<Event>,
     status: Status,

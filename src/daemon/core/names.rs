@@ -295,12 +295,7 @@ impl DaemonCore {
         self.mute(target, mute)?;
         let rooms: Vec<RoomId> = match target {
             Target::Room(room) => vec![room],
-            Target::Peer(_) => self
-                .unread
-                .iter()
-                .filter(|(_, u)| u.count > 0)
-                .map(|(room, _)| *room)
-                .collect(),
+            Target::Peer(_) => self.unread.rooms_with_unread(),
         };
         for room in rooms {
             self.recount_unread(room)?;

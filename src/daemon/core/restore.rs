@@ -59,8 +59,7 @@ impl DaemonCore {
             invitations_to_accept: Vec::new(),
             outbox: Outbox::default(),
             mutes: MuteTable::default(),
-            read_markers: HashMap::new(),
-            unread: BTreeMap::new(),
+            unread: Unread::default(),
             unpublished: Vec::new(),
             status: Status::default(),
             discovery,
@@ -86,7 +85,7 @@ impl DaemonCore {
     /// that order (the outbox goes out ahead of any new key).
     fn restore(&mut self, now: Instant, peers: &[PeerAddr]) -> Result<(), DaemonError> {
         self.requests = self.store.contact_requests()?.into_iter().collect();
-        self.read_markers = self.store.read_markers()?;
+        self.unread = Unread::load(&self.store)?;
         for peer in self.store.blocked()? {
             self.discovery.set_blocked(now, peer, true);
             self.apply_book_actions(now);

@@ -716,3 +716,49 @@ fn settled_journal_records_are_wiped_from_the_file() {
     );
     assert!(after_header(&path).iter().all(|b| *b == 0));
 }
+
+/// A store written before the unread counts were stored (version 11 or
+/// 12, with read markers and messages) gets them counted by the upgrade: after the
+/// marker where there is one, every message where there is none, each
+/// sender apart (ours included; callers leave themselves out).
+#[test]
+fn version_11_store_gets_exact_unread_counts() {
+    let (_dir, path) = temp_db("unread-v11");
+    let (marked, unmarked) = (RoomId([1; 32]), RoomId([2; 32]));
+    let (me, ann) = (PeerId([9; 32]), PeerId([0xa; 32]));
+    {
+        let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+        let mut batch: Vec<Message> = (0..20u64)
+            .map(|n| Message {
+                sender: [me, ann, PeerId([1; 32])][(n % 3) as usize],
+                ..message(marked, n, b"text")
+            })
+            .collect();
+        batch.extend((0..5u64).map(|n| message(unmarked, n, b"text")));
+        store.insert_messages(&batch).unwrap();
+        store
+            .set_read_marker(&marked, &batch[11].key().position())
+            .unwrap();
+        // Back to the version before the counts (the last step, whatever
+        // its number): no counts table.
+        store
+            .conn
+            .execute_batch(&format!(
+                "DROP TABLE unread_counts; PRAGMA user_version = {};",
+                schema::LATEST - 1
+            ))
+            .unwrap();
+    }
+    let store = Store::open(&path, PASS).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::LATEST);
+    // Messages 12..20 of the marked room: n % 3 == 0 is ours (12, 15, 18),
+    // 1 is Ann's (13, 16, 19), 2 the third sender's (14, 17).
+    let mut counts = store.unread_by_sender(&marked).unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![(PeerId([1; 32]), 2), (me, 3), (ann, 3)]);
+    assert_eq!(store.count_unread(&marked, &me).unwrap(), 5);
+    let mut scanned = store.unread_by_sender_scanned(&marked).unwrap();
+    scanned.sort();
+    assert_eq!(counts, scanned);
+    assert_eq!(store.count_unread(&unmarked, &me).unwrap(), 5);
+}

@@ -312,6 +312,7 @@ impl Launcher for FakeLauncher {
             listen: None,
             interfaces: args.interfaces.clone().unwrap_or_default(),
             from_command_line: false,
+            mdns_off: false,
             saved: AppSettings {
                 interfaces: args.interfaces,
                 ..AppSettings::default()

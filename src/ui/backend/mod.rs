@@ -55,8 +55,12 @@ pub struct Connection {
 pub struct NodeInfo {
     /// The address it listens on.
     pub listen: Option<std::net::SocketAddr>,
-    /// The interfaces mDNS uses now.
+    /// The interfaces this run was given (mDNS uses them unless
+    /// `mdns_off`).
     pub interfaces: Vec<String>,
+    /// mDNS is off in this run (`--no-mdns`): no interface is used to
+    /// find anyone, whatever is named.
+    pub mdns_off: bool,
     /// They came from the command line (`--interface`), not the saved choice.
     pub from_command_line: bool,
     /// The choices saved in the data directory.
@@ -190,17 +194,15 @@ impl Launcher for NodeLauncher {
             room_multicast: config.net.multicast_interfaces.clone(),
             room_multicast_given: given.room_multicast,
         };
-        // With `--no-mdns`, none is in use whatever is named.
-        let interfaces = if config.discovery.mdns {
-            config
-                .discovery
-                .interfaces
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Listed with `--no-mdns` too (`mdns_off` says none is used), so
+        // Settings shows the choice as it stands, not as an empty one.
+        let mdns_off = !config.discovery.mdns;
+        let interfaces = config
+            .discovery
+            .interfaces
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let handle = daemon::start(&args.data_dir, &args.passphrase, config).map_err(|e| {
             let text = e.to_string();
             if text.contains("control socket")
@@ -239,6 +241,7 @@ impl Launcher for NodeLauncher {
             listen: Some(handle.local_addr()),
             interfaces,
             from_command_line: self.interfaces == InterfaceSource::Configured,
+            mdns_off,
             saved,
             choices,
             notes,
@@ -334,10 +337,7 @@ pub fn resolve_registry(
     ipv4: bool,
 ) -> Result<crate::daemon::address_book::RegistryTarget, String> {
     use std::net::ToSocketAddrs;
-    let key = crate::proto::ids::PeerId::from_hex(key.trim())
-        .ok_or_else(|| "a registry key is 64 hexadecimal characters".to_owned())?;
-    crate::proto::crypto::PublicIdentity::from_bytes(&key.0)
-        .map_err(|_| "the registry key is not a valid public key".to_owned())?;
+    let key = settings::public_key_from_hex(key, "A registry key")?;
     let resolved = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
@@ -345,7 +345,7 @@ pub fn resolve_registry(
         .ok_or_else(|| format!("{addr:?} has no address of this node's family"))?;
     Ok(crate::daemon::address_book::RegistryTarget {
         addr: resolved,
-        public_key: key.0,
+        public_key: key.to_bytes(),
     })
 }
 

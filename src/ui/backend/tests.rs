@@ -190,3 +190,30 @@ fn peers_map_to_people_with_relation_name_and_last_seen() {
     assert_eq!(person.relation, Relation::Nearby);
     assert!(person.online);
 }
+
+/// The registry's key is read by the app's one key parser: a bad one is
+/// refused with the same sentences as everywhere else, before any DNS.
+#[test]
+fn registry_keys_are_checked_before_the_address_is_resolved() {
+    let error = |key: &str| {
+        resolve_registry("127.0.0.1:47480", key, true).expect_err("a bad key is refused")
+    };
+    assert!(error("abc").contains("A registry key is 64 hexadecimal characters"));
+    assert!(error(&"z".repeat(64)).contains("'z' is not one of them"));
+    assert!(error(&crate::ui::settings::tests::not_a_point()).contains("not a valid public key"));
+    // A bad key is refused even with an address that cannot resolve.
+    assert!(
+        resolve_registry("nowhere.invalid:47480", "abc", true)
+            .expect_err("bad key")
+            .contains("A registry key")
+    );
+    let key = crate::proto::ids::PeerId(
+        crate::proto::crypto::Identity::generate(&mut rand::rng())
+            .public()
+            .to_bytes(),
+    )
+    .to_hex();
+    let target = resolve_registry("127.0.0.1:47480", &format!(" {key} "), true).expect("valid");
+    assert_eq!(crate::proto::ids::PeerId(target.public_key).to_hex(), key);
+    assert_eq!(target.addr, "127.0.0.1:47480".parse().unwrap());
+}

@@ -13,8 +13,13 @@ pub struct SettingsState {
     pub data_dir: String,
     /// The address this node listens on, once known.
     pub listen: Option<String>,
-    /// The interfaces mDNS uses in this run.
+    /// The interfaces this run was given: those mDNS uses, unless
+    /// `mdns_off`.
     pub interfaces_in_use: Vec<String>,
+    /// mDNS is off in this run (`--no-mdns`): no interface is used to
+    /// find anyone, nor to be found; the choice waits for a start with
+    /// mDNS on.
+    pub mdns_off: bool,
     /// This run's interfaces came from `--interface` on the command line
     /// (the saved choice is used when it names none).
     pub from_command_line: bool,
@@ -94,10 +99,12 @@ impl AppState {
                     return Vec::new();
                 }
                 self.settings.saved.interfaces = Some(names);
-                self.toast(
-                    "Saved. kith uses these interfaces from its next start.".to_owned(),
-                    false,
-                );
+                let when = if self.settings.mdns_off {
+                    "for mDNS the next time it starts without --no-mdns"
+                } else {
+                    "from its next start"
+                };
+                self.toast(format!("Saved. kith uses these interfaces {when}."), false);
                 vec![Request::Settings(SettingsRequest::Save(
                     self.settings.saved.clone(),
                 ))]
@@ -178,9 +185,11 @@ impl AppState {
     }
 
     /// Whether the interfaces saved differ from those in use (a restart
-    /// would change them; not when the command line chose).
+    /// would change them; not when the command line chose, nor while mDNS
+    /// is off: a restart with `--no-mdns` uses none either).
     pub fn interfaces_need_restart(&self) -> bool {
         !self.settings.from_command_line
+            && !self.settings.mdns_off
             && self
                 .settings
                 .saved

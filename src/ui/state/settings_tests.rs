@@ -85,6 +85,29 @@ fn interfaces_are_saved_for_the_next_start() {
     assert!(!state.interfaces_need_restart());
 }
 
+/// With mDNS off (`--no-mdns`) no interface is used to find anyone: a
+/// choice that differs from this run's is no reason to restart (a restart
+/// with the same flag uses none either), and saving one says when it
+/// applies.
+#[test]
+fn with_mdns_off_the_choice_waits_for_a_start_with_mdns() {
+    let mut state = state();
+    state.settings.mdns_off = true;
+    state.settings.saved.interfaces = Some(vec!["wlan0".into()]);
+    assert!(!state.interfaces_need_restart());
+    let requests = state.handle_intent(Intent::Settings(SettingsIntent::SetInterfaces(vec![
+        "eth0".into(),
+    ])));
+    assert_eq!(requests.len(), 1);
+    assert!(!state.interfaces_need_restart());
+    assert!(state.toasts.iter().any(|t| t.text
+        == "Saved. kith uses these interfaces for mDNS the next time it starts without --no-mdns."));
+    // With mDNS on, the same saved choice is one a restart would use.
+    state.settings.mdns_off = false;
+    state.settings.saved.interfaces = Some(vec!["wlan0".into()]);
+    assert!(state.interfaces_need_restart());
+}
+
 #[test]
 fn the_theme_is_saved_with_the_interfaces() {
     let mut state = state();

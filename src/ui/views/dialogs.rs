@@ -3,7 +3,7 @@
 //! the toasts in the corner.
 
 use super::{Local, pickable_people, presence_dot};
-use crate::proto::crypto::{PublicIdentity, safety_number};
+use crate::proto::crypto::safety_number;
 use crate::proto::ids::PeerId;
 use crate::ui::state::{AppState, Dialog, Intent, TOAST_MILLIS};
 use egui::{Align2, RichText};
@@ -152,12 +152,7 @@ fn add_to_room(
 
 /// The safety number between our key and `their_key` (hex), or why not.
 pub fn safety_number_with(my_key: &str, their_key: &str) -> Result<String, String> {
-    let parse = |hex: &str| {
-        let bytes = PeerId::from_hex(hex.trim())
-            .ok_or_else(|| "a public key is 64 hexadecimal characters".to_owned())?;
-        PublicIdentity::from_bytes(&bytes.0)
-            .map_err(|_| "that is not a valid public key".to_owned())
-    };
+    let parse = |hex: &str| crate::ui::settings::public_key_from_hex(hex, "A public key");
     Ok(safety_number(&parse(my_key)?, &parse(their_key)?))
 }
 

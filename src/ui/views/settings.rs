@@ -104,6 +104,20 @@ fn you_and_this_device(
 
     ui.separator();
     ui.strong("Network");
+    if settings.mdns_off {
+        // Said first and plainly: ticking a box finds nobody in this run.
+        ui.label(
+            "mDNS is off (kith was started with --no-mdns): nobody nearby is found on \
+             these interfaces, and nobody nearby finds you. Add people by address \
+             (🌐 Network) or through a registry.",
+        );
+        if !settings.in_use.room_multicast.is_empty() || settings.in_use.registry.is_some() {
+            ui.weak(
+                "The interfaces in use still carry multicast for rooms and give the \
+                 addresses the registry is told.",
+            );
+        }
+    }
     crate::ui::interface_picker(ui, &settings.available, &mut draft.picked, true);
     let saved: Option<Vec<String>> = settings.saved.interfaces.clone();
     let picked: Vec<String> = draft.picked.iter().cloned().collect();
@@ -117,14 +131,20 @@ fn you_and_this_device(
                 picked.clone(),
             )));
         }
-        ui.weak("Takes effect the next time kith starts.");
+        if settings.mdns_off {
+            ui.weak("For mDNS the next time kith starts without --no-mdns.");
+        } else {
+            ui.weak("Takes effect the next time kith starts.");
+        }
     });
-    let in_use = if settings.interfaces_in_use.is_empty() {
+    let in_use = if settings.mdns_off || settings.interfaces_in_use.is_empty() {
         "none (mDNS is off)".to_owned()
     } else {
         settings.interfaces_in_use.join(", ")
     };
-    if settings.from_command_line {
+    if settings.mdns_off {
+        ui.label(format!("In use now: {in_use}."));
+    } else if settings.from_command_line {
         ui.label(format!(
             "In use now: {in_use}, from the command line (--interface wins over what is saved)."
         ));
