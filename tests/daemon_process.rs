@@ -168,9 +168,10 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     let a = start_library_daemon(&data_a);
     let a_events = a.events().expect("A is running");
     let peer_a = format!("{}@{}", key_hex(&pub_a), a.local_addr());
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
 
-    let b = DaemonProcess::start(&data_b, any_port, std::slice::from_ref(&peer_a));
+    let b = DaemonProcess::start(&data_b, listen, std::slice::from_ref(&peer_a));
     let b_addr = b.addr;
     a.add_peer(pub_b.clone(), b_addr)
         .expect("B becomes A's peer");
@@ -301,12 +302,9 @@ fn an_unacknowledged_message_is_in_the_outbox_after_kill_9() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|socket| socket.local_addr())
         .expect("a free port");
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-    let a = DaemonProcess::start(
-        &data_a,
-        any_port,
-        &[format!("{}@{silent}", key_hex(&pub_b))],
-    );
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
+    let a = DaemonProcess::start(&data_a, listen, &[format!("{}@{silent}", key_hex(&pub_b))]);
     ok(&data_a, &["send", "--to", &key_hex(&pub_b), "waits"]);
     // Once the history says "queued" the message is in the stored outbox
     // (the listing settles the store first); then kill -9. The delay
@@ -454,8 +452,9 @@ fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
     let b = start_library_daemon(&data_b);
     let b_events = b.events().expect("B is running");
     let peer_b = format!("{}@{}", key_hex(&pub_b), b.local_addr());
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-    let mut a = DaemonProcess::start(&data_a, any_port, std::slice::from_ref(&peer_b));
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
+    let mut a = DaemonProcess::start(&data_a, listen, std::slice::from_ref(&peer_b));
     let a_addr = a.addr;
     b.add_peer(pub_a.clone(), a_addr)
         .expect("A becomes B's peer");

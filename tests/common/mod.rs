@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod daemons;
+pub mod ports;
 pub mod trio;
 
 use std::net::SocketAddr;
