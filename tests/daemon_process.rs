@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
@@ -23,6 +24,28 @@ use kith::store::KdfParams;
 
 const PASS: &str = "daemon process test passphrase";
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Held while a child process is spawned, until it has exec'd. A child
+/// between fork and exec holds copies of this process's descriptors,
+/// among them the lock of a store just closed here (a `flock` goes with
+/// the open file, and the copy keeps it): reopened right then, the store
+/// is "in use" (seen under load: these tests run in parallel and spawn
+/// `kith` all the time). So every spawn here holds this, and a store is
+/// reopened here, or by a child started here, only when no spawn is under
+/// way.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// Spawns `command` once no other spawn of this process is under way.
+fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let _spawning = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
+    command.spawn()
+}
+
+/// Returns once no child of this process is between fork and exec: none
+/// holds a copy of a store lock closed before.
+fn no_spawn_under_way() {
+    drop(SPAWNING.lock().unwrap_or_else(PoisonError::into_inner));
+}
 
 fn account(dir: &TempDir) -> (PathBuf, PublicIdentity) {
     let data = dir.path().join("data");
@@ -59,12 +82,13 @@ impl DaemonProcess {
         for peer in peers {
             command.arg("--peer").arg(peer);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the kith binary runs");
+        let mut child = spawn(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("the kith binary runs");
         let stdout = child.stdout.take().expect("stdout was piped");
         let lines = line_channel(stdout);
         let addr = loop {
@@ -92,9 +116,8 @@ impl DaemonProcess {
         match rx.recv_timeout(WAIT) {
             Ok(status) => status.expect("the child can be waited for"),
             Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
+                let _ = spawn(Command::new("kill").args(["-KILL", &self.pid.to_string()]))
+                    .and_then(|mut kill| kill.wait());
                 panic!("the daemon did not exit within {WAIT:?}");
             }
         }
@@ -131,6 +154,7 @@ fn start_library_daemon(data: &Path) -> DaemonHandle {
         net: NetConfig::loopback(),
         ..DaemonConfig::default()
     };
+    no_spawn_under_way();
     daemon::start(data, PASS, config).expect("the daemon starts")
 }
 
@@ -148,10 +172,15 @@ fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
 }
 
 fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = kith(data)
-        .args(args)
-        .output()
-        .expect("the kith binary runs");
+    let output = spawn(
+        kith(data)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .and_then(Child::wait_with_output)
+    .expect("the kith binary runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -215,11 +244,12 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     assert!(ok && peers.contains(&pub_a.peer_id().to_hex()) && peers.contains("online"));
     let (ok, status, _) = cli(&data_b, &["status"]);
     assert!(ok && status.contains("messages_received ") && status.contains("dropped_Forged 0"));
-    let mut listen = kith(&data_b)
-        .args(["listen", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the kith binary runs");
+    let mut listen = spawn(
+        kith(&data_b)
+            .args(["listen", "--json"])
+            .stdout(Stdio::piped()),
+    )
+    .expect("the kith binary runs");
     let listen_lines = line_channel(listen.stdout.take().expect("stdout was piped"));
     let (ok, sent_id, stderr) = cli(
         &data_b,
@@ -246,9 +276,8 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     }
 
     // SIGTERM stops B cleanly; the listener ends with it.
-    let term = Command::new("kill")
-        .args(["-TERM", &b.pid.to_string()])
-        .status()
+    let term = spawn(Command::new("kill").args(["-TERM", &b.pid.to_string()]))
+        .and_then(|mut kill| kill.wait())
         .expect("kill(1) runs");
     assert!(term.success());
     assert!(b.wait_exit().success(), "B exits cleanly on SIGTERM");
@@ -260,6 +289,7 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     a.shutdown().expect("A stops cleanly");
 
     // Every message A saw acknowledged is in B's store, each exactly once.
+    no_spawn_under_way();
     let account = Account::open(&data_b, PASS).expect("B's store reopens");
     let messages: Vec<_> = account
         .store
@@ -313,6 +343,7 @@ fn an_unacknowledged_message_is_in_the_outbox_after_kill_9() {
         out.contains("\"queued\"")
     });
     drop(a);
+    no_spawn_under_way();
     let account = Account::open(&data_a, PASS).expect("A's store reopens after kill -9");
     assert_eq!(
         account
@@ -503,6 +534,7 @@ fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
     assert_eq!(rejected, 0, "B rejected none of A's messages");
     drop(a);
     b.shutdown().expect("B stops cleanly");
+    no_spawn_under_way();
     let account = Account::open(&data_b, PASS).expect("B's store reopens");
     let stored: Vec<_> = account
         .store
@@ -621,12 +653,13 @@ fn the_cli_pages_history_marks_read_and_speaks_json() {
     // Listen from a cursor: the 20 newest replayed, in order, then live.
     let page = json(&data_b, &["history", &a_id, "--json", "--limit", "21"]);
     let since = page["messages"][20]["cursor"].as_u64().expect("a cursor");
-    let mut listen = kith(&data_b)
-        .args(["listen", "--json", "--since", &since.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kith listen runs");
+    let mut listen = spawn(
+        kith(&data_b)
+            .args(["listen", "--json", "--since", &since.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("kith listen runs");
     let lines = line_channel(listen.stdout.take().expect("piped"));
     let mut replayed = Vec::new();
     loop {
