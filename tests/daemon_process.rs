@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{TempDir, no_spawn_under_way, spawn};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event};
 use kith::net::NetConfig;
@@ -24,28 +23,6 @@ use kith::store::KdfParams;
 
 const PASS: &str = "daemon process test passphrase";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Held while a child process is spawned, until it has exec'd. A child
-/// between fork and exec holds copies of this process's descriptors,
-/// among them the lock of a store just closed here (a `flock` goes with
-/// the open file, and the copy keeps it): reopened right then, the store
-/// is "in use" (seen under load: these tests run in parallel and spawn
-/// `kith` all the time). So every spawn here holds this, and a store is
-/// reopened here, or by a child started here, only when no spawn is under
-/// way.
-static SPAWNING: Mutex<()> = Mutex::new(());
-
-/// Spawns `command` once no other spawn of this process is under way.
-fn spawn(command: &mut Command) -> std::io::Result<Child> {
-    let _spawning = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
-    command.spawn()
-}
-
-/// Returns once no child of this process is between fork and exec: none
-/// holds a copy of a store lock closed before.
-fn no_spawn_under_way() {
-    drop(SPAWNING.lock().unwrap_or_else(PoisonError::into_inner));
-}
 
 fn account(dir: &TempDir) -> (PathBuf, PublicIdentity) {
     let data = dir.path().join("data");
