@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::TempDir;
+use common::{TempDir, no_spawn_under_way, spawn};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig};
 use kith::net::NetConfig;
@@ -50,10 +50,7 @@ fn closed_stdout() -> Stdio {
 
 /// Runs `command` with stdout closed and stderr captured, bounded by WAIT.
 fn run_with_closed_stdout(mut command: Command) -> Output {
-    let child = command
-        .stdout(closed_stdout())
-        .stderr(Stdio::piped())
-        .spawn()
+    let child = spawn(command.stdout(closed_stdout()).stderr(Stdio::piped()))
         .expect("the kith binary runs");
     wait_bounded(child)
 }
@@ -99,6 +96,7 @@ fn commands_exit_quietly_when_the_reader_closed_stdout() {
         control_socket: true,
         ..DaemonConfig::default()
     };
+    no_spawn_under_way();
     let daemon = daemon::start(&data, PASS, config).expect("the daemon starts");
     for request in ["discovery", "status", "peers", "rooms"] {
         let mut command = kith(&data);
@@ -116,6 +114,7 @@ fn a_daemon_whose_stdout_is_closed_stops_cleanly_and_quietly() {
     command.args(["daemon", "--listen", "127.0.0.1:0"]);
     assert_quiet_success(&run_with_closed_stdout(command), "kith daemon");
     // Its store was closed: the lock is free again.
+    no_spawn_under_way();
     drop(Account::open(&data, PASS).expect("the store is free after the daemon"));
 }
 
@@ -127,12 +126,13 @@ fn a_lock_path_that_is_a_directory_is_one_line_naming_it() {
     std::fs::remove_file(&lock).expect("the lock file is there after create");
     std::fs::create_dir(&lock).expect("a directory in its place");
     let output = wait_bounded(
-        kith(&data)
-            .arg("id")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the kith binary runs"),
+        spawn(
+            kith(&data)
+                .arg("id")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .expect("the kith binary runs"),
     );
     assert_eq!(output.status.code(), Some(1));
     let os = std::io::Error::from_raw_os_error(libc::EISDIR);
@@ -163,13 +163,14 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn the_registry_prints_its_counters_when_stopped_by_sigterm() {
-    let child = Command::new(env!("CARGO_BIN_EXE_kith"))
-        .args(["registry", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the kith binary runs");
+    let child = spawn(
+        Command::new(env!("CARGO_BIN_EXE_kith"))
+            .args(["registry", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("the kith binary runs");
     let pid = child.id();
     let mut child = KillOnDrop(Some(child));
     let (tx, lines) = mpsc::channel();
@@ -253,14 +254,15 @@ fn a_daemon_warning_is_one_stderr_line_naming_the_daemon() {
     // leave no address to publish to the registry: the daemon warns (from
     // deep in the library, through `log`) and carries on. Nothing is sent
     // to the registry's loopback address before a registration.
-    let child = kith(&data)
-        .args(["daemon", "--listen", "0.0.0.0:0", "--no-mdns"])
-        .args(["--interface", "kith-none0", "--registry", "127.0.0.1:9"])
-        .args(["--registry-key", &key])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the kith binary runs");
+    let child = spawn(
+        kith(&data)
+            .args(["daemon", "--listen", "0.0.0.0:0", "--no-mdns"])
+            .args(["--interface", "kith-none0", "--registry", "127.0.0.1:9"])
+            .args(["--registry-key", &key])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("the kith binary runs");
     let mut child = KillOnDrop(Some(child));
     let stderr = child
         .0

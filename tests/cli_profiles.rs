@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -93,11 +93,10 @@ fn daemon(data: &Path, listen: SocketAddr, peer: &PublicIdentity, at: SocketAddr
     Running(child)
 }
 
-/// A free loopback port (released at once; the daemon binds it next).
+/// A free loopback port that no other test takes before the daemon binds
+/// it next.
 fn free_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a loopback port")
+    common::ports::free_port()
 }
 
 /// The display name `kith peers` shows for `peer` (the rest of its line).

@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use common::daemons::{PASS, WAIT, account, collect_until, loopback, start, trio};
+use common::daemons::{PASS, WAIT, account, collect_until, loopback, start, trio, wait_for};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
 use kith::net::NetConfig;
@@ -83,12 +83,37 @@ fn events_keep_their_order_behind_messages_waiting_in_the_journal() {
     b.shutdown().expect("B stops");
 }
 
-/// A peer that stops cleanly is shown offline within a second, not after
-/// the keep-alive bound (15 s): its sealed "leaving" arrives before it goes.
-/// Both are `--peer`s of each other, so no mDNS goodbye is involved.
+/// A peer that stops cleanly is shown offline at once, not after the
+/// keep-alive bound: its sealed "leaving" arrives before it goes. Both are
+/// `--peer`s of each other, so no mDNS goodbye is involved. A's keep-alive
+/// bound is made longer than the test, so only the leaving can do it; how
+/// soon is printed as a figure, not asserted (a loaded machine may delay
+/// A by seconds).
 #[test]
-fn a_cleanly_stopped_peer_is_offline_within_a_second() {
-    let ((_dir_a, _pub_a, a), (_dir_b, pub_b, b)) = connected_pair("leaving");
+fn a_cleanly_stopped_peer_is_offline_at_once_by_its_leaving() {
+    let (dir_a, pub_a) = account("leaving-a");
+    let (dir_b, pub_b) = account("leaving-b");
+    let mut config = DaemonConfig {
+        net: NetConfig {
+            unicast_bind: loopback(),
+            ..NetConfig::loopback()
+        },
+        ..DaemonConfig::default()
+    };
+    // Silence never makes B offline here: 10 000 missed keep-alives.
+    config.discovery.presence.missed_keepalives = 10_000;
+    assert!(config.discovery.presence.offline_after() > 2 * WAIT);
+    let a = daemon::start(&dir_a.path().join("data"), PASS, config).expect("the daemon starts");
+    let b = start(
+        &dir_b,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_a,
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B becomes A's peer");
     let a_events = a.events().expect("A is running");
     let idb = pub_b.peer_id();
     // A message both ways would do; a keep-alive round trip is enough.
@@ -107,20 +132,13 @@ fn a_cleanly_stopped_peer_is_offline_within_a_second() {
 
     let stopped = Instant::now();
     b.shutdown().expect("B stops cleanly");
-    let offline = loop {
-        let left = (stopped + Duration::from_secs(5)).saturating_duration_since(Instant::now());
-        match a_events.recv_timeout(left) {
-            Ok(Event::PeerOffline { peer, .. }) if peer == idb => break Instant::now(),
-            Ok(_) => {}
-            Err(_) => panic!("A did not show B offline within 5 s of its stop"),
-        }
-    };
-    let took = offline.saturating_duration_since(stopped);
+    wait_for(&a_events, |event| {
+        matches!(event, Event::PeerOffline { peer, .. } if *peer == idb).then_some(())
+    });
     println!(
         "leaving figure: offline at the peer {} ms after stop",
-        took.as_millis()
+        stopped.elapsed().as_millis()
     );
-    assert!(took <= Duration::from_secs(1), "took {took:?}");
     assert!(
         !a.peers()
             .expect("A answers")
@@ -712,14 +730,8 @@ impl Three {
     fn new(name: &str, knows: [&'static [usize]; 3]) -> Self {
         let (dirs, publics): (Vec<TempDir>, Vec<PublicIdentity>) =
             (0..3).map(|i| account(&format!("{name}-{i}"))).unzip();
-        let probes: Vec<DaemonHandle> = dirs
-            .iter()
-            .map(|dir| start(dir, loopback(), Vec::new()))
-            .collect();
-        let addrs = probes.iter().map(DaemonHandle::local_addr).collect();
-        for probe in probes {
-            probe.shutdown().expect("stops cleanly");
-        }
+        // Addresses no other test takes while a node is down.
+        let addrs = (0..3).map(|_| loopback()).collect();
         let mut three = Three {
             dirs,
             publics,
@@ -1027,7 +1039,7 @@ fn a_dropped_handle_stops_its_daemon_and_releases_the_store() {
     // Asleep in its poll when the handle goes.
     std::thread::sleep(Duration::from_millis(200));
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + WAIT;
     loop {
         match Account::open(&dir_a.path().join("data"), PASS) {
             Ok(_) => break,
@@ -1112,20 +1124,26 @@ fn a_sender_restarted_a_hundred_times_is_still_read_by_every_member() {
                       missing: &mut Vec<HashSet<MessageId>>,
                       count: usize,
                       label: &str| {
-        let mut pending = Vec::new();
-        for k in 0..count {
-            let direct = format!("{label} direct {k}");
-            let group = format!("{label} room {k}");
-            let sent = sender.submit_to(&b_hex, &direct).expect("taken");
-            pending.push((vec![1], direct, sent));
-            let sent = sender.submit_to(&room_hex, &group).expect("taken");
-            pending.push((vec![1, 2], group, sent));
-        }
-        for (members, text, send) in pending {
-            let id = send.wait().expect("stored and sent");
-            for member in members {
-                want[member].insert(id, text.clone());
-                missing[member].insert(id);
+        // In chunks: the daemon takes every queued command in one turn and
+        // answers each once it is stored, so the first answer to thousands
+        // at once can come later than a caller waits (the handle's bound
+        // is for a stalled loop) on a loaded machine.
+        for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
+            let mut pending = Vec::new();
+            for k in chunk {
+                let direct = format!("{label} direct {k}");
+                let group = format!("{label} room {k}");
+                let sent = sender.submit_to(&b_hex, &direct).expect("taken");
+                pending.push((vec![1], direct, sent));
+                let sent = sender.submit_to(&room_hex, &group).expect("taken");
+                pending.push((vec![1, 2], group, sent));
+            }
+            for (members, text, send) in pending {
+                let id = send.wait().expect("stored and sent");
+                for member in members {
+                    want[member].insert(id, text.clone());
+                    missing[member].insert(id);
+                }
             }
         }
     };

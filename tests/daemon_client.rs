@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::daemons::{WAIT, account, collect_until, eventually, loopback, start, trio};
 use kith::daemon::{
@@ -413,7 +413,7 @@ fn a_subscription_replies_wakes_and_catches_up_without_gap_or_repeat() {
     let deadline = Instant::now() + WAIT;
     while seen.len() < 1000 || !caught_up || !replied {
         assert!(Instant::now() < deadline, "{} of 1000 seen", seen.len());
-        match sub.recv_timeout(Duration::from_secs(5)) {
+        match sub.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Update::Event(Event::MessageReceived {
                 id,
                 cursor,

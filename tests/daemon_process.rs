@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{TempDir, no_spawn_under_way, spawn};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event};
 use kith::net::NetConfig;
@@ -59,12 +59,13 @@ impl DaemonProcess {
         for peer in peers {
             command.arg("--peer").arg(peer);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the kith binary runs");
+        let mut child = spawn(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("the kith binary runs");
         let stdout = child.stdout.take().expect("stdout was piped");
         let lines = line_channel(stdout);
         let addr = loop {
@@ -92,9 +93,8 @@ impl DaemonProcess {
         match rx.recv_timeout(WAIT) {
             Ok(status) => status.expect("the child can be waited for"),
             Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
+                let _ = spawn(Command::new("kill").args(["-KILL", &self.pid.to_string()]))
+                    .and_then(|mut kill| kill.wait());
                 panic!("the daemon did not exit within {WAIT:?}");
             }
         }
@@ -131,6 +131,7 @@ fn start_library_daemon(data: &Path) -> DaemonHandle {
         net: NetConfig::loopback(),
         ..DaemonConfig::default()
     };
+    no_spawn_under_way();
     daemon::start(data, PASS, config).expect("the daemon starts")
 }
 
@@ -148,10 +149,15 @@ fn collect_until(rx: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) {
 }
 
 fn cli(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = kith(data)
-        .args(args)
-        .output()
-        .expect("the kith binary runs");
+    let output = spawn(
+        kith(data)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .and_then(Child::wait_with_output)
+    .expect("the kith binary runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -168,9 +174,10 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     let a = start_library_daemon(&data_a);
     let a_events = a.events().expect("A is running");
     let peer_a = format!("{}@{}", key_hex(&pub_a), a.local_addr());
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
 
-    let b = DaemonProcess::start(&data_b, any_port, std::slice::from_ref(&peer_a));
+    let b = DaemonProcess::start(&data_b, listen, std::slice::from_ref(&peer_a));
     let b_addr = b.addr;
     a.add_peer(pub_b.clone(), b_addr)
         .expect("B becomes A's peer");
@@ -214,11 +221,12 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     assert!(ok && peers.contains(&pub_a.peer_id().to_hex()) && peers.contains("online"));
     let (ok, status, _) = cli(&data_b, &["status"]);
     assert!(ok && status.contains("messages_received ") && status.contains("dropped_Forged 0"));
-    let mut listen = kith(&data_b)
-        .args(["listen", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the kith binary runs");
+    let mut listen = spawn(
+        kith(&data_b)
+            .args(["listen", "--json"])
+            .stdout(Stdio::piped()),
+    )
+    .expect("the kith binary runs");
     let listen_lines = line_channel(listen.stdout.take().expect("stdout was piped"));
     let (ok, sent_id, stderr) = cli(
         &data_b,
@@ -245,9 +253,8 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     }
 
     // SIGTERM stops B cleanly; the listener ends with it.
-    let term = Command::new("kill")
-        .args(["-TERM", &b.pid.to_string()])
-        .status()
+    let term = spawn(Command::new("kill").args(["-TERM", &b.pid.to_string()]))
+        .and_then(|mut kill| kill.wait())
         .expect("kill(1) runs");
     assert!(term.success());
     assert!(b.wait_exit().success(), "B exits cleanly on SIGTERM");
@@ -259,6 +266,7 @@ fn kill_9_of_the_receiver_loses_nothing_acknowledged_and_the_cli_drives_it() {
     a.shutdown().expect("A stops cleanly");
 
     // Every message A saw acknowledged is in B's store, each exactly once.
+    no_spawn_under_way();
     let account = Account::open(&data_b, PASS).expect("B's store reopens");
     let messages: Vec<_> = account
         .store
@@ -301,12 +309,9 @@ fn an_unacknowledged_message_is_in_the_outbox_after_kill_9() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|socket| socket.local_addr())
         .expect("a free port");
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-    let a = DaemonProcess::start(
-        &data_a,
-        any_port,
-        &[format!("{}@{silent}", key_hex(&pub_b))],
-    );
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
+    let a = DaemonProcess::start(&data_a, listen, &[format!("{}@{silent}", key_hex(&pub_b))]);
     ok(&data_a, &["send", "--to", &key_hex(&pub_b), "waits"]);
     // Once the history says "queued" the message is in the stored outbox
     // (the listing settles the store first); then kill -9. The delay
@@ -315,6 +320,7 @@ fn an_unacknowledged_message_is_in_the_outbox_after_kill_9() {
         out.contains("\"queued\"")
     });
     drop(a);
+    no_spawn_under_way();
     let account = Account::open(&data_a, PASS).expect("A's store reopens after kill -9");
     assert_eq!(
         account
@@ -454,8 +460,9 @@ fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
     let b = start_library_daemon(&data_b);
     let b_events = b.events().expect("B is running");
     let peer_b = format!("{}@{}", key_hex(&pub_b), b.local_addr());
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal address");
-    let mut a = DaemonProcess::start(&data_a, any_port, std::slice::from_ref(&peer_b));
+    // Restarted on the same address: one no other test takes meanwhile.
+    let listen: SocketAddr = common::ports::free_port();
+    let mut a = DaemonProcess::start(&data_a, listen, std::slice::from_ref(&peer_b));
     let a_addr = a.addr;
     b.add_peer(pub_a.clone(), a_addr)
         .expect("A becomes B's peer");
@@ -504,6 +511,7 @@ fn a_sender_killed_again_and_again_is_still_read_and_never_rejected() {
     assert_eq!(rejected, 0, "B rejected none of A's messages");
     drop(a);
     b.shutdown().expect("B stops cleanly");
+    no_spawn_under_way();
     let account = Account::open(&data_b, PASS).expect("B's store reopens");
     let stored: Vec<_> = account
         .store
@@ -622,12 +630,13 @@ fn the_cli_pages_history_marks_read_and_speaks_json() {
     // Listen from a cursor: the 20 newest replayed, in order, then live.
     let page = json(&data_b, &["history", &a_id, "--json", "--limit", "21"]);
     let since = page["messages"][20]["cursor"].as_u64().expect("a cursor");
-    let mut listen = kith(&data_b)
-        .args(["listen", "--json", "--since", &since.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kith listen runs");
+    let mut listen = spawn(
+        kith(&data_b)
+            .args(["listen", "--json", "--since", &since.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("kith listen runs");
     let lines = line_channel(listen.stdout.take().expect("piped"));
     let mut replayed = Vec::new();
     loop {

@@ -130,16 +130,13 @@ fn oversize_datagrams_are_dropped_and_counted() {
 fn commands_wake_an_idle_loop_and_timers_fire() {
     let (driver, events) = TestDriver::new(false);
     let node = net::spawn(NetConfig::loopback(), driver).expect("the loop starts");
-    // The loop has no timer and no traffic, so it sleeps in poll until
-    // woken; each command must get through on the waker alone.
+    // The loop has no timer and no traffic, so it sleeps in poll with no
+    // timeout until woken: each command must get through on the waker
+    // alone, and a lost wake-up would leave the loop asleep for good (so
+    // `next` fails; how fast a wake-up is belongs to the benches).
     for round in 0..20 {
-        let sent = Instant::now();
         node.send(Cmd::Ping).expect("the loop is running");
         assert_eq!(next(&events, "the pong"), Event::Pong, "round {round}");
-        assert!(
-            sent.elapsed() < Duration::from_secs(2),
-            "round {round} was slow"
-        );
     }
     // From another thread, through a cloned sender.
     let sender = node.sender();

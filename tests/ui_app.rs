@@ -124,7 +124,7 @@ fn unlocked_app_with(name: &str, setup: impl FnOnce(KithApp) -> KithApp) -> App 
     harness.get_by_label("Strong.");
     harness.get_by_label("Create account").click();
     harness.step();
-    harness.state_mut().wait_for_worker(Duration::from_secs(10));
+    harness.state_mut().wait_for_worker(Duration::from_secs(60));
     harness.run();
     assert_eq!(harness.state().state().expect("unlocked").my_name, "Robin");
     let fake = launcher.backend().expect("the fake was handed out");

@@ -15,7 +15,7 @@ use kith::ui::state::AppState;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
-use ui_support::{PASS, WAIT, account, app, config, free_port, state, temp_dir, wait};
+use ui_support::{PASS, Settle, WAIT, account, app, config, free_port, state, temp_dir, wait};
 
 const TEXTS: [&str; 3] = ["first while away", "second while away", "third while away"];
 
@@ -82,7 +82,7 @@ fn history_and_read_markers_survive_app_restarts() {
     // Opening the chat shows the messages and clears the badge; the node
     // confirms (its count is what the badge shows).
     bob.get_by_label(&format!("@ {name}")).click();
-    bob.run();
+    bob.settle();
     for text in TEXTS {
         bob.get_by_label(text);
     }

@@ -17,8 +17,7 @@ use kith::ui::state::{
     Dialog, HeardPeer, MdnsInfo, NetworkReport, NetworkRequest, RegistryInfo, Relation, Request,
 };
 use std::sync::Arc;
-use std::time::Duration;
-use ui_support::{account, app, config, free_port, state, temp_dir, type_and_enter, wait};
+use ui_support::{Settle, account, app, config, free_port, state, temp_dir, type_and_enter, wait};
 
 /// The window's clock: Tuesday 1 December 2026, 18:00 UTC.
 const NOW: u64 = 1_796_148_000_000;
@@ -106,7 +105,7 @@ fn network_panel_shows_the_report_and_checks_the_form() {
     }
     app.get_by_label("Create account").click();
     app.step();
-    app.state_mut().wait_for_worker(Duration::from_secs(10));
+    app.state_mut().wait_for_worker(ui_support::WAIT);
     app.run();
     let fake = launcher.backend().expect("unlocked");
     fake.set_network_report(report());
@@ -208,9 +207,9 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
         ("Peer public key", key),
     ] {
         a.get_by_label(label).focus();
-        a.run();
+        a.settle();
         a.get_by_label(label).type_text(&text);
-        a.run();
+        a.settle();
     }
     a.get_by_label("Add peer").click();
     a.run_steps(2);
@@ -233,16 +232,16 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
             .get(&b_id)
             .is_some_and(|p| p.info.relation == Relation::Contact)
     });
-    a.run();
+    a.settle();
     a.get_by_label("Peers heard (1)");
     a.get_by_label(&b_addr.to_string());
 
     // A writes to B from the People list.
     a.key_press(egui::Key::Escape);
-    a.run();
+    a.settle();
     a.state_mut()
         .perform(kith::ui::state::Intent::Message(b_id));
-    a.run();
+    a.settle();
     type_and_enter(&mut a, "found you by address");
 
     // B's window shows it, from someone new.
@@ -288,15 +287,15 @@ fn with_mdns_off_a_adds_b_by_address_and_key_and_writes_to_b() {
             KithApp::new(a_dir.clone(), launcher),
         );
     a.get_by_label("Passphrase").focus();
-    a.run();
+    a.settle();
     a.get_by_label("Passphrase").type_text(ui_support::PASS);
-    a.run();
+    a.settle();
     a.get_by_label("Unlock").click();
     a.step();
     a.state_mut().wait_for_worker(ui_support::WAIT);
-    a.run();
+    a.settle();
     a.get_by_label("🌐 Network").click();
-    a.run();
+    a.settle();
     wait(&mut a, "B's address is known again", |s| {
         s.network.report.as_ref().is_some_and(|(r, _)| {
             r.peers

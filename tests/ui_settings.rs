@@ -4,6 +4,8 @@
 //! ever given to it).
 #![cfg(feature = "gui")]
 
+mod ui_support;
+
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use kith::account::KdfParams;
@@ -16,6 +18,7 @@ use kith::ui::state::{Request, SettingsRequest};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use ui_support::{Settle, WAIT};
 
 /// The window's clock: Tuesday 1 December 2026, 18:00 UTC.
 const NOW: u64 = 1_796_148_000_000;
@@ -56,9 +59,9 @@ fn harness(app: KithApp) -> App {
 
 fn type_into(harness: &mut App, label: &str, text: &str) {
     harness.get_by_label(label).focus();
-    harness.run();
+    harness.settle();
     harness.get_by_label(label).type_text(text);
-    harness.run();
+    harness.settle();
 }
 
 fn create_account(harness: &mut App, name: &str) {
@@ -67,8 +70,8 @@ fn create_account(harness: &mut App, name: &str) {
     type_into(harness, "Passphrase again", "four random words here");
     harness.get_by_label("Create account").click();
     harness.step();
-    harness.state_mut().wait_for_worker(Duration::from_secs(30));
-    harness.run();
+    harness.state_mut().wait_for_worker(WAIT);
+    harness.settle();
 }
 
 fn checkbox(harness: &App, label: &str) -> bool {
@@ -152,7 +155,7 @@ fn the_choice_is_saved_and_used_by_later_starts() {
     let mut app = harness(app);
     // Nothing ticked: nothing of this machine is ever used by the test.
     app.get_by_label("enp0s31f6 · 192.168.1.20").click();
-    app.run();
+    app.settle();
     create_account(&mut app, "Robin");
     assert!(app.state().state().is_some(), "unlocked");
     drop(app);
@@ -178,73 +181,73 @@ fn the_choice_is_saved_and_used_by_later_starts() {
     type_into(&mut app, "Passphrase", "four random words here");
     app.get_by_label("Unlock").click();
     app.step();
-    app.state_mut().wait_for_worker(Duration::from_secs(30));
-    app.run();
+    app.state_mut().wait_for_worker(WAIT);
+    app.settle();
     let settings = app.state().state().expect("unlocked").settings.clone();
     assert_eq!(settings.interfaces_in_use, Vec::<String>::new());
     assert!(!settings.from_command_line);
     let listen = settings.listen.clone().expect("the node's address");
     assert!(listen.starts_with("127.0.0.1:"), "{listen}");
     app.get_by_label("⚙ Settings").click();
-    app.run();
+    app.settle();
     app.get_by_label("In use now: none (mDNS is off).");
     app.get_by_label(&format!("This node listens on {listen} (UDP)."));
     app.get_by_label(&dir.display().to_string());
 
     // Renaming goes through the node's signed profile.
     app.get_by_label("Name").focus();
-    app.run();
+    app.settle();
     app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    app.run();
+    app.settle();
     app.get_by_label("Name").type_text("Robin Hood");
-    app.run();
+    app.settle();
     app.get_by_label("Save name").click();
-    app.run();
+    app.settle();
     assert!(
         app.state_mut()
-            .wait_until(Duration::from_secs(10), |s| s.my_name == "Robin Hood")
+            .wait_until(WAIT, |s| s.my_name == "Robin Hood")
     );
 
     // Registry, keep-alive and room multicast: a bad value is refused and
     // never saved; good ones are saved and used from the next start.
     app.get_by_label("Keep-alive every (seconds)").focus();
-    app.run();
+    app.settle();
     app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
     app.get_by_label("Keep-alive every (seconds)")
         .type_text("0");
-    app.run();
+    app.settle();
     app.get_by_label("Save keep-alive").click();
-    app.run();
+    app.settle();
     // Said in the dialog and in a toast.
     let refused = "The keep-alive is a whole number of seconds, 1 to 600.";
     assert_eq!(app.query_all_by_label(refused).count(), 2);
     assert_eq!(AppSettings::load(&dir).keepalive_secs, None);
     app.get_by_label("Keep-alive every (seconds)").focus();
-    app.run();
+    app.settle();
     app.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
     app.get_by_label("Keep-alive every (seconds)")
         .type_text("12");
-    app.run();
+    app.settle();
     app.get_by_label("Save keep-alive").click();
-    app.run();
+    app.settle();
     type_into(&mut app, "Registry address", "127.0.0.1");
     type_into(&mut app, "Registry key", &registry_key);
     app.get_by_label("Save registry").click();
-    app.run();
+    app.settle();
     let refused = "\"127.0.0.1\" has no port: write it as host:port.";
     assert_eq!(app.query_all_by_label(refused).count(), 2);
     assert_eq!(AppSettings::load(&dir).registry, None);
     app.get_by_label("Registry address").focus();
-    app.run();
+    app.settle();
     app.get_by_label("Registry address").type_text(":47999");
-    app.run();
+    app.settle();
     app.get_by_label("Save registry").click();
-    app.run();
+    app.settle();
     app.get_by_label("Multicast for rooms").click();
-    app.run();
+    app.settle();
     assert!(
         app.state_mut()
-            .wait_until(Duration::from_secs(10), |s| s.my_name == "Robin Hood")
+            .wait_until(WAIT, |s| s.my_name == "Robin Hood")
     );
     drop(app);
     assert_eq!(kith::ui::backend::read_name(&dir), "Robin Hood");
@@ -271,8 +274,8 @@ fn the_choice_is_saved_and_used_by_later_starts() {
     type_into(&mut app, "Passphrase", "four random words here");
     app.get_by_label("Unlock").click();
     app.step();
-    app.state_mut().wait_for_worker(Duration::from_secs(30));
-    app.run();
+    app.state_mut().wait_for_worker(WAIT);
+    app.settle();
     let state = app.state().state().expect("unlocked");
     assert_eq!(
         state.settings.in_use.registry.as_deref(),
@@ -288,8 +291,8 @@ fn the_choice_is_saved_and_used_by_later_starts() {
     );
     // The node runs with them: its Network panel says so.
     app.get_by_label("🌐 Network").click();
-    app.run();
-    let shown = app.state_mut().wait_until(Duration::from_secs(10), |s| {
+    app.settle();
+    let shown = app.state_mut().wait_until(WAIT, |s| {
         s.network.report.as_ref().is_some_and(|(r, _)| {
             r.keepalive_secs.0 == 12
                 && r.registry
@@ -316,8 +319,8 @@ fn the_choice_is_saved_and_used_by_later_starts() {
     type_into(&mut app, "Passphrase", "four random words here");
     app.get_by_label("Unlock").click();
     app.step();
-    app.state_mut().wait_for_worker(Duration::from_secs(30));
-    app.run();
+    app.state_mut().wait_for_worker(WAIT);
+    app.settle();
     let state = app.state().state().expect("unlocked");
     assert_eq!(state.settings.in_use.keepalive_secs, 7);
     assert!(state.settings.in_use.keepalive_given);
@@ -511,8 +514,8 @@ fn an_account_made_by_the_cli_shows_its_profile_name() {
     type_into(&mut app, "Passphrase", "correct horse");
     app.get_by_label("Unlock").click();
     app.step();
-    app.state_mut().wait_for_worker(Duration::from_secs(30));
-    app.run();
+    app.state_mut().wait_for_worker(WAIT);
+    app.settle();
     let state = app.state().state().expect("unlocked");
     assert_eq!(state.my_name, "Kim");
     // Listed as named, and flagged: with mDNS off none is used to find

@@ -13,7 +13,7 @@ use kith::daemon::PeerAddr;
 use kith::proto::node::direct_room;
 use kith::ui::state::{Delivery, Intent, Relation};
 use std::time::Duration;
-use ui_support::{account, app, config, free_port, state, temp_dir, type_and_enter, wait};
+use ui_support::{Settle, account, app, config, free_port, state, temp_dir, type_and_enter, wait};
 
 #[test]
 fn alice_writes_bob_reads_then_a_room_then_mute() {
@@ -56,7 +56,7 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
     );
     let bob_name = state(&alice).display_name(bob_id);
     alice.get_by_label(&bob_name).click();
-    alice.run();
+    alice.settle();
     assert_eq!(state(&alice).open, Some(direct_room(alice_id, bob_id)));
     type_and_enter(&mut alice, "hello Bob");
 
@@ -80,7 +80,7 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
     assert_eq!(state(&bob).title(), "kith — 1 unread");
     let name = state(&bob).room_name(&state(&bob).rooms[&chat]);
     bob.get_by_label(&format!("@ {name}")).click();
-    bob.run();
+    bob.settle();
     bob.get_by_label("hello Bob");
     assert_eq!(state(&bob).total_unread(), 0);
 
@@ -96,17 +96,17 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
 
     // Alice makes a room with Bob from the New room dialog.
     alice.get_by_label("+ Room").click();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Room name").focus();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Room name").type_text("kitchen");
-    alice.run();
+    alice.settle();
     alice
         .get_by_role_and_label(egui::accesskit::Role::CheckBox, &bob_name)
         .click();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Create room").click();
-    alice.run();
+    alice.settle();
     wait(&mut alice, "the room is made", |s| {
         s.open
             .and_then(|r| s.rooms.get(&r))
@@ -119,9 +119,9 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
         s.rooms.get(&room).is_some_and(|r| r.info.invited)
     });
     bob.get_by_label("# kitchen").click();
-    bob.run();
+    bob.settle();
     bob.get_by_label("Accept invitation").click();
-    bob.run();
+    bob.settle();
     wait(&mut bob, "Bob is in the room", |s| {
         s.rooms
             .get(&room)
@@ -152,13 +152,13 @@ fn alice_writes_bob_reads_then_a_room_then_mute() {
 
     // Bob opens his chat with Alice, then mutes the room from the sidebar.
     bob.get_by_label(&format!("@ {name}")).click();
-    bob.run();
+    bob.settle();
     bob.get_by_label("# kitchen").click_secondary();
-    bob.run();
+    bob.settle();
     bob.get_by_label("Mute").hover();
-    bob.run();
+    bob.settle();
     bob.get_by_label("1 hour").click();
-    bob.run();
+    bob.settle();
     // The node confirms it in the next room list.
     wait(&mut bob, "the node has the mute", |s| {
         s.rooms.get(&room).is_some_and(|r| r.info.muted.is_some())
@@ -224,19 +224,19 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
         s.display_name(ids[1]) == "Bob" && s.display_name(ids[2]) == "Carol"
     });
     alice.get_by_label("+ Room").click();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Room name").focus();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Room name").type_text("trio");
-    alice.run();
+    alice.settle();
     for name in ["Bob", "Carol"] {
         alice
             .get_by_role_and_label(egui::accesskit::Role::CheckBox, name)
             .click();
-        alice.run();
+        alice.settle();
     }
     alice.get_by_label("Create room").click();
-    alice.run();
+    alice.settle();
     wait(alice, "the room is made", |s| {
         s.open
             .and_then(|r| s.rooms.get(&r))
@@ -250,9 +250,9 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
             s.rooms.get(&room).is_some_and(|r| r.info.invited)
         });
         other.get_by_label("# trio").click();
-        other.run();
+        other.settle();
         other.get_by_label("Accept invitation").click();
-        other.run();
+        other.settle();
         wait(other, "in the room", |s| {
             s.rooms
                 .get(&room)
@@ -290,11 +290,11 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
     carol
         .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
         .focus();
-    carol.run();
+    carol.settle();
     carol
         .get_by_role_and_label(egui::accesskit::Role::TextInput, "🔍")
         .type_text("HELLO");
-    carol.run();
+    carol.settle();
     carol.get_by_label("🔍 Messages with “HELLO”").click();
     // Steps: the search spins until the node answers.
     carol.run_steps(2);
@@ -322,9 +322,9 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
 
     // Alice blocks Bob from the People list.
     alice.get_by_label("Bob").click_secondary();
-    alice.run();
+    alice.settle();
     alice.get_by_label("Block").click();
-    alice.run();
+    alice.settle();
     assert!(state(alice).is_blocked(ids[1]));
     alice.get_by_label("Blocked (1)");
 
@@ -345,7 +345,7 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
             .any(|o| s.delivery_label(o, true) == "delivered to 1 of 2")
     });
     bob.state_mut().perform(Intent::Message(ids[0]));
-    bob.run();
+    bob.settle();
     type_and_enter(bob, "Alice?");
     // Bob sees Alice offline: she no longer answers him.
     wait(bob, "Bob sees Alice offline", |s| {
@@ -358,7 +358,7 @@ fn three_apps_a_room_for_three_then_block_from_the_sidebar() {
     alice
         .state_mut()
         .wait_until(Duration::from_secs(2), |_| false);
-    alice.run();
+    alice.settle();
     let seen = state(alice);
     for history in seen.histories.values() {
         assert!(

@@ -51,7 +51,7 @@ fn submit(harness: &mut Harness<'static, KithApp>, button: &str) {
     // One frame handles the click and starts the worker; `run` would wait
     // for the spinner to stop, which it does only when the worker answers.
     harness.step();
-    harness.state_mut().wait_for_worker(Duration::from_secs(30));
+    harness.state_mut().wait_for_worker(Duration::from_secs(60));
     harness.run();
 }
 

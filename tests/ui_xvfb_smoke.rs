@@ -61,7 +61,7 @@ fn start_xvfb() -> (u32, Reaped) {
             .expect("Xvfb starts");
         let mut xvfb = Reaped(child);
         let socket = format!("/tmp/.X11-unix/X{display}");
-        let up = wait_for(Duration::from_secs(10), || {
+        let up = wait_for(Duration::from_secs(30), || {
             Path::new(&socket).exists() || matches!(xvfb.0.try_wait(), Ok(Some(_)))
         });
         if up && matches!(xvfb.0.try_wait(), Ok(None)) {
@@ -161,7 +161,7 @@ fn the_app_opens_its_window_under_xvfb() {
 
     // The window is drawn: the screen is no longer one flat colour.
     let shot = dir.join("screenshot.png");
-    let drawn = wait_for(Duration::from_secs(30), || {
+    let drawn = wait_for(Duration::from_secs(60), || {
         screenshot_colours(display, &shot) >= 8
     });
     assert!(drawn, "nothing was drawn on the X server");

@@ -41,24 +41,19 @@ pub fn start(dir: &TempDir, bind: SocketAddr, peers: Vec<PeerAddr>) -> DaemonHan
     daemon::start(&dir.path().join("data"), PASS, config).expect("the daemon starts")
 }
 
-/// 127.0.0.1 on a port the system picks.
+/// 127.0.0.1 on a port free now that no other test takes meanwhile, so
+/// a daemon can stop and start again on its address (see
+/// [`super::ports`]).
 pub fn loopback() -> SocketAddr {
-    NetConfig::loopback().unicast_bind
+    super::ports::free_port()
 }
 
 /// Three daemons that know each other's addresses: (dir, public, handle).
 pub fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
     let accounts: Vec<(TempDir, PublicIdentity)> =
         (0..3).map(|i| account(&format!("{name}-{i}"))).collect();
-    // Reserve three addresses first, so every daemon can be told the others'.
-    let probes: Vec<DaemonHandle> = accounts
-        .iter()
-        .map(|(dir, _)| start(dir, loopback(), Vec::new()))
-        .collect();
-    let addrs: Vec<SocketAddr> = probes.iter().map(DaemonHandle::local_addr).collect();
-    for probe in probes {
-        probe.shutdown().expect("stops cleanly");
-    }
+    // Three addresses first, so every daemon can be told the others'.
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| loopback()).collect();
     let publics: Vec<PublicIdentity> = accounts.iter().map(|a| a.1.clone()).collect();
     accounts
         .into_iter()

@@ -3,10 +3,13 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod daemons;
+pub mod ports;
 pub mod trio;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Mutex, PoisonError};
 
 use kith::daemon::PeerAddr;
 use kith::proto::crypto::PublicIdentity;
@@ -84,4 +87,26 @@ pub fn db_files(db: &Path) -> [PathBuf; 3] {
         PathBuf::from(name)
     };
     [db.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Held while a child process is spawned, until it has exec'd. A child
+/// between fork and exec holds copies of this process's descriptors,
+/// among them the lock of a store just closed here (a `flock` goes with
+/// the open file, and the copy keeps it): reopened right then, the store
+/// is "in use" (seen under load in tests/daemon_process.rs: the tests of
+/// a binary run in parallel, and several spawn `kith` all the time). So
+/// every spawn holds this, and a store is reopened in the test process,
+/// or by a child it starts, only when no spawn is under way.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// Spawns `command` once no other spawn of this process is under way.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let _spawning = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
+    command.spawn()
+}
+
+/// Returns once no child of this process is between fork and exec: none
+/// holds a copy of a store lock closed before.
+pub fn no_spawn_under_way() {
+    drop(SPAWNING.lock().unwrap_or_else(PoisonError::into_inner));
 }

@@ -13,9 +13,9 @@ use kith::proto::profile::SignedProfile;
 use kith::store::StoredProfile;
 use kith::ui::KithApp;
 use kith::ui::state::AppState;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Generous: the machine running the tests may be heavily loaded.
 pub const WAIT: Duration = Duration::from_secs(45);
@@ -28,11 +28,13 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A loopback port free now (the node binds it a moment later).
+#[path = "../common/ports.rs"]
+mod ports;
+
+/// A loopback port free now that no other test takes before the node
+/// binds it a moment later (see `tests/common/ports.rs`).
 pub fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback port")
+    ports::free_port()
 }
 
 /// An account in `dir` whose display name is `name`: announced by mDNS
@@ -81,9 +83,48 @@ pub fn app(dir: &Path, config: DaemonConfig) -> Harness<'static, KithApp> {
     harness.get_by_label("Unlock").click();
     harness.step();
     harness.state_mut().wait_for_worker(WAIT);
-    harness.run();
+    harness.settle();
     assert!(harness.state().state().is_some(), "unlocked");
     harness
+}
+
+/// `run` for an app with a real node behind it.
+pub trait Settle {
+    /// Draws frames until the window stops asking for the next one at
+    /// once, however long the node takes to answer: a spinner waiting for
+    /// the node repaints every frame, and on a loaded machine the node may
+    /// answer only after more frames than [`Harness::run`] allows (its
+    /// step bound), so that would fail a test that is right. Returns as
+    /// soon as the window is still; panics after [`WAIT`].
+    fn settle(&mut self);
+}
+
+impl Settle for Harness<'static, KithApp> {
+    #[track_caller]
+    fn settle(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.step();
+            let asks_again = self
+                .output()
+                .viewport_output
+                .get(&egui::ViewportId::ROOT)
+                .is_some_and(|viewport| viewport.repaint_delay.is_zero());
+            if !asks_again {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the window still repaints after {WAIT:?}: {:?}",
+                self.ctx.repaint_causes()
+            );
+            // Give the node's threads the processor between frames rather
+            // than drawing hundreds of frames while it waits for it.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Still now, as after `run`; and its check, as `run` would.
+        self.check_accessibility();
+    }
 }
 
 /// Lets the app take the node's updates until `done` holds, then draws.
@@ -101,7 +142,7 @@ pub fn wait(harness: &mut Harness<'static, KithApp>, what: &str, done: impl Fn(&
         }
     }
     assert!(held, "timed out waiting until {what}");
-    harness.run();
+    harness.settle();
 }
 
 pub fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
@@ -111,8 +152,8 @@ pub fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
 /// Types `text` into the composer and presses Enter.
 pub fn type_and_enter(harness: &mut Harness<'static, KithApp>, text: &str) {
     harness.get_by_label("Write a message").focus();
-    harness.run();
+    harness.settle();
     harness.get_by_label("Write a message").type_text(text);
     harness.key_press(egui::Key::Enter);
-    harness.run();
+    harness.settle();
 }
