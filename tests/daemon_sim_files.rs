@@ -664,3 +664,33 @@ fn wrong_bytes_from_a_member_are_caught_by_the_hash() {
     );
     assert_eq!(std::fs::read(to.join("crew.bin")).unwrap(), bytes);
 }
+
+/// Nobody online holds the file (the author is away, the other member
+/// never fetched it): that member answers "unavailable" and is not asked
+/// again and again; the file arrives once the author is back.
+#[test]
+fn a_member_without_the_file_is_not_asked_in_a_loop() {
+    let mut c = Cluster::new(19, 3, LinkConfig::default());
+    let room = c.group();
+    let (path, bytes) = c.make_file("later.bin", 200 * 1024, 4);
+    let id = c.share(0, Target::Room(room), &path);
+    assert!(c.run_until(Duration::from_secs(30), |c| !c.offered(1).is_empty()));
+    c.net.set_up(&mut c.hosts, 0, false);
+    let to = downloads(&c, "one");
+    c.fetch(1, FileRef::Message(id), &to);
+    let before = c.net.wire.datagrams;
+    c.run_for(Duration::from_secs(30));
+    let during = c.net.wire.datagrams - before;
+    assert!(
+        during < 2_000,
+        "{during} datagrams in 30 s while nobody can serve the file"
+    );
+    assert!(c.completed(1).is_empty());
+    c.net.set_up(&mut c.hosts, 0, true);
+    assert!(
+        c.run_until(Duration::from_secs(120), |c| !c.completed(1).is_empty()),
+        "the file arrives once the author is back: {:?}",
+        c.failed(1)
+    );
+    assert_eq!(std::fs::read(to.join("later.bin")).unwrap(), bytes);
+}

@@ -710,7 +710,19 @@ impl DaemonCore {
         if fetch.source() != Some(peer) {
             return;
         }
-        self.next_source(now, offer);
+        // Someone else online who may hold it; if nobody, the stall timer
+        // asks again in a while (never at once: that would ping-pong).
+        fetch.requested.clear();
+        fetch.low = 0;
+        fetch.last_activity = now;
+        let n = fetch.sources.len();
+        let next = (1..n)
+            .map(|k| (fetch.source + k) % n)
+            .find(|&i| self.discovery.is_online(&fetch.sources[i]));
+        if let Some(i) = next {
+            fetch.source = i;
+            self.request_more(now, offer);
+        }
     }
 
     /// Moves a fetch on to the next online member that may hold the file
