@@ -184,6 +184,13 @@ impl DaemonCore {
                 crate::proto::files::MAX_CAPTION
             )));
         }
+        // A room we cannot send in is refused before the file is read (the
+        // send would refuse it after, leaving the bytes in the store).
+        if let Target::Room(room) = to
+            && self.node.room(&room).is_none_or(|r| r.admin.is_none())
+        {
+            return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
+        }
         let (hash, size) = self.store.import_blob(path).map_err(|error| {
             self.note_disk_full(&error);
             DaemonError::from(error)
