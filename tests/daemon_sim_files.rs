@@ -526,9 +526,10 @@ fn a_blocked_peer_gets_nothing() {
     assert_eq!(c.status(0).files.chunks_sent, 0);
 }
 
-/// Asking to fetch what was never offered is an error with a sentence.
+/// Asking to fetch what was never offered, to share in a room we are not
+/// in, or to share a file over the limit is an error with a sentence.
 #[test]
-fn fetching_an_unknown_file_says_so() {
+fn fetching_or_sharing_what_cannot_be_says_so() {
     let mut c = Cluster::new(16, 2, LinkConfig::default());
     let to = downloads(&c, "b");
     let rid = c.ask(
@@ -540,6 +541,46 @@ fn fetching_an_unknown_file_says_so() {
     );
     match c.answer(1, rid) {
         Some(Err(error)) => assert!(error.contains("no file"), "{error}"),
+        other => panic!("expected an error: {other:?}"),
+    }
+    // Sharing in a room we are not in is refused before the file is read:
+    // nothing of it is kept.
+    let (path, _) = c.make_file("nowhere.bin", 1000, 5);
+    let rid = c.ask(
+        1,
+        Request::ShareFile {
+            to: Target::Room(RoomId([7; 32])),
+            path,
+            caption: None,
+        },
+    );
+    c.run_for(Duration::from_millis(5));
+    match c.answer(1, rid) {
+        Some(Err(error)) => assert!(error.contains("not a room"), "{error}"),
+        other => panic!("expected an error: {other:?}"),
+    }
+    let blobs = c.dirs[1]
+        .path()
+        .join(format!("{}.files", kith::account::DATABASE_FILE));
+    let kept = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "nothing is kept in {}", blobs.display());
+    // A file over the limit is refused with a sentence.
+    let huge = c.files.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(kith::daemon::files::MAX_FILE_SIZE + 1)
+        .unwrap();
+    let rid = c.ask(
+        1,
+        Request::ShareFile {
+            to: Target::Peer(c.id(0)),
+            path: huge,
+            caption: None,
+        },
+    );
+    c.run_for(Duration::from_millis(5));
+    match c.answer(1, rid) {
+        Some(Err(error)) => assert!(error.contains("at most 256 MiB"), "{error}"),
         other => panic!("expected an error: {other:?}"),
     }
 }
@@ -663,4 +704,34 @@ fn wrong_bytes_from_a_member_are_caught_by_the_hash() {
         c.failed(1)
     );
     assert_eq!(std::fs::read(to.join("crew.bin")).unwrap(), bytes);
+}
+
+/// Nobody online holds the file (the author is away, the other member
+/// never fetched it): that member answers "unavailable" and is not asked
+/// again and again; the file arrives once the author is back.
+#[test]
+fn a_member_without_the_file_is_not_asked_in_a_loop() {
+    let mut c = Cluster::new(19, 3, LinkConfig::default());
+    let room = c.group();
+    let (path, bytes) = c.make_file("later.bin", 200 * 1024, 4);
+    let id = c.share(0, Target::Room(room), &path);
+    assert!(c.run_until(Duration::from_secs(30), |c| !c.offered(1).is_empty()));
+    c.net.set_up(&mut c.hosts, 0, false);
+    let to = downloads(&c, "one");
+    c.fetch(1, FileRef::Message(id), &to);
+    let before = c.net.wire.datagrams;
+    c.run_for(Duration::from_secs(30));
+    let during = c.net.wire.datagrams - before;
+    assert!(
+        during < 2_000,
+        "{during} datagrams in 30 s while nobody can serve the file"
+    );
+    assert!(c.completed(1).is_empty());
+    c.net.set_up(&mut c.hosts, 0, true);
+    assert!(
+        c.run_until(Duration::from_secs(120), |c| !c.completed(1).is_empty()),
+        "the file arrives once the author is back: {:?}",
+        c.failed(1)
+    );
+    assert_eq!(std::fs::read(to.join("later.bin")).unwrap(), bytes);
 }

@@ -31,6 +31,13 @@ fn an_imported_file_is_encrypted_at_rest_and_exports_whole() {
     assert_eq!(hash, FileHash(*blake3::hash(&content).as_bytes()));
     assert_eq!(size, content.len() as u64);
     assert!(store.blob_exists(&hash));
+    // Private like the rest of the store.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.blob_dir()), 0o700);
+        assert_eq!(mode(&store.blob_dir().join(hash.to_hex())), 0o600);
+    }
     // Nothing of the plaintext is on disk in the blob store.
     let blob = std::fs::read(store.blob_dir().join(hash.to_hex())).unwrap();
     assert!(

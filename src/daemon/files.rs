@@ -104,6 +104,19 @@ pub(crate) fn file_of(envelope: &[u8], body: &[u8]) -> Option<FileOffer> {
     FileOffer::parse(body).ok()
 }
 
+/// What a readable stored message shows as text: a file message its
+/// caption ("" without one, a sentence for an offer this version cannot
+/// read), anything else its body as UTF-8.
+pub(crate) fn message_text(envelope: &[u8], body: &[u8], file: Option<&FileOffer>) -> String {
+    match file {
+        Some(offer) => offer.caption.clone().unwrap_or_default(),
+        None if envelope_kind(envelope) == Some(KIND_FILE) => {
+            "(a file offer this version of kith cannot read)".to_owned()
+        }
+        None => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 /// The kind byte of a stored envelope, read from its header without
 /// parsing the rest (every sent and listed message asks), `None` for
 /// something too short or of an unknown version. The envelope was checked
@@ -152,6 +165,15 @@ mod tests {
             let bytes = envelope.emit();
             assert_eq!(envelope_kind(&bytes), Some(kind));
             assert_eq!(Envelope::parse(&bytes).unwrap().header.kind, kind);
+            // "x" is no offer: a file message with it reads as a sentence,
+            // never as its raw bytes; any other kind as its text.
+            assert_eq!(file_of(&bytes, b"x"), None);
+            let text = message_text(&bytes, b"x", None);
+            if kind == KIND_FILE {
+                assert!(text.contains("cannot read"), "{text}");
+            } else {
+                assert_eq!(text, "x");
+            }
         }
         assert_eq!(envelope_kind(&[2; 10]), None);
         assert_eq!(envelope_kind(&[9; 200]), None);

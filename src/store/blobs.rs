@@ -13,6 +13,8 @@
 //!   a `.part`, never a wrong complete blob.
 //! - **Resumable.** A `.part` is sparse: a slot never written does not
 //!   open, so the chunks already stored are found again after a restart.
+//! - **Private.** The directory is 0700 and every blob 0600, as the rest of
+//!   the store.
 //! - **Exports are whole.** A copy for the user is written to a hidden
 //!   temporary name in the target directory and renamed when complete.
 
@@ -21,6 +23,7 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::keys::SecretKey;
+use super::open::owner_only;
 use super::{Result, Store, StoreError};
 use crate::proto::files::{CHUNK_SIZE, MAX_FILE_SIZE, chunk_count, chunk_len};
 use crate::proto::ids::FileHash;
@@ -76,9 +79,19 @@ impl Store {
         self.blob_dir().join(name)
     }
 
+    /// The blob directory, created owner-only (0700) if missing.
     fn ensure_blob_dir(&self) -> Result<PathBuf> {
         let dir = self.blob_dir();
-        fs::create_dir_all(&dir).map_err(io_at("file store directory", &dir))?;
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(&dir)
+            .map_err(io_at("file store directory", &dir))?;
         Ok(dir)
     }
 
@@ -126,7 +139,12 @@ impl Store {
         size: u64,
     ) -> Result<()> {
         let key = self.blob_key();
-        let mut out = File::create(temp).map_err(io_at("file store", temp))?;
+        let mut out = owner_only()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(temp)
+            .map_err(io_at("file store", temp))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; CHUNK_SIZE];
         let mut read = 0u64;
@@ -157,7 +175,7 @@ impl Store {
     pub fn begin_blob(&self, hash: &FileHash, size: u64) -> Result<Vec<bool>> {
         self.ensure_blob_dir()?;
         let path = self.blob_path(hash, true);
-        let mut file = OpenOptions::new()
+        let mut file = owner_only()
             .read(true)
             .write(true)
             .create(true)

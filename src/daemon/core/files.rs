@@ -184,6 +184,13 @@ impl DaemonCore {
                 crate::proto::files::MAX_CAPTION
             )));
         }
+        // A room we cannot send in is refused before the file is read (the
+        // send would refuse it after, leaving the bytes in the store).
+        if let Target::Room(room) = to
+            && self.node.room(&room).is_none_or(|r| r.admin.is_none())
+        {
+            return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
+        }
         let (hash, size) = self.store.import_blob(path).map_err(|error| {
             self.journal.note_failure(&error);
             DaemonError::from(error)
@@ -710,7 +717,19 @@ impl DaemonCore {
         if fetch.source() != Some(peer) {
             return;
         }
-        self.next_source(now, offer);
+        // Someone else online who may hold it; if nobody, the stall timer
+        // asks again in a while (never at once: that would ping-pong).
+        fetch.requested.clear();
+        fetch.low = 0;
+        fetch.last_activity = now;
+        let n = fetch.sources.len();
+        let next = (1..n)
+            .map(|k| (fetch.source + k) % n)
+            .find(|&i| self.discovery.is_online(&fetch.sources[i]));
+        if let Some(i) = next {
+            fetch.source = i;
+            self.request_more(now, offer);
+        }
     }
 
     /// Moves a fetch on to the next online member that may hold the file

@@ -192,9 +192,12 @@ impl DaemonCore {
                         )
                     },
                     timestamp: message.timestamp,
-                    text: readable.then(|| match &file {
-                        Some(offer) => offer.caption.clone().unwrap_or_default(),
-                        None => String::from_utf8_lossy(&message.body).into_owned(),
+                    text: readable.then(|| {
+                        crate::daemon::files::message_text(
+                            &message.envelope,
+                            &message.body,
+                            file.as_ref(),
+                        )
                     }),
                     file: file.as_ref().map(crate::daemon::files::FileInfo::from),
                     ours,

@@ -5,7 +5,7 @@
 //! moves it into the store and reports it.
 
 use super::*;
-use crate::daemon::files::{FileInfo, file_of};
+use crate::daemon::files::{FileInfo, file_of, message_text};
 
 /// What waits for the journal to settle, in the order it happened.
 pub(super) enum Waiting {
@@ -211,10 +211,7 @@ impl DaemonCore {
     pub(super) fn received_event(&mut self, message: &Message) -> Event {
         let file = file_of(&message.envelope, &message.body);
         // A file message's text is its caption.
-        let text = match &file {
-            Some(offer) => offer.caption.clone().unwrap_or_default(),
-            None => String::from_utf8_lossy(&message.body).into_owned(),
-        };
+        let text = message_text(&message.envelope, &message.body, file.as_ref());
         Event::MessageReceived {
             room: message.room,
             from: message.sender,
