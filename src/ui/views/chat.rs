@@ -128,7 +128,16 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
     };
     let group = room.info.direct.is_none();
     let rows = rows(state, history);
-    let width = ui.available_width();
+    // The scroll bar is drawn over the rows' right edge (or takes it, when
+    // solid) once they overflow: that strip stays free, so right-aligned
+    // delivery labels are never hidden under it.
+    let bar = &ui.spacing().scroll;
+    let bar_room = if bar.floating {
+        bar.bar_width + bar.bar_inner_margin
+    } else {
+        bar.allocated_width()
+    };
+    let width = ui.available_width() - bar_room;
     let cache = &mut local.heights;
     if cache.room != Some(room.info.id) || (cache.width - width).abs() > 0.5 {
         *cache = RowHeights {
