@@ -226,6 +226,11 @@ impl Cluster {
         // The store is locked while the old host holds it: the old one
         // goes first, as a killed process does.
         drop(self.hosts.remove(i));
+        // A restarted process draws fresh randomness: with the same seed its
+        // handshake would repeat the first one and be refused as a replay.
+        // Derived from the old seed, so one seed still gives one run.
+        let seed = &mut self.configs[i].seed;
+        *seed = *blake3::hash(seed).as_bytes();
         let host = SimDaemon::open(
             self.dirs[i].path(),
             self.configs[i].clone(),
