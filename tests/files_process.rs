@@ -177,6 +177,10 @@ fn kith_share_on_one_daemon_and_kith_fetch_on_the_other() {
     let row = &history["messages"][0];
     assert_eq!(row["file"]["hash"], hash.as_str());
     assert_eq!(row["text"], "the numbers");
+    // The same chat by A's public key (what `--peer` and `kith id` use).
+    let a_key = PeerId(a_pub.to_bytes()).to_hex();
+    let by_key = json(&b_data, &["history", &a_key, "--json"]);
+    assert_eq!(by_key["messages"], history["messages"], "history by key");
 
     // A hash nobody offered is a sentence, not a hang.
     let output = kith(&b_data)
