@@ -38,6 +38,7 @@
 
 pub mod address_book;
 pub mod api;
+mod calls;
 mod clock;
 mod command;
 pub mod control;
@@ -51,6 +52,7 @@ mod profiles;
 pub mod search;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+mod status;
 mod subscription;
 
 use std::collections::HashMap;
@@ -58,16 +60,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use std::time::Duration;
 
 use crate::account::{Account, AccountError};
-use crate::net::{self, NetConfig, NetError, NetHandle, NetStats, NetStatsSnapshot};
+use crate::net::{self, NetConfig, NetError, NetHandle};
 use crate::proto::crypto::PublicIdentity;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
-use crate::proto::node::{DropReason, NodeConfig, NodeError, NodeStats};
-use crate::proto::sync::SyncStats;
+use crate::proto::node::{NodeConfig, NodeError};
 use crate::store::{Mute, StoreError};
 
 pub use address_book::{DiscoveryConfig, DiscoveryReport, RegistryTarget};
@@ -81,7 +82,12 @@ use driver::NodeDriver;
 pub use event::{Event, json_escape};
 pub use files::{FileEntry, FileHash, FileInfo, FileRef, FileState};
 pub use search::SearchResult;
+pub use status::{FileStats, Status};
 pub use subscription::Subscription;
+
+pub(crate) use calls::{SHARE_TIMEOUT, ask_within};
+use calls::{ask, request, search_request, subscribe, wait_for};
+pub(crate) use status::status;
 
 /// How long a caller waits for the network thread to answer a command. The
 /// thread answers within one loop turn; this only guards against a stalled
@@ -254,127 +260,6 @@ pub struct RoomSummary {
     /// Of `unread`, those in a muted room or from a muted sender (counted
     /// but flagged: not to be notified).
     pub unread_muted: u64,
-}
-
-/// Counters for `kith status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    /// The socket loop's counters.
-    pub net: NetStatsSnapshot,
-    /// The node's counters, including drops by reason.
-    pub node: NodeStats,
-    /// Messages we sent (including re-queued ones).
-    pub messages_sent: u64,
-    /// Messages received and stored.
-    pub messages_received: u64,
-    /// Acknowledgements of our messages.
-    pub delivered: u64,
-    /// Our messages a recipient received but refused to store.
-    pub refused: u64,
-    /// Transmits for a peer without an address, or for a group.
-    pub unroutable: u64,
-    /// Store writes that failed (each also printed to stderr).
-    pub store_errors: u64,
-    /// Registry (`kr`) datagrams from a source that is not the configured
-    /// registry (or with none configured), dropped.
-    pub registry_foreign_dropped: u64,
-    /// Registry datagrams from the registry's address that its client
-    /// refused (malformed, badly signed, unasked), dropped.
-    pub registry_rejected_dropped: u64,
-    /// History reconciliation counters.
-    pub sync: SyncStats,
-    /// File transfer counters.
-    pub files: FileStats,
-}
-
-/// File transfer counters (see [`Status::files`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileStats {
-    /// Chunks sent to members fetching our files.
-    pub chunks_sent: u64,
-    /// Chunks received, opened and stored.
-    pub chunks_received: u64,
-    /// Chunks that did not open (forged, truncated, wrong place), dropped.
-    pub chunks_bad: u64,
-    /// Chunks nobody asked for (no fetch of theirs under way), dropped.
-    pub chunks_unasked: u64,
-    /// Requests for a file not offered in a room shared with the asker,
-    /// or for chunks outside the file, dropped.
-    pub requests_refused: u64,
-    /// Chunks asked for beyond the per-peer limit, dropped.
-    pub requests_over_limit: u64,
-    /// File protocol messages that did not decode, dropped.
-    pub malformed: u64,
-    /// Fetches whose bytes did not match the file's hash.
-    pub hash_mismatches: u64,
-    /// Fetches finished.
-    pub fetches_completed: u64,
-}
-
-impl Status {
-    /// Every counter as `(name, value)`, in a stable order.
-    pub fn counters(&self) -> Vec<(String, u64)> {
-        let net = &self.net;
-        let node = &self.node;
-        let mut out: Vec<(String, u64)> = [
-            ("messages_sent", self.messages_sent),
-            ("messages_received", self.messages_received),
-            ("delivered", self.delivered),
-            ("refused", self.refused),
-            ("unroutable", self.unroutable),
-            ("store_errors", self.store_errors),
-            ("sync_sessions_started", self.sync.sessions_started),
-            ("sync_sessions_completed", self.sync.sessions_completed),
-            ("sync_sessions_failed", self.sync.sessions_failed),
-            ("sync_bytes_sent", self.sync.bytes_sent),
-            ("sync_ids_pushed", self.sync.ids_pushed),
-            ("file_chunks_sent", self.files.chunks_sent),
-            ("file_chunks_received", self.files.chunks_received),
-            ("file_chunks_bad", self.files.chunks_bad),
-            ("file_chunks_unasked", self.files.chunks_unasked),
-            ("file_requests_refused", self.files.requests_refused),
-            ("file_requests_over_limit", self.files.requests_over_limit),
-            ("file_malformed", self.files.malformed),
-            ("file_hash_mismatches", self.files.hash_mismatches),
-            ("file_fetches_completed", self.files.fetches_completed),
-            ("forwarded", node.forwarded),
-            ("forwards_opened", node.forwards_opened),
-            ("chains_restarted", node.chains_restarted),
-            ("net_received", net.received),
-            ("net_sent", net.sent),
-            ("net_received_multicast", net.received_multicast),
-            ("net_oversize_dropped", net.oversize_dropped),
-            ("net_own_echo_dropped", net.own_echo_dropped),
-            ("net_recv_errors", net.recv_errors),
-            ("net_send_errors", net.send_errors),
-            ("net_send_would_block", net.send_would_block),
-            ("net_queue_drops", net.queue_drops),
-            (
-                "net_oversize_transmit_dropped",
-                net.oversize_transmit_dropped,
-            ),
-            ("net_multicast_disabled_drops", net.multicast_disabled_drops),
-            ("registry_foreign_dropped", self.registry_foreign_dropped),
-            ("registry_rejected_dropped", self.registry_rejected_dropped),
-            ("handshakes_started", node.handshakes_started),
-            ("handshakes_answered", node.handshakes_answered),
-            ("sessions_established", node.sessions_established),
-            ("rekeys_started", node.rekeys_started),
-            ("chains_rotated", node.chains_rotated),
-            ("sealed_sent", node.sealed_sent),
-            ("sealed_received", node.sealed_received),
-            ("batch_verified", node.batch_verified),
-            ("signatures_checked", node.signatures_checked),
-            ("dropped_total", node.total_dropped()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-        for reason in DropReason::ALL {
-            out.push((format!("dropped_{reason:?}"), node.dropped(reason)));
-        }
-        out
-    }
 }
 
 /// A running daemon. Dropping it stops the network loop and the control
@@ -759,23 +644,16 @@ impl DaemonHandle {
         path: &Path,
         caption: Option<&str>,
     ) -> Result<MessageId, DaemonError> {
-        let (reply, rx) = mpsc::channel();
-        self.net.sender().send(Command::Request {
-            request: Request::ShareFile {
-                to,
-                path: path.to_owned(),
-                caption: caption.map(str::to_owned),
-            },
-            reply: ReplyTo::Channel(reply),
-        })?;
+        let request = Request::ShareFile {
+            to,
+            path: path.to_owned(),
+            caption: caption.map(str::to_owned),
+        };
         // Reading and encrypting a large file takes a while (about a
         // second for the largest): waited for longer than `ask` waits.
-        match rx.recv_timeout(SHARE_TIMEOUT) {
-            Ok(Ok(Reply::Sent(id))) => Ok(id),
-            Ok(Ok(_)) => Err(DaemonError::BadReply),
-            Ok(Err(error)) => Err(error),
-            Err(RecvTimeoutError::Timeout) => Err(DaemonError::NotResponding),
-            Err(RecvTimeoutError::Disconnected) => Err(DaemonError::Stopped),
+        match ask_within(&self.net.sender(), request, SHARE_TIMEOUT)? {
+            Reply::Sent(id) => Ok(id),
+            _ => Err(DaemonError::BadReply),
         }
     }
 
@@ -913,116 +791,9 @@ pub struct PendingSend(Receiver<Result<Reply, DaemonError>>);
 impl PendingSend {
     /// Waits (bounded) until the message is queued and stored; its id.
     pub fn wait(self) -> Result<MessageId, DaemonError> {
-        match wait_reply(&self.0)? {
+        match wait_for(&self.0, REPLY_TIMEOUT)?? {
             Reply::Sent(id) => Ok(id),
             _ => Err(DaemonError::BadReply),
         }
     }
-}
-
-/// Every counter: the node's from the network thread, the socket loop's
-/// read directly. The one way to build a [`Status`], for the handle and
-/// the control socket alike.
-fn status(sender: &net::CommandSender<Command>, net: &NetStats) -> Result<Status, DaemonError> {
-    let Reply::Status(mut status) = ask(sender, Request::Status)? else {
-        return Err(DaemonError::BadReply);
-    };
-    status.net = net.snapshot();
-    Ok(*status)
-}
-
-/// A search, for the handle and the control socket alike: it may take
-/// longer than other commands (see [`SEARCH_TIMEOUT`]).
-fn search_request(
-    sender: &net::CommandSender<Command>,
-    text: String,
-    room: Option<String>,
-    before: Option<crate::store::Position>,
-    limit: usize,
-) -> Result<Vec<SearchResult>, DaemonError> {
-    let (reply, rx) = mpsc::channel();
-    sender.send(Command::Search {
-        text,
-        room,
-        before,
-        limit,
-        reply,
-    })?;
-    wait_for(&rx, SEARCH_TIMEOUT)?
-}
-
-/// Sends a command with a reply channel and waits (bounded) for the answer.
-fn request<T>(
-    sender: &net::CommandSender<Command>,
-    command: impl FnOnce(Sender<T>) -> Command,
-) -> Result<T, DaemonError> {
-    let (tx, rx) = mpsc::channel();
-    sender.send(command(tx))?;
-    wait_for(&rx, REPLY_TIMEOUT)
-}
-
-fn wait_for<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, DaemonError> {
-    rx.recv_timeout(timeout).map_err(|error| match error {
-        RecvTimeoutError::Timeout => DaemonError::NotResponding,
-        RecvTimeoutError::Disconnected => DaemonError::Stopped,
-    })
-}
-
-/// Sends a request and waits (bounded) for the answer.
-/// How long [`DaemonHandle::share_file`] waits for the file to be stored.
-pub(crate) const SHARE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// [`ask`] with a bound of its own (a share reads a whole file first).
-pub(crate) fn ask_within(
-    sender: &net::CommandSender<Command>,
-    request: Request,
-    timeout: Duration,
-) -> Result<Reply, DaemonError> {
-    let (tx, rx) = mpsc::channel();
-    sender.send(Command::Request {
-        request,
-        reply: ReplyTo::Channel(tx),
-    })?;
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(RecvTimeoutError::Timeout) => Err(DaemonError::NotResponding),
-        Err(RecvTimeoutError::Disconnected) => Err(DaemonError::Stopped),
-    }
-}
-
-fn ask(sender: &net::CommandSender<Command>, request: Request) -> Result<Reply, DaemonError> {
-    let (tx, rx) = mpsc::channel();
-    sender.send(Command::Request {
-        request,
-        reply: ReplyTo::Channel(tx),
-    })?;
-    wait_reply(&rx)
-}
-
-fn wait_reply(rx: &Receiver<Result<Reply, DaemonError>>) -> Result<Reply, DaemonError> {
-    rx.recv_timeout(REPLY_TIMEOUT)
-        .map_err(|error| match error {
-            RecvTimeoutError::Timeout => DaemonError::NotResponding,
-            RecvTimeoutError::Disconnected => DaemonError::Stopped,
-        })?
-}
-
-/// Adds a subscriber and waits (bounded) until it is in place; its id.
-fn subscribe(
-    sender: &net::CommandSender<Command>,
-    sink: Sink,
-    since: Option<u64>,
-    waker: Option<Box<dyn Fn() + Send>>,
-) -> Result<u64, DaemonError> {
-    let (reply, rx) = mpsc::channel();
-    sender.send(Command::Subscribe {
-        sink,
-        since,
-        waker,
-        reply,
-    })?;
-    rx.recv_timeout(REPLY_TIMEOUT).map_err(|error| match error {
-        RecvTimeoutError::Timeout => DaemonError::NotResponding,
-        RecvTimeoutError::Disconnected => DaemonError::Stopped,
-    })
 }
