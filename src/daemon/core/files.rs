@@ -18,6 +18,7 @@
 //!   is left for the next online member (the author first).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::daemon::files::{FileEntry, FileInfo, FileRef, FileState, file_of};
@@ -27,7 +28,7 @@ use crate::proto::files::{
 };
 use crate::proto::ids::FileHash;
 use crate::proto::node::KIND_FILE;
-use crate::store::{FileMeta, StoredOffer};
+use crate::store::{BlobImporter, FileMeta, StoredOffer};
 
 /// Chunks a fetch keeps asked for and not arrived (16 × 32 KiB = 512 KiB,
 /// inside the reliable layer's send window and reassembly bound).
@@ -60,6 +61,50 @@ pub(super) struct Files {
     shared: HashMap<FileHash, PathBuf>,
     /// Whether unfinished fetches were taken up after the start.
     resumed: bool,
+    /// Shares whose file the shell is reading, by job id.
+    pending: BTreeMap<u64, PendingShare>,
+    /// The id of the next job handed to the shell.
+    next_job: u64,
+}
+
+/// A share waiting for its file to be stored.
+struct PendingShare {
+    to: Target,
+    path: PathBuf,
+    caption: Option<String>,
+    reply: ReplyTo,
+}
+
+/// Work the core hands its shell ([`Output::Job`]) to run off the network
+/// thread: reading a file can take seconds, and meanwhile datagrams,
+/// acknowledgements and other requests must be answered. The shell runs
+/// it ([`FileJob::run`]) and hands the result back with the time
+/// ([`DaemonCore::handle_file_job_done`]); a simulator does so inline.
+#[derive(Debug)]
+pub(crate) enum FileJob {
+    /// Read, hash and encrypt the file at `path` into the blob store.
+    Import { id: u64, path: PathBuf },
+}
+
+/// What a [`FileJob`] gave.
+#[derive(Debug)]
+pub(crate) enum FileJobDone {
+    Imported {
+        id: u64,
+        result: Result<(FileHash, u64), StoreError>,
+    },
+}
+
+impl FileJob {
+    /// Does the work (on any thread); stops early once `cancel` is set.
+    pub(crate) fn run(self, importer: &BlobImporter, cancel: &AtomicBool) -> FileJobDone {
+        match self {
+            FileJob::Import { id, path } => FileJobDone::Imported {
+                id,
+                result: importer.import(&path, cancel),
+            },
+        }
+    }
 }
 
 impl Files {
@@ -72,6 +117,8 @@ impl Files {
             serve_at: None,
             shared: HashMap::new(),
             resumed: false,
+            pending: BTreeMap::new(),
+            next_job: 0,
         }
     }
 
@@ -128,39 +175,46 @@ fn file_error(error: impl std::fmt::Display) -> DaemonError {
 }
 
 impl DaemonCore {
-    /// Reads, hashes and stores the file at `path`, then queues its file
-    /// message for `to` (signed and stored with the batch, like text).
+    /// Checks a share of the file at `path` and hands the reading,
+    /// hashing and storing of its bytes to the shell ([`FileJob::Import`]);
+    /// its file message for `to` is queued when that is done
+    /// ([`DaemonCore::handle_file_job_done`]).
     pub(super) fn share_file(
         &mut self,
-        now: Instant,
         to: Target,
         path: &Path,
         caption: Option<String>,
         reply: ReplyTo,
     ) {
-        let result = self.prepare_share(now, to, path, caption);
-        match result {
-            Ok((body, recipients)) => {
-                for peer in &recipients {
-                    self.discovery.activity(now, *peer);
-                }
-                self.unsaved_sends.push(UnsavedSend {
-                    body,
-                    recipients,
-                    reply,
-                });
+        match self.check_share(to, path, caption) {
+            Ok(caption) => {
+                let id = self.files.next_job;
+                self.files.next_job += 1;
+                self.files.pending.insert(
+                    id,
+                    PendingShare {
+                        to,
+                        path: path.to_owned(),
+                        caption,
+                        reply,
+                    },
+                );
+                self.outputs.push_back(Output::Job(FileJob::Import {
+                    id,
+                    path: path.to_owned(),
+                }));
             }
             Err(error) => self.reply(reply, Err(error)),
         }
     }
 
-    fn prepare_share(
-        &mut self,
-        now: Instant,
+    /// What can be refused before the file is read; the caption to use.
+    fn check_share(
+        &self,
         to: Target,
         path: &Path,
         caption: Option<String>,
-    ) -> Result<(Vec<u8>, Vec<PeerId>), DaemonError> {
+    ) -> Result<Option<String>, DaemonError> {
         let meta = std::fs::metadata(path)
             .map_err(|e| file_error(format!("cannot read {}: {e}", path.display())))?;
         if !meta.is_file() {
@@ -191,10 +245,52 @@ impl DaemonCore {
         {
             return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
         }
-        let (hash, size) = self.store.import_blob(path).map_err(|error| {
+        Ok(caption)
+    }
+
+    /// A job the shell ran for us is done.
+    pub(crate) fn handle_file_job_done(&mut self, now: Now, done: FileJobDone) {
+        self.clock = now;
+        let now = now.mono;
+        match done {
+            FileJobDone::Imported { id, result } => {
+                // A share answered already (the daemon stopping) is over.
+                let Some(share) = self.files.pending.remove(&id) else {
+                    return;
+                };
+                match self.finish_share(now, &share, result) {
+                    Ok((body, recipients)) => {
+                        for peer in &recipients {
+                            self.discovery.activity(now, *peer);
+                        }
+                        self.unsaved_sends.push(UnsavedSend {
+                            body,
+                            recipients,
+                            reply: share.reply,
+                        });
+                    }
+                    Err(error) => self.reply(share.reply, Err(error)),
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The file of `share` is in the store (or not): its file message.
+    fn finish_share(
+        &mut self,
+        now: Instant,
+        share: &PendingShare,
+        imported: Result<(FileHash, u64), StoreError>,
+    ) -> Result<(Vec<u8>, Vec<PeerId>), DaemonError> {
+        let (hash, size) = imported.map_err(|error| {
             self.journal.note_failure(&error);
             DaemonError::from(error)
         })?;
+        if let Some(why) = self.journal.disk_full() {
+            return Err(DaemonError::NotSent(why.to_owned()));
+        }
+        let path = &share.path;
         let name = sanitize_name(
             &path
                 .file_name()
@@ -207,13 +303,27 @@ impl DaemonCore {
             hash,
             // A fresh key per offer: it seals the chunks in transit.
             key: self.files.rng.random(),
-            caption,
+            caption: share.caption.clone(),
         };
         let body = offer.emit().map_err(file_error)?;
-        let recipients = self.prepare_send_kind(now, to, KIND_FILE, &body)?;
-        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let recipients = self.prepare_send_kind(now, share.to, KIND_FILE, &body)?;
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         self.files.shared.insert(hash, shown);
         Ok((body, recipients))
+    }
+
+    /// The daemon stops: shares whose bytes are still being read are
+    /// answered (the shell cancels their jobs).
+    pub(super) fn stop_shares(&mut self) {
+        for (_, share) in std::mem::take(&mut self.files.pending) {
+            self.reply(
+                share.reply,
+                Err(file_error(format!(
+                    "the daemon stopped before {} was stored; share it again",
+                    share.path.display()
+                ))),
+            );
+        }
     }
 
     /// Records the offer of a file message (ours or received) once it is
