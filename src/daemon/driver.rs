@@ -148,7 +148,7 @@ impl NodeDriver {
             && let Some(commands) = &self.file_results
         {
             let commands = commands.clone();
-            let started = FileWorker::start(self.core.store().blob_importer(), move |done| {
+            let started = FileWorker::start(self.core.store().blob_worker(), move |done| {
                 // Fails only once the loop has stopped; nobody waits then.
                 let _ = commands.send(Command::FileJobDone(done));
             });
@@ -164,7 +164,7 @@ impl NodeDriver {
             },
             None => job,
         };
-        let done = job.run(&self.core.store().blob_importer(), &AtomicBool::new(false));
+        let done = job.run(&self.core.store().blob_worker(), &AtomicBool::new(false));
         let now = self.input(Instant::now());
         self.core.handle_file_job_done(now, done);
     }

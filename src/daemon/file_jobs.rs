@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use super::DaemonError;
 use super::core::{FileJob, FileJobDone};
-use crate::store::BlobImporter;
+use crate::store::BlobWorker;
 
 /// The `kith-files` thread and its queue. Dropping it cancels the job at
 /// hand (its share fails with a sentence, nothing of it stays) and waits
@@ -26,7 +26,7 @@ pub(crate) struct FileWorker {
 impl FileWorker {
     /// Starts the thread; `done` takes each result back to the loop.
     pub(crate) fn start(
-        importer: BlobImporter,
+        worker: BlobWorker,
         done: impl Fn(FileJobDone) + Send + 'static,
     ) -> Result<Self, DaemonError> {
         let (jobs, rx) = mpsc::channel::<FileJob>();
@@ -36,7 +36,7 @@ impl FileWorker {
             .name("kith-files".into())
             .spawn(move || {
                 for job in rx {
-                    done(job.run(&importer, &stop));
+                    done(job.run(&worker, &stop));
                 }
             })
             .map_err(|e| DaemonError::File(format!("cannot start the file thread: {e}")))?;

@@ -213,7 +213,7 @@ impl SimDaemon {
                 // its result comes back as the driver's does (a command
                 // batch of its own).
                 Output::Job(job) => {
-                    let done = job.run(&self.core.store().blob_importer(), &AtomicBool::new(false));
+                    let done = job.run(&self.core.store().blob_worker(), &AtomicBool::new(false));
                     let now = wall(self.start, self.start_wall_ms, self.last);
                     self.core.handle_file_job_done(now, done);
                     self.core.end_burst(now);

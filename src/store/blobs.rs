@@ -91,15 +91,15 @@ impl Store {
     }
 
     /// Reads the file at `source`, encrypts it into the blob store and
-    /// returns its hash and size (see [`BlobImporter::import`]).
+    /// returns its hash and size (see [`BlobWorker::import`]).
     pub fn import_blob(&self, source: &Path) -> Result<(FileHash, u64)> {
-        self.blob_importer().import(source, &AtomicBool::new(false))
+        self.blob_worker().import(source, &AtomicBool::new(false))
     }
 
-    /// What imports a file into the blob store on another thread than the
-    /// one holding the store (it needs no connection).
-    pub fn blob_importer(&self) -> BlobImporter {
-        BlobImporter {
+    /// What runs the long blob operations on another thread than the one
+    /// holding the store (they need no connection).
+    pub fn blob_worker(&self) -> BlobWorker {
+        BlobWorker {
             dir: self.blob_dir(),
             key: self.blob_key(),
         }
@@ -189,11 +189,8 @@ impl Store {
         Ok(true)
     }
 
-    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
-    /// the chunks: each is decrypted once, hashed and written to the
-    /// export's temporary file. Only if the hash matches does the `.part`
-    /// become the complete blob and the export appear under its name
-    /// (`Ok(Some(path))`); otherwise both are deleted (`Ok(None)`).
+    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass (see
+    /// [`BlobWorker::finish_into`]).
     pub fn finish_blob_into(
         &mut self,
         hash: &FileHash,
@@ -201,56 +198,8 @@ impl Store {
         dir: &Path,
         name: &str,
     ) -> Result<Option<PathBuf>> {
-        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
-        let part = self.blob_path(hash, true);
-        let key = self.blob_key();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&part)
-            .map_err(io_at("file store", &part))?;
-        let mut nonce = [0u8; 8];
-        rand::fill(&mut nonce);
-        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
-        let written = (|| -> Result<bool> {
-            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
-            let mut hasher = blake3::Hasher::new();
-            for index in 0..chunk_count(size) {
-                let Some(plain) = read_slot(&key, &mut file, &part, hash, size, index)? else {
-                    return Ok(false);
-                };
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(io_at("download", &temp))?;
-            }
-            if hasher.finalize().as_bytes() != hash.as_bytes() {
-                return Ok(false);
-            }
-            out.sync_all().map_err(io_at("download", &temp))?;
-            file.sync_all().map_err(io_at("file store", &part))?;
-            Ok(true)
-        })();
-        match written {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = fs::remove_file(&temp);
-                drop(file);
-                let _ = fs::remove_file(&part);
-                return Ok(None);
-            }
-            Err(error) => {
-                let _ = fs::remove_file(&temp);
-                return Err(error);
-            }
-        }
-        drop(file);
-        let blob = self.blob_path(hash, false);
-        fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
-        Ok(Some(target))
+        self.blob_worker()
+            .finish_into(hash, size, dir, name, &AtomicBool::new(false))
     }
 
     /// Forgets what was received of `hash` (a fetch that failed its check).
@@ -328,14 +277,91 @@ fn read_slot(
 
 /// The blake3 hash and size of what `input` holds, refusing more than
 /// [`MAX_FILE_SIZE`] bytes.
-/// Imports files into a store's blob directory from any thread
-/// ([`Store::blob_importer`]).
-pub struct BlobImporter {
+/// The long blob operations (importing a shared file, checking and
+/// exporting a fetched one), runnable on any thread: they need the blob
+/// directory and key, not the database ([`Store::blob_worker`]).
+pub struct BlobWorker {
     dir: PathBuf,
     key: SecretKey,
 }
 
-impl BlobImporter {
+impl BlobWorker {
+    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
+    /// the chunks: each is decrypted once, hashed and written to the
+    /// export's temporary file. Only if the hash matches does the `.part`
+    /// become the complete blob and the export appear under its name
+    /// (`Ok(Some(path))`); otherwise both are deleted (`Ok(None)`).
+    /// Stops (with an error, the `.part` kept for a later try) soon after
+    /// `cancel` is set.
+    pub fn finish_into(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Option<PathBuf>> {
+        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
+        let part = self.dir.join(format!("{}.part", hash.to_hex()));
+        let key = &self.key;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&part)
+            .map_err(io_at("file store", &part))?;
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
+        let written = (|| -> Result<bool> {
+            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
+            let mut hasher = blake3::Hasher::new();
+            for index in 0..chunk_count(size) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(StoreError::File {
+                        what: "download",
+                        path: temp.clone(),
+                        error: std::io::Error::other(
+                            "the daemon stopped; it is checked again at the next start",
+                        ),
+                    });
+                }
+                let Some(plain) = read_slot(key, &mut file, &part, hash, size, index)? else {
+                    return Ok(false);
+                };
+                hasher.update(&plain);
+                out.write_all(&plain).map_err(io_at("download", &temp))?;
+            }
+            if hasher.finalize().as_bytes() != hash.as_bytes() {
+                return Ok(false);
+            }
+            out.sync_all().map_err(io_at("download", &temp))?;
+            file.sync_all().map_err(io_at("file store", &part))?;
+            Ok(true)
+        })();
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fs::remove_file(&temp);
+                drop(file);
+                let _ = fs::remove_file(&part);
+                return Ok(None);
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&temp);
+                return Err(error);
+            }
+        }
+        drop(file);
+        let blob = self.dir.join(hash.to_hex());
+        fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
+        let target = unique_path(dir, name);
+        if let Err(error) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("download", &target)(error));
+        }
+        Ok(Some(target))
+    }
+
     /// Reads the file at `source`, encrypts it into the blob store and
     /// returns its hash and size. Refuses a file over [`MAX_FILE_SIZE`],
     /// one that changes while it is read, and stops (with an error) soon
@@ -365,7 +391,7 @@ impl BlobImporter {
         Ok((hash, size))
     }
 
-    /// Second pass of [`BlobImporter::import`]: seals each chunk into
+    /// Second pass of [`BlobWorker::import`]: seals each chunk into
     /// `temp`, checking the content still hashes to `hash`.
     fn import_into(
         &self,

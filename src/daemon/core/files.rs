@@ -28,7 +28,7 @@ use crate::proto::files::{
 };
 use crate::proto::ids::FileHash;
 use crate::proto::node::KIND_FILE;
-use crate::store::{BlobImporter, FileMeta, StoredOffer};
+use crate::store::{BlobWorker, FileMeta, StoredOffer};
 
 /// Chunks a fetch keeps asked for and not arrived (16 × 32 KiB = 512 KiB,
 /// inside the reliable layer's send window and reassembly bound).
@@ -65,6 +65,9 @@ pub(super) struct Files {
     pending: BTreeMap<u64, PendingShare>,
     /// The id of the next job handed to the shell.
     next_job: u64,
+    /// Fetches whose chunks are all here, being checked by the shell, by
+    /// job id.
+    finishing: BTreeMap<u64, StoredOffer>,
 }
 
 /// A share waiting for its file to be stored.
@@ -84,6 +87,15 @@ struct PendingShare {
 pub(crate) enum FileJob {
     /// Read, hash and encrypt the file at `path` into the blob store.
     Import { id: u64, path: PathBuf },
+    /// Check the received chunks of `hash` against it; if they match, make
+    /// them the complete blob and export the file to `to_dir` as `name`.
+    Finish {
+        id: u64,
+        hash: FileHash,
+        size: u64,
+        to_dir: PathBuf,
+        name: String,
+    },
 }
 
 /// What a [`FileJob`] gave.
@@ -93,15 +105,30 @@ pub(crate) enum FileJobDone {
         id: u64,
         result: Result<(FileHash, u64), StoreError>,
     },
+    /// The exported path; `None` if the bytes did not match the hash.
+    Finished {
+        id: u64,
+        result: Result<Option<PathBuf>, StoreError>,
+    },
 }
 
 impl FileJob {
     /// Does the work (on any thread); stops early once `cancel` is set.
-    pub(crate) fn run(self, importer: &BlobImporter, cancel: &AtomicBool) -> FileJobDone {
+    pub(crate) fn run(self, worker: &BlobWorker, cancel: &AtomicBool) -> FileJobDone {
         match self {
             FileJob::Import { id, path } => FileJobDone::Imported {
                 id,
-                result: importer.import(&path, cancel),
+                result: worker.import(&path, cancel),
+            },
+            FileJob::Finish {
+                id,
+                hash,
+                size,
+                to_dir,
+                name,
+            } => FileJobDone::Finished {
+                id,
+                result: worker.finish_into(&hash, size, &to_dir, &name, cancel),
             },
         }
     }
@@ -119,6 +146,7 @@ impl Files {
             resumed: false,
             pending: BTreeMap::new(),
             next_job: 0,
+            finishing: BTreeMap::new(),
         }
     }
 
@@ -272,6 +300,11 @@ impl DaemonCore {
                     Err(error) => self.reply(share.reply, Err(error)),
                 }
             }
+            FileJobDone::Finished { id, result } => {
+                if let Some(stored) = self.files.finishing.remove(&id) {
+                    self.fetch_finished(stored, result);
+                }
+            }
         }
         self.pump(now);
     }
@@ -410,6 +443,7 @@ impl DaemonCore {
             .values()
             .any(|f| f.stored.offer.hash == hash)
             || self.files.waiting.iter().any(|(m, _)| *m == stored.message)
+            || self.files.finishing.values().any(|f| f.offer.hash == hash)
         {
             return Ok(());
         }
@@ -583,18 +617,34 @@ impl DaemonCore {
         }
     }
 
+    /// All chunks of a fetch are here: the shell checks them against the
+    /// hash and exports the file ([`FileJob::Finish`]); meanwhile the
+    /// fetch's place goes to the next one waiting.
     fn finish_fetch(&mut self, id: MessageId) {
         let Some(fetch) = self.files.fetches.remove(&id) else {
             return;
         };
         let stored = fetch.stored;
+        let job = self.files.next_job;
+        self.files.next_job += 1;
+        self.outputs.push_back(Output::Job(FileJob::Finish {
+            id: job,
+            hash: stored.offer.hash,
+            size: stored.offer.size,
+            to_dir: fetch.to_dir,
+            name: stored.offer.name.clone(),
+        }));
+        self.files.finishing.insert(job, stored);
+        self.start_waiting();
+    }
+
+    /// The check and export of a fetched file ended.
+    fn fetch_finished(
+        &mut self,
+        stored: StoredOffer,
+        finished: Result<Option<PathBuf>, StoreError>,
+    ) {
         let hash = stored.offer.hash;
-        let finished = self.store.finish_blob_into(
-            &hash,
-            stored.offer.size,
-            &fetch.to_dir,
-            &stored.offer.name,
-        );
         match finished {
             Ok(Some(path)) => {
                 self.status.files.fetches_completed += 1;
@@ -624,7 +674,6 @@ impl DaemonCore {
                 self.fetch_failed(&stored, error.to_string());
             }
         }
-        self.start_waiting();
     }
 
     fn start_waiting(&mut self) {
@@ -920,6 +969,16 @@ impl DaemonCore {
             {
                 let state = if self.store.blob_exists(&stored.offer.hash) {
                     FileState::Complete
+                } else if self
+                    .files
+                    .finishing
+                    .values()
+                    .any(|f| f.message == stored.message)
+                {
+                    // All here, being checked.
+                    FileState::Fetching {
+                        have: stored.offer.size,
+                    }
                 } else if let Some(fetch) = self.files.fetches.get(&stored.message) {
                     FileState::Fetching {
                         have: fetch.have_bytes(),
