@@ -208,8 +208,7 @@ impl Store {
     }
 
     /// Writes the plaintext of complete blob `hash` into directory `dir`
-    /// as `name` (made unique there: `name (1).ext`), through a hidden
-    /// temporary file renamed when whole. Returns the path.
+    /// (see [`BlobWorker::export`]).
     pub fn export_blob(
         &self,
         hash: &FileHash,
@@ -217,38 +216,8 @@ impl Store {
         dir: &Path,
         name: &str,
     ) -> Result<PathBuf> {
-        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
-        let source = self.blob_path(hash, false);
-        let mut file = File::open(&source).map_err(io_at("file store", &source))?;
-        let key = self.blob_key();
-        let mut nonce = [0u8; 8];
-        rand::fill(&mut nonce);
-        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
-        let result = (|| -> Result<()> {
-            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
-            let mut hasher = blake3::Hasher::new();
-            for index in 0..chunk_count(size) {
-                let plain = read_slot(&key, &mut file, &source, hash, size, index)?
-                    .ok_or(StoreError::Undecryptable("file chunk"))?;
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(io_at("download", &temp))?;
-            }
-            if hasher.finalize().as_bytes() != hash.as_bytes() {
-                return Err(StoreError::Undecryptable("stored file (hash mismatch)"));
-            }
-            out.sync_all().map_err(io_at("download", &temp))?;
-            Ok(())
-        })();
-        if let Err(error) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(error);
-        }
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
-        Ok(target)
+        self.blob_worker()
+            .export(hash, size, dir, name, &AtomicBool::new(false))
     }
 }
 
@@ -286,6 +255,58 @@ pub struct BlobWorker {
 }
 
 impl BlobWorker {
+    /// Writes the plaintext of complete blob `hash` into directory `dir`
+    /// as `name` (made unique there: `name (1).ext`), through a hidden
+    /// temporary file renamed when whole. Returns the path.
+    /// Stops (with an error, nothing written) soon after `cancel` is set.
+    pub fn export(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+        cancel: &AtomicBool,
+    ) -> Result<PathBuf> {
+        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
+        let source = self.dir.join(hash.to_hex());
+        let mut file = File::open(&source).map_err(io_at("file store", &source))?;
+        let key = &self.key;
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
+        let result = (|| -> Result<()> {
+            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
+            let mut hasher = blake3::Hasher::new();
+            for index in 0..chunk_count(size) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(StoreError::File {
+                        what: "download",
+                        path: temp.clone(),
+                        error: std::io::Error::other("the daemon stopped before it was written"),
+                    });
+                }
+                let plain = read_slot(key, &mut file, &source, hash, size, index)?
+                    .ok_or(StoreError::Undecryptable("file chunk"))?;
+                hasher.update(&plain);
+                out.write_all(&plain).map_err(io_at("download", &temp))?;
+            }
+            if hasher.finalize().as_bytes() != hash.as_bytes() {
+                return Err(StoreError::Undecryptable("stored file (hash mismatch)"));
+            }
+            out.sync_all().map_err(io_at("download", &temp))?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+        let target = unique_path(dir, name);
+        if let Err(error) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("download", &target)(error));
+        }
+        Ok(target)
+    }
     /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
     /// the chunks: each is decrypted once, hashed and written to the
     /// export's temporary file. Only if the hash matches does the `.part`

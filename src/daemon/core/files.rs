@@ -68,6 +68,8 @@ pub(super) struct Files {
     /// Fetches whose chunks are all here, being checked by the shell, by
     /// job id.
     finishing: BTreeMap<u64, StoredOffer>,
+    /// Complete files being exported by the shell, by job id.
+    exporting: BTreeMap<u64, StoredOffer>,
 }
 
 /// A share waiting for its file to be stored.
@@ -87,6 +89,14 @@ struct PendingShare {
 pub(crate) enum FileJob {
     /// Read, hash and encrypt the file at `path` into the blob store.
     Import { id: u64, path: PathBuf },
+    /// Write the plaintext of complete blob `hash` to `to_dir` as `name`.
+    Export {
+        id: u64,
+        hash: FileHash,
+        size: u64,
+        to_dir: PathBuf,
+        name: String,
+    },
     /// Check the received chunks of `hash` against it; if they match, make
     /// them the complete blob and export the file to `to_dir` as `name`.
     Finish {
@@ -105,6 +115,11 @@ pub(crate) enum FileJobDone {
         id: u64,
         result: Result<(FileHash, u64), StoreError>,
     },
+    /// Where the copy was written.
+    Exported {
+        id: u64,
+        result: Result<PathBuf, StoreError>,
+    },
     /// The exported path; `None` if the bytes did not match the hash.
     Finished {
         id: u64,
@@ -119,6 +134,16 @@ impl FileJob {
             FileJob::Import { id, path } => FileJobDone::Imported {
                 id,
                 result: worker.import(&path, cancel),
+            },
+            FileJob::Export {
+                id,
+                hash,
+                size,
+                to_dir,
+                name,
+            } => FileJobDone::Exported {
+                id,
+                result: worker.export(&hash, size, &to_dir, &name, cancel),
             },
             FileJob::Finish {
                 id,
@@ -147,6 +172,7 @@ impl Files {
             pending: BTreeMap::new(),
             next_job: 0,
             finishing: BTreeMap::new(),
+            exporting: BTreeMap::new(),
         }
     }
 
@@ -298,6 +324,11 @@ impl DaemonCore {
                         });
                     }
                     Err(error) => self.reply(share.reply, Err(error)),
+                }
+            }
+            FileJobDone::Exported { id, result } => {
+                if let Some(stored) = self.files.exporting.remove(&id) {
+                    self.exported(stored, result);
                 }
             }
             FileJobDone::Finished { id, result } => {
@@ -453,13 +484,24 @@ impl DaemonCore {
         Ok(())
     }
 
-    /// Writes the plaintext of a complete file to `to_dir` and reports it.
+    /// Has the shell write the plaintext of a complete file to `to_dir`
+    /// ([`FileJob::Export`]); it is reported when written.
     fn export(&mut self, stored: &StoredOffer, to_dir: &Path) {
-        let hash = stored.offer.hash;
-        match self
-            .store
-            .export_blob(&hash, stored.offer.size, to_dir, &stored.offer.name)
-        {
+        let job = self.files.next_job;
+        self.files.next_job += 1;
+        self.outputs.push_back(Output::Job(FileJob::Export {
+            id: job,
+            hash: stored.offer.hash,
+            size: stored.offer.size,
+            to_dir: to_dir.to_owned(),
+            name: stored.offer.name.clone(),
+        }));
+        self.files.exporting.insert(job, stored.clone());
+    }
+
+    /// The export of a complete file ended.
+    fn exported(&mut self, stored: StoredOffer, result: Result<PathBuf, StoreError>) {
+        match result {
             Ok(path) => {
                 if let Err(error) =
                     self.store
@@ -469,11 +511,14 @@ impl DaemonCore {
                 }
                 self.publish(Event::FileComplete {
                     room: stored.room,
-                    hash,
+                    hash: stored.offer.hash,
                     path,
                 });
             }
-            Err(error) => self.fetch_failed(stored, error.to_string()),
+            Err(error) => {
+                self.journal.note_failure(&error);
+                self.fetch_failed(&stored, error.to_string());
+            }
         }
     }
 
