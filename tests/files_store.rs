@@ -165,7 +165,10 @@ fn cancelled_blob_work_leaves_nothing_half_done() {
     let error = worker.import(&source, &stop).expect_err("cancelled");
     assert!(error.to_string().contains("stopped"), "{error}");
     let left: Vec<_> = std::fs::read_dir(store.blob_dir()).unwrap().collect();
-    assert!(left.is_empty(), "nothing is left in the blob store: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing is left in the blob store: {left:?}"
+    );
 
     // Received chunks whose check is cancelled stay as a `.part`.
     let hash = FileHash(*blake3::hash(&content).as_bytes());
