@@ -987,6 +987,13 @@ impl DaemonCore {
             Ok(unfinished) => {
                 for stored in unfinished {
                     let to_dir = stored.fetch_to.clone().unwrap_or_default();
+                    if self.store.blob_exists(&stored.offer.hash) {
+                        // Checked on the file thread before a stop came
+                        // ahead of its result: only the export is left.
+                        self.mark_complete(&stored);
+                        self.export(&stored, &to_dir);
+                        continue;
+                    }
                     self.start_fetch(now, stored, to_dir);
                 }
             }
