@@ -147,3 +147,57 @@ fn a_file_over_the_limit_is_refused_and_leaves_nothing() {
         .expect_err("missing");
     assert!(missing.to_string().contains("nope"), "{missing}");
 }
+
+/// The blob worker (what the daemon runs off its network thread) stops
+/// when told to: an import, a check-and-export or an export cancelled
+/// leaves no blob, no temporary file and no copy; the received chunks
+/// stay for the next try.
+#[test]
+fn cancelled_blob_work_leaves_nothing_half_done() {
+    use std::sync::atomic::AtomicBool;
+    let dir = TempDir::new("blobs-cancel");
+    let mut store = store(&dir);
+    let worker = store.blob_worker();
+    let stop = AtomicBool::new(true);
+    let content = bytes(2 * CHUNK_SIZE + 5, 4);
+    let source = dir.path().join("source.bin");
+    std::fs::write(&source, &content).unwrap();
+    let error = worker.import(&source, &stop).expect_err("cancelled");
+    assert!(error.to_string().contains("stopped"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(store.blob_dir()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing is left in the blob store: {left:?}"
+    );
+
+    // Received chunks whose check is cancelled stay as a `.part`.
+    let hash = FileHash(*blake3::hash(&content).as_bytes());
+    let size = content.len() as u64;
+    store.begin_blob(&hash, size).unwrap();
+    for (index, chunk) in content.chunks(CHUNK_SIZE).enumerate() {
+        store
+            .write_blob_chunk(&hash, size, index as u32, chunk)
+            .unwrap();
+    }
+    let out = dir.path().join("out");
+    worker
+        .finish_into(&hash, size, &out, "f.bin", &stop)
+        .expect_err("cancelled");
+    assert!(!store.blob_exists(&hash));
+    assert_eq!(store.begin_blob(&hash, size).unwrap(), vec![true; 3]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "no copy");
+    // Not cancelled, it completes; a cancelled export then writes nothing.
+    let go = AtomicBool::new(false);
+    let path = worker
+        .finish_into(&hash, size, &out, "f.bin", &go)
+        .expect("checked")
+        .expect("the hash matches");
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    assert!(store.blob_exists(&hash));
+    let other = dir.path().join("other");
+    worker
+        .export(&hash, size, &other, "f.bin", &stop)
+        .expect_err("cancelled");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "no copy");
+    let _ = store.finish_blob_into(&hash, size, &out, "again.bin");
+}

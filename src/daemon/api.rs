@@ -119,9 +119,12 @@ pub enum Request {
     /// Turns text typed by a person into an id; [`Reply::Target`].
     Resolve { text: String, kind: ResolveKind },
     /// Shares the file at `path` with `to`: it is read, hashed and
-    /// encrypted into the store (on the network thread: ask from a worker
-    /// for a large file), then offered in a file message; [`Reply::Sent`]
-    /// with the message's id.
+    /// encrypted into the store on the daemon's file thread (other
+    /// requests and traffic are served meanwhile), then offered in a file
+    /// message; [`Reply::Sent`] with the message's id once that is done
+    /// (about a second per 350 MB in release). A file that changes while
+    /// it is read, a full disk or a daemon stopping meanwhile give
+    /// [`DaemonError::File`]/[`DaemonError::Store`] and post nothing.
     ShareFile {
         to: Target,
         path: PathBuf,

@@ -30,6 +30,10 @@ pub(crate) enum Command {
     DiscoveryWake,
     /// The socket is bound: start mDNS and the registry.
     AttachDiscovery(Box<Attach>),
+    /// Where the file thread hands its results back (the loop itself).
+    AttachFileJobs(crate::net::CommandSender<Command>),
+    /// A file job ran (sent by the file thread).
+    FileJobDone(super::core::FileJobDone),
     /// Chooses our display name.
     SetProfile {
         name: String,

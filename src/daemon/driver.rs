@@ -5,6 +5,7 @@
 //! decides is in [`super::core`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -13,11 +14,12 @@ use super::api::{ReplyTo, Update};
 use super::clock::Now;
 // Named through the driver by its callers too.
 pub(crate) use super::command::{Command, Sink};
-use super::core::{DaemonCore, Output};
+use super::core::{DaemonCore, FileJob, Output};
+use super::file_jobs::FileWorker;
 use super::search::{SearchResult, Searcher};
 use super::{DaemonError, Event, PeerAddr};
 use crate::account::Account;
-use crate::net::{Driver, Transmit, Via};
+use crate::net::{CommandSender, Driver, Transmit, Via};
 use crate::proto::node::NodeConfig;
 
 /// A listener.
@@ -59,6 +61,10 @@ pub(crate) struct NodeDriver {
     searcher: Option<Searcher>,
     /// The time of the last input, for a replay's next chunk "at once".
     last_input: Instant,
+    /// The file thread, started at the first file job.
+    file_worker: Option<FileWorker>,
+    /// How the file thread reaches the loop (given once it runs).
+    file_results: Option<CommandSender<Command>>,
 }
 
 impl NodeDriver {
@@ -80,11 +86,16 @@ impl NodeDriver {
             next_subscriber: 0,
             searcher: None,
             last_input: clock.mono,
+            file_worker: None,
+            file_results: None,
         })
     }
 
     /// Checkpoints the store; called once the loop has stopped.
-    pub(crate) fn flush(self, clock: Now) -> Result<(), DaemonError> {
+    pub(crate) fn flush(mut self, clock: Now) -> Result<(), DaemonError> {
+        // A file being read is cancelled (its share was answered at
+        // `stopping`) before the store closes.
+        self.file_worker.take();
         self.core.shutdown(clock)
     }
 
@@ -122,11 +133,40 @@ impl NodeDriver {
             match output {
                 Output::Reply(to, result) => self.reply(to, result),
                 Output::Event(event) => events.push(event),
+                Output::Job(job) => self.run_job(job),
             }
         }
         if !events.is_empty() {
             self.deliver_events(&events);
         }
+    }
+
+    /// Hands `job` to the file thread (started if needed); without one it
+    /// runs here, as before there was one.
+    fn run_job(&mut self, job: FileJob) {
+        if self.file_worker.is_none()
+            && let Some(commands) = &self.file_results
+        {
+            let commands = commands.clone();
+            let started = FileWorker::start(self.core.store().blob_worker(), move |done| {
+                // Fails only once the loop has stopped; nobody waits then.
+                let _ = commands.send(Command::FileJobDone(done));
+            });
+            match started {
+                Ok(worker) => self.file_worker = Some(worker),
+                Err(error) => log::warn!("{error}; reading shared files on the network thread"),
+            }
+        }
+        let job = match &self.file_worker {
+            Some(worker) => match worker.submit(job) {
+                Ok(()) => return,
+                Err(job) => job,
+            },
+            None => job,
+        };
+        let done = job.run(&self.core.store().blob_worker(), &AtomicBool::new(false));
+        let now = self.input(Instant::now());
+        self.core.handle_file_job_done(now, done);
     }
 
     /// Answers a request: on its caller's channel, or in its subscriber's
@@ -281,6 +321,8 @@ impl Driver for NodeDriver {
                 self.search(room.as_deref(), query, reply);
                 self.core.handle_wake(now);
             }
+            Command::AttachFileJobs(commands) => self.file_results = Some(commands),
+            Command::FileJobDone(done) => self.core.handle_file_job_done(now, done),
             Command::SetProfile { name, reply } => {
                 let result = self.core.handle_set_profile(now, &name);
                 let _ = reply.send(result);

@@ -45,6 +45,7 @@ pub mod control;
 mod core;
 mod driver;
 mod event;
+mod file_jobs;
 pub mod files;
 pub mod json;
 pub mod mutes;
@@ -337,6 +338,8 @@ pub fn start(
     });
     let attach = address_book::prepare(&discovery, &public, net.local_addr(), wake)?;
     net.send(Command::AttachDiscovery(Box::new(attach)))?;
+    // Shared files are read on a worker that hands its results back here.
+    net.send(Command::AttachFileJobs(net.sender()))?;
     let (stop_tx, stop_rx) = mpsc::channel();
     let mut handle = DaemonHandle {
         net,

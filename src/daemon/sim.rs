@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use super::address_book::DiscoveryConfig;
@@ -208,6 +209,16 @@ impl SimDaemon {
     fn take_outputs(&mut self) {
         while let Some(output) = self.core.poll_output() {
             self.events.push_back(match output {
+                // File work runs inline, at the same virtual moment, and
+                // its result comes back as the driver's does (a command
+                // batch of its own).
+                Output::Job(job) => {
+                    let done = job.run(&self.core.store().blob_worker(), &AtomicBool::new(false));
+                    let now = wall(self.start, self.start_wall_ms, self.last);
+                    self.core.handle_file_job_done(now, done);
+                    self.core.end_burst(now);
+                    continue;
+                }
                 Output::Event(event) => SimEvent::Event(self.last, event),
                 Output::Reply(ReplyTo::Subscriber(_, id), result) => {
                     SimEvent::Reply(self.last, id, result)

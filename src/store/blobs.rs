@@ -21,6 +21,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::keys::SecretKey;
 use super::open::owner_only;
@@ -81,18 +82,7 @@ impl Store {
 
     /// The blob directory, created owner-only (0700) if missing.
     fn ensure_blob_dir(&self) -> Result<PathBuf> {
-        let dir = self.blob_dir();
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(&dir)
-            .map_err(io_at("file store directory", &dir))?;
-        Ok(dir)
+        ensure_dir(&self.blob_dir())
     }
 
     /// Whether the checked, complete bytes of `hash` are here.
@@ -101,73 +91,18 @@ impl Store {
     }
 
     /// Reads the file at `source`, encrypts it into the blob store and
-    /// returns its hash and size. Refuses a file over [`MAX_FILE_SIZE`],
-    /// and one that changes while it is read. Nothing of it stays if it
-    /// fails.
+    /// returns its hash and size (see [`BlobWorker::import`]).
     pub fn import_blob(&self, source: &Path) -> Result<(FileHash, u64)> {
-        let dir = self.ensure_blob_dir()?;
-        // First pass: the hash, which every slot binds.
-        let mut input = File::open(source).map_err(io_at("shared file", source))?;
-        let (hash, size) = hash_file(&mut input, source)?;
-        if self.blob_exists(&hash) {
-            return Ok((hash, size));
-        }
-        let mut nonce = [0u8; 8];
-        rand::fill(&mut nonce);
-        let temp = dir.join(format!("{}.import", hex8(&nonce)));
-        input
-            .seek(SeekFrom::Start(0))
-            .map_err(io_at("shared file", source))?;
-        let result = self.import_into(&mut input, source, &temp, &hash, size);
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result?;
-        let target = self.blob_path(&hash, false);
-        fs::rename(&temp, &target).map_err(io_at("file store", &target))?;
-        Ok((hash, size))
+        self.blob_worker().import(source, &AtomicBool::new(false))
     }
 
-    /// Second pass of [`Store::import_blob`]: seals each chunk into
-    /// `temp`, checking the content still hashes to `hash`.
-    fn import_into(
-        &self,
-        input: &mut File,
-        source: &Path,
-        temp: &Path,
-        hash: &FileHash,
-        size: u64,
-    ) -> Result<()> {
-        let key = self.blob_key();
-        let mut out = owner_only()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(temp)
-            .map_err(io_at("file store", temp))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        let mut read = 0u64;
-        for index in 0..chunk_count(size) {
-            let want = chunk_len(size, index);
-            let n = read_full(input, &mut buf[..want]).map_err(io_at("shared file", source))?;
-            read += n as u64;
-            if n < want {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            let slot = key.seal(&slot_aad(hash, index), &buf[..n]);
-            out.write_all(&slot).map_err(io_at("file store", temp))?;
+    /// What runs the long blob operations on another thread than the one
+    /// holding the store (they need no connection).
+    pub fn blob_worker(&self) -> BlobWorker {
+        BlobWorker {
+            dir: self.blob_dir(),
+            key: self.blob_key(),
         }
-        if read != size || hasher.finalize().as_bytes() != hash.as_bytes() {
-            return Err(StoreError::File {
-                what: "shared file",
-                path: source.to_owned(),
-                error: std::io::Error::other("it changed while it was read; try again"),
-            });
-        }
-        out.sync_all().map_err(io_at("file store", temp))?;
-        Ok(())
     }
 
     /// Starts (or resumes) receiving `hash` of `size` bytes: creates its
@@ -254,11 +189,8 @@ impl Store {
         Ok(true)
     }
 
-    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
-    /// the chunks: each is decrypted once, hashed and written to the
-    /// export's temporary file. Only if the hash matches does the `.part`
-    /// become the complete blob and the export appear under its name
-    /// (`Ok(Some(path))`); otherwise both are deleted (`Ok(None)`).
+    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass (see
+    /// [`BlobWorker::finish_into`]).
     pub fn finish_blob_into(
         &mut self,
         hash: &FileHash,
@@ -266,56 +198,8 @@ impl Store {
         dir: &Path,
         name: &str,
     ) -> Result<Option<PathBuf>> {
-        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
-        let part = self.blob_path(hash, true);
-        let key = self.blob_key();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&part)
-            .map_err(io_at("file store", &part))?;
-        let mut nonce = [0u8; 8];
-        rand::fill(&mut nonce);
-        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
-        let written = (|| -> Result<bool> {
-            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
-            let mut hasher = blake3::Hasher::new();
-            for index in 0..chunk_count(size) {
-                let Some(plain) = read_slot(&key, &mut file, &part, hash, size, index)? else {
-                    return Ok(false);
-                };
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(io_at("download", &temp))?;
-            }
-            if hasher.finalize().as_bytes() != hash.as_bytes() {
-                return Ok(false);
-            }
-            out.sync_all().map_err(io_at("download", &temp))?;
-            file.sync_all().map_err(io_at("file store", &part))?;
-            Ok(true)
-        })();
-        match written {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = fs::remove_file(&temp);
-                drop(file);
-                let _ = fs::remove_file(&part);
-                return Ok(None);
-            }
-            Err(error) => {
-                let _ = fs::remove_file(&temp);
-                return Err(error);
-            }
-        }
-        drop(file);
-        let blob = self.blob_path(hash, false);
-        fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
-        Ok(Some(target))
+        self.blob_worker()
+            .finish_into(hash, size, dir, name, &AtomicBool::new(false))
     }
 
     /// Forgets what was received of `hash` (a fetch that failed its check).
@@ -324,8 +208,7 @@ impl Store {
     }
 
     /// Writes the plaintext of complete blob `hash` into directory `dir`
-    /// as `name` (made unique there: `name (1).ext`), through a hidden
-    /// temporary file renamed when whole. Returns the path.
+    /// (see [`BlobWorker::export`]).
     pub fn export_blob(
         &self,
         hash: &FileHash,
@@ -333,38 +216,8 @@ impl Store {
         dir: &Path,
         name: &str,
     ) -> Result<PathBuf> {
-        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
-        let source = self.blob_path(hash, false);
-        let mut file = File::open(&source).map_err(io_at("file store", &source))?;
-        let key = self.blob_key();
-        let mut nonce = [0u8; 8];
-        rand::fill(&mut nonce);
-        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
-        let result = (|| -> Result<()> {
-            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
-            let mut hasher = blake3::Hasher::new();
-            for index in 0..chunk_count(size) {
-                let plain = read_slot(&key, &mut file, &source, hash, size, index)?
-                    .ok_or(StoreError::Undecryptable("file chunk"))?;
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(io_at("download", &temp))?;
-            }
-            if hasher.finalize().as_bytes() != hash.as_bytes() {
-                return Err(StoreError::Undecryptable("stored file (hash mismatch)"));
-            }
-            out.sync_all().map_err(io_at("download", &temp))?;
-            Ok(())
-        })();
-        if let Err(error) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(error);
-        }
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
-        Ok(target)
+        self.blob_worker()
+            .export(hash, size, dir, name, &AtomicBool::new(false))
     }
 }
 
@@ -393,11 +246,250 @@ fn read_slot(
 
 /// The blake3 hash and size of what `input` holds, refusing more than
 /// [`MAX_FILE_SIZE`] bytes.
-fn hash_file(input: &mut File, source: &Path) -> Result<(FileHash, u64)> {
+/// The long blob operations (importing a shared file, checking and
+/// exporting a fetched one), runnable on any thread: they need the blob
+/// directory and key, not the database ([`Store::blob_worker`]).
+pub struct BlobWorker {
+    dir: PathBuf,
+    key: SecretKey,
+}
+
+impl BlobWorker {
+    /// Writes the plaintext of complete blob `hash` into directory `dir`
+    /// as `name` (made unique there: `name (1).ext`), through a hidden
+    /// temporary file renamed when whole. Returns the path.
+    /// Stops (with an error, nothing written) soon after `cancel` is set.
+    pub fn export(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+        cancel: &AtomicBool,
+    ) -> Result<PathBuf> {
+        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
+        let source = self.dir.join(hash.to_hex());
+        let mut file = File::open(&source).map_err(io_at("file store", &source))?;
+        let key = &self.key;
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
+        let result = (|| -> Result<()> {
+            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
+            let mut hasher = blake3::Hasher::new();
+            for index in 0..chunk_count(size) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(StoreError::File {
+                        what: "download",
+                        path: temp.clone(),
+                        error: std::io::Error::other("the daemon stopped before it was written"),
+                    });
+                }
+                let plain = read_slot(key, &mut file, &source, hash, size, index)?
+                    .ok_or(StoreError::Undecryptable("file chunk"))?;
+                hasher.update(&plain);
+                out.write_all(&plain).map_err(io_at("download", &temp))?;
+            }
+            if hasher.finalize().as_bytes() != hash.as_bytes() {
+                return Err(StoreError::Undecryptable("stored file (hash mismatch)"));
+            }
+            out.sync_all().map_err(io_at("download", &temp))?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+        let target = unique_path(dir, name);
+        if let Err(error) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("download", &target)(error));
+        }
+        Ok(target)
+    }
+    /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
+    /// the chunks: each is decrypted once, hashed and written to the
+    /// export's temporary file. Only if the hash matches does the `.part`
+    /// become the complete blob and the export appear under its name
+    /// (`Ok(Some(path))`); otherwise both are deleted (`Ok(None)`).
+    /// Stops (with an error, the `.part` kept for a later try) soon after
+    /// `cancel` is set.
+    pub fn finish_into(
+        &self,
+        hash: &FileHash,
+        size: u64,
+        dir: &Path,
+        name: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Option<PathBuf>> {
+        fs::create_dir_all(dir).map_err(io_at("download directory", dir))?;
+        let part = self.dir.join(format!("{}.part", hash.to_hex()));
+        let key = &self.key;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&part)
+            .map_err(io_at("file store", &part))?;
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!(".{}.{}.kith-part", name, hex8(&nonce)));
+        let written = (|| -> Result<bool> {
+            let mut out = File::create(&temp).map_err(io_at("download", &temp))?;
+            let mut hasher = blake3::Hasher::new();
+            for index in 0..chunk_count(size) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(StoreError::File {
+                        what: "download",
+                        path: temp.clone(),
+                        error: std::io::Error::other(
+                            "the daemon stopped; it is checked again at the next start",
+                        ),
+                    });
+                }
+                let Some(plain) = read_slot(key, &mut file, &part, hash, size, index)? else {
+                    return Ok(false);
+                };
+                hasher.update(&plain);
+                out.write_all(&plain).map_err(io_at("download", &temp))?;
+            }
+            if hasher.finalize().as_bytes() != hash.as_bytes() {
+                return Ok(false);
+            }
+            out.sync_all().map_err(io_at("download", &temp))?;
+            file.sync_all().map_err(io_at("file store", &part))?;
+            Ok(true)
+        })();
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fs::remove_file(&temp);
+                drop(file);
+                let _ = fs::remove_file(&part);
+                return Ok(None);
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&temp);
+                return Err(error);
+            }
+        }
+        drop(file);
+        let blob = self.dir.join(hash.to_hex());
+        fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
+        let target = unique_path(dir, name);
+        if let Err(error) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("download", &target)(error));
+        }
+        Ok(Some(target))
+    }
+
+    /// Reads the file at `source`, encrypts it into the blob store and
+    /// returns its hash and size. Refuses a file over [`MAX_FILE_SIZE`],
+    /// one that changes while it is read, and stops (with an error) soon
+    /// after `cancel` is set. Nothing of it stays if it fails: the blob
+    /// appears, complete and checked, with one rename.
+    pub fn import(&self, source: &Path, cancel: &AtomicBool) -> Result<(FileHash, u64)> {
+        let dir = ensure_dir(&self.dir)?;
+        // First pass: the hash, which every slot binds.
+        let mut input = File::open(source).map_err(io_at("shared file", source))?;
+        let (hash, size) = hash_file(&mut input, source, cancel)?;
+        if self.dir.join(hash.to_hex()).is_file() {
+            return Ok((hash, size));
+        }
+        let mut nonce = [0u8; 8];
+        rand::fill(&mut nonce);
+        let temp = dir.join(format!("{}.import", hex8(&nonce)));
+        input
+            .seek(SeekFrom::Start(0))
+            .map_err(io_at("shared file", source))?;
+        let result = self.import_into(&mut input, source, &temp, &hash, size, cancel);
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result?;
+        let target = self.dir.join(hash.to_hex());
+        fs::rename(&temp, &target).map_err(io_at("file store", &target))?;
+        Ok((hash, size))
+    }
+
+    /// Second pass of [`BlobWorker::import`]: seals each chunk into
+    /// `temp`, checking the content still hashes to `hash`.
+    fn import_into(
+        &self,
+        input: &mut File,
+        source: &Path,
+        temp: &Path,
+        hash: &FileHash,
+        size: u64,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let key = &self.key;
+        let mut out = owner_only()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(temp)
+            .map_err(io_at("file store", temp))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut read = 0u64;
+        for index in 0..chunk_count(size) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled(source));
+            }
+            let want = chunk_len(size, index);
+            let n = read_full(input, &mut buf[..want]).map_err(io_at("shared file", source))?;
+            read += n as u64;
+            if n < want {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            let slot = key.seal(&slot_aad(hash, index), &buf[..n]);
+            out.write_all(&slot).map_err(io_at("file store", temp))?;
+        }
+        if read != size || hasher.finalize().as_bytes() != hash.as_bytes() {
+            return Err(StoreError::File {
+                what: "shared file",
+                path: source.to_owned(),
+                error: std::io::Error::other("it changed while it was read; try again"),
+            });
+        }
+        out.sync_all().map_err(io_at("file store", temp))?;
+        Ok(())
+    }
+}
+
+/// `dir`, created owner-only (0700) if missing.
+fn ensure_dir(dir: &Path) -> Result<PathBuf> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(io_at("file store directory", dir))?;
+    Ok(dir.to_owned())
+}
+
+fn cancelled(source: &Path) -> StoreError {
+    StoreError::File {
+        what: "shared file",
+        path: source.to_owned(),
+        error: std::io::Error::other("the daemon stopped before it was stored; share it again"),
+    }
+}
+
+fn hash_file(input: &mut File, source: &Path, cancel: &AtomicBool) -> Result<(FileHash, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled(source));
+        }
         let n = read_full(input, &mut buf).map_err(io_at("shared file", source))?;
         if n == 0 {
             break;

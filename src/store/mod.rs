@@ -51,6 +51,7 @@ use zeroize::Zeroizing;
 
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 pub use batch::{BatchConfig, CommitBatcher};
+pub use blobs::BlobWorker;
 pub use files::StoredOffer;
 pub use history::HistoryEntry;
 pub use journal::{JOURNAL_BYTES, journal_path};

@@ -18,6 +18,7 @@
 //!   is left for the next online member (the author first).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::daemon::files::{FileEntry, FileInfo, FileRef, FileState, file_of};
@@ -27,7 +28,7 @@ use crate::proto::files::{
 };
 use crate::proto::ids::FileHash;
 use crate::proto::node::KIND_FILE;
-use crate::store::{FileMeta, StoredOffer};
+use crate::store::{BlobWorker, FileMeta, StoredOffer};
 
 /// Chunks a fetch keeps asked for and not arrived (16 × 32 KiB = 512 KiB,
 /// inside the reliable layer's send window and reassembly bound).
@@ -60,6 +61,102 @@ pub(super) struct Files {
     shared: HashMap<FileHash, PathBuf>,
     /// Whether unfinished fetches were taken up after the start.
     resumed: bool,
+    /// Shares whose file the shell is reading, by job id.
+    pending: BTreeMap<u64, PendingShare>,
+    /// The id of the next job handed to the shell.
+    next_job: u64,
+    /// Fetches whose chunks are all here, being checked by the shell, by
+    /// job id.
+    finishing: BTreeMap<u64, StoredOffer>,
+    /// Complete files being exported by the shell, by job id.
+    exporting: BTreeMap<u64, StoredOffer>,
+}
+
+/// A share waiting for its file to be stored.
+struct PendingShare {
+    to: Target,
+    path: PathBuf,
+    caption: Option<String>,
+    reply: ReplyTo,
+}
+
+/// Work the core hands its shell ([`Output::Job`]) to run off the network
+/// thread: reading a file can take seconds, and meanwhile datagrams,
+/// acknowledgements and other requests must be answered. The shell runs
+/// it ([`FileJob::run`]) and hands the result back with the time
+/// ([`DaemonCore::handle_file_job_done`]); a simulator does so inline.
+#[derive(Debug)]
+pub(crate) enum FileJob {
+    /// Read, hash and encrypt the file at `path` into the blob store.
+    Import { id: u64, path: PathBuf },
+    /// Write the plaintext of complete blob `hash` to `to_dir` as `name`.
+    Export {
+        id: u64,
+        hash: FileHash,
+        size: u64,
+        to_dir: PathBuf,
+        name: String,
+    },
+    /// Check the received chunks of `hash` against it; if they match, make
+    /// them the complete blob and export the file to `to_dir` as `name`.
+    Finish {
+        id: u64,
+        hash: FileHash,
+        size: u64,
+        to_dir: PathBuf,
+        name: String,
+    },
+}
+
+/// What a [`FileJob`] gave.
+#[derive(Debug)]
+pub(crate) enum FileJobDone {
+    Imported {
+        id: u64,
+        result: Result<(FileHash, u64), StoreError>,
+    },
+    /// Where the copy was written.
+    Exported {
+        id: u64,
+        result: Result<PathBuf, StoreError>,
+    },
+    /// The exported path; `None` if the bytes did not match the hash.
+    Finished {
+        id: u64,
+        result: Result<Option<PathBuf>, StoreError>,
+    },
+}
+
+impl FileJob {
+    /// Does the work (on any thread); stops early once `cancel` is set.
+    pub(crate) fn run(self, worker: &BlobWorker, cancel: &AtomicBool) -> FileJobDone {
+        match self {
+            FileJob::Import { id, path } => FileJobDone::Imported {
+                id,
+                result: worker.import(&path, cancel),
+            },
+            FileJob::Export {
+                id,
+                hash,
+                size,
+                to_dir,
+                name,
+            } => FileJobDone::Exported {
+                id,
+                result: worker.export(&hash, size, &to_dir, &name, cancel),
+            },
+            FileJob::Finish {
+                id,
+                hash,
+                size,
+                to_dir,
+                name,
+            } => FileJobDone::Finished {
+                id,
+                result: worker.finish_into(&hash, size, &to_dir, &name, cancel),
+            },
+        }
+    }
 }
 
 impl Files {
@@ -72,6 +169,10 @@ impl Files {
             serve_at: None,
             shared: HashMap::new(),
             resumed: false,
+            pending: BTreeMap::new(),
+            next_job: 0,
+            finishing: BTreeMap::new(),
+            exporting: BTreeMap::new(),
         }
     }
 
@@ -128,39 +229,46 @@ fn file_error(error: impl std::fmt::Display) -> DaemonError {
 }
 
 impl DaemonCore {
-    /// Reads, hashes and stores the file at `path`, then queues its file
-    /// message for `to` (signed and stored with the batch, like text).
+    /// Checks a share of the file at `path` and hands the reading,
+    /// hashing and storing of its bytes to the shell ([`FileJob::Import`]);
+    /// its file message for `to` is queued when that is done
+    /// ([`DaemonCore::handle_file_job_done`]).
     pub(super) fn share_file(
         &mut self,
-        now: Instant,
         to: Target,
         path: &Path,
         caption: Option<String>,
         reply: ReplyTo,
     ) {
-        let result = self.prepare_share(now, to, path, caption);
-        match result {
-            Ok((body, recipients)) => {
-                for peer in &recipients {
-                    self.discovery.activity(now, *peer);
-                }
-                self.unsaved_sends.push(UnsavedSend {
-                    body,
-                    recipients,
-                    reply,
-                });
+        match self.check_share(to, path, caption) {
+            Ok(caption) => {
+                let id = self.files.next_job;
+                self.files.next_job += 1;
+                self.files.pending.insert(
+                    id,
+                    PendingShare {
+                        to,
+                        path: path.to_owned(),
+                        caption,
+                        reply,
+                    },
+                );
+                self.outputs.push_back(Output::Job(FileJob::Import {
+                    id,
+                    path: path.to_owned(),
+                }));
             }
             Err(error) => self.reply(reply, Err(error)),
         }
     }
 
-    fn prepare_share(
-        &mut self,
-        now: Instant,
+    /// What can be refused before the file is read; the caption to use.
+    fn check_share(
+        &self,
         to: Target,
         path: &Path,
         caption: Option<String>,
-    ) -> Result<(Vec<u8>, Vec<PeerId>), DaemonError> {
+    ) -> Result<Option<String>, DaemonError> {
         let meta = std::fs::metadata(path)
             .map_err(|e| file_error(format!("cannot read {}: {e}", path.display())))?;
         if !meta.is_file() {
@@ -191,10 +299,62 @@ impl DaemonCore {
         {
             return Err(DaemonError::UnknownRoom(PeerId(room.0).to_hex()));
         }
-        let (hash, size) = self.store.import_blob(path).map_err(|error| {
+        Ok(caption)
+    }
+
+    /// A job the shell ran for us is done.
+    pub(crate) fn handle_file_job_done(&mut self, now: Now, done: FileJobDone) {
+        self.clock = now;
+        let now = now.mono;
+        match done {
+            FileJobDone::Imported { id, result } => {
+                // A share answered already (the daemon stopping) is over.
+                let Some(share) = self.files.pending.remove(&id) else {
+                    return;
+                };
+                match self.finish_share(now, &share, result) {
+                    Ok((body, recipients)) => {
+                        for peer in &recipients {
+                            self.discovery.activity(now, *peer);
+                        }
+                        self.unsaved_sends.push(UnsavedSend {
+                            body,
+                            recipients,
+                            reply: share.reply,
+                        });
+                    }
+                    Err(error) => self.reply(share.reply, Err(error)),
+                }
+            }
+            FileJobDone::Exported { id, result } => {
+                if let Some(stored) = self.files.exporting.remove(&id) {
+                    self.exported(stored, result);
+                }
+            }
+            FileJobDone::Finished { id, result } => {
+                if let Some(stored) = self.files.finishing.remove(&id) {
+                    self.fetch_finished(stored, result);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The file of `share` is in the store (or not): its file message.
+    fn finish_share(
+        &mut self,
+        now: Instant,
+        share: &PendingShare,
+        imported: Result<(FileHash, u64), StoreError>,
+    ) -> Result<(Vec<u8>, Vec<PeerId>), DaemonError> {
+        let (hash, size) = imported.map_err(|error| {
             self.journal.note_failure(&error);
             DaemonError::from(error)
         })?;
+        if let Some(why) = self.journal.disk_full() {
+            return Err(DaemonError::NotSent(why.to_owned()));
+        }
+        let path = &share.path;
         let name = sanitize_name(
             &path
                 .file_name()
@@ -207,13 +367,27 @@ impl DaemonCore {
             hash,
             // A fresh key per offer: it seals the chunks in transit.
             key: self.files.rng.random(),
-            caption,
+            caption: share.caption.clone(),
         };
         let body = offer.emit().map_err(file_error)?;
-        let recipients = self.prepare_send_kind(now, to, KIND_FILE, &body)?;
-        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let recipients = self.prepare_send_kind(now, share.to, KIND_FILE, &body)?;
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         self.files.shared.insert(hash, shown);
         Ok((body, recipients))
+    }
+
+    /// The daemon stops: shares whose bytes are still being read are
+    /// answered (the shell cancels their jobs).
+    pub(super) fn stop_shares(&mut self) {
+        for (_, share) in std::mem::take(&mut self.files.pending) {
+            self.reply(
+                share.reply,
+                Err(file_error(format!(
+                    "the daemon stopped before {} was stored; share it again",
+                    share.path.display()
+                ))),
+            );
+        }
     }
 
     /// Records the offer of a file message (ours or received) once it is
@@ -300,6 +474,7 @@ impl DaemonCore {
             .values()
             .any(|f| f.stored.offer.hash == hash)
             || self.files.waiting.iter().any(|(m, _)| *m == stored.message)
+            || self.files.finishing.values().any(|f| f.offer.hash == hash)
         {
             return Ok(());
         }
@@ -309,13 +484,24 @@ impl DaemonCore {
         Ok(())
     }
 
-    /// Writes the plaintext of a complete file to `to_dir` and reports it.
+    /// Has the shell write the plaintext of a complete file to `to_dir`
+    /// ([`FileJob::Export`]); it is reported when written.
     fn export(&mut self, stored: &StoredOffer, to_dir: &Path) {
-        let hash = stored.offer.hash;
-        match self
-            .store
-            .export_blob(&hash, stored.offer.size, to_dir, &stored.offer.name)
-        {
+        let job = self.files.next_job;
+        self.files.next_job += 1;
+        self.outputs.push_back(Output::Job(FileJob::Export {
+            id: job,
+            hash: stored.offer.hash,
+            size: stored.offer.size,
+            to_dir: to_dir.to_owned(),
+            name: stored.offer.name.clone(),
+        }));
+        self.files.exporting.insert(job, stored.clone());
+    }
+
+    /// The export of a complete file ended.
+    fn exported(&mut self, stored: StoredOffer, result: Result<PathBuf, StoreError>) {
+        match result {
             Ok(path) => {
                 if let Err(error) =
                     self.store
@@ -325,11 +511,14 @@ impl DaemonCore {
                 }
                 self.publish(Event::FileComplete {
                     room: stored.room,
-                    hash,
+                    hash: stored.offer.hash,
                     path,
                 });
             }
-            Err(error) => self.fetch_failed(stored, error.to_string()),
+            Err(error) => {
+                self.journal.note_failure(&error);
+                self.fetch_failed(&stored, error.to_string());
+            }
         }
     }
 
@@ -473,18 +662,34 @@ impl DaemonCore {
         }
     }
 
+    /// All chunks of a fetch are here: the shell checks them against the
+    /// hash and exports the file ([`FileJob::Finish`]); meanwhile the
+    /// fetch's place goes to the next one waiting.
     fn finish_fetch(&mut self, id: MessageId) {
         let Some(fetch) = self.files.fetches.remove(&id) else {
             return;
         };
         let stored = fetch.stored;
+        let job = self.files.next_job;
+        self.files.next_job += 1;
+        self.outputs.push_back(Output::Job(FileJob::Finish {
+            id: job,
+            hash: stored.offer.hash,
+            size: stored.offer.size,
+            to_dir: fetch.to_dir,
+            name: stored.offer.name.clone(),
+        }));
+        self.files.finishing.insert(job, stored);
+        self.start_waiting();
+    }
+
+    /// The check and export of a fetched file ended.
+    fn fetch_finished(
+        &mut self,
+        stored: StoredOffer,
+        finished: Result<Option<PathBuf>, StoreError>,
+    ) {
         let hash = stored.offer.hash;
-        let finished = self.store.finish_blob_into(
-            &hash,
-            stored.offer.size,
-            &fetch.to_dir,
-            &stored.offer.name,
-        );
         match finished {
             Ok(Some(path)) => {
                 self.status.files.fetches_completed += 1;
@@ -514,7 +719,6 @@ impl DaemonCore {
                 self.fetch_failed(&stored, error.to_string());
             }
         }
-        self.start_waiting();
     }
 
     fn start_waiting(&mut self) {
@@ -783,6 +987,13 @@ impl DaemonCore {
             Ok(unfinished) => {
                 for stored in unfinished {
                     let to_dir = stored.fetch_to.clone().unwrap_or_default();
+                    if self.store.blob_exists(&stored.offer.hash) {
+                        // Checked on the file thread before a stop came
+                        // ahead of its result: only the export is left.
+                        self.mark_complete(&stored);
+                        self.export(&stored, &to_dir);
+                        continue;
+                    }
                     self.start_fetch(now, stored, to_dir);
                 }
             }
@@ -810,6 +1021,16 @@ impl DaemonCore {
             {
                 let state = if self.store.blob_exists(&stored.offer.hash) {
                     FileState::Complete
+                } else if self
+                    .files
+                    .finishing
+                    .values()
+                    .any(|f| f.message == stored.message)
+                {
+                    // All here, being checked.
+                    FileState::Fetching {
+                        have: stored.offer.size,
+                    }
                 } else if let Some(fetch) = self.files.fetches.get(&stored.message) {
                     FileState::Fetching {
                         have: fetch.have_bytes(),

@@ -72,6 +72,7 @@ use crate::store::{
 };
 
 use events::MAX_PROVISIONAL;
+pub(crate) use files::{FileJob, FileJobDone};
 // The simulator's tests step around these two delays.
 #[cfg(any(test, feature = "sim"))]
 pub(crate) use journal::SETTLE_AFTER;
@@ -91,6 +92,9 @@ pub(crate) enum Output {
     Event(Event),
     /// The answer to a request, for whoever asked.
     Reply(ReplyTo, Result<Reply, DaemonError>),
+    /// Work to run off the network thread; its result comes back through
+    /// [`DaemonCore::handle_file_job_done`].
+    Job(FileJob),
 }
 
 /// Everything the daemon decides, over the node and the store; driven by
@@ -298,6 +302,7 @@ impl DaemonCore {
     pub(crate) fn stopping(&mut self, now: Now) {
         self.clock = now;
         self.discovery.stopping();
+        self.stop_shares();
         for peer in self.discovery.online_peers() {
             self.node.leaving(now.mono, peer);
         }

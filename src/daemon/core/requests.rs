@@ -38,7 +38,7 @@ impl DaemonCore {
                 self.reply(reply, Err(DaemonError::NotSent(why)));
                 return;
             }
-            self.share_file(now, to, &path, caption, reply);
+            self.share_file(to, &path, caption, reply);
             return;
         }
         if let Request::Send { to, text } = request {
