@@ -300,11 +300,9 @@ impl BlobWorker {
             let _ = fs::remove_file(&temp);
             return Err(error);
         }
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
+        let target = place_without_replacing(&temp, dir, name);
+        let _ = fs::remove_file(&temp);
+        let target = target?;
         Ok(target)
     }
     /// [`Store::finish_blob`] and [`Store::export_blob`] in one pass over
@@ -375,11 +373,9 @@ impl BlobWorker {
         drop(file);
         let blob = self.dir.join(hash.to_hex());
         fs::rename(&part, &blob).map_err(io_at("file store", &blob))?;
-        let target = unique_path(dir, name);
-        if let Err(error) = fs::rename(&temp, &target) {
-            let _ = fs::remove_file(&temp);
-            return Err(io_at("download", &target)(error));
-        }
+        let target = place_without_replacing(&temp, dir, name);
+        let _ = fs::remove_file(&temp);
+        let target = target?;
         Ok(Some(target))
     }
 
@@ -528,18 +524,72 @@ fn hex8(bytes: &[u8; 8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `dir/name`, or `dir/stem (k).ext` for the first k that is free.
-fn unique_path(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
+/// Gives the finished file `temp` its name in `dir`: `name`, or
+/// `stem (k).ext` for the first k free, never replacing a file that is
+/// there, even one that appears meanwhile (a hard link fails on an
+/// existing name where a rename would replace it). The caller removes
+/// `temp`.
+fn place_without_replacing(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     let (stem, ext) = match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
         _ => (name, String::new()),
     };
-    (1..10_000)
-        .map(|k| dir.join(format!("{stem} ({k}){ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or(first)
+    let candidates = std::iter::once(dir.join(name))
+        .chain((1..10_000).map(|k| dir.join(format!("{stem} ({k}){ext}"))));
+    for target in candidates {
+        match fs::hard_link(temp, &target) {
+            Ok(()) => return Ok(target),
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+            // A file system without hard links: a rename to a name seen
+            // free (only a file appearing in between could be replaced).
+            Err(_) if !target.exists() => {
+                return fs::rename(temp, &target)
+                    .map(|()| target.clone())
+                    .map_err(io_at("download", &target));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(io_at("download", &dir.join(name))(std::io::Error::new(
+        ErrorKind::AlreadyExists,
+        "every name for this file is taken in the download folder",
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_file_never_replaces_one_already_there() {
+        let dir = tempfile_dir("place");
+        fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        fs::write(dir.join("notes (1).txt"), b"mine too").unwrap();
+        let temp = dir.join(".notes.txt.kith-part");
+        fs::write(&temp, b"downloaded").unwrap();
+
+        let placed = place_without_replacing(&temp, &dir, "notes.txt").unwrap();
+        fs::remove_file(&temp).unwrap();
+
+        assert_eq!(placed, dir.join("notes (2).txt"));
+        assert_eq!(fs::read(&placed).unwrap(), b"downloaded");
+        assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"mine");
+        assert_eq!(fs::read(dir.join("notes (1).txt")).unwrap(), b"mine too");
+        // A name without an extension gets its number at the end.
+        fs::write(&temp, b"again").unwrap();
+        fs::write(dir.join("README"), b"mine").unwrap();
+        let placed = place_without_replacing(&temp, &dir, "README").unwrap();
+        assert_eq!(placed, dir.join("README (1)"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "kith-blobs-{name}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }
