@@ -405,40 +405,9 @@ impl AppState {
             self.toast(format!("{} is not a file.", path.display()), true);
             return Vec::new();
         };
-        let Some(room) = self.rooms.get_mut(&room_id) else {
+        let Some((local, peer)) = self.post_own(room_id, file_text(&name)) else {
             return Vec::new();
         };
-        let local = self.next_local;
-        self.next_local += 1;
-        let me = self.me;
-        let recipients: Vec<PeerId> = match room.info.direct {
-            Some(peer) => vec![peer],
-            None => room
-                .info
-                .members
-                .iter()
-                .copied()
-                .filter(|m| *m != me)
-                .collect(),
-        };
-        let text = file_text(&name);
-        room.last_activity = room.last_activity.max(self.now);
-        room.preview = Some((me, preview(&text)));
-        let peer = room.info.direct;
-        self.histories.entry(room_id).or_default().push(Message {
-            id: None,
-            from: me,
-            timestamp: self.now,
-            text,
-            own: Some(Own {
-                local,
-                delivery: Delivery::Queued,
-                recipients,
-                receipt: None,
-            }),
-            cursor: None,
-            hlc: 0,
-        });
         self.files.pending.insert(
             local,
             Pending {

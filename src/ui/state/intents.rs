@@ -227,9 +227,30 @@ impl AppState {
             self.toast(reason.to_owned(), true);
             return Vec::new();
         }
-        let Some(room) = self.rooms.get_mut(&room_id) else {
+        let Some((local, direct)) = self.post_own(room_id, text.clone()) else {
             return Vec::new();
         };
+        let request = match direct {
+            Some(peer) => Request::SendDirect { local, peer, text },
+            None => Request::SendRoom {
+                local,
+                room: room_id,
+                text,
+            },
+        };
+        vec![request]
+    }
+
+    /// Puts our message `text` in `room_id`'s history as queued, with
+    /// every other member as a recipient; the room moves up and its
+    /// preview is ours. Returns the message's local number and the
+    /// room's peer if it is a direct chat; `None` if the room is unknown.
+    pub(super) fn post_own(
+        &mut self,
+        room_id: RoomId,
+        text: String,
+    ) -> Option<(u64, Option<PeerId>)> {
+        let room = self.rooms.get_mut(&room_id)?;
         let local = self.next_local;
         self.next_local += 1;
         let me = self.me;
@@ -245,18 +266,7 @@ impl AppState {
         };
         room.last_activity = room.last_activity.max(self.now);
         room.preview = Some((me, preview(&text)));
-        let request = match room.info.direct {
-            Some(peer) => Request::SendDirect {
-                local,
-                peer,
-                text: text.clone(),
-            },
-            None => Request::SendRoom {
-                local,
-                room: room_id,
-                text: text.clone(),
-            },
-        };
+        let direct = room.info.direct;
         self.histories.entry(room_id).or_default().push(Message {
             id: None,
             from: me,
@@ -271,7 +281,7 @@ impl AppState {
             cursor: None,
             hlc: 0,
         });
-        vec![request]
+        Some((local, direct))
     }
 
     /// Why nothing can be sent to `room` now, if so.
