@@ -104,17 +104,12 @@ impl Node {
         room: RoomId,
         payload: Vec<u8>,
     ) {
-        self.reliable
-            .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-        if self.check_shared(&room, &receipt.from).is_ok() {
-            self.events.push_back(NodeEvent::FileReceived {
-                room,
-                peer: receipt.from,
-                payload,
-            });
-        } else {
-            self.stats.count(DropReason::Foreign);
-        }
+        let event = NodeEvent::FileReceived {
+            room,
+            peer: receipt.from,
+            payload,
+        };
+        self.hand_up_if_shared(now, receipt, room, event);
     }
 
     /// Forwards a stored envelope (ours or another member's) of a room we
@@ -177,14 +172,28 @@ impl Node {
         room: RoomId,
         payload: Vec<u8>,
     ) {
+        let event = NodeEvent::SyncReceived {
+            room,
+            peer: receipt.from,
+            payload,
+        };
+        self.hand_up_if_shared(now, receipt, room, event);
+    }
+
+    /// Confirms a payload that is not stored as a message at once, and
+    /// hands `event` to the shell only if `room` is shared with the
+    /// sender; otherwise it is dropped and counted.
+    fn hand_up_if_shared(
+        &mut self,
+        now: Instant,
+        receipt: Receipt,
+        room: RoomId,
+        event: NodeEvent,
+    ) {
         self.reliable
             .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
         if self.check_shared(&room, &receipt.from).is_ok() {
-            self.events.push_back(NodeEvent::SyncReceived {
-                room,
-                peer: receipt.from,
-                payload,
-            });
+            self.events.push_back(event);
         } else {
             self.stats.count(DropReason::Foreign);
         }
