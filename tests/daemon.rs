@@ -9,7 +9,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use common::daemons::{PASS, WAIT, account, collect_until, loopback, start, trio, wait_for};
+use common::daemons::{
+    PASS, WAIT, account, collect_until, connected_pair, loopback, start, trio, wait_for,
+};
 use kith::account::Account;
 use kith::daemon::{self, DaemonConfig, DaemonHandle, Event, PeerAddr};
 use kith::net::NetConfig;
@@ -31,29 +33,6 @@ fn stored_texts(dir: &TempDir, me: PeerId, peer: PeerId) -> Vec<(MessageId, Stri
         .filter(|m| m.sender == peer)
         .map(|m| (m.id, String::from_utf8(m.body).expect("texts are UTF-8")))
         .collect()
-}
-
-/// Two running daemons, A and B, each the other's peer.
-fn connected_pair(
-    name: &str,
-) -> (
-    (TempDir, PublicIdentity, DaemonHandle),
-    (TempDir, PublicIdentity, DaemonHandle),
-) {
-    let (dir_a, pub_a) = account(&format!("{name}-a"));
-    let (dir_b, pub_b) = account(&format!("{name}-b"));
-    let a = start(&dir_a, loopback(), Vec::new());
-    let b = start(
-        &dir_b,
-        loopback(),
-        vec![PeerAddr {
-            public: pub_a.clone(),
-            addr: a.local_addr(),
-        }],
-    );
-    a.add_peer(pub_b.clone(), b.local_addr())
-        .expect("B becomes A's peer");
-    ((dir_a, pub_a, a), (dir_b, pub_b, b))
 }
 
 /// A received message is reported when the store's journal settles (a

@@ -12,36 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use common::daemons::{WAIT, account, collect_until, loopback, start};
+use common::daemons::{WAIT, collect_until, connected_pair};
 use kith::daemon::{
-    DaemonError, DaemonHandle, Event, FileRef, FileState, PeerAddr, Reply, Request, RequestId,
-    SubscribeOptions, Subscription, Target, Update,
+    DaemonError, Event, FileRef, FileState, Reply, Request, RequestId, SubscribeOptions,
+    Subscription, Target, Update,
 };
-use kith::proto::crypto::PublicIdentity;
 use kith::proto::ids::PeerId;
-
-/// Two running daemons, A and B, each the other's peer.
-fn connected_pair(
-    name: &str,
-) -> (
-    (TempDir, PublicIdentity, DaemonHandle),
-    (TempDir, PublicIdentity, DaemonHandle),
-) {
-    let (dir_a, pub_a) = account(&format!("{name}-a"));
-    let (dir_b, pub_b) = account(&format!("{name}-b"));
-    let a = start(&dir_a, loopback(), Vec::new());
-    let b = start(
-        &dir_b,
-        loopback(),
-        vec![PeerAddr {
-            public: pub_a.clone(),
-            addr: a.local_addr(),
-        }],
-    );
-    a.add_peer(pub_b.clone(), b.local_addr())
-        .expect("B becomes A's peer");
-    ((dir_a, pub_a, a), (dir_b, pub_b, b))
-}
 
 /// A 64 MiB file, mostly holes, with a few marked places (so its hash is
 /// its own): large enough that reading and encrypting it takes seconds

@@ -65,6 +65,29 @@ pub fn trio(name: &str) -> Vec<(TempDir, PublicIdentity, DaemonHandle)> {
         .collect()
 }
 
+/// Two running daemons, A and B, each the other's peer.
+pub fn connected_pair(
+    name: &str,
+) -> (
+    (TempDir, PublicIdentity, DaemonHandle),
+    (TempDir, PublicIdentity, DaemonHandle),
+) {
+    let (dir_a, pub_a) = account(&format!("{name}-a"));
+    let (dir_b, pub_b) = account(&format!("{name}-b"));
+    let a = start(&dir_a, loopback(), Vec::new());
+    let b = start(
+        &dir_b,
+        loopback(),
+        vec![PeerAddr {
+            public: pub_a.clone(),
+            addr: a.local_addr(),
+        }],
+    );
+    a.add_peer(pub_b.clone(), b.local_addr())
+        .expect("B becomes A's peer");
+    ((dir_a, pub_a, a), (dir_b, pub_b, b))
+}
+
 /// Waits for an event `pick` accepts; panics after [`WAIT`].
 #[track_caller]
 pub fn wait_for<T>(rx: &Receiver<Event>, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
