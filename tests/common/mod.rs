@@ -4,6 +4,7 @@
 
 pub mod daemons;
 pub mod ports;
+pub mod tmpfs;
 pub mod trio;
 
 use std::net::SocketAddr;
