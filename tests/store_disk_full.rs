@@ -174,7 +174,7 @@ fn disk_fills_under_an_open_store(dir: &Path) {
     let mut acknowledged = 10;
     let mut refused = None;
     for _ in 0..200 {
-        match store.journal_messages_and_chains(messages(room, acknowledged, BATCH), vec![]) {
+        match store.journal_messages_and_chains(&messages(room, acknowledged, BATCH), vec![]) {
             Ok(()) => acknowledged += BATCH,
             Err(error) => {
                 refused = Some(error);
@@ -219,7 +219,7 @@ fn disk_fills_under_an_open_store(dir: &Path) {
         );
     }
     store
-        .journal_messages_and_chains(messages(room, acknowledged, BATCH), vec![])
+        .journal_messages_and_chains(&messages(room, acknowledged, BATCH), vec![])
         .expect("appends work again");
     store.settle().expect("settles again");
     assert_eq!(

@@ -482,9 +482,7 @@ fn sync_items_leave_out_epochs_before_a_members_join() {
     let new: Vec<Message> = (3..5).map(|n| sealed(&mut rng, 1, n)).collect();
     store.insert_messages(&old).unwrap();
     // Through the journal, then settled.
-    store
-        .journal_messages_and_chains(new.clone(), Vec::new())
-        .unwrap();
+    store.journal_messages_and_chains(&new, Vec::new()).unwrap();
     store.settle().unwrap();
     let ids = |min_epoch| -> Vec<MessageId> {
         store

@@ -33,10 +33,10 @@ use crate::account::Account;
 use crate::net::Destination;
 use crate::proto::crypto::{Identity, PublicIdentity};
 use crate::proto::ids::{PeerId, RoomId};
-use crate::proto::node::NodeConfig;
+use crate::proto::node::{Node, NodeConfig};
 use crate::proto::reliable::{self, Via};
 use crate::proto::sim::{Endpoint, Outgoing};
-use crate::store::KdfParams;
+use crate::store::{KdfParams, Store};
 
 /// The passphrase of every simulated daemon's store.
 pub const PASSPHRASE: &str = "simulated daemon";
@@ -198,6 +198,26 @@ impl SimDaemon {
         let now = self.input(now);
         self.core.stopping(now);
         self.core.shutdown(now)
+    }
+
+    /// The node inside the core, read-only: for checks of what no client
+    /// sees (sessions, group keys, named successors, chain origins).
+    pub fn node(&self) -> &Node {
+        self.core.node()
+    }
+
+    /// The store under the core, read-only (chain snapshots as a thief
+    /// holding the store and its passphrase would read them). Its journal
+    /// may hold messages not settled into the database yet.
+    pub fn store(&self) -> &Store {
+        self.core.store()
+    }
+
+    /// Fills the disk under the store (or frees it): journal
+    /// appends and settlings fail, so nothing received is acknowledged
+    /// and nothing sent goes out, until it is freed.
+    pub fn set_full_disk(&mut self, full: bool) {
+        self.core.store_mut().simulate_full_disk(full);
     }
 
     fn input(&mut self, now: Instant) -> Now {

@@ -372,10 +372,11 @@ impl Store {
     /// next open.
     pub fn journal_messages_and_chains(
         &mut self,
-        messages: Vec<Message>,
+        messages: &[Message],
         chains: Vec<ChainSnapshot>,
     ) -> Result<()> {
-        let rows = self.seal_rows(&messages, &chains)?;
+        self.check_simulated_disk()?;
+        let rows = self.seal_rows(messages, &chains)?;
         let record = JournalRecord { rows, chains };
         if !self.journal.append(&record)? {
             // Full: what is there moves into the database first.
@@ -388,6 +389,28 @@ impl Store {
             }
         }
         self.unsettled.push(record);
+        Ok(())
+    }
+
+    /// Makes the disk under the store full (or frees it) for the
+    /// simulator: journal appends and settlings fail until it is freed.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn simulate_full_disk(&mut self, full: bool) {
+        self.simulated_full_disk = full;
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    fn check_simulated_disk(&self) -> Result<()> {
+        if self.simulated_full_disk {
+            return Err(StoreError::DiskFull(
+                "simulated: no space left on device".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(any(test, feature = "sim")))]
+    fn check_simulated_disk(&self) -> Result<()> {
         Ok(())
     }
 
@@ -439,6 +462,7 @@ impl Store {
             }
             return Ok(());
         }
+        self.check_simulated_disk()?;
         let mut all = JournalRecord::default();
         for record in std::mem::take(&mut self.unsettled) {
             all.rows.extend(record.rows);

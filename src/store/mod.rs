@@ -345,6 +345,10 @@ pub struct Store {
     /// database, with their row numbers (cursors), for the next
     /// [`Store::settle`] to report.
     settled_fresh: Vec<(MessageId, u64)>,
+    /// A disk with no space left, as the simulator makes one: journal
+    /// appends and settlings fail with [`StoreError::DiskFull`].
+    #[cfg(any(test, feature = "sim"))]
+    simulated_full_disk: bool,
 }
 
 impl std::fmt::Debug for Store {

@@ -225,6 +225,8 @@ impl Store {
             journal,
             unsettled: left,
             settled_fresh: Vec::new(),
+            #[cfg(any(test, feature = "sim"))]
+            simulated_full_disk: false,
         };
         store.settle()?;
         Ok(store)

@@ -222,10 +222,48 @@ impl Cluster {
     /// Host `i` crashes (its state is dropped, its store kept) and starts
     /// again from its store.
     pub fn crash_and_restart(&mut self, i: usize) {
-        let now = self.now();
+        self.crash(i);
+        self.start_again(i);
+    }
+
+    /// Host `i` crashes and starts again from `snapshot` of its store
+    /// ([`Cluster::snapshot`]): what it wrote since is lost, as when a
+    /// stale backup is restored or a disk loses its last writes.
+    pub fn restore(&mut self, i: usize, snapshot: &StoreSnapshot) {
+        self.crash(i);
+        let dir = self.dirs[i].path();
+        std::fs::remove_dir_all(dir).expect("the old store is removed");
+        copy_dir(snapshot.0.path(), dir);
+        self.start_again(i);
+    }
+
+    /// A copy of host `i`'s store as it is now on disk (its journal
+    /// included), as a crash at this moment would leave it, or a thief
+    /// copying the files.
+    pub fn snapshot(&self, i: usize) -> StoreSnapshot {
+        let copy = TempDir::new(&format!("sim-{i}-snapshot"));
+        std::fs::remove_dir_all(copy.path()).expect("the copy's dir is fresh");
+        copy_dir(self.dirs[i].path(), copy.path());
+        StoreSnapshot(copy)
+    }
+
+    /// The disk under host `i`'s store fills up (or is freed): journal
+    /// appends and settlings fail until it is freed.
+    pub fn set_full_disk(&mut self, i: usize, full: bool) {
+        self.hosts[i].set_full_disk(full);
+    }
+
+    /// Host `i`'s state is dropped, as a killed process's: its store keeps
+    /// what was journaled or settled. Start it at once with
+    /// [`Cluster::start_again`] (until then the indices are off by one).
+    fn crash(&mut self, i: usize) {
         // The store is locked while the old host holds it: the old one
         // goes first, as a killed process does.
         drop(self.hosts.remove(i));
+    }
+
+    fn start_again(&mut self, i: usize) {
+        let now = self.now();
         // A restarted process draws fresh randomness: with the same seed its
         // handshake would repeat the first one and be refused as a replay.
         // Derived from the old seed, so one seed still gives one run.
@@ -242,6 +280,31 @@ impl Cluster {
         .expect("a simulated daemon restarts from its store");
         self.hosts.insert(i, host);
         self.net.drain(&mut self.hosts, i);
+    }
+}
+
+/// A copy of a simulated daemon's store dir ([`Cluster::snapshot`]).
+pub struct StoreSnapshot(TempDir);
+
+impl StoreSnapshot {
+    /// Where the copy is (a store that opens with
+    /// [`kith::daemon::sim::PASSPHRASE`]).
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+/// Copies the files of `from` (recursively) into a new dir `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("the copy's dir is created");
+    for entry in std::fs::read_dir(from).expect("the store dir is readable") {
+        let entry = entry.expect("a dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("a store file is copied");
+        }
     }
 }
 

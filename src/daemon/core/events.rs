@@ -152,9 +152,10 @@ impl DaemonCore {
                 self.save_chains();
                 return;
             }
-            if self.journal.deferring {
+            if self.journal.deferring || self.journal.append_waits(now) {
                 // A burst of datagrams is under way: one transaction for
-                // all of it, at `end_burst`.
+                // all of it, at `end_burst`. Or the last append failed
+                // (a full disk): the next try is at its retry time.
                 return;
             }
             if !self.journal_received(now) {

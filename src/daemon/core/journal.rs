@@ -69,6 +69,14 @@ pub(super) struct Journal {
     /// Why the store cannot grow (a full disk), until a settling succeeds:
     /// sends are refused before they go out meanwhile.
     disk_full: Option<String>,
+    /// Chain states taken from the node with received messages whose
+    /// append failed: appended with them when it is tried again.
+    unjournaled_chains: Vec<ChainSnapshot>,
+    /// Appends of received messages that failed in a row (a full disk):
+    /// the messages are kept, unconfirmed, until one succeeds.
+    append_failures: u32,
+    /// When the failed append is tried again.
+    append_retry_at: Option<Instant>,
 }
 
 impl Journal {
@@ -144,8 +152,8 @@ impl Journal {
     }
 
     /// The received messages of this round, for one append.
-    fn take_uncommitted(&mut self) -> (Vec<Message>, Vec<Receipt>) {
-        std::mem::take(&mut self.uncommitted).into_iter().unzip()
+    fn take_uncommitted(&mut self) -> Vec<(Message, Receipt)> {
+        std::mem::take(&mut self.uncommitted)
     }
 
     /// This round's messages are in the journal.
@@ -161,12 +169,43 @@ impl Journal {
         }
     }
 
-    /// This round's append failed: its messages were not confirmed (the
-    /// senders keep them) and are never reported (they are when they come
-    /// again); the events behind them go out with the next settling.
-    fn forget_unjournaled(&mut self, now: Instant) {
-        self.waiting.retain(|entry| !entry.unjournaled());
-        self.schedule(now);
+    /// This round's append failed: its messages are kept, unconfirmed (so
+    /// unacknowledged: their senders keep them and say nothing delivered),
+    /// and appended again later, later still if it keeps failing. They
+    /// cannot be dropped and left to come again: the node accepted them
+    /// once, so a retransmission is a duplicate to it, and the chain
+    /// state that opened them has moved on.
+    fn append_failed(
+        &mut self,
+        now: Instant,
+        round: Vec<(Message, Receipt)>,
+        chains: Vec<ChainSnapshot>,
+        error: &StoreError,
+    ) {
+        // Nothing was received between the take and the failure, but keep
+        // the order if anything was.
+        let later = std::mem::replace(&mut self.uncommitted, round);
+        self.uncommitted.extend(later);
+        self.unjournaled_chains = chains;
+        self.append_failures = self.append_failures.saturating_add(1);
+        self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
+        self.note_failure(error);
+    }
+
+    /// The append of this round's messages succeeded.
+    fn appended(&mut self) {
+        self.append_failures = 0;
+        self.append_retry_at = None;
+    }
+
+    /// Whether a failed append waits for its retry at `now`.
+    pub(super) fn append_waits(&self, now: Instant) -> bool {
+        self.append_retry_at.is_some_and(|at| at > now)
+    }
+
+    /// When a failed append is tried again.
+    pub(super) fn append_retry_at(&self) -> Option<Instant> {
+        self.append_retry_at
     }
 
     /// What the settling that just happened may report: everything up to
@@ -250,7 +289,7 @@ impl DaemonCore {
     pub(super) fn journal(
         &mut self,
         now: Instant,
-        messages: Vec<Message>,
+        messages: &[Message],
         chains: Vec<ChainSnapshot>,
     ) -> Result<(), StoreError> {
         let rooms: HashSet<RoomId> = messages.iter().map(|m| m.room).collect();
@@ -486,7 +525,7 @@ impl DaemonCore {
     pub(super) fn save_reservations(&mut self, now: Instant) {
         let reservations = self.node.take_reservations();
         if !reservations.is_empty()
-            && let Err(error) = self.journal(now, Vec::new(), reservations)
+            && let Err(error) = self.journal(now, &[], reservations)
         {
             self.store_error("store chain reservations", error);
         }
@@ -522,20 +561,23 @@ impl DaemonCore {
 
     /// Journals this round's received messages (and the chains that
     /// opened them) in one append, then confirms them to the node, which
-    /// acknowledges them. `false` if the append failed (nothing is
-    /// confirmed then: the senders keep the messages).
+    /// acknowledges them. `false` if the append failed: nothing is
+    /// confirmed then (the senders keep the messages), and the round is
+    /// kept for a later append (see [`Journal::append_failed`]).
     pub(super) fn journal_received(&mut self, now: Instant) -> bool {
-        let (messages, receipts) = self.journal.take_uncommitted();
+        let (messages, receipts): (Vec<Message>, Vec<Receipt>) =
+            self.journal.take_uncommitted().into_iter().unzip();
         // The chains that opened them are stored with them, so after a
         // crash neither is ahead of the other.
-        let chains = self.node.take_chain_updates();
-        if let Err(error) = self.journal(now, messages, chains) {
-            // Not confirmed, so not acknowledged: the sender keeps the
-            // messages and they are not lost.
-            self.journal.forget_unjournaled(now);
+        let mut chains = std::mem::take(&mut self.journal.unjournaled_chains);
+        chains.extend(self.node.take_chain_updates());
+        if let Err(error) = self.journal(now, &messages, chains.clone()) {
+            let round = messages.into_iter().zip(receipts).collect();
+            self.journal.append_failed(now, round, chains, &error);
             self.store_error("store received messages", error);
             return false;
         }
+        self.journal.appended();
         self.journal.mark_journaled();
         for receipt in receipts {
             self.node.confirm_stored(now, receipt);

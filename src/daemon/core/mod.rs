@@ -351,6 +351,7 @@ impl DaemonCore {
         [
             self.outbox.next_due(),
             self.journal.settle_at(),
+            self.journal.append_retry_at(),
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
@@ -375,6 +376,19 @@ impl DaemonCore {
     /// connection from.
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The simulator's way into the store (to fill its disk).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The node, read-only, for the simulator's checks of its insides
+    /// (sessions, group keys, successors, chain origins).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Answers a request: for its caller, through [`Output::Reply`].

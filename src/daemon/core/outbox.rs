@@ -288,7 +288,7 @@ impl DaemonCore {
             .cloned()
             .collect();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        match self.journal(now, messages, chains) {
+        match self.journal(now, &messages, chains) {
             Ok(()) => {
                 for message in &files {
                     self.note_file_message(message);

@@ -16,11 +16,11 @@ fn journaled_messages_reach_the_database_at_settle_each_reported_new_once() {
     let new = message(room, 2, b"new");
     let chains = chain_snapshots(room, 7);
     store
-        .journal_messages_and_chains(vec![old.clone(), new.clone()], chains.to_vec())
+        .journal_messages_and_chains(&[old.clone(), new.clone()], chains.to_vec())
         .unwrap();
     // The same message again in a later record (a resend) is one message.
     store
-        .journal_messages_and_chains(vec![new.clone()], vec![])
+        .journal_messages_and_chains(&[new.clone()], vec![])
         .unwrap();
     assert!(!store.is_settled());
     assert!(!store.has_message(&new.key()).unwrap(), "not before settle");
@@ -45,10 +45,10 @@ fn journaled_messages_survive_a_store_that_never_settled() {
     let mut later = sending.clone();
     later.next_seq += 5;
     store
-        .journal_messages_and_chains(batch[..2].to_vec(), vec![sending, receiving.clone()])
+        .journal_messages_and_chains(&batch[..2], vec![sending, receiving.clone()])
         .unwrap();
     store
-        .journal_messages_and_chains(batch[2..].to_vec(), vec![later.clone()])
+        .journal_messages_and_chains(&batch[2..], vec![later.clone()])
         .unwrap();
     drop(store);
     assert!(
@@ -77,7 +77,7 @@ fn settled_records_are_not_replayed_after_the_journal_was_emptied() {
     let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
     let m = message(room, 1, b"deleted later");
     store
-        .journal_messages_and_chains(vec![m.clone()], vec![])
+        .journal_messages_and_chains(&[m.clone()], vec![])
         .unwrap();
     store.settle().unwrap();
     store.delete_room(&room).unwrap();
@@ -96,10 +96,10 @@ fn a_torn_journal_record_is_dropped_and_the_ones_before_it_kept() {
     let first = message(room, 1, b"whole");
     let second = message(room, 2, b"torn");
     store
-        .journal_messages_and_chains(vec![first.clone()], vec![])
+        .journal_messages_and_chains(&[first.clone()], vec![])
         .unwrap();
     store
-        .journal_messages_and_chains(vec![second.clone()], vec![])
+        .journal_messages_and_chains(&[second.clone()], vec![])
         .unwrap();
     drop(store);
     // Damage the second record's last bytes.
@@ -123,7 +123,7 @@ fn a_foreign_or_damaged_journal_file_holds_nothing_and_is_reused() {
         assert!(store.is_settled());
         let m = message(room, garbage.len() as u64, b"after");
         store
-            .journal_messages_and_chains(vec![m.clone()], vec![])
+            .journal_messages_and_chains(&[m.clone()], vec![])
             .unwrap();
         drop(store);
         let store = Store::open(&path, PASS).unwrap();
@@ -144,11 +144,11 @@ fn a_full_journal_moves_into_the_database_and_keeps_going() {
     for n in 0..40 {
         let m = message(room, n, &body);
         all.push(m.id);
-        store.journal_messages_and_chains(vec![m], vec![]).unwrap();
+        store.journal_messages_and_chains(&[m], vec![]).unwrap();
     }
     let huge: Vec<Message> = (100..120).map(|n| message(room, n, &body)).collect();
     all.extend(huge.iter().map(|m| m.id));
-    store.journal_messages_and_chains(huge, vec![]).unwrap();
+    store.journal_messages_and_chains(&huge, vec![]).unwrap();
     let mut fresh = store.settle().unwrap();
     fresh.sort();
     all.sort();

@@ -481,7 +481,7 @@ fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replace
     let mut journaled = message(room, 4, b"");
     journaled.body.clear();
     store
-        .journal_messages_and_chains(vec![journaled.clone()], vec![])
+        .journal_messages_and_chains(&[journaled.clone()], vec![])
         .unwrap();
     store.settle().unwrap();
     assert_eq!(
@@ -686,7 +686,7 @@ fn settled_journal_records_are_wiped_from_the_file() {
     for n in 0..3 {
         store
             .journal_messages_and_chains(
-                vec![message(room, n, b"journaled, then settled")],
+                &[message(room, n, b"journaled, then settled")],
                 chain_snapshots(room, 7).to_vec(),
             )
             .unwrap();
@@ -701,7 +701,7 @@ fn settled_journal_records_are_wiped_from_the_file() {
     // Leftovers of an older generation (as an older version left them):
     // wiped when the store opens.
     store
-        .journal_messages_and_chains(vec![message(room, 10, b"left over")], vec![])
+        .journal_messages_and_chains(&[message(room, 10, b"left over")], vec![])
         .unwrap();
     let leftover = std::fs::read(journal_path(&path)).unwrap();
     store.settle().unwrap();
