@@ -25,6 +25,8 @@ mod sim_support;
 
 #[path = "node_sim/delivery.rs"]
 mod delivery;
+#[path = "node_sim/disk.rs"]
+mod disk;
 #[path = "node_sim/internals.rs"]
 mod internals;
 

@@ -69,11 +69,16 @@ pub(super) struct Journal {
     /// Why the store cannot grow (a full disk), until a settling succeeds:
     /// sends are refused before they go out meanwhile.
     disk_full: Option<String>,
-    /// Chain states taken from the node with received messages whose
-    /// append failed: appended with them when it is tried again.
+    /// Our sent messages whose append failed: they went out (a datagram
+    /// is never held for a write), so they are kept for the next append,
+    /// never dropped from our own history.
+    held_sends: Vec<Message>,
+    /// Chain states taken from the node with messages whose append
+    /// failed: appended with them, before any newer state, when it is
+    /// tried again (a chain state stored out of order would go back).
     unjournaled_chains: Vec<ChainSnapshot>,
-    /// Appends of received messages that failed in a row (a full disk):
-    /// the messages are kept, unconfirmed, until one succeeds.
+    /// Appends that failed in a row (a full disk): received messages are
+    /// kept, unconfirmed, and sent ones kept, until one succeeds.
     append_failures: u32,
     /// When the failed append is tried again.
     append_retry_at: Option<Instant>,
@@ -91,9 +96,15 @@ impl Journal {
         });
     }
 
-    /// Whether received messages wait for an append.
+    /// Whether received messages (or sent ones whose append failed) wait
+    /// for an append.
     pub(super) fn has_uncommitted(&self) -> bool {
-        !self.uncommitted.is_empty()
+        !self.uncommitted.is_empty() || !self.held_sends.is_empty()
+    }
+
+    /// Whether an append failed and what it held waits for the next one.
+    pub(super) fn holds_failed_append(&self) -> bool {
+        self.append_failures > 0
     }
 
     /// Keeps `event` behind the received messages waiting to be reported;
@@ -156,6 +167,15 @@ impl Journal {
         std::mem::take(&mut self.uncommitted)
     }
 
+    /// Sent messages and chain states a failed append held, for the next
+    /// one (they go first: they are older than anything taken since).
+    pub(super) fn take_held(&mut self) -> (Vec<Message>, Vec<ChainSnapshot>) {
+        (
+            std::mem::take(&mut self.held_sends),
+            std::mem::take(&mut self.unjournaled_chains),
+        )
+    }
+
     /// This round's messages are in the journal.
     fn mark_journaled(&mut self) {
         for entry in self.waiting.iter_mut().rev() {
@@ -175,10 +195,11 @@ impl Journal {
     /// cannot be dropped and left to come again: the node accepted them
     /// once, so a retransmission is a duplicate to it, and the chain
     /// state that opened them has moved on.
-    fn append_failed(
+    pub(super) fn append_failed(
         &mut self,
         now: Instant,
         round: Vec<(Message, Receipt)>,
+        sends: Vec<Message>,
         chains: Vec<ChainSnapshot>,
         error: &StoreError,
     ) {
@@ -186,6 +207,8 @@ impl Journal {
         // the order if anything was.
         let later = std::mem::replace(&mut self.uncommitted, round);
         self.uncommitted.extend(later);
+        let later = std::mem::replace(&mut self.held_sends, sends);
+        self.held_sends.extend(later);
         self.unjournaled_chains = chains;
         self.append_failures = self.append_failures.saturating_add(1);
         self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
@@ -193,7 +216,7 @@ impl Journal {
     }
 
     /// The append of this round's messages succeeded.
-    fn appended(&mut self) {
+    pub(super) fn appended(&mut self) {
         self.append_failures = 0;
         self.append_retry_at = None;
     }
@@ -323,6 +346,14 @@ impl DaemonCore {
         &mut self,
         deliveries: &[(MessageKey, PeerId, DeliveryState)],
     ) -> Result<(), StoreError> {
+        if self.journal.holds_failed_append() {
+            // What a failed append held goes in first: the delivery states
+            // and reads that follow are about it.
+            if let Err(error) = self.append_waiting(self.clock.mono) {
+                self.journal.settle_failed(self.clock.mono, &error);
+                return Err(error);
+            }
+        }
         let fresh: HashMap<MessageId, u64> = if self.store.is_settled() && deliveries.is_empty() {
             HashMap::new()
         } else {
@@ -560,28 +591,42 @@ impl DaemonCore {
     }
 
     /// Journals this round's received messages (and the chains that
-    /// opened them) in one append, then confirms them to the node, which
-    /// acknowledges them. `false` if the append failed: nothing is
-    /// confirmed then (the senders keep the messages), and the round is
-    /// kept for a later append (see [`Journal::append_failed`]).
+    /// opened them) in one append, with what an earlier failed append
+    /// held, then confirms them to the node, which acknowledges them.
+    /// `false` if the append failed: nothing is confirmed then (the
+    /// senders keep the messages), and everything is kept for a later
+    /// append (see [`Journal::append_failed`]).
     pub(super) fn journal_received(&mut self, now: Instant) -> bool {
-        let (messages, receipts): (Vec<Message>, Vec<Receipt>) =
+        self.append_waiting(now).is_ok()
+    }
+
+    /// [`DaemonCore::journal_received`], with the error.
+    fn append_waiting(&mut self, now: Instant) -> Result<(), StoreError> {
+        let (received, receipts): (Vec<Message>, Vec<Receipt>) =
             self.journal.take_uncommitted().into_iter().unzip();
+        let (sends, mut chains) = self.journal.take_held();
         // The chains that opened them are stored with them, so after a
         // crash neither is ahead of the other.
-        let mut chains = std::mem::take(&mut self.journal.unjournaled_chains);
         chains.extend(self.node.take_chain_updates());
+        let mut messages = sends;
+        let sent = messages.len();
+        messages.extend(received);
         if let Err(error) = self.journal(now, &messages, chains.clone()) {
-            let round = messages.into_iter().zip(receipts).collect();
-            self.journal.append_failed(now, round, chains, &error);
-            self.store_error("store received messages", error);
-            return false;
+            let received = messages.split_off(sent);
+            let round = received.into_iter().zip(receipts).collect();
+            self.journal
+                .append_failed(now, round, messages, chains, &error);
+            self.store_error("store received messages", &error);
+            return Err(error);
         }
         self.journal.appended();
+        for message in &messages[..sent] {
+            self.note_if_file(message);
+        }
         self.journal.mark_journaled();
         for receipt in receipts {
             self.node.confirm_stored(now, receipt);
         }
-        true
+        Ok(())
     }
 }

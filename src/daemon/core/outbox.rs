@@ -262,50 +262,52 @@ impl DaemonCore {
     /// Stores the signed sends (messages and the chain positions that
     /// sealed them; their outbox entries come later, see `OUTBOX_AFTER`)
     /// with one journal append, then answers their callers. Their datagrams
-    /// are out before this: like a store failure, a crash in between loses
-    /// only our own copy (the recipients have it, and sync brings it back),
-    /// and a restored sending chain skips ahead, so no message key is used
-    /// twice.
+    /// are out before this: a crash in between loses only our own copy
+    /// (the recipients have it), and a restored sending chain skips ahead,
+    /// so no message key is used twice. An append that fails (a full disk)
+    /// keeps them for the next one: they were sent, so the caller hears
+    /// so, and they enter our history once there is space.
     pub(super) fn commit_sends(&mut self, now: Instant) {
         self.sign_sends(now);
         if self.signed_sends.is_empty() {
             return;
         }
-        let mut messages = Vec::with_capacity(self.signed_sends.len());
+        let (mut messages, mut chains) = self.journal.take_held();
+        let held = messages.len();
         let mut waiting = Vec::with_capacity(self.signed_sends.len());
         for send in std::mem::take(&mut self.signed_sends) {
             messages.push(send.message);
             waiting.push((send.recipients, send.reply));
         }
-        let chains = self.node.take_chain_updates();
-        let keys: Vec<MessageKey> = messages.iter().map(Message::key).collect();
-        let files: Vec<Message> = messages
-            .iter()
-            .filter(|m| {
-                crate::daemon::files::envelope_kind(&m.envelope)
-                    == Some(crate::proto::node::KIND_FILE)
-            })
-            .cloned()
-            .collect();
+        chains.extend(self.node.take_chain_updates());
+        let keys: Vec<MessageKey> = messages[held..].iter().map(Message::key).collect();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        match self.journal(now, &messages, chains) {
+        match self.journal(now, &messages, chains.clone()) {
             Ok(()) => {
-                for message in &files {
-                    self.note_file_message(message);
-                }
-                for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
-                    let id = key.id;
-                    self.outbox.sent(now, key, recipients);
-                    self.reply(reply, Ok(Reply::Sent(id)));
+                self.journal.appended();
+                for message in &messages {
+                    self.note_if_file(message);
                 }
             }
             Err(error) => {
-                let why = error.to_string();
+                self.journal
+                    .append_failed(now, Vec::new(), messages, chains, &error);
                 self.store_error("store sent messages", error);
-                for (_, reply) in waiting {
-                    self.reply(reply, Err(DaemonError::NotStored(why.clone())));
-                }
             }
+        }
+        for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
+            let id = key.id;
+            self.outbox.sent(now, key, recipients);
+            self.reply(reply, Ok(Reply::Sent(id)));
+        }
+    }
+
+    /// Our file message, once stored, is one we serve.
+    pub(super) fn note_if_file(&mut self, message: &Message) {
+        if crate::daemon::files::envelope_kind(&message.envelope)
+            == Some(crate::proto::node::KIND_FILE)
+        {
+            self.note_file_message(message);
         }
     }
 

@@ -481,7 +481,7 @@ fn messages_stored_unreadable_are_listed_by_author_until_a_readable_copy_replace
     let mut journaled = message(room, 4, b"");
     journaled.body.clear();
     store
-        .journal_messages_and_chains(&[journaled.clone()], vec![])
+        .journal_messages_and_chains(std::slice::from_ref(&journaled), vec![])
         .unwrap();
     store.settle().unwrap();
     assert_eq!(
