@@ -349,7 +349,7 @@ impl DaemonCore {
         if self.journal.holds_failed_append() {
             // What a failed append held goes in first: the delivery states
             // and reads that follow are about it.
-            if let Err(error) = self.append_waiting(self.clock.mono) {
+            if let Err(error) = self.append_waiting(self.clock.mono, Vec::new()) {
                 self.journal.settle_failed(self.clock.mono, &error);
                 return Err(error);
             }
@@ -597,18 +597,26 @@ impl DaemonCore {
     /// senders keep the messages), and everything is kept for a later
     /// append (see [`Journal::append_failed`]).
     pub(super) fn journal_received(&mut self, now: Instant) -> bool {
-        self.append_waiting(now).is_ok()
+        self.append_waiting(now, Vec::new()).is_ok()
     }
 
-    /// [`DaemonCore::journal_received`], with the error.
-    fn append_waiting(&mut self, now: Instant) -> Result<(), StoreError> {
+    /// Appends, in one record, what a failed append held, our `new_sends`,
+    /// every received message not journaled yet, and every chain state
+    /// the node changed: the chains are stored with the messages they
+    /// sealed or opened, so after a crash neither is ahead of the other
+    /// (a receiving chain ahead of a message not stored would never open
+    /// it again). Then confirms the received ones to the node. On an
+    /// error all of it is kept for the next append.
+    pub(super) fn append_waiting(
+        &mut self,
+        now: Instant,
+        new_sends: Vec<Message>,
+    ) -> Result<(), StoreError> {
         let (received, receipts): (Vec<Message>, Vec<Receipt>) =
             self.journal.take_uncommitted().into_iter().unzip();
-        let (sends, mut chains) = self.journal.take_held();
-        // The chains that opened them are stored with them, so after a
-        // crash neither is ahead of the other.
+        let (mut messages, mut chains) = self.journal.take_held();
         chains.extend(self.node.take_chain_updates());
-        let mut messages = sends;
+        messages.extend(new_sends);
         let sent = messages.len();
         messages.extend(received);
         if let Err(error) = self.journal(now, &messages, chains.clone()) {
@@ -616,7 +624,7 @@ impl DaemonCore {
             let round = received.into_iter().zip(receipts).collect();
             self.journal
                 .append_failed(now, round, messages, chains, &error);
-            self.store_error("store received messages", &error);
+            self.store_error("store messages", &error);
             return Err(error);
         }
         self.journal.appended();

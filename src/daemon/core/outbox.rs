@@ -272,29 +272,16 @@ impl DaemonCore {
         if self.signed_sends.is_empty() {
             return;
         }
-        let (mut messages, mut chains) = self.journal.take_held();
-        let held = messages.len();
+        let mut messages = Vec::with_capacity(self.signed_sends.len());
         let mut waiting = Vec::with_capacity(self.signed_sends.len());
         for send in std::mem::take(&mut self.signed_sends) {
             messages.push(send.message);
             waiting.push((send.recipients, send.reply));
         }
-        chains.extend(self.node.take_chain_updates());
-        let keys: Vec<MessageKey> = messages[held..].iter().map(Message::key).collect();
-        // Their `Pending` deliveries wait (see `OUTBOX_AFTER`).
-        match self.journal(now, &messages, chains.clone()) {
-            Ok(()) => {
-                self.journal.appended();
-                for message in &messages {
-                    self.note_if_file(message);
-                }
-            }
-            Err(error) => {
-                self.journal
-                    .append_failed(now, Vec::new(), messages, chains, &error);
-                self.store_error("store sent messages", error);
-            }
-        }
+        let keys: Vec<MessageKey> = messages.iter().map(Message::key).collect();
+        // Their `Pending` deliveries wait (see `OUTBOX_AFTER`). An append
+        // that fails keeps them, and the error is counted and logged.
+        let _ = self.append_waiting(now, messages);
         for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
             let id = key.id;
             self.outbox.sent(now, key, recipients);
