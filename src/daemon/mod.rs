@@ -184,7 +184,9 @@ pub enum DaemonError {
     #[error("discovery: {0}")]
     Discovery(String),
     /// The message went out but storing it failed: it is not in the
-    /// history and will not be sent again after a restart.
+    /// history yet. The daemon keeps it and stores it once the store
+    /// takes it again (space freed); if it stops first, it is lost to our
+    /// history and not sent again (the recipients may have it).
     #[error("the message was sent but could not be stored: {0}")]
     NotStored(String),
     /// The message was refused before it went out, because the store

@@ -136,6 +136,19 @@ impl Cluster {
         })
     }
 
+    /// Asks host `i` and returns the answer if it came at once (request
+    /// ids start again after a restart: only this one's answer counts).
+    pub fn ask_now(&mut self, i: usize, request: Request) -> Option<Result<Reply, String>> {
+        let before = self.net.events(i).len();
+        let id = self.ask(i, request);
+        self.net.events(i)[before..].iter().find_map(|e| match e {
+            SimEvent::Reply(_, rid, result) if *rid == id => {
+                Some(result.as_ref().cloned().map_err(|e| e.to_string()))
+            }
+            _ => None,
+        })
+    }
+
     pub fn send(&mut self, from: usize, to: usize, text: &str) -> MessageId {
         let to = Target::Peer(self.id(to));
         let rid = self.ask(

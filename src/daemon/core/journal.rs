@@ -99,7 +99,25 @@ impl Journal {
     /// Whether received messages (or sent ones whose append failed) wait
     /// for an append.
     pub(super) fn has_uncommitted(&self) -> bool {
-        !self.uncommitted.is_empty() || !self.held_sends.is_empty()
+        !self.uncommitted.is_empty()
+            || !self.held_sends.is_empty()
+            || !self.unjournaled_chains.is_empty()
+    }
+
+    /// Chain states that could not be stored (or must wait behind what a
+    /// failed append holds): they go with the next append.
+    fn hold_chains(&mut self, chains: Vec<ChainSnapshot>) {
+        self.unjournaled_chains.extend(chains);
+    }
+
+    /// Whether the node's datagrams wait for chain states to be stored.
+    /// None may leave meanwhile: an acknowledgement would tell a peer we
+    /// hold a key or a message we would lose in a crash (the peer would
+    /// never send it again, and what it sealed later would never open),
+    /// and a seal past a reservation not stored would, after a crash, hand
+    /// its message key out again.
+    pub(super) fn withholds_datagrams(&self) -> bool {
+        !self.unjournaled_chains.is_empty()
     }
 
     /// Whether an append failed and what it held waits for the next one.
@@ -209,7 +227,8 @@ impl Journal {
         self.uncommitted.extend(later);
         let later = std::mem::replace(&mut self.held_sends, sends);
         self.held_sends.extend(later);
-        self.unjournaled_chains = chains;
+        let later = std::mem::replace(&mut self.unjournaled_chains, chains);
+        self.unjournaled_chains.extend(later);
         self.append_failures = self.append_failures.saturating_add(1);
         self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
         self.note_failure(error);
@@ -493,8 +512,11 @@ impl DaemonCore {
     /// Opens what was stored unreadable of the chains whose key arrived
     /// (their author's messages overtook the key, more than the node holds
     /// back), stores the readable copies in its place and reports them.
+    /// A chain whose store access fails (a full disk) is kept for the next
+    /// time: dropped, its messages would stay unreadable for good.
     pub(super) fn reopen_unreadable(&mut self) {
-        for chain in std::mem::take(&mut self.chains_known) {
+        let mut chains = std::mem::take(&mut self.chains_known).into_iter();
+        while let Some(chain) = chains.next() {
             let stored = match self
                 .db()
                 .and_then(|db| db.unreadable_messages(&chain.room, &chain.sender))
@@ -502,7 +524,9 @@ impl DaemonCore {
                 Ok(stored) => stored,
                 Err(error) => {
                     self.store_error("read unreadable messages", error);
-                    continue;
+                    self.chains_known.push(chain);
+                    self.chains_known.extend(chains);
+                    return;
                 }
             };
             let opened: Vec<Message> = stored
@@ -521,7 +545,9 @@ impl DaemonCore {
                     Ok(ids) => ids.into_iter().collect(),
                     Err(error) => {
                         self.store_error("replace unreadable messages", error);
-                        continue;
+                        self.chains_known.push(chain);
+                        self.chains_known.extend(chains);
+                        return;
                     }
                 };
             for message in opened.iter().filter(|m| upgraded.contains(&m.id)) {
@@ -555,9 +581,18 @@ impl DaemonCore {
     /// from the last reservation, never from a position already handed out.
     pub(super) fn save_reservations(&mut self, now: Instant) {
         let reservations = self.node.take_reservations();
-        if !reservations.is_empty()
-            && let Err(error) = self.journal(now, &[], reservations)
-        {
+        if reservations.is_empty() {
+            return;
+        }
+        if self.journal.holds_failed_append() {
+            // Behind what waits, so no chain state goes back.
+            self.journal.hold_chains(reservations);
+            return;
+        }
+        if let Err(error) = self.journal(now, &[], reservations.clone()) {
+            self.journal
+                .append_failed(now, Vec::new(), Vec::new(), Vec::new(), &error);
+            self.journal.hold_chains(reservations);
             self.store_error("store chain reservations", error);
         }
     }
@@ -573,6 +608,8 @@ impl DaemonCore {
         if !chains.is_empty()
             && let Err(error) = self.db().and_then(|db| db.put_chains(&chains))
         {
+            // Kept for the next append (see `Journal::withholds_datagrams`).
+            self.journal.hold_chains(chains);
             self.store_error("store chain state", error);
         }
         // Origins every member holds the chain of: deleted (after the

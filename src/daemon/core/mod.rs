@@ -318,6 +318,11 @@ impl DaemonCore {
                 bytes,
             });
         }
+        if self.journal.withholds_datagrams() {
+            // Sealed past a reservation not stored yet (see
+            // `save_reservations`): nothing leaves until it is.
+            return None;
+        }
         loop {
             let transmit = self.node.poll_transmit()?;
             let addr = match transmit.to {

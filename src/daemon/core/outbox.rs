@@ -265,8 +265,8 @@ impl DaemonCore {
     /// are out before this: a crash in between loses only our own copy
     /// (the recipients have it), and a restored sending chain skips ahead,
     /// so no message key is used twice. An append that fails (a full disk)
-    /// keeps them for the next one: they were sent, so the caller hears
-    /// so, and they enter our history once there is space.
+    /// keeps them for the next one: their callers hear they were sent but
+    /// not stored, and they enter our history once there is space.
     pub(super) fn commit_sends(&mut self, now: Instant) {
         self.sign_sends(now);
         if self.signed_sends.is_empty() {
@@ -280,12 +280,21 @@ impl DaemonCore {
         }
         let keys: Vec<MessageKey> = messages.iter().map(Message::key).collect();
         // Their `Pending` deliveries wait (see `OUTBOX_AFTER`). An append
-        // that fails keeps them, and the error is counted and logged.
-        let _ = self.append_waiting(now, messages);
+        // that fails keeps them for the next one; until then they are not
+        // durable, and their callers are told so.
+        let stored = self
+            .append_waiting(now, messages)
+            .map_err(|error| error.to_string());
         for (key, (recipients, reply)) in keys.into_iter().zip(waiting) {
             let id = key.id;
             self.outbox.sent(now, key, recipients);
-            self.reply(reply, Ok(Reply::Sent(id)));
+            let answer = match &stored {
+                Ok(()) => Ok(Reply::Sent(id)),
+                Err(why) => Err(DaemonError::NotStored(format!(
+                    "{why}; it is saved here once there is space, unless kith stops first"
+                ))),
+            };
+            self.reply(reply, answer);
         }
     }
 
