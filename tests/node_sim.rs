@@ -29,6 +29,8 @@ mod delivery;
 mod disk;
 #[path = "node_sim/internals.rs"]
 mod internals;
+#[path = "node_sim/membership.rs"]
+mod membership;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

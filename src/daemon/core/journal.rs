@@ -166,7 +166,7 @@ impl Journal {
 
     /// A settling failed: what it held is still journaled, so still
     /// durable; it is tried again later, later still if it keeps failing.
-    fn settle_failed(&mut self, now: Instant, error: &StoreError) {
+    pub(super) fn settle_failed(&mut self, now: Instant, error: &StoreError) {
         self.failures = self.failures.saturating_add(1);
         self.settle_at = Some(now + settle_retry_delay(self.failures));
         self.note_failure(error);
@@ -337,7 +337,10 @@ impl DaemonCore {
         let rooms: HashSet<RoomId> = messages.iter().map(|m| m.room).collect();
         self.sync.rooms_changed(&rooms);
         if let Err(error) = self.store.journal_messages_and_chains(messages, chains) {
-            self.journal.note_failure(&error);
+            // A settling is tried again later: it finds out when the store
+            // takes writes again, and only a settling lifts the refusal of
+            // sends (`disk_full`), which nothing else may look at again.
+            self.journal.settle_failed(now, &error);
             return Err(error);
         }
         self.journal.schedule(now);

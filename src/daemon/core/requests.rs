@@ -27,7 +27,10 @@ impl DaemonCore {
                 | Request::Discovery
                 | Request::Resolve { .. }
         );
-        if !in_memory {
+        let sends = matches!(request, Request::Send { .. } | Request::ShareFile { .. });
+        if !in_memory || (sends && self.journal.disk_full().is_some()) {
+            // A send after the disk was full tries the store first: space
+            // may have been freed since the last retry.
             self.commit_sends(now);
             if let Err(error) = self.write_deliveries() {
                 self.store_error("store journaled messages and deliveries", error);
