@@ -29,6 +29,8 @@ mod delivery;
 mod disk;
 #[path = "node_sim/internals.rs"]
 mod internals;
+#[path = "node_sim/rooms.rs"]
+mod rooms;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
