@@ -200,6 +200,68 @@ fn refused(c: &Cluster, i: usize, rid: kith::daemon::RequestId) -> bool {
         .any(|e| matches!(e, SimEvent::Reply(_, r, Err(_)) if *r == rid))
 }
 
+/// Runs the network and checks after every step what the model shell
+/// checked: every `Delivered` an author heard came from a recipient whose
+/// store held the message at that moment, journal included (asking reads
+/// only: it does not settle, so the run is the one unchecked).
+#[derive(Default)]
+struct Watch {
+    /// How many events of each host were checked.
+    seen: Vec<usize>,
+}
+
+impl Watch {
+    fn run_for(&mut self, c: &mut Cluster, duration: Duration) {
+        let until = c.now() + duration;
+        self.check(c);
+        while c.net.step(&mut c.hosts, until) {
+            self.check(c);
+        }
+    }
+
+    /// Runs until `done` or `limit` of virtual time; whether `done`.
+    fn run_until(
+        &mut self,
+        c: &mut Cluster,
+        limit: Duration,
+        mut done: impl FnMut(&mut Cluster) -> bool,
+    ) -> bool {
+        let until = c.now() + limit;
+        loop {
+            self.check(c);
+            if done(c) {
+                return true;
+            }
+            if !c.net.step(&mut c.hosts, until) {
+                self.check(c);
+                return done(c);
+            }
+        }
+    }
+
+    fn check(&mut self, c: &Cluster) {
+        self.seen.resize(c.hosts.len(), 0);
+        for i in 0..c.hosts.len() {
+            let events = c.net.events(i);
+            for event in &events[self.seen[i]..] {
+                let SimEvent::Event(_, Event::Delivered { to, id, .. }) = event else {
+                    continue;
+                };
+                let j = c.net.index_of(to).expect("a host");
+                let receiver = &c.hosts[j];
+                let held = receiver.node().rooms().iter().any(|room| {
+                    receiver
+                        .store()
+                        .holds_message(&room.id, id)
+                        .expect("the store reads")
+                });
+                assert!(held, "{i} heard {id:?} delivered before {j} held it");
+            }
+            self.seen[i] = events.len();
+        }
+    }
+}
+
 /// Issue 17, item 9: the admin names its successor with every member
 /// list, among the members who have been in the room longest, so a member
 /// that joined later with a key ground to sort first is not next in line;
@@ -216,13 +278,16 @@ fn admin_leaves_and_the_successor_it_named_takes_over() {
 
 fn successor_takes_over(seed: u64) {
     let mut c = Cluster::new(seed, 4, lossy(0.1));
-    c.run_for(Duration::from_millis(500));
+    let mut w = Watch::default();
+    w.run_for(&mut c, Duration::from_millis(500));
     // The member with the lowest id (who took over before) joins last.
     let late = (1..4).min_by_key(|i| c.id(*i)).expect("members");
     let first: Vec<usize> = (1..4).filter(|i| *i != late).collect();
     let room = c.create_room(0, "kitchen", &first);
     let founders: Vec<usize> = std::iter::once(0).chain(first.iter().copied()).collect();
-    assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&founders, &room, 3)));
+    assert!(w.run_until(&mut c, Duration::from_secs(30), |c| {
+        c.all_in(&founders, &room, 3)
+    }));
     let peer = c.id(late);
     c.ask(0, Request::Invite { room, peer });
     let named = info(&c, 0, &room)
@@ -232,11 +297,11 @@ fn successor_takes_over(seed: u64) {
         first.iter().any(|i| c.id(*i) == named),
         "one of the first members"
     );
-    assert!(c.run_until(Duration::from_secs(30), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(30), |c| {
         c.room(late, &room).is_some_and(|r| r.invited)
     }));
     c.ask(late, Request::AnswerInvite { room, accept: true });
-    assert!(c.run_until(Duration::from_secs(30), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(30), |c| {
         (1..4).all(|i| {
             info(c, i, &room).is_some_and(|r| r.members.len() == 4 && r.successor == Some(named))
         })
@@ -246,7 +311,7 @@ fn successor_takes_over(seed: u64) {
     assert!(info(&c, 0, &room).is_none(), "the admin is out");
     let successor = c.net.index_of(&named).expect("a host");
     assert!(
-        c.run_until(Duration::from_secs(30), |c| {
+        w.run_until(&mut c, Duration::from_secs(30), |c| {
             (1..4).all(|i| {
                 c.room(i, &room)
                     .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 2)
@@ -274,10 +339,10 @@ fn successor_takes_over(seed: u64) {
             &format!("without the admin {i}"),
         );
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(60), |c| {
         all_said_delivered(c, room, &said)
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     check_said(&mut c, room, &said);
     for sender in 1..4 {
         assert!(!c.hosts[0].node().can_read(&room, 2, &c.id(sender)));
@@ -286,7 +351,7 @@ fn successor_takes_over(seed: u64) {
     let other = (1..4).find(|i| *i != successor).expect("another member");
     let rid = c.ask(other, Request::RemoveMember { room, peer: named });
     assert!(refused(&c, other, rid), "a member cannot remove the admin");
-    c.run_for(Duration::from_secs(2));
+    w.run_for(&mut c, Duration::from_secs(2));
     assert!(
         (1..4).all(|i| c
             .room(i, &room)
@@ -309,9 +374,10 @@ fn a_leave_seen_by_only_some_members_does_not_split_the_room() {
 
 fn leave_seen_by_some(seed: u64) {
     let mut c = Cluster::new(seed, 4, lossy(0.0));
-    c.run_for(Duration::from_millis(500));
+    let mut w = Watch::default();
+    w.run_for(&mut c, Duration::from_millis(500));
     let room = c.create_room(0, "kitchen", &[1, 2, 3]);
-    assert!(c.run_until(Duration::from_secs(30), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(30), |c| {
         (1..4).all(|i| {
             info(c, i, &room).is_some_and(|r| r.members.len() == 4 && r.successor.is_some())
         })
@@ -324,7 +390,7 @@ fn leave_seen_by_some(seed: u64) {
     // it could.
     c.net.partition(&[&[missed], &others]);
     c.ask(0, Request::Leave { room });
-    c.run_for(Duration::from_millis(500));
+    w.run_for(&mut c, Duration::from_millis(500));
     c.net.set_up(&mut c.hosts, 0, false);
     assert_eq!(
         c.room(missed, &room).and_then(|r| r.admin),
@@ -339,7 +405,7 @@ fn leave_seen_by_some(seed: u64) {
     );
     c.net.heal();
     assert!(
-        c.run_until(Duration::from_secs(60), |c| {
+        w.run_until(&mut c, Duration::from_secs(60), |c| {
             (1..4).all(|i| {
                 c.room(i, &room)
                     .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 1)
@@ -351,10 +417,10 @@ fn leave_seen_by_some(seed: u64) {
     for i in 1..4 {
         say(&mut c, &mut said, i, room, &format!("after the admin {i}"));
     }
-    assert!(c.run_until(Duration::from_secs(60), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(60), |c| {
         all_said_delivered(c, room, &said)
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     check_said(&mut c, room, &said);
 }
 
@@ -373,12 +439,13 @@ fn an_admin_restored_without_a_successor_names_one_at_start() {
 
 fn restored_without_successor(seed: u64) {
     let mut c = Cluster::new(seed, 4, lossy(0.05));
-    c.run_for(Duration::from_millis(500));
+    let mut w = Watch::default();
+    w.run_for(&mut c, Duration::from_millis(500));
     let room = c.create_room(0, "kitchen", &[1, 2, 3]);
-    assert!(c.run_until(Duration::from_secs(30), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(30), |c| {
         (0..4).all(|i| info(c, i, &room).is_some_and(|r| r.members.len() == 4))
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     // As an older version kept it: no successor.
     let old = c.snapshot(0);
     {
@@ -406,7 +473,7 @@ fn restored_without_successor(seed: u64) {
     // work after start, before any session could carry it out) and every
     // member.
     assert!(
-        c.run_until(Duration::from_secs(30), |c| {
+        w.run_until(&mut c, Duration::from_secs(30), |c| {
             (0..4).all(|i| {
                 info(c, i, &room).is_some_and(|r| r.successor == Some(named))
                     && c.hosts[i].store().room_successor(&room).ok() == Some(Some(named))
@@ -419,7 +486,7 @@ fn restored_without_successor(seed: u64) {
     assert_eq!(info(&c, 0, &room).and_then(|r| r.successor), Some(named));
     c.ask(0, Request::Leave { room });
     assert!(
-        c.run_until(Duration::from_secs(30), |c| {
+        w.run_until(&mut c, Duration::from_secs(30), |c| {
             (1..4).all(|i| {
                 c.room(i, &room)
                     .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named))
@@ -537,10 +604,15 @@ fn forged_and_foreign_group_frames_are_dropped() {
 
 fn forged_and_foreign(seed: u64) {
     let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
-    c.run_for(Duration::from_millis(500));
+    let mut w = Watch::default();
+    w.run_for(&mut c, Duration::from_millis(500));
     c.net.capture();
     let room = c.create_room(0, "kitchen", &[1, 2]);
-    assert!(c.run_until(Duration::from_secs(10), |c| c.all_in(&[0, 1, 2], &room, 3)));
+    assert!(w.run_until(&mut c, Duration::from_secs(10), |c| c.all_in(
+        &[0, 1, 2],
+        &room,
+        3
+    )));
     let mut said = Vec::new();
     let genuine = say(&mut c, &mut said, 0, room, "genuine");
     let key = info(&c, 0, &room)
@@ -623,10 +695,10 @@ fn forged_and_foreign(seed: u64) {
         before.dropped(DropReason::GroupUnsupported) + 1
     );
     assert_eq!(after.group_received, 0);
-    assert!(c.run_until(Duration::from_secs(10), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(10), |c| {
         all_said_delivered(c, room, &said)
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     check_said(&mut c, room, &said);
     assert!(!holds(&mut c, 3, room, genuine));
 }
@@ -635,11 +707,11 @@ fn forged_and_foreign(seed: u64) {
 /// 3: every one of them spoke in the old epoch, and the others are in the
 /// next. Returns the room, what was said, and what host 3 took with it:
 /// the old epoch and its key.
-fn room_after_removal(c: &mut Cluster) -> (RoomId, Vec<Said>, u32, GroupKey) {
-    c.run_for(Duration::from_millis(500));
+fn room_after_removal(c: &mut Cluster, w: &mut Watch) -> (RoomId, Vec<Said>, u32, GroupKey) {
+    w.run_for(c, Duration::from_millis(500));
     c.net.capture();
     let room = c.create_room(0, "kitchen", &[1, 2, 3]);
-    assert!(c.run_until(Duration::from_secs(10), |c| c.all_in(
+    assert!(w.run_until(c, Duration::from_secs(10), |c| c.all_in(
         &[0, 1, 2, 3],
         &room,
         4
@@ -648,14 +720,14 @@ fn room_after_removal(c: &mut Cluster) -> (RoomId, Vec<Said>, u32, GroupKey) {
     for i in 0..4 {
         say(c, &mut said, i, room, &format!("before {i}"));
     }
-    assert!(c.run_until(Duration::from_secs(30), |c| {
+    assert!(w.run_until(c, Duration::from_secs(30), |c| {
         all_said_delivered(c, room, &said)
     }));
     let old = info(c, 3, &room).expect("a member");
     let old_key = old.group_key.expect("a group key");
     let peer = c.id(3);
     c.ask(0, Request::RemoveMember { room, peer });
-    assert!(c.run_until(Duration::from_secs(10), |c| {
+    assert!(w.run_until(c, Duration::from_secs(10), |c| {
         (0..3).all(|i| info(c, i, &room).is_some_and(|r| r.epoch == old.epoch + 1))
     }));
     (room, said, old.epoch, old_key)
@@ -675,7 +747,8 @@ fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
 
 fn removed_member_after_grace(seed: u64) {
     let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
-    let (room, mut said, old_epoch, old_key) = room_after_removal(&mut c);
+    let mut w = Watch::default();
+    let (room, mut said, old_epoch, old_key) = room_after_removal(&mut c, &mut w);
     // A genuine old-epoch frame of host 1 still opens within the grace.
     let late = c
         .net
@@ -697,7 +770,7 @@ fn removed_member_after_grace(seed: u64) {
         before.total_dropped(),
         "not dropped"
     );
-    c.run_for(NodeConfig::default().group_key_grace);
+    w.run_for(&mut c, NodeConfig::default().group_key_grace);
     let before = stats(&mut c, 2);
     inject(&mut c, 2, 1, &late);
     let after = stats(&mut c, 2);
@@ -711,7 +784,7 @@ fn removed_member_after_grace(seed: u64) {
     // Host 2 is cut off; host 1 says something it never stores.
     c.net.partition(&[&[2], &[0, 1, 3]]);
     let unseen = say(&mut c, &mut said, 1, room, "host 2 never hears this");
-    c.run_for(Duration::from_millis(50));
+    w.run_for(&mut c, Duration::from_millis(50));
     // The removed member, in host 2's name, under the old key, for the
     // stream carrying the unseen message.
     let key = info(&c, 1, &room)
@@ -733,16 +806,16 @@ fn removed_member_after_grace(seed: u64) {
         after.dropped(DropReason::GroupUnsupported),
         before.dropped(DropReason::GroupUnsupported) + 1
     );
-    c.run_for(Duration::from_millis(200));
+    w.run_for(&mut c, Duration::from_millis(200));
     assert!(!holds(&mut c, 2, room, unseen));
     assert_eq!(delivered_to(&c, 1, 2, unseen), 0, "not delivered");
     // Once host 2 is back it stores the message, and only then is it
     // delivered.
     c.net.heal();
-    assert!(c.run_until(Duration::from_secs(60), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(60), |c| {
         all_said_delivered(c, room, &said)
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     check_said(&mut c, room, &said);
 }
 
@@ -759,10 +832,11 @@ fn a_member_cannot_acknowledge_in_another_members_name() {
 
 fn acknowledge_in_anothers_name(seed: u64) {
     let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
-    let (room, mut said, old_epoch, _) = room_after_removal(&mut c);
+    let mut w = Watch::default();
+    let (room, mut said, old_epoch, _) = room_after_removal(&mut c, &mut w);
     c.net.partition(&[&[2], &[0, 1, 3]]);
     let unseen = say(&mut c, &mut said, 1, room, "host 2 never hears this");
-    c.run_for(Duration::from_millis(50));
+    w.run_for(&mut c, Duration::from_millis(50));
     // The admin, in host 2's name, under the current key, for the stream
     // carrying the unseen message.
     let epoch = old_epoch + 1;
@@ -789,13 +863,13 @@ fn acknowledge_in_anothers_name(seed: u64) {
         before.group_received + 2,
         "they opened"
     );
-    c.run_for(Duration::from_millis(200));
+    w.run_for(&mut c, Duration::from_millis(200));
     assert!(!holds(&mut c, 2, room, unseen));
     assert_eq!(delivered_to(&c, 1, 2, unseen), 0, "not delivered");
     c.net.heal();
-    assert!(c.run_until(Duration::from_secs(60), |c| {
+    assert!(w.run_until(&mut c, Duration::from_secs(60), |c| {
         all_said_delivered(c, room, &said)
     }));
-    c.run_for(Duration::from_secs(1));
+    w.run_for(&mut c, Duration::from_secs(1));
     check_said(&mut c, room, &said);
 }
