@@ -9,6 +9,10 @@
 //! ([`Said`]); [`check_said`] then holds every daemon to exactly those:
 //! each recipient stores each once, readable, in its author's order, the
 //! author hears it delivered once per recipient, and nobody else holds it.
+//! The network runs through a [`Watch`], which checks after every step
+//! that each `Delivered` came from a recipient whose store (journal
+//! included) already held the message. Each scenario runs the seed of the
+//! model-shell test it replaces and a few more.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
