@@ -31,6 +31,8 @@ mod disk;
 mod internals;
 #[path = "node_sim/membership.rs"]
 mod membership;
+#[path = "node_sim/rooms.rs"]
+mod rooms;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -399,6 +399,30 @@ impl Store {
         self.simulated_full_disk = full;
     }
 
+    /// Whether message `id` of `room` is durable here: in the database or
+    /// journaled and not settled yet (readable or not). For the simulator's
+    /// checks that "delivered" comes only after the receiver holds a
+    /// message; reads only, so asking does not settle the journal (which
+    /// would change the run it checks).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn holds_message(&self, room: &RoomId, id: &MessageId) -> Result<bool> {
+        let journaled = self
+            .unsettled
+            .iter()
+            .flat_map(|record| &record.rows)
+            .any(|row| row.room == *room && row.id == *id);
+        if journaled {
+            return Ok(true);
+        }
+        let Some(&room_ref) = self.room_refs.get(room) else {
+            return Ok(false);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE room_ref = ?1 AND id = ?2")?;
+        Ok(stmt.exists(params![room_ref, id.as_bytes()])?)
+    }
+
     #[cfg(any(test, feature = "sim"))]
     fn check_simulated_disk(&self) -> Result<()> {
         if self.simulated_full_disk {

@@ -26,18 +26,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kith::proto::crypto::{
-    ChainId, ChainRole, ChainSnapshot, Envelope, Identity, ReceiverChain, SecretKey,
-    SenderKeyDistribution, open_envelope, open_envelope_from_origin,
+    ChainId, ChainRole, ChainSnapshot, Envelope, Identity, ReceiverChain, SenderKeyDistribution,
+    open_envelope, open_envelope_from_origin,
 };
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::proto::node::{
-    DropReason, GroupKey, Heard, Node, NodeConfig, NodeEvent, Receipt, direct_room, group_tag,
-    open_group_payload, seal_group_payload,
-};
-use kith::proto::reliable::{Packet, Via};
-use kith::proto::sim::{self, Captured, Endpoint, LinkConfig, Network};
+use kith::proto::node::{DropReason, Node, NodeConfig, NodeEvent, Receipt, direct_room};
+use kith::proto::reliable::Via;
+use kith::proto::sim::{self, Endpoint, LinkConfig, Network};
 use kith::proto::sync::{Item, SortedItems, SyncAction, SyncManager, SyncManagerConfig};
-use kith::proto::wire::{Datagram, Frame};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -457,11 +453,6 @@ impl Net {
         self.sim.now()
     }
 
-    /// Every datagram put on the wire, per receiver.
-    fn wire(&self) -> &[Captured] {
-        self.sim.captured()
-    }
-
     /// Takes node `i` down (it neither receives nor runs timers) or brings
     /// it back up.
     fn set_up(&mut self, i: usize, up: bool) {
@@ -610,14 +601,6 @@ impl Net {
 
     fn events_of(&self, i: usize) -> &[NodeEvent] {
         self.sim.events(i)
-    }
-
-    /// Injects raw bytes as if `from` had sent them to `to` (an attacker).
-    fn inject(&mut self, to: usize, bytes: &[u8]) -> Result<Heard, DropReason> {
-        let now = self.now();
-        let result = self.peers[to].node.handle_datagram(now, bytes);
-        self.drain(to);
-        result
     }
 
     fn run_for(&mut self, duration: Duration) {
@@ -921,134 +904,6 @@ fn in_room(net: &Net, i: usize, room: &RoomId) -> Option<Vec<usize>> {
         .map(|r| r.members.iter().map(|p| net.index[p]).collect())
 }
 
-/// Issue 17, item 9: the admin names its successor with every member
-/// list, among the members who have been in the room longest, so a member
-/// that joined later with a key ground to sort first is not next in line;
-/// when the admin leaves every member takes the named one.
-#[test]
-fn admin_leaves_and_the_successor_it_named_takes_over() {
-    let mut net = Net::new(7, 4, lossy(0.1));
-    // The member with the lowest id (who took over before) joins last.
-    let late = (1..4).min_by_key(|i| net.ids[*i]).expect("members");
-    let first: Vec<usize> = (1..4).filter(|i| *i != late).collect();
-    let room = create_room(&mut net, &first);
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        first.iter().all(|i| in_room(n, *i, &room).is_some())
-    }));
-    let now = net.now();
-    net.peers[0]
-        .node
-        .invite(now, room, net.ids[late])
-        .expect("invite");
-    net.drain(0);
-    let named = net.peers[0]
-        .node
-        .room(&room)
-        .and_then(|r| r.successor)
-        .expect("the admin names a successor");
-    assert!(
-        first.iter().any(|i| net.ids[*i] == named),
-        "one of the first members"
-    );
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        (1..4).all(|i| {
-            n.peers[i]
-                .node
-                .room(&room)
-                .is_some_and(|r| r.members.len() == 4 && r.successor == Some(named))
-        })
-    }));
-    let now = net.now();
-    net.peers[0].node.leave_room(now, room).expect("leave");
-    net.drain(0);
-    assert!(net.peers[0].node.room(&room).is_none());
-    let successor = net.index[&named];
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        (1..4).all(|i| {
-            n.peers[i]
-                .node
-                .room(&room)
-                .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 2)
-        })
-    }));
-    // The new admin names its own successor.
-    let next = net.peers[successor]
-        .node
-        .room(&room)
-        .and_then(|r| r.successor)
-        .expect("named");
-    assert!(next != named && (1..4).any(|i| net.ids[i] == next));
-    for i in 1..4 {
-        net.send_room(i, room, &format!("without the admin {i}"));
-    }
-    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
-    net.check_room_messages();
-    for sender in 1..4 {
-        assert!(!net.peers[0].node.can_read(&room, 2, &net.ids[sender]));
-    }
-    // Only the new admin can change members.
-    let now = net.now();
-    let other = (1..4).find(|i| *i != successor).expect("another member");
-    assert!(
-        net.peers[other]
-            .node
-            .remove_member(now, room, net.ids[successor])
-            .is_err()
-    );
-}
-
-/// Issue 17, item 9: an admin's leave that reached only some members (it
-/// went offline before the others heard it) does not split the room: the
-/// member that missed it takes the new member list from the successor the
-/// admin had named, and everyone agrees on the admin again.
-#[test]
-fn a_leave_seen_by_only_some_members_does_not_split_the_room() {
-    let mut net = Net::new(8, 4, lossy(0.0));
-    let room = create_room(&mut net, &[1, 2, 3]);
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        (1..4).all(|i| {
-            n.peers[i]
-                .node
-                .room(&room)
-                .is_some_and(|r| r.members.len() == 4 && r.successor.is_some())
-        })
-    }));
-    let named = net.peers[0]
-        .node
-        .room(&room)
-        .and_then(|r| r.successor)
-        .expect("named");
-    let successor = net.index[&named];
-    let missed = (1..4).find(|i| *i != successor).expect("another member");
-    // The admin leaves while `missed` cannot hear it, and is gone before
-    // it could.
-    net.set_side(missed, 1);
-    let now = net.now();
-    net.peers[0].node.leave_room(now, room).expect("leave");
-    net.drain(0);
-    net.run_for(Duration::from_millis(500));
-    net.set_up(0, false);
-    assert_eq!(
-        net.peers[missed].node.room(&room).and_then(|r| r.admin),
-        Some(net.ids[0]),
-        "it has not heard the leave"
-    );
-    net.set_side(missed, 0);
-    assert!(net.run_until(Duration::from_secs(60), |n| {
-        (1..4).all(|i| {
-            n.peers[i]
-                .node
-                .room(&room)
-                .is_some_and(|r| r.members.len() == 3 && r.admin == Some(named) && r.epoch == 1)
-        })
-    }));
-    for i in 1..4 {
-        net.send_room(i, room, &format!("after the admin {i}"));
-    }
-    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
-    net.check_room_messages();
-}
-
 #[test]
 fn sender_restart_resends_its_outbox_unchanged_and_nothing_is_stored_twice() {
     for seed in 0..4 {
@@ -1199,264 +1054,6 @@ fn receiver_restart_with_its_chains_reads_everything_sent_meanwhile() {
         net.check_exactly_once_in_order();
         assert!(net.peers[1].stored.iter().all(|s| s.body.is_some()));
     }
-}
-
-#[test]
-fn forged_and_foreign_group_frames_are_dropped() {
-    let config = NodeConfig {
-        group_multicast: true,
-        ..NodeConfig::default()
-    };
-    let mut net = Net::with_config(1600, 4, lossy(0.0), config);
-    let room = create_room(&mut net, &[1, 2]);
-    assert!(net.run_until(Duration::from_secs(10), |n| {
-        (0..3).all(|i| in_room(n, i, &room).is_some())
-    }));
-    net.send_room(0, room, "genuine");
-    let group_frame = net
-        .wire()
-        .iter()
-        .rev()
-        .find(|(from, _, bytes)| {
-            *from == 0
-                && matches!(
-                    Datagram::parse(bytes),
-                    Ok(Datagram {
-                        frame: Frame::Group { .. },
-                        ..
-                    })
-                )
-        })
-        .map(|(_, _, bytes)| bytes.clone())
-        .expect("a group frame went out");
-    let mut flipped = group_frame.clone();
-    let last = flipped.len() - 1;
-    flipped[last] ^= 1;
-    assert_eq!(net.inject(1, &flipped), Err(DropReason::Forged));
-    // The sender travels inside the ciphertext only, so nobody without
-    // the key can claim the frame for another; with the key (an insider),
-    // a frame claiming a non-member (node 3 is not in the room) is dropped.
-    assert!(!group_frame.windows(32).any(|w| w == net.ids[0].0));
-    let key = net.peers[0]
-        .node
-        .room(&room)
-        .and_then(|r| r.group_key)
-        .expect("a group key");
-    let heartbeat = Packet::Heartbeat {
-        room,
-        session: 1,
-        low: 0,
-        next: 0,
-    };
-    assert_eq!(
-        net.inject(1, &forge_group_frame(net.ids[3], room, 0, &key, &heartbeat)),
-        Err(DropReason::GroupUnsupported)
-    );
-    // The non-member itself never reads the room's frames.
-    assert_eq!(
-        net.inject(3, &group_frame),
-        Err(DropReason::GroupUnsupported)
-    );
-    assert!(net.run_until(Duration::from_secs(10), Net::all_room_delivered));
-    net.check_room_messages();
-}
-
-/// The tag of `key`'s group frames: every simulation here runs within the
-/// first tag period (wall clock 0 plus well under ten minutes).
-fn tag_of(key: &GroupKey) -> [u8; 16] {
-    group_tag(&SecretKey::from_bytes(key.0), 0)
-}
-
-/// A group frame of `room` carrying `packet`, sealed under `key` (of
-/// `epoch`) in `claimed`'s name: anyone holding the epoch's key can.
-fn forge_group_frame(
-    claimed: PeerId,
-    room: RoomId,
-    epoch: u32,
-    key: &GroupKey,
-    packet: &Packet,
-) -> Vec<u8> {
-    let tag = tag_of(key);
-    let payload = seal_group_payload(
-        &SecretKey::from_bytes(key.0),
-        &[7; 24],
-        &claimed,
-        &room,
-        epoch,
-        &tag,
-        &packet.encode(),
-    )
-    .expect("sealing cannot fail");
-    Datagram {
-        from: None,
-        frame: Frame::Group { tag, payload },
-    }
-    .emit()
-    .expect("a valid frame")
-}
-
-/// The reliable session of node `i`, read from one of its group frames of
-/// `epoch`, as anyone holding that epoch's key can.
-fn session_of(net: &Net, i: usize, room: RoomId, epoch: u32, key: &GroupKey) -> u64 {
-    let tag = tag_of(key);
-    let key = SecretKey::from_bytes(key.0);
-    net.wire()
-        .iter()
-        .filter(|(from, _, _)| *from == i)
-        .find_map(|(_, _, bytes)| {
-            let Ok(Datagram {
-                frame: Frame::Group { tag: seen, payload },
-                ..
-            }) = Datagram::parse(bytes)
-            else {
-                return None;
-            };
-            if seen != tag {
-                return None;
-            }
-            let (sender, packet) = open_group_payload(&key, &room, epoch, &tag, &payload).ok()?;
-            if sender != net.ids[i] {
-                return None;
-            }
-            match Packet::decode(&packet).ok()? {
-                Packet::Data { session, .. } | Packet::Heartbeat { session, .. } => Some(session),
-                _ => None,
-            }
-        })
-        .expect("node sent a group frame in that epoch")
-}
-
-/// An ACK of `session`'s stream in `room` claiming everything stored.
-fn forged_ack(room: RoomId, session: u64) -> Packet {
-    Packet::Ack {
-        room,
-        session,
-        receiver_session: 0xbad,
-        ack_no: 1,
-        received: 1 << 40,
-        ranges: Vec::new(),
-        stored: 1 << 40,
-        largest: None,
-        delay_us: 0,
-        mcast_rx: 0,
-        refused: Vec::new(),
-    }
-}
-
-/// A multicast room of nodes 0 (admin) to 3 after the admin removed node
-/// 3: every one of them sent in epoch 0, and the others are in epoch 1.
-/// Returns what node 3 took with it: the epoch-0 key, and node 1's
-/// reliable session read from a frame of that epoch.
-fn room_after_removal(seed: u64) -> (Net, RoomId, GroupKey, u64) {
-    let config = NodeConfig {
-        group_multicast: true,
-        ..NodeConfig::default()
-    };
-    let mut net = Net::with_config(seed, 4, lossy(0.0), config);
-    let room = create_room(&mut net, &[1, 2, 3]);
-    assert!(net.run_until(Duration::from_secs(10), |n| {
-        (0..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
-    }));
-    for i in 0..4 {
-        net.send_room(i, room, &format!("before {i}"));
-    }
-    assert!(net.run_until(Duration::from_secs(30), Net::all_room_delivered));
-    let old_key = net.peers[3]
-        .node
-        .room(&room)
-        .and_then(|r| r.group_key)
-        .expect("a group key");
-    let session = session_of(&net, 1, room, 0, &old_key);
-    let now = net.now();
-    net.peers[0]
-        .node
-        .remove_member(now, room, net.ids[3])
-        .expect("admin removes");
-    net.drain(0);
-    assert!(net.run_until(Duration::from_secs(10), |n| {
-        (0..3).all(|i| n.peers[i].node.room(&room).is_some_and(|r| r.epoch == 1))
-    }));
-    (net, room, old_key, session)
-}
-
-/// The previous epoch's key opens frames still in flight for a short
-/// grace, then nothing: after it, the removed member cannot acknowledge a
-/// message in a current member's name (before, one such ACK made the
-/// sender report "delivered" to a member that never stored the message).
-#[test]
-fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
-    let (mut net, room, old_key, session) = room_after_removal(1610);
-    // A genuine epoch-0 frame of node 1 still opens within the grace.
-    let late = net
-        .wire()
-        .iter()
-        .rev()
-        .find(|(from, to, bytes)| {
-            *from == 1
-                && *to == 2
-                && matches!(
-                    Datagram::parse(bytes),
-                    Ok(Datagram { frame: Frame::Group { tag, .. }, .. })
-                        if tag == tag_of(&old_key)
-                )
-        })
-        .map(|(_, _, bytes)| bytes.clone())
-        .expect("node 1 sent a group frame in epoch 0");
-    assert_eq!(net.inject(2, &late), Ok(Heard::Claimed(net.ids[1])));
-    net.run_for(NodeConfig::default().group_key_grace);
-    assert_eq!(net.inject(2, &late), Err(DropReason::GroupUnsupported));
-
-    // Node 2 is cut off; node 1 says something it never stores.
-    net.set_side(2, 1);
-    let unseen = net.send_room(1, room, "node 2 never hears this");
-    net.run_for(Duration::from_millis(50));
-    // The removed member, in node 2's name, under the old key.
-    let forged = forge_group_frame(net.ids[2], room, 0, &old_key, &forged_ack(room, session));
-    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupUnsupported));
-    net.run_for(Duration::from_millis(200));
-    assert!(!net.peers[2].confirmed_at.contains_key(&unseen));
-    assert!(!net.peers[1].delivered.contains_key(&(net.ids[2], unseen)));
-    // Once node 2 is back it stores the message, and only then is it
-    // delivered.
-    net.set_side(2, 0);
-    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
-    net.check_room_messages();
-}
-
-/// Every member holds the current epoch's key, so a group frame proves
-/// only membership: acknowledgements and NACKs travel over the pairwise
-/// sessions, and one inside a group frame is dropped and counted.
-#[test]
-fn a_member_cannot_acknowledge_in_another_members_name() {
-    let (mut net, room, _, session) = room_after_removal(1611);
-    net.set_side(2, 1);
-    let unseen = net.send_room(1, room, "node 2 never hears this");
-    net.run_for(Duration::from_millis(50));
-    // The admin, in node 2's name, under the current key.
-    let key = net.peers[0]
-        .node
-        .room(&room)
-        .and_then(|r| r.group_key)
-        .expect("a group key");
-    let forged = forge_group_frame(net.ids[2], room, 1, &key, &forged_ack(room, session));
-    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
-    let nack = Packet::Nack {
-        room,
-        session,
-        missing: vec![(0, 1)],
-        mcast_rx: 0,
-    };
-    let forged = forge_group_frame(net.ids[2], room, 1, &key, &nack);
-    assert_eq!(net.inject(1, &forged), Err(DropReason::GroupFeedback));
-    assert_eq!(
-        net.peers[1].node.stats().dropped(DropReason::GroupFeedback),
-        2
-    );
-    net.run_for(Duration::from_millis(200));
-    assert!(!net.peers[1].delivered.contains_key(&(net.ids[2], unseen)));
-    net.set_side(2, 0);
-    assert!(net.run_until(Duration::from_secs(60), Net::all_room_delivered));
-    net.check_room_messages();
 }
 
 #[test]
@@ -1951,44 +1548,6 @@ fn rotation(seed: u64, config: NodeConfig) {
             &author
         ));
     }
-}
-
-/// Issue 17, item 9, rooms kept before admins named successors: restored
-/// without one, the admin names one at start and every member learns it.
-#[test]
-fn an_admin_restored_without_a_successor_names_one_at_start() {
-    let seed = 2400;
-    let mut net = Net::new(seed, 4, lossy(0.05));
-    let room = create_room(&mut net, &[1, 2, 3]);
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        (1..4).all(|i| in_room(n, i, &room).is_some_and(|m| m.len() == 4))
-    }));
-    // As an older version kept it: no successor.
-    let mut info = net.peers[0].node.room(&room).expect("admin");
-    info.successor = None;
-    net.restart(seed, 0);
-    let now = net.now();
-    net.peers[0]
-        .node
-        .restore_room(now, &info, &[])
-        .expect("restore");
-    let saved: Vec<ChainSnapshot> = net.peers[0].chains.values().cloned().collect();
-    net.peers[0].node.restore_chains(saved);
-    net.peers[0].node.resume(now);
-    net.drain(0);
-    let named = net.peers[0]
-        .node
-        .room(&room)
-        .and_then(|r| r.successor)
-        .expect("named at start");
-    assert!(net.run_until(Duration::from_secs(30), |n| {
-        (1..4).all(|i| {
-            n.peers[i]
-                .node
-                .room(&room)
-                .is_some_and(|r| r.successor == Some(named))
-        })
-    }));
 }
 
 /// Issue 17, item 7: the admin of a group room in use starts its next
