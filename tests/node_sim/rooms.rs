@@ -27,7 +27,7 @@ use kith::proto::node::{
     open_group_payload, seal_group_payload,
 };
 use kith::proto::reliable::Packet;
-use kith::proto::sim::{Endpoint, LinkConfig};
+use kith::proto::sim::LinkConfig;
 use kith::proto::wire::{Datagram, Frame};
 
 use crate::sim_support::{Cluster, ClusterConfig, START_WALL_MS};
@@ -180,9 +180,6 @@ fn check_said(c: &mut Cluster, room: RoomId, said: &[Said]) {
 /// their own (the real loop ends a burst once its socket is drained).
 fn inject(c: &mut Cluster, i: usize, from: usize, bytes: &[u8]) {
     c.inject(i, from, bytes);
-    let now = c.now();
-    c.hosts[i].end_burst(now);
-    c.net.drain(&mut c.hosts, i);
 }
 
 /// Host `i`'s node counters.

@@ -494,6 +494,8 @@ impl Cluster {
     pub fn inject(&mut self, i: usize, from: usize, bytes: &[u8]) {
         let (now, from) = (self.now(), self.id(from));
         self.hosts[i].handle_datagram(now, from, Via::Unicast, bytes);
+        // A burst of one datagram: it ends, as in the real loop.
+        self.hosts[i].end_burst(now);
         self.net.drain(&mut self.hosts, i);
     }
 
