@@ -321,10 +321,7 @@ impl Listener {
     }
 
     fn texts(&self) -> Vec<String> {
-        self.messages
-            .iter()
-            .map(|(_, text)| short(text))
-            .collect()
+        self.messages.iter().map(|(_, text)| short(text)).collect()
     }
 }
 
@@ -401,7 +398,9 @@ impl Sender {
     }
 
     fn send(&self, text: &str) -> MessageId {
-        self.handle.send(self.to, text).expect("the sender's disk is fine")
+        self.handle
+            .send(self.to, text)
+            .expect("the sender's disk is fine")
     }
 
     fn pump(&mut self) {
@@ -460,9 +459,10 @@ fn fill_the_journal(a: &mut Sender, b: &DaemonProcess) -> Vec<(MessageId, String
         let text = big(n);
         let id = a.send(&text);
         sent.push((id, text));
-        eventually("a large message delivered, or refused by a full journal", || {
-            a.delivered(&id) > 0 || b.logged(APPEND_FAILED)
-        });
+        eventually(
+            "a large message delivered, or refused by a full journal",
+            || a.delivered(&id) > 0 || b.logged(APPEND_FAILED),
+        );
         if b.logged(APPEND_FAILED) {
             println!(
                 "figure: journal full after {} large messages ({} delivered)",
@@ -554,16 +554,17 @@ fn assert_same(what: &str, got: &[(String, String)], want: &[(MessageId, String)
 /// Returns every message A sent since the warm-up, in order.
 fn hold_messages(p: &mut Pair, listener: Option<&mut Listener>) -> Vec<(MessageId, String)> {
     let mut all = fill_the_journal(&mut p.a, &p.b);
-    let held: Vec<(MessageId, String)> = (0..HELD)
-        .map(|n| (p.a.send(&held(n)), held(n)))
-        .collect();
+    let held: Vec<(MessageId, String)> = (0..HELD).map(|n| (p.a.send(&held(n)), held(n))).collect();
     all.extend(held.iter().cloned());
     let waiting: Vec<MessageId> = all
         .iter()
         .map(|(id, _)| *id)
         .filter(|id| p.a.delivered(id) == 0)
         .collect();
-    assert!(waiting.len() > HELD, "the large message that failed waits too");
+    assert!(
+        waiting.len() > HELD,
+        "the large message that failed waits too"
+    );
     // Unacknowledged for a second or more: they went into A's outbox.
     eventually("A shows the held messages queued", || {
         p.a.states(&waiting)
@@ -579,11 +580,26 @@ fn hold_messages(p: &mut Pair, listener: Option<&mut Listener>) -> Vec<(MessageI
         "figure: {} messages held by B, {errors} store errors in its status",
         waiting.len()
     );
+    // What a user of B sees meanwhile: reading the history needs the
+    // database, which cannot take the journal.
+    let (read, _, err) = cli(&p.data_b, &["history", &p.pub_a.peer_id().to_hex()]);
+    println!(
+        "figure: kith history on B while full: {}",
+        if read {
+            "answered".to_owned()
+        } else {
+            err.trim().to_owned()
+        }
+    );
     let (sent, _, why) = cli(&p.data_b, &["send", "--to", &key_hex(&p.pub_a), "no"]);
     assert!(!sent && why.contains("disk full"), "B's send: {why}");
     if let Some(listener) = listener {
         listener.pump();
-        let reported: Vec<&str> = listener.messages.iter().map(|(id, _)| id.as_str()).collect();
+        let reported: Vec<&str> = listener
+            .messages
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
         for id in &waiting {
             assert!(
                 !reported.contains(&id.to_hex().as_str()),
@@ -613,7 +629,19 @@ fn receiver_disk_full(dir: &Path) {
 
     std::fs::remove_file(&filler).expect("the filler goes");
     let ids: Vec<MessageId> = sent.iter().map(|(id, _)| *id).collect();
-    p.a.wait_delivered("every message delivered once space is back", &ids);
+    let deadline = Instant::now() + WAIT;
+    while !ids.iter().all(|id| p.a.delivered(id) > 0) {
+        if Instant::now() > deadline {
+            listener.pump();
+            panic!(
+                "not every message delivered {WAIT:?} after space came back; A: {:?}\nB reported: {:?}\nB's log:\n{}",
+                p.a.states(&ids),
+                listener.texts(),
+                p.b.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     listener.wait("B reports every message", |m| m.len() > sent.len());
     let mut want = vec![(warm, "warm-up".to_owned())];
     want.extend(sent.iter().cloned());
@@ -623,10 +651,17 @@ fn receiver_disk_full(dir: &Path) {
     assert_same("B's reports", &listener.messages, &want);
     assert_same("B's history", &stored_from(&p.data_b, &p.pub_a), &want);
     for (id, text) in &sent {
-        assert_eq!(p.a.delivered(id), 1, "{} reported delivered once", short(text));
+        assert_eq!(
+            p.a.delivered(id),
+            1,
+            "{} reported delivered once",
+            short(text)
+        );
     }
     assert!(
-        p.a.states(&ids).iter().all(|s| *s == Some(Delivery::Stored)),
+        p.a.states(&ids)
+            .iter()
+            .all(|s| *s == Some(Delivery::Stored)),
         "A shows every message stored"
     );
     let log = p.b.log();
@@ -681,7 +716,12 @@ fn receiver_killed_while_full(dir: &Path) {
     assert_same("B's reports after the restart", &listener.messages, &want);
     assert_same("B's history", &stored_from(&p.data_b, &p.pub_a), &want);
     for (id, text) in &sent {
-        assert_eq!(p.a.delivered(id), 1, "{} reported delivered once", short(text));
+        assert_eq!(
+            p.a.delivered(id),
+            1,
+            "{} reported delivered once",
+            short(text)
+        );
     }
     println!(
         "figure: {} delivered before the kill, {} after",
@@ -759,7 +799,10 @@ fn sender_disk_full(dir: &Path) {
         assert!(!ok && err.contains("disk full"), "{err}");
         refused.push(text);
     }
-    assert!(counter(&data_a, "store_errors") > 0, "A's status shows store errors");
+    assert!(
+        counter(&data_a, "store_errors") > 0,
+        "A's status shows store errors"
+    );
     a.assert_running();
 
     std::fs::remove_file(&filler).expect("the filler goes");
@@ -797,7 +840,10 @@ fn sender_disk_full(dir: &Path) {
     let page = json(&data_a, &["history", &to, "--json", "--limit", "1000"]);
     let rows = page["messages"].as_array().expect("an array");
     for (id, text) in &want {
-        let copies: Vec<_> = rows.iter().filter(|m| m["id"] == id.to_hex().as_str()).collect();
+        let copies: Vec<_> = rows
+            .iter()
+            .filter(|m| m["id"] == id.to_hex().as_str())
+            .collect();
         assert_eq!(copies.len(), 1, "{text} once in A's history");
     }
     for text in &refused {
