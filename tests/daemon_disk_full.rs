@@ -580,13 +580,25 @@ fn hold_messages(p: &mut Pair, listener: Option<&mut Listener>) -> Vec<(MessageI
         "figure: {} messages held by B, {errors} store errors in its status",
         waiting.len()
     );
-    // What a user of B sees meanwhile: reading the history needs the
-    // database, which cannot take the journal.
-    let (read, _, err) = cli(&p.data_b, &["history", &p.pub_a.peer_id().to_hex()]);
+    // What a user of B sees meanwhile: the history comes from the
+    // database, which cannot take what the journal holds.
+    let (read, out, err) = cli(
+        &p.data_b,
+        &[
+            "history",
+            &p.pub_a.peer_id().to_hex(),
+            "--json",
+            "--limit",
+            "1000",
+        ],
+    );
+    let shown = serde_json::from_str::<serde_json::Value>(out.trim())
+        .ok()
+        .and_then(|page| page["messages"].as_array().map(Vec::len));
     println!(
         "figure: kith history on B while full: {}",
         if read {
-            "answered".to_owned()
+            format!("answered, {shown:?} messages of {} sent", all.len() + 1)
         } else {
             err.trim().to_owned()
         }
