@@ -60,6 +60,15 @@ fn a_receiver_on_a_full_disk_holds_messages_until_space_is_freed() {
 }
 
 #[test]
+fn a_receiver_given_space_back_bit_by_bit_delivers_everything_once() {
+    on_small_tmpfs(
+        "a_receiver_given_space_back_bit_by_bit_delivers_everything_once",
+        TMPFS,
+        receiver_disk_freed_gradually,
+    );
+}
+
+#[test]
 fn a_receiver_killed_while_holding_messages_on_a_full_disk_loses_none() {
     on_small_tmpfs(
         "a_receiver_killed_while_holding_messages_on_a_full_disk_loses_none",
@@ -630,7 +639,32 @@ fn hold_messages(p: &mut Pair, listener: Option<&mut Listener>) -> Vec<(MessageI
 /// those is delivered. The filler goes, nothing restarts: every message
 /// arrives once, in order, and is reported delivered once.
 fn receiver_disk_full(dir: &Path) {
-    let mut p = pair(dir, "ddf-recv");
+    receiver_freed(dir, "ddf-recv", |filler| {
+        std::fs::remove_file(filler).expect("the filler goes");
+    });
+}
+
+/// As [`receiver_disk_full`], the space given back 128 KiB at a time, so
+/// settling and appending fail for a while after freeing started, and
+/// the first that succeed do so on a nearly full disk.
+fn receiver_disk_freed_gradually(dir: &Path) {
+    receiver_freed(dir, "ddf-grad", |filler| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(filler)
+            .expect("the filler opens");
+        let mut len = file.metadata().expect("the filler is there").len();
+        while len > 0 {
+            len = len.saturating_sub(128 * 1024);
+            file.set_len(len).expect("the filler shrinks");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::remove_file(filler).expect("the filler goes");
+    });
+}
+
+fn receiver_freed(dir: &Path, name: &str, free: fn(&Path)) {
+    let mut p = pair(dir, name);
     let warm = p.a.send("warm-up");
     p.a.wait_delivered("the warm-up delivered", &[warm]);
     let mut listener = Listener::start(&p.data_b);
@@ -639,7 +673,7 @@ fn receiver_disk_full(dir: &Path) {
     let filler = fill(dir);
     let sent = hold_messages(&mut p, Some(&mut listener));
 
-    std::fs::remove_file(&filler).expect("the filler goes");
+    free(&filler);
     let ids: Vec<MessageId> = sent.iter().map(|(id, _)| *id).collect();
     let deadline = Instant::now() + WAIT;
     while !ids.iter().all(|id| p.a.delivered(id) > 0) {
