@@ -583,6 +583,28 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
     bob.get_by_label("Open");
     bob.get_by_label("Show in folder");
 
+    // Bob's search box finds the file by its name (the node's search),
+    // and shows it as the chat does.
+    use ui_support::Settle;
+    let search = || (egui::accesskit::Role::TextInput, "🔍");
+    bob.get_by_role_and_label(search().0, search().1).focus();
+    bob.settle();
+    bob.get_by_role_and_label(search().0, search().1)
+        .type_text("NOTES.bin");
+    bob.settle();
+    bob.get_by_label("🔍 Messages with “NOTES.bin”").click();
+    bob.run_steps(2);
+    wait(&mut bob, "the search answers", |s| {
+        !s.search.busy && !s.search.hits.is_empty()
+    });
+    let hits = &state(&bob).search.hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].room, hits[0].text.as_str()),
+        (chat, "📎 notes.bin\nthe notes from Monday")
+    );
+    bob.get_by_label("1 message");
+
     drop((alice, bob));
     let _ = std::fs::remove_dir_all(&alice_dir);
     let _ = std::fs::remove_dir_all(&bob_dir);

@@ -356,7 +356,7 @@ impl<W: Write> Answerer<'_, W> {
                 crate::daemon::search::cursor_text(&found.cursor()),
                 if found.ours { "ours" } else { "theirs" },
                 hex_encode(found.from_name.as_bytes()),
-                hex_encode(found.text.as_bytes()),
+                hex_encode(file_text(found.file.as_ref(), &found.text).as_bytes()),
             ))?;
         }
         ok()
@@ -420,19 +420,24 @@ fn history_line(row: &HistoryRow) -> String {
             .map_or_else(|| "-".to_owned(), |n| hex_encode(n.as_bytes())),
         row.text
             .as_ref()
-            .map(|text| match &row.file {
-                // A file message reads as what it offers, then its caption.
-                Some(file) => format!(
-                    "[file {} ({} bytes) {}]{}{text}",
-                    file.name,
-                    file.size,
-                    file.hash.to_hex(),
-                    if text.is_empty() { "" } else { " " }
-                ),
-                None => text.clone(),
-            })
+            .map(|text| file_text(row.file.as_ref(), text))
             .map_or_else(|| "-".to_owned(), |t| hex_encode(t.as_bytes())),
     )
+}
+
+/// A message's text as a `history` or `search` line carries it: a file
+/// message reads as what it offers, then its caption.
+fn file_text(file: Option<&crate::daemon::FileInfo>, text: &str) -> String {
+    match file {
+        Some(file) => format!(
+            "[file {} ({} bytes) {}]{}{text}",
+            file.name,
+            file.size,
+            file.hash.to_hex(),
+            if text.is_empty() { "" } else { " " }
+        ),
+        None => text.to_owned(),
+    }
 }
 
 /// `MUTE` of a listing: `-`, `forever`, or the end in Unix milliseconds.
