@@ -145,12 +145,23 @@ impl<W: Write> Answerer<'_, W> {
         }
     }
 
-    /// A room or a peer, as a room: a peer names our direct chat with it.
+    /// A room or a peer, as a room: a peer names our direct chat with it;
+    /// so does the direct chat's own id (what `rooms` lists).
     fn chat(&self, text: &str) -> Result<RoomId, DaemonError> {
-        Ok(match self.resolve(text, ResolveKind::Target)? {
-            Target::Room(room) => room,
-            Target::Peer(peer) => crate::proto::node::direct_room(self.shared.me, peer),
-        })
+        match self.resolve(text, ResolveKind::Target) {
+            Ok(Target::Room(room)) => Ok(room),
+            Ok(Target::Peer(peer)) => Ok(crate::proto::node::direct_room(self.shared.me, peer)),
+            Err(DaemonError::UnknownPeer(why)) => {
+                let listed = PeerId::from_hex(text.trim())
+                    .map(|id| RoomId(id.0))
+                    .filter(|room| {
+                        self.room_list()
+                            .is_ok_and(|rooms| rooms.iter().any(|r| r.id == *room))
+                    });
+                listed.ok_or(DaemonError::UnknownPeer(why))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn room_and_peer(&self, room: &str, peer: &str) -> Result<(RoomId, PeerId), DaemonError> {
