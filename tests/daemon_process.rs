@@ -696,7 +696,9 @@ fn history_by_public_key_of_a_peer_who_is_not_a_contact() {
     assert_eq!(texts(&data_b, &a_key), ["hello from a stranger"]);
     assert_eq!(texts(&data_b, &a_id), texts(&data_b, &a_key));
     ok(&data_b, &["send", "--to", &a_key, "who is this?"]);
-    until(&data_a, &["history", &b_key], |out| out.contains("who is this?"));
+    until(&data_a, &["history", &b_key], |out| {
+        out.contains("who is this?")
+    });
     assert_eq!(
         texts(&data_a, &b_key),
         ["who is this?", "hello from a stranger"]
@@ -709,7 +711,10 @@ fn history_by_public_key_of_a_peer_who_is_not_a_contact() {
     assert_eq!(texts(&data_b, &a_key), both);
     // The direct chat's id, as `kith rooms` lists it, is the same chat.
     let rooms = json(&data_b, &["rooms", "--json"]);
-    let chat = rooms["rooms"][0]["room"].as_str().expect("a room").to_owned();
+    let chat = rooms["rooms"][0]["room"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
     assert_eq!(rooms["rooms"][0]["kind"], "direct");
     assert_eq!(texts(&data_b, &chat), both);
     // A key nobody here knows: a sentence.

@@ -189,7 +189,9 @@ fn a_shared_file_is_found_by_its_name_and_caption() {
         &b_events,
         |e| matches!(e, Event::MessageReceived { id: got, .. } if *got == id),
     );
-    let text = b.send(pub_a.peer_id(), "the invoice, again?").expect("sent");
+    let text = b
+        .send(pub_a.peer_id(), "the invoice, again?")
+        .expect("sent");
     collect_until(
         &a_events,
         |e| matches!(e, Event::MessageReceived { id: got, .. } if *got == text),

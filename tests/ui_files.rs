@@ -713,10 +713,7 @@ fn the_text_typed_goes_with_a_dropped_file_as_its_caption() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        shared,
-        [(a, Some("the two photos".to_owned())), (b, None)]
-    );
+    assert_eq!(shared, [(a, Some("the two photos".to_owned())), (b, None)]);
     assert_eq!(app.harness.get_all_by_label("the two photos").count(), 1);
     assert_eq!(composer_text(&app), "");
 }

@@ -293,7 +293,9 @@ fn search_room(
         let matched = match kind {
             Peeked::Text => needle.found_in(&String::from_utf8_lossy(&body)),
             // An offer this version cannot read has nothing to match.
-            Peeked::File => FileOffer::parse(&body).is_ok_and(|offer| needle.found_in_offer(&offer)),
+            Peeked::File => {
+                FileOffer::parse(&body).is_ok_and(|offer| needle.found_in_offer(&offer))
+            }
         };
         if !matched {
             continue;
@@ -435,7 +437,10 @@ mod tests {
         // By name (any case), newest first, with what it offers; its text
         // is its caption.
         let hits = search("INVOICE");
-        assert_eq!(hits.iter().map(|h| h.id.0[0]).collect::<Vec<_>>(), [5, 2, 1]);
+        assert_eq!(
+            hits.iter().map(|h| h.id.0[0]).collect::<Vec<_>>(),
+            [5, 2, 1]
+        );
         assert_eq!(hits[2].file.as_ref(), Some(&invoice));
         assert_eq!(hits[2].text, "for December");
         assert_eq!(hits[1].file, None);

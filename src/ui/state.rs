@@ -264,7 +264,10 @@ pub enum Intent {
     Send(String),
     /// The composer's text in `room` is now `text` (typed, or emptied
     /// when sent). A file shared in the room takes it as its caption.
-    Draft { room: RoomId, text: String },
+    Draft {
+        room: RoomId,
+        text: String,
+    },
     /// Mute for this long (`None`: until unmuted).
     Mute(Target, Option<Millis>),
     Unmute(Target),

@@ -635,7 +635,10 @@ fn the_composer_text_goes_with_a_shared_file_as_its_caption() {
         result: Err("cannot read it".into()),
     }));
     let again = state.handle_intent(Intent::File(FileIntent::RetryShare(local)));
-    assert_eq!(shared_caption(&again).as_deref(), Some("here's the invoice"));
+    assert_eq!(
+        shared_caption(&again).as_deref(),
+        Some("here's the invoice")
+    );
     // Without text, no caption; blank text is none either.
     assert_eq!(
         shared_caption(
@@ -651,7 +654,10 @@ fn the_composer_text_goes_with_a_shared_file_as_its_caption() {
         None
     );
     assert_eq!(
-        state.histories[&KITCHEN].messages.last().map(|m| m.text.as_str()),
+        state.histories[&KITCHEN]
+            .messages
+            .last()
+            .map(|m| m.text.as_str()),
         Some("📎 b.txt")
     );
 }
@@ -769,10 +775,9 @@ fn a_text_too_long_for_a_caption_shares_nothing_and_says_why() {
     // Nothing cut, nothing lost: the text is all still there.
     assert_eq!(state.histories[&KITCHEN].messages.len(), before);
     assert_eq!(state.drafts.get(&KITCHEN), Some(&long));
-    assert!(
-        state
-            .toasts
-            .iter()
-            .all(|t| t.error && t.text.starts_with("Your text is too long to go with a file"))
-    );
+    assert!(state.toasts.iter().all(|t| {
+        t.error
+            && t.text
+                .starts_with("Your text is too long to go with a file")
+    }));
 }

@@ -355,7 +355,6 @@ pub fn dropped(ctx: &egui::Context, state: &AppState) -> Vec<Intent> {
     vec![Intent::File(FileIntent::ShareAll(dropped))]
 }
 
-
 /// The "Save files to" row of the Settings dialog.
 pub fn save_to_setting(ui: &mut egui::Ui, state: &AppState, local: &mut FilesLocal) -> Vec<Intent> {
     let mut out = Vec::new();
