@@ -455,7 +455,7 @@ fn main() {
             committed.push(start.elapsed());
             let start = Instant::now();
             store
-                .journal_messages_and_chains(vec![message(samples + n)], Vec::new())
+                .journal_messages_and_chains(&[message(samples + n)], Vec::new())
                 .expect("journal");
             journaled.push(start.elapsed());
             // Settled every 10 messages, as a busy chat would every 2 ms.

@@ -20,7 +20,7 @@ fn journaled_messages_reach_the_database_at_settle_each_reported_new_once() {
         .unwrap();
     // The same message again in a later record (a resend) is one message.
     store
-        .journal_messages_and_chains(&[new.clone()], vec![])
+        .journal_messages_and_chains(std::slice::from_ref(&new), vec![])
         .unwrap();
     assert!(!store.is_settled());
     assert!(!store.has_message(&new.key()).unwrap(), "not before settle");
@@ -77,7 +77,7 @@ fn settled_records_are_not_replayed_after_the_journal_was_emptied() {
     let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
     let m = message(room, 1, b"deleted later");
     store
-        .journal_messages_and_chains(&[m.clone()], vec![])
+        .journal_messages_and_chains(std::slice::from_ref(&m), vec![])
         .unwrap();
     store.settle().unwrap();
     store.delete_room(&room).unwrap();
@@ -96,10 +96,10 @@ fn a_torn_journal_record_is_dropped_and_the_ones_before_it_kept() {
     let first = message(room, 1, b"whole");
     let second = message(room, 2, b"torn");
     store
-        .journal_messages_and_chains(&[first.clone()], vec![])
+        .journal_messages_and_chains(std::slice::from_ref(&first), vec![])
         .unwrap();
     store
-        .journal_messages_and_chains(&[second.clone()], vec![])
+        .journal_messages_and_chains(std::slice::from_ref(&second), vec![])
         .unwrap();
     drop(store);
     // Damage the second record's last bytes.
@@ -123,7 +123,7 @@ fn a_foreign_or_damaged_journal_file_holds_nothing_and_is_reused() {
         assert!(store.is_settled());
         let m = message(room, garbage.len() as u64, b"after");
         store
-            .journal_messages_and_chains(&[m.clone()], vec![])
+            .journal_messages_and_chains(std::slice::from_ref(&m), vec![])
             .unwrap();
         drop(store);
         let store = Store::open(&path, PASS).unwrap();
