@@ -663,3 +663,69 @@ fn the_cli_pages_history_marks_read_and_speaks_json() {
     let _ = listen.kill();
     let _ = listen.wait();
 }
+
+/// `kith history <public key>` of a peer who is not a contact (a stranger
+/// who wrote, then declined: blocked, not listed among peers, and after a
+/// restart) shows the messages exchanged; so does the direct chat's id as
+/// `kith rooms` lists it; a key nobody knows is a sentence, not an empty
+/// chat.
+#[test]
+fn history_by_public_key_of_a_peer_who_is_not_a_contact() {
+    let (dir_a, dir_b) = (TempDir::new("hist-key-a"), TempDir::new("hist-key-b"));
+    let (data_a, pub_a) = account(&dir_a);
+    let (data_b, pub_b) = account(&dir_b);
+    let (a_key, b_key) = (key_hex(&pub_a), key_hex(&pub_b));
+    let (a_id, b_id) = (pub_a.peer_id().to_hex(), pub_b.peer_id().to_hex());
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    // B knows nobody: A is a stranger to B.
+    let b = DaemonProcess::start(&data_b, loopback, &[]);
+    let b_addr = b.addr;
+    let _a = DaemonProcess::start(&data_a, loopback, &[format!("{b_key}@{b_addr}")]);
+    ok(&data_a, &["send", "--to", &b_id, "hello from a stranger"]);
+    let texts = |data: &Path, who: &str| -> Vec<String> {
+        json(data, &["history", who, "--json"])["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["text"].as_str().expect("readable").to_owned())
+            .collect()
+    };
+    until(&data_b, &["history", &a_key], |out| {
+        out.contains("hello from a stranger")
+    });
+    assert_eq!(texts(&data_b, &a_key), ["hello from a stranger"]);
+    assert_eq!(texts(&data_b, &a_id), texts(&data_b, &a_key));
+    ok(&data_b, &["send", "--to", &a_key, "who is this?"]);
+    until(&data_a, &["history", &b_key], |out| {
+        out.contains("who is this?")
+    });
+    assert_eq!(
+        texts(&data_a, &b_key),
+        ["who is this?", "hello from a stranger"]
+    );
+
+    // Declined: blocked and no longer listed, its chat still readable.
+    ok(&data_b, &["decline", &a_id]);
+    assert!(!ok(&data_b, &["peers"]).contains(&a_id));
+    let both = ["who is this?", "hello from a stranger"];
+    assert_eq!(texts(&data_b, &a_key), both);
+    // The direct chat's id, as `kith rooms` lists it, is the same chat.
+    let rooms = json(&data_b, &["rooms", "--json"]);
+    let chat = rooms["rooms"][0]["room"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
+    assert_eq!(rooms["rooms"][0]["kind"], "direct");
+    assert_eq!(texts(&data_b, &chat), both);
+    // A key nobody here knows: a sentence.
+    let stranger = "5a".repeat(32);
+    let (found, _, stderr) = cli(&data_b, &["history", &stranger]);
+    assert!(!found && stderr.contains("not a peer"), "{stderr}");
+
+    // After a restart, the same.
+    ok(&data_b, &["stop"]);
+    assert!(b.wait_exit().success());
+    let _b = DaemonProcess::start(&data_b, b_addr, &[]);
+    assert_eq!(texts(&data_b, &a_key), both);
+    assert_eq!(texts(&data_b, &chat), both);
+}

@@ -167,3 +167,62 @@ fn nothing_of_a_room_is_found_from_after_we_were_removed() {
         }
     }
 }
+
+/// A file message is found by its file's name and by its caption (not by
+/// the bytes of its offer's hash or key), on both sides, and its result
+/// says what it offers: the app's search box and `kith search` read this.
+#[test]
+fn a_shared_file_is_found_by_its_name_and_caption() {
+    use common::daemons::{collect_until, connected_pair};
+    use kith::daemon::Target;
+    let ((dir_a, pub_a, a), (_dir_b, pub_b, b)) = connected_pair("search-files");
+    let (a_events, b_events) = (
+        a.events().expect("A is running"),
+        b.events().expect("B is running"),
+    );
+    let path = dir_a.path().join("Invoice-2026.pdf");
+    std::fs::write(&path, b"%PDF-1.7 not really").expect("write");
+    let id = a
+        .share_file(Target::Peer(pub_b.peer_id()), &path, Some("for December"))
+        .expect("shared");
+    collect_until(
+        &b_events,
+        |e| matches!(e, Event::MessageReceived { id: got, .. } if *got == id),
+    );
+    let text = b
+        .send(pub_a.peer_id(), "the invoice, again?")
+        .expect("sent");
+    collect_until(
+        &a_events,
+        |e| matches!(e, Event::MessageReceived { id: got, .. } if *got == text),
+    );
+    for (side, handle) in [("A", &a), ("B", &b)] {
+        // By name: the file message (and the text that says it too).
+        let found = handle.search("INVOICE", None).expect("searched");
+        let ids: Vec<MessageId> = found.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [text, id], "{side}: {found:?}");
+        let file = found[1].file.as_ref().expect("a file result");
+        assert_eq!(
+            (file.name.as_str(), file.size, found[1].text.as_str()),
+            ("Invoice-2026.pdf", 19, "for December"),
+            "{side}"
+        );
+        assert!(found[0].file.is_none());
+        // By caption, and by the name's extension.
+        let ids = |q: &str| -> Vec<MessageId> {
+            handle
+                .search(q, None)
+                .expect("searched")
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids("december"), [id], "{side}");
+        assert_eq!(ids(".pdf"), [id], "{side}");
+        // Nothing else of the offer is text to match: the size's bytes
+        // (19 = 0x13, then zeros) are not found.
+        assert!(ids("\u{13}").is_empty(), "{side}");
+    }
+    a.shutdown().expect("A stops cleanly");
+    b.shutdown().expect("B stops cleanly");
+}

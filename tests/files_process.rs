@@ -182,6 +182,18 @@ fn kith_share_on_one_daemon_and_kith_fetch_on_the_other() {
     let by_key = json(&b_data, &["history", &a_key, "--json"]);
     assert_eq!(by_key["messages"], history["messages"], "history by key");
 
+    // `kith search` finds the file by its name, and says what it offers.
+    let found = ok(&b_data, &["search", "PASSWD"]);
+    assert!(
+        found.contains(&format!(
+            "[file passwd ({} bytes) {hash}] the numbers",
+            content.len()
+        )),
+        "{found}"
+    );
+    let found = json(&b_data, &["search", "numbers", "--json"]);
+    assert_eq!(found["results"][0]["id"], id.as_str(), "{found}");
+
     // A hash nobody offered is a sentence, not a hang.
     let output = kith(&b_data)
         .args(["fetch", &"ab".repeat(32), "--to"])

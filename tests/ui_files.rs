@@ -1,9 +1,11 @@
 //! File sharing in the main window, driven headless with egui_kittest over
 //! the fake backend: the 📎 picker shares a file, a dropped file is shared,
 //! a file row shows its name and size, Download turns into progress and
-//! then Open; a failure shows why with Retry; a snapshot of the rows.
-//! Then two apps with real nodes on loopback: Alice drops a file on her
-//! window, Bob downloads it, and the bytes are the same.
+//! then Open; a failure shows why with Retry; the composer's text goes
+//! with a shared file as its caption; a snapshot of the rows.
+//! Then two apps with real nodes on loopback: Alice types a caption and
+//! drops a file on her window, Bob sees the caption, downloads the file,
+//! and the bytes are the same.
 #![cfg(feature = "gui")]
 
 mod ui_support;
@@ -145,6 +147,31 @@ fn offer(app: &App, n: u8, from: u8, minutes_ago: u64, name: &str, size: u64) ->
         muted: false,
     }));
     id
+}
+
+/// Types `text` into the composer (without sending it).
+fn type_in_composer(app: &mut App, text: &str) {
+    app.harness.get_by_label("Write a message").focus();
+    app.harness.run();
+    app.harness.get_by_label("Write a message").type_text(text);
+    app.harness.run();
+}
+
+fn composer_text(app: &App) -> String {
+    app.harness
+        .get_by_label("Write a message")
+        .value()
+        .unwrap_or_default()
+}
+
+fn drop_files(app: &mut App, paths: &[PathBuf]) {
+    for path in paths {
+        app.harness
+            .input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(path.clone())));
+    }
+    app.harness.run();
 }
 
 fn write(path: &Path, bytes: usize) {
@@ -413,15 +440,14 @@ fn snapshot_of_file_rows() {
         file: FileId([4; 32]),
         error: "Alex went offline".into(),
     }));
-    app.harness
-        .input_mut()
-        .dropped_files
-        .push(Arc::new(Dropped(path)));
-    app.harness.run();
+    // Ours, with what was typed as its caption.
+    type_in_composer(&mut app, "and Sunday's, for comparison");
+    drop_files(&mut app, &[path]);
     app.harness.get_by_label("1.0 MB of 2.4 MB");
     app.harness.get_by_label("⚠ Alex went offline");
     app.harness.get_by_label("menu.pdf");
     app.harness.get_by_label("the menu for Saturday");
+    app.harness.get_by_label("and Sunday's, for comparison");
     app.harness.snapshot("file_rows");
 }
 
@@ -494,8 +520,10 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
     wait(&mut alice, "the chat is open", |s| {
         s.open == Some(chat) && s.histories.get(&chat).is_some_and(|h| !h.loading)
     });
-    // Alice drops the file on her window: her row is there at once and
-    // hers to open once her node has it.
+    // Alice types a line, then drops the file on her window: the line is
+    // its caption; her row is there at once and hers to open once her
+    // node has it.
+    ui_support::type_text(&mut alice, "the notes from Monday");
     alice
         .input_mut()
         .dropped_files
@@ -506,6 +534,14 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
     });
     alice.get_by_label("notes.bin");
     alice.get_by_label("300 kB");
+    alice.get_by_label("the notes from Monday");
+    assert_eq!(
+        alice
+            .get_by_label("Write a message")
+            .value()
+            .unwrap_or_default(),
+        ""
+    );
 
     // Bob's window offers it; he downloads it.
     wait(&mut bob, "Bob is offered the file", |s| {
@@ -519,6 +555,7 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
         s.open == Some(chat) && s.histories.get(&chat).is_some_and(|h| !h.loading)
     });
     bob.get_by_label("notes.bin");
+    bob.get_by_label("the notes from Monday");
     bob.get_by_label("⬇ Download").click();
     bob.run_steps(2);
     wait(&mut bob, "Bob has the file", |s| {
@@ -545,6 +582,28 @@ fn alice_drops_a_file_and_bob_downloads_the_same_bytes() {
     );
     bob.get_by_label("Open");
     bob.get_by_label("Show in folder");
+
+    // Bob's search box finds the file by its name (the node's search),
+    // and shows it as the chat does.
+    use ui_support::Settle;
+    let search = || (egui::accesskit::Role::TextInput, "🔍");
+    bob.get_by_role_and_label(search().0, search().1).focus();
+    bob.settle();
+    bob.get_by_role_and_label(search().0, search().1)
+        .type_text("NOTES.bin");
+    bob.settle();
+    bob.get_by_label("🔍 Messages with “NOTES.bin”").click();
+    bob.run_steps(2);
+    wait(&mut bob, "the search answers", |s| {
+        !s.search.busy && !s.search.hits.is_empty()
+    });
+    let hits = &state(&bob).search.hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].room, hits[0].text.as_str()),
+        (chat, "📎 notes.bin\nthe notes from Monday")
+    );
+    bob.get_by_label("1 message");
 
     drop((alice, bob));
     let _ = std::fs::remove_dir_all(&alice_dir);
@@ -608,4 +667,115 @@ fn a_file_that_cannot_be_read_says_why_and_is_shared_again() {
     app.harness.get_by_label("1.2 kB");
     app.harness.get_by_label("Open");
     assert!(app.harness.query_by_label("Retry").is_none());
+}
+
+#[test]
+fn the_text_typed_goes_with_a_dropped_file_as_its_caption() {
+    let mut app = kitchen("caption");
+    let invoice = app.dir.join("invoice.pdf");
+    write(&invoice, 52_000);
+    type_in_composer(&mut app, "here's the invoice");
+    drop_files(&mut app, std::slice::from_ref(&invoice));
+    let shared = app.file_requests();
+    assert!(
+        matches!(
+            shared.as_slice(),
+            [FileRequest::Share { path, caption: Some(caption), .. }]
+                if *path == invoice && caption == "here's the invoice"
+        ),
+        "{shared:?}"
+    );
+    // One message: the file with the caption under it; the composer is
+    // empty, and nothing was sent as text.
+    app.harness.get_by_label("invoice.pdf");
+    app.harness.get_by_label("52 kB");
+    app.harness.get_by_label("here's the invoice");
+    assert_eq!(composer_text(&app), "");
+    let state = app.harness.state().state().expect("unlocked");
+    let texts: Vec<&str> = state.histories[&KITCHEN]
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(texts, ["📎 invoice.pdf\nhere's the invoice"]);
+
+    // Two files at once: the caption goes with the first only.
+    let (a, b) = (app.dir.join("a.jpg"), app.dir.join("b.jpg"));
+    write(&a, 10);
+    write(&b, 20);
+    type_in_composer(&mut app, "the two photos");
+    drop_files(&mut app, &[a.clone(), b.clone()]);
+    let shared: Vec<(PathBuf, Option<String>)> = app
+        .file_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            FileRequest::Share { path, caption, .. } => Some((path, caption)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shared, [(a, Some("the two photos".to_owned())), (b, None)]);
+    assert_eq!(app.harness.get_all_by_label("the two photos").count(), 1);
+    assert_eq!(composer_text(&app), "");
+}
+
+#[test]
+fn the_picker_says_what_goes_with_the_file() {
+    let mut app = kitchen("caption-picker");
+    let folder = app.dir.join("docs");
+    write(&folder.join("plan.txt"), 100);
+    type_in_composer(&mut app, "the plan, v2");
+    app.harness.get_by_label("📎").click();
+    app.harness.run();
+    app.harness.get_by_label("With your text as its caption:");
+    app.harness.get_by_label("the plan, v2");
+    app.harness.get_by_label("File").focus();
+    app.harness.run();
+    app.harness
+        .key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    app.harness
+        .get_by_label("File")
+        .type_text(&folder.join("plan.txt").display().to_string());
+    app.harness.run();
+    let _ = app.file_requests();
+    app.harness.get_by_label("Share").click();
+    app.harness.run();
+    let shared = app.file_requests();
+    assert!(
+        matches!(
+            shared.as_slice(),
+            [FileRequest::Share { caption: Some(c), .. }] if c == "the plan, v2"
+        ),
+        "{shared:?}"
+    );
+    assert!(app.harness.query_by_label("Share a file").is_none());
+    assert_eq!(composer_text(&app), "");
+}
+
+#[test]
+fn a_text_too_long_for_a_caption_is_kept_and_the_app_says_why() {
+    let mut app = kitchen("caption-long");
+    let path = app.dir.join("report.pdf");
+    write(&path, 1_000);
+    // 1,100 bytes: over the 1,024 a caption may hold.
+    let long = "words ".repeat(183) + "ok";
+    assert_eq!(long.len(), 1_100);
+    type_in_composer(&mut app, &long);
+    drop_files(&mut app, std::slice::from_ref(&path));
+    assert!(app.file_requests().is_empty(), "nothing is shared");
+    app.harness.get_by_label_contains(
+        "Your text is too long to go with a file: a caption holds 1024 bytes, it has 1100.",
+    );
+    // Nothing cut: the text is all in the composer, no row was added.
+    assert_eq!(composer_text(&app), long);
+    assert!(app.harness.query_by_label("report.pdf").is_none());
+    // The picker says so before anything is picked.
+    app.harness.get_by_label("📎").click();
+    app.harness.run();
+    assert!(
+        app.harness
+            .query_all_by_label_contains("a caption holds 1024 bytes")
+            .count()
+            >= 2,
+        "the picker warns too"
+    );
 }

@@ -14,7 +14,8 @@ use super::DaemonError;
 use crate::proto::ids::{MessageId, PeerId, RoomId};
 use crate::store::{Position, SearchQuery, SearchScope, Store, StoreReader};
 
-/// A message whose text matched a search.
+/// A message whose text (a file message: its file's name or caption)
+/// matched a search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchResult {
     pub room: RoomId,
@@ -26,7 +27,11 @@ pub struct SearchResult {
     /// Its hybrid-logical-clock timestamp (`proto::hlc::millis` gives
     /// milliseconds since the epoch).
     pub timestamp: u64,
+    /// Its text; a file message's caption ("" without one).
     pub text: String,
+    /// For a file message (found by its file's name or caption), what it
+    /// offers; `None` for text.
+    pub file: Option<super::FileInfo>,
     /// Whether we wrote it.
     pub ours: bool,
 }
@@ -128,6 +133,7 @@ fn run(reader: &StoreReader, job: &SearchJob) -> Result<Vec<SearchResult>, Daemo
             from: hit.sender,
             timestamp: hit.timestamp,
             ours: hit.sender == job.me,
+            file: hit.file.as_ref().map(super::FileInfo::from),
             text: hit.text,
         })
         .collect())

@@ -80,21 +80,6 @@ pub(super) fn open_body(key: &SecretKey, id: &MessageId, sealed: &[u8]) -> Resul
     Ok(Some(String::from_utf8_lossy(body).into_owned()))
 }
 
-/// Reads the body of what [`seal_message`] sealed into `out` without
-/// checking the seal, to decide whether the row is worth opening with
-/// [`open_body`] (see [`SecretKey::unverified_reader`]). `false` if it does
-/// not even have the shape of one.
-pub(super) fn peek_body(key: &SecretKey, sealed: &[u8], out: &mut Vec<u8>) -> bool {
-    let Some(mut reader) = key.unverified_reader(sealed) else {
-        return false;
-    };
-    if !reader.read(4, out) {
-        return false;
-    }
-    let len = u32::from_le_bytes([out[0], out[1], out[2], out[3]]) as usize;
-    reader.read(len, out)
-}
-
 /// A messages row before decryption.
 pub(super) struct RawMessage {
     pub(super) id: Vec<u8>,

@@ -27,10 +27,12 @@ mod network;
 mod settings;
 pub use files::{
     DirEntry, FileId, FileIntent, FileMeta, FileRequest, FileRow, FileStatus, FileUpdate, Files,
-    Pending, Picker, Transfer, file_text, plain_name, size_label,
+    MAX_CAPTION, Pending, Picker, Transfer, captioned_text, draft_caption, file_text, plain_name,
+    size_label,
 };
 pub use history::{Delivery, History, Message, Own};
-use labels::{preview, preview_chars};
+use labels::preview;
+pub use labels::preview_chars;
 pub use network::{
     HeardPeer, MdnsInfo, NETWORK_REFRESH_MILLIS, NetworkIntent, NetworkReport, NetworkRequest,
     NetworkState, NetworkUpdate, RegistryInfo, ago_label, drop_label, parse_peer_address,
@@ -260,6 +262,12 @@ pub enum Intent {
     Message(PeerId),
     /// Send the composer's text to the open room.
     Send(String),
+    /// The composer's text in `room` is now `text` (typed, or emptied
+    /// when sent). A file shared in the room takes it as its caption.
+    Draft {
+        room: RoomId,
+        text: String,
+    },
     /// Mute for this long (`None`: until unmuted).
     Mute(Target, Option<Millis>),
     Unmute(Target),
@@ -478,6 +486,9 @@ pub struct AppState {
     pub network: NetworkState,
     /// Files shared in rooms (see `state/files.rs`).
     pub files: Files,
+    /// The composer's text, per room (not yet sent). A file shared in the
+    /// room takes it as its caption (see `state/files.rs`).
+    pub drafts: HashMap<RoomId, String>,
 }
 
 impl AppState {
@@ -505,6 +516,7 @@ impl AppState {
             settings: SettingsState::default(),
             network: NetworkState::default(),
             files: Files::default(),
+            drafts: HashMap::new(),
         }
     }
 

@@ -151,9 +151,15 @@ pub fn state<'a>(harness: &'a Harness<'static, KithApp>) -> &'a AppState {
 
 /// Types `text` into the composer and presses Enter.
 pub fn type_and_enter(harness: &mut Harness<'static, KithApp>, text: &str) {
+    type_text(harness, text);
+    harness.key_press(egui::Key::Enter);
+    harness.settle();
+}
+
+/// Types `text` into the composer (not sent).
+pub fn type_text(harness: &mut Harness<'static, KithApp>, text: &str) {
     harness.get_by_label("Write a message").focus();
     harness.settle();
     harness.get_by_label("Write a message").type_text(text);
-    harness.key_press(egui::Key::Enter);
     harness.settle();
 }

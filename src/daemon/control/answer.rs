@@ -145,12 +145,23 @@ impl<W: Write> Answerer<'_, W> {
         }
     }
 
-    /// A room or a peer, as a room: a peer names our direct chat with it.
+    /// A room or a peer, as a room: a peer names our direct chat with it;
+    /// so does the direct chat's own id (what `rooms` lists).
     fn chat(&self, text: &str) -> Result<RoomId, DaemonError> {
-        Ok(match self.resolve(text, ResolveKind::Target)? {
-            Target::Room(room) => room,
-            Target::Peer(peer) => crate::proto::node::direct_room(self.shared.me, peer),
-        })
+        match self.resolve(text, ResolveKind::Target) {
+            Ok(Target::Room(room)) => Ok(room),
+            Ok(Target::Peer(peer)) => Ok(crate::proto::node::direct_room(self.shared.me, peer)),
+            Err(DaemonError::UnknownPeer(why)) => {
+                let listed = PeerId::from_hex(text.trim())
+                    .map(|id| RoomId(id.0))
+                    .filter(|room| {
+                        self.room_list()
+                            .is_ok_and(|rooms| rooms.iter().any(|r| r.id == *room))
+                    });
+                listed.ok_or(DaemonError::UnknownPeer(why))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn room_and_peer(&self, room: &str, peer: &str) -> Result<(RoomId, PeerId), DaemonError> {
@@ -356,7 +367,7 @@ impl<W: Write> Answerer<'_, W> {
                 crate::daemon::search::cursor_text(&found.cursor()),
                 if found.ours { "ours" } else { "theirs" },
                 hex_encode(found.from_name.as_bytes()),
-                hex_encode(found.text.as_bytes()),
+                hex_encode(file_text(found.file.as_ref(), &found.text).as_bytes()),
             ))?;
         }
         ok()
@@ -420,19 +431,24 @@ fn history_line(row: &HistoryRow) -> String {
             .map_or_else(|| "-".to_owned(), |n| hex_encode(n.as_bytes())),
         row.text
             .as_ref()
-            .map(|text| match &row.file {
-                // A file message reads as what it offers, then its caption.
-                Some(file) => format!(
-                    "[file {} ({} bytes) {}]{}{text}",
-                    file.name,
-                    file.size,
-                    file.hash.to_hex(),
-                    if text.is_empty() { "" } else { " " }
-                ),
-                None => text.clone(),
-            })
+            .map(|text| file_text(row.file.as_ref(), text))
             .map_or_else(|| "-".to_owned(), |t| hex_encode(t.as_bytes())),
     )
+}
+
+/// A message's text as a `history` or `search` line carries it: a file
+/// message reads as what it offers, then its caption.
+fn file_text(file: Option<&crate::daemon::FileInfo>, text: &str) -> String {
+    match file {
+        Some(file) => format!(
+            "[file {} ({} bytes) {}]{}{text}",
+            file.name,
+            file.size,
+            file.hash.to_hex(),
+            if text.is_empty() { "" } else { " " }
+        ),
+        None => text.to_owned(),
+    }
 }
 
 /// `MUTE` of a listing: `-`, `forever`, or the end in Unix milliseconds.

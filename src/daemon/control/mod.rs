@@ -16,7 +16,7 @@
 //! | `send H(TO) H(TEXT)` | — | `ok MESSAGE_ID` |
 //! | `peers` | `PEER_ID PUBLIC_KEY ADDR\|- online\|offline\|nearby OUTBOX MUTE contact\|request\|nearby DISPLAY_NAME` (blocked peers are not listed; `nearby` state: announced, not kept alive; the display name is the rest of the line: it may hold spaces, never a control character) | `ok` |
 //! | `profile H(NAME)` (our display name) | — | `ok` |
-//! | `search H(TEXT) H(ROOM)\|- CURSOR\|- LIMIT` | `ROOM_ID MESSAGE_ID FROM_ID TIMESTAMP CURSOR ours\|theirs H(FROM_NAME) H(TEXT)`, newest first (`CURSOR` is `TIMESTAMP.MESSAGE_ID`, for the next page) | `ok` |
+//! | `search H(TEXT) H(ROOM)\|- CURSOR\|- LIMIT` | `ROOM_ID MESSAGE_ID FROM_ID TIMESTAMP CURSOR ours\|theirs H(FROM_NAME) H(TEXT)`, newest first; a file message (found by its file's name or caption) reads as in `history`, `[file NAME (SIZE bytes) HASH] CAPTION` (`CURSOR` is `TIMESTAMP.MESSAGE_ID`, for the next page) | `ok` |
 //! | `blocked` | `PEER_ID` | `ok` |
 //! | `accept H(PEER)` | — | `ok PEER_ID` |
 //! | `rooms` | `ROOM_ID group\|direct\|invited EPOCH MEMBERS MUTE ADMIN\|- H(NAME)` | `ok` |

@@ -8,8 +8,8 @@ use super::Outbox;
 use crate::daemon::{self, DaemonError, DaemonHandle, FileEntry, FileInfo, FileRef, FileState};
 use crate::proto::ids::{MessageId, RoomId};
 use crate::ui::state::{
-    DirEntry, FileId, FileMeta, FileRequest, FileUpdate, MessageInfo, Transfer, Update, file_text,
-    plain_name,
+    DirEntry, FileId, FileMeta, FileRequest, FileUpdate, MessageInfo, Transfer, Update,
+    captioned_text, plain_name,
 };
 use std::path::{Path, PathBuf};
 
@@ -226,6 +226,7 @@ pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) 
             room,
             peer,
             path,
+            caption,
         } => {
             let to = match peer {
                 Some(peer) => daemon::Target::Peer(peer),
@@ -234,7 +235,7 @@ pub(super) fn answer(handle: &DaemonHandle, out: &Outbox, request: FileRequest) 
             // Reads, hashes and stores the file (blocking the node a while
             // for a large one; never the window).
             let result = handle
-                .share_file(to, &expand_home(&path), None)
+                .share_file(to, &expand_home(&path), caption.as_deref())
                 .map_err(|e| share_error(&e))
                 .map(|id| (id, shared_meta(handle, room, id, &path)));
             out.send(Update::File(FileUpdate::Shared { local, result }));
@@ -316,13 +317,7 @@ pub(super) fn meta(info: &FileInfo) -> FileMeta {
 
 /// A file message's text: "📎 name", then its caption on a line of its own.
 pub(super) fn message_text(info: &FileInfo, caption: &str) -> String {
-    let mut text = file_text(&plain_name(&info.name));
-    let caption = caption.trim();
-    if !caption.is_empty() {
-        text.push('\n');
-        text.push_str(caption);
-    }
-    text
+    captioned_text(&plain_name(&info.name), Some(caption))
 }
 
 /// A message from the node: a file message as its offer, text as text.

@@ -439,7 +439,12 @@ fn run_searches(jobs: &Receiver<SearchJob>, client: &daemon::SearchClient, out: 
                         id: r.id,
                         from: r.from,
                         timestamp: crate::proto::hlc::millis(r.timestamp),
-                        text: r.text,
+                        // A file message as the chat shows it: "📎 name",
+                        // then its caption.
+                        text: match &r.file {
+                            Some(file) => files::message_text(file, &r.text),
+                            None => r.text,
+                        },
                     })
                     .collect()
             })

@@ -3,14 +3,25 @@
 //! downloads directory.
 //!
 //! A file message is a message like any other in a room's history (its
-//! text is "📎 name", so that previews, notifications and search read
-//! well); what makes it a file is kept here beside it, by message id (by
-//! local number while our own share is being prepared). How far a file's
+//! text is "📎 name", then its caption on a line of its own, so that
+//! previews, notifications and search read well); what makes it a file is
+//! kept here beside it, by message id (by local number while our own share
+//! is being prepared).
+//!
+//! A caption is what the user typed: the room's composer text (its draft)
+//! goes with the file shared there, as one message, and the composer
+//! empties, as in the messengers people know. Several files dropped at
+//! once carry it on the first only: the text says something about the
+//! batch, once, where the batch starts (repeated on every file it would
+//! read as several messages; on none it would stay behind, which is what
+//! the user did not want). A text longer than a caption may be
+//! ([`MAX_CAPTION`] bytes) shares nothing and says so, the text kept. How far a file's
 //! download got is kept by file id: the same file shared twice is
 //! downloaded once. Reading, hashing, sharing and downloading happen in
 //! the node; this only records what it said.
 
 use super::*;
+pub use crate::daemon::files::MAX_CAPTION;
 use std::path::PathBuf;
 
 /// A shared file's id (the node's content address: its hash).
@@ -48,6 +59,8 @@ pub struct Pending {
     pub path: PathBuf,
     pub name: String,
     pub room: RoomId,
+    /// What goes with it (the composer's text when it was shared).
+    pub caption: Option<String>,
     /// Why sharing failed, if it did (the row offers Retry).
     pub error: Option<String>,
 }
@@ -107,9 +120,12 @@ pub enum FileIntent {
     /// List this directory in the picker.
     Browse(PathBuf),
     ClosePicker,
-    /// Share this file in the open room (picked, typed, or dropped on the
-    /// window).
+    /// Share this file in the open room (picked or typed in the picker);
+    /// the room's composer text goes with it as its caption.
     Share(PathBuf),
+    /// Share these files (dropped on the window together) in the open
+    /// room; the composer's text goes with the first as its caption.
+    ShareAll(Vec<PathBuf>),
     /// Share our failed file (local number) again.
     RetryShare(u64),
     /// Download the file a message offers (also Retry after a failure).
@@ -126,12 +142,14 @@ pub enum FileIntent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileRequest {
     /// Read, hash and offer the file at `path` in `room` (to `peer` for a
-    /// direct chat); answered by [`FileUpdate::Shared`].
+    /// direct chat) with `caption` (at most [`MAX_CAPTION`] bytes);
+    /// answered by [`FileUpdate::Shared`].
     Share {
         local: u64,
         room: RoomId,
         peer: Option<PeerId>,
         path: PathBuf,
+        caption: Option<String>,
     },
     /// Fetch the file `message` offers from `from` into `dir` (`None`:
     /// the default downloads directory) under a name not taken there;
@@ -275,6 +293,31 @@ pub fn file_text(name: &str) -> String {
     format!("📎 {name}")
 }
 
+/// A file message's text with its caption: "📎 name", then the caption on
+/// a line of its own (the chat shows it under the file).
+pub fn captioned_text(name: &str, caption: Option<&str>) -> String {
+    let mut text = file_text(name);
+    if let Some(caption) = caption.map(str::trim).filter(|c| !c.is_empty()) {
+        text.push('\n');
+        text.push_str(caption);
+    }
+    text
+}
+
+/// What a draft gives as a caption: the text trimmed, `None` if empty;
+/// `Err` with a sentence if it is longer than a caption may be.
+pub fn draft_caption(draft: &str) -> Result<Option<&str>, String> {
+    let caption = draft.trim();
+    if caption.len() > MAX_CAPTION {
+        return Err(format!(
+            "Your text is too long to go with a file: a caption holds {MAX_CAPTION} bytes, \
+             it has {}. Shorten it, or send it first (Enter), then share the file.",
+            caption.len()
+        ));
+    }
+    Ok((!caption.is_empty()).then_some(caption))
+}
+
 impl AppState {
     pub(super) fn handle_file(&mut self, intent: FileIntent) -> Vec<Request> {
         match intent {
@@ -314,14 +357,36 @@ impl AppState {
                 Vec::new()
             }
             FileIntent::Share(path) => {
+                let room = self.files.picker.as_ref().map(|p| p.room).or(self.open);
+                let Some(room) = room else {
+                    return Vec::new();
+                };
+                // A text too long to be a caption: nothing is shared, and
+                // the picker stays open to share once it is shortened.
+                if let Err(why) = self.room_caption(room) {
+                    self.toast(why, true);
+                    return Vec::new();
+                }
                 if let Some(dir) = self.files.picker.as_ref().and_then(|p| p.dir.clone()) {
                     self.files.last_dir = Some(dir);
                 }
-                let room = self.files.picker.take().map(|p| p.room).or(self.open);
-                match room {
-                    Some(room) => self.share(room, path),
-                    None => Vec::new(),
+                self.files.picker = None;
+                self.share(room, path)
+            }
+            FileIntent::ShareAll(paths) => {
+                let Some(room) = self.open else {
+                    return Vec::new();
+                };
+                if let Err(why) = self.room_caption(room) {
+                    self.toast(why, true);
+                    return Vec::new();
                 }
+                // The first file shared takes the draft; the others find
+                // it empty.
+                paths
+                    .into_iter()
+                    .flat_map(|path| self.share(room, path))
+                    .collect()
             }
             FileIntent::RetryShare(local) => {
                 let Some(pending) = self.files.pending.get_mut(&local) else {
@@ -329,6 +394,7 @@ impl AppState {
                 };
                 pending.error = None;
                 let (room, path) = (pending.room, pending.path.clone());
+                let caption = pending.caption.clone();
                 if let Some(message) = self.own_message_mut(|own| own.local == local)
                     && let Some(own) = &mut message.own
                 {
@@ -340,6 +406,7 @@ impl AppState {
                     room,
                     peer,
                     path,
+                    caption,
                 })]
             }
             FileIntent::Download(id) => self.download(id),
@@ -378,8 +445,16 @@ impl AppState {
         }
     }
 
-    /// Shares `path` in `room`: a row at once ("preparing"), the node reads
-    /// and offers it.
+    /// The caption the composer's text in `room` would give a file shared
+    /// there now; `Err`: why it cannot (too long).
+    pub fn room_caption(&self, room: RoomId) -> Result<Option<&str>, String> {
+        draft_caption(self.drafts.get(&room).map_or("", String::as_str))
+    }
+
+    /// Shares `path` in `room` with the room's composer text as its
+    /// caption (the composer empties): a row at once ("preparing"), the
+    /// node reads and offers it. A text too long for a caption shares
+    /// nothing and says why (the text stays).
     fn share(&mut self, room_id: RoomId, path: PathBuf) -> Vec<Request> {
         if let Some(reason) = self.cannot_send(room_id) {
             self.toast(reason.to_owned(), true);
@@ -405,15 +480,29 @@ impl AppState {
             self.toast(format!("{} is not a file.", path.display()), true);
             return Vec::new();
         };
-        let Some((local, peer)) = self.post_own(room_id, file_text(&name)) else {
+        // A name on this machine may hold a line break as well as a
+        // received one: shown the same way.
+        let name = plain_name(&name);
+        let caption = match self.room_caption(room_id) {
+            Ok(caption) => caption.map(str::to_owned),
+            Err(why) => {
+                self.toast(why, true);
+                return Vec::new();
+            }
+        };
+        let text = captioned_text(&name, caption.as_deref());
+        let Some((local, peer)) = self.post_own(room_id, text) else {
             return Vec::new();
         };
+        // The text went with the file: the composer is empty again.
+        self.drafts.remove(&room_id);
         self.files.pending.insert(
             local,
             Pending {
                 path: path.clone(),
                 name,
                 room: room_id,
+                caption: caption.clone(),
                 error: None,
             },
         );
@@ -422,6 +511,7 @@ impl AppState {
             room: room_id,
             peer,
             path,
+            caption,
         })]
     }
 

@@ -256,6 +256,7 @@ fn our_own_file_is_available_as_soon_as_it_is_shared() {
             room,
             peer: to,
             path: asked,
+            caption: None,
         }),
     ] = requests.as_slice()
     else {
@@ -322,7 +323,8 @@ fn a_failed_share_shows_why_and_shares_again() {
             local,
             room: KITCHEN,
             peer: None,
-            path
+            path,
+            caption: None,
         })]
     );
     let shown = state.histories[&KITCHEN].messages.last().expect("a row");
@@ -579,4 +581,203 @@ fn names_cannot_hide_their_real_extension() {
     assert_eq!(plain_name("invoice\u{202E}fdp.exe"), "invoice_fdp.exe");
     assert_eq!(plain_name("a\u{2066}b\u{2069}\u{200B}.txt"), "a_b__.txt");
     assert_eq!(plain_name("résumé 2027.pdf"), "résumé 2027.pdf");
+}
+
+/// Types `text` into `room`'s composer, as the composer reports it.
+fn draft(state: &mut AppState, room: RoomId, text: &str) {
+    assert!(
+        state
+            .handle_intent(Intent::Draft {
+                room,
+                text: text.to_owned()
+            })
+            .is_empty()
+    );
+}
+
+/// The caption of the one share request in `requests`.
+fn shared_caption(requests: &[Request]) -> Option<String> {
+    match requests {
+        [Request::File(FileRequest::Share { caption, .. })] => caption.clone(),
+        other => panic!("one share request: {other:?}"),
+    }
+}
+
+#[test]
+fn the_composer_text_goes_with_a_shared_file_as_its_caption() {
+    let mut state = state();
+    draft(&mut state, KITCHEN, "  here's the invoice\n");
+    let requests = state.handle_intent(Intent::File(FileIntent::Share(
+        "/home/me/invoice.pdf".into(),
+    )));
+    assert_eq!(
+        shared_caption(&requests).as_deref(),
+        Some("here's the invoice")
+    );
+    // One message: the file, its caption under it; the composer is empty.
+    let messages = &state.histories[&KITCHEN].messages;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].text, "📎 invoice.pdf\nhere's the invoice");
+    assert!(state.file_row(&messages[0]).is_some());
+    assert!(!state.drafts.contains_key(&KITCHEN));
+    // The preview names the file (its first line).
+    assert_eq!(
+        state.rooms[&KITCHEN].preview,
+        Some((peer(0), "📎 invoice.pdf…".to_owned()))
+    );
+    // A failed share is retried with the same caption.
+    let [Request::File(FileRequest::Share { local, .. })] = requests.as_slice() else {
+        unreachable!("checked above");
+    };
+    let local = *local;
+    state.apply(Update::File(FileUpdate::Shared {
+        local,
+        result: Err("cannot read it".into()),
+    }));
+    let again = state.handle_intent(Intent::File(FileIntent::RetryShare(local)));
+    assert_eq!(
+        shared_caption(&again).as_deref(),
+        Some("here's the invoice")
+    );
+    // Without text, no caption; blank text is none either.
+    assert_eq!(
+        shared_caption(
+            &state.handle_intent(Intent::File(FileIntent::Share("/home/me/a.txt".into())))
+        ),
+        None
+    );
+    draft(&mut state, KITCHEN, " \n ");
+    assert_eq!(
+        shared_caption(
+            &state.handle_intent(Intent::File(FileIntent::Share("/home/me/b.txt".into())))
+        ),
+        None
+    );
+    assert_eq!(
+        state.histories[&KITCHEN]
+            .messages
+            .last()
+            .map(|m| m.text.as_str()),
+        Some("📎 b.txt")
+    );
+}
+
+#[test]
+fn a_caption_is_the_draft_of_the_room_the_file_goes_to() {
+    let mut state = state();
+    let other = RoomId([11; 32]);
+    draft(&mut state, other, "for the other room");
+    draft(&mut state, KITCHEN, "for the kitchen");
+    // The system's picker was opened over the kitchen; the text is read
+    // when the file is picked (what the composer holds then).
+    state.files.native = true;
+    state.handle_intent(Intent::File(FileIntent::Attach));
+    draft(&mut state, KITCHEN, "for the kitchen, edited");
+    state.open = Some(other);
+    state.apply(Update::File(FileUpdate::NativePicked {
+        path: Some("/home/me/menu.pdf".into()),
+        missing: false,
+    }));
+    assert_eq!(
+        shared_caption(&state.poll_requests()).as_deref(),
+        Some("for the kitchen, edited")
+    );
+    assert!(!state.drafts.contains_key(&KITCHEN));
+    assert_eq!(
+        state.drafts.get(&other).map(String::as_str),
+        Some("for the other room")
+    );
+    // Sending the text is the composer's business: the draft it reports
+    // (emptied) is what stays.
+    draft(&mut state, other, "");
+    assert!(state.drafts.is_empty());
+}
+
+#[test]
+fn files_dropped_together_carry_the_caption_on_the_first() {
+    let mut state = state();
+    draft(&mut state, KITCHEN, "photos from Saturday");
+    let requests = state.handle_intent(Intent::File(FileIntent::ShareAll(vec![
+        "/home/me/1.jpg".into(),
+        "/home/me/2.jpg".into(),
+        "/home/me/3.jpg".into(),
+    ])));
+    let captions: Vec<(PathBuf, Option<String>)> = requests
+        .into_iter()
+        .map(|r| match r {
+            Request::File(FileRequest::Share { path, caption, .. }) => (path, caption),
+            other => panic!("a share request: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        captions,
+        [
+            ("/home/me/1.jpg".into(), Some("photos from Saturday".into())),
+            ("/home/me/2.jpg".into(), None),
+            ("/home/me/3.jpg".into(), None),
+        ]
+    );
+    let texts: Vec<&str> = state.histories[&KITCHEN]
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        ["📎 1.jpg\nphotos from Saturday", "📎 2.jpg", "📎 3.jpg"]
+    );
+    assert!(state.drafts.is_empty());
+}
+
+#[test]
+fn a_text_too_long_for_a_caption_shares_nothing_and_says_why() {
+    let mut state = state();
+    // Exactly the limit is fine (bytes, not characters: "é" is two).
+    let longest = "é".repeat(MAX_CAPTION / 2);
+    draft(&mut state, KITCHEN, &longest);
+    let requests = state.handle_intent(Intent::File(FileIntent::Share("/home/me/a.txt".into())));
+    assert_eq!(shared_caption(&requests), Some(longest));
+
+    let long = format!("{}é", "é".repeat(MAX_CAPTION / 2));
+    draft(&mut state, KITCHEN, &long);
+    let before = state.histories[&KITCHEN].messages.len();
+    // The app's picker: stays open, nothing shared, a toast says why.
+    state.handle_intent(Intent::File(FileIntent::Attach));
+    assert!(state.files.picker.is_some());
+    assert!(
+        state
+            .handle_intent(Intent::File(FileIntent::Share("/home/me/b.txt".into())))
+            .is_empty()
+    );
+    assert!(state.files.picker.is_some());
+    let why = state.room_caption(KITCHEN).expect_err("too long");
+    assert!(why.contains("1024 bytes, it has 1026"), "{why}");
+    // Dropped files: nothing shared, one toast (not one per file).
+    let toasts = state.toasts.len();
+    assert!(
+        state
+            .handle_intent(Intent::File(FileIntent::ShareAll(vec![
+                "/home/me/c.txt".into(),
+                "/home/me/d.txt".into()
+            ])))
+            .is_empty()
+    );
+    assert_eq!(state.toasts.len(), toasts + 1);
+    // The system's picker: the same.
+    state.files.picker = None;
+    state.files.native = true;
+    state.handle_intent(Intent::File(FileIntent::Attach));
+    state.apply(Update::File(FileUpdate::NativePicked {
+        path: Some("/home/me/e.txt".into()),
+        missing: false,
+    }));
+    assert!(state.poll_requests().is_empty());
+    // Nothing cut, nothing lost: the text is all still there.
+    assert_eq!(state.histories[&KITCHEN].messages.len(), before);
+    assert_eq!(state.drafts.get(&KITCHEN), Some(&long));
+    assert!(state.toasts.iter().all(|t| {
+        t.error
+            && t.text
+                .starts_with("Your text is too long to go with a file")
+    }));
 }

@@ -28,6 +28,14 @@ impl AppState {
                 self.open_room(room)
             }
             Intent::Send(text) => self.send(text),
+            Intent::Draft { room, text } => {
+                if text.is_empty() {
+                    self.drafts.remove(&room);
+                } else {
+                    self.drafts.insert(room, text);
+                }
+                Vec::new()
+            }
             Intent::Mute(target, duration) => {
                 let until = match duration {
                     Some(d) => MuteUntil::Until(self.now + d),

@@ -293,7 +293,7 @@ pub(super) fn preview(text: &str) -> String {
 }
 
 /// The first line of a message, cut to `chars` characters.
-pub(super) fn preview_chars(text: &str, chars: usize) -> String {
+pub fn preview_chars(text: &str, chars: usize) -> String {
     let line = text.lines().next().unwrap_or("");
     let mut out: String = line.chars().take(chars).collect();
     if line.chars().count() > chars || text.lines().nth(1).is_some() {

@@ -1,5 +1,7 @@
 //! The composer: Enter sends, Shift+Enter starts a new line; disabled with
-//! the reason when nothing can be sent to the room.
+//! the reason when nothing can be sent to the room. Its text is the room's
+//! draft in [`AppState::drafts`] (a file shared meanwhile takes it as its
+//! caption): edited here on a copy, handed back as [`Intent::Draft`].
 
 use super::Local;
 use crate::ui::state::{AppState, Intent, Room};
@@ -20,7 +22,9 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
         && ui.input_mut(|i| {
             !i.modifiers.shift && !i.modifiers.alt && i.consume_key(Modifiers::NONE, Key::Enter)
         });
-    let draft = local.drafts.entry(room.info.id).or_default();
+    let room_id = room.info.id;
+    let mut text = state.drafts.get(&room_id).cloned().unwrap_or_default();
+    let draft = &mut text;
     ui.add_space(4.0);
     let label = ui.label(egui::RichText::new(LABEL).small().weak());
     let hint = match reason {
@@ -31,7 +35,7 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
         ),
     };
     ui.horizontal(|ui| {
-        super::files::attach_button(ui, reason.is_none(), &mut out);
+        super::files::attach_button(ui, reason.is_none(), !draft.trim().is_empty(), &mut out);
         let field = ui
             .add_enabled(
                 reason.is_none(),
@@ -46,8 +50,18 @@ pub fn show(ui: &mut egui::Ui, state: &AppState, room: &Room, local: &mut Local)
             reason.is_none() && !draft.trim().is_empty(),
             egui::Button::new("Send"),
         );
+        if field.changed() {
+            out.push(Intent::Draft {
+                room: room_id,
+                text: draft.clone(),
+            });
+        }
         if (enter || send.clicked()) && !draft.trim().is_empty() {
             out.push(Intent::Send(std::mem::take(draft)));
+            out.push(Intent::Draft {
+                room: room_id,
+                text: String::new(),
+            });
             local.scroll_to_end = true;
             field.request_focus();
         }

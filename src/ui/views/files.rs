@@ -4,7 +4,9 @@
 //! files to" setting.
 
 use super::Local;
-use crate::ui::state::{AppState, FileIntent, FileRow, FileStatus, Intent, Message, size_label};
+use crate::ui::state::{
+    AppState, FileIntent, FileRow, FileStatus, Intent, Message, preview_chars, size_label,
+};
 use egui::RichText;
 use std::path::{Path, PathBuf};
 
@@ -141,11 +143,17 @@ fn status(ui: &mut egui::Ui, message: &Message, row: &FileRow<'_>, out: &mut Vec
     }
 }
 
-/// The 📎 button beside the composer.
-pub fn attach_button(ui: &mut egui::Ui, enabled: bool, out: &mut Vec<Intent>) {
+/// The 📎 button beside the composer; `drafted`: text is typed there (it
+/// goes with the file as its caption, which the hover says).
+pub fn attach_button(ui: &mut egui::Ui, enabled: bool, drafted: bool, out: &mut Vec<Intent>) {
+    let hover = if drafted {
+        "Share a file (or drop it on the window): the text you typed goes with it as its caption"
+    } else {
+        "Share a file (or drop it on the window)"
+    };
     if ui
         .add_enabled(enabled, egui::Button::new(ATTACH))
-        .on_hover_text("Share a file (or drop it on the window)")
+        .on_hover_text(hover)
         .clicked()
     {
         out.push(Intent::File(FileIntent::Attach));
@@ -183,6 +191,19 @@ pub fn picker(ctx: &egui::Context, state: &AppState, local: &mut Local) -> Vec<I
         .open(&mut open)
         .show(ctx, |ui| {
             ui.label(format!("Pick a file to share in {room}."));
+            // What goes with it: the composer's text, or why it cannot.
+            match state.room_caption(picker.room) {
+                Ok(Some(caption)) => {
+                    ui.horizontal_wrapped(|ui| {
+                        ui.weak("With your text as its caption:");
+                        ui.label(RichText::new(preview_chars(caption, 60)).italics());
+                    });
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    ui.colored_label(ui.visuals().error_fg_color, why);
+                }
+            }
             ui.horizontal(|ui| {
                 let up = picker.dir.as_ref().and_then(|d| d.parent());
                 if ui
@@ -327,10 +348,11 @@ pub fn dropped(ctx: &egui::Context, state: &AppState) -> Vec<Intent> {
     if room.is_none() {
         return Vec::new();
     }
-    dropped
-        .into_iter()
-        .map(|path| Intent::File(FileIntent::Share(path)))
-        .collect()
+    if dropped.is_empty() {
+        return Vec::new();
+    }
+    // Together: the composer's text goes with the first.
+    vec![Intent::File(FileIntent::ShareAll(dropped))]
 }
 
 /// The "Save files to" row of the Settings dialog.

@@ -19,8 +19,6 @@ use std::collections::BTreeSet;
 /// What only the screen keeps: text being typed and choices being made.
 #[derive(Debug, Default)]
 pub struct Local {
-    /// The composer's text, per room.
-    pub drafts: std::collections::HashMap<RoomId, String>,
     pub new_room_name: String,
     /// Members ticked in the New room and Add to room dialogs.
     pub picked: BTreeSet<PeerId>,
