@@ -486,3 +486,44 @@ fn receiver_restart_loses_nothing_and_lies_about_nothing() {
         check_exactly_once_in_order(&mut c, &check, &sent, |id| !in_flight.contains(id), &never);
     }
 }
+
+/// A reconciliation started under a pairwise session that is replaced
+/// before it ends (the peer restarted) ends with it, and the next one runs
+/// under the new session's secret: nothing either side holds is forwarded.
+/// Seed 701 is a run where the restarted receiver's probe handshakes are
+/// lost, so the new session comes ten seconds later, by the sender's
+/// silence re-handshake, after the sender opened a reconciliation under
+/// the old one. (Before, the stale reconciliation, salted with the old
+/// secret, went on against the peer's answers under the new one: every
+/// message looked missing on both sides and the whole chat was forwarded
+/// both ways, each side counting its own messages coming back as
+/// rejected envelopes.)
+#[test]
+fn a_reconciliation_from_before_a_restart_forwards_nothing_held() {
+    let mut c = Cluster::new(701, 2, model_link(0.1));
+    let mut check = DeliveredCheck::new(2);
+    let mut sent = Vec::new();
+    chatter(&mut c, &mut check, &mut sent, 5);
+    assert!(check.run_until_delivered(&mut c, Duration::from_secs(60), &sent));
+    for i in 0..5 {
+        check.send(&mut c, &mut sent, 0, 1, &format!("in flight {i}"));
+    }
+    check.run_for(&mut c, Duration::from_millis(3));
+    c.crash_and_restart(1);
+    for i in 0..5 {
+        check.send(&mut c, &mut sent, 0, 1, &format!("early {i}"));
+    }
+    assert!(check.run_until_delivered(&mut c, Duration::from_secs(60), &sent));
+    check.run_for(&mut c, Duration::from_secs(3));
+    assert!(
+        c.hosts[0].node().stats().silence_rehandshakes > 0,
+        "the run replaced the session after a silence"
+    );
+    for i in 0..2 {
+        let status = c.status(i);
+        assert!(status.sync.sessions_completed > 0, "{i} reconciled");
+        assert_eq!(status.node.forwarded, 0, "{i} forwarded nothing held");
+        assert_eq!(status.sync.ids_pushed, 0, "{i} found nothing missing");
+    }
+    check_exactly_once_in_order(&mut c, &check, &sent, |_| true, &HONEST);
+}
