@@ -478,12 +478,7 @@ fn receiver_restart_loses_nothing_and_lies_about_nothing() {
             .iter()
             .map(|s| s.2)
             .collect();
-        // Not `EnvelopeRejected`: in some runs (seed 701) the first
-        // reconciliation after the restart forwards the whole chat both
-        // ways, and each side counts its own messages coming back as
-        // rejected envelopes (see the report of this port).
-        let never = [DropReason::Forged, DropReason::ControlMalformed];
-        check_exactly_once_in_order(&mut c, &check, &sent, |id| !in_flight.contains(id), &never);
+        check_exactly_once_in_order(&mut c, &check, &sent, |id| !in_flight.contains(id), &HONEST);
     }
 }
 
