@@ -30,6 +30,10 @@ pub(super) struct Reconciliation {
     due: VecDeque<(Instant, PeerId)>,
     /// When every online member is reconciled with again.
     next_round: Instant,
+    /// The secret of our pairwise session with each peer that our
+    /// reconciliation sessions with it run under (see
+    /// [`Reconciliation::under_secret`]).
+    secrets: HashMap<PeerId, Option<[u8; 32]>>,
 }
 
 impl Reconciliation {
@@ -39,7 +43,26 @@ impl Reconciliation {
             sets: HashMap::new(),
             due: VecDeque::new(),
             next_round: now + SYNC_INTERVAL,
+            secrets: HashMap::new(),
         }
+    }
+
+    /// Our reconciliations with `peer` go on under `secret`, the secret of
+    /// our pairwise session with it now: if that session was replaced (the
+    /// peer restarted, a new handshake) since they started, they end first.
+    /// A session started under the old secret salts its fingerprints
+    /// differently from the peer's: kept (the lower id keeps its own when
+    /// both open at once), it finds every message missing on both sides
+    /// and forwards the whole room both ways. Whether any ended.
+    fn under_secret(&mut self, peer: PeerId, secret: Option<[u8; 32]>) -> bool {
+        let replaced = self
+            .secrets
+            .insert(peer, secret)
+            .is_some_and(|old| old != secret);
+        if replaced {
+            self.manager.forget_peer(&peer);
+        }
+        replaced
     }
 
     /// `peer` answered again: whatever it missed while away, and what we
@@ -51,6 +74,7 @@ impl Reconciliation {
     /// `peer` went away: its sessions end.
     pub(super) fn went_offline(&mut self, peer: &PeerId) {
         self.manager.forget_peer(peer);
+        self.secrets.remove(peer);
     }
 
     /// Messages of `rooms` were stored: their item sets changed, so a
@@ -149,9 +173,10 @@ impl DaemonCore {
 
     /// Starts reconciling every room shared with `peer`.
     pub(super) fn sync_with(&mut self, now: Instant, peer: PeerId) {
+        let secret = self.node.sync_secret(&peer);
+        self.sync.under_secret(peer, secret);
         for room in self.node.shared_rooms(&peer) {
             let (min_epoch, set) = self.take_sync_set(&room, &peer);
-            let secret = self.node.sync_secret(&peer);
             self.sync.manager.start(now, room, peer, &set, secret);
             self.sync.keep_set(room, min_epoch, set);
         }
@@ -207,11 +232,17 @@ impl DaemonCore {
     ) {
         let (min_epoch, set) = self.take_sync_set(&room, &peer);
         let secret = self.node.sync_secret(&peer);
+        let ended = self.sync.under_secret(peer, secret);
         self.sync
             .manager
             .handle_message(now, room, peer, payload, &set, secret);
         self.sync.keep_set(room, min_epoch, set);
         self.run_sync(now);
+        if ended {
+            // What the ended sessions were for, under the new secret (a
+            // room the peer just opened anew is not opened twice).
+            self.sync_with(now, peer);
+        }
     }
 
     /// Reconciliations that are due: the reconciler's own timers, members

@@ -155,3 +155,32 @@ fn a_full_journal_moves_into_the_database_and_keeps_going() {
     assert_eq!(fresh, all);
     assert_eq!(store.messages_in_room(&room, None, 100).unwrap().len(), 60);
 }
+
+/// `holds_message` sees a message from the moment it is journaled (before
+/// any settling, which it does not cause) and after it settled; not one
+/// of another room, nor one never written.
+#[test]
+fn holds_message_sees_journaled_and_settled_messages_without_settling() {
+    let (_dir, path) = temp_db("journal-holds");
+    let (room, other) = (RoomId([1; 32]), RoomId([2; 32]));
+    let mut store = Store::create(&path, PASS, KdfParams::insecure_fast_for_tests()).unwrap();
+    let settled = message(room, 1, b"settled");
+    store
+        .insert_messages_and_chains(std::slice::from_ref(&settled), &[])
+        .unwrap();
+    let journaled = message(room, 2, b"journaled");
+    store
+        .journal_messages_and_chains(std::slice::from_ref(&journaled), vec![])
+        .unwrap();
+    assert!(store.holds_message(&room, &settled.id).unwrap());
+    assert!(store.holds_message(&room, &journaled.id).unwrap());
+    assert!(!store.is_settled(), "asking did not settle");
+    assert!(!store.holds_message(&other, &journaled.id).unwrap());
+    assert!(
+        !store
+            .holds_message(&room, &message(room, 3, b"never").id)
+            .unwrap()
+    );
+    store.settle().unwrap();
+    assert!(store.holds_message(&room, &journaled.id).unwrap());
+}
