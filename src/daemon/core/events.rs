@@ -63,16 +63,12 @@ impl DaemonCore {
                 });
             }
             NodeEvent::RoomJoined { room } => {
-                if let Err(error) = self.persist_room(&room) {
-                    self.store_error("store a room", error);
-                }
+                self.persist_or_hold_room(now, room);
                 let name = self.node.room(&room).map(|r| r.name).unwrap_or_default();
                 self.publish(Event::RoomJoined { room, name });
             }
             NodeEvent::RoomChanged { room } => {
-                if let Err(error) = self.persist_room(&room) {
-                    self.store_error("store a room", error);
-                }
+                self.persist_or_hold_room(now, room);
                 self.publish(Event::RoomChanged { room });
             }
             NodeEvent::RoomRemoved { room } => {
@@ -238,6 +234,15 @@ impl DaemonCore {
                 payload,
             } => self.on_file_message(now, room, peer, &payload),
             other => self.on_room_event(now, other),
+        }
+    }
+
+    /// Stores `room`'s state; if the store fails, it is kept for the next
+    /// append and the node's datagrams wait (`Journal::withholds_datagrams`).
+    fn persist_or_hold_room(&mut self, now: Instant, room: RoomId) {
+        if let Err(error) = self.persist_room(&room) {
+            self.journal.hold_room(now, room);
+            self.store_error("store a room", error);
         }
     }
 

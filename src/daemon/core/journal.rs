@@ -82,6 +82,10 @@ pub(super) struct Journal {
     append_failures: u32,
     /// When the failed append is tried again.
     append_retry_at: Option<Instant>,
+    /// Rooms whose new state (members, epoch) could not be stored: stored
+    /// with the next append; meanwhile the node's datagrams wait, so no
+    /// member hears of a state a crash would take back from us.
+    unsaved_rooms: std::collections::BTreeSet<RoomId>,
 }
 
 impl Journal {
@@ -102,6 +106,15 @@ impl Journal {
         !self.uncommitted.is_empty()
             || !self.held_sends.is_empty()
             || !self.unjournaled_chains.is_empty()
+            || !self.unsaved_rooms.is_empty()
+    }
+
+    /// `room`'s state could not be stored (see `unsaved_rooms`): it is
+    /// tried again with the next append, later still if it keeps failing.
+    pub(super) fn hold_room(&mut self, now: Instant, room: RoomId) {
+        self.unsaved_rooms.insert(room);
+        self.append_failures = self.append_failures.saturating_add(1);
+        self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
     }
 
     /// Chain states that could not be stored (or must wait behind what a
@@ -117,7 +130,7 @@ impl Journal {
     /// and a seal past a reservation not stored would, after a crash, hand
     /// its message key out again.
     pub(super) fn withholds_datagrams(&self) -> bool {
-        !self.unjournaled_chains.is_empty()
+        !self.unjournaled_chains.is_empty() || !self.unsaved_rooms.is_empty()
     }
 
     /// Whether an append failed and what it held waits for the next one.
@@ -668,6 +681,12 @@ impl DaemonCore {
             return Err(error);
         }
         self.journal.appended();
+        for room in std::mem::take(&mut self.journal.unsaved_rooms) {
+            if let Err(error) = self.persist_room(&room) {
+                self.journal.hold_room(now, room);
+                self.store_error("store a room", error);
+            }
+        }
         for message in &messages[..sent] {
             self.note_if_file(message);
         }

@@ -192,9 +192,13 @@ impl Node {
     ) {
         self.reliable
             .confirm_stored(now, receipt.room, receipt.from, receipt.seq);
-        if self.check_shared(&room, &receipt.from).is_ok() {
+        let shared = self.check_shared(&room, &receipt.from);
+        if shared.is_ok() {
             self.events.push_back(event);
         } else {
+            if let Err(NodeError::NotMember(peer)) = shared {
+                self.tell_not_a_member(now, room, peer);
+            }
             self.stats.count(DropReason::Foreign);
         }
     }

@@ -197,6 +197,9 @@ pub struct Node {
     all_openings: TokenBucket,
     /// Ratchet steps each forwarding member made us spend this second.
     forward_work: BTreeMap<PeerId, (Instant, u64)>,
+    /// When we last told a peer that spoke of one of our rooms that it is
+    /// not in it (see [`Node::tell_not_a_member`]), bounded.
+    told_not_member: BTreeMap<(RoomId, PeerId), Instant>,
     /// Third members' origins already forwarded to a peer.
     forwarded_origins: BTreeSet<(ChainId, PeerId)>,
     /// What each member holds of our chains whose origins we keep, so
@@ -291,6 +294,7 @@ impl Node {
             forwarded_origins: BTreeSet::new(),
             origin_progress: chains::OriginProgress::default(),
             forward_work: BTreeMap::new(),
+            told_not_member: BTreeMap::new(),
             held: VecDeque::new(),
             dirty_invitations: BTreeSet::new(),
             in_burst: false,

@@ -3,7 +3,7 @@
 
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Group, RoomFounding, RoomState};
 use crate::proto::crypto::{ChainId, SecretKey, SenderChain};
@@ -11,6 +11,13 @@ use crate::proto::ids::{PeerId, RoomId};
 use crate::proto::node::{
     Control, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MemberKey, Node, NodeError, NodeEvent,
 };
+
+/// How often a peer that is not in one of our rooms is told so again
+/// ([`Node::tell_not_a_member`]): its reconciliations come every minute.
+pub(in crate::proto::node) const TELL_NOT_MEMBER_EVERY: Duration = Duration::from_secs(30);
+
+/// Most (room, peer) pairs remembered as told.
+const MAX_TOLD_NOT_MEMBER: usize = 1024;
 
 impl Node {
     /// Creates a group room named `name` with us as admin and invites
@@ -335,11 +342,55 @@ impl Node {
         self.send_pairwise(now, peer, &control);
     }
 
-    pub(super) fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
-        let Some((epoch, group_key)) = self
+    /// `peer` spoke of `room` (a reconciliation, a file request) but is
+    /// not in it: removed while it was away, its member list was lost (we
+    /// restarted before it came back), and it still shows the room. If we
+    /// are the admin, we tell it it is out: a member list of the admin
+    /// alone, which names nobody else and carries no key. At most once per
+    /// peer and room every [`TELL_NOT_MEMBER_EVERY`].
+    pub(in crate::proto::node) fn tell_not_a_member(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+    ) {
+        let Some(epoch) = self
             .group(&room)
-            .map(|g| (g.epoch, *g.group_key.as_bytes()))
+            .filter(|g| g.admin == self.me && !g.members.contains(&peer))
+            .map(|g| g.epoch)
         else {
+            return;
+        };
+        if self
+            .told_not_member
+            .get(&(room, peer))
+            .is_some_and(|at| now < *at + TELL_NOT_MEMBER_EVERY)
+        {
+            return;
+        }
+        if self.told_not_member.len() >= MAX_TOLD_NOT_MEMBER {
+            self.told_not_member.clear();
+        }
+        self.told_not_member.insert((room, peer), now);
+        let only_us = Control::RoomMembers {
+            room,
+            epoch,
+            members: vec![MemberKey(self.identity.public().to_bytes())],
+            group_key: [0; 32],
+        };
+        self.send_pairwise(now, peer, &only_us);
+    }
+
+    pub(super) fn send_members(&mut self, now: Instant, room: RoomId, peer: PeerId) {
+        let Some((epoch, group_key)) = self.group(&room).map(|g| {
+            // A removed member learns it is out, not the new epoch's key.
+            let key = if g.members.contains(&peer) {
+                *g.group_key.as_bytes()
+            } else {
+                [0; 32]
+            };
+            (g.epoch, key)
+        }) else {
             return;
         };
         let members = Control::RoomMembers {
