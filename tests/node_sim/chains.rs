@@ -70,7 +70,12 @@ fn envelopes(c: &Cluster, author: usize, room: RoomId) -> BTreeMap<MessageId, En
         .expect("the author's history reads")
         .into_iter()
         .filter(|m| m.sender == me)
-        .map(|m| (m.id, Envelope::parse(&m.envelope).expect("our own envelope")))
+        .map(|m| {
+            (
+                m.id,
+                Envelope::parse(&m.envelope).expect("our own envelope"),
+            )
+        })
         .collect()
 }
 
@@ -323,7 +328,16 @@ fn origin_forgotten(seed: u64) {
         if round % 2 == 1 {
             c.crash_and_restart(b);
         }
-        send_both(&mut c, &mut sent, a, b, room, &all, 3, &format!("round {round}"));
+        send_both(
+            &mut c,
+            &mut sent,
+            a,
+            b,
+            room,
+            &all,
+            3,
+            &format!("round {round}"),
+        );
         c.run_for(Duration::from_millis(if round % 3 == 2 { 1 } else { 100 }));
     }
     send_both(&mut c, &mut sent, b, a, room, &all, 3, "reply");
