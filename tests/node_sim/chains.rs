@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kith::account::Account;
-use kith::daemon::Event;
-use kith::daemon::sim::{PASSPHRASE, sim_identity};
+use kith::daemon::sim::{PASSPHRASE, SimEvent, sim_identity};
+use kith::daemon::{DaemonError, Event, Request, Target};
 use kith::proto::crypto::{
     ChainId, ChainRole, ChainSnapshot, Envelope, PublicIdentity, ReceiverChain,
     SenderKeyDistribution, open_envelope, open_envelope_from_origin,
 };
 use kith::proto::ids::{MessageId, RoomId};
-use kith::proto::node::{NodeConfig, direct_room};
+use kith::proto::node::{DropReason, NodeConfig, direct_room};
 use kith::proto::sim::LinkConfig;
 
 use crate::sim_support::{Cluster, ClusterConfig};
@@ -540,4 +540,135 @@ fn a_group_room_in_use_gets_fresh_chains_after_its_period() {
     }));
     c.run_for(Duration::from_secs(1300));
     assert!((0..3).all(|i| epoch(&mut c, i) == 2), "an idle room stays");
+}
+
+/// A sender's disk fills up just as its chain reaches the reservation
+/// kept in its store (the position up to which it may seal without
+/// storing anything), and is freed; a crash comes a few messages later.
+/// The restarted sender must not seal on a position an envelope that went
+/// out already used: no two envelopes either side holds carry one
+/// position, and every message its author was told was sent is read by
+/// the peer, exactly once. (The seal on the full disk used to go out with
+/// its reservation unstored, and the chain's memory counted the
+/// reservation as stored, so the next seals went out uncovered too: the
+/// restarted sender sealed five positions a second time, and the peer
+/// refused those messages as replays; fixed on main by 04600b1.)
+#[test]
+fn a_full_disk_at_a_reservation_never_leads_to_a_reused_message_key() {
+    let mut c = Cluster::new(2600, 2, LinkConfig::default());
+    c.run_for(Duration::from_millis(500));
+    let (a, b) = (0, 1);
+    let room = direct_room(c.id(a), c.id(b));
+    let chain = ChainId {
+        room,
+        epoch: 0,
+        sender: c.id(a),
+    };
+    let mut sent = Vec::new();
+    chat(&mut c, &mut sent, a, b, "warm-up");
+    let reserved = stolen_chains(&c, a)
+        .into_iter()
+        .find(|s| s.chain == chain && s.role == ChainRole::Sending)
+        .expect("the sending chain is stored")
+        .next_seq;
+    let next = envelope(&c, &sent[0]).header.seq + 1;
+    assert!(next <= reserved, "the store's reservation covers the seals");
+    for k in next..reserved {
+        chat(
+            &mut c,
+            &mut sent,
+            a,
+            b,
+            &format!("up to the reservation {k}"),
+        );
+    }
+    // The next seal is at the reservation: a new one is due, and the disk
+    // is full.
+    c.set_full_disk(a, true);
+    let rid = c.ask(
+        a,
+        Request::Send {
+            to: Target::Peer(c.id(b)),
+            text: "on a full disk".to_owned(),
+        },
+    );
+    c.run_for(Duration::from_millis(50));
+    c.set_full_disk(a, false);
+    // Sends are refused until a settling succeeds again (its retries
+    // back off): give it time.
+    c.run_for(Duration::from_secs(120));
+    // Refused before it was sealed, or sealed and kept (then it goes out
+    // once its chain state is stored, and the peer must read it).
+    let answer = c.net.events(a).iter().find_map(|e| match e {
+        SimEvent::Reply(_, r, answer) if *r == rid => Some(answer),
+        _ => None,
+    });
+    match answer {
+        Some(Err(DaemonError::NotSent(_))) => {}
+        // Kept, and saved once there is space: its id is the one the
+        // peer holds with that text.
+        Some(Err(DaemonError::NotStored(_))) => {
+            let row = c
+                .room_history(b, room)
+                .rows
+                .into_iter()
+                .find(|r| r.text.as_deref() == Some("on a full disk"))
+                .expect("the message kept on the full disk reaches the peer");
+            sent.push(Sent {
+                from: a,
+                to: vec![b],
+                room,
+                id: row.id,
+                text: "on a full disk".to_owned(),
+            });
+        }
+        other => panic!("the send on a full disk was answered {other:?}"),
+    }
+    for k in 0..5 {
+        chat(&mut c, &mut sent, a, b, &format!("freed {k}"));
+    }
+    c.crash_and_restart(a);
+    c.run_for(Duration::from_millis(500));
+    for k in 0..5 {
+        let text = format!("restarted {k}");
+        let id = c.send(a, b, &text);
+        sent.push(Sent {
+            from: a,
+            to: vec![b],
+            room,
+            id,
+            text,
+        });
+        c.run_for(Duration::from_millis(20));
+    }
+    c.run_until(Duration::from_secs(120), |c| all_received(c, &sent));
+    // Every envelope of A's chain either side holds, by position.
+    let from_a = c.id(a);
+    let mut by_position: BTreeMap<u64, BTreeSet<MessageId>> = BTreeMap::new();
+    for host in [a, b] {
+        let messages = c.hosts[host]
+            .store()
+            .messages_in_room(&room, None, 100_000)
+            .expect("the history reads");
+        for m in messages.into_iter().filter(|m| m.sender == from_a) {
+            let envelope = Envelope::parse(&m.envelope).expect("a stored envelope");
+            by_position
+                .entry(envelope.header.seq)
+                .or_default()
+                .insert(m.id);
+        }
+    }
+    let reused: Vec<u64> = by_position
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(reused.is_empty(), "message keys used twice: {reused:?}");
+    let status = c.status(b).node;
+    assert_eq!(
+        status.dropped(DropReason::EnvelopeRejected),
+        0,
+        "{status:?}"
+    );
+    check_stored_once_in_order(&mut c, &sent);
 }
