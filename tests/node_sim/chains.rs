@@ -4,7 +4,10 @@
 //! after a count and a period, group rooms in use move to a fresh epoch
 //! after theirs; and what a thief copies from a store (with its
 //! passphrase) opens nothing sealed after the next rotation, nor anything
-//! already read once the origin is gone, while restarts lose nothing.
+//! already read once the origin is gone, while restarts lose nothing; a
+//! chain's stored reservation covers every position that went out, even
+//! when the disk filled up as a new one was due, so a restart never seals
+//! a position twice.
 //!
 //! The thief is a copy of a daemon's store dir ([`Cluster::snapshot`]),
 //! opened with the store's passphrase (journal included: opening settles
