@@ -675,3 +675,46 @@ fn a_full_disk_at_a_reservation_never_leads_to_a_reused_message_key() {
     );
     check_stored_once_in_order(&mut c, &sent);
 }
+
+/// The disk fills up just as a chain's origin is forgotten (the peer's
+/// acknowledgement of the first message comes while the store cannot
+/// write), and is freed: the origin must still be deleted from the store,
+/// or a thief of the store would open every message of the chain. (The
+/// failed deletion used to be logged and dropped: the origin stayed in
+/// the store until the next restart.)
+#[test]
+fn an_origin_forgotten_on_a_full_disk_is_deleted_once_it_is_freed() {
+    let mut c = Cluster::new(2800, 2, LinkConfig::default());
+    c.run_for(Duration::from_millis(500));
+    let (a, b) = (0, 1);
+    let chain = ChainId {
+        room: direct_room(c.id(a), c.id(b)),
+        epoch: 0,
+        sender: c.id(a),
+    };
+    let mut sent = Vec::new();
+    let id = c.send(a, b, "first");
+    sent.push(Sent {
+        from: a,
+        to: vec![b],
+        room: chain.room,
+        id,
+        text: "first".to_owned(),
+    });
+    c.set_full_disk(a, true);
+    assert!(c.run_until(Duration::from_secs(10), |c| all_delivered(c, &sent)));
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.hosts[a].node().holds_origin(&chain),
+        "forgotten in memory"
+    );
+    c.set_full_disk(a, false);
+    c.run_for(Duration::from_secs(120));
+    chat(&mut c, &mut sent, a, b, "second");
+    let origin_stored = stolen_chains(&c, a)
+        .iter()
+        .any(|s| s.chain == chain && s.role == ChainRole::Receiving);
+    let first = envelope(&c, &sent[0]);
+    let opens = store_opens(&stolen_chains(&c, a), &first, &public(&c, a));
+    assert!(!origin_stored && !opens, "the origin is left in the store");
+}
