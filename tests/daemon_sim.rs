@@ -151,32 +151,64 @@ fn a_crashed_sender_delivers_its_held_messages_after_restart() {
     }
 }
 
+/// One run's wire trace: four daemons over lossy links (loss,
+/// duplication, reordering) chat directly and in a room of four, through
+/// a partition and a crash restarted from the store.
 fn traced_run(seed: u64) -> ([u8; 32], u64) {
-    let mut c = Cluster::new(seed, 3, LinkConfig::lossy(0.1));
+    let mut c = Cluster::new(seed, 4, LinkConfig::lossy(0.1));
     c.run_for(Duration::from_millis(500));
-    for k in 0..6 {
-        c.send(k % 3, (k + 1) % 3, &format!("t{k}"));
-        c.run_for(Duration::from_millis(150));
+    let room = c.create_room(0, "traced", &[1, 2, 3]);
+    assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(
+        &[0, 1, 2, 3],
+        &room,
+        4
+    )));
+    let chatter = |c: &mut Cluster, rounds: usize, label: &str| {
+        for round in 0..rounds {
+            for from in 0..4 {
+                for to in (0..4).filter(|to| *to != from) {
+                    c.send(from, to, &format!("{label} {from}->{to} #{round}"));
+                }
+            }
+            c.run_for(Duration::from_millis(20));
+        }
+    };
+    chatter(&mut c, 3, "before");
+    for i in 0..4 {
+        c.send_room(i, room, &format!("hello from {i}"));
     }
-    c.net.partition(&[&[0], &[1, 2]]);
-    c.send(0, 2, "across the cut");
-    c.run_for(Duration::from_secs(3));
+    c.net.partition(&[&[0, 1, 2], &[3]]);
+    chatter(&mut c, 2, "cut");
+    c.send_room(3, room, "alone");
+    c.run_for(Duration::from_secs(1));
     c.net.heal();
+    c.crash_and_restart(2);
     c.run_for(Duration::from_secs(30));
+    // A run that did what it says: everything said reached everyone.
+    assert_eq!(c.received(3).len(), 5 * 3 + 3, "seed {seed}: 3 caught up");
+    assert_eq!(c.held(0, room).len(), 5, "seed {seed}: the room converged");
     (c.net.trace_hash(), c.net.wire.datagrams)
 }
 
 /// Two runs of one seed put the same datagrams on the wire, in the same
-/// order; another seed does not.
+/// order, through loss, a partition and a restart; another seed does not.
 #[test]
 fn one_seed_reproduces_a_daemon_run_exactly() {
-    let (first, datagrams) = traced_run(7);
-    assert!(
-        datagrams > 20,
-        "the run did something ({datagrams} datagrams)"
-    );
-    assert_eq!(first, traced_run(7).0);
-    assert_ne!(first, traced_run(8).0);
+    let mut traces = Vec::new();
+    for seed in [7, 8] {
+        let (trace, datagrams) = traced_run(seed);
+        assert!(
+            datagrams > 100,
+            "seed {seed}: a busy run ({datagrams} datagrams)"
+        );
+        assert_eq!(
+            traced_run(seed),
+            (trace, datagrams),
+            "seed {seed}: a second run put other datagrams on the wire"
+        );
+        traces.push(trace);
+    }
+    assert_ne!(traces[0], traces[1], "the seed matters");
 }
 
 /// A room message its author sent while one member was cut off reaches

@@ -23,6 +23,8 @@
 mod common;
 mod sim_support;
 
+#[path = "node_sim/chains.rs"]
+mod chains;
 #[path = "node_sim/delivery.rs"]
 mod delivery;
 #[path = "node_sim/disk.rs"]

@@ -77,6 +77,9 @@ pub(super) struct Journal {
     /// failed: appended with them, before any newer state, when it is
     /// tried again (a chain state stored out of order would go back).
     unjournaled_chains: Vec<ChainSnapshot>,
+    /// Forgotten origins whose deletion failed (a full disk): deleted at
+    /// the next try, or a thief of the store would find them.
+    undeleted_origins: Vec<(ChainId, ChainRole)>,
     /// Appends that failed in a row (a full disk): received messages are
     /// kept, unconfirmed, and sent ones kept, until one succeeds.
     append_failures: u32,
@@ -629,16 +632,22 @@ impl DaemonCore {
             self.store_error("store chain state", error);
         }
         // Origins every member holds the chain of: deleted (after the
-        // journal settled, so no older copy of them comes back).
-        let forgotten: Vec<(ChainId, ChainRole)> = self
-            .node
-            .take_forgotten_origins()
-            .into_iter()
-            .map(|chain| (chain, ChainRole::Receiving))
-            .collect();
-        if !forgotten.is_empty()
-            && let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten))
-        {
+        // journal settled, so no older copy of them comes back). Those a
+        // failed deletion left go again, unless the chain was rotated
+        // since: its new origin has the same row, and replaces the old one.
+        let mut forgotten = std::mem::take(&mut self.journal.undeleted_origins);
+        forgotten.retain(|(chain, _)| !self.node.holds_origin(chain));
+        forgotten.extend(
+            self.node
+                .take_forgotten_origins()
+                .into_iter()
+                .map(|chain| (chain, ChainRole::Receiving)),
+        );
+        if forgotten.is_empty() {
+            return;
+        }
+        if let Err(error) = self.db().and_then(|db| db.forget_chains(&forgotten)) {
+            self.journal.undeleted_origins = forgotten;
             self.store_error("forget chain origins", error);
         }
     }
