@@ -239,6 +239,18 @@ impl Cluster {
         self.start_again(i);
     }
 
+    /// Host `i` stops cleanly (as on SIGTERM: what is unacknowledged goes
+    /// into the stored outbox, the store is checkpointed; its goodbyes
+    /// are not sent) and starts again from its store.
+    pub fn stop_and_restart(&mut self, i: usize) {
+        let now = self.now();
+        self.hosts
+            .remove(i)
+            .shutdown(now)
+            .expect("a simulated daemon stops cleanly");
+        self.start_again(i);
+    }
+
     /// Host `i` crashes and starts again from `snapshot` of its store
     /// ([`Cluster::snapshot`]): what it wrote since is lost, as when a
     /// stale backup is restored or a disk loses its last writes.
