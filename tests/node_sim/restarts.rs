@@ -302,7 +302,7 @@ fn receiver_restart_with_its_chains_reads_everything_sent_meanwhile() {
 /// As in the model test, the copy is behind by less than a reservation
 /// (`RESERVE_AHEAD` positions, journaled before a seal's datagrams leave):
 /// a copy from before the sender's last reservation resumes the chain at
-/// positions already used (see the simrestart report of session 11).
+/// positions already used (see ARCHITECTURE.md, on chain snapshots).
 #[test]
 fn a_sender_restored_from_a_stale_snapshot_never_reuses_a_message_key() {
     let mut c = Cluster::new(1800, 2, LinkConfig::default());
