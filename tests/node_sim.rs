@@ -33,6 +33,8 @@ mod disk;
 mod internals;
 #[path = "node_sim/membership.rs"]
 mod membership;
+#[path = "node_sim/restarts.rs"]
+mod restarts;
 #[path = "node_sim/rooms.rs"]
 mod rooms;
 

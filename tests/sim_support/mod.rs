@@ -239,6 +239,18 @@ impl Cluster {
         self.start_again(i);
     }
 
+    /// Host `i` stops cleanly (as on SIGTERM: what is unacknowledged goes
+    /// into the stored outbox, the store is checkpointed; its goodbyes
+    /// are not sent) and starts again from its store.
+    pub fn stop_and_restart(&mut self, i: usize) {
+        let now = self.now();
+        self.hosts
+            .remove(i)
+            .shutdown(now)
+            .expect("a simulated daemon stops cleanly");
+        self.start_again(i);
+    }
+
     /// Host `i` crashes and starts again from `snapshot` of its store
     /// ([`Cluster::snapshot`]): what it wrote since is lost, as when a
     /// stale backup is restored or a disk loses its last writes.
@@ -391,19 +403,33 @@ impl Cluster {
         }
     }
 
-    /// Every message of `room` host `i` holds, oldest first.
+    /// Every message of `room` host `i` holds, oldest first (page after
+    /// page: the daemon answers at most `MAX_PAGE` rows at a time).
     pub fn room_history(&mut self, i: usize, room: RoomId) -> HistoryPage {
-        let request = Request::History {
-            room,
-            before: None,
-            limit: 100_000,
-        };
-        match self.query(i, request) {
-            Ok(Reply::History(mut page)) => {
-                page.rows.reverse();
-                page
+        let mut rows = Vec::new();
+        let mut before = None;
+        loop {
+            let request = Request::History {
+                room,
+                before,
+                limit: kith::daemon::api::MAX_PAGE,
+            };
+            match self.query(i, request) {
+                Ok(Reply::History(page)) => {
+                    rows.extend(page.rows);
+                    before = page.next;
+                }
+                other => panic!("no history: {other:?}"),
             }
-            other => panic!("no history: {other:?}"),
+            if before.is_none() {
+                break;
+            }
+        }
+        rows.reverse();
+        HistoryPage {
+            room,
+            rows,
+            next: None,
         }
     }
 
