@@ -15,10 +15,16 @@
 //! reconciliations the daemons schedule, even with the authors away, and
 //! a blocked member's words are not stored even when forwarded.
 //!
-//! The properties that need the node's insides (chain snapshots as a
-//! store keeps them, a store paused or restored stale, sessions, group keys,
-//! named successors) run in `node_sim/internals.rs`, at node level on the
-//! same simulator.
+//! The modules go further, still on the real core: `delivery` (exactly
+//! once, in order, "delivered" only once the receiver's store holds it,
+//! checked after every step; offline peers; receiver restarts), `restarts`
+//! (outbox resent unchanged, stale snapshots, a hundred restarts),
+//! `chains` (origins forgotten, rotation, a stolen store opening nothing
+//! later), `rooms` (successors, forged group frames, acknowledgements in
+//! another's name), `disk` (a full disk, and chaos: full disks, kills and
+//! partitions at random), `membership` (a room never split by removals,
+//! invitations, kills and partitions). Node insides are read through
+//! `SimDaemon::node` and stores through snapshots, as a thief would.
 
 mod common;
 mod sim_support;
@@ -29,8 +35,6 @@ mod chains;
 mod delivery;
 #[path = "node_sim/disk.rs"]
 mod disk;
-#[path = "node_sim/internals.rs"]
-mod internals;
 #[path = "node_sim/membership.rs"]
 mod membership;
 #[path = "node_sim/restarts.rs"]

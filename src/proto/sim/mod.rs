@@ -19,8 +19,8 @@
 //! The hosts live beside the network, not in it (`step(&mut hosts, …)`),
 //! so a test's harness can keep them in its own struct and reach them and
 //! its own bookkeeping at once. [`reliable`] is the harness of the reliable
-//! layer; `tests/node_sim/internals.rs` has the one of the node alone, and
-//! [`crate::daemon::sim`] makes the daemon's real core a host.
+//! layer, and [`crate::daemon::sim`] makes the daemon's real core (node,
+//! store and all) a host: every node property is tested there.
 //!
 //! Run-loop contract, as for the real shells: every input is followed by a
 //! drain of [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] until
