@@ -48,26 +48,16 @@ use std::time::Duration;
 use kith::daemon::sim::SimEvent;
 use kith::daemon::{DaemonError, Event, Reply, Request, Target};
 use kith::proto::ids::{MessageId, PeerId, RoomId};
-use kith::proto::node::{DropReason, NodeConfig, direct_room};
+use kith::proto::node::{DropReason, direct_room};
 use kith::proto::reliable::Destination;
 use kith::proto::sim::{Endpoint, LinkConfig};
 use kith::proto::wire::{Datagram, Frame};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim_support::{Cluster, ClusterConfig, RoomSent};
+use sim_support::{Cluster, ClusterConfig, RoomSent, multicast};
 
 fn quiet() -> LinkConfig {
     LinkConfig::default()
-}
-
-fn multicast() -> ClusterConfig {
-    ClusterConfig {
-        node: NodeConfig {
-            group_multicast: true,
-            ..NodeConfig::default()
-        },
-        ..ClusterConfig::default()
-    }
 }
 
 fn is_sealed(bytes: &[u8]) -> bool {

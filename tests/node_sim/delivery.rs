@@ -17,7 +17,7 @@ use kith::proto::node::{DropReason, direct_room};
 use kith::proto::sim::LinkConfig;
 use proptest::prelude::*;
 
-use crate::sim_support::Cluster;
+use crate::sim_support::{Cluster, lan_link};
 
 /// "Delivered" means stored: with the receiver's disk full nothing it
 /// gets is acknowledged, so the sender reports nothing delivered and keeps
@@ -79,20 +79,6 @@ fn a_receiver_restored_from_before_the_messages_gets_them_again_by_sync() {
 // every "delivered" checked against the receiver's store as it happens:
 // the ports of the old model's exactly-once, offline and receiver-restart
 // scenarios (`node_sim/internals.rs`) onto the real core.
-
-/// The links of the old model's sweeps: `loss`, 5 % duplicated, 10 %
-/// reordered by up to 8 ms, a fixed 1 ms delay, no bandwidth limit.
-fn model_link(loss: f64) -> LinkConfig {
-    LinkConfig {
-        loss,
-        duplicate: 0.05,
-        reorder: 0.1,
-        reorder_delay: Duration::from_millis(8),
-        delay: Duration::from_millis(1),
-        jitter: Duration::ZERO,
-        bandwidth: None,
-    }
-}
 
 /// A direct message sent: from, to, its id, its text.
 type Sent = (usize, usize, MessageId, String);
@@ -325,7 +311,7 @@ fn exactly_once_under_loss(seed: u64, n: usize, link: LinkConfig, count: usize) 
 fn two_daemons_exactly_once_in_order_under_loss() {
     for loss in [0.0, 0.1, 0.3] {
         for seed in 0..8 {
-            exactly_once_under_loss(seed, 2, model_link(loss), 24);
+            exactly_once_under_loss(seed, 2, lan_link(loss), 24);
         }
     }
 }
@@ -336,7 +322,7 @@ fn two_daemons_exactly_once_in_order_under_loss() {
 fn three_daemons_exactly_once_in_order_under_loss() {
     for loss in [0.0, 0.1, 0.3] {
         for seed in 0..5 {
-            exactly_once_under_loss(100 + seed, 3, model_link(loss), 12);
+            exactly_once_under_loss(100 + seed, 3, lan_link(loss), 12);
         }
     }
 }
@@ -355,7 +341,7 @@ proptest! {
         count in 1usize..10,
         jittery in any::<bool>(),
     ) {
-        let link = if jittery { LinkConfig::lossy(loss) } else { model_link(loss) };
+        let link = if jittery { LinkConfig::lossy(loss) } else { lan_link(loss) };
         exactly_once_under_loss(seed, peers, link, count);
     }
 }
@@ -369,7 +355,7 @@ proptest! {
 #[test]
 fn offline_peer_gets_queued_messages_when_back() {
     for seed in 200..204 {
-        let mut c = Cluster::new(seed, 2, model_link(0.1));
+        let mut c = Cluster::new(seed, 2, lan_link(0.1));
         let mut check = DeliveredCheck::new(2);
         let mut sent = Vec::new();
         check.send(&mut c, &mut sent, 0, 1, "before");
@@ -411,7 +397,7 @@ fn offline_peer_gets_queued_messages_when_back() {
 /// daemons' own handshake retries, retransmissions and probes alone.
 #[test]
 fn offline_peer_reached_without_a_hint_from_the_shell() {
-    let mut c = Cluster::new(300, 2, model_link(0.0));
+    let mut c = Cluster::new(300, 2, lan_link(0.0));
     let mut check = DeliveredCheck::new(2);
     let mut sent = Vec::new();
     c.net.set_up(&mut c.hosts, 1, false);
@@ -443,7 +429,7 @@ fn offline_peer_reached_without_a_hint_from_the_shell() {
 #[test]
 fn receiver_restart_loses_nothing_and_lies_about_nothing() {
     for seed in 700..704 {
-        let mut c = Cluster::new(seed, 2, model_link(0.1));
+        let mut c = Cluster::new(seed, 2, lan_link(0.1));
         let mut check = DeliveredCheck::new(2);
         let mut sent = Vec::new();
         chatter(&mut c, &mut check, &mut sent, 5);
@@ -495,7 +481,7 @@ fn receiver_restart_loses_nothing_and_lies_about_nothing() {
 /// rejected envelopes.)
 #[test]
 fn a_reconciliation_from_before_a_restart_forwards_nothing_held() {
-    let mut c = Cluster::new(701, 2, model_link(0.1));
+    let mut c = Cluster::new(701, 2, lan_link(0.1));
     let mut check = DeliveredCheck::new(2);
     let mut sent = Vec::new();
     chatter(&mut c, &mut check, &mut sent, 5);

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use kith::daemon::{Delivery, Event, Request, Target};
 use kith::proto::ids::MessageId;
-use kith::proto::node::{NodeConfig, direct_room};
+use kith::proto::node::direct_room;
 use kith::proto::sim::LinkConfig;
 
-use crate::sim_support::{Cluster, ClusterConfig, RoomSent};
+use crate::sim_support::{Cluster, RoomSent, multicast};
 
 /// A member of a multicast room of three whose disk fills up stores
 /// nothing meanwhile and acknowledges nothing (the others never report
@@ -18,13 +18,7 @@ use crate::sim_support::{Cluster, ClusterConfig, RoomSent};
 #[test]
 fn a_room_member_with_a_full_disk_catches_up_once_it_is_freed() {
     for seed in 0..3 {
-        let config = ClusterConfig {
-            node: NodeConfig {
-                group_multicast: true,
-                ..NodeConfig::default()
-            },
-            ..ClusterConfig::default()
-        };
+        let config = multicast();
         let mut c = Cluster::with(40 + seed, 3, LinkConfig::lossy(0.05), config);
         let room = c.create_room(0, "kitchen", &[1, 2]);
         assert!(c.run_until(Duration::from_secs(30), |c| c.all_in(&[0, 1, 2], &room, 3)));

@@ -27,34 +27,9 @@ use kith::proto::node::{
     open_group_payload, seal_group_payload,
 };
 use kith::proto::reliable::Packet;
-use kith::proto::sim::LinkConfig;
 use kith::proto::wire::{Datagram, Frame};
 
-use crate::sim_support::{Cluster, ClusterConfig, START_WALL_MS};
-
-/// A LAN link with `loss`, some duplication and reordering, a fixed 1 ms
-/// delay and no bandwidth limit (the links of the tests these replace).
-fn lossy(loss: f64) -> LinkConfig {
-    LinkConfig {
-        loss,
-        duplicate: 0.05,
-        reorder: 0.1,
-        reorder_delay: Duration::from_millis(8),
-        delay: Duration::from_millis(1),
-        jitter: Duration::ZERO,
-        bandwidth: None,
-    }
-}
-
-fn multicast() -> ClusterConfig {
-    ClusterConfig {
-        node: NodeConfig {
-            group_multicast: true,
-            ..NodeConfig::default()
-        },
-        ..ClusterConfig::default()
-    }
-}
+use crate::sim_support::{Cluster, START_WALL_MS, lan_link, multicast};
 
 /// A group message, and who besides its author was a member when it was
 /// sent (who must store it, and nobody else).
@@ -278,7 +253,7 @@ fn admin_leaves_and_the_successor_it_named_takes_over() {
 }
 
 fn successor_takes_over(seed: u64) {
-    let mut c = Cluster::new(seed, 4, lossy(0.1));
+    let mut c = Cluster::new(seed, 4, lan_link(0.1));
     let mut w = Watch::default();
     w.run_for(&mut c, Duration::from_millis(500));
     // The member with the lowest id (who took over before) joins last.
@@ -374,7 +349,7 @@ fn a_leave_seen_by_only_some_members_does_not_split_the_room() {
 }
 
 fn leave_seen_by_some(seed: u64) {
-    let mut c = Cluster::new(seed, 4, lossy(0.0));
+    let mut c = Cluster::new(seed, 4, lan_link(0.0));
     let mut w = Watch::default();
     w.run_for(&mut c, Duration::from_millis(500));
     let room = c.create_room(0, "kitchen", &[1, 2, 3]);
@@ -439,7 +414,7 @@ fn an_admin_restored_without_a_successor_names_one_at_start() {
 }
 
 fn restored_without_successor(seed: u64) {
-    let mut c = Cluster::new(seed, 4, lossy(0.05));
+    let mut c = Cluster::new(seed, 4, lan_link(0.05));
     let mut w = Watch::default();
     w.run_for(&mut c, Duration::from_millis(500));
     let room = c.create_room(0, "kitchen", &[1, 2, 3]);
@@ -604,7 +579,7 @@ fn forged_and_foreign_group_frames_are_dropped() {
 }
 
 fn forged_and_foreign(seed: u64) {
-    let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
+    let mut c = Cluster::with(seed, 4, lan_link(0.0), multicast());
     let mut w = Watch::default();
     w.run_for(&mut c, Duration::from_millis(500));
     c.net.capture();
@@ -747,7 +722,7 @@ fn a_removed_member_cannot_speak_in_the_room_after_the_grace() {
 }
 
 fn removed_member_after_grace(seed: u64) {
-    let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
+    let mut c = Cluster::with(seed, 4, lan_link(0.0), multicast());
     let mut w = Watch::default();
     let (room, mut said, old_epoch, old_key) = room_after_removal(&mut c, &mut w);
     // A genuine old-epoch frame of host 1 still opens within the grace.
@@ -832,7 +807,7 @@ fn a_member_cannot_acknowledge_in_another_members_name() {
 }
 
 fn acknowledge_in_anothers_name(seed: u64) {
-    let mut c = Cluster::with(seed, 4, lossy(0.0), multicast());
+    let mut c = Cluster::with(seed, 4, lan_link(0.0), multicast());
     let mut w = Watch::default();
     let (room, mut said, old_epoch, _) = room_after_removal(&mut c, &mut w);
     c.net.partition(&[&[2], &[0, 1, 3]]);

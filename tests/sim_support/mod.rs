@@ -333,6 +333,31 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A LAN link with `loss`, 5 % duplicated, 10 % reordered by up to 8 ms,
+/// a fixed 1 ms delay and no bandwidth limit.
+pub fn lan_link(loss: f64) -> kith::proto::sim::LinkConfig {
+    kith::proto::sim::LinkConfig {
+        loss,
+        duplicate: 0.05,
+        reorder: 0.1,
+        reorder_delay: Duration::from_millis(8),
+        delay: Duration::from_millis(1),
+        jitter: Duration::ZERO,
+        bandwidth: None,
+    }
+}
+
+/// Every daemon sends room messages by multicast.
+pub fn multicast() -> ClusterConfig {
+    ClusterConfig {
+        node: NodeConfig {
+            group_multicast: true,
+            ..NodeConfig::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
 pub fn seed_bytes(seed: u64, i: usize, purpose: u8) -> [u8; 32] {
     let mut bytes = [purpose; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
