@@ -148,10 +148,10 @@ impl DaemonCore {
                 self.save_chains();
                 return;
             }
-            if self.journal.deferring || self.journal.append_waits(now) {
+            if self.journal.deferring || self.journal.holds_failed_append() {
                 // A burst of datagrams is under way: one transaction for
                 // all of it, at `end_burst`. Or the last append failed
-                // (a full disk): the next try is at its retry time.
+                // (a full disk): the settling's retry tries it again.
                 return;
             }
             if !self.journal_received(now) {

@@ -80,11 +80,10 @@ pub(super) struct Journal {
     /// Forgotten origins whose deletion failed (a full disk): deleted at
     /// the next try, or a thief of the store would find them.
     undeleted_origins: Vec<(ChainId, ChainRole)>,
-    /// Appends that failed in a row (a full disk): received messages are
-    /// kept, unconfirmed, and sent ones kept, until one succeeds.
-    append_failures: u32,
-    /// When the failed append is tried again.
-    append_retry_at: Option<Instant>,
+    /// An append failed (a full disk): received messages are kept,
+    /// unconfirmed, and sent ones kept, until one succeeds. The next try
+    /// is the settling's retry (`settle_at`), which appends them first.
+    append_failed: bool,
     /// Rooms whose new state (members, epoch) could not be stored: stored
     /// with the next append; meanwhile the node's datagrams wait, so no
     /// member hears of a state a crash would take back from us.
@@ -116,8 +115,8 @@ impl Journal {
     /// tried again with the next append, later still if it keeps failing.
     pub(super) fn hold_room(&mut self, now: Instant, room: RoomId) {
         self.unsaved_rooms.insert(room);
-        self.append_failures = self.append_failures.saturating_add(1);
-        self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
+        self.append_failed = true;
+        self.retry_later(now);
     }
 
     /// Chain states that could not be stored (or must wait behind what a
@@ -138,7 +137,7 @@ impl Journal {
 
     /// Whether an append failed and what it held waits for the next one.
     pub(super) fn holds_failed_append(&self) -> bool {
-        self.append_failures > 0
+        self.append_failed
     }
 
     /// Keeps `event` behind the received messages waiting to be reported;
@@ -183,9 +182,14 @@ impl Journal {
     /// A settling failed: what it held is still journaled, so still
     /// durable; it is tried again later, later still if it keeps failing.
     pub(super) fn settle_failed(&mut self, now: Instant, error: &StoreError) {
+        self.retry_later(now);
+        self.note_failure(error);
+    }
+
+    /// The next settling is tried later, later still if they keep failing.
+    fn retry_later(&mut self, now: Instant) {
         self.failures = self.failures.saturating_add(1);
         self.settle_at = Some(now + settle_retry_delay(self.failures));
-        self.note_failure(error);
     }
 
     /// A settling succeeded; another is due if `more` (delivery states
@@ -223,19 +227,18 @@ impl Journal {
         }
     }
 
-    /// This round's append failed: its messages are kept, unconfirmed (so
-    /// unacknowledged: their senders keep them and say nothing delivered),
-    /// and appended again later, later still if it keeps failing. They
+    /// This round's append failed (`DaemonCore::journal` scheduled the
+    /// retry): its messages are kept, unconfirmed (so unacknowledged:
+    /// their senders keep them and say nothing delivered), and appended
+    /// again with the next settling, later still if it keeps failing. They
     /// cannot be dropped and left to come again: the node accepted them
     /// once, so a retransmission is a duplicate to it, and the chain
     /// state that opened them has moved on.
     pub(super) fn append_failed(
         &mut self,
-        now: Instant,
         round: Vec<(Message, Receipt)>,
         sends: Vec<Message>,
         chains: Vec<ChainSnapshot>,
-        error: &StoreError,
     ) {
         // Nothing was received between the take and the failure, but keep
         // the order if anything was.
@@ -245,25 +248,12 @@ impl Journal {
         self.held_sends.extend(later);
         let later = std::mem::replace(&mut self.unjournaled_chains, chains);
         self.unjournaled_chains.extend(later);
-        self.append_failures = self.append_failures.saturating_add(1);
-        self.append_retry_at = Some(now + settle_retry_delay(self.append_failures));
-        self.note_failure(error);
+        self.append_failed = true;
     }
 
     /// The append of this round's messages succeeded.
     pub(super) fn appended(&mut self) {
-        self.append_failures = 0;
-        self.append_retry_at = None;
-    }
-
-    /// Whether a failed append waits for its retry at `now`.
-    pub(super) fn append_waits(&self, now: Instant) -> bool {
-        self.append_retry_at.is_some_and(|at| at > now)
-    }
-
-    /// When a failed append is tried again.
-    pub(super) fn append_retry_at(&self) -> Option<Instant> {
-        self.append_retry_at
+        self.append_failed = false;
     }
 
     /// What the settling that just happened may report: everything up to
@@ -387,10 +377,8 @@ impl DaemonCore {
         if self.journal.holds_failed_append() {
             // What a failed append held goes in first: the delivery states
             // and reads that follow are about it.
-            if let Err(error) = self.append_waiting(self.clock.mono, Vec::new()) {
-                self.journal.settle_failed(self.clock.mono, &error);
-                return Err(error);
-            }
+            // A failure was counted and a retry scheduled by `journal`.
+            self.append_waiting(self.clock.mono, Vec::new())?;
         }
         let fresh: HashMap<MessageId, u64> = if self.store.is_settled() && deliveries.is_empty() {
             HashMap::new()
@@ -610,8 +598,7 @@ impl DaemonCore {
         }
         if let Err(error) = self.journal(now, &[], reservations.clone()) {
             self.journal
-                .append_failed(now, Vec::new(), Vec::new(), Vec::new(), &error);
-            self.journal.hold_chains(reservations);
+                .append_failed(Vec::new(), Vec::new(), reservations);
             self.store_error("store chain reservations", error);
         }
     }
@@ -684,8 +671,7 @@ impl DaemonCore {
         if let Err(error) = self.journal(now, &messages, chains.clone()) {
             let received = messages.split_off(sent);
             let round = received.into_iter().zip(receipts).collect();
-            self.journal
-                .append_failed(now, round, messages, chains, &error);
+            self.journal.append_failed(round, messages, chains);
             self.store_error("store messages", &error);
             return Err(error);
         }

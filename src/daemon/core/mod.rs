@@ -356,7 +356,6 @@ impl DaemonCore {
         [
             self.outbox.next_due(),
             self.journal.settle_at(),
-            self.journal.append_retry_at(),
             self.node.poll_timeout(),
             self.discovery.poll_timeout(),
             self.sync.poll_timeout(),
